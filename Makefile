@@ -1,0 +1,27 @@
+# Two commands on a fresh machine:  `make demo` (example site) and `make test` (whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HOST   ?= 127.0.0.1:8000
+
+.PHONY: install demo test lint bench
+
+# torch is pinned on the same line as the packages that pull it in, so pip takes the
+# CPU build instead of a multi-GB CUDA one (see docs/installation.md).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	cd example_project && ../$(BIN)/python manage.py demo --addrport $(HOST)
+
+test: $(STAMP)
+	scripts/test-services
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

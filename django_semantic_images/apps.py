@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig, apps
+from django.db import models
+from django.db.models.signals import pre_migrate
+
+
+def models_with_embeddings() -> list[type[models.Model]]:
+    """Every installed model that declares an ImageEmbeddingField."""
+    from .fields import embedding_fields
+
+    return [m for m in apps.get_models() if embedding_fields(m)]
+
+
+def _ensure_extension(using: str = "default", **kwargs: Any) -> None:
+    """Create the pgvector extension before any app's migrations add vector columns."""
+    from django.db import connections
+
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+        if cursor.fetchone() is None:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+class SemanticImagesConfig(AppConfig):
+    name = "django_semantic_images"
+    label = "semantic_images"
+    verbose_name = "Semantic images"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, signals  # noqa: F401  (registers the system checks)
+
+        for model in models_with_embeddings():
+            signals.connect(model)
+        pre_migrate.connect(_ensure_extension, dispatch_uid="semantic_images:extension")

@@ -1,0 +1,136 @@
+"""System checks: PostgreSQL with pgvector, fields that point at real fields,
+column sizes that match the encoder, and vectors from another encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.db import DatabaseError, connections, router
+
+from .apps import models_with_embeddings
+from .fields import embedding_fields
+
+TAG = "semantic_images"
+
+
+@checks.register(TAG)
+def check_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    for model in models_with_embeddings():
+        for field in embedding_fields(model):
+            messages.extend(field.check())
+    return messages
+
+
+@checks.register(TAG, checks.Tags.database)
+def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Needs a database: run by ``migrate`` and ``check --database default``."""
+    messages: list[checks.CheckMessage] = []
+    if not databases:
+        return messages
+    from .encoders import get_encoder
+
+    encoder = get_encoder()
+    for model in models_with_embeddings():
+        alias = router.db_for_read(model)
+        if alias not in databases:
+            continue
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            messages.append(
+                checks.Error(
+                    f"{model._meta.label} has an ImageEmbeddingField, but database {alias!r} is "
+                    f"{connection.vendor}; semantic search needs PostgreSQL with pgvector.",
+                    hint="Point DATABASES[%r] at PostgreSQL (django.db.backends.postgresql)." % alias,
+                    obj=model,
+                    id="semantic_images.E001",
+                )
+            )
+            continue
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                row = cursor.fetchone()
+                if row is None:
+                    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+                    available = cursor.fetchone() is not None
+                    if available:
+                        messages.append(
+                            checks.Warning(
+                                f"The pgvector extension is not yet created in database {alias!r}.",
+                                hint="Run `manage.py migrate` as a role allowed to CREATE EXTENSION.",
+                                obj=model,
+                                id="semantic_images.W002",
+                            )
+                        )
+                    else:
+                        messages.append(
+                            checks.Error(
+                                f"The PostgreSQL server behind database {alias!r} has no pgvector extension.",
+                                hint="Install pgvector on the server (https://github.com/pgvector/pgvector).",
+                                obj=model,
+                                id="semantic_images.E002",
+                            )
+                        )
+                    continue
+                for field in embedding_fields(model):
+                    messages.extend(_check_columns(cursor, model, field, encoder))
+                    messages.extend(_check_encoder(model, field, encoder))
+        except DatabaseError:
+            # Tables not migrated yet: migrate itself will run the checks again afterwards.
+            continue
+    return messages
+
+
+def _check_columns(cursor: Any, model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
+    messages = []
+    table = model._meta.db_table
+    for suffix, wanted in (("visual", encoder.visual_dimensions), ("semantic", encoder.semantic_dimensions)):
+        column = model._meta.get_field(field.column(suffix)).column
+        cursor.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
+            [connection_quote(table), column],
+        )
+        row = cursor.fetchone()
+        if row is None or row[0] in (-1, None) or row[0] == wanted:
+            continue
+        messages.append(
+            checks.Error(
+                f"{model._meta.label}.{column} stores {row[0]}-d vectors, but the encoder "
+                f"{encoder.identity} makes {wanted}-d ones.",
+                hint=(
+                    f"Run `manage.py makemigrations {model._meta.app_label}` and `manage.py migrate`, then "
+                    f"`manage.py semantic_images_reindex --model {model._meta.label}` (docs/encoders.md)."
+                ),
+                obj=model,
+                id="semantic_images.E004",
+            )
+        )
+    return messages
+
+
+def connection_quote(table: str) -> str:
+    return '"%s"' % table.replace('"', '""')
+
+
+def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
+    column = field.column("encoder")
+    stale = (
+        model._default_manager.exclude(**{column: ""})
+        .exclude(**{column: encoder.identity})
+        .values_list(column, flat=True)
+        .distinct()[:5]
+    )
+    others = list(stale)
+    if not others:
+        return []
+    return [
+        checks.Warning(
+            f"Some {model._meta.label} vectors were made by another encoder ({', '.join(others)}) "
+            f"than the configured one ({encoder.identity}); they rank poorly against new queries.",
+            hint=f"Run `manage.py semantic_images_reindex --model {model._meta.label} --stale`.",
+            obj=model,
+            id="semantic_images.W001",
+        )
+    ]

@@ -1,0 +1,104 @@
+"""The ``SEMANTIC_IMAGES`` settings, in the style of ``rest_framework.settings``.
+
+Every key has a default; dotted paths in ``IMPORT_STRINGS`` are imported lazily
+on first use, and a bad one raises ``ImproperlyConfigured`` naming the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # Encoder (dotted path to a class implementing encoders.base.Encoder) and its options.
+    "ENCODER": "django_semantic_images.encoders.conse.ConSEEncoder",
+    "ENCODER_OPTIONS": {},
+    # "auto" picks CUDA when torch sees a GPU, else the CPU; or "cpu", "cuda", "cuda:1".
+    "DEVICE": "auto",
+    # Images are embedded this many at a time.
+    "BATCH_SIZE": 16,
+    # Decoding limits: longest side an image is reduced to before encoding, and the
+    # largest pixel count accepted at all (a decompression bomb is refused, not decoded).
+    "MAX_IMAGE_SIDE": 1024,
+    "MAX_IMAGE_PIXELS": 50_000_000,
+    # Weight of the editor's own words (title, alt text) against the picture, in the
+    # semantic vector; see docs/relevance.md.
+    "TEXT_WEIGHT": 0.5,
+    # Celery: queue name, and whether saves queue work at all ("auto": queue when a
+    # broker is configured, else embed in-process after commit).
+    "QUEUE": "semantic_images",
+    "ASYNC": "auto",
+    "EMBED_ON_SAVE": True,
+    # HNSW search parameters set with SET LOCAL around each ranked query.
+    "HNSW_EF_SEARCH": 100,
+    "HNSW_ITERATIVE_SCAN": "relaxed_order",
+    "HNSW_MAX_SCAN_TUPLES": 20000,
+    # Index build parameters.
+    "HNSW_M": 16,
+    "HNSW_EF_CONSTRUCTION": 64,
+    # Where learned bridges are stored (None: MEDIA_ROOT / "semantic_images").
+    "BRIDGE_DIR": None,
+    # Sweep: rows pending longer than this many seconds are queued again.
+    "PENDING_TIMEOUT": 600,
+}
+
+IMPORT_STRINGS = ("ENCODER",)
+
+
+class SemanticImagesSettings:
+    """Attribute access to ``settings.SEMANTIC_IMAGES`` with defaults."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
+        self.defaults = defaults or DEFAULTS
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if not hasattr(self, "_user_settings"):
+            self._user_settings = getattr(settings, "SEMANTIC_IMAGES", {}) or {}
+            unknown = set(self._user_settings) - set(self.defaults)
+            if unknown:
+                raise ImproperlyConfigured(
+                    f"Unknown SEMANTIC_IMAGES setting(s): {', '.join(sorted(unknown))}."
+                )
+        return self._user_settings
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr not in self.defaults:
+            raise AttributeError(f"Invalid SEMANTIC_IMAGES setting: {attr!r}")
+        val = self.user_settings.get(attr, self.defaults[attr])
+        if attr in IMPORT_STRINGS and isinstance(val, str):
+            try:
+                val = import_string(val)
+            except ImportError as exc:
+                raise ImproperlyConfigured(
+                    f"Could not import {val!r} for SEMANTIC_IMAGES[{attr!r}]: {exc}"
+                ) from exc
+        self._cached.add(attr)
+        setattr(self, attr, val)
+        return val
+
+    def reload(self) -> None:
+        for attr in self._cached:
+            delattr(self, attr)
+        self._cached.clear()
+        if hasattr(self, "_user_settings"):
+            delattr(self, "_user_settings")
+
+
+semantic_settings = SemanticImagesSettings(DEFAULTS)
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SEMANTIC_IMAGES":
+        semantic_settings.reload()
+        from .encoders import registry
+
+        registry.reset()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,98 @@
+"""The encoder interface: what the pipeline and the queries need from a model."""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class ImageEmbeddings:
+    """Vectors for a batch of images, one row per image, each row L2-normalised."""
+
+    visual: np.ndarray
+    semantic: np.ndarray
+    # Per image, the model's confident labels as (label, probability), best first.
+    labels: list[list[tuple[str, float]]] = field(default_factory=list)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` becomes ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder(abc.ABC):
+    """Turns images into a visual and a semantic vector, and text into the semantic space.
+
+    Two images compare by their visual vectors; text compares with images by the
+    semantic vectors. Construction is cheap: weights load on first use, once per
+    process, guarded by a lock so that threads share one copy.
+    """
+
+    #: Short, stable name stored with every vector (the identity adds versions).
+    name: str = "encoder"
+    visual_dimensions: int
+    semantic_dimensions: int
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    def identity(self) -> str:
+        """What produced a vector; vectors from another identity are stale."""
+        return self.name
+
+    def ensure_loaded(self) -> None:
+        """Load the weights once (thread-safe)."""
+        if self._loaded:
+            return
+        with self._lock:
+            if not self._loaded:
+                self.load()
+                self._loaded = True
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the weights (called once, by ``ensure_loaded``)."""
+
+    @abc.abstractmethod
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One decoded RGB image to the model's input array (CPU work, thread-safe)."""
+
+    @abc.abstractmethod
+    def encode_pixels(self, pixels: np.ndarray) -> ImageEmbeddings:
+        """A stacked batch of ``preprocess`` outputs to vectors."""
+
+    @abc.abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts to semantic vectors, shape ``(len(texts), semantic_dimensions)``."""
+
+    def encode_images(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
+        """Decoded RGB images to vectors (preprocess + encode in one call)."""
+        if not images:
+            return ImageEmbeddings(
+                np.zeros((0, self.visual_dimensions), np.float32),
+                np.zeros((0, self.semantic_dimensions), np.float32),
+            )
+        return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
+
+    def encode_text(self, text: str) -> np.ndarray:
+        """One text to one semantic vector."""
+        return self.encode_texts([text])[0]

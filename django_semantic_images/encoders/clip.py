@@ -1,0 +1,80 @@
+"""A jointly trained image-text model (CLIP, SigLIP) through ``transformers``.
+
+Text and images share one space, so the visual and the semantic vector are the
+same image embedding. ``model`` is a hub name or a local folder; loading from
+the hub needs network access, which a site with a model mirror or cache has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .base import Encoder, ImageEmbeddings, l2_normalize
+
+
+class CLIPEncoder(Encoder):
+    name = "clip"
+
+    def __init__(self, model: str = "openai/clip-vit-base-patch32", device: str = "auto") -> None:
+        super().__init__(device)
+        self.model_name = model
+        self.model = None
+        self.processor = None
+        self.tokenizer = None
+        self._dim: int | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}:{hashlib.sha1(self.model_name.encode()).hexdigest()[:8]}"
+
+    @property
+    def visual_dimensions(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(self.model_name)
+            self._dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+        return self._dim
+
+    semantic_dimensions = visual_dimensions  # type: ignore[assignment]
+
+    def load(self) -> None:
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        self.model = AutoModel.from_pretrained(self.model_name).to(self.device).eval()
+        if self.device.startswith("cuda"):
+            self.model = self.model.half()
+        self.processor = AutoImageProcessor.from_pretrained(self.model_name)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        self.ensure_loaded()
+        return self.processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
+
+    @staticmethod
+    def _tensor(out) -> "torch.Tensor":  # noqa: F821
+        # transformers 5 may return a model output instead of a bare tensor.
+        return out if hasattr(out, "float") else out.pooler_output
+
+    def encode_pixels(self, pixels: np.ndarray) -> ImageEmbeddings:
+        import torch
+
+        self.ensure_loaded()
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, dtype=self.model.dtype)
+        with torch.inference_mode():
+            vec = self._tensor(self.model.get_image_features(pixel_values=x)).float().cpu().numpy()
+        vec = l2_normalize(vec)
+        return ImageEmbeddings(visual=vec, semantic=vec.copy())
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        self.ensure_loaded()
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            vec = self._tensor(self.model.get_text_features(**batch)).float().cpu().numpy()
+        return l2_normalize(vec)

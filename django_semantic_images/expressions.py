@@ -1,0 +1,80 @@
+"""Ranking expressions: cosine distances to a query's meaning or to a query image.
+
+They are ordinary Django expressions (pgvector's ``CosineDistance``, i.e.
+``column <=> query``), so they work in ``annotate()``, ``order_by()`` and
+``filter()``; ordering by them ascending with a LIMIT is what the HNSW index serves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pgvector.django import CosineDistance
+
+from .fields import get_embedding_field
+
+
+class _EmbeddingDistance(CosineDistance):
+    suffix = ""
+
+    def __init__(self, field: str, query: Any, **extra: Any) -> None:
+        self.embedding_name = field
+        super().__init__(field, self.query_vector(query), **extra)
+
+    def query_vector(self, query: Any) -> list[float]:
+        raise NotImplementedError
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
+        clone = self.copy()
+        if query is not None:
+            field = get_embedding_field(query.model, self.embedding_name)
+            column = field.column(self.suffix)
+            from django.db.models import F
+
+            clone.set_source_expressions([F(column), *clone.get_source_expressions()[1:]])
+        return super(_EmbeddingDistance, clone).resolve_expression(query, allow_joins, reuse, summarize, for_save)
+
+
+def _as_list(vector: Any) -> list[float] | None:
+    if isinstance(vector, (list, tuple)) and vector and isinstance(vector[0], (int, float)):
+        return [float(v) for v in vector]
+    if isinstance(vector, np.ndarray):
+        return vector.astype(np.float32).ravel().tolist()
+    return None
+
+
+class SemanticDistance(_EmbeddingDistance):
+    """Cosine distance from the semantic vector to ``query`` (words, or a vector in that space).
+
+    ``Photo.objects.annotate(d=SemanticDistance("embedding", "red bicycle")).order_by("d")``
+    """
+
+    suffix = "semantic"
+
+    def query_vector(self, query: Any) -> list[float]:
+        vector = _as_list(query)
+        if vector is not None:
+            return vector
+        from .encoders import get_encoder
+
+        return get_encoder().encode_text(str(query)).tolist()
+
+
+class VisualDistance(_EmbeddingDistance):
+    """Cosine distance from the visual vector to a query image (PIL image, file, path or vector)."""
+
+    suffix = "visual"
+
+    def query_vector(self, query: Any) -> list[float]:
+        vector = _as_list(query)
+        if vector is not None:
+            return vector
+        from .conf import semantic_settings
+        from .encoders import get_encoder
+        from .imaging import load_query_image
+
+        image = load_query_image(
+            query, max_side=semantic_settings.MAX_IMAGE_SIDE, max_pixels=semantic_settings.MAX_IMAGE_PIXELS
+        )
+        return get_encoder().encode_images([image]).visual[0].tolist()

@@ -1,0 +1,233 @@
+"""``ImageEmbeddingField``: one declaration that gives a model its vector columns.
+
+Like ``GenericForeignKey``, the field itself has no column; it adds concrete
+sibling fields named after it (for a field called ``embedding``):
+
+=========================  ===============================================
+``embedding_visual``       CNN image vector (image -> image), HNSW cosine index
+``embedding_semantic``     vector in the text space (text -> image), HNSW cosine index
+``embedding_encoder``      identity of the encoder that produced the vectors
+``embedding_hash``         SHA-256 of the image bytes and the text fields
+``embedding_status``       ``pending`` / ``embedded`` / ``failed``
+``embedding_error``        why it failed, in words
+``embedding_updated_at``   when the vectors were written
+``embedding_labels``       the CNN's confident labels, as suggestions for editors
+=========================  ===============================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import checks
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from pgvector.django import HnswIndex, VectorField
+
+
+class EmbeddingStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    EMBEDDED = "embedded", _("Embedded")
+    FAILED = "failed", _("Failed")
+
+
+SUFFIXES = ("visual", "semantic", "encoder", "hash", "status", "error", "updated_at", "labels")
+
+
+class ImageEmbeddingField:
+    """Declare on an image model: ``embedding = ImageEmbeddingField(image_field="image")``.
+
+    :param image_field: name of the model's ``ImageField`` / ``FileField``.
+    :param text_fields: names of text fields (title, alt text, caption) whose words are
+        embedded too and fused into the semantic vector.
+    :param visual_dimensions: / :param semantic_dimensions: column sizes; by default
+        the configured encoder's.
+    :param index: add HNSW cosine indexes on both vector columns.
+    """
+
+    # Django calls contribute_to_class() for attributes that define it.
+    auto_created = False
+    is_relation = False
+
+    def __init__(
+        self,
+        image_field: str = "image",
+        text_fields: Sequence[str] = (),
+        *,
+        visual_dimensions: int | None = None,
+        semantic_dimensions: int | None = None,
+        index: bool = True,
+    ) -> None:
+        self.image_field = image_field
+        self.text_fields = tuple(text_fields)
+        self._visual_dimensions = visual_dimensions
+        self._semantic_dimensions = semantic_dimensions
+        self.index = index
+        self.name = ""
+        self.model: type[models.Model] | None = None
+
+    # -- column names -------------------------------------------------------
+    def column(self, suffix: str) -> str:
+        """Attribute name of a sibling field, e.g. ``column("status") == "embedding_status"``."""
+        return f"{self.name}_{suffix}"
+
+    @property
+    def visual_field(self) -> str:
+        return self.column("visual")
+
+    @property
+    def semantic_field(self) -> str:
+        return self.column("semantic")
+
+    # -- model set-up ---------------------------------------------------------
+    def contribute_to_class(self, cls: type[models.Model], name: str) -> None:
+        from .encoders import get_encoder
+
+        self.name = name
+        self.model = cls
+        encoder = None
+        if self._visual_dimensions is None or self._semantic_dimensions is None:
+            encoder = get_encoder()
+        vdim = self._visual_dimensions or encoder.visual_dimensions
+        sdim = self._semantic_dimensions or encoder.semantic_dimensions
+        ro = {"editable": False}
+        siblings: dict[str, models.Field] = {
+            "visual": VectorField(dimensions=vdim, null=True, blank=True, **ro),
+            "semantic": VectorField(dimensions=sdim, null=True, blank=True, **ro),
+            "encoder": models.CharField(max_length=120, blank=True, default="", **ro),
+            "hash": models.CharField(max_length=64, blank=True, default="", **ro),
+            "status": models.CharField(
+                max_length=16,
+                choices=EmbeddingStatus.choices,
+                default=EmbeddingStatus.PENDING,
+                db_index=True,
+                **ro,
+            ),
+            "error": models.TextField(blank=True, default="", **ro),
+            "updated_at": models.DateTimeField(null=True, blank=True, **ro),
+            "labels": models.JSONField(default=list, blank=True, **ro),
+        }
+        for suffix, field in siblings.items():
+            field.verbose_name = f"{name} {suffix.replace('_', ' ')}"
+            cls.add_to_class(self.column(suffix), field)
+        setattr(cls, name, self)
+        registry = cls.__dict__.get("_semantic_image_fields")
+        if registry is None:
+            registry = {}
+            cls._semantic_image_fields = registry
+        registry[name] = self
+        if self.index and not cls._meta.abstract:
+            # Migrations read Meta options from original_attrs, so record the indexes there too.
+            cls._meta.indexes = list(cls._meta.indexes)
+            cls._meta.original_attrs["indexes"] = cls._meta.indexes
+            for suffix in ("visual", "semantic"):
+                cls._meta.indexes.append(
+                    HnswIndex(
+                        name=self.index_name(cls, suffix),
+                        fields=[self.column(suffix)],
+                        m=16,
+                        ef_construction=64,
+                        opclasses=["vector_cosine_ops"],
+                    )
+                )
+        models.signals.class_prepared.connect(self._class_prepared, sender=cls, weak=False)
+
+    def index_name(self, cls: type[models.Model], suffix: str) -> str:
+        digest = hashlib.sha1(f"{cls._meta.db_table}.{self.column(suffix)}".encode()).hexdigest()[:8]
+        return f"{cls._meta.db_table[:12]}_{suffix[:3]}_{digest}"[:30]
+
+    def _class_prepared(self, sender: type[models.Model], **kwargs: Any) -> None:
+        """Give the model a searching manager when it declares none of its own."""
+        from .query import SemanticImageManager
+
+        opts = sender._meta
+        if (
+            len(opts.local_managers) == 1
+            and getattr(opts.local_managers[0], "auto_created", False)
+            and not isinstance(opts.local_managers[0], SemanticImageManager)
+        ):
+            opts.local_managers.clear()
+            manager = SemanticImageManager()
+            manager.auto_created = True
+            sender.add_to_class("objects", manager)
+            opts._expire_cache()
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors: list[checks.CheckMessage] = []
+        assert self.model is not None
+        names = {f.name for f in self.model._meta.get_fields()}
+        for attr in (self.image_field, *self.text_fields):
+            if attr not in names:
+                errors.append(
+                    checks.Error(
+                        f"ImageEmbeddingField {self.name!r} refers to {attr!r}, which is not a field of "
+                        f"{self.model._meta.label}.",
+                        obj=self.model,
+                        id="semantic_images.E003",
+                    )
+                )
+        return errors
+
+    # -- instance access --------------------------------------------------------
+    def __get__(self, instance: models.Model | None, owner: type) -> ImageEmbeddingField | EmbeddingInfo:
+        if instance is None:
+            return self
+        return EmbeddingInfo(instance, self)
+
+    def __set__(self, instance: models.Model, value: Any) -> None:
+        raise AttributeError(f"{self.name!r} is computed by the pipeline and cannot be assigned.")
+
+    def texts(self, instance: models.Model) -> list[str]:
+        """The non-empty text field values of ``instance``."""
+        return [str(v).strip() for v in (getattr(instance, f, "") for f in self.text_fields) if v and str(v).strip()]
+
+
+@dataclass
+class EmbeddingInfo:
+    """Read-only view of one row's embedding state: ``photo.embedding.status`` etc."""
+
+    instance: models.Model
+    field: ImageEmbeddingField
+
+    def _get(self, suffix: str) -> Any:
+        return getattr(self.instance, self.field.column(suffix))
+
+    status = property(lambda self: self._get("status"))
+    error = property(lambda self: self._get("error"))
+    encoder = property(lambda self: self._get("encoder"))
+    content_hash = property(lambda self: self._get("hash"))
+    updated_at = property(lambda self: self._get("updated_at"))
+    visual = property(lambda self: self._get("visual"))
+    semantic = property(lambda self: self._get("semantic"))
+    labels = property(lambda self: self._get("labels"))
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.status == EmbeddingStatus.EMBEDDED
+
+    def __str__(self) -> str:
+        return str(self.status)
+
+
+def embedding_fields(model: type[models.Model]) -> list[ImageEmbeddingField]:
+    """The ImageEmbeddingFields declared on ``model`` (or its concrete parents)."""
+    found: dict[str, ImageEmbeddingField] = {}
+    for klass in reversed(model.__mro__):
+        found.update(klass.__dict__.get("_semantic_image_fields", {}))
+    return list(found.values())
+
+
+def get_embedding_field(model: type[models.Model], name: str | None = None) -> ImageEmbeddingField:
+    """The model's embedding field (by name when it has several)."""
+    fields = embedding_fields(model)
+    if name is not None:
+        for f in fields:
+            if f.name == name:
+                return f
+        raise LookupError(f"{model.__name__} has no ImageEmbeddingField named {name!r}.")
+    if not fields:
+        raise LookupError(f"{model.__name__} has no ImageEmbeddingField.")
+    return fields[0]

@@ -1,0 +1,99 @@
+"""Reading an image safely: bounded size, EXIF orientation, JPEG draft decoding.
+
+Every way a file can be bad ends in ``ImageDecodeError`` with a reason an editor
+can read; nothing here raises anything else for bad input.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import IO
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can use; ``str(exc)`` is the reason."""
+
+
+def decode_image(
+    data: bytes,
+    *,
+    min_side: int = 256,
+    max_side: int = 1024,
+    max_pixels: int = 50_000_000,
+) -> Image.Image:
+    """Decode ``data`` into an upright RGB image whose longest side is at most ``max_side``.
+
+    JPEGs are decoded in draft mode at the smallest DCT scale that keeps the
+    shorter side at least ``min_side``, so a 12-megapixel photo is never
+    decoded at full size. Images over ``max_pixels`` are refused before decoding.
+    """
+    if not data:
+        raise ImageDecodeError("The file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels."
+                )
+            if width < 1 or height < 1:
+                raise ImageDecodeError("The image has no pixels.")
+            if image.format == "JPEG":
+                scale = max(1, min(width, height) // max(min_side, 1))
+                image.draft("RGB", (max(1, width // scale), max(1, height // scale)))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image.thumbnail((max_side, max_side), Image.BICUBIC)
+            return to_rgb(image)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("The file is not an image in a format we can read.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"The image is too large to decode safely: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+        raise ImageDecodeError(f"The image data is truncated or corrupt: {exc}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited onto white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def read_bytes(source: IO[bytes] | bytes | str, max_bytes: int | None = None) -> bytes:
+    """All bytes of a file object, path or buffer, refusing more than ``max_bytes``."""
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, str):
+        with open(source, "rb") as fh:
+            data = fh.read(max_bytes + 1 if max_bytes else -1)
+    else:
+        if hasattr(source, "seek"):
+            try:
+                source.seek(0)
+            except (OSError, ValueError):
+                pass
+        data = source.read(max_bytes + 1 if max_bytes else -1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageDecodeError(f"The file is larger than the limit of {max_bytes:,} bytes.")
+    return data
+
+
+def load_query_image(source: IO[bytes] | bytes | str | Image.Image, **limits: int) -> Image.Image:
+    """A query image from a PIL image, a path, bytes or an uploaded file."""
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source))
+    max_bytes = limits.pop("max_bytes", None)
+    return decode_image(read_bytes(source, max_bytes), **limits)

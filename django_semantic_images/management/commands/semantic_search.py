@@ -1,0 +1,61 @@
+"""``manage.py semantic_search "words"`` or ``--image PATH``: ranked results with scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError
+
+from ...apps import models_with_embeddings
+from ...imaging import ImageDecodeError
+
+
+def resolve_model(label: str | None) -> Any:
+    """The model named ``app_label.Model``, or the only model with an embedding field."""
+    candidates = models_with_embeddings()
+    if label:
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"Unknown model {label!r} (use app_label.ModelName).") from exc
+        if model not in candidates:
+            raise CommandError(f"{label} has no ImageEmbeddingField.")
+        return model
+    if len(candidates) != 1:
+        names = ", ".join(m._meta.label for m in candidates) or "none"
+        raise CommandError(f"Name the model with --model (models with an ImageEmbeddingField: {names}).")
+    return candidates[0]
+
+
+class Command(BaseCommand):
+    help = "Search images by meaning (text) or by likeness (--image) and print ranked results."
+
+    def add_arguments(self, parser):
+        parser.add_argument("query", nargs="?", help="Words to search for.")
+        parser.add_argument("--image", type=Path, help="Find images that look like this file.")
+        parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
+        parser.add_argument("--limit", type=int, default=10)
+
+    def handle(self, *args: Any, query: str | None, image: Path | None, model: str | None, limit: int, **opts: Any):
+        if bool(query) == bool(image):
+            raise CommandError('Give either words ("a red bicycle") or --image PATH.')
+        model_cls = resolve_model(model)
+        qs = model_cls._default_manager.all()
+        try:
+            if image is not None:
+                if not image.is_file():
+                    raise CommandError(f"{image} is not a file.")
+                results = qs.similar_to(str(image))
+            else:
+                results = qs.semantic_search(query)
+            rows = list(results[: max(1, limit)])
+        except (ImageDecodeError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        if not rows:
+            self.stdout.write("No embedded images yet: run `manage.py semantic_images_reindex`.")
+            return
+        self.stdout.write(f"{'rank':>4}  {'score':>6}  {'pk':>6}  item")
+        for rank, row in enumerate(rows, 1):
+            self.stdout.write(f"{rank:>4}  {row.score:6.3f}  {row.pk!s:>6}  {row}")

@@ -1,0 +1,101 @@
+"""``SemanticImageQuerySet``: ranked search that stays a queryset.
+
+``semantic_search()`` and ``similar_to()`` annotate ``distance`` and ``score``
+and order by distance, so they compose with ``.filter()``, permissions and
+pagination. Evaluation wraps the query in a transaction that sets pgvector's
+``hnsw.ef_search`` and iterative index scan with ``SET LOCAL``, so a filtered
+search still fills its page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.db.models import ExpressionWrapper, F, FloatField, Value
+
+from .conf import semantic_settings
+from .expressions import SemanticDistance, VisualDistance
+from .fields import EmbeddingStatus, get_embedding_field
+
+
+def hnsw_session_settings() -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs set with SET LOCAL before a ranked query."""
+    pairs = [("hnsw.ef_search", str(semantic_settings.HNSW_EF_SEARCH))]
+    if semantic_settings.HNSW_ITERATIVE_SCAN:
+        pairs.append(("hnsw.iterative_scan", str(semantic_settings.HNSW_ITERATIVE_SCAN)))
+        pairs.append(("hnsw.max_scan_tuples", str(semantic_settings.HNSW_MAX_SCAN_TUPLES)))
+    return pairs
+
+
+def apply_hnsw_settings(using: str) -> None:
+    """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction."""
+    with connections[using].cursor() as cursor:
+        for name, value in hnsw_session_settings():
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
+class SemanticImageQuerySet(models.QuerySet):
+    """QuerySet with ``semantic_search()`` (text -> images) and ``similar_to()`` (image -> images)."""
+
+    _vector_ranked = False
+
+    def _clone(self) -> SemanticImageQuerySet:
+        clone = super()._clone()
+        clone._vector_ranked = self._vector_ranked
+        return clone
+
+    def _ranked(self, distance: Any, vector_field: str) -> SemanticImageQuerySet:
+        qs = self.filter(**{f"{vector_field}__isnull": False}).annotate(distance=distance)
+        qs = qs.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
+        qs = qs.order_by("distance")
+        qs._vector_ranked = True
+        return qs
+
+    def semantic_search(self, query: Any, *, field: str | None = None) -> SemanticImageQuerySet:
+        """Rows ranked by meaning: ``query`` is words (or a vector in the text space)."""
+        field_obj = get_embedding_field(self.model, field)
+        if isinstance(query, str) and not query.strip():
+            raise ValueError("The search text is empty.")
+        return self._ranked(SemanticDistance(field_obj.name, query), field_obj.semantic_field)
+
+    def similar_to(self, query: Any, *, field: str | None = None, exclude_self: bool = True) -> SemanticImageQuerySet:
+        """Rows ranked by visual likeness to ``query``: a model instance, an uploaded file,
+        a path, a PIL image or a visual vector."""
+        field_obj = get_embedding_field(self.model, field)
+        qs = self
+        if isinstance(query, models.Model):
+            if exclude_self and query.pk is not None:
+                qs = qs.exclude(pk=query.pk)
+            vector = getattr(query, field_obj.visual_field)
+            if vector is None:
+                raise ValueError(f"{query} has no visual vector yet (status: {getattr(query, field_obj.column('status'))}).")
+            query = vector
+        return qs._ranked(VisualDistance(field_obj.name, query), field_obj.visual_field)
+
+    def embedded(self, *, field: str | None = None) -> SemanticImageQuerySet:
+        f = get_embedding_field(self.model, field)
+        return self.filter(**{f.column("status"): EmbeddingStatus.EMBEDDED})
+
+    def failed(self, *, field: str | None = None) -> SemanticImageQuerySet:
+        f = get_embedding_field(self.model, field)
+        return self.filter(**{f.column("status"): EmbeddingStatus.FAILED})
+
+    def _fetch_all(self) -> None:
+        if self._result_cache is None and self._vector_ranked:
+            with transaction.atomic(using=self.db):
+                apply_hnsw_settings(self.db)
+                super()._fetch_all()
+            return
+        super()._fetch_all()
+
+    def explain(self, *, format: str | None = None, **options: Any) -> str:
+        if self._vector_ranked:
+            with transaction.atomic(using=self.db):
+                apply_hnsw_settings(self.db)
+                return super().explain(format=format, **options)
+        return super().explain(format=format, **options)
+
+
+class SemanticImageManager(models.Manager.from_queryset(SemanticImageQuerySet)):  # type: ignore[misc]
+    """Default manager for models with an ``ImageEmbeddingField``."""

@@ -1,0 +1,88 @@
+"""Queue embedding when a row is created or its image or text fields change.
+
+A snapshot of the inputs is taken when an instance is loaded; a save that
+changes none of them sends no work. Work is sent after the transaction
+commits, so a worker never reads a row that is not there yet.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import models, transaction
+
+from .conf import semantic_settings
+from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields
+
+SNAPSHOT_ATTR = "_semantic_images_inputs"
+_state = threading.local()
+
+
+@contextmanager
+def embedding_deferred() -> Iterator[None]:
+    """Saves inside this block send no work (bulk loads embed afterwards, in batches)."""
+    previous = getattr(_state, "deferred", False)
+    _state.deferred = True
+    try:
+        yield
+    finally:
+        _state.deferred = previous
+
+
+def _inputs(instance: models.Model, field: ImageEmbeddingField) -> tuple:
+    image = getattr(instance, field.image_field, None)
+    return (getattr(image, "name", None) or "", *(getattr(instance, f, None) for f in field.text_fields))
+
+
+def _snapshot(instance: models.Model) -> None:
+    setattr(
+        instance,
+        SNAPSHOT_ATTR,
+        {f.name: _inputs(instance, f) for f in embedding_fields(type(instance))},
+    )
+
+
+def _changed(instance: models.Model, field: ImageEmbeddingField) -> bool:
+    before = getattr(instance, SNAPSHOT_ATTR, {}).get(field.name)
+    return before is None or before != _inputs(instance, field)
+
+
+def post_init_handler(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    if instance.pk is not None:
+        _snapshot(instance)
+
+
+def pre_save_handler(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+    if raw:
+        return
+    changed = [f.name for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f)]
+    instance._semantic_images_changed = changed
+    for name in changed:
+        field = next(f for f in embedding_fields(sender) if f.name == name)
+        setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
+        setattr(instance, field.column("error"), "")
+
+
+def post_save_handler(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+    changed = getattr(instance, "_semantic_images_changed", [])
+    instance._semantic_images_changed = []
+    _snapshot(instance)
+    if raw or not changed or not semantic_settings.EMBED_ON_SAVE or getattr(_state, "deferred", False):
+        return
+    from .dispatch import request_embedding
+
+    using = kwargs.get("using") or "default"
+    pk = instance.pk
+    for name in changed:
+        transaction.on_commit(lambda name=name: request_embedding(sender, [pk], field=name), using=using)
+
+
+def connect(model: type[models.Model]) -> None:
+    """Wire the handlers for one model with an ImageEmbeddingField."""
+    uid = f"semantic_images:{model._meta.label}"
+    models.signals.post_init.connect(post_init_handler, sender=model, dispatch_uid=uid)
+    models.signals.pre_save.connect(pre_save_handler, sender=model, dispatch_uid=uid)
+    models.signals.post_save.connect(post_save_handler, sender=model, dispatch_uid=uid)

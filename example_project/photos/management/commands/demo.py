@@ -1,0 +1,32 @@
+"""``manage.py demo``: migrate, load and index the sample photos, create an admin, serve."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+USERNAME = PASSWORD = "admin"
+
+
+class Command(BaseCommand):
+    help = "Set up the example site with indexed sample photos and serve it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument("--no-serve", action="store_true", help="Set up only.")
+
+    def handle(self, *args, addrport: str, no_serve: bool, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("load_photos")
+        User = get_user_model()
+        if not User.objects.filter(username=USERNAME).exists():
+            User.objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nExample site: http://{addrport}/admin/photos/photo/   login: {USERNAME} / {PASSWORD}\n"
+                f"Try the search box with: a cup of coffee\n"
+            )
+        )
+        if not no_serve:
+            call_command("runserver", addrport, use_reloader=False)

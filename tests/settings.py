@@ -1,0 +1,13 @@
+"""Test settings: the example site, a private media folder, and its own database server."""
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("SEMANTIC_IMAGES_PGDATA", str(ROOT / ".pgdata-test"))
+os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="semantic-images-media-"))
+
+from example_project.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

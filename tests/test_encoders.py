@@ -1,0 +1,126 @@
+"""The default encoder with the real weights, and the CLIP backend on a tiny saved model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from django_semantic_images.encoders import get_encoder
+from django_semantic_images.encoders.efficientnet_lite import load_lite0
+from django_semantic_images.encoders.labels import imagenet_classes
+
+
+def test_label_file_has_the_1000_classes_in_model_order():
+    classes = imagenet_classes()
+    assert len(classes) == 1000
+    assert classes[0].name == "tench"
+    assert classes[281].name == "tabby"
+
+
+def test_lite0_weights_load_strictly_and_classify_the_cat(sample_paths):
+    encoder = get_encoder()
+    model = load_lite0()
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(4.65e6, rel=0.02)
+    pixels = encoder.preprocess(Image.open(sample_paths["chelsea"]))
+    emb = encoder.encode_pixels(pixels[None])
+    top_names = [name for name, _ in emb.labels[0][:3]]
+    assert any("cat" in name or name == "tabby" for name in top_names), top_names
+
+
+def test_vectors_have_the_declared_sizes_and_unit_length(sample_paths):
+    encoder = get_encoder()
+    emb = encoder.encode_images([Image.open(sample_paths["coffee"]), Image.open(sample_paths["rocket"])])
+    assert emb.visual.shape == (2, encoder.visual_dimensions) == (2, 1280)
+    assert emb.semantic.shape == (2, encoder.semantic_dimensions) == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb.visual, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb.semantic, axis=1), 1, atol=1e-5)
+
+
+def test_text_vectors_match_sentence_transformers_pooling():
+    encoder = get_encoder()
+    a, b, c = encoder.encode_texts(["a cup of coffee", "a mug of hot coffee", "a rocket on the launch pad"])
+    assert a @ b > a @ c + 0.2
+
+
+def test_conse_puts_images_near_their_words(sample_paths):
+    encoder = get_encoder()
+    emb = encoder.encode_images([Image.open(sample_paths["chelsea"]), Image.open(sample_paths["coffee"])])
+    cat, coffee = encoder.encode_texts(["a cat", "a cup of coffee"])
+    assert emb.semantic[0] @ cat > emb.semantic[0] @ coffee
+    assert emb.semantic[1] @ coffee > emb.semantic[1] @ cat
+
+
+def test_identity_changes_with_the_recipe():
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    assert ConSEEncoder(top_k=10).identity == ConSEEncoder(top_k=10).identity
+    assert ConSEEncoder(top_k=10).identity != ConSEEncoder(top_k=5).identity
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A randomly initialised CLIP with a 40-word tokenizer, saved like a hub model."""
+    import json
+
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    words = ["a", "photo", "of", "cat", "dog", "coffee", "cup", "rocket", "red", "bicycle"]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
+    for w in words:
+        vocab.setdefault(w + "</w>", len(vocab))
+    for ch in sorted({c for w in words for c in w}):
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    config = CLIPConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_clip_backend_loads_a_saved_model_from_a_folder(tiny_clip, sample_paths):
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    encoder = CLIPEncoder(model=str(tiny_clip), device="cpu")
+    assert encoder.visual_dimensions == encoder.semantic_dimensions == 16
+    emb = encoder.encode_images([Image.open(sample_paths["chelsea"]), Image.open(sample_paths["coffee"])])
+    assert emb.visual.shape == emb.semantic.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(emb.visual, axis=1), 1, atol=1e-5)
+    assert not np.allclose(emb.visual[0], emb.visual[1])
+    text = encoder.encode_texts(["a photo of a cat", "a red bicycle"])
+    assert text.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)
+    assert encoder.identity.startswith("clip:")
+
+
+def test_clip_backend_resolves_hub_names_through_transformers(tiny_clip, monkeypatch):
+    """A hub name goes to transformers' from_pretrained; the hub itself is mocked (no network here)."""
+    import transformers
+
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    asked: list[str] = []
+    for cls_name in ("AutoModel", "AutoImageProcessor", "AutoTokenizer", "AutoConfig"):
+        cls = getattr(transformers, cls_name)
+        original = cls.from_pretrained.__func__
+
+        def fake(klass, name, *args, _original=original, **kwargs):
+            asked.append(name)
+            return _original(klass, str(tiny_clip) if name == "someorg/clip-tiny" else name, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(fake))
+    encoder = CLIPEncoder(model="someorg/clip-tiny", device="cpu")
+    assert encoder.visual_dimensions == 16
+    assert encoder.encode_texts(["a cat"]).shape == (1, 16)
+    assert asked and asked[0] == "someorg/clip-tiny"

@@ -1,0 +1,107 @@
+"""The embedding pipeline against real PostgreSQL + pgvector and the real models."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from django_semantic_images import EmbeddingStatus
+from django_semantic_images.encoders import get_encoder
+from django_semantic_images.pipeline import embed_instances
+from photos.models import Photo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_saved_photo_is_embedded_after_commit(sample_paths):
+    from django.core.files import File
+
+    photo = Photo(title="")
+    with sample_paths["coffee"].open("rb") as fh:
+        photo.image.save("coffee.png", File(fh))  # saves the row; embedding runs on commit
+    photo.refresh_from_db()
+    assert photo.embedding.status == EmbeddingStatus.EMBEDDED
+    assert photo.embedding.encoder == get_encoder().identity
+    assert len(photo.embedding_visual) == 1280 and len(photo.embedding_semantic) == 384
+    assert len(photo.embedding.content_hash) == 64
+    assert photo.embedding.updated_at is not None
+    assert photo.embedding.labels and "label" in photo.embedding.labels[0]
+
+
+def test_unchanged_content_is_not_embedded_again(make_photo, sample_paths):
+    photo = make_photo(sample_paths["rocket"])
+    first = embed_instances([photo])
+    assert first.embedded == [photo.pk]
+    stamp = Photo.objects.get(pk=photo.pk).embedding_updated_at
+    again = embed_instances(Photo.objects.filter(pk=photo.pk))
+    assert again.skipped == [photo.pk] and not again.embedded
+    assert Photo.objects.get(pk=photo.pk).embedding_updated_at == stamp
+    forced = embed_instances(Photo.objects.filter(pk=photo.pk), force=True)
+    assert forced.embedded == [photo.pk]
+
+
+def test_changed_alt_text_is_embedded_again(make_photo, sample_paths):
+    photo = make_photo(sample_paths["rocket"])
+    embed_instances([photo])
+    photo = Photo.objects.get(pk=photo.pk)
+    before = np.array(photo.embedding_semantic)
+    photo.alt_text = "A space rocket on its launch pad"
+    photo.save()  # triggers in-process embedding on commit
+    photo.refresh_from_db()
+    assert photo.embedding.status == EmbeddingStatus.EMBEDDED
+    assert not np.allclose(before, np.array(photo.embedding_semantic))
+
+
+def test_a_corrupt_file_fails_with_a_reason_and_its_neighbours_are_embedded(make_photo, sample_paths):
+    good1 = make_photo(sample_paths["chelsea"])
+    truncated = make_photo(sample_paths["rocket"].read_bytes()[:2000], name="broken.jpg")
+    not_image = make_photo(b"this is a text file, not a picture", name="notes.jpg")
+    empty = make_photo(b"", name="empty.jpg")
+    good2 = make_photo(sample_paths["coffee"])
+    report = embed_instances([good1, truncated, not_image, empty, good2], batch_size=8)
+    assert sorted(report.embedded) == sorted([good1.pk, good2.pk])
+    rows = {p.pk: p for p in Photo.objects.all()}
+    for bad in (truncated, not_image, empty):
+        assert rows[bad.pk].embedding_status == EmbeddingStatus.FAILED
+        assert rows[bad.pk].embedding_error
+        assert rows[bad.pk].embedding_visual is None
+    assert "truncated or corrupt" in rows[truncated.pk].embedding_error
+    assert "not an image" in rows[not_image.pk].embedding_error
+    assert "empty" in rows[empty.pk].embedding_error
+    assert rows[good1.pk].embedding_status == rows[good2.pk].embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def test_decompression_bomb_is_refused_before_decoding(make_photo, settings):
+    settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": 1_000_000}
+    buf = io.BytesIO()
+    Image.new("L", (2000, 2000)).save(buf, "PNG")  # 4 MP of zeros compresses to a few KB
+    bomb = make_photo(buf.getvalue(), name="bomb.png")
+    report = embed_instances([bomb])
+    assert bomb.pk in report.failed
+    assert "over the limit" in Photo.objects.get(pk=bomb.pk).embedding_error
+
+
+def test_exif_orientation_is_applied(make_photo, sample_paths):
+    from django_semantic_images.imaging import decode_image
+
+    upright = Image.open(sample_paths["rocket"]).convert("RGB")
+    rotated = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # "rotate 90 CW to view": the stored pixels are rotated 90 CCW
+    buf = io.BytesIO()
+    rotated.save(buf, "JPEG", exif=exif)
+    decoded = decode_image(buf.getvalue(), max_side=10_000)
+    assert decoded.size == upright.size
+
+
+def test_jpeg_draft_mode_decodes_large_photos_small(sample_paths):
+    from django_semantic_images.imaging import decode_image
+
+    big = Image.open(sample_paths["coffee"]).convert("RGB").resize((4000, 3000))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    decoded = decode_image(buf.getvalue(), min_side=256, max_side=1024)
+    assert max(decoded.size) <= 1024 and min(decoded.size) >= 256

@@ -1,0 +1,121 @@
+"""Ranking: text -> images, image -> images, composition with filters, the HNSW plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from django_semantic_images import SemanticDistance
+from django_semantic_images.pipeline import embed_instances
+from photos.models import Photo
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_cat_ranks_first_for_a_cat_lying_on_a_blanket(sample_photos):
+    results = list(Photo.objects.semantic_search("a cat lying on a blanket")[:5])
+    assert results[0].pk == sample_photos["chelsea"].pk
+    assert results[0].score > results[1].score
+    assert results[0].distance == pytest.approx(1 - results[0].score)
+
+
+def test_the_coffee_ranks_first_for_a_cup_of_coffee(sample_photos):
+    assert Photo.objects.semantic_search("a cup of coffee").first().pk == sample_photos["coffee"].pk
+
+
+def test_a_flipped_copy_finds_its_original_first(sample_photos, sample_paths):
+    flipped = ImageOps.mirror(Image.open(sample_paths["astronaut"]).convert("RGB"))
+    assert Photo.objects.similar_to(flipped).first().pk == sample_photos["astronaut"].pk
+
+
+def test_similar_to_an_instance_excludes_itself(sample_photos, make_photo, sample_paths):
+    cat = sample_photos["chelsea"]
+    cropped = Image.open(sample_paths["chelsea"]).convert("RGB").crop((20, 20, 400, 280))
+    copy = make_photo(cropped, name="cat-crop.jpg")
+    embed_instances([copy])
+    results = list(Photo.objects.similar_to(cat)[:3])
+    assert cat.pk not in [r.pk for r in results]
+    assert results[0].pk == copy.pk
+
+
+def test_expression_composes_with_annotate_and_order_by(sample_photos):
+    qs = Photo.objects.annotate(d=SemanticDistance("embedding", "a cup of coffee")).order_by("d")
+    assert qs.exclude(embedding_semantic=None).first().pk == sample_photos["coffee"].pk
+
+
+def test_search_composes_with_filters(sample_photos):
+    Photo.objects.filter(pk=sample_photos["coffee"].pk).update(published=False)
+    results = list(Photo.objects.filter(published=True).semantic_search("a cup of coffee")[:20])
+    assert sample_photos["coffee"].pk not in [r.pk for r in results]
+    assert len(results) == len(sample_photos) - 1
+
+
+def test_empty_query_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        Photo.objects.semantic_search("   ")
+
+
+@pytest.fixture
+def many_rows(db, make_photo, sample_paths):
+    """2,000 rows with random unit vectors (10% published), enough for the planner to pick HNSW."""
+    from django.db import connection
+
+    from django_semantic_images.encoders.base import l2_normalize
+
+    template = make_photo(sample_paths["coffee"])
+    rng = np.random.default_rng(0)
+    sem = l2_normalize(rng.normal(size=(2000, 384)).astype(np.float32))
+    vis = l2_normalize(rng.normal(size=(2000, 1280)).astype(np.float32))
+    rows = [
+        Photo(image=template.image.name, published=(i % 10 == 0), embedding_status="embedded",
+              embedding_semantic=sem[i], embedding_visual=vis[i])
+        for i in range(2000)
+    ]
+    Photo.objects.bulk_create(rows, batch_size=500)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Photo._meta.db_table}")
+    return sem
+
+
+@pytest.fixture
+def index_forced(many_rows):
+    """At 2,000 rows the planner scans a 10% filter exactly; at a site's size it takes the
+    index. Turn sequential scans off for this test's transaction to see the index's behaviour."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    return many_rows
+
+
+def test_filtered_search_still_fills_the_page(index_forced, settings):
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    many_rows = index_forced
+    assert "Index Scan" in Photo.objects.filter(published=True).semantic_search(many_rows[7])[:30].explain()
+    query = many_rows[7]
+    page = list(Photo.objects.filter(published=True).semantic_search(query)[:30])
+    assert len(page) == 30
+    assert all(p.published for p in page)
+    distances = [p.distance for p in page]
+    assert distances == sorted(distances)
+
+
+def test_without_iterative_scan_a_filtered_page_comes_back_short(index_forced, settings):
+    """The control for the test above: plain HNSW + a 10% filter returns ~ef_search/10 rows."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40, "HNSW_ITERATIVE_SCAN": ""}
+    page = list(Photo.objects.filter(published=True).semantic_search(index_forced[7])[:30])
+    assert len(page) < 30
+
+
+def test_query_plan_uses_the_hnsw_index(many_rows):
+    plan = Photo.objects.semantic_search(many_rows[3])[:10].explain()
+    assert "Index Scan using photos_photo_sem_" in plan, plan
+
+
+def test_similar_to_has_the_shape_the_visual_index_serves(index_forced):
+    """1280-d rows are TOASTed and the planner prefers an exact scan at 2,000 rows; the SQL
+    shape (ORDER BY visual <=> query LIMIT n) is one the HNSW index can serve."""
+    plan = Photo.objects.similar_to(np.ones(1280, dtype=np.float32))[:10].explain()
+    assert "Index Scan using photos_photo_vis_" in plan, plan
+
