@@ -1,7 +1,8 @@
 """Send embedding work to the Celery queue, or run it in-process without a broker.
 
-``request_embedding`` never raises for a broker fault: the row stays
-``pending`` and the periodic sweep (``semantic_images.sweep``) picks it up.
+``request_embedding`` never raises: when the broker cannot be reached the rows
+stay ``pending`` and the periodic sweep (``semantic_images.sweep``) queues them
+again; the save that asked for the work has already succeeded.
 """
 
 from __future__ import annotations
@@ -28,31 +29,67 @@ def broker_configured() -> bool:
 
 
 def use_queue() -> bool:
+    """``ASYNC`` is ``"auto"`` (queue when a broker is configured), True or False."""
     mode = semantic_settings.ASYNC
     if mode == "auto":
         return broker_configured()
     return bool(mode)
 
 
-def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: str | None = None) -> None:
-    """Embed these rows: through the queue when there is one, else now, in this process."""
-    if use_queue():
-        from .tasks import embed_rows
+def chunked(pks: Sequence[Any], size: int) -> list[list[Any]]:
+    """``pks`` in lists of at most ``size``."""
+    size = max(1, size)
+    return [list(pks[start : start + size]) for start in range(0, len(pks), size)]
 
-        try:
+
+def enqueue(model: type[models.Model], pks: Sequence[Any], *, field: str | None = None) -> int:
+    """Publish tasks for ``pks`` (one per ``BATCH_SIZE`` rows) to ``QUEUE``; returns the task count.
+
+    Raises the broker's error at once: the connection is opened without retries,
+    so an unreachable broker costs a web request milliseconds, not seconds.
+    """
+    from celery import current_app
+
+    from .tasks import embed_rows
+
+    label = model._meta.label
+    chunks = chunked([str(pk) for pk in pks], semantic_settings.BATCH_SIZE)
+    with current_app.connection_for_write(transport_options={"max_retries": 0}) as connection:
+        for chunk in chunks:
             embed_rows.apply_async(
-                args=[model._meta.label, [str(pk) for pk in pks]],
+                args=[label, chunk],
                 kwargs={"field": field},
                 queue=semantic_settings.QUEUE,
                 retry=False,
+                connection=connection,
             )
-            return
+    return len(chunks)
+
+
+def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: str | None = None) -> bool:
+    """Embed these rows: through the queue when there is one, else now, in this process.
+
+    Returns False when the work could not be done or sent (the rows stay pending).
+    """
+    if not pks:
+        return True
+    if use_queue():
+        try:
+            enqueue(model, pks, field=field)
+            return True
         except Exception as exc:  # noqa: BLE001 - any broker fault: leave pending for the sweep
-            logger.warning("Could not queue embedding of %s %s (%s); the sweep will retry.", model._meta.label, list(pks), exc)
-            return
+            logger.warning(
+                "Could not queue embedding of %s %s (%s); the sweep will queue them again.",
+                model._meta.label,
+                list(pks),
+                exc,
+            )
+            return False
     from .pipeline import embed_pks
 
     try:
         embed_pks(model, pks, field=field)
+        return True
     except Exception:  # an in-process failure must not break the save that triggered it
         logger.exception("In-process embedding of %s %s failed; the sweep will retry.", model._meta.label, list(pks))
+        return False

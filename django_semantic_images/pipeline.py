@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,23 @@ logger = logging.getLogger(__name__)
 
 class TransientError(Exception):
     """A fault that may pass (storage or database briefly gone): retry later."""
+
+
+#: ``embedding_error`` of a row whose retries ran out on a fault that may pass;
+#: the sweep queues such rows again (a permanently bad image is never retried).
+TRANSIENT_PREFIX = "Temporary failure, will be retried: "
+
+
+def decode_threads() -> int:
+    """Threads that read and decode images while the model encodes the previous batch."""
+    configured = semantic_settings.DECODE_THREADS
+    if configured:
+        return int(configured)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(2, min(8, cores))
 
 
 @dataclass
@@ -116,8 +134,15 @@ def embed_instances(
     force: bool = False,
     batch_size: int | None = None,
     encoder: Encoder | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> EmbedReport:
-    """Embed ``instances`` (a queryset or list of one model's rows) and save the results."""
+    """Embed ``instances`` (a queryset or list of one model's rows) and save the results.
+
+    Batch *n + 1* is read and decoded in a thread pool while batch *n* is encoded,
+    so decoding overlaps inference. ``progress(k)`` is called after each batch of ``k`` rows.
+    Raises ``TransientError`` (or a database error) for faults worth retrying; rows
+    written before the fault keep their vectors.
+    """
     report = EmbedReport()
     encoder = encoder or get_encoder()
     batch_size = batch_size or semantic_settings.BATCH_SIZE
@@ -126,12 +151,25 @@ def embed_instances(
         return report
     model = type(rows[0])
     field_obj = get_embedding_field(model, field)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            items = [_Item(r, getattr(getattr(r, field_obj.image_field), "name", "") or "") for r in chunk]
-            prepared = list(pool.map(lambda it: _prepare(it, field_obj, encoder, force), items))
+    chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    pool = ThreadPoolExecutor(max_workers=decode_threads(), thread_name_prefix="semantic-images-decode")
+
+    def submit(chunk: list[models.Model]) -> tuple[list[_Item], list[Future]]:
+        items = [_Item(r, getattr(getattr(r, field_obj.image_field), "name", "") or "") for r in chunk]
+        return items, [pool.submit(_prepare, it, field_obj, encoder, force) for it in items]
+
+    try:
+        upcoming = submit(chunks[0])
+        for index in range(len(chunks)):
+            items, futures = upcoming
+            if index + 1 < len(chunks):
+                upcoming = submit(chunks[index + 1])  # decode the next batch while this one encodes
+            prepared = [f.result() for f in futures]
             report.merge(_encode_and_write(model, field_obj, encoder, items, prepared))
+            if progress is not None:
+                progress(len(items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return report
 
 
@@ -145,7 +183,7 @@ def _encode_and_write(
     report = EmbedReport()
     now = timezone.now()
     good = [it for it in prepared if it is not None and not it.error]
-    for item, prep in zip(items, prepared):
+    for item, prep in zip(items, prepared, strict=True):
         if prep is None:
             report.skipped.append(item.instance.pk)
     if good:
@@ -202,14 +240,21 @@ def _encode_and_write(
 
 def _write(model: type[models.Model], field: ImageEmbeddingField, item: _Item, values: dict[str, Any]) -> bool:
     """Store ``values`` unless the row's image changed meanwhile (a newer task will embed it)."""
-    updated = (
-        model._default_manager.filter(pk=item.instance.pk, **{field.image_field: item.file_name}).update(**values)
-    )
+    updated = model._default_manager.filter(pk=item.instance.pk, **{field.image_field: item.file_name}).update(**values)
     for name, value in values.items():
         setattr(item.instance, name, value)
     return bool(updated)
 
 
 def embed_pks(model: type[models.Model], pks: Sequence[Any], **kwargs: Any) -> EmbedReport:
-    """Embed the rows of ``model`` with these primary keys (missing rows are ignored)."""
-    return embed_instances(model._default_manager.filter(pk__in=list(pks)).order_by("pk"), **kwargs)
+    """Embed the rows of ``model`` with these primary keys (missing rows are ignored).
+
+    The old vectors are not loaded: the pipeline needs only the image, texts and state.
+    """
+    field_obj = get_embedding_field(model, kwargs.get("field"))
+    rows = (
+        model._default_manager.filter(pk__in=list(pks))
+        .defer(field_obj.visual_field, field_obj.semantic_field)
+        .order_by("pk")
+    )
+    return embed_instances(rows, **kwargs)

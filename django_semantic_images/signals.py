@@ -2,7 +2,10 @@
 
 A snapshot of the inputs is taken when an instance is loaded; a save that
 changes none of them sends no work. Work is sent after the transaction
-commits, so a worker never reads a row that is not there yet.
+commits, so a worker never reads a row that is not there yet, and the rows
+saved in one transaction travel together (one task per ``BATCH_SIZE`` rows).
+A row marked ``pending`` gets ``<field>_updated_at = now``: the sweep reads it
+as "pending since".
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import models, transaction
+from django.utils import timezone
 
 from .conf import semantic_settings
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields
@@ -64,6 +68,7 @@ def pre_save_handler(sender: type[models.Model], instance: models.Model, raw: bo
         field = next(f for f in embedding_fields(sender) if f.name == name)
         setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
         setattr(instance, field.column("error"), "")
+        setattr(instance, field.column("updated_at"), timezone.now())
 
 
 def post_save_handler(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
@@ -72,12 +77,45 @@ def post_save_handler(sender: type[models.Model], instance: models.Model, raw: b
     _snapshot(instance)
     if raw or not changed or not semantic_settings.EMBED_ON_SAVE or getattr(_state, "deferred", False):
         return
-    from .dispatch import request_embedding
-
     using = kwargs.get("using") or "default"
-    pk = instance.pk
     for name in changed:
-        transaction.on_commit(lambda name=name: request_embedding(sender, [pk], field=name), using=using)
+        schedule(sender, instance.pk, name, using)
+
+
+class PendingRows:
+    """An on-commit callback that sends the rows saved in one transaction, batched."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[type[models.Model], str], list[Any]] = {}
+
+    def add(self, model: type[models.Model], pk: Any, field: str) -> None:
+        pks = self.rows.setdefault((model, field), [])
+        if pk not in pks:
+            pks.append(pk)
+
+    def __call__(self) -> None:
+        from .dispatch import request_embedding
+
+        for (model, field), pks in self.rows.items():
+            request_embedding(model, pks, field=field)
+
+
+def schedule(model: type[models.Model], pk: Any, field: str, using: str = "default") -> None:
+    """Embed this row once the current transaction commits (now, outside a transaction).
+
+    Rows saved at the same savepoint level share one callback, so a rolled-back
+    savepoint drops exactly the rows saved inside it.
+    """
+    connection = transaction.get_connection(using)
+    if connection.in_atomic_block:
+        level = set(connection.savepoint_ids)
+        for hook_level, func, *_ in connection.run_on_commit:
+            if isinstance(func, PendingRows) and hook_level == level:
+                func.add(model, pk, field)
+                return
+    pending = PendingRows()
+    pending.add(model, pk, field)
+    transaction.on_commit(pending, using=using)
 
 
 def connect(model: type[models.Model]) -> None:

@@ -1,28 +1,110 @@
-"""Celery tasks: embed rows by primary key, and sweep rows that need (re)embedding."""
+"""Celery tasks: embed rows by primary key, and sweep rows that need (re)embedding.
+
+``embed_rows`` is acknowledged only after it finishes (``acks_late``), so a
+worker killed mid-batch loses nothing: the message goes back to the queue. A
+fault that may pass (storage or database briefly gone) is retried with
+exponential backoff; a bad image is marked ``failed`` once, by the pipeline,
+and never retried.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.apps import apps
+from django.db import DatabaseError, InterfaceError, OperationalError
 
-from django.db import InterfaceError, OperationalError
+from . import worker
+from .conf import semantic_settings
+from .fields import EmbeddingStatus, get_embedding_field
+from .pipeline import TRANSIENT_PREFIX, TransientError, embed_pks
 
-from .pipeline import TransientError, embed_pks
+logger = logging.getLogger(__name__)
+
+#: Faults worth retrying: they may pass without anyone changing the row.
+TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError)
+MAX_RETRIES = 8
+BACKOFF_MAX = 600
+
+
+def backoff(retries: int) -> int:
+    """Seconds before retry number ``retries + 1``: 1, 2, 4 ... capped, with full jitter."""
+    return get_exponential_backoff_interval(factor=1, retries=retries, maximum=BACKOFF_MAX, full_jitter=True)
+
+
+def with_waiting_rows(model: Any, pks: list[Any], field: str | None) -> list[Any]:
+    """``pks`` topped up to ``BATCH_SIZE`` with other rows waiting (``pending``), oldest first.
+
+    Uploads that arrive together, each with its own task, are embedded in one
+    batch by the first task; the later tasks find their rows done and return.
+    """
+    room = semantic_settings.BATCH_SIZE - len(pks)
+    if room <= 0:
+        return list(pks)
+    emb = get_embedding_field(model, field)
+    waiting = (
+        model._default_manager.filter(**{emb.column("status"): EmbeddingStatus.PENDING})
+        .exclude(pk__in=pks)
+        .order_by(emb.column("updated_at"), "pk")
+        .values_list("pk", flat=True)[:room]
+    )
+    return [*pks, *waiting]
+
+
+def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
+    """Retries ran out: record why, in a form the sweep recognises, on rows still pending."""
+    emb = get_embedding_field(model, field)
+    try:
+        model._default_manager.filter(pk__in=pks, **{emb.column("status"): EmbeddingStatus.PENDING}).update(
+            **{emb.column("status"): EmbeddingStatus.FAILED, emb.column("error"): f"{TRANSIENT_PREFIX}{exc}"}
+        )
+    except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
+        logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
 
 
 @shared_task(
+    bind=True,
     name="semantic_images.embed_rows",
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(TransientError, OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=8,
+    max_retries=MAX_RETRIES,
 )
-def embed_rows(model_label: str, pks: list[Any], field: str | None = None) -> dict[str, Any]:
-    """Embed ``model_label`` rows ``pks``; bad images end as failed, not as retries."""
+def embed_rows(self: Any, model_label: str, pks: list[Any], field: str | None = None) -> dict[str, Any]:
+    """Embed ``model_label`` rows ``pks`` (plus other waiting rows, to fill a batch)."""
     model = apps.get_model(model_label)
-    report = embed_pks(model, pks, field=field)
-    return {"embedded": len(report.embedded), "skipped": len(report.skipped), "failed": len(report.failed)}
+    try:
+        batch = with_waiting_rows(model, list(pks), field)
+        report = embed_pks(model, batch, field=field)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            mark_transient_failure(model, list(pks), field, exc)
+            raise
+        countdown = backoff(self.request.retries)
+        logger.warning("Embedding %s %s hit %r; retrying in %s s.", model_label, pks, exc, countdown)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    return {
+        "embedded": [str(pk) for pk in report.embedded],
+        "skipped": [str(pk) for pk in report.skipped],
+        "failed": {str(pk): reason for pk, reason in report.failed.items()},
+    }
+
+
+@shared_task(name="semantic_images.sweep", acks_late=True)
+def sweep(pending_timeout: float | None = None) -> dict[str, int]:
+    """Periodic: queue rows pending too long, failed for a passing reason, or from another encoder."""
+    from .sweep import sweep as run_sweep
+
+    return run_sweep(pending_timeout=pending_timeout).queued
+
+
+@shared_task(name="semantic_images.worker_info")
+def worker_info() -> dict[str, Any]:
+    """What this worker process runs: pid, device, threads, and when its encoder loaded."""
+    from .encoders import get_encoder
+
+    encoder = get_encoder()
+    return {"pid": os.getpid(), "encoder": encoder.identity, "device": encoder.device, **worker.state}

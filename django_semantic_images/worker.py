@@ -1,0 +1,95 @@
+"""Celery worker set-up: CPU threads and model loading, once per worker process.
+
+Nothing here runs when Django or the app is imported: the handlers fire only in
+a Celery worker. ``worker_init`` (main process, before the pool starts) notes the
+worker's concurrency and whether it consumes ``SEMANTIC_IMAGES["QUEUE"]``;
+``worker_process_init`` (each pool process) sets torch's thread count and starts
+loading the encoder in a background thread, so the process reports ready at once
+(Celery kills a pool process that takes over ``worker_proc_alive_timeout``, 4 s,
+to start) and its first task waits on the encoder's load lock instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from celery.signals import worker_init, worker_process_init
+
+from .conf import semantic_settings
+
+logger = logging.getLogger(__name__)
+
+#: What this worker process knows about itself (reported by the ``semantic_images.worker_info`` task).
+state: dict[str, Any] = {"concurrency": 1, "embeds": True, "threads": None, "loaded_at": None, "load_seconds": None}
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def torch_threads(concurrency: int) -> int:
+    """``WORKER_THREADS``, else this process's share of the cores it is given."""
+    configured = semantic_settings.WORKER_THREADS
+    if configured:
+        return int(configured)
+    return max(1, available_cores() // max(1, concurrency))
+
+
+@worker_init.connect
+def on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+    """Main worker process: remember the pool size and whether this worker embeds at all."""
+    concurrency = getattr(sender, "concurrency", 1)
+    state["concurrency"] = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
+    try:
+        queues = sender.app.amqp.queues
+        consumed = queues.consume_from if queues.consume_from is not None else queues
+        state["embeds"] = semantic_settings.QUEUE in consumed
+    except AttributeError:  # an unusual worker object: assume it embeds
+        state["embeds"] = True
+
+
+@worker_process_init.connect
+def on_worker_process_init(**kwargs: Any) -> None:
+    """Each pool process: size torch's thread pool, then load the models in the background."""
+    if not state["embeds"]:
+        return
+    threads = torch_threads(state["concurrency"])
+    state["threads"] = threads
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    threading.Thread(target=preload, name="semantic-images-load", daemon=True).start()
+
+
+def preload() -> None:
+    """Load the configured encoder's weights now (once per process; later calls return at once)."""
+    from .encoders import get_encoder
+
+    started = time.perf_counter()
+    try:
+        encoder = get_encoder()
+        encoder.ensure_loaded()
+    except Exception:  # noqa: BLE001 - the first task will raise the same error with its context
+        logger.exception("Loading the semantic images encoder failed.")
+        return
+    state["load_seconds"] = round(time.perf_counter() - started, 2)
+    state["loaded_at"] = time.time()
+    logger.info(
+        "Semantic images encoder %s loaded on %s in %.1f s (pid %s, %s torch threads).",
+        encoder.identity,
+        encoder.device,
+        state["load_seconds"],
+        os.getpid(),
+        state["threads"],
+    )
