@@ -42,7 +42,14 @@ def chunked(pks: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(pks[start : start + size]) for start in range(0, len(pks), size)]
 
 
-def enqueue(model: type[models.Model], pks: Sequence[Any], *, field: str | None = None) -> int:
+def enqueue(
+    model: type[models.Model],
+    pks: Sequence[Any],
+    *,
+    field: str | None = None,
+    force: bool = False,
+    batch_size: int | None = None,
+) -> int:
     """Publish tasks for ``pks`` (one per ``BATCH_SIZE`` rows) to ``QUEUE``; returns the task count.
 
     Raises the broker's error at once: the connection is opened without retries,
@@ -53,12 +60,12 @@ def enqueue(model: type[models.Model], pks: Sequence[Any], *, field: str | None 
     from .tasks import embed_rows
 
     label = model._meta.label
-    chunks = chunked([str(pk) for pk in pks], semantic_settings.BATCH_SIZE)
+    chunks = chunked([str(pk) for pk in pks], batch_size or semantic_settings.BATCH_SIZE)
     with current_app.connection_for_write(transport_options={"max_retries": 0}) as connection:
         for chunk in chunks:
             embed_rows.apply_async(
                 args=[label, chunk],
-                kwargs={"field": field},
+                kwargs={"field": field, "force": force},
                 queue=semantic_settings.QUEUE,
                 retry=False,
                 connection=connection,

@@ -73,12 +73,17 @@ def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: B
     reject_on_worker_lost=True,
     max_retries=MAX_RETRIES,
 )
-def embed_rows(self: Any, model_label: str, pks: list[Any], field: str | None = None) -> dict[str, Any]:
-    """Embed ``model_label`` rows ``pks`` (plus other waiting rows, to fill a batch)."""
+def embed_rows(
+    self: Any, model_label: str, pks: list[Any], field: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Embed ``model_label`` rows ``pks`` (plus other waiting rows, to fill a batch).
+
+    ``force`` recomputes rows whose image, texts and encoder are unchanged.
+    """
     model = apps.get_model(model_label)
     try:
         batch = with_waiting_rows(model, list(pks), field)
-        report = embed_pks(model, batch, field=field)
+        report = embed_pks(model, batch, field=field, force=force)
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
             mark_transient_failure(model, list(pks), field, exc)

@@ -1,0 +1,169 @@
+"""``manage.py semantic_images_reindex``: (re)embed rows in this process or through the queue.
+
+Examples::
+
+    manage.py semantic_images_reindex                      # every row of every model; unchanged rows are skipped
+    manage.py semantic_images_reindex --model photos.Photo --missing --batch-size 32
+    manage.py semantic_images_reindex --stale --queue      # rows from another encoder, sent to the workers
+    manage.py semantic_images_reindex --due                # what the periodic sweep does
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import models
+from django.db.models import Q
+from tqdm import tqdm
+
+from ...apps import models_with_embeddings
+from ...conf import semantic_settings
+from ...dispatch import broker_configured, enqueue
+from ...fields import ImageEmbeddingField, embedding_fields
+from ...pipeline import EmbedReport, embed_pks
+from ...sweep import due_filter, missing_filter, stale_filter, sweep
+from ...tasks import TRANSIENT_ERRORS
+from .semantic_search import resolve_model
+
+#: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
+CHUNK_BATCHES = 8
+
+
+class Command(BaseCommand):
+    help = "Embed images again: all rows, only missing or stale ones, or what the sweep would queue."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--model", help="app_label.ModelName (default: every model with an ImageEmbeddingField).")
+        parser.add_argument("--field", help="The ImageEmbeddingField's name, when a model has several.")
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("--missing", action="store_true", help="Only rows without vectors (not failed for good).")
+        which.add_argument("--stale", action="store_true", help="Only rows embedded by another encoder.")
+        which.add_argument(
+            "--due",
+            action="store_true",
+            help="What the sweep queues: pending too long, failed for a passing reason, or from another encoder.",
+        )
+        parser.add_argument("--force", action="store_true", help="Recompute rows even when nothing changed.")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help=f"Images per batch (default SEMANTIC_IMAGES['BATCH_SIZE'] = {semantic_settings.BATCH_SIZE}).",
+        )
+        parser.add_argument("--queue", action="store_true", help="Send the rows to the Celery workers instead.")
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        batch_size = semantic_settings.BATCH_SIZE if opts["batch_size"] is None else opts["batch_size"]
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        if opts["queue"] and not broker_configured():
+            raise CommandError(
+                "No Celery broker is configured (CELERY_BROKER_URL); run without --queue to embed in this process."
+            )
+        targets = self.targets(opts["model"], opts["field"])
+        if opts["due"] and opts["queue"]:
+            report = sweep([model for model, _ in targets], pending_timeout=None)
+            self.stdout.write(f"Sweep: {report}.")
+            return
+        for model, emb in targets:
+            qs = model._default_manager.filter(self.selection(emb, opts)).order_by("pk")
+            pks = list(qs.values_list("pk", flat=True))
+            label = f"{model._meta.label}.{emb.name}"
+            if not pks:
+                self.stdout.write(f"{label}: nothing to do.")
+                continue
+            if opts["queue"]:
+                self.send(model, emb, pks, label, batch_size, opts)
+            else:
+                self.embed(model, emb, pks, label, batch_size, opts)
+
+    def targets(self, label: str | None, field: str | None) -> list[tuple[type[models.Model], ImageEmbeddingField]]:
+        model_list = [resolve_model(label)] if label else models_with_embeddings()
+        if not model_list:
+            raise CommandError("No installed model has an ImageEmbeddingField.")
+        found = [(m, f) for m in model_list for f in embedding_fields(m) if field in (None, f.name)]
+        if not found:
+            raise CommandError(
+                f"No ImageEmbeddingField named {field!r} on {', '.join(m._meta.label for m in model_list)}."
+            )
+        return found
+
+    @staticmethod
+    def selection(emb: ImageEmbeddingField, opts: dict[str, Any]) -> Q:
+        if opts["missing"]:
+            return missing_filter(emb)
+        if opts["stale"]:
+            return stale_filter(emb)
+        if opts["due"]:
+            return due_filter(emb)
+        return Q()
+
+    def progress(self, total: int, label: str, opts: dict[str, Any], unit: str = "img") -> tqdm:
+        """A bar with count, rate and ETA (on stderr; off with --no-progress or when not a terminal)."""
+        disable = True if opts["no_progress"] else None  # None: tqdm hides itself when stderr is not a tty
+        return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+    def embed(
+        self,
+        model: type[models.Model],
+        emb: ImageEmbeddingField,
+        pks: list[Any],
+        label: str,
+        batch_size: int,
+        opts: dict[str, Any],
+    ) -> None:
+        report = EmbedReport()
+        started = time.perf_counter()
+        chunk = batch_size * CHUNK_BATCHES
+        with self.progress(len(pks), label, opts) as bar:
+            for start in range(0, len(pks), chunk):
+                try:
+                    part = embed_pks(
+                        model,
+                        pks[start : start + chunk],
+                        field=emb.name,
+                        force=opts["force"],
+                        batch_size=batch_size,
+                        progress=bar.update,
+                    )
+                except TRANSIENT_ERRORS as exc:
+                    done = len(report.embedded) + len(report.skipped) + len(report.failed)
+                    raise CommandError(
+                        f"{label}: stopped after {done} of {len(pks)} rows: {exc}. "
+                        "Run the command again to continue (finished rows are skipped)."
+                    ) from exc
+                report.merge(part)
+        seconds = time.perf_counter() - started
+        rate = len(pks) / seconds if seconds else 0.0
+        self.stdout.write(f"{label}: {report} in {seconds:.1f} s ({rate:.1f} rows/s).")
+        for pk, reason in list(report.failed.items())[:20]:
+            self.stdout.write(self.style.WARNING(f"  pk={pk}: {reason}"))
+        if len(report.failed) > 20:
+            self.stdout.write(self.style.WARNING(f"  ... and {len(report.failed) - 20} more failed."))
+
+    def send(
+        self,
+        model: type[models.Model],
+        emb: ImageEmbeddingField,
+        pks: list[Any],
+        label: str,
+        batch_size: int,
+        opts: dict[str, Any],
+    ) -> None:
+        tasks = 0
+        with self.progress(len(pks), f"{label} (queueing)", opts, unit="row") as bar:
+            for start in range(0, len(pks), batch_size * CHUNK_BATCHES):
+                part = pks[start : start + batch_size * CHUNK_BATCHES]
+                try:
+                    tasks += enqueue(model, part, field=emb.name, force=opts["force"], batch_size=batch_size)
+                except Exception as exc:  # noqa: BLE001 - any broker fault ends the command with its reason
+                    raise CommandError(f"{label}: the broker refused the work after {bar.n} rows: {exc}") from exc
+                bar.update(len(part))
+        self.stdout.write(
+            f"{label}: {len(pks)} rows sent as {tasks} tasks to queue {semantic_settings.QUEUE!r}; "
+            "`manage.py semantic_images_status` shows the workers' progress."
+        )

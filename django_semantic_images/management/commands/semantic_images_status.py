@@ -1,0 +1,93 @@
+"""``manage.py semantic_images_status``: counts per model and status, the encoder, the oldest pending row."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db.models import Count
+from django.utils import timezone
+
+from ...apps import models_with_embeddings
+from ...conf import semantic_settings
+from ...dispatch import use_queue
+from ...encoders import get_encoder
+from ...fields import EmbeddingStatus, embedding_fields
+from ...pipeline import TRANSIENT_PREFIX
+from ...sweep import due_filter, stale_filter
+from .semantic_search import resolve_model
+
+
+def field_status(model: Any, emb: Any) -> dict[str, Any]:
+    """Counts and the oldest pending row of one model's embedding field."""
+    manager = model._default_manager
+    status, updated = emb.column("status"), emb.column("updated_at")
+    counts = {s.value: 0 for s in EmbeddingStatus}
+    for row in manager.values(status).annotate(n=Count("pk")).order_by():
+        counts[row[status]] = row["n"]
+    oldest = manager.filter(**{status: EmbeddingStatus.PENDING}).order_by(f"{updated}", "pk").first()
+    oldest_info = None
+    if oldest is not None:
+        since = getattr(oldest, updated)
+        oldest_info = {
+            "pk": str(oldest.pk),
+            "since": since.isoformat() if since else None,
+            "age_seconds": round((timezone.now() - since).total_seconds()) if since else None,
+        }
+    return {
+        "model": model._meta.label,
+        "field": emb.name,
+        "total": sum(counts.values()),
+        "counts": counts,
+        "failed_transient": manager.filter(
+            **{status: EmbeddingStatus.FAILED, f"{emb.column('error')}__startswith": TRANSIENT_PREFIX}
+        ).count(),
+        "other_encoder": manager.filter(stale_filter(emb)).count(),
+        "due": manager.filter(due_filter(emb)).count(),
+        "oldest_pending": oldest_info,
+    }
+
+
+class Command(BaseCommand):
+    help = "Show how many rows are embedded, pending and failed, the encoder in use and the oldest pending row."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--model", help="app_label.ModelName (default: every model with an ImageEmbeddingField).")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object (for monitoring).")
+
+    def handle(self, *args: Any, model: str | None = None, json: bool = False, **opts: Any) -> None:
+        encoder = get_encoder()
+        model_list = [resolve_model(model)] if model else models_with_embeddings()
+        data = {
+            "encoder": encoder.identity,
+            "device": encoder.device,
+            "visual_dimensions": encoder.visual_dimensions,
+            "semantic_dimensions": encoder.semantic_dimensions,
+            "mode": f"queue {semantic_settings.QUEUE!r}" if use_queue() else "in-process (no broker)",
+            "pending_timeout": semantic_settings.PENDING_TIMEOUT,
+            "fields": [field_status(m, f) for m in model_list for f in embedding_fields(m)],
+        }
+        if json:
+            self.stdout.write(_dumps(data))
+            return
+        self.stdout.write(
+            f"Encoder {data['encoder']} on {data['device']} "
+            f"({data['visual_dimensions']}-d visual, {data['semantic_dimensions']}-d semantic); "
+            f"embedding: {data['mode']}."
+        )
+        for info in data["fields"]:
+            c = info["counts"]
+            self.stdout.write(
+                f"{info['model']}.{info['field']}: {info['total']} rows: {c['embedded']} embedded, "
+                f"{c['pending']} pending, {c['failed']} failed ({info['failed_transient']} for a passing reason); "
+                f"{info['other_encoder']} from another encoder; {info['due']} due for the sweep."
+            )
+            oldest = info["oldest_pending"]
+            if oldest:
+                age = f"{oldest['age_seconds']} s ago" if oldest["age_seconds"] is not None else "unknown time"
+                self.stdout.write(f"  oldest pending: pk={oldest['pk']}, since {oldest['since']} ({age}).")
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
