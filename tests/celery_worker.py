@@ -1,0 +1,143 @@
+"""Real Celery workers for the integration tests: subprocesses on a private Redis key space."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("SEMANTIC_IMAGES_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: Every key of a test session (queues, unacked messages, results) starts with this prefix,
+#: so parallel sessions on one Redis never see each other's messages.
+KEY_PREFIX = f"semantic-images-test-{uuid.uuid4().hex[:10]}:"
+#: How quickly an unacknowledged message of a dead worker goes back to its queue (seconds).
+#: Longer than any task of the tests once a worker's models are loaded (a task running longer
+#: would be delivered a second time: harmless, the rows are skipped, but confusing).
+VISIBILITY_TIMEOUT = 25
+BROKER_OPTIONS = {
+    "global_keyprefix": KEY_PREFIX,
+    "visibility_timeout": VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
+RESULT_OPTIONS = {"global_keyprefix": KEY_PREFIX}
+
+
+def database_url(settings_dict: dict[str, Any]) -> str:
+    """A DATABASE_URL for the test database (the embedded server's socket folder as host)."""
+    d = settings_dict
+    query = f"?host={quote(d['HOST'])}" if d["HOST"].startswith("/") else ""
+    host = "" if query else d["HOST"]
+    port = f":{d['PORT']}" if d["PORT"] else ""
+    return f"postgresql://{quote(d['USER'])}:{quote(d['PASSWORD'] or '')}@{host}{port}/{quote(d['NAME'])}{query}"
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def queue_length(queue: str) -> int:
+    return int(redis_client().llen(f"{KEY_PREFIX}{queue}"))
+
+
+def cleanup_keys() -> None:
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+class Worker:
+    """``celery -A example_project worker -Q <queue> -c 1 --pool prefork`` as a subprocess."""
+
+    def __init__(self, queue: str, database: str, semantic_images: dict[str, Any], log_dir: Path) -> None:
+        self.queue = queue
+        self.name = f"{queue}-{uuid.uuid4().hex[:6]}"
+        self.log_path = log_dir / f"{self.name}.log"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example_project")]),
+            "DATABASE_URL": database,
+            "CELERY_BROKER_URL": REDIS_URL,
+            "CELERY_RESULT_BACKEND": REDIS_URL,
+            "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(BROKER_OPTIONS),
+            "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": json.dumps(RESULT_OPTIONS),
+            "SEMANTIC_IMAGES_JSON": json.dumps({**semantic_images, "QUEUE": queue}),
+        }
+        command = [sys.executable, "-m", "celery", "-A", "example_project", "worker", "-Q", queue]
+        command += ["-c", "1", "--pool", "prefork", "-n", f"{self.name}@%h", "-l", "info"]
+        command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT / "example_project",
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: SIGKILL reaches the pool child too
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        wait_for(lambda: " ready." in self.output(), timeout, f"worker {self.name} to start", self)
+
+    def wait_loaded(self, app: Any, timeout: float = 180) -> dict[str, Any]:
+        """Wait until the worker has started and its pool process has loaded the encoder."""
+        self.wait_ready(timeout)
+
+        def loaded() -> dict[str, Any] | None:
+            info = app.send_task("semantic_images.worker_info", queue=self.queue).get(timeout=timeout)
+            return info if info["loaded_at"] else None
+
+        return wait_for(loaded, timeout, f"worker {self.name} to load its models", self, interval=0.5)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool child), as a crash or OOM kill would."""
+        if self.alive:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.alive:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, worker: Worker | None = None, interval: float = 0.05
+) -> Any:
+    """Poll ``condition`` until it is truthy; fail with the worker's log after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if worker is not None and not worker.alive:
+            raise AssertionError(f"worker died while waiting for {what}:\n{worker.output()[-4000:]}")
+        time.sleep(interval)
+    log = f"\nworker log:\n{worker.output()[-4000:]}" if worker is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{log}")

@@ -1,0 +1,17 @@
+"""Settings of the Celery worker processes that the integration tests start.
+
+The tests' own settings (same database server and media folder, passed through
+the environment), plus the broker, result backend and SEMANTIC_IMAGES of the test.
+"""
+
+import json
+import os
+
+from tests.settings import *  # noqa: F403
+
+CELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"]
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND")
+CELERY_BROKER_TRANSPORT_OPTIONS = json.loads(os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS", "{}"))
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = json.loads(os.environ.get("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS", "{}"))
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+SEMANTIC_IMAGES = json.loads(os.environ.get("SEMANTIC_IMAGES_JSON", "{}"))
