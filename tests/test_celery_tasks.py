@@ -1,0 +1,98 @@
+"""The Celery tasks run eagerly in this process (no broker): retries, failures, batching, threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+from photos.models import Photo
+
+from django_semantic_images import EmbeddingStatus
+from django_semantic_images.pipeline import TRANSIENT_PREFIX
+from django_semantic_images.signals import PendingRows
+from django_semantic_images.sweep import sweep
+from django_semantic_images.tasks import MAX_RETRIES, backoff, embed_rows
+from django_semantic_images.worker import available_cores, torch_threads
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_storage_fault_is_retried_then_marked_for_the_sweep(make_photo, sample_paths):
+    photo = make_photo(sample_paths["chelsea"])
+    path = Path(photo.image.path)
+    data = path.read_bytes()
+    path.unlink()
+    path.mkdir()  # reading now fails with an I/O error (EISDIR), not "no such file": a fault that may pass
+    try:
+        result = embed_rows.apply(args=["photos.Photo", [photo.pk]])
+        assert result.failed()
+    finally:
+        path.rmdir()
+        path.write_bytes(data)
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED
+    assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "Storage error" in row.embedding_error
+    # storage is back: the sweep queues the row again (in-process here) and it is embedded
+    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}
+    assert Photo.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def test_a_bad_image_is_marked_failed_once_not_retried(make_photo, sample_paths):
+    good = make_photo(sample_paths["coffee"])
+    bad = make_photo(b"GIF89a but not really", name="fake.gif")
+    result = embed_rows.apply(args=["photos.Photo", [good.pk, bad.pk]])
+    assert result.successful() and result.get()["failed"].keys() == {str(bad.pk)}
+    assert result.get()["embedded"] == [str(good.pk)]
+    row = Photo.objects.get(pk=bad.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and not row.embedding_error.startswith(TRANSIENT_PREFIX)
+
+
+def test_a_task_fills_its_batch_with_other_waiting_rows(make_photo, sample_paths):
+    photos = [make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket")]
+    result = embed_rows.apply(args=["photos.Photo", [photos[0].pk]]).get()
+    assert sorted(result["embedded"]) == sorted(str(p.pk) for p in photos)
+    again = embed_rows.apply(args=["photos.Photo", [photos[1].pk]]).get()  # its own task arrives later
+    assert again == {"embedded": [], "skipped": [str(photos[1].pk)], "failed": {}}
+
+
+def test_a_task_for_a_deleted_row_does_nothing(make_photo, sample_paths):
+    photo = make_photo(sample_paths["chelsea"])
+    pk = photo.pk
+    photo.delete()
+    assert embed_rows.apply(args=["photos.Photo", [pk]]).get() == {"embedded": [], "skipped": [], "failed": {}}
+
+
+def test_rows_saved_in_one_transaction_share_one_callback(sample_paths):
+    from django.core.files.base import ContentFile
+    from django.db import connection
+
+    with transaction.atomic():
+        for stem in ("chelsea", "coffee"):
+            photo = Photo()
+            photo.image.save(f"{stem}.png", ContentFile(sample_paths[stem].read_bytes()), save=False)
+            photo.save()
+        hooks = [func for _, func, *_ in connection.run_on_commit if isinstance(func, PendingRows)]
+        assert len(hooks) == 1 and [len(pks) for pks in hooks[0].rows.values()] == [2]
+        with pytest.raises(RuntimeError), transaction.atomic():  # a rolled-back savepoint drops its rows only
+            photo = Photo()
+            photo.image.save("rocket.jpg", ContentFile(sample_paths["rocket"].read_bytes()), save=False)
+            photo.save()
+            raise RuntimeError
+        hooks = [func for _, func, *_ in connection.run_on_commit if isinstance(func, PendingRows)]
+        assert [len(pks) for pks in hooks[0].rows.values()] == [2] and len(hooks) == 1
+    # committed: embedded in-process (no broker)
+    assert set(Photo.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.EMBEDDED}
+
+
+def test_backoff_grows_and_is_capped():
+    assert all(0 <= backoff(n) <= 600 for n in range(MAX_RETRIES + 5))
+    assert max(backoff(12) for _ in range(50)) > 60  # full jitter below a cap that grows with the retries
+
+
+def test_worker_threads_share_the_cores(settings):
+    cores = available_cores()
+    assert torch_threads(1) == cores
+    assert torch_threads(cores * 2) == 1
+    settings.SEMANTIC_IMAGES = {"WORKER_THREADS": 3}
+    assert torch_threads(1) == 3
