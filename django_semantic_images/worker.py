@@ -36,11 +36,29 @@ def available_cores() -> int:
 
 
 def torch_threads(concurrency: int) -> int:
-    """``WORKER_THREADS``, else this process's share of the cores it is given."""
+    """``WORKER_THREADS``, else this process's share of the cores it is given, less one.
+
+    The core left over decodes the next batch while torch encodes this one. More
+    torch threads than free cores is far worse than fewer: OpenMP threads that
+    wait on each other spin (measured in docs/performance.md).
+    """
     configured = semantic_settings.WORKER_THREADS
     if configured:
         return int(configured)
-    return max(1, available_cores() // max(1, concurrency))
+    share = available_cores() // max(1, concurrency)
+    return max(1, share - 1)
+
+
+def configure_threads(concurrency: int = 1) -> int:
+    """Set torch's intra-op thread count for this process; returns it."""
+    threads = torch_threads(concurrency)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return threads
 
 
 @worker_init.connect
@@ -61,14 +79,7 @@ def on_worker_process_init(**kwargs: Any) -> None:
     """Each pool process: size torch's thread pool, then load the models in the background."""
     if not state["embeds"]:
         return
-    threads = torch_threads(state["concurrency"])
-    state["threads"] = threads
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    state["threads"] = configure_threads(state["concurrency"])
     threading.Thread(target=preload, name="semantic-images-load", daemon=True).start()
 
 

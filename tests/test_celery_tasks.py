@@ -92,7 +92,7 @@ def test_backoff_grows_and_is_capped():
 
 def test_worker_threads_share_the_cores(settings):
     cores = available_cores()
-    assert torch_threads(1) == cores
+    assert torch_threads(1) == max(1, cores - 1)  # one core decodes while torch encodes
     assert torch_threads(cores * 2) == 1
     settings.SEMANTIC_IMAGES = {"WORKER_THREADS": 3}
     assert torch_threads(1) == 3
