@@ -42,7 +42,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                 checks.Error(
                     f"{model._meta.label} has an ImageEmbeddingField, but database {alias!r} is "
                     f"{connection.vendor}; semantic search needs PostgreSQL with pgvector.",
-                    hint="Point DATABASES[%r] at PostgreSQL (django.db.backends.postgresql)." % alias,
+                    hint=f"Point DATABASES[{alias!r}] at PostgreSQL (django.db.backends.postgresql).",
                     obj=model,
                     id="semantic_images.E001",
                 )
@@ -111,7 +111,8 @@ def _check_columns(cursor: Any, model: Any, field: Any, encoder: Any) -> list[ch
 
 
 def connection_quote(table: str) -> str:
-    return '"%s"' % table.replace('"', '""')
+    escaped = table.replace('"', '""')
+    return f'"{escaped}"'
 
 
 def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:

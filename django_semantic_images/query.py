@@ -69,7 +69,8 @@ class SemanticImageQuerySet(models.QuerySet):
                 qs = qs.exclude(pk=query.pk)
             vector = getattr(query, field_obj.visual_field)
             if vector is None:
-                raise ValueError(f"{query} has no visual vector yet (status: {getattr(query, field_obj.column('status'))}).")
+                status = getattr(query, field_obj.column("status"))
+                raise ValueError(f"{query} has no visual vector yet (status: {status}).")
             query = vector
         return qs._ranked(VisualDistance(field_obj.name, query), field_obj.visual_field)
 

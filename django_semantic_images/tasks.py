@@ -6,7 +6,6 @@ from typing import Any
 
 from celery import shared_task
 from django.apps import apps
-
 from django.db import InterfaceError, OperationalError
 
 from .pipeline import TransientError, embed_pks
