@@ -29,9 +29,6 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
     messages: list[checks.CheckMessage] = []
     if not databases:
         return messages
-    from .encoders import get_encoder
-
-    encoder = get_encoder()
     for model in models_with_embeddings():
         alias = router.db_for_read(model)
         if alias not in databases:
@@ -75,6 +72,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                         )
                     continue
                 for field in embedding_fields(model):
+                    encoder = field.get_encoder()
                     messages.extend(_check_columns(cursor, model, field, encoder))
                     messages.extend(_check_encoder(model, field, encoder))
         except DatabaseError:

@@ -20,7 +20,6 @@ from django.db import models
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .encoders import get_encoder
 from .encoders.base import Encoder
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from .fusion import fuse
@@ -119,13 +118,13 @@ def embed_instances(
 ) -> EmbedReport:
     """Embed ``instances`` (a queryset or list of one model's rows) and save the results."""
     report = EmbedReport()
-    encoder = encoder or get_encoder()
     batch_size = batch_size or semantic_settings.BATCH_SIZE
     rows = list(instances)
     if not rows:
         return report
     model = type(rows[0])
     field_obj = get_embedding_field(model, field)
+    encoder = encoder or field_obj.get_encoder()
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
