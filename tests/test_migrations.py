@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.db import connection
 
 
+@pytest.mark.django_db
 def test_makemigrations_finds_nothing_to_add():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # exits non-zero on changes
 
