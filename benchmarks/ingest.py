@@ -44,8 +44,9 @@ SIZE = (4000, 3000)
 
 def make_photos(folder: Path, count: int) -> list[Path]:
     """``count`` distinct 12-megapixel JPEGs made from the sample photos (cached)."""
-    from photos.samples import sample_photo_paths
     from PIL import Image, ImageEnhance, ImageOps
+
+    from photos.samples import sample_photo_paths
 
     folder.mkdir(parents=True, exist_ok=True)
     samples = sample_photo_paths()
@@ -83,9 +84,9 @@ def setup_django(device: str, batch_size: int, media_root: str) -> None:
 def create_rows(paths: list[Path]) -> list[Any]:
     """One Photo per file, saved without embedding (as rows waiting for a worker)."""
     from django.core.files import File
-    from photos.models import Photo
 
     from django_semantic_images.signals import embedding_deferred
+    from photos.models import Photo
 
     pks = []
     with embedding_deferred():
@@ -121,9 +122,8 @@ def warm_up(paths: list[Path]) -> None:
 
 
 def run_pipeline(pks: list[Any], batch_size: int) -> dict[str, Any]:
-    from photos.models import Photo
-
     from django_semantic_images.pipeline import embed_pks
+    from photos.models import Photo
 
     started = time.perf_counter()
     report = embed_pks(Photo, pks, batch_size=batch_size, force=True)
@@ -135,12 +135,12 @@ def run_pipeline(pks: list[Any], batch_size: int) -> dict[str, Any]:
 def run_naive(pks: list[Any]) -> dict[str, Any]:
     """What a first version does: full decode, one image through the models, one write."""
     from django.utils import timezone
-    from photos.models import Photo
     from PIL import Image, ImageOps
 
     from django_semantic_images.encoders import get_encoder
     from django_semantic_images.fusion import fuse
     from django_semantic_images.pipeline import content_hash
+    from photos.models import Photo
 
     encoder = get_encoder()
     started = time.perf_counter()
@@ -164,12 +164,12 @@ def run_naive(pks: list[Any]) -> dict[str, Any]:
 def run_profile(pks: list[Any], batch_size: int) -> dict[str, Any]:
     """The pipeline's stages one after another, in one thread each (no overlap)."""
     import numpy as np
-    from photos.models import Photo
 
     from django_semantic_images.conf import semantic_settings
     from django_semantic_images.encoders import get_encoder
     from django_semantic_images.imaging import decode_image
     from django_semantic_images.pipeline import content_hash
+    from photos.models import Photo
 
     encoder = get_encoder()
     rows = list(Photo.objects.filter(pk__in=pks).order_by("pk"))

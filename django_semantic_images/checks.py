@@ -29,9 +29,6 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
     messages: list[checks.CheckMessage] = []
     if not databases:
         return messages
-    from .encoders import get_encoder
-
-    encoder = get_encoder()
     for model in models_with_embeddings():
         alias = router.db_for_read(model)
         if alias not in databases:
@@ -42,7 +39,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                 checks.Error(
                     f"{model._meta.label} has an ImageEmbeddingField, but database {alias!r} is "
                     f"{connection.vendor}; semantic search needs PostgreSQL with pgvector.",
-                    hint="Point DATABASES[%r] at PostgreSQL (django.db.backends.postgresql)." % alias,
+                    hint=f"Point DATABASES[{alias!r}] at PostgreSQL (django.db.backends.postgresql).",
                     obj=model,
                     id="semantic_images.E001",
                 )
@@ -75,6 +72,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                         )
                     continue
                 for field in embedding_fields(model):
+                    encoder = field.get_encoder()
                     messages.extend(_check_columns(cursor, model, field, encoder))
                     messages.extend(_check_encoder(model, field, encoder))
         except DatabaseError:
@@ -111,7 +109,8 @@ def _check_columns(cursor: Any, model: Any, field: Any, encoder: Any) -> list[ch
 
 
 def connection_quote(table: str) -> str:
-    return '"%s"' % table.replace('"', '""')
+    escaped = table.replace('"', '""')
+    return f'"{escaped}"'
 
 
 def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:

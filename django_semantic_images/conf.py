@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "EMBED_ON_SAVE": True,
     # HNSW search parameters set with SET LOCAL around each ranked query.
     "HNSW_EF_SEARCH": 100,
-    "HNSW_ITERATIVE_SCAN": "relaxed_order",
+    "HNSW_ITERATIVE_SCAN": "strict_order",
     "HNSW_MAX_SCAN_TUPLES": 20000,
     # Index build parameters.
     "HNSW_M": 16,

@@ -70,11 +70,19 @@ class VisualDistance(_EmbeddingDistance):
         vector = _as_list(query)
         if vector is not None:
             return vector
-        from .conf import semantic_settings
         from .encoders import get_encoder
+
+        return self.image_vector(query, get_encoder()).tolist()
+
+    @staticmethod
+    def image_vector(query: Any, encoder: Any) -> np.ndarray:
+        """The visual vector of a query image (PIL image, uploaded file, path or bytes)."""
+        from .conf import semantic_settings
         from .imaging import load_query_image
 
+        if _as_list(query) is not None:
+            return np.asarray(query, dtype=np.float32)
         image = load_query_image(
             query, max_side=semantic_settings.MAX_IMAGE_SIDE, max_pixels=semantic_settings.MAX_IMAGE_PIXELS
         )
-        return get_encoder().encode_images([image]).visual[0].tolist()
+        return encoder.encode_images([image]).visual[0]

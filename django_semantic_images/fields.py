@@ -20,12 +20,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core import checks
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HnswIndex, VectorField
+
+from .conf import semantic_settings
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
 
 
 class EmbeddingStatus(models.TextChoices):
@@ -46,6 +51,9 @@ class ImageEmbeddingField:
     :param visual_dimensions: / :param semantic_dimensions: column sizes; by default
         the configured encoder's.
     :param index: add HNSW cosine indexes on both vector columns.
+    :param encoder: / :param encoder_options: an encoder for this field only (dotted path and
+        keyword arguments); by default ``SEMANTIC_IMAGES["ENCODER"]``. A second field with a new
+        encoder lets a site switch models without search downtime (docs/encoders.md).
     """
 
     # Django calls contribute_to_class() for attributes that define it.
@@ -60,12 +68,16 @@ class ImageEmbeddingField:
         visual_dimensions: int | None = None,
         semantic_dimensions: int | None = None,
         index: bool = True,
+        encoder: str | None = None,
+        encoder_options: dict[str, Any] | None = None,
     ) -> None:
         self.image_field = image_field
         self.text_fields = tuple(text_fields)
         self._visual_dimensions = visual_dimensions
         self._semantic_dimensions = semantic_dimensions
         self.index = index
+        self.encoder_path = encoder
+        self.encoder_options = encoder_options
         self.name = ""
         self.model: type[models.Model] | None = None
 
@@ -83,14 +95,18 @@ class ImageEmbeddingField:
         return self.column("semantic")
 
     # -- model set-up ---------------------------------------------------------
-    def contribute_to_class(self, cls: type[models.Model], name: str) -> None:
+    def get_encoder(self) -> Encoder:
+        """The encoder that makes this field's vectors (and its query vectors)."""
         from .encoders import get_encoder
 
+        return get_encoder(self.encoder_path, self.encoder_options)
+
+    def contribute_to_class(self, cls: type[models.Model], name: str) -> None:
         self.name = name
         self.model = cls
         encoder = None
         if self._visual_dimensions is None or self._semantic_dimensions is None:
-            encoder = get_encoder()
+            encoder = self.get_encoder()
         vdim = self._visual_dimensions or encoder.visual_dimensions
         sdim = self._semantic_dimensions or encoder.semantic_dimensions
         ro = {"editable": False}
@@ -128,8 +144,8 @@ class ImageEmbeddingField:
                     HnswIndex(
                         name=self.index_name(cls, suffix),
                         fields=[self.column(suffix)],
-                        m=16,
-                        ef_construction=64,
+                        m=semantic_settings.HNSW_M,
+                        ef_construction=semantic_settings.HNSW_EF_CONSTRUCTION,
                         opclasses=["vector_cosine_ops"],
                     )
                 )

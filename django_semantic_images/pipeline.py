@@ -21,7 +21,6 @@ from django.db import models
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .encoders import get_encoder
 from .encoders.base import Encoder
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from .fusion import fuse
@@ -144,13 +143,13 @@ def embed_instances(
     written before the fault keep their vectors.
     """
     report = EmbedReport()
-    encoder = encoder or get_encoder()
     batch_size = batch_size or semantic_settings.BATCH_SIZE
     rows = list(instances)
     if not rows:
         return report
     model = type(rows[0])
     field_obj = get_embedding_field(model, field)
+    encoder = encoder or field_obj.get_encoder()
     chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
     pool = ThreadPoolExecutor(max_workers=decode_threads(), thread_name_prefix="semantic-images-decode")
 

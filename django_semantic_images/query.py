@@ -57,6 +57,8 @@ class SemanticImageQuerySet(models.QuerySet):
         field_obj = get_embedding_field(self.model, field)
         if isinstance(query, str) and not query.strip():
             raise ValueError("The search text is empty.")
+        if isinstance(query, str):
+            query = field_obj.get_encoder().encode_text(query)
         return self._ranked(SemanticDistance(field_obj.name, query), field_obj.semantic_field)
 
     def similar_to(self, query: Any, *, field: str | None = None, exclude_self: bool = True) -> SemanticImageQuerySet:
@@ -69,8 +71,11 @@ class SemanticImageQuerySet(models.QuerySet):
                 qs = qs.exclude(pk=query.pk)
             vector = getattr(query, field_obj.visual_field)
             if vector is None:
-                raise ValueError(f"{query} has no visual vector yet (status: {getattr(query, field_obj.column('status'))}).")
+                status = getattr(query, field_obj.column("status"))
+                raise ValueError(f"{query} has no visual vector yet (status: {status}).")
             query = vector
+        else:
+            query = VisualDistance.image_vector(query, field_obj.get_encoder())
         return qs._ranked(VisualDistance(field_obj.name, query), field_obj.visual_field)
 
     def embedded(self, *, field: str | None = None) -> SemanticImageQuerySet:

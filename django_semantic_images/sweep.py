@@ -26,7 +26,6 @@ from django.utils import timezone
 
 from .conf import semantic_settings
 from .dispatch import request_embedding
-from .encoders import get_encoder
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields
 from .pipeline import TRANSIENT_PREFIX
 
@@ -42,13 +41,13 @@ def due_filter(field: ImageEmbeddingField, *, pending_timeout: float | None = No
         Q(**{f"{updated}__lt": cutoff}) | Q(**{f"{updated}__isnull": True})
     )
     failed_transiently = Q(**{status: EmbeddingStatus.FAILED, f"{error}__startswith": TRANSIENT_PREFIX})
-    other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: get_encoder().identity})
+    other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: field.get_encoder().identity})
     return pending_too_long | failed_transiently | other_encoder
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:
     """Rows whose vectors were made by another encoder than the configured one."""
-    return ~Q(**{field.column("encoder"): ""}) & ~Q(**{field.column("encoder"): get_encoder().identity})
+    return ~Q(**{field.column("encoder"): ""}) & ~Q(**{field.column("encoder"): field.get_encoder().identity})
 
 
 def missing_filter(field: ImageEmbeddingField) -> Q:

@@ -108,8 +108,11 @@ def sweep(pending_timeout: float | None = None) -> dict[str, int]:
 
 @shared_task(name="semantic_images.worker_info")
 def worker_info() -> dict[str, Any]:
-    """What this worker process runs: pid, device, threads, and when its encoder loaded."""
-    from .encoders import get_encoder
-
-    encoder = get_encoder()
-    return {"pid": os.getpid(), "encoder": encoder.identity, "device": encoder.device, **worker.state}
+    """What this worker process runs: pid, encoders and devices, threads, and when they loaded."""
+    encoders = worker.field_encoders()
+    return {
+        "pid": os.getpid(),
+        "encoders": [e.identity for e in encoders],
+        "device": encoders[0].device if encoders else None,
+        **worker.state,
+    }

@@ -83,23 +83,34 @@ def on_worker_process_init(**kwargs: Any) -> None:
     threading.Thread(target=preload, name="semantic-images-load", daemon=True).start()
 
 
-def preload() -> None:
-    """Load the configured encoder's weights now (once per process; later calls return at once)."""
-    from .encoders import get_encoder
+def field_encoders() -> list[Any]:
+    """The encoders of every ImageEmbeddingField (one per distinct recipe)."""
+    from .apps import models_with_embeddings
+    from .fields import embedding_fields
 
+    found: dict[int, Any] = {}
+    for model in models_with_embeddings():
+        for field in embedding_fields(model):
+            encoder = field.get_encoder()
+            found[id(encoder)] = encoder
+    return list(found.values())
+
+
+def preload() -> None:
+    """Load the fields' encoders now (once per process; later calls return at once)."""
     started = time.perf_counter()
     try:
-        encoder = get_encoder()
-        encoder.ensure_loaded()
+        encoders = field_encoders()
+        for encoder in encoders:
+            encoder.ensure_loaded()
     except Exception:  # noqa: BLE001 - the first task will raise the same error with its context
         logger.exception("Loading the semantic images encoder failed.")
         return
     state["load_seconds"] = round(time.perf_counter() - started, 2)
     state["loaded_at"] = time.time()
     logger.info(
-        "Semantic images encoder %s loaded on %s in %.1f s (pid %s, %s torch threads).",
-        encoder.identity,
-        encoder.device,
+        "Semantic images encoders %s loaded in %.1f s (pid %s, %s torch threads).",
+        ", ".join(f"{e.identity} on {e.device}" for e in encoders),
         state["load_seconds"],
         os.getpid(),
         state["threads"],

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from django.db import transaction
-from photos.models import Photo
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.pipeline import TRANSIENT_PREFIX
@@ -14,6 +13,7 @@ from django_semantic_images.signals import PendingRows
 from django_semantic_images.sweep import sweep
 from django_semantic_images.tasks import MAX_RETRIES, backoff, embed_rows
 from django_semantic_images.worker import available_cores, torch_threads
+from photos.models import Photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

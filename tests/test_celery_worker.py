@@ -16,11 +16,11 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.test import override_settings
-from photos.models import Photo
 from PIL import Image
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.sweep import sweep
+from photos.models import Photo
 
 from .celery_worker import (
     BROKER_OPTIONS,

@@ -11,13 +11,13 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
 from django.utils import timezone
-from photos.models import Photo
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.pipeline import TRANSIENT_PREFIX, embed_instances
 from django_semantic_images.sweep import sweep
+from photos.models import Photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

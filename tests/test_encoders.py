@@ -124,3 +124,11 @@ def test_clip_backend_resolves_hub_names_through_transformers(tiny_clip, monkeyp
     assert encoder.visual_dimensions == 16
     assert encoder.encode_texts(["a cat"]).shape == (1, 16)
     assert asked and asked[0] == "someorg/clip-tiny"
+
+
+def test_query_vectors_are_cached_per_text():
+    encoder = get_encoder()
+    first = encoder.encode_text("a lighthouse at dusk")
+    assert encoder.encode_text("a lighthouse at dusk") is first
+    np.testing.assert_allclose(first, encoder.encode_texts(["a lighthouse at dusk"])[0], atol=1e-6)
+    assert not first.flags.writeable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -49,10 +50,15 @@ class Encoder(abc.ABC):
     visual_dimensions: int
     semantic_dimensions: int
 
+    #: Query texts whose vectors are kept (paging through results re-asks the same words).
+    query_cache_size = 1024
+
     def __init__(self, device: str = "auto") -> None:
         self.device = resolve_device(device)
         self._lock = threading.Lock()
         self._loaded = False
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -94,5 +100,16 @@ class Encoder(abc.ABC):
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
 
     def encode_text(self, text: str) -> np.ndarray:
-        """One text to one semantic vector."""
-        return self.encode_texts([text])[0]
+        """One query text to one semantic vector (recent queries are cached)."""
+        with self._cache_lock:
+            cached = self._query_cache.get(text)
+            if cached is not None:
+                self._query_cache.move_to_end(text)
+                return cached
+        vector = self.encode_texts([text])[0]
+        vector.setflags(write=False)
+        with self._cache_lock:
+            self._query_cache[text] = vector
+            while len(self._query_cache) > self.query_cache_size:
+                self._query_cache.popitem(last=False)
+        return vector

@@ -56,7 +56,7 @@ class CLIPEncoder(Encoder):
         return self.processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
 
     @staticmethod
-    def _tensor(out) -> "torch.Tensor":  # noqa: F821
+    def _tensor(out) -> torch.Tensor:  # noqa: F821
         # transformers 5 may return a model output instead of a bare tensor.
         return out if hasattr(out, "float") else out.pooler_output
 

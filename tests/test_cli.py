@@ -1,0 +1,36 @@
+"""``manage.py semantic_search`` from a terminal."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+pytestmark = pytest.mark.django_db
+
+
+def test_text_search_prints_ranked_results(sample_photos, capsys):
+    call_command("semantic_search", "a cup of coffee", "--limit", "3")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["rank", "score", "pk", "item"]
+    first = lines[1].split()
+    assert first[0] == "1" and int(first[2]) == sample_photos["coffee"].pk
+    assert len(lines) == 4
+
+
+def test_image_search_finds_the_same_photo(sample_photos, sample_paths, capsys):
+    call_command("semantic_search", "--image", str(sample_paths["rocket"]))
+    first = capsys.readouterr().out.strip().splitlines()[1].split()
+    assert int(first[2]) == sample_photos["rocket"].pk
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(CommandError, match="either words"):
+        call_command("semantic_search")
+    with pytest.raises(CommandError, match="not a file"):
+        call_command("semantic_search", "--image", str(tmp_path / "missing.jpg"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(CommandError, match="not an image"):
+        call_command("semantic_search", "--image", str(bad))
+    with pytest.raises(CommandError, match="Unknown model"):
+        call_command("semantic_search", "cats", "--model", "nope.Nothing")
