@@ -16,7 +16,9 @@ from typing import Any
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.apps import apps
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError, router, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from . import worker
 from .conf import semantic_settings
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 #: Faults worth retrying: they may pass without anyone changing the row.
 TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError)
 MAX_RETRIES = 8
+#: A task embeds up to this many batches: its own rows, then other waiting rows.
+TOP_UP_BATCHES = 2
 BACKOFF_MAX = 600
 
 
@@ -37,21 +41,29 @@ def backoff(retries: int) -> int:
 
 
 def with_waiting_rows(model: Any, pks: list[Any], field: str | None) -> list[Any]:
-    """``pks`` topped up to ``BATCH_SIZE`` with other rows waiting (``pending``), oldest first.
+    """``pks`` topped up to two batches with other rows waiting (``pending``), oldest first.
 
-    Uploads that arrive together, each with its own task, are embedded in one
-    batch by the first task; the later tasks find their rows done and return.
+    Uploads that arrive together, each with its own task, are embedded in batches
+    by the first task that runs; the later tasks find their rows done and return.
+    Two batches let the pipeline decode the second while the first is encoded.
+    The rows taken are claimed (``FOR UPDATE SKIP LOCKED``, then "pending since"
+    set to now), so concurrent workers take different rows.
     """
-    room = semantic_settings.BATCH_SIZE - len(pks)
+    room = TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks)
     if room <= 0:
         return list(pks)
     emb = get_embedding_field(model, field)
-    waiting = (
-        model._default_manager.filter(**{emb.column("status"): EmbeddingStatus.PENDING})
-        .exclude(pk__in=pks)
-        .order_by(emb.column("updated_at"), "pk")
-        .values_list("pk", flat=True)[:room]
-    )
+    since = emb.column("updated_at")
+    with transaction.atomic(using=router.db_for_write(model)):
+        waiting = list(
+            model._default_manager.select_for_update(skip_locked=True)
+            .filter(**{emb.column("status"): EmbeddingStatus.PENDING})
+            .exclude(pk__in=pks)
+            .order_by(F(since).asc(nulls_first=True), "pk")
+            .values_list("pk", flat=True)[:room]
+        )
+        if waiting:
+            model._default_manager.filter(pk__in=waiting).update(**{since: timezone.now()})
     return [*pks, *waiting]
 
 

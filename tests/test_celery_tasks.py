@@ -96,3 +96,15 @@ def test_worker_threads_share_the_cores(settings):
     assert torch_threads(cores * 2) == 1
     settings.SEMANTIC_IMAGES = {"WORKER_THREADS": 3}
     assert torch_threads(1) == 3
+
+
+def test_concurrent_tasks_claim_different_waiting_rows(make_photo, sample_paths, settings):
+    from django_semantic_images.tasks import with_waiting_rows
+
+    settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 1}  # a task takes its own row and one waiting row
+    own, *waiting = [make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket", "horse")]
+    first = with_waiting_rows(Photo, [own.pk], None)
+    second = with_waiting_rows(Photo, [own.pk], None)
+    assert first[0] == second[0] == own.pk
+    assert first[1] != second[1] and {first[1], second[1]} <= {p.pk for p in waiting}
+    assert first[1] == waiting[0].pk  # the oldest waiting row first
