@@ -36,7 +36,7 @@ BACKOFF_MAX = 600
 
 
 def backoff(retries: int) -> int:
-    """Seconds before retry number ``retries + 1``: 1, 2, 4 ... capped, with full jitter."""
+    """Seconds before retry number ``retries + 1``: random up to 1, 2, 4 ... (full jitter), at most 600."""
     return get_exponential_backoff_interval(factor=1, retries=retries, maximum=BACKOFF_MAX, full_jitter=True)
 
 

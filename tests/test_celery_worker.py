@@ -212,3 +212,19 @@ def test_killing_a_worker_mid_batch_loses_no_embedding(broker, test_database, sa
     assert set(statuses(photos).values()) == {EmbeddingStatus.EMBEDDED}
     # the killed worker's unacknowledged message went back to the queue and the new worker ran it
     assert f"semantic_images.embed_rows[{task_id}] received" in second.output()
+
+
+def test_reindex_through_the_queue(worker, broker, make_photo, sample_paths):
+    from django.core.management import call_command
+
+    photos = [make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket")]  # saved without work
+    out = io.StringIO()
+    call_command(
+        "semantic_images_reindex", "--missing", "--queue", "--batch-size", "2", stdout=out, stderr=io.StringIO()
+    )
+    assert "3 rows sent as 2 tasks to queue" in out.getvalue()
+    wait_for(lambda: settled(photos), 120, "the reindexed rows", worker)
+    assert set(statuses(photos).values()) == {EmbeddingStatus.EMBEDDED}
+    status = io.StringIO()
+    call_command("semantic_images_status", stdout=status)
+    assert f"embedding: queue '{QUEUE}'" in status.getvalue()
