@@ -74,8 +74,10 @@ def setup_django(device: str, batch_size: int, media_root: str) -> None:
     django.setup()
     settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "DEVICE": device, "BATCH_SIZE": batch_size}
     from django_semantic_images.conf import semantic_settings
+    from django_semantic_images.encoders import registry
 
     semantic_settings.reload()
+    registry.reset()  # the models' import built an encoder for DEVICE "auto"
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
