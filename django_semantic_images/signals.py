@@ -86,18 +86,17 @@ class PendingRows:
     """An on-commit callback that sends the rows saved in one transaction, batched."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[type[models.Model], str], list[Any]] = {}
+        # (model, field) -> primary keys, in save order, each once (a dict keeps order and is O(1)).
+        self.rows: dict[tuple[type[models.Model], str], dict[Any, None]] = {}
 
     def add(self, model: type[models.Model], pk: Any, field: str) -> None:
-        pks = self.rows.setdefault((model, field), [])
-        if pk not in pks:
-            pks.append(pk)
+        self.rows.setdefault((model, field), {})[pk] = None
 
     def __call__(self) -> None:
         from .dispatch import request_embedding
 
         for (model, field), pks in self.rows.items():
-            request_embedding(model, pks, field=field)
+            request_embedding(model, list(pks), field=field)
 
 
 def schedule(model: type[models.Model], pk: Any, field: str, using: str = "default") -> None:
