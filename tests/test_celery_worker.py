@@ -36,8 +36,8 @@ from .celery_worker import (
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
 QUEUE = f"embed-{uuid.uuid4().hex[:8]}"
-#: Gentle on a shared 2-core machine: one torch thread per worker process.
-WORKER_SETTINGS = {"WORKER_THREADS": 1, "DECODE_THREADS": 2}
+#: Gentle on a shared 2-core machine: one torch thread per worker process, on the CPU even where a GPU is.
+WORKER_SETTINGS = {"WORKER_THREADS": 1, "DECODE_THREADS": 2, "DEVICE": "cpu"}
 
 
 @pytest.fixture(scope="module")
