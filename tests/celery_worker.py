@@ -61,8 +61,17 @@ def cleanup_keys() -> None:
 class Worker:
     """``celery -A example_project worker -Q <queue> -c 1 --pool prefork`` as a subprocess."""
 
-    def __init__(self, queue: str, database: str, semantic_images: dict[str, Any], log_dir: Path) -> None:
-        self.queue = queue
+    def __init__(
+        self,
+        queue: str,
+        database: str,
+        semantic_images: dict[str, Any],
+        log_dir: Path,
+        concurrency: int = 1,
+        consume: str | None = None,
+    ) -> None:
+        """A worker with ``SEMANTIC_IMAGES["QUEUE"] = queue``, consuming ``consume`` (default: that queue)."""
+        self.queue = consume or queue
         self.name = f"{queue}-{uuid.uuid4().hex[:6]}"
         self.log_path = log_dir / f"{self.name}.log"
         env = {
@@ -76,8 +85,8 @@ class Worker:
             "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": json.dumps(RESULT_OPTIONS),
             "SEMANTIC_IMAGES_JSON": json.dumps({**semantic_images, "QUEUE": queue}),
         }
-        command = [sys.executable, "-m", "celery", "-A", "example_project", "worker", "-Q", queue]
-        command += ["-c", "1", "--pool", "prefork", "-n", f"{self.name}@%h", "-l", "info"]
+        command = [sys.executable, "-m", "celery", "-A", "example_project", "worker", "-Q", self.queue]
+        command += ["-c", str(concurrency), "--pool", "prefork", "-n", f"{self.name}@%h", "-l", "info"]
         command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(

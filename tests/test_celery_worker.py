@@ -228,3 +228,14 @@ def test_reindex_through_the_queue(worker, broker, make_photo, sample_paths):
     status = io.StringIO()
     call_command("semantic_images_status", stdout=status)
     assert f"embedding: queue '{QUEUE}'" in status.getvalue()
+
+
+def test_a_worker_that_does_not_consume_the_queue_loads_no_models(broker, test_database, tmp_path):
+    other = Worker(QUEUE, test_database, WORKER_SETTINGS, tmp_path, concurrency=2, consume=f"{QUEUE}-other")
+    try:
+        other.wait_ready()
+        info = worker_info(broker, queue=f"{QUEUE}-other")
+    finally:
+        other.stop()
+    assert info["concurrency"] == 2 and info["embeds"] is False
+    assert info["loaded_at"] is None and info["threads"] is None
