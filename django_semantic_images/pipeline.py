@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db import models
+from django.db import models, router, transaction
 from django.utils import timezone
 
 from .conf import semantic_settings
@@ -150,6 +150,7 @@ def embed_instances(
     model = type(rows[0])
     field_obj = get_embedding_field(model, field)
     encoder = encoder or field_obj.get_encoder()
+    database = router.db_for_write(model)
     chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
     pool = ThreadPoolExecutor(max_workers=decode_threads(), thread_name_prefix="semantic-images-decode")
 
@@ -164,7 +165,8 @@ def embed_instances(
             if index + 1 < len(chunks):
                 upcoming = submit(chunks[index + 1])  # decode the next batch while this one encodes
             prepared = [f.result() for f in futures]
-            report.merge(_encode_and_write(model, field_obj, encoder, items, prepared))
+            with transaction.atomic(using=database):  # one commit per batch, not one per row
+                report.merge(_encode_and_write(model, field_obj, encoder, items, prepared))
             if progress is not None:
                 progress(len(items))
     finally:
