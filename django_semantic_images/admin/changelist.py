@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.contrib.admin.views.main import ChangeList
 
 from .ranking import RANKING_VARS
 
@@ -29,7 +29,3 @@ class SemanticChangeList(ChangeList):
             lookup_params.pop(var, None)
         return lookup_params
 
-    @property
-    def is_ranked(self) -> bool:
-        """Is this page ranked by distance (rather than sorted by a column)?"""
-        return bool(getattr(self, "_semantic_ranked", False)) and not self.params.get(ORDER_VAR)
