@@ -70,6 +70,7 @@ def flipped_upload(path, name: str = "query.jpg") -> SimpleUploadedFile:
 
 # -- search box ---------------------------------------------------------------
 
+
 def test_the_search_box_ranks_by_meaning(admin_client, photos):
     response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
     results = response.context["cl"].result_list
@@ -114,6 +115,7 @@ def test_a_blank_search_lists_every_row_unranked(admin_client, photos):
 
 
 # -- similar images and search by photo ----------------------------------------
+
 
 def test_similar_images_of_the_cat_list_its_cropped_copy_first(admin_client, photos):
     changelist = admin_client.get(reverse(CHANGELIST))
@@ -182,6 +184,7 @@ def test_an_expired_photo_search_lists_nothing(admin_client, photos):
 
 # -- status filter, re-embed action --------------------------------------------
 
+
 def test_the_failed_filter_lists_failed_rows_with_their_reason(admin_client, photos):
     response = admin_client.get(reverse(CHANGELIST), {"embedding": "failed"})
     assert ranked_pks(response) == [photos["broken"].pk]
@@ -208,6 +211,7 @@ def test_the_reembed_action_embeds_again_and_reports(admin_client, photos):
 
 
 # -- change form ----------------------------------------------------------------
+
 
 def test_the_change_form_shows_the_index_state_but_never_the_vectors(admin_client, photos):
     cat = photos["chelsea"]
@@ -268,6 +272,7 @@ def test_an_upload_through_the_admin_goes_through_the_pipeline(
 
 # -- permissions ------------------------------------------------------------------
 
+
 def staff_user(username: str, *codenames: str) -> User:
     user = User.objects.create_user(username, password="pw", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="photos", codename__in=codenames))
@@ -305,4 +310,3 @@ def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sa
     upload = flipped_upload(sample_paths["chelsea"])
     redirect = client.post(reverse("own:photos_photo_search_by_photo"), {"photo": upload})
     assert set(ranked_pks(client.get(redirect["Location"]))) <= {photos["coffee"].pk, photos["rocket"].pk}
-

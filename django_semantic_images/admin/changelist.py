@@ -28,4 +28,3 @@ class SemanticChangeList(ChangeList):
         for var in RANKING_VARS:
             lookup_params.pop(var, None)
         return lookup_params
-

@@ -102,8 +102,13 @@ def suggestions_html(labels: list[dict[str, Any]], target_id: str | None) -> Saf
         '<button type="button" class="button si-suggestion" data-semantic-suggestion="{}" data-target="{}" '
         'title="{}">{} <small>{}%</small></button>',
         (
-            (item["label"], target_id, _("Add to the field; nothing is saved until you save"), item["label"],
-             round(100 * float(item["probability"])))
+            (
+                item["label"],
+                target_id,
+                _("Add to the field; nothing is saved until you save"),
+                item["label"],
+                round(100 * float(item["probability"])),
+            )
             for item in labels
         ),
     )

@@ -244,7 +244,10 @@ class SemanticSearchAdminMixin:
         if not display.has_vectors(obj, self.get_embedding_field()):
             return display.EMPTY
         return format_html(
-            '<a class="si-similar" href="{}?{}={}">{}</a>', self.changelist_url(), SIMILAR_VAR, obj.pk,
+            '<a class="si-similar" href="{}?{}={}">{}</a>',
+            self.changelist_url(),
+            SIMILAR_VAR,
+            obj.pk,
             _("Similar images"),
         )
 
