@@ -3,6 +3,7 @@ filters, the re-embed action, the change form and permissions (real PostgreSQL, 
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -268,6 +269,48 @@ def test_an_upload_through_the_admin_goes_through_the_pipeline(
         photos["chelsea"].pk,
         photos["cat-crop"].pk,
     )
+
+
+@pytest.fixture
+def redis_queue(settings, monkeypatch):
+    """A real Redis broker and a queue of this test's own; yields (client, queue name)."""
+    import uuid
+
+    import redis
+
+    from example_project.celery import app
+
+    queue = f"test-admin-{uuid.uuid4().hex[:8]}"
+    url = "redis://127.0.0.1:6379/14"
+    settings.SEMANTIC_IMAGES = {"ASYNC": True, "QUEUE": queue}
+    monkeypatch.setitem(app.conf, "broker_url", url)
+    monkeypatch.setattr(app, "_pool", None)
+    client = redis.Redis.from_url(url)
+    yield client, queue
+    app.pool.force_close_all()
+    client.delete(queue, f"_kombu.binding.{queue}")
+
+
+def test_with_a_broker_uploads_and_reembedding_go_to_the_queue(
+    admin_client, photos, sample_paths, redis_queue, django_capture_on_commit_callbacks
+):
+    client, queue = redis_queue
+    upload = SimpleUploadedFile("queued.png", sample_paths["coffee"].read_bytes(), content_type="image/png")
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:photos_photo_add"), {"image": upload, "title": "Queued", "published": "on"})
+        response = admin_client.post(
+            reverse(CHANGELIST),
+            {"action": "reembed_selected", "_selected_action": [photos["rocket"].pk]},
+            follow=True,
+        )
+    new = Photo.objects.get(title="Queued")
+    messages = [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
+    tasks = sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages)
+    assert [task for task, _args in tasks] == ["semantic_images.embed_rows"] * 2
+    assert {str(new.pk), str(photos["rocket"].pk)} == {re.search(r"\['(\d+)'\]", a).group(1) for _t, a in tasks}
+    assert new.embedding_status == EmbeddingStatus.PENDING  # the worker embeds it, not the request
+    assert Photo.objects.get(pk=photos["rocket"].pk).embedding_status == EmbeddingStatus.PENDING
+    assert any("1 image was queued" in m for m in messages_of(response))
 
 
 # -- permissions ------------------------------------------------------------------
