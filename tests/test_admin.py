@@ -277,7 +277,6 @@ def redis_queue(settings, monkeypatch):
     import uuid
 
     import redis
-
     from example_project.celery import app
 
     queue = f"test-admin-{uuid.uuid4().hex[:8]}"
