@@ -352,3 +352,14 @@ def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sa
     upload = flipped_upload(sample_paths["chelsea"])
     redirect = client.post(reverse("own:photos_photo_search_by_photo"), {"photo": upload})
     assert set(ranked_pks(client.get(redirect["Location"]))) <= {photos["coffee"].pk, photos["rocket"].pk}
+
+
+def test_the_mixin_on_a_model_without_an_embedding_field_fails_the_system_check():
+    from django.contrib import admin
+
+    from django_semantic_images.admin import SemanticImageAdmin
+
+    errors = SemanticImageAdmin(User, admin.AdminSite()).check()
+    assert [e.id for e in errors] == ["semantic_images.E101"]
+    assert "User has no ImageEmbeddingField" in errors[0].msg
+    assert not admin.site._registry[Photo].check()

@@ -15,6 +15,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ORDER_VAR
+from django.core import checks
 from django.db import transaction
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
@@ -82,6 +83,21 @@ class SemanticSearchAdminMixin:
     # -- helpers -------------------------------------------------------------
     def get_embedding_field(self) -> ImageEmbeddingField:
         return get_embedding_field(self.model, self.embedding_field)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = super().check(**kwargs)
+        try:
+            self.get_embedding_field()
+        except LookupError as exc:
+            errors.append(
+                checks.Error(
+                    f"{type(self).__name__} searches by meaning, but {exc}",
+                    hint="Declare an ImageEmbeddingField on the model, or name it with `embedding_field`.",
+                    obj=type(self),
+                    id="semantic_images.E101",
+                )
+            )
+        return errors
 
     def changelist_url(self) -> str:
         opts = self.model._meta
@@ -287,7 +303,8 @@ class SemanticSearchAdminMixin:
     def embedding_suggestions(self, obj: Any) -> str:
         field = self.get_embedding_field()
         labels = display.confident_labels(getattr(obj, field.column("labels")), self.suggestion_min_probability)
-        target = f"id_{self.suggestions_field}" if self.suggestions_field else None
+        names = {f.name for f in self.model._meta.get_fields()}
+        target = f"id_{self.suggestions_field}" if self.suggestions_field in names else None
         return display.suggestions_html(labels, target)
 
 

@@ -29,7 +29,8 @@ MAX_STORED_PHOTOS = 5
 class VisualRanking:
     """A changelist ranked by likeness to one picture."""
 
-    vector: list[float]
+    #: None when there is nothing to compare with (unknown row, expired upload): no results.
+    vector: list[float] | None
     #: "similar" (a row of the table) or "photo" (an uploaded picture).
     kind: str
     #: The row whose neighbours are listed, for "similar".
