@@ -211,6 +211,16 @@ def test_the_reembed_action_embeds_again_and_reports(admin_client, photos):
     assert any("Re-embedded 1 of 2" in m and "1 failed" in m for m in messages_of(response))
 
 
+def test_the_delete_action_still_works_on_the_listed_rows(admin_client, photos):
+    pk = photos["astronaut"].pk
+    response = admin_client.post(
+        reverse(CHANGELIST) + "?q=a+person",
+        {"action": "delete_selected", "_selected_action": [pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not Photo.objects.filter(pk=pk).exists()
+
+
 # -- change form ----------------------------------------------------------------
 
 
