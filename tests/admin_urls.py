@@ -1,4 +1,4 @@
-"""A second admin site whose Photo admin shows each editor only their own photos."""
+"""Two more admin sites: one shows each editor only their own photos, one uses the ready admin as is."""
 
 from django.contrib import admin
 from django.urls import path
@@ -17,4 +17,8 @@ class OwnPhotosAdmin(SemanticImageAdmin):
 site = admin.AdminSite(name="own")
 site.register(Photo, OwnPhotosAdmin)
 
-urlpatterns = [path("own-admin/", site.urls)]
+# The ready admin as it comes: no search_fields, no list_display of its own.
+plain = admin.AdminSite(name="plain")
+plain.register(Photo, SemanticImageAdmin)
+
+urlpatterns = [path("own-admin/", site.urls), path("plain-admin/", plain.urls)]

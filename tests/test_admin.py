@@ -364,6 +364,14 @@ def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sa
     assert set(ranked_pks(client.get(redirect["Location"]))) <= {photos["coffee"].pk, photos["rocket"].pk}
 
 
+@pytest.mark.urls("tests.admin_urls")
+def test_the_ready_admin_without_search_fields_still_searches_by_meaning(admin_client, photos):
+    response = admin_client.get(reverse("plain:photos_photo_changelist"), {"q": "a cup of coffee"})
+    assert ranked_pks(response)[0] == photos["coffee"].pk
+    html = response.content.decode()
+    assert 'id="searchbar"' in html and 'id="photo-search"' in html and "si-thumb" in html
+
+
 def test_the_mixin_on_a_model_without_an_embedding_field_fails_the_system_check():
     from django.contrib import admin
 

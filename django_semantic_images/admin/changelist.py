@@ -12,7 +12,8 @@ from .ranking import RANKING_VARS
 class SemanticChangeList(ChangeList):
     """The admin's ChangeList, plus ``similar_to`` / ``photo`` in the query string.
 
-    Those parameters are not lookups: they are kept out of the list filters but stay
+    The search box is shown even when the admin has no ``search_fields``. The ranking
+    parameters are not lookups: they are kept out of the list filters but stay
     in every link the changelist builds (pages, filters, column sorting). They are
     left out of the search form's hidden fields, so typing new words starts a new
     search by meaning.
@@ -22,6 +23,10 @@ class SemanticChangeList(ChangeList):
         super().__init__(request, *args, **kwargs)
         for var in RANKING_VARS:
             self.params.pop(var, None)
+        if not self.search_fields:
+            # The admin template shows the search box only when there are search fields;
+            # searching by meaning needs none (the queries never read this attribute).
+            self.search_fields = ("embedding",)
 
     def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         lookup_params = super().get_filters_params(params)
