@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -124,6 +125,47 @@ def run(rows: int, repeat: int) -> None:
             times.append((time.perf_counter() - t0) * 1000)
             assert response.status_code == 200
         print(f"{name:40} {statistics.median(times):10.0f} {max(times):8.0f}")
+    explain_nearest_rows(Photo)
+    time_vector_parsing(Photo, repeat)
+
+
+def time_vector_parsing(model, repeat: int) -> None:
+    """Loading 100 rows with and without their vector columns (why the changelist defers them)."""
+    loads = {
+        "100 rows with vectors": lambda: list(model.objects.all()[:100]),
+        "100 rows, vectors deferred": lambda: list(model.objects.defer("embedding_visual", "embedding_semantic")[:100]),
+    }
+    for name, call in loads.items():
+        call()
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"{name:40} {statistics.median(times):10.0f} {max(times):8.0f}")
+
+
+def explain_nearest_rows(model) -> None:
+    """The plan of the admin's nearest-rows query (the one that should use the HNSW index)."""
+    from django.db import transaction
+
+    from django_semantic_images.encoders import get_encoder
+    from django_semantic_images.expressions import SemanticDistance
+    from django_semantic_images.query import apply_hnsw_settings
+
+    vector = get_encoder().encode_text("a cup of coffee").tolist()
+    ranked = (
+        model.objects.filter(published=True, embedding_semantic__isnull=False)
+        .annotate(_distance=SemanticDistance("embedding", vector))
+        .order_by("_distance")
+        .values_list("pk", flat=True)[:100]
+    )
+    with transaction.atomic():
+        apply_hnsw_settings("default")
+        plan = ranked.explain()
+    print("plan of the nearest-rows query (search by words + filter published):")
+    plan = re.sub(r"'\[[^]]*\]'", "'[...]'", plan)  # the query vector's 384 numbers
+    print("\n".join("    " + line for line in plan.splitlines()[:4]))
 
 
 if __name__ == "__main__":

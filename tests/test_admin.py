@@ -231,6 +231,7 @@ def test_the_change_form_shows_the_index_state_but_never_the_vectors(admin_clien
     html = response.content.decode()
     assert get_encoder().identity in html and "si-status-embedded" in html
     assert "visual 1280-d and semantic 384-d, stored" in html
+    assert f'href="{reverse(CHANGELIST)}?similar_to={cat.pk}"' in html
     assert "embedding_visual" not in html and "embedding_semantic" not in html
     for value in np.asarray(cat.embedding_visual)[:5]:
         assert f"{value:.6f}"[:8] not in html
