@@ -97,6 +97,10 @@ def test_list_filters_and_search_compose(admin_client, photos):
     pks = ranked_pks(admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "published__exact": "1"}))
     assert pks and photos["coffee"].pk not in pks
     assert set(Photo.objects.filter(pk__in=pks).values_list("published", flat=True)) == {True}
+    # Facet counts ("Show counts") work with the ranking.
+    faceted = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "_facets": "True"})
+    assert ranked_pks(faceted)[0] == photos["coffee"].pk
+    assert f"No ({Photo.objects.filter(published=False).count()})" in faceted.content.decode()
 
 
 def test_sorting_by_a_column_keeps_the_same_results(admin_client, photos):
