@@ -87,9 +87,10 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             backend = backend_class()
             if hasattr(backend, "get_filterset_class"):
                 names += filterset_param_names(backend.get_filterset_class(self, self.get_queryset()))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                names += [p["name"] for p in backend.get_schema_operation_parameters(self)]
+            if hasattr(backend, "get_schema_operation_parameters"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    names += [p["name"] for p in backend.get_schema_operation_parameters(self)]
         return names
 
     # -- ranking ------------------------------------------------------------------
