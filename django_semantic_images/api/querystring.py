@@ -41,3 +41,10 @@ def ensure_known(params: Iterable[str], allowed: Iterable[str], where: str = "qu
                 f"Accepted: {', '.join(sorted(allowed)) or 'none'}."
             }
         )
+
+
+def ensure_filled(params: Any, names: Iterable[str]) -> None:
+    """Refuse an empty value for a filter parameter (django-filter would silently ignore it)."""
+    empty = sorted(name for name in names if name in params and not any(v.strip() for v in params.getlist(name)))
+    if empty:
+        raise ValidationError({name: ["This filter is empty; leave it out or give a value."] for name in empty})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 
@@ -52,6 +53,16 @@ class SemanticSearchSchema(AutoSchema):
             responses[404] = _error("No image with this id among those the caller may see.")
             responses[409] = _error("The image has no vector yet (pending, or its file could not be decoded).")
         return responses
+
+
+class ImageQueryExtension(OpenApiSerializerExtension):
+    """The upload form takes the ``image`` field and nothing else (others are a 400)."""
+
+    target_class = ImageQuerySerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
 
 
 text_search_schema = extend_schema(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.validators import RegexValidator
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -60,7 +60,11 @@ def _max_query_length() -> int:
 
 
 class SearchTextField(serializers.CharField):
-    """The search words: trimmed, not blank, at most ``MAX_QUERY_LENGTH`` characters."""
+    """The search words: trimmed, not blank, at most ``MAX_QUERY_LENGTH`` characters.
+
+    NUL characters are harmless here (the text goes to the model, not to the database)
+    and are read as spaces.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", _max_query_length())
@@ -72,8 +76,12 @@ class SearchTextField(serializers.CharField):
                 "max_length": "The search text is longer than {max_length} characters.",
             },
         )
-        kwargs.setdefault("validators", [RegexValidator(r"\S", "The search text is empty.")])
+        kwargs.setdefault("validators", [RegexValidator(r"[^\s\x00]", "The search text is empty.")])
         super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+
+    def to_internal_value(self, data: Any) -> str:
+        return super().to_internal_value(data).replace("\x00", " ").strip()
 
 
 class TextQuerySerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from django.db import DataError
 from django.db.models import QuerySet
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -34,7 +35,7 @@ from ..conf import semantic_settings
 from ..imaging import ImageDecodeError, load_query_image
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
-from .querystring import ensure_known, ensure_utf8
+from .querystring import ensure_filled, ensure_known, ensure_utf8
 from .schema import SemanticSearchSchema, image_search_schema, similar_schema, text_search_schema
 from .serializers import ImageQuerySerializer, TextQuerySerializer
 from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
@@ -53,6 +54,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     pagination_class = RankedPagination
     throttle_classes = [SemanticSearchThrottle]
     parser_classes = [MultiPartParser, FormParser]
+    # Any path segment reaches the view, so a malformed id gets the API's JSON 404.
+    lookup_value_regex = "[^/]+"
     text_scope = TEXT_SCOPE
     image_scope = IMAGE_SCOPE
     # Parameters accepted besides the paginator's and the filter backends'.
@@ -69,10 +72,12 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         super().initial(request, *args, **kwargs)
         ensure_utf8(request)
         if self.action in ("search", "similar"):
-            allowed = set(self.common_params) | set(self.paging_params()) | set(self.filter_params())
+            filters = self.filter_params()
+            allowed = set(self.common_params) | set(self.paging_params()) | set(filters)
             if self.action == "search" and request.method == "GET":
                 allowed.add("q")
             ensure_known(request.query_params.keys(), allowed)
+            ensure_filled(request.query_params, filters)
 
     def paging_params(self) -> list[str]:
         paginator = self.paginator
@@ -99,8 +104,14 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         return self.filter_queryset(self.get_queryset())
 
     def ranked_response(self, ranked: QuerySet) -> Response:
-        page = self.paginate_queryset(ranked)
-        data = self.get_serializer(page if page is not None else ranked, many=True).data
+        try:
+            page = self.paginate_queryset(ranked)
+            data = self.get_serializer(page if page is not None else ranked, many=True).data
+        except DataError as exc:
+            # A filter value the form accepted but PostgreSQL cannot hold (a date in year 0,
+            # a time zone offset of +18:38): the caller's input, so a 400.
+            message = str(exc).splitlines()[0]
+            raise ValidationError({"detail": f"A filter value is out of range: {message}"}) from None
         return self.get_paginated_response(data) if page is not None else Response(data)
 
     @text_search_schema

@@ -7,8 +7,11 @@ overrides; every search and ``/similar/`` starts from it.
 
 from __future__ import annotations
 
+from django import forms
 from django.db.models import Q, QuerySet
-from django_filters.rest_framework import DjangoFilterBackend
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.routers import DefaultRouter
 
 from django_semantic_images.api import SemanticResultSerializer, SemanticSearchViewSet
@@ -24,11 +27,29 @@ class PhotoResultSerializer(SemanticResultSerializer):
         fields = ["id", "title", "alt_text", "score", "image_url", "thumbnail_url", "created_at"]
 
 
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(filters.NumberFilter):
+    field_class = forms.IntegerField
+
+
+class PhotoFilter(filters.FilterSet):
+    """Facets that compose with the ranking. ``owner`` is a plain number, so an unknown
+    id finds nothing rather than revealing which user ids exist."""
+
+    owner = IdFilter(field_name="owner_id")
+    created_after = filters.DateFilter(field_name="created_at", lookup_expr="date__gte")
+    created_before = filters.DateFilter(field_name="created_at", lookup_expr="date__lte")
+
+    class Meta:
+        model = Photo
+        fields = ["owner", "created_after", "created_before"]
+
+
 class PhotoSearchViewSet(SemanticSearchViewSet):
     queryset = Photo.objects.all()
     serializer_class = PhotoResultSerializer
-    filter_backends = [DjangoFilterBackend]
-    filterset_fields = {"owner": ["exact"], "created_at": ["gte", "lte"]}
+    filter_backends = [filters.DjangoFilterBackend]
+    filterset_class = PhotoFilter
 
     def get_queryset(self) -> QuerySet[Photo]:
         visible = Q(published=True)
