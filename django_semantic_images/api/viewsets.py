@@ -32,6 +32,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..conf import semantic_settings
+from ..fields import get_embedding_field
 from ..imaging import ImageDecodeError, load_query_image
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
@@ -51,6 +52,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     """
 
     embedding_field: str | None = None
+    # Results leave the vector columns unread (a 1280-d vector is ~5 KB of TOAST per row).
+    defer_vectors = True
     pagination_class = RankedPagination
     throttle_classes = [SemanticSearchThrottle]
     parser_classes = [MultiPartParser, FormParser]
@@ -104,6 +107,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         return self.filter_queryset(self.get_queryset())
 
     def ranked_response(self, ranked: QuerySet) -> Response:
+        if self.defer_vectors:
+            field = get_embedding_field(ranked.model, self.embedding_field)
+            ranked = ranked.defer(field.visual_field, field.semantic_field)
         try:
             page = self.paginate_queryset(ranked)
             data = self.get_serializer(page if page is not None else ranked, many=True).data
