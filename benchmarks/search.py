@@ -187,6 +187,9 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
         response = client.get("/api/photos/search/", {"q": q, "limit": 10})
         assert response.status_code == 200 and len(response.json()["results"]) == 10, response.content
 
+    def text_encoding(q: str) -> None:
+        assert encoder.encode_text(q).shape == (encoder.semantic_dimensions,)
+
     def queryset_text(q: str) -> None:
         assert len(list(Photo.objects.filter(published=True).semantic_search(q)[:10])) == 10
 
@@ -200,10 +203,13 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
     result["plan_uses_hnsw"] = SEM_INDEX in plan
     for fn in (endpoint, queryset_text, queryset_vector, exact_vector):  # warm caches and the models
         fn(QUERIES[0])
+    load_before = os.getloadavg()[0]
     result["endpoint"] = percentiles(timed(endpoint, repeats))
+    result["text_encoding"] = percentiles(timed(text_encoding, repeats))
     result["queryset_text"] = percentiles(timed(queryset_text, repeats))
     result["queryset_vector"] = percentiles(timed(queryset_vector, repeats))
     result["exact_scan_vector"] = percentiles(timed(exact_vector, max(1, repeats // 2)))
+    result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     exact_p50, hnsw_p50 = result["exact_scan_vector"]["p50_ms"], result["queryset_vector"]["p50_ms"]
     result["speedup_vs_exact_p50"] = round(exact_p50 / hnsw_p50, 1)
     for name, exact in (("db_execution_hnsw", False), ("db_execution_exact", True)):
@@ -232,8 +238,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=5, help="passes over the 40 queries per measurement")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--ef-search", type=int, help="override SEMANTIC_IMAGES['HNSW_EF_SEARCH'] for the run")
     args = parser.parse_args()
     setup_django()
+    if args.ef_search:
+        from django.conf import settings
+
+        from django_semantic_images.conf import semantic_settings
+
+        settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "HNSW_EF_SEARCH": args.ef_search}
+        semantic_settings.reload()
     from django.core.management import call_command
 
     from django_semantic_images.conf import semantic_settings

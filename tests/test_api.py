@@ -132,6 +132,12 @@ def test_a_filter_composes_with_the_ranking(client, sample_photos, django_user_m
     assert ids(response)[0] == sample_photos["coffee"].pk
 
 
+def test_nul_characters_in_the_words_count_as_spaces(client, sample_photos):
+    response = client.get(f"{SEARCH}?q=a%00cup%00of%00coffee")
+    assert response.status_code == 200, response.content
+    assert ids(response)[0] == sample_photos["coffee"].pk
+
+
 def test_similar_to_a_photo_not_embedded_yet_is_a_conflict(client, make_photo, sample_paths):
     pending = make_photo(sample_paths["rocket"])
     response = client.get(similar_url(pending.pk))
@@ -257,10 +263,12 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         ("q=cat&offset=-1", 400, "offset", "at least 0"),
         ("q=cat&min_score=nan", 400, "min_score", "from -1 to 1"),
         ("q=cat&min_score=2", 400, "min_score", "from -1 to 1"),
-        ("q=cat&owner=someone", 400, "owner", ""),
+        ("q=cat&owner=someone", 400, "owner", "whole number"),
+        ("q=cat&owner=", 400, "owner", "This filter is empty"),
+        ("q=cat&created_after=2026-13-45", 400, "created_after", "valid date"),
     ],
     ids=["empty", "whitespace", "100KB", "missing", "unsupported", "non-utf8", "limit-word", "limit-zero",
-         "offset-negative", "floor-nan", "floor-range", "filter-value"],
+         "offset-negative", "floor-nan", "floor-range", "filter-value", "filter-empty", "filter-date"],
 )
 def test_bad_text_queries_get_a_400_with_a_message(client, query, status, field, message):
     response = client.get(f"{SEARCH}?{query}")
