@@ -169,6 +169,8 @@ def many_rows(db, make_photo, sample_paths):
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Photo._meta.db_table}")
         cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = Photo.objects.filter(published=True).semantic_search(sem[5])[:37].explain()
+    assert "Index Scan using photos_photo_sem_" in plan, plan
     return set(Photo.objects.filter(published=True).values_list("pk", flat=True))
 
 
