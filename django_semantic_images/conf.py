@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "ASYNC": "auto",
     "EMBED_ON_SAVE": True,
     # HNSW search parameters set with SET LOCAL around each ranked query.
-    "HNSW_EF_SEARCH": 100,
+    "HNSW_EF_SEARCH": 200,
     "HNSW_ITERATIVE_SCAN": "strict_order",
     "HNSW_MAX_SCAN_TUPLES": 20000,
     # Index build parameters.
