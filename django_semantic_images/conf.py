@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     # largest pixel count accepted at all (a decompression bomb is refused, not decoded).
     "MAX_IMAGE_SIDE": 1024,
     "MAX_IMAGE_PIXELS": 50_000_000,
+    # REST API: largest query-image upload in bytes, and longest search text in characters.
+    "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
+    "MAX_QUERY_LENGTH": 500,
     # Weight of the editor's own words (title, alt text) against the picture, in the
     # semantic vector; see docs/relevance.md.
     "TEXT_WEIGHT": 0.5,
@@ -34,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "ASYNC": "auto",
     "EMBED_ON_SAVE": True,
     # HNSW search parameters set with SET LOCAL around each ranked query.
-    "HNSW_EF_SEARCH": 100,
+    "HNSW_EF_SEARCH": 200,
     "HNSW_ITERATIVE_SCAN": "strict_order",
     "HNSW_MAX_SCAN_TUPLES": 20000,
     # Index build parameters.

@@ -29,10 +29,11 @@ def hnsw_session_settings() -> list[tuple[str, str]]:
 
 
 def apply_hnsw_settings(using: str) -> None:
-    """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction."""
+    """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip)."""
+    pairs = hnsw_session_settings()
+    sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
     with connections[using].cursor() as cursor:
-        for name, value in hnsw_session_settings():
-            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+        cursor.execute(sql, [v for pair in pairs for v in pair])
 
 
 class SemanticImageQuerySet(models.QuerySet):

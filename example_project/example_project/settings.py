@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_semantic_images",
     "photos",
 ]
@@ -78,8 +79,15 @@ SEMANTIC_IMAGES = {}
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Scopes of django_semantic_images.api.SemanticSearchThrottle (per user, else per address).
+    "DEFAULT_THROTTLE_RATES": {"semantic_search": "120/min", "semantic_image_search": "20/min"},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Example site: semantic image search",
     "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI served from the drf-spectacular-sidecar wheel: no CDN needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }

@@ -1,0 +1,284 @@
+"""Text-search latency through the REST endpoint and the bare queryset, HNSW recall@10
+against an exact scan, and the speed-up over that scan, at 10k and 100k rows.
+
+    PYTHONPATH=.:example_project OMP_NUM_THREADS=1 python benchmarks/search.py [--sizes 10000 100000]
+
+Runs the example site's ``PhotoSearchViewSet`` (anonymous caller: published photos
+only) on its own embedded PostgreSQL (data in the temp folder) (or ``DATABASE_URL``),
+with Django's test client and persistent database connections, as a production
+site would have. The table is emptied and refilled for each size.
+
+The rows are synthetic but shaped like real ConSE vectors: each is the
+probability-weighted mix of 10 of the encoder's 1,000 ImageNet label embeddings
+(Dirichlet weights) plus a little noise, 90% of them published. Rows go in with
+binary COPY; the HNSW index is built afterwards. Queries are real sentences,
+encoded by MiniLM on every request (nothing is cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "example_project")]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+os.environ.setdefault("SEMANTIC_IMAGES_PGDATA", str(Path(tempfile.gettempdir()) / "semantic-images-bench-pgdata"))
+os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="semantic-images-bench-"))
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+QUERIES = [
+    "a red bicycle leaning against a wall", "a cat sleeping on a sofa", "a cup of coffee on a table",
+    "a rocket launching into the sky", "an astronaut in a space suit", "a dog catching a frisbee",
+    "a bowl of fruit", "a sailing boat on the sea", "a snowy mountain at sunrise", "a plate of pasta",
+    "children playing football in a park", "an old steam train", "a violin on a chair",
+    "a field of sunflowers", "a lighthouse on a cliff", "a horse running in a meadow",
+    "a close-up of a butterfly", "a city street at night", "a bridge over a river", "a laptop on a desk",
+    "a pizza fresh from the oven", "a motorcycle parked outside", "a bird sitting on a branch",
+    "a wooden cabin in the forest", "a glass of red wine", "a tiger in the jungle", "a tennis racket",
+    "a hot air balloon", "a plate of sushi", "a church with a tall tower", "a teddy bear on a bed",
+    "a tractor in a field", "a jellyfish in the ocean", "a pair of running shoes", "a chess board",
+    "an umbrella in the rain", "a castle on a hill", "a vase of tulips", "a fire truck", "a coral reef",
+]
+PUBLISHED_SHARE = 0.9
+EF_SEARCH_SWEEP = (40, 100, 200, 400)
+SEM_INDEX = "photos_photo_sem_0cdd5aa8"
+
+
+def setup_django() -> None:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connections
+
+    # Persistent connections, as on a production site (the example settings close them per request).
+    connections["default"].settings_dict["CONN_MAX_AGE"] = None
+    # Throttling stays on, with a rate the benchmark never reaches.
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"semantic_search": "1000000/min", "semantic_image_search": "1000/min"},
+    }
+
+
+def synthetic_vectors(n: int, label_vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """ConSE-shaped unit vectors: Dirichlet mixes of 10 label embeddings plus noise."""
+    from django_semantic_images.encoders.base import l2_normalize
+
+    out = np.empty((n, label_vectors.shape[1]), np.float32)
+    for start in range(0, n, 10_000):
+        m = min(10_000, n - start)
+        classes = rng.integers(0, len(label_vectors), size=(m, 10))
+        weights = rng.dirichlet(np.full(10, 0.3), size=m).astype(np.float32)
+        mixed = np.einsum("nk,nkd->nd", weights, label_vectors[classes])
+        mixed += rng.normal(scale=0.02, size=mixed.shape).astype(np.float32)
+        out[start : start + m] = l2_normalize(mixed)
+    return out
+
+
+def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    """Empty the photo table, COPY ``n`` rows in, build the HNSW index; timings in seconds."""
+    from django.db import connection
+    from django.utils import timezone
+    from pgvector.psycopg import register_vector
+    from photos.models import Photo
+    from psycopg.types.json import Jsonb
+
+    table = Photo._meta.db_table
+    published = rng.random(n) < PUBLISHED_SHARE
+    timings = {}
+    connection.ensure_connection()
+    register_vector(connection.connection)
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {table} RESTART IDENTITY")
+        cursor.execute(f"DROP INDEX IF EXISTS {SEM_INDEX}")
+        now = timezone.now()
+        columns = ("image", "title", "alt_text", "published", "created_at", "embedding_semantic",
+                   "embedding_encoder", "embedding_hash", "embedding_status", "embedding_error", "embedding_labels")
+        types = ["varchar", "varchar", "text", "bool", "timestamptz", "vector", "varchar", "varchar", "varchar",
+                 "text", "jsonb"]
+        start = time.perf_counter()
+        with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for i in range(n):
+                copy.write_row((f"photos/synthetic-{i}.jpg", "", "", bool(published[i]), now, vectors[i],
+                                "synthetic", "", "embedded", "", Jsonb([])))
+        timings["copy_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        cursor.execute("SET maintenance_work_mem = '1GB'")
+        cursor.execute(f"CREATE INDEX {SEM_INDEX} ON {table} USING hnsw (embedding_semantic vector_cosine_ops) "
+                       "WITH (m = 16, ef_construction = 64)")
+        timings["index_build_s"] = time.perf_counter() - start
+        cursor.execute(f"ANALYZE {table}")
+    return timings
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples)
+    return {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2)}
+
+
+def timed(fn, repeats: int) -> list[float]:
+    samples = []
+    for _ in range(repeats):
+        for q in QUERIES:
+            start = time.perf_counter()
+            fn(q)
+            samples.append(time.perf_counter() - start)
+    return samples
+
+
+def top_ids(vector: np.ndarray, exact: bool, k: int = 10, ef_search: int | None = None) -> list[int]:
+    """The visible top-k for ``vector``: through the HNSW index (at ``ef_search``, default
+    the setting), or by an exact scan."""
+    from django.db import connection, transaction
+    from photos.models import Photo
+
+    from django_semantic_images.query import apply_hnsw_settings
+
+    with transaction.atomic():
+        apply_hnsw_settings("default")
+        with connection.cursor() as cursor:
+            if exact:
+                cursor.execute("SET LOCAL enable_indexscan = off")
+            elif ef_search:
+                cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
+        qs = Photo.objects.filter(published=True).semantic_search(vector)[:k]
+        return [p.pk for p in qs.iterator()]
+
+
+def execution_ms(vector: np.ndarray, exact: bool) -> float:
+    """PostgreSQL's own execution time for the visible top 10 (EXPLAIN ANALYZE), in ms."""
+    from django.db import connection, transaction
+    from photos.models import Photo
+
+    with transaction.atomic():
+        if exact:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_indexscan = off")
+        plan = Photo.objects.filter(published=True).semantic_search(vector)[:10].explain(analyze=True, format="json")
+    return float(json.loads(plan)[0]["Execution Time"])
+
+
+def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
+    from django.db import connection
+    from photos.models import Photo
+    from rest_framework.test import APIClient
+
+    from django_semantic_images.conf import semantic_settings
+    from django_semantic_images.encoders import get_encoder
+
+    rng = np.random.default_rng(n)
+    result: dict = {"rows": n, **fill_table(n, synthetic_vectors(n, label_vectors, rng), rng)}
+    encoder = get_encoder()
+    query_vectors = {q: encoder.encode_text(q) for q in QUERIES}
+    client = APIClient()
+
+    def endpoint(q: str) -> None:
+        response = client.get("/api/photos/search/", {"q": q, "limit": 10})
+        assert response.status_code == 200 and len(response.json()["results"]) == 10, response.content
+
+    def text_encoding(q: str) -> None:
+        assert encoder.encode_text(q).shape == (encoder.semantic_dimensions,)
+
+    def queryset_text(q: str) -> None:
+        assert len(list(Photo.objects.filter(published=True).semantic_search(q)[:10])) == 10
+
+    def queryset_vector(q: str) -> None:
+        assert len(top_ids(query_vectors[q], exact=False)) == 10
+
+    def exact_vector(q: str) -> None:
+        assert len(top_ids(query_vectors[q], exact=True)) == 10
+
+    plan = Photo.objects.filter(published=True).semantic_search(query_vectors[QUERIES[0]])[:10].explain()
+    result["plan_uses_hnsw"] = SEM_INDEX in plan
+    for fn in (endpoint, queryset_text, queryset_vector, exact_vector):  # warm caches and the models
+        fn(QUERIES[0])
+    load_before = os.getloadavg()[0]
+    result["endpoint"] = percentiles(timed(endpoint, repeats))
+    result["text_encoding"] = percentiles(timed(text_encoding, repeats))
+    result["queryset_text"] = percentiles(timed(queryset_text, repeats))
+    result["queryset_vector"] = percentiles(timed(queryset_vector, repeats))
+    result["exact_scan_vector"] = percentiles(timed(exact_vector, max(1, repeats // 2)))
+    result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    exact_p50, hnsw_p50 = result["exact_scan_vector"]["p50_ms"], result["queryset_vector"]["p50_ms"]
+    result["speedup_vs_exact_p50"] = round(exact_p50 / hnsw_p50, 1)
+    for name, exact in (("db_execution_hnsw", False), ("db_execution_exact", True)):
+        ms = sorted(execution_ms(query_vectors[q], exact) for q in QUERIES)
+        result[name] = {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2)}
+    exact_ids = {q: set(top_ids(query_vectors[q], True)) for q in QUERIES}
+    result["ef_search_sweep"] = []
+    for ef in EF_SEARCH_SWEEP:
+        recalls, samples = [], []
+        for q in QUERIES:
+            start = time.perf_counter()
+            approx = top_ids(query_vectors[q], False, ef_search=ef)
+            samples.append(time.perf_counter() - start)
+            recalls.append(len(set(approx) & exact_ids[q]) / 10)
+        result["ef_search_sweep"].append({"ef_search": ef, "recall_at_10": round(float(np.mean(recalls)), 3),
+                                          "recall_at_10_min": round(float(np.min(recalls)), 3), **percentiles(samples)})
+        if ef == semantic_settings.HNSW_EF_SEARCH:
+            result["recall_at_10"] = result["ef_search_sweep"][-1]["recall_at_10"]
+            result["recall_at_10_min"] = result["ef_search_sweep"][-1]["recall_at_10_min"]
+    connection.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=5, help="passes over the 40 queries per measurement")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--ef-search", type=int, help="override SEMANTIC_IMAGES['HNSW_EF_SEARCH'] for the run")
+    args = parser.parse_args()
+    setup_django()
+    if args.ef_search:
+        from django.conf import settings
+
+        from django_semantic_images.conf import semantic_settings
+
+        settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "HNSW_EF_SEARCH": args.ef_search}
+        semantic_settings.reload()
+    from django.core.management import call_command
+
+    from django_semantic_images.conf import semantic_settings
+    from django_semantic_images.encoders import get_encoder
+
+    call_command("migrate", verbosity=0)
+    encoder = get_encoder()
+    encoder.ensure_loaded()
+    label_vectors = getattr(encoder, "label_vectors", None)
+    if label_vectors is None:  # another encoder: fall back to random directions
+        label_vectors = np.random.default_rng(0).normal(size=(1000, encoder.semantic_dimensions)).astype(np.float32)
+    import torch
+
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, torch "
+        f"{torch.__version__} threads={torch.get_num_threads()}",
+        "hnsw": {"m": 16, "ef_construction": 64, "ef_search": semantic_settings.HNSW_EF_SEARCH,
+                 "iterative_scan": semantic_settings.HNSW_ITERATIVE_SCAN},
+        "published_share": PUBLISHED_SHARE,
+        "queries": len(QUERIES),
+        "repeats": args.repeats,
+        "sizes": [],
+    }
+    for n in args.sizes:
+        print(f"-- {n:,} rows", file=sys.stderr, flush=True)
+        report["sizes"].append(run_size(n, label_vectors, args.repeats))
+        print(json.dumps(report["sizes"][-1]), file=sys.stderr, flush=True)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The admin action that re-embeds the selected rows through the normal pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db import router, transaction
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from ..dispatch import request_embedding, use_queue
+from ..fields import EmbeddingStatus, get_embedding_field
+
+#: Rows per embedding request (one Celery task, or one in-process call).
+CHUNK = 100
+
+
+def chunks(pks: list[Any]) -> list[list[Any]]:
+    return [pks[start : start + CHUNK] for start in range(0, len(pks), CHUNK)]
+
+
+@admin.action(description=gettext_lazy("Re-embed selected images"), permissions=["change"])
+def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
+    """Mark the rows pending and send them to the pipeline, even when their content is unchanged.
+
+    The old vectors stay searchable until the new ones are written; if the queue is
+    down, the rows stay pending and the periodic sweep embeds them.
+    """
+    model = queryset.model
+    field = get_embedding_field(model, getattr(modeladmin, "embedding_field", None))
+    pks = list(queryset.order_by().values_list("pk", flat=True))
+    # A cleared hash makes the pipeline embed again instead of skipping unchanged content.
+    model._default_manager.filter(pk__in=pks).update(
+        **{field.column("status"): EmbeddingStatus.PENDING, field.column("error"): "", field.column("hash"): ""}
+    )
+    if use_queue():
+        # Workers must find the rows pending: send the tasks once this transaction commits.
+        using = router.db_for_write(model)
+        for chunk in chunks(pks):
+            transaction.on_commit(lambda chunk=chunk: request_embedding(model, chunk, field=field.name), using=using)
+        modeladmin.message_user(
+            request,
+            ngettext("%(n)d image was queued for embedding.", "%(n)d images were queued for embedding.", len(pks))
+            % {"n": len(pks)},
+            messages.SUCCESS,
+        )
+        return
+    for chunk in chunks(pks):
+        request_embedding(model, chunk, field=field.name)
+    counts = dict(
+        model._default_manager.filter(pk__in=pks)
+        .order_by()
+        .values(field.column("status"))
+        .annotate(n=Count("pk"))
+        .values_list(field.column("status"), "n")
+    )
+    embedded, failed = counts.get(EmbeddingStatus.EMBEDDED, 0), counts.get(EmbeddingStatus.FAILED, 0)
+    text = _("Re-embedded %(embedded)d of %(total)d images.") % {"embedded": embedded, "total": len(pks)}
+    if failed:
+        text += " " + _("%(failed)d failed: filter by embedding status “Failed” to see why.") % {"failed": failed}
+    modeladmin.message_user(request, text, messages.WARNING if failed else messages.SUCCESS)

@@ -1,0 +1,35 @@
+"""A ChangeList that knows the ranking parameters and orders by distance while ranking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.admin.views.main import ChangeList
+
+from .ranking import RANKING_VARS
+
+
+class SemanticChangeList(ChangeList):
+    """The admin's ChangeList, plus ``similar_to`` / ``photo`` in the query string.
+
+    The search box is shown even when the admin has no ``search_fields``. The ranking
+    parameters are not lookups: they are kept out of the list filters but stay
+    in every link the changelist builds (pages, filters, column sorting). They are
+    left out of the search form's hidden fields, so typing new words starts a new
+    search by meaning.
+    """
+
+    def __init__(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(request, *args, **kwargs)
+        for var in RANKING_VARS:
+            self.params.pop(var, None)
+        if not self.search_fields:
+            # The admin template shows the search box only when there are search fields;
+            # searching by meaning needs none (the queries never read this attribute).
+            self.search_fields = ("embedding",)
+
+    def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        lookup_params = super().get_filters_params(params)
+        for var in RANKING_VARS:
+            lookup_params.pop(var, None)
+        return lookup_params

@@ -1,0 +1,321 @@
+"""``SemanticSearchAdminMixin`` and the ready ``SemanticImageAdmin``.
+
+The search box ranks rows by meaning; ``?similar_to=<pk>`` and ``?photo=<token>``
+rank them by likeness to a picture. Ranking happens in ``get_search_results``,
+after the list filters and on ``get_queryset(request)``, so permissions, filters,
+pagination and actions work as in any changelist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.views.main import ORDER_VAR
+from django.core import checks
+from django.db import transaction
+from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
+from django.db.models.expressions import ExpressionWrapper
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from ..expressions import SemanticDistance, VisualDistance
+from ..fields import ImageEmbeddingField, get_embedding_field
+from ..query import apply_hnsw_settings
+from . import display
+from .actions import reembed_selected
+from .changelist import SemanticChangeList
+from .filters import EmbeddingStatusFilter
+from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, load_photo_query
+from .views import PhotoSearchForm, kept_filters, search_by_photo
+
+#: Names of the read-only change-form entries the mixin adds.
+DETAILS = "embedding_details"
+SUGGESTIONS = "embedding_suggestions"
+
+
+def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int) -> list[Any]:
+    """Primary keys of the ``limit`` nearest rows, through the HNSW index (``ORDER BY distance LIMIT n``)."""
+    ranked = (
+        queryset.filter(**{f"{column}__isnull": False})
+        .annotate(_distance=distance)
+        .order_by("_distance")
+        .values_list("pk", flat=True)[:limit]
+    )
+    # SET LOCAL only lasts for the transaction, so the query runs inside the same one.
+    with transaction.atomic(using=queryset.db):
+        apply_hnsw_settings(queryset.db)
+        return list(ranked)
+
+
+class SemanticSearchAdminMixin:
+    """Add to a ``ModelAdmin`` of a model with an ``ImageEmbeddingField``.
+
+    The changelist's search box ranks by meaning; rows that the ordinary
+    ``search_fields`` match (Django's usual search: every word found in some field)
+    are listed first, then the nearest rows by meaning. Clicking a column header
+    sorts the same rows by that column instead.
+    """
+
+    #: Which ``ImageEmbeddingField`` to use when the model has several.
+    embedding_field: str | None = None
+    #: How many rows a search by words lists (besides the ordinary search matches).
+    semantic_search_results: int = 100
+    #: How many rows "similar images" and search by photo list.
+    similar_images_results: int = 50
+    #: Largest photo the search-by-photo form accepts, in bytes.
+    search_by_photo_max_bytes: int = 20 * 1024 * 1024
+    #: The form field that label suggestions fill in (None: show labels without buttons).
+    suggestions_field: str | None = "alt_text"
+    #: Labels below this probability are not suggested.
+    suggestion_min_probability: float = 0.1
+    change_list_template = "admin/semantic_images/change_list.html"
+    search_help_text = gettext_lazy(
+        "Ranks images by meaning. Rows whose text fields contain every word are listed first."
+    )
+
+    # -- helpers -------------------------------------------------------------
+    def get_embedding_field(self) -> ImageEmbeddingField:
+        return get_embedding_field(self.model, self.embedding_field)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = super().check(**kwargs)
+        try:
+            self.get_embedding_field()
+        except LookupError as exc:
+            errors.append(
+                checks.Error(
+                    f"{type(self).__name__} searches by meaning, but {exc}",
+                    hint="Declare an ImageEmbeddingField on the model, or name it with `embedding_field`.",
+                    obj=type(self),
+                    id="semantic_images.E101",
+                )
+            )
+        return errors
+
+    def changelist_url(self) -> str:
+        opts = self.model._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist", current_app=self.admin_site.name)
+
+    @property
+    def media(self) -> forms.Media:
+        return super().media + forms.Media(
+            css={"all": ["semantic_images/admin/semantic_admin.css"]},
+            js=["semantic_images/admin/suggestions.js"],
+        )
+
+    # -- urls and views ------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        return [
+            path(
+                "search-by-photo/",
+                self.admin_site.admin_view(self.search_by_photo_view),
+                name=f"{opts.app_label}_{opts.model_name}_search_by_photo",
+            ),
+            *super().get_urls(),
+        ]
+
+    def search_by_photo_view(self, request: HttpRequest) -> HttpResponse:
+        return search_by_photo(self, request)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SemanticChangeList]:
+        return SemanticChangeList
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        ranking = self.get_visual_ranking(request)
+        request._semantic_visual_ranking = ranking
+        opts = self.model._meta
+        context = {
+            "semantic_ranking": ranking,
+            "photo_search_form": PhotoSearchForm(),
+            "photo_search_url": reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_search_by_photo", current_app=self.admin_site.name
+            ),
+            "ranking_clear_url": "?" + kept_filters(request.GET.urlencode()).urlencode(),
+            **(extra_context or {}),
+        }
+        response = super().changelist_view(request, context)
+        cl = (getattr(response, "context_data", None) or {}).get("cl")
+        if cl is not None:  # a TemplateResponse, not yet rendered: the form keeps the filters
+            response.context_data["photo_search_filters"] = kept_filters(cl.get_query_string()).urlencode()
+        return response
+
+    # -- ranking -------------------------------------------------------------
+    def get_visual_ranking(self, request: HttpRequest) -> VisualRanking | None:
+        """The picture the changelist is ranked by, from ``?photo=`` or ``?similar_to=``."""
+        field = self.get_embedding_field()
+        token = request.GET.get(PHOTO_VAR)
+        if token:
+            ranking = load_photo_query(request, token)
+            if ranking is None:
+                messages.warning(request, _("That photo search has expired; upload the photo again."))
+                return VisualRanking(vector=None, kind="photo")
+            return ranking
+        pk = request.GET.get(SIMILAR_VAR)
+        if not pk:
+            return None
+        # get_object() goes through get_queryset(request): a row the editor cannot see is not found.
+        source = self.get_object(request, pk)
+        if source is None:
+            messages.warning(request, _("There is no image with ID “%(pk)s” that you can see.") % {"pk": pk})
+            return VisualRanking(vector=None, kind="similar")
+        vector = getattr(source, field.visual_field)
+        if vector is None:
+            messages.warning(
+                request,
+                _("“%(obj)s” has no visual vector yet (status: %(status)s).")
+                % {"obj": source, "status": getattr(source, field.column("status"))},
+            )
+            return VisualRanking(vector=None, kind="similar", source=source)
+        return VisualRanking(vector=np.asarray(vector, dtype=np.float32).tolist(), kind="similar", source=source)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        field = self.get_embedding_field()
+        # The rows listed need no vector values: parsing them costs ~0.8 ms a row (docs/admin.md).
+        queryset = queryset.defer(field.visual_field, field.semantic_field)
+        ranking: VisualRanking | None = getattr(request, "_semantic_visual_ranking", None)
+        if ranking is not None:
+            if ranking.vector is None:
+                return queryset.none(), False
+            candidates = queryset if ranking.source is None else queryset.exclude(pk=ranking.source.pk)
+            distance = VisualDistance(field.name, ranking.vector)
+            pks = top_pks(candidates, distance, field.visual_field, self.similar_images_results)
+            qs = self._annotate(queryset.filter(pk__in=pks), distance)
+            return self._rank(request, qs, [F("distance").asc()]), False
+        if not search_term.strip():
+            return super().get_search_results(request, queryset, search_term)
+        from ..encoders import get_encoder
+
+        vector = get_encoder().encode_text(search_term).tolist()
+        distance = SemanticDistance(field.name, vector)
+        pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results)
+        wanted = Q(pk__in=pks)
+        exact = None
+        if self.get_search_fields(request):
+            matched, _duplicates = super().get_search_results(request, queryset, search_term)
+            exact = Q(pk__in=matched.order_by().values("pk"))
+            wanted |= exact
+        qs = self._annotate(queryset.filter(wanted), distance)
+        ordering = [F("distance").asc(nulls_last=True)]
+        if exact is not None:
+            qs = qs.annotate(
+                search_match=Case(When(exact, then=Value(True)), default=Value(False), output_field=BooleanField())
+            )
+            ordering.insert(0, F("search_match").desc())
+        return self._rank(request, qs, ordering), False
+
+    @staticmethod
+    def _annotate(qs: QuerySet, distance: Any) -> QuerySet:
+        return qs.annotate(distance=distance).annotate(
+            score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField())
+        )
+
+    @staticmethod
+    def _rank(request: HttpRequest, qs: QuerySet, ordering: list[Any]) -> QuerySet:
+        """Nearest first, unless the editor sorted by a column."""
+        if request.GET.get(ORDER_VAR):
+            return qs
+        return qs.order_by(*ordering, "-pk")
+
+    # -- changelist columns --------------------------------------------------
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        hidden = self._vector_columns()
+        return [name for name in super().get_list_display(request) if name not in hidden]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if self.actions is None or IS_POPUP_VAR in request.GET or "reembed_selected" in actions:
+            return actions
+        if self.has_change_permission(request):
+            func, name, description = self.get_action(reembed_selected)
+            actions[name] = (func, name, description)
+        return actions
+
+    @admin.display(description=gettext_lazy("Image"))
+    def thumbnail(self, obj: Any) -> str:
+        return display.thumbnail_html(self.thumbnail_url(obj), str(obj))
+
+    def thumbnail_url(self, obj: Any) -> str:
+        """The URL shown as a thumbnail; override to point at your renditions."""
+        return display.file_url(getattr(obj, self.get_embedding_field().image_field))
+
+    @admin.display(description=gettext_lazy("Score"))
+    def search_score(self, obj: Any) -> str:
+        score = getattr(obj, "score", None)
+        if score is None:
+            return display.EMPTY
+        return format_html('<span class="si-score" title="{}">{}</span>', _("cosine similarity"), f"{score:.3f}")
+
+    @admin.display(description=gettext_lazy("Embedding"))
+    def embedding_state(self, obj: Any) -> str:
+        return display.status_html(obj, self.get_embedding_field())
+
+    @admin.display(description=gettext_lazy("Similar"))
+    def similar_images(self, obj: Any) -> str:
+        if not display.has_vectors(obj, self.get_embedding_field()):
+            return display.EMPTY
+        return format_html(
+            '<a class="si-similar" href="{}?{}={}">{}</a>',
+            self.changelist_url(),
+            SIMILAR_VAR,
+            obj.pk,
+            _("Similar images"),
+        )
+
+    # -- change form ---------------------------------------------------------
+    def _vector_columns(self) -> set[str]:
+        field = self.get_embedding_field()
+        return {field.visual_field, field.semantic_field}
+
+    def _own_entries(self, obj: Any) -> list[str]:
+        return [DETAILS, SUGGESTIONS] if obj is not None else []
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        hidden = self._vector_columns()
+        fields = [f for f in super().get_readonly_fields(request, obj) if f not in hidden]
+        return [*fields, *(f for f in self._own_entries(obj) if f not in fields)]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        hidden = self._vector_columns()
+        return [f for f in super().get_fields(request, obj) if f not in hidden]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, dict[str, Any]]]:
+        own = self._own_entries(obj)
+        hidden = self._vector_columns() | set(own)
+        fieldsets = []
+        for name, options in super().get_fieldsets(request, obj):
+            fields = [f for f in options.get("fields", ()) if isinstance(f, (list, tuple)) or f not in hidden]
+            fieldsets.append((name, {**options, "fields": fields}))
+        if own:
+            fieldsets.append((_("Search index"), {"fields": own}))
+        return fieldsets
+
+    @admin.display(description=gettext_lazy("Embedding"))
+    def embedding_details(self, obj: Any) -> str:
+        details = display.details_html(obj, self.get_embedding_field())
+        similar = self.similar_images(obj)
+        return format_html("{}<p>{}</p>", details, similar) if similar != display.EMPTY else details
+
+    @admin.display(description=gettext_lazy("Suggested labels"))
+    def embedding_suggestions(self, obj: Any) -> str:
+        field = self.get_embedding_field()
+        labels = display.confident_labels(getattr(obj, field.column("labels")), self.suggestion_min_probability)
+        names = {f.name for f in self.model._meta.get_fields()}
+        target = f"id_{self.suggestions_field}" if self.suggestions_field in names else None
+        return display.suggestions_html(labels, target)
+
+
+class SemanticImageAdmin(SemanticSearchAdminMixin, admin.ModelAdmin):
+    """A ready admin: thumbnail, title, score, status and "similar images" columns,
+    the status filter and the re-embed action."""
+
+    list_display = ["thumbnail", "__str__", "search_score", "embedding_state", "similar_images"]
+    list_display_links = ["thumbnail", "__str__"]
+    list_filter = [EmbeddingStatusFilter]

@@ -1,0 +1,88 @@
+"""The search-by-photo view: an uploaded picture becomes a visual ranking of the changelist."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import TYPE_CHECKING
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect, QueryDict
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from PIL import Image
+
+from ..conf import semantic_settings
+from ..encoders import get_encoder
+from ..imaging import ImageDecodeError, load_query_image
+from .ranking import PHOTO_VAR, RANKING_VARS, store_photo_query
+
+if TYPE_CHECKING:
+    from .options import SemanticSearchAdminMixin
+
+
+class PhotoSearchForm(forms.Form):
+    """The small form on the changelist: one picture, plus the filters to keep."""
+
+    photo = forms.FileField(
+        label=gettext_lazy("Search by photo"),
+        widget=forms.ClearableFileInput(attrs={"accept": "image/*"}),
+        error_messages={"required": gettext_lazy("Choose a photo to search with.")},
+    )
+    filters = forms.CharField(required=False, widget=forms.HiddenInput)
+
+
+def kept_filters(query_string: str) -> QueryDict:
+    """The changelist's filters from ``query_string``, without any previous search or page."""
+    params = QueryDict(query_string.lstrip("?"), mutable=True)
+    for var in (*RANKING_VARS, SEARCH_VAR, PAGE_VAR):
+        params.pop(var, None)
+    return params
+
+
+def data_url(image: Image.Image, side: int = 160) -> str:
+    """A small JPEG of ``image`` as a data: URL (shown above the results)."""
+    small = image.copy()
+    small.thumbnail((side, side))
+    buf = io.BytesIO()
+    small.convert("RGB").save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> HttpResponseRedirect:
+    """POST a picture; redirect to the changelist ranked by likeness to it.
+
+    Bad input (no file, not an image, too big) ends on the changelist with an error
+    message and the filters the editor had; nothing is stored.
+    """
+    if not model_admin.has_view_or_change_permission(request):
+        raise PermissionDenied
+    changelist = model_admin.changelist_url()
+    if request.method != "POST":
+        return HttpResponseRedirect(changelist)
+    form = PhotoSearchForm(request.POST, request.FILES)
+    params = kept_filters(request.POST.get("filters", ""))
+    back = HttpResponseRedirect(changelist + ("?" + params.urlencode() if params else ""))
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return back
+    upload = form.cleaned_data["photo"]
+    try:
+        image = load_query_image(
+            upload,
+            max_bytes=model_admin.search_by_photo_max_bytes,
+            max_side=semantic_settings.MAX_IMAGE_SIDE,
+            max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
+        )
+    except ImageDecodeError as exc:
+        messages.error(request, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
+        return back
+    vector = get_encoder().encode_images([image]).visual[0]
+    token = store_photo_query(request, vector, thumbnail=data_url(image), name=upload.name)
+    params[PHOTO_VAR] = token
+    return HttpResponseRedirect(changelist + "?" + params.urlencode())

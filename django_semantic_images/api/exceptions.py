@@ -1,0 +1,22 @@
+"""API errors beyond DRF's own: each is a 4xx with a message a frontend can show."""
+
+from __future__ import annotations
+
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+
+class PayloadTooLarge(APIException):
+    """The uploaded query image is over ``SEMANTIC_IMAGES["MAX_UPLOAD_BYTES"]``."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The uploaded file is too large."
+    default_code = "too_large"
+
+
+class NotEmbeddedYet(APIException):
+    """The stored image has no vector yet (still pending, or its file failed to decode)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "This image has not been embedded yet; try again shortly."
+    default_code = "not_embedded"

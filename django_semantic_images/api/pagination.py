@@ -1,0 +1,153 @@
+"""Paging for ranked vector results: ``limit`` (capped), ``offset`` (capped) and a relevance floor.
+
+A ranked page is ``ORDER BY distance LIMIT limit + 1 OFFSET offset``, which the HNSW
+index serves; the extra row tells whether a next page exists, so no page ever counts
+the whole table (a count would score every row). For one query and an unchanged
+table the index walk is deterministic, so consecutive pages neither repeat nor skip
+rows. Deep pages cost more (the index walks ``offset + limit`` rows), hence
+``max_offset``.
+
+``min_score`` drops rows scoring below it and ends the paging at the first page that
+drops one. Scores are not comparable across queries: a floor that suits one query
+cuts another too early, so treat it as a per-query tuning knob, not a relevance test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import BasePagination
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+
+def _parse(request: Any, name: str, kind: type, message: str) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw.strip())
+    except (TypeError, ValueError):
+        raise ValidationError({name: [message]}) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError({name: [message]})
+    return value
+
+
+class RankedPagination(BasePagination):
+    """Limit/offset paging without a count, for querysets ordered by distance."""
+
+    default_limit = 20
+    max_limit = 100
+    max_offset = 1000
+    limit_query_param = "limit"
+    offset_query_param = "offset"
+    min_score_query_param = "min_score"
+
+    def get_params(self, request: Any) -> tuple[int, int, float | None]:
+        """``(limit, offset, min_score)`` from the query string; a bad value is a 400."""
+        limit = _parse(request, self.limit_query_param, int, "limit must be a whole number of at least 1.")
+        offset = _parse(request, self.offset_query_param, int, "offset must be a whole number of at least 0.")
+        min_score = _parse(request, self.min_score_query_param, float, "min_score must be a number from -1 to 1.")
+        if limit is None:
+            limit = self.default_limit
+        if limit < 1:
+            raise ValidationError({self.limit_query_param: ["limit must be a whole number of at least 1."]})
+        offset = offset or 0
+        if offset < 0:
+            raise ValidationError({self.offset_query_param: ["offset must be a whole number of at least 0."]})
+        if offset > self.max_offset:
+            raise ValidationError(
+                {self.offset_query_param: [f"offset is capped at {self.max_offset}; refine the search instead."]}
+            )
+        if min_score is not None and not -1.0 <= min_score <= 1.0:
+            raise ValidationError({self.min_score_query_param: ["min_score must be a number from -1 to 1."]})
+        return min(limit, self.max_limit), offset, min_score
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any]:
+        self.request = request
+        self.limit, self.offset, self.min_score = self.get_params(request)
+        rows = list(queryset[self.offset : self.offset + self.limit + 1])
+        self.has_next = len(rows) > self.limit and self.offset + self.limit <= self.max_offset
+        rows = rows[: self.limit]
+        # pgvector's relaxed_order index scan may return a page slightly out of order.
+        rows.sort(key=lambda row: row.distance)
+        if self.min_score is not None:
+            kept = [row for row in rows if row.score >= self.min_score]
+            if len(kept) < len(rows):
+                self.has_next = False
+            rows = kept
+        return rows
+
+    def get_next_link(self) -> str | None:
+        if not self.has_next:
+            return None
+        url = self.request.build_absolute_uri()
+        url = replace_query_param(url, self.limit_query_param, self.limit)
+        return replace_query_param(url, self.offset_query_param, self.offset + self.limit)
+
+    def get_previous_link(self) -> str | None:
+        if self.offset <= 0:
+            return None
+        url = replace_query_param(self.request.build_absolute_uri(), self.limit_query_param, self.limit)
+        previous = max(0, self.offset - self.limit)
+        if previous == 0:
+            return remove_query_param(url, self.offset_query_param)
+        return replace_query_param(url, self.offset_query_param, previous)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(
+            OrderedDict(
+                [
+                    ("limit", self.limit),
+                    ("offset", self.offset),
+                    ("next", self.get_next_link()),
+                    ("previous", self.get_previous_link()),
+                    ("results", data),
+                ]
+            )
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        url = {"type": "string", "format": "uri", "nullable": True}
+        return {
+            "type": "object",
+            "required": ["limit", "offset", "next", "previous", "results"],
+            "properties": {
+                "limit": {"type": "integer", "example": self.default_limit},
+                "offset": {"type": "integer", "example": 0},
+                "next": {**url, "description": "The next page, or null at the end or past the floor."},
+                "previous": {**url, "description": "The previous page, or null on the first."},
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": self.limit_query_param,
+                "in": "query",
+                "required": False,
+                "description": f"Results per page (default {self.default_limit}; larger values are cut to "
+                f"{self.max_limit}).",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            {
+                "name": self.offset_query_param,
+                "in": "query",
+                "required": False,
+                "description": f"Rows to skip, at most {self.max_offset}.",
+                "schema": {"type": "integer", "minimum": 0, "maximum": self.max_offset},
+            },
+            {
+                "name": self.min_score_query_param,
+                "in": "query",
+                "required": False,
+                "description": "Relevance floor: drop results scoring below it and end paging there. Scores are "
+                "not comparable across queries, so a fixed floor suits some queries and cuts others.",
+                "schema": {"type": "number", "minimum": -1, "maximum": 1},
+            },
+        ]

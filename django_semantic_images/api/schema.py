@@ -1,0 +1,89 @@
+"""OpenAPI description of the search actions, through drf-spectacular.
+
+``SemanticSearchSchema`` tells drf-spectacular that the search actions return pages
+of the site's result serializer (so paging and filter parameters appear) and lists
+every error status with its body; the decorators add summaries and parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+
+from .serializers import ErrorSerializer, ImageQuerySerializer, TextQuerySerializer
+
+RANKED_ACTIONS = ("search", "similar")
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+COMMON_ERRORS = {
+    400: _error("A missing, malformed or unsupported parameter; the body names it."),
+    401: _error("Authentication failed (when the site's permissions require it)."),
+    403: _error("The site's permission classes refused the request."),
+    406: _error("No acceptable response format."),
+    429: _error("Throttled: too many searches; see the Retry-After header."),
+}
+
+
+class SemanticSearchSchema(AutoSchema):
+    """AutoSchema for ``SemanticSearchViewSet``: ranked actions are paginated lists."""
+
+    def _is_list_view(self, serializer: Any = None) -> bool:
+        if getattr(self.view, "action", None) in RANKED_ACTIONS:
+            return True
+        return super()._is_list_view(serializer)
+
+    def get_request_serializer(self) -> Any:
+        if self.method == "POST":
+            return ImageQuerySerializer
+        return None
+
+    def get_response_serializers(self) -> Any:
+        responses: dict[int, Any] = {200: self._get_serializer(), **COMMON_ERRORS}
+        if self.method == "POST":
+            responses[413] = _error("The upload is over the site's MAX_UPLOAD_BYTES.")
+            responses[415] = _error("The body is not multipart/form-data.")
+        if getattr(self.view, "action", None) == "similar":
+            responses[404] = _error("No image with this id among those the caller may see.")
+            responses[409] = _error("The image has no vector yet (pending, or its file could not be decoded).")
+        return responses
+
+
+class ImageQueryExtension(OpenApiSerializerExtension):
+    """The upload form takes the ``image`` field and nothing else (others are a 400)."""
+
+    target_class = ImageQuerySerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
+text_search_schema = extend_schema(
+    methods=["GET"],
+    summary="Search images by words",
+    description="Images ranked by meaning for the words in `q` (any language the text model knows; "
+    "English works best). `score` orders results within this query only.",
+    parameters=[TextQuerySerializer],
+    examples=[OpenApiExample("a query", value="a cat lying on a blanket", parameter_only=("q", "query"))],
+)
+
+image_search_schema = extend_schema(
+    methods=["POST"],
+    summary="Search images by a photo",
+    description="Upload a photo as `image` (multipart/form-data); images ranked by visual likeness. "
+    "Paging and filters go in the query string.",
+    request={"multipart/form-data": ImageQuerySerializer},
+)
+
+similar_schema = extend_schema(
+    summary="Images similar to a stored one",
+    description="Images ranked by visual likeness to image `id`, which must be visible to the caller; "
+    "the image itself is left out.",
+)

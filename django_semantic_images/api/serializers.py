@@ -1,0 +1,121 @@
+"""Serializers: the result a site shapes, the query parameters, the upload and the error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..conf import semantic_settings
+from ..fields import get_embedding_field
+
+
+class SemanticResultSerializer(serializers.ModelSerializer):
+    """Base for a site's result serializer: its own ``Meta.fields`` plus ``score``,
+    ``image_url`` and ``thumbnail_url``.
+
+    ``Meta.thumbnail_field`` names an image field (or a property returning a file) holding
+    a small rendition; without one, or when it is empty, ``thumbnail_url`` is null.
+    Override ``get_thumbnail_url`` to use a thumbnail library instead.
+
+    .. code-block:: python
+
+        class PhotoResultSerializer(SemanticResultSerializer):
+            class Meta:
+                model = Photo
+                fields = ["id", "title", "alt_text", "score", "image_url", "thumbnail_url"]
+    """
+
+    score = serializers.FloatField(
+        read_only=True,
+        help_text="1 - cosine distance, in [-1, 1]. Meaningful for ordering within one query only.",
+    )
+    image_url = serializers.SerializerMethodField(help_text="Absolute URL of the image file.")
+    thumbnail_url = serializers.SerializerMethodField(help_text="Absolute URL of a thumbnail, when the site has one.")
+
+    def get_image_url(self, obj: Any) -> str | None:
+        return self.file_url(getattr(obj, get_embedding_field(type(obj)).image_field, None))
+
+    def get_thumbnail_url(self, obj: Any) -> str | None:
+        name = getattr(self.Meta, "thumbnail_field", None)
+        return self.file_url(getattr(obj, name, None)) if name else None
+
+    def file_url(self, file: Any) -> str | None:
+        """Absolute URL of a stored file, or None when there is none."""
+        if not file:
+            return None
+        try:
+            url = file.url
+        except ValueError:
+            return None
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request is not None else url
+
+
+def _max_query_length() -> int:
+    return int(semantic_settings.MAX_QUERY_LENGTH)
+
+
+class SearchTextField(serializers.CharField):
+    """The search words: trimmed, not blank, at most ``MAX_QUERY_LENGTH`` characters.
+
+    NUL characters are harmless here (the text goes to the model, not to the database)
+    and are read as spaces.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", _max_query_length())
+        kwargs.setdefault(
+            "error_messages",
+            {
+                "required": "Give the words to search for in the q parameter.",
+                "blank": "The search text is empty.",
+                "max_length": "The search text is longer than {max_length} characters.",
+            },
+        )
+        kwargs.setdefault("validators", [RegexValidator(r"[^\s\x00]", "The search text is empty.")])
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+
+    def to_internal_value(self, data: Any) -> str:
+        return super().to_internal_value(data).replace("\x00", " ").strip()
+
+
+class TextQuerySerializer(serializers.Serializer):
+    """``GET ?q=words``."""
+
+    q = SearchTextField(help_text="What to look for, in words (e.g. 'a red bicycle').")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The limit is a setting: read it per request, not at import.
+        self.fields["q"] = SearchTextField(help_text=self.fields["q"].help_text)
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.FileField):
+    """A file upload, described as binary in the OpenAPI schema."""
+
+
+class ImageQuerySerializer(serializers.Serializer):
+    """The query image, sent as multipart/form-data."""
+
+    image = UploadField(
+        help_text="The query image (JPEG, PNG, WebP, GIF ...), within the site's size and pixel limits.",
+        error_messages={
+            "required": "Upload the query image in the image field.",
+            "invalid": "Upload the query image as a file in a multipart/form-data body.",
+            "empty": "The uploaded file is empty.",
+            "no_name": "The uploaded file has no name.",
+        },
+        allow_empty_file=False,
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """An error: {"detail": "message"}, or {"parameter": ["message"]} naming a bad parameter."""
+
+    detail = serializers.CharField(required=False, help_text="What went wrong, in words.")

@@ -1,0 +1,33 @@
+"""Throttling through DRF's throttle classes, one scope per kind of search.
+
+Rates come from ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``, e.g.
+``{"semantic_search": "60/min", "semantic_image_search": "10/min"}``; a scope with
+no rate there is not throttled. Text search costs one BERT pass, an image upload a
+decode and a CNN pass, so sites usually give uploads the lower rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+
+TEXT_SCOPE = "semantic_search"
+IMAGE_SCOPE = "semantic_image_search"
+
+
+class SemanticSearchThrottle(ScopedRateThrottle):
+    """``ScopedRateThrottle`` that reads the rates at request time and lets unrated scopes pass.
+
+    The view names its scope with ``throttle_scope`` (``SemanticSearchViewSet`` sets it
+    per action). Authenticated users are counted by id, anonymous ones by address.
+    """
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        scope = getattr(view, self.scope_attr, None)
+        rates = api_settings.DEFAULT_THROTTLE_RATES or {}
+        if not scope or not rates.get(scope):
+            return True
+        self.THROTTLE_RATES = rates
+        return super().allow_request(request, view)

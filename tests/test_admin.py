@@ -1,0 +1,388 @@
+"""The editors' admin with Django's test client: ranking, similar images, search by photo,
+filters, the re-embed action, the change form and permissions (real PostgreSQL, real models)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.contrib.messages import get_messages
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from photos.models import Photo
+from PIL import Image, ImageOps
+
+from django_semantic_images import EmbeddingStatus
+from django_semantic_images.encoders import get_encoder
+from django_semantic_images.pipeline import embed_instances
+from django_semantic_images.signals import embedding_deferred
+from tests.conftest import image_bytes
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:photos_photo_changelist"
+BY_PHOTO = "admin:photos_photo_search_by_photo"
+
+
+@pytest.fixture(scope="module")
+def photos(django_db_setup, django_db_blocker, sample_paths):
+    """The sample photos, a cropped copy of the cat and one broken upload, embedded once per module.
+
+    Each test runs in a transaction that is rolled back, so these rows stay as they are.
+    """
+    with django_db_blocker.unblock():
+        rows: dict[str, Photo] = {}
+        sources = {stem: (path.read_bytes(), path.name) for stem, path in sample_paths.items()}
+        cat = Image.open(sample_paths["chelsea"]).convert("RGB")
+        sources["cat-crop"] = (image_bytes(cat.crop((30, 10, 420, 290)), quality=80), "cat-crop.jpg")
+        sources["broken"] = (sample_paths["rocket"].read_bytes()[:1500], "broken.jpg")
+        with embedding_deferred():
+            for stem, (data, name) in sources.items():
+                photo = Photo(title="")
+                photo.image.save(name, ContentFile(data), save=False)
+                photo.save()
+                rows[stem] = photo
+        report = embed_instances(list(rows.values()))
+        assert list(report.failed) == [rows["broken"].pk]
+        for photo in rows.values():
+            photo.refresh_from_db()
+        yield rows
+        Photo.objects.all().delete()
+
+
+def ranked_pks(response) -> list[int]:
+    assert response.status_code == 200, response.content[:500]
+    return [row.pk for row in response.context["cl"].result_list]
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def flipped_upload(path, name: str = "query.jpg") -> SimpleUploadedFile:
+    image = ImageOps.mirror(Image.open(path).convert("RGB"))
+    image = image.resize((image.width * 2 // 3, image.height * 2 // 3))
+    return SimpleUploadedFile(name, image_bytes(image, quality=70), content_type="image/jpeg")
+
+
+# -- search box ---------------------------------------------------------------
+
+
+def test_the_search_box_ranks_by_meaning(admin_client, photos):
+    response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
+    results = response.context["cl"].result_list
+    assert results[0].pk == photos["coffee"].pk
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert photos["broken"].pk not in [r.pk for r in results]  # no vector, no text match
+    html = response.content.decode()
+    assert f'<span class="si-score" title="cosine similarity">{results[0].score:.3f}</span>' in html
+
+
+def test_an_ordinary_search_match_is_listed_first(admin_client, photos):
+    """Rows whose search_fields contain every word come first; the others follow by meaning."""
+    Photo.objects.filter(pk=photos["rocket"].pk).update(alt_text="A cup of coffee on the launch pad")
+    Photo.objects.filter(pk=photos["broken"].pk).update(title="coffee cup, a broken upload of it")
+    pks = ranked_pks(admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"}))
+    # Both text matches first (the one with a vector before the one without), then the coffee.
+    assert pks[:3] == [photos["rocket"].pk, photos["broken"].pk, photos["coffee"].pk]
+
+
+def test_list_filters_and_search_compose(admin_client, photos):
+    Photo.objects.filter(pk=photos["coffee"].pk).update(published=False)
+    pks = ranked_pks(admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "published__exact": "1"}))
+    assert pks and photos["coffee"].pk not in pks
+    assert set(Photo.objects.filter(pk__in=pks).values_list("published", flat=True)) == {True}
+    # Facet counts ("Show counts") work with the ranking.
+    faceted = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "_facets": "True"})
+    assert ranked_pks(faceted)[0] == photos["coffee"].pk
+    assert f"No ({Photo.objects.filter(published=False).count()})" in faceted.content.decode()
+
+
+def test_sorting_by_a_column_keeps_the_same_results(admin_client, photos):
+    url = reverse(CHANGELIST)
+    ranked = ranked_pks(admin_client.get(url, {"q": "a cat"}))
+    # list_display: thumbnail, __str__, published, ... ; "o=3" sorts by "published".
+    Photo.objects.filter(pk=ranked[-1]).update(published=False)
+    by_published = ranked_pks(admin_client.get(url, {"q": "a cat", "o": "3"}))
+    assert sorted(by_published) == sorted(ranked)
+    assert by_published[0] == ranked[-1]
+
+
+def test_a_blank_search_lists_every_row_unranked(admin_client, photos):
+    response = admin_client.get(reverse(CHANGELIST), {"q": "   "})
+    assert sorted(ranked_pks(response)) == sorted(p.pk for p in photos.values())
+    assert not hasattr(response.context["cl"].result_list[0], "score")
+
+
+# -- similar images and search by photo ----------------------------------------
+
+
+def test_similar_images_of_the_cat_list_its_cropped_copy_first(admin_client, photos):
+    changelist = admin_client.get(reverse(CHANGELIST))
+    cat = photos["chelsea"]
+    assert f'href="{reverse(CHANGELIST)}?similar_to={cat.pk}"' in changelist.content.decode()
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": cat.pk})
+    pks = ranked_pks(response)
+    assert pks[0] == photos["cat-crop"].pk
+    assert cat.pk not in pks
+    assert "Images most like" in response.content.decode()
+    # The search box starts a new search: the ranking parameter is not among its hidden fields.
+    assert 'type="hidden" name="similar_to"' not in response.content.decode()
+
+
+def test_similar_images_of_an_unknown_or_broken_row_list_nothing(admin_client, photos):
+    for pk in ("999999", "not-a-number", str(photos["broken"].pk)):
+        response = admin_client.get(reverse(CHANGELIST), {"similar_to": pk})
+        assert ranked_pks(response) == []
+        assert messages_of(response), pk
+
+
+def test_search_by_photo_finds_the_near_duplicate_first(admin_client, photos, sample_paths):
+    response = admin_client.post(
+        reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"]), "filters": "?published__exact=1&q=x"}
+    )
+    assert response.status_code == 302
+    location = response["Location"]
+    assert "published__exact=1" in location and "q=x" not in location
+    token = re.search(r"photo=([\w-]+)", location).group(1)
+    results = admin_client.get(reverse(CHANGELIST), {"photo": token, "published__exact": "1"})
+    assert ranked_pks(results)[0] == photos["rocket"].pk
+    assert "data:image/jpeg;base64," in results.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("upload", "reason"),
+    [
+        (SimpleUploadedFile("notes.jpg", b"not a picture at all"), "not an image"),
+        (SimpleUploadedFile("empty.jpg", b""), "empty"),
+        (None, "Choose a photo"),
+    ],
+)
+def test_search_by_photo_refuses_bad_input_with_a_message(admin_client, photos, upload, reason):
+    data = {"filters": "published__exact=1"}
+    if upload is not None:
+        data["photo"] = upload
+    response = admin_client.post(reverse(BY_PHOTO), data, follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == reverse(CHANGELIST) + "?published__exact=1"
+    assert any(reason in m for m in messages_of(response)), messages_of(response)
+
+
+def test_search_by_photo_refuses_a_file_over_the_size_limit(admin_client, photos, sample_paths, monkeypatch):
+    from photos.admin import PhotoAdmin
+
+    monkeypatch.setattr(PhotoAdmin, "search_by_photo_max_bytes", 1000)
+    response = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["coffee"])}, follow=True)
+    assert any("larger than the limit" in m for m in messages_of(response))
+
+
+def test_an_expired_photo_search_lists_nothing(admin_client, photos):
+    response = admin_client.get(reverse(CHANGELIST), {"photo": "no-such-token"})
+    assert ranked_pks(response) == []
+    assert any("expired" in m for m in messages_of(response))
+
+
+# -- status filter, re-embed action --------------------------------------------
+
+
+def test_the_failed_filter_lists_failed_rows_with_their_reason(admin_client, photos):
+    response = admin_client.get(reverse(CHANGELIST), {"embedding": "failed"})
+    assert ranked_pks(response) == [photos["broken"].pk]
+    html = response.content.decode()
+    assert "si-status-failed" in html and "truncated or corrupt" in html
+    embedded = ranked_pks(admin_client.get(reverse(CHANGELIST), {"embedding": "embedded"}))
+    assert photos["broken"].pk not in embedded and len(embedded) == len(photos) - 1
+
+
+def test_the_reembed_action_embeds_again_and_reports(admin_client, photos):
+    rocket, broken = photos["rocket"], photos["broken"]
+    before = Photo.objects.get(pk=rocket.pk).embedding_updated_at
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {"action": "reembed_selected", "_selected_action": [rocket.pk, broken.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    rocket.refresh_from_db()
+    broken.refresh_from_db()
+    assert rocket.embedding_status == EmbeddingStatus.EMBEDDED and rocket.embedding_updated_at > before
+    assert broken.embedding_status == EmbeddingStatus.FAILED and "truncated" in broken.embedding_error
+    assert any("Re-embedded 1 of 2" in m and "1 failed" in m for m in messages_of(response))
+
+
+def test_the_delete_action_still_works_on_the_listed_rows(admin_client, photos):
+    pk = photos["astronaut"].pk
+    response = admin_client.post(
+        reverse(CHANGELIST) + "?q=a+person",
+        {"action": "delete_selected", "_selected_action": [pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not Photo.objects.filter(pk=pk).exists()
+
+
+# -- change form ----------------------------------------------------------------
+
+
+def test_the_change_form_shows_the_index_state_but_never_the_vectors(admin_client, photos):
+    cat = photos["chelsea"]
+    response = admin_client.get(reverse("admin:photos_photo_change", args=[cat.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert get_encoder().identity in html and "si-status-embedded" in html
+    assert "visual 1280-d and semantic 384-d, stored" in html
+    assert f'href="{reverse(CHANGELIST)}?similar_to={cat.pk}"' in html
+    assert "embedding_visual" not in html and "embedding_semantic" not in html
+    for value in np.asarray(cat.embedding_visual)[:5]:
+        assert f"{value:.6f}"[:8] not in html
+    top = cat.embedding_labels[0]
+    assert top["probability"] >= 0.1
+    assert f'data-semantic-suggestion="{top["label"]}" data-target="id_alt_text"' in html
+
+
+def test_saving_the_change_form_writes_no_suggestion(admin_client, photos):
+    """Suggestions are filled in the browser only; a save without them leaves the alt text alone."""
+    cat = photos["chelsea"]
+    url = reverse("admin:photos_photo_change", args=[cat.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form.initial.get(name) or "" for name in form.fields if name != "image"}
+    data["published"] = "on"
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    cat.refresh_from_db()
+    assert cat.alt_text == "" and cat.embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def test_a_raw_vector_named_in_readonly_fields_is_not_rendered(admin_client, photos, monkeypatch):
+    from photos.admin import PhotoAdmin
+
+    monkeypatch.setattr(PhotoAdmin, "readonly_fields", ["embedding_visual", "embedding_encoder"])
+    monkeypatch.setattr(PhotoAdmin, "list_display", ["__str__", "embedding_visual"])
+    html = admin_client.get(reverse("admin:photos_photo_change", args=[photos["chelsea"].pk])).content.decode()
+    assert "field-embedding_encoder" in html and "field-embedding_visual" not in html
+    assert "column-embedding_visual" not in admin_client.get(reverse(CHANGELIST)).content.decode()
+
+
+def test_an_upload_through_the_admin_goes_through_the_pipeline(
+    admin_client, photos, sample_paths, django_capture_on_commit_callbacks
+):
+    upload = SimpleUploadedFile("cat-upload.png", sample_paths["chelsea"].read_bytes(), content_type="image/png")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = admin_client.post(
+            reverse("admin:photos_photo_add"),
+            {"image": upload, "title": "New cat", "alt_text": "", "published": "on", "owner": ""},
+        )
+    assert response.status_code == 302
+    assert len(callbacks) == 1  # the post_save signal's on-commit embedding request
+    photo = Photo.objects.get(title="New cat")
+    assert photo.embedding_status == EmbeddingStatus.EMBEDDED
+    assert ranked_pks(admin_client.get(reverse(CHANGELIST), {"similar_to": photo.pk}))[0] in (
+        photos["chelsea"].pk,
+        photos["cat-crop"].pk,
+    )
+
+
+@pytest.fixture
+def redis_queue(settings, monkeypatch):
+    """A real Redis broker and a queue of this test's own; yields (client, queue name)."""
+    import uuid
+
+    import redis
+    from example_project.celery import app
+
+    queue = f"test-admin-{uuid.uuid4().hex[:8]}"
+    url = "redis://127.0.0.1:6379/14"
+    settings.SEMANTIC_IMAGES = {"ASYNC": True, "QUEUE": queue}
+    monkeypatch.setitem(app.conf, "broker_url", url)
+    monkeypatch.setattr(app, "_pool", None)
+    client = redis.Redis.from_url(url)
+    yield client, queue
+    app.pool.force_close_all()
+    client.delete(queue, f"_kombu.binding.{queue}")
+
+
+def test_with_a_broker_uploads_and_reembedding_go_to_the_queue(
+    admin_client, photos, sample_paths, redis_queue, django_capture_on_commit_callbacks
+):
+    client, queue = redis_queue
+    upload = SimpleUploadedFile("queued.png", sample_paths["coffee"].read_bytes(), content_type="image/png")
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:photos_photo_add"), {"image": upload, "title": "Queued", "published": "on"})
+        response = admin_client.post(
+            reverse(CHANGELIST),
+            {"action": "reembed_selected", "_selected_action": [photos["rocket"].pk]},
+            follow=True,
+        )
+    new = Photo.objects.get(title="Queued")
+    messages = [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
+    tasks = sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages)
+    assert [task for task, _args in tasks] == ["semantic_images.embed_rows"] * 2
+    assert {str(new.pk), str(photos["rocket"].pk)} == {re.search(r"\['(\d+)'\]", a).group(1) for _t, a in tasks}
+    assert new.embedding_status == EmbeddingStatus.PENDING  # the worker embeds it, not the request
+    assert Photo.objects.get(pk=photos["rocket"].pk).embedding_status == EmbeddingStatus.PENDING
+    assert any("1 image was queued" in m for m in messages_of(response))
+
+
+# -- permissions ------------------------------------------------------------------
+
+
+def staff_user(username: str, *codenames: str) -> User:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="photos", codename__in=codenames))
+    return user
+
+
+def test_a_user_without_view_permission_gets_no_results(client, photos, sample_paths):
+    client.force_login(staff_user("nobody"))
+    assert client.get(reverse(CHANGELIST), {"q": "a cup of coffee"}).status_code == 403
+    assert client.get(reverse(CHANGELIST), {"similar_to": photos["chelsea"].pk}).status_code == 403
+    response = client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"])})
+    assert response.status_code == 403
+
+
+def test_a_viewer_can_search_but_not_reembed(client, photos):
+    client.force_login(staff_user("viewer", "view_photo"))
+    response = client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
+    assert ranked_pks(response)[0] == photos["coffee"].pk
+    assert "reembed_selected" not in response.content.decode()
+    before = Photo.objects.get(pk=photos["coffee"].pk).embedding_updated_at
+    client.post(reverse(CHANGELIST), {"action": "reembed_selected", "_selected_action": [photos["coffee"].pk]})
+    assert Photo.objects.get(pk=photos["coffee"].pk).embedding_updated_at == before
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sample_paths):
+    """tests/admin_urls.py: an admin whose get_queryset shows editors only their own photos."""
+    owner = staff_user("owner", "view_photo")
+    Photo.objects.filter(pk__in=[photos["coffee"].pk, photos["rocket"].pk]).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("own:photos_photo_changelist")
+    assert sorted(ranked_pks(client.get(url, {"q": "a cat"}))) == sorted([photos["coffee"].pk, photos["rocket"].pk])
+    assert ranked_pks(client.get(url, {"similar_to": photos["chelsea"].pk})) == []  # not theirs
+    assert ranked_pks(client.get(url, {"similar_to": photos["coffee"].pk})) == [photos["rocket"].pk]
+    upload = flipped_upload(sample_paths["chelsea"])
+    redirect = client.post(reverse("own:photos_photo_search_by_photo"), {"photo": upload})
+    assert set(ranked_pks(client.get(redirect["Location"]))) <= {photos["coffee"].pk, photos["rocket"].pk}
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_the_ready_admin_without_search_fields_still_searches_by_meaning(admin_client, photos):
+    response = admin_client.get(reverse("plain:photos_photo_changelist"), {"q": "a cup of coffee"})
+    assert ranked_pks(response)[0] == photos["coffee"].pk
+    html = response.content.decode()
+    assert 'id="searchbar"' in html and 'id="photo-search"' in html and "si-thumb" in html
+
+
+def test_the_mixin_on_a_model_without_an_embedding_field_fails_the_system_check():
+    from django.contrib import admin
+
+    from django_semantic_images.admin import SemanticImageAdmin
+
+    errors = SemanticImageAdmin(User, admin.AdminSite()).check()
+    assert [e.id for e in errors] == ["semantic_images.E101"]
+    assert "User has no ImageEmbeddingField" in errors[0].msg
+    assert not admin.site._registry[Photo].check()

@@ -1,0 +1,181 @@
+"""The editors' admin in headless Chromium (Debian's chromium + chromedriver, driven by Selenium)
+against the example site on Django's live server. Also takes the screenshots in docs/img/."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from photos.models import Photo
+from PIL import Image, ImageOps
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from django_semantic_images.pipeline import embed_instances
+from django_semantic_images.signals import embedding_deferred
+from tests.conftest import image_bytes
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),  # the live server must see committed rows
+    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()), reason="needs chromium"),
+]
+
+TITLES = {
+    "chelsea": "Chelsea",
+    "cat-crop": "Chelsea, cropped",
+    "coffee": "Morning coffee",
+    "rocket": "Launch day",
+    "astronaut": "Portrait",
+    "motorcycle_left": "Motorbike",
+    "china": "Summer palace",
+    "flower": "Flower",
+    "horse": "Horse",
+    "coins": "Coins",
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def site(live_server, settings, sample_paths, browser):
+    """Photos with titles, embedded; an editor; the example URLs plus media files."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    User.objects.create_superuser("editor", "editor@example.com", "pw")
+    cat = Image.open(sample_paths["chelsea"]).convert("RGB")
+    sources = {stem: (path.read_bytes(), path.name) for stem, path in sample_paths.items() if stem in TITLES}
+    sources["cat-crop"] = (image_bytes(cat.crop((30, 10, 420, 290)), quality=80), "cat-crop.jpg")
+    photos = {}
+    with embedding_deferred():
+        for stem, (data, name) in sources.items():
+            photo = Photo(title=TITLES[stem])
+            photo.image.save(name, ContentFile(data), save=False)
+            photo.save()
+            photos[stem] = photo
+    assert not embed_instances(list(photos.values())).failed
+    browser.delete_all_cookies()
+    return live_server.url, photos
+
+
+def log_in(browser, base: str, username: str, password: str = "pw") -> None:
+    browser.get(f"{base}/admin/login/")
+    browser.find_element(By.ID, "id_username").send_keys(username)
+    browser.find_element(By.ID, "id_password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "user-tools")))
+    # A closed navigation sidebar leaves the screenshots room for the table.
+    browser.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+
+
+def row_titles(browser) -> list[str]:
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "changelist")))
+    return [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody .field-__str__")]
+
+
+def screenshot(browser, name: str) -> None:
+    WebDriverWait(browser, 30).until(
+        lambda b: b.execute_script("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / name))
+
+
+def test_an_editor_finds_photos_by_meaning_by_likeness_and_by_photo(browser, site, sample_paths, tmp_path):
+    base, photos = site
+    log_in(browser, base, "editor")
+    browser.get(f"{base}/admin/photos/photo/")
+    search = browser.find_element(By.ID, "searchbar")
+    search.send_keys("a cup of coffee")
+    search.submit()
+    WebDriverWait(browser, 60).until(ec.url_contains("q=a+cup+of+coffee"))
+    titles = row_titles(browser)
+    assert titles[0] == "Morning coffee"
+    scores = [float(s.text) for s in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody .si-score")]
+    assert scores == sorted(scores, reverse=True) and len(scores) == len(titles)
+    assert browser.find_element(By.CSS_SELECTOR, "#result_list tbody tr img.si-thumb").get_attribute("naturalWidth")
+    screenshot(browser, "admin-changelist.png")
+
+    # "Similar images" of the cat: its cropped copy comes first.
+    browser.get(f"{base}/admin/photos/photo/")
+    cat_row = browser.find_element(By.XPATH, "//tr[.//*[contains(@class,'field-__str__')]//a[text()='Chelsea']]")
+    cat_row.find_element(By.CSS_SELECTOR, "a.si-similar").click()
+    WebDriverWait(browser, 60).until(ec.url_contains(f"similar_to={photos['chelsea'].pk}"))
+    assert row_titles(browser)[0] == "Chelsea, cropped"
+    assert "Images most like “Chelsea”" in browser.find_element(By.ID, "semantic-ranking").text
+
+    # Search by photo: a flipped, shrunk, recompressed copy of the rocket finds the rocket.
+    query = ImageOps.mirror(Image.open(sample_paths["rocket"]).convert("RGB"))
+    query = query.resize((query.width // 2, query.height // 2))
+    query_path = tmp_path / "my-rocket.jpg"
+    query.save(query_path, "JPEG", quality=60)
+    browser.find_element(By.CSS_SELECTOR, "#photo-search input[type=file]").send_keys(str(query_path))
+    browser.find_element(By.CSS_SELECTOR, "#photo-search input[type=submit]").click()
+    WebDriverWait(browser, 60).until(ec.url_contains("photo="))
+    assert row_titles(browser)[0] == "Launch day"
+    assert "my-rocket.jpg" in browser.find_element(By.ID, "semantic-ranking").text
+    screenshot(browser, "admin-search-by-photo.png")
+
+
+def test_a_suggested_label_fills_the_alt_text_only_in_the_browser(browser, site):
+    base, photos = site
+    cat = photos["chelsea"]
+    log_in(browser, base, "editor")
+    browser.get(f"{base}/admin/photos/photo/{cat.pk}/change/")
+    button = browser.find_element(By.CSS_SELECTOR, "button.si-suggestion")
+    label = button.get_attribute("data-semantic-suggestion")
+    assert label == Photo.objects.get(pk=cat.pk).embedding_labels[0]["label"]
+    button.click()
+    assert browser.find_element(By.ID, "id_alt_text").get_attribute("value") == label
+    browser.execute_script("document.querySelector('.field-embedding_details').scrollIntoView({block: 'center'})")
+    screenshot(browser, "admin-change-form.png")
+    assert Photo.objects.get(pk=cat.pk).alt_text == ""  # nothing written until the editor saves
+    browser.find_element(By.CSS_SELECTOR, "input[name=_save]").click()
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "changelist")))
+    assert Photo.objects.get(pk=cat.pk).alt_text == label
+
+
+def test_a_user_without_view_permission_gets_no_results(browser, site):
+    base, _photos = site
+    User.objects.create_user("intern", password="pw", is_staff=True)
+    log_in(browser, base, "intern")
+    browser.get(f"{base}/admin/photos/photo/?q=a+cup+of+coffee")
+    assert not browser.find_elements(By.ID, "result_list")
+    assert "Morning coffee" not in browser.page_source
+    assert "403" in browser.title or "Forbidden" in browser.page_source
