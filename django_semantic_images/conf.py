@@ -48,8 +48,8 @@ DEFAULTS: dict[str, Any] = {
     # Sweep: rows pending longer than this many seconds are queued again.
     "PENDING_TIMEOUT": 600,
     # Workers (docs/workers.md): torch threads per worker process (None: the process's
-    # CPU cores divided by the worker's concurrency), and image-decoding threads
-    # (None: the cores, between 2 and 8).
+    # CPU cores divided by the worker's concurrency, less one for decoding), and
+    # image-decoding threads (None: the cores, between 2 and 8).
     "WORKER_THREADS": None,
     "DECODE_THREADS": None,
 }
