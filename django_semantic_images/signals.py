@@ -36,9 +36,16 @@ def embedding_deferred() -> Iterator[None]:
         _state.deferred = previous
 
 
-def _inputs(instance: models.Model, field: ImageEmbeddingField) -> tuple:
-    image = getattr(instance, field.image_field, None)
-    return (getattr(image, "name", None) or "", *(getattr(instance, f, None) for f in field.text_fields))
+def _inputs(instance: models.Model, field: ImageEmbeddingField) -> dict[str, Any]:
+    """The loaded values the vectors depend on (deferred fields are left out, never fetched)."""
+    deferred = instance.get_deferred_fields()
+    values: dict[str, Any] = {}
+    for attr in (field.image_field, *field.text_fields):
+        if attr in deferred:
+            continue
+        value = getattr(instance, attr, None)
+        values[attr] = (getattr(value, "name", None) or "") if attr == field.image_field else value
+    return values
 
 
 def _snapshot(instance: models.Model) -> None:
@@ -51,7 +58,12 @@ def _snapshot(instance: models.Model) -> None:
 
 def _changed(instance: models.Model, field: ImageEmbeddingField) -> bool:
     before = getattr(instance, SNAPSHOT_ATTR, {}).get(field.name)
-    return before is None or before != _inputs(instance, field)
+    if before is None:
+        return True
+    now = _inputs(instance, field)
+    # A field deferred at load time and set since then may have changed: the pipeline's
+    # content hash makes a needless check cheap.
+    return any(attr not in before or before[attr] != value for attr, value in now.items())
 
 
 def post_init_handler(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:

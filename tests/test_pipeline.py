@@ -105,3 +105,19 @@ def test_jpeg_draft_mode_decodes_large_photos_small(sample_paths):
     big.save(buf, "JPEG", quality=90)
     decoded = decode_image(buf.getvalue(), min_side=256, max_side=1024)
     assert max(decoded.size) <= 1024 and min(decoded.size) >= 256
+
+
+def test_deferred_fields_load_and_save_without_sending_work(make_photo, sample_paths, monkeypatch):
+    photo = make_photo(sample_paths["rocket"], title="Launch")
+    embed_instances([photo])
+    sent = []
+    monkeypatch.setattr("django_semantic_images.dispatch.request_embedding", lambda *a, **k: sent.append(a))
+    partial = Photo.objects.defer("embedding_visual", "title").get(pk=photo.pk)
+    assert len(partial.embedding_visual) == 1280  # a deferred read must not recurse
+    partial.published = False
+    partial.save()
+    assert sent == []
+    only = Photo.objects.only("pk", "alt_text").get(pk=photo.pk)
+    only.alt_text = "A rocket on the launch pad"
+    only.save()
+    assert len(sent) == 1
