@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "HNSW_EF_SEARCH": 200,
     "HNSW_ITERATIVE_SCAN": "strict_order",
     "HNSW_MAX_SCAN_TUPLES": 20000,
+    "HNSW_SCAN_MEM_MULTIPLIER": 1,
     # Index build parameters.
     "HNSW_M": 16,
     "HNSW_EF_CONSTRUCTION": 64,

@@ -25,6 +25,7 @@ def hnsw_session_settings() -> list[tuple[str, str]]:
     if semantic_settings.HNSW_ITERATIVE_SCAN:
         pairs.append(("hnsw.iterative_scan", str(semantic_settings.HNSW_ITERATIVE_SCAN)))
         pairs.append(("hnsw.max_scan_tuples", str(semantic_settings.HNSW_MAX_SCAN_TUPLES)))
+        pairs.append(("hnsw.scan_mem_multiplier", str(semantic_settings.HNSW_SCAN_MEM_MULTIPLIER)))
     return pairs
 
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,6 +42,28 @@ def database_url(settings_dict: dict[str, Any]) -> str:
     host = "" if query else d["HOST"]
     port = f":{d['PORT']}" if d["PORT"] else ""
     return f"postgresql://{quote(d['USER'])}:{quote(d['PASSWORD'] or '')}@{host}{port}/{quote(d['NAME'])}{query}"
+
+
+def reset_app_connections(app: Any) -> None:
+    """Forget the Celery app's cached broker pools and result backend (after a conf change)."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    app.amqp._producer_pool = None
+    app._backend = None
+
+
+@contextmanager
+def configured_app(app: Any, **conf: Any) -> Iterator[Any]:
+    """The app with ``conf`` applied and fresh connections; the old conf comes back afterwards."""
+    saved = {key: app.conf[key] for key in conf}
+    app.conf.update(conf)
+    reset_app_connections(app)
+    try:
+        yield app
+    finally:
+        app.conf.update(saved)
+        reset_app_connections(app)
 
 
 def redis_client() -> redis.Redis:

@@ -13,14 +13,16 @@ from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
-from photos.models import Photo
 from PIL import Image, ImageOps
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
+from photos.models import Photo
 from tests.conftest import image_bytes
+
+from .celery_worker import configured_app
 
 pytestmark = pytest.mark.django_db
 
@@ -292,16 +294,15 @@ def redis_queue(settings, monkeypatch):
     import uuid
 
     import redis
+
     from example_project.celery import app
 
     queue = f"test-admin-{uuid.uuid4().hex[:8]}"
     url = "redis://127.0.0.1:6379/14"
     settings.SEMANTIC_IMAGES = {"ASYNC": True, "QUEUE": queue}
-    monkeypatch.setitem(app.conf, "broker_url", url)
-    monkeypatch.setattr(app, "_pool", None)
     client = redis.Redis.from_url(url)
-    yield client, queue
-    app.pool.force_close_all()
+    with configured_app(app, broker_url=url):
+        yield client, queue
     client.delete(queue, f"_kombu.binding.{queue}")
 
 

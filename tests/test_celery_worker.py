@@ -28,6 +28,7 @@ from .celery_worker import (
     RESULT_OPTIONS,
     Worker,
     cleanup_keys,
+    configured_app,
     database_url,
     queue_length,
     wait_for,
@@ -45,17 +46,14 @@ def broker():
     """Point this process's Celery app at Redis (and back to no broker afterwards)."""
     from example_project.celery import app
 
-    keys = ("broker_url", "result_backend", "broker_transport_options", "result_backend_transport_options")
-    saved = {key: app.conf[key] for key in keys}
-    app.conf.update(
+    with configured_app(
+        app,
         broker_url=REDIS_URL,
         result_backend=REDIS_URL,
         broker_transport_options=BROKER_OPTIONS,
         result_backend_transport_options=RESULT_OPTIONS,
-    )
-    with override_settings(SEMANTIC_IMAGES={"QUEUE": QUEUE}):
+    ), override_settings(SEMANTIC_IMAGES={"QUEUE": QUEUE}):
         yield app
-    app.conf.update(saved)
     cleanup_keys()
 
 
