@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .base import Encoder, ImageEmbeddings, l2_normalize
+from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from .labels import imagenet_classes
 from .text import shared_sentence_encoder
 
@@ -28,7 +29,9 @@ class ConSEEncoder(Encoder):
     Options (``SEMANTIC_IMAGES["ENCODER_OPTIONS"]``):
       ``top_k``: classes mixed per image (T); ``prompt``: template for a class name;
       ``text_model``: a local folder or hub name for the BERT model;
-      ``bridge``: path of a learned bridge file (``.npz``), or None.
+      ``bridge``: ``"auto"`` (default) uses the bridge installed in ``BRIDGE_DIR`` by
+      ``semantic_images_train_bridge`` and follows later installs; a path names one
+      bridge file (``.npz``); None uses ConSE alone.
     """
 
     name = "conse-lite0-minilm"
@@ -42,24 +45,38 @@ class ConSEEncoder(Encoder):
         top_k: int = 10,
         prompt: str = "a photo of a {name}.",
         text_model: str | None = None,
-        bridge: str | None = None,
+        bridge: str | None = "auto",
     ) -> None:
         super().__init__(device)
         self.top_k = top_k
         self.prompt = prompt
         self.text_model = text_model
         self.bridge_path = bridge
-        self.bridge = None
-        if bridge:
-            from .bridges import LearnedBridge
-
+        self.bridge: LearnedBridge | None = None
+        self._store: BridgeStore | None = None
+        self._store_stamp: int | None = None
+        if bridge == "auto":
+            directory = default_bridge_dir()
+            self._store = BridgeStore(directory) if directory else None
+            self.refresh_bridge()
+        elif bridge:
             self.bridge = LearnedBridge.load(bridge)
         self.cnn = None
         self.text = None
         self.label_vectors: np.ndarray | None = None
 
+    def refresh_bridge(self) -> None:
+        """Follow the store's pointer: pick up a newly installed (or removed) bridge."""
+        if self._store is None:
+            return
+        stamp = self._store.stamp()
+        if stamp != self._store_stamp:
+            self.bridge = self._store.current()
+            self._store_stamp = stamp
+
     @property
     def identity(self) -> str:
+        self.refresh_bridge()
         recipe = f"{self.version}|{self.top_k}|{self.prompt}|{self.text_model or 'minilm-l6-v2'}"
         ident = f"{self.name}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
         if self.bridge is not None:
@@ -106,11 +123,14 @@ class ConSEEncoder(Encoder):
             probs = self.cnn._fc(feats).float().softmax(-1)
         feats_np = feats.float().cpu().numpy()
         probs_np = probs.cpu().numpy()
+        visual = l2_normalize(feats_np)
         semantic = self.conse(probs_np)
-        if self.bridge is not None:
-            semantic = self.bridge.apply(feats_np, semantic)
+        self.refresh_bridge()
+        bridge = self.bridge
+        if bridge is not None:
+            semantic = bridge.apply(visual, semantic)
         return ImageEmbeddings(
-            visual=l2_normalize(feats_np),
+            visual=visual,
             semantic=semantic,
             labels=self.top_labels(probs_np),
         )
@@ -128,7 +148,7 @@ class ConSEEncoder(Encoder):
     def top_labels(probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         classes = imagenet_classes()
         order = np.argsort(-probs, axis=1)[:, :k]
-        return [[(classes[j].name, float(p[j])) for j in row] for p, row in zip(probs, order)]
+        return [[(classes[j].name, float(p[j])) for j in row] for p, row in zip(probs, order, strict=True)]
 
     def features_and_probs(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw pooled features and class probabilities (used to train bridges)."""
