@@ -96,7 +96,7 @@ def split_holdout(data: CaptionedImages, fraction: float, seed: int = 0) -> tupl
 class TrainingOptions:
     epochs: int = 10
     temperature: float = 0.05
-    dropout: float = 0.2
+    dropout: float = 0.5
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256

@@ -41,7 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--field", help="Name of the ImageEmbeddingField (when the model has several).")
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument("--temperature", type=float, default=0.05)
-        parser.add_argument("--dropout", type=float, default=0.2)
+        parser.add_argument("--dropout", type=float, default=0.5)
         parser.add_argument("--learning-rate", type=float, default=1e-3)
         parser.add_argument("--conse-weight", type=float, default=0.2, help="Share of ConSE in the blend.")
         parser.add_argument("--holdout", type=float, default=0.1, help="Fraction of images held out for the check.")
