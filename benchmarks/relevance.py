@@ -93,6 +93,8 @@ class Bench:
         self.media_root = media_root
         self.seed = seed
         self.log = log
+        self._vectors: dict[str, np.ndarray] = {}
+        self._text_model: Any = None
 
     def load(self, data: Captioned, prefix: str, alt_text: dict[str, str] | None = None) -> list[int]:
         """Rows for every image of ``data`` (their files under ``MEDIA_ROOT/prefix``), not yet embedded."""
@@ -125,7 +127,13 @@ class Bench:
 
         model = self._model()
         rng = np.random.default_rng(self.seed)
-        vectors = get_encoder().encode_texts(list(queries))
+        encoder = get_encoder()
+        if self._text_model is not getattr(encoder, "text", None):  # query vectors do not depend on a bridge
+            self._vectors, self._text_model = {}, getattr(encoder, "text", None)
+        new = [q for q in dict.fromkeys(queries) if q not in self._vectors]
+        if new:
+            self._vectors.update(zip(new, encoder.encode_texts(new), strict=True))
+        vectors = [self._vectors[q] for q in queries]
         base = model.objects.filter(pk__in=list(pks))
         ranks = []
         for vector, right in zip(vectors, right_pk, strict=True):

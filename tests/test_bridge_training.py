@@ -40,8 +40,6 @@ def variants(image: Image.Image) -> list[Image.Image]:
         image.crop((w // 10, h // 10, w, h)),
         image.crop((0, 0, w * 9 // 10, h * 9 // 10)),
         ImageEnhance.Brightness(image).enhance(1.3),
-        ImageEnhance.Contrast(image).enhance(0.7),
-        image.rotate(8, expand=False),
     ]
 
 
@@ -57,7 +55,7 @@ def bridge_dir(tmp_path):
 
 @pytest.fixture
 def captioned_site(make_photo, sample_paths):
-    """Seven captioned copies of each of eight photos, and one uncaptioned copy of each."""
+    """Five captioned copies of each of eight photos, and one uncaptioned copy of each."""
     captioned, plain = [], {}
     for stem, caption in CAPTIONS.items():
         image = Image.open(sample_paths[stem]).convert("RGB")
@@ -97,6 +95,10 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
     store = BridgeStore(bridge_dir)
     before = {stem: rank_of_plain(plain, stem) for stem in CAPTIONS}
 
+    # A dry run trains and checks, and installs nothing.
+    assert "Dry run" in train("--epochs", "5", "--dry-run")
+    assert store.current() is None and "+bridge" not in get_encoder().identity
+
     output = train("--epochs", "30")
     info = store.current_info()
     assert info is not None, output
@@ -120,13 +122,6 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
     assert store.current_info()["version"] == version
     assert len(store.versions()) == 1
     assert get_encoder().identity == identity
-
-
-def test_dry_run_installs_nothing(bridge_dir, captioned_site):
-    output = train("--epochs", "5", "--dry-run")
-    assert "Dry run" in output
-    assert BridgeStore(bridge_dir).current() is None
-    assert "+bridge" not in get_encoder().identity
 
 
 def test_too_few_captioned_images_is_a_clear_error(bridge_dir, make_photo, sample_paths):
