@@ -271,7 +271,12 @@ def render(results: Sequence[Result], command: str, took: float, test: Captioned
         f"{took / 60:.1f} minutes in all.",
         "",
         f"Test: {len(test.captions)} images, {n_caps} captions (`{test.folder.name}`)"
-        + (f"; bridge trained on {len(train.captions)} images (`{train.folder.name}`)." if train else ".")
+        + (
+            f"; bridge trained on the {len(train.captions)} images of `{train.folder.name}` (the command holds "
+            "10% of them out for its check)."
+            if train
+            else "."
+        )
         + f" Alt-text fusion: `TEXT_WEIGHT` {semantic_settings.TEXT_WEIGHT}.",
         "",
         "| vectors | mode | queries | R@1 | R@5 | R@10 | median rank | goal (R@5) |",
