@@ -195,7 +195,12 @@ def _encode_and_write(
         if with_text:
             text_vectors = encoder.encode_texts([texts[i] for i in with_text])
             semantic = semantic.copy()
-            semantic[with_text] = fuse(semantic[with_text], text_vectors, semantic_settings.TEXT_WEIGHT)
+            semantic[with_text] = fuse(
+                semantic[with_text],
+                text_vectors,
+                semantic_settings.TEXT_WEIGHT,
+                common=getattr(encoder, "common_text_direction", None),
+            )
         for i, item in enumerate(good):
             updated = _write(
                 model,

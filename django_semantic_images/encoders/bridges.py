@@ -1,15 +1,21 @@
-"""Learned bridges: a linear map from CNN features into the text space, blended with ConSE.
+"""Learned bridges: a linear map from CNN visual vectors into the text space, blended with ConSE.
 
-A bridge is a small ``.npz`` artefact (weights, bias, blend weight, version and
-metadata). It is trained by ``manage.py semantic_images_train_bridge`` on a
-site's own (image, caption) pairs and picked up by ``ConSEEncoder(bridge=...)``.
+A bridge is a small ``.npz`` artefact (weights, bias, blend weight, metadata),
+named by a hash of its content. It is trained by ``manage.py
+semantic_images_train_bridge`` on a site's own (image, caption) pairs, stored in a
+``BridgeStore`` (``SEMANTIC_IMAGES["BRIDGE_DIR"]``, by default
+``MEDIA_ROOT/semantic_images``) and picked up by ``ConSEEncoder``, whose identity
+then names the bridge's version, so every vector made without it is stale.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +23,18 @@ import numpy as np
 
 from .base import l2_normalize
 
+POINTER = "current.json"
+
 
 @dataclass
 class LearnedBridge:
-    weight: np.ndarray  # (feature_dim, text_dim)
+    """``semantic = normalise(conse_weight * ConSE + (1 - conse_weight) * normalise(visual @ W + b))``.
+
+    ``visual`` is the L2-normalised CNN vector (the one stored as ``embedding_visual``),
+    so a bridge can be trained from the database without running the CNN again.
+    """
+
+    weight: np.ndarray  # (visual_dim, text_dim)
     bias: np.ndarray  # (text_dim,)
     conse_weight: float = 0.2
     meta: dict[str, Any] = field(default_factory=dict)
@@ -28,17 +42,19 @@ class LearnedBridge:
     @property
     def version(self) -> str:
         """Content hash: a retrained bridge is a new version and makes vectors stale."""
-        h = hashlib.sha1(self.weight.tobytes())
-        h.update(self.bias.tobytes())
-        h.update(str(self.conse_weight).encode())
+        h = hashlib.sha1(np.ascontiguousarray(self.weight, np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.bias, np.float32).tobytes())
+        h.update(f"{self.conse_weight:.4f}".encode())
         return h.hexdigest()[:10]
 
-    def project(self, features: np.ndarray) -> np.ndarray:
-        return l2_normalize(features @ self.weight + self.bias)
+    def project(self, visual: np.ndarray) -> np.ndarray:
+        """Visual vectors (normalised here too) into the text space."""
+        return l2_normalize(l2_normalize(visual) @ self.weight + self.bias)
 
-    def apply(self, features: np.ndarray, conse: np.ndarray) -> np.ndarray:
-        """Blend: ``conse_weight * ConSE + (1 - conse_weight) * projection``, normalised."""
-        return l2_normalize(self.conse_weight * conse + (1.0 - self.conse_weight) * self.project(features))
+    def apply(self, visual: np.ndarray, conse: np.ndarray) -> np.ndarray:
+        """The blend with ConSE vectors of the same images."""
+        w = self.conse_weight
+        return l2_normalize(w * l2_normalize(conse) + (1.0 - w) * self.project(visual))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -55,10 +71,92 @@ class LearnedBridge:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedBridge:
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                weight=data["weight"],
-                bias=data["bias"],
-                conse_weight=float(data["conse_weight"]),
-                meta=json.loads(str(data["meta"])),
-            )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(
+                    weight=data["weight"],
+                    bias=data["bias"],
+                    conse_weight=float(data["conse_weight"]),
+                    meta=json.loads(str(data["meta"])),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable bridge file: {exc}") from exc
+
+
+class BridgeStore:
+    """A folder of bridge versions (``bridge-<version>.npz``) and a pointer to the one in use.
+
+    Installing writes the file, then replaces ``current.json`` atomically; encoders
+    in other processes (Celery workers) notice the pointer change on their next batch.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def pointer(self) -> Path:
+        return self.directory / POINTER
+
+    def path_for(self, version: str) -> Path:
+        return self.directory / f"bridge-{version}.npz"
+
+    def current_info(self) -> dict[str, Any] | None:
+        """The pointer's content (version, file, installed_at, metrics), or None."""
+        try:
+            return json.loads(self.pointer.read_text("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.pointer} is not a readable bridge pointer: {exc}") from exc
+
+    def current(self) -> LearnedBridge | None:
+        """The bridge in use, or None when none is installed."""
+        info = self.current_info()
+        if not info:
+            return None
+        return LearnedBridge.load(self.directory / info["file"])
+
+    def stamp(self) -> int | None:
+        """Changes whenever another bridge is installed (the pointer's mtime in ns)."""
+        try:
+            return self.pointer.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def install(self, bridge: LearnedBridge, metrics: dict[str, Any] | None = None) -> Path:
+        """Store ``bridge`` as a new version and point ``current.json`` at it."""
+        path = bridge.save(self.path_for(bridge.version))
+        info = {
+            "version": bridge.version,
+            "file": path.name,
+            "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "metrics": metrics or {},
+        }
+        self._write_pointer(info)
+        return path
+
+    def uninstall(self) -> None:
+        """Go back to ConSE alone (the bridge files stay for a later reinstall)."""
+        self.pointer.unlink(missing_ok=True)
+
+    def versions(self) -> list[str]:
+        return sorted(p.stem.removeprefix("bridge-") for p in self.directory.glob("bridge-*.npz"))
+
+    def _write_pointer(self, info: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".current-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(info, fh, indent=2)
+        os.replace(tmp, self.pointer)
+
+
+def default_bridge_dir() -> Path | None:
+    """``SEMANTIC_IMAGES["BRIDGE_DIR"]``, else ``MEDIA_ROOT/semantic_images`` (None without either)."""
+    from django.conf import settings
+
+    from ..conf import semantic_settings
+
+    if semantic_settings.BRIDGE_DIR:
+        return Path(semantic_settings.BRIDGE_DIR)
+    media = getattr(settings, "MEDIA_ROOT", "")
+    return Path(media) / "semantic_images" if media else None

@@ -2,6 +2,13 @@
 
 ConSE (Norouzi et al., ICLR 2014) puts an image into the text space as the
 probability-weighted mean of the text embeddings of its top-T ImageNet classes.
+Recipe 2, tuned on Flickr8k's train split (docs/relevance.md), differs from the
+paper in three ways that each helped: every class text is the mean of several
+prompts (name, name with its WordNet gloss, ...), the class probabilities are
+softened with a temperature before mixing, and the mean of all class texts is
+subtracted from each, so what images share ("a photo of a ...") does not
+dominate what tells them apart.
+
 A learned bridge (a linear map from CNN features to the text space, trained on
 a site's own captions) can be blended in; see ``bridges.py``.
 """
@@ -15,59 +22,96 @@ import numpy as np
 from PIL import Image
 
 from .base import Encoder, ImageEmbeddings, l2_normalize
+from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from .labels import imagenet_classes
 from .text import shared_sentence_encoder
 
 CROP = 224
 RESIZE = 256
+# Class-text prompts, averaged per class ({name}: first lemma, {lemmas}, {gloss}: WordNet gloss).
+PROMPTS = ("a photo of a {name}.", "{name}: {gloss}", "a {name} in the picture")
 
 
 class ConSEEncoder(Encoder):
     """CNN visual vectors (1280-d) and ConSE semantic vectors in MiniLM's space (384-d).
 
     Options (``SEMANTIC_IMAGES["ENCODER_OPTIONS"]``):
-      ``top_k``: classes mixed per image (T); ``prompt``: template for a class name;
+      ``top_k``: classes mixed per image (T, 1000: all); ``temperature``: softens the
+      class probabilities (softmax of logits / temperature); ``prompt``: one template
+      or a sequence of templates averaged per class; ``center``: subtract the mean
+      class text;
       ``text_model``: a local folder or hub name for the BERT model;
-      ``bridge``: path of a learned bridge file (``.npz``), or None.
+      ``bridge``: ``"auto"`` (default) uses the bridge installed in ``BRIDGE_DIR`` by
+      ``semantic_images_train_bridge`` and follows later installs; a path names one
+      bridge file (``.npz``); None uses ConSE alone.
     """
 
     name = "conse-lite0-minilm"
     visual_dimensions = 1280
     semantic_dimensions = 384
-    version = 1
+    version = 2
 
     def __init__(
         self,
         device: str = "auto",
-        top_k: int = 10,
-        prompt: str = "a photo of a {name}.",
+        top_k: int = 1000,
+        temperature: float = 3.0,
+        prompt: str | Sequence[str] = PROMPTS,
+        center: bool = True,
         text_model: str | None = None,
-        bridge: str | None = None,
+        bridge: str | None = "auto",
     ) -> None:
         super().__init__(device)
+        if top_k < 1 or temperature <= 0:
+            raise ValueError("ConSEEncoder needs top_k >= 1 and temperature > 0.")
         self.top_k = top_k
-        self.prompt = prompt
+        self.temperature = float(temperature)
+        self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
+        self.center = center
         self.text_model = text_model
         self.bridge_path = bridge
-        self.bridge = None
-        if bridge:
-            from .bridges import LearnedBridge
-
+        self.bridge: LearnedBridge | None = None
+        self._store: BridgeStore | None = None
+        self._store_stamp: int | None = None
+        if bridge == "auto":
+            directory = default_bridge_dir()
+            self._store = BridgeStore(directory) if directory else None
+            self.refresh_bridge()
+        elif bridge:
             self.bridge = LearnedBridge.load(bridge)
         self.cnn = None
         self.text = None
-        self.label_vectors: np.ndarray | None = None
+        self.label_vectors: np.ndarray | None = None  # (1000, 384), what the mixture is made of
+        self.common_text_direction: np.ndarray | None = None  # mean class text, shared by all descriptions
+
+    def refresh_bridge(self) -> None:
+        """Follow the store's pointer: pick up a newly installed (or removed) bridge."""
+        if self._store is None:
+            return
+        stamp = self._store.stamp()
+        if stamp != self._store_stamp:
+            self.bridge = self._store.current()
+            self._store_stamp = stamp
 
     @property
     def identity(self) -> str:
-        recipe = f"{self.version}|{self.top_k}|{self.prompt}|{self.text_model or 'minilm-l6-v2'}"
+        self.refresh_bridge()
+        parts = (self.version, self.top_k, self.temperature, self.prompts, self.center, self.text_model or "minilm")
+        recipe = "|".join(map(str, parts))
         ident = f"{self.name}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
         if self.bridge is not None:
             ident += f"+bridge:{self.bridge.version}"
         return ident
 
-    def label_texts(self) -> list[str]:
-        return [self.prompt.format(name=c.name, lemmas=", ".join(c.lemmas), gloss=c.gloss) for c in imagenet_classes()]
+    def label_texts(self, prompt: str) -> list[str]:
+        return [prompt.format(name=c.name, lemmas=", ".join(c.lemmas), gloss=c.gloss) for c in imagenet_classes()]
+
+    def class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class, the normalised mean of its prompts' text vectors; and their mean over classes."""
+        assert self.text is not None
+        vectors = l2_normalize(sum(self.text.encode(self.label_texts(p)) for p in self.prompts))
+        common = vectors.mean(axis=0)
+        return (vectors - common if self.center else vectors), common
 
     def load(self) -> None:
         import torch
@@ -79,7 +123,7 @@ class ConSEEncoder(Encoder):
             cnn = cnn.half().to(memory_format=torch.channels_last)
         self.cnn = cnn
         self.text = shared_sentence_encoder(self.text_model, self.device)
-        self.label_vectors = self.text.encode(self.label_texts())
+        self.label_vectors, self.common_text_direction = self.class_vectors()
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         image = image.convert("RGB")
@@ -103,22 +147,33 @@ class ConSEEncoder(Encoder):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             feats = self.cnn.features(x)
-            probs = self.cnn._fc(feats).float().softmax(-1)
+            logits = self.cnn._fc(feats).float()
         feats_np = feats.float().cpu().numpy()
-        probs_np = probs.cpu().numpy()
-        semantic = self.conse(probs_np)
-        if self.bridge is not None:
-            semantic = self.bridge.apply(feats_np, semantic)
+        probs_np = logits.softmax(-1).cpu().numpy()
+        visual = l2_normalize(feats_np)
+        semantic = self.conse(self.soften(logits.cpu().numpy()))
+        self.refresh_bridge()
+        bridge = self.bridge
+        if bridge is not None:
+            semantic = bridge.apply(visual, semantic)
         return ImageEmbeddings(
-            visual=l2_normalize(feats_np),
+            visual=visual,
             semantic=semantic,
             labels=self.top_labels(probs_np),
         )
+
+    def soften(self, logits: np.ndarray) -> np.ndarray:
+        """Class probabilities at the recipe's temperature (the mixture's weights)."""
+        z = logits / self.temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
 
     def conse(self, probs: np.ndarray) -> np.ndarray:
         """Convex combination of the top-T class embeddings, weighted by probability."""
         assert self.label_vectors is not None
         k = min(self.top_k, probs.shape[1])
+        if k == probs.shape[1]:
+            return l2_normalize(probs @ self.label_vectors)
         top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
         weights = np.take_along_axis(probs, top, axis=1)
         mixed = np.einsum("nk,nkd->nd", weights, self.label_vectors[top])
@@ -128,18 +183,20 @@ class ConSEEncoder(Encoder):
     def top_labels(probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         classes = imagenet_classes()
         order = np.argsort(-probs, axis=1)[:, :k]
-        return [[(classes[j].name, float(p[j])) for j in row] for p, row in zip(probs, order)]
+        return [[(classes[j].name, float(p[j])) for j in row] for p, row in zip(probs, order, strict=True)]
 
     def features_and_probs(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw pooled features and class probabilities (used to train bridges)."""
+        """Raw pooled features and softened class probabilities (what ``conse()`` mixes)."""
         import torch
 
         self.ensure_loaded()
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        if self.device.startswith("cuda"):
+            x = x.half()
         with torch.inference_mode():
             feats = self.cnn.features(x)
-            probs = self.cnn._fc(feats).float().softmax(-1)
-        return feats.float().cpu().numpy(), probs.cpu().numpy()
+            logits = self.cnn._fc(feats).float()
+        return feats.float().cpu().numpy(), self.soften(logits.cpu().numpy())
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         self.ensure_loaded()

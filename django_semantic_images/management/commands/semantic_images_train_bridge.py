@@ -1,0 +1,156 @@
+"""``manage.py semantic_images_train_bridge``: learn a bridge from the site's own captioned images.
+
+Trains a linear map from the stored visual vectors into the text space on the
+rows that have words (title, alt text, caption), checks it on held-out images
+against the vectors in use, and only if it finds more right pictures installs
+it as a new version and re-embeds every row.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from django.core.management.base import BaseCommand, CommandError
+
+from ...encoders import get_encoder, registry
+from ...encoders.bridges import BridgeStore, LearnedBridge, default_bridge_dir
+from ...fields import get_embedding_field
+from ...pipeline import embed_instances
+from ...training import (
+    TrainingOptions,
+    check_bridge,
+    collect_captioned,
+    fit_linear_bridge,
+    semantic_without_words,
+    split_holdout,
+)
+from .semantic_search import resolve_model
+
+
+class Command(BaseCommand):
+    help = (
+        "Train a bridge (CNN -> text space) on this site's captioned images, install it only if it "
+        "beats the one in use on held-out images, and re-embed."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
+        parser.add_argument("--field", help="Name of the ImageEmbeddingField (when the model has several).")
+        parser.add_argument("--epochs", type=int, default=10)
+        parser.add_argument("--temperature", type=float, default=0.05)
+        parser.add_argument("--dropout", type=float, default=0.5)
+        parser.add_argument("--learning-rate", type=float, default=1e-3)
+        parser.add_argument("--conse-weight", type=float, default=0.2, help="Share of ConSE in the blend.")
+        parser.add_argument("--holdout", type=float, default=0.1, help="Fraction of images held out for the check.")
+        parser.add_argument("--max-holdout", type=int, default=1000, help="At most this many held-out images.")
+        parser.add_argument("--min-images", type=int, default=50, help="Refuse to train on fewer captioned images.")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--dry-run", action="store_true", help="Train and check, install nothing.")
+        parser.add_argument("--no-reembed", action="store_true", help="Install without re-embedding now.")
+
+    def progress(self, items: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
+        if self.verbosity < 1:
+            return items
+        from tqdm import tqdm
+
+        return tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        self.verbosity = opts["verbosity"]
+        model = resolve_model(opts["model"])
+        try:
+            field = get_embedding_field(model, opts["field"])
+        except LookupError as exc:
+            raise CommandError(str(exc)) from exc
+        if not field.text_fields:
+            raise CommandError(f"{model._meta.label}.{field.name} declares no text_fields to learn from.")
+        if not 0.0 <= opts["conse_weight"] <= 1.0:
+            raise CommandError("--conse-weight must be within [0, 1].")
+        if opts["epochs"] < 1:
+            raise CommandError("--epochs must be at least 1.")
+        try:
+            holdout = float(opts["holdout"])
+            data = collect_captioned(model._default_manager.all(), field)
+            if len(data) < opts["min_images"]:
+                raise CommandError(
+                    f"Only {len(data)} embedded images have words in {', '.join(field.text_fields)}; "
+                    f"at least {opts['min_images']} are needed (--min-images)."
+                )
+            train, held = split_holdout(data, holdout, seed=opts["seed"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if len(held) > opts["max_holdout"]:
+            held = held.subset(np.arange(opts["max_holdout"]))
+
+        store = self.store()
+        encoder = get_encoder()
+        encoder.ensure_loaded()
+        self.say(f"{len(train)} images ({len(train.texts)} descriptions) to train on, {len(held)} held out.")
+        text_train = encoder.encode_texts(train.texts)
+        options = TrainingOptions(
+            epochs=opts["epochs"],
+            temperature=opts["temperature"],
+            dropout=opts["dropout"],
+            learning_rate=opts["learning_rate"],
+            conse_weight=opts["conse_weight"],
+            seed=opts["seed"],
+        )
+        weight, bias = fit_linear_bridge(train.visual, text_train, train.owner, options, progress=self.progress)
+        candidate = LearnedBridge(
+            weight,
+            bias,
+            conse_weight=options.conse_weight,
+            meta={"model": model._meta.label, "field": field.name, "images": len(train), **options.__dict__},
+        )
+        conse, visual, kept = semantic_without_words(encoder, model, held.keys, field)
+        position = {k: i for i, k in enumerate(held.keys)}
+        held = held.subset(np.array([position[k] for k in kept], dtype=np.int64))
+        if len(held) < 2:
+            raise CommandError("Too few readable held-out images to check the bridge.")
+        current = store.current()
+        check = check_bridge(
+            candidate, current, conse, visual, encoder.encode_texts(held.texts), held.owner, seed=opts["seed"]
+        )
+        in_use = f"bridge {current.version}" if current else "ConSE alone"
+        self.say(f"held out ({check.held_out_images} images, {check.held_out_queries} queries):")
+        self.say(f"  in use ({in_use}): {check.current}")
+        self.say(f"  candidate {candidate.version}:  {check.candidate}")
+        if not check.better:
+            raise CommandError(
+                f"Refused: the new bridge scores R@5 {check.candidate.r5:.1f} on held-out images, "
+                f"not better than {check.current.r5:.1f} of {in_use}. Nothing was installed."
+            )
+        if opts["dry_run"]:
+            self.say("Dry run: nothing installed.")
+            return
+        path = store.install(candidate, metrics={"held_out": check.candidate.as_dict(), "was": check.current.as_dict()})
+        registry.reset()
+        encoder = get_encoder()
+        if f"bridge:{candidate.version}" not in encoder.identity:
+            raise CommandError(
+                f"Installed {path}, but the configured encoder does not use it (ENCODER_OPTIONS['bridge'] "
+                "must be 'auto', the default)."
+            )
+        self.stdout.write(self.style.SUCCESS(f"Installed bridge {candidate.version} at {path}."))
+        if opts["no_reembed"]:
+            self.say("Not re-embedded (--no-reembed): run semantic_images_reindex, or rows update on their next save.")
+            return
+        rows = list(model._default_manager.all().order_by("pk"))
+        report = None
+        for start in self.progress(range(0, len(rows), 256), -(-len(rows) // 256), "re-embedding"):
+            part = embed_instances(rows[start : start + 256], field=field.name, encoder=encoder)
+            report = part if report is None else (report.merge(part) or report)
+        self.say(f"Re-embedded: {report if report is not None else 'no rows'}.")
+
+    def store(self) -> BridgeStore:
+        directory = default_bridge_dir()
+        if directory is None:
+            raise CommandError("Set SEMANTIC_IMAGES['BRIDGE_DIR'] or MEDIA_ROOT: there is nowhere to store the bridge.")
+        return BridgeStore(directory)
+
+    def say(self, text: str) -> None:
+        if self.verbosity >= 1:
+            self.stdout.write(text)

@@ -1,0 +1,242 @@
+"""Training a bridge from a site's own captioned images, and checking it on held-out ones.
+
+The inputs come from the database: each embedded row's stored visual vector and
+the words of its text fields (every non-empty line of a field is one
+description). A linear map from visual vectors into the text space is trained
+with a symmetric InfoNCE loss; before it is installed it must beat the encoder's
+current semantic vectors on held-out images (text -> image recall).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import models
+
+from .encoders.base import Encoder, l2_normalize
+from .encoders.bridges import LearnedBridge
+from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
+from .imaging import ImageDecodeError, decode_image
+from .metrics import RetrievalScores, retrieval_scores
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[Iterable[Any], int, str], Iterable[Any]]
+
+
+def no_progress(items: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
+    return items
+
+
+@dataclass
+class CaptionedImages:
+    """Images (by primary key) with their visual vectors and descriptions."""
+
+    keys: list[Any]
+    visual: np.ndarray  # (images, visual_dim), L2-normalised
+    texts: list[str]
+    owner: np.ndarray  # (texts,) index of the image each description belongs to
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def subset(self, index: np.ndarray) -> CaptionedImages:
+        """The images at ``index`` (renumbered) with their descriptions."""
+        remap = {int(old): new for new, old in enumerate(index)}
+        keep = [i for i, o in enumerate(self.owner) if int(o) in remap]
+        return CaptionedImages(
+            keys=[self.keys[i] for i in index],
+            visual=self.visual[index],
+            texts=[self.texts[i] for i in keep],
+            owner=np.array([remap[int(self.owner[i])] for i in keep], dtype=np.int64),
+        )
+
+
+def descriptions(instance_texts: Sequence[str]) -> list[str]:
+    """Each non-empty line of each text field is one description of the image."""
+    return [line.strip() for text in instance_texts for line in str(text).splitlines() if line.strip()]
+
+
+def collect_captioned(queryset: models.QuerySet, field: ImageEmbeddingField | None = None) -> CaptionedImages:
+    """The embedded rows of ``queryset`` that have words, with their stored visual vectors."""
+    field = field or get_embedding_field(queryset.model)
+    rows = queryset.filter(
+        **{field.column("status"): EmbeddingStatus.EMBEDDED, f"{field.visual_field}__isnull": False}
+    ).order_by("pk")
+    keys: list[Any] = []
+    vectors: list[np.ndarray] = []
+    texts: list[str] = []
+    owner: list[int] = []
+    for row in rows.values("pk", field.visual_field, *field.text_fields).iterator(chunk_size=2000):
+        lines = descriptions([row[f] or "" for f in field.text_fields])
+        if not lines:
+            continue
+        owner += [len(keys)] * len(lines)
+        texts += lines
+        keys.append(row["pk"])
+        vectors.append(np.asarray(row[field.visual_field], dtype=np.float32))
+    visual = l2_normalize(np.stack(vectors)) if vectors else np.zeros((0, 0), np.float32)
+    return CaptionedImages(keys, visual, texts, np.array(owner, dtype=np.int64))
+
+
+def split_holdout(data: CaptionedImages, fraction: float, seed: int = 0) -> tuple[CaptionedImages, CaptionedImages]:
+    """Images (not descriptions) split at random into a training and a held-out part."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_held = max(1, round(len(data) * fraction))
+    return data.subset(np.sort(order[n_held:])), data.subset(np.sort(order[:n_held]))
+
+
+@dataclass
+class TrainingOptions:
+    epochs: int = 10
+    temperature: float = 0.05
+    dropout: float = 0.5
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    conse_weight: float = 0.2
+    seed: int = 0
+
+
+def fit_linear_bridge(
+    visual: np.ndarray,
+    text_vectors: np.ndarray,
+    owner: np.ndarray,
+    options: TrainingOptions,
+    progress: Progress = no_progress,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and bias of a linear map visual -> text space, trained with symmetric InfoNCE.
+
+    Each (image, description) pair is a positive; the other images and descriptions of
+    the batch are negatives (other descriptions of the same image are masked out).
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    gen = torch.Generator().manual_seed(options.seed)
+    torch.manual_seed(options.seed)
+    model = nn.Linear(visual.shape[1], text_vectors.shape[1])
+    dropout = nn.Dropout(options.dropout)
+    x_all = torch.from_numpy(np.ascontiguousarray(visual, np.float32))
+    y_all = torch.from_numpy(np.ascontiguousarray(text_vectors, np.float32))
+    owners = torch.from_numpy(np.asarray(owner, np.int64))
+    n = len(owners)
+    steps_per_epoch = max(1, -(-n // options.batch_size))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    total = max(1, options.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, options.learning_rate, total_steps=total)
+    model.train()
+    with torch.enable_grad():
+        for _epoch in progress(range(options.epochs), options.epochs, "training bridge"):
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n, options.batch_size):
+                batch = perm[start : start + options.batch_size]
+                if len(batch) < 2:
+                    continue
+                img = owners[batch]
+                z = F.normalize(model(dropout(x_all[img])), dim=-1)
+                logits = z @ y_all[batch].T / options.temperature
+                others_same = (img[:, None] == img[None, :]) & ~torch.eye(len(batch), dtype=torch.bool)
+                logits = logits.masked_fill(others_same, -1e4)
+                target = torch.arange(len(batch))
+                loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+    weight = model.weight.detach().numpy().T.copy()
+    bias = model.bias.detach().numpy().copy()
+    return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def semantic_without_words(
+    encoder: Encoder, model: type[models.Model], keys: Sequence[Any], field: ImageEmbeddingField, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """ConSE vectors and visual vectors of these rows' pictures alone (the CNN runs again).
+
+    Held-out images must be judged by their pixels only: their stored semantic vectors
+    already contain the words they are tested on. Unreadable rows are left out.
+    """
+    from .conf import semantic_settings
+    from .pipeline import _read
+
+    conse_rows: list[np.ndarray] = []
+    visual_rows: list[np.ndarray] = []
+    kept: list[Any] = []
+    instances = {obj.pk: obj for obj in model._default_manager.filter(pk__in=list(keys))}
+    pending: list[tuple[Any, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        feats, probs = encoder.features_and_probs(np.stack([p for _, p in pending]))
+        conse_rows.append(encoder.conse(probs))
+        visual_rows.append(l2_normalize(feats))
+        kept.extend(k for k, _ in pending)
+        pending.clear()
+
+    for key in keys:
+        instance = instances.get(key)
+        if instance is None:
+            continue
+        try:
+            image = decode_image(
+                _read(instance, field),
+                max_side=semantic_settings.MAX_IMAGE_SIDE,
+                max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
+            )
+        except ImageDecodeError as exc:
+            logger.warning("Held-out image pk=%s left out: %s", key, exc)
+            continue
+        pending.append((key, encoder.preprocess(image)))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if not kept:
+        dim = encoder.semantic_dimensions
+        return np.zeros((0, dim), np.float32), np.zeros((0, encoder.visual_dimensions), np.float32), kept
+    return np.concatenate(conse_rows), np.concatenate(visual_rows), kept
+
+
+@dataclass
+class BridgeCheck:
+    """A candidate bridge's held-out scores against those of the vectors in use."""
+
+    candidate: RetrievalScores
+    current: RetrievalScores
+    held_out_images: int
+    held_out_queries: int
+
+    @property
+    def better(self) -> bool:
+        """Installed only when it finds more right pictures in the top 5 (ties: by mean rank)."""
+        if self.candidate.r5 != self.current.r5:
+            return self.candidate.r5 > self.current.r5
+        return self.candidate.mean_rank < self.current.mean_rank
+
+
+def check_bridge(
+    candidate: LearnedBridge,
+    current: LearnedBridge | None,
+    conse: np.ndarray,
+    visual: np.ndarray,
+    query_vectors: np.ndarray,
+    owner: np.ndarray,
+    seed: int = 0,
+) -> BridgeCheck:
+    """Text -> image recall on held-out images, with the candidate and with what is in use."""
+    now = current.apply(visual, conse) if current is not None else conse
+    new = candidate.apply(visual, conse)
+    return BridgeCheck(
+        candidate=retrieval_scores(query_vectors, new, owner, seed=seed),
+        current=retrieval_scores(query_vectors, now, owner, seed=seed),
+        held_out_images=len(visual),
+        held_out_queries=len(owner),
+    )

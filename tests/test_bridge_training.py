@@ -1,0 +1,154 @@
+"""The bridge training command end to end: train, install, re-embed, refuse a worse bridge."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+from photos.models import Photo
+from PIL import Image, ImageEnhance, ImageOps
+
+from django_semantic_images.encoders import get_encoder
+from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+from django_semantic_images.pipeline import embed_instances
+
+pytestmark = pytest.mark.django_db
+
+# Words that name no ImageNet class: only a bridge learned from this site can tie them to pictures.
+CAPTIONS = {
+    "chelsea": "Portrait of Winifred",
+    "coffee": "Morning ritual of Bartholomew",
+    "rocket": "Launch day at Kestrel point",
+    "astronaut": "Commander Odalys in her suit",
+    "motorcycle_left": "Ignatius and his old machine",
+    "horse": "Pennywhistle in the paddock",
+    "china": "Temple visit of the Quimby family",
+    "flower": "Grandmother Ysolde's garden",
+}
+
+
+def variants(image: Image.Image) -> list[Image.Image]:
+    """Edited copies of one photo: the same subject, other pixels."""
+    w, h = image.size
+    return [
+        image,
+        ImageOps.mirror(image),
+        image.crop((w // 10, h // 10, w, h)),
+        image.crop((0, 0, w * 9 // 10, h * 9 // 10)),
+        ImageEnhance.Brightness(image).enhance(1.3),
+    ]
+
+
+@pytest.fixture
+def bridge_dir(tmp_path):
+    from django_semantic_images.encoders import registry
+
+    with override_settings(SEMANTIC_IMAGES={"BRIDGE_DIR": str(tmp_path / "bridges")}):
+        registry.reset()
+        yield tmp_path / "bridges"
+    registry.reset()
+
+
+@pytest.fixture
+def captioned_site(make_photo, sample_paths):
+    """Five captioned copies of each of eight photos, and one uncaptioned copy of each."""
+    captioned, plain = [], {}
+    for stem, caption in CAPTIONS.items():
+        image = Image.open(sample_paths[stem]).convert("RGB")
+        image.thumbnail((320, 320))
+        copies = variants(image)
+        for i, copy in enumerate(copies):
+            captioned.append(make_photo(copy, name=f"{stem}-{i}.jpg", alt_text=caption))
+        plain[stem] = make_photo(ImageOps.grayscale(image).convert("RGB"), name=f"{stem}-plain.jpg")
+    report = embed_instances(captioned + list(plain.values()))
+    assert not report.failed
+    return captioned, plain
+
+
+def train(*extra: str) -> str:
+    out = io.StringIO()
+    call_command(
+        "semantic_images_train_bridge",
+        "--min-images",
+        "20",
+        "--holdout",
+        "0.25",
+        "--verbosity",
+        "1",
+        *extra,
+        stdout=out,
+    )
+    return out.getvalue()
+
+
+def rank_of_plain(plain: dict[str, Photo], stem: str) -> int:
+    ranked = list(Photo.objects.filter(alt_text="").semantic_search(CAPTIONS[stem]).values_list("pk", flat=True))
+    return ranked.index(plain[stem].pk) + 1
+
+
+def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_site):
+    captioned, plain = captioned_site
+    store = BridgeStore(bridge_dir)
+    before = {stem: rank_of_plain(plain, stem) for stem in CAPTIONS}
+
+    # A dry run trains and checks, and installs nothing.
+    assert "Dry run" in train("--epochs", "5", "--dry-run")
+    assert store.current() is None and "+bridge" not in get_encoder().identity
+
+    output = train("--epochs", "30")
+    info = store.current_info()
+    assert info is not None, output
+    version = info["version"]
+    assert f"Installed bridge {version}" in output
+    assert info["metrics"]["held_out"]["r5"] > info["metrics"]["was"]["r5"]
+
+    # Every row was re-embedded with the new encoder identity.
+    identity = get_encoder().identity
+    assert identity.endswith(f"+bridge:{version}")
+    assert set(Photo.objects.values_list("embedding_encoder", flat=True)) == {identity}
+
+    # Pictures without any words now answer to the site's own vocabulary.
+    after = {stem: rank_of_plain(plain, stem) for stem in CAPTIONS}
+    assert sum(r == 1 for r in after.values()) >= 6, (before, after)
+    assert sum(after.values()) < sum(before.values()), (before, after)
+
+    # A barely trained bridge scores worse on the held-out images: refused, nothing changes.
+    with pytest.raises(CommandError, match="Refused"):
+        train("--epochs", "1", "--learning-rate", "1e-7", "--seed", "3")
+    assert store.current_info()["version"] == version
+    assert len(store.versions()) == 1
+    assert get_encoder().identity == identity
+
+
+def test_too_few_captioned_images_is_a_clear_error(bridge_dir, make_photo, sample_paths):
+    photo = make_photo(sample_paths["chelsea"], alt_text="a cat")
+    embed_instances([photo])
+    with pytest.raises(CommandError, match="at least 50"):
+        call_command("semantic_images_train_bridge", stdout=io.StringIO())
+
+
+def test_bridge_file_round_trip_and_version(tmp_path):
+    rng = np.random.default_rng(0)
+    bridge = LearnedBridge(rng.normal(size=(1280, 384)).astype(np.float32), np.zeros(384, np.float32), 0.3)
+    store = BridgeStore(tmp_path)
+    path = store.install(bridge, metrics={"r5": 1.0})
+    loaded = store.current()
+    assert path.name == f"bridge-{bridge.version}.npz"
+    assert loaded.version == bridge.version and loaded.conse_weight == pytest.approx(0.3)
+    other = LearnedBridge(bridge.weight * 2, bridge.bias, 0.3)
+    assert other.version != bridge.version
+    out = loaded.apply(rng.normal(size=(4, 1280)), rng.normal(size=(4, 384)))
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    store.uninstall()
+    assert store.current() is None and store.versions() == [bridge.version]
+
+
+def test_a_corrupt_bridge_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bridge.npz"
+    bad.write_bytes(b"not a numpy file")
+    with pytest.raises(ValueError, match="not a readable bridge file"):
+        LearnedBridge.load(bad)

@@ -1,0 +1,86 @@
+"""The fusion rule: an editor's words count, and images without words are not crowded out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from django_semantic_images.encoders import get_encoder
+from django_semantic_images.fusion import fuse, specific_part
+
+WORDS = {
+    "astronaut": "Portrait of an astronaut in her spacesuit",
+    "camera": "A man with a camera on a tripod",
+    "china": "An old temple in China",
+    "hubble_deep_field": "Galaxies in deep space",
+    "coins": "A collection of old coins",
+    "retina": "A photograph of an eye",
+    "chelsea": "A cat lying on a blanket",
+    "coffee": "A cup of coffee on a saucer",
+    "rocket": "A rocket on the launch pad",
+    "horse": "A horse",
+    "motorcycle_left": "A red motorcycle",
+    "flower": "A pink flower",
+}
+WITH_WORDS = ["astronaut", "camera", "china", "hubble_deep_field", "coins", "retina"]
+
+
+def test_weights_at_the_ends_and_unit_length():
+    rng = np.random.default_rng(0)
+    image, text = rng.normal(size=(3, 384)), rng.normal(size=(3, 384))
+    unit = image / np.linalg.norm(image, axis=1, keepdims=True)
+    np.testing.assert_allclose(fuse(image, text, 0.0), unit, atol=1e-6)
+    np.testing.assert_allclose(fuse(image, text, 1.0), text / np.linalg.norm(text, axis=1, keepdims=True), atol=1e-6)
+    common = rng.normal(size=384) * 0.1
+    np.testing.assert_allclose(fuse(image, text, 1.0, common=common), specific_part(text, common), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(fuse(image, text, 0.5, common=common), axis=1), 1.0, atol=1e-6)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="within"):
+        fuse(np.ones((1, 4)), np.ones((1, 4)), 1.5)
+    with pytest.raises(ValueError, match="Cannot fuse"):
+        fuse(np.ones((2, 4)), np.ones((1, 4)), 0.5)
+
+
+@pytest.fixture(scope="module")
+def gallery(sample_paths):
+    encoder = get_encoder()
+    names = sorted(WORDS)
+    semantic = encoder.encode_images([Image.open(sample_paths[n]) for n in names]).semantic
+    words = encoder.encode_texts([WORDS[n] for n in names])
+    queries = encoder.encode_texts([f"a photo: {WORDS[n].lower()}" for n in names])
+    return encoder, names, semantic, words, queries
+
+
+def scores(gallery, common):
+    encoder, names, semantic, words, queries = gallery
+    rows = semantic.copy()
+    idx = [names.index(n) for n in WITH_WORDS]
+    rows[idx] = fuse(rows[idx], words[idx], 0.5, common=common)
+    return queries @ rows.T, idx, [i for i in range(len(names)) if i not in idx]
+
+
+def wrong_scores(sc, with_words, without):
+    """Mean score of the wrong rows with words and without, for queries about rows without words."""
+    alt = np.mean([sc[q, with_words].mean() for q in without])
+    plain = np.mean([np.mean([sc[q, j] for j in without if j != q]) for q in without])
+    return alt, plain
+
+
+def test_words_find_their_image_and_do_not_crowd_out_images_without_words(gallery):
+    encoder = gallery[0]
+    sc, with_words, without = scores(gallery, encoder.common_text_direction)
+    ranks = [1 + int(np.sum(sc[q] > sc[q, q])) for q in range(len(sc))]
+    assert all(ranks[q] == 1 for q in with_words), ranks
+    assert all(ranks[q] <= 2 for q in without), ranks
+    alt, plain = wrong_scores(sc, with_words, without)
+    assert alt <= plain, (alt, plain)
+
+
+def test_a_plain_mix_favours_any_image_with_words(gallery):
+    """The problem the rule solves: without removing the common direction, words win by being words."""
+    sc, with_words, without = scores(gallery, None)
+    alt, plain = wrong_scores(sc, with_words, without)
+    assert alt > plain + 0.05, (alt, plain)
