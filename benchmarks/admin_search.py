@@ -55,13 +55,13 @@ def run(rows: int, repeat: int) -> None:
     from django.contrib.auth.models import User
     from django.core.files.base import ContentFile
     from django.test import Client
-    from photos.models import Photo
-    from photos.samples import sample_photo_paths
     from PIL import Image, ImageOps
 
     from django_semantic_images.encoders.base import l2_normalize
     from django_semantic_images.pipeline import embed_instances
     from django_semantic_images.signals import embedding_deferred
+    from photos.models import Photo
+    from photos.samples import sample_photo_paths
 
     paths = {p.stem: p for p in sample_photo_paths()}
     with embedding_deferred():

@@ -171,9 +171,9 @@ def train_bridge(bench: Bench, train: Captioned, options: dict[str, Any], log: L
     """Load the train split with its captions as alt text (one per line), run the command, drop the rows."""
     from django.core.management import call_command
     from django.core.management.base import CommandError
-    from photos.models import Photo
 
     from django_semantic_images.encoders.bridges import BridgeStore, default_bridge_dir
+    from photos.models import Photo
 
     started = time.perf_counter()
     alt = {name: "\n".join(caps) for name, caps in train.captions.items()}

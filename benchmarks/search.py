@@ -37,17 +37,46 @@ os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="semantic-images-ben
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 QUERIES = [
-    "a red bicycle leaning against a wall", "a cat sleeping on a sofa", "a cup of coffee on a table",
-    "a rocket launching into the sky", "an astronaut in a space suit", "a dog catching a frisbee",
-    "a bowl of fruit", "a sailing boat on the sea", "a snowy mountain at sunrise", "a plate of pasta",
-    "children playing football in a park", "an old steam train", "a violin on a chair",
-    "a field of sunflowers", "a lighthouse on a cliff", "a horse running in a meadow",
-    "a close-up of a butterfly", "a city street at night", "a bridge over a river", "a laptop on a desk",
-    "a pizza fresh from the oven", "a motorcycle parked outside", "a bird sitting on a branch",
-    "a wooden cabin in the forest", "a glass of red wine", "a tiger in the jungle", "a tennis racket",
-    "a hot air balloon", "a plate of sushi", "a church with a tall tower", "a teddy bear on a bed",
-    "a tractor in a field", "a jellyfish in the ocean", "a pair of running shoes", "a chess board",
-    "an umbrella in the rain", "a castle on a hill", "a vase of tulips", "a fire truck", "a coral reef",
+    "a red bicycle leaning against a wall",
+    "a cat sleeping on a sofa",
+    "a cup of coffee on a table",
+    "a rocket launching into the sky",
+    "an astronaut in a space suit",
+    "a dog catching a frisbee",
+    "a bowl of fruit",
+    "a sailing boat on the sea",
+    "a snowy mountain at sunrise",
+    "a plate of pasta",
+    "children playing football in a park",
+    "an old steam train",
+    "a violin on a chair",
+    "a field of sunflowers",
+    "a lighthouse on a cliff",
+    "a horse running in a meadow",
+    "a close-up of a butterfly",
+    "a city street at night",
+    "a bridge over a river",
+    "a laptop on a desk",
+    "a pizza fresh from the oven",
+    "a motorcycle parked outside",
+    "a bird sitting on a branch",
+    "a wooden cabin in the forest",
+    "a glass of red wine",
+    "a tiger in the jungle",
+    "a tennis racket",
+    "a hot air balloon",
+    "a plate of sushi",
+    "a church with a tall tower",
+    "a teddy bear on a bed",
+    "a tractor in a field",
+    "a jellyfish in the ocean",
+    "a pair of running shoes",
+    "a chess board",
+    "an umbrella in the rain",
+    "a castle on a hill",
+    "a vase of tulips",
+    "a fire truck",
+    "a coral reef",
 ]
 PUBLISHED_SHARE = 0.9
 EF_SEARCH_SWEEP = (40, 100, 200, 400)
@@ -90,8 +119,9 @@ def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator) -> dict[st
     from django.db import connection
     from django.utils import timezone
     from pgvector.psycopg import register_vector
-    from photos.models import Photo
     from psycopg.types.json import Jsonb
+
+    from photos.models import Photo
 
     table = Photo._meta.db_table
     published = rng.random(n) < PUBLISHED_SHARE
@@ -102,21 +132,58 @@ def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator) -> dict[st
         cursor.execute(f"TRUNCATE {table} RESTART IDENTITY")
         cursor.execute(f"DROP INDEX IF EXISTS {SEM_INDEX}")
         now = timezone.now()
-        columns = ("image", "title", "alt_text", "published", "created_at", "embedding_semantic",
-                   "embedding_encoder", "embedding_hash", "embedding_status", "embedding_error", "embedding_labels")
-        types = ["varchar", "varchar", "text", "bool", "timestamptz", "vector", "varchar", "varchar", "varchar",
-                 "text", "jsonb"]
+        columns = (
+            "image",
+            "title",
+            "alt_text",
+            "published",
+            "created_at",
+            "embedding_semantic",
+            "embedding_encoder",
+            "embedding_hash",
+            "embedding_status",
+            "embedding_error",
+            "embedding_labels",
+        )
+        types = [
+            "varchar",
+            "varchar",
+            "text",
+            "bool",
+            "timestamptz",
+            "vector",
+            "varchar",
+            "varchar",
+            "varchar",
+            "text",
+            "jsonb",
+        ]
         start = time.perf_counter()
         with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
             copy.set_types(types)
             for i in range(n):
-                copy.write_row((f"photos/synthetic-{i}.jpg", "", "", bool(published[i]), now, vectors[i],
-                                "synthetic", "", "embedded", "", Jsonb([])))
+                copy.write_row(
+                    (
+                        f"photos/synthetic-{i}.jpg",
+                        "",
+                        "",
+                        bool(published[i]),
+                        now,
+                        vectors[i],
+                        "synthetic",
+                        "",
+                        "embedded",
+                        "",
+                        Jsonb([]),
+                    )
+                )
         timings["copy_s"] = time.perf_counter() - start
         start = time.perf_counter()
         cursor.execute("SET maintenance_work_mem = '1GB'")
-        cursor.execute(f"CREATE INDEX {SEM_INDEX} ON {table} USING hnsw (embedding_semantic vector_cosine_ops) "
-                       "WITH (m = 16, ef_construction = 64)")
+        cursor.execute(
+            f"CREATE INDEX {SEM_INDEX} ON {table} USING hnsw (embedding_semantic vector_cosine_ops) "
+            "WITH (m = 16, ef_construction = 64)"
+        )
         timings["index_build_s"] = time.perf_counter() - start
         cursor.execute(f"ANALYZE {table}")
     return timings
@@ -141,9 +208,9 @@ def top_ids(vector: np.ndarray, exact: bool, k: int = 10, ef_search: int | None 
     """The visible top-k for ``vector``: through the HNSW index (at ``ef_search``, default
     the setting), or by an exact scan."""
     from django.db import connection, transaction
-    from photos.models import Photo
 
     from django_semantic_images.query import apply_hnsw_settings
+    from photos.models import Photo
 
     with transaction.atomic():
         apply_hnsw_settings("default")
@@ -159,6 +226,7 @@ def top_ids(vector: np.ndarray, exact: bool, k: int = 10, ef_search: int | None 
 def execution_ms(vector: np.ndarray, exact: bool) -> float:
     """PostgreSQL's own execution time for the visible top 10 (EXPLAIN ANALYZE), in ms."""
     from django.db import connection, transaction
+
     from photos.models import Photo
 
     with transaction.atomic():
@@ -171,11 +239,11 @@ def execution_ms(vector: np.ndarray, exact: bool) -> float:
 
 def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
     from django.db import connection
-    from photos.models import Photo
     from rest_framework.test import APIClient
 
     from django_semantic_images.conf import semantic_settings
     from django_semantic_images.encoders import get_encoder
+    from photos.models import Photo
 
     rng = np.random.default_rng(n)
     result: dict = {"rows": n, **fill_table(n, synthetic_vectors(n, label_vectors, rng), rng)}
@@ -224,8 +292,14 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
             approx = top_ids(query_vectors[q], False, ef_search=ef)
             samples.append(time.perf_counter() - start)
             recalls.append(len(set(approx) & exact_ids[q]) / 10)
-        result["ef_search_sweep"].append({"ef_search": ef, "recall_at_10": round(float(np.mean(recalls)), 3),
-                                          "recall_at_10_min": round(float(np.min(recalls)), 3), **percentiles(samples)})
+        result["ef_search_sweep"].append(
+            {
+                "ef_search": ef,
+                "recall_at_10": round(float(np.mean(recalls)), 3),
+                "recall_at_10_min": round(float(np.min(recalls)), 3),
+                **percentiles(samples),
+            }
+        )
         if ef == semantic_settings.HNSW_EF_SEARCH:
             result["recall_at_10"] = result["ef_search_sweep"][-1]["recall_at_10"]
             result["recall_at_10_min"] = result["ef_search_sweep"][-1]["recall_at_10_min"]
@@ -264,8 +338,12 @@ def main() -> None:
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, torch "
         f"{torch.__version__} threads={torch.get_num_threads()}",
-        "hnsw": {"m": 16, "ef_construction": 64, "ef_search": semantic_settings.HNSW_EF_SEARCH,
-                 "iterative_scan": semantic_settings.HNSW_ITERATIVE_SCAN},
+        "hnsw": {
+            "m": 16,
+            "ef_construction": 64,
+            "ef_search": semantic_settings.HNSW_EF_SEARCH,
+            "iterative_scan": semantic_settings.HNSW_ITERATIVE_SCAN,
+        },
         "published_share": PUBLISHED_SHARE,
         "queries": len(QUERIES),
         "repeats": args.repeats,

@@ -71,9 +71,7 @@ class SemanticImagesSettings:
             self._user_settings = getattr(settings, "SEMANTIC_IMAGES", {}) or {}
             unknown = set(self._user_settings) - set(self.defaults)
             if unknown:
-                raise ImproperlyConfigured(
-                    f"Unknown SEMANTIC_IMAGES setting(s): {', '.join(sorted(unknown))}."
-                )
+                raise ImproperlyConfigured(f"Unknown SEMANTIC_IMAGES setting(s): {', '.join(sorted(unknown))}.")
         return self._user_settings
 
     def __getattr__(self, attr: str) -> Any:
@@ -84,9 +82,7 @@ class SemanticImagesSettings:
             try:
                 val = import_string(val)
             except ImportError as exc:
-                raise ImproperlyConfigured(
-                    f"Could not import {val!r} for SEMANTIC_IMAGES[{attr!r}]: {exc}"
-                ) from exc
+                raise ImproperlyConfigured(f"Could not import {val!r} for SEMANTIC_IMAGES[{attr!r}]: {exc}") from exc
         self._cached.add(attr)
         setattr(self, attr, val)
         return val

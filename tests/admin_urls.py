@@ -2,9 +2,9 @@
 
 from django.contrib import admin
 from django.urls import path
-from photos.models import Photo
 
 from django_semantic_images.admin import SemanticImageAdmin
+from photos.models import Photo
 
 
 class OwnPhotosAdmin(SemanticImageAdmin):

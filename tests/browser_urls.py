@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.urls import re_path
 from django.views.static import serve
+
 from example_project.urls import urlpatterns as site_urls
 
 urlpatterns = [

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
-from photos.models import Photo
 from PIL import Image, ImageOps
 from rest_framework.test import APIClient
 
 from django_semantic_images.pipeline import embed_instances
+from photos.models import Photo
 from tests.conftest import image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -161,8 +161,13 @@ def many_rows(db, make_photo, sample_paths):
     sem = l2_normalize(rng.normal(size=(2000, 384)).astype(np.float32))
     vis = l2_normalize(rng.normal(size=(2000, 1280)).astype(np.float32))
     rows = [
-        Photo(image=template.image.name, published=(i % 10 == 0), embedding_status="embedded",
-              embedding_semantic=sem[i], embedding_visual=vis[i])
+        Photo(
+            image=template.image.name,
+            published=(i % 10 == 0),
+            embedding_status="embedded",
+            embedding_semantic=sem[i],
+            embedding_visual=vis[i],
+        )
         for i in range(2000)
     ]
     Photo.objects.bulk_create(rows, batch_size=500)
@@ -240,8 +245,10 @@ def test_relevance_floor_drops_weaker_results_and_ends_paging(client, sample_pho
 
 
 def test_searches_are_throttled_per_scope(client, sample_photos, settings):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {"semantic_search": "2/min", "semantic_image_search": None}}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"semantic_search": "2/min", "semantic_image_search": None},
+    }
     for _ in range(2):
         assert client.get(SEARCH, {"q": "a rocket"}).status_code == 200
     throttled = client.get(SEARCH, {"q": "a rocket"})
@@ -285,8 +292,22 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         ("q=cat&owner=", 400, "owner", "This filter is empty"),
         ("q=cat&created_after=2026-13-45", 400, "created_after", "valid date"),
     ],
-    ids=["empty", "whitespace", "100KB", "missing", "unsupported", "non-utf8", "limit-word", "limit-zero",
-         "offset-negative", "floor-nan", "floor-range", "filter-value", "filter-empty", "filter-date"],
+    ids=[
+        "empty",
+        "whitespace",
+        "100KB",
+        "missing",
+        "unsupported",
+        "non-utf8",
+        "limit-word",
+        "limit-zero",
+        "offset-negative",
+        "floor-nan",
+        "floor-range",
+        "filter-value",
+        "filter-empty",
+        "filter-date",
+    ],
 )
 def test_bad_text_queries_get_a_400_with_a_message(client, query, status, field, message):
     response = client.get(f"{SEARCH}?{query}")
@@ -304,8 +325,12 @@ def small_uploads(settings):
 @pytest.mark.parametrize(
     ("payload", "status", "field", "message"),
     [
-        ({"image": upload(b"%PDF-1.4 not an image at all" * 10, "doc.pdf", "application/pdf")}, 400, "image",
-         "not an image"),
+        (
+            {"image": upload(b"%PDF-1.4 not an image at all" * 10, "doc.pdf", "application/pdf")},
+            400,
+            "image",
+            "not an image",
+        ),
         ({"image": upload(jpeg()[:6000])}, 400, "image", "truncated"),
         ({"image": upload(png_claiming(60_000, 60_000), "bomb.png", "image/png")}, 400, "image", "too large"),
         ({"image": upload(png_claiming(8_000, 8_000), "bomb.png", "image/png")}, 400, "image", "over the limit"),
@@ -358,4 +383,3 @@ def test_the_schema_and_the_browsable_docs_are_served(client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
-

@@ -9,12 +9,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
-from photos.models import Photo
 from PIL import Image, ImageEnhance, ImageOps
 
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
 from django_semantic_images.pipeline import embed_instances
+from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
 

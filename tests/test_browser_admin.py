@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
-from photos.models import Photo
 from PIL import Image, ImageOps
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -21,6 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
+from photos.models import Photo
 from tests.conftest import image_bytes
 
 CHROMIUM = "/usr/bin/chromium"

@@ -46,13 +46,16 @@ def broker():
     """Point this process's Celery app at Redis (and back to no broker afterwards)."""
     from example_project.celery import app
 
-    with configured_app(
-        app,
-        broker_url=REDIS_URL,
-        result_backend=REDIS_URL,
-        broker_transport_options=BROKER_OPTIONS,
-        result_backend_transport_options=RESULT_OPTIONS,
-    ), override_settings(SEMANTIC_IMAGES={"QUEUE": QUEUE}):
+    with (
+        configured_app(
+            app,
+            broker_url=REDIS_URL,
+            result_backend=REDIS_URL,
+            broker_transport_options=BROKER_OPTIONS,
+            result_backend_transport_options=RESULT_OPTIONS,
+        ),
+        override_settings(SEMANTIC_IMAGES={"QUEUE": QUEUE}),
+    ):
         yield app
     cleanup_keys()
 

@@ -47,8 +47,9 @@ def test_model_without_a_manager_gets_a_searching_one():
 def test_field_pointing_at_a_missing_field_is_an_error():
     class Broken(models.Model):
         image = models.ImageField()
-        embedding = ImageEmbeddingField(image_field="picture", text_fields=["caption"],
-                                        visual_dimensions=8, semantic_dimensions=4)
+        embedding = ImageEmbeddingField(
+            image_field="picture", text_fields=["caption"], visual_dimensions=8, semantic_dimensions=4
+        )
 
         class Meta:
             app_label = "photos"
@@ -97,8 +98,10 @@ def test_database_check_reports_columns_of_another_size(settings):
         visual_dimensions = 2048
         semantic_dimensions = 384
 
-    with mock.patch.object(registry, "get_encoder", return_value=Wider()), \
-         mock.patch("django_semantic_images.encoders.get_encoder", return_value=Wider()):
+    with (
+        mock.patch.object(registry, "get_encoder", return_value=Wider()),
+        mock.patch("django_semantic_images.encoders.get_encoder", return_value=Wider()),
+    ):
         messages = check_database(databases=["default"])
     errors = [m for m in messages if m.id == "semantic_images.E004"]
     assert len(errors) == 1 and "1280-d" in errors[0].msg and "2048-d" in errors[0].msg

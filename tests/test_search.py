@@ -68,8 +68,13 @@ def many_rows(db, make_photo, sample_paths):
     sem = l2_normalize(rng.normal(size=(2000, 384)).astype(np.float32))
     vis = l2_normalize(rng.normal(size=(2000, 1280)).astype(np.float32))
     rows = [
-        Photo(image=template.image.name, published=(i % 10 == 0), embedding_status="embedded",
-              embedding_semantic=sem[i], embedding_visual=vis[i])
+        Photo(
+            image=template.image.name,
+            published=(i % 10 == 0),
+            embedding_status="embedded",
+            embedding_semantic=sem[i],
+            embedding_visual=vis[i],
+        )
         for i in range(2000)
     ]
     Photo.objects.bulk_create(rows, batch_size=500)
@@ -124,4 +129,3 @@ def test_similar_to_has_the_shape_the_visual_index_serves(index_forced):
     shape (ORDER BY visual <=> query LIMIT n) is one the HNSW index can serve."""
     plan = Photo.objects.similar_to(np.ones(1280, dtype=np.float32))[:10].explain()
     assert "Index Scan using photos_photo_vis_" in plan, plan
-

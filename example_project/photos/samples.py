@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SKIMAGE = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-           "hubble_deep_field.jpg", "camera.png", "coins.png", "retina.jpg", "horse.png"]
+SKIMAGE = [
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "camera.png",
+    "coins.png",
+    "retina.jpg",
+    "horse.png",
+]
 SKLEARN = ["china.jpg", "flower.jpg"]
 
 
