@@ -251,14 +251,21 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
     query_vectors = {q: encoder.encode_text(q) for q in QUERIES}
     client = APIClient()
 
-    def endpoint(q: str) -> None:
+    def endpoint_cached(q: str) -> None:
         response = client.get("/api/photos/search/", {"q": q, "limit": 10})
         assert response.status_code == 200 and len(response.json()["results"]) == 10, response.content
 
+    # The encoder keeps recent query vectors; the main figures measure words never seen before.
+    def endpoint(q: str) -> None:
+        encoder.clear_query_cache()
+        endpoint_cached(q)
+
     def text_encoding(q: str) -> None:
+        encoder.clear_query_cache()
         assert encoder.encode_text(q).shape == (encoder.semantic_dimensions,)
 
     def queryset_text(q: str) -> None:
+        encoder.clear_query_cache()
         assert len(list(Photo.objects.filter(published=True).semantic_search(q)[:10])) == 10
 
     def queryset_vector(q: str) -> None:
@@ -273,6 +280,7 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
         fn(QUERIES[0])
     load_before = os.getloadavg()[0]
     result["endpoint"] = percentiles(timed(endpoint, repeats))
+    result["endpoint_repeated_query"] = percentiles(timed(endpoint_cached, repeats))
     result["text_encoding"] = percentiles(timed(text_encoding, repeats))
     result["queryset_text"] = percentiles(timed(queryset_text, repeats))
     result["queryset_vector"] = percentiles(timed(queryset_vector, repeats))

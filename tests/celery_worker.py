@@ -50,7 +50,8 @@ def reset_app_connections(app: Any) -> None:
         app._pool.force_close_all()
     app._pool = None
     app.amqp._producer_pool = None
-    app._backend = None
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
 
 
 @contextmanager

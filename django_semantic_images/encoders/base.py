@@ -99,6 +99,11 @@ class Encoder(abc.ABC):
             )
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
 
+    def clear_query_cache(self) -> None:
+        """Forget cached query vectors."""
+        with self._cache_lock:
+            self._query_cache.clear()
+
     def encode_text(self, text: str) -> np.ndarray:
         """One query text to one semantic vector (recent queries are cached)."""
         with self._cache_lock:
