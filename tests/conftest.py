@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 from PIL import Image
@@ -59,3 +60,46 @@ def sample_photos(make_photo, sample_paths):
     for photo in photos.values():
         photo.refresh_from_db()
     return photos
+
+
+@pytest.fixture
+def random_rows(db, make_photo, sample_paths) -> np.ndarray:
+    """2,000 embedded rows with random unit vectors, every tenth published, in a freshly
+    built HNSW index; returns their semantic vectors (row i has ``random_rows[i]``)."""
+    from django.db import connection
+
+    from django_semantic_images.encoders.base import l2_normalize
+    from photos.models import Photo
+
+    template = make_photo(sample_paths["coffee"], published=False)
+    rng = np.random.default_rng(0)
+    sem = l2_normalize(rng.normal(size=(2000, 384)).astype(np.float32))
+    vis = l2_normalize(rng.normal(size=(2000, 1280)).astype(np.float32))
+    rows = [
+        Photo(
+            image=template.image.name,
+            published=(i % 10 == 0),
+            embedding_status="embedded",
+            embedding_semantic=sem[i],
+            embedding_visual=vis[i],
+        )
+        for i in range(2000)
+    ]
+    Photo.objects.bulk_create(rows, batch_size=500)
+    with connection.cursor() as cursor:
+        # Rows of earlier tests were rolled back but stay in the HNSW graph as dead tuples
+        # until a VACUUM; rebuild it (inside this test's transaction) so the graph is clean.
+        cursor.execute(f"REINDEX TABLE {Photo._meta.db_table}")
+        cursor.execute(f"ANALYZE {Photo._meta.db_table}")
+    return sem
+
+
+@pytest.fixture
+def index_forced(random_rows) -> np.ndarray:
+    """At 2,000 rows the planner scans a 10% filter exactly; at a site's size it takes the
+    index. Turn sequential scans off for this test's transaction to see the index's behaviour."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    return random_rows

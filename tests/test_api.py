@@ -149,35 +149,9 @@ def test_similar_to_a_photo_not_embedded_yet_is_a_conflict(client, make_photo, s
 
 
 @pytest.fixture
-def many_rows(db, make_photo, sample_paths):
-    """2,000 rows with random unit vectors, 10% published, and the planner forced onto the
-    HNSW indexes (at this size it would scan exactly; a site's table takes the index)."""
-    from django.db import connection
-
-    from django_semantic_images.encoders.base import l2_normalize
-
-    template = make_photo(sample_paths["coffee"], published=False)
-    rng = np.random.default_rng(1)
-    sem = l2_normalize(rng.normal(size=(2000, 384)).astype(np.float32))
-    vis = l2_normalize(rng.normal(size=(2000, 1280)).astype(np.float32))
-    rows = [
-        Photo(
-            image=template.image.name,
-            published=(i % 10 == 0),
-            embedding_status="embedded",
-            embedding_semantic=sem[i],
-            embedding_visual=vis[i],
-        )
-        for i in range(2000)
-    ]
-    Photo.objects.bulk_create(rows, batch_size=500)
-    with connection.cursor() as cursor:
-        # Rows of earlier tests were rolled back but stay in the HNSW graph as dead tuples
-        # until a VACUUM; rebuild it (inside this test's transaction) so the graph is clean.
-        cursor.execute(f"REINDEX TABLE {Photo._meta.db_table}")
-        cursor.execute(f"ANALYZE {Photo._meta.db_table}")
-        cursor.execute("SET LOCAL enable_seqscan = off")
-    plan = Photo.objects.filter(published=True).semantic_search(sem[5])[:37].explain()
+def many_rows(index_forced):
+    """The published rows among 2,000 random ones, with the planner on the HNSW indexes."""
+    plan = Photo.objects.filter(published=True).semantic_search(index_forced[5])[:37].explain()
     assert "Index Scan using photos_photo_sem_" in plan, plan
     return set(Photo.objects.filter(published=True).values_list("pk", flat=True))
 

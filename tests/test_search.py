@@ -56,52 +56,11 @@ def test_empty_query_is_refused():
         Photo.objects.semantic_search("   ")
 
 
-@pytest.fixture
-def many_rows(db, make_photo, sample_paths):
-    """2,000 rows with random unit vectors (10% published), enough for the planner to pick HNSW."""
-    from django.db import connection
-
-    from django_semantic_images.encoders.base import l2_normalize
-
-    template = make_photo(sample_paths["coffee"])
-    rng = np.random.default_rng(0)
-    sem = l2_normalize(rng.normal(size=(2000, 384)).astype(np.float32))
-    vis = l2_normalize(rng.normal(size=(2000, 1280)).astype(np.float32))
-    rows = [
-        Photo(
-            image=template.image.name,
-            published=(i % 10 == 0),
-            embedding_status="embedded",
-            embedding_semantic=sem[i],
-            embedding_visual=vis[i],
-        )
-        for i in range(2000)
-    ]
-    Photo.objects.bulk_create(rows, batch_size=500)
-    with connection.cursor() as cursor:
-        # Rows of earlier tests were rolled back but stay in the HNSW graph as dead tuples
-        # until a VACUUM; rebuild it (inside this test's transaction) so the graph is clean.
-        cursor.execute(f"REINDEX TABLE {Photo._meta.db_table}")
-        cursor.execute(f"ANALYZE {Photo._meta.db_table}")
-    return sem
-
-
-@pytest.fixture
-def index_forced(many_rows):
-    """At 2,000 rows the planner scans a 10% filter exactly; at a site's size it takes the
-    index. Turn sequential scans off for this test's transaction to see the index's behaviour."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-    return many_rows
-
-
 def test_filtered_search_still_fills_the_page(index_forced, settings):
     settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
-    many_rows = index_forced
-    assert "Index Scan" in Photo.objects.filter(published=True).semantic_search(many_rows[7])[:30].explain()
-    query = many_rows[7]
+    random_rows = index_forced
+    assert "Index Scan" in Photo.objects.filter(published=True).semantic_search(random_rows[7])[:30].explain()
+    query = random_rows[7]
     page = list(Photo.objects.filter(published=True).semantic_search(query)[:30])
     assert len(page) == 30
     assert all(p.published for p in page)
@@ -116,11 +75,11 @@ def test_without_iterative_scan_a_filtered_page_comes_back_short(index_forced, s
     assert len(page) < 30
 
 
-def test_query_plan_uses_the_hnsw_index(many_rows, settings):
+def test_query_plan_uses_the_hnsw_index(random_rows, settings):
     # The planner weighs ef_search against the table size: at 2,000 rows and the default
     # ef_search of 200 an exact scan is cheaper; at 40 the index wins even here.
     settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
-    plan = Photo.objects.semantic_search(many_rows[3])[:10].explain()
+    plan = Photo.objects.semantic_search(random_rows[3])[:10].explain()
     assert "Index Scan using photos_photo_sem_" in plan, plan
 
 
