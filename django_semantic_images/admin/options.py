@@ -191,9 +191,7 @@ class SemanticSearchAdminMixin:
             return self._rank(request, qs, [F("distance").asc()]), False
         if not search_term.strip():
             return super().get_search_results(request, queryset, search_term)
-        from ..encoders import get_encoder
-
-        vector = get_encoder().encode_text(search_term).tolist()
+        vector = field.get_encoder().encode_text(search_term).tolist()
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results)
         wanted = Q(pk__in=pks)

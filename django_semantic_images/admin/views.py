@@ -16,7 +16,6 @@ from django.utils.translation import gettext_lazy
 from PIL import Image
 
 from ..conf import semantic_settings
-from ..encoders import get_encoder
 from ..imaging import ImageDecodeError, load_query_image
 from .ranking import PHOTO_VAR, RANKING_VARS, store_photo_query
 
@@ -82,7 +81,7 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
     except ImageDecodeError as exc:
         messages.error(request, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
         return back
-    vector = get_encoder().encode_images([image]).visual[0]
+    vector = model_admin.get_embedding_field().get_encoder().encode_images([image]).visual[0]
     token = store_photo_query(request, vector, thumbnail=data_url(image), name=upload.name)
     params[PHOTO_VAR] = token
     return HttpResponseRedirect(changelist + "?" + params.urlencode())

@@ -1,0 +1,27 @@
+"""Helpers shared by the app's management commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.core.management.base import CommandError
+
+from ..apps import models_with_embeddings
+
+
+def resolve_model(label: str | None) -> Any:
+    """The model named ``app_label.Model``, or the only model with an embedding field."""
+    candidates = models_with_embeddings()
+    if label:
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"Unknown model {label!r} (use app_label.ModelName).") from exc
+        if model not in candidates:
+            raise CommandError(f"{label} has no ImageEmbeddingField.")
+        return model
+    if len(candidates) != 1:
+        names = ", ".join(m._meta.label for m in candidates) or "none"
+        raise CommandError(f"Name the model with --model (models with an ImageEmbeddingField: {names}).")
+    return candidates[0]

@@ -26,7 +26,7 @@ from ...fields import ImageEmbeddingField, embedding_fields
 from ...pipeline import EmbedReport, embed_pks
 from ...sweep import due_filter, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
-from .semantic_search import resolve_model
+from .. import resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
 CHUNK_BATCHES = 8

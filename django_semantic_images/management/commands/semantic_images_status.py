@@ -16,7 +16,7 @@ from ...encoders import get_encoder
 from ...fields import EmbeddingStatus, embedding_fields
 from ...pipeline import TRANSIENT_PREFIX
 from ...sweep import due_filter, stale_filter
-from .semantic_search import resolve_model
+from .. import resolve_model
 
 
 def field_status(model: Any, emb: Any) -> dict[str, Any]:

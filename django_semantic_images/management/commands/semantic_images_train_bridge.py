@@ -27,7 +27,7 @@ from ...training import (
     semantic_without_words,
     split_holdout,
 )
-from .semantic_search import resolve_model
+from .. import resolve_model
 
 
 class Command(BaseCommand):

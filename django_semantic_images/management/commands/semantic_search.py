@@ -5,28 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from ...apps import models_with_embeddings
 from ...imaging import ImageDecodeError
-
-
-def resolve_model(label: str | None) -> Any:
-    """The model named ``app_label.Model``, or the only model with an embedding field."""
-    candidates = models_with_embeddings()
-    if label:
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError) as exc:
-            raise CommandError(f"Unknown model {label!r} (use app_label.ModelName).") from exc
-        if model not in candidates:
-            raise CommandError(f"{label} has no ImageEmbeddingField.")
-        return model
-    if len(candidates) != 1:
-        names = ", ".join(m._meta.label for m in candidates) or "none"
-        raise CommandError(f"Name the model with --model (models with an ImageEmbeddingField: {names}).")
-    return candidates[0]
+from .. import resolve_model
 
 
 class Command(BaseCommand):
