@@ -19,6 +19,14 @@ DEFAULTS: dict[str, Any] = {
     "ENCODER_OPTIONS": {},
     # "auto" picks CUDA when torch sees a GPU, else the CPU; or "cpu", "cuda", "cuda:1".
     "DEVICE": "auto",
+    # Search texts: "auto" runs them through ONNX Runtime when the "onnx" extra is
+    # installed and the text model is on the CPU (same vectors, about twice as fast),
+    # "onnx" asks for it, "torch" keeps the torch model. QUERY_INT8 quantises that
+    # model's weights (faster again, slightly less relevant: docs/performance.md).
+    # MODEL_CACHE_DIR holds the exported model (None: ~/.cache/django-semantic-images).
+    "QUERY_RUNTIME": "auto",
+    "QUERY_INT8": False,
+    "MODEL_CACHE_DIR": None,
     # Images are embedded this many at a time.
     "BATCH_SIZE": 16,
     # Decoding limits: longest side an image is reduced to before encoding, and the
@@ -101,9 +109,10 @@ semantic_settings = SemanticImagesSettings(DEFAULTS)
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "SEMANTIC_IMAGES":
         semantic_settings.reload()
-        from .encoders import registry
+        from .encoders import onnx_queries, registry
 
         registry.reset()
+        onnx_queries.reset()
 
 
 setting_changed.connect(_reload)

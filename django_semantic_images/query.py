@@ -20,18 +20,26 @@ from .fields import EmbeddingStatus, get_embedding_field
 
 
 def hnsw_session_settings() -> list[tuple[str, str]]:
-    """The ``(name, value)`` pairs set with SET LOCAL before a ranked query."""
-    pairs = [("hnsw.ef_search", str(semantic_settings.HNSW_EF_SEARCH))]
+    """The ``(name, value)`` pairs set with SET LOCAL before a ranked query.
+
+    A setting of None is left to the server (a site can set it once per connection
+    instead, in ``DATABASES[...]["OPTIONS"]["options"]``; docs/settings.md).
+    """
+    values = [("hnsw.ef_search", semantic_settings.HNSW_EF_SEARCH)]
     if semantic_settings.HNSW_ITERATIVE_SCAN:
-        pairs.append(("hnsw.iterative_scan", str(semantic_settings.HNSW_ITERATIVE_SCAN)))
-        pairs.append(("hnsw.max_scan_tuples", str(semantic_settings.HNSW_MAX_SCAN_TUPLES)))
-        pairs.append(("hnsw.scan_mem_multiplier", str(semantic_settings.HNSW_SCAN_MEM_MULTIPLIER)))
-    return pairs
+        values += [
+            ("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),
+            ("hnsw.max_scan_tuples", semantic_settings.HNSW_MAX_SCAN_TUPLES),
+            ("hnsw.scan_mem_multiplier", semantic_settings.HNSW_SCAN_MEM_MULTIPLIER),
+        ]
+    return [(name, str(value)) for name, value in values if value is not None]
 
 
 def apply_hnsw_settings(using: str) -> None:
     """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip)."""
     pairs = hnsw_session_settings()
+    if not pairs:
+        return
     sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
     with connections[using].cursor() as cursor:
         cursor.execute(sql, [v for pair in pairs for v in pair])
@@ -89,16 +97,17 @@ class SemanticImageQuerySet(models.QuerySet):
         return self.filter(**{f.column("status"): EmbeddingStatus.FAILED})
 
     def _fetch_all(self) -> None:
-        if self._result_cache is None and self._vector_ranked:
-            with transaction.atomic(using=self.db):
+        if self._result_cache is None and self._vector_ranked and hnsw_session_settings():
+            # Inside a caller's transaction no savepoint is needed: SET LOCAL lasts until its end.
+            with transaction.atomic(using=self.db, savepoint=False):
                 apply_hnsw_settings(self.db)
                 super()._fetch_all()
             return
         super()._fetch_all()
 
     def explain(self, *, format: str | None = None, **options: Any) -> str:
-        if self._vector_ranked:
-            with transaction.atomic(using=self.db):
+        if self._vector_ranked and hnsw_session_settings():
+            with transaction.atomic(using=self.db, savepoint=False):
                 apply_hnsw_settings(self.db)
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)

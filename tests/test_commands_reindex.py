@@ -110,7 +110,11 @@ def test_status_counts_and_oldest_pending_row(rows, make_photo, sample_paths):
     assert info["counts"] == {"embedded": 1, "pending": 2, "failed": 2}
     assert info["failed_transient"] == 1 and info["total"] == 5
     assert info["oldest_pending"]["pk"] == str(rows["pending"].pk)
+    assert info["index_bytes"]["semantic"] > 0 and info["index_bytes"]["visual"] > 0
+    assert data["shared_buffers_bytes"] >= 128 * 2**20
     text = run("semantic_images_status")
+    assert "HNSW indexes: semantic " in text
+    assert f"shared_buffers {data['shared_buffers_bytes'] / 2**20:.0f} MB" in text
     assert "photos.Photo.embedding: 5 rows: 1 embedded, 2 pending, 2 failed (1 for a passing reason)" in text
     assert f"oldest pending: pk={rows['pending'].pk}" in text
 

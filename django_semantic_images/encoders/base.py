@@ -90,6 +90,11 @@ class Encoder(abc.ABC):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts to semantic vectors, shape ``(len(texts), semantic_dimensions)``."""
 
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search texts to semantic vectors; an encoder may give queries a faster path
+        (the ConSE encoder's ONNX Runtime one) as long as the vectors are the same."""
+        return self.encode_texts(texts)
+
     def encode_images(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
         """Decoded RGB images to vectors (preprocess + encode in one call)."""
         if not images:
@@ -111,7 +116,7 @@ class Encoder(abc.ABC):
             if cached is not None:
                 self._query_cache.move_to_end(text)
                 return cached
-        vector = self.encode_texts([text])[0]
+        vector = self.encode_queries([text])[0]
         vector.setflags(write=False)
         with self._cache_lock:
             self._query_cache[text] = vector

@@ -21,9 +21,11 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from ..conf import semantic_settings
 from .base import Encoder, ImageEmbeddings, l2_normalize
 from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from .labels import imagenet_classes
+from .onnx_queries import query_encoder
 from .text import shared_sentence_encoder
 
 CROP = 224
@@ -201,3 +203,14 @@ class ConSEEncoder(Encoder):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         self.ensure_loaded()
         return self.text.encode(list(texts))
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search texts through ``QUERY_RUNTIME`` (ONNX Runtime on a CPU when installed)."""
+        self.ensure_loaded()
+        encoder = query_encoder(
+            self.text,
+            runtime=semantic_settings.QUERY_RUNTIME,
+            int8=bool(semantic_settings.QUERY_INT8),
+            cache_dir=semantic_settings.MODEL_CACHE_DIR,
+        )
+        return encoder.encode(list(texts))

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.db import connections
 from django.db.models import Count
 from django.utils import timezone
 
@@ -49,7 +50,29 @@ def field_status(model: Any, emb: Any) -> dict[str, Any]:
         "other_encoder": manager.filter(stale_filter(emb)).count(),
         "due": manager.filter(due_filter(emb)).count(),
         "oldest_pending": oldest_info,
+        "index_bytes": index_sizes(model, emb),
     }
+
+
+def index_sizes(model: Any, emb: Any) -> dict[str, int | None]:
+    """On-disk size of the field's two HNSW indexes (None: the index does not exist)."""
+    sizes: dict[str, int | None] = {}
+    with connections[model._default_manager.db].cursor() as cursor:
+        for suffix in ("semantic", "visual"):
+            cursor.execute("SELECT pg_relation_size(to_regclass(%s))", [emb.index_name(model, suffix)])
+            sizes[suffix] = cursor.fetchone()[0]
+    return sizes
+
+
+def shared_buffers(using: str = "default") -> int:
+    """The server's ``shared_buffers``, in bytes."""
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT pg_size_bytes(current_setting('shared_buffers'))")
+        return int(cursor.fetchone()[0])
+
+
+def megabytes(n: int | None) -> str:
+    return "missing" if n is None else f"{n / 2**20:.0f} MB"
 
 
 class Command(BaseCommand):
@@ -69,6 +92,7 @@ class Command(BaseCommand):
             "semantic_dimensions": encoder.semantic_dimensions,
             "mode": f"queue {semantic_settings.QUEUE!r}" if use_queue() else "in-process (no broker)",
             "pending_timeout": semantic_settings.PENDING_TIMEOUT,
+            "shared_buffers_bytes": shared_buffers(),
             "fields": [field_status(m, f) for m in model_list for f in embedding_fields(m)],
         }
         if json:
@@ -88,6 +112,16 @@ class Command(BaseCommand):
                 f"{c['pending']} pending, {c['failed']} failed ({info['failed_transient']} for a passing reason); "
                 f"{info['other_encoder']} from another encoder; {info['due']} due for the sweep."
             )
+            sizes = info["index_bytes"]
+            self.stdout.write(
+                f"  HNSW indexes: semantic {megabytes(sizes['semantic'])}, visual {megabytes(sizes['visual'])}; "
+                f"shared_buffers {megabytes(data['shared_buffers_bytes'])}."
+            )
+            if (sizes["semantic"] or 0) > data["shared_buffers_bytes"]:
+                self.stdout.write(
+                    "  The semantic index is larger than shared_buffers: text searches read it from the "
+                    "operating system's cache (docs/installation.md)."
+                )
             oldest = info["oldest_pending"]
             if oldest:
                 age = f"{oldest['age_seconds']} s ago" if oldest["age_seconds"] is not None else "unknown time"

@@ -1,0 +1,156 @@
+"""Search words through ONNX Runtime: same vectors as torch, exported once, and torch as the fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from django_semantic_images.conf import semantic_settings
+from django_semantic_images.encoders import get_encoder, onnx_queries
+from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder, query_encoder
+from django_semantic_images.encoders.text import SentenceEncoder
+
+TEXTS = ["a cup of coffee", "a red bicycle leaning against a wall in the evening sun", "cat", ""]
+
+
+@pytest.fixture(autouse=True)
+def fresh_query_encoders():
+    onnx_queries.reset()
+    yield
+    onnx_queries.reset()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised two-layer BERT with a small WordPiece vocabulary, saved like a hub model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = ["a", "cup", "of", "coffee", "red", "bicycle", "cat", "wall", "the", "in", "sun"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *sorted({c for w in words for c in w})]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def loaded(path) -> SentenceEncoder:
+    text = SentenceEncoder(str(path), "cpu")
+    text.load()
+    return text
+
+
+def test_onnx_vectors_equal_the_torch_vectors_of_minilm():
+    """The real query model: a padded batch and single texts give the torch model's vectors."""
+    encoder = get_encoder()
+    encoder.ensure_loaded()
+    onnx = OnnxQueryEncoder(encoder.text)  # the default cache folder: exported once per machine
+    got = onnx.encode(TEXTS)
+    expected = encoder.text.encode(TEXTS)
+    assert got.shape == expected.shape == (4, 384)
+    np.testing.assert_allclose(np.sum(got * expected, axis=1), 1.0, atol=1e-4)
+    single = onnx.encode([TEXTS[1]])[0]
+    assert float(single @ expected[1]) > 0.9999
+    assert onnx.path.exists() and onnx.path.parent == onnx_queries.default_cache_dir()
+
+
+def test_default_settings_send_search_words_through_onnx_and_keep_the_ranking(sample_photos, monkeypatch):
+    """Under the default QUERY_RUNTIME ("auto", the extra installed), a search uses ONNX
+    Runtime and finds what the torch model finds."""
+    from photos.models import Photo
+
+    encoder = get_encoder()
+    encoder.ensure_loaded()
+    chosen = query_encoder(encoder.text, runtime="auto", int8=False, cache_dir=None)
+    assert isinstance(chosen, OnnxQueryEncoder)
+    encoder.clear_query_cache()
+    via_onnx = [p.pk for p in Photo.objects.semantic_search("a cup of coffee")[:5]]
+    # The setting itself, without override_settings (which would reload the encoder).
+    monkeypatch.setattr(semantic_settings, "QUERY_RUNTIME", "torch")
+    encoder.clear_query_cache()
+    via_torch = [p.pk for p in Photo.objects.semantic_search("a cup of coffee")[:5]]
+    assert via_onnx == via_torch
+    assert via_onnx[0] == sample_photos["coffee"].pk
+
+
+def test_int8_weights_stay_close_and_find_the_same_first_photo(sample_photos, tmp_path, monkeypatch):
+    from photos.models import Photo
+
+    encoder = get_encoder()
+    encoder.ensure_loaded()
+    monkeypatch.setattr(semantic_settings, "QUERY_INT8", True)
+    monkeypatch.setattr(semantic_settings, "MODEL_CACHE_DIR", str(tmp_path))
+    encoder.clear_query_cache()
+    first = Photo.objects.semantic_search("a cup of coffee").first()
+    assert first.pk == sample_photos["coffee"].pk
+    made = list(tmp_path.glob("*.onnx"))
+    assert len(made) == 1 and made[0].name.endswith("-int8.onnx")  # the search made the int8 model
+    chosen = query_encoder(encoder.text, runtime="auto", int8=True, cache_dir=str(tmp_path))
+    assert isinstance(chosen, OnnxQueryEncoder) and chosen.int8 and chosen.path == made[0]
+    cosines = np.sum(chosen.encode(TEXTS[:3]) * encoder.text.encode(TEXTS[:3]), axis=1)
+    assert np.all(cosines > 0.95) and np.all(cosines < 0.99999), cosines  # close, and really quantised
+
+
+def test_a_model_is_exported_once_per_fingerprint(tiny_bert, tmp_path):
+    import torch
+
+    text = loaded(tiny_bert)
+    first = OnnxQueryEncoder(text, cache_dir=tmp_path)
+    first.load()
+    stamp = first.path.stat().st_mtime_ns
+    again = OnnxQueryEncoder(loaded(tiny_bert), cache_dir=tmp_path)
+    again.load()
+    assert again.path == first.path and again.path.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.encode(TEXTS), text.encode(TEXTS), atol=1e-5)
+
+    changed = loaded(tiny_bert)
+    with torch.no_grad():
+        changed.model.encoder.layer[0].output.dense.bias.add_(0.5)
+    other = OnnxQueryEncoder(changed, cache_dir=tmp_path)
+    other.load()
+    assert other.path != first.path
+    np.testing.assert_allclose(other.encode(TEXTS), changed.encode(TEXTS), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == sorted([first.path.name, other.path.name])
+
+
+def test_an_export_that_disagrees_with_torch_is_refused_and_search_stays_on_torch(
+    tiny_bert, tmp_path, monkeypatch, caplog
+):
+    text = loaded(tiny_bert)
+    monkeypatch.setitem(onnx_queries.MIN_COSINE, False, 1.5)  # no export can reach it
+    with caplog.at_level(logging.WARNING, logger="django_semantic_images.encoders.onnx_queries"):
+        chosen = query_encoder(text, runtime="onnx", int8=False, cache_dir=str(tmp_path))
+    assert chosen is text
+    assert "disagrees with torch" in caplog.text
+    assert not list(tmp_path.glob("*.onnx"))  # nothing half-made is left for the next process
+
+
+def test_an_unwritable_cache_folder_leaves_search_on_torch(tiny_bert, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    text = loaded(tiny_bert)
+    with caplog.at_level(logging.WARNING, logger="django_semantic_images.encoders.onnx_queries"):
+        chosen = query_encoder(text, runtime="auto", int8=False, cache_dir=str(blocker / "cache"))
+    assert chosen is text
+    assert "stay on torch" in caplog.text
+    np.testing.assert_allclose(chosen.encode(["a cup"]), text.encode(["a cup"]))
+
+
+def test_torch_runtime_and_gpu_models_skip_onnx(tiny_bert, tmp_path):
+    text = loaded(tiny_bert)
+    assert query_encoder(text, runtime="torch", int8=False, cache_dir=str(tmp_path)) is text
+    text.device = "cuda"  # the ONNX path is for CPU processes; a GPU encodes queries in torch
+    assert query_encoder(text, runtime="auto", int8=False, cache_dir=str(tmp_path)) is text
+    assert not list(tmp_path.iterdir())
