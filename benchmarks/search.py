@@ -84,6 +84,8 @@ QUERIES = [
 ]
 PUBLISHED_SHARE = 0.9
 EF_SEARCH_SWEEP = (40, 100, 200, 400)
+EF_SEARCH_IN_FORCE = [200]  # set in main(): the setting's, or the connection's
+CONNECTION_OPTIONS: dict[str, str] = {}  # the HNSW parameters given per connection, if so
 SEM_INDEX = "photos_photo_sem_0cdd5aa8"
 
 
@@ -254,7 +256,6 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
     from django.db import connection
     from rest_framework.test import APIClient
 
-    from django_semantic_images.conf import semantic_settings
     from django_semantic_images.encoders import get_encoder
     from photos.models import Photo
 
@@ -335,11 +336,38 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
                 **percentiles(samples),
             }
         )
-        if ef == semantic_settings.HNSW_EF_SEARCH:
+        if ef == EF_SEARCH_IN_FORCE[0]:
             result["recall_at_10"] = result["ef_search_sweep"][-1]["recall_at_10"]
             result["recall_at_10_min"] = result["ef_search_sweep"][-1]["recall_at_10_min"]
     connection.close()
     return result
+
+
+def override_settings(overrides: dict) -> None:
+    from django.conf import settings
+
+    from django_semantic_images.conf import semantic_settings
+
+    settings.SEMANTIC_IMAGES = {**getattr(settings, "SEMANTIC_IMAGES", {}), **overrides}
+    semantic_settings.reload()
+
+
+def per_connection() -> None:
+    """Put the HNSW search parameters into the connection's startup options and turn the
+    per-query SET LOCAL off (the tuning docs/settings.md describes)."""
+    from django.db import connections
+
+    from django_semantic_images.query import hnsw_session_settings
+
+    pairs = dict(hnsw_session_settings())
+    EF_SEARCH_IN_FORCE[0] = int(pairs["hnsw.ef_search"])
+    CONNECTION_OPTIONS.update(pairs)
+    conn = connections["default"]
+    conn.close()
+    options = conn.settings_dict.setdefault("OPTIONS", {})
+    options["options"] = " ".join(f"-c {name}={value}" for name, value in pairs.items())
+    keys = ("HNSW_EF_SEARCH", "HNSW_ITERATIVE_SCAN", "HNSW_MAX_SCAN_TUPLES", "HNSW_SCAN_MEM_MULTIPLIER")
+    override_settings(dict.fromkeys(keys))
 
 
 def query_runtime(encoder) -> str:
@@ -375,6 +403,11 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, help="override SEMANTIC_IMAGES['HNSW_EF_SEARCH'] for the run")
     parser.add_argument("--query-runtime", choices=["auto", "onnx", "torch"], help="override QUERY_RUNTIME")
     parser.add_argument("--query-int8", action="store_true", help="set QUERY_INT8 for the run")
+    parser.add_argument(
+        "--hnsw-per-connection",
+        action="store_true",
+        help="set the HNSW search parameters once per connection (docs/settings.md) instead of per query",
+    )
     args = parser.parse_args()
     setup_django()
     overrides = {
@@ -384,16 +417,16 @@ def main() -> None:
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
-        from django.conf import settings
-
-        from django_semantic_images.conf import semantic_settings
-
-        settings.SEMANTIC_IMAGES = {**getattr(settings, "SEMANTIC_IMAGES", {}), **overrides}
-        semantic_settings.reload()
+        override_settings(overrides)
+    if args.hnsw_per_connection:
+        per_connection()
     from django.core.management import call_command
 
     from django_semantic_images.conf import semantic_settings
     from django_semantic_images.encoders import get_encoder
+
+    if not args.hnsw_per_connection:
+        EF_SEARCH_IN_FORCE[0] = semantic_settings.HNSW_EF_SEARCH
 
     call_command("migrate", verbosity=0)
     encoder = get_encoder()
@@ -409,8 +442,9 @@ def main() -> None:
         "hnsw": {
             "m": 16,
             "ef_construction": 64,
-            "ef_search": semantic_settings.HNSW_EF_SEARCH,
-            "iterative_scan": semantic_settings.HNSW_ITERATIVE_SCAN,
+            "ef_search": EF_SEARCH_IN_FORCE[0],
+            "set": "per connection" if args.hnsw_per_connection else "per query (SET LOCAL)",
+            "iterative_scan": CONNECTION_OPTIONS.get("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),
         },
         "query_runtime": query_runtime(encoder),
         "debug": settings_debug(),

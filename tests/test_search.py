@@ -88,3 +88,17 @@ def test_similar_to_has_the_shape_the_visual_index_serves(index_forced):
     shape (ORDER BY visual <=> query LIMIT n) is one the HNSW index can serve."""
     plan = Photo.objects.similar_to(np.ones(1280, dtype=np.float32))[:10].explain()
     assert "Index Scan using photos_photo_vis_" in plan, plan
+
+
+def test_query_vectors_reach_postgresql_bit_for_bit():
+    """The SQL literal of a query vector gives PostgreSQL exactly the float32 values."""
+    from django.db import connection
+
+    from django_semantic_images.expressions import vector_literal
+
+    rng = np.random.default_rng(7)
+    vectors = [rng.normal(size=384).astype(np.float32), np.array([1e-38, -3.4e38, 0.1, 1 / 3], np.float32)]
+    with connection.cursor() as cursor:
+        for vector in vectors:
+            cursor.execute("SELECT %s::vector::real[]", [vector_literal(vector)])
+            assert np.array_equal(np.array(cursor.fetchone()[0], dtype=np.float32), vector)
