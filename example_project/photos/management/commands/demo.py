@@ -6,6 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from django_semantic_images.encoders import get_encoder
+
 USERNAME = PASSWORD = "admin"
 
 
@@ -19,6 +21,10 @@ class Command(BaseCommand):
     def handle(self, *args, addrport: str, no_serve: bool, **options):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("load_photos")
+        # Load the search model in this process (runserver runs here, without its reloader), so the
+        # first search is quick; on a new machine this also exports the ONNX query model once.
+        self.stdout.write("Preparing the search model...")
+        get_encoder().encode_text("a cup of coffee")
         User = get_user_model()
         if not User.objects.filter(username=USERNAME).exists():
             User.objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)
