@@ -372,18 +372,12 @@ def per_connection() -> None:
 
 def query_runtime(encoder) -> str:
     """Which model encodes the search words: "onnxruntime", "onnxruntime int8" or "torch"."""
-    from django_semantic_images.conf import semantic_settings
-    from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder, query_encoder
+    from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder, configured_query_encoder
 
     text = getattr(encoder, "text", None)
     if text is None:
         return "torch"
-    chosen = query_encoder(
-        text,
-        runtime=semantic_settings.QUERY_RUNTIME,
-        int8=bool(semantic_settings.QUERY_INT8),
-        cache_dir=semantic_settings.MODEL_CACHE_DIR,
-    )
+    chosen = configured_query_encoder(text)
     if isinstance(chosen, OnnxQueryEncoder):
         return "onnxruntime int8" if chosen.int8 else "onnxruntime"
     return "torch"

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..conf import semantic_settings
 from .base import Encoder, ImageEmbeddings, l2_normalize
 from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from .labels import imagenet_classes
-from .onnx_queries import query_encoder
+from .onnx_queries import configured_query_encoder
 from .text import shared_sentence_encoder
 
 CROP = 224
@@ -207,10 +206,4 @@ class ConSEEncoder(Encoder):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search texts through ``QUERY_RUNTIME`` (ONNX Runtime on a CPU when installed)."""
         self.ensure_loaded()
-        encoder = query_encoder(
-            self.text,
-            runtime=semantic_settings.QUERY_RUNTIME,
-            int8=bool(semantic_settings.QUERY_INT8),
-            cache_dir=semantic_settings.MODEL_CACHE_DIR,
-        )
-        return encoder.encode(list(texts))
+        return configured_query_encoder(self.text).encode(list(texts))

@@ -241,6 +241,18 @@ def query_encoder(text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir:
     return found if found is not None else text
 
 
+def configured_query_encoder(text: SentenceEncoder) -> Any:
+    """``query_encoder`` for ``text`` as ``QUERY_RUNTIME``, ``QUERY_INT8`` and ``MODEL_CACHE_DIR`` say."""
+    from ..conf import semantic_settings
+
+    return query_encoder(
+        text,
+        runtime=semantic_settings.QUERY_RUNTIME,
+        int8=bool(semantic_settings.QUERY_INT8),
+        cache_dir=semantic_settings.MODEL_CACHE_DIR,
+    )
+
+
 def _load_query_encoder(text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir: str | None) -> Any:
     if not onnx_available():
         if runtime == "onnx":
