@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ def main() -> None:
     import django
 
     django.setup()
-    import torch
+    from machine import describe as describe_machine
     from PIL import Image
     from relevance import Captioned
 
@@ -89,8 +88,7 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"threads={torch.get_num_threads()}",
+        "machine": describe_machine(),
         "images": len(names),
         "queries": len(texts),
         "rows": rows,

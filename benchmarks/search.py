@@ -15,7 +15,9 @@ probability-weighted mix of 10 of the encoder's 1,000 ImageNet label embeddings
 (Dirichlet weights) plus a little noise, 90% of them published. Rows go in with
 binary COPY; the HNSW index is built afterwards. Queries are real sentences,
 encoded by MiniLM on every request (the query cache is emptied first), through the
-query runtime the settings choose (``--query-runtime``, ``--query-int8``).
+query runtime the settings choose (``--query-runtime``, ``--query-precision``);
+``--compare-precision`` also times the endpoint with the other precision (int8 or
+float32 weights), interleaved with the first, so that both see the same machine.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -86,6 +87,7 @@ PUBLISHED_SHARE = 0.9
 EF_SEARCH_SWEEP = (40, 100, 200, 400)
 EF_SEARCH_IN_FORCE = [200]  # set in main(): the setting's, or the connection's
 CONNECTION_OPTIONS: dict[str, str] = {}  # the HNSW parameters given per connection, if so
+COMPARE_PRECISION = [False]  # set in main(): also time the endpoint with QUERY_INT8 flipped, interleaved
 SEM_INDEX = "photos_photo_sem_0cdd5aa8"
 
 
@@ -280,6 +282,25 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
 
     torch_text = getattr(encoder, "text", None)  # the ConSE encoder's torch MiniLM, for comparison
 
+    from django_semantic_images.conf import semantic_settings
+
+    int8 = bool(semantic_settings.QUERY_INT8)
+    other = "float32" if int8 else "int8"
+
+    def flipped(fn):
+        """``fn`` with ``QUERY_INT8`` flipped for the call (the settings object's cached value, swapped)."""
+
+        def run(q: str) -> None:
+            semantic_settings.QUERY_INT8 = not int8
+            try:
+                fn(q)
+            finally:
+                semantic_settings.QUERY_INT8 = int8
+
+        return run
+
+    compare = {f"endpoint_{other}": flipped(endpoint), f"text_encoding_{other}": flipped(text_encoding)}
+
     def text_encoding_torch(q: str) -> None:
         assert torch_text.encode([q]).shape == (1, encoder.semantic_dimensions)
 
@@ -298,14 +319,18 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
 
     plan = Photo.objects.filter(published=True).semantic_search(query_vectors[QUERIES[0]])[:10].explain()
     result["plan_uses_hnsw"] = SEM_INDEX in plan
-    for fn in (endpoint, queryset_text, queryset_vector, exact_vector):  # warm caches and the models
+    if not COMPARE_PRECISION[0]:
+        compare = {}
+    for fn in (endpoint, queryset_text, queryset_vector, exact_vector, *compare.values()):  # warm caches, models
         fn(QUERIES[0])
     load_before = os.getloadavg()[0]
     # endpoint_repeated_query follows endpoint, which has just encoded the same words.
     fns = {
         "endpoint": endpoint,
         "endpoint_repeated_query": endpoint_cached,
+        **{name: fn for name, fn in compare.items() if name.startswith("endpoint")},
         "text_encoding": text_encoding,
+        **{name: fn for name, fn in compare.items() if name.startswith("text_encoding")},
         **({"text_encoding_torch": text_encoding_torch} if torch_text is not None else {}),
         "queryset_text": queryset_text,
         "queryset_vector": queryset_vector,
@@ -396,7 +421,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--ef-search", type=int, help="override SEMANTIC_IMAGES['HNSW_EF_SEARCH'] for the run")
     parser.add_argument("--query-runtime", choices=["auto", "onnx", "torch"], help="override QUERY_RUNTIME")
-    parser.add_argument("--query-int8", action="store_true", help="set QUERY_INT8 for the run")
+    parser.add_argument(
+        "--query-precision", choices=["int8", "float32"], help="override QUERY_INT8 (int8: True, float32: False)"
+    )
+    parser.add_argument(
+        "--compare-precision",
+        action="store_true",
+        help="also time the endpoint and the encoding with the other QUERY_INT8, interleaved with the first",
+    )
     parser.add_argument(
         "--hnsw-per-connection",
         action="store_true",
@@ -407,13 +439,14 @@ def main() -> None:
     overrides = {
         "HNSW_EF_SEARCH": args.ef_search,
         "QUERY_RUNTIME": args.query_runtime,
-        "QUERY_INT8": args.query_int8 or None,
+        "QUERY_INT8": None if args.query_precision is None else args.query_precision == "int8",
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
         override_settings(overrides)
     if args.hnsw_per_connection:
         per_connection()
+    COMPARE_PRECISION[0] = args.compare_precision
     from django.core.management import call_command
 
     from django_semantic_images.conf import semantic_settings
@@ -428,11 +461,10 @@ def main() -> None:
     label_vectors = getattr(encoder, "label_vectors", None)
     if label_vectors is None:  # another encoder: fall back to random directions
         label_vectors = np.random.default_rng(0).normal(size=(1000, encoder.semantic_dimensions)).astype(np.float32)
-    import torch
+    from benchmarks.machine import describe as describe_machine
 
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, torch "
-        f"{torch.__version__} threads={torch.get_num_threads()}",
+        "machine": describe_machine(),
         "hnsw": {
             "m": 16,
             "ef_construction": 64,

@@ -144,5 +144,5 @@ def test_query_vectors_are_cached_per_text():
     encoder = get_encoder()
     first = encoder.encode_text("a lighthouse at dusk")
     assert encoder.encode_text("a lighthouse at dusk") is first
-    np.testing.assert_allclose(first, encoder.encode_texts(["a lighthouse at dusk"])[0], atol=1e-6)
+    np.testing.assert_allclose(first, encoder.encode_queries(["a lighthouse at dusk"])[0], atol=1e-6)
     assert not first.flags.writeable

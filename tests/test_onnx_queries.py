@@ -9,7 +9,7 @@ import pytest
 
 from django_semantic_images.conf import semantic_settings
 from django_semantic_images.encoders import get_encoder, onnx_queries
-from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder, query_encoder
+from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder, configured_query_encoder, query_encoder
 from django_semantic_images.encoders.text import SentenceEncoder
 
 TEXTS = ["a cup of coffee", "a red bicycle leaning against a wall in the evening sun", "cat", ""]
@@ -66,41 +66,62 @@ def test_onnx_vectors_equal_the_torch_vectors_of_minilm():
     assert onnx.path.exists() and onnx.path.parent == onnx_queries.default_cache_dir()
 
 
-def test_default_settings_send_search_words_through_onnx_and_keep_the_ranking(sample_photos, monkeypatch):
-    """Under the default QUERY_RUNTIME ("auto", the extra installed), a search uses ONNX
-    Runtime and finds what the torch model finds."""
+def test_the_fingerprint_does_not_depend_on_the_thread_count():
+    """Web processes with different thread settings share one exported file."""
+    import torch
+
+    encoder = get_encoder()
+    encoder.ensure_loaded()
+    before = torch.get_num_threads()
+    try:
+        names = set()
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            names.add(onnx_queries.fingerprint(encoder.text, int8=True))
+    finally:
+        torch.set_num_threads(before)
+    assert len(names) == 1
+    assert onnx_queries.fingerprint(encoder.text, int8=False) not in names
+
+
+def test_default_settings_send_search_words_through_int8_onnx_and_keep_the_ranking(sample_photos, monkeypatch):
+    """Under the default settings (QUERY_RUNTIME "auto" with the extra installed, QUERY_INT8
+    on), a search goes through the int8 ONNX model, whose vectors are close to torch's but
+    really quantised, and finds what the torch model finds."""
     from photos.models import Photo
 
     encoder = get_encoder()
     encoder.ensure_loaded()
-    chosen = query_encoder(encoder.text, runtime="auto", int8=False, cache_dir=None)
-    assert isinstance(chosen, OnnxQueryEncoder)
+    chosen = configured_query_encoder(encoder.text)
+    assert isinstance(chosen, OnnxQueryEncoder) and chosen.int8 and chosen.path.name.endswith("-int8.onnx")
+    cosines = np.sum(chosen.encode(TEXTS[:3]) * encoder.text.encode(TEXTS[:3]), axis=1)
+    assert np.all(cosines > 0.98) and np.all(cosines < 0.99999), cosines
     encoder.clear_query_cache()
-    via_onnx = [p.pk for p in Photo.objects.semantic_search("a cup of coffee")[:5]]
+    via_int8 = [p.pk for p in Photo.objects.semantic_search("a cup of coffee")[:5]]
     # The setting itself, without override_settings (which would reload the encoder).
     monkeypatch.setattr(semantic_settings, "QUERY_RUNTIME", "torch")
     encoder.clear_query_cache()
     via_torch = [p.pk for p in Photo.objects.semantic_search("a cup of coffee")[:5]]
-    assert via_onnx == via_torch
-    assert via_onnx[0] == sample_photos["coffee"].pk
+    assert via_int8 == via_torch
+    assert via_int8[0] == sample_photos["coffee"].pk
 
 
-def test_int8_weights_stay_close_and_find_the_same_first_photo(sample_photos, tmp_path, monkeypatch):
+def test_float32_setting_gives_the_torch_vectors(sample_photos, tmp_path, monkeypatch):
+    """``QUERY_INT8 = False``: the search exports the float32 model, whose vectors are torch's."""
     from photos.models import Photo
 
     encoder = get_encoder()
     encoder.ensure_loaded()
-    monkeypatch.setattr(semantic_settings, "QUERY_INT8", True)
+    monkeypatch.setattr(semantic_settings, "QUERY_INT8", False)
     monkeypatch.setattr(semantic_settings, "MODEL_CACHE_DIR", str(tmp_path))
     encoder.clear_query_cache()
     first = Photo.objects.semantic_search("a cup of coffee").first()
     assert first.pk == sample_photos["coffee"].pk
     made = list(tmp_path.glob("*.onnx"))
-    assert len(made) == 1 and made[0].name.endswith("-int8.onnx")  # the search made the int8 model
-    chosen = query_encoder(encoder.text, runtime="auto", int8=True, cache_dir=str(tmp_path))
-    assert isinstance(chosen, OnnxQueryEncoder) and chosen.int8 and chosen.path == made[0]
-    cosines = np.sum(chosen.encode(TEXTS[:3]) * encoder.text.encode(TEXTS[:3]), axis=1)
-    assert np.all(cosines > 0.95) and np.all(cosines < 0.99999), cosines  # close, and really quantised
+    assert len(made) == 1 and not made[0].name.endswith("-int8.onnx")  # the search made the float32 model
+    chosen = configured_query_encoder(encoder.text)
+    assert isinstance(chosen, OnnxQueryEncoder) and not chosen.int8 and chosen.path == made[0]
+    np.testing.assert_allclose(np.sum(chosen.encode(TEXTS) * encoder.text.encode(TEXTS), axis=1), 1.0, atol=1e-4)
 
 
 def test_a_model_is_exported_once_per_fingerprint(tiny_bert, tmp_path):
@@ -135,6 +156,17 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_search_stays_on_torc
     assert chosen is text
     assert "disagrees with torch" in caplog.text
     assert not list(tmp_path.glob("*.onnx"))  # nothing half-made is left for the next process
+
+
+def test_an_int8_model_that_disagrees_with_torch_falls_back_to_float32(tiny_bert, tmp_path, monkeypatch, caplog):
+    text = loaded(tiny_bert)
+    monkeypatch.setitem(onnx_queries.MIN_COSINE, True, 1.5)  # no int8 model can reach it
+    with caplog.at_level(logging.WARNING, logger="django_semantic_images.encoders.onnx_queries"):
+        chosen = query_encoder(text, runtime="auto", int8=True, cache_dir=str(tmp_path))
+    assert isinstance(chosen, OnnxQueryEncoder) and not chosen.int8
+    assert "float32 weights" in caplog.text and "disagrees with torch" in caplog.text
+    assert [p.name.endswith("-int8.onnx") for p in tmp_path.glob("*.onnx")] == [False]
+    np.testing.assert_allclose(chosen.encode(TEXTS), text.encode(TEXTS), atol=1e-5)
 
 
 def test_an_unwritable_cache_folder_leaves_search_on_torch(tiny_bert, tmp_path, caplog):
