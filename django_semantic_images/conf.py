@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE": "auto",
     # Search texts: "auto" runs them through ONNX Runtime when the "onnx" extra is
     # installed and the text model is on the CPU, "onnx" asks for it, "torch" keeps the
-    # torch model. QUERY_INT8 runs that model with int8 weights: a search ~3 ms faster on
+    # torch model. QUERY_INT8 runs that model with int8 weights: a search ~2 ms faster on
     # a 2-core VM, relevance within noise of float32 (docs/performance.md); False gives
     # the torch vectors exactly. MODEL_CACHE_DIR holds the exported model (None:
     # ~/.cache/django-semantic-images).
