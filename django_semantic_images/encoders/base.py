@@ -92,7 +92,8 @@ class Encoder(abc.ABC):
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search texts to semantic vectors; an encoder may give queries a faster path
-        (the ConSE encoder's ONNX Runtime one) as long as the vectors are the same."""
+        (the ConSE encoder's ONNX Runtime one) whose vectors rank like ``encode_texts``'s
+        (measured, e.g. ``benchmarks/query_runtime.py``): stored vectors stay comparable."""
         return self.encode_texts(texts)
 
     def encode_images(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
