@@ -4,7 +4,7 @@ A search encodes one short text per request. On a CPU, torch's eager forward of
 MiniLM spends as much time in per-operator Python overhead as in arithmetic, and a
 one-query forward is bound by reading the weights (42 MB in float32). The default
 (``QUERY_INT8``) runs the graph in ONNX Runtime with int8 weights: a quarter of the
-bytes, 2.4-2.9 against 4.2-5.4 ms per query and 1.8-3.0 ms less per search request, with
+bytes, 2.4-2.9 against 4.2-5.4 ms per query and 1.6-3.0 ms less per search request, with
 relevance on Flickr8k within noise of float32 (cosine to torch 0.994).
 ``QUERY_INT8 = False`` gives the torch vectors exactly (cosine 1.0000) in about a third of
 torch's time. docs/performance.md has the figures.
