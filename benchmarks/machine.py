@@ -15,25 +15,24 @@ from pathlib import Path
 VECTOR_EXTENSIONS = ("avx512_vnni", "avx512f", "avx_vnni", "avx2")
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else the platform's processor name."""
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key : value`` line's value in /proc/cpuinfo (None off Linux or when absent)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor name."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 
 def vector_extensions() -> list[str]:

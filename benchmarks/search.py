@@ -299,7 +299,9 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
 
         return run
 
-    compare = {f"endpoint_{other}": flipped(endpoint), f"text_encoding_{other}": flipped(text_encoding)}
+    compare = {}
+    if COMPARE_PRECISION[0]:
+        compare = {f"endpoint_{other}": flipped(endpoint), f"text_encoding_{other}": flipped(text_encoding)}
 
     def text_encoding_torch(q: str) -> None:
         assert torch_text.encode([q]).shape == (1, encoder.semantic_dimensions)
@@ -319,8 +321,6 @@ def run_size(n: int, label_vectors: np.ndarray, repeats: int) -> dict:
 
     plan = Photo.objects.filter(published=True).semantic_search(query_vectors[QUERIES[0]])[:10].explain()
     result["plan_uses_hnsw"] = SEM_INDEX in plan
-    if not COMPARE_PRECISION[0]:
-        compare = {}
     for fn in (endpoint, queryset_text, queryset_vector, exact_vector, *compare.values()):  # warm caches, models
         fn(QUERIES[0])
     load_before = os.getloadavg()[0]

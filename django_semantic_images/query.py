@@ -9,6 +9,8 @@ search still fills its page.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connections, models, transaction
@@ -35,14 +37,30 @@ def hnsw_session_settings() -> list[tuple[str, str]]:
     return [(name, str(value)) for name, value in values if value is not None]
 
 
-def apply_hnsw_settings(using: str) -> None:
+def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None) -> None:
     """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip)."""
-    pairs = hnsw_session_settings()
+    pairs = hnsw_session_settings() if pairs is None else pairs
     if not pairs:
         return
     sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
     with connections[using].cursor() as cursor:
         cursor.execute(sql, [v for pair in pairs for v in pair])
+
+
+@contextmanager
+def hnsw_settings(using: str) -> Iterator[None]:
+    """A transaction with the HNSW parameters set, for a ranked query run inside it.
+
+    Nothing is opened when every parameter is left to the connection. Inside a caller's
+    transaction no savepoint is needed: SET LOCAL lasts until that transaction ends.
+    """
+    pairs = hnsw_session_settings()
+    if not pairs:
+        yield
+        return
+    with transaction.atomic(using=using, savepoint=False):
+        apply_hnsw_settings(using, pairs)
+        yield
 
 
 class SemanticImageQuerySet(models.QuerySet):
@@ -97,18 +115,15 @@ class SemanticImageQuerySet(models.QuerySet):
         return self.filter(**{f.column("status"): EmbeddingStatus.FAILED})
 
     def _fetch_all(self) -> None:
-        if self._result_cache is None and self._vector_ranked and hnsw_session_settings():
-            # Inside a caller's transaction no savepoint is needed: SET LOCAL lasts until its end.
-            with transaction.atomic(using=self.db, savepoint=False):
-                apply_hnsw_settings(self.db)
+        if self._result_cache is None and self._vector_ranked:
+            with hnsw_settings(self.db):
                 super()._fetch_all()
             return
         super()._fetch_all()
 
     def explain(self, *, format: str | None = None, **options: Any) -> str:
-        if self._vector_ranked and hnsw_session_settings():
-            with transaction.atomic(using=self.db, savepoint=False):
-                apply_hnsw_settings(self.db)
+        if self._vector_ranked:
+            with hnsw_settings(self.db):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
 
