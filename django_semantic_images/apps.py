@@ -2,16 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import AppConfig, apps
-from django.db import models
+from django.apps import AppConfig
 from django.db.models.signals import pre_migrate
 
-
-def models_with_embeddings() -> list[type[models.Model]]:
-    """Every installed model that declares an ImageEmbeddingField."""
-    from .fields import embedding_fields
-
-    return [m for m in apps.get_models() if embedding_fields(m)]
+from .fields import models_with_embeddings
 
 
 def _ensure_extension(using: str = "default", **kwargs: Any) -> None:

@@ -8,8 +8,7 @@ from typing import Any
 from django.core import checks
 from django.db import DatabaseError, connections, router
 
-from .apps import models_with_embeddings
-from .fields import embedding_fields
+from .fields import embedding_fields, models_with_embeddings
 
 TAG = "semantic_images"
 

@@ -6,6 +6,7 @@ on first use, and a bad one raises ``ImproperlyConfigured`` naming the setting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -107,13 +108,25 @@ class SemanticImagesSettings:
 semantic_settings = SemanticImagesSettings(DEFAULTS)
 
 
+#: Called with no arguments after ``SEMANTIC_IMAGES`` changes (tests' ``override_settings``).
+_reset_callbacks: list[Callable[[], None]] = []
+
+
+def on_change(callback: Callable[[], None]) -> Callable[[], None]:
+    """Register ``callback`` to run when ``SEMANTIC_IMAGES`` changes; returns it (usable as a decorator).
+
+    Modules that cache objects built from the settings (encoders, query models) register
+    their ``reset`` here, so this module never imports them.
+    """
+    _reset_callbacks.append(callback)
+    return callback
+
+
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "SEMANTIC_IMAGES":
         semantic_settings.reload()
-        from .encoders import onnx_queries, registry
-
-        registry.reset()
-        onnx_queries.reset()
+        for callback in _reset_callbacks:
+            callback()
 
 
 setting_changed.connect(_reload)

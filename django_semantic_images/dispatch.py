@@ -17,6 +17,11 @@ from .conf import semantic_settings
 
 logger = logging.getLogger(__name__)
 
+#: The Celery task that embeds rows (``tasks.embed_rows``), sent by name so that this
+#: layer never imports the tasks module that sits above it.
+EMBED_TASK = "semantic_images.embed_rows"
+SWEEP_TASK = "semantic_images.sweep"
+
 
 def broker_configured() -> bool:
     """Is there a Celery app with a broker that tasks can go to?"""
@@ -57,13 +62,12 @@ def enqueue(
     """
     from celery import current_app
 
-    from .tasks import embed_rows
-
     label = model._meta.label
     chunks = chunked([str(pk) for pk in pks], batch_size or semantic_settings.BATCH_SIZE)
     with current_app.connection_for_write(transport_options={"max_retries": 0}) as connection:
         for chunk in chunks:
-            embed_rows.apply_async(
+            current_app.send_task(
+                EMBED_TASK,
                 args=[label, chunk],
                 kwargs={"field": field, "force": force},
                 queue=semantic_settings.QUEUE,

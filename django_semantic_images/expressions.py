@@ -11,30 +11,44 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from django.db.models import Value
+from django.db.models import F, Value
 from pgvector.django import CosineDistance
 
+from .conf import semantic_settings
+from .encoders.base import Encoder
 from .fields import get_embedding_field
+from .imaging import load_query_image
 
 
 class _EmbeddingDistance(CosineDistance):
+    """``column <=> query``; the query's vector is made by the field's own encoder when the
+    expression is resolved against a model (words need to know which encoder to use)."""
+
     suffix = ""
 
     def __init__(self, field: str, query: Any, **extra: Any) -> None:
         self.embedding_name = field
-        super().__init__(field, Value(vector_literal(self.query_vector(query))), **extra)
+        self.search_query = query
+        vector = _as_list(query)
+        literal = Value(vector_literal(vector)) if vector is not None else Value(None)
+        super().__init__(field, literal, **extra)
+        # Expressions compare and hash by their constructor arguments: an image is neither.
+        key = literal.value if vector is not None else query if isinstance(query, str) else ("object", id(query))
+        self._constructor_args = ((field, key), extra)
 
-    def query_vector(self, query: Any) -> list[float]:
+    def query_vector(self, query: Any, encoder: Encoder) -> list[float]:
         raise NotImplementedError
 
     def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
         clone = self.copy()
         if query is not None:
             field = get_embedding_field(query.model, self.embedding_name)
-            column = field.column(self.suffix)
-            from django.db.models import F
-
-            clone.set_source_expressions([F(column), *clone.get_source_expressions()[1:]])
+            source, literal = clone.get_source_expressions()
+            if getattr(literal, "value", None) is None:
+                literal = Value(vector_literal(self.query_vector(self.search_query, field.get_encoder())))
+                # Keep it: a queryset resolves its expressions again each time it is cloned.
+                self.set_source_expressions([source, literal])
+            clone.set_source_expressions([F(field.column(self.suffix)), literal])
         return super(_EmbeddingDistance, clone).resolve_expression(query, allow_joins, reuse, summarize, for_save)
 
 
@@ -69,13 +83,8 @@ class SemanticDistance(_EmbeddingDistance):
 
     suffix = "semantic"
 
-    def query_vector(self, query: Any) -> list[float]:
-        vector = _as_list(query)
-        if vector is not None:
-            return vector
-        from .encoders import get_encoder
-
-        return get_encoder().encode_text(str(query)).tolist()
+    def query_vector(self, query: Any, encoder: Encoder) -> list[float]:
+        return encoder.encode_text(str(query)).tolist()
 
 
 class VisualDistance(_EmbeddingDistance):
@@ -83,20 +92,12 @@ class VisualDistance(_EmbeddingDistance):
 
     suffix = "visual"
 
-    def query_vector(self, query: Any) -> list[float]:
-        vector = _as_list(query)
-        if vector is not None:
-            return vector
-        from .encoders import get_encoder
-
-        return self.image_vector(query, get_encoder()).tolist()
+    def query_vector(self, query: Any, encoder: Encoder) -> list[float]:
+        return self.image_vector(query, encoder).tolist()
 
     @staticmethod
     def image_vector(query: Any, encoder: Any) -> np.ndarray:
         """The visual vector of a query image (PIL image, uploaded file, path or bytes)."""
-        from .conf import semantic_settings
-        from .imaging import load_query_image
-
         if _as_list(query) is not None:
             return np.asarray(query, dtype=np.float32)
         image = load_query_image(

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
 from django.core import checks
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -149,27 +150,10 @@ class ImageEmbeddingField:
                         opclasses=["vector_cosine_ops"],
                     )
                 )
-        models.signals.class_prepared.connect(self._class_prepared, sender=cls, weak=False)
 
     def index_name(self, cls: type[models.Model], suffix: str) -> str:
         digest = hashlib.sha1(f"{cls._meta.db_table}.{self.column(suffix)}".encode()).hexdigest()[:8]
         return f"{cls._meta.db_table[:12]}_{suffix[:3]}_{digest}"[:30]
-
-    def _class_prepared(self, sender: type[models.Model], **kwargs: Any) -> None:
-        """Give the model a searching manager when it declares none of its own."""
-        from .query import SemanticImageManager
-
-        opts = sender._meta
-        if (
-            len(opts.local_managers) == 1
-            and getattr(opts.local_managers[0], "auto_created", False)
-            and not isinstance(opts.local_managers[0], SemanticImageManager)
-        ):
-            opts.local_managers.clear()
-            manager = SemanticImageManager()
-            manager.auto_created = True
-            sender.add_to_class("objects", manager)
-            opts._expire_cache()
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors: list[checks.CheckMessage] = []
@@ -247,3 +231,8 @@ def get_embedding_field(model: type[models.Model], name: str | None = None) -> I
     if not fields:
         raise LookupError(f"{model.__name__} has no ImageEmbeddingField.")
     return fields[0]
+
+
+def models_with_embeddings() -> list[type[models.Model]]:
+    """Every installed model that declares an ImageEmbeddingField."""
+    return [m for m in apps.get_models() if embedding_fields(m)]

@@ -63,8 +63,12 @@ def hnsw_settings(using: str) -> Iterator[None]:
         yield
 
 
-class SemanticImageQuerySet(models.QuerySet):
-    """QuerySet with ``semantic_search()`` (text -> images) and ``similar_to()`` (image -> images)."""
+class SemanticQuerySetMixin:
+    """``semantic_search()`` (text -> images) and ``similar_to()`` (image -> images) for a QuerySet.
+
+    Mixed into :class:`SemanticImageQuerySet`; :func:`searchable` mixes it into any other
+    queryset class (a model whose manager is its own, e.g. Wagtail's images).
+    """
 
     _vector_ranked = False
 
@@ -121,6 +125,18 @@ class SemanticImageQuerySet(models.QuerySet):
             return
         super()._fetch_all()
 
+    def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]:
+        """``.iterator()``: the rows come from a server-side cursor, read inside the same
+        transaction as the HNSW settings, so they are the rows ``list()`` gives."""
+        if not self._vector_ranked:
+            yield from super()._iterator(use_chunked_fetch, chunk_size)
+            return
+        with hnsw_settings(self.db):
+            try:
+                yield from super()._iterator(use_chunked_fetch, chunk_size)
+            except GeneratorExit:  # the caller stopped early: end the transaction normally
+                return
+
     def explain(self, *, format: str | None = None, **options: Any) -> str:
         if self._vector_ranked:
             with hnsw_settings(self.db):
@@ -128,5 +144,45 @@ class SemanticImageQuerySet(models.QuerySet):
         return super().explain(format=format, **options)
 
 
+class SemanticImageQuerySet(SemanticQuerySetMixin, models.QuerySet):
+    """QuerySet with ``semantic_search()`` (text -> images) and ``similar_to()`` (image -> images)."""
+
+
 class SemanticImageManager(models.Manager.from_queryset(SemanticImageQuerySet)):  # type: ignore[misc]
-    """Default manager for models with an ``ImageEmbeddingField``."""
+    """Manager for models with an ``ImageEmbeddingField``: ``Photo.objects.semantic_search(...)``.
+
+    Optional: a model keeps whatever manager it declares, and :func:`searchable` gives any of
+    its querysets the same methods (what the admin, the API and the commands use).
+    """
+
+
+_searchable_classes: dict[type, type] = {}
+
+
+def searchable(queryset: models.QuerySet) -> SemanticQuerySetMixin:
+    """``queryset`` (same rows, filters, ordering and database) with the search methods.
+
+    A queryset that already has them is returned as it is; any other gets a clone whose
+    class also derives from :class:`SemanticQuerySetMixin`, so its own methods stay.
+    """
+    if isinstance(queryset, SemanticQuerySetMixin):
+        return queryset
+    cls = type(queryset)
+    searchable_cls = _searchable_classes.get(cls)
+    if searchable_cls is None:
+        searchable_cls = _searchable_classes.setdefault(
+            cls, type(f"Searchable{cls.__name__}", (SemanticQuerySetMixin, cls), {"__module__": cls.__module__})
+        )
+    clone = queryset._chain()
+    clone.__class__ = searchable_cls
+    return clone
+
+
+def semantic_search(queryset: models.QuerySet, query: Any, *, field: str | None = None) -> SemanticQuerySetMixin:
+    """``queryset``'s rows ranked by meaning (see ``SemanticQuerySetMixin.semantic_search``)."""
+    return searchable(queryset).semantic_search(query, field=field)
+
+
+def similar_to(queryset: models.QuerySet, query: Any, **kwargs: Any) -> SemanticQuerySetMixin:
+    """``queryset``'s rows ranked by visual likeness (see ``SemanticQuerySetMixin.similar_to``)."""
+    return searchable(queryset).similar_to(query, **kwargs)

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from .conf import semantic_settings
 from .dispatch import request_embedding
-from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields
+from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, models_with_embeddings
 from .pipeline import TRANSIENT_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,6 @@ def sweep(
     Due rows are first marked ``pending`` since now, so a row whose work cannot be
     sent (broker down) is tried again one ``PENDING_TIMEOUT`` later, not at every sweep.
     """
-    from .apps import models_with_embeddings
-
     report = SweepReport()
     for model in model_list or models_with_embeddings():
         for emb in embedding_fields(model):

@@ -22,8 +22,10 @@ from django.utils import timezone
 
 from . import worker
 from .conf import semantic_settings
+from .dispatch import EMBED_TASK, SWEEP_TASK
 from .fields import EmbeddingStatus, get_embedding_field
 from .pipeline import TRANSIENT_PREFIX, TransientError, embed_pks
+from .sweep import sweep as run_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: B
 
 @shared_task(
     bind=True,
-    name="semantic_images.embed_rows",
+    name=EMBED_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=MAX_RETRIES,
@@ -110,11 +112,9 @@ def embed_rows(
     }
 
 
-@shared_task(name="semantic_images.sweep", acks_late=True)
+@shared_task(name=SWEEP_TASK, acks_late=True)
 def sweep(pending_timeout: float | None = None) -> dict[str, int]:
     """Periodic: queue rows pending too long, failed for a passing reason, or from another encoder."""
-    from .sweep import sweep as run_sweep
-
     return run_sweep(pending_timeout=pending_timeout).queued
 
 

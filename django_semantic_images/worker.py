@@ -20,6 +20,7 @@ from typing import Any
 from celery.signals import worker_init, worker_process_init
 
 from .conf import semantic_settings
+from .fields import embedding_fields, models_with_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,6 @@ def on_worker_process_init(**kwargs: Any) -> None:
 
 def field_encoders() -> list[Any]:
     """The encoders of every ImageEmbeddingField (one per distinct recipe)."""
-    from .apps import models_with_embeddings
-    from .fields import embedding_fields
-
     found: dict[int, Any] = {}
     for model in models_with_embeddings():
         for field in embedding_fields(model):

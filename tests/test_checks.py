@@ -9,7 +9,7 @@ from django.core import checks
 from django.db import connection, models
 from django.test.utils import isolate_apps
 
-from django_semantic_images import ImageEmbeddingField, SemanticImageManager
+from django_semantic_images import ImageEmbeddingField
 from django_semantic_images.checks import check_database, check_fields
 from django_semantic_images.fields import get_embedding_field
 from photos.models import Photo
@@ -24,23 +24,6 @@ def test_field_adds_its_columns_and_hnsw_indexes():
     hnsw = [i for i in Photo._meta.indexes if i.opclasses == ["vector_cosine_ops"]]
     assert sorted(i.fields[0] for i in hnsw) == ["embedding_semantic", "embedding_visual"]
     assert get_embedding_field(Photo).text_fields == ("title", "alt_text")
-
-
-@isolate_apps("photos")
-def test_model_without_a_manager_gets_a_searching_one():
-    class Picture(models.Model):
-        image = models.ImageField()
-        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4)
-
-        class Meta:
-            app_label = "photos"
-
-        def __str__(self) -> str:
-            return self.image.name
-
-    assert isinstance(Picture.objects, SemanticImageManager)
-    assert hasattr(Picture.objects.all(), "semantic_search")
-    assert Picture._meta.get_field("embedding_visual").dimensions == 8
 
 
 @isolate_apps("photos")

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..conf import on_change, semantic_settings
 from .text import SentenceEncoder
 
 logger = logging.getLogger(__name__)
@@ -247,8 +248,6 @@ def query_encoder(text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir:
 
 def configured_query_encoder(text: SentenceEncoder) -> Any:
     """``query_encoder`` for ``text`` as ``QUERY_RUNTIME``, ``QUERY_INT8`` and ``MODEL_CACHE_DIR`` say."""
-    from ..conf import semantic_settings
-
     return query_encoder(
         text,
         runtime=semantic_settings.QUERY_RUNTIME,
@@ -279,6 +278,7 @@ def _load_query_encoder(text: SentenceEncoder, *, runtime: str, int8: bool, cach
     return encoder
 
 
+@on_change
 def reset() -> None:
     """Forget the loaded query encoders (settings changed; tests)."""
     with _lock:

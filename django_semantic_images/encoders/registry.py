@@ -8,7 +8,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from ..conf import semantic_settings
+from ..conf import on_change, semantic_settings
 from .base import Encoder
 
 _lock = threading.Lock()
@@ -37,6 +37,7 @@ def get_encoder(path: str | type[Encoder] | None = None, options: dict[str, Any]
     return encoder
 
 
+@on_change
 def reset() -> None:
     """Forget the instances (settings changed, or a new bridge was installed)."""
     with _lock:

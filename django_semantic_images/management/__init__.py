@@ -7,7 +7,7 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import CommandError
 
-from ..apps import models_with_embeddings
+from ..fields import models_with_embeddings
 
 
 def resolve_model(label: str | None) -> Any:

@@ -19,10 +19,9 @@ from django.db import models
 from django.db.models import Q
 from tqdm import tqdm
 
-from ...apps import models_with_embeddings
 from ...conf import semantic_settings
 from ...dispatch import broker_configured, enqueue
-from ...fields import ImageEmbeddingField, embedding_fields
+from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings
 from ...pipeline import EmbedReport, embed_pks
 from ...sweep import due_filter, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS

@@ -10,11 +10,9 @@ from django.db import connections
 from django.db.models import Count
 from django.utils import timezone
 
-from ...apps import models_with_embeddings
 from ...conf import semantic_settings
 from ...dispatch import use_queue
-from ...encoders import get_encoder
-from ...fields import EmbeddingStatus, embedding_fields
+from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings
 from ...pipeline import TRANSIENT_PREFIX
 from ...sweep import due_filter, stale_filter
 from .. import resolve_model
@@ -41,6 +39,7 @@ def field_status(model: Any, emb: Any) -> dict[str, Any]:
         "model": model._meta.label,
         "field": emb.name,
         "encoder": encoder.identity,
+        "device": encoder.device,
         "dimensions": [encoder.visual_dimensions, encoder.semantic_dimensions],
         "total": sum(counts.values()),
         "counts": counts,
@@ -83,13 +82,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object (for monitoring).")
 
     def handle(self, *args: Any, model: str | None = None, json: bool = False, **opts: Any) -> None:
-        encoder = get_encoder()
         model_list = [resolve_model(model)] if model else models_with_embeddings()
         data = {
-            "encoder": encoder.identity,
-            "device": encoder.device,
-            "visual_dimensions": encoder.visual_dimensions,
-            "semantic_dimensions": encoder.semantic_dimensions,
             "mode": f"queue {semantic_settings.QUEUE!r}" if use_queue() else "in-process (no broker)",
             "pending_timeout": semantic_settings.PENDING_TIMEOUT,
             "shared_buffers_bytes": shared_buffers(),
@@ -98,15 +92,14 @@ class Command(BaseCommand):
         if json:
             self.stdout.write(_dumps(data))
             return
-        self.stdout.write(
-            f"Encoder {data['encoder']} on {data['device']} "
-            f"({data['visual_dimensions']}-d visual, {data['semantic_dimensions']}-d semantic); "
-            f"embedding: {data['mode']}."
-        )
+        self.stdout.write(f"Embedding: {data['mode']}.")
         for info in data["fields"]:
             c = info["counts"]
-            if info["encoder"] != data["encoder"]:
-                self.stdout.write(f"{info['model']}.{info['field']} uses encoder {info['encoder']}.")
+            visual, semantic = info["dimensions"]
+            self.stdout.write(
+                f"{info['model']}.{info['field']}: encoder {info['encoder']} on {info['device']} "
+                f"({visual}-d visual, {semantic}-d semantic)."
+            )
             self.stdout.write(
                 f"{info['model']}.{info['field']}: {info['total']} rows: {c['embedded']} embedded, "
                 f"{c['pending']} pending, {c['failed']} failed ({info['failed_transient']} for a passing reason); "

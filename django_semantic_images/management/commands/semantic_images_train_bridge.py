@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
-from ...encoders import get_encoder, registry
+from ...encoders import registry
 from ...encoders.bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from ...fields import get_embedding_field
 from ...pipeline import embed_instances
@@ -86,7 +86,7 @@ class Command(BaseCommand):
             held = held.subset(np.arange(opts["max_holdout"]))
 
         store = self.store()
-        encoder = get_encoder()
+        encoder = field.get_encoder()
         encoder.ensure_loaded()
         self.say(f"{len(train)} images ({len(train.texts)} descriptions) to train on, {len(held)} held out.")
         text_train = encoder.encode_texts(train.texts)
@@ -128,7 +128,7 @@ class Command(BaseCommand):
             return
         path = store.install(candidate, metrics={"held_out": check.candidate.as_dict(), "was": check.current.as_dict()})
         registry.reset()
-        encoder = get_encoder()
+        encoder = field.get_encoder()
         if f"bridge:{candidate.version}" not in encoder.identity:
             raise CommandError(
                 f"Installed {path}, but the configured encoder does not use it (ENCODER_OPTIONS['bridge'] "

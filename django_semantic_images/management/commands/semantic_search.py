@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ...imaging import ImageDecodeError
+from ...query import semantic_search, similar_to
 from .. import resolve_model
 
 
@@ -29,9 +30,9 @@ class Command(BaseCommand):
             if image is not None:
                 if not image.is_file():
                     raise CommandError(f"{image} is not a file.")
-                results = qs.similar_to(str(image))
+                results = similar_to(qs, str(image))
             else:
-                results = qs.semantic_search(query)
+                results = semantic_search(qs, query)
             rows = list(results[: max(1, limit)])
         except (ImageDecodeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""Ranking: text -> images, image -> images, composition with filters, the HNSW plan."""
+"""``query``: text -> images, image -> images, composition with filters, the HNSW plan."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from django_semantic_images import SemanticDistance
+from django.db import models
+from django.test.utils import isolate_apps
+
+from django_semantic_images import ImageEmbeddingField, SemanticDistance, SemanticImageManager
 from django_semantic_images.pipeline import embed_instances
+from django_semantic_images.query import searchable, semantic_search
 from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
@@ -102,3 +106,52 @@ def test_query_vectors_reach_postgresql_bit_for_bit():
         for vector in vectors:
             cursor.execute("SELECT %s::vector::real[]", [vector_literal(vector)])
             assert np.array_equal(np.array(cursor.fetchone()[0], dtype=np.float32), vector)
+
+
+def test_a_ranked_iterator_returns_the_rows_a_list_does(index_forced, settings):
+    """``.iterator()`` (a server-side cursor) runs inside the HNSW settings too: with a 10%
+    filter, plain HNSW would return ~ef_search/10 rows instead of the 30 asked for."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[11])[:30]
+    as_list = [p.pk for p in ranked.all()]
+    assert len(as_list) == 30
+    assert [p.pk for p in ranked.all().iterator(chunk_size=7)] == as_list
+    early = ranked.all().iterator(chunk_size=5)
+    assert next(early).pk == as_list[0]
+    early.close()  # stopping early ends the settings' transaction cleanly
+    assert [p.pk for p in ranked.all()] == as_list
+
+
+@isolate_apps("photos")
+def test_a_model_keeps_its_own_manager():
+    """The manager is optional: a model with an ImageEmbeddingField keeps the manager it declares."""
+
+    class Picture(models.Model):
+        image = models.ImageField()
+        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    assert type(Picture.objects) is models.Manager
+    assert not isinstance(Picture.objects, SemanticImageManager)
+    assert Picture._meta.get_field("embedding_visual").dimensions == 8
+
+
+class _OwnQuerySet(models.QuerySet):
+    def published(self) -> _OwnQuerySet:
+        return self.filter(published=True)
+
+
+def test_any_queryset_can_search_and_keeps_its_own_methods(sample_photos):
+    Photo.objects.filter(pk=sample_photos["rocket"].pk).update(published=False)
+    own = _OwnQuerySet(model=Photo)
+    ranked = semantic_search(own.published(), "a cup of coffee")
+    assert isinstance(ranked, _OwnQuerySet)
+    assert ranked.first().pk == sample_photos["coffee"].pk
+    assert sample_photos["rocket"].pk not in [p.pk for p in ranked.published()]
+    assert searchable(ranked) is ranked
+    assert type(searchable(own)) is type(searchable(_OwnQuerySet(model=Photo)))  # one class per queryset class
