@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
-
 from django.db import models
 from django.test.utils import isolate_apps
+from PIL import Image, ImageOps
 
 from django_semantic_images import ImageEmbeddingField, SemanticDistance, SemanticImageManager
 from django_semantic_images.pipeline import embed_instances
