@@ -26,3 +26,4 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python scripts/check_layers.py
+	PYTHONPATH=.:example_project DATABASE_URL=postgresql://localhost/unused $(BIN)/mypy

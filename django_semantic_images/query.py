@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from django.db import connections, models, transaction
 from django.db.models import ExpressionWrapper, F, FloatField, Value
@@ -63,7 +63,13 @@ def hnsw_settings(using: str) -> Iterator[None]:
         yield
 
 
-class SemanticQuerySetMixin:
+if TYPE_CHECKING:
+    _QuerySetBase = models.QuerySet[Any]
+else:
+    _QuerySetBase = object
+
+
+class SemanticQuerySetMixin(_QuerySetBase):
     """``semantic_search()`` (text -> images) and ``similar_to()`` (image -> images) for a QuerySet.
 
     Mixed into :class:`SemanticImageQuerySet`; :func:`searchable` mixes it into any other
@@ -72,19 +78,19 @@ class SemanticQuerySetMixin:
 
     _vector_ranked = False
 
-    def _clone(self) -> SemanticImageQuerySet:
-        clone = super()._clone()
+    def _clone(self) -> Any:
+        clone = super()._clone()  # type: ignore[misc]
         clone._vector_ranked = self._vector_ranked
         return clone
 
-    def _ranked(self, distance: Any, vector_field: str) -> SemanticImageQuerySet:
+    def _ranked(self, distance: Any, vector_field: str) -> Self:
         qs = self.filter(**{f"{vector_field}__isnull": False}).annotate(distance=distance)
         qs = qs.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
         qs = qs.order_by("distance")
         qs._vector_ranked = True
         return qs
 
-    def semantic_search(self, query: Any, *, field: str | None = None) -> SemanticImageQuerySet:
+    def semantic_search(self, query: Any, *, field: str | None = None) -> Self:
         """Rows ranked by meaning: ``query`` is words (or a vector in the text space)."""
         field_obj = get_embedding_field(self.model, field)
         if isinstance(query, str) and not query.strip():
@@ -93,7 +99,7 @@ class SemanticQuerySetMixin:
             query = field_obj.get_encoder().encode_text(query)
         return self._ranked(SemanticDistance(field_obj.name, query), field_obj.semantic_field)
 
-    def similar_to(self, query: Any, *, field: str | None = None, exclude_self: bool = True) -> SemanticImageQuerySet:
+    def similar_to(self, query: Any, *, field: str | None = None, exclude_self: bool = True) -> Self:
         """Rows ranked by visual likeness to ``query``: a model instance, an uploaded file,
         a path, a PIL image or a visual vector."""
         field_obj = get_embedding_field(self.model, field)
@@ -110,11 +116,11 @@ class SemanticQuerySetMixin:
             query = VisualDistance.image_vector(query, field_obj.get_encoder())
         return qs._ranked(VisualDistance(field_obj.name, query), field_obj.visual_field)
 
-    def embedded(self, *, field: str | None = None) -> SemanticImageQuerySet:
+    def embedded(self, *, field: str | None = None) -> Self:
         f = get_embedding_field(self.model, field)
         return self.filter(**{f.column("status"): EmbeddingStatus.EMBEDDED})
 
-    def failed(self, *, field: str | None = None) -> SemanticImageQuerySet:
+    def failed(self, *, field: str | None = None) -> Self:
         f = get_embedding_field(self.model, field)
         return self.filter(**{f.column("status"): EmbeddingStatus.FAILED})
 
@@ -129,11 +135,11 @@ class SemanticQuerySetMixin:
         """``.iterator()``: the rows come from a server-side cursor, read inside the same
         transaction as the HNSW settings, so they are the rows ``list()`` gives."""
         if not self._vector_ranked:
-            yield from super()._iterator(use_chunked_fetch, chunk_size)
+            yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             return
         with hnsw_settings(self.db):
             try:
-                yield from super()._iterator(use_chunked_fetch, chunk_size)
+                yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             except GeneratorExit:  # the caller stopped early: end the transaction normally
                 return
 
@@ -173,7 +179,7 @@ def searchable(queryset: models.QuerySet) -> SemanticQuerySetMixin:
         searchable_cls = _searchable_classes.setdefault(
             cls, type(f"Searchable{cls.__name__}", (SemanticQuerySetMixin, cls), {"__module__": cls.__module__})
         )
-    clone = queryset._chain()
+    clone = queryset._chain()  # type: ignore[attr-defined]
     clone.__class__ = searchable_cls
     return clone
 
