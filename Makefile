@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1:8000
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test screenshots lint bench
 
 # torch is pinned on the same line as the packages that pull it in, so pip takes the
 # CPU build instead of a multi-GB CUDA one (see docs/installation.md).
@@ -19,9 +19,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	cd example_project && ../$(BIN)/python manage.py demo --addrport $(HOST)
 
+# The browser tests save their screenshots in a temporary folder: a test run changes no tracked file.
 test: $(STAMP)
 	scripts/test-services
-	$(BIN)/python -m pytest
+	env -u SEMANTIC_IMAGES_SCREENSHOTS $(BIN)/python -m pytest
+
+# Refresh the documentation's screenshots (docs/img/admin-*.png) from the browser tests.
+screenshots: $(STAMP)
+	scripts/test-services
+	SEMANTIC_IMAGES_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -m browser tests/test_browser_admin.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -18,11 +18,11 @@ from PIL import Image, ImageOps
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_instances
-from django_semantic_images.signals import embedding_deferred
+from django_semantic_images.signals import PendingRows, embedding_deferred
 from photos.models import Photo
 from tests.conftest import image_bytes
 
-from .celery_worker import configured_app
+from .celery_worker import BROKER_OPTIONS, KEY_PREFIX, REDIS_URL, configured_app, redis_client
 
 pytestmark = pytest.mark.django_db
 
@@ -201,6 +201,32 @@ def test_the_failed_filter_lists_failed_rows_with_their_reason(admin_client, pho
     assert photos["broken"].pk not in embedded and len(embedded) == len(photos) - 1
 
 
+def test_a_new_upload_shows_pending_and_no_vectors_until_it_is_embedded(admin_client, photos, sample_paths):
+    """The status and the stored vectors decide what is shown, not the time stamp of a pending row."""
+    with embedding_deferred():  # a new upload whose embedding has not run yet
+        fresh = Photo(title="Fresh upload")
+        fresh.image.save("fresh.jpg", ContentFile(sample_paths["coffee"].read_bytes()), save=False)
+        fresh.save()
+    assert fresh.embedding_status == EmbeddingStatus.PENDING and fresh.embedding_updated_at is not None
+    html = admin_client.get(reverse(CHANGELIST), {"embedding": "pending"}).content.decode()
+    assert "si-status-pending" in html and "Not embedded yet" in html
+    assert f"?similar_to={fresh.pk}" not in html  # nothing to compare with yet
+    form = admin_client.get(reverse("admin:photos_photo_change", args=[fresh.pk])).content.decode()
+    assert "none yet" in form and "semantic 384-d, stored" not in form and "Pending since" in form
+    assert f"?similar_to={fresh.pk}" not in form
+
+
+def test_a_row_being_embedded_again_keeps_its_vectors_and_says_so(admin_client, photos):
+    cat, coffee = photos["chelsea"], photos["coffee"]
+    Photo.objects.filter(pk=cat.pk).update(embedding_status=EmbeddingStatus.PENDING)
+    Photo.objects.filter(pk=coffee.pk).update(embedding_visual=None, embedding_semantic=None)
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "previous vectors are still searched" in html and f"?similar_to={cat.pk}" in html
+    assert "si-status-missing" in html and f"?similar_to={coffee.pk}" not in html
+    form = admin_client.get(reverse("admin:photos_photo_change", args=[coffee.pk])).content.decode()
+    assert "none yet" in form and "Marked embedded, but no vectors are stored" in form
+
+
 def test_the_reembed_action_embeds_again_and_reports(admin_client, photos):
     rocket, broken = photos["rocket"], photos["broken"]
     before = Photo.objects.get(pk=rocket.pk).embedding_updated_at
@@ -279,7 +305,8 @@ def test_an_upload_through_the_admin_goes_through_the_pipeline(
             {"image": upload, "title": "New cat", "alt_text": "", "published": "on", "owner": ""},
         )
     assert response.status_code == 302
-    assert len(callbacks) == 1  # the post_save signal's on-commit embedding request
+    # One on-commit embedding request (the post_save signal's), then the admin's report of it.
+    assert [type(c) for c in callbacks][:1] == [PendingRows] and len(callbacks) == 2
     photo = Photo.objects.get(title="New cat")
     assert photo.embedding_status == EmbeddingStatus.EMBEDDED
     assert ranked_pks(admin_client.get(reverse(CHANGELIST), {"similar_to": photo.pk}))[0] in (
@@ -289,21 +316,21 @@ def test_an_upload_through_the_admin_goes_through_the_pipeline(
 
 
 @pytest.fixture
-def redis_queue(settings, monkeypatch):
-    """A real Redis broker and a queue of this test's own; yields (client, queue name)."""
+def redis_queue(settings):
+    """A real Redis broker, under this session's key prefix, and a queue of this test's own;
+    yields (client, the queue's Redis key)."""
     import uuid
-
-    import redis
 
     from example_project.celery import app
 
     queue = f"test-admin-{uuid.uuid4().hex[:8]}"
-    url = "redis://127.0.0.1:6379/14"
     settings.SEMANTIC_IMAGES = {"ASYNC": True, "QUEUE": queue}
-    client = redis.Redis.from_url(url)
-    with configured_app(app, broker_url=url):
-        yield client, queue
-    client.delete(queue, f"_kombu.binding.{queue}")
+    client = redis_client()
+    with configured_app(app, broker_url=REDIS_URL, broker_transport_options=BROKER_OPTIONS):
+        yield client, f"{KEY_PREFIX}{queue}"
+    keys = list(client.scan_iter(match=f"{KEY_PREFIX}*{queue}*"))
+    if keys:
+        client.delete(*keys)
 
 
 def test_with_a_broker_uploads_and_reembedding_go_to_the_queue(
@@ -326,6 +353,64 @@ def test_with_a_broker_uploads_and_reembedding_go_to_the_queue(
     assert new.embedding_status == EmbeddingStatus.PENDING  # the worker embeds it, not the request
     assert Photo.objects.get(pk=photos["rocket"].pk).embedding_status == EmbeddingStatus.PENDING
     assert any("1 image was queued" in m for m in messages_of(response))
+
+
+# -- what the add and change forms say about the embedding ------------------------
+# These tests commit (transaction=True): the admin's own transaction then ends inside the
+# request, so the embedding sent on commit runs before the response, as on a real site.
+
+
+def post_photo(client, url: str, data: bytes, name: str, title: str):
+    upload = SimpleUploadedFile(name, data, content_type="image/jpeg")
+    fields = {"image": upload, "title": title, "alt_text": "", "published": "on", "owner": ""}
+    return client.post(url, fields, follow=True)
+
+
+def truncated_jpeg(path) -> bytes:
+    """A JPEG cut in half: Django's ImageField accepts it (the header is whole), decoding fails."""
+    data = image_bytes(Image.open(path).convert("RGB"), quality=90)
+    return data[: len(data) // 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_add_and_change_forms_say_when_the_image_could_not_be_embedded(admin_client, sample_paths):
+    response = post_photo(
+        admin_client, reverse("admin:photos_photo_add"), truncated_jpeg(sample_paths["rocket"]), "cut.jpg", "Cut"
+    )
+    photo = Photo.objects.get(title="Cut")
+    assert photo.embedding_status == EmbeddingStatus.FAILED  # embedded in-process, no broker
+    texts = messages_of(response)
+    assert any("was added successfully" in m for m in texts), texts
+    assert f"The image could not be embedded: {photo.embedding_error}" in texts
+    assert "truncated or corrupt" in photo.embedding_error
+    assert "messagelist" in response.content.decode() and "could not be embedded" in response.content.decode()
+    # Replacing the picture with a good one: the change form says it is embedded now.
+    change = reverse("admin:photos_photo_change", args=[photo.pk])
+    response = post_photo(admin_client, change, sample_paths["chelsea"].read_bytes(), "cat.jpg", "Cut")
+    photo.refresh_from_db()
+    assert photo.embedding_status == EmbeddingStatus.EMBEDDED
+    assert "“Cut” was embedded: searches find it now." in messages_of(response)
+    # A save that changes nothing the vectors depend on says nothing about embedding.
+    response = admin_client.post(change, {"title": "Cut", "alt_text": "", "owner": ""}, follow=True)
+    assert response.status_code == 200 and Photo.objects.get(pk=photo.pk).published is False
+    assert not [m for m in messages_of(response) if "embedded" in m], messages_of(response)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_broker_the_add_and_change_forms_say_the_embedding_was_queued(admin_client, sample_paths, redis_queue):
+    client, key = redis_queue
+    response = post_photo(
+        admin_client, reverse("admin:photos_photo_add"), sample_paths["coffee"].read_bytes(), "q.jpg", "Queued"
+    )
+    photo = Photo.objects.get(title="Queued")
+    assert photo.embedding_status == EmbeddingStatus.PENDING and client.llen(key) == 1
+    assert any(m.startswith("Embedding was queued;") for m in messages_of(response)), messages_of(response)
+    change = reverse("admin:photos_photo_change", args=[photo.pk])
+    response = admin_client.post(
+        change, {"title": "Queued again", "alt_text": "", "published": "on", "owner": ""}, follow=True
+    )
+    assert client.llen(key) == 2
+    assert any(m.startswith("Embedding was queued;") for m in messages_of(response)), messages_of(response)
 
 
 # -- permissions ------------------------------------------------------------------
@@ -387,3 +472,16 @@ def test_the_mixin_on_a_model_without_an_embedding_field_fails_the_system_check(
     assert [e.id for e in errors] == ["semantic_images.E101"]
     assert "User has no ImageEmbeddingField" in errors[0].msg
     assert not admin.site._registry[Photo].check()
+
+
+def test_the_browser_tests_write_screenshots_to_docs_only_when_asked(monkeypatch, tmp_path):
+    """`make test` leaves docs/img alone; `make screenshots` sets the variable to docs/img."""
+    from tests import test_browser_admin as browser_tests
+
+    monkeypatch.delenv(browser_tests.SCREENSHOTS_ENV, raising=False)
+    assert browser_tests.screenshot_folder(tmp_path) == tmp_path
+    monkeypatch.setenv(browser_tests.SCREENSHOTS_ENV, str(browser_tests.DOCS / "img"))
+    assert browser_tests.screenshot_folder(tmp_path) == browser_tests.DOCS / "img"
+    makefile = (browser_tests.DOCS.parent / "Makefile").read_text()
+    assert f"{browser_tests.SCREENSHOTS_ENV}=$(CURDIR)/docs/img" in makefile
+    assert f"env -u {browser_tests.SCREENSHOTS_ENV}" in makefile.split("\ntest:")[1].split("\n\n")[0]

@@ -1,8 +1,13 @@
 """The editors' admin in headless Chromium (Debian's chromium + chromedriver, driven by Selenium)
-against the example site on Django's live server. Also takes the screenshots in docs/img/."""
+against the example site on Django's live server.
+
+The screenshots go to a temporary folder; ``make screenshots`` sets ``SEMANTIC_IMAGES_SCREENSHOTS``
+to ``docs/img`` to refresh the documentation's. A plain test run never writes under ``docs/``.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +30,19 @@ from tests.conftest import image_bytes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+#: The folder for the screenshots; unset: a temporary one (``make screenshots`` sets ``docs/img``).
+SCREENSHOTS_ENV = "SEMANTIC_IMAGES_SCREENSHOTS"
+
+
+def screenshot_folder(default: Path) -> Path:
+    """``$SEMANTIC_IMAGES_SCREENSHOTS`` when set, else ``default`` (a temporary folder)."""
+    return Path(os.environ.get(SCREENSHOTS_ENV) or default)
+
+
+def docs_state() -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in DOCS.rglob("*") if p.is_file()}
+
 
 pytestmark = [
     pytest.mark.browser,
@@ -45,6 +62,16 @@ TITLES = {
     "horse": "Horse",
     "coins": "Coins",
 }
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    """Where this run's screenshots go; without the variable, nothing under docs/ may change."""
+    folder = screenshot_folder(tmp_path_factory.mktemp("screenshots"))
+    before = docs_state()
+    yield folder
+    if not os.environ.get(SCREENSHOTS_ENV):
+        assert docs_state() == before, "a plain test run changed files under docs/"
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +136,15 @@ def row_titles(browser) -> list[str]:
     return [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody .field-__str__")]
 
 
-def screenshot(browser, name: str) -> None:
+def screenshot(browser, folder: Path, name: str) -> None:
     WebDriverWait(browser, 30).until(
         lambda b: b.execute_script("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     )
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / name))
+    folder.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(folder / name))
 
 
-def test_an_editor_finds_photos_by_meaning_by_likeness_and_by_photo(browser, site, sample_paths, tmp_path):
+def test_an_editor_finds_photos_by_meaning_by_likeness_and_by_photo(browser, site, sample_paths, tmp_path, screenshots):
     base, photos = site
     log_in(browser, base, "editor")
     browser.get(f"{base}/admin/photos/photo/")
@@ -130,7 +157,7 @@ def test_an_editor_finds_photos_by_meaning_by_likeness_and_by_photo(browser, sit
     scores = [float(s.text) for s in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody .si-score")]
     assert scores == sorted(scores, reverse=True) and len(scores) == len(titles)
     assert browser.find_element(By.CSS_SELECTOR, "#result_list tbody tr img.si-thumb").get_attribute("naturalWidth")
-    screenshot(browser, "admin-changelist.png")
+    screenshot(browser, screenshots, "admin-changelist.png")
 
     # "Similar images" of the cat: its cropped copy comes first.
     browser.get(f"{base}/admin/photos/photo/")
@@ -150,10 +177,10 @@ def test_an_editor_finds_photos_by_meaning_by_likeness_and_by_photo(browser, sit
     WebDriverWait(browser, 60).until(ec.url_contains("photo="))
     assert row_titles(browser)[0] == "Launch day"
     assert "my-rocket.jpg" in browser.find_element(By.ID, "semantic-ranking").text
-    screenshot(browser, "admin-search-by-photo.png")
+    screenshot(browser, screenshots, "admin-search-by-photo.png")
 
 
-def test_a_suggested_label_fills_the_alt_text_only_in_the_browser(browser, site):
+def test_a_suggested_label_fills_the_alt_text_only_in_the_browser(browser, site, screenshots):
     base, photos = site
     cat = photos["chelsea"]
     log_in(browser, base, "editor")
@@ -164,7 +191,7 @@ def test_a_suggested_label_fills_the_alt_text_only_in_the_browser(browser, site)
     button.click()
     assert browser.find_element(By.ID, "id_alt_text").get_attribute("value") == label
     browser.execute_script("document.querySelector('.field-embedding_details').scrollIntoView({block: 'center'})")
-    screenshot(browser, "admin-change-form.png")
+    screenshot(browser, screenshots, "admin-change-form.png")
     assert Photo.objects.get(pk=cat.pk).alt_text == ""  # nothing written until the editor saves
     browser.find_element(By.CSS_SELECTOR, "input[name=_save]").click()
     WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "changelist")))

@@ -8,9 +8,11 @@ pgvector-python issues #21 and #99).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.template.defaultfilters import date as date_filter
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -37,38 +39,96 @@ def thumbnail_html(url: str, alt: str, css_class: str = "si-thumb") -> SafeStrin
     return format_html('<img src="{}" alt="{}" class="{}" loading="lazy">', url, alt, css_class)
 
 
-def status_html(instance: models.Model, field: ImageEmbeddingField) -> SafeString:
-    """A status badge; failed rows show their reason underneath."""
-    status = getattr(instance, field.column("status"))
-    label = EmbeddingStatus(status).label if status in EmbeddingStatus.values else status
-    badge = format_html('<span class="si-status si-status-{}">{}</span>', status, label)
-    error = getattr(instance, field.column("error"))
-    if status == EmbeddingStatus.FAILED and error:
-        return format_html('{}<div class="si-error">{}</div>', badge, error)
-    return badge
+def vectors_annotation(field: ImageEmbeddingField) -> str:
+    """Name of the ``has vectors`` annotation the admin's querysets carry (see ``vectors_stored``)."""
+    return f"_si_{field.name}_has_vectors"
+
+
+def vectors_stored(field: ImageEmbeddingField) -> ExpressionWrapper:
+    """True where both vector columns hold a vector; an annotation, so the vectors stay unloaded."""
+    stored = Q(**{f"{field.visual_field}__isnull": False, f"{field.semantic_field}__isnull": False})
+    return ExpressionWrapper(stored, output_field=BooleanField())
 
 
 def has_vectors(instance: models.Model, field: ImageEmbeddingField) -> bool:
-    """Were vectors ever written for this row (without loading them)?"""
+    """Does this row hold vectors now? From the admin's annotation, the loaded columns, or one query.
+
+    The status alone does not say: a new row is ``pending`` with no vectors, a row being
+    embedded again is ``pending`` with its previous ones, a failed row has none.
+    """
+    annotated = getattr(instance, vectors_annotation(field), None)
+    if annotated is not None:
+        return bool(annotated)
+    columns = (field.visual_field, field.semantic_field)
+    if not set(columns) & instance.get_deferred_fields():
+        return all(getattr(instance, column) is not None for column in columns)
+    if instance.pk is None:
+        return False
     return (
-        getattr(instance, field.column("updated_at")) is not None
-        and getattr(instance, field.column("status")) != EmbeddingStatus.FAILED
+        type(instance)
+        ._base_manager.using(instance._state.db)
+        .filter(pk=instance.pk, **{f"{column}__isnull": False for column in columns})
+        .exists()
     )
+
+
+@dataclass(frozen=True)
+class EmbeddingState:
+    """What an editor is told about one row: a badge (``key`` is its CSS class) and a note."""
+
+    key: str
+    label: str
+    note: str = ""
+
+
+def embedding_state(instance: models.Model, field: ImageEmbeddingField) -> EmbeddingState:
+    """The row's real state, from its status and whether vectors are stored."""
+    status = getattr(instance, field.column("status"))
+    stored = has_vectors(instance, field)
+    if status == EmbeddingStatus.FAILED:
+        return EmbeddingState("failed", _("Failed"), getattr(instance, field.column("error")) or "")
+    if status == EmbeddingStatus.EMBEDDED:
+        if stored:
+            return EmbeddingState("embedded", _("Embedded"))
+        return EmbeddingState("missing", _("No vectors"), _("Marked embedded, but no vectors are stored: re-embed it."))
+    if status == EmbeddingStatus.PENDING:
+        if stored:
+            return EmbeddingState(
+                "pending", _("Pending"), _("Being embedded again; its previous vectors are still searched.")
+            )
+        return EmbeddingState("pending", _("Pending"), _("Not embedded yet: not found by searches until it is."))
+    return EmbeddingState(str(status), str(status))
+
+
+def status_html(instance: models.Model, field: ImageEmbeddingField) -> SafeString:
+    """A status badge; a failed row shows its reason underneath, a pending one what that means."""
+    state = embedding_state(instance, field)
+    badge = format_html('<span class="si-status si-status-{}">{}</span>', state.key, state.label)
+    if not state.note:
+        return badge
+    css = "si-error" if state.key in ("failed", "missing") else "si-note"
+    return format_html('{}<div class="{}">{}</div>', badge, css, state.note)
 
 
 def details_html(instance: models.Model, field: ImageEmbeddingField) -> SafeString:
     """Status, encoder, time and error of one row, as a small table."""
     updated = getattr(instance, field.column("updated_at"))
+    status = getattr(instance, field.column("status"))
+    stored = has_vectors(instance, field)
+    when = {
+        EmbeddingStatus.PENDING: _("Pending since"),
+        EmbeddingStatus.FAILED: _("Failed at"),
+    }.get(status, _("Embedded at"))
     visual_dims = instance._meta.get_field(field.visual_field).dimensions
     semantic_dims = instance._meta.get_field(field.semantic_field).dimensions
     rows = [
         (_("Status"), status_html(instance, field)),
-        (_("Encoder"), getattr(instance, field.column("encoder")) or EMPTY),
-        (_("Embedded at"), date_filter(updated, "DATETIME_FORMAT") if updated else EMPTY),
+        (_("Encoder"), (getattr(instance, field.column("encoder")) or EMPTY) if stored else EMPTY),
+        (when, date_filter(updated, "DATETIME_FORMAT") if updated else EMPTY),
         (
             _("Vectors"),
             _("visual %(v)s-d and semantic %(s)s-d, stored") % {"v": visual_dims, "s": semantic_dims}
-            if has_vectors(instance, field)
+            if stored
             else _("none yet"),
         ),
     ]

@@ -28,7 +28,7 @@ from django.utils.translation import gettext_lazy
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import ImageEmbeddingField, get_embedding_field
 from ..query import apply_hnsw_settings
-from . import display
+from . import display, saving
 from .actions import reembed_selected
 from .changelist import SemanticChangeList
 from .filters import EmbeddingStatusFilter
@@ -146,6 +146,21 @@ class SemanticSearchAdminMixin:
         if cl is not None:  # a TemplateResponse, not yet rendered: the form keeps the filters
             response.context_data["photo_search_filters"] = kept_filters(cl.get_query_string()).urlencode()
         return response
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """The admin's rows, each knowing whether it holds vectors (without loading them)."""
+        field = self.get_embedding_field()
+        return (
+            super().get_queryset(request).annotate(**{display.vectors_annotation(field): display.vectors_stored(field)})
+        )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Save; when the save asks for embedding, say after the commit what became of it."""
+        field = self.get_embedding_field()
+        updated_before = getattr(obj, field.column("updated_at"))
+        super().save_model(request, obj, form, change)
+        if saving.embedding_requested(obj, field, updated_before):
+            saving.report_after_commit(self, request, obj, field)
 
     # -- ranking -------------------------------------------------------------
     def get_visual_ranking(self, request: HttpRequest) -> VisualRanking | None:
