@@ -119,8 +119,8 @@ def details_html(instance: models.Model, field: ImageEmbeddingField) -> SafeStri
         EmbeddingStatus.PENDING: _("Pending since"),
         EmbeddingStatus.FAILED: _("Failed at"),
     }.get(status, _("Embedded at"))
-    visual_dims = instance._meta.get_field(field.visual_field).dimensions
-    semantic_dims = instance._meta.get_field(field.semantic_field).dimensions
+    visual_dims = getattr(instance._meta.get_field(field.visual_field), "dimensions", None)
+    semantic_dims = getattr(instance._meta.get_field(field.semantic_field), "dimensions", None)
     rows = [
         (_("Status"), status_html(instance, field)),
         (_("Encoder"), (getattr(instance, field.column("encoder")) or EMPTY) if stored else EMPTY),

@@ -8,7 +8,7 @@ pagination and actions work as in any changelist.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django import forms
@@ -38,6 +38,8 @@ from .views import PhotoSearchForm, kept_filters, search_by_photo
 #: Names of the read-only change-form entries the mixin adds.
 DETAILS = "embedding_details"
 SUGGESTIONS = "embedding_suggestions"
+#: The request attribute that carries the visual ranking from changelist_view to get_search_results.
+RANKING_ATTR = "_semantic_visual_ranking"
 
 
 def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int) -> list[Any]:
@@ -54,7 +56,13 @@ def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int) -> list[
         return list(ranked)
 
 
-class SemanticSearchAdminMixin:
+if TYPE_CHECKING:  # the mixin is only ever combined with a ModelAdmin
+    _AdminBase = admin.ModelAdmin
+else:
+    _AdminBase = object
+
+
+class SemanticSearchAdminMixin(_AdminBase):
     """Add to a ``ModelAdmin`` of a model with an ``ImageEmbeddingField``.
 
     The changelist's search box ranks by meaning; rows that the ordinary
@@ -130,7 +138,7 @@ class SemanticSearchAdminMixin:
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         ranking = self.get_visual_ranking(request)
-        request._semantic_visual_ranking = ranking
+        setattr(request, RANKING_ATTR, ranking)
         opts = self.model._meta
         context = {
             "semantic_ranking": ranking,
@@ -142,9 +150,10 @@ class SemanticSearchAdminMixin:
             **(extra_context or {}),
         }
         response = super().changelist_view(request, context)
-        cl = (getattr(response, "context_data", None) or {}).get("cl")
-        if cl is not None:  # a TemplateResponse, not yet rendered: the form keeps the filters
-            response.context_data["photo_search_filters"] = kept_filters(cl.get_query_string()).urlencode()
+        context_data = getattr(response, "context_data", None)
+        cl = (context_data or {}).get("cl")
+        if context_data is not None and cl is not None:  # a TemplateResponse, not yet rendered
+            context_data["photo_search_filters"] = kept_filters(cl.get_query_string()).urlencode()
         return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -195,14 +204,14 @@ class SemanticSearchAdminMixin:
         field = self.get_embedding_field()
         # The rows listed need no vector values: parsing them costs ~0.8 ms a row (docs/admin.md).
         queryset = queryset.defer(field.visual_field, field.semantic_field)
-        ranking: VisualRanking | None = getattr(request, "_semantic_visual_ranking", None)
+        ranking: VisualRanking | None = getattr(request, RANKING_ATTR, None)
         if ranking is not None:
             if ranking.vector is None:
                 return queryset.none(), False
             candidates = queryset if ranking.source is None else queryset.exclude(pk=ranking.source.pk)
-            distance = VisualDistance(field.name, ranking.vector)
-            pks = top_pks(candidates, distance, field.visual_field, self.similar_images_results)
-            qs = self._annotate(queryset.filter(pk__in=pks), distance)
+            visual = VisualDistance(field.name, ranking.vector)
+            pks = top_pks(candidates, visual, field.visual_field, self.similar_images_results)
+            qs = self._annotate(queryset.filter(pk__in=pks), visual)
             return self._rank(request, qs, [F("distance").asc()]), False
         if not search_term.strip():
             return super().get_search_results(request, queryset, search_term)
@@ -247,8 +256,9 @@ class SemanticSearchAdminMixin:
         if self.actions is None or IS_POPUP_VAR in request.GET or "reembed_selected" in actions:
             return actions
         if self.has_change_permission(request):
-            func, name, description = self.get_action(reembed_selected)
-            actions[name] = (func, name, description)
+            action = self.get_action(reembed_selected)
+            if action is not None:
+                actions[action[1]] = action
         return actions
 
     @admin.display(description=gettext_lazy("Image"))
@@ -295,14 +305,14 @@ class SemanticSearchAdminMixin:
         fields = [f for f in super().get_readonly_fields(request, obj) if f not in hidden]
         return [*fields, *(f for f in self._own_entries(obj) if f not in fields)]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         hidden = self._vector_columns()
         return [f for f in super().get_fields(request, obj) if f not in hidden]
 
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, dict[str, Any]]]:
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         own = self._own_entries(obj)
         hidden = self._vector_columns() | set(own)
-        fieldsets = []
+        fieldsets: list[Any] = []
         for name, options in super().get_fieldsets(request, obj):
             fields = [f for f in options.get("fields", ()) if isinstance(f, (list, tuple)) or f not in hidden]
             fieldsets.append((name, {**options, "fields": fields}))

@@ -68,7 +68,7 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
     if not form.is_valid():
         for errors in form.errors.values():
             for error in errors:
-                messages.error(request, error)
+                messages.error(request, str(error))
         return back
     upload = form.cleaned_data["photo"]
     try:
