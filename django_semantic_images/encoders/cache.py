@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..conf import semantic_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,8 +36,6 @@ def default_cache_dir() -> Path:
 def cache_dir(configured: str | os.PathLike | None = None) -> Path:
     """``configured`` when given, else ``MODEL_CACHE_DIR``, else the default folder."""
     if configured is None:
-        from ..conf import semantic_settings
-
         configured = semantic_settings.MODEL_CACHE_DIR
     return Path(configured) if configured else default_cache_dir()
 
@@ -81,7 +81,8 @@ def save_arrays(path: Path, meta: dict[str, Any], **arrays: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+            payload: dict[str, Any] = {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays}
+            np.savez(fh, **payload)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

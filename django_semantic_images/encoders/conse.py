@@ -123,7 +123,7 @@ class ConSEEncoder(Encoder):
     def class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class, the normalised mean of its prompts' text vectors; and their mean over classes."""
         text = self.text_encoder()
-        vectors = l2_normalize(sum(text.encode(self.label_texts(p)) for p in self.prompts))
+        vectors = l2_normalize(np.sum([text.encode(self.label_texts(p)) for p in self.prompts], axis=0))
         common = vectors.mean(axis=0)
         return (vectors - common if self.center else vectors), common
 

@@ -41,8 +41,8 @@ class SentenceEncoder:
         self.name_or_path = name_or_path or minilm_path()
         self.device = device
         self.batch_size = batch_size
-        self.tokenizer = None
-        self.model = None
+        self.tokenizer: Any = None
+        self.model: Any = None
         self._fast: Any = None
         self._fingerprint: str | None = None
         self._lock = threading.Lock()
