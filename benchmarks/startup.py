@@ -14,7 +14,8 @@ The database is a throwaway one on the test server, with no rows (the query stil
 
     python benchmarks/startup.py [--json benchmarks/results/startup.json]
 
-Needs Redis on 127.0.0.1:6379 for the worker (``--no-worker`` skips it).
+Needs Redis on 127.0.0.1:6379 for the worker (``--kinds web,cli`` leaves it out). Peak RSS is
+read in each process (``VmHWM``); the web process also reports it right after the word search.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "example_project")]
@@ -63,28 +65,42 @@ print(json.dumps(report))
 """
 
 
+# Runs a command's Python entry point in this process, then reports its own peak RSS: ``wait4``'s
+# ru_maxrss would include the benchmark process itself, whose pages the child had before ``exec``.
+PEAK = r"""
+import atexit, runpy, sys
+def report():
+    peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024
+    print(f"PEAK_MIB {peak}", file=sys.stderr)
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def peak_of(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
-    """Like ``run_child``, with the child's own peak RSS (``/usr/bin/time``-like, through wait4)."""
+    """Wall seconds, peak RSS (MiB) and stdout of ``python SCRIPT ARGS...`` run fresh."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout = proc.stdout.read()
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK, *command], env=env, cwd=cwd, capture_output=True, text=True, timeout=900
+    )
     seconds = time.perf_counter() - started
     if proc.returncode:
-        raise RuntimeError(f"{command} failed:\n{stderr.decode()[-3000:]}")
-    return seconds, usage.ru_maxrss // 1024, stdout.decode()
+        raise RuntimeError(f"{command} failed:\n{proc.stderr[-3000:]}")
+    peak = int(proc.stderr.rsplit("PEAK_MIB", 1)[1].split()[0])
+    return seconds, peak, proc.stdout
 
 
 def web(env: dict[str, str], image: Path) -> dict:
-    _, peak, out = peak_of([sys.executable, "-c", WEB, str(image)], env, ROOT / "example_project")
+    script = Path(env["XDG_CACHE_HOME"]).parent / "web.py"
+    script.write_text(WEB)
+    _, peak, out = peak_of([str(script), str(image)], env, ROOT / "example_project")
     return {**json.loads(out.strip().splitlines()[-1]), "peak_mib": peak}
 
 
 def cli(env: dict[str, str], image: Path, cold: bool) -> dict:
     """Two calls; on a cold cache each gets an empty one (the image call would find the text call's files)."""
-    manage = [sys.executable, "manage.py", "semantic_search"]
+    manage = ["manage.py", "semantic_search"]
     home = Path(env["XDG_CACHE_HOME"])
     text_env = {**env, "XDG_CACHE_HOME": str(home / "text")} if cold else env
     image_env = {**env, "XDG_CACHE_HOME": str(home / "image")} if cold else env
@@ -110,39 +126,32 @@ def pool_children(pid: int) -> list[int]:
     return found
 
 
-def worker(database: str, cache_home: str, log_dir: Path) -> dict:
+def worker(app: Any, database: str, cache_home: str, log_dir: Path) -> dict:
     """A real Celery worker: seconds to ready and to models loaded, peak RSS of its pool process."""
-    from example_project.celery import app
-    from tests.celery_worker import BROKER_OPTIONS, REDIS_URL, RESULT_OPTIONS, Worker, cleanup_keys, configured_app
+    from tests.celery_worker import Worker, cleanup_keys
 
     os.environ["XDG_CACHE_HOME"] = cache_home  # the Worker helper copies this process's environment
     started = time.time()
-    with configured_app(
-        app,
-        broker_url=REDIS_URL,
-        result_backend=REDIS_URL,
-        broker_transport_options=BROKER_OPTIONS,
-        result_backend_transport_options=RESULT_OPTIONS,
-    ):
-        proc = Worker("startup-bench", database, {"DEVICE": "cpu"}, log_dir)
-        try:
-            proc.wait_ready(300)
-            ready = time.time() - started
-            info = proc.wait_loaded(app, 300)
-            peaks = []
-            for child in pool_children(proc.process.pid):
-                status = Path(f"/proc/{child}/status").read_text()
-                peaks.append(int(status.split("VmHWM:")[1].split()[0]) // 1024)
-        finally:
-            proc.stop()
-            cleanup_keys()
+    proc = Worker("startup-bench", database, {"DEVICE": "cpu"}, log_dir)
+    try:
+        proc.wait_ready(300)
+        ready = time.time() - started
+        info = proc.wait_loaded(app, 600)
+        peaks = []
+        for child in pool_children(proc.process.pid):
+            status = Path(f"/proc/{child}/status").read_text()
+            peaks.append(int(status.split("VmHWM:")[1].split()[0]) // 1024)
+    finally:
+        proc.stop()
+        cleanup_keys()
     return {"ready_s": round(ready, 2), "loaded_s": round(info["loaded_at"] - started, 2), "pool_peak_mib": max(peaks)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--no-worker", action="store_true", help="skip the Celery worker (no Redis)")
+    parser.add_argument("--kinds", default="web,cli,worker", help="which processes (the worker needs Redis)")
+    parser.add_argument("--states", default="cold,warm", help="which cache states")
     args = parser.parse_args()
 
     import django
@@ -161,31 +170,37 @@ def main() -> None:
     database = database_url(connection.settings_dict)
     image = next(p for p in sample_photo_paths() if p.stem == "coffee")
     report: dict = {"machine": describe(), "nproc": os.cpu_count(), "runs": {}}
+    from example_project.celery import app
+    from tests.celery_worker import BROKER_OPTIONS, REDIS_URL, RESULT_OPTIONS, configured_app
+
+    broker = {"broker_url": REDIS_URL, "result_backend": REDIS_URL}
+    broker.update(broker_transport_options=BROKER_OPTIONS, result_backend_transport_options=RESULT_OPTIONS)
     try:
-        with tempfile.TemporaryDirectory(prefix="startup-bench-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="startup-bench-") as scratch, configured_app(app, **broker):
             base = {
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example_project")]),
                 "DJANGO_SETTINGS_MODULE": "tests.settings",
                 "DATABASE_URL": database,
             }
-            kinds = ["web", "cli"] + ([] if args.no_worker else ["worker"])
-            for state in ("cold", "warm"):
-                for kind in kinds:
-                    home = Path(scratch) / f"{state}-{kind}"
-                    home.mkdir()
+            warm = Path(scratch) / "warm"  # filled once by the deploy command, then only read
+            for state in args.states.split(","):
+                if state == "warm":
+                    warm.mkdir()
+                    env = {**base, "XDG_CACHE_HOME": str(warm)}
+                    seconds, peak, _ = peak_of(["manage.py", "semantic_images_prepare"], env, ROOT / "example_project")
+                    report["runs"]["prepare"] = {"seconds": round(seconds, 2), "peak_mib": peak}
+                    print(f"prepare    {json.dumps(report['runs']['prepare'])}", flush=True)
+                for kind in args.kinds.split(","):
+                    home = warm if state == "warm" else Path(scratch) / f"cold-{kind}"
+                    home.mkdir(exist_ok=True)
                     env = {**base, "XDG_CACHE_HOME": str(home)}
-                    if state == "warm":
-                        seconds, peak, out = peak_of(
-                            [sys.executable, "manage.py", "semantic_images_prepare"], env, ROOT / "example_project"
-                        )
-                        report["runs"].setdefault("prepare", {"seconds": round(seconds, 2), "peak_mib": peak})
                     if kind == "web":
                         result = web(env, image)
                     elif kind == "cli":
                         result = cli(env, image, cold=state == "cold")
                     else:
-                        result = worker(database, str(home), Path(scratch))
+                        result = worker(app, database, str(home), Path(scratch))
                     report["runs"][f"{kind} {state}"] = result
                     print(f"{kind:6} {state:4} {json.dumps(result)}", flush=True)
     finally:
