@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -64,6 +65,30 @@ def test_onnx_vectors_equal_the_torch_vectors_of_minilm():
     single = onnx.encode([TEXTS[1]])[0]
     assert float(single @ expected[1]) > 0.9999
     assert onnx.path.exists() and onnx.path.parent == onnx_queries.default_cache_dir()
+
+
+def test_a_cached_model_answers_without_loading_the_torch_model(tiny_bert, tmp_path):
+    """Once exported, a process encodes words with the tokenizer and ONNX Runtime alone."""
+    reference = loaded(tiny_bert)
+    OnnxQueryEncoder(reference, cache_dir=tmp_path).load()
+    fresh = SentenceEncoder(str(tiny_bert), "cpu")
+    onnx = OnnxQueryEncoder(fresh, cache_dir=tmp_path)
+    got = onnx.encode(TEXTS)
+    assert fresh.model is None  # the torch model was never loaded
+    np.testing.assert_allclose(got, reference.encode(TEXTS), atol=1e-5)
+    assert onnx.encode([]).shape == (0, 32)
+
+
+def test_the_tokenizer_without_torch_gives_the_transformers_ids():
+    """``tokenize()`` (tokenizers only) equals the transformers tokenizer the torch path uses."""
+    text = SentenceEncoder(None, "cpu")
+    texts = [*TEXTS, "Crème BRÛLÉE, naïve café!", "word " * 300, "日本の猫 🐈", "  spaces\tand\nlines  "]
+    fast = text.tokenize(texts)
+    text.load()
+    slow = text.tokenizer(texts, padding=True, truncation=True, max_length=text.max_length, return_tensors="np")
+    np.testing.assert_array_equal(fast["input_ids"], slow["input_ids"])
+    np.testing.assert_array_equal(fast["attention_mask"], slow["attention_mask"])
+    assert fast["input_ids"].shape[1] == text.max_length
 
 
 def test_the_fingerprint_does_not_depend_on_the_thread_count():
@@ -136,9 +161,14 @@ def test_a_model_is_exported_once_per_fingerprint(tiny_bert, tmp_path):
     assert again.path == first.path and again.path.stat().st_mtime_ns == stamp
     np.testing.assert_allclose(again.encode(TEXTS), text.encode(TEXTS), atol=1e-5)
 
-    changed = loaded(tiny_bert)
+    # Other weights (the model's files are its identity): another export.
+    edited = loaded(tiny_bert)
     with torch.no_grad():
-        changed.model.encoder.layer[0].output.dense.bias.add_(0.5)
+        edited.model.encoder.layer[0].output.dense.bias.add_(0.5)
+    copy = tmp_path / "changed-model"
+    shutil.copytree(tiny_bert, copy)
+    edited.model.save_pretrained(copy)
+    changed = loaded(copy)
     other = OnnxQueryEncoder(changed, cache_dir=tmp_path)
     other.load()
     assert other.path != first.path

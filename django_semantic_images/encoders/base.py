@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import os
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,10 +30,21 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+#: Device files of a GPU that torch could use (NVIDIA, ROCm, WSL's GPU paravirtualisation).
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` becomes ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
+    """``"auto"`` becomes ``"cuda"`` when torch sees a GPU, else ``"cpu"``.
+
+    On Linux without any GPU device file torch cannot see one either: the answer is
+    ``"cpu"`` without importing torch (1-2 s and 200 MB that a word search never needs).
+    """
     if device != "auto":
         return device
+    if sys.platform.startswith("linux") and "torch" not in sys.modules:
+        if not any(os.path.exists(path) for path in GPU_DEVICE_FILES):
+            return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -42,7 +55,9 @@ class Encoder(abc.ABC):
 
     Two images compare by their visual vectors; text compares with images by the
     semantic vectors. Construction is cheap: weights load on first use, once per
-    process, guarded by a lock so that threads share one copy.
+    process, guarded by a lock so that threads share one copy. An encoder may load
+    in parts (``ensure_part``): what a word search needs first, the image model on the
+    first image; ``ensure_loaded()`` loads everything (a worker does, at start).
     """
 
     #: Short, stable name stored with every vector (the identity adds versions).
@@ -54,29 +69,51 @@ class Encoder(abc.ABC):
     query_cache_size = 1024
 
     def __init__(self, device: str = "auto") -> None:
-        self.device = resolve_device(device)
-        self._lock = threading.Lock()
-        self._loaded = False
+        self.device_setting = device
+        self._device: str | None = None
+        self._lock = threading.RLock()
+        self.loaded_parts: set[str] = set()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        """Where the weights run (``DEVICE`` resolved on first use)."""
+        if self._device is None:
+            self._device = resolve_device(self.device_setting)
+        return self._device
+
+    @device.setter
+    def device(self, value: str) -> None:
+        self._device = value
 
     @property
     def identity(self) -> str:
         """What produced a vector; vectors from another identity are stale."""
         return self.name
 
-    def ensure_loaded(self) -> None:
-        """Load the weights once (thread-safe)."""
-        if self._loaded:
+    def ensure_part(self, part: str, loader: Callable[[], None]) -> None:
+        """Run ``loader`` once per process for ``part`` (thread-safe; parts may nest)."""
+        if part in self.loaded_parts:
             return
         with self._lock:
-            if not self._loaded:
-                self.load()
-                self._loaded = True
+            if part not in self.loaded_parts:
+                loader()
+                self.loaded_parts.add(part)
+
+    def ensure_loaded(self) -> None:
+        """Load all the weights once (thread-safe)."""
+        self.ensure_part("all", self.load)
 
     @abc.abstractmethod
     def load(self) -> None:
         """Load the weights (called once, by ``ensure_loaded``)."""
+
+    def prepare(self) -> list[str]:
+        """Build what this encoder derives once from its weights and keeps in
+        ``MODEL_CACHE_DIR`` (``manage.py semantic_images_prepare``); returns what it made
+        or found, one line each. The default has nothing to prepare."""
+        return []
 
     @abc.abstractmethod
     def preprocess(self, image: Image.Image) -> np.ndarray:

@@ -11,21 +11,34 @@ dominate what tells them apart.
 
 A learned bridge (a linear map from CNN features to the text space, trained on
 a site's own captions) can be blended in; see ``bridges.py``.
+
+Loading is in parts: a word search needs only the text model (through ONNX Runtime
+when the exported query model is cached, without torch); the CNN and the class
+vectors load on the first image. The class vectors (3,000 prompts through MiniLM,
+about 14 s on two cores) are computed once per recipe and text model and kept in
+``MODEL_CACHE_DIR`` (``cache.py``); ``manage.py semantic_images_prepare`` builds them
+and the query model at deploy time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .base import Encoder, ImageEmbeddings, l2_normalize
 from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
+from .cache import cache_dir, digest, file_lock, load_arrays, save_arrays
 from .labels import imagenet_classes
-from .onnx_queries import configured_query_encoder
-from .text import shared_sentence_encoder
+from .onnx_queries import OnnxQueryEncoder, configured_query_encoder
+from .text import SentenceEncoder, shared_sentence_encoder
+
+logger = logging.getLogger(__name__)
 
 CROP = 224
 RESIZE = 256
@@ -81,7 +94,7 @@ class ConSEEncoder(Encoder):
         elif bridge:
             self.bridge = LearnedBridge.load(bridge)
         self.cnn = None
-        self.text = None
+        self.text: SentenceEncoder | None = None
         self.label_vectors: np.ndarray | None = None  # (1000, 384), what the mixture is made of
         self.common_text_direction: np.ndarray | None = None  # mean class text, shared by all descriptions
 
@@ -109,12 +122,68 @@ class ConSEEncoder(Encoder):
 
     def class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class, the normalised mean of its prompts' text vectors; and their mean over classes."""
-        assert self.text is not None
-        vectors = l2_normalize(sum(self.text.encode(self.label_texts(p)) for p in self.prompts))
+        text = self.text_encoder()
+        vectors = l2_normalize(np.sum([text.encode(self.label_texts(p)) for p in self.prompts], axis=0))
         common = vectors.mean(axis=0)
         return (vectors - common if self.center else vectors), common
 
+    def text_encoder(self) -> SentenceEncoder:
+        """The process's text model for this recipe (its weights load on first encode)."""
+        if self.text is None:
+            self.text = shared_sentence_encoder(self.text_model, self.device)
+        return self.text
+
+    def class_vectors_source(self) -> dict:
+        """What the class vectors derive from; the cached file must have been made from it."""
+        labels = resources.files(__package__).joinpath("data/imagenet_classes.tsv").read_bytes()
+        return {
+            "what": "conse-class-vectors",
+            "encoder": self.name,
+            "version": self.version,
+            "text_model": self.text_encoder().weights_fingerprint(),
+            "labels": hashlib.sha256(labels).hexdigest()[:16],
+            "prompts": list(self.prompts),
+            "center": self.center,
+        }
+
+    def class_vectors_path(self, source: dict | None = None) -> Path:
+        return cache_dir() / f"conse-classes-{digest([source or self.class_vectors_source()])}.npz"
+
+    def cached_class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``class_vectors()`` from ``MODEL_CACHE_DIR``, computed and stored there when the file
+        is missing, stale or corrupt (a folder that cannot be written only costs the time)."""
+        source = self.class_vectors_source()
+        path = self.class_vectors_path(source)
+        shapes = {"vectors": (len(imagenet_classes()), self.semantic_dimensions), "common": (self.semantic_dimensions,)}
+        found = load_arrays(path, source, shapes)
+        if found is None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = file_lock(path.with_suffix(".lock"))
+            except OSError as exc:
+                logger.warning("The class vectors are not cached (%s): %s", path.parent, exc)
+                return self.class_vectors()
+            with lock:
+                found = load_arrays(path, source, shapes)  # another process made it meanwhile
+                if found is None:
+                    vectors, common = self.class_vectors()
+                    try:
+                        save_arrays(path, source, vectors=vectors, common=common)
+                    except OSError as exc:
+                        logger.warning("The class vectors could not be cached in %s: %s", path, exc)
+                    return vectors, common
+        return found["vectors"], found["common"]
+
     def load(self) -> None:
+        """Everything: the text model, the CNN and the class vectors (a worker's preload)."""
+        self.text_encoder().ensure_loaded()
+        self.ensure_image_model()
+
+    def ensure_image_model(self) -> None:
+        """The CNN and the class vectors, once (the first image query or embedding)."""
+        self.ensure_part("image", self._load_image_model)
+
+    def _load_image_model(self) -> None:
         import torch
 
         from .efficientnet_lite import load_lite0
@@ -122,9 +191,21 @@ class ConSEEncoder(Encoder):
         cnn = load_lite0().to(self.device)
         if self.device.startswith("cuda"):
             cnn = cnn.half().to(memory_format=torch.channels_last)
+        self.label_vectors, self.common_text_direction = self.cached_class_vectors()
         self.cnn = cnn
-        self.text = shared_sentence_encoder(self.text_model, self.device)
-        self.label_vectors, self.common_text_direction = self.class_vectors()
+
+    def prepare(self) -> list[str]:
+        """The class vectors and, where search words take ONNX Runtime, the query model."""
+        path = self.class_vectors_path()
+        existed = path.exists()
+        self.cached_class_vectors()
+        made = [f"class vectors: {path} ({'found' if existed and path.exists() else 'built'})"]
+        query = configured_query_encoder(self.text_encoder())
+        if isinstance(query, OnnxQueryEncoder):
+            made.append(f"query model: {query.path}")
+        else:
+            made.append("query model: none (search words use torch)")
+        return made
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         image = image.convert("RGB")
@@ -140,7 +221,7 @@ class ConSEEncoder(Encoder):
     def encode_pixels(self, pixels: np.ndarray) -> ImageEmbeddings:
         import torch
 
-        self.ensure_loaded()
+        self.ensure_image_model()
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
         if self.device.startswith("cuda"):
             x = x.half().contiguous(memory_format=torch.channels_last)
@@ -190,7 +271,7 @@ class ConSEEncoder(Encoder):
         """Raw pooled features and softened class probabilities (what ``conse()`` mixes)."""
         import torch
 
-        self.ensure_loaded()
+        self.ensure_image_model()
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
         if self.device.startswith("cuda"):
             x = x.half()
@@ -200,10 +281,9 @@ class ConSEEncoder(Encoder):
         return feats.float().cpu().numpy(), self.soften(logits.cpu().numpy())
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self.ensure_loaded()
-        return self.text.encode(list(texts))
+        return self.text_encoder().encode(list(texts))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Search texts through ``QUERY_RUNTIME`` (ONNX Runtime on a CPU when installed)."""
-        self.ensure_loaded()
-        return configured_query_encoder(self.text).encode(list(texts))
+        """Search texts through ``QUERY_RUNTIME`` (ONNX Runtime on a CPU when installed);
+        neither the CNN nor, with a cached ONNX model, torch is loaded for them."""
+        return configured_query_encoder(self.text_encoder()).encode(list(texts))

@@ -11,7 +11,9 @@ torch's time. docs/performance.md has the figures.
 
 The model is exported with ``torch.onnx.export`` (mean pooling and normalisation
 inside the graph) into ``MODEL_CACHE_DIR`` under a fingerprint of its weights, once
-per machine, and checked against the torch model before it is used. An int8 model
+per machine, and checked against the torch model before it is used. Once the file is
+there, a process encodes search words with ONNX Runtime and the ``tokenizers``
+library alone: neither torch nor the torch model is loaded for them. An int8 model
 that fails the check leaves search on the float32 export; anything else that goes
 wrong (the extra not installed, a read-only folder, a failed export or check) leaves
 search on the torch model. Each fallback is logged as a warning.
@@ -23,19 +25,22 @@ captions, alt texts) always come from the torch model.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..conf import on_change, semantic_settings
+from .cache import cache_dir as configured_cache_dir
+from .cache import default_cache_dir, digest, file_lock
 from .text import SentenceEncoder
 
 logger = logging.getLogger(__name__)
@@ -49,36 +54,16 @@ MIN_COSINE = {False: 0.9999, True: 0.95}
 
 def onnx_available() -> bool:
     """Whether ONNX Runtime and the exporter's packages are installed (the ``onnx`` extra)."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from importlib.util import find_spec
 
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/django-semantic-images`` (``~/.cache/...`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "django-semantic-images"
+    return all(find_spec(name) is not None for name in ("onnx", "onnxruntime", "onnxscript"))
 
 
 def fingerprint(text: SentenceEncoder, int8: bool) -> str:
-    """Names the exported file: the model's config and weights, the export recipe, the versions."""
-    import onnxruntime
-    import torch
-
-    assert text.model is not None
-    digest = hashlib.sha256()
-    digest.update(text.model.config.to_json_string().encode())
-    # Every byte of every tensor (about 50 ms for MiniLM): a sum would differ with the
-    # thread count, and processes with different thread settings would each export a copy.
-    for name, tensor in text.model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(f"{EXPORT_VERSION}|{int8}|{text.max_length}|{torch.__version__}|{onnxruntime.__version__}".encode())
-    return digest.hexdigest()[:16]
+    """Names the exported file: the model's weights, the export recipe, the versions
+    (read from the installed packages' metadata, so torch is not imported)."""
+    recipe = (EXPORT_VERSION, int8, text.max_length, version("torch"), version("onnxruntime"))
+    return digest([text.weights_fingerprint(), *recipe])
 
 
 NOISY_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
@@ -97,22 +82,6 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (POSIX), so that one of them exports."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the atomic rename below is enough for correctness
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def export_sentence_model(text: SentenceEncoder, target: Path) -> None:
@@ -158,19 +127,22 @@ class OnnxQueryEncoder:
         self.text = text
         self.int8 = int8
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.dimensions: int | None = None
         self.session: Any = None
         self.path: Path | None = None
 
     def prepare(self) -> Path:
-        """The exported (and, with ``int8``, quantised) model file; made once per machine."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        """The exported (and, with ``int8``, quantised) model file; made once per machine
+        (then the torch model loads to export it and to check the export)."""
         stem = f"sentence-{fingerprint(self.text, self.int8)}"
         path = self.cache_dir / f"{stem}{'-int8' if self.int8 else ''}.onnx"
         if path.exists():
             return path
-        with _file_lock(self.cache_dir / f"{stem}.lock"):
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.cache_dir / f"{stem}.lock"):
             if path.exists():  # another process exported it while this one waited
                 return path
+            self.text.ensure_loaded()
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as scratch:
                 fp32 = Path(scratch) / "model.onnx"
                 export_sentence_model(self.text, fp32)
@@ -188,10 +160,9 @@ class OnnxQueryEncoder:
 
     def _session(self, path: Path) -> Any:
         import onnxruntime as ort
-        import torch
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
+        options.intra_op_num_threads = intra_op_threads()
         options.inter_op_num_threads = 1
         # A web process waits on the database between queries: no busy-waiting threads.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -213,24 +184,30 @@ class OnnxQueryEncoder:
         self.session = self._session(self.path)
 
     def _run(self, session: Any, texts: Sequence[str]) -> np.ndarray:
-        assert self.text.tokenizer is not None
-        chunk = [t or "" for t in texts]
-        batch = self.text.tokenizer(
-            chunk, padding=True, truncation=True, max_length=self.text.max_length, return_tensors="np"
-        )
-        feed = {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
-        return np.asarray(session.run(None, feed)[0], dtype=np.float32)
+        return np.asarray(session.run(None, self.text.tokenize(texts))[0], dtype=np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if self.session is None:
             self.load()
         if not texts:
-            return np.zeros((0, self.text.model.config.hidden_size), np.float32)
+            return self._run(self.session, [""])[:0]
         return self._run(self.session, texts)
 
 
 _query_encoders: dict[tuple[int, bool, str], OnnxQueryEncoder | None] = {}
 _lock = threading.Lock()
+
+
+def intra_op_threads() -> int:
+    """torch's thread count where torch is loaded (a worker sets it), else the cores this
+    process may use (what torch would pick), without importing torch for it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, torch.get_num_threads())
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def query_encoder(text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir: str | None) -> Any:
@@ -252,7 +229,7 @@ def configured_query_encoder(text: SentenceEncoder) -> Any:
         text,
         runtime=semantic_settings.QUERY_RUNTIME,
         int8=bool(semantic_settings.QUERY_INT8),
-        cache_dir=semantic_settings.MODEL_CACHE_DIR,
+        cache_dir=str(configured_cache_dir()),
     )
 
 

@@ -1,0 +1,33 @@
+"""``manage.py semantic_images_prepare``: fill ``MODEL_CACHE_DIR`` at deploy time.
+
+For every ImageEmbeddingField's encoder (and the default encoder), build what it derives
+once from its weights: the ConSE class vectors and the exported ONNX query model. Run it
+in the image build or a release step, so that no web process, worker or CLI call spends
+its first request on it (docs/installation.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ...encoders import get_encoder
+from ...worker import field_encoders
+
+
+class Command(BaseCommand):
+    help = "Build the model cache (ConSE class vectors, ONNX query model) in MODEL_CACHE_DIR for every encoder."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        encoders = {id(e): e for e in [get_encoder(), *field_encoders()]}
+        for encoder in encoders.values():
+            started = time.perf_counter()
+            try:
+                made = encoder.prepare()
+            except Exception as exc:  # noqa: BLE001 - named with its encoder, then the command fails
+                raise CommandError(f"Preparing {encoder.identity} failed: {exc}") from exc
+            self.stdout.write(f"{encoder.identity} ({time.perf_counter() - started:.1f} s)")
+            for line in made or ["nothing to prepare"]:
+                self.stdout.write(f"  {line}")

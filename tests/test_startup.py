@@ -1,0 +1,210 @@
+"""Start-up: a fresh process answers its first query within seconds.
+
+What every process used to derive from the weights at start (3,000 class prompts through
+MiniLM, the ONNX export) is kept in ``MODEL_CACHE_DIR``; a process that searches by words
+loads neither the CNN nor torch; gunicorn's workers answer their first search well inside
+its default 30 s timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from django_semantic_images.encoders import cache
+from django_semantic_images.encoders.conse import ConSEEncoder
+from django_semantic_images.encoders.onnx_queries import onnx_available
+
+from .celery_worker import database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example_project")])}
+
+# A fresh process: a word query, then an image query, reporting what each loaded.
+FRESH_PROCESS = """
+import json, sys
+import django
+from django.conf import settings
+settings.configure(INSTALLED_APPS=[], SEMANTIC_IMAGES={"DEVICE": "cpu"})
+django.setup()
+from PIL import Image
+from django_semantic_images.encoders import get_encoder
+
+def state(encoder):
+    return {
+        "torch": "torch" in sys.modules,
+        "cnn_module": "django_semantic_images.encoders.efficientnet_lite" in sys.modules,
+        "cnn": encoder.cnn is not None,
+        "class_vectors": encoder.label_vectors is not None,
+        "text_model": encoder.text is not None and encoder.text.model is not None,
+    }
+
+encoder = get_encoder()
+vector = encoder.encode_text("a cup of coffee")
+after_words = state(encoder)
+image = encoder.encode_images([Image.new("RGB", (320, 240), (200, 30, 30))])
+print(json.dumps({"words": after_words, "image": state(encoder), "norm": float(vector @ vector),
+                  "semantic": image.semantic.shape}))
+"""
+
+
+@pytest.fixture(scope="module")
+def prepared() -> str:
+    """The deploy step: the model cache filled for every field's encoder (fast when warm)."""
+    from io import StringIO
+
+    out = StringIO()
+    call_command("semantic_images_prepare", stdout=out)
+    return out.getvalue()
+
+
+def test_prepare_command_fills_the_cache(prepared):
+    assert "class vectors:" in prepared and "query model:" in prepared
+    assert "conse-lite0-minilm" in prepared
+    paths = re.findall(r"(?:class vectors|query model): (\S+\.(?:npz|onnx))", prepared)
+    assert len(paths) == 2 and all(Path(p).is_file() for p in paths), prepared
+
+
+@pytest.mark.skipif(not onnx_available(), reason="needs the onnx extra")
+def test_a_word_query_loads_neither_the_cnn_nor_torch_and_an_image_query_then_loads_the_cnn(prepared):
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["words"] == {
+        "torch": False,
+        "cnn_module": False,
+        "cnn": False,
+        "class_vectors": False,
+        "text_model": False,
+    }
+    assert abs(report["norm"] - 1.0) < 1e-4
+    # The image loads the CNN and the cached class vectors: the text model is not run for them.
+    assert report["image"] == {
+        "torch": True,
+        "cnn_module": True,
+        "cnn": True,
+        "class_vectors": True,
+        "text_model": False,
+    }
+    assert report["semantic"] == [1, 384]
+
+
+def test_class_vectors_are_cached_and_a_stale_or_corrupt_file_is_rebuilt(tmp_path, monkeypatch, settings):
+    settings.SEMANTIC_IMAGES = {"MODEL_CACHE_DIR": str(tmp_path)}
+    recipe = {"prompt": "a photo of a {name}.", "device": "cpu", "bridge": None}  # one prompt: 1,000 texts
+    encoder = ConSEEncoder(**recipe)
+    text = encoder.text_encoder()
+    encoded: list[int] = []
+    real_encode = text.encode
+    monkeypatch.setattr(text, "encode", lambda texts: encoded.append(len(texts)) or real_encode(texts))
+
+    vectors, common = encoder.cached_class_vectors()
+    path = encoder.class_vectors_path()
+    assert encoded == [1000] and path.parent == tmp_path and path.is_file()
+    assert vectors.shape == (1000, 384) and common.shape == (384,)
+
+    encoded.clear()
+    again, again_common = ConSEEncoder(**recipe).cached_class_vectors()  # a valid file: read, not encoded
+    assert encoded == []
+    np.testing.assert_array_equal(again, vectors)
+    np.testing.assert_array_equal(again_common, common)
+
+    path.write_bytes(path.read_bytes()[:1000])  # corrupt: cut short
+    rebuilt, _ = ConSEEncoder(**recipe).cached_class_vectors()
+    assert encoded == [1000]
+    np.testing.assert_allclose(rebuilt, vectors, atol=1e-6)
+
+    encoded.clear()  # stale: made from other labels (same name, other source inside)
+    source = {**encoder.class_vectors_source(), "labels": "another-list"}
+    cache.save_arrays(path, source, vectors=np.zeros((1000, 384), np.float32), common=np.zeros(384, np.float32))
+    rebuilt, _ = ConSEEncoder(**recipe).cached_class_vectors()
+    assert encoded == [1000]
+    np.testing.assert_allclose(rebuilt, vectors, atol=1e-6)
+    # Wrong shapes or values under the right source are refused too.
+    cache.save_arrays(
+        path, encoder.class_vectors_source(), vectors=np.full((1000, 384), np.nan, np.float32), common=common
+    )
+    assert cache.load_arrays(path, encoder.class_vectors_source(), {"vectors": (1000, 384)}) is None
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_another_prompt_recipe_gets_another_file(tmp_path, settings):
+    settings.SEMANTIC_IMAGES = {"MODEL_CACHE_DIR": str(tmp_path)}
+    one = ConSEEncoder(prompt="a photo of a {name}.", device="cpu", bridge=None)
+    other = ConSEEncoder(prompt="a {name}", device="cpu", bridge=None)
+    assert one.class_vectors_path() != other.class_vectors_path()
+    assert one.class_vectors_path() == ConSEEncoder(prompt="a photo of a {name}.", bridge=None).class_vectors_path()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0  # not listening yet
+
+
+@pytest.fixture
+def test_database(django_db_setup, django_db_blocker) -> str:
+    with django_db_blocker.unblock():
+        return database_url(connection.settings_dict)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_workers_answer_their_first_word_search_within_the_default_timeout(prepared, test_database, tmp_path):
+    """Two workers, gunicorn's default 30 s timeout, word searches sent to both as soon as
+    it listens: every answer is a 200 and no worker is killed."""
+    port = free_port()
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
+    command = [sys.executable, "-m", "gunicorn", "example_project.wsgi:application", "-b", f"127.0.0.1:{port}"]
+    command += ["-w", "2", "--timeout", "30", "--access-logfile", str(access), "--error-logfile", str(errors)]
+    command += ["--access-logformat", "%(p)s %(s)s %(L)s"]
+    env = {**ENV, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": test_database}
+    server = subprocess.Popen(command, cwd=ROOT / "example_project", env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api/photos/search/?q=a+cup+of+coffee"
+    started = time.monotonic()
+    statuses: list[int] = []
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            while time.monotonic() - started < 90:
+                answers = list(pool.map(get, [url, url]))
+                if 0 in answers:
+                    time.sleep(0.05)
+                    continue
+                statuses += answers
+                pids = {line.split()[0] for line in access.read_text().splitlines()} if access.exists() else set()
+                if len(pids) >= 2:
+                    break
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    log = errors.read_text()
+    assert "WORKER TIMEOUT" not in log, log[-3000:]
+    assert statuses and set(statuses) == {200}, (statuses, log[-3000:])
+    lines = access.read_text().splitlines()
+    assert len({line.split()[0] for line in lines}) == 2, lines  # both workers answered
+    assert max(float(line.split()[2]) for line in lines) < 15, lines  # request seconds, far from 30
