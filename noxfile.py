@@ -79,6 +79,6 @@ def tests(session: nox.Session, django: str, pins: tuple[str, ...]) -> None:
     """The pytest suite on one Django/Python pair; pytest arguments after ``--``."""
     install(session, [TORCH, "-e", ".[dev]", f"Django~={django}.0", *pins])
     session.run("scripts/test-services", external=True)
-    versions = session.run("python", "-c", VERSIONS, silent=True)
+    versions = session.run("python", "-c", VERSIONS, silent=True, log=False)
     session.log(f"versions: {versions.strip() if versions else '?'}")
     session.run("python", "-m", "pytest", *session.posargs)
