@@ -1,11 +1,15 @@
 # Two commands on a fresh machine:  `make demo` (example site) and `make test` (whole suite).
+# `make matrix` runs the suite on each supported Django/Python pair (noxfile.py), one after another:
+#   make matrix NOX='-s "tests(dj61-py313)"' PYTEST='-m "not browser" tests/test_api.py'
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1:8000
+NOX    ?=
+PYTEST ?=
 
-.PHONY: install demo test screenshots lint bench
+.PHONY: install demo test screenshots matrix lint bench
 
 # torch is pinned on the same line as the packages that pull it in, so pip takes the
 # CPU build instead of a multi-GB CUDA one (see docs/installation.md).
@@ -28,6 +32,9 @@ test: $(STAMP)
 screenshots: $(STAMP)
 	scripts/test-services
 	SEMANTIC_IMAGES_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -m browser tests/test_browser_admin.py
+
+matrix: $(STAMP)
+	$(BIN)/nox $(NOX) -- $(PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
