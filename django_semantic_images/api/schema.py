@@ -45,7 +45,8 @@ class SemanticSearchSchema(AutoSchema):
         return None
 
     def get_response_serializers(self) -> Any:
-        result = self.view.get_result_serializer_class()
+        view: Any = self.view  # a SemanticSearchViewSet
+        result = view.get_result_serializer_class()
         responses: dict[int, Any] = {200: result, **COMMON_ERRORS}
         if self.method == "POST":
             responses[413] = _error("The upload is over the site's MAX_UPLOAD_BYTES.")

@@ -37,6 +37,7 @@ from rest_framework.serializers import BaseSerializer
 from ..conf import semantic_settings
 from ..fields import EmbeddingStatus, get_embedding_field
 from ..imaging import ImageDecodeError, load_query_image
+from ..query import SemanticQuerySetMixin, searchable
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
 from .querystring import ensure_filled, ensure_known, ensure_single, ensure_utf8
@@ -95,7 +96,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         return self.get_result_serializer_class()(*args, **kwargs)
 
     # -- authentication -------------------------------------------------------------
-    def get_authenticate_header(self, request: Request) -> str | None:
+    def get_authenticate_header(self, request: Request) -> str:
         """The first challenge any authenticator offers (DRF asks only the first one).
 
         With DRF's default ``[SessionAuthentication, BasicAuthentication]`` a failed login
@@ -105,7 +106,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             header = authenticator.authenticate_header(request)
             if header:
                 return header
-        return None
+        return ""  # no challenge: DRF answers 403
 
     # -- request checks ---------------------------------------------------------
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -143,14 +144,16 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         """``multi_valued_params`` and the multiple-choice filters (``?tag=a&tag=b``)."""
         names = set(self.multi_valued_params)
         for backend_class in self.filter_backends:
-            if hasattr(backend_class, "get_filterset_class"):
-                names |= filterset_multi_valued(backend_class().get_filterset_class(self, self.get_queryset()))
+            get_filterset_class = getattr(backend_class(), "get_filterset_class", None)
+            if get_filterset_class is not None:
+                names |= filterset_multi_valued(get_filterset_class(self, self.get_queryset()))
         return names
 
     # -- responses ------------------------------------------------------------------
-    def searchable_queryset(self) -> QuerySet:
-        """What the caller may see, narrowed by the filter backends: the base of every ranking."""
-        return self.filter_queryset(self.get_queryset())
+    def searchable_queryset(self) -> SemanticQuerySetMixin:
+        """What the caller may see, narrowed by the filter backends: the base of every ranking
+        (with the search methods, whatever the model's manager)."""
+        return searchable(self.filter_queryset(self.get_queryset()))
 
     def page_response(self, queryset: QuerySet) -> Response:
         """One page of ``queryset`` (ranked or not) through the result serializer."""
@@ -254,7 +257,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 def not_embedded_message(instance: Model, field_name: str) -> str:
     """Why ``instance`` has no visual vector: still pending, or failed (with the pipeline's reason)."""
     info = getattr(instance, field_name)
-    name = f"{instance._meta.verbose_name.capitalize()} {instance.pk}"
+    name = f"{str(instance._meta.verbose_name).capitalize()} {instance.pk}"
     if info.status == EmbeddingStatus.FAILED:
         reason = info.error or "no reason was recorded"
         return f"{name} could not be embedded (status: failed): {reason}"
