@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1:8000
 NOX    ?=
 PYTEST ?=
+FUZZ_CASES ?= 3000
 
-.PHONY: install demo test screenshots matrix lint bench
+.PHONY: install demo test screenshots matrix lint bench fuzz
 
 # torch is pinned on the same line as the packages that pull it in, so pip takes the
 # CPU build instead of a multi-GB CUDA one (see docs/installation.md).
@@ -40,3 +41,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python scripts/check_layers.py
 	PYTHONPATH=.:example_project DATABASE_URL=postgresql://localhost/unused $(BIN)/mypy
+
+# schemathesis against a live server with a random seed (SEED=... to replay one), not part of `make test`.
+fuzz: $(STAMP)
+	scripts/test-services
+	SEED=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "fuzz: $(FUZZ_CASES) cases, seed $$SEED"; \
+	SEMANTIC_IMAGES_FUZZ_CASES=$(FUZZ_CASES) SEMANTIC_IMAGES_FUZZ_SEED=$$SEED \
+	$(BIN)/python -m pytest tests/test_api_schemathesis.py -k fuzz -s -q -p no:cacheprovider

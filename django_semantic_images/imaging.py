@@ -7,6 +7,7 @@ can read; nothing here raises anything else for bad input.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from typing import IO
 
@@ -15,6 +16,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; ``str(exc)`` is the reason."""
+
+
+# Pillow's DecompressionBombError: "Image size (N pixels) exceeds limit of M pixels, ..."
+PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
 def decode_image(
@@ -28,13 +33,16 @@ def decode_image(
 
     JPEGs are decoded in draft mode at the smallest DCT scale that keeps the
     shorter side at least ``min_side``, so a 12-megapixel photo is never
-    decoded at full size. Images over ``max_pixels`` are refused before decoding.
+    decoded at full size. Images over ``max_pixels`` are refused before decoding, with
+    a message naming ``max_pixels`` (not Pillow's own ``Image.MAX_IMAGE_PIXELS``).
     """
     if not data:
         raise ImageDecodeError("The file is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's warning level is not our limit: the header is read and max_pixels decides.
+            # Above twice Pillow's level, Image.open refuses by itself (the except below).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
@@ -54,10 +62,26 @@ def decode_image(
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError("The file is not an image in a format we can read.") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"The image is too large to decode safely: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(bomb_message(str(exc), max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
         raise ImageDecodeError(f"The image data is truncated or corrupt: {exc}") from None
+
+
+def bomb_message(pillow_message: str, max_pixels: int) -> str:
+    """The reason for an image Pillow refused as a decompression bomb, naming ``max_pixels``."""
+    found = PILLOW_PIXELS.search(pillow_message)
+    if found is None:
+        return f"The image has too many pixels, over the limit of {max_pixels:,} pixels."
+    pixels = int(found.group(1))
+    if pixels > max_pixels:
+        return f"The image has {pixels:,} pixels, over the limit of {max_pixels:,} pixels."
+    # max_pixels is above Pillow's own hard limit (twice PIL.Image.MAX_IMAGE_PIXELS).
+    ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return (
+        f"The image has {pixels:,} pixels, over Pillow's limit of {ceiling:,} pixels "
+        "(twice PIL.Image.MAX_IMAGE_PIXELS, which the site must raise to accept it)."
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

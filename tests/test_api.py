@@ -7,18 +7,26 @@ of bad input the API must answer with a 4xx and a message.
 
 from __future__ import annotations
 
+import base64
+import re
 import struct
 import zlib
 
 import numpy as np
 import pytest
 from django.core.cache import cache
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django_filters import rest_framework as filters
 from PIL import Image, ImageOps
 from rest_framework.test import APIClient
 
+from django_semantic_images.api.serializers import NOT_BLANK
+from django_semantic_images.api.viewsets import filterset_multi_valued
+from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.pipeline import embed_instances
-from photos.models import Photo
+from django_semantic_images.signals import embedding_deferred
+from photos.models import Photo, TwoImagePhoto
 from tests.conftest import image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -142,7 +150,85 @@ def test_similar_to_a_photo_not_embedded_yet_is_a_conflict(client, make_photo, s
     pending = make_photo(sample_paths["rocket"])
     response = client.get(similar_url(pending.pk))
     assert response.status_code == 409
-    assert "no visual vector yet" in response.json()["detail"]
+    detail = f"Photo {pending.pk} has not been embedded yet (status: pending); try again shortly."
+    assert response.json() == {"detail": detail}
+
+
+def test_similar_to_a_photo_whose_embedding_failed_names_the_failure_and_its_reason(client, make_photo):
+    broken = make_photo(b"%PDF-1.4 not a picture", name="letter.jpg")
+    reason = "The file is not an image in a format we can read."
+    Photo.objects.filter(pk=broken.pk).update(embedding_status="failed", embedding_error=reason)
+    response = client.get(similar_url(broken.pk))
+    assert response.status_code == 409
+    assert response.json() == {"detail": f"Photo {broken.pk} could not be embedded (status: failed): {reason}"}
+
+
+@pytest.mark.parametrize("urls", ["site", "object-permission"])
+def test_a_hidden_anchor_answers_exactly_like_a_missing_one(
+    client, settings, sample_photos, private_coffee, django_user_model, urls
+):
+    """The example site hides by get_queryset(); the other wiring finds every row and hides
+    by an object permission, which must not turn a hidden id into a 403."""
+    settings.ROOT_URLCONF = "tests.api_urls"
+    base = "/api/photos/" if urls == "site" else "/test-api/objperm/"
+    missing = Photo.objects.order_by("-pk").first().pk + 1000
+    visible = client.get(f"{base}{sample_photos['coffee'].pk}/similar/")
+    assert visible.status_code == 200
+    hidden = client.get(f"{base}{private_coffee.pk}/similar/")
+    absent = client.get(f"{base}{missing}/similar/")
+    malformed = client.get(f"{base}abc/similar/")
+    assert hidden.status_code == absent.status_code == malformed.status_code == 404
+    assert hidden.content == absent.content == malformed.content
+    assert hidden.json() == {"detail": "No Photo matches the given query."}
+    # Signed in as someone else: still hidden, still the same answer.
+    client.force_authenticate(django_user_model.objects.create_user("someone"))
+    assert client.get(f"{base}{private_coffee.pk}/similar/").content == absent.content
+
+
+def test_the_api_root_lists_the_photos_and_the_list_shows_only_what_the_caller_may_see(
+    client, sample_photos, private_coffee
+):
+    root = client.get("/api/", HTTP_ACCEPT="application/json")
+    assert root.status_code == 200
+    assert root.json() == {"photos": "http://testserver/api/photos/"}
+    listed = client.get("/api/photos/", {"limit": 100})
+    assert listed.status_code == 200, listed.content
+    body = listed.json()
+    assert set(body) == {"limit", "offset", "next", "previous", "results"}
+    assert sorted(ids(listed)) == sorted(p.pk for p in sample_photos.values())
+    assert all(row["score"] is None and row["image_url"].startswith("http://") for row in body["results"])
+    client.force_authenticate(private_coffee.owner)
+    assert private_coffee.pk in ids(client.get("/api/photos/", {"limit": 100}))
+    # The list pages like the searches, and has no relevance floor.
+    page = client.get("/api/photos/", {"limit": 2, "offset": 2}).json()
+    assert len(page["results"]) == 2 and "offset=4" in page["next"] and page["previous"]
+    assert client.get("/api/photos/", {"min_score": 0.5}).status_code == 400
+
+
+def browsable(client: APIClient, url: str) -> str:
+    response = client.get(url, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200, response.content[:500]
+    return response.content.decode()
+
+
+def description(html: str) -> str:
+    found = re.search(r'<div class="pull-left">(.*?)</div>', html, re.S)
+    assert found, "no description on the page"
+    return found.group(1)
+
+
+def test_the_browsable_api_offers_an_image_upload_and_readable_descriptions(client, sample_photos):
+    search = browsable(client, SEARCH + "?q=a+cat")
+    form = re.search(r'<form action="/api/photos/search/[^"]*" method="POST".*?</form>', search, re.S)
+    assert form, "no POST form"
+    assert re.search(r'<input[^>]*name="image"[^>]*type="file"|<input[^>]*type="file"[^>]*name="image"', form.group(0))
+    assert 'name="title"' not in form.group(0) and 'name="alt_text"' not in form.group(0)
+    pages = [search, browsable(client, similar_url(sample_photos["coffee"].pk)), browsable(client, "/api/photos/")]
+    for html in pages:
+        text = description(html)
+        assert "`" not in text and len(text) > 40, text
+    assert "search/?q=words" in description(pages[2])
+    assert "/api/photos/" in browsable(client, "/api/")
 
 
 # -- paging --------------------------------------------------------------------------------
@@ -291,6 +377,98 @@ def test_bad_text_queries_get_a_400_with_a_message(client, query, status, field,
     assert message in text
 
 
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("q=cat&owner=3&owner=", "owner"),
+        ("q=cat&created_after=2999-01-01&created_after=", "created_after"),
+        ("q=cat&owner=abc&owner=3", "owner"),
+        ("q=coffee&q=cat", "q"),
+        ("q=cat&limit=5&limit=50", "limit"),
+        ("q=cat&min_score=0.9&min_score=-1", "min_score"),
+        ("q=cat&format=json&format=json", "format"),
+    ],
+    ids=["filter-then-empty", "date-then-empty", "bad-then-good", "q-twice", "limit-twice", "floor-twice", "format"],
+)
+def test_a_single_valued_parameter_given_twice_is_a_400_naming_it(client, sample_photos, query, name):
+    response = client.get(f"{SEARCH}?{query}")
+    assert response.status_code == 400, response.content
+    assert response.json() == {name: [f"Give {name} once; it was given 2 times."]}
+    anchor = sample_photos["coffee"].pk
+    for url in (similar_url(anchor), "/api/photos/"):
+        twice = client.get(f"{url}?offset=1&offset=2")
+        assert twice.status_code == 400 and list(twice.json()) == ["offset"], twice.content
+    image = upload(jpeg())
+    second = upload(jpeg(), "second.jpg")
+    response = client.post(SEARCH, {"image": [image, second]}, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == {"image": ["Give image once; it was given 2 times."]}
+
+
+def test_only_multiple_choice_filters_may_be_repeated():
+    class TagFilter(filters.FilterSet):
+        tag = filters.MultipleChoiceFilter(choices=[("a", "a"), ("b", "b")], field_name="title")
+        title = filters.CharFilter()
+
+        class Meta:
+            model = Photo
+            fields = ["tag", "title"]
+
+    assert filterset_multi_valued(TagFilter) == {"tag"}
+
+
+BLANK_SAMPLES = ["\x1e", "\x1c\x1d", "\x85", "\ufeff", "\u200b", "\u3000", "\x00", " \t\n"]
+TEXT_SAMPLES = ["cat", " cat ", "\x00cat", "\ufeffcat\u3000", "\u00e9t\u00e9"]
+
+
+@pytest.mark.parametrize("text", BLANK_SAMPLES + TEXT_SAMPLES, ids=ascii)
+def test_the_schema_and_the_server_agree_on_what_a_blank_search_is(client, text):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    (q,) = [p for p in schema["paths"]["/api/photos/search/"]["get"]["parameters"] if p["name"] == "q"]
+    pattern = q["schema"]["pattern"]
+    # Only \uXXXX escapes and ranges: Python's re and ECMAScript read it alike (no \s).
+    assert re.fullmatch(r"\[\^(\\u[0-9a-f]{4}(-\\u[0-9a-f]{4})?)+\]", pattern), pattern
+    matches = re.search(pattern, text) is not None
+    assert matches == (text in TEXT_SAMPLES)
+    response = client.get(SEARCH, {"q": text})
+    assert response.status_code == (200 if matches else 400), response.content
+    if not matches:
+        assert response.json() == {"q": ["The search text is empty."]}
+
+
+def test_blank_is_whitespace_nul_and_the_zero_width_characters():
+    blank = {chr(i) for i in range(0x110000) if not NOT_BLANK.search(chr(i))}
+    assert blank == {chr(i) for i in range(0x110000) if chr(i).isspace()} | {"\x00", "\u200b", "\u2060", "\ufeff"}
+
+
+@pytest.mark.parametrize(
+    ("side", "limit"),
+    [(10_000, None), (20_000, None), (60_000, None), (2_000, 1_000_000)],
+    ids=["over-pillow-warning", "over-pillow-error", "far-over", "site-limit"],
+)
+def test_a_decompression_bomb_is_refused_naming_the_configured_limit(client, settings, side, limit):
+    if limit is not None:
+        settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": limit}
+    data = png_claiming(side, side)
+    response = client.post(SEARCH, {"image": upload(data, "bomb.png", "image/png")}, format="multipart")
+    assert response.status_code == 400, response.content
+    (message,) = response.json()["image"]
+    assert message.endswith(f"pixels, over the limit of {limit or 50_000_000:,} pixels."), message
+    assert f"{side * side:,} pixels" in message or f"{side}x{side} pixels" in message
+    assert not {"89478485", "178956970"} & set(re.findall(r"\d+", message.replace(",", ""))), message
+
+
+def test_wrong_basic_credentials_are_a_401_with_a_challenge(client, django_user_model):
+    django_user_model.objects.create_user("alice", password="right")
+    wrong = "Basic " + base64.b64encode(b"alice:wrong").decode()
+    response = client.get(SEARCH, {"q": "a cat"}, HTTP_AUTHORIZATION=wrong)
+    assert response.status_code == 401, response.content
+    assert response["WWW-Authenticate"] == 'Basic realm="api"'
+    assert "Invalid username/password" in response.json()["detail"]
+    right = "Basic " + base64.b64encode(b"alice:right").decode()
+    assert client.get(SEARCH, {"q": "a cat"}, HTTP_AUTHORIZATION=right).status_code == 200
+
+
 @pytest.fixture
 def small_uploads(settings):
     settings.SEMANTIC_IMAGES = {"MAX_UPLOAD_BYTES": 20_000}
@@ -306,7 +484,7 @@ def small_uploads(settings):
             "not an image",
         ),
         ({"image": upload(jpeg()[:6000])}, 400, "image", "truncated"),
-        ({"image": upload(png_claiming(60_000, 60_000), "bomb.png", "image/png")}, 400, "image", "too large"),
+        ({"image": upload(png_claiming(60_000, 60_000), "bomb.png", "image/png")}, 400, "image", "over the limit"),
         ({"image": upload(png_claiming(8_000, 8_000), "bomb.png", "image/png")}, 400, "image", "over the limit"),
         ({"image": upload(b"", "empty.jpg")}, 400, "image", "empty"),
         ({}, 400, "image", "Upload the query image"),
@@ -354,6 +532,37 @@ def test_the_schema_and_the_browsable_docs_are_served(client):
     paths = schema.json()["paths"]
     assert {"get", "post"} <= set(paths["/api/photos/search/"])
     assert "/api/photos/{id}/similar/" in paths
+    assert "get" in paths["/api/photos/"]
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
+
+
+# -- image_url: the image the embedding field names ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("prefix", "shown"), [("two-picture", "picture"), ("two-thumbnail", "thumbnail")])
+def test_image_url_is_the_image_of_the_embedding_field_searched(client, settings, prefix, shown):
+    """``TwoImagePhoto``: the default embedding uses the second image field ``picture``;
+    the ``two-thumbnail`` viewset searches ``thumbnail_embedding`` (on ``thumbnail``)."""
+    settings.ROOT_URLCONF = "tests.api_urls"
+    rng = np.random.default_rng(1)
+    rows = []
+    with embedding_deferred():
+        for i in range(3):
+            row = TwoImagePhoto()
+            row.thumbnail.save(f"thumb-{i}.jpg", ContentFile(jpeg((32, 32))), save=False)
+            row.picture.save(f"picture-{i}.jpg", ContentFile(jpeg((64, 64))), save=False)
+            for field in ("embedding", "thumbnail_embedding"):
+                setattr(row, f"{field}_status", "embedded")
+                setattr(row, f"{field}_visual", l2_normalize(rng.normal(size=(1, 1280)).astype(np.float32))[0])
+                setattr(row, f"{field}_semantic", l2_normalize(rng.normal(size=(1, 384)).astype(np.float32))[0])
+            row.save()
+            rows.append(row)
+    response = client.get(f"/test-api/{prefix}/{rows[0].pk}/similar/")
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert len(results) == 2
+    by_id = {row.pk: row for row in rows}
+    for result in results:
+        assert result["image_url"] == "http://testserver" + getattr(by_id[result["id"]], shown).url

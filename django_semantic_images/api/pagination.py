@@ -1,5 +1,7 @@
 """Paging for ranked vector results: ``limit`` (capped), ``offset`` (capped) and a relevance floor.
 
+The same paging serves the plain list of a viewset (no ranking, so no ``min_score``).
+
 A ranked page is ``ORDER BY distance LIMIT limit + 1 OFFSET offset``, which the HNSW
 index serves; the extra row tells whether a next page exists, so no page ever counts
 the whole table (a count would score every row). For one query and an unchanged
@@ -47,11 +49,16 @@ class RankedPagination(BasePagination):
     offset_query_param = "offset"
     min_score_query_param = "min_score"
 
-    def get_params(self, request: Any) -> tuple[int, int, float | None]:
-        """``(limit, offset, min_score)`` from the query string; a bad value is a 400."""
+    def get_params(self, request: Any, ranked: bool = True) -> tuple[int, int, float | None]:
+        """``(limit, offset, min_score)`` from the query string; a bad value is a 400.
+
+        ``min_score`` is read for a ranked queryset only (None otherwise).
+        """
         limit = _parse(request, self.limit_query_param, int, "limit must be a whole number of at least 1.")
         offset = _parse(request, self.offset_query_param, int, "offset must be a whole number of at least 0.")
-        min_score = _parse(request, self.min_score_query_param, float, "min_score must be a number from -1 to 1.")
+        min_score = None
+        if ranked:
+            min_score = _parse(request, self.min_score_query_param, float, "min_score must be a number from -1 to 1.")
         if limit is None:
             limit = self.default_limit
         if limit < 1:
@@ -69,12 +76,14 @@ class RankedPagination(BasePagination):
 
     def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any]:
         self.request = request
-        self.limit, self.offset, self.min_score = self.get_params(request)
+        ranked = is_ranked(queryset)
+        self.limit, self.offset, self.min_score = self.get_params(request, ranked)
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and self.offset + self.limit <= self.max_offset
         rows = rows[: self.limit]
-        # pgvector's relaxed_order index scan may return a page slightly out of order.
-        rows.sort(key=lambda row: row.distance)
+        if ranked:
+            # pgvector's relaxed_order index scan may return a page slightly out of order.
+            rows.sort(key=lambda row: row.distance)
         if self.min_score is not None:
             kept = [row for row in rows if row.score >= self.min_score]
             if len(kept) < len(rows):
@@ -126,7 +135,8 @@ class RankedPagination(BasePagination):
         }
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        return [
+        """The paging parameters of ``view``'s action (the plain list has no ``min_score``)."""
+        params = [
             {
                 "name": self.limit_query_param,
                 "in": "query",
@@ -151,3 +161,12 @@ class RankedPagination(BasePagination):
                 "schema": {"type": "number", "minimum": -1, "maximum": 1},
             },
         ]
+        if getattr(view, "action", None) == "list":
+            params = [p for p in params if p["name"] != self.min_score_query_param]
+        return params
+
+
+def is_ranked(queryset: Any) -> bool:
+    """Whether ``queryset`` is ordered by vector distance (``semantic_search`` / ``similar_to``)."""
+    query = getattr(queryset, "query", None)
+    return query is not None and "distance" in query.annotations

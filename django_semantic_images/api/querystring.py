@@ -1,4 +1,5 @@
-"""Checks on the raw query string: valid UTF-8, and no parameter the endpoint does not know."""
+"""Checks on the raw query string: valid UTF-8, no parameter the endpoint does not know, each
+single-valued parameter given once, and no empty filter."""
 
 from __future__ import annotations
 
@@ -48,3 +49,16 @@ def ensure_filled(params: Any, names: Iterable[str]) -> None:
     empty = sorted(name for name in names if name in params and not any(v.strip() for v in params.getlist(name)))
     if empty:
         raise ValidationError({name: ["This filter is empty; leave it out or give a value."] for name in empty})
+
+
+def ensure_single(params: Any, names: Iterable[str]) -> None:
+    """Refuse a single-valued parameter given more than once (``?owner=3&owner=``).
+
+    Django's ``QueryDict.get`` and django-filter read only the last value, so a repeat
+    would silently replace the first: widen a filtered search, or search for other words.
+    """
+    repeated = {name: len(params.getlist(name)) for name in names if len(params.getlist(name)) > 1}
+    if repeated:
+        raise ValidationError(
+            {name: [f"Give {name} once; it was given {count} times."] for name, count in sorted(repeated.items())}
+        )

@@ -15,7 +15,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 
 from .serializers import ErrorSerializer, ImageQuerySerializer, TextQuerySerializer
 
-RANKED_ACTIONS = ("search", "similar")
+PAGED_ACTIONS = ("list", "search", "similar")
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -32,26 +32,28 @@ COMMON_ERRORS = {
 
 
 class SemanticSearchSchema(AutoSchema):
-    """AutoSchema for ``SemanticSearchViewSet``: ranked actions are paginated lists."""
+    """AutoSchema for ``SemanticSearchViewSet``: every action answers a page of results."""
 
     def _is_list_view(self, serializer: Any = None) -> bool:
-        if getattr(self.view, "action", None) in RANKED_ACTIONS:
+        if getattr(self.view, "action", None) in PAGED_ACTIONS:
             return True
         return super()._is_list_view(serializer)
 
     def get_request_serializer(self) -> Any:
         if self.method == "POST":
-            return ImageQuerySerializer
+            return getattr(self.view, "image_query_serializer_class", ImageQuerySerializer)
         return None
 
     def get_response_serializers(self) -> Any:
-        responses: dict[int, Any] = {200: self._get_serializer(), **COMMON_ERRORS}
+        view: Any = self.view  # a SemanticSearchViewSet
+        result = view.get_result_serializer_class()
+        responses: dict[int, Any] = {200: result, **COMMON_ERRORS}
         if self.method == "POST":
             responses[413] = _error("The upload is over the site's MAX_UPLOAD_BYTES.")
             responses[415] = _error("The body is not multipart/form-data.")
         if getattr(self.view, "action", None) == "similar":
             responses[404] = _error("No image with this id among those the caller may see.")
-            responses[409] = _error("The image has no vector yet (pending, or its file could not be decoded).")
+            responses[409] = _error("The image has no vector: still pending, or its embedding failed (the reason).")
         return responses
 
 
@@ -64,6 +66,12 @@ class ImageQueryExtension(OpenApiSerializerExtension):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         return {**schema, "additionalProperties": False}
 
+
+list_schema = extend_schema(
+    summary="List the images the caller may see",
+    description="The images of the site's queryset that the caller may see, narrowed by the filters, in the "
+    "site's order and paged like the searches. Not ranked: `score` is null.",
+)
 
 text_search_schema = extend_schema(
     methods=["GET"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from ..conf import semantic_settings
 from ..fields import get_embedding_field
@@ -17,6 +19,9 @@ class SemanticResultSerializer(serializers.ModelSerializer):
     """Base for a site's result serializer: its own ``Meta.fields`` plus ``score``,
     ``image_url`` and ``thumbnail_url``.
 
+    ``image_url`` is the file of the image field that the embedding field names
+    (``ImageEmbeddingField(image_field=...)``); with several embedding fields, the one in
+    ``Meta.embedding_field`` or else the view's ``embedding_field``.
     ``Meta.thumbnail_field`` names an image field (or a property returning a file) holding
     a small rendition; without one, or when it is empty, ``thumbnail_url`` is null.
     Override ``get_thumbnail_url`` to use a thumbnail library instead.
@@ -31,13 +36,24 @@ class SemanticResultSerializer(serializers.ModelSerializer):
 
     score = serializers.FloatField(
         read_only=True,
-        help_text="1 - cosine distance, in [-1, 1]. Meaningful for ordering within one query only.",
+        allow_null=True,
+        help_text="1 - cosine distance, in [-1, 1]. Meaningful for ordering within one query only; "
+        "null in the plain list, which is not ranked.",
     )
     image_url = serializers.SerializerMethodField(help_text="Absolute URL of the image file.")
     thumbnail_url = serializers.SerializerMethodField(help_text="Absolute URL of a thumbnail, when the site has one.")
 
     def get_image_url(self, obj: Any) -> str | None:
-        return self.file_url(getattr(obj, get_embedding_field(type(obj)).image_field, None))
+        field = get_embedding_field(type(obj), self.embedding_field_name())
+        return self.file_url(getattr(obj, field.image_field, None))
+
+    def embedding_field_name(self) -> str | None:
+        """The ``ImageEmbeddingField`` whose image ``image_url`` shows: ``Meta.embedding_field``,
+        else the view's ``embedding_field``, else the model's only (or first) one."""
+        name = getattr(self.Meta, "embedding_field", None)
+        if name is None:
+            name = getattr(self.context.get("view"), "embedding_field", None)
+        return name
 
     def get_thumbnail_url(self, obj: Any) -> str | None:
         name = getattr(self.Meta, "thumbnail_field", None)
@@ -59,11 +75,29 @@ def _max_query_length() -> int:
     return int(semantic_settings.MAX_QUERY_LENGTH)
 
 
-class SearchTextField(serializers.CharField):
-    """The search words: trimmed, not blank, at most ``MAX_QUERY_LENGTH`` characters.
+# What counts as blank in the search text: every character ``str.isspace()`` calls whitespace,
+# NUL, and the invisible zero-width space, word joiner and byte order mark. This one class is
+# the schema's pattern for ``q`` and the server's test, written with \uXXXX escapes and no \s,
+# so Python's re and ECMAScript (clients, schema validators) read it alike.
+BLANK_CLASS = (
+    r"\u0000\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200b"
+    r"\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
+)
+NOT_BLANK = re.compile(f"[^{BLANK_CLASS}]")
+BLANK_RUN = re.compile(f"[{BLANK_CLASS}]+")
 
-    NUL characters are harmless here (the text goes to the model, not to the database)
-    and are read as spaces.
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has nothing to search for (only characters of ``BLANK_CLASS``)."""
+    return NOT_BLANK.search(text) is None
+
+
+class SearchTextField(serializers.CharField):
+    """The search words: not blank, at most ``MAX_QUERY_LENGTH`` characters as sent.
+
+    Blank runs (whitespace, NUL, zero-width characters) become one space and the ends are
+    trimmed after validation: NUL characters are harmless here (the text goes to the model,
+    not to the database). The checks run on the text as sent, as the schema describes it.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -76,12 +110,14 @@ class SearchTextField(serializers.CharField):
                 "max_length": "The search text is longer than {max_length} characters.",
             },
         )
-        kwargs.setdefault("validators", [RegexValidator(r"[^\s\x00]", "The search text is empty.")])
+        kwargs.setdefault("validators", [RegexValidator(NOT_BLANK, "The search text is empty.")])
+        kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
         self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
 
-    def to_internal_value(self, data: Any) -> str:
-        return super().to_internal_value(data).replace("\x00", " ").strip()
+    def run_validation(self, data: Any = empty) -> Any:
+        value = super().run_validation(data)
+        return BLANK_RUN.sub(" ", value).strip(" ") if isinstance(value, str) else value
 
 
 class TextQuerySerializer(serializers.Serializer):

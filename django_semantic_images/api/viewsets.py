@@ -11,9 +11,10 @@
 
     router.register("photos", PhotoSearchViewSet, basename="photo-search")
 
-gives ``GET photos/search/?q=words``, ``POST photos/search/`` (multipart ``image``) and
-``GET photos/{id}/similar/``. Every search starts from ``get_queryset()`` and the
-filter backends, then ranks, so nothing outside the site's queryset is returned.
+gives ``GET photos/`` (the images the caller may see), ``GET photos/search/?q=words``,
+``POST photos/search/`` (multipart ``image``) and ``GET photos/{id}/similar/``. Every
+request starts from ``get_queryset()`` and the filter backends, then ranks, so nothing
+outside the site's queryset is returned.
 """
 
 from __future__ import annotations
@@ -22,22 +23,25 @@ import warnings
 from typing import Any
 
 from django.db import DataError
-from django.db.models import QuerySet
+from django.db.models import FloatField, Model, QuerySet, Value
+from django.http import Http404
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied, ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from ..conf import semantic_settings
-from ..fields import get_embedding_field
+from ..fields import EmbeddingStatus, get_embedding_field
 from ..imaging import ImageDecodeError, load_query_image
+from ..query import SemanticQuerySetMixin, searchable
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
-from .querystring import ensure_filled, ensure_known, ensure_utf8
-from .schema import SemanticSearchSchema, image_search_schema, similar_schema, text_search_schema
+from .querystring import ensure_filled, ensure_known, ensure_single, ensure_utf8
+from .schema import SemanticSearchSchema, image_search_schema, list_schema, similar_schema, text_search_schema
 from .serializers import ImageQuerySerializer, TextQuerySerializer
 from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
 
@@ -55,14 +59,20 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     # Results leave the vector columns unread (a 1280-d vector is ~5 KB of TOAST per row).
     defer_vectors = True
     pagination_class = RankedPagination
+    schema = SemanticSearchSchema()
     throttle_classes = [SemanticSearchThrottle]
     parser_classes = [MultiPartParser, FormParser]
+    # The body of POST search/: the browsable API's form and the schema's request body.
+    image_query_serializer_class = ImageQuerySerializer
     # Any path segment reaches the view, so a malformed id gets the API's JSON 404.
     lookup_value_regex = "[^/]+"
     text_scope = TEXT_SCOPE
     image_scope = IMAGE_SCOPE
     # Parameters accepted besides the paginator's and the filter backends'.
     common_params = ("format",)
+    # Query parameters that may be repeated, besides multiple-choice filters; any other
+    # parameter given twice is a 400 (the last value would silently replace the first).
+    multi_valued_params: tuple[str, ...] = ()
 
     @property
     def throttle_scope(self) -> str:
@@ -70,16 +80,45 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             return self.image_scope
         return self.text_scope
 
+    # -- serializers --------------------------------------------------------------
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        """The upload form for ``POST search/``, else the result serializer."""
+        if self.action == "search" and self.request is not None and self.request.method == "POST":
+            return self.image_query_serializer_class
+        return self.get_result_serializer_class()
+
+    def get_result_serializer_class(self) -> type[BaseSerializer]:
+        """The serializer of each result (``serializer_class``)."""
+        return super().get_serializer_class()
+
+    def get_result_serializer(self, *args: Any, **kwargs: Any) -> BaseSerializer:
+        kwargs.setdefault("context", self.get_serializer_context())
+        return self.get_result_serializer_class()(*args, **kwargs)
+
+    # -- authentication -------------------------------------------------------------
+    def get_authenticate_header(self, request: Request) -> str:
+        """The first challenge any authenticator offers (DRF asks only the first one).
+
+        With DRF's default ``[SessionAuthentication, BasicAuthentication]`` a failed login
+        is then a 401 with ``WWW-Authenticate: Basic ...``, not a 403.
+        """
+        for authenticator in self.get_authenticators():
+            header = authenticator.authenticate_header(request)
+            if header:
+                return header
+        return ""  # no challenge: DRF answers 403
+
     # -- request checks ---------------------------------------------------------
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         ensure_utf8(request)
-        if self.action in ("search", "similar"):
+        if self.action in ("list", "search", "similar"):
             filters = self.filter_params()
-            allowed = set(self.common_params) | set(self.paging_params()) | set(filters)
+            accepted = {*self.common_params, *self.paging_params(), *filters}
             if self.action == "search" and request.method == "GET":
-                allowed.add("q")
-            ensure_known(request.query_params.keys(), allowed)
+                accepted.add("q")
+            ensure_known(request.query_params.keys(), accepted)
+            ensure_single(request.query_params, accepted - self.repeatable_params())
             ensure_filled(request.query_params, filters)
 
     def paging_params(self) -> list[str]:
@@ -101,18 +140,29 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                     names += [p["name"] for p in backend.get_schema_operation_parameters(self)]
         return names
 
-    # -- ranking ------------------------------------------------------------------
-    def searchable_queryset(self) -> QuerySet:
-        """What the caller may see, narrowed by the filter backends: the base of every ranking."""
-        return self.filter_queryset(self.get_queryset())
+    def repeatable_params(self) -> set[str]:
+        """``multi_valued_params`` and the multiple-choice filters (``?tag=a&tag=b``)."""
+        names = set(self.multi_valued_params)
+        for backend_class in self.filter_backends:
+            get_filterset_class = getattr(backend_class(), "get_filterset_class", None)
+            if get_filterset_class is not None:
+                names |= filterset_multi_valued(get_filterset_class(self, self.get_queryset()))
+        return names
 
-    def ranked_response(self, ranked: QuerySet) -> Response:
+    # -- responses ------------------------------------------------------------------
+    def searchable_queryset(self) -> SemanticQuerySetMixin:
+        """What the caller may see, narrowed by the filter backends: the base of every ranking
+        (with the search methods, whatever the model's manager)."""
+        return searchable(self.filter_queryset(self.get_queryset()))
+
+    def page_response(self, queryset: QuerySet) -> Response:
+        """One page of ``queryset`` (ranked or not) through the result serializer."""
         if self.defer_vectors:
-            field = get_embedding_field(ranked.model, self.embedding_field)
-            ranked = ranked.defer(field.visual_field, field.semantic_field)
+            field = get_embedding_field(queryset.model, self.embedding_field)
+            queryset = queryset.defer(field.visual_field, field.semantic_field)
         try:
-            page = self.paginate_queryset(ranked)
-            data = self.get_serializer(page if page is not None else ranked, many=True).data
+            page = self.paginate_queryset(queryset)
+            data = self.get_result_serializer(page if page is not None else queryset, many=True).data
         except DataError as exc:
             # A filter value the form accepted but PostgreSQL cannot hold (a date in year 0,
             # a time zone offset of +18:38): the caller's input, so a 400.
@@ -120,17 +170,32 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             raise ValidationError({"detail": f"A filter value is out of range: {message}"}) from None
         return self.get_paginated_response(data) if page is not None else Response(data)
 
+    # -- actions ----------------------------------------------------------------------
+    @list_schema
+    def list(self, request: Request) -> Response:
+        """The images you may see, in the site's order, without a score.
+
+        Search them by words at search/?q=words, by a photo with a POST to search/, or
+        by likeness to one of them at {id}/similar/.
+        """
+        queryset = self.searchable_queryset()
+        if not queryset.ordered:
+            queryset = queryset.order_by("pk")
+        return self.page_response(queryset.annotate(score=Value(None, output_field=FloatField())))
+
     @text_search_schema
     @image_search_schema
-    @action(detail=False, methods=["get", "post"], schema=SemanticSearchSchema())
+    @action(detail=False, methods=["get", "post"])
     def search(self, request: Request) -> Response:
-        """``GET ?q=words``: images ranked by meaning; ``POST`` an ``image``: ranked by likeness."""
+        """Images ranked by meaning for the words in q (GET), or by visual likeness to an
+        uploaded photo (POST, multipart/form-data with an image file).
+        """
         if request.method == "POST":
             return self.image_search(request)
         params = TextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         ranked = self.searchable_queryset().semantic_search(params.validated_data["q"], field=self.embedding_field)
-        return self.ranked_response(ranked)
+        return self.page_response(ranked)
 
     def image_search(self, request: Request) -> Response:
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)
@@ -141,7 +206,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         if declared > limit + MULTIPART_OVERHEAD:
             raise PayloadTooLarge(f"The upload is {declared:,} bytes; the limit is {limit:,} bytes.")
         ensure_known(request.data.keys(), ["image"], where="form body")
-        body = ImageQuerySerializer(data=request.data)
+        ensure_single(request.data, ["image"])
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         upload = body.validated_data["image"]
         if upload.size is not None and upload.size > limit:
@@ -156,20 +222,48 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         except ImageDecodeError as exc:
             raise ValidationError({"image": [str(exc)]}) from None
         ranked = self.searchable_queryset().similar_to(image, field=self.embedding_field)
-        return self.ranked_response(ranked)
+        return self.page_response(ranked)
 
     @similar_schema
-    @action(detail=True, methods=["get"], schema=SemanticSearchSchema())
+    @action(detail=True, methods=["get"])
     def similar(self, request: Request, pk: Any = None) -> Response:
-        """Images that look like the stored image ``pk`` (which the caller must be able to see)."""
+        """Images that look like the stored image {id}, which you must be able to see; the
+        image itself is left out.
+        """
+        anchor = self.get_anchor()
+        field = get_embedding_field(type(anchor), self.embedding_field)
+        if getattr(anchor, field.visual_field) is None:
+            raise NotEmbeddedYet(not_embedded_message(anchor, field.name))
+        ranked = self.searchable_queryset().similar_to(anchor, field=self.embedding_field)
+        return self.page_response(ranked)
+
+    def get_anchor(self) -> Model:
+        """The image of ``{id}/similar/``, looked up only among ``get_queryset()``.
+
+        A hidden image answers exactly like a missing one, with the same 404 and body:
+        also a malformed id, and one that an object permission refuses.
+        """
+        queryset = self.get_queryset()
+        missing = NotFound(f"No {queryset.model._meta.object_name} matches the given query.")
         lookup = self.lookup_url_kwarg or self.lookup_field
-        anchor = get_object_or_404(self.get_queryset(), **{self.lookup_field: self.kwargs[lookup]})
-        self.check_object_permissions(request, anchor)
         try:
-            ranked = self.searchable_queryset().similar_to(anchor, field=self.embedding_field)
-        except ValueError as exc:
-            raise NotEmbeddedYet(str(exc)) from None
-        return self.ranked_response(ranked)
+            anchor = get_object_or_404(queryset, **{self.lookup_field: self.kwargs[lookup]})
+            self.check_object_permissions(self.request, anchor)
+        except (Http404, PermissionDenied, NotAuthenticated):
+            raise missing from None
+        return anchor
+
+
+def not_embedded_message(instance: Model, field_name: str) -> str:
+    """Why ``instance`` has no visual vector: still pending, or failed (with the pipeline's reason)."""
+    info = getattr(instance, field_name)
+    name = f"{str(instance._meta.verbose_name).capitalize()} {instance.pk}"
+    if info.status == EmbeddingStatus.FAILED:
+        reason = info.error or "no reason was recorded"
+        return f"{name} could not be embedded (status: failed): {reason}"
+    if info.status == EmbeddingStatus.PENDING:
+        return f"{name} has not been embedded yet (status: pending); try again shortly."
+    return f"{name} has no visual vector (status: {info.status})."
 
 
 def filterset_param_names(filterset_class: Any) -> list[str]:
@@ -178,7 +272,21 @@ def filterset_param_names(filterset_class: Any) -> list[str]:
         return []
     names = []
     for name, flt in filterset_class.base_filters.items():
-        widget = flt.extra.get("widget") or getattr(flt.field_class, "widget", None)
-        suffixes = getattr(widget, "suffixes", None)
+        suffixes = getattr(_widget(flt), "suffixes", None)
         names += [f"{name}_{s}" if s else name for s in suffixes] if suffixes else [name]
     return names
+
+
+def filterset_multi_valued(filterset_class: Any) -> set[str]:
+    """The filters of a ``FilterSet`` that take several values (``MultipleChoiceFilter`` ...)."""
+    if filterset_class is None:
+        return set()
+    return {
+        name
+        for name, flt in filterset_class.base_filters.items()
+        if getattr(_widget(flt), "allow_multiple_selected", False)
+    }
+
+
+def _widget(flt: Any) -> Any:
+    return flt.extra.get("widget") or getattr(flt.field_class, "widget", None)

@@ -46,6 +46,12 @@ class PhotoFilter(filters.FilterSet):
 
 
 class PhotoSearchViewSet(SemanticSearchViewSet):
+    """Photos you may see: the published ones, and your own when signed in.
+
+    Search them by words at search/?q=words, by a photo with a multipart POST of an image
+    file to search/, or by likeness to one of them at {id}/similar/.
+    """
+
     queryset = Photo.objects.all()
     serializer_class = PhotoResultSerializer
     filter_backends = [filters.DjangoFilterBackend]
