@@ -10,6 +10,7 @@ current semantic vectors on held-out images (text -> image recall).
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,26 +62,59 @@ def descriptions(instance_texts: Sequence[str]) -> list[str]:
     return [line.strip() for text in instance_texts for line in str(text).splitlines() if line.strip()]
 
 
-def collect_captioned(queryset: models.QuerySet, field: ImageEmbeddingField | None = None) -> CaptionedImages:
-    """The embedded rows of ``queryset`` that have words, with their stored visual vectors."""
+#: Rows read per query when collecting training data.
+CHUNK_SIZE = 2000
+
+
+def collect_captioned(
+    queryset: models.QuerySet, field: ImageEmbeddingField | None = None, *, chunk_size: int = CHUNK_SIZE
+) -> CaptionedImages:
+    """The embedded rows of ``queryset`` that have words, with their stored visual vectors.
+
+    Rows are read ``chunk_size`` at a time in primary-key order (one query per chunk, each
+    starting after the last key of the one before), into a float32 array allocated once for
+    the rows counted first (grown if more arrive meanwhile), normalised chunk by chunk. So the
+    memory held is the result plus one chunk: no per-row arrays, no second copy when stacking.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
     field = field or get_embedding_field(queryset.model)
     rows = queryset.filter(
         **{field.column("status"): EmbeddingStatus.EMBEDDED, f"{field.visual_field}__isnull": False}
     ).order_by("pk")
+    dim = queryset.model._meta.get_field(field.visual_field).dimensions
+    visual = np.empty((rows.count(), dim), dtype=np.float32)
     keys: list[Any] = []
-    vectors: list[np.ndarray] = []
     texts: list[str] = []
-    owner: list[int] = []
-    for row in rows.values("pk", field.visual_field, *field.text_fields).iterator(chunk_size=2000):
-        lines = descriptions([row[f] or "" for f in field.text_fields])
-        if not lines:
-            continue
-        owner += [len(keys)] * len(lines)
-        texts += lines
-        keys.append(row["pk"])
-        vectors.append(np.asarray(row[field.visual_field], dtype=np.float32))
-    visual = l2_normalize(np.stack(vectors)) if vectors else np.zeros((0, 0), np.float32)
-    return CaptionedImages(keys, visual, texts, np.array(owner, dtype=np.int64))
+    owner = array("q")
+    columns = ("pk", field.visual_field, *field.text_fields)
+    last = None
+    while True:
+        page = rows if last is None else rows.filter(pk__gt=last)
+        chunk = list(page.values_list(*columns)[:chunk_size])
+        if not chunk:
+            break
+        last = chunk[-1][0]
+        start = len(keys)
+        for pk, vector, *words in chunk:
+            lines = descriptions([w or "" for w in words])
+            if not lines:
+                continue
+            if len(keys) == len(visual):  # rows added since they were counted
+                visual.resize((max(2 * len(visual), len(keys) + chunk_size), dim), refcheck=False)
+            visual[len(keys)] = vector
+            owner.extend([len(keys)] * len(lines))
+            texts += lines
+            keys.append(pk)
+        visual[start : len(keys)] = l2_normalize(visual[start : len(keys)])
+        if len(chunk) < chunk_size:
+            break
+    visual.resize((len(keys), dim), refcheck=False)  # in place: no copy of the result
+    if not keys:
+        visual = np.zeros((0, 0), np.float32)
+    return CaptionedImages(
+        keys, visual, texts, np.frombuffer(owner, dtype=np.int64) if owner else np.zeros(0, np.int64)
+    )
 
 
 def split_holdout(data: CaptionedImages, fraction: float, seed: int = 0) -> tuple[CaptionedImages, CaptionedImages]:
