@@ -56,6 +56,30 @@ class CaptionedImages:
             owner=np.array([remap[int(self.owner[i])] for i in keep], dtype=np.int64),
         )
 
+    def compact(self, index: np.ndarray, block: int = 4096) -> CaptionedImages:
+        """Keep only the images at ``index`` (ascending), in place; returns ``self``.
+
+        Rows move forward ``block`` at a time, so the only copy is one block's.
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if len(index) and np.any(np.diff(index) <= 0):
+            raise ValueError("compact() needs ascending, distinct indexes.")
+        remap = np.full(len(self.keys), -1, dtype=np.int64)
+        remap[index] = np.arange(len(index))
+        for start in range(0, len(index), block):
+            rows = index[start : start + block]
+            self.visual[start : start + len(rows)] = self.visual[rows]
+        if self.visual.flags.owndata:
+            self.visual.resize((len(index), self.visual.shape[1]), refcheck=False)  # in place
+        else:
+            self.visual = self.visual[: len(index)].copy()
+        new_owner = remap[self.owner]
+        keep = new_owner >= 0
+        self.texts = [t for t, k in zip(self.texts, keep, strict=True) if k]
+        self.owner = new_owner[keep]
+        self.keys = [self.keys[i] for i in index]
+        return self
+
 
 def descriptions(instance_texts: Sequence[str]) -> list[str]:
     """Each non-empty line of each text field is one description of the image."""
@@ -90,13 +114,11 @@ def collect_captioned(
     columns = ("pk", field.visual_field, *field.text_fields)
     last = None
     while True:
-        page = rows if last is None else rows.filter(pk__gt=last)
-        chunk = list(page.values_list(*columns)[:chunk_size])
-        if not chunk:
-            break
-        last = chunk[-1][0]
-        start = len(keys)
-        for pk, vector, *words in chunk:
+        page = (rows if last is None else rows.filter(pk__gt=last)).values_list(*columns)[:chunk_size]
+        start, read = len(keys), 0
+        # Rows are converted one at a time as they are iterated: a chunk never exists as Python lists.
+        for pk, vector, *words in page.iterator(chunk_size=chunk_size):
+            read, last = read + 1, pk
             lines = descriptions([w or "" for w in words])
             if not lines:
                 continue
@@ -107,7 +129,7 @@ def collect_captioned(
             texts += lines
             keys.append(pk)
         visual[start : len(keys)] = l2_normalize(visual[start : len(keys)])
-        if len(chunk) < chunk_size:
+        if read < chunk_size:
             break
     visual.resize((len(keys), dim), refcheck=False)  # in place: no copy of the result
     if not keys:
@@ -117,13 +139,23 @@ def collect_captioned(
     )
 
 
-def split_holdout(data: CaptionedImages, fraction: float, seed: int = 0) -> tuple[CaptionedImages, CaptionedImages]:
-    """Images (not descriptions) split at random into a training and a held-out part."""
+def split_holdout(
+    data: CaptionedImages, fraction: float, seed: int = 0, *, max_held: int | None = None, in_place: bool = False
+) -> tuple[CaptionedImages, CaptionedImages]:
+    """Images (not descriptions) split at random into a training and a held-out part.
+
+    At most ``max_held`` images are held out (the rest train). ``in_place`` turns ``data``
+    itself into the training part, moving its rows in blocks: no second copy of the vectors.
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
     order = np.random.default_rng(seed).permutation(len(data))
     n_held = max(1, round(len(data) * fraction))
-    return data.subset(np.sort(order[n_held:])), data.subset(np.sort(order[:n_held]))
+    if max_held is not None:
+        n_held = max(1, min(n_held, max_held))
+    held = data.subset(np.sort(order[:n_held]))
+    train_index = np.sort(order[n_held:])
+    return (data.compact(train_index) if in_place else data.subset(train_index)), held
 
 
 @dataclass

@@ -189,3 +189,22 @@ def test_collecting_training_data_reads_in_chunks_and_gives_the_same_data(make_p
     whole = collect_captioned(Photo.objects.all(), chunk_size=1000)
     assert whole.keys == data.keys and whole.texts == data.texts and whole.owner.tolist() == data.owner.tolist()
     np.testing.assert_array_equal(whole.visual, data.visual)
+
+
+def test_an_in_place_split_gives_the_same_parts_as_a_copying_one():
+    from django_semantic_images.training import CaptionedImages, split_holdout
+
+    rng = np.random.default_rng(2)
+    owner = np.repeat(np.arange(50), rng.integers(1, 4, size=50))
+
+    def data() -> CaptionedImages:
+        visual = np.random.default_rng(3).normal(size=(50, 6)).astype(np.float32)
+        return CaptionedImages(list(range(100, 150)), visual, [f"t{i}" for i in range(len(owner))], owner.copy())
+
+    copied_train, copied_held = split_holdout(data(), 0.3, seed=1, max_held=7)
+    source = data()
+    train, held = split_holdout(source, 0.3, seed=1, max_held=7, in_place=True)
+    assert train is source and len(held) == 7 and len(train) == 43
+    for a, b in ((train, copied_train), (held, copied_held)):
+        assert a.keys == b.keys and a.texts == b.texts and a.owner.tolist() == b.owner.tolist()
+        np.testing.assert_array_equal(a.visual, b.visual)

@@ -46,7 +46,9 @@ class Command(BaseCommand):
         parser.add_argument("--learning-rate", type=float, default=1e-3)
         parser.add_argument("--conse-weight", type=float, default=0.2, help="Share of ConSE in the blend.")
         parser.add_argument("--holdout", type=float, default=0.1, help="Fraction of images held out for the check.")
-        parser.add_argument("--max-holdout", type=int, default=1000, help="At most this many held-out images.")
+        parser.add_argument(
+            "--max-holdout", type=int, default=1000, help="At most this many held-out images (the rest train)."
+        )
         parser.add_argument("--min-images", type=int, default=50, help="Refuse to train on fewer captioned images.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
@@ -88,11 +90,11 @@ class Command(BaseCommand):
                     f"Only {len(data)} embedded images have words in {', '.join(field.text_fields)}; "
                     f"at least {opts['min_images']} are needed (--min-images)."
                 )
-            train, held = split_holdout(data, holdout, seed=opts["seed"])
+            # The training part is ``data`` itself, compacted: one copy of the vectors in memory.
+            train, held = split_holdout(data, holdout, seed=opts["seed"], max_held=opts["max_holdout"], in_place=True)
+            del data
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        if len(held) > opts["max_holdout"]:
-            held = held.subset(np.arange(opts["max_holdout"]))
 
         store = self.store()
         encoder = field.get_encoder()
