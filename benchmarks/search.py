@@ -131,14 +131,15 @@ def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator) -> dict[st
 
     from photos.models import Photo
 
-    table = Photo._meta.db_table
+    table = connection.ops.quote_name(Photo._meta.db_table)
+    index = connection.ops.quote_name(SEM_INDEX)
     published = rng.random(n) < PUBLISHED_SHARE
     timings = {}
     connection.ensure_connection()
     register_vector(connection.connection)
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {table} RESTART IDENTITY")
-        cursor.execute(f"DROP INDEX IF EXISTS {SEM_INDEX}")
+        cursor.execute(f"DROP INDEX IF EXISTS {index}")
         now = timezone.now()
         columns = (
             "image",
@@ -166,8 +167,9 @@ def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator) -> dict[st
             "text",
             "jsonb",
         ]
+        quoted_columns = ", ".join(connection.ops.quote_name(c) for c in columns)
         start = time.perf_counter()
-        with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        with cursor.cursor.copy(f"COPY {table} ({quoted_columns}) FROM STDIN WITH (FORMAT BINARY)") as copy:
             copy.set_types(types)
             for i in range(n):
                 copy.write_row(
@@ -189,13 +191,13 @@ def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator) -> dict[st
         start = time.perf_counter()
         cursor.execute("SET maintenance_work_mem = '1GB'")
         cursor.execute(
-            f"CREATE INDEX {SEM_INDEX} ON {table} USING hnsw (embedding_semantic vector_cosine_ops) "
+            f"CREATE INDEX {index} ON {table} USING hnsw (embedding_semantic vector_cosine_ops) "
             "WITH (m = 16, ef_construction = 64)"
         )
         timings["index_build_s"] = time.perf_counter() - start
         cursor.execute(f"ANALYZE {table}")
         cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-        cursor.execute("SELECT pg_prewarm(%s), pg_prewarm(%s)", [SEM_INDEX, table])
+        cursor.execute("SELECT pg_prewarm(%s), pg_prewarm(%s)", [index, table])
     return timings
 
 

@@ -12,13 +12,9 @@ def _ensure_extension(using: str = "default", **kwargs: Any) -> None:
     """Create the pgvector extension before any app's migrations add vector columns."""
     from django.db import connections
 
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
-        if cursor.fetchone() is None:
-            cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    from .extension import create_vector_extension
+
+    create_vector_extension(connections[using])
 
 
 class SemanticImagesConfig(AppConfig):

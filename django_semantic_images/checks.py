@@ -7,7 +7,9 @@ from typing import Any
 
 from django.core import checks
 from django.db import DatabaseError, connections, router
+from django.db.migrations.recorder import MigrationRecorder
 
+from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import embedding_fields, models_with_embeddings
 
 TAG = "semantic_images"
@@ -28,6 +30,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
     messages: list[checks.CheckMessage] = []
     if not databases:
         return messages
+    versions_checked: set[str] = set()
     for model in models_with_embeddings():
         alias = router.db_for_read(model)
         if alias not in databases:
@@ -45,34 +48,17 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
             )
             continue
         try:
+            version = vector_extension_version(connection)
+            if version is None:
+                messages.extend(_missing_extension(connection, alias, model))
+                continue
+            if alias not in versions_checked:
+                versions_checked.add(alias)
+                messages.extend(_check_version(version, alias, model))
             with connection.cursor() as cursor:
-                cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-                row = cursor.fetchone()
-                if row is None:
-                    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-                    available = cursor.fetchone() is not None
-                    if available:
-                        messages.append(
-                            checks.Warning(
-                                f"The pgvector extension is not yet created in database {alias!r}.",
-                                hint="Run `manage.py migrate` as a role allowed to CREATE EXTENSION.",
-                                obj=model,
-                                id="semantic_images.W002",
-                            )
-                        )
-                    else:
-                        messages.append(
-                            checks.Error(
-                                f"The PostgreSQL server behind database {alias!r} has no pgvector extension.",
-                                hint="Install pgvector on the server (https://github.com/pgvector/pgvector).",
-                                obj=model,
-                                id="semantic_images.E002",
-                            )
-                        )
-                    continue
                 for field in embedding_fields(model):
                     encoder = field.get_encoder()
-                    messages.extend(_check_columns(cursor, model, field, encoder))
+                    messages.extend(_check_columns(cursor, connection, model, field, encoder))
                     messages.extend(_check_encoder(model, field, encoder))
         except DatabaseError:
             # Tables not migrated yet: migrate itself will run the checks again afterwards.
@@ -80,14 +66,67 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
     return messages
 
 
-def _check_columns(cursor: Any, model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
+def _missing_extension(connection: Any, alias: str, model: Any) -> list[checks.CheckMessage]:
+    """No pgvector in the database: an error without it on the server, a warning when a
+    migrated database lost it, nothing before the first ``migrate`` (which creates it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        available = cursor.fetchone() is not None
+    if not available:
+        return [
+            checks.Error(
+                f"The PostgreSQL server behind database {alias!r} has no pgvector extension.",
+                hint="Install pgvector on the server (https://github.com/pgvector/pgvector).",
+                obj=model,
+                id="semantic_images.E002",
+            )
+        ]
+    if MIGRATION not in MigrationRecorder(connection).applied_migrations():
+        return []  # a new database: migrate creates the extension before any migration runs
+    return [
+        checks.Warning(
+            f"The pgvector extension is missing from database {alias!r}, although migration "
+            f"{'.'.join(MIGRATION)} is recorded as applied (was it dropped, or the database restored "
+            "without it?).",
+            hint="Run `manage.py migrate` (it creates the extension) as a role allowed to CREATE EXTENSION, "
+            "or run `CREATE EXTENSION vector` as a superuser.",
+            obj=model,
+            id="semantic_images.W002",
+        )
+    ]
+
+
+def _check_version(version: str, alias: str, model: Any) -> list[checks.CheckMessage]:
+    """pgvector before 0.8.3 may corrupt an HNSW index while vacuuming it."""
+    try:
+        if has_hnsw_vacuum_fix(version):
+            return []
+    except ValueError:
+        return []
+    fixed = ".".join(map(str, HNSW_VACUUM_FIXED))
+    recommended = ".".join(map(str, RECOMMENDED))
+    return [
+        checks.Warning(
+            f"Database {alias!r} runs pgvector {version}, older than {fixed}, which fixed possible HNSW index "
+            "corruption during VACUUM.",
+            hint=(
+                f"Upgrade pgvector to {recommended} or later on the server, run `ALTER EXTENSION vector UPDATE;` "
+                "in the database, then `REINDEX INDEX CONCURRENTLY` the HNSW indexes (docs/installation.md)."
+            ),
+            obj=model,
+            id="semantic_images.W003",
+        )
+    ]
+
+
+def _check_columns(cursor: Any, connection: Any, model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
     messages = []
     table = model._meta.db_table
     for suffix, wanted in (("visual", encoder.visual_dimensions), ("semantic", encoder.semantic_dimensions)):
         column = model._meta.get_field(field.column(suffix)).column
         cursor.execute(
             "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
-            [connection_quote(table), column],
+            [connection.ops.quote_name(table), column],
         )
         row = cursor.fetchone()
         if row is None or row[0] in (-1, None) or row[0] == wanted:
@@ -105,11 +144,6 @@ def _check_columns(cursor: Any, model: Any, field: Any, encoder: Any) -> list[ch
             )
         )
     return messages
-
-
-def connection_quote(table: str) -> str:
-    escaped = table.replace('"', '""')
-    return f'"{escaped}"'
 
 
 def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:

@@ -4,8 +4,8 @@ Like ``GenericForeignKey``, the field itself has no column; it adds concrete
 sibling fields named after it (for a field called ``embedding``):
 
 =========================  ===============================================
-``embedding_visual``       CNN image vector (image -> image), HNSW cosine index
-``embedding_semantic``     vector in the text space (text -> image), HNSW cosine index
+``embedding_visual``       CNN image vector (image -> image), HNSW index
+``embedding_semantic``     vector in the text space (text -> image), HNSW index
 ``embedding_encoder``      identity of the encoder that produced the vectors
 ``embedding_hash``         SHA-256 of the image bytes and the text fields
 ``embedding_status``       ``pending`` / ``embedded`` / ``failed``
@@ -26,7 +26,7 @@ from django.apps import apps
 from django.core import checks
 from django.db import models
 from django.utils.translation import gettext_lazy as _
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
 from .conf import semantic_settings
 
@@ -42,6 +42,9 @@ class EmbeddingStatus(models.TextChoices):
 
 SUFFIXES = ("visual", "semantic", "encoder", "hash", "status", "error", "updated_at", "labels")
 
+#: HNSW operator class name part per ``distance`` argument (pgvector's ``vector_cosine_ops`` etc.).
+DISTANCES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
+
 
 class ImageEmbeddingField:
     """Declare on an image model: ``embedding = ImageEmbeddingField(image_field="image")``.
@@ -51,7 +54,14 @@ class ImageEmbeddingField:
         embedded too and fused into the semantic vector.
     :param visual_dimensions: / :param semantic_dimensions: column sizes; by default
         the configured encoder's.
-    :param index: add HNSW cosine indexes on both vector columns.
+    :param index: add HNSW indexes on both vector columns.
+    :param m: / :param ef_construction: the HNSW build parameters (pgvector's ``m``, 2-100, and
+        ``ef_construction``, 4-1000 and at least ``2 * m``); by default ``SEMANTIC_IMAGES["HNSW_M"]``
+        and ``["HNSW_EF_CONSTRUCTION"]``.
+    :param distance: the indexes' operator class: ``"cosine"`` (the default, and the only one the
+        package's searches use), ``"l2"`` or ``"inner_product"`` (for a site's own queries).
+    :param halfvec: store and index the vectors as pgvector ``halfvec`` (16-bit floats): half the
+        table and index size, ``halfvec_*_ops`` operator classes.
     :param encoder: / :param encoder_options: an encoder for this field only (dotted path and
         keyword arguments); by default ``SEMANTIC_IMAGES["ENCODER"]``. A second field with a new
         encoder lets a site switch models without search downtime (docs/encoders.md).
@@ -69,6 +79,10 @@ class ImageEmbeddingField:
         visual_dimensions: int | None = None,
         semantic_dimensions: int | None = None,
         index: bool = True,
+        m: int | None = None,
+        ef_construction: int | None = None,
+        distance: str = "cosine",
+        halfvec: bool = False,
         encoder: str | None = None,
         encoder_options: dict[str, Any] | None = None,
     ) -> None:
@@ -77,6 +91,10 @@ class ImageEmbeddingField:
         self._visual_dimensions = visual_dimensions
         self._semantic_dimensions = semantic_dimensions
         self.index = index
+        self.m = m
+        self.ef_construction = ef_construction
+        self.distance = distance
+        self.halfvec = halfvec
         self.encoder_path = encoder
         self.encoder_options = encoder_options
         self.name = ""
@@ -111,9 +129,10 @@ class ImageEmbeddingField:
         vdim = self._visual_dimensions or encoder.visual_dimensions
         sdim = self._semantic_dimensions or encoder.semantic_dimensions
         ro = {"editable": False}
+        vector_field = HalfVectorField if self.halfvec else VectorField
         siblings: dict[str, models.Field] = {
-            "visual": VectorField(dimensions=vdim, null=True, blank=True, **ro),
-            "semantic": VectorField(dimensions=sdim, null=True, blank=True, **ro),
+            "visual": vector_field(dimensions=vdim, null=True, blank=True, **ro),
+            "semantic": vector_field(dimensions=sdim, null=True, blank=True, **ro),
             "encoder": models.CharField(max_length=120, blank=True, default="", **ro),
             "hash": models.CharField(max_length=64, blank=True, default="", **ro),
             "status": models.CharField(
@@ -136,7 +155,7 @@ class ImageEmbeddingField:
             registry = {}
             cls._semantic_image_fields = registry
         registry[name] = self
-        if self.index and not cls._meta.abstract:
+        if self.index and not cls._meta.abstract and self.distance in DISTANCES:
             # Migrations read Meta options from original_attrs, so record the indexes there too.
             cls._meta.indexes = list(cls._meta.indexes)
             cls._meta.original_attrs["indexes"] = cls._meta.indexes
@@ -145,11 +164,24 @@ class ImageEmbeddingField:
                     HnswIndex(
                         name=self.index_name(cls, suffix),
                         fields=[self.column(suffix)],
-                        m=semantic_settings.HNSW_M,
-                        ef_construction=semantic_settings.HNSW_EF_CONSTRUCTION,
-                        opclasses=["vector_cosine_ops"],
+                        m=self.hnsw_m,
+                        ef_construction=self.hnsw_ef_construction,
+                        opclasses=[self.opclass],
                     )
                 )
+
+    @property
+    def hnsw_m(self) -> int:
+        return semantic_settings.HNSW_M if self.m is None else self.m
+
+    @property
+    def hnsw_ef_construction(self) -> int:
+        return semantic_settings.HNSW_EF_CONSTRUCTION if self.ef_construction is None else self.ef_construction
+
+    @property
+    def opclass(self) -> str:
+        """The indexes' operator class, e.g. ``vector_cosine_ops`` or ``halfvec_cosine_ops``."""
+        return f"{'halfvec' if self.halfvec else 'vector'}_{DISTANCES[self.distance]}_ops"
 
     def index_name(self, cls: type[models.Model], suffix: str) -> str:
         digest = hashlib.sha1(f"{cls._meta.db_table}.{self.column(suffix)}".encode()).hexdigest()[:8]
@@ -169,7 +201,28 @@ class ImageEmbeddingField:
                         id="semantic_images.E003",
                     )
                 )
+        errors.extend(self._check_index())
         return errors
+
+    def _check_index(self) -> list[checks.CheckMessage]:
+        """The HNSW arguments within pgvector's limits (else CREATE INDEX fails at migrate)."""
+        problems = []
+        if self.distance not in DISTANCES:
+            problems.append(f"distance={self.distance!r} is not one of {', '.join(map(repr, DISTANCES))}")
+        m, ef = self.hnsw_m, self.hnsw_ef_construction
+        if not (isinstance(m, int) and 2 <= m <= 100):
+            problems.append(f"m={m!r} is not an integer from 2 to 100")
+        elif not (isinstance(ef, int) and max(4, 2 * m) <= ef <= 1000):
+            problems.append(f"ef_construction={ef!r} is not an integer from max(4, 2 * m) = {max(4, 2 * m)} to 1000")
+        return [
+            checks.Error(
+                f"ImageEmbeddingField {self.name!r} of {self.model._meta.label}: {problem}.",
+                hint="See the field's options in docs/field.md.",
+                obj=self.model,
+                id="semantic_images.E005",
+            )
+            for problem in problems
+        ]
 
     # -- instance access --------------------------------------------------------
     def __get__(self, instance: models.Model | None, owner: type) -> ImageEmbeddingField | EmbeddingInfo:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,25 +38,23 @@ def decode_image(
     if not data:
         raise ImageDecodeError("The file is empty (0 bytes).")
     try:
-        with warnings.catch_warnings():
-            # Pillow's warning level is not our limit: the header is read and max_pixels decides.
-            # Above twice Pillow's level, Image.open refuses by itself (the except below).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels."
-                )
-            if width < 1 or height < 1:
-                raise ImageDecodeError("The image has no pixels.")
-            if image.format == "JPEG":
-                scale = max(1, min(width, height) // max(min_side, 1))
-                image.draft("RGB", (max(1, width // scale), max(1, height // scale)))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image.thumbnail((max_side, max_side), Image.BICUBIC)
-            return to_rgb(image)
+        # No warnings filter here: warnings.catch_warnings() changes process-wide state and is not
+        # thread-safe (decoding runs in a thread pool). The pixel count is checked before any pixel
+        # is decoded instead; Pillow's own bomb check (Image.MAX_IMAGE_PIXELS) still raises
+        # DecompressionBombError above twice its limit.
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")
+        if width < 1 or height < 1:
+            raise ImageDecodeError("The image has no pixels.")
+        if image.format == "JPEG":
+            scale = max(1, min(width, height) // max(min_side, 1))
+            image.draft("RGB", (max(1, width // scale), max(1, height // scale)))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image.thumbnail((max_side, max_side), Image.BICUBIC)
+        return to_rgb(image)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:

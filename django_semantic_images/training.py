@@ -10,6 +10,7 @@ current semantic vectors on held-out images (text -> image recall).
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,41 +56,106 @@ class CaptionedImages:
             owner=np.array([remap[int(self.owner[i])] for i in keep], dtype=np.int64),
         )
 
+    def compact(self, index: np.ndarray, block: int = 4096) -> CaptionedImages:
+        """Keep only the images at ``index`` (ascending), in place; returns ``self``.
+
+        Rows move forward ``block`` at a time, so the only copy is one block's.
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if len(index) and np.any(np.diff(index) <= 0):
+            raise ValueError("compact() needs ascending, distinct indexes.")
+        remap = np.full(len(self.keys), -1, dtype=np.int64)
+        remap[index] = np.arange(len(index))
+        for start in range(0, len(index), block):
+            rows = index[start : start + block]
+            self.visual[start : start + len(rows)] = self.visual[rows]
+        if self.visual.flags.owndata:
+            self.visual.resize((len(index), self.visual.shape[1]), refcheck=False)  # in place
+        else:
+            self.visual = self.visual[: len(index)].copy()
+        new_owner = remap[self.owner]
+        keep = new_owner >= 0
+        self.texts = [t for t, k in zip(self.texts, keep, strict=True) if k]
+        self.owner = new_owner[keep]
+        self.keys = [self.keys[i] for i in index]
+        return self
+
 
 def descriptions(instance_texts: Sequence[str]) -> list[str]:
     """Each non-empty line of each text field is one description of the image."""
     return [line.strip() for text in instance_texts for line in str(text).splitlines() if line.strip()]
 
 
-def collect_captioned(queryset: models.QuerySet, field: ImageEmbeddingField | None = None) -> CaptionedImages:
-    """The embedded rows of ``queryset`` that have words, with their stored visual vectors."""
+#: Rows read per query when collecting training data.
+CHUNK_SIZE = 2000
+
+
+def collect_captioned(
+    queryset: models.QuerySet, field: ImageEmbeddingField | None = None, *, chunk_size: int = CHUNK_SIZE
+) -> CaptionedImages:
+    """The embedded rows of ``queryset`` that have words, with their stored visual vectors.
+
+    Rows are read ``chunk_size`` at a time in primary-key order (one query per chunk, each
+    starting after the last key of the one before), into a float32 array allocated once for
+    the rows counted first (grown if more arrive meanwhile), normalised chunk by chunk. So the
+    memory held is the result plus one chunk: no per-row arrays, no second copy when stacking.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
     field = field or get_embedding_field(queryset.model)
     rows = queryset.filter(
         **{field.column("status"): EmbeddingStatus.EMBEDDED, f"{field.visual_field}__isnull": False}
     ).order_by("pk")
+    dim = queryset.model._meta.get_field(field.visual_field).dimensions
+    visual = np.empty((rows.count(), dim), dtype=np.float32)
     keys: list[Any] = []
-    vectors: list[np.ndarray] = []
     texts: list[str] = []
-    owner: list[int] = []
-    for row in rows.values("pk", field.visual_field, *field.text_fields).iterator(chunk_size=2000):
-        lines = descriptions([row[f] or "" for f in field.text_fields])
-        if not lines:
-            continue
-        owner += [len(keys)] * len(lines)
-        texts += lines
-        keys.append(row["pk"])
-        vectors.append(np.asarray(row[field.visual_field], dtype=np.float32))
-    visual = l2_normalize(np.stack(vectors)) if vectors else np.zeros((0, 0), np.float32)
-    return CaptionedImages(keys, visual, texts, np.array(owner, dtype=np.int64))
+    owner = array("q")
+    columns = ("pk", field.visual_field, *field.text_fields)
+    last = None
+    while True:
+        page = (rows if last is None else rows.filter(pk__gt=last)).values_list(*columns)[:chunk_size]
+        start, read = len(keys), 0
+        # Rows are converted one at a time as they are iterated: a chunk never exists as Python lists.
+        for pk, vector, *words in page.iterator(chunk_size=chunk_size):
+            read, last = read + 1, pk
+            lines = descriptions([w or "" for w in words])
+            if not lines:
+                continue
+            if len(keys) == len(visual):  # rows added since they were counted
+                visual.resize((max(2 * len(visual), len(keys) + chunk_size), dim), refcheck=False)
+            visual[len(keys)] = vector
+            owner.extend([len(keys)] * len(lines))
+            texts += lines
+            keys.append(pk)
+        visual[start : len(keys)] = l2_normalize(visual[start : len(keys)])
+        if read < chunk_size:
+            break
+    visual.resize((len(keys), dim), refcheck=False)  # in place: no copy of the result
+    if not keys:
+        visual = np.zeros((0, 0), np.float32)
+    return CaptionedImages(
+        keys, visual, texts, np.frombuffer(owner, dtype=np.int64) if owner else np.zeros(0, np.int64)
+    )
 
 
-def split_holdout(data: CaptionedImages, fraction: float, seed: int = 0) -> tuple[CaptionedImages, CaptionedImages]:
-    """Images (not descriptions) split at random into a training and a held-out part."""
+def split_holdout(
+    data: CaptionedImages, fraction: float, seed: int = 0, *, max_held: int | None = None, in_place: bool = False
+) -> tuple[CaptionedImages, CaptionedImages]:
+    """Images (not descriptions) split at random into a training and a held-out part.
+
+    At most ``max_held`` images are held out (the rest train). ``in_place`` turns ``data``
+    itself into the training part, moving its rows in blocks: no second copy of the vectors.
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
     order = np.random.default_rng(seed).permutation(len(data))
     n_held = max(1, round(len(data) * fraction))
-    return data.subset(np.sort(order[n_held:])), data.subset(np.sort(order[:n_held]))
+    if max_held is not None:
+        n_held = max(1, min(n_held, max_held))
+    held = data.subset(np.sort(order[:n_held]))
+    train_index = np.sort(order[n_held:])
+    return (data.compact(train_index) if in_place else data.subset(train_index)), held
 
 
 @dataclass

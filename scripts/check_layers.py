@@ -23,7 +23,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("encoders", ("encoders", "imaging", "fusion", "metrics")),
     ("pipeline", ("fields", "pipeline", "training", "signals", "dispatch", "sweep")),
     ("query", ("expressions", "query")),
-    ("integrations", ("admin", "api", "tasks", "worker", "checks", "apps", "management", "migrations", "contrib")),
+    (
+        "integrations",
+        ("admin", "api", "tasks", "worker", "checks", "apps", "extension", "management", "migrations", "contrib"),
+    ),
 ]
 
 

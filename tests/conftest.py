@@ -134,8 +134,9 @@ def random_rows(db, make_photo, sample_paths) -> np.ndarray:
     with connection.cursor() as cursor:
         # Rows of earlier tests were rolled back but stay in the HNSW graph as dead tuples
         # until a VACUUM; rebuild it (inside this test's transaction) so the graph is clean.
-        cursor.execute(f"REINDEX TABLE {Photo._meta.db_table}")
-        cursor.execute(f"ANALYZE {Photo._meta.db_table}")
+        table = connection.ops.quote_name(Photo._meta.db_table)
+        cursor.execute(f"REINDEX TABLE {table}")
+        cursor.execute(f"ANALYZE {table}")
     return sem
 
 

@@ -152,3 +152,59 @@ def test_a_corrupt_bridge_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a numpy file")
     with pytest.raises(ValueError, match="not a readable bridge file"):
         LearnedBridge.load(bad)
+
+
+def test_collecting_training_data_reads_in_chunks_and_gives_the_same_data(make_photo, sample_paths):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_semantic_images.encoders.base import l2_normalize
+    from django_semantic_images.training import collect_captioned
+
+    template = make_photo(sample_paths["coffee"])  # pending: not collected
+    vectors = np.random.default_rng(1).normal(size=(25, 1280)).astype(np.float32)
+    Photo.objects.bulk_create(
+        Photo(
+            image=template.image.name,
+            title=f"photo {i}" if i % 2 else "",
+            alt_text=f"first line {i}\n\nsecond line {i}" if i % 3 else "",
+            embedding_status="embedded",
+            embedding_visual=vectors[i],
+        )
+        for i in range(25)
+    )
+    rows = list(Photo.objects.exclude(pk=template.pk).order_by("pk"))
+    captioned = [(i, r) for i, r in enumerate(rows) if r.title or r.alt_text]
+    expected_texts = [line for _, r in captioned for line in (r.title, *r.alt_text.splitlines()) if line.strip()]
+
+    with CaptureQueriesContext(connection) as queries:
+        data = collect_captioned(Photo.objects.all(), chunk_size=10)
+    reads = [q["sql"] for q in queries.captured_queries if "photos_photo" in q["sql"]]
+    assert len(reads) == 1 + 3  # the count, then 10 + 10 + 5 rows
+    assert data.keys == [r.pk for _, r in captioned]
+    assert data.texts == expected_texts
+    np.testing.assert_allclose(data.visual, l2_normalize(vectors[[i for i, _ in captioned]]), atol=1e-6)
+    counts = [len([t for t in (r.title, *r.alt_text.splitlines()) if t.strip()]) for _, r in captioned]
+    assert data.owner.tolist() == [k for k, n in enumerate(counts) for _ in range(n)]
+    whole = collect_captioned(Photo.objects.all(), chunk_size=1000)
+    assert whole.keys == data.keys and whole.texts == data.texts and whole.owner.tolist() == data.owner.tolist()
+    np.testing.assert_array_equal(whole.visual, data.visual)
+
+
+def test_an_in_place_split_gives_the_same_parts_as_a_copying_one():
+    from django_semantic_images.training import CaptionedImages, split_holdout
+
+    rng = np.random.default_rng(2)
+    owner = np.repeat(np.arange(50), rng.integers(1, 4, size=50))
+
+    def data() -> CaptionedImages:
+        visual = np.random.default_rng(3).normal(size=(50, 6)).astype(np.float32)
+        return CaptionedImages(list(range(100, 150)), visual, [f"t{i}" for i in range(len(owner))], owner.copy())
+
+    copied_train, copied_held = split_holdout(data(), 0.3, seed=1, max_held=7)
+    source = data()
+    train, held = split_holdout(source, 0.3, seed=1, max_held=7, in_place=True)
+    assert train is source and len(held) == 7 and len(train) == 43
+    for a, b in ((train, copied_train), (held, copied_held)):
+        assert a.keys == b.keys and a.texts == b.texts and a.owner.tolist() == b.owner.tolist()
+        np.testing.assert_array_equal(a.visual, b.visual)

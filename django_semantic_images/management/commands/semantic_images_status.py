@@ -56,9 +56,11 @@ def field_status(model: Any, emb: Any) -> dict[str, Any]:
 def index_sizes(model: Any, emb: Any) -> dict[str, int | None]:
     """On-disk size of the field's two HNSW indexes (None: the index does not exist)."""
     sizes: dict[str, int | None] = {}
-    with connections[model._default_manager.db].cursor() as cursor:
+    connection = connections[model._default_manager.db]
+    with connection.cursor() as cursor:
         for suffix in ("semantic", "visual"):
-            cursor.execute("SELECT pg_relation_size(to_regclass(%s))", [emb.index_name(model, suffix)])
+            name = connection.ops.quote_name(emb.index_name(model, suffix))
+            cursor.execute("SELECT pg_relation_size(to_regclass(%s))", [name])
             sizes[suffix] = cursor.fetchone()[0]
     return sizes
 

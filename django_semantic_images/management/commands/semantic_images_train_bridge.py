@@ -20,6 +20,7 @@ from ...encoders.bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from ...fields import get_embedding_field
 from ...pipeline import embed_instances
 from ...training import (
+    CHUNK_SIZE,
     TrainingOptions,
     check_bridge,
     collect_captioned,
@@ -45,9 +46,17 @@ class Command(BaseCommand):
         parser.add_argument("--learning-rate", type=float, default=1e-3)
         parser.add_argument("--conse-weight", type=float, default=0.2, help="Share of ConSE in the blend.")
         parser.add_argument("--holdout", type=float, default=0.1, help="Fraction of images held out for the check.")
-        parser.add_argument("--max-holdout", type=int, default=1000, help="At most this many held-out images.")
+        parser.add_argument(
+            "--max-holdout", type=int, default=1000, help="At most this many held-out images (the rest train)."
+        )
         parser.add_argument("--min-images", type=int, default=50, help="Refuse to train on fewer captioned images.")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--chunk-size",
+            type=int,
+            default=CHUNK_SIZE,
+            help="Rows read (and re-embedded) per query: memory stays bounded on large tables.",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Train and check, install nothing.")
         parser.add_argument("--no-reembed", action="store_true", help="Install without re-embedding now.")
 
@@ -71,19 +80,21 @@ class Command(BaseCommand):
             raise CommandError("--conse-weight must be within [0, 1].")
         if opts["epochs"] < 1:
             raise CommandError("--epochs must be at least 1.")
+        if opts["chunk_size"] < 1:
+            raise CommandError("--chunk-size must be at least 1.")
         try:
             holdout = float(opts["holdout"])
-            data = collect_captioned(model._default_manager.all(), field)
+            data = collect_captioned(model._default_manager.all(), field, chunk_size=opts["chunk_size"])
             if len(data) < opts["min_images"]:
                 raise CommandError(
                     f"Only {len(data)} embedded images have words in {', '.join(field.text_fields)}; "
                     f"at least {opts['min_images']} are needed (--min-images)."
                 )
-            train, held = split_holdout(data, holdout, seed=opts["seed"])
+            # The training part is ``data`` itself, compacted: one copy of the vectors in memory.
+            train, held = split_holdout(data, holdout, seed=opts["seed"], max_held=opts["max_holdout"], in_place=True)
+            del data
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        if len(held) > opts["max_holdout"]:
-            held = held.subset(np.arange(opts["max_holdout"]))
 
         store = self.store()
         encoder = field.get_encoder()
@@ -138,12 +149,28 @@ class Command(BaseCommand):
         if opts["no_reembed"]:
             self.say("Not re-embedded (--no-reembed): run semantic_images_reindex, or rows update on their next save.")
             return
-        rows = list(model._default_manager.all().order_by("pk"))
         report = None
-        for start in self.progress(range(0, len(rows), 256), -(-len(rows) // 256), "re-embedding"):
-            part = embed_instances(rows[start : start + 256], field=field.name, encoder=encoder)
+        for chunk in self.progress(
+            self.chunks(model, opts["chunk_size"]),
+            -(-model._default_manager.count() // opts["chunk_size"]),
+            "re-embedding",
+        ):
+            part = embed_instances(chunk, field=field.name, encoder=encoder)
             report = part if report is None else (report.merge(part) or report)
         self.say(f"Re-embedded: {report if report is not None else 'no rows'}.")
+
+    @staticmethod
+    def chunks(model: Any, size: int) -> Iterable[list[Any]]:
+        """Every row, ``size`` at a time in key order (one query each), never all at once."""
+        rows = model._default_manager.order_by("pk")
+        last = None
+        while True:
+            chunk = list((rows if last is None else rows.filter(pk__gt=last))[:size])
+            if chunk:
+                yield chunk
+            if len(chunk) < size:
+                return
+            last = chunk[-1].pk
 
     def store(self) -> BridgeStore:
         directory = default_bridge_dir()

@@ -1,4 +1,8 @@
-"""``manage.py demo``: migrate, load and index the sample photos, create an admin, serve."""
+"""``manage.py demo``: migrate, load and index the sample photos, create an admin, serve.
+
+The example site's embedded PostgreSQL stops with the demo: on Ctrl-C, SIGTERM or SIGHUP
+(example_project/database.py).
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--addrport", default="127.0.0.1:8000")
         parser.add_argument("--no-serve", action="store_true", help="Set up only.")
+        parser.add_argument(
+            "--empty", action="store_true", help="Load no sample photos and prepare no model (a quick start)."
+        )
 
-    def handle(self, *args, addrport: str, no_serve: bool, **options):
+    def handle(self, *args, addrport: str, no_serve: bool, empty: bool = False, **options):
         call_command("migrate", interactive=False, verbosity=0)
-        call_command("load_photos")
-        # Load the search model in this process (runserver runs here, without its reloader), so the
-        # first search is quick; on a new machine this also exports the ONNX query model once.
-        self.stdout.write("Preparing the search model...")
-        get_encoder().encode_text("a cup of coffee")
+        if not empty:
+            call_command("load_photos")
+            # Load the search model in this process (runserver runs here, without its reloader), so the
+            # first search is quick; on a new machine this also exports the ONNX query model once.
+            self.stdout.write("Preparing the search model...")
+            get_encoder().encode_text("a cup of coffee")
         User = get_user_model()
         if not User.objects.filter(username=USERNAME).exists():
             User.objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)

@@ -2,43 +2,86 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
+from PIL import Image, UnidentifiedImageError
 
+from django_semantic_images.imaging import ImageDecodeError, decode_image
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
 from photos.models import Photo
 from photos.samples import sample_photo_paths
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+@dataclass
+class Source:
+    """One place photos come from: its files, what was added, and what was skipped and why."""
+
+    name: str
+    files: list[Path]
+    added: list[Photo] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{self.name}: {len(self.files)} files, {len(self.added)} added, {len(self.skipped)} skipped."
+
+
+def why_skip(path: Path) -> str | None:
+    """Why ``path`` cannot become a Photo ("already there", "not an image", "unreadable: ..."), or None."""
+    if Photo.objects.filter(image=f"photos/{path.name}").exists():
+        return "already there"
+    try:
+        with Image.open(path):
+            pass
+        decode_image(path.read_bytes(), max_side=64)
+    except UnidentifiedImageError:
+        return "not an image"
+    except (ImageDecodeError, OSError) as exc:
+        return f"unreadable: {exc}"
+    return None
 
 
 class Command(BaseCommand):
-    help = "Add the sample photos (and/or the images of --folder) as Photos and embed them."
+    help = "Add the sample photos (and/or every file of --folder) as Photos and embed them."
 
     def add_arguments(self, parser):
         parser.add_argument("--folder", type=Path, help="Also add every image in this folder (recursively).")
         parser.add_argument("--no-samples", action="store_true", help="Skip the bundled sample photos.")
 
     def handle(self, *args, folder: Path | None = None, no_samples: bool = False, **options):
-        paths = [] if no_samples else sample_photo_paths()
+        verbosity = options.get("verbosity", 1)
+        sources = [] if no_samples else [Source("Sample photos", sample_photo_paths())]
         if folder is not None:
             if not folder.is_dir():
                 raise CommandError(f"{folder} is not a folder.")
-            paths += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        created = []
+            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            sources.append(Source(f"Folder {folder}", files))
         with embedding_deferred():
-            for path in paths:
-                if Photo.objects.filter(image=f"photos/{path.name}").exists():
-                    continue
-                photo = Photo()
-                with path.open("rb") as fh:
-                    photo.image.save(path.name, File(fh), save=False)
-                photo.save()
-                created.append(photo)
-        report = embed_instances(Photo.objects.filter(pk__in=[p.pk for p in created]))
-        self.stdout.write(f"Added {len(created)} photos ({len(paths) - len(created)} already there): {report}.")
+            for source in sources:
+                for path in source.files:
+                    reason = why_skip(path)
+                    if reason is not None:
+                        source.skipped.append((path, reason))
+                        continue
+                    photo = Photo()
+                    with path.open("rb") as fh:
+                        photo.image.save(path.name, File(fh), save=False)
+                    photo.save()
+                    source.added.append(photo)
+        added = {photo.pk: photo for source in sources for photo in source.added}
+        report = embed_instances(Photo.objects.filter(pk__in=list(added)))
+        for source in sources:
+            self.stdout.write(source.summary())
+            # A folder's skipped files are named; the samples' only with -v 2 (on a second run all are there).
+            if source.name.startswith("Folder") or verbosity >= 2:
+                root = folder if source.name.startswith("Folder") else None
+                for path, reason in source.skipped:
+                    shown = path.relative_to(root) if root is not None else path.name
+                    self.stdout.write(self.style.WARNING(f"  skipped {shown}: {reason}"))
+        self.stdout.write(f"Embedded: {report}.")
         for pk, reason in report.failed.items():
-            self.stdout.write(self.style.WARNING(f"  photo {pk}: {reason}"))
+            name = added[pk].image.name if pk in added else f"photo {pk}"
+            self.stdout.write(self.style.WARNING(f"  {name}: {reason}"))

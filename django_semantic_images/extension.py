@@ -1,0 +1,61 @@
+"""The pgvector extension: the one function that creates it, and the server's version.
+
+``migrate`` creates the extension through :func:`create_vector_extension` alone: the
+``pre_migrate`` hook (apps.py) calls it before any app's migrations run, so a site's own
+migration that adds vector columns needs no dependency on this app; migration
+``semantic_images.0001_vector_extension`` calls the same function, so the step is recorded
+and a migrated database without the extension can be told from a new one (checks.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The migration that records the extension's creation.
+MIGRATION = ("semantic_images", "0001_vector_extension")
+
+#: pgvector 0.8.3 fixed "possible index corruption with HNSW vacuuming" (pgvector's CHANGELOG);
+#: 0.8.4 fixed further errors of HNSW vacuuming. Older servers are warned about (W003).
+HNSW_VACUUM_FIXED = (0, 8, 3)
+RECOMMENDED = (0, 8, 4)
+
+
+def vector_extension_version(connection: Any) -> str | None:
+    """The installed pgvector version in ``connection``'s database, or None."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def create_vector_extension(connection: Any) -> bool:
+    """``CREATE EXTENSION vector`` unless it exists; True when it was created now."""
+    if connection.vendor != "postgresql" or vector_extension_version(connection) is not None:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return True
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"0.8.1"`` -> ``(0, 8, 1)``; a suffix after the numbers (``"0.7.0-dev"``) is ignored."""
+    numbers: list[int] = []
+    for part in text.strip().split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) < len(part):
+            break
+    if not numbers:
+        raise ValueError(f"Not a version number: {text!r}")
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
+def has_hnsw_vacuum_fix(version: str) -> bool:
+    """Whether this pgvector version includes the fix for HNSW index corruption during vacuum."""
+    return parse_version(version) >= HNSW_VACUUM_FIXED

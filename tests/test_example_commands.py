@@ -1,0 +1,116 @@
+"""The example site's commands: load_photos names what it skips; demo stops its database with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from io import StringIO
+from pathlib import Path
+
+import psutil
+import pytest
+from django.core.management import call_command
+from PIL import Image
+
+from photos.models import Photo
+from tests.conftest import image_bytes
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+
+
+@pytest.mark.django_db
+def test_load_photos_counts_the_folders_files_and_names_each_skipped_one(tmp_path, make_photo):
+    jpeg = image_bytes(Image.new("RGB", (320, 240), (20, 120, 200)))
+    make_photo(jpeg, name="already.jpg")
+    (tmp_path / "new.jpg").write_bytes(jpeg)
+    (tmp_path / "already.jpg").write_bytes(jpeg)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    (tmp_path / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    out = StringIO()
+    call_command("load_photos", "--no-samples", "--folder", str(tmp_path), stdout=out)
+    text = out.getvalue()
+    assert f"Folder {tmp_path}: 4 files, 1 added, 3 skipped." in text, text
+    assert "skipped already.jpg: already there" in text
+    assert "skipped notes.txt: not an image" in text
+    assert "skipped broken.jpg: unreadable: " in text
+    assert Photo.objects.filter(image="photos/new.jpg", embedding_status="embedded").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_demo(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``manage.py demo --empty`` in a subprocess, once its site answers."""
+    port = _free_port()
+    command = [sys.executable, "manage.py", "demo", "--empty", "--addrport", f"127.0.0.1:{port}"]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5).close()
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"the demo did not serve within 240 s:\n{log.read_text()}")
+
+
+def _postmaster(pgdata: Path) -> psutil.Process | None:
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _gone(process: psutil.Process, timeout: float = 30) -> bool:
+    try:
+        process.wait(timeout)
+    except psutil.TimeoutExpired:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        pass
+    return True
+
+
+def test_demo_stops_its_database_on_sigterm_and_on_ctrl_c(tmp_path):
+    pgdata = tmp_path / "pgdata"
+    log = tmp_path / "demo.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="example_project.settings",
+        SEMANTIC_IMAGES_PGDATA=str(pgdata),
+        MEDIA_ROOT=str(tmp_path / "media"),
+        SEMANTIC_IMAGES_PG_SHARED_BUFFERS="128MB",  # PostgreSQL's default: no restart on first start
+    )
+    demo = None
+    try:
+        # SIGKILL leaves the server running (nothing can stop it then); the next start must take it
+        # over and still stop it on SIGTERM, and a third start on Ctrl-C (SIGINT).
+        for signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            demo = _serve_demo(env, log)  # each start reuses the data folder of the one before
+            postgres = _postmaster(pgdata)
+            assert postgres is not None and postgres.is_running()
+            demo.send_signal(signum)
+            demo.wait(60)
+            if signum != signal.SIGKILL:
+                assert _gone(postgres), f"PostgreSQL still runs after {signum.name}:\n{log.read_text()}"
+    finally:
+        if demo is not None and demo.poll() is None:
+            demo.kill()
+        leftover = _postmaster(pgdata)
+        if leftover is not None and leftover.is_running():
+            leftover.send_signal(signal.SIGINT)  # fast shutdown of the server this test started

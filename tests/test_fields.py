@@ -1,0 +1,96 @@
+"""The field's HNSW arguments reach the indexes that migrations create, halfvec storage included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.db import connection, models
+from django.test.utils import isolate_apps
+
+from django_semantic_images import ImageEmbeddingField
+from django_semantic_images.fields import get_embedding_field
+from django_semantic_images.management.commands.semantic_images_status import index_sizes
+from django_semantic_images.query import semantic_search
+from photos.models import Photo
+
+
+def index_definitions(table: str) -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", [table])
+        return dict(cursor.fetchall())
+
+
+def column_types(table: str) -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0",
+            [connection.ops.quote_name(table)],
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.django_db
+@isolate_apps("photos")
+def test_hnsw_arguments_and_halfvec_reach_the_indexes_and_search_works():
+    class HalfPhoto(models.Model):
+        image = models.ImageField()
+        embedding = ImageEmbeddingField(
+            visual_dimensions=8, semantic_dimensions=4, m=8, ef_construction=40, halfvec=True
+        )
+
+        class Meta:
+            app_label = "photos"
+            db_table = "SemanticHalfPhoto"  # mixed case: every identifier must be quoted
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    with connection.schema_editor() as editor:
+        editor.create_model(HalfPhoto)
+    table = HalfPhoto._meta.db_table
+    types = column_types(table)
+    assert types["embedding_visual"] == "halfvec(8)" and types["embedding_semantic"] == "halfvec(4)"
+    hnsw = {name: d for name, d in index_definitions(table).items() if "USING hnsw" in d}
+    assert len(hnsw) == 2
+    for definition in hnsw.values():
+        assert "halfvec_cosine_ops" in definition
+        assert "m='8'" in definition and "ef_construction='40'" in definition
+
+    rng = np.random.default_rng(0)
+    semantic = rng.normal(size=(5, 4)).astype(np.float32)
+    HalfPhoto.objects.bulk_create(
+        HalfPhoto(image=f"p{i}.jpg", embedding_status="embedded", embedding_semantic=semantic[i]) for i in range(5)
+    )
+    found = list(semantic_search(HalfPhoto.objects.all(), semantic[3])[:2])
+    assert found[0].image.name == "p3.jpg" and found[0].distance == pytest.approx(0.0, abs=1e-3)
+    # The status command finds the indexes of a mixed-case table (quoted identifiers).
+    sizes = index_sizes(HalfPhoto, get_embedding_field(HalfPhoto))
+    assert sizes["visual"] and sizes["semantic"]
+
+
+def test_hnsw_arguments_default_to_the_settings(settings):
+    field = get_embedding_field(Photo)
+    assert (field.hnsw_m, field.hnsw_ef_construction, field.opclass) == (16, 64, "vector_cosine_ops")
+    hnsw = [i for i in Photo._meta.indexes if i.fields[0] in ("embedding_visual", "embedding_semantic")]
+    assert [(i.m, i.ef_construction) for i in hnsw] == [(16, 64), (16, 64)]
+
+
+@isolate_apps("photos")
+def test_hnsw_arguments_out_of_pgvector_limits_are_errors():
+    class Bad(models.Model):
+        image = models.ImageField()
+        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4, m=40, ef_construction=50)
+        other = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4, distance="manhattan")
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    errors = [e for f in (Bad.embedding, Bad.other) for e in f.check()]
+    assert [e.id for e in errors] == ["semantic_images.E005", "semantic_images.E005"]
+    assert "ef_construction=50" in errors[0].msg and "'manhattan'" in errors[1].msg
+    l2 = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4, distance="inner_product")
+    assert l2.opclass == "vector_ip_ops"

@@ -1,0 +1,52 @@
+"""Decoding images in threads leaves every other thread's warnings alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from django_semantic_images.imaging import ImageDecodeError, decode_image
+from tests.conftest import image_bytes
+
+
+def test_decoding_in_a_thread_pool_keeps_another_threads_warnings():
+    data = image_bytes(Image.new("RGB", (640, 480), (200, 30, 30)))
+    done = threading.Event()
+    emitted, raised = [0], []
+
+    def warn_until_done() -> None:
+        while not done.is_set():
+            try:
+                warnings.warn("another thread's warning", Image.DecompressionBombWarning, stacklevel=1)
+                emitted[0] += 1
+                time.sleep(0.0002)
+            except Exception as exc:  # a filter of the decoding threads turned it into an error
+                raised.append(exc)
+
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        filters_before = list(warnings.filters)
+        other = threading.Thread(target=warn_until_done)
+        other.start()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            sizes = [image.size for image in pool.map(lambda _: decode_image(data, max_side=64), range(200))]
+        done.set()
+        other.join()
+        filters_after = list(warnings.filters)
+    assert sizes == [(64, 48)] * 200
+    assert raised == []
+    assert emitted[0] > 0
+    mine = [w for w in recorded if str(w.message) == "another thread's warning"]
+    assert len(mine) == emitted[0]
+    assert filters_after == filters_before
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
+    data = image_bytes(Image.new("RGB", (300, 200)))
+    with pytest.raises(ImageDecodeError, match="over the limit of 50,000 pixels"):
+        decode_image(data, max_pixels=50_000)
