@@ -327,7 +327,7 @@ def test_reindex_through_the_queue(worker, broker, make_photo, sample_paths):
     assert set(statuses(photos).values()) == {EmbeddingStatus.EMBEDDED}
     status = io.StringIO()
     call_command("semantic_images_status", stdout=status)
-    assert f"embedding: queue '{QUEUE}'" in status.getvalue()
+    assert f"queue '{QUEUE}'" in status.getvalue()
 
 
 def test_a_worker_that_does_not_consume_the_queue_loads_no_models(broker, test_database, tmp_path):
