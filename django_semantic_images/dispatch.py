@@ -53,8 +53,9 @@ def queue_depth(queue: str | None = None) -> int | None:
     name = queue or semantic_settings.QUEUE
     try:
         with current_app.connection_for_read(transport_options={"max_retries": 0}) as connection:
+            channel: Any = connection.default_channel  # every kombu channel has queue_declare
             try:
-                return int(connection.default_channel.queue_declare(queue=name, passive=True).message_count)
+                return int(channel.queue_declare(queue=name, passive=True).message_count)
             except connection.channel_errors:  # no such queue: nothing was ever sent, or all is consumed
                 return 0
     except Exception as exc:  # noqa: BLE001 - any broker fault: the depth is unknown

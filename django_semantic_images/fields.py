@@ -141,8 +141,8 @@ class ImageEmbeddingField:
             "labels": models.JSONField(default=list, blank=True, **ro),
             # The lease (docs/workers.md): who embeds the row now, and until when a queued task
             # or that worker answers for it; the sweep takes back rows whose lease ran out.
-            "claimed_by": models.CharField(max_length=255, blank=True, default="", **ro),
-            "lease_until": models.DateTimeField(null=True, blank=True, **ro),
+            "claimed_by": models.CharField(max_length=255, blank=True, default="", editable=False),
+            "lease_until": models.DateTimeField(null=True, blank=True, editable=False),
         }
         for suffix, field in siblings.items():
             field.verbose_name = f"{name} {suffix.replace('_', ' ')}"
