@@ -10,6 +10,7 @@ writes per row, to show that no row is embedded twice.
 from __future__ import annotations
 
 import io
+import os
 import time
 import uuid
 from datetime import timedelta
@@ -42,9 +43,10 @@ pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
 QUEUE = f"embed-{uuid.uuid4().hex[:8]}"
 #: Seconds: the lease of claimed and queued rows, and the sweep period of the module's worker
-#: (the defaults are 30 s and the site's beat period; test_commands_reindex checks those).
-LEASE = 5
-BEAT = 1.0
+#: (the defaults are 30 s and the site's beat period; test_commands_reindex checks those). To time
+#: recovery with the defaults: SEMANTIC_IMAGES_TEST_LEASE=30 SEMANTIC_IMAGES_TEST_BEAT=10 pytest -s ...
+LEASE = int(os.environ.get("SEMANTIC_IMAGES_TEST_LEASE", "5"))
+BEAT = float(os.environ.get("SEMANTIC_IMAGES_TEST_BEAT", "1"))
 #: Gentle on a shared 2-core machine: one torch thread per worker process, on the CPU even where a GPU is.
 WORKER_SETTINGS = {"WORKER_THREADS": 1, "DECODE_THREADS": 2, "DEVICE": "cpu", "LEASE": LEASE}
 
