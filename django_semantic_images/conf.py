@@ -56,7 +56,12 @@ DEFAULTS: dict[str, Any] = {
     "HNSW_EF_CONSTRUCTION": 64,
     # Where learned bridges are stored (None: MEDIA_ROOT / "semantic_images").
     "BRIDGE_DIR": None,
-    # Sweep: rows pending longer than this many seconds are queued again.
+    # Recovery of lost work (docs/workers.md). LEASE: seconds a worker's claim on its rows
+    # holds without renewal (renewed after every batch), and how long a queued task may take
+    # to claim its rows before the sweep, finding the queue empty, sends them again.
+    # PENDING_TIMEOUT: a row pending this long is queued again in any case (the backstop
+    # when the queue's depth cannot be read, and in-process mode).
+    "LEASE": 30,
     "PENDING_TIMEOUT": 600,
     # Workers (docs/workers.md): torch threads per worker process (None: the process's
     # CPU cores divided by the worker's concurrency, less one for decoding), and

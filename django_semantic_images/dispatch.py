@@ -1,8 +1,9 @@
 """Send embedding work to the Celery queue, or run it in-process without a broker.
 
 ``request_embedding`` never raises: when the broker cannot be reached the rows
-stay ``pending`` and the periodic sweep (``semantic_images.sweep``) queues them
-again; the save that asked for the work has already succeeded.
+stay ``pending`` with no lease (nobody has their work), and the next sweep
+(``semantic_images.sweep``) sends them; the save that asked for the work has
+already succeeded.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import models
+from django.db import DatabaseError, models
 
 from .conf import semantic_settings
+from .fields import EmbeddingStatus, get_embedding_field
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,37 @@ def use_queue() -> bool:
     if mode == "auto":
         return broker_configured()
     return bool(mode)
+
+
+def queue_depth(queue: str | None = None) -> int | None:
+    """Messages waiting in ``queue`` (default ``QUEUE``), not counting those workers hold.
+
+    None when the broker cannot say (unreachable, or a transport without the count).
+    """
+    from celery import current_app
+
+    name = queue or semantic_settings.QUEUE
+    try:
+        with current_app.connection_for_read(transport_options={"max_retries": 0}) as connection:
+            channel: Any = connection.default_channel  # every kombu channel has queue_declare
+            try:
+                return int(channel.queue_declare(queue=name, passive=True).message_count)
+            except connection.channel_errors:  # no such queue: nothing was ever sent, or all is consumed
+                return 0
+    except Exception as exc:  # noqa: BLE001 - any broker fault: the depth is unknown
+        logger.info("Could not read the depth of queue %r: %s", name, exc)
+        return None
+
+
+def forget_sent(model: type[models.Model], pks: Sequence[Any], field: str | None = None) -> None:
+    """Work for these rows was not sent: drop their lease, so the next sweep sends them."""
+    emb = get_embedding_field(model, field)
+    try:
+        model._default_manager.filter(
+            pk__in=list(pks), **{emb.column("status"): EmbeddingStatus.PENDING, emb.column("claimed_by"): ""}
+        ).update(**{emb.column("lease_until"): None})
+    except DatabaseError as exc:  # then their lease runs out and the sweep finds them a little later
+        logger.warning("Could not mark %s %s as unsent: %s", model._meta.label, list(pks), exc)
 
 
 def chunked(pks: Sequence[Any], size: int) -> list[list[Any]]:
@@ -90,11 +123,12 @@ def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: s
             return True
         except Exception as exc:  # noqa: BLE001 - any broker fault: leave pending for the sweep
             logger.warning(
-                "Could not queue embedding of %s %s (%s); the sweep will queue them again.",
+                "Could not queue embedding of %s %s (%s); the next sweep sends them.",
                 model._meta.label,
                 list(pks),
                 exc,
             )
+            forget_sent(model, pks, field)
             return False
     from .pipeline import embed_pks
 

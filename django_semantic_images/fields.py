@@ -10,8 +10,10 @@ sibling fields named after it (for a field called ``embedding``):
 ``embedding_hash``         SHA-256 of the image bytes and the text fields
 ``embedding_status``       ``pending`` / ``embedded`` / ``failed``
 ``embedding_error``        why it failed, in words
-``embedding_updated_at``   when the vectors were written
+``embedding_updated_at``   when the vectors were written (while pending: since when)
 ``embedding_labels``       the CNN's confident labels, as suggestions for editors
+``embedding_claimed_by``   the worker task embedding the row now ("" when none)
+``embedding_lease_until``  until when the row's holder answers for it (docs/workers.md)
 =========================  ===============================================
 """
 
@@ -40,7 +42,18 @@ class EmbeddingStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
-SUFFIXES = ("visual", "semantic", "encoder", "hash", "status", "error", "updated_at", "labels")
+SUFFIXES = (
+    "visual",
+    "semantic",
+    "encoder",
+    "hash",
+    "status",
+    "error",
+    "updated_at",
+    "labels",
+    "claimed_by",
+    "lease_until",
+)
 
 #: HNSW operator class name part per ``distance`` argument (pgvector's ``vector_cosine_ops`` etc.).
 DISTANCES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
@@ -145,6 +158,10 @@ class ImageEmbeddingField:
             "error": models.TextField(blank=True, default="", **ro),
             "updated_at": models.DateTimeField(null=True, blank=True, **ro),
             "labels": models.JSONField(default=list, blank=True, **ro),
+            # The lease (docs/workers.md): who embeds the row now, and until when a queued task
+            # or that worker answers for it; the sweep takes back rows whose lease ran out.
+            "claimed_by": models.CharField(max_length=255, blank=True, default="", editable=False),
+            "lease_until": models.DateTimeField(null=True, blank=True, editable=False),
         }
         for suffix, field in siblings.items():
             field.verbose_name = f"{name} {suffix.replace('_', ' ')}"

@@ -4,6 +4,10 @@ Signals, Celery tasks, management commands and the example site all call
 ``embed_instances``. A row whose content hash and encoder identity are
 unchanged is skipped; a row whose file cannot be read or decoded is marked
 ``failed`` with the reason, and the rest of its batch goes on.
+
+Workers first *claim* their rows (``claim_rows``): a claim names the task and
+holds for ``LEASE`` seconds, renewed after every batch, and a claimed row is
+written only by its holder. The sweep takes back rows whose lease ran out.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from django.db import models, router, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .conf import semantic_settings
@@ -36,6 +42,86 @@ class TransientError(Exception):
 #: ``embedding_error`` of a row whose retries ran out on a fault that may pass;
 #: the sweep queues such rows again (a permanently bad image is never retried).
 TRANSIENT_PREFIX = "Temporary failure, will be retried: "
+
+
+def lease_until(seconds: float | None = None) -> Any:
+    """The end of a lease taken now (``LEASE`` seconds by default)."""
+    return timezone.now() + timedelta(seconds=semantic_settings.LEASE if seconds is None else seconds)
+
+
+def free_filter(field: ImageEmbeddingField, now: Any) -> Q:
+    """Rows no worker holds: unclaimed, or claimed with a lease that ran out."""
+    return Q(**{field.column("claimed_by"): ""}) | Q(**{f"{field.column('lease_until')}__lt": now})
+
+
+def failed_for_good_filter(field: ImageEmbeddingField) -> Q:
+    """Rows whose file could not be decoded (a reason that will not pass by itself)."""
+    return Q(**{field.column("status"): EmbeddingStatus.FAILED}) & ~Q(
+        **{f"{field.column('error')}__startswith": TRANSIENT_PREFIX}
+    )
+
+
+def claim_rows(
+    model: type[models.Model],
+    pks: Sequence[Any],
+    token: str,
+    *,
+    field: str | None = None,
+    top_up: int = 0,
+    force: bool = False,
+) -> list[Any]:
+    """Claim rows for the task ``token``; returns the primary keys it now holds.
+
+    It gets those of ``pks`` that no other task holds (a row whose file already
+    failed to decode only with ``force``), then up to ``top_up`` other pending rows,
+    oldest first. Each row has one holder: the UPDATE re-checks its condition on a
+    row another claim changed meanwhile, and the top-up skips rows being claimed.
+    """
+    emb = get_embedding_field(model, field)
+    manager = model._default_manager
+    now = timezone.now()
+    values = {emb.column("claimed_by"): token, emb.column("lease_until"): lease_until()}
+    own = free_filter(emb, now) if force else free_filter(emb, now) & ~failed_for_good_filter(emb)
+    manager.filter(own, pk__in=list(pks)).update(**values)
+    waiting: list[Any] = []
+    if top_up > 0:
+        with transaction.atomic(using=router.db_for_write(model)):
+            waiting = list(
+                manager.select_for_update(skip_locked=True)
+                .filter(free_filter(emb, now), **{emb.column("status"): EmbeddingStatus.PENDING})
+                .exclude(pk__in=list(pks))
+                .order_by(F(emb.column("updated_at")).asc(nulls_first=True), "pk")
+                .values_list("pk", flat=True)[:top_up]
+            )
+            if waiting:
+                manager.filter(pk__in=waiting).update(**values)
+    return list(
+        manager.filter(pk__in=[*pks, *waiting], **{emb.column("claimed_by"): token})
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def renew_lease(model: type[models.Model], pks: Sequence[Any], token: str, *, field: str | None = None) -> int:
+    """Extend the lease of the rows ``token`` still holds; returns how many."""
+    emb = get_embedding_field(model, field)
+    return model._default_manager.filter(pk__in=list(pks), **{emb.column("claimed_by"): token}).update(
+        **{emb.column("lease_until"): lease_until()}
+    )
+
+
+def release_rows(
+    model: type[models.Model], pks: Sequence[Any], token: str, *, field: str | None = None, hold: float | None = None
+) -> int:
+    """Give up the claim on rows ``token`` still holds.
+
+    ``hold`` (seconds) keeps the sweep away from them that long: a retry that will
+    come back for them; None leaves them due at once if they are still pending.
+    """
+    emb = get_embedding_field(model, field)
+    return model._default_manager.filter(pk__in=list(pks), **{emb.column("claimed_by"): token}).update(
+        **{emb.column("claimed_by"): "", emb.column("lease_until"): None if hold is None else lease_until(hold)}
+    )
 
 
 def decode_threads() -> int:
@@ -134,13 +220,16 @@ def embed_instances(
     batch_size: int | None = None,
     encoder: Encoder | None = None,
     progress: Callable[[int], Any] | None = None,
+    claim: str | None = None,
 ) -> EmbedReport:
     """Embed ``instances`` (a queryset or list of one model's rows) and save the results.
 
     Batch *n + 1* is read and decoded in a thread pool while batch *n* is encoded,
     so decoding overlaps inference. ``progress(k)`` is called after each batch of ``k`` rows.
     Raises ``TransientError`` (or a database error) for faults worth retrying; rows
-    written before the fault keep their vectors.
+    written before the fault keep their vectors. With ``claim`` (the token of
+    ``claim_rows``) a row is written only while that claim holds it, and the lease
+    of the rows still to come is renewed after each batch.
     """
     report = EmbedReport()
     batch_size = batch_size or semantic_settings.BATCH_SIZE
@@ -166,7 +255,10 @@ def embed_instances(
                 upcoming = submit(chunks[index + 1])  # decode the next batch while this one encodes
             prepared = [f.result() for f in futures]
             with transaction.atomic(using=database):  # one commit per batch, not one per row
-                report.merge(_encode_and_write(model, field_obj, encoder, items, prepared))
+                report.merge(_encode_and_write(model, field_obj, encoder, items, prepared, claim))
+            if claim is not None and index + 1 < len(chunks):
+                later = [row.pk for chunk in chunks[index + 1 :] for row in chunk]
+                renew_lease(model, later, claim, field=field_obj.name)
             if progress is not None:
                 progress(len(items))
     finally:
@@ -180,6 +272,7 @@ def _encode_and_write(
     encoder: Encoder,
     items: list[_Item],
     prepared: list[_Item | None],
+    claim: str | None = None,
 ) -> EmbedReport:
     report = EmbedReport()
     now = timezone.now()
@@ -219,13 +312,13 @@ def _encode_and_write(
                         for name, p in (vectors.labels[i] if vectors.labels else [])
                     ],
                 },
+                claim,
             )
             if updated:
                 report.embedded.append(item.instance.pk)
     for item in prepared:
         if item is not None and item.error:
-            logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, item.instance.pk, item.error)
-            _write(
+            failed = _write(
                 model,
                 field,
                 item,
@@ -239,14 +332,24 @@ def _encode_and_write(
                     field.column("updated_at"): now,
                     field.column("labels"): [],
                 },
+                claim,
             )
-            report.failed[item.instance.pk] = item.error
+            if failed:
+                logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, item.instance.pk, item.error)
+                report.failed[item.instance.pk] = item.error
     return report
 
 
-def _write(model: type[models.Model], field: ImageEmbeddingField, item: _Item, values: dict[str, Any]) -> bool:
-    """Store ``values`` unless the row's image changed meanwhile (a newer task will embed it)."""
-    updated = model._default_manager.filter(pk=item.instance.pk, **{field.image_field: item.file_name}).update(**values)
+def _write(
+    model: type[models.Model], field: ImageEmbeddingField, item: _Item, values: dict[str, Any], claim: str | None
+) -> bool:
+    """Store ``values`` and end the row's claim, unless its image changed meanwhile (a newer
+    task will embed it) or, with ``claim``, the row is no longer held by that claim."""
+    values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
+    unchanged = {field.image_field: item.file_name}
+    if claim is not None:
+        unchanged[field.column("claimed_by")] = claim
+    updated = model._default_manager.filter(pk=item.instance.pk, **unchanged).update(**values)
     for name, value in values.items():
         setattr(item.instance, name, value)
     return bool(updated)

@@ -4,8 +4,13 @@ A snapshot of the inputs is taken when an instance is loaded; a save that
 changes none of them sends no work. Work is sent after the transaction
 commits, so a worker never reads a row that is not there yet, and the rows
 saved in one transaction travel together (one task per ``BATCH_SIZE`` rows).
-A row marked ``pending`` gets ``<field>_updated_at = now``: the sweep reads it
-as "pending since".
+A row marked ``pending`` gets ``<field>_updated_at = now`` ("pending since"), no
+claim (a worker still embedding the old content can no longer write it), and a
+lease of ``LEASE`` seconds for the task about to be sent; if it cannot be sent,
+dispatch drops the lease and the next sweep sends it.
+
+``save(update_fields=[...])`` counts only the inputs it names; when one of them
+changed, the embedding state columns are written too, right after the save.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from django.utils import timezone
 
 from .conf import semantic_settings
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields
+from .pipeline import lease_until
 
 SNAPSHOT_ATTR = "_semantic_images_inputs"
 _state = threading.local()
@@ -48,21 +54,34 @@ def _inputs(instance: models.Model, field: ImageEmbeddingField) -> dict[str, Any
     return values
 
 
-def _snapshot(instance: models.Model) -> None:
-    setattr(
-        instance,
-        SNAPSHOT_ATTR,
-        {f.name: _inputs(instance, f) for f in embedding_fields(type(instance))},
-    )
+#: The columns that say where a row's embedding stands (written when an input changes).
+STATE_SUFFIXES = ("status", "error", "updated_at", "claimed_by", "lease_until")
 
 
-def _changed(instance: models.Model, field: ImageEmbeddingField) -> bool:
+def _snapshot(instance: models.Model, saved: frozenset[str] | None = None) -> None:
+    """Remember the inputs as stored: all of them, or after ``save(update_fields=saved)`` those saved."""
+    current = {f.name: _inputs(instance, f) for f in embedding_fields(type(instance))}
+    previous = getattr(instance, SNAPSHOT_ATTR, None)
+    if saved is not None and previous is not None:
+        for name, values in current.items():
+            kept = dict(previous.get(name, {}))
+            kept.update({attr: value for attr, value in values.items() if attr in saved})
+            current[name] = kept
+    setattr(instance, SNAPSHOT_ATTR, current)
+
+
+def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None) -> bool:
+    """Did the save change an input of ``field``? (Only the inputs in ``saved`` when given.)"""
+    if saved is not None and not ({field.image_field, *field.text_fields} & saved):
+        return False
     before = getattr(instance, SNAPSHOT_ATTR, {}).get(field.name)
     if before is None:
         return True
     now = _inputs(instance, field)
-    # A field deferred at load time and set since then may have changed: the pipeline's
-    # content hash makes a needless check cheap.
+    if saved is not None:
+        now = {attr: value for attr, value in now.items() if attr in saved}
+    # A field deferred at load time and set since then counts as changed, unseen: the row
+    # becomes pending and is embedded again in full (the pipeline skips only embedded rows).
     return any(attr not in before or before[attr] != value for attr, value in now.items())
 
 
@@ -71,25 +90,48 @@ def post_init_handler(sender: type[models.Model], instance: models.Model, **kwar
         _snapshot(instance)
 
 
-def pre_save_handler(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+def pre_save_handler(
+    sender: type[models.Model],
+    instance: models.Model,
+    raw: bool = False,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
     if raw:
         return
-    changed = [f.name for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f)]
-    instance._semantic_images_changed = changed
-    for name in changed:
-        field = next(f for f in embedding_fields(sender) if f.name == name)
+    changed = [f for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f, update_fields)]
+    instance._semantic_images_changed = [f.name for f in changed]
+    for field in changed:
         setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
         setattr(instance, field.column("error"), "")
         setattr(instance, field.column("updated_at"), timezone.now())
+        setattr(instance, field.column("claimed_by"), "")
+        setattr(instance, field.column("lease_until"), lease_until())
 
 
-def post_save_handler(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+def post_save_handler(
+    sender: type[models.Model],
+    instance: models.Model,
+    raw: bool = False,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
     changed = getattr(instance, "_semantic_images_changed", [])
     instance._semantic_images_changed = []
-    _snapshot(instance)
+    _snapshot(instance, update_fields)
+    using = kwargs.get("using") or "default"
+    if changed and update_fields is not None:
+        # The save wrote only the fields it named (a frozenset no handler can extend):
+        # write the state columns now, in the same transaction.
+        state = {
+            f.column(suffix): getattr(instance, f.column(suffix))
+            for f in embedding_fields(sender)
+            if f.name in changed
+            for suffix in STATE_SUFFIXES
+        }
+        sender._base_manager.using(using).filter(pk=instance.pk).update(**state)
     if raw or not changed or not semantic_settings.EMBED_ON_SAVE or getattr(_state, "deferred", False):
         return
-    using = kwargs.get("using") or "default"
     for name in changed:
         schedule(sender, instance.pk, name, using)
 

@@ -1,16 +1,25 @@
 """Find rows that need (re)embedding and queue them again.
 
-Three kinds of row are *due*:
+A row waiting for its vectors (``pending``) has a *lease*: ``<field>_lease_until``
+says until when its holder answers for it, and ``<field>_claimed_by`` names the
+worker task that claimed it ("" while the work is only queued). These rows are *due*:
 
-* ``pending`` for longer than ``PENDING_TIMEOUT`` seconds (a lost task, a broker
-  that was down at upload time, a worker killed with its batch);
+* ``pending``, claimed by a worker whose lease ran out (the worker died, or hung,
+  with the rows: its lease is renewed after every batch);
+* ``pending`` with no lease: the work was never sent (broker unreachable at upload,
+  or a sweep that could not send) -- with a queue only;
+* ``pending``, unclaimed, its lease (``LEASE`` seconds from sending) over and the
+  queue empty: the message is gone (broker restarted, worker killed before it
+  claimed the rows); while the queue holds messages the rows wait their turn;
+* ``pending`` for longer than ``PENDING_TIMEOUT`` seconds and unclaimed (the
+  backstop when the queue's depth cannot be read, and in-process mode);
 * ``failed`` for a reason that may pass (retries ran out while storage or the
   database was away; the error starts with ``TRANSIENT_PREFIX``);
 * embedded by another encoder than the configured one.
 
 A permanently bad image (``failed`` with any other reason) is never due. The
-periodic task ``semantic_images.sweep`` and ``semantic_images_reindex --due``
-both call :func:`sweep`.
+periodic task ``semantic_images.sweep``, a worker that starts, and
+``semantic_images_reindex --due`` all call :func:`sweep`.
 """
 
 from __future__ import annotations
@@ -25,24 +34,43 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .dispatch import request_embedding
+from .dispatch import queue_depth, request_embedding, use_queue
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, models_with_embeddings
-from .pipeline import TRANSIENT_PREFIX
+from .pipeline import TRANSIENT_PREFIX, lease_until
 
 logger = logging.getLogger(__name__)
 
 
-def due_filter(field: ImageEmbeddingField, *, pending_timeout: float | None = None) -> Q:
-    """Rows of ``field`` that the sweep queues again."""
+def due_filter(
+    field: ImageEmbeddingField,
+    *,
+    pending_timeout: float | None = None,
+    unsent: bool = False,
+    queue_empty: bool = False,
+    now: Any = None,
+) -> Q:
+    """Rows of ``field`` that the sweep queues again.
+
+    ``unsent``: rows with no lease are due (work goes through a queue, so nobody else
+    will embed them); ``queue_empty``: unclaimed rows whose lease ran out are due too.
+    """
+    now = now or timezone.now()
     timeout = semantic_settings.PENDING_TIMEOUT if pending_timeout is None else pending_timeout
-    cutoff = timezone.now() - timedelta(seconds=timeout)
     status, updated, error, encoder = (field.column(s) for s in ("status", "updated_at", "error", "encoder"))
-    pending_too_long = Q(**{status: EmbeddingStatus.PENDING}) & (
-        Q(**{f"{updated}__lt": cutoff}) | Q(**{f"{updated}__isnull": True})
+    claimed_by, lease = field.column("claimed_by"), field.column("lease_until")
+    unclaimed = Q(**{claimed_by: ""})
+    lease_over = Q(**{f"{lease}__lt": now})
+    lost = (~unclaimed & lease_over) | (
+        unclaimed & (Q(**{f"{updated}__lt": now - timedelta(seconds=timeout)}) | Q(**{f"{updated}__isnull": True}))
     )
+    if unsent:
+        lost |= unclaimed & Q(**{f"{lease}__isnull": True})
+    if queue_empty:
+        lost |= unclaimed & lease_over
+    pending_lost = Q(**{status: EmbeddingStatus.PENDING}) & lost
     failed_transiently = Q(**{status: EmbeddingStatus.FAILED, f"{error}__startswith": TRANSIENT_PREFIX})
     other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: field.get_encoder().identity})
-    return pending_too_long | failed_transiently | other_encoder
+    return pending_lost | failed_transiently | other_encoder
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:
@@ -59,12 +87,18 @@ def missing_filter(field: ImageEmbeddingField) -> Q:
 
 
 def mark_pending(model: type[models.Model], field: ImageEmbeddingField, pks: list[Any], condition: Q) -> int:
-    """Set rows back to ``pending`` (since now) unless they changed meanwhile; vectors stay searchable."""
+    """Set rows back to ``pending`` (sent now, unclaimed) unless they changed meanwhile.
+
+    Their old vectors stay searchable. A worker that still holds one of them (a lease
+    that ran out while it was alive) can no longer write it.
+    """
     return model._default_manager.filter(condition, pk__in=pks).update(
         **{
             field.column("status"): EmbeddingStatus.PENDING,
             field.column("error"): "",
             field.column("updated_at"): timezone.now(),
+            field.column("claimed_by"): "",
+            field.column("lease_until"): lease_until(),
         }
     )
 
@@ -92,13 +126,15 @@ def sweep(
 ) -> SweepReport:
     """Queue every due row again (through the broker, or in-process without one).
 
-    Due rows are first marked ``pending`` since now, so a row whose work cannot be
-    sent (broker down) is tried again one ``PENDING_TIMEOUT`` later, not at every sweep.
+    Due rows are first marked sent (``pending``, lease ``LEASE`` seconds from now);
+    rows whose work cannot be sent lose that lease, so the next sweep tries again.
     """
     report = SweepReport()
+    queued = use_queue()
+    depth = queue_depth() if queued else None
     for model in model_list or models_with_embeddings():
         for emb in embedding_fields(model):
-            condition = due_filter(emb, pending_timeout=pending_timeout)
+            condition = due_filter(emb, pending_timeout=pending_timeout, unsent=queued, queue_empty=depth == 0)
             qs = model._default_manager.filter(condition).order_by(emb.column("updated_at"), "pk")
             pks = list(qs.values_list("pk", flat=True)[:limit] if limit else qs.values_list("pk", flat=True))
             if not pks:
@@ -107,7 +143,7 @@ def sweep(
             label = f"{model._meta.label}.{emb.name}"
             if request_embedding(model, pks, field=emb.name):
                 report.queued[label] = len(pks)
-            else:
+            else:  # request_embedding dropped their lease: the next sweep tries again
                 report.unsent[label] = len(pks)
     if report.queued or report.unsent:
         logger.info("Semantic images sweep: %s", report)

@@ -1,30 +1,33 @@
 """Celery tasks: embed rows by primary key, and sweep rows that need (re)embedding.
 
-``embed_rows`` is acknowledged only after it finishes (``acks_late``), so a
-worker killed mid-batch loses nothing: the message goes back to the queue. A
-fault that may pass (storage or database briefly gone) is retried with
-exponential backoff; a bad image is marked ``failed`` once, by the pipeline,
-and never retried.
+``embed_rows`` claims its rows before it embeds them (``pipeline.claim_rows``): a
+second task given the same rows, on any worker, finds them held and leaves them.
+The claim is a lease, renewed after every batch; when a worker dies with its rows
+the lease runs out and the sweep sends them again within ``LEASE`` seconds plus a
+sweep period (docs/workers.md). A fault that may pass (storage or database briefly
+gone) is retried by Celery with exponential backoff and full jitter; when the
+retries run out the rows are marked ``failed`` with ``TRANSIENT_PREFIX``, which the
+sweep queues again. A bad image is marked ``failed`` once, by the pipeline, and
+never retried.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
-from celery import shared_task
-from celery.utils.time import get_exponential_backoff_interval
+from celery import Task, shared_task
 from django.apps import apps
-from django.db import DatabaseError, InterfaceError, OperationalError, router, transaction
-from django.db.models import F
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from . import worker
 from .conf import semantic_settings
 from .dispatch import EMBED_TASK, SWEEP_TASK
 from .fields import EmbeddingStatus, get_embedding_field
-from .pipeline import TRANSIENT_PREFIX, TransientError, embed_pks
+from .pipeline import TRANSIENT_PREFIX, TransientError, claim_rows, embed_pks, free_filter, release_rows
 from .sweep import sweep as run_sweep
 
 logger = logging.getLogger(__name__)
@@ -32,79 +35,80 @@ logger = logging.getLogger(__name__)
 #: Faults worth retrying: they may pass without anyone changing the row.
 TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError)
 MAX_RETRIES = 8
+#: Longest wait before a retry (seconds); retry n waits a random 0 .. min(2**n, BACKOFF_MAX).
+BACKOFF_MAX = 600
 #: A task embeds up to this many batches: its own rows, then other waiting rows.
 TOP_UP_BATCHES = 2
-BACKOFF_MAX = 600
 
 
-def backoff(retries: int) -> int:
-    """Seconds before retry number ``retries + 1``: random up to 1, 2, 4 ... (full jitter), at most 600."""
-    return get_exponential_backoff_interval(factor=1, retries=retries, maximum=BACKOFF_MAX, full_jitter=True)
+def retry_hold(retries: int) -> float:
+    """How long rows wait for retry number ``retries + 1``: its longest backoff, plus a lease."""
+    return min(2**retries, BACKOFF_MAX) + semantic_settings.LEASE
 
 
-def with_waiting_rows(model: Any, pks: list[Any], field: str | None) -> list[Any]:
-    """``pks`` topped up to two batches with other rows waiting (``pending``), oldest first.
-
-    Uploads that arrive together, each with its own task, are embedded in batches
-    by the first task that runs; the later tasks find their rows done and return.
-    Two batches let the pipeline decode the second while the first is encoded.
-    The rows taken are claimed (``FOR UPDATE SKIP LOCKED``, then "pending since"
-    set to now), so concurrent workers take different rows.
-    """
-    room = TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks)
-    if room <= 0:
-        return list(pks)
-    emb = get_embedding_field(model, field)
-    since = emb.column("updated_at")
-    with transaction.atomic(using=router.db_for_write(model)):
-        waiting = list(
-            model._default_manager.select_for_update(skip_locked=True)
-            .filter(**{emb.column("status"): EmbeddingStatus.PENDING})
-            .exclude(pk__in=pks)
-            .order_by(F(since).asc(nulls_first=True), "pk")
-            .values_list("pk", flat=True)[:room]
-        )
-        if waiting:
-            model._default_manager.filter(pk__in=waiting).update(**{since: timezone.now()})
-    return [*pks, *waiting]
+def claim_token(task_id: str | None) -> str:
+    """Names the claiming task: host, process and task id."""
+    return f"{socket.gethostname()}:{os.getpid()}:{task_id or 'local'}"[:255]
 
 
 def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
-    """Retries ran out: record why, in a form the sweep recognises, on rows still pending."""
+    """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free."""
     emb = get_embedding_field(model, field)
     try:
-        model._default_manager.filter(pk__in=pks, **{emb.column("status"): EmbeddingStatus.PENDING}).update(
-            **{emb.column("status"): EmbeddingStatus.FAILED, emb.column("error"): f"{TRANSIENT_PREFIX}{exc}"}
-        )
+        model._default_manager.filter(
+            free_filter(emb, timezone.now()), pk__in=pks, **{emb.column("status"): EmbeddingStatus.PENDING}
+        ).update(**{emb.column("status"): EmbeddingStatus.FAILED, emb.column("error"): f"{TRANSIENT_PREFIX}{exc}"})
     except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
         logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
 
 
+class EmbedTask(Task):
+    """``embed_rows``: when its retries run out on a passing fault, its rows are marked for the sweep."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            model_label, pks, *rest = args
+            field = kwargs.get("field", rest[0] if rest else None)
+            mark_transient_failure(apps.get_model(model_label), list(pks), field, exc)
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+
+
 @shared_task(
     bind=True,
+    base=EmbedTask,
     name=EMBED_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
     max_retries=MAX_RETRIES,
+    retry_backoff=True,
+    retry_backoff_max=BACKOFF_MAX,
+    retry_jitter=True,
 )
 def embed_rows(
     self: Any, model_label: str, pks: list[Any], field: str | None = None, force: bool = False
 ) -> dict[str, Any]:
     """Embed ``model_label`` rows ``pks`` (plus other waiting rows, to fill a batch).
 
-    ``force`` recomputes rows whose image, texts and encoder are unchanged.
+    Only the rows this task claims are embedded; rows another task holds, or whose
+    file already failed to decode, are left alone. ``force`` recomputes rows whose
+    image, texts and encoder are unchanged (and retries files that failed).
     """
     model = apps.get_model(model_label)
+    # Load the models before claiming: a new worker's first task does not spend its lease waiting.
+    get_embedding_field(model, field).get_encoder().ensure_loaded()
+    token = claim_token(self.request.id)
+    room = max(0, TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks))
+    claimed = claim_rows(model, pks, token, field=field, top_up=room, force=force)
     try:
-        batch = with_waiting_rows(model, list(pks), field)
-        report = embed_pks(model, batch, field=field, force=force)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= self.max_retries:
-            mark_transient_failure(model, list(pks), field, exc)
-            raise
-        countdown = backoff(self.request.retries)
-        logger.warning("Embedding %s %s hit %r; retrying in %s s.", model_label, pks, exc, countdown)
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        report = embed_pks(model, claimed, field=field, force=force, claim=token)
+    except TRANSIENT_ERRORS:
+        _release(model, claimed, token, field, hold=retry_hold(self.request.retries))
+        raise  # autoretry_for: retried with backoff; on_failure once the retries run out
+    except Exception:
+        _release(model, claimed, token, field, hold=semantic_settings.PENDING_TIMEOUT)
+        raise
+    _release(model, claimed, token, field)
     return {
         "embedded": [str(pk) for pk in report.embedded],
         "skipped": [str(pk) for pk in report.skipped],
@@ -112,9 +116,16 @@ def embed_rows(
     }
 
 
+def _release(model: Any, pks: list[Any], token: str, field: str | None, hold: float | None = None) -> None:
+    try:
+        release_rows(model, pks, token, field=field, hold=hold)
+    except DatabaseError as exc:  # the claim's lease runs out by itself
+        logger.warning("Could not release %s %s: %s", model._meta.label, pks, exc)
+
+
 @shared_task(name=SWEEP_TASK, acks_late=True)
 def sweep(pending_timeout: float | None = None) -> dict[str, int]:
-    """Periodic: queue rows pending too long, failed for a passing reason, or from another encoder."""
+    """Periodic: queue rows whose work was lost, failed for a passing reason, or from another encoder."""
     return run_sweep(pending_timeout=pending_timeout).queued
 
 

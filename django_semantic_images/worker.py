@@ -7,6 +7,8 @@ worker's concurrency and whether it consumes ``SEMANTIC_IMAGES["QUEUE"]``;
 loading the encoder in a background thread, so the process reports ready at once
 (Celery kills a pool process that takes over ``worker_proc_alive_timeout``, 4 s,
 to start) and its first task waits on the encoder's load lock instead.
+``worker_ready`` (main process, once it consumes) runs the sweep, so work lost
+while no worker was running is sent again as soon as one is.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import threading
 import time
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
+from django.db import connections
 
 from .conf import semantic_settings
 from .fields import embedding_fields, models_with_embeddings
@@ -82,6 +85,25 @@ def on_worker_process_init(**kwargs: Any) -> None:
         return
     state["threads"] = configure_threads(state["concurrency"])
     threading.Thread(target=preload, name="semantic-images-load", daemon=True).start()
+
+
+@worker_ready.connect
+def on_worker_ready(**kwargs: Any) -> None:
+    """A worker that embeds sweeps once it consumes: lost work comes back without waiting for beat."""
+    if state["embeds"]:
+        threading.Thread(target=sweep_now, name="semantic-images-sweep", daemon=True).start()
+
+
+def sweep_now() -> None:
+    """Run the sweep in this thread (its own database connection, closed afterwards)."""
+    from .sweep import sweep
+
+    try:
+        sweep()
+    except Exception:  # noqa: BLE001 - the periodic sweep tries again
+        logger.exception("The semantic images sweep at worker start failed.")
+    finally:
+        connections.close_all()
 
 
 def field_encoders() -> list[Any]:

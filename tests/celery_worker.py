@@ -75,6 +75,15 @@ def queue_length(queue: str) -> int:
     return int(redis_client().llen(f"{KEY_PREFIX}{queue}"))
 
 
+def drop_queued_messages(queue: str) -> int:
+    """Delete the messages waiting in ``queue``: what restarting a Redis without persistence does to them.
+
+    (Only the list of waiting messages: the exchange bindings stay, so this process's cached
+    declarations remain valid, as they would be after its connection was re-established.)
+    """
+    return int(redis_client().delete(f"{KEY_PREFIX}{queue}"))
+
+
 def cleanup_keys() -> None:
     client = redis_client()
     keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
@@ -93,8 +102,12 @@ class Worker:
         log_dir: Path,
         concurrency: int = 1,
         consume: str | None = None,
+        beat: float | None = None,
     ) -> None:
-        """A worker with ``SEMANTIC_IMAGES["QUEUE"] = queue``, consuming ``consume`` (default: that queue)."""
+        """A worker with ``SEMANTIC_IMAGES["QUEUE"] = queue``, consuming ``consume`` (default: that queue).
+
+        ``beat``: also run Celery beat in it (``-B``), sending the sweep to its queue every ``beat`` seconds.
+        """
         self.queue = consume or queue
         self.name = f"{queue}-{uuid.uuid4().hex[:6]}"
         self.log_path = log_dir / f"{self.name}.log"
@@ -109,9 +122,14 @@ class Worker:
             "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": json.dumps(RESULT_OPTIONS),
             "SEMANTIC_IMAGES_JSON": json.dumps({**semantic_images, "QUEUE": queue}),
         }
+        if beat is not None:
+            sweep = {"task": "semantic_images.sweep", "schedule": beat, "options": {"queue": self.queue}}
+            env["CELERY_BEAT_SCHEDULE_JSON"] = json.dumps({"semantic-images-sweep": sweep})
         command = [sys.executable, "-m", "celery", "-A", "example_project", "worker", "-Q", self.queue]
         command += ["-c", str(concurrency), "--pool", "prefork", "-n", f"{self.name}@%h", "-l", "info"]
         command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        if beat is not None:
+            command += ["-B", "-s", str(log_dir / f"{self.name}-beat-schedule")]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command,

@@ -11,7 +11,7 @@ from django_semantic_images import EmbeddingStatus
 from django_semantic_images.pipeline import TRANSIENT_PREFIX
 from django_semantic_images.signals import PendingRows
 from django_semantic_images.sweep import sweep
-from django_semantic_images.tasks import MAX_RETRIES, backoff, embed_rows
+from django_semantic_images.tasks import MAX_RETRIES, embed_rows
 from django_semantic_images.worker import available_cores, torch_threads
 from photos.models import Photo
 
@@ -85,11 +85,6 @@ def test_rows_saved_in_one_transaction_share_one_callback(sample_paths):
     assert set(Photo.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.EMBEDDED}
 
 
-def test_backoff_grows_and_is_capped():
-    assert all(0 <= backoff(n) <= 600 for n in range(MAX_RETRIES + 5))
-    assert max(backoff(12) for _ in range(50)) > 60  # full jitter below a cap that grows with the retries
-
-
 def test_worker_threads_share_the_cores(settings):
     cores = available_cores()
     assert torch_threads(1) == max(1, cores - 1)  # one core decodes while torch encodes
@@ -98,13 +93,44 @@ def test_worker_threads_share_the_cores(settings):
     assert torch_threads(1) == 3
 
 
-def test_concurrent_tasks_claim_different_waiting_rows(make_photo, sample_paths, settings):
-    from django_semantic_images.tasks import with_waiting_rows
+def test_concurrent_tasks_claim_different_waiting_rows(make_photo, sample_paths):
+    from django_semantic_images.pipeline import claim_rows
 
-    settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 1}  # a task takes its own row and one waiting row
     own, *waiting = [make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket", "horse")]
-    first = with_waiting_rows(Photo, [own.pk], None)
-    second = with_waiting_rows(Photo, [own.pk], None)
-    assert first[0] == second[0] == own.pk
-    assert first[1] != second[1] and {first[1], second[1]} <= {p.pk for p in waiting}
-    assert first[1] == waiting[0].pk  # the oldest waiting row first
+    first = claim_rows(Photo, [own.pk], "task-a", top_up=1)  # its own row and one waiting row
+    second = claim_rows(Photo, [own.pk], "task-b", top_up=1)
+    assert first == sorted([own.pk, waiting[0].pk])  # the oldest waiting row first
+    assert len(second) == 1 and second[0] in {p.pk for p in waiting[1:]}  # own row held by task-a
+
+
+def test_a_file_that_failed_is_not_decoded_again_by_its_own_task(make_photo, sample_paths, caplog):
+    good = make_photo(sample_paths["coffee"])
+    bad = make_photo(b"not a picture at all", name="notes.jpg")
+    first = embed_rows.apply(args=["photos.Photo", [good.pk]]).get()  # takes the waiting bad row along
+    assert first["failed"].keys() == {str(bad.pk)}
+    second = embed_rows.apply(args=["photos.Photo", [bad.pk]]).get()  # the bad row's own task, later
+    assert second == {"embedded": [], "skipped": [], "failed": {}}
+    logged = [r for r in caplog.records if f"pk={bad.pk} failed" in r.getMessage()]
+    assert len(logged) == 1
+    forced = embed_rows.apply(args=["photos.Photo", [bad.pk]], kwargs={"force": True}).get()
+    assert forced["failed"].keys() == {str(bad.pk)}  # force decodes it again
+
+
+def test_a_row_is_claimed_by_one_task_at_a_time(make_photo, sample_paths):
+    from django_semantic_images.pipeline import claim_rows, release_rows
+
+    photos = [make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket")]
+    pks = [p.pk for p in photos]
+    assert claim_rows(Photo, pks[:2], "task-a") == pks[:2]
+    assert claim_rows(Photo, pks, "task-b") == pks[2:]  # the rows task-a holds are left to it
+    assert claim_rows(Photo, pks, "task-c", top_up=5) == []
+    release_rows(Photo, pks, "task-a")
+    assert claim_rows(Photo, pks, "task-c") == pks[:2]
+
+
+def test_retries_use_celery_autoretry_with_capped_jittered_backoff():
+    from django_semantic_images.tasks import BACKOFF_MAX, TRANSIENT_ERRORS
+
+    assert embed_rows.autoretry_for == TRANSIENT_ERRORS and embed_rows.max_retries == MAX_RETRIES
+    assert embed_rows.retry_backoff is True and embed_rows.retry_jitter is True
+    assert embed_rows.retry_backoff_max == BACKOFF_MAX == 600

@@ -147,3 +147,41 @@ def test_a_dimension_change_fails_the_check_with_the_commands_to_run(settings):
     assert "embedding_visual stores 1280-d vectors, but the encoder wider-test-encoder" in message
     assert "makemigrations photos" in message
     assert "semantic_images_reindex --model photos.Photo" in message
+
+
+def due_pks(**kwargs) -> set[int]:
+    from django_semantic_images.fields import get_embedding_field
+    from django_semantic_images.sweep import due_filter
+
+    return set(Photo.objects.filter(due_filter(get_embedding_field(Photo), **kwargs)).values_list("pk", flat=True))
+
+
+def test_lost_work_is_due_within_a_lease_with_the_default_settings(make_photo, sample_paths):
+    """The default LEASE (30 s) plus the example site's beat period (10 s) stays under 60 s."""
+    from django.conf import settings as django_settings
+
+    from django_semantic_images.conf import DEFAULTS
+    from django_semantic_images.pipeline import claim_rows
+
+    lease = DEFAULTS["LEASE"]
+    beat = django_settings.CELERY_BEAT_SCHEDULE["semantic-images-sweep"]["schedule"]
+    assert lease + beat < 60
+    claimed, queued, unsent = (make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket"))
+    start = timezone.now()
+    assert claim_rows(Photo, [claimed.pk], "worker-that-dies") == [claimed.pk]  # its lease: LEASE s from now
+    Photo.objects.filter(pk=unsent.pk).update(embedding_lease_until=None)  # dispatch could not send it
+    while_held = start + timedelta(seconds=lease - 1)
+    after = start + timedelta(seconds=lease + 1)
+    # a claim is taken back when its lease runs out, whatever the queue holds
+    assert claimed.pk not in due_pks(now=while_held, unsent=True, queue_empty=True)
+    assert claimed.pk in due_pks(now=after)
+    # unsent work is due at once with a queue; in-process it waits for PENDING_TIMEOUT
+    assert unsent.pk in due_pks(now=start, unsent=True)
+    assert unsent.pk not in due_pks(now=start)
+    # queued work whose lease ran out is due only once the queue is empty (else it waits its turn)
+    assert queued.pk not in due_pks(now=after, unsent=True)
+    assert queued.pk in due_pks(now=after, unsent=True, queue_empty=True)
+    assert queued.pk not in due_pks(now=while_held, unsent=True, queue_empty=True)
+    # the backstop: pending too long, with the queue never empty
+    late = timezone.now() + timedelta(seconds=DEFAULTS["PENDING_TIMEOUT"] + 1)
+    assert {queued.pk, unsent.pk} <= due_pks(now=late)

@@ -8,11 +8,13 @@ from django.contrib import admin, messages
 from django.db import router, transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from ..dispatch import request_embedding, use_queue
 from ..fields import EmbeddingStatus, get_embedding_field
+from ..pipeline import lease_until
 
 #: Rows per embedding request (one Celery task, or one in-process call).
 CHUNK = 100
@@ -32,9 +34,18 @@ def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) 
     model = queryset.model
     field = get_embedding_field(model, getattr(modeladmin, "embedding_field", None))
     pks = list(queryset.order_by().values_list("pk", flat=True))
-    # A cleared hash makes the pipeline embed again instead of skipping unchanged content.
+    # A cleared hash makes the pipeline embed again instead of skipping unchanged content. Pending
+    # since now, with the lease of the task sent below and no claim: the sweep leaves the rows to
+    # that task, and a worker still embedding them can no longer write them.
     model._default_manager.filter(pk__in=pks).update(
-        **{field.column("status"): EmbeddingStatus.PENDING, field.column("error"): "", field.column("hash"): ""}
+        **{
+            field.column("status"): EmbeddingStatus.PENDING,
+            field.column("error"): "",
+            field.column("hash"): "",
+            field.column("updated_at"): timezone.now(),
+            field.column("claimed_by"): "",
+            field.column("lease_until"): lease_until(),
+        }
     )
     if use_queue():
         # Workers must find the rows pending: send the tasks once this transaction commits.

@@ -1,0 +1,70 @@
+"""What a save marks pending and sends, in-process (no broker), on real PostgreSQL and the real models."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_semantic_images import EmbeddingStatus
+from django_semantic_images.pipeline import content_hash, embed_instances
+from django_semantic_images.signals import embedding_deferred
+from photos.models import Photo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def embedded(make_photo, sample_paths) -> Photo:
+    """An embedded photo, embedded an hour ago."""
+    photo = make_photo(sample_paths["chelsea"], title="a cat")
+    embed_instances([photo])
+    Photo.objects.filter(pk=photo.pk).update(embedding_updated_at=timezone.now() - timedelta(hours=1))
+    return Photo.objects.get(pk=photo.pk)
+
+
+def test_update_fields_naming_an_input_writes_the_pending_state(embedded):
+    embedded.title = "a tabby cat on a sofa"
+    with embedding_deferred():  # the state is written; the work is left to the sweep
+        embedded.save(update_fields=["title"])
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.embedding_status == EmbeddingStatus.PENDING
+    assert row.embedding_updated_at > timezone.now() - timedelta(minutes=1)  # pending since now
+    assert row.embedding_lease_until is not None and row.embedding_claimed_by == ""
+
+
+def test_update_fields_naming_an_input_re_embeds_the_row(embedded):
+    embedded.title = "a tabby cat on a sofa"
+    embedded.save(update_fields=["title"])  # no broker: embedded in this process after the save
+    row = Photo.objects.get(pk=embedded.pk)
+    data = row.image.read()
+    assert row.embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.embedding_hash == content_hash(data, ["a tabby cat on a sofa"])
+
+
+def test_update_fields_without_an_input_sends_nothing_and_keeps_the_unsaved_change(embedded):
+    embedded.title = "a tabby cat"  # changed in memory only
+    embedded.save(update_fields=["published"])
+    assert embedded.embedding_status == EmbeddingStatus.EMBEDDED
+    row = Photo.objects.get(pk=embedded.pk)
+    assert (row.embedding_status, row.title) == (EmbeddingStatus.EMBEDDED, "a cat")
+    assert row.embedding_updated_at < timezone.now() - timedelta(minutes=30)  # not written again
+    embedded.save()  # now the title is saved: a change, embedded again
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.embedding_hash == content_hash(row.image.read(), ["a tabby cat"])
+
+
+def test_a_resave_during_embedding_ends_the_running_claim(embedded):
+    from django_semantic_images.pipeline import claim_rows
+
+    Photo.objects.filter(pk=embedded.pk).update(embedding_status=EmbeddingStatus.PENDING)
+    assert claim_rows(Photo, [embedded.pk], "worker-a") == [embedded.pk]
+    photo = Photo.objects.get(pk=embedded.pk)
+    photo.alt_text = "whiskers"
+    with embedding_deferred():
+        photo.save()
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.embedding_claimed_by == ""  # the old task can no longer write stale vectors
+    assert claim_rows(Photo, [embedded.pk], "worker-b") == [embedded.pk]
