@@ -136,28 +136,27 @@ class ImageEmbeddingField:
     def contribute_to_class(self, cls: type[models.Model], name: str) -> None:
         self.name = name
         self.model = cls
-        encoder = None
-        if self._visual_dimensions is None or self._semantic_dimensions is None:
+        vdim, sdim = self._visual_dimensions, self._semantic_dimensions
+        if vdim is None or sdim is None:
             encoder = self.get_encoder()
-        vdim = self._visual_dimensions or encoder.visual_dimensions
-        sdim = self._semantic_dimensions or encoder.semantic_dimensions
-        ro = {"editable": False}
+            vdim = vdim or encoder.visual_dimensions
+            sdim = sdim or encoder.semantic_dimensions
         vector_field = HalfVectorField if self.halfvec else VectorField
         siblings: dict[str, models.Field] = {
-            "visual": vector_field(dimensions=vdim, null=True, blank=True, **ro),
-            "semantic": vector_field(dimensions=sdim, null=True, blank=True, **ro),
-            "encoder": models.CharField(max_length=120, blank=True, default="", **ro),
-            "hash": models.CharField(max_length=64, blank=True, default="", **ro),
+            "visual": vector_field(dimensions=vdim, null=True, blank=True, editable=False),
+            "semantic": vector_field(dimensions=sdim, null=True, blank=True, editable=False),
+            "encoder": models.CharField(max_length=120, blank=True, default="", editable=False),
+            "hash": models.CharField(max_length=64, blank=True, default="", editable=False),
             "status": models.CharField(
                 max_length=16,
                 choices=EmbeddingStatus.choices,
                 default=EmbeddingStatus.PENDING,
                 db_index=True,
-                **ro,
+                editable=False,
             ),
-            "error": models.TextField(blank=True, default="", **ro),
-            "updated_at": models.DateTimeField(null=True, blank=True, **ro),
-            "labels": models.JSONField(default=list, blank=True, **ro),
+            "error": models.TextField(blank=True, default="", editable=False),
+            "updated_at": models.DateTimeField(null=True, blank=True, editable=False),
+            "labels": models.JSONField(default=list, blank=True, editable=False),
             # The lease (docs/workers.md): who embeds the row now, and until when a queued task
             # or that worker answers for it; the sweep takes back rows whose lease ran out.
             "claimed_by": models.CharField(max_length=255, blank=True, default="", editable=False),
@@ -170,7 +169,7 @@ class ImageEmbeddingField:
         registry = cls.__dict__.get("_semantic_image_fields")
         if registry is None:
             registry = {}
-            cls._semantic_image_fields = registry
+            setattr(cls, "_semantic_image_fields", registry)  # noqa: B010 - Model declares no such attribute
         registry[name] = self
         if self.index and not cls._meta.abstract and self.distance in DISTANCES:
             # Migrations read Meta options from original_attrs, so record the indexes there too.
@@ -223,6 +222,7 @@ class ImageEmbeddingField:
 
     def _check_index(self) -> list[checks.CheckMessage]:
         """The HNSW arguments within pgvector's limits (else CREATE INDEX fails at migrate)."""
+        assert self.model is not None
         problems = []
         if self.distance not in DISTANCES:
             problems.append(f"distance={self.distance!r} is not one of {', '.join(map(repr, DISTANCES))}")

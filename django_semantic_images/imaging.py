@@ -42,18 +42,18 @@ def decode_image(
         # thread-safe (decoding runs in a thread pool). The pixel count is checked before any pixel
         # is decoded instead; Pillow's own bomb check (Image.MAX_IMAGE_PIXELS) still raises
         # DecompressionBombError above twice its limit.
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
+        opened = Image.open(io.BytesIO(data))
+        width, height = opened.size
         if width * height > max_pixels:
             raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")
         if width < 1 or height < 1:
             raise ImageDecodeError("The image has no pixels.")
-        if image.format == "JPEG":
+        if opened.format == "JPEG":
             scale = max(1, min(width, height) // max(min_side, 1))
-            image.draft("RGB", (max(1, width // scale), max(1, height // scale)))
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        image.thumbnail((max_side, max_side), Image.BICUBIC)
+            opened.draft("RGB", (max(1, width // scale), max(1, height // scale)))
+        opened.load()
+        image = ImageOps.exif_transpose(opened)
+        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
         return to_rgb(image)
     except ImageDecodeError:
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -22,9 +23,10 @@ class CLIPEncoder(Encoder):
     def __init__(self, model: str = "openai/clip-vit-base-patch32", device: str = "auto") -> None:
         super().__init__(device)
         self.model_name = model
-        self.model = None
-        self.processor = None
-        self.tokenizer = None
+        # transformers' auto classes: the concrete types depend on the checkpoint.
+        self.model: Any = None
+        self.processor: Any = None
+        self.tokenizer: Any = None
         self._dim: int | None = None
 
     @property
@@ -40,7 +42,7 @@ class CLIPEncoder(Encoder):
             self._dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
         return self._dim
 
-    semantic_dimensions = visual_dimensions  # type: ignore[assignment]
+    semantic_dimensions = visual_dimensions
 
     def load(self) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
@@ -56,7 +58,7 @@ class CLIPEncoder(Encoder):
         return self.processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
 
     @staticmethod
-    def _tensor(out) -> torch.Tensor:  # noqa: F821
+    def _tensor(out: Any) -> Any:
         # transformers 5 may return a model output instead of a bare tensor.
         return out if hasattr(out, "float") else out.pooler_output
 

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -93,7 +94,7 @@ class ConSEEncoder(Encoder):
             self.refresh_bridge()
         elif bridge:
             self.bridge = LearnedBridge.load(bridge)
-        self.cnn = None
+        self.cnn: Any = None  # the EfficientNet-Lite0 module, once the image model is loaded
         self.text: SentenceEncoder | None = None
         self.label_vectors: np.ndarray | None = None  # (1000, 384), what the mixture is made of
         self.common_text_direction: np.ndarray | None = None  # mean class text, shared by all descriptions
@@ -190,7 +191,7 @@ class ConSEEncoder(Encoder):
 
         cnn = load_lite0().to(self.device)
         if self.device.startswith("cuda"):
-            cnn = cnn.half().to(memory_format=torch.channels_last)
+            cnn = cnn.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.label_vectors, self.common_text_direction = self.cached_class_vectors()
         self.cnn = cnn
 
@@ -211,7 +212,7 @@ class ConSEEncoder(Encoder):
         image = image.convert("RGB")
         w, h = image.size
         scale = RESIZE / min(w, h)
-        image = image.resize((max(CROP, round(w * scale)), max(CROP, round(h * scale))), Image.BICUBIC)
+        image = image.resize((max(CROP, round(w * scale)), max(CROP, round(h * scale))), Image.Resampling.BICUBIC)
         w, h = image.size
         left, top = (w - CROP) // 2, (h - CROP) // 2
         image = image.crop((left, top, left + CROP, top + CROP))
