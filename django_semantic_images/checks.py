@@ -120,7 +120,7 @@ def _check_version(version: str, alias: str, model: Any) -> list[checks.CheckMes
 
 
 def _check_columns(cursor: Any, connection: Any, model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
-    messages = []
+    messages: list[checks.CheckMessage] = []
     table = model._meta.db_table
     for suffix, wanted in (("visual", encoder.visual_dimensions), ("semantic", encoder.semantic_dimensions)):
         column = model._meta.get_field(field.column(suffix)).column

@@ -281,7 +281,7 @@ def _encode_and_write(
         if prep is None:
             report.skipped.append(item.instance.pk)
     if good:
-        vectors = encoder.encode_pixels(np.stack([it.pixels for it in good]))
+        vectors = encoder.encode_pixels(np.stack([it.pixels for it in good if it.pixels is not None]))
         texts = [" . ".join(field.texts(it.instance)) for it in good]
         with_text = [i for i, t in enumerate(texts) if t]
         semantic = vectors.semantic
@@ -316,8 +316,9 @@ def _encode_and_write(
             )
             if updated:
                 report.embedded.append(item.instance.pk)
-    for item in prepared:
-        if item is not None and item.error:
+    for maybe in prepared:
+        if maybe is not None and maybe.error:
+            item = maybe
             failed = _write(
                 model,
                 field,

@@ -28,6 +28,8 @@ from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields
 from .pipeline import lease_until
 
 SNAPSHOT_ATTR = "_semantic_images_inputs"
+#: Names of the embedding fields whose inputs a save changed (set in pre_save, read in post_save).
+CHANGED_ATTR = "_semantic_images_changed"
 _state = threading.local()
 
 
@@ -100,7 +102,7 @@ def pre_save_handler(
     if raw:
         return
     changed = [f for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f, update_fields)]
-    instance._semantic_images_changed = [f.name for f in changed]
+    setattr(instance, CHANGED_ATTR, [f.name for f in changed])
     for field in changed:
         setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
         setattr(instance, field.column("error"), "")
@@ -116,8 +118,8 @@ def post_save_handler(
     update_fields: frozenset[str] | None = None,
     **kwargs: Any,
 ) -> None:
-    changed = getattr(instance, "_semantic_images_changed", [])
-    instance._semantic_images_changed = []
+    changed = getattr(instance, CHANGED_ATTR, [])
+    setattr(instance, CHANGED_ATTR, [])
     _snapshot(instance, update_fields)
     using = kwargs.get("using") or "default"
     if changed and update_fields is not None:

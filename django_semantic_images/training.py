@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from django.db import models
 
-from .encoders.base import Encoder, l2_normalize
+from .encoders.base import l2_normalize
 from .encoders.bridges import LearnedBridge
+from .encoders.conse import ConSEEncoder
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from .imaging import ImageDecodeError, decode_image
 from .metrics import RetrievalScores, retrieval_scores
@@ -223,7 +224,11 @@ def fit_linear_bridge(
 
 
 def semantic_without_words(
-    encoder: Encoder, model: type[models.Model], keys: Sequence[Any], field: ImageEmbeddingField, batch_size: int = 16
+    encoder: ConSEEncoder,
+    model: type[models.Model],
+    keys: Sequence[Any],
+    field: ImageEmbeddingField,
+    batch_size: int = 16,
 ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
     """ConSE vectors and visual vectors of these rows' pictures alone (the CNN runs again).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
@@ -51,7 +52,7 @@ def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) 
         # Workers must find the rows pending: send the tasks once this transaction commits.
         using = router.db_for_write(model)
         for chunk in chunks(pks):
-            transaction.on_commit(lambda chunk=chunk: request_embedding(model, chunk, field=field.name), using=using)
+            transaction.on_commit(partial(request_embedding, model, chunk, field=field.name), using=using)
         modeladmin.message_user(
             request,
             ngettext("%(n)d image was queued for embedding.", "%(n)d images were queued for embedding.", len(pks))

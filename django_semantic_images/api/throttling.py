@@ -29,5 +29,5 @@ class SemanticSearchThrottle(ScopedRateThrottle):
         rates = api_settings.DEFAULT_THROTTLE_RATES or {}
         if not scope or not rates.get(scope):
             return True
-        self.THROTTLE_RATES = rates
+        self.THROTTLE_RATES = {key: None if value is None else str(value) for key, value in rates.items()}
         return super().allow_request(request, view)

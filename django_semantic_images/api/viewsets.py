@@ -205,7 +205,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             declared = 0
         if declared > limit + MULTIPART_OVERHEAD:
             raise PayloadTooLarge(f"The upload is {declared:,} bytes; the limit is {limit:,} bytes.")
-        ensure_known(request.data.keys(), ["image"], where="form body")
+        ensure_known(list(request.data), ["image"], where="form body")
         ensure_single(request.data, ["image"])
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)

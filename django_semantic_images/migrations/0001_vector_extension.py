@@ -16,5 +16,5 @@ class Migration(migrations.Migration):
     """
 
     initial = True
-    dependencies: list = []
+    dependencies: list[tuple[str, str]] = []  # type: ignore[misc]
     operations = [migrations.RunPython(create, migrations.RunPython.noop, elidable=False)]

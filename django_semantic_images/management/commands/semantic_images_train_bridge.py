@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...encoders import registry
 from ...encoders.bridges import BridgeStore, LearnedBridge, default_bridge_dir
+from ...encoders.conse import ConSEEncoder
 from ...fields import get_embedding_field
 from ...pipeline import embed_instances
 from ...training import (
@@ -98,6 +99,11 @@ class Command(BaseCommand):
 
         store = self.store()
         encoder = field.get_encoder()
+        if not isinstance(encoder, ConSEEncoder):
+            raise CommandError(
+                f"{model._meta.label}.{field.name} uses the encoder {encoder.identity}: a learned bridge maps "
+                "the ConSE encoder's CNN features into its text space, so it applies to ConSE fields only."
+            )
         encoder.ensure_loaded()
         self.say(f"{len(train)} images ({len(train.texts)} descriptions) to train on, {len(held)} held out.")
         text_train = encoder.encode_texts(train.texts)
@@ -156,7 +162,10 @@ class Command(BaseCommand):
             "re-embedding",
         ):
             part = embed_instances(chunk, field=field.name, encoder=encoder)
-            report = part if report is None else (report.merge(part) or report)
+            if report is None:
+                report = part
+            else:
+                report.merge(part)
         self.say(f"Re-embedded: {report if report is not None else 'no rows'}.")
 
     @staticmethod
