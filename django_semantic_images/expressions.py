@@ -14,10 +14,9 @@ import numpy as np
 from django.db.models import F, Value
 from pgvector.django import CosineDistance
 
-from .conf import semantic_settings
 from .encoders.base import Encoder
 from .fields import get_embedding_field
-from .imaging import load_query_image
+from .imaging import query_image
 
 
 class _EmbeddingDistance(CosineDistance):
@@ -100,7 +99,5 @@ class VisualDistance(_EmbeddingDistance):
         """The visual vector of a query image (PIL image, uploaded file, path or bytes)."""
         if _as_list(query) is not None:
             return np.asarray(query, dtype=np.float32)
-        image = load_query_image(
-            query, max_side=semantic_settings.MAX_IMAGE_SIDE, max_pixels=semantic_settings.MAX_IMAGE_PIXELS
-        )
+        image = query_image(query, max_bytes=None)
         return encoder.encode_images([image]).visual[0]

@@ -12,6 +12,8 @@ from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .conf import semantic_settings
+
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; ``str(exc)`` is the reason."""
@@ -118,3 +120,21 @@ def load_query_image(source: IO[bytes] | bytes | str | Image.Image, **limits: in
         return to_rgb(ImageOps.exif_transpose(source))
     max_bytes = limits.pop("max_bytes", None)
     return decode_image(read_bytes(source, max_bytes), **limits)
+
+
+#: ``query_image``'s default byte limit: the ``MAX_UPLOAD_BYTES`` setting.
+UPLOAD_LIMIT = -1
+
+
+def query_image(source: IO[bytes] | bytes | str | Image.Image, *, max_bytes: int | None = UPLOAD_LIMIT) -> Image.Image:
+    """A query image (search by photo) within the site's limits: ``MAX_IMAGE_SIDE`` and
+    ``MAX_IMAGE_PIXELS``, and ``max_bytes`` (``MAX_UPLOAD_BYTES`` unless given; None: the
+    file's size is not limited, e.g. a path the site's own code names).
+
+    The one way the admin, the API and the ranking expressions read a query image;
+    bad input raises :class:`ImageDecodeError` with a message for the person who sent it.
+    """
+    limits = dict(max_side=int(semantic_settings.MAX_IMAGE_SIDE), max_pixels=int(semantic_settings.MAX_IMAGE_PIXELS))
+    if max_bytes is not None:
+        limits["max_bytes"] = int(semantic_settings.MAX_UPLOAD_BYTES) if max_bytes == UPLOAD_LIMIT else max_bytes
+    return load_query_image(source, **limits)

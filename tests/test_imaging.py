@@ -50,3 +50,17 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
     data = image_bytes(Image.new("RGB", (300, 200)))
     with pytest.raises(ImageDecodeError, match="over the limit of 50,000 pixels"):
         decode_image(data, max_pixels=50_000)
+
+
+def test_query_images_follow_the_sites_limits(settings):
+    """``query_image``: one reading of a search-by-photo image, with the configured limits."""
+    from django_semantic_images.imaging import query_image
+
+    data = image_bytes(Image.new("RGB", (300, 200), (10, 120, 200)))
+    settings.SEMANTIC_IMAGES = {"MAX_UPLOAD_BYTES": len(data) - 1, "MAX_IMAGE_SIDE": 64}
+    with pytest.raises(ImageDecodeError, match=f"limit of {len(data) - 1:,} bytes"):
+        query_image(data)
+    assert max(query_image(data, max_bytes=None).size) == 64  # the site's own paths: no byte limit
+    settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": 300 * 200 - 1}
+    with pytest.raises(ImageDecodeError, match="over the limit of 59,999 pixels"):
+        query_image(data)

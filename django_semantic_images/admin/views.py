@@ -15,8 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from PIL import Image
 
-from ..conf import semantic_settings
-from ..imaging import ImageDecodeError, load_query_image
+from ..imaging import ImageDecodeError, query_image
 from .ranking import PHOTO_VAR, RANKING_VARS, store_photo_query
 
 if TYPE_CHECKING:
@@ -72,12 +71,7 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
         return back
     upload = form.cleaned_data["photo"]
     try:
-        image = load_query_image(
-            upload,
-            max_bytes=model_admin.search_by_photo_max_bytes,
-            max_side=semantic_settings.MAX_IMAGE_SIDE,
-            max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
-        )
+        image = query_image(upload, max_bytes=model_admin.search_by_photo_max_bytes)
     except ImageDecodeError as exc:
         messages.error(request, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
         return back

@@ -36,7 +36,7 @@ from rest_framework.serializers import BaseSerializer
 
 from ..conf import semantic_settings
 from ..fields import EmbeddingStatus, get_embedding_field
-from ..imaging import ImageDecodeError, load_query_image
+from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
@@ -213,12 +213,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         if upload.size is not None and upload.size > limit:
             raise PayloadTooLarge(f"The image is {upload.size:,} bytes; the limit is {limit:,} bytes.")
         try:
-            image = load_query_image(
-                upload,
-                max_bytes=limit,
-                max_side=semantic_settings.MAX_IMAGE_SIDE,
-                max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
-            )
+            image = query_image(upload, max_bytes=limit)
         except ImageDecodeError as exc:
             raise ValidationError({"image": [str(exc)]}) from None
         ranked = self.searchable_queryset().similar_to(image, field=self.embedding_field)
