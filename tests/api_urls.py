@@ -12,7 +12,8 @@ from rest_framework.routers import SimpleRouter
 from django_semantic_images.api import SemanticResultSerializer, SemanticSearchViewSet
 from example_project.urls import urlpatterns as site_urls
 from photos.api import PhotoSearchViewSet
-from photos.models import Photo, TwoImagePhoto
+from photos.models import Photo
+from tests.multifield.models import TwoImagePhoto
 
 
 class PublishedOrOwn(BasePermission):

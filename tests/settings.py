@@ -11,3 +11,5 @@ os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="semantic-images-med
 from example_project.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.multifield"]  # noqa: F405

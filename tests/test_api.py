@@ -26,8 +26,9 @@ from django_semantic_images.api.viewsets import filterset_multi_valued
 from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
-from photos.models import Photo, TwoImagePhoto
+from photos.models import Photo
 from tests.conftest import image_bytes
+from tests.multifield.models import TwoImagePhoto
 
 pytestmark = pytest.mark.django_db
 

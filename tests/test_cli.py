@@ -7,9 +7,12 @@ from django.core.management import CommandError, call_command
 
 pytestmark = pytest.mark.django_db
 
+#: The test settings add a second searchable model (tests.multifield): name the example site's.
+PHOTO = ("--model", "photos.Photo")
+
 
 def test_text_search_prints_ranked_results(sample_photos, capsys):
-    call_command("semantic_search", "a cup of coffee", "--limit", "3")
+    call_command("semantic_search", "a cup of coffee", "--limit", "3", *PHOTO)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split() == ["rank", "score", "pk", "item"]
     first = lines[1].split()
@@ -18,7 +21,7 @@ def test_text_search_prints_ranked_results(sample_photos, capsys):
 
 
 def test_image_search_finds_the_same_photo(sample_photos, sample_paths, capsys):
-    call_command("semantic_search", "--image", str(sample_paths["rocket"]))
+    call_command("semantic_search", "--image", str(sample_paths["rocket"]), *PHOTO)
     first = capsys.readouterr().out.strip().splitlines()[1].split()
     assert int(first[2]) == sample_photos["rocket"].pk
 
@@ -27,10 +30,12 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(CommandError, match="either words"):
         call_command("semantic_search")
     with pytest.raises(CommandError, match="not a file"):
-        call_command("semantic_search", "--image", str(tmp_path / "missing.jpg"))
+        call_command("semantic_search", "--image", str(tmp_path / "missing.jpg"), *PHOTO)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     with pytest.raises(CommandError, match="not an image"):
-        call_command("semantic_search", "--image", str(bad))
+        call_command("semantic_search", "--image", str(bad), *PHOTO)
+    with pytest.raises(CommandError, match="Name the model with --model .*photos.Photo, multifield.TwoImagePhoto"):
+        call_command("semantic_search", "cats")
     with pytest.raises(CommandError, match="Unknown model"):
         call_command("semantic_search", "cats", "--model", "nope.Nothing")

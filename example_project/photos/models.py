@@ -23,21 +23,3 @@ class Photo(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.image.name
-
-
-class TwoImagePhoto(models.Model):
-    """Two image fields and two embedding fields, the first embedding on the second image.
-
-    Kept minimal for the API tests: ``image_url`` must show the image its embedding names.
-    """
-
-    thumbnail = models.ImageField(upload_to="two-image/")
-    picture = models.ImageField(upload_to="two-image/")
-
-    embedding = ImageEmbeddingField(image_field="picture", index=False)
-    thumbnail_embedding = ImageEmbeddingField(image_field="thumbnail", index=False)
-
-    objects = SemanticImageManager()
-
-    def __str__(self) -> str:
-        return self.picture.name

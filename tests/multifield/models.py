@@ -1,0 +1,27 @@
+"""A test-only model with two image fields and two embedding fields (the API's ``image_url`` tests).
+
+It lives in a test app, not in the example site: the example site keeps one searchable model, so
+its commands need no ``--model``.
+"""
+
+from django.db import models
+
+from django_semantic_images import ImageEmbeddingField, SemanticImageManager
+
+
+class TwoImagePhoto(models.Model):
+    """Two image fields and two embedding fields, the first embedding on the second image.
+
+    Kept minimal for the API tests: ``image_url`` must show the image its embedding names.
+    """
+
+    thumbnail = models.ImageField(upload_to="two-image/")
+    picture = models.ImageField(upload_to="two-image/")
+
+    embedding = ImageEmbeddingField(image_field="picture", index=False)
+    thumbnail_embedding = ImageEmbeddingField(image_field="thumbnail", index=False)
+
+    objects = SemanticImageManager()
+
+    def __str__(self) -> str:
+        return self.picture.name
