@@ -73,6 +73,8 @@ def train(*extra: str) -> str:
     out = io.StringIO()
     call_command(
         "semantic_images_train_bridge",
+        "--model",
+        "photos.Photo",
         "--min-images",
         "20",
         "--holdout",
@@ -128,7 +130,7 @@ def test_too_few_captioned_images_is_a_clear_error(bridge_dir, make_photo, sampl
     photo = make_photo(sample_paths["chelsea"], alt_text="a cat")
     embed_instances([photo])
     with pytest.raises(CommandError, match="at least 50"):
-        call_command("semantic_images_train_bridge", stdout=io.StringIO())
+        call_command("semantic_images_train_bridge", "--model", "photos.Photo", stdout=io.StringIO())
 
 
 def test_bridge_file_round_trip_and_version(tmp_path):
