@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.files.base import ContentFile
+from django.core.management import call_command
 from PIL import Image
 
 from photos.samples import sample_photo_paths
@@ -149,3 +150,36 @@ def index_forced(random_rows) -> np.ndarray:
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
     return random_rows
+
+
+def run_command(*args: str) -> str:
+    """Call a management command; its standard output."""
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def status_of(photo) -> str:
+    """The row's embedding status, read from the database."""
+    from photos.models import Photo
+
+    return Photo.objects.get(pk=photo.pk).embedding_status
+
+
+@pytest.fixture
+def rows(make_photo, sample_paths):
+    """Embedded, pending, failed-for-good and failed-for-a-passing-reason rows."""
+    from django_semantic_images import EmbeddingStatus
+    from django_semantic_images.pipeline import TRANSIENT_PREFIX, embed_instances
+    from photos.models import Photo
+
+    embedded = make_photo(sample_paths["chelsea"], title="a cat")
+    embed_instances([embedded])
+    pending = make_photo(sample_paths["coffee"])
+    broken = make_photo(b"not a picture", name="notes.jpg")
+    embed_instances([broken])
+    transient = make_photo(sample_paths["rocket"])
+    Photo.objects.filter(pk=transient.pk).update(
+        embedding_status=EmbeddingStatus.FAILED, embedding_error=f"{TRANSIENT_PREFIX}storage timed out"
+    )
+    return {"embedded": embedded, "pending": pending, "broken": broken, "transient": transient}

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from unittest import mock
 
 import pytest
 from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import connection, models
 from django.test.utils import isolate_apps
 
 from django_semantic_images import ImageEmbeddingField
 from django_semantic_images.checks import check_database, check_fields
+from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.fields import get_embedding_field
 from photos.models import Photo
 
@@ -146,3 +150,22 @@ def test_pgvector_versions_before_the_hnsw_vacuum_fix_are_told_apart(version, fi
     if not fixed:
         assert "0.8.3" in messages[0].msg and "ALTER EXTENSION vector UPDATE" in messages[0].hint
     assert parse_version("0.7.0-dev") == (0, 7, 0) and parse_version("1.0") == (1, 0, 0)
+
+
+class WiderEncoder(ConSEEncoder):
+    """The default encoder with other column sizes, as after switching to a CLIP-like model."""
+
+    name = "wider-test-encoder"
+    visual_dimensions = 512
+    semantic_dimensions = 512
+
+
+@pytest.mark.django_db
+def test_a_dimension_change_fails_the_check_with_the_commands_to_run(settings):
+    settings.SEMANTIC_IMAGES = {"ENCODER": f"{__name__}.WiderEncoder"}
+    with pytest.raises(SystemCheckError) as info:
+        call_command("check", "--database", "default", stdout=io.StringIO(), stderr=io.StringIO())
+    message = str(info.value)
+    assert "embedding_visual stores 1280-d vectors, but the encoder wider-test-encoder" in message
+    assert "makemigrations photos" in message
+    assert "semantic_images_reindex --model photos.Photo" in message

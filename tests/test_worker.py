@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
 QUEUE = f"embed-{uuid.uuid4().hex[:8]}"
 #: Seconds: the lease of claimed and queued rows, and the sweep period of the module's worker
-#: (the defaults are 30 s and the site's beat period; test_commands_reindex checks those). To time
+#: (the defaults are 30 s and the site's beat period; test_sweep checks those). To time
 #: recovery with the defaults: SEMANTIC_IMAGES_TEST_LEASE=30 SEMANTIC_IMAGES_TEST_BEAT=10 pytest -s ...
 LEASE = int(os.environ.get("SEMANTIC_IMAGES_TEST_LEASE", "5"))
 BEAT = float(os.environ.get("SEMANTIC_IMAGES_TEST_BEAT", "1"))

@@ -1,0 +1,59 @@
+"""``semantic_images_reindex`` in-process (no broker), against real PostgreSQL + pgvector and the real models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management.base import CommandError
+
+from django_semantic_images import EmbeddingStatus
+from django_semantic_images.encoders import get_encoder
+from django_semantic_images.pipeline import embed_instances
+from photos.models import Photo
+from tests.conftest import run_command as run
+from tests.conftest import status_of as status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_missing_embeds_rows_without_vectors_but_not_bad_images(rows):
+    before = Photo.objects.get(pk=rows["embedded"].pk).embedding_updated_at
+    out = run("semantic_images_reindex", "--missing", "--no-progress")
+    assert "photos.Photo.embedding: 2 embedded, 0 unchanged, 0 failed" in out
+    assert status(rows["pending"]) == status(rows["transient"]) == EmbeddingStatus.EMBEDDED
+    assert status(rows["broken"]) == EmbeddingStatus.FAILED
+    assert Photo.objects.get(pk=rows["embedded"].pk).embedding_updated_at == before
+
+
+def test_all_skips_unchanged_rows_and_force_recomputes_them(rows):
+    out = run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "2", "--no-progress")
+    # the pending and transient rows are embedded, the embedded one is unchanged, the bad image fails again
+    assert "2 embedded, 1 unchanged, 1 failed" in out
+    assert f"pk={rows['broken'].pk}: The file is not an image" in out
+    stamp = Photo.objects.get(pk=rows["embedded"].pk).embedding_updated_at
+    out = run("semantic_images_reindex", "--force", "--no-progress")
+    assert "3 embedded, 0 unchanged, 1 failed" in out
+    assert Photo.objects.get(pk=rows["embedded"].pk).embedding_updated_at > stamp
+
+
+def test_stale_reembeds_only_rows_from_another_encoder(rows):
+    embed_instances(Photo.objects.filter(pk=rows["pending"].pk))
+    Photo.objects.filter(pk=rows["embedded"].pk).update(embedding_encoder="old-encoder:1")
+    report = json.loads(run("semantic_images_status", "--json"))["fields"][0]
+    assert report["other_encoder"] == 1
+    out = run("semantic_images_reindex", "--stale", "--no-progress")
+    assert "1 embedded, 0 unchanged, 0 failed" in out
+    assert Photo.objects.get(pk=rows["embedded"].pk).embedding_encoder == get_encoder().identity
+    assert status(rows["transient"]) == EmbeddingStatus.FAILED  # not stale, not touched
+
+
+def test_bad_arguments_are_clear_errors(db):
+    with pytest.raises(CommandError, match="No Celery broker"):
+        run("semantic_images_reindex", "--queue")
+    with pytest.raises(CommandError, match="Unknown model"):
+        run("semantic_images_reindex", "--model", "photos.Nope")
+    with pytest.raises(CommandError, match="at least 1"):
+        run("semantic_images_reindex", "--batch-size", "0")
+    with pytest.raises(CommandError, match="No ImageEmbeddingField named 'nope'"):
+        run("semantic_images_reindex", "--field", "nope")

@@ -1,0 +1,31 @@
+"""``semantic_images_status``: counts, the encoder of each field, the oldest pending row, index sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from django_semantic_images.encoders import get_encoder
+from tests.conftest import run_command as run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_status_counts_and_oldest_pending_row(rows, make_photo, sample_paths):
+    newer = make_photo(sample_paths["astronaut"])
+    assert newer.embedding_updated_at > rows["pending"].embedding_updated_at
+    data = json.loads(run("semantic_images_status", "--json"))
+    assert data["mode"] == "in-process (no broker)"
+    info = data["fields"][0]
+    assert info["encoder"] == get_encoder().identity
+    assert info["counts"] == {"embedded": 1, "pending": 2, "failed": 2}
+    assert info["failed_transient"] == 1 and info["total"] == 5
+    assert info["oldest_pending"]["pk"] == str(rows["pending"].pk)
+    assert info["index_bytes"]["semantic"] > 0 and info["index_bytes"]["visual"] > 0
+    assert data["shared_buffers_bytes"] >= 128 * 2**20
+    text = run("semantic_images_status")
+    assert "HNSW indexes: semantic " in text
+    assert f"shared_buffers {data['shared_buffers_bytes'] / 2**20:.0f} MB" in text
+    assert "photos.Photo.embedding: 5 rows: 1 embedded, 2 pending, 2 failed (1 for a passing reason)" in text
+    assert f"oldest pending: pk={rows['pending'].pk}" in text
