@@ -15,7 +15,7 @@ from django.db.models import F, Value
 from pgvector.django import CosineDistance
 
 from .encoders.base import Encoder
-from .fields import get_embedding_field
+from .fields import embedding_path
 from .imaging import query_image
 
 
@@ -41,13 +41,13 @@ class _EmbeddingDistance(CosineDistance):
     def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
         clone = self.copy()
         if query is not None:
-            field = get_embedding_field(query.model, self.embedding_name)
+            path = embedding_path(query.model, self.embedding_name)
             source, literal = clone.get_source_expressions()
             if getattr(literal, "value", None) is None:
-                literal = Value(vector_literal(self.query_vector(self.search_query, field.get_encoder())))
+                literal = Value(vector_literal(self.query_vector(self.search_query, path.field.get_encoder())))
                 # Keep it: a queryset resolves its expressions again each time it is cloned.
                 self.set_source_expressions([source, literal])
-            clone.set_source_expressions([F(field.column(self.suffix)), literal])
+            clone.set_source_expressions([F(path.column(self.suffix)), literal])
         return super(_EmbeddingDistance, clone).resolve_expression(query, allow_joins, reuse, summarize, for_save)
 
 
@@ -77,7 +77,8 @@ def _as_list(vector: Any) -> list[float] | None:
 class SemanticDistance(_EmbeddingDistance):
     """Cosine distance from the semantic vector to ``query`` (words, or a vector in that space).
 
-    ``Photo.objects.annotate(d=SemanticDistance("embedding", "red bicycle")).order_by("d")``
+    ``Photo.objects.annotate(d=SemanticDistance("embedding", "red bicycle")).order_by("d")``;
+    the field may sit across a one-to-one relation: ``SemanticDistance("semantic_vectors__embedding", ...)``.
     """
 
     suffix = "semantic"

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.core import checks
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
 from django.db import models
+from django.db.models.constants import LOOKUP_SEP
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
@@ -62,9 +64,12 @@ DISTANCES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
 class ImageEmbeddingField:
     """Declare on an image model: ``embedding = ImageEmbeddingField(image_field="image")``.
 
-    :param image_field: name of the model's ``ImageField`` / ``FileField``.
+    :param image_field: name of the model's ``ImageField`` / ``FileField``, or a path to one
+        through a forward relation in lookup style (``"image__file"``: a table of vectors
+        kept beside another app's image model).
     :param text_fields: names of text fields (title, alt text, caption) whose words are
-        embedded too and fused into the semantic vector.
+        embedded too and fused into the semantic vector; a relation path
+        (``"image__title"``) or a property of the model works too.
     :param visual_dimensions: / :param semantic_dimensions: column sizes; by default
         the configured encoder's.
     :param index: add HNSW indexes on both vector columns.
@@ -204,15 +209,14 @@ class ImageEmbeddingField:
         return f"{cls._meta.db_table[:12]}_{suffix[:3]}_{digest}"[:30]
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        errors: list[checks.CheckMessage] = []
         assert self.model is not None
-        names = {f.name for f in self.model._meta.get_fields()}
+        errors: list[checks.CheckMessage] = []
         for attr in (self.image_field, *self.text_fields):
-            if attr not in names:
+            problem = _path_problem(self.model, attr, allow_property=attr != self.image_field)
+            if problem:
                 errors.append(
                     checks.Error(
-                        f"ImageEmbeddingField {self.name!r} refers to {attr!r}, which is not a field of "
-                        f"{self.model._meta.label}.",
+                        f"ImageEmbeddingField {self.name!r} refers to {attr!r}, {problem}",
                         obj=self.model,
                         id="semantic_images.E003",
                     )
@@ -250,9 +254,52 @@ class ImageEmbeddingField:
     def __set__(self, instance: models.Model, value: Any) -> None:
         raise AttributeError(f"{self.name!r} is computed by the pipeline and cannot be assigned.")
 
+    def file(self, instance: models.Model) -> Any:
+        """The image file of ``instance`` (followed through relations; None when missing)."""
+        return follow(instance, self.image_field)
+
     def texts(self, instance: models.Model) -> list[str]:
         """The non-empty text field values of ``instance``."""
-        return [str(v).strip() for v in (getattr(instance, f, "") for f in self.text_fields) if v and str(v).strip()]
+        return [str(v).strip() for v in (follow(instance, f) for f in self.text_fields) if v and str(v).strip()]
+
+    def related_paths(self) -> list[str]:
+        """The forward relations that the image and text paths go through (for ``select_related``)."""
+        paths = {path.rsplit(LOOKUP_SEP, 1)[0] for path in (self.image_field, *self.text_fields) if LOOKUP_SEP in path}
+        return sorted(paths)
+
+
+def follow(instance: Any, path: str) -> Any:
+    """``instance``'s value at ``path`` (``"image__title"``); None where a relation is empty."""
+    value = instance
+    for part in path.split(LOOKUP_SEP):
+        try:
+            value = getattr(value, part, None)
+        except ObjectDoesNotExist:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+def _path_problem(model: type[models.Model], path: str, *, allow_property: bool) -> str:
+    """Why ``path`` does not name a value of ``model`` ("" when it does)."""
+    *relations, last = path.split(LOOKUP_SEP)
+    current = model
+    for part in relations:
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist:
+            return f"but {part!r} is not a field of {current._meta.label}."
+        if not (field.many_to_one or field.one_to_one) or field.related_model is None:
+            return f"but {part!r} is not a foreign key or one-to-one field of {current._meta.label}."
+        current = field.related_model
+    try:
+        current._meta.get_field(last)
+        return ""
+    except FieldDoesNotExist:
+        if allow_property and not relations and isinstance(getattr(model, last, None), property):
+            return ""
+        return f"which is not a field of {current._meta.label}."
 
 
 @dataclass
@@ -301,6 +348,58 @@ def get_embedding_field(model: type[models.Model], name: str | None = None) -> I
     if not fields:
         raise LookupError(f"{model.__name__} has no ImageEmbeddingField.")
     return fields[0]
+
+
+@dataclass(frozen=True)
+class EmbeddingPath:
+    """Where a model's vectors are: its own ImageEmbeddingField, or one on a model joined to it
+    one-to-one (``prefix="semantic_vectors__"``: Wagtail's images keep theirs in a table beside)."""
+
+    field: ImageEmbeddingField
+    prefix: str = ""
+
+    @property
+    def name(self) -> str:
+        """The path as a ``field=`` argument accepts it, e.g. ``"semantic_vectors__embedding"``."""
+        return self.prefix + self.field.name
+
+    def column(self, suffix: str) -> str:
+        """A lookup of a sibling column from the queried model, e.g. ``"semantic_vectors__embedding_status"``."""
+        return self.prefix + self.field.column(suffix)
+
+    def value(self, instance: models.Model, suffix: str) -> Any:
+        """That column's value for ``instance`` (None when it has no row of vectors)."""
+        return follow(instance, self.column(suffix))
+
+
+def embedding_path(model: type[models.Model], name: str | None = None) -> EmbeddingPath:
+    """The embedding field that ranks ``model``'s rows: its own, one named by a relation path
+    (``"semantic_vectors__embedding"``), or, when it has none, the one on the single model that
+    holds a one-to-one relation to it (or that it holds one to)."""
+    if name and LOOKUP_SEP in name:
+        *relations, last = name.split(LOOKUP_SEP)
+        current = model
+        for part in relations:
+            try:
+                relation = current._meta.get_field(part)
+            except FieldDoesNotExist:
+                raise LookupError(f"{current.__name__} has no relation {part!r}.") from None
+            if not relation.one_to_one or relation.related_model is None:
+                raise LookupError(f"{current.__name__}.{part} is not a one-to-one relation.")
+            current = relation.related_model
+        return EmbeddingPath(get_embedding_field(current, last), LOOKUP_SEP.join(relations) + LOOKUP_SEP)
+    if embedding_fields(model) or name is not None:
+        return EmbeddingPath(get_embedding_field(model, name))
+    joined = [
+        f
+        for f in model._meta.get_fields()
+        if f.one_to_one and f.related_model is not None and embedding_fields(f.related_model)
+    ]
+    if len(joined) != 1:
+        raise LookupError(f"{model.__name__} has no ImageEmbeddingField.")
+    # ``name`` is the relation's query name; for a reverse one-to-one it is also the attribute
+    # (unless a related_query_name differs from the related_name).
+    return EmbeddingPath(get_embedding_field(joined[0].related_model), joined[0].name + LOOKUP_SEP)
 
 
 def models_with_embeddings() -> list[type[models.Model]]:

@@ -170,7 +170,7 @@ def content_hash(data: bytes, texts: Sequence[str]) -> str:
 
 
 def _read(instance: models.Model, field: ImageEmbeddingField) -> bytes:
-    file = getattr(instance, field.image_field)
+    file = field.file(instance)
     if not file:
         raise ImageDecodeError("The row has no image file.")
     try:
@@ -244,7 +244,7 @@ def embed_instances(
     pool = ThreadPoolExecutor(max_workers=decode_threads(), thread_name_prefix="semantic-images-decode")
 
     def submit(chunk: list[models.Model]) -> tuple[list[_Item], list[Future]]:
-        items = [_Item(r, getattr(getattr(r, field_obj.image_field), "name", "") or "") for r in chunk]
+        items = [_Item(r, getattr(field_obj.file(r), "name", "") or "") for r in chunk]
         return items, [pool.submit(_prepare, it, field_obj, encoder, force) for it in items]
 
     try:
@@ -359,11 +359,13 @@ def _write(
 def embed_pks(model: type[models.Model], pks: Sequence[Any], **kwargs: Any) -> EmbedReport:
     """Embed the rows of ``model`` with these primary keys (missing rows are ignored).
 
-    The old vectors are not loaded: the pipeline needs only the image, texts and state.
+    The old vectors are not loaded: the pipeline needs only the image, texts and state
+    (and the rows that image and texts are read through, in the same query).
     """
     field_obj = get_embedding_field(model, kwargs.get("field"))
     rows = (
         model._default_manager.filter(pk__in=list(pks))
+        .select_related(*field_obj.related_paths())
         .defer(field_obj.visual_field, field_obj.semantic_field)
         .order_by("pk")
     )

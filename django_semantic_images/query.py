@@ -18,7 +18,7 @@ from django.db.models import ExpressionWrapper, F, FloatField, Value
 
 from .conf import semantic_settings
 from .expressions import SemanticDistance, VisualDistance
-from .fields import EmbeddingStatus, get_embedding_field
+from .fields import EmbeddingStatus, embedding_path
 
 
 def hnsw_session_settings() -> list[tuple[str, str]]:
@@ -91,38 +91,43 @@ class SemanticQuerySetMixin(_QuerySetBase):
         return qs
 
     def semantic_search(self, query: Any, *, field: str | None = None) -> Self:
-        """Rows ranked by meaning: ``query`` is words (or a vector in the text space)."""
-        field_obj = get_embedding_field(self.model, field)
+        """Rows ranked by meaning: ``query`` is words (or a vector in the text space).
+
+        ``field`` names the ImageEmbeddingField, also across a one-to-one relation
+        (``"semantic_vectors__embedding"``); a model without one of its own is ranked by the
+        one on the single model joined to it one-to-one (Wagtail's images).
+        """
+        path = embedding_path(self.model, field)
         if isinstance(query, str) and not query.strip():
             raise ValueError("The search text is empty.")
         if isinstance(query, str):
-            query = field_obj.get_encoder().encode_text(query)
-        return self._ranked(SemanticDistance(field_obj.name, query), field_obj.semantic_field)
+            query = path.field.get_encoder().encode_text(query)
+        return self._ranked(SemanticDistance(path.name, query), path.column("semantic"))
 
     def similar_to(self, query: Any, *, field: str | None = None, exclude_self: bool = True) -> Self:
         """Rows ranked by visual likeness to ``query``: a model instance, an uploaded file,
         a path, a PIL image or a visual vector."""
-        field_obj = get_embedding_field(self.model, field)
+        path = embedding_path(self.model, field)
         qs = self
         if isinstance(query, models.Model):
             if exclude_self and query.pk is not None:
                 qs = qs.exclude(pk=query.pk)
-            vector = getattr(query, field_obj.visual_field)
+            vector = path.value(query, "visual")
             if vector is None:
-                status = getattr(query, field_obj.column("status"))
+                status = path.value(query, "status") or EmbeddingStatus.PENDING
                 raise ValueError(f"{query} has no visual vector yet (status: {status}).")
             query = vector
         else:
-            query = VisualDistance.image_vector(query, field_obj.get_encoder())
-        return qs._ranked(VisualDistance(field_obj.name, query), field_obj.visual_field)
+            query = VisualDistance.image_vector(query, path.field.get_encoder())
+        return qs._ranked(VisualDistance(path.name, query), path.column("visual"))
 
     def embedded(self, *, field: str | None = None) -> Self:
-        f = get_embedding_field(self.model, field)
-        return self.filter(**{f.column("status"): EmbeddingStatus.EMBEDDED})
+        path = embedding_path(self.model, field)
+        return self.filter(**{path.column("status"): EmbeddingStatus.EMBEDDED})
 
     def failed(self, *, field: str | None = None) -> Self:
-        f = get_embedding_field(self.model, field)
-        return self.filter(**{f.column("status"): EmbeddingStatus.FAILED})
+        path = embedding_path(self.model, field)
+        return self.filter(**{path.column("status"): EmbeddingStatus.FAILED})
 
     def _fetch_all(self) -> None:
         if self._result_cache is None and self._vector_ranked:

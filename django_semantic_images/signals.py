@@ -44,12 +44,22 @@ def embedding_deferred() -> Iterator[None]:
         _state.deferred = previous
 
 
+def embedding_is_deferred() -> bool:
+    """Is this thread inside an ``embedding_deferred()`` block?"""
+    return getattr(_state, "deferred", False)
+
+
 def _inputs(instance: models.Model, field: ImageEmbeddingField) -> dict[str, Any]:
-    """The loaded values the vectors depend on (deferred fields are left out, never fetched)."""
+    """The loaded values the vectors depend on (deferred fields are left out, never fetched).
+
+    Only the row's own fields count: values read through a relation or a property change on
+    another row, whose own saves ask for the work (e.g. ``contrib.wagtail`` on image saves).
+    """
     deferred = instance.get_deferred_fields()
+    own = {f.name for f in instance._meta.concrete_fields}
     values: dict[str, Any] = {}
     for attr in (field.image_field, *field.text_fields):
-        if attr in deferred:
+        if attr in deferred or attr not in own:
             continue
         value = getattr(instance, attr, None)
         values[attr] = (getattr(value, "name", None) or "") if attr == field.image_field else value
@@ -132,7 +142,7 @@ def post_save_handler(
             for suffix in STATE_SUFFIXES
         }
         sender._base_manager.using(using).filter(pk=instance.pk).update(**state)
-    if raw or not changed or not semantic_settings.EMBED_ON_SAVE or getattr(_state, "deferred", False):
+    if raw or not changed or not semantic_settings.EMBED_ON_SAVE or embedding_is_deferred():
         return
     for name in changed:
         schedule(sender, instance.pk, name, using)

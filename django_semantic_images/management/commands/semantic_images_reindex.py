@@ -69,6 +69,13 @@ class Command(BaseCommand):
             self.stdout.write(f"Sweep: {report}.")
             return
         for model, emb in targets:
+            add_missing_rows = getattr(model._default_manager, "add_missing_rows", None)
+            if add_missing_rows is not None:
+                # A table of vectors kept beside another model's rows (contrib.wagtail) gets
+                # rows for the images that have none yet.
+                added = add_missing_rows()
+                if added:
+                    self.stdout.write(f"{model._meta.label}: added {added} missing rows.")
             qs = model._default_manager.filter(self.selection(emb, opts)).order_by("pk")
             pks = list(qs.values_list("pk", flat=True))
             label = f"{model._meta.label}.{emb.name}"

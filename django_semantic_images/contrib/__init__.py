@@ -1,0 +1,1 @@
+"""Integrations with other Django applications (``contrib.wagtail``: Wagtail's images)."""

@@ -1,0 +1,63 @@
+"""The vectors of each Wagtail image, in a table beside ``WAGTAILIMAGES_IMAGE_MODEL``.
+
+A table of its own keeps Wagtail's image model untouched (the default one works; a custom one
+needs no change), and renditions, which are another model, are never embedded. The row's
+primary key is the image's, so ``Image.objects.filter(...)`` and the vectors join one-to-one
+(``semantic_vectors``), and deleting an image deletes its vectors.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from wagtail.images import get_image_model_string
+
+from ...fields import ImageEmbeddingField
+
+#: The reverse accessor on the image model: ``image.semantic_vectors``.
+RELATED_NAME = "semantic_vectors"
+
+
+class ImageVectorsQuerySet(models.QuerySet):
+    def add_missing_rows(self) -> int:
+        """Give every image without a row of vectors a pending one; returns how many were added.
+
+        ``semantic_images_reindex`` calls this first, so images uploaded before the app was
+        installed are embedded too.
+        """
+        image_model = self.model._meta.get_field("image").related_model
+        missing = image_model._default_manager.filter(**{f"{RELATED_NAME}__isnull": True}).values_list("pk", flat=True)
+        rows = [self.model(image_id=pk) for pk in missing.iterator()]
+        self.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+        return len(rows)
+
+
+class ImageVectors(models.Model):
+    """The vectors of one image; its texts are the title, the description (Wagtail's alt text)
+    and the tags."""
+
+    image = models.OneToOneField(
+        get_image_model_string(),
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name=RELATED_NAME,
+        verbose_name=_("image"),
+    )
+    embedding = ImageEmbeddingField(
+        image_field="image__file",
+        text_fields=["image__title", "image__description", "tag_names"],
+    )
+
+    objects = ImageVectorsQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("image vectors")
+        verbose_name_plural = _("image vectors")
+
+    def __str__(self) -> str:
+        return f"Vectors of image {self.image_id}"
+
+    @property
+    def tag_names(self) -> str:
+        """The image's tags, as words."""
+        return ", ".join(sorted(tag.name for tag in self.image.tags.all()))

@@ -1,0 +1,77 @@
+"""Wagtail's Images listing and image chooser, with their search boxes ranking by meaning.
+
+The views are Wagtail's own, with one method each overridden: the listing's
+``search_queryset`` and the chooser's search filter. They serve Wagtail's URLs
+(``wagtail_hooks`` puts them ahead of Wagtail's patterns), so every link and
+template stays as it is.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from wagtail.admin.forms.choosers import SearchFilterMixin
+from wagtail.images import get_image_model
+from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserViewSet, ImageChooseView
+from wagtail.images.views.images import IndexView
+
+from .search import DEFAULT_LIMIT, keyword_matches, rank_by_meaning
+
+
+class SemanticImageIndexView(IndexView):
+    """The Images listing: the search box lists the images whose title, description or tags hold
+    every word first, then the nearest by meaning; collection and tag filters, sorting and
+    pagination work as before."""
+
+    #: How many images a search lists besides the keyword matches.
+    semantic_search_results = DEFAULT_LIMIT
+
+    def search_queryset(self, queryset: QuerySet) -> QuerySet:
+        if not self.is_searching:
+            return queryset
+        limit = self.semantic_search_results
+        keyword = keyword_matches(queryset, self.search_query, backend=self.search_backend_name, limit=limit)
+        return rank_by_meaning(
+            queryset, self.search_query, keyword=keyword, limit=limit, keep_order=self.is_explicitly_ordered
+        )
+
+
+class SemanticSearchFilterMixin(SearchFilterMixin):
+    """The chooser's search field, ranking by meaning (it takes the place of Wagtail's)."""
+
+    semantic_search_results = DEFAULT_LIMIT
+
+    def filter(self, objects: QuerySet) -> QuerySet:
+        words = self.cleaned_data.get("q")
+        if not words:
+            return super().filter(objects)
+        # The filters after Wagtail's search field (the base form's), without its search.
+        objects = super(SearchFilterMixin, self).filter(objects)
+        self.is_searching = True
+        self.search_query = words
+        limit = self.semantic_search_results
+        return rank_by_meaning(objects, words, keyword=keyword_matches(objects, words, limit=limit), limit=limit)
+
+
+class SemanticChooserMixin:
+    def get_filter_form_class(self) -> type:
+        form_class = super().get_filter_form_class()  # type: ignore[misc]
+        bases = tuple(SemanticSearchFilterMixin if base is SearchFilterMixin else base for base in form_class.__bases__)
+        return type(form_class.__name__, bases, {})
+
+
+class SemanticImageChooseView(SemanticChooserMixin, ImageChooseView):
+    pass
+
+
+class SemanticImageChooseResultsView(SemanticChooserMixin, ImageChooseResultsView):
+    pass
+
+
+class SemanticImageChooserViewSet(ImageChooserViewSet):
+    choose_view_class = SemanticImageChooseView
+    choose_results_view_class = SemanticImageChooseResultsView
+
+
+def chooser_viewset() -> SemanticImageChooserViewSet:
+    """A viewset whose views are configured like Wagtail's image chooser (same URL names)."""
+    return SemanticImageChooserViewSet("wagtailimages_chooser", model=get_image_model(), url_prefix="images/chooser")

@@ -1,0 +1,30 @@
+"""Serve Wagtail's image listing and chooser URLs with the views that rank by meaning.
+
+Registered before Wagtail's own patterns (``order=-1``), these take the same paths, so the
+URL names (``wagtailimages:index``, ``wagtailimages_chooser:choose``) still reverse to them and
+every other image URL falls through to Wagtail.
+"""
+
+from __future__ import annotations
+
+from django.urls import include, path
+from wagtail import hooks
+
+from .views import SemanticImageIndexView, chooser_viewset
+
+
+@hooks.register("register_admin_urls", order=-1)
+def register_admin_urls() -> list:
+    chooser = chooser_viewset()
+    listing = [
+        path("", SemanticImageIndexView.as_view(), name="index"),
+        path("results/", SemanticImageIndexView.as_view(results_only=True), name="index_results"),
+    ]
+    choosing = [
+        path("", chooser.choose_view, name="choose"),
+        path("results/", chooser.choose_results_view, name="choose_results"),
+    ]
+    return [
+        path("images/", include((listing, "semantic_images_wagtail"))),
+        path("images/chooser/", include((choosing, "semantic_images_wagtail_chooser"))),
+    ]

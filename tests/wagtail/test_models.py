@@ -1,0 +1,135 @@
+"""The vectors table beside Wagtail's images: embedding on upload, on change, deletion, renditions."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.db import connection
+from django.urls import reverse
+from wagtail.images import get_image_model
+
+from django_semantic_images.contrib.wagtail.models import ImageVectors
+from django_semantic_images.fields import EmbeddingStatus
+from django_semantic_images.signals import PendingRows
+
+pytestmark = pytest.mark.django_db
+
+
+def vectors_of(image) -> ImageVectors:
+    return ImageVectors.objects.get(pk=image.pk)
+
+
+def test_single_upload_is_embedded_after_commit(superuser_client, sample_paths, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = superuser_client.post(
+            reverse("wagtailimages:add"),
+            {
+                "title": "Chelsea",
+                "description": "A tabby cat",
+                "tags": "pet, animal",
+                "file": SimpleUploadedFile("chelsea.png", sample_paths["chelsea"].read_bytes(), "image/png"),
+            },
+        )
+    assert response.status_code == 302, response.context["form"].errors
+    assert callbacks, "the embedding waits for the commit"
+    image = get_image_model().objects.get(title="Chelsea")
+    vectors = vectors_of(image)
+    assert vectors.embedding.status == EmbeddingStatus.EMBEDDED, vectors.embedding.error
+    assert vectors.embedding_semantic is not None and vectors.embedding_visual is not None
+    assert vectors.tag_names == "animal, pet"
+    assert {"Chelsea", "A tabby cat", "animal, pet"} <= set(ImageVectors.embedding.texts(vectors))
+
+
+def test_multiple_upload_is_embedded(superuser_client, sample_paths, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(
+            reverse("wagtailimages:add_multiple"),
+            {"files[]": SimpleUploadedFile("rocket.jpg", sample_paths["rocket"].read_bytes(), "image/jpeg")},
+        )
+    assert response.status_code == 200 and response.json()["success"], response.content[:500]
+    image = get_image_model().objects.get(pk=response.json()["image_id"])
+    assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
+
+
+def test_corrupt_file_is_marked_failed_and_the_upload_stays(
+    superuser_client, sample_paths, django_capture_on_commit_callbacks
+):
+    """Wagtail rejects a file it cannot decode itself; one whose stored bytes are broken by the
+    time the embedding reads them (bad storage, a partial write) is marked failed, with the reason."""
+    data = sample_paths["rocket"].read_bytes()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = superuser_client.post(
+            reverse("wagtailimages:add_multiple"),
+            {"files[]": SimpleUploadedFile("rocket.jpg", data, "image/jpeg")},
+        )
+    assert response.status_code == 200 and response.json()["success"], response.content[:500]
+    image = get_image_model().objects.get(pk=response.json()["image_id"])
+    with open(image.file.path, "wb") as stored:
+        stored.write(data[: len(data) // 3])
+    for callback in callbacks:
+        callback()
+    vectors = vectors_of(image)
+    assert vectors.embedding.status == EmbeddingStatus.FAILED
+    assert "truncated" in vectors.embedding.error
+    assert vectors.embedding_semantic is None
+    assert get_image_model().objects.filter(pk=image.pk).exists()
+
+
+def test_svg_upload_is_marked_failed_without_blocking(superuser_client, django_capture_on_commit_callbacks):
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(
+            reverse("wagtailimages:add_multiple"),
+            {"files[]": SimpleUploadedFile("logo.svg", svg, "image/svg+xml")},
+        )
+    assert response.status_code == 200 and response.json()["success"], response.content[:500]
+    vectors = vectors_of(get_image_model().objects.get(pk=response.json()["image_id"]))
+    assert vectors.embedding.status == EmbeddingStatus.FAILED
+    assert vectors.embedding.error
+
+
+def scheduled() -> set:
+    """Images whose vectors wait for this transaction's commit."""
+    return {
+        pk
+        for _, callback, *_ in connection.run_on_commit
+        if isinstance(callback, PendingRows)
+        for (model, _), pks in callback.rows.items()
+        if model is ImageVectors
+        for pk in pks
+    }
+
+
+def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_paths):
+    image = make_image(sample_paths["chelsea"], "IMG_1")
+    assert image.pk in scheduled()
+    connection.run_on_commit.clear()
+    embed(image)
+    image = get_image_model().objects.get(pk=image.pk)
+    image.focal_point_x = 10
+    image.save()
+    image.save(update_fields=["file_size"])
+    assert not scheduled() and vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
+    image.title = "Chelsea on a blanket"
+    image.save()
+    assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+    connection.run_on_commit.clear()
+    embed(image)
+    image.tags.add("cat")
+    assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
+def test_renditions_are_never_embedded_and_deleting_an_image_deletes_its_vectors(make_image, sample_paths):
+    image = make_image(sample_paths["coffee"], "IMG_2")
+    image.get_rendition("max-100x100")
+    assert ImageVectors.objects.count() == 1
+    image.delete()
+    assert not ImageVectors.objects.exists()
+
+
+def test_reindex_embeds_images_uploaded_before_the_app(make_image, sample_paths):
+    image = make_image(sample_paths["astronaut"], "IMG_3")
+    ImageVectors.objects.all().delete()  # as if the image came before the app
+    call_command("semantic_images_reindex", "--model", "semantic_images_wagtail.ImageVectors", "--no-progress")
+    assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
