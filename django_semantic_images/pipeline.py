@@ -153,8 +153,12 @@ class EmbedReport:
 
 @dataclass
 class _Item:
+    """One row on its way through the pipeline. Its file and texts are read in the calling
+    thread (they may come through relations: the database is not used from the decode threads)."""
+
     instance: models.Model
-    file_name: str
+    file: Any
+    texts: list[str]
     digest: str = ""
     pixels: np.ndarray | None = None
     error: str = ""
@@ -169,8 +173,7 @@ def content_hash(data: bytes, texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def _read(instance: models.Model, field: ImageEmbeddingField) -> bytes:
-    file = field.file(instance)
+def _read(file: Any) -> bytes:
     if not file:
         raise ImageDecodeError("The row has no image file.")
     try:
@@ -191,8 +194,8 @@ def _prepare(item: _Item, field: ImageEmbeddingField, encoder: Encoder, force: b
     """Read, hash and decode one row (runs in a thread pool). None means: unchanged."""
     instance = item.instance
     try:
-        data = _read(instance, field)
-        item.digest = content_hash(data, field.texts(instance))
+        data = _read(item.file)
+        item.digest = content_hash(data, item.texts)
         if (
             not force
             and getattr(instance, field.column("status")) == EmbeddingStatus.EMBEDDED
@@ -244,7 +247,7 @@ def embed_instances(
     pool = ThreadPoolExecutor(max_workers=decode_threads(), thread_name_prefix="semantic-images-decode")
 
     def submit(chunk: list[models.Model]) -> tuple[list[_Item], list[Future]]:
-        items = [_Item(r, getattr(field_obj.file(r), "name", "") or "") for r in chunk]
+        items = [_Item(r, field_obj.file(r), field_obj.texts(r)) for r in chunk]
         return items, [pool.submit(_prepare, it, field_obj, encoder, force) for it in items]
 
     try:
@@ -282,7 +285,7 @@ def _encode_and_write(
             report.skipped.append(item.instance.pk)
     if good:
         vectors = encoder.encode_pixels(np.stack([it.pixels for it in good if it.pixels is not None]))
-        texts = [" . ".join(field.texts(it.instance)) for it in good]
+        texts = [" . ".join(it.texts) for it in good]
         with_text = [i for i, t in enumerate(texts) if t]
         semantic = vectors.semantic
         if with_text:
@@ -347,7 +350,7 @@ def _write(
     """Store ``values`` and end the row's claim, unless its image changed meanwhile (a newer
     task will embed it) or, with ``claim``, the row is no longer held by that claim."""
     values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
-    unchanged = {field.image_field: item.file_name}
+    unchanged = {field.image_field: getattr(item.file, "name", "") or ""}
     if claim is not None:
         unchanged[field.column("claimed_by")] = claim
     updated = model._default_manager.filter(pk=item.instance.pk, **unchanged).update(**values)

@@ -2,6 +2,7 @@
 (``make test`` runs it after the main suite, which leaves this folder out)."""
 
 import io
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,15 @@ if "django_semantic_images.contrib.wagtail" not in settings.INSTALLED_APPS:
 
 @pytest.fixture
 def make_image(db):
-    """Create a Wagtail image from a path or raw bytes (its vectors are only marked pending:
-    the embedding waits for a commit that a test's transaction never makes)."""
+    """Create a Wagtail image from a path or raw bytes; its vectors are marked pending, and
+    embedded only by the ``embed`` fixture (or after commit, with ``schedule=True``)."""
     from django.core.files.images import ImageFile
     from wagtail.images import get_image_model
     from wagtail.models import Collection
 
-    def make(source, title: str, *, collection=None, tags=(), description: str = ""):
+    from django_semantic_images.signals import embedding_deferred
+
+    def make(source, title: str, *, collection=None, tags=(), description: str = "", schedule: bool = False):
         data, name = (source.read_bytes(), source.name) if isinstance(source, Path) else (source, "upload.jpg")
         image = get_image_model()(
             title=title,
@@ -27,9 +30,10 @@ def make_image(db):
             file=ImageFile(io.BytesIO(data), name=name),
             collection=collection or Collection.get_first_root_node(),
         )
-        image.save()
-        if tags:
-            image.tags.add(*tags)
+        with nullcontext() if schedule else embedding_deferred():
+            image.save()
+            if tags:
+                image.tags.add(*tags)
         return image
 
     return make
@@ -49,11 +53,15 @@ def embed():
     return run
 
 
+#: The sample photos the search tests use (a few, to keep the tests short).
+STEMS = ("chelsea", "coffee", "rocket", "astronaut", "horse", "motorcycle_left")
+
+
 @pytest.fixture
 def sample_images(make_image, embed, sample_paths):
-    """Every sample photo as an embedded Wagtail image titled by a camera-style file name
-    (no words of meaning), by stem."""
-    images = {stem: make_image(path, f"IMG_{i:04d}") for i, (stem, path) in enumerate(sorted(sample_paths.items()))}
+    """Sample photos as embedded Wagtail images titled by camera-style file names (no words of
+    meaning), by stem."""
+    images = {stem: make_image(sample_paths[stem], f"IMG_{i:04d}") for i, stem in enumerate(STEMS)}
     embed(*images.values())
     return images
 

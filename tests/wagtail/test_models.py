@@ -102,7 +102,7 @@ def scheduled() -> set:
 
 
 def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_paths):
-    image = make_image(sample_paths["chelsea"], "IMG_1")
+    image = make_image(sample_paths["chelsea"], "IMG_1", schedule=True)
     assert image.pk in scheduled()
     connection.run_on_commit.clear()
     embed(image)

@@ -1,0 +1,147 @@
+"""The Images listing's and the image chooser's search boxes rank by meaning, within what the
+editor may see."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.test import override_settings
+from django.urls import reverse
+from wagtail.images import get_image_model
+from wagtail.models import Collection, GroupCollectionPermission
+
+from django_semantic_images.contrib.wagtail.models import ImageVectors
+from django_semantic_images.encoders.base import l2_normalize
+from django_semantic_images.pipeline import embed_pks
+from django_semantic_images.query import semantic_search
+
+pytestmark = pytest.mark.django_db
+
+
+def listing(client, **params) -> list:
+    response = client.get(reverse("wagtailimages:index_results"), params)
+    assert response.status_code == 200
+    return list(response.context["object_list"])
+
+
+def chooser(client, **params) -> list:
+    response = client.get(reverse("wagtailimages_chooser:choose_results"), params)
+    assert response.status_code == 200
+    return list(response.context["results"])
+
+
+def test_listing_ranks_the_cat_first(superuser_client, sample_images):
+    found = listing(superuser_client, q="a cat")
+    assert found[0] == sample_images["chelsea"]
+    assert set(found) == set(sample_images.values())  # a handful of images: all are among the nearest
+    assert listing(superuser_client, q="a cup of coffee")[0] == sample_images["coffee"]
+    # The page itself (not only its results fragment) serves the ranked listing too.
+    page = superuser_client.get(reverse("wagtailimages:index"), {"q": "a cat"})
+    assert list(page.context["object_list"])[0] == sample_images["chelsea"]
+
+
+def test_listing_lists_keyword_matches_first_even_without_vectors(
+    superuser_client, sample_images, make_image, sample_paths, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):  # Wagtail's search index is written on commit
+        rocket_titled_cat = make_image(sample_paths["rocket"], "Cat rocket")
+        broken = make_image(sample_paths["coffee"], "Cat flap manual")
+    os.remove(broken.file.path)  # its file was lost before it was embedded
+    report = embed_pks(ImageVectors, [rocket_titled_cat.pk, broken.pk])
+    assert list(report.failed) == [broken.pk]
+    found = listing(superuser_client, q="cat")
+    assert set(found[:2]) == {rocket_titled_cat, broken}
+    assert found[2] == sample_images["chelsea"]
+    assert found[0].score is None or found[1].score is None  # the broken one has no vectors
+
+
+def test_listing_keeps_collection_filter_sorting_and_pagination(superuser_client, sample_images):
+    root = Collection.get_first_root_node()
+    elsewhere = root.add_child(name="Elsewhere")
+    get_image_model().objects.filter(pk=sample_images["chelsea"].pk).update(collection=elsewhere)
+    assert sample_images["chelsea"] not in listing(superuser_client, q="a cat", collection_id=root.pk)
+    assert listing(superuser_client, q="a cat", collection_id=elsewhere.pk) == [sample_images["chelsea"]]
+    by_title = listing(superuser_client, q="a cat", ordering="title")
+    assert [image.title for image in by_title] == sorted(image.title for image in sample_images.values())
+    with override_settings(WAGTAILIMAGES_INDEX_PAGE_SIZE=4):
+        first, second = listing(superuser_client, q="a cat"), listing(superuser_client, q="a cat", p=2)
+    assert first[0] == sample_images["chelsea"] and len(first) == 4
+    assert not set(first) & set(second) and len(first) + len(second) == len(sample_images)
+
+
+def test_chooser_ranks_the_cat_first(superuser_client, sample_images):
+    assert chooser(superuser_client, q="a cat")[0] == sample_images["chelsea"]
+    assert chooser(superuser_client, q="a cup of coffee")[0] == sample_images["coffee"]
+    modal = superuser_client.get(reverse("wagtailimages_chooser:choose"), {"q": "a cat"})
+    assert modal.status_code == 200
+    assert list(modal.context["results"])[0] == sample_images["chelsea"]
+
+
+def editor_of(collection, django_user_model, username: str):
+    group = Group.objects.create(name=f"{collection.name} editors")
+    group.permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
+    for codename in ("add_image", "change_image", "choose_image"):
+        GroupCollectionPermission.objects.create(
+            group=group,
+            collection=collection,
+            permission=Permission.objects.get(content_type__app_label="wagtailimages", codename=codename),
+        )
+    user = django_user_model.objects.create_user(username, f"{username}@example.com", "password")
+    user.groups.add(group)
+    return user
+
+
+def test_editors_never_see_another_collections_images(client, django_user_model, make_image, embed, sample_paths):
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
+    others = [
+        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
+        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
+    ]
+    embed(cat, *others)
+    client.force_login(editor_of(products, django_user_model, "products"))
+    for search in (listing, chooser):
+        found = search(client, q="a cat")
+        assert cat not in found and set(found) == set(others), search.__name__
+        assert cat not in search(client, q="IMG_0001")
+    client.force_login(editor_of(pets, django_user_model, "pets"))
+    for search in (listing, chooser):
+        assert search(client, q="a cat") == [cat], search.__name__
+
+
+def test_ranking_through_the_join_uses_the_hnsw_index(make_image, sample_paths):
+    """``ORDER BY vectors.embedding_semantic <=> q LIMIT n`` over the one-to-one join, with a
+    filter on the image table (an editor's collections): an HNSW index scan feeds the join."""
+    template = make_image(sample_paths["coffee"], "template")
+    image_model = get_image_model()
+    images = image_model.objects.bulk_create(
+        [
+            image_model(title=f"IMG_{i}", file=template.file.name, width=1, height=1, collection=template.collection)
+            for i in range(2000)
+        ]
+    )
+    rng = np.random.default_rng(0)
+    semantic = l2_normalize(rng.normal(size=(len(images), 384)).astype(np.float32))
+    ImageVectors.objects.bulk_create(
+        [
+            ImageVectors(image=image, embedding_status="embedded", embedding_semantic=semantic[i])
+            for i, image in enumerate(images)
+        ]
+    )
+    with connection.cursor() as cursor:
+        # At 2,000 rows the planner sorts them all; from about 20,000 it takes the index by itself
+        # (docs/wagtail.md). Turn sorting off for this transaction to see the plan the index allows.
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(f"REINDEX TABLE {ImageVectors._meta.db_table}")
+        cursor.execute(f"ANALYZE {ImageVectors._meta.db_table}")
+        cursor.execute(f"ANALYZE {image_model._meta.db_table}")
+    ranked = semantic_search(image_model.objects.filter(collection=template.collection), semantic[7])
+    assert ranked[0] == images[7]
+    plan = ranked[:10].explain()
+    index = ImageVectors._meta.indexes[1].name  # the semantic vectors' HNSW index
+    assert f"Index Scan using {index}" in plan, plan
