@@ -25,9 +25,11 @@ demo: $(STAMP)
 	cd example_project && ../$(BIN)/python manage.py demo --addrport $(HOST)
 
 # The browser tests save their screenshots in a temporary folder: a test run changes no tracked file.
+# The Wagtail integration's tests need Wagtail's apps: a second run with their own settings.
 test: $(STAMP)
 	scripts/test-services
 	env -u SEMANTIC_IMAGES_SCREENSHOTS $(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/wagtail --ds=tests.wagtail.settings
 
 # Refresh the documentation's screenshots (docs/img/admin-*.png) from the browser tests.
 screenshots: $(STAMP)
