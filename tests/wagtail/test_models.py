@@ -10,7 +10,7 @@ from django.urls import reverse
 from wagtail.images import get_image_model
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
-from django_semantic_images.fields import EmbeddingStatus
+from django_semantic_images.fields import EmbeddingStatus, _path_problem
 from django_semantic_images.signals import PendingRows
 
 pytestmark = pytest.mark.django_db
@@ -133,3 +133,13 @@ def test_reindex_embeds_images_uploaded_before_the_app(make_image, sample_paths)
     ImageVectors.objects.all().delete()  # as if the image came before the app
     call_command("semantic_images_reindex", "--model", "semantic_images_wagtail.ImageVectors", "--no-progress")
     assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
+
+
+def test_paths_through_relations_are_checked():
+    field = ImageVectors.embedding
+    assert field.check() == []
+    assert _path_problem(ImageVectors, "image__nope", allow_property=True).endswith(
+        "not a field of wagtailimages.Image."
+    )
+    assert "not a foreign key" in _path_problem(ImageVectors, "embedding_status__x", allow_property=False)
+    assert _path_problem(ImageVectors, "tag_names", allow_property=False)  # a property is no image file

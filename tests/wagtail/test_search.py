@@ -17,7 +17,7 @@ from wagtail.models import Collection, GroupCollectionPermission
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.pipeline import embed_pks
-from django_semantic_images.query import semantic_search
+from django_semantic_images.query import semantic_search, similar_to
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +39,10 @@ def test_listing_ranks_the_cat_first(superuser_client, sample_images):
     assert found[0] == sample_images["chelsea"]
     assert set(found) == set(sample_images.values())  # a handful of images: all are among the nearest
     assert listing(superuser_client, q="a cup of coffee")[0] == sample_images["coffee"]
+    # The query helpers reach the vectors through the one-to-one relation.
+    neighbours = list(similar_to(get_image_model().objects.all(), sample_images["chelsea"]))
+    assert sample_images["chelsea"] not in neighbours and len(neighbours) == len(sample_images) - 1
+    assert [n.distance for n in neighbours] == sorted(n.distance for n in neighbours)
     # The page itself (not only its results fragment) serves the ranked listing too.
     page = superuser_client.get(reverse("wagtailimages:index"), {"q": "a cat"})
     assert list(page.context["object_list"])[0] == sample_images["chelsea"]
