@@ -259,7 +259,7 @@ def semantic_without_words(
             continue
         try:
             image = decode_image(
-                _read(instance, field),
+                _read(field.file(instance)),
                 max_side=semantic_settings.MAX_IMAGE_SIDE,
                 max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
             )
