@@ -26,8 +26,9 @@ class ImageVectorsQuerySet(models.QuerySet):
         installed are embedded too.
         """
         image_model = self.model._meta.get_field("image").related_model
+        assert image_model is not None and not isinstance(image_model, str)
         missing = image_model._default_manager.filter(**{f"{RELATED_NAME}__isnull": True}).values_list("pk", flat=True)
-        rows = [self.model(image_id=pk) for pk in missing.iterator()]
+        rows = [self.model(pk=pk) for pk in missing.iterator()]  # the image's key is the row's
         self.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
         return len(rows)
 
@@ -55,7 +56,7 @@ class ImageVectors(models.Model):
         verbose_name_plural = _("image vectors")
 
     def __str__(self) -> str:
-        return f"Vectors of image {self.image_id}"
+        return f"Vectors of image {self.pk}"
 
     @property
     def tag_names(self) -> str:

@@ -87,7 +87,7 @@ def request_embedding(image_pk: Any, using: str = "default") -> None:
     }
     if not ImageVectors.objects.using(using).filter(pk=image_pk).update(**pending):
         ImageVectors.objects.using(using).bulk_create(
-            [ImageVectors(image_id=image_pk, **pending)], ignore_conflicts=True
+            [ImageVectors(pk=image_pk, **pending)], ignore_conflicts=True
         )
     if semantic_settings.EMBED_ON_SAVE and not embedding_is_deferred():
         schedule(ImageVectors, image_pk, field.name, using)
