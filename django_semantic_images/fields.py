@@ -390,16 +390,17 @@ def embedding_path(model: type[models.Model], name: str | None = None) -> Embedd
         return EmbeddingPath(get_embedding_field(current, last), LOOKUP_SEP.join(relations) + LOOKUP_SEP)
     if embedding_fields(model) or name is not None:
         return EmbeddingPath(get_embedding_field(model, name))
+    # ``name`` is a relation's query name; for a reverse one-to-one it is also the attribute
+    # (unless a related_query_name differs from the related_name).
     joined = [
-        f
+        (str(f.name), f.related_model)
         for f in model._meta.get_fields()
-        if f.one_to_one and f.related_model is not None and embedding_fields(f.related_model)
+        if f.one_to_one and isinstance(f.related_model, type) and embedding_fields(f.related_model)
     ]
     if len(joined) != 1:
         raise LookupError(f"{model.__name__} has no ImageEmbeddingField.")
-    # ``name`` is the relation's query name; for a reverse one-to-one it is also the attribute
-    # (unless a related_query_name differs from the related_name).
-    return EmbeddingPath(get_embedding_field(joined[0].related_model), joined[0].name + LOOKUP_SEP)
+    query_name, related_model = joined[0]
+    return EmbeddingPath(get_embedding_field(related_model), query_name + LOOKUP_SEP)
 
 
 def models_with_embeddings() -> list[type[models.Model]]:

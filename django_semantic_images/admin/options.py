@@ -267,7 +267,7 @@ class SemanticSearchAdminMixin(_AdminBase):
 
     def thumbnail_url(self, obj: Any) -> str:
         """The URL shown as a thumbnail; override to point at your renditions."""
-        return display.file_url(getattr(obj, self.get_embedding_field().image_field))
+        return display.file_url(self.get_embedding_field().file(obj))
 
     @admin.display(description=gettext_lazy("Score"))
     def search_score(self, obj: Any) -> str:

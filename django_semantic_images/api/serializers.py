@@ -45,7 +45,7 @@ class SemanticResultSerializer(serializers.ModelSerializer):
 
     def get_image_url(self, obj: Any) -> str | None:
         field = get_embedding_field(type(obj), self.embedding_field_name())
-        return self.file_url(getattr(obj, field.image_field, None))
+        return self.file_url(field.file(obj))
 
     def embedding_field_name(self) -> str | None:
         """The ``ImageEmbeddingField`` whose image ``image_url`` shows: ``Meta.embedding_field``,

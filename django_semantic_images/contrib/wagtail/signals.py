@@ -17,6 +17,7 @@ from wagtail.images import get_image_model
 
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, get_embedding_field
+from ...pipeline import lease_until
 from ...signals import embedding_is_deferred, schedule
 from .models import ImageVectors
 
@@ -84,11 +85,11 @@ def request_embedding(image_pk: Any, using: str = "default") -> None:
         field.column("status"): EmbeddingStatus.PENDING,
         field.column("error"): "",
         field.column("updated_at"): timezone.now(),
+        field.column("claimed_by"): "",
+        field.column("lease_until"): lease_until(),
     }
     if not ImageVectors.objects.using(using).filter(pk=image_pk).update(**pending):
-        ImageVectors.objects.using(using).bulk_create(
-            [ImageVectors(pk=image_pk, **pending)], ignore_conflicts=True
-        )
+        ImageVectors.objects.using(using).bulk_create([ImageVectors(pk=image_pk, **pending)], ignore_conflicts=True)
     if semantic_settings.EMBED_ON_SAVE and not embedding_is_deferred():
         schedule(ImageVectors, image_pk, field.name, using)
 

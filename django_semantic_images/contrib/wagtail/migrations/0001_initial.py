@@ -65,6 +65,11 @@ class Migration(migrations.Migration):
                 ("embedding_error", models.TextField(blank=True, default="", editable=False)),
                 ("embedding_updated_at", models.DateTimeField(blank=True, editable=False, null=True)),
                 ("embedding_labels", models.JSONField(blank=True, default=list, editable=False)),
+                (
+                    "embedding_claimed_by",
+                    models.CharField(blank=True, default="", editable=False, max_length=255),
+                ),
+                ("embedding_lease_until", models.DateTimeField(blank=True, editable=False, null=True)),
             ],
             options={
                 "verbose_name": "image vectors",
