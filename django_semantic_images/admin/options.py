@@ -257,7 +257,7 @@ class SemanticSearchAdminMixin(_AdminBase):
         if action_location is None:
             actions = super().get_actions(request)
         else:
-            actions = super().get_actions(request, action_location=action_location)
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg]  # Django 6.1
         on_change_list = getattr(action_location, "name", "CHANGE_LIST") == "CHANGE_LIST"
         if self.actions is None or IS_POPUP_VAR in request.GET or "reembed_selected" in actions or not on_change_list:
             return actions
