@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -241,6 +242,16 @@ def test_the_reembed_action_embeds_again_and_reports(admin_client, photos):
     assert rocket.embedding_status == EmbeddingStatus.EMBEDDED and rocket.embedding_updated_at > before
     assert broken.embedding_status == EmbeddingStatus.FAILED and "truncated" in broken.embedding_error
     assert any("Re-embedded 1 of 2" in m and "1 failed" in m for m in messages_of(response))
+
+
+def test_the_actions_use_no_deprecated_django_api(admin_client, photos):
+    """Django 6.1 deprecates get_actions() without ``action_location`` and unpacking action tuples."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert 'value="reembed_selected"' in html
+    ours = [str(w.message) for w in caught if "django_semantic_images" in w.filename]
+    assert ours == []
 
 
 def test_the_delete_action_still_works_on_the_listed_rows(admin_client, photos):

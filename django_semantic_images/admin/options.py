@@ -251,14 +251,22 @@ class SemanticSearchAdminMixin(_AdminBase):
         hidden = self._vector_columns()
         return [name for name in super().get_list_display(request) if name not in hidden]
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if self.actions is None or IS_POPUP_VAR in request.GET or "reembed_selected" in actions:
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        """Adds "re-embed" to the change list's actions. Django 6.1 also asks for the change form's
+        actions (``action_location``); earlier versions never pass it."""
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg]  # Django 6.1
+        on_change_list = getattr(action_location, "name", "CHANGE_LIST") == "CHANGE_LIST"
+        if self.actions is None or IS_POPUP_VAR in request.GET or "reembed_selected" in actions or not on_change_list:
             return actions
         if self.has_change_permission(request):
+            # A (func, name, description) tuple before Django 6.1, an Action object since (whose
+            # indexing is deprecated): stored under its name, never unpacked.
             action = self.get_action(reembed_selected)
             if action is not None:
-                actions[action[1]] = action
+                actions[reembed_selected.__name__] = action
         return actions
 
     @admin.display(description=gettext_lazy("Image"))

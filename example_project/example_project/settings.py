@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # Django 6.1 checks it is installed for the HNSW indexes (postgres.E005)
     "rest_framework",
     "django_filters",
     "drf_spectacular",
