@@ -378,6 +378,32 @@ def test_bad_text_queries_get_a_400_with_a_message(client, query, status, field,
     assert message in text
 
 
+@pytest.mark.parametrize("name", ["limit", "offset", "owner"])
+@pytest.mark.parametrize("raw", [" 5", "5 ", "5_0", "+5", "\u0665", "1.0", "0x5", "5e0"], ids=ascii)
+def test_an_integer_parameter_takes_only_ascii_digits(client, name, raw):
+    response = client.get(SEARCH, {"q": "cat", name: raw})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [name]
+    assert "whole number" in response.json()[name][0]
+
+
+@pytest.mark.parametrize(
+    "raw", ["nan", "inf", "-Infinity", " 0.5", "0.5 ", "+0.5", "0_0", "0x1", "\u0660.5", "1e999"], ids=ascii
+)
+def test_min_score_takes_only_a_plain_decimal(client, raw):
+    response = client.get(SEARCH, {"q": "cat", "min_score": raw})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["min_score"]
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=5&offset=0&min_score=-1", "limit=100&offset=1000&min_score=0.25", "owner=-3&min_score=1e-05"]
+)
+def test_numbers_written_as_the_schema_says_are_accepted(client, sample_photos, query):
+    response = client.get(f"{SEARCH}?q=cat&{query}")
+    assert response.status_code == 200, response.content
+
+
 @pytest.mark.parametrize(
     ("query", "name"),
     [

@@ -16,8 +16,8 @@ cuts another too early, so treat it as a per-query tuning knob, not a relevance 
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from rest_framework.exceptions import ValidationError
@@ -25,18 +25,16 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from .querystring import strict_integer, strict_number
 
-def _parse(request: Any, name: str, kind: type, message: str) -> Any:
+LIMIT_MESSAGE = "limit must be a whole number of at least 1."
+OFFSET_MESSAGE = "offset must be a whole number of at least 0."
+MIN_SCORE_MESSAGE = "min_score must be a number from -1 to 1."
+
+
+def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
     raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = kind(raw.strip())
-    except (TypeError, ValueError):
-        raise ValidationError({name: [message]}) from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError({name: [message]})
-    return value
+    return None if raw is None else parse(name, raw, message)
 
 
 class RankedPagination(BasePagination):
@@ -54,24 +52,24 @@ class RankedPagination(BasePagination):
 
         ``min_score`` is read for a ranked queryset only (None otherwise).
         """
-        limit = _parse(request, self.limit_query_param, int, "limit must be a whole number of at least 1.")
-        offset = _parse(request, self.offset_query_param, int, "offset must be a whole number of at least 0.")
+        limit = _parse(request, self.limit_query_param, strict_integer, LIMIT_MESSAGE)
+        offset = _parse(request, self.offset_query_param, strict_integer, OFFSET_MESSAGE)
         min_score = None
         if ranked:
-            min_score = _parse(request, self.min_score_query_param, float, "min_score must be a number from -1 to 1.")
+            min_score = _parse(request, self.min_score_query_param, strict_number, MIN_SCORE_MESSAGE)
         if limit is None:
             limit = self.default_limit
         if limit < 1:
-            raise ValidationError({self.limit_query_param: ["limit must be a whole number of at least 1."]})
+            raise ValidationError({self.limit_query_param: [LIMIT_MESSAGE]})
         offset = offset or 0
         if offset < 0:
-            raise ValidationError({self.offset_query_param: ["offset must be a whole number of at least 0."]})
+            raise ValidationError({self.offset_query_param: [OFFSET_MESSAGE]})
         if offset > self.max_offset:
             raise ValidationError(
                 {self.offset_query_param: [f"offset is capped at {self.max_offset}; refine the search instead."]}
             )
         if min_score is not None and not -1.0 <= min_score <= 1.0:
-            raise ValidationError({self.min_score_query_param: ["min_score must be a number from -1 to 1."]})
+            raise ValidationError({self.min_score_query_param: [MIN_SCORE_MESSAGE]})
         return min(limit, self.max_limit), offset, min_score
 
     def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any]:

@@ -1,13 +1,47 @@
 """Checks on the raw query string: valid UTF-8, no parameter the endpoint does not know, each
-single-valued parameter given once, and no empty filter."""
+single-valued parameter given once, no empty filter, and numbers written as the schema says."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from rest_framework.exceptions import ValidationError
+
+# What the OpenAPI schema's ``integer`` and ``number`` mean in a query string: ASCII digits,
+# an optional leading '-', for numbers a decimal point and exponent. Python's int()/float() and
+# Django's form fields also take " 5", "+5", "5_0", "٥", "1.0" (an integer field), "nan", "inf".
+INTEGER = re.compile(r"-?[0-9]+")
+NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+INTEGER_MESSAGE = "{name} must be a whole number: ASCII digits, optionally after a '-'."
+NUMBER_MESSAGE = "{name} must be a plain decimal number such as 0.25 or -1."
+
+
+def strict_integer(name: str, raw: str, message: str | None = None) -> int:
+    """``raw`` as an int if it is written as the schema's ``integer``, else a 400 naming ``name``."""
+    if INTEGER.fullmatch(raw) is None:
+        raise ValidationError({name: [message or INTEGER_MESSAGE.format(name=name)]})
+    return int(raw)
+
+
+def strict_number(name: str, raw: str, message: str | None = None) -> float:
+    """``raw`` as a finite float if it is written as the schema's ``number``, else a 400 naming ``name``."""
+    value = float(raw) if NUMBER.fullmatch(raw) is not None else None
+    if value is None or value in (float("inf"), float("-inf")):  # 1e999 overflows
+        raise ValidationError({name: [message or NUMBER_MESSAGE.format(name=name)]})
+    return value
+
+
+def ensure_numeric(params: Any, integers: Iterable[str], numbers: Iterable[str] = ()) -> None:
+    """Refuse any value of an ``integer`` or ``number`` parameter not written as the schema says."""
+    for name in integers:
+        for raw in params.getlist(name):
+            strict_integer(name, raw)
+    for name in numbers:
+        for raw in params.getlist(name):
+            strict_number(name, raw)
 
 
 def ensure_utf8(request: Any) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from django.db import DataError
+from django import forms
+from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
 from rest_framework import viewsets
@@ -40,7 +41,7 @@ from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
-from .querystring import ensure_filled, ensure_known, ensure_single, ensure_utf8
+from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8
 from .schema import SemanticSearchSchema, image_search_schema, list_schema, similar_schema, text_search_schema
 from .serializers import ImageQuerySerializer, TextQuerySerializer
 from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
@@ -120,6 +121,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             ensure_known(request.query_params.keys(), accepted)
             ensure_single(request.query_params, accepted - self.repeatable_params())
             ensure_filled(request.query_params, filters)
+            ensure_numeric(request.query_params, *self.numeric_filter_params())
 
     def paging_params(self) -> list[str]:
         paginator = self.paginator
@@ -139,6 +141,33 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                     warnings.simplefilter("ignore")
                     names += [p["name"] for p in backend.get_schema_operation_parameters(self)]
         return names
+
+    def numeric_filter_params(self) -> tuple[list[str], list[str]]:
+        """The filter parameters the schema declares ``integer`` and those it declares ``number``.
+
+        Read from the filterset's form fields (a ``RangeFilter``'s halves included), so the
+        strict check in ``initial`` covers every numeric filter a site declares.
+        """
+        integers: list[str] = []
+        numbers: list[str] = []
+        for backend_class in self.filter_backends:
+            get_filterset = getattr(backend_class(), "get_filterset", None)
+            filterset = get_filterset(self.request, self.get_queryset(), self) if get_filterset else None
+            if filterset is None:
+                continue
+            for name, field in filterset.form.fields.items():
+                suffixes = getattr(field.widget, "suffixes", None)
+                if suffixes and isinstance(field, forms.MultiValueField):
+                    parts = list(zip([f"{name}_{s}" if s else name for s in suffixes], field.fields, strict=True))
+                else:
+                    parts = [(name, field)]
+                for param, part in parts:
+                    kind = numeric_kind(part)
+                    if kind == "integer":
+                        integers.append(param)
+                    elif kind == "number":
+                        numbers.append(param)
+        return integers, numbers
 
     def repeatable_params(self) -> set[str]:
         """``multi_valued_params`` and the multiple-choice filters (``?tag=a&tag=b``)."""
@@ -281,6 +310,24 @@ def filterset_multi_valued(filterset_class: Any) -> set[str]:
         for name, flt in filterset_class.base_filters.items()
         if getattr(_widget(flt), "allow_multiple_selected", False)
     }
+
+
+def numeric_kind(field: forms.Field) -> str | None:
+    """``"integer"`` or ``"number"`` for a form field the schema describes so, else None.
+
+    A model choice whose key is an integer column (a ``ModelChoiceFilter`` on a foreign key)
+    is an ``integer`` too.
+    """
+    if isinstance(field, (forms.FloatField, forms.DecimalField)):  # both subclass IntegerField
+        return "number"
+    if isinstance(field, forms.IntegerField):
+        return "integer"
+    if isinstance(field, forms.ModelChoiceField) and field.queryset is not None:
+        meta = field.queryset.model._meta
+        key = meta.get_field(field.to_field_name) if field.to_field_name else meta.pk
+        if isinstance(key, models.IntegerField):  # AutoField and BigAutoField included
+            return "integer"
+    return None
 
 
 def _widget(flt: Any) -> Any:
