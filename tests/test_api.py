@@ -19,13 +19,15 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django_filters import rest_framework as filters
 from PIL import Image, ImageOps
-from rest_framework.test import APIClient
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
 
 from django_semantic_images.api.serializers import NOT_BLANK
 from django_semantic_images.api.viewsets import filterset_multi_valued
 from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
+from photos.api import PhotoSearchViewSet
 from photos.models import Photo
 from tests.conftest import image_bytes
 from tests.multifield.models import TwoImagePhoto
@@ -442,6 +444,22 @@ def test_only_multiple_choice_filters_may_be_repeated():
             fields = ["tag", "title"]
 
     assert filterset_multi_valued(TagFilter) == {"tag"}
+
+
+def test_every_numeric_filter_is_checked_strictly(django_user_model):
+    class NumericFilter(filters.FilterSet):
+        owner = filters.ModelChoiceFilter(queryset=django_user_model.objects.all())
+        size = filters.NumberFilter(field_name="id")
+        ids = filters.RangeFilter(field_name="id")
+        title = filters.CharFilter()
+
+        class Meta:
+            model = Photo
+            fields = ["owner", "size", "ids", "title"]
+
+    view = PhotoSearchViewSet(filterset_class=NumericFilter, action="search", format_kwarg=None)
+    view.request = Request(APIRequestFactory().get(SEARCH))
+    assert view.numeric_filter_params() == (["owner"], ["size", "ids_min", "ids_max"])
 
 
 BLANK_SAMPLES = ["\x1e", "\x1c\x1d", "\x85", "\ufeff", "\u200b", "\u3000", "\x00", " \t\n"]
