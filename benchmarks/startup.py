@@ -104,7 +104,7 @@ def web(env: dict[str, str], image: Path) -> dict:
 
 def cli(env: dict[str, str], image: Path, cold: bool) -> dict:
     """Two calls; on a cold cache each gets an empty one (the image call would find the text call's files)."""
-    manage = ["manage.py", "semantic_search"]
+    manage = ["manage.py", "semantic_search", "--model", "photos.Photo"]
     home = Path(env["XDG_CACHE_HOME"])
     text_env = {**env, "XDG_CACHE_HOME": str(home / "text")} if cold else env
     image_env = {**env, "XDG_CACHE_HOME": str(home / "image")} if cold else env
