@@ -53,7 +53,7 @@ MATRIX = [
 
 VERSIONS = (
     "import sys, importlib.metadata as m; print('Python', sys.version.split()[0], *(f'| {p} {m.version(p)}' "
-    "for p in ('Django', 'djangorestframework', 'torch', 'pgvector', 'numpy', 'celery', 'psycopg')))"
+    "for p in ('Django', 'wagtail', 'djangorestframework', 'torch', 'pgvector', 'numpy', 'celery', 'psycopg')))"
 )
 
 
@@ -76,9 +76,14 @@ def install(session: nox.Session, requirements: list[str]) -> None:
 @nox.session
 @nox.parametrize("python,django,pins", MATRIX)
 def tests(session: nox.Session, django: str, pins: tuple[str, ...]) -> None:
-    """The pytest suite on one Django/Python pair; pytest arguments after ``--``."""
+    """The suite on one Django/Python pair (both runs of `make test`), or pytest with the arguments after ``--``."""
     install(session, [TORCH, "-e", ".[dev]", f"Django~={django}.0", *pins])
     session.run("scripts/test-services", external=True)
     versions = session.run("python", "-c", VERSIONS, silent=True, log=False)
     session.log(f"versions: {versions.strip() if versions else '?'}")
-    session.run("python", "-m", "pytest", *session.posargs)
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs)
+        return
+    # The whole suite, as `make test` runs it: the main run, then the Wagtail integration's.
+    session.run("python", "-m", "pytest")
+    session.run("python", "-m", "pytest", "tests/wagtail", "--ds=tests.wagtail.settings")
