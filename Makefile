@@ -10,7 +10,7 @@ NOX    ?=
 PYTEST ?=
 FUZZ_CASES ?= 3000
 
-.PHONY: install demo test screenshots matrix lint bench fuzz
+.PHONY: install demo demo-wagtail test screenshots matrix lint bench fuzz
 
 # torch is pinned on the same line as the packages that pull it in, so pip takes the
 # CPU build instead of a multi-GB CUDA one (see docs/installation.md).
@@ -23,6 +23,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	cd example_project && ../$(BIN)/python manage.py demo --addrport $(HOST)
+
+# The Wagtail example site (example_wagtail/): the sample photos as Wagtail images, already indexed.
+demo-wagtail: $(STAMP)
+	cd example_wagtail && ../$(BIN)/python manage.py demo --addrport $(HOST)
 
 # The browser tests save their screenshots in a temporary folder: a test run changes no tracked file.
 # The Wagtail integration's tests need Wagtail's apps: a second run with their own settings.

@@ -1,0 +1,92 @@
+"""``manage.py demo``: migrate, add the sample photos as Wagtail images (embedded), a page that
+uses them, an editor's login, and serve.
+
+The embedded PostgreSQL stops with the demo (Ctrl-C, SIGTERM or SIGHUP), as in the Django example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.files.images import ImageFile
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.db.models import Count
+from wagtail.images import get_image_model
+from wagtail.models import Collection, Page, Site
+
+from django_semantic_images.contrib.wagtail.models import ImageVectors
+from django_semantic_images.encoders import get_encoder
+from home.models import HomePage
+from photos.samples import sample_photo_paths
+
+USERNAME = PASSWORD = "admin"
+COLLECTION = "Sample photos"
+
+
+class Command(BaseCommand):
+    help = "Set up the Wagtail example site with the sample photos as indexed images, and serve it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument("--no-serve", action="store_true", help="Set up only.")
+
+    def handle(self, *args, addrport: str, no_serve: bool, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        images = self.add_images()
+        self.add_home_page(images)
+        # Images saved by an earlier, interrupted demo are embedded now (resumable).
+        call_command("semantic_images_reindex", model=ImageVectors._meta.label, verbosity=0)
+        states = dict(ImageVectors.objects.values_list("embedding_status").annotate(n=Count("pk")).order_by())
+        self.stdout.write("Images: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+        self.stdout.write("Preparing the search model...")
+        get_encoder().encode_text("a cup of coffee")  # the first search is then quick
+        User = get_user_model()
+        if not User.objects.filter(username=USERNAME).exists():
+            User.objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nWagtail example: http://{addrport}/admin/images/   login: {USERNAME} / {PASSWORD}\n"
+                f"Search the images with: a cat on a blanket, a man in space, a red motorbike\n"
+                f"The page editor's image chooser: http://{addrport}/admin/pages/{HomePage.objects.first().pk}/edit/\n"
+            )
+        )
+        if not no_serve:
+            call_command("runserver", addrport, use_reloader=False)
+
+    def add_images(self) -> list:
+        """The sample photos as Wagtail images titled by their file names (as an upload names them)."""
+        Image = get_image_model()
+        root = Collection.get_first_root_node()
+        collection = Collection.objects.filter(name=COLLECTION).first() or root.add_child(name=COLLECTION)
+        images = []
+        for path in sample_photo_paths():
+            title = Path(path).stem
+            image = Image.objects.filter(title=title, collection=collection).first()
+            if image is None:
+                with path.open("rb") as handle, transaction.atomic():
+                    image = Image(title=title, collection=collection, file=ImageFile(handle, name=path.name))
+                    image.save()  # embedded after the commit, in this process
+                self.stdout.write(f"Added {title}")
+            images.append(image)
+        return images
+
+    def add_home_page(self, images: list) -> None:
+        """A home page whose body shows an image and a gallery: its editor opens the chooser."""
+        if HomePage.objects.exists():
+            return
+        root = Page.get_first_root_node()
+        by_title = {image.title: image for image in images}
+        body = [("heading", "Photos found by meaning")]
+        if "coffee" in by_title:
+            body.append(("image", {"image": by_title["coffee"], "alt_text": "A cup of coffee", "decorative": False}))
+        body.append(("gallery", [image for title, image in by_title.items() if title != "coffee"][:6]))
+        home = root.add_child(instance=HomePage(title="Home", slug="semantic-home", body=body))
+        site = Site.objects.filter(is_default_site=True).first()
+        if site is None:
+            Site.objects.create(hostname="localhost", root_page=home, is_default_site=True)
+        else:
+            site.root_page = home
+            site.save()

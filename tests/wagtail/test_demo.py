@@ -1,0 +1,61 @@
+"""``make demo-wagtail``: the Wagtail example site sets itself up with the sample photos indexed."""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.db import connection
+
+from photos.samples import sample_photo_paths
+
+SITE = Path(__file__).resolve().parents[2] / "example_wagtail"
+
+
+@pytest.fixture
+def scratch_database(db):
+    """A new, empty database on the test server (the demo migrates it), dropped afterwards."""
+    params = connection.get_connection_params()
+    host, port, user = params.get("host") or "", params.get("port") or 5432, params.get("user") or ""
+    name = f"demo_wagtail_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://{user}@/{name}?host={host}&port={port}", name
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.slow
+def test_demo_sets_up_indexed_wagtail_images_a_page_and_a_login(scratch_database, tmp_path):
+    url, name = scratch_database
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL")}
+    env.update(DATABASE_URL=url, MEDIA_ROOT=str(tmp_path / "media"))
+    done = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--no-serve"],
+        cwd=SITE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = sample_photo_paths()
+    assert f"Images: {len(samples)} embedded" in done.stdout, done.stdout
+    assert "login: admin / admin" in done.stdout
+    params = connection.get_connection_params()
+    with psycopg.connect(
+        host=params.get("host") or "", port=params.get("port") or 5432, user=params.get("user") or "", dbname=name
+    ) as db:
+        titles = {row[0] for row in db.execute("SELECT title FROM wagtailimages_image")}
+        states = db.execute(
+            "SELECT embedding_status, count(*) FROM semantic_images_wagtail_imagevectors GROUP BY 1"
+        ).fetchall()
+        pages = db.execute("SELECT count(*) FROM home_homepage").fetchone()[0]
+    assert titles == {path.stem for path in samples}
+    assert states == [("embedded", len(samples))]
+    assert pages == 1
