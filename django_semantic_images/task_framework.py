@@ -119,4 +119,3 @@ class TaskFrameworkSender:
 def register() -> None:
     """Offer this engine to dispatch (``apps.py`` calls it at ready)."""
     register_sender(DJANGO_TASKS, TaskFrameworkSender())
-
