@@ -22,6 +22,7 @@ import django
 from django.apps import apps
 from django.db import DatabaseError
 
+from . import worker
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, register_sender
 from .fields import get_embedding_field
@@ -57,6 +58,8 @@ def embed_rows(
 ) -> dict[str, Any]:
     """Embed ``model_label`` rows ``pks`` (plus other waiting rows, to fill a batch)."""
     model = apps.get_model(model_label)
+    if worker.state["threads"] is None and runs_in_background():  # a worker process: size torch once
+        worker.state["threads"] = worker.configure_threads(1)
     # Load the models before claiming: a new worker's first task does not spend its lease waiting.
     get_embedding_field(model, field).get_encoder().ensure_loaded()
     token = claim_token(f"tasks-{context.task_result.id}")
@@ -98,16 +101,21 @@ def queue_name(backend: Any) -> str:
     return wanted if not backend.queues or wanted in backend.queues else DEFAULT_TASK_QUEUE_NAME
 
 
+def runs_in_background() -> bool:
+    """Does the default task backend run tasks outside the process that enqueues them?"""
+    try:
+        backend = task_backends["default"]
+    except Exception:  # noqa: BLE001 - a broken TASKS setting: not an engine to choose by itself
+        logger.exception("The default task backend could not be loaded.")
+        return False
+    return not isinstance(backend, FOREGROUND_BACKENDS)
+
+
 class TaskFrameworkSender:
     """Dispatch's sender for ``ASYNC`` ``"django_tasks"``: tasks on the default task backend."""
 
     def background(self) -> bool:
-        try:
-            backend = task_backends["default"]
-        except Exception:  # noqa: BLE001 - a broken TASKS setting: not an engine to choose by itself
-            logger.exception("The default task backend could not be loaded.")
-            return False
-        return not isinstance(backend, FOREGROUND_BACKENDS)
+        return runs_in_background()
 
     def send(self, model_label: str, chunks: list[list[str]], *, field: str | None, force: bool) -> int:
         queued = embed_rows.using(queue_name=queue_name(embed_rows.get_backend()))

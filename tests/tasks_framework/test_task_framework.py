@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.core import checks
@@ -242,3 +243,22 @@ def test_reindex_queue_sends_through_the_tasks_framework(make_photo, sample_path
         [str(photos[0].pk), str(photos[1].pk)],
         [str(photos[2].pk)],
     ]
+
+
+def test_the_first_task_in_a_worker_process_sizes_torch_threads(make_photo, sample_paths):
+    import torch
+
+    from django_semantic_images import worker
+
+    photo = make_photo(sample_paths["coffee"])
+    context = SimpleNamespace(task_result=SimpleNamespace(id="test"))
+    before, saved = torch.get_num_threads(), worker.state["threads"]
+    worker.state["threads"] = None
+    try:
+        with override_settings(SEMANTIC_IMAGES={"WORKER_THREADS": 1}):
+            result = embed_rows.func(context, "photos.Photo", [str(photo.pk)])
+        assert result["embedded"] == [str(photo.pk)]
+        assert worker.state["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        worker.state["threads"] = saved
