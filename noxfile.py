@@ -76,7 +76,7 @@ def install(session: nox.Session, requirements: list[str]) -> None:
 @nox.session
 @nox.parametrize("python,django,pins", MATRIX)
 def tests(session: nox.Session, django: str, pins: tuple[str, ...]) -> None:
-    """The suite on one Django/Python pair (the three runs of `make test`), or pytest with the arguments after ``--``."""
+    """The suite on one Django/Python pair (every run of `make test`), or pytest with the arguments after ``--``."""
     install(session, [TORCH, "-e", ".[dev]", f"Django~={django}.0", *pins])
     session.run("scripts/test-services", external=True)
     versions = session.run("python", "-c", VERSIONS, silent=True, log=False)
