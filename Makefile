@@ -29,11 +29,13 @@ demo-wagtail: $(STAMP)
 	cd example_wagtail && ../$(BIN)/python manage.py demo --addrport $(HOST)
 
 # The browser tests save their screenshots in a temporary folder: a test run changes no tracked file.
-# The Wagtail integration's tests need Wagtail's apps: a second run with their own settings.
+# The Wagtail integration's tests need Wagtail's apps: a second run with their own settings; the
+# tasks framework's tests (a database task backend instead of in-process embedding) a third.
 test: $(STAMP)
 	scripts/test-services
 	env -u SEMANTIC_IMAGES_SCREENSHOTS $(BIN)/python -m pytest
 	$(BIN)/python -m pytest tests/wagtail --ds=tests.wagtail.settings
+	$(BIN)/python -m pytest tests/tasks_framework --ds=tests.tasks_framework.settings
 
 # Refresh the documentation's screenshots (docs/img/admin-*.png) from the browser tests.
 screenshots: $(STAMP)

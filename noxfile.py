@@ -76,7 +76,7 @@ def install(session: nox.Session, requirements: list[str]) -> None:
 @nox.session
 @nox.parametrize("python,django,pins", MATRIX)
 def tests(session: nox.Session, django: str, pins: tuple[str, ...]) -> None:
-    """The suite on one Django/Python pair (both runs of `make test`), or pytest with the arguments after ``--``."""
+    """The suite on one Django/Python pair (every run of `make test`), or pytest with the arguments after ``--``."""
     install(session, [TORCH, "-e", ".[dev]", f"Django~={django}.0", *pins])
     session.run("scripts/test-services", external=True)
     versions = session.run("python", "-c", VERSIONS, silent=True, log=False)
@@ -84,6 +84,7 @@ def tests(session: nox.Session, django: str, pins: tuple[str, ...]) -> None:
     if session.posargs:
         session.run("python", "-m", "pytest", *session.posargs)
         return
-    # The whole suite, as `make test` runs it: the main run, then the Wagtail integration's.
+    # The whole suite, as `make test` runs it: the main run, the Wagtail integration's, the tasks framework's.
     session.run("python", "-m", "pytest")
     session.run("python", "-m", "pytest", "tests/wagtail", "--ds=tests.wagtail.settings")
+    session.run("python", "-m", "pytest", "tests/tasks_framework", "--ds=tests.tasks_framework.settings")

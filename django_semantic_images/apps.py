@@ -1,11 +1,33 @@
 from __future__ import annotations
 
+import logging
+from importlib.util import find_spec
 from typing import Any
 
+import django
 from django.apps import AppConfig
 from django.db.models.signals import pre_migrate
 
 from .fields import models_with_embeddings
+
+logger = logging.getLogger(__name__)
+
+
+def task_framework_installed() -> bool:
+    """Is Django's tasks framework here: ``django.tasks`` (Django 6+) or the ``django-tasks`` backport?"""
+    return django.VERSION >= (6, 0) or find_spec("django_tasks") is not None
+
+
+def register_task_framework() -> None:
+    """Offer Django's tasks framework to dispatch as an engine, when it is installed."""
+    if not task_framework_installed():
+        return
+    try:
+        from . import task_framework
+    except Exception:  # noqa: BLE001 - e.g. a TASKS backend that refuses the default queue: never break startup
+        logger.warning("Django's tasks framework cannot run the embedding tasks; not using it.", exc_info=True)
+        return
+    task_framework.register()
 
 
 def _ensure_extension(using: str = "default", **kwargs: Any) -> None:
@@ -29,3 +51,4 @@ class SemanticImagesConfig(AppConfig):
         for model in models_with_embeddings():
             signals.connect(model)
         pre_migrate.connect(_ensure_extension, dispatch_uid="semantic_images:extension")
+        register_task_framework()

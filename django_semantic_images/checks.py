@@ -1,14 +1,17 @@
 """System checks: PostgreSQL with pgvector, fields that point at real fields,
-column sizes that match the encoder, and vectors from another encoder."""
+column sizes that match the encoder, vectors from another encoder, and an ``ASYNC``
+engine that exists."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
+from .dispatch import engine
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import embedding_fields, models_with_embeddings
 
@@ -22,6 +25,16 @@ def check_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
         for field in embedding_fields(model):
             messages.extend(field.check())
     return messages
+
+
+@checks.register(TAG)
+def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``ASYNC`` names an engine this site has (a save never fails on it: its rows would wait)."""
+    try:
+        engine()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="semantic_images.E006")]
+    return []
 
 
 @checks.register(TAG, checks.Tags.database)

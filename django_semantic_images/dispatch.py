@@ -1,17 +1,23 @@
-"""Send embedding work to the Celery queue, or run it in-process without a broker.
+"""Send embedding work to the site's background engine, or run it in-process without one.
 
-``request_embedding`` never raises: when the broker cannot be reached the rows
-stay ``pending`` with no lease (nobody has their work), and the next sweep
-(``semantic_images.sweep``) sends them; the save that asked for the work has
-already succeeded.
+The engine (``engine()``, from ``ASYNC``): Celery when a broker is configured;
+else Django's tasks framework when the site's default task backend runs tasks in
+the background; else inline, in this process after the commit. Celery tasks are
+sent by name; the tasks framework's sender is registered (``register_sender``) by
+``task_framework`` when the app is ready, so this layer imports neither.
+
+``request_embedding`` never raises: when the work cannot be sent the rows stay
+``pending`` with no lease (nobody has their work), and the next sweep sends them;
+the save that asked for the work has already succeeded.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, models
 
 from .conf import semantic_settings
@@ -24,6 +30,37 @@ logger = logging.getLogger(__name__)
 EMBED_TASK = "semantic_images.embed_rows"
 SWEEP_TASK = "semantic_images.sweep"
 
+#: The engines ``ASYNC`` chooses from (``True`` means Celery, ``False`` inline, ``"auto"`` picks one).
+CELERY, DJANGO_TASKS, INLINE = "celery", "django_tasks", "inline"
+ENGINES = (CELERY, DJANGO_TASKS, INLINE)
+
+
+class Sender(Protocol):
+    """Sends embedding work through an engine other than Celery (registered by a higher layer)."""
+
+    def background(self) -> bool:
+        """Does the engine run tasks outside this process (what ``ASYNC = "auto"`` asks)?"""
+        ...
+
+    def send(self, model_label: str, chunks: list[list[str]], *, field: str | None, force: bool) -> int:
+        """Enqueue one task per chunk of primary keys; returns the task count. Raises when it cannot."""
+        ...
+
+
+_senders: dict[str, Sender] = {}
+
+
+def register_sender(engine_name: str, sender: Sender) -> None:
+    """Make ``engine_name`` (``"django_tasks"``) available to ``ASYNC``; called at app ready."""
+    if engine_name != DJANGO_TASKS:
+        raise ValueError(f"Unknown engine {engine_name!r}; expected {DJANGO_TASKS!r}.")
+    _senders[engine_name] = sender
+
+
+def unregister_sender(engine_name: str) -> Sender | None:
+    """Forget a registered sender; returns it (tests, and sites that opt out)."""
+    return _senders.pop(engine_name, None)
+
 
 def broker_configured() -> bool:
     """Is there a Celery app with a broker that tasks can go to?"""
@@ -35,12 +72,49 @@ def broker_configured() -> bool:
     return bool(conf.broker_url) and not conf.task_always_eager
 
 
-def use_queue() -> bool:
-    """``ASYNC`` is ``"auto"`` (queue when a broker is configured), True or False."""
+def engine() -> str:
+    """The engine that embeds new uploads: ``"celery"``, ``"django_tasks"`` or ``"inline"``.
+
+    ``ASYNC = "auto"``: Celery when a broker is configured, else the tasks framework when
+    the site's default task backend runs in the background, else inline. ``True`` is
+    Celery and ``False`` inline, as before; an engine's name forces it.
+    """
     mode = semantic_settings.ASYNC
+    if isinstance(mode, bool):
+        return CELERY if mode else INLINE
     if mode == "auto":
-        return broker_configured()
-    return bool(mode)
+        if broker_configured():
+            return CELERY
+        sender = _senders.get(DJANGO_TASKS)
+        return DJANGO_TASKS if sender is not None and sender.background() else INLINE
+    if mode in (CELERY, INLINE):
+        return str(mode)
+    if mode == DJANGO_TASKS:
+        if DJANGO_TASKS not in _senders:
+            raise ImproperlyConfigured(
+                'SEMANTIC_IMAGES["ASYNC"] is "django_tasks" but Django\'s tasks framework is not available: it '
+                "needs Django 6 (django.tasks) or the django-tasks package, and a default task backend that "
+                "accepts the embedding tasks (see the warning logged at startup)."
+            )
+        return DJANGO_TASKS
+    raise ImproperlyConfigured(
+        f'SEMANTIC_IMAGES["ASYNC"] must be "auto", "celery", "django_tasks", "inline", True or False; got {mode!r}.'
+    )
+
+
+def describe_engine(chosen: str | None = None) -> str:
+    """Where the work goes, in words (for commands and logs)."""
+    chosen = chosen or engine()
+    if chosen == CELERY:
+        return f"queue {semantic_settings.QUEUE!r}"
+    if chosen == DJANGO_TASKS:
+        return "Django's tasks framework (TASKS['default'])"
+    return "in-process (no broker)"
+
+
+def use_queue() -> bool:
+    """Does work go to a background engine (Celery or the tasks framework), not run here?"""
+    return engine() != INLINE
 
 
 def queue_depth(queue: str | None = None) -> int | None:
@@ -110,22 +184,52 @@ def enqueue(
     return len(chunks)
 
 
+def send(
+    model: type[models.Model],
+    pks: Sequence[Any],
+    *,
+    field: str | None = None,
+    force: bool = False,
+    batch_size: int | None = None,
+    engine_name: str | None = None,
+) -> int:
+    """Enqueue tasks for ``pks`` on ``engine_name`` (default: ``engine()``); returns the task count.
+
+    Raises the engine's error (``ImproperlyConfigured`` for ``"inline"``: nothing to send to).
+    """
+    chosen = engine_name or engine()
+    if chosen == CELERY:
+        return enqueue(model, pks, field=field, force=force, batch_size=batch_size)
+    sender = _senders.get(chosen)
+    if sender is None:
+        raise ImproperlyConfigured(f"No background engine to send embedding work to (engine {chosen!r}).")
+    chunks = chunked([str(pk) for pk in pks], batch_size or semantic_settings.BATCH_SIZE)
+    return sender.send(model._meta.label, chunks, field=field, force=force)
+
+
 def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: str | None = None) -> bool:
-    """Embed these rows: through the queue when there is one, else now, in this process.
+    """Embed these rows: through the background engine when there is one, else now, in this process.
 
     Returns False when the work could not be done or sent (the rows stay pending).
     """
     if not pks:
         return True
-    if use_queue():
+    try:
+        chosen = engine()
+    except ImproperlyConfigured:  # the system check reports it too; the save stands
+        logger.exception("Embedding of %s %s not sent.", model._meta.label, list(pks))
+        forget_sent(model, pks, field)
+        return False
+    if chosen != INLINE:
         try:
-            enqueue(model, pks, field=field)
+            send(model, pks, field=field, engine_name=chosen)
             return True
-        except Exception as exc:  # noqa: BLE001 - any broker fault: leave pending for the sweep
+        except Exception as exc:  # noqa: BLE001 - any broker or backend fault: leave pending for the sweep
             logger.warning(
-                "Could not queue embedding of %s %s (%s); the next sweep sends them.",
+                "Could not queue embedding of %s %s through %s (%s); the next sweep sends them.",
                 model._meta.label,
                 list(pks),
+                chosen,
                 exc,
             )
             forget_sent(model, pks, field)

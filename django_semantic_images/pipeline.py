@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import models, router, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, models, router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -42,6 +43,28 @@ class TransientError(Exception):
 #: ``embedding_error`` of a row whose retries ran out on a fault that may pass;
 #: the sweep queues such rows again (a permanently bad image is never retried).
 TRANSIENT_PREFIX = "Temporary failure, will be retried: "
+
+#: A task embeds up to this many batches: its own rows, then other waiting rows.
+TOP_UP_BATCHES = 2
+
+#: Faults worth retrying: they may pass without anyone changing the row.
+TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError)
+
+
+def claim_token(task_id: str | None) -> str:
+    """Names the claiming task: host, process and task id."""
+    return f"{socket.gethostname()}:{os.getpid()}:{task_id or 'local'}"[:255]
+
+
+def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
+    """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free."""
+    emb = get_embedding_field(model, field)
+    try:
+        model._default_manager.filter(
+            free_filter(emb, timezone.now()), pk__in=pks, **{emb.column("status"): EmbeddingStatus.PENDING}
+        ).update(**{emb.column("status"): EmbeddingStatus.FAILED, emb.column("error"): f"{TRANSIENT_PREFIX}{exc}"})
+    except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
+        logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
 
 
 def lease_until(seconds: float | None = None) -> Any:

@@ -6,13 +6,14 @@ worker task that claimed it ("" while the work is only queued). These rows are *
 
 * ``pending``, claimed by a worker whose lease ran out (the worker died, or hung,
   with the rows: its lease is renewed after every batch);
-* ``pending`` with no lease: the work was never sent (broker unreachable at upload,
-  or a sweep that could not send) -- with a queue only;
+* ``pending`` with no lease: the work was never sent (broker or task backend
+  unreachable at upload, or a sweep that could not send) -- with a queue only;
 * ``pending``, unclaimed, its lease (``LEASE`` seconds from sending) over and the
-  queue empty: the message is gone (broker restarted, worker killed before it
+  Celery queue empty: the message is gone (broker restarted, worker killed before it
   claimed the rows); while the queue holds messages the rows wait their turn;
 * ``pending`` for longer than ``PENDING_TIMEOUT`` seconds and unclaimed (the
-  backstop when the queue's depth cannot be read, and in-process mode);
+  backstop when the queue's depth cannot be read, with Django's tasks framework,
+  and in-process mode);
 * ``failed`` for a reason that may pass (retries ran out while storage or the
   database was away; the error starts with ``TRANSIENT_PREFIX``);
 * embedded by another encoder than the configured one.
@@ -34,7 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .dispatch import queue_depth, request_embedding, use_queue
+from .dispatch import CELERY, INLINE, engine, queue_depth, request_embedding
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, models_with_embeddings
 from .pipeline import TRANSIENT_PREFIX, lease_until
 
@@ -114,7 +115,7 @@ class SweepReport:
 
     def __str__(self) -> str:
         parts = [f"{label}: {n} queued" for label, n in self.queued.items()]
-        parts += [f"{label}: {n} not sent (broker unreachable)" for label, n in self.unsent.items()]
+        parts += [f"{label}: {n} not sent (queue unreachable)" for label, n in self.unsent.items()]
         return "; ".join(parts) or "nothing due"
 
 
@@ -124,14 +125,16 @@ def sweep(
     pending_timeout: float | None = None,
     limit: int | None = None,
 ) -> SweepReport:
-    """Queue every due row again (through the broker, or in-process without one).
+    """Queue every due row again (through the background engine, or in-process without one).
 
     Due rows are first marked sent (``pending``, lease ``LEASE`` seconds from now);
     rows whose work cannot be sent lose that lease, so the next sweep tries again.
     """
     report = SweepReport()
-    queued = use_queue()
-    depth = queue_depth() if queued else None
+    chosen = engine()
+    queued = chosen != INLINE
+    # Only Celery's broker tells a queue's depth; elsewhere PENDING_TIMEOUT is the backstop.
+    depth = queue_depth() if chosen == CELERY else None
     for model in model_list or models_with_embeddings():
         for emb in embedding_fields(model):
             condition = due_filter(emb, pending_timeout=pending_timeout, unsent=queued, queue_empty=depth == 0)

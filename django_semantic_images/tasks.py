@@ -15,51 +15,37 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any
 
 from celery import Task, shared_task
 from django.apps import apps
-from django.db import DatabaseError, InterfaceError, OperationalError
-from django.utils import timezone
+from django.db import DatabaseError
 
 from . import worker
 from .conf import semantic_settings
 from .dispatch import EMBED_TASK, SWEEP_TASK
-from .fields import EmbeddingStatus, get_embedding_field
-from .pipeline import TRANSIENT_PREFIX, TransientError, claim_rows, embed_pks, free_filter, release_rows
+from .fields import get_embedding_field
+from .pipeline import (
+    TOP_UP_BATCHES,
+    TRANSIENT_ERRORS,
+    claim_rows,
+    claim_token,
+    embed_pks,
+    mark_transient_failure,
+    release_rows,
+)
 from .sweep import sweep as run_sweep
 
 logger = logging.getLogger(__name__)
 
-#: Faults worth retrying: they may pass without anyone changing the row.
-TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError)
 MAX_RETRIES = 8
 #: Longest wait before a retry (seconds); retry n waits a random 0 .. min(2**n, BACKOFF_MAX).
 BACKOFF_MAX = 600
-#: A task embeds up to this many batches: its own rows, then other waiting rows.
-TOP_UP_BATCHES = 2
 
 
 def retry_hold(retries: int) -> float:
     """How long rows wait for retry number ``retries + 1``: its longest backoff, plus a lease."""
     return min(2**retries, BACKOFF_MAX) + semantic_settings.LEASE
-
-
-def claim_token(task_id: str | None) -> str:
-    """Names the claiming task: host, process and task id."""
-    return f"{socket.gethostname()}:{os.getpid()}:{task_id or 'local'}"[:255]
-
-
-def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
-    """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free."""
-    emb = get_embedding_field(model, field)
-    try:
-        model._default_manager.filter(
-            free_filter(emb, timezone.now()), pk__in=pks, **{emb.column("status"): EmbeddingStatus.PENDING}
-        ).update(**{emb.column("status"): EmbeddingStatus.FAILED, emb.column("error"): f"{TRANSIENT_PREFIX}{exc}"})
-    except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
-        logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
 
 
 class EmbedTask(Task):

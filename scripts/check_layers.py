@@ -25,7 +25,19 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("query", ("expressions", "query")),
     (
         "integrations",
-        ("admin", "api", "tasks", "worker", "checks", "apps", "extension", "management", "migrations", "contrib"),
+        (
+            "admin",
+            "api",
+            "tasks",
+            "task_framework",
+            "worker",
+            "checks",
+            "apps",
+            "extension",
+            "management",
+            "migrations",
+            "contrib",
+        ),
     ),
 ]
 

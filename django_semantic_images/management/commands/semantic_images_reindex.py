@@ -20,7 +20,7 @@ from django.db.models import Q
 from tqdm import tqdm
 
 from ...conf import semantic_settings
-from ...dispatch import broker_configured, enqueue
+from ...dispatch import describe_engine, send, use_queue
 from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings
 from ...pipeline import EmbedReport, embed_pks
 from ...sweep import due_filter, missing_filter, stale_filter, sweep
@@ -52,16 +52,21 @@ class Command(BaseCommand):
             default=None,
             help=f"Images per batch (default SEMANTIC_IMAGES['BATCH_SIZE'] = {semantic_settings.BATCH_SIZE}).",
         )
-        parser.add_argument("--queue", action="store_true", help="Send the rows to the Celery workers instead.")
+        parser.add_argument(
+            "--queue",
+            action="store_true",
+            help="Send the rows to the workers instead (Celery, or Django's tasks framework: see ASYNC).",
+        )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         batch_size = semantic_settings.BATCH_SIZE if opts["batch_size"] is None else opts["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        if opts["queue"] and not broker_configured():
+        if opts["queue"] and not use_queue():
             raise CommandError(
-                "No Celery broker is configured (CELERY_BROKER_URL); run without --queue to embed in this process."
+                "No Celery broker is configured (CELERY_BROKER_URL), nor a background task backend (TASKS); "
+                "run without --queue to embed in this process."
             )
         targets = self.targets(opts["model"], opts["field"])
         if opts["due"] and opts["queue"]:
@@ -165,11 +170,11 @@ class Command(BaseCommand):
             for start in range(0, len(pks), batch_size * CHUNK_BATCHES):
                 part = pks[start : start + batch_size * CHUNK_BATCHES]
                 try:
-                    tasks += enqueue(model, part, field=emb.name, force=opts["force"], batch_size=batch_size)
+                    tasks += send(model, part, field=emb.name, force=opts["force"], batch_size=batch_size)
                 except Exception as exc:  # noqa: BLE001 - any broker fault ends the command with its reason
-                    raise CommandError(f"{label}: the broker refused the work after {bar.n} rows: {exc}") from exc
+                    raise CommandError(f"{label}: the queue refused the work after {bar.n} rows: {exc}") from exc
                 bar.update(len(part))
         self.stdout.write(
-            f"{label}: {len(pks)} rows sent as {tasks} tasks to queue {semantic_settings.QUEUE!r}; "
+            f"{label}: {len(pks)} rows sent as {tasks} tasks to {describe_engine()}; "
             "`manage.py semantic_images_status` shows the workers' progress."
         )

@@ -11,7 +11,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from ...conf import semantic_settings
-from ...dispatch import use_queue
+from ...dispatch import describe_engine
 from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings
 from ...pipeline import TRANSIENT_PREFIX
 from ...sweep import due_filter, stale_filter
@@ -86,7 +86,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, model: str | None = None, json: bool = False, **opts: Any) -> None:
         model_list = [resolve_model(model)] if model else models_with_embeddings()
         data = {
-            "mode": f"queue {semantic_settings.QUEUE!r}" if use_queue() else "in-process (no broker)",
+            "mode": describe_engine(),
             "pending_timeout": semantic_settings.PENDING_TIMEOUT,
             "shared_buffers_bytes": shared_buffers(),
             "fields": [field_status(m, f) for m in model_list for f in embedding_fields(m)],

@@ -1,0 +1,129 @@
+"""Embedding and the sweep as tasks of Django's tasks framework, for sites without Celery.
+
+``django.tasks`` on Django 6 and later, else the ``django-tasks`` backport (which
+Wagtail installs). ``apps.py`` imports this module when the framework is there and
+calls :func:`register`, which hands dispatch a sender; ``ASYNC = "auto"`` then picks
+this engine when no Celery broker is configured and the default task backend
+(``TASKS["default"]``) runs tasks in the background: not ``ImmediateBackend`` or
+``DummyBackend``.
+
+``embed_rows`` claims its rows like the Celery task (one holder per row, a lease
+renewed after every batch). The framework has no retries: on a fault that may pass
+its rows are marked ``failed`` with ``TRANSIENT_PREFIX`` and the sweep sends them
+again. A bad image is marked ``failed`` once, by the pipeline, and never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import django
+from django.apps import apps
+from django.db import DatabaseError
+
+from . import worker
+from .conf import semantic_settings
+from .dispatch import DJANGO_TASKS, register_sender
+from .fields import get_embedding_field
+from .pipeline import (
+    TOP_UP_BATCHES,
+    TRANSIENT_ERRORS,
+    claim_rows,
+    claim_token,
+    embed_pks,
+    mark_transient_failure,
+    release_rows,
+)
+from .sweep import sweep as run_sweep
+
+if django.VERSION >= (6, 0):
+    from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, task, task_backends
+    from django.tasks.backends.dummy import DummyBackend
+    from django.tasks.backends.immediate import ImmediateBackend
+else:  # the backport, same API
+    from django_tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, task, task_backends  # type: ignore[assignment,no-redef]
+    from django_tasks.backends.dummy import DummyBackend  # type: ignore[assignment]
+    from django_tasks.backends.immediate import ImmediateBackend  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+#: Backends that run a task in the process that enqueues it, or never: not a background engine.
+FOREGROUND_BACKENDS = (ImmediateBackend, DummyBackend)
+
+
+@task(takes_context=True)
+def embed_rows(
+    context: TaskContext, model_label: str, pks: list[str], field: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Embed ``model_label`` rows ``pks`` (plus other waiting rows, to fill a batch)."""
+    model = apps.get_model(model_label)
+    if worker.state["threads"] is None and runs_in_background():  # a worker process: size torch once
+        worker.state["threads"] = worker.configure_threads(1)
+    # Load the models before claiming: a new worker's first task does not spend its lease waiting.
+    get_embedding_field(model, field).get_encoder().ensure_loaded()
+    token = claim_token(f"tasks-{context.task_result.id}")
+    room = max(0, TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks))
+    claimed = claim_rows(model, pks, token, field=field, top_up=room, force=force)
+    try:
+        report = embed_pks(model, claimed, field=field, force=force, claim=token)
+    except TRANSIENT_ERRORS as exc:  # no retries here: the sweep sends these rows again
+        _release(model, claimed, token, field)
+        mark_transient_failure(model, claimed, field, exc)
+        raise
+    except Exception:
+        _release(model, claimed, token, field, hold=semantic_settings.PENDING_TIMEOUT)
+        raise
+    _release(model, claimed, token, field)
+    return {
+        "embedded": [str(pk) for pk in report.embedded],
+        "skipped": [str(pk) for pk in report.skipped],
+        "failed": {str(pk): reason for pk, reason in report.failed.items()},
+    }
+
+
+def _release(model: Any, pks: list[Any], token: str, field: str | None, hold: float | None = None) -> None:
+    try:
+        release_rows(model, pks, token, field=field, hold=hold)
+    except DatabaseError as exc:  # the claim's lease runs out by itself
+        logger.warning("Could not release %s %s: %s", model._meta.label, pks, exc)
+
+
+@task
+def sweep(pending_timeout: float | None = None) -> dict[str, int]:
+    """Send again rows whose work was lost, failed for a passing reason, or came from another encoder."""
+    return run_sweep(pending_timeout=pending_timeout).queued
+
+
+def queue_name(backend: Any) -> str:
+    """``QUEUE`` when the backend accepts it (listed in its ``QUEUES``, or no list), else its default queue."""
+    wanted = semantic_settings.QUEUE
+    return wanted if not backend.queues or wanted in backend.queues else DEFAULT_TASK_QUEUE_NAME
+
+
+def runs_in_background() -> bool:
+    """Does the default task backend run tasks outside the process that enqueues them?"""
+    try:
+        backend = task_backends["default"]
+    except Exception:  # noqa: BLE001 - a broken TASKS setting: not an engine to choose by itself
+        logger.exception("The default task backend could not be loaded.")
+        return False
+    return not isinstance(backend, FOREGROUND_BACKENDS)
+
+
+class TaskFrameworkSender:
+    """Dispatch's sender for ``ASYNC`` ``"django_tasks"``: tasks on the default task backend."""
+
+    def background(self) -> bool:
+        return runs_in_background()
+
+    def send(self, model_label: str, chunks: list[list[str]], *, field: str | None, force: bool) -> int:
+        queued = embed_rows.using(queue_name=queue_name(embed_rows.get_backend()))
+        for chunk in chunks:
+            queued.enqueue(model_label, chunk, field=field, force=force)
+        return len(chunks)
+
+
+def register() -> None:
+    """Offer this engine to dispatch (``apps.py`` calls it at ready)."""
+    register_sender(DJANGO_TASKS, TaskFrameworkSender())
