@@ -226,3 +226,26 @@ def test_rest_similar_to_a_pending_wagtail_image_is_409(api, make_image, sample_
     response = api.get(similar_url(pending.pk))
     assert response.status_code == 409
     assert "has not been embedded yet (status: pending)" in response.json()["detail"]
+
+
+def test_a_public_rule_as_docs_wagtail_md_shows_it(make_image, embed, sample_paths):
+    """docs/wagtail.md: override ``get_queryset()`` to search what Wagtail's public API shows."""
+    from rest_framework.test import APIRequestFactory
+    from wagtail.api.v2.utils import get_restricted_collection_ids
+    from wagtail.images import get_image_model
+
+    from django_semantic_images.contrib.wagtail.search_api import WagtailImageSearchViewSet
+
+    class PublicImageSearchViewSet(WagtailImageSearchViewSet):
+        def get_queryset(self):
+            return get_image_model().objects.exclude(collection__in=get_restricted_collection_ids(self.request))
+
+    private = Collection.get_first_root_node().add_child(name="Members only")
+    CollectionViewRestriction.objects.create(collection=private, restriction_type=CollectionViewRestriction.LOGIN)
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=private)
+    public = [make_image(sample_paths[stem], f"IMG_{i}") for i, stem in enumerate(("coffee", "horse"), start=2)]
+    embed(cat, *public)
+    view = PublicImageSearchViewSet.as_view({"get": "search"})
+    response = view(APIRequestFactory().get(SEARCH, {"q": "a cat"}))
+    assert response.status_code == 200
+    assert {row["id"] for row in response.data["results"]} == {image.pk for image in public}  # not the cat
