@@ -36,7 +36,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from ..conf import semantic_settings
-from ..fields import EmbeddingStatus, get_embedding_field
+from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
@@ -186,9 +186,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     def page_response(self, queryset: QuerySet) -> Response:
         """One page of ``queryset`` (ranked or not) through the result serializer."""
-        if self.defer_vectors:
-            field = get_embedding_field(queryset.model, self.embedding_field)
-            queryset = queryset.defer(field.visual_field, field.semantic_field)
+        path = embedding_path(queryset.model, self.embedding_field)
+        if self.defer_vectors and not path.prefix:  # vectors in a joined table are not selected
+            queryset = queryset.defer(path.field.visual_field, path.field.semantic_field)
         try:
             page = self.paginate_queryset(queryset)
             data = self.get_result_serializer(page if page is not None else queryset, many=True).data
@@ -255,9 +255,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         image itself is left out.
         """
         anchor = self.get_anchor()
-        field = get_embedding_field(type(anchor), self.embedding_field)
-        if getattr(anchor, field.visual_field) is None:
-            raise NotEmbeddedYet(not_embedded_message(anchor, field.name))
+        path = embedding_path(type(anchor), self.embedding_field)
+        if path.value(anchor, "visual") is None:
+            raise NotEmbeddedYet(not_embedded_message(anchor, path))
         ranked = self.searchable_queryset().similar_to(anchor, field=self.embedding_field)
         return self.page_response(ranked)
 
@@ -278,16 +278,20 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         return anchor
 
 
-def not_embedded_message(instance: Model, field_name: str) -> str:
-    """Why ``instance`` has no visual vector: still pending, or failed (with the pipeline's reason)."""
-    info = getattr(instance, field_name)
+def not_embedded_message(instance: Model, path: EmbeddingPath) -> str:
+    """Why ``instance`` has no visual vector: still pending, or failed (with the pipeline's reason).
+
+    ``path`` finds the vectors on the instance or across a one-to-one (a Wagtail image's
+    ``semantic_vectors``); a missing row of vectors counts as pending.
+    """
+    status = path.value(instance, "status") or EmbeddingStatus.PENDING
     name = f"{str(instance._meta.verbose_name).capitalize()} {instance.pk}"
-    if info.status == EmbeddingStatus.FAILED:
-        reason = info.error or "no reason was recorded"
+    if status == EmbeddingStatus.FAILED:
+        reason = path.value(instance, "error") or "no reason was recorded"
         return f"{name} could not be embedded (status: failed): {reason}"
-    if info.status == EmbeddingStatus.PENDING:
+    if status == EmbeddingStatus.PENDING:
         return f"{name} has not been embedded yet (status: pending); try again shortly."
-    return f"{name} has no visual vector (status: {info.status})."
+    return f"{name} has no visual vector (status: {status})."
 
 
 def filterset_param_names(filterset_class: Any) -> list[str]:

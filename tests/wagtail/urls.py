@@ -1,6 +1,23 @@
 from django.urls import include, path
+from rest_framework.routers import DefaultRouter
 from wagtail.admin import urls as wagtailadmin_urls
+from wagtail.api.v2.router import WagtailAPIRouter
 
+from django_semantic_images.contrib.wagtail.api import SemanticImagesAPIViewSet
+from django_semantic_images.contrib.wagtail.search_api import WagtailImageSearchViewSet
 from example_project.urls import urlpatterns as example_urlpatterns
 
-urlpatterns = [path("cms/", include(wagtailadmin_urls)), *example_urlpatterns]
+# Wagtail's images API v2, ranked by ?semantic= and ?similar_to= (docs/wagtail.md, "Frontends").
+wagtail_api = WagtailAPIRouter("wagtailapi")
+wagtail_api.register_endpoint("images", SemanticImagesAPIViewSet)
+
+# The package's REST search API over the Wagtail images the caller may choose.
+search_api = DefaultRouter()
+search_api.register("images", WagtailImageSearchViewSet, basename="wagtail-image-search")
+
+urlpatterns = [
+    path("cms/", include(wagtailadmin_urls)),
+    path("api/v2/", wagtail_api.urls),
+    path("api/wagtail/", include(search_api.urls)),
+    *example_urlpatterns,
+]

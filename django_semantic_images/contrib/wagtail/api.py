@@ -1,0 +1,121 @@
+"""Wagtail's images API v2 (``/api/v2/images/``), ranked by meaning or by likeness.
+
+Register :class:`SemanticImagesAPIViewSet` in the site's API router instead of Wagtail's
+``ImagesAPIViewSet``:
+
+.. code-block:: python
+
+    api_router.register_endpoint("images", SemanticImagesAPIViewSet)
+
+``?semantic=a red bicycle`` ranks the listing by meaning, ``?similar_to=<id>`` by likeness to
+that image; each item's ``meta.score`` is ``1 - cosine distance``. Both start from the
+endpoint's own queryset (Wagtail's: every image outside the collections that a view
+restriction hides from this request), after Wagtail's field filters (``?title=``, ``?tags=``).
+:class:`SemanticFilter` is the filter backend, for a site's own ``ImagesAPIViewSet`` subclass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model, QuerySet
+from rest_framework.exceptions import ValidationError
+from rest_framework.fields import Field, SkipField
+from rest_framework.filters import BaseFilterBackend
+from wagtail.api import APIField
+from wagtail.api.v2.filters import FieldsFilter, OrderingFilter, SearchFilter
+from wagtail.api.v2.utils import BadRequestError
+from wagtail.images.api.v2.views import ImagesAPIViewSet
+
+from ...api.querystring import INTEGER, ensure_utf8
+from ...api.serializers import SearchTextField
+from ...fields import EmbeddingStatus, embedding_path
+from ...query import searchable
+
+SEMANTIC = "semantic"
+SIMILAR_TO = "similar_to"
+#: Parameters that cannot be combined with a ranking: both would reorder the results.
+CONFLICTS = ("order", "search")
+
+
+class SemanticFilter(BaseFilterBackend):
+    """Rank the listing by meaning (``?semantic=words``) or by likeness to a visible image
+    (``?similar_to=id``). Images without vectors are left out of a ranked listing.
+
+    Put it after ``FieldsFilter`` and before ``OrderingFilter`` and ``SearchFilter``; errors are
+    Wagtail's ``BadRequestError`` (a 400 with ``{"message": ...}`` naming the parameter).
+    """
+
+    def filter_queryset(self, request: Any, queryset: QuerySet, view: Any) -> QuerySet:
+        given = [name for name in (SEMANTIC, SIMILAR_TO) if name in request.GET]
+        if not given:
+            return queryset
+        if len(given) > 1:
+            raise BadRequestError(f"{SEMANTIC} and {SIMILAR_TO} cannot be combined; give one of them")
+        name = given[0]
+        for other in CONFLICTS:
+            if other in request.GET:
+                raise BadRequestError(f"{name} cannot be combined with {other}; results are ranked by {name}")
+        values = request.GET.getlist(name)
+        if len(values) > 1:
+            raise BadRequestError(f"{name} must be given once; it was given {len(values)} times")
+        if name == SEMANTIC:
+            return searchable(queryset).semantic_search(semantic_words(request))
+        anchor = similar_anchor(view, values[0])
+        return searchable(queryset).similar_to(anchor)
+
+
+def semantic_words(request: Any) -> str:
+    """The words of ``?semantic=``: not blank, valid UTF-8, within ``MAX_QUERY_LENGTH``."""
+    try:
+        ensure_utf8(request)
+    except ValidationError:
+        raise BadRequestError(f"{SEMANTIC} is not valid UTF-8; percent-encode UTF-8 bytes") from None
+    try:
+        return str(SearchTextField().run_validation(request.GET[SEMANTIC]))
+    except ValidationError as exc:
+        detail = exc.detail[0] if isinstance(exc.detail, list) else exc.detail
+        raise BadRequestError(f"{SEMANTIC} error: {detail}") from None
+
+
+def similar_anchor(view: Any, raw: str) -> Model:
+    """The image of ``?similar_to=``, looked up in the endpoint's queryset only: an image this
+    request may not see answers exactly like one that does not exist."""
+    if INTEGER.fullmatch(raw) is None or int(raw) < 1:
+        raise BadRequestError(f"{SIMILAR_TO} must be a positive integer")
+    queryset = view.get_queryset()
+    anchor = queryset.filter(pk=int(raw)).first()
+    if anchor is None:
+        raise BadRequestError(f"{SIMILAR_TO} image doesn't exist")
+    path = embedding_path(type(anchor))
+    if path.value(anchor, "visual") is None:
+        status = path.value(anchor, "status") or EmbeddingStatus.PENDING
+        raise BadRequestError(f"{SIMILAR_TO} image has no vectors yet (status: {status}); try again later")
+    return anchor
+
+
+class ScoreField(Field):
+    """``meta.score``: ``1 - cosine distance`` in a ranked listing; left out otherwise."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("read_only", True)
+        super().__init__(**kwargs)
+
+    def get_attribute(self, instance: Any) -> Any:
+        if getattr(instance, "score", None) is None:
+            raise SkipField
+        return instance.score
+
+    def to_representation(self, value: Any) -> float:
+        return round(float(value), 6)
+
+
+class SemanticImagesAPIViewSet(ImagesAPIViewSet):
+    """Wagtail's images endpoint with ``?semantic=`` and ``?similar_to=``; ``meta.score`` on a
+    ranked listing. Everything else (``fields``, ``limit``, ``offset``, field filters,
+    ``order`` and ``search`` without a ranking, detail and find views) is Wagtail's."""
+
+    filter_backends = [FieldsFilter, SemanticFilter, OrderingFilter, SearchFilter]
+    known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
+    meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
+    listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]

@@ -1,0 +1,67 @@
+"""The package's REST search API (``SemanticSearchViewSet``) over Wagtail's images, with
+Wagtail's collection permissions.
+
+.. code-block:: python
+
+    from rest_framework.routers import DefaultRouter
+    from django_semantic_images.contrib.wagtail.search_api import WagtailImageSearchViewSet
+
+    router = DefaultRouter()
+    router.register("images", WagtailImageSearchViewSet, basename="wagtail-image-search")
+
+gives ``images/search/?q=words``, ``POST images/search/`` (a photo) and
+``images/{id}/similar/``, over the images the caller may choose in Wagtail's admin: those in
+the collections their groups may choose from (all for a superuser, none for an anonymous
+caller). Override ``get_queryset()`` for another rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from wagtail.images import get_image_model
+from wagtail.images.exceptions import InvalidFilterSpecError
+from wagtail.images.models import SourceImageIOError
+from wagtail.permissions import policy_registry
+
+from ...api import SemanticResultSerializer, SemanticSearchViewSet
+
+
+class WagtailImageResultSerializer(SemanticResultSerializer):
+    """A Wagtail image found by a search: id, title, description, score, the original file's
+    URL and a rendition's (``thumbnail_spec``, a Wagtail filter spec; None for no thumbnail)."""
+
+    thumbnail_spec: str | None = "max-400x400"
+
+    class Meta:
+        model = get_image_model()
+        fields = ["id", "title", "description", "score", "image_url", "thumbnail_url"]
+        read_only_fields = fields
+
+    def get_image_url(self, obj: Any) -> str | None:
+        return self.file_url(obj.file)
+
+    def get_thumbnail_url(self, obj: Any) -> str | None:
+        if not self.thumbnail_spec:
+            return None
+        try:
+            rendition = obj.get_rendition(self.thumbnail_spec)
+        except (SourceImageIOError, InvalidFilterSpecError, OSError):  # a lost or unreadable file
+            return None
+        return self.file_url(rendition.file)
+
+
+class WagtailImageSearchViewSet(SemanticSearchViewSet):
+    """Search by words, by a photo and by likeness over the Wagtail images the caller may see:
+    ``permission_policy.instances_user_has_any_permission_for(user, actions)``."""
+
+    queryset = get_image_model().objects.all()
+    serializer_class = WagtailImageResultSerializer
+    #: The collection permissions that let a user find an image (any of them).
+    collection_actions: tuple[str, ...] = ("choose",)
+
+    def get_queryset(self) -> QuerySet:
+        model = get_image_model()
+        policy = policy_registry.get_by_type(model)
+        return policy.instances_user_has_any_permission_for(self.request.user, list(self.collection_actions))

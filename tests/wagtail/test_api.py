@@ -1,0 +1,251 @@
+"""Frontends: Wagtail's images API v2 ranked by ``?semantic=`` / ``?similar_to=``, and the
+package's REST search API over Wagtail images with Wagtail's collection permissions."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image, ImageOps
+from rest_framework.test import APIClient
+from wagtail.models import Collection, CollectionViewRestriction
+
+from tests.conftest import image_bytes
+from tests.wagtail.test_search import editor_of
+
+pytestmark = pytest.mark.django_db
+
+V2 = "/api/v2/images/"
+SEARCH = "/api/wagtail/images/search/"
+
+
+def similar_url(pk: object) -> str:
+    return f"/api/wagtail/images/{pk}/similar/"
+
+
+@pytest.fixture
+def api() -> APIClient:
+    cache.clear()  # throttle history
+    return APIClient()
+
+
+def v2(api: APIClient, **params) -> dict:
+    response = api.get(V2, params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def item_ids(body: dict) -> list[int]:
+    return [item["id"] for item in body["items"]]
+
+
+def result_ids(response) -> list[int]:
+    assert response.status_code == 200, response.content
+    return [row["id"] for row in response.json()["results"]]
+
+
+# -- Wagtail's images API v2 --------------------------------------------------------------
+
+
+def test_v2_semantic_ranks_the_cat_first_with_a_score(api, sample_images):
+    body = v2(api, semantic="a cat")
+    assert item_ids(body)[0] == sample_images["chelsea"].pk
+    assert body["meta"]["total_count"] == len(sample_images)
+    scores = [item["meta"]["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
+    assert set(body["items"][0]) == {"id", "meta", "title"}
+    assert set(body["items"][0]["meta"]) == {"type", "detail_url", "tags", "download_url", "score"}
+    assert item_ids(v2(api, semantic="a cup of coffee"))[0] == sample_images["coffee"].pk
+    # The plain listing is Wagtail's: by id, no score.
+    plain = v2(api)
+    assert item_ids(plain) == sorted(image.pk for image in sample_images.values())
+    assert all("score" not in item["meta"] for item in plain["items"])
+
+
+def test_v2_keeps_wagtails_other_parameters(api, sample_images):
+    ranked = item_ids(v2(api, semantic="a cat"))
+    assert item_ids(v2(api, semantic="a cat", limit=2, offset=1)) == ranked[1:3]
+    assert v2(api, semantic="a cat", limit=2)["meta"]["total_count"] == len(sample_images)
+    body = v2(api, semantic="a cat", fields="_,id,score")
+    assert item_ids(body) == ranked and set(body["items"][0]) == {"id", "meta"}
+    assert set(body["items"][0]["meta"]) == {"score"}
+    assert "title" not in v2(api, semantic="a cat", fields="-title")["items"][0]
+    # Field filters narrow what is ranked.
+    assert item_ids(v2(api, semantic="a cat", title="IMG_0001")) == [sample_images["coffee"].pk]
+    sample_images["coffee"].tags.add("drink")
+    sample_images["rocket"].tags.add("drink")
+    assert item_ids(v2(api, semantic="a cup of coffee", tags="drink")) == [
+        sample_images["coffee"].pk,
+        sample_images["rocket"].pk,
+    ]
+    # Without a ranking, order and search are Wagtail's.
+    titles = [item["title"] for item in v2(api, order="-title")["items"]]
+    assert titles == sorted(titles, reverse=True)
+    assert item_ids(v2(api, search="IMG_0002")) == [sample_images["rocket"].pk]
+
+
+def test_v2_similar_to_ranks_by_likeness_and_leaves_the_image_out(api, sample_images):
+    cat = sample_images["chelsea"]
+    body = v2(api, similar_to=cat.pk)
+    assert cat.pk not in item_ids(body) and len(body["items"]) == len(sample_images) - 1
+    scores = [item["meta"]["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert item_ids(v2(api, similar_to=cat.pk, limit=1)) == item_ids(body)[:1]
+
+
+def test_v2_respects_collection_view_restrictions_and_hidden_answers_like_missing(
+    api, make_image, embed, sample_paths, django_user_model
+):
+    root = Collection.get_first_root_node()
+    private = root.add_child(name="Members only")
+    CollectionViewRestriction.objects.create(collection=private, restriction_type=CollectionViewRestriction.LOGIN)
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=private)
+    others = [make_image(sample_paths[stem], f"IMG_{i}") for i, stem in enumerate(("coffee", "rocket"), start=2)]
+    embed(cat, *others)
+    found = item_ids(v2(api, semantic="a cat"))
+    assert cat.pk not in found and set(found) == {image.pk for image in others}
+    hidden, missing = api.get(V2, {"similar_to": cat.pk}), api.get(V2, {"similar_to": cat.pk + 1000})
+    assert hidden.status_code == missing.status_code == 400
+    assert hidden.json() == missing.json() == {"message": "similar_to image doesn't exist"}
+    api.force_login(django_user_model.objects.create_user("member", "m@example.com", "password"))
+    assert item_ids(v2(api, semantic="a cat"))[0] == cat.pk
+    assert set(item_ids(v2(api, similar_to=cat.pk))) == {image.pk for image in others}
+
+
+ONCE = "semantic must be given once; it was given 2 times"
+RANKED = "{} cannot be combined with {}; results are ranked by {}"
+NOT_INTEGER = "similar_to must be a positive integer"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"semantic": ""}, "semantic error: The search text is empty."),
+        ({"semantic": " \u200b "}, "semantic error: The search text is empty."),
+        ({"semantic": "x" * 5000}, "semantic error: The search text is longer than"),
+        ({"semantic": ["a cat", "a dog"]}, ONCE),
+        ({"semantic": "a cat", "order": "title"}, RANKED.format("semantic", "order", "semantic")),
+        ({"semantic": "a cat", "order": "random"}, RANKED.format("semantic", "order", "semantic")),
+        ({"semantic": "a cat", "search": "cat"}, RANKED.format("semantic", "search", "semantic")),
+        ({"semantic": "a cat", "similar_to": "1"}, "semantic and similar_to cannot be combined; give one of them"),
+        ({"similar_to": ""}, NOT_INTEGER),
+        ({"similar_to": "abc"}, NOT_INTEGER),
+        ({"similar_to": "0"}, NOT_INTEGER),
+        ({"similar_to": "-3"}, NOT_INTEGER),
+        ({"similar_to": "\u0661"}, NOT_INTEGER),  # an Arabic-Indic digit one
+        ({"similar_to": "1.0"}, NOT_INTEGER),
+        ({"similar_to": "99999999999999999999999"}, "similar_to image doesn't exist"),
+        ({"similar_to": "1", "search": "x"}, RANKED.format("similar_to", "search", "similar_to")),
+        # Wagtail's own checks still answer with their messages.
+        ({"semantic": "a cat", "limit": "many"}, "limit must be a positive integer"),
+        ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
+        ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
+    ],
+)
+def test_v2_bad_parameters_are_400_naming_them(api, params, message):
+    response = api.get(V2, params)
+    assert response.status_code == 400, response.content
+    assert response.json()["message"].startswith(message)
+
+
+def test_v2_bad_utf8_and_pending_anchor_are_400(api, make_image, sample_paths):
+    response = api.generic("GET", V2 + "?semantic=%ff%fe")
+    assert response.status_code == 400 and "semantic" in response.json()["message"]
+    pending = make_image(sample_paths["coffee"], "IMG_0009")  # its vectors are not made
+    response = api.get(V2, {"similar_to": pending.pk})
+    assert response.status_code == 400
+    assert response.json() == {"message": "similar_to image has no vectors yet (status: pending); try again later"}
+
+
+# -- the package's REST search API over Wagtail images ---------------------------------------
+
+
+@pytest.fixture
+def two_collections(make_image, embed, sample_paths, django_user_model):
+    """A cat in Pets, three other photos in Products, and an editor of each collection."""
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
+    others = [
+        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
+        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
+    ]
+    embed(cat, *others)
+    return {
+        "cat": cat,
+        "others": others,
+        "pets_editor": editor_of(pets, django_user_model, "pets"),
+        "products_editor": editor_of(products, django_user_model, "products"),
+    }
+
+
+def test_rest_search_over_wagtail_images_never_shows_another_groups_collection(api, two_collections):
+    cat, others = two_collections["cat"], two_collections["others"]
+    api.force_login(two_collections["products_editor"])
+    found = result_ids(api.get(SEARCH, {"q": "a cat"}))
+    assert cat.pk not in found and set(found) == {image.pk for image in others}
+    assert cat.pk not in result_ids(api.get("/api/wagtail/images/"))
+    assert cat.pk not in result_ids(api.get(similar_url(others[0].pk)))
+    # Similar to the hidden cat answers exactly like an image that does not exist.
+    hidden, missing = api.get(similar_url(cat.pk)), api.get(similar_url(cat.pk + 1000))
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json() == missing.json()
+    api.force_login(two_collections["pets_editor"])
+    assert result_ids(api.get(SEARCH, {"q": "a cat"})) == [cat.pk]
+    assert result_ids(api.get(similar_url(cat.pk))) == []  # nothing else in Pets
+    assert api.get(similar_url(others[0].pk)).json() == missing.json()
+
+
+def test_rest_search_over_wagtail_images_shows_anonymous_callers_nothing(api, two_collections):
+    assert result_ids(api.get(SEARCH, {"q": "a cat"})) == []
+    missing = api.get(similar_url(10**6))
+    hidden = api.get(similar_url(two_collections["cat"].pk))
+    assert hidden.status_code == missing.status_code == 404 and hidden.json() == missing.json()
+
+
+def test_rest_search_result_fields_and_search_by_photo(api, two_collections, sample_paths, django_user_model):
+    api.force_login(django_user_model.objects.create_superuser("admin", "admin@example.com", "password"))
+    response = api.get(SEARCH, {"q": "a cat", "limit": 2})
+    first = response.json()["results"][0]
+    assert first["id"] == two_collections["cat"].pk
+    assert set(first) == {"id", "title", "description", "score", "image_url", "thumbnail_url"}
+    assert first["image_url"].startswith("http://testserver/media/original_images/")
+    assert first["thumbnail_url"].startswith("http://testserver/media/images/")
+    flipped = ImageOps.mirror(Image.open(sample_paths["astronaut"]).convert("RGB"))
+    upload = SimpleUploadedFile("query.jpg", image_bytes(flipped), "image/jpeg")
+    found = result_ids(api.post(SEARCH + "?limit=2", {"image": upload}, format="multipart"))
+    assert found[0] == two_collections["others"][2].pk
+    # The package's strict parameters hold here too.
+    response = api.get(SEARCH, {"q": "a cat", "limit": "2.0"})
+    assert response.status_code == 400 and "limit" in response.json()
+
+
+def test_rest_similar_to_a_pending_wagtail_image_is_409(api, make_image, sample_paths, django_user_model):
+    api.force_login(django_user_model.objects.create_superuser("admin", "admin@example.com", "password"))
+    pending = make_image(sample_paths["coffee"], "IMG_0009")
+    response = api.get(similar_url(pending.pk))
+    assert response.status_code == 409
+    assert "has not been embedded yet (status: pending)" in response.json()["detail"]
+
+
+def test_a_public_rule_as_docs_wagtail_md_shows_it(make_image, embed, sample_paths):
+    """docs/wagtail.md: override ``get_queryset()`` to search what Wagtail's public API shows."""
+    from rest_framework.test import APIRequestFactory
+    from wagtail.api.v2.utils import get_restricted_collection_ids
+    from wagtail.images import get_image_model
+
+    from django_semantic_images.contrib.wagtail.search_api import WagtailImageSearchViewSet
+
+    class PublicImageSearchViewSet(WagtailImageSearchViewSet):
+        def get_queryset(self):
+            return get_image_model().objects.exclude(collection__in=get_restricted_collection_ids(self.request))
+
+    private = Collection.get_first_root_node().add_child(name="Members only")
+    CollectionViewRestriction.objects.create(collection=private, restriction_type=CollectionViewRestriction.LOGIN)
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=private)
+    public = [make_image(sample_paths[stem], f"IMG_{i}") for i, stem in enumerate(("coffee", "horse"), start=2)]
+    embed(cat, *public)
+    view = PublicImageSearchViewSet.as_view({"get": "search"})
+    response = view(APIRequestFactory().get(SEARCH, {"q": "a cat"}))
+    assert response.status_code == 200
+    assert {row["id"] for row in response.data["results"]} == {image.pk for image in public}  # not the cat
