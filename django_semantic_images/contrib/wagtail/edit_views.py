@@ -79,17 +79,23 @@ class SemanticImageEditView(EditView):
         listing does (collections the editor's groups may change or delete in)."""
         return self.permission_policy.instances_user_has_any_permission_for(self.request.user, list(VISIBLE_WITH))
 
-    def similar_images(self) -> list[Any] | None:
-        """The images nearest to this one among :meth:`visible_images`, nearest first (through
-        the HNSW index of the visual vectors); None while this one has no vectors."""
+    def nearest_images(self) -> models.QuerySet | None:
+        """:meth:`visible_images` ranked by visual likeness to this one, nearest first, each with
+        ``distance`` and ``score`` (sliced, it reads the HNSW index of the visual vectors); None
+        while this image has no vectors."""
         if not embedding_state(self.object).is_embedded:
             return None
         try:
-            nearest = similar_to(self.visible_images(), self.object)
-        except ValueError:  # embedded, yet no visual vector (a text-only encoder)
+            return similar_to(self.visible_images(), self.object)
+        except ValueError:  # embedded, yet without a visual vector
             return None
-        nearest = nearest.prefetch_renditions(self.similar_images_rendition)
-        return list(nearest[: self.similar_images_count])
+
+    def similar_images(self) -> list[Any] | None:
+        """The panel's images: the first :attr:`similar_images_count` of :meth:`nearest_images`."""
+        nearest = self.nearest_images()
+        if nearest is None:
+            return None
+        return list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
