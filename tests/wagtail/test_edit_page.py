@@ -64,7 +64,8 @@ def test_panel_lists_the_nearest_images_first(superuser_client, sample_images, m
     html = response.content.decode()
     assert reverse("wagtailimages:edit", args=(other_cat.pk,)) in html  # each links to its edit page
     assert html.count('class="image-choice"') == len(similar)
-    assert 'data-embedding-status="embedded"' in html
+    assert 'data-embedding-state="embedded"' in html
+    assert '<a href="#semantic-images" data-embedding-status="embedded">Embedded</a>' in html  # beside the stats
     # Another image's page ranks its own neighbours.
     assert edit_page(superuser_client, horse).context["similar_images"][0] != other_cat
 
@@ -100,7 +101,7 @@ def test_pending_image_says_so(superuser_client, sample_images, make_image, samp
     response = edit_page(superuser_client, waiting)
     assert response.context["similar_images"] is None
     html = response.content.decode()
-    assert 'data-embedding-status="pending"' in html and 'data-similar-images="none"' in html
+    assert 'data-embedding-state="pending"' in html and 'data-similar-images="none"' in html
     assert "waiting to be embedded" in html and "data-embedding-error" not in html
 
 
@@ -119,7 +120,7 @@ def test_failed_image_shows_the_reason(superuser_client, sample_images, make_ima
     error = ImageVectors.objects.get(pk=lost.pk).embedding.error
     assert error
     html = edit_page(superuser_client, lost).content.decode()
-    assert 'data-embedding-status="failed"' in html and 'data-similar-images="none"' in html
+    assert 'data-embedding-state="failed"' in html and 'data-similar-images="none"' in html
     assert f"<span data-embedding-error>{escape(error)}</span>" in html
     assert "embedding it failed" in html
 

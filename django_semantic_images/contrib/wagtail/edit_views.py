@@ -92,7 +92,7 @@ class SemanticImageEditView(EditView):
 
     def similar_images(self) -> list[Any] | None:
         """The panel's images: the first :attr:`similar_images_count` of :meth:`nearest_images`."""
-        nearest = self.nearest_images()
+        nearest: Any = self.nearest_images()  # Wagtail's ImageQuerySet (prefetch_renditions)
         if nearest is None:
             return None
         return list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
