@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.urls import include, path
 from wagtail import hooks
 
+from . import edit_views
 from .views import SemanticImageIndexView, chooser_viewset
 
 
@@ -27,4 +28,5 @@ def register_admin_urls() -> list:
     return [
         path("images/", include((listing, "semantic_images_wagtail"))),
         path("images/chooser/", include((choosing, "semantic_images_wagtail_chooser"))),
+        path("images/", include((edit_views.urlpatterns(), edit_views.NAMESPACE))),
     ]

@@ -1,0 +1,136 @@
+"""An image's edit page in Wagtail's admin, with its embedding state and its nearest images.
+
+``SemanticImageEditView`` is Wagtail's own ``EditView`` with more context for its template (which
+extends Wagtail's ``wagtailimages/images/edit.html``): the state of the image's vectors (pending,
+embedded, failed with the reason), the images nearest to it by visual likeness among those the
+editor may see, and the URL of the *Re-embed* button. ``ReembedView`` answers that button (POST
+only): it marks the image pending and queues it, like an upload. ``wagtail_hooks`` serves both on
+Wagtail's paths (``images/<id>/``) and ``images/<id>/reembed/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.db import models
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.translation import gettext as _
+from django.views import View
+from wagtail.admin import messages
+from wagtail.images import get_image_model
+from wagtail.images.views.images import EditView
+from wagtail.permissions import policy_registry
+
+from ...fields import EmbeddingStatus
+from ...query import similar_to
+from .models import RELATED_NAME
+from .signals import request_embedding
+
+#: The URL namespace of these views (``semantic_images_wagtail_edit:reembed``).
+NAMESPACE = "semantic_images_wagtail_edit"
+#: The permissions that let an editor see an image in the panel: the Images listing's (an image
+#: there links to its edit page, as each one in the panel does).
+VISIBLE_WITH = ("change", "delete")
+
+
+@dataclass(frozen=True)
+class EmbeddingState:
+    """What the edit page says about an image's vectors."""
+
+    status: str
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return str(EmbeddingStatus(self.status).label)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.status == EmbeddingStatus.EMBEDDED
+
+
+def embedding_state(image: models.Model) -> EmbeddingState:
+    """The state of ``image``'s vectors; an image without a row yet (uploaded before the app was
+    installed) is pending, as ``semantic_images_reindex`` would make it."""
+    try:
+        field = getattr(image, RELATED_NAME).embedding
+    except ObjectDoesNotExist:
+        return EmbeddingState(EmbeddingStatus.PENDING)
+    return EmbeddingState(field.status or EmbeddingStatus.PENDING, field.error or "")
+
+
+class SemanticImageEditView(EditView):
+    """Wagtail's image edit page, plus the embedding state, a *Re-embed* button and the images
+    nearest to this one."""
+
+    template_name = "semantic_images_wagtail/images/edit.html"
+    #: How many similar images the panel shows.
+    similar_images_count = 12
+    #: The rendition of each thumbnail, prefetched: the Images listing's, so it is reused (the
+    #: panel's template names the same spec).
+    similar_images_rendition = "max-165x165"
+
+    def visible_images(self) -> models.QuerySet:
+        """The images this editor may see, filtered by Wagtail's permission policy as the Images
+        listing does (collections the editor's groups may change or delete in)."""
+        return self.permission_policy.instances_user_has_any_permission_for(self.request.user, list(VISIBLE_WITH))
+
+    def nearest_images(self) -> models.QuerySet | None:
+        """:meth:`visible_images` ranked by visual likeness to this one, nearest first, each with
+        ``distance`` and ``score`` (sliced, it reads the HNSW index of the visual vectors); None
+        while this image has no vectors."""
+        if not embedding_state(self.object).is_embedded:
+            return None
+        try:
+            return similar_to(self.visible_images(), self.object)
+        except ValueError:  # embedded, yet without a visual vector
+            return None
+
+    def similar_images(self) -> list[Any] | None:
+        """The panel's images: the first :attr:`similar_images_count` of :meth:`nearest_images`."""
+        nearest: Any = self.nearest_images()  # Wagtail's ImageQuerySet (prefetch_renditions)
+        if nearest is None:
+            return None
+        return list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["embedding_state"] = embedding_state(self.object)
+        context["similar_images"] = self.similar_images()
+        context["reembed_url"] = reverse(f"{NAMESPACE}:reembed", args=(self.object.pk,))
+        return context
+
+
+class ReembedView(View):
+    """POST: mark the image's vectors pending and queue them (after the commit, through the same
+    dispatch as an upload), then go back to the edit page with a message.
+
+    Needs permission to change the image, answered as Wagtail's edit view answers: 404 for a
+    missing image; for one the user may not change, Wagtail's admin turns the ``PermissionDenied``
+    into a redirect to the dashboard with an error message (403 to a script's request). Any other
+    method answers 405.
+    """
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, image_id: int) -> HttpResponseRedirect:
+        image_model = get_image_model()
+        image = get_object_or_404(image_model, pk=image_id)
+        if not policy_registry.get_by_type(image_model).user_has_permission_for_instance(request.user, "change", image):
+            raise PermissionDenied
+        request_embedding(image.pk)
+        messages.success(request, _("Image '%(title)s' will be embedded again.") % {"title": image.title})
+        return HttpResponseRedirect(reverse("wagtailimages:edit", args=(image.pk,)))
+
+
+def urlpatterns() -> list:
+    """The edit page (on Wagtail's path, ahead of Wagtail's own) and the re-embed action, for
+    ``include((urlpatterns(), NAMESPACE))`` under ``images/``."""
+    return [
+        path("<int:image_id>/", SemanticImageEditView.as_view(), name="edit"),
+        path("<int:image_id>/reembed/", ReembedView.as_view(), name="reembed"),
+    ]

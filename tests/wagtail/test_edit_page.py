@@ -1,0 +1,260 @@
+"""An image's edit page: its embedding state, the Re-embed button and the similar images panel,
+within what the editor may see."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils.html import escape
+from PIL import Image, ImageOps
+from wagtail.images import get_image_model
+from wagtail.models import Collection, GroupCollectionPermission
+
+from django_semantic_images.contrib.wagtail.edit_views import SemanticImageEditView
+from django_semantic_images.contrib.wagtail.models import ImageVectors
+from django_semantic_images.encoders.base import l2_normalize
+from django_semantic_images.fields import EmbeddingStatus, get_embedding_field
+from django_semantic_images.pipeline import embed_pks
+
+from .test_search import editor_of
+
+pytestmark = pytest.mark.django_db
+
+
+def edit_page(client, image):
+    response = client.get(reverse("wagtailimages:edit", args=(image.pk,)))
+    assert response.status_code == 200
+    assert isinstance(response.context["view"], SemanticImageEditView)
+    return response
+
+
+def mirrored(path) -> bytes:
+    """The photo flipped left to right, as a JPEG: the same scene, other bytes."""
+    out = io.BytesIO()
+    ImageOps.mirror(Image.open(path).convert("RGB")).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def denied(response) -> bool:
+    """Wagtail's admin answer to a ``PermissionDenied``: back to the dashboard, with a message."""
+    return response.status_code == 302 and response["Location"] == reverse("wagtailadmin_home")
+
+
+def status_of(image) -> str:
+    return ImageVectors.objects.get(pk=image.pk).embedding.status
+
+
+def test_panel_lists_the_nearest_images_first(superuser_client, sample_images, make_image, embed, sample_paths):
+    cat, horse = sample_images["chelsea"], sample_images["horse"]
+    other_cat = make_image(mirrored(sample_paths["chelsea"]), "IMG_0100")
+    embed(other_cat)
+    response = edit_page(superuser_client, cat)
+    similar = response.context["similar_images"]
+    assert similar[0] == other_cat
+    assert cat not in similar and set(similar) == set(sample_images.values()) - {cat} | {other_cat}
+    assert [image.distance for image in similar] == sorted(image.distance for image in similar)
+    html = response.content.decode()
+    assert reverse("wagtailimages:edit", args=(other_cat.pk,)) in html  # each links to its edit page
+    assert html.count('class="image-choice"') == len(similar)
+    assert 'data-embedding-state="embedded"' in html
+    assert '<a href="#semantic-images" data-embedding-status="embedded">Embedded</a>' in html  # beside the stats
+    # Another image's page ranks its own neighbours.
+    assert edit_page(superuser_client, horse).context["similar_images"][0] != other_cat
+
+
+def test_panel_shows_at_most_its_count(superuser_client, sample_images, monkeypatch):
+    monkeypatch.setattr(SemanticImageEditView, "similar_images_count", 2)
+    similar = edit_page(superuser_client, sample_images["coffee"]).context["similar_images"]
+    assert len(similar) == 2
+
+
+def test_editors_never_see_another_collections_images_in_the_panel(
+    client, django_user_model, make_image, embed, sample_paths
+):
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
+    other_cat = make_image(mirrored(sample_paths["chelsea"]), "IMG_0002", collection=products)
+    mug = make_image(sample_paths["coffee"], "IMG_0003", collection=pets)
+    embed(cat, other_cat, mug)
+    client.force_login(editor_of(pets, django_user_model, "pets"))
+    response = edit_page(client, cat)
+    assert response.context["similar_images"] == [mug]
+    assert reverse("wagtailimages:edit", args=(other_cat.pk,)) not in response.content.decode()
+    # The products' editor sees the other cat's page, and the pets' images nowhere in its panel.
+    client.force_login(editor_of(products, django_user_model, "products"))
+    assert edit_page(client, other_cat).context["similar_images"] == []
+    assert "No other embedded image" in edit_page(client, other_cat).content.decode()
+    assert denied(client.get(reverse("wagtailimages:edit", args=(cat.pk,))))  # Wagtail's answer
+
+
+def test_pending_image_says_so(superuser_client, sample_images, make_image, sample_paths):
+    waiting = make_image(sample_paths["rocket"], "IMG_0200")  # not embedded yet
+    response = edit_page(superuser_client, waiting)
+    assert response.context["similar_images"] is None
+    html = response.content.decode()
+    assert 'data-embedding-state="pending"' in html and 'data-similar-images="none"' in html
+    assert "waiting to be embedded" in html and "data-embedding-error" not in html
+
+
+def test_image_without_a_row_of_vectors_is_pending(superuser_client, make_image, sample_paths):
+    image = make_image(sample_paths["rocket"], "IMG_0201")
+    ImageVectors.objects.filter(pk=image.pk).delete()  # uploaded before the app was installed
+    response = edit_page(superuser_client, get_image_model().objects.get(pk=image.pk))
+    assert response.context["embedding_state"].status == EmbeddingStatus.PENDING
+    assert response.context["similar_images"] is None
+
+
+def test_failed_image_shows_the_reason(superuser_client, sample_images, make_image, sample_paths):
+    lost = make_image(sample_paths["rocket"], "IMG_0300")
+    os.remove(lost.file.path)  # its file was lost in storage before it was embedded
+    assert list(embed_pks(ImageVectors, [lost.pk]).failed) == [lost.pk]
+    error = ImageVectors.objects.get(pk=lost.pk).embedding.error
+    assert error
+    html = edit_page(superuser_client, lost).content.decode()
+    assert 'data-embedding-state="failed"' in html and 'data-similar-images="none"' in html
+    assert f"<span data-embedding-error>{escape(error)}</span>" in html
+    assert "embedding it failed" in html
+
+
+def test_failed_upload_shows_the_reason(superuser_client, django_capture_on_commit_callbacks):
+    """An upload the pipeline cannot decode (an SVG: Wagtail accepts it, the encoder cannot read it)."""
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(
+            reverse("wagtailimages:add_multiple"),
+            {"files[]": SimpleUploadedFile("logo.svg", svg, "image/svg+xml")},
+        )
+    image = get_image_model().objects.get(pk=response.json()["image_id"])
+    vectors = ImageVectors.objects.get(pk=image.pk)
+    assert vectors.embedding.status == EmbeddingStatus.FAILED and vectors.embedding.error
+    response = edit_page(superuser_client, image)
+    assert response.context["embedding_state"].error == vectors.embedding.error
+    assert f"<span data-embedding-error>{escape(vectors.embedding.error)}</span>" in response.content.decode()
+
+
+def test_reembed_marks_pending_and_embeds(
+    superuser_client, sample_images, make_image, sample_paths, django_capture_on_commit_callbacks
+):
+    cat = sample_images["chelsea"]
+    url = reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,))
+    assert url == f"/cms/images/{cat.pk}/reembed/"
+    assert url in edit_page(superuser_client, cat).content.decode()  # the button's form
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = superuser_client.post(url)
+        assert status_of(cat) == EmbeddingStatus.PENDING
+    assert response.status_code == 302 and response["Location"] == reverse("wagtailimages:edit", args=(cat.pk,))
+    assert callbacks, "the embedding waits for the commit"
+    for callback in callbacks:
+        callback()
+    assert status_of(cat) == EmbeddingStatus.EMBEDDED
+    page = superuser_client.get(response["Location"])
+    assert "will be embedded again" in page.content.decode()  # Wagtail's message
+
+
+def test_reembed_after_the_file_is_repaired(
+    superuser_client, sample_images, make_image, sample_paths, django_capture_on_commit_callbacks
+):
+    data = sample_paths["coffee"].read_bytes()
+    broken = make_image(data, "IMG_0400")
+    os.remove(broken.file.path)
+    embed_pks(ImageVectors, [broken.pk])
+    assert status_of(broken) == EmbeddingStatus.FAILED
+    with open(broken.file.path, "wb") as stored:  # restored from a backup
+        stored.write(data)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(reverse("semantic_images_wagtail_edit:reembed", args=(broken.pk,)))
+    assert response.status_code == 302
+    vectors = ImageVectors.objects.get(pk=broken.pk)
+    assert vectors.embedding.status == EmbeddingStatus.EMBEDDED and not vectors.embedding.error
+    assert edit_page(superuser_client, broken).context["similar_images"][0] == sample_images["coffee"]
+
+
+def test_reembed_needs_post_csrf_and_change_permission(
+    client, superuser_client, django_user_model, make_image, embed, sample_paths, django_capture_on_commit_callbacks
+):
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
+    embed(cat)
+    url = reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,))
+    assert superuser_client.get(url).status_code == 405
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(django_user_model.objects.get(username="admin"))
+    assert strict.post(url).status_code == 403  # no CSRF token
+    # Another collection's editor, and one who may only choose images in this one.
+    client.force_login(editor_of(products, django_user_model, "products"))
+    assert denied(client.post(url))
+    assert client.post(url, headers={"x-requested-with": "XMLHttpRequest"}).status_code == 403
+    chooser = Group.objects.create(name="Choosers")
+    chooser.permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
+    GroupCollectionPermission.objects.create(
+        group=chooser,
+        collection=pets,
+        permission=Permission.objects.get(content_type__app_label="wagtailimages", codename="choose_image"),
+    )
+    user = django_user_model.objects.create_user("chooser", "chooser@example.com", "password")
+    user.groups.add(chooser)
+    client.force_login(user)
+    assert denied(client.post(url))
+    assert denied(client.get(reverse("wagtailimages:edit", args=(cat.pk,))))  # as Wagtail answers
+    missing = reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk + 1000,))
+    assert superuser_client.post(missing).status_code == 404
+    assert status_of(cat) == EmbeddingStatus.EMBEDDED  # nothing was queued
+    # The pets' editor may.
+    client.force_login(editor_of(pets, django_user_model, "pets"))
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert client.post(url).status_code == 302
+    assert status_of(cat) == EmbeddingStatus.PENDING and callbacks
+
+
+def test_panel_ranks_through_the_hnsw_index(make_image, sample_paths, django_user_model, rf):
+    """The panel's query, for an editor of one collection: ``ORDER BY vectors.embedding_visual <=>
+    v LIMIT 12`` over the one-to-one join, filtered by the editor's collections, can read the
+    visual vectors' HNSW index (as tests/wagtail/test_search.py checks for searches by words)."""
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    template = make_image(sample_paths["coffee"], "template", collection=pets)
+    image_model = get_image_model()
+    images = image_model.objects.bulk_create(
+        [
+            image_model(
+                title=f"IMG_{i}", file=template.file.name, width=1, height=1, collection=(pets, products)[i % 2]
+            )
+            for i in range(2000)
+        ]
+    )
+    field = get_embedding_field(ImageVectors)
+    dimensions = ImageVectors._meta.get_field(field.column("visual")).dimensions
+    visual = l2_normalize(np.random.default_rng(0).normal(size=(len(images), dimensions)).astype(np.float32))
+    ImageVectors.objects.bulk_create(
+        [
+            ImageVectors(image=image, embedding_status="embedded", embedding_visual=visual[i])
+            for i, image in enumerate(images)
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(f"REINDEX TABLE {ImageVectors._meta.db_table}")
+        cursor.execute(f"ANALYZE {ImageVectors._meta.db_table}")
+        cursor.execute(f"ANALYZE {image_model._meta.db_table}")
+    request = rf.get("/")
+    request.user = editor_of(pets, django_user_model, "pets")
+    view = SemanticImageEditView()
+    view.setup(request, image_id=images[0].pk)
+    view.object = images[0]
+    nearest = view.nearest_images()
+    assert nearest is not None
+    found = list(nearest[:12])
+    assert len(found) == 12 and all(image.collection_id == pets.pk for image in found)
+    assert images[0] not in found
+    plan = nearest[:12].explain()
+    assert f"Index Scan using {field.index_name(ImageVectors, 'visual')}" in plan, plan
