@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import Group, Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 from PIL import Image
 from wagtail.images import get_image_model
-from wagtail.models import Collection
+from wagtail.models import Collection, GroupCollectionPermission
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
 from django_semantic_images.fields import EmbeddingStatus
+from django_semantic_images.pipeline import embed_pks
 
 from .test_search import editor_of
 
@@ -79,8 +81,9 @@ def test_search_by_photo_ranks_the_near_copy_first_and_saves_nothing(superuser_c
     assert "my coffee.jpg" in html and 'name="photo" value="' in html
     assert 'enctype="multipart/form-data"' in html and "photo-search.js" in html
     # Another photo, another ranking.
-    assert ranked(superuser_client, search_by_photo(superuser_client, resized_copy(sample_paths["chelsea"])))[0] == (
-        sample_images["chelsea"]
+    assert (
+        ranked(superuser_client, search_by_photo(superuser_client, resized_copy(sample_paths["chelsea"])))[0]
+        == (sample_images["chelsea"])
     )
 
 
@@ -100,11 +103,12 @@ def test_search_by_photo_keeps_the_collection_filter_and_sorting(superuser_clien
 def test_bad_photos_give_a_form_error_and_save_nothing(superuser_client, sample_images, sample_paths, settings):
     images_before, files_before = get_image_model().objects.count(), media_files(superuser_client)
     photo = resized_copy(sample_paths["coffee"])
-    settings.SEMANTIC_IMAGES = {**getattr(settings, "SEMANTIC_IMAGES", {}), "MAX_UPLOAD_BYTES": len(photo) - 1}
+    defaults = getattr(settings, "SEMANTIC_IMAGES", {})
+    settings.SEMANTIC_IMAGES = {**defaults, "MAX_UPLOAD_BYTES": len(photo) - 1}
     too_big = search_by_photo(superuser_client, photo)
-    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "MAX_UPLOAD_BYTES": 10 * 1024 * 1024, "MAX_IMAGE_PIXELS": 100}
+    settings.SEMANTIC_IMAGES = {**defaults, "MAX_IMAGE_PIXELS": 100}
     too_many_pixels = search_by_photo(superuser_client, photo)
-    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "MAX_IMAGE_PIXELS": 50_000_000}
+    settings.SEMANTIC_IMAGES = defaults
     cases = {
         "not an image": search_by_photo(superuser_client, b"%PDF-1.4 not a picture", name="report.pdf"),
         "corrupt": search_by_photo(superuser_client, photo[: len(photo) // 3], name="cut.jpg"),
@@ -171,3 +175,141 @@ def test_a_photo_search_leaves_no_file_behind_even_when_large(superuser_client, 
     assert found[0] == sample_images["rocket"]
     assert media_files() == files_before
     assert not [name for name in os.listdir(django_settings.MEDIA_ROOT) if name.endswith(".upload")]
+
+
+# --- the "Re-embed" bulk action -------------------------------------------------------------
+
+
+def bulk_url(*images, action: str = "semantic_reembed") -> str:
+    ids = "&".join(f"id={getattr(image, 'pk', image)}" for image in images)
+    next_url = reverse("wagtailimages:index")
+    return f"{reverse('wagtail_bulk_action', args=('wagtailimages', 'image', action))}?{ids}&next={next_url}"
+
+
+def status_of(image) -> str:
+    return ImageVectors.objects.get(pk=image.pk).embedding_status
+
+
+def test_bulk_reembed_marks_pending_then_embeds(superuser_client, sample_images, django_capture_on_commit_callbacks):
+    coffee, rocket = sample_images["coffee"], sample_images["rocket"]
+    ImageVectors.objects.filter(pk=rocket.pk).update(embedding_status=EmbeddingStatus.FAILED, embedding_error="x")
+    listing = superuser_client.get(reverse("wagtailimages:index"), {"layout": "list"}).content.decode()
+    assert "semantic_reembed" in listing and "Re-embed" in listing  # the listing's bulk-action bar offers it
+    confirm = superuser_client.get(bulk_url(coffee, rocket))
+    assert confirm.status_code == 200
+    assert [item["item"] for item in confirm.context["items"]] == sorted([coffee, rocket], key=lambda i: i.pk)
+    assert "Yes, re-embed" in confirm.content.decode()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = superuser_client.post(bulk_url(coffee, rocket))
+    assert response.status_code == 302 and response["Location"] == reverse("wagtailimages:index")
+    assert status_of(coffee) == status_of(rocket) == EmbeddingStatus.PENDING
+    assert status_of(sample_images["chelsea"]) == EmbeddingStatus.EMBEDDED  # not selected
+    assert callbacks  # queued after the commit
+    for callback in callbacks:
+        callback()
+    for image in (coffee, rocket):
+        vectors = ImageVectors.objects.get(pk=image.pk)
+        assert vectors.embedding_status == EmbeddingStatus.EMBEDDED and vectors.embedding_error == ""
+        assert vectors.embedding_visual is not None
+
+
+def test_bulk_reembed_needs_change_permission_on_each_image(
+    client, django_user_model, make_image, embed, sample_paths, django_capture_on_commit_callbacks
+):
+    """Wagtail's rules for images: change permission on the collection, or add permission and
+    the image is the editor's own upload. Images the editor may not change are not re-embedded;
+    they are not even named (the listing does not show them either): like missing ones."""
+    root = Collection.get_first_root_node()
+    products, pets, secret = (root.add_child(name=name) for name in ("Products", "Pets", "Secret"))
+    coffee = make_image(sample_paths["coffee"], "Coffee", collection=products)
+    shared_cat = make_image(sample_paths["chelsea"], "Shared cat", collection=pets)
+    own_horse = make_image(sample_paths["horse"], "Own horse", collection=pets)
+    rocket = make_image(sample_paths["rocket"], "Secret rocket", collection=secret)
+    embed(coffee, shared_cat, own_horse, rocket)
+    editor = editor_of(products, django_user_model, "products")
+    uploaders = Group.objects.create(name="Pets uploaders")  # may add pets, change only their own
+    GroupCollectionPermission.objects.create(
+        group=uploaders,
+        collection=pets,
+        permission=Permission.objects.get(content_type__app_label="wagtailimages", codename="add_image"),
+    )
+    editor.groups.add(uploaders)
+    get_image_model().objects.filter(pk=own_horse.pk).update(uploaded_by_user=editor)
+    client.force_login(editor)
+    selection = (coffee, shared_cat, own_horse, rocket)
+    confirm = client.get(bulk_url(*selection))
+    assert confirm.status_code == 200
+    assert [item["item"] for item in confirm.context["items"]] == [coffee, own_horse]
+    html = confirm.content.decode()
+    assert "Shared cat" not in html and "Secret rocket" not in html
+    before = {image.pk: ImageVectors.objects.get(pk=image.pk).embedding_updated_at for image in selection}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(bulk_url(*selection))
+    assert response.status_code == 302
+    after = {image.pk: ImageVectors.objects.get(pk=image.pk).embedding_updated_at for image in selection}
+    assert {pk for pk in before if after[pk] != before[pk]} == {coffee.pk, own_horse.pk}
+    assert all(status_of(image) == EmbeddingStatus.EMBEDDED for image in selection)
+    # Only images it may not change: answered like missing ones, and nothing is marked.
+    missing = get_image_model().objects.order_by("-pk").first().pk + 1000
+    for ids in ((shared_cat,), (rocket,), (missing,), (shared_cat, rocket, missing)):
+        assert client.get(bulk_url(*ids)).status_code == 404
+        with django_capture_on_commit_callbacks(execute=True):
+            assert client.post(bulk_url(*ids)).status_code == 404
+    assert status_of(shared_cat) == status_of(rocket) == EmbeddingStatus.EMBEDDED
+    assert ImageVectors.objects.get(pk=rocket.pk).embedding_updated_at == before[rocket.pk]
+
+
+# --- the "Image embeddings" report and dashboard panel -------------------------------------
+
+
+def test_report_counts_and_lists_failed_images_within_the_editors_collections(
+    client, superuser_client, django_user_model, make_image, embed, sample_paths
+):
+    root = Collection.get_first_root_node()
+    products, secret = root.add_child(name="Products"), root.add_child(name="Secret")
+    embedded = [make_image(sample_paths[s], f"Fine {s}", collection=products) for s in ("coffee", "rocket")]
+    embed(*embedded)
+    make_image(sample_paths["horse"], "Waiting horse", collection=products)  # pending
+    lost = make_image(sample_paths["astronaut"], "Lost astronaut", collection=products)
+    hidden = make_image(sample_paths["chelsea"], "Hidden cat", collection=secret)
+    for image in (lost, hidden):
+        os.remove(image.file.path)  # the file was lost before it was embedded
+    assert list(embed_pks(ImageVectors, [lost.pk, hidden.pk]).failed) == [lost.pk, hidden.pk]
+    ImageVectors.objects.filter(pk=embedded[1].pk).delete()  # an image from before the app: no row yet
+    url = reverse("semantic_images_wagtail_reports:image_embeddings")
+
+    everything = superuser_client.get(url)
+    assert everything.status_code == 200
+    assert everything.context["counts"] == {"pending": 2, "embedded": 1, "failed": 2}
+    assert set(everything.context["object_list"]) == {lost, hidden}
+
+    client.force_login(editor_of(products, django_user_model, "products"))
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page.context["counts"] == {"pending": 2, "embedded": 1, "failed": 1}
+    assert list(page.context["object_list"]) == [lost]
+    html = page.content.decode()
+    reason = ImageVectors.objects.get(pk=lost.pk).embedding_error
+    assert reason and reason[:30] in html.replace("&#x27;", "'") and "Lost astronaut" in html
+    assert "Hidden cat" not in html
+    results = client.get(reverse("semantic_images_wagtail_reports:image_embeddings_results"))
+    assert (
+        list(results.context["object_list"]) == [lost] and "data-semantic-embedding-counts" in results.content.decode()
+    )
+    # The reports menu and the dashboard panel.
+    home = client.get(reverse("wagtailadmin_home")).content.decode()
+    assert url in home and 'id="image-embeddings-section"' in home
+    assert 'data-count="pending">2<' in home and 'data-count="failed">1<' in home
+
+
+def test_report_needs_the_change_image_permission(client, django_user_model, make_image, sample_paths):
+    make_image(sample_paths["coffee"], "Coffee")
+    user = django_user_model.objects.create_user("reader", "reader@example.com", "password")
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
+    client.force_login(user)
+    response = client.get(reverse("semantic_images_wagtail_reports:image_embeddings"))
+    assert response.status_code in (302, 403)
+    assert "Coffee" not in response.content.decode()
+    home = client.get(reverse("wagtailadmin_home")).content.decode()
+    assert reverse("semantic_images_wagtail_reports:image_embeddings") not in home
+    assert 'id="image-embeddings-section"' not in home

@@ -131,7 +131,8 @@ class PhotoSearchMixin:
             try:
                 image = query_image(upload)
             except ImageDecodeError as exc:
-                form.add_error(PHOTO_FIELD, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
+                message = _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc}
+                form.add_error(PHOTO_FIELD, message)
             else:
                 encoder = embedding_path(self.model).field.get_encoder()  # type: ignore[attr-defined]
                 vector = encoder.encode_images([image]).visual[0]
