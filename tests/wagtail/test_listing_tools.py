@@ -296,6 +296,10 @@ def test_report_counts_and_lists_failed_images_within_the_editors_collections(
     assert (
         list(results.context["object_list"]) == [lost] and "data-semantic-embedding-counts" in results.content.decode()
     )
+    export = client.get(url, {"export": "csv"})
+    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    rows = b"".join(export.streaming_content if export.streaming else [export.content]).decode()
+    assert "Lost astronaut" in rows and "Hidden cat" not in rows and "Reason" in rows
     # The reports menu and the dashboard panel.
     home = client.get(reverse("wagtailadmin_home")).content.decode()
     assert url in home and 'id="image-embeddings-section"' in home
