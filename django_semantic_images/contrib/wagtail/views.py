@@ -14,13 +14,14 @@ from wagtail.images import get_image_model
 from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserViewSet, ImageChooseView
 from wagtail.images.views.images import IndexView
 
+from .photo_search import PhotoSearchMixin
 from .search import DEFAULT_LIMIT, keyword_matches, rank_by_meaning
 
 
-class SemanticImageIndexView(IndexView):
+class SemanticImageIndexView(PhotoSearchMixin, IndexView):
     """The Images listing: the search box lists the images whose title, description or tags hold
     every word first, then the nearest by meaning; collection and tag filters, sorting and
-    pagination work as before."""
+    pagination work as before. A photo posted to it ranks it by likeness (``PhotoSearchMixin``)."""
 
     #: How many images a search lists besides the keyword matches.
     semantic_search_results = DEFAULT_LIMIT

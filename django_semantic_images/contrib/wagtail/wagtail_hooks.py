@@ -10,7 +10,8 @@ from __future__ import annotations
 from django.urls import include, path
 from wagtail import hooks
 
-from . import edit_views
+from . import edit_views, reports
+from .bulk_actions import ReembedBulkAction
 from .views import SemanticImageIndexView, chooser_viewset
 
 
@@ -30,3 +31,20 @@ def register_admin_urls() -> list:
         path("images/chooser/", include((choosing, "semantic_images_wagtail_chooser"))),
         path("images/", include((edit_views.urlpatterns(), edit_views.NAMESPACE))),
     ]
+
+
+# The listing's tools: the "Re-embed" bulk action, the "Image embeddings" report and its
+# dashboard panel (search by photo is part of the listing's view itself).
+hooks.register("register_bulk_action", ReembedBulkAction)
+hooks.register("construct_homepage_panels", reports.add_homepage_panel)
+hooks.register("register_reports_menu_item", reports.menu_item)
+
+
+@hooks.register("register_admin_urls")
+def register_report_urls() -> list:
+    view = reports.ImageEmbeddingsReportView
+    urls = [
+        path("", view.as_view(), name="image_embeddings"),
+        path("results/", view.as_view(results_only=True), name="image_embeddings_results"),
+    ]
+    return [path("reports/image-embeddings/", include((urls, reports.URL_NAMESPACE)))]

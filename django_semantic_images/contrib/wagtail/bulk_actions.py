@@ -1,0 +1,57 @@
+"""The Images listing's "Re-embed" bulk action: mark the selected images pending and queue them.
+
+Wagtail's bulk-action machinery does the rest: the confirmation page, the ``before_bulk_action``
+/ ``after_bulk_action`` hooks, the transaction, the success message. Each image needs the
+editor's change permission (``check_perm``); an image the editor may not see at all is left out
+as if it did not exist, and a selection of nothing visible is a 404, as for a missing image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import router
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from wagtail.images.views.bulk_actions.image_bulk_action import ImageBulkAction
+
+from .signals import request_embedding
+
+
+class ReembedBulkAction(ImageBulkAction):
+    display_name = _("Re-embed")
+    action_type = "semantic_reembed"
+    aria_label = _("Embed the selected images again")
+    template_name = "semantic_images_wagtail/bulk_actions/confirm_bulk_reembed.html"
+    action_priority = 50
+
+    def check_perm(self, image: Any) -> bool:
+        return self.permission_policy.user_has_permission_for_instance(self.request.user, "change", image)
+
+    def get_actionable_objects(self) -> tuple[list[Any], dict[str, Any]]:
+        objects, extra = super().get_actionable_objects()
+        refused = extra["items_with_no_access"]
+        if refused:
+            visible = set(
+                self.permission_policy.instances_user_has_any_permission_for(self.request.user, ["change", "delete"])
+                .filter(pk__in=[image.pk for image in refused])
+                .values_list("pk", flat=True)
+            )
+            refused = [image for image in refused if image.pk in visible]
+        if not objects and not refused:
+            raise Http404
+        return objects, {**extra, "items_with_no_access": refused}
+
+    @classmethod
+    def execute_action(cls, images: list[Any], **kwargs: Any) -> tuple[int, int]:
+        for image in images:
+            request_embedding(image.pk, router.db_for_write(type(image)))
+        return len(images), 0
+
+    def get_success_message(self, num_parent_objects: int, num_child_objects: int) -> str:
+        return ngettext(
+            "%(count)d image will be embedded again.",
+            "%(count)d images will be embedded again.",
+            num_parent_objects,
+        ) % {"count": num_parent_objects}

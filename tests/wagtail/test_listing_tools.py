@@ -1,0 +1,319 @@
+"""The Images listing's tools: search by photo, the "Re-embed" bulk action, and the "Image
+embeddings" report, each within what the editor may see."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import Group, Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+from PIL import Image
+from wagtail.images import get_image_model
+from wagtail.models import Collection, GroupCollectionPermission
+
+from django_semantic_images.contrib.wagtail.models import ImageVectors
+from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
+from django_semantic_images.fields import EmbeddingStatus
+from django_semantic_images.pipeline import embed_pks
+
+from .test_search import editor_of
+
+pytestmark = pytest.mark.django_db
+
+
+def resized_copy(path: Path, scale: float = 0.5, fmt: str = "JPEG") -> bytes:
+    """The photo at ``path``, smaller and re-encoded (a near copy, not the same bytes)."""
+    with Image.open(path) as image:
+        small = image.convert("RGB").resize((int(image.width * scale), int(image.height * scale)))
+    buf = io.BytesIO()
+    small.save(buf, fmt, quality=70)
+    return buf.getvalue()
+
+
+def media_files(client=None) -> set[str]:
+    """The files in storage (after the listing drew its thumbnails, when given a client)."""
+    if client is not None:
+        assert client.get(reverse("wagtailimages:index")).status_code == 200
+    root = Path(django_settings.MEDIA_ROOT)
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def search_by_photo(client, data: bytes, name: str = "query.jpg", **params):
+    """POST the photo to the listing (with ``params`` in its query string), as the form does."""
+    url = reverse("wagtailimages:index")
+    if params:
+        url += "?" + "&".join(f"{k}={v}" for k, v in params.items())
+    return client.post(url, {"photo": SimpleUploadedFile(name, data, content_type="image/jpeg")})
+
+
+def ranked(client, response, **extra) -> list:
+    """Follow a photo search's redirect to the listing's results (with ``extra`` parameters)."""
+    assert response.status_code == 303, response.content[:500]
+    listing_url, query = response["Location"].split("?", 1)
+    assert listing_url == reverse("wagtailimages:index")
+    page = client.get(f"{reverse('wagtailimages:index_results')}?{query}", extra)
+    assert page.status_code == 200
+    return list(page.context["object_list"])
+
+
+# --- search by photo -------------------------------------------------------------------------
+
+
+def test_search_by_photo_ranks_the_near_copy_first_and_saves_nothing(superuser_client, sample_images, sample_paths):
+    images_before, files_before = get_image_model().objects.count(), media_files(superuser_client)
+    response = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]), name="my coffee.jpg")
+    found = ranked(superuser_client, response)
+    assert found[0] == sample_images["coffee"]
+    assert found[0].distance < found[1].distance and found[0].score == pytest.approx(1 - found[0].distance)
+    assert set(found) == set(sample_images.values())
+    assert get_image_model().objects.count() == images_before
+    assert media_files() == files_before
+    # The full page shows the ranking, the query photo's name and a hidden field that keeps it.
+    page = superuser_client.get(response["Location"])
+    assert list(page.context["object_list"])[0] == sample_images["coffee"]
+    html = page.content.decode()
+    assert "my coffee.jpg" in html and 'name="photo" value="' in html
+    assert 'enctype="multipart/form-data"' in html and "photo-search.js" in html
+    # Another photo, another ranking.
+    assert (
+        ranked(superuser_client, search_by_photo(superuser_client, resized_copy(sample_paths["chelsea"])))[0]
+        == (sample_images["chelsea"])
+    )
+
+
+def test_search_by_photo_keeps_the_collection_filter_and_sorting(superuser_client, sample_images, sample_paths):
+    root = Collection.get_first_root_node()
+    elsewhere = root.add_child(name="Elsewhere")
+    get_image_model().objects.filter(pk=sample_images["coffee"].pk).update(collection=elsewhere)
+    response = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]), collection_id=root.pk, p=3)
+    assert f"collection_id={root.pk}" in response["Location"] and "p=3" not in response["Location"]
+    found = ranked(superuser_client, response)
+    assert sample_images["coffee"] not in found and len(found) == len(sample_images) - 1
+    assert ranked(superuser_client, response, collection_id=elsewhere.pk) == [sample_images["coffee"]]
+    by_title = ranked(superuser_client, response, ordering="title")
+    assert [i.title for i in by_title] == sorted(i.title for i in by_title)
+
+
+def test_bad_photos_give_a_form_error_and_save_nothing(superuser_client, sample_images, sample_paths, settings):
+    images_before, files_before = get_image_model().objects.count(), media_files(superuser_client)
+    photo = resized_copy(sample_paths["coffee"])
+    defaults = getattr(settings, "SEMANTIC_IMAGES", {})
+    settings.SEMANTIC_IMAGES = {**defaults, "MAX_UPLOAD_BYTES": len(photo) - 1}
+    too_big = search_by_photo(superuser_client, photo)
+    settings.SEMANTIC_IMAGES = {**defaults, "MAX_IMAGE_PIXELS": 100}
+    too_many_pixels = search_by_photo(superuser_client, photo)
+    settings.SEMANTIC_IMAGES = defaults
+    cases = {
+        "not an image": search_by_photo(superuser_client, b"%PDF-1.4 not a picture", name="report.pdf"),
+        "corrupt": search_by_photo(superuser_client, photo[: len(photo) // 3], name="cut.jpg"),
+        "too big": too_big,
+        "too many pixels": too_many_pixels,
+        "no file": superuser_client.post(reverse("wagtailimages:index"), {}),
+    }
+    for case, response in cases.items():
+        assert response.status_code == 400, case
+        errors = response.context["photo_form"].errors["photo"]
+        assert errors and all(error.strip() for error in errors), case
+        html = response.content.decode()
+        assert "data-semantic-photo-errors" in html and str(errors[0])[:20] in html.replace("&quot;", '"'), case
+        # The listing itself is still there, unranked.
+        assert set(response.context["object_list"]) == set(sample_images.values()), case
+    assert "report.pdf" in str(cases["not an image"].context["photo_form"].errors["photo"][0])
+    assert get_image_model().objects.count() == images_before
+    assert media_files() == files_before
+    # A token this session does not hold ranks nothing and says so.
+    page = superuser_client.get(reverse("wagtailimages:index"), {"photo": "someone-elses"})
+    assert page.status_code == 200 and "data-semantic-photo-expired" in page.content.decode()
+    assert set(page.context["object_list"]) == set(sample_images.values())
+
+
+def test_search_by_photo_needs_the_csrf_token(django_user_model, sample_images, sample_paths):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(django_user_model.objects.create_superuser("csrf", "csrf@example.com", "password"))
+    response = search_by_photo(client, resized_copy(sample_paths["coffee"]))
+    assert response.status_code == 403
+    assert SESSION_KEY not in client.session
+
+
+def test_search_by_photo_never_shows_another_collections_images(
+    client, django_user_model, make_image, embed, sample_paths
+):
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
+    others = [
+        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
+        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
+    ]
+    embed(cat, *others)
+    client.force_login(editor_of(products, django_user_model, "products"))
+    cat_photo = resized_copy(sample_paths["chelsea"])
+    response = search_by_photo(client, cat_photo)
+    assert set(ranked(client, response)) == set(others)
+    assert cat not in ranked(client, response, collection_id=pets.pk)  # not even through the filter
+    client.force_login(editor_of(pets, django_user_model, "pets"))
+    assert ranked(client, search_by_photo(client, cat_photo)) == [cat]
+    # The products editor's token means nothing in another session.
+    other = client.get(response["Location"])
+    assert "data-semantic-photo-expired" in other.content.decode()
+    assert list(other.context["object_list"]) == [cat]
+
+
+def test_a_photo_search_leaves_no_file_behind_even_when_large(superuser_client, sample_images, sample_paths, settings):
+    """Over FILE_UPLOAD_MAX_MEMORY_SIZE, Django spools the upload to a temporary file: it goes
+    when the request ends."""
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    settings.FILE_UPLOAD_TEMP_DIR = str(Path(django_settings.MEDIA_ROOT))
+    files_before = media_files(superuser_client)
+    found = ranked(superuser_client, search_by_photo(superuser_client, resized_copy(sample_paths["rocket"], 0.8)))
+    assert found[0] == sample_images["rocket"]
+    assert media_files() == files_before
+    assert not [name for name in os.listdir(django_settings.MEDIA_ROOT) if name.endswith(".upload")]
+
+
+# --- the "Re-embed" bulk action -------------------------------------------------------------
+
+
+def bulk_url(*images, action: str = "semantic_reembed") -> str:
+    ids = "&".join(f"id={getattr(image, 'pk', image)}" for image in images)
+    next_url = reverse("wagtailimages:index")
+    return f"{reverse('wagtail_bulk_action', args=('wagtailimages', 'image', action))}?{ids}&next={next_url}"
+
+
+def status_of(image) -> str:
+    return ImageVectors.objects.get(pk=image.pk).embedding_status
+
+
+def test_bulk_reembed_marks_pending_then_embeds(superuser_client, sample_images, django_capture_on_commit_callbacks):
+    coffee, rocket = sample_images["coffee"], sample_images["rocket"]
+    ImageVectors.objects.filter(pk=rocket.pk).update(embedding_status=EmbeddingStatus.FAILED, embedding_error="x")
+    listing = superuser_client.get(reverse("wagtailimages:index"), {"layout": "list"}).content.decode()
+    assert "semantic_reembed" in listing and "Re-embed" in listing  # the listing's bulk-action bar offers it
+    confirm = superuser_client.get(bulk_url(coffee, rocket))
+    assert confirm.status_code == 200
+    assert [item["item"] for item in confirm.context["items"]] == sorted([coffee, rocket], key=lambda i: i.pk)
+    assert "Yes, re-embed" in confirm.content.decode()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = superuser_client.post(bulk_url(coffee, rocket))
+    assert response.status_code == 302 and response["Location"] == reverse("wagtailimages:index")
+    assert status_of(coffee) == status_of(rocket) == EmbeddingStatus.PENDING
+    assert status_of(sample_images["chelsea"]) == EmbeddingStatus.EMBEDDED  # not selected
+    assert callbacks  # queued after the commit
+    for callback in callbacks:
+        callback()
+    for image in (coffee, rocket):
+        vectors = ImageVectors.objects.get(pk=image.pk)
+        assert vectors.embedding_status == EmbeddingStatus.EMBEDDED and vectors.embedding_error == ""
+        assert vectors.embedding_visual is not None
+
+
+def test_bulk_reembed_needs_change_permission_on_each_image(
+    client, django_user_model, make_image, embed, sample_paths, django_capture_on_commit_callbacks
+):
+    """Wagtail's rules for images: change permission on the collection, or add permission and
+    the image is the editor's own upload. Images the editor may not change are not re-embedded;
+    they are not even named (the listing does not show them either): like missing ones."""
+    root = Collection.get_first_root_node()
+    products, pets, secret = (root.add_child(name=name) for name in ("Products", "Pets", "Secret"))
+    coffee = make_image(sample_paths["coffee"], "Coffee", collection=products)
+    shared_cat = make_image(sample_paths["chelsea"], "Shared cat", collection=pets)
+    own_horse = make_image(sample_paths["horse"], "Own horse", collection=pets)
+    rocket = make_image(sample_paths["rocket"], "Secret rocket", collection=secret)
+    embed(coffee, shared_cat, own_horse, rocket)
+    editor = editor_of(products, django_user_model, "products")
+    uploaders = Group.objects.create(name="Pets uploaders")  # may add pets, change only their own
+    GroupCollectionPermission.objects.create(
+        group=uploaders,
+        collection=pets,
+        permission=Permission.objects.get(content_type__app_label="wagtailimages", codename="add_image"),
+    )
+    editor.groups.add(uploaders)
+    get_image_model().objects.filter(pk=own_horse.pk).update(uploaded_by_user=editor)
+    client.force_login(editor)
+    selection = (coffee, shared_cat, own_horse, rocket)
+    confirm = client.get(bulk_url(*selection))
+    assert confirm.status_code == 200
+    assert [item["item"] for item in confirm.context["items"]] == [coffee, own_horse]
+    html = confirm.content.decode()
+    assert "Shared cat" not in html and "Secret rocket" not in html
+    before = {image.pk: ImageVectors.objects.get(pk=image.pk).embedding_updated_at for image in selection}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(bulk_url(*selection))
+    assert response.status_code == 302
+    after = {image.pk: ImageVectors.objects.get(pk=image.pk).embedding_updated_at for image in selection}
+    assert {pk for pk in before if after[pk] != before[pk]} == {coffee.pk, own_horse.pk}
+    assert all(status_of(image) == EmbeddingStatus.EMBEDDED for image in selection)
+    # Only images it may not change: answered like missing ones, and nothing is marked.
+    missing = get_image_model().objects.order_by("-pk").first().pk + 1000
+    for ids in ((shared_cat,), (rocket,), (missing,), (shared_cat, rocket, missing)):
+        assert client.get(bulk_url(*ids)).status_code == 404
+        with django_capture_on_commit_callbacks(execute=True):
+            assert client.post(bulk_url(*ids)).status_code == 404
+    assert status_of(shared_cat) == status_of(rocket) == EmbeddingStatus.EMBEDDED
+    assert ImageVectors.objects.get(pk=rocket.pk).embedding_updated_at == before[rocket.pk]
+
+
+# --- the "Image embeddings" report and dashboard panel -------------------------------------
+
+
+def test_report_counts_and_lists_failed_images_within_the_editors_collections(
+    client, superuser_client, django_user_model, make_image, embed, sample_paths
+):
+    root = Collection.get_first_root_node()
+    products, secret = root.add_child(name="Products"), root.add_child(name="Secret")
+    embedded = [make_image(sample_paths[s], f"Fine {s}", collection=products) for s in ("coffee", "rocket")]
+    embed(*embedded)
+    make_image(sample_paths["horse"], "Waiting horse", collection=products)  # pending
+    lost = make_image(sample_paths["astronaut"], "Lost astronaut", collection=products)
+    hidden = make_image(sample_paths["chelsea"], "Hidden cat", collection=secret)
+    for image in (lost, hidden):
+        os.remove(image.file.path)  # the file was lost before it was embedded
+    assert list(embed_pks(ImageVectors, [lost.pk, hidden.pk]).failed) == [lost.pk, hidden.pk]
+    ImageVectors.objects.filter(pk=embedded[1].pk).delete()  # an image from before the app: no row yet
+    url = reverse("semantic_images_wagtail_reports:image_embeddings")
+
+    everything = superuser_client.get(url)
+    assert everything.status_code == 200
+    assert everything.context["counts"] == {"pending": 2, "embedded": 1, "failed": 2}
+    assert set(everything.context["object_list"]) == {lost, hidden}
+
+    client.force_login(editor_of(products, django_user_model, "products"))
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page.context["counts"] == {"pending": 2, "embedded": 1, "failed": 1}
+    assert list(page.context["object_list"]) == [lost]
+    html = page.content.decode()
+    reason = ImageVectors.objects.get(pk=lost.pk).embedding_error
+    assert reason and reason[:30] in html.replace("&#x27;", "'") and "Lost astronaut" in html
+    assert "Hidden cat" not in html
+    results = client.get(reverse("semantic_images_wagtail_reports:image_embeddings_results"))
+    assert (
+        list(results.context["object_list"]) == [lost] and "data-semantic-embedding-counts" in results.content.decode()
+    )
+    export = client.get(url, {"export": "csv"})
+    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    rows = b"".join(export.streaming_content if export.streaming else [export.content]).decode()
+    assert "Lost astronaut" in rows and "Hidden cat" not in rows and "Reason" in rows
+    # The reports menu and the dashboard panel.
+    home = client.get(reverse("wagtailadmin_home")).content.decode()
+    assert url in home and 'id="image-embeddings-section"' in home
+    assert 'data-count="pending">2<' in home and 'data-count="failed">1<' in home
+
+
+def test_report_needs_the_change_image_permission(client, django_user_model, make_image, sample_paths):
+    make_image(sample_paths["coffee"], "Coffee")
+    user = django_user_model.objects.create_user("reader", "reader@example.com", "password")
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
+    client.force_login(user)
+    response = client.get(reverse("semantic_images_wagtail_reports:image_embeddings"))
+    assert response.status_code in (302, 403)
+    assert "Coffee" not in response.content.decode()
+    home = client.get(reverse("wagtailadmin_home")).content.decode()
+    assert reverse("semantic_images_wagtail_reports:image_embeddings") not in home
+    assert 'id="image-embeddings-section"' not in home
