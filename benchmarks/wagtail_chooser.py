@@ -199,6 +199,8 @@ def main() -> None:
         queries = [captions[name][-1] for name in names]  # the last caption: no copy is titled by it
         get_encoder().encode_text("warm up")
         views = {"semantic": chooser_viewset().choose_results_view, "wagtail": wagtail_viewset.choose_results_view}
+        # For scale: Wagtail's view with no words (the chooser's first page: a full page of thumbnails).
+        views["wagtail, no words"] = wagtail_viewset.choose_results_view
         factory = RequestFactory()
         times: dict[str, list[float]] = {name: [] for name in views}
         listed: dict[str, list[int]] = {name: [] for name in views}  # thumbnails on the first page
@@ -211,7 +213,8 @@ def main() -> None:
                 order = list(views.items())
                 rng.shuffle(order)
                 for name, view in order:
-                    request = factory.get("/cms/images/chooser/results/", {"q": query})
+                    params = {} if name == "wagtail, no words" else {"q": query}
+                    request = factory.get("/cms/images/chooser/results/", params)
                     request.user = user
                     started = time.perf_counter()
                     response = view(request)

@@ -24,9 +24,20 @@ DEFAULT_LIMIT = 100
 def keyword_matches(
     queryset: QuerySet, words: str, *, backend: str = "default", limit: int = DEFAULT_LIMIT
 ) -> list[Any]:
-    """Primary keys of the images whose title, description or tags contain every word,
-    found by Wagtail's search backend (so failed or pending images are found too)."""
-    results = get_search_backend(backend).search(words, _plain(queryset), operator="and", order_by_relevance=False)
+    """Primary keys of the images that Wagtail's own search box finds with every word, failed and
+    pending images included.
+
+    Wagtail's listing and chooser search with ``autocomplete`` (prefixes of the title and tags, as
+    the editor types); so does this, with every word required, which also keeps it about as quick
+    as Wagtail's own search (a full-text ``search`` of a sentence costs several times more). A
+    model without autocomplete fields falls back on ``search``, as Wagtail's views do.
+    """
+    search_backend = get_search_backend(backend)
+    plain = _plain(queryset)
+    if queryset.model.get_autocomplete_search_fields():
+        results = search_backend.autocomplete(words, plain, operator="and", order_by_relevance=False)
+    else:
+        results = search_backend.search(words, plain, operator="and", order_by_relevance=False)
     return [image.pk for image in results[:limit]]
 
 
