@@ -7,6 +7,7 @@ import json
 import re
 import warnings
 
+import django
 import numpy as np
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -100,9 +101,9 @@ def test_list_filters_and_search_compose(admin_client, photos):
     pks = ranked_pks(admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "published__exact": "1"}))
     assert pks and photos["coffee"].pk not in pks
     assert set(Photo.objects.filter(pk__in=pks).values_list("published", flat=True)) == {True}
-    # Facet counts ("Show counts") work with the ranking.
-    faceted = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "_facets": "True"})
-    assert ranked_pks(faceted)[0] == photos["coffee"].pk
+    if django.VERSION >= (5, 0):  # facet counts ("Show counts") came with Django 5.0; they work with the ranking
+        faceted = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "_facets": "True"})
+        assert ranked_pks(faceted)[0] == photos["coffee"].pk
     assert f"No ({Photo.objects.filter(published=False).count()})" in faceted.content.decode()
 
 

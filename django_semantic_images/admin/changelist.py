@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 
 from .ranking import RANKING_VARS
 
@@ -27,6 +27,17 @@ class SemanticChangeList(ChangeList):
             # The admin template shows the search box only when there are search fields;
             # searching by meaning needs none (the queries never read this attribute).
             self.search_fields = ("embedding",)
+
+    def get_ordering(self, request: Any, queryset: Any) -> list[Any]:
+        """Keep the ranking's order when the search ranked the rows (and the editor chose no column).
+
+        Django 5.0 and later order the rows before the search, so the ranking's ``order_by`` comes
+        last and wins; Django 4.2 orders them after it, putting the model's default ordering first.
+        """
+        ranked = "distance" in queryset.query.annotations and queryset.query.order_by
+        if ranked and not self.params.get(ORDER_VAR):
+            return list(queryset.query.order_by)
+        return super().get_ordering(request, queryset)
 
     def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         lookup_params = super().get_filters_params(params)
