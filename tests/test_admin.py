@@ -104,7 +104,7 @@ def test_list_filters_and_search_compose(admin_client, photos):
     if django.VERSION >= (5, 0):  # facet counts ("Show counts") came with Django 5.0; they work with the ranking
         faceted = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee", "_facets": "True"})
         assert ranked_pks(faceted)[0] == photos["coffee"].pk
-    assert f"No ({Photo.objects.filter(published=False).count()})" in faceted.content.decode()
+        assert f"No ({Photo.objects.filter(published=False).count()})" in faceted.content.decode()
 
 
 def test_sorting_by_a_column_keeps_the_same_results(admin_client, photos):
