@@ -23,11 +23,11 @@ from django.views import View
 from wagtail.admin import messages
 from wagtail.images import get_image_model
 from wagtail.images.views.images import EditView
-from wagtail.permissions import policy_registry
 
 from ...fields import EmbeddingStatus
 from ...query import similar_to
 from .models import RELATED_NAME
+from .permissions import image_permission_policy
 from .signals import request_embedding
 
 #: The URL namespace of these views (``semantic_images_wagtail_edit:reembed``).
@@ -120,7 +120,7 @@ class ReembedView(View):
     def post(self, request: HttpRequest, image_id: int) -> HttpResponseRedirect:
         image_model = get_image_model()
         image = get_object_or_404(image_model, pk=image_id)
-        if not policy_registry.get_by_type(image_model).user_has_permission_for_instance(request.user, "change", image):
+        if not image_permission_policy().user_has_permission_for_instance(request.user, "change", image):
             raise PermissionDenied
         request_embedding(image.pk)
         messages.success(request, _("Image '%(title)s' will be embedded again.") % {"title": image.title})

@@ -18,19 +18,14 @@ from wagtail.admin.ui.components import Component
 from wagtail.admin.ui.tables import Column, DateColumn, TitleColumn
 from wagtail.admin.views.reports import ReportView
 from wagtail.images import get_image_model
-from wagtail.permission_policies.base import BasePermissionPolicy
-from wagtail.permissions import policy_registry
 
 from ...fields import EmbeddingPath, EmbeddingStatus, embedding_path
+from .permissions import image_permission_policy
 
 #: The report's URL names (namespace, then the listing and its results fragment).
 URL_NAMESPACE = "semantic_images_wagtail_reports"
 #: The permission the report and the panel need (on any collection).
 REQUIRED_PERMISSION = "change"
-
-
-def image_permission_policy() -> BasePermissionPolicy:
-    return policy_registry.get_by_type(get_image_model())
 
 
 def visible_images(user: Any) -> QuerySet:

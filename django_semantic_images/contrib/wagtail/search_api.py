@@ -23,9 +23,9 @@ from django.db.models import QuerySet
 from wagtail.images import get_image_model
 from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import SourceImageIOError
-from wagtail.permissions import policy_registry
 
 from ...api import SemanticResultSerializer, SemanticSearchViewSet
+from .permissions import image_permission_policy
 
 
 class WagtailImageResultSerializer(SemanticResultSerializer):
@@ -63,5 +63,5 @@ class WagtailImageSearchViewSet(SemanticSearchViewSet):
 
     def get_queryset(self) -> QuerySet:
         model = get_image_model()
-        policy = policy_registry.get_by_type(model)
+        policy = image_permission_policy()
         return policy.instances_user_has_any_permission_for(self.request.user, list(self.collection_actions))
