@@ -62,6 +62,5 @@ class WagtailImageSearchViewSet(SemanticSearchViewSet):
     collection_actions: tuple[str, ...] = ("choose",)
 
     def get_queryset(self) -> QuerySet:
-        model = get_image_model()
         policy = image_permission_policy()
         return policy.instances_user_has_any_permission_for(self.request.user, list(self.collection_actions))
