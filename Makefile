@@ -37,10 +37,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests/wagtail --ds=tests.wagtail.settings
 	$(BIN)/python -m pytest tests/tasks_framework --ds=tests.tasks_framework.settings
 
-# Refresh the documentation's screenshots (docs/img/admin-*.png) from the browser tests.
+# Refresh the documentation's screenshots (docs/img/admin-*.png, docs/img/wagtail-*.png) from the
+# browser tests.
 screenshots: $(STAMP)
 	scripts/test-services
 	SEMANTIC_IMAGES_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -m browser tests/test_browser_admin.py
+	SEMANTIC_IMAGES_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -m browser tests/wagtail --ds=tests.wagtail.settings
 
 matrix: $(STAMP)
 	$(BIN)/nox $(NOX) -- $(PYTEST)

@@ -17,6 +17,7 @@ INSTALLED_APPS = [
     "modelcluster",
     "taggit",
     "django_semantic_images.contrib.wagtail",
+    "tests.wagtail.pages",  # a page type with an image chooser, for the browser tests
 ]
 ROOT_URLCONF = "tests.wagtail.urls"
 WAGTAIL_SITE_NAME = "Semantic images test"
@@ -25,3 +26,5 @@ WAGTAILSEARCH_BACKENDS = {"default": {"BACKEND": "wagtail.search.backends.databa
 # A test database of its own, so this invocation can run beside the main suite's.
 DATABASES["default"]["TEST"] = {"NAME": "test_semantic_images_wagtail"}  # noqa: F405
 WAGTAILIMAGES_EXTENSIONS = ["gif", "jpg", "jpeg", "png", "webp", "svg"]
+# No avatars from gravatar.com: the tests run offline (the browser tests wait for every image).
+WAGTAIL_GRAVATAR_PROVIDER_URL = None

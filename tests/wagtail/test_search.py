@@ -77,6 +77,19 @@ def test_listing_keeps_collection_filter_sorting_and_pagination(superuser_client
     assert not set(first) & set(second) and len(first) + len(second) == len(sample_images)
 
 
+def test_the_header_forms_blank_sort_field_keeps_the_ranking(superuser_client, sample_images):
+    """The header's search form submits its sort field with every search (a browser sends
+    ``ordering=`` from its blank "Best match" choice): only a chosen column sorts the results."""
+    page = superuser_client.get(reverse("wagtailimages:index"))
+    assert '<option value="" selected="selected">Best match</option>' in page.content.decode()
+    assert listing(superuser_client, q="a cat", ordering="")[0] == sample_images["chelsea"]
+    newest = listing(superuser_client, q="a cat", ordering="-created_at")
+    assert [image.pk for image in newest] == sorted((image.pk for image in sample_images.values()), reverse=True)
+    chosen = superuser_client.get(reverse("wagtailimages:index"), {"q": "a cat", "ordering": "title"})
+    assert '<option value="title" selected="selected">' in chosen.content.decode()
+    assert '<option value="" selected="selected">' not in chosen.content.decode()
+
+
 def test_chooser_ranks_the_cat_first(superuser_client, sample_images):
     assert chooser(superuser_client, q="a cat")[0] == sample_images["chelsea"]
     assert chooser(superuser_client, q="a cup of coffee")[0] == sample_images["coffee"]

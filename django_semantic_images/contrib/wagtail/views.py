@@ -9,6 +9,7 @@ template stays as it is.
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from django.utils.functional import cached_property
 from wagtail.admin.forms.choosers import SearchFilterMixin
 from wagtail.images import get_image_model
 from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserViewSet, ImageChooseView
@@ -25,6 +26,13 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
 
     #: How many images a search lists besides the keyword matches.
     semantic_search_results = DEFAULT_LIMIT
+
+    @cached_property
+    def is_explicitly_ordered(self) -> bool:
+        """Whether the editor chose a sort order. The header's search form submits its sort field
+        with every search, so only a non-blank choice counts (Wagtail counts any ``ordering``);
+        the field's blank "Best match" choice, the default, keeps the ranking."""
+        return bool(self.request.GET.get("ordering"))
 
     def search_queryset(self, queryset: QuerySet) -> QuerySet:
         if not self.is_searching:
