@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 from PIL import Image, ImageOps
+from wagtail import VERSION as WAGTAIL_VERSION
 from wagtail.images import get_image_model
 from wagtail.models import Collection, GroupCollectionPermission
 
@@ -65,7 +66,8 @@ def test_panel_lists_the_nearest_images_first(superuser_client, sample_images, m
     assert reverse("wagtailimages:edit", args=(other_cat.pk,)) in html  # each links to its edit page
     assert html.count('class="image-choice"') == len(similar)
     assert 'data-embedding-state="embedded"' in html
-    assert '<a href="#semantic-images" data-embedding-status="embedded">Embedded</a>' in html  # beside the stats
+    if WAGTAIL_VERSION >= (8, 0):  # Wagtail 7's edit page has no stats block to add the state to
+        assert '<a href="#semantic-images" data-embedding-status="embedded">Embedded</a>' in html  # beside the stats
     # Another image's page ranks its own neighbours.
     assert edit_page(superuser_client, horse).context["similar_images"][0] != other_cat
 

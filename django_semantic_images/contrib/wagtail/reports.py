@@ -67,6 +67,12 @@ class ImageEmbeddingsReportView(ReportView):
     index_results_url_name = f"{URL_NAMESPACE}:image_embeddings_results"
     permission_required = REQUIRED_PERMISSION
     context_object_name = "images"
+
+    @property
+    def permission_policy(self) -> Any:  # type: ignore[override]
+        """The image permission policy (Wagtail 7's ReportView checks none by itself)."""
+        return image_permission_policy()
+
     export_headings = {
         "title": _("Title"),
         "collection.name": _("Collection"),
