@@ -69,7 +69,7 @@ class ImageEmbeddingsReportView(ReportView):
     context_object_name = "images"
 
     @property
-    def permission_policy(self) -> Any:  # type: ignore[override]
+    def permission_policy(self) -> Any:
         """The image permission policy (Wagtail 7's ReportView checks none by itself)."""
         return image_permission_policy()
 
