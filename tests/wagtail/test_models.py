@@ -25,7 +25,7 @@ def test_single_upload_is_embedded_after_commit(superuser_client, sample_paths, 
         response = superuser_client.post(
             reverse("wagtailimages:add"),
             {
-                "title": "Chelsea",
+                "title": "Chelsea on a blanket",
                 "description": "A tabby cat",
                 "tags": "pet, animal",
                 "file": SimpleUploadedFile("chelsea.png", sample_paths["chelsea"].read_bytes(), "image/png"),
@@ -33,12 +33,12 @@ def test_single_upload_is_embedded_after_commit(superuser_client, sample_paths, 
         )
     assert response.status_code == 302, response.context["form"].errors
     assert callbacks, "the embedding waits for the commit"
-    image = get_image_model().objects.get(title="Chelsea")
+    image = get_image_model().objects.get(title="Chelsea on a blanket")
     vectors = vectors_of(image)
     assert vectors.embedding.status == EmbeddingStatus.EMBEDDED, vectors.embedding.error
     assert vectors.embedding_semantic is not None and vectors.embedding_visual is not None
     assert vectors.tag_names == "animal, pet"
-    assert {"Chelsea", "A tabby cat", "animal, pet"} <= set(ImageVectors.embedding.texts(vectors))
+    assert {"Chelsea on a blanket", "A tabby cat", "animal, pet"} <= set(ImageVectors.embedding.texts(vectors))
 
 
 def test_multiple_upload_is_embedded(superuser_client, sample_paths, django_capture_on_commit_callbacks):
@@ -143,3 +143,15 @@ def test_paths_through_relations_are_checked():
     )
     assert "not a foreign key" in _path_problem(ImageVectors, "embedding_status__x", allow_property=False)
     assert _path_problem(ImageVectors, "tag_names", allow_property=False)  # a property is no image file
+
+
+def test_a_title_that_is_only_the_file_name_is_not_text_evidence(make_image, sample_paths):
+    """Wagtail titles an upload by its file name; such a title says nothing of the picture."""
+    from django_semantic_images.contrib.wagtail.models import ImageVectors
+
+    named = make_image(sample_paths["coffee"], "coffee")
+    again = make_image(sample_paths["coffee"], "coffee.png")  # stored as coffee_XXXXXXX.png
+    titled = make_image(sample_paths["coffee"], "Morning coffee")
+    assert again.file.name != named.file.name
+    words = {image.title: ImageVectors.objects.get(pk=image.pk).title_words for image in (named, again, titled)}
+    assert words == {"coffee": "", "coffee.png": "", "Morning coffee": "Morning coffee"}
