@@ -85,6 +85,8 @@ WAGTAIL_SITE_NAME = "Semantic images: Wagtail example"
 WAGTAILADMIN_BASE_URL = os.environ.get("WAGTAILADMIN_BASE_URL", "http://127.0.0.1:8000")
 WAGTAILSEARCH_BACKENDS = {"default": {"BACKEND": "wagtail.search.backends.database"}}
 WAGTAILIMAGES_EXTENSIONS = ["gif", "jpg", "jpeg", "png", "webp"]
+# A truncated or corrupt upload is refused with the reason under the field, not a server error.
+WAGTAILIMAGES_IMAGE_FORM_BASE = "django_semantic_images.contrib.wagtail.forms.ImageForm"
 
 # No Celery app here: uploads are embedded in the web process after commit (docs/wagtail.md says
 # how a site sends them to Celery workers or Django's tasks framework instead).

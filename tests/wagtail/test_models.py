@@ -155,3 +155,28 @@ def test_a_title_that_is_only_the_file_name_is_not_text_evidence(make_image, sam
     assert again.file.name != named.file.name
     words = {image.title: ImageVectors.objects.get(pk=image.pk).title_words for image in (named, again, titled)}
     assert words == {"coffee": "", "coffee.png": "", "Morning coffee": "Morning coffee"}
+
+
+@pytest.mark.parametrize("form_base", ["", "django_semantic_images.contrib.wagtail.forms.ImageForm"])
+def test_a_truncated_upload_is_refused_with_the_reason_and_the_next_file_goes_on(
+    superuser_client, sample_paths, settings, form_base
+):
+    """Wagtail's own form lets Pillow's error out (a server error); with this app's form base the
+    upload is refused under the field, and the next file of a multiple upload is saved."""
+    settings.WAGTAILIMAGES_IMAGE_FORM_BASE = form_base
+    data = sample_paths["rocket"].read_bytes()
+    truncated = SimpleUploadedFile("broken.jpg", data[: len(data) // 2], "image/jpeg")
+    if not form_base:
+        superuser_client.raise_request_exception = False
+        assert superuser_client.post(reverse("wagtailimages:add_multiple"), {"files[]": truncated}).status_code == 500
+        return
+    single = superuser_client.post(reverse("wagtailimages:add"), {"title": "Broken", "file": truncated})
+    assert single.status_code == 200
+    assert "The file is not a readable image (image file is truncated" in single.content.decode()
+    truncated.seek(0)
+    multiple = superuser_client.post(reverse("wagtailimages:add_multiple"), {"files[]": truncated})
+    assert multiple.status_code == 200 and not multiple.json()["success"]
+    assert "not a readable image" in multiple.json()["error_message"]
+    good = SimpleUploadedFile("rocket.jpg", data, "image/jpeg")
+    assert superuser_client.post(reverse("wagtailimages:add_multiple"), {"files[]": good}).json()["success"]
+    assert list(get_image_model().objects.values_list("title", flat=True)) == ["rocket.jpg"]
