@@ -47,12 +47,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the demo: a suite started as a background job (``make test &``,
+    ``nohup``) passes SIGINT on ignored, and then nothing could answer the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _serve_demo(env: dict[str, str], log: Path) -> subprocess.Popen:
     """``manage.py demo --empty`` in a subprocess, once its site answers."""
     port = _free_port()
     command = [sys.executable, "manage.py", "demo", "--empty", "--addrport", f"127.0.0.1:{port}"]
     with log.open("ab") as out:
-        proc = subprocess.Popen(command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_ctrl_c_as_in_a_terminal
+        )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
