@@ -19,23 +19,13 @@ import logging
 from typing import Any
 
 import django
-from django.apps import apps
-from django.db import DatabaseError
 
 from . import worker
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, register_sender
-from .fields import get_embedding_field
-from .pipeline import (
-    TOP_UP_BATCHES,
-    TRANSIENT_ERRORS,
-    claim_rows,
-    claim_token,
-    embed_pks,
-    mark_transient_failure,
-    release_rows,
-)
+from .pipeline import claim_token, mark_transient_failure
 from .sweep import sweep as run_sweep
+from .task_body import run_embed_task
 
 if django.VERSION >= (6, 0):
     from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, task, task_backends
@@ -57,36 +47,14 @@ def embed_rows(
     context: TaskContext, model_label: str, pks: list[str], field: str | None = None, force: bool = False
 ) -> dict[str, Any]:
     """Embed ``model_label`` rows ``pks`` (plus other waiting rows, to fill a batch)."""
-    model = apps.get_model(model_label)
     if worker.state["threads"] is None and runs_in_background():  # a worker process: size torch once
         worker.state["threads"] = worker.configure_threads(1)
-    # Load the models before claiming: a new worker's first task does not spend its lease waiting.
-    get_embedding_field(model, field).get_encoder().ensure_loaded()
-    token = claim_token(f"tasks-{context.task_result.id}")
-    room = max(0, TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks))
-    claimed = claim_rows(model, pks, token, field=field, top_up=room, force=force)
-    try:
-        report = embed_pks(model, claimed, field=field, force=force, claim=token)
-    except TRANSIENT_ERRORS as exc:  # no retries here: the sweep sends these rows again
-        _release(model, claimed, token, field)
+
+    def for_the_sweep(model: Any, claimed: list[Any], exc: Exception) -> None:  # no retries here
         mark_transient_failure(model, claimed, field, exc)
-        raise
-    except Exception:
-        _release(model, claimed, token, field, hold=semantic_settings.PENDING_TIMEOUT)
-        raise
-    _release(model, claimed, token, field)
-    return {
-        "embedded": [str(pk) for pk in report.embedded],
-        "skipped": [str(pk) for pk in report.skipped],
-        "failed": {str(pk): reason for pk, reason in report.failed.items()},
-    }
 
-
-def _release(model: Any, pks: list[Any], token: str, field: str | None, hold: float | None = None) -> None:
-    try:
-        release_rows(model, pks, token, field=field, hold=hold)
-    except DatabaseError as exc:  # the claim's lease runs out by itself
-        logger.warning("Could not release %s %s: %s", model._meta.label, pks, exc)
+    token = claim_token(f"tasks-{context.task_result.id}")
+    return run_embed_task(model_label, pks, token, field=field, force=force, on_transient=for_the_sweep)
 
 
 @task

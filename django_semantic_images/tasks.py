@@ -19,22 +19,13 @@ from typing import Any
 
 from celery import Task, shared_task
 from django.apps import apps
-from django.db import DatabaseError
 
 from . import worker
 from .conf import semantic_settings
 from .dispatch import EMBED_TASK, SWEEP_TASK
-from .fields import get_embedding_field
-from .pipeline import (
-    TOP_UP_BATCHES,
-    TRANSIENT_ERRORS,
-    claim_rows,
-    claim_token,
-    embed_pks,
-    mark_transient_failure,
-    release_rows,
-)
+from .pipeline import TRANSIENT_ERRORS, claim_token, mark_transient_failure
 from .sweep import sweep as run_sweep
+from .task_body import run_embed_task
 
 logger = logging.getLogger(__name__)
 
@@ -80,33 +71,16 @@ def embed_rows(
     file already failed to decode, are left alone. ``force`` recomputes rows whose
     image, texts and encoder are unchanged (and retries files that failed).
     """
-    model = apps.get_model(model_label)
-    # Load the models before claiming: a new worker's first task does not spend its lease waiting.
-    get_embedding_field(model, field).get_encoder().ensure_loaded()
-    token = claim_token(self.request.id)
-    room = max(0, TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks))
-    claimed = claim_rows(model, pks, token, field=field, top_up=room, force=force)
-    try:
-        report = embed_pks(model, claimed, field=field, force=force, claim=token)
-    except TRANSIENT_ERRORS:
-        _release(model, claimed, token, field, hold=retry_hold(self.request.retries))
-        raise  # autoretry_for: retried with backoff; on_failure once the retries run out
-    except Exception:
-        _release(model, claimed, token, field, hold=semantic_settings.PENDING_TIMEOUT)
-        raise
-    _release(model, claimed, token, field)
-    return {
-        "embedded": [str(pk) for pk in report.embedded],
-        "skipped": [str(pk) for pk in report.skipped],
-        "failed": {str(pk): reason for pk, reason in report.failed.items()},
-    }
-
-
-def _release(model: Any, pks: list[Any], token: str, field: str | None, hold: float | None = None) -> None:
-    try:
-        release_rows(model, pks, token, field=field, hold=hold)
-    except DatabaseError as exc:  # the claim's lease runs out by itself
-        logger.warning("Could not release %s %s: %s", model._meta.label, pks, exc)
+    # On a fault that may pass the rows stay held until autoretry_for's retry (with backoff)
+    # comes back for them; on_failure marks them once the retries run out.
+    return run_embed_task(
+        model_label,
+        pks,
+        claim_token(self.request.id),
+        field=field,
+        force=force,
+        transient_hold=retry_hold(self.request.retries),
+    )
 
 
 @shared_task(name=SWEEP_TASK, acks_late=True)

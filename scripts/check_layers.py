@@ -21,7 +21,7 @@ PACKAGE = "django_semantic_images"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("settings", ("conf",)),
     ("encoders", ("encoders", "imaging", "fusion", "metrics")),
-    ("pipeline", ("fields", "pipeline", "training", "signals", "dispatch", "sweep")),
+    ("pipeline", ("fields", "pipeline", "training", "signals", "dispatch", "sweep", "task_body")),
     ("query", ("expressions", "query")),
     (
         "integrations",
