@@ -36,6 +36,7 @@ test: $(STAMP)
 	env -u SEMANTIC_IMAGES_SCREENSHOTS $(BIN)/python -m pytest
 	$(BIN)/python -m pytest tests/wagtail --ds=tests.wagtail.settings
 	$(BIN)/python -m pytest tests/tasks_framework --ds=tests.tasks_framework.settings
+	$(BIN)/python -m pytest tests/wagtail_custom --ds=tests.wagtail_custom.settings
 
 # Refresh the documentation's screenshots (docs/img/admin-*.png, docs/img/wagtail-*.png) from the
 # browser tests.
