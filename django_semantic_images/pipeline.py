@@ -389,10 +389,9 @@ def embed_pks(model: type[models.Model], pks: Sequence[Any], **kwargs: Any) -> E
     (and the rows that image and texts are read through, in the same query).
     """
     field_obj = get_embedding_field(model, kwargs.get("field"))
-    rows = (
-        model._default_manager.filter(pk__in=list(pks))
-        .select_related(*field_obj.related_paths())
-        .defer(field_obj.visual_field, field_obj.semantic_field)
-        .order_by("pk")
-    )
+    rows = model._default_manager.filter(pk__in=list(pks))
+    related = field_obj.related_paths()
+    if related:  # select_related() without names would follow every foreign key (deprecated in Django 6.1)
+        rows = rows.select_related(*related)
+    rows = rows.defer(field_obj.visual_field, field_obj.semantic_field).order_by("pk")
     return embed_instances(rows, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
-from django_semantic_images.pipeline import embed_instances
+from django_semantic_images.pipeline import embed_instances, embed_pks
 from photos.models import Photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,3 +122,13 @@ def test_deferred_fields_load_and_save_without_sending_work(make_photo, sample_p
     only.alt_text = "A rocket on the launch pad"
     only.save()
     assert len(sent) == 1
+
+
+def test_embedding_by_key_uses_no_deprecated_django_api(make_photo, sample_paths):
+    """A model whose texts are its own columns has no related rows to fetch: Django 6.1 deprecates
+    ``select_related()`` without names (it followed every foreign key, e.g. the photo's owner)."""
+    photo = make_photo(sample_paths["coffee"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Calling select_related")
+        report = embed_pks(Photo, [photo.pk], force=True)
+    assert list(report.embedded) == [photo.pk]
