@@ -15,13 +15,12 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db import models
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.views import View
 from wagtail.admin import messages
-from wagtail.images import get_image_model
 from wagtail.images.views.images import EditView
 
 from ...fields import EmbeddingStatus
@@ -97,6 +96,14 @@ class SemanticImageEditView(EditView):
             return None
         return list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
 
+    def get_object(self, queryset: Any = None) -> Any:
+        """The image, if this editor may change it; any other answers 404, as a missing one does
+        (Wagtail's own edit page redirects to the dashboard instead, which tells the image exists)."""
+        try:
+            return super().get_object(queryset)
+        except PermissionDenied:
+            raise Http404 from None
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["embedding_state"] = embedding_state(self.object)
@@ -109,19 +116,15 @@ class ReembedView(View):
     """POST: mark the image's vectors pending and queue them (after the commit, through the same
     dispatch as an upload), then go back to the edit page with a message.
 
-    Needs permission to change the image, answered as Wagtail's edit view answers: 404 for a
-    missing image; for one the user may not change, Wagtail's admin turns the ``PermissionDenied``
-    into a redirect to the dashboard with an error message (403 to a script's request). Any other
-    method answers 405.
+    Needs permission to change the image: an image the user may not change answers 404, exactly
+    as a missing one does. Any other method answers 405.
     """
 
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest, image_id: int) -> HttpResponseRedirect:
-        image_model = get_image_model()
-        image = get_object_or_404(image_model, pk=image_id)
-        if not image_permission_policy().user_has_permission_for_instance(request.user, "change", image):
-            raise PermissionDenied
+        changeable = image_permission_policy().instances_user_has_permission_for(request.user, "change")
+        image = get_object_or_404(changeable, pk=image_id)
         request_embedding(image.pk)
         messages.success(request, _("Image '%(title)s' will be embedded again.") % {"title": image.title})
         return HttpResponseRedirect(reverse("wagtailimages:edit", args=(image.pk,)))
