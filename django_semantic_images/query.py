@@ -121,6 +121,20 @@ class SemanticQuerySetMixin(_QuerySetBase):
             query = VisualDistance.image_vector(query, path.field.get_encoder())
         return qs._ranked(VisualDistance(path.name, query), path.column("visual"))
 
+    def best(self, n: int) -> Self:
+        """The ``n`` best-ranked rows, still ranked, as a queryset that ``order_by()`` sorts within.
+
+        After ``semantic_search()`` or ``similar_to()``, ``.order_by("-created_at")`` alone would
+        sort every matching row by date; ``.best(100).order_by("-created_at")`` sorts the 100 best
+        matches by date. One query: the 100 come from the HNSW index in a subquery
+        (``pk IN (... ORDER BY distance LIMIT 100)``), and each row keeps ``distance`` and ``score``.
+        """
+        if not self._vector_ranked:
+            raise TypeError("best() ranks nothing by itself: call semantic_search() or similar_to() first.")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"best() takes a positive number of rows, not {n!r}.")
+        return self.filter(pk__in=self.values("pk")[:n])
+
     def embedded(self, *, field: str | None = None) -> Self:
         path = embedding_path(self.model, field)
         return self.filter(**{path.column("status"): EmbeddingStatus.EMBEDDED})

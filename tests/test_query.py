@@ -154,3 +154,26 @@ def test_any_queryset_can_search_and_keeps_its_own_methods(sample_photos):
     assert sample_photos["rocket"].pk not in [p.pk for p in ranked.published()]
     assert searchable(ranked) is ranked
     assert type(searchable(own)) is type(searchable(_OwnQuerySet(model=Photo)))  # one class per queryset class
+
+
+def test_best_n_is_what_order_by_sorts_within(index_forced, settings):
+    """``.best(20).order_by(...)`` sorts the 20 best matches (found through the HNSW index),
+    not every matching row; without an order_by they stay best first."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[7])
+    best = [p.pk for p in ranked[:20]]
+    assert [p.pk for p in ranked.best(20)] == best
+    newest_first = list(ranked.best(20).order_by("-pk"))
+    assert [p.pk for p in newest_first] == sorted(best, reverse=True)
+    assert all(p.score is not None and p.published for p in newest_first)
+    assert ranked.best(20).count() == 20
+    assert ranked.order_by("-pk").count() > 20  # what order_by alone would sort
+    assert "Index Scan using photos_photo_sem_" in ranked.best(20).order_by("-pk").explain()
+
+
+def test_best_needs_a_ranking_and_a_positive_count():
+    with pytest.raises(TypeError, match="semantic_search"):
+        Photo.objects.best(5)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="positive number"):
+            Photo.objects.semantic_search(np.ones(384, dtype=np.float32)).best(bad)
