@@ -8,6 +8,7 @@ of bad input the API must answer with a 4xx and a message.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import struct
 import zlib
@@ -611,3 +612,50 @@ def test_image_url_is_the_image_of_the_embedding_field_searched(client, settings
     by_id = {row.pk: row for row in rows}
     for result in results:
         assert result["image_url"] == "http://testserver" + getattr(by_id[result["id"]], shown).url
+
+
+def test_search_sorts_its_best_matches_by_a_column(client, sample_photos, monkeypatch):
+    """``ordering`` sorts the ``ordering_within`` best matches by a column, keeping their scores;
+    without it the results stay best first."""
+    from photos.api import PhotoSearchViewSet
+
+    for stem, photo in sample_photos.items():
+        Photo.objects.filter(pk=photo.pk).update(title=stem)
+    monkeypatch.setattr(PhotoSearchViewSet, "ordering_within", 4)
+    best = ids(client.get(SEARCH, {"q": "a cup of coffee", "limit": 4}))
+    by_title = client.get(SEARCH, {"q": "a cup of coffee", "ordering": "title"}).json()["results"]
+    assert {row["id"] for row in by_title} == set(best)  # the 4 best, not every photo
+    assert [row["title"] for row in by_title] == sorted(row["title"] for row in by_title)
+    assert all(row["score"] is not None for row in by_title)
+    newest = ids(client.get(similar_url(sample_photos["chelsea"].pk), {"ordering": "-created_at"}))
+    assert newest == sorted(newest, key=lambda pk: Photo.objects.get(pk=pk).created_at, reverse=True)
+    floor = min(row["score"] for row in by_title) + 1e-6
+    floored = client.get(SEARCH, {"q": "a cup of coffee", "ordering": "title", "min_score": floor}).json()
+    assert len(floored["results"]) == 3 and floored["next"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "status"),
+    [
+        (SEARCH, "q=cat&ordering=owner", 400),
+        (SEARCH, "q=cat&ordering=", 400),
+        (SEARCH, "q=cat&ordering=title&ordering=-title", 400),
+        ("/api/photos/", "ordering=title", 400),  # the plain list keeps the site's order
+    ],
+)
+def test_a_bad_ordering_is_a_400_naming_it(client, sample_photos, path, query, status):
+    response = client.get(f"{path}?{query}")
+    assert response.status_code == status, response.content
+    assert "ordering" in json.dumps(response.json()), response.json()  # the body names it
+
+
+def test_the_schema_offers_ordering_on_the_ranked_actions_only(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    def ordering(path: str) -> list:
+        return [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "ordering"]
+
+    (param,) = ordering("/api/photos/search/")
+    assert sorted(param["schema"]["enum"]) == ["-created_at", "-title", "created_at", "title"]
+    assert len(ordering("/api/photos/{id}/similar/")) == 1
+    assert ordering("/api/photos/") == []

@@ -76,13 +76,17 @@ class RankedPagination(BasePagination):
         self.request = request
         ranked = is_ranked(queryset)
         self.limit, self.offset, self.min_score = self.get_params(request, ranked)
+        by_distance = ranked and sorted_by_distance(queryset)
+        if ranked and not by_distance and self.min_score is not None:
+            # The best matches sorted by another column: the floor is a filter on those rows.
+            queryset = queryset.filter(score__gte=self.min_score)
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and self.offset + self.limit <= self.max_offset
         rows = rows[: self.limit]
-        if ranked:
+        if by_distance:
             # pgvector's relaxed_order index scan may return a page slightly out of order.
             rows.sort(key=lambda row: row.distance)
-        if self.min_score is not None:
+        if by_distance and self.min_score is not None:
             kept = [row for row in rows if row.score >= self.min_score]
             if len(kept) < len(rows):
                 self.has_next = False
@@ -168,3 +172,9 @@ def is_ranked(queryset: Any) -> bool:
     """Whether ``queryset`` is ordered by vector distance (``semantic_search`` / ``similar_to``)."""
     query = getattr(queryset, "query", None)
     return query is not None and "distance" in query.annotations
+
+
+def sorted_by_distance(queryset: Any) -> bool:
+    """Whether a ranked ``queryset`` is still ordered best first (not sorted by another column)."""
+    ordering = list(queryset.query.order_by)
+    return bool(ordering) and ordering[0] in ("distance", "-score")

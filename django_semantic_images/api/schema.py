@@ -11,11 +11,14 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 
 from .serializers import ErrorSerializer, ImageQuerySerializer, TextQuerySerializer
 
 PAGED_ACTIONS = ("list", "search", "similar")
+#: The actions that rank, and so can sort their best matches by a column.
+RANKED_ACTIONS = ("search", "similar")
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -38,6 +41,23 @@ class SemanticSearchSchema(AutoSchema):
         if getattr(self.view, "action", None) in PAGED_ACTIONS:
             return True
         return super()._is_list_view(serializer)
+
+    def get_override_parameters(self) -> list[Any]:
+        """Besides the decorators' parameters, ``ordering`` on the ranked actions of a view with
+        ``ordering_fields``."""
+        params = list(super().get_override_parameters())
+        view: Any = self.view
+        if getattr(view, "action", None) in RANKED_ACTIONS and tuple(getattr(view, "ordering_fields", None) or ()):
+            params.append(
+                OpenApiParameter(
+                    view.ordering_param,
+                    OpenApiTypes.STR,
+                    enum=view.ordering_choices(),
+                    description=f"Sort the {view.ordering_within} best matches by this column ('-' for "
+                    "descending) instead of by relevance.",
+                )
+            )
+        return params
 
     def get_request_serializer(self) -> Any:
         if self.method == "POST":

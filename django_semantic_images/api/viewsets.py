@@ -42,7 +42,14 @@ from ..query import SemanticQuerySetMixin, searchable
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
 from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8
-from .schema import SemanticSearchSchema, image_search_schema, list_schema, similar_schema, text_search_schema
+from .schema import (
+    RANKED_ACTIONS,
+    SemanticSearchSchema,
+    image_search_schema,
+    list_schema,
+    similar_schema,
+    text_search_schema,
+)
 from .serializers import ImageQuerySerializer, TextQuerySerializer
 from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
 
@@ -74,6 +81,11 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     # Query parameters that may be repeated, besides multiple-choice filters; any other
     # parameter given twice is a 400 (the last value would silently replace the first).
     multi_valued_params: tuple[str, ...] = ()
+    # Columns a search's best matches can be sorted by (``?ordering=-created_at``): the
+    # ``ordering_within`` best, then that column (``QuerySet.best(n).order_by(...)``).
+    ordering_fields: tuple[str, ...] = ()
+    ordering_within = 100
+    ordering_param = "ordering"
 
     @property
     def throttle_scope(self) -> str:
@@ -118,6 +130,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             accepted = {*self.common_params, *self.paging_params(), *filters}
             if self.action == "search" and request.method == "GET":
                 accepted.add("q")
+            if self.action in RANKED_ACTIONS and self.ordering_fields:
+                accepted.add(self.ordering_param)
             ensure_known(request.query_params.keys(), accepted)
             ensure_single(request.query_params, accepted - self.repeatable_params())
             ensure_filled(request.query_params, filters)
@@ -199,6 +213,21 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             raise ValidationError({"detail": f"A filter value is out of range: {message}"}) from None
         return self.get_paginated_response(data) if page is not None else Response(data)
 
+    def ordering_choices(self) -> list[str]:
+        """The values ``ordering`` takes: each of ``ordering_fields``, ascending or descending."""
+        return [f"{sign}{name}" for name in self.ordering_fields for sign in ("", "-")]
+
+    def sort_best(self, ranked: QuerySet) -> QuerySet:
+        """``ranked`` as it is, or its ``ordering_within`` best sorted by the column the caller named."""
+        value = self.request.query_params.get(self.ordering_param) if self.ordering_fields else None
+        if value is None:
+            return ranked
+        choices = self.ordering_choices()
+        if value not in choices:
+            message = f"{self.ordering_param} must be one of: {', '.join(choices)}."
+            raise ValidationError({self.ordering_param: [message]})
+        return ranked.best(self.ordering_within).order_by(value, "pk")  # type: ignore[attr-defined]
+
     # -- actions ----------------------------------------------------------------------
     @list_schema
     def list(self, request: Request) -> Response:
@@ -224,7 +253,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         params = TextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         ranked = self.searchable_queryset().semantic_search(params.validated_data["q"], field=self.embedding_field)
-        return self.page_response(ranked)
+        return self.page_response(self.sort_best(ranked))
 
     def image_search(self, request: Request) -> Response:
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)
@@ -246,7 +275,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         except ImageDecodeError as exc:
             raise ValidationError({"image": [str(exc)]}) from None
         ranked = self.searchable_queryset().similar_to(image, field=self.embedding_field)
-        return self.page_response(ranked)
+        return self.page_response(self.sort_best(ranked))
 
     @similar_schema
     @action(detail=True, methods=["get"])
@@ -259,7 +288,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         if path.value(anchor, "visual") is None:
             raise NotEmbeddedYet(not_embedded_message(anchor, path))
         ranked = self.searchable_queryset().similar_to(anchor, field=self.embedding_field)
-        return self.page_response(ranked)
+        return self.page_response(self.sort_best(ranked))
 
     def get_anchor(self) -> Model:
         """The image of ``{id}/similar/``, looked up only among ``get_queryset()``.

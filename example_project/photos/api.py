@@ -56,6 +56,7 @@ class PhotoSearchViewSet(SemanticSearchViewSet):
     serializer_class = PhotoResultSerializer
     filter_backends = [filters.DjangoFilterBackend]
     filterset_class = PhotoFilter
+    ordering_fields = ("created_at", "title")  # ?ordering=-created_at: the 100 best matches, newest first
 
     def get_queryset(self) -> QuerySet[Photo]:
         visible = Q(published=True)
