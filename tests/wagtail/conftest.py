@@ -71,3 +71,29 @@ def superuser_client(client, django_user_model):
     user = django_user_model.objects.create_superuser("admin", "admin@example.com", "password")
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def two_collections(make_image, embed, sample_paths, django_user_model):
+    """A cat in Pets, three other photos in Products (all embedded), and an editor of each
+    collection: the permission tests' setup."""
+    from wagtail.models import Collection
+
+    from .editors import editor_of
+
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
+    others = [
+        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
+        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
+    ]
+    embed(cat, *others)
+    return {
+        "pets": pets,
+        "products": products,
+        "cat": cat,
+        "others": others,
+        "pets_editor": editor_of(pets, django_user_model, "pets"),
+        "products_editor": editor_of(products, django_user_model, "products"),
+    }

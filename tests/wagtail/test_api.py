@@ -11,7 +11,6 @@ from rest_framework.test import APIClient
 from wagtail.models import Collection, CollectionViewRestriction
 
 from tests.conftest import image_bytes
-from tests.wagtail.test_search import editor_of
 
 pytestmark = pytest.mark.django_db
 
@@ -158,25 +157,6 @@ def test_v2_bad_utf8_and_pending_anchor_are_400(api, make_image, sample_paths):
 
 
 # -- the package's REST search API over Wagtail images ---------------------------------------
-
-
-@pytest.fixture
-def two_collections(make_image, embed, sample_paths, django_user_model):
-    """A cat in Pets, three other photos in Products, and an editor of each collection."""
-    root = Collection.get_first_root_node()
-    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
-    others = [
-        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
-        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
-    ]
-    embed(cat, *others)
-    return {
-        "cat": cat,
-        "others": others,
-        "pets_editor": editor_of(pets, django_user_model, "pets"),
-        "products_editor": editor_of(products, django_user_model, "products"),
-    }
 
 
 def test_rest_search_over_wagtail_images_never_shows_another_groups_collection(api, two_collections):

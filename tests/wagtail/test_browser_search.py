@@ -19,7 +19,7 @@ from django.contrib.auth.models import Permission
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
-from wagtail.models import Collection, GroupPagePermission, Page
+from wagtail.models import GroupPagePermission, Page
 
 from tests.test_browser_admin import (  # noqa: F401 (fixtures)
     CHROMEDRIVER,
@@ -30,7 +30,6 @@ from tests.test_browser_admin import (  # noqa: F401 (fixtures)
 
 from .pages.models import ImagePage
 from .test_edit_page import mirrored
-from .test_search import editor_of
 
 pytestmark = [
     pytest.mark.browser,
@@ -168,19 +167,10 @@ def test_chooser_search_in_the_page_editor(cms, browser, django_user_model, samp
     assert ImagePage.objects.get(pk=page.pk).get_latest_revision_as_object().image == cat
 
 
-def test_an_editor_never_meets_another_collections_images(
-    cms, browser, django_user_model, make_image, embed, sample_paths
-):
-    root = Collection.get_first_root_node()
-    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
-    others = [
-        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
-        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
-    ]
-    embed(cat, *others)
+def test_an_editor_never_meets_another_collections_images(cms, browser, two_collections):
+    cat, others = two_collections["cat"], two_collections["others"]
     page = image_page()
-    editor = editor_of(products, django_user_model, "products")
+    editor = two_collections["products_editor"]
     GroupPagePermission.objects.create(
         group=editor.groups.get(), page=page, permission=Permission.objects.get(codename="change_page")
     )

@@ -25,7 +25,7 @@ from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.fields import EmbeddingStatus, get_embedding_field
 from django_semantic_images.pipeline import embed_pks
 
-from .test_search import editor_of
+from .editors import editor_of
 
 pytestmark = pytest.mark.django_db
 

@@ -22,7 +22,7 @@ from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.pipeline import embed_pks
 
-from .test_search import editor_of
+from .editors import editor_of
 
 pytestmark = pytest.mark.django_db
 
@@ -141,23 +141,14 @@ def test_search_by_photo_needs_the_csrf_token(django_user_model, sample_images, 
     assert SESSION_KEY not in client.session
 
 
-def test_search_by_photo_never_shows_another_collections_images(
-    client, django_user_model, make_image, embed, sample_paths
-):
-    root = Collection.get_first_root_node()
-    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
-    others = [
-        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
-        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
-    ]
-    embed(cat, *others)
-    client.force_login(editor_of(products, django_user_model, "products"))
+def test_search_by_photo_never_shows_another_collections_images(client, two_collections, sample_paths):
+    cat, others, pets = two_collections["cat"], two_collections["others"], two_collections["pets"]
+    client.force_login(two_collections["products_editor"])
     cat_photo = resized_copy(sample_paths["chelsea"])
     response = search_by_photo(client, cat_photo)
     assert set(ranked(client, response)) == set(others)
     assert cat not in ranked(client, response, collection_id=pets.pk)  # not even through the filter
-    client.force_login(editor_of(pets, django_user_model, "pets"))
+    client.force_login(two_collections["pets_editor"])
     assert ranked(client, search_by_photo(client, cat_photo)) == [cat]
     # The products editor's token means nothing in another session.
     other = client.get(response["Location"])

@@ -7,12 +7,11 @@ import os
 
 import numpy as np
 import pytest
-from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 from wagtail.images import get_image_model
-from wagtail.models import Collection, GroupCollectionPermission
+from wagtail.models import Collection
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.encoders.base import l2_normalize
@@ -98,35 +97,14 @@ def test_chooser_ranks_the_cat_first(superuser_client, sample_images):
     assert list(modal.context["results"])[0] == sample_images["chelsea"]
 
 
-def editor_of(collection, django_user_model, username: str):
-    group = Group.objects.create(name=f"{collection.name} editors")
-    group.permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
-    for codename in ("add_image", "change_image", "choose_image"):
-        GroupCollectionPermission.objects.create(
-            group=group,
-            collection=collection,
-            permission=Permission.objects.get(content_type__app_label="wagtailimages", codename=codename),
-        )
-    user = django_user_model.objects.create_user(username, f"{username}@example.com", "password")
-    user.groups.add(group)
-    return user
-
-
-def test_editors_never_see_another_collections_images(client, django_user_model, make_image, embed, sample_paths):
-    root = Collection.get_first_root_node()
-    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=pets)
-    others = [
-        make_image(sample_paths[stem], f"IMG_{i:04d}", collection=products)
-        for i, stem in enumerate(("coffee", "rocket", "astronaut"), start=2)
-    ]
-    embed(cat, *others)
-    client.force_login(editor_of(products, django_user_model, "products"))
+def test_editors_never_see_another_collections_images(client, two_collections):
+    cat, others = two_collections["cat"], two_collections["others"]
+    client.force_login(two_collections["products_editor"])
     for search in (listing, chooser):
         found = search(client, q="a cat")
         assert cat not in found and set(found) == set(others), search.__name__
         assert cat not in search(client, q="IMG_0001")
-    client.force_login(editor_of(pets, django_user_model, "pets"))
+    client.force_login(two_collections["pets_editor"])
     for search in (listing, chooser):
         assert search(client, q="a cat") == [cat], search.__name__
 
