@@ -97,3 +97,52 @@ def two_collections(make_image, embed, sample_paths, django_user_model):
         "pets_editor": editor_of(pets, django_user_model, "pets"),
         "products_editor": editor_of(products, django_user_model, "products"),
     }
+
+
+@pytest.fixture
+def indexed_images(make_image, sample_paths):
+    """``make(kind, collections)``: 2,000 images (spread over ``collections``, sharing one file)
+    whose ``kind`` vectors ("semantic" or "visual") are random unit vectors, in a rebuilt HNSW
+    index, with sorting turned off for the test's transaction: at 2,000 rows the planner would
+    sort them all; from about 20,000 it takes the index by itself (docs/wagtail.md). Returns the
+    images and their vectors (image i has vector i)."""
+    import numpy as np
+    from django.db import connection
+    from wagtail.images import get_image_model
+
+    from django_semantic_images.contrib.wagtail.models import ImageVectors
+    from django_semantic_images.encoders.base import l2_normalize
+    from django_semantic_images.fields import get_embedding_field
+
+    def make(kind: str, collections: list):
+        template = make_image(sample_paths["coffee"], "template", collection=collections[0])
+        image_model = get_image_model()
+        images = image_model.objects.bulk_create(
+            [
+                image_model(
+                    title=f"IMG_{i}",
+                    file=template.file.name,
+                    width=1,
+                    height=1,
+                    collection=collections[i % len(collections)],
+                )
+                for i in range(2000)
+            ]
+        )
+        column = get_embedding_field(ImageVectors).column(kind)
+        dimensions = ImageVectors._meta.get_field(column).dimensions
+        vectors = l2_normalize(np.random.default_rng(0).normal(size=(len(images), dimensions)).astype(np.float32))
+        ImageVectors.objects.bulk_create(
+            [
+                ImageVectors(image=image, embedding_status="embedded", **{column: vectors[i]})
+                for i, image in enumerate(images)
+            ]
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_sort = off")
+            cursor.execute(f"REINDEX TABLE {ImageVectors._meta.db_table}")
+            cursor.execute(f"ANALYZE {ImageVectors._meta.db_table}")
+            cursor.execute(f"ANALYZE {image_model._meta.db_table}")
+        return images, vectors
+
+    return make

@@ -6,11 +6,9 @@ from __future__ import annotations
 import io
 import os
 
-import numpy as np
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
@@ -21,7 +19,6 @@ from wagtail.models import Collection, GroupCollectionPermission
 
 from django_semantic_images.contrib.wagtail.edit_views import SemanticImageEditView
 from django_semantic_images.contrib.wagtail.models import ImageVectors
-from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.fields import EmbeddingStatus, get_embedding_field
 from django_semantic_images.pipeline import embed_pks
 
@@ -216,36 +213,14 @@ def test_reembed_needs_post_csrf_and_change_permission(
     assert status_of(cat) == EmbeddingStatus.PENDING and callbacks
 
 
-def test_panel_ranks_through_the_hnsw_index(make_image, sample_paths, django_user_model, rf):
+def test_panel_ranks_through_the_hnsw_index(indexed_images, django_user_model, rf):
     """The panel's query, for an editor of one collection: ``ORDER BY vectors.embedding_visual <=>
     v LIMIT 12`` over the one-to-one join, filtered by the editor's collections, can read the
     visual vectors' HNSW index (as tests/wagtail/test_search.py checks for searches by words)."""
     root = Collection.get_first_root_node()
     pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    template = make_image(sample_paths["coffee"], "template", collection=pets)
-    image_model = get_image_model()
-    images = image_model.objects.bulk_create(
-        [
-            image_model(
-                title=f"IMG_{i}", file=template.file.name, width=1, height=1, collection=(pets, products)[i % 2]
-            )
-            for i in range(2000)
-        ]
-    )
+    images, _visual = indexed_images("visual", [pets, products])
     field = get_embedding_field(ImageVectors)
-    dimensions = ImageVectors._meta.get_field(field.column("visual")).dimensions
-    visual = l2_normalize(np.random.default_rng(0).normal(size=(len(images), dimensions)).astype(np.float32))
-    ImageVectors.objects.bulk_create(
-        [
-            ImageVectors(image=image, embedding_status="embedded", embedding_visual=visual[i])
-            for i, image in enumerate(images)
-        ]
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(f"REINDEX TABLE {ImageVectors._meta.db_table}")
-        cursor.execute(f"ANALYZE {ImageVectors._meta.db_table}")
-        cursor.execute(f"ANALYZE {image_model._meta.db_table}")
     request = rf.get("/")
     request.user = editor_of(pets, django_user_model, "pets")
     view = SemanticImageEditView()

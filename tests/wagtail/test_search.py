@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
-from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 from wagtail.images import get_image_model
 from wagtail.models import Collection
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
-from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.pipeline import embed_pks
 from django_semantic_images.query import semantic_search, similar_to
 
@@ -109,33 +106,12 @@ def test_editors_never_see_another_collections_images(client, two_collections):
         assert search(client, q="a cat") == [cat], search.__name__
 
 
-def test_ranking_through_the_join_uses_the_hnsw_index(make_image, sample_paths):
+def test_ranking_through_the_join_uses_the_hnsw_index(indexed_images):
     """``ORDER BY vectors.embedding_semantic <=> q LIMIT n`` over the one-to-one join, with a
     filter on the image table (an editor's collections): an HNSW index scan feeds the join."""
-    template = make_image(sample_paths["coffee"], "template")
-    image_model = get_image_model()
-    images = image_model.objects.bulk_create(
-        [
-            image_model(title=f"IMG_{i}", file=template.file.name, width=1, height=1, collection=template.collection)
-            for i in range(2000)
-        ]
-    )
-    rng = np.random.default_rng(0)
-    semantic = l2_normalize(rng.normal(size=(len(images), 384)).astype(np.float32))
-    ImageVectors.objects.bulk_create(
-        [
-            ImageVectors(image=image, embedding_status="embedded", embedding_semantic=semantic[i])
-            for i, image in enumerate(images)
-        ]
-    )
-    with connection.cursor() as cursor:
-        # At 2,000 rows the planner sorts them all; from about 20,000 it takes the index by itself
-        # (docs/wagtail.md). Turn sorting off for this transaction to see the plan the index allows.
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(f"REINDEX TABLE {ImageVectors._meta.db_table}")
-        cursor.execute(f"ANALYZE {ImageVectors._meta.db_table}")
-        cursor.execute(f"ANALYZE {image_model._meta.db_table}")
-    ranked = semantic_search(image_model.objects.filter(collection=template.collection), semantic[7])
+    collection = Collection.get_first_root_node()
+    images, semantic = indexed_images("semantic", [collection])
+    ranked = semantic_search(get_image_model().objects.filter(collection=collection), semantic[7])
     assert ranked[0] == images[7]
     plan = ranked[:10].explain()
     index = ImageVectors._meta.indexes[1].name  # the semantic vectors' HNSW index
