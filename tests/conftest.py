@@ -22,6 +22,24 @@ def sample_paths() -> dict[str, Path]:
     return paths
 
 
+def upload(source: Path | bytes, name: str | None = None, **fields):
+    """Save a Photo as a site would (the on-commit hook sends the work)."""
+    from photos.models import Photo
+
+    data = source.read_bytes() if isinstance(source, Path) else source
+    photo = Photo(**fields)
+    photo.image.save(name or (source.name if isinstance(source, Path) else "upload.jpg"), ContentFile(data), save=False)
+    photo.save()
+    return photo
+
+
+def statuses(photos: list) -> dict[int, str]:
+    """Each photo's embedding status, read from the database."""
+    from photos.models import Photo
+
+    return dict(Photo.objects.filter(pk__in=[p.pk for p in photos]).values_list("pk", "embedding_status"))
+
+
 def image_bytes(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, fmt, **kwargs)

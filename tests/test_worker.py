@@ -14,10 +14,8 @@ import os
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.test import override_settings
 from PIL import Image
@@ -38,6 +36,7 @@ from .celery_worker import (
     queue_length,
     wait_for,
 )
+from .conftest import statuses, upload
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
@@ -122,19 +121,6 @@ def writes():
         cursor.execute(f"DROP TRIGGER test_count_embedding_write ON {table}")
         cursor.execute("DROP FUNCTION test_count_embedding_write()")
         cursor.execute("DROP TABLE test_embedding_writes")
-
-
-def upload(source: Path | bytes, name: str | None = None, **fields) -> Photo:
-    """Save a Photo as a site would (the on-commit hook sends the work)."""
-    data = source.read_bytes() if isinstance(source, Path) else source
-    photo = Photo(**fields)
-    photo.image.save(name or (source.name if isinstance(source, Path) else "upload.jpg"), ContentFile(data), save=False)
-    photo.save()
-    return photo
-
-
-def statuses(photos: list[Photo]) -> dict[int, str]:
-    return dict(Photo.objects.filter(pk__in=[p.pk for p in photos]).values_list("pk", "embedding_status"))
 
 
 def settled(photos: list[Photo]) -> bool:

@@ -18,7 +18,6 @@ from types import SimpleNamespace
 import pytest
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.test import override_settings
 from PIL import Image
@@ -31,6 +30,7 @@ from django_semantic_images.task_framework import embed_rows
 from photos.models import Photo
 
 from ..celery_worker import REDIS_URL, configured_app, database_url
+from ..conftest import statuses, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,15 +55,6 @@ def task_rows() -> list:
     return list(DBTaskResult.objects.order_by("enqueued_at"))
 
 
-def upload(source: Path | bytes, name: str | None = None, **fields) -> Photo:
-    """Save a Photo as a site would (the on-commit hook sends the work)."""
-    data = source.read_bytes() if isinstance(source, Path) else source
-    photo = Photo(**fields)
-    photo.image.save(name or (source.name if isinstance(source, Path) else "upload.jpg"), ContentFile(data), save=False)
-    photo.save()
-    return photo
-
-
 def run_db_worker(tmp_path: Path, timeout: float = 300) -> str:
     """``manage.py db_worker --batch``: runs every queued task, then exits; its output."""
     env = {
@@ -82,10 +73,6 @@ def run_db_worker(tmp_path: Path, timeout: float = 300) -> str:
     (tmp_path / "db_worker.log").write_text(output)
     assert done.returncode == 0, output[-4000:]
     return output
-
-
-def statuses(photos: list[Photo]) -> dict[int, str]:
-    return dict(Photo.objects.filter(pk__in=[p.pk for p in photos]).values_list("pk", "embedding_status"))
 
 
 def test_without_a_broker_auto_picks_the_background_task_backend():
