@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
+from .conf import semantic_settings
 from .dispatch import engine
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import embedding_fields, models_with_embeddings
@@ -35,6 +37,21 @@ def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="semantic_images.E006")]
     return []
+
+
+@checks.register(TAG)
+def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``SEARCH_DATABASE`` names an alias of ``DATABASES`` (or is None)."""
+    alias = semantic_settings.SEARCH_DATABASE
+    if alias is None or alias in settings.DATABASES:
+        return []
+    return [
+        checks.Error(
+            f"SEMANTIC_IMAGES['SEARCH_DATABASE'] is {alias!r}, which is not an alias of DATABASES.",
+            hint=f"Name one of {', '.join(map(repr, settings.DATABASES))}, or None to let the routers decide.",
+            id="semantic_images.E007",
+        )
+    ]
 
 
 @checks.register(TAG, checks.Tags.database)

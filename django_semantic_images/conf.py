@@ -46,6 +46,10 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": "semantic_images",
     "ASYNC": "auto",
     "EMBED_ON_SAVE": True,
+    # Database alias that ranked searches (semantic_search, similar_to) read from, e.g. a
+    # streaming replica (docs/replicas.md); None: Django's routers decide. Embedding
+    # always reads and writes the database the model is written to.
+    "SEARCH_DATABASE": None,
     # HNSW search parameters set with SET LOCAL around each ranked query.
     "HNSW_EF_SEARCH": 200,
     "HNSW_ITERATIVE_SCAN": "strict_order",

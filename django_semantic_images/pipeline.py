@@ -56,11 +56,20 @@ def claim_token(task_id: str | None) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{task_id or 'local'}"[:255]
 
 
+def primary_rows(model: type[models.Model]) -> models.QuerySet[Any]:
+    """``model``'s rows on the database they are written to.
+
+    The pipeline and the sweep read what they are about to write there: under a router that
+    sends reads to a replica, a lagging replica would hide the rows just saved or just claimed.
+    """
+    return model._default_manager.using(router.db_for_write(model))
+
+
 def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
     """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free."""
     emb = get_embedding_field(model, field)
     try:
-        model._default_manager.filter(
+        primary_rows(model).filter(
             free_filter(emb, timezone.now()), pk__in=pks, **{emb.column("status"): EmbeddingStatus.PENDING}
         ).update(**{emb.column("status"): EmbeddingStatus.FAILED, emb.column("error"): f"{TRANSIENT_PREFIX}{exc}"})
     except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
@@ -101,14 +110,14 @@ def claim_rows(
     row another claim changed meanwhile, and the top-up skips rows being claimed.
     """
     emb = get_embedding_field(model, field)
-    manager = model._default_manager
+    manager = primary_rows(model)
     now = timezone.now()
     values = {emb.column("claimed_by"): token, emb.column("lease_until"): lease_until()}
     own = free_filter(emb, now) if force else free_filter(emb, now) & ~failed_for_good_filter(emb)
     manager.filter(own, pk__in=list(pks)).update(**values)
     waiting: list[Any] = []
     if top_up > 0:
-        with transaction.atomic(using=router.db_for_write(model)):
+        with transaction.atomic(using=manager.db):
             waiting = list(
                 manager.select_for_update(skip_locked=True)
                 .filter(free_filter(emb, now), **{emb.column("status"): EmbeddingStatus.PENDING})
@@ -128,8 +137,10 @@ def claim_rows(
 def renew_lease(model: type[models.Model], pks: Sequence[Any], token: str, *, field: str | None = None) -> int:
     """Extend the lease of the rows ``token`` still holds; returns how many."""
     emb = get_embedding_field(model, field)
-    return model._default_manager.filter(pk__in=list(pks), **{emb.column("claimed_by"): token}).update(
-        **{emb.column("lease_until"): lease_until()}
+    return (
+        primary_rows(model)
+        .filter(pk__in=list(pks), **{emb.column("claimed_by"): token})
+        .update(**{emb.column("lease_until"): lease_until()})
     )
 
 
@@ -142,8 +153,12 @@ def release_rows(
     come back for them; None leaves them due at once if they are still pending.
     """
     emb = get_embedding_field(model, field)
-    return model._default_manager.filter(pk__in=list(pks), **{emb.column("claimed_by"): token}).update(
-        **{emb.column("claimed_by"): "", emb.column("lease_until"): None if hold is None else lease_until(hold)}
+    return (
+        primary_rows(model)
+        .filter(pk__in=list(pks), **{emb.column("claimed_by"): token})
+        .update(
+            **{emb.column("claimed_by"): "", emb.column("lease_until"): None if hold is None else lease_until(hold)}
+        )
     )
 
 
@@ -376,7 +391,7 @@ def _write(
     unchanged = {field.image_field: getattr(item.file, "name", "") or ""}
     if claim is not None:
         unchanged[field.column("claimed_by")] = claim
-    updated = model._default_manager.filter(pk=item.instance.pk, **unchanged).update(**values)
+    updated = primary_rows(model).filter(pk=item.instance.pk, **unchanged).update(**values)
     for name, value in values.items():
         setattr(item.instance, name, value)
     return bool(updated)
@@ -389,7 +404,7 @@ def embed_pks(model: type[models.Model], pks: Sequence[Any], **kwargs: Any) -> E
     (and the rows that image and texts are read through, in the same query).
     """
     field_obj = get_embedding_field(model, kwargs.get("field"))
-    rows = model._default_manager.filter(pk__in=list(pks))
+    rows = primary_rows(model).filter(pk__in=list(pks))
     related = field_obj.related_paths()
     if related:  # select_related() without names would follow every foreign key (deprecated in Django 6.1)
         rows = rows.select_related(*related)

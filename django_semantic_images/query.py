@@ -83,6 +83,19 @@ class SemanticQuerySetMixin(_QuerySetBase):
         clone._vector_ranked = self._vector_ranked
         return clone
 
+    @property
+    def db(self) -> str:
+        """The alias this query runs on: a ranked search reads from ``SEARCH_DATABASE`` when set.
+
+        Only reads: an ``update()``, ``delete()`` or ``select_for_update()`` of a ranked queryset
+        goes where Django's routers send writes, and an explicit ``using()`` wins.
+        """
+        alias = semantic_settings.SEARCH_DATABASE
+        state: Any = self  # _for_write and _db are QuerySet's, not in django-stubs
+        if alias and self._vector_ranked and not state._for_write and state._db is None:
+            return str(alias)
+        return super().db
+
     def _ranked(self, distance: Any, vector_field: str) -> Self:
         qs = self.filter(**{f"{vector_field}__isnull": False}).annotate(distance=distance)
         qs = qs.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))

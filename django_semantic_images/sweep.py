@@ -37,7 +37,7 @@ from django.utils import timezone
 from .conf import semantic_settings
 from .dispatch import CELERY, INLINE, engine, queue_depth, request_embedding
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, models_with_embeddings
-from .pipeline import TRANSIENT_PREFIX, lease_until
+from .pipeline import TRANSIENT_PREFIX, lease_until, primary_rows
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +93,18 @@ def mark_pending(model: type[models.Model], field: ImageEmbeddingField, pks: lis
     Their old vectors stay searchable. A worker that still holds one of them (a lease
     that ran out while it was alive) can no longer write it.
     """
-    return model._default_manager.filter(condition, pk__in=pks).update(
-        **{
-            field.column("status"): EmbeddingStatus.PENDING,
-            field.column("error"): "",
-            field.column("updated_at"): timezone.now(),
-            field.column("claimed_by"): "",
-            field.column("lease_until"): lease_until(),
-        }
+    return (
+        primary_rows(model)
+        .filter(condition, pk__in=pks)
+        .update(
+            **{
+                field.column("status"): EmbeddingStatus.PENDING,
+                field.column("error"): "",
+                field.column("updated_at"): timezone.now(),
+                field.column("claimed_by"): "",
+                field.column("lease_until"): lease_until(),
+            }
+        )
     )
 
 
@@ -138,7 +142,7 @@ def sweep(
     for model in model_list or models_with_embeddings():
         for emb in embedding_fields(model):
             condition = due_filter(emb, pending_timeout=pending_timeout, unsent=queued, queue_empty=depth == 0)
-            qs = model._default_manager.filter(condition).order_by(emb.column("updated_at"), "pk")
+            qs = primary_rows(model).filter(condition).order_by(emb.column("updated_at"), "pk")
             pks = list(qs.values_list("pk", flat=True)[:limit] if limit else qs.values_list("pk", flat=True))
             if not pks:
                 continue

@@ -169,3 +169,14 @@ def test_a_dimension_change_fails_the_check_with_the_commands_to_run(settings):
     assert "embedding_visual stores 1280-d vectors, but the encoder wider-test-encoder" in message
     assert "makemigrations photos" in message
     assert "semantic_images_reindex --model photos.Photo" in message
+
+
+def test_a_search_database_that_is_no_alias_is_an_error(settings):
+    from django_semantic_images.checks import check_search_database
+
+    assert check_search_database() == []
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": "default"}
+    assert check_search_database() == []
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": "replicaa"}
+    [error] = check_search_database()
+    assert error.id == "semantic_images.E007" and "'replicaa'" in error.msg and "'default'" in error.hint

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ...conf import semantic_settings
 from ...dispatch import describe_engine, send, use_queue
 from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings
-from ...pipeline import EmbedReport, embed_pks
+from ...pipeline import EmbedReport, embed_pks, primary_rows
 from ...sweep import due_filter, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
 from .. import resolve_model
@@ -81,7 +81,7 @@ class Command(BaseCommand):
                 added = add_missing_rows()
                 if added:
                     self.stdout.write(f"{model._meta.label}: added {added} missing rows.")
-            qs = model._default_manager.filter(self.selection(emb, opts)).order_by("pk")
+            qs = primary_rows(model).filter(self.selection(emb, opts)).order_by("pk")
             pks = list(qs.values_list("pk", flat=True))
             label = f"{model._meta.label}.{emb.name}"
             if not pks:

@@ -1,0 +1,164 @@
+"""Searches on a read replica: a real streaming standby of the test server (``pg_basebackup -R``).
+
+The standby is a second alias, ``replica``, mirrored in tests like a site would declare it
+(``TEST: {"MIRROR": "default"}``: no test database of its own, the same name as the primary's).
+Rows are written and embedded on the primary and committed (transactional tests); the
+standby replays them once the WAL has streamed in, and ``pg_wal_replay_pause()`` makes it lag
+on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+
+from django_semantic_images import EmbeddingStatus
+from django_semantic_images.sweep import sweep
+from photos.models import Photo
+
+from .conftest import upload
+from .pg_cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
+
+REPLICA = "replica"
+
+
+class ReadsFromTheReplica:
+    """A site's primary/replica router (Django's documented pattern): every read on the replica."""
+
+    def db_for_read(self, model, **hints):
+        return REPLICA
+
+    def db_for_write(self, model, **hints):
+        return "default"
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+    def allow_migrate(self, db, app_label, **hints):
+        return db == "default"
+
+
+@pytest.fixture(scope="module")
+def standby(django_db_setup, django_db_blocker) -> Iterator[Cluster]:
+    """A hot standby of the test server, streaming from it, as the alias ``replica``."""
+    with django_db_blocker.unblock():
+        cluster = Cluster(connections["default"].settings_dict, port=5433, standby=True)
+        try:
+            cluster.start()
+            replica = cluster.settings_dict()
+            replica["TEST"]["MIRROR"] = "default"
+            connections.settings[REPLICA] = replica
+            yield cluster
+        finally:
+            if REPLICA in connections.settings:
+                connections[REPLICA].close()
+                del connections[REPLICA]
+                del connections.settings[REPLICA]
+            cluster.remove()
+
+
+def one(alias: str, sql: str, params: list | None = None):
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params or [])
+        return cursor.fetchone()[0]
+
+
+def caught_up() -> None:
+    """Wait until the standby has replayed everything the primary has written so far."""
+    lsn = one("default", "SELECT pg_current_wal_lsn()")
+    wait_until(lambda: one(REPLICA, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]), 30, "the standby")
+
+
+@pytest.fixture
+def paused(standby) -> Iterator[None]:
+    """The standby receives WAL but replays none of it: a replica lagging behind."""
+    caught_up()
+    one(REPLICA, "SELECT pg_wal_replay_pause()")
+    wait_until(lambda: one(REPLICA, "SELECT pg_get_wal_replay_pause_state()") == "paused", 30, "replay to pause")
+    try:
+        yield
+    finally:
+        one(REPLICA, "SELECT pg_wal_replay_resume()")
+
+
+def test_the_replica_is_a_streaming_standby_of_the_test_server(standby):
+    assert one(REPLICA, "SELECT pg_is_in_recovery()") is True
+    assert one("default", "SELECT pg_is_in_recovery()") is False
+    assert one(REPLICA, "SELECT current_database()") == one("default", "SELECT current_database()")
+    assert one(REPLICA, "SHOW data_directory") == str(standby.pgdata)
+
+
+def test_searches_read_from_the_search_database_once_it_has_caught_up(standby, sample_paths, settings):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")  # embedded in-process, on the primary
+    coffee = upload(sample_paths["coffee"], title="a cup of coffee")
+    assert set(Photo.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.EMBEDDED}
+    cat_row = Photo.objects.get(pk=cat.pk)  # with its vectors
+    caught_up()
+
+    ranked = Photo.objects.semantic_search("a cat")
+    assert ranked.db == REPLICA
+    with CaptureQueriesContext(connections["default"]) as primary, CaptureQueriesContext(connections[REPLICA]) as rep:
+        results = list(ranked[:5])
+        similar = list(Photo.objects.similar_to(cat_row)[:5])
+    assert [p.pk for p in results] == [cat.pk, coffee.pk]
+    assert [p.pk for p in similar] == [coffee.pk]
+    assert {p._state.db for p in results + similar} == {REPLICA}
+    assert primary.captured_queries == []  # nothing of the search touched the primary
+    sqls = [q["sql"] for q in rep.captured_queries]
+    assert sum("set_config('hnsw.ef_search'" in sql for sql in sqls) == 2, sqls  # on the alias searched
+    assert sum("<=>" in sql for sql in sqls) == 2, sqls
+
+    # Writes through a ranked queryset still go to the primary (a standby refuses them).
+    assert Photo.objects.semantic_search("a cat").filter(pk=coffee.pk).update(published=False) == 1
+    assert Photo.objects.get(pk=coffee.pk).published is False
+    # An explicit using() wins over the setting.
+    assert Photo.objects.semantic_search("a cat").using("default").db == "default"
+
+
+def test_a_lagging_replica_answers_without_the_newest_rows_and_no_error(standby, paused, sample_paths, settings):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    assert Photo.objects.get(pk=cat.pk).embedding_status == EmbeddingStatus.EMBEDDED  # on the primary
+
+    assert list(Photo.objects.semantic_search("a cat")[:5]) == []  # not replayed yet: no error, no row
+    assert Photo.objects.semantic_search("a cat").count() == 0
+
+    one(REPLICA, "SELECT pg_wal_replay_resume()")
+    caught_up()
+    assert [p.pk for p in Photo.objects.semantic_search("a cat")[:5]] == [cat.pk]
+
+
+def test_behind_a_router_that_reads_from_a_lagging_replica_embedding_uses_the_primary(
+    standby, paused, sample_paths, settings
+):
+    settings.DATABASE_ROUTERS = [f"{__name__}.ReadsFromTheReplica"]
+    primary = Photo.objects.using("default")
+    cat = upload(sample_paths["chelsea"], title="a cat")  # embedded in-process after the commit
+    assert primary.get(pk=cat.pk).embedding_status == EmbeddingStatus.EMBEDDED
+
+    # A row whose embedding failed for a passing reason, on the primary only: the sweep finds it.
+    coffee = upload(b"not yet", "coffee.jpg")
+    assert primary.get(pk=coffee.pk).embedding_status == EmbeddingStatus.FAILED
+    primary.filter(pk=coffee.pk).update(image=upload_name(sample_paths["coffee"]))
+    primary.filter(pk=coffee.pk).update(embedding_error="Temporary failure, will be retried: storage timed out")
+    assert sweep().total == 1
+    assert primary.get(pk=coffee.pk).embedding_status == EmbeddingStatus.EMBEDDED
+
+    # Searches follow the router: the replica has not replayed these rows yet.
+    ranked = Photo.objects.semantic_search("a cat")
+    assert ranked.db == REPLICA
+    assert list(ranked[:5]) == []
+
+
+def upload_name(path) -> str:
+    """Store ``path`` in the media folder; its name there."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    return default_storage.save(f"photos/{path.name}", ContentFile(path.read_bytes()))
