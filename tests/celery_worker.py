@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,8 +72,8 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(REDIS_URL)
 
 
-def queue_length(queue: str) -> int:
-    return int(redis_client().llen(f"{KEY_PREFIX}{queue}"))
+def queue_length(queue: str, url: str = REDIS_URL) -> int:
+    return int(redis.Redis.from_url(url).llen(f"{KEY_PREFIX}{queue}"))
 
 
 def drop_queued_messages(queue: str) -> int:
@@ -91,6 +92,43 @@ def cleanup_keys() -> None:
         client.delete(*keys)
 
 
+class RedisServer:
+    """A Redis of its own for a test (never the shared one): no persistence, like a cache-only broker,
+    so a restart loses every queued message."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        log = (self.folder / f"redis-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(answers, 30, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        """SIGKILL: what is in memory is gone, as after a crash or a restart without persistence."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 class Worker:
     """``celery -A example_project worker -Q <queue> -c 1 --pool prefork`` as a subprocess."""
 
@@ -103,10 +141,13 @@ class Worker:
         concurrency: int = 1,
         consume: str | None = None,
         beat: float | None = None,
+        broker: str = REDIS_URL,
+        env: dict[str, str] | None = None,
     ) -> None:
         """A worker with ``SEMANTIC_IMAGES["QUEUE"] = queue``, consuming ``consume`` (default: that queue).
 
         ``beat``: also run Celery beat in it (``-B``), sending the sweep to its queue every ``beat`` seconds.
+        ``broker``: the Redis it uses as broker and result backend; ``env``: more environment variables.
         """
         self.queue = consume or queue
         self.name = f"{queue}-{uuid.uuid4().hex[:6]}"
@@ -116,11 +157,12 @@ class Worker:
             "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example_project")]),
             "DATABASE_URL": database,
-            "CELERY_BROKER_URL": REDIS_URL,
-            "CELERY_RESULT_BACKEND": REDIS_URL,
+            "CELERY_BROKER_URL": broker,
+            "CELERY_RESULT_BACKEND": broker,
             "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(BROKER_OPTIONS),
             "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": json.dumps(RESULT_OPTIONS),
             "SEMANTIC_IMAGES_JSON": json.dumps({**semantic_images, "QUEUE": queue}),
+            **(env or {}),
         }
         if beat is not None:
             sweep = {"task": "semantic_images.sweep", "schedule": beat, "options": {"queue": self.queue}}
@@ -162,6 +204,13 @@ class Worker:
 
         return wait_for(loaded, timeout, f"worker {self.name} to load its models", self, interval=0.5)
 
+    def pause(self) -> None:
+        """SIGSTOP the whole worker: it neither consumes nor answers (a stalled machine)."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and pool child), as a crash or OOM kill would."""
         if self.alive:
@@ -170,6 +219,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.alive:
+            self.resume()
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)

@@ -16,3 +16,5 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = json.loads(os.environ.get("CELERY_RESU
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 SEMANTIC_IMAGES = json.loads(os.environ.get("SEMANTIC_IMAGES_JSON", "{}"))
 CELERY_BEAT_SCHEDULE = json.loads(os.environ.get("CELERY_BEAT_SCHEDULE_JSON", "{}"))
+# Persistent connections, as a production worker has them (the fault tests: tests/test_worker_faults.py).
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("SEMANTIC_IMAGES_TEST_CONN_MAX_AGE", "0"))  # noqa: F405

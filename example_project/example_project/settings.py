@@ -73,6 +73,8 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker started while Redis is down waits for it (docs/workers.md#restarted-servers).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # `celery -A example_project beat` runs the sweep that re-queues lost embeddings (docs/workers.md):
 # every 10 s, so that with the default LEASE (30 s) lost work is sent again within 40 s.
 CELERY_BEAT_SCHEDULE = {"semantic-images-sweep": {"task": "semantic_images.sweep", "schedule": 10.0}}
