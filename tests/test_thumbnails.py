@@ -11,13 +11,14 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
+from django.core.files.base import ContentFile
 from django.urls import reverse
 from PIL import Image
 from rest_framework.test import APIClient
 from sorl.thumbnail import default as sorl
 from sorl.thumbnail.images import ImageFile
 
-from django_semantic_images.thumbnails import thumbnail_url, thumbnails_enabled
+from django_semantic_images.thumbnails import cache_key, thumbnail_geometry, thumbnail_url, thumbnails_enabled
 from tests.conftest import image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -91,6 +92,13 @@ def test_a_missing_or_broken_file_has_no_thumbnail_and_no_error(api, make_photo,
     for photo in (not_an_image, truncated, gone):
         assert rows[photo.pk]["thumbnail_url"] is None, photo.image.name
         assert rows[photo.pk]["image_url"]  # the row is still listed, with its file's URL
+    # The lost file comes back: not read again on every listing, but after RETRY_AFTER seconds.
+    assert (
+        gone.image.storage.save(gone.image.name, ContentFile(sample_paths["chelsea"].read_bytes())) == gone.image.name
+    )
+    assert results_by_id(api)[gone.pk]["thumbnail_url"] is None
+    cache.delete(cache_key(gone.image, thumbnail_geometry()))  # as RETRY_AFTER seconds later
+    assert results_by_id(api)[gone.pk]["thumbnail_url"].startswith("http://testserver/media/cache/")
 
 
 def test_without_sorl_thumbnail_the_api_says_null_and_the_admin_shows_the_image(
