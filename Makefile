@@ -38,11 +38,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests/tasks_framework --ds=tests.tasks_framework.settings
 	$(BIN)/python -m pytest tests/wagtail_custom --ds=tests.wagtail_custom.settings
 
-# Refresh the documentation's screenshots (docs/img/admin-*.png, docs/img/wagtail-*.png) from the
+# Refresh the documentation's screenshots (docs/img/admin-*.png, public-search.png, wagtail-*.png) from the
 # browser tests.
 screenshots: $(STAMP)
 	scripts/test-services
-	SEMANTIC_IMAGES_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -m browser tests/test_browser_admin.py
+	SEMANTIC_IMAGES_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -m browser tests/test_browser_admin.py tests/test_browser_public.py
 	SEMANTIC_IMAGES_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -m browser tests/wagtail --ds=tests.wagtail.settings
 
 matrix: $(STAMP)

@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     # REST API: largest query-image upload in bytes, and longest search text in characters.
     "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
     "MAX_QUERY_LENGTH": 500,
+    # Thumbnails (API's thumbnail_url, admin, Wagtail renditions): the square, in pixels, they fit in.
+    "THUMBNAIL_SIZE": 400,
     # Weight of the editor's own words (title, alt text) against the picture, in the
     # semantic vector; see docs/relevance.md.
     "TEXT_WEIGHT": 0.5,

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "management",
             "migrations",
             "contrib",
+            "thumbnails",
         ),
     ),
 ]

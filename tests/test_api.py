@@ -68,7 +68,7 @@ def test_text_search_ranks_the_cat_first_with_score_and_urls(client, sample_phot
     assert first["id"] == sample_photos["chelsea"].pk
     assert set(first) == {"id", "title", "alt_text", "score", "image_url", "thumbnail_url", "created_at"}
     assert first["image_url"].startswith("http://testserver/media/photos/")
-    assert first["thumbnail_url"] is None
+    assert first["thumbnail_url"].startswith("http://testserver/media/cache/")  # tests/test_thumbnails.py
     scores = [row["score"] for row in body["results"]]
     assert scores == sorted(scores, reverse=True)
     assert "offset=5" in body["next"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,8 +18,10 @@ import pytest
 from django.core.management import call_command
 from PIL import Image
 
+from django_semantic_images.signals import embedding_deferred
 from photos.models import Photo
-from tests.conftest import image_bytes
+from photos.samples import TEXTS
+from tests.conftest import image_bytes, run_command
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 
@@ -39,6 +42,26 @@ def test_load_photos_counts_the_folders_files_and_names_each_skipped_one(tmp_pat
     assert "skipped notes.txt: not an image" in text
     assert "skipped broken.jpg: unreadable: " in text
     assert Photo.objects.filter(image="photos/new.jpg", embedding_status="embedded").exists()
+
+
+@pytest.mark.django_db
+def test_load_photos_gives_the_samples_their_titles_and_alt_texts(settings, tmp_path, sample_paths):
+    settings.MEDIA_ROOT = tmp_path  # no earlier test's files: the samples keep their own names
+    (tmp_path / "photos").mkdir()
+    shutil.copy(sample_paths["coffee"], tmp_path / "photos" / "coffee.png")
+    with embedding_deferred():  # the coffee, loaded by a version whose samples had no words
+        Photo.objects.create(image="photos/coffee.png")
+    out = run_command("load_photos")
+    count = len(sample_paths)
+    assert f"Sample photos: {count} files, {count - 1} added, 1 skipped (1 given their title and alt text)." in out
+    photos = {Path(photo.image.name).name: photo for photo in Photo.objects.all()}
+    assert set(photos) == {path.name for path in sample_paths.values()} == set(TEXTS)
+    for name, photo in photos.items():
+        assert (photo.title, photo.alt_text) == TEXTS[name] and all(TEXTS[name]), name
+        assert photo.embedding_status == "embedded", name
+    assert len({text.title for text in TEXTS.values()}) == len(TEXTS)  # no two alike
+    # A second run adds nothing and changes no words.
+    assert f"Sample photos: {count} files, 0 added, {count} skipped." in run_command("load_photos")
 
 
 def _free_port() -> int:

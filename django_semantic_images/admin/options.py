@@ -25,6 +25,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .. import thumbnails
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import ImageEmbeddingField, get_embedding_field
 from ..query import apply_hnsw_settings
@@ -274,8 +275,10 @@ class SemanticSearchAdminMixin(_AdminBase):
         return display.thumbnail_html(self.thumbnail_url(obj), str(obj))
 
     def thumbnail_url(self, obj: Any) -> str:
-        """The URL shown as a thumbnail; override to point at your renditions."""
-        return display.file_url(self.get_embedding_field().file(obj))
+        """The URL shown as a thumbnail: the API's cached thumbnail (sorl-thumbnail, the
+        ``thumbnails`` extra), else the image itself; override to point at your renditions."""
+        file = self.get_embedding_field().file(obj)
+        return thumbnails.thumbnail_url(file) or display.file_url(file)
 
     @admin.display(description=gettext_lazy("Score"))
     def search_score(self, obj: Any) -> str:

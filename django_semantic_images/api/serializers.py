@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from .. import thumbnails
 from ..conf import semantic_settings
 from ..fields import get_embedding_field
 
@@ -22,9 +23,12 @@ class SemanticResultSerializer(serializers.ModelSerializer):
     ``image_url`` is the file of the image field that the embedding field names
     (``ImageEmbeddingField(image_field=...)``); with several embedding fields, the one in
     ``Meta.embedding_field`` or else the view's ``embedding_field``.
-    ``Meta.thumbnail_field`` names an image field (or a property returning a file) holding
-    a small rendition; without one, or when it is empty, ``thumbnail_url`` is null.
-    Override ``get_thumbnail_url`` to use a thumbnail library instead.
+    ``thumbnail_url`` is a cached thumbnail of that same file, made by sorl-thumbnail (the
+    ``thumbnails`` extra, with ``sorl.thumbnail`` in ``INSTALLED_APPS``) to fit in
+    ``THUMBNAIL_SIZE``; null without sorl-thumbnail, or when the file is missing or not an
+    image. ``Meta.thumbnail_field`` names an image field (or a property returning a file)
+    holding the site's own small rendition instead. Override ``get_thumbnail_url`` for
+    another library.
 
     .. code-block:: python
 
@@ -41,11 +45,17 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         "null in the plain list, which is not ranked.",
     )
     image_url = serializers.SerializerMethodField(help_text="Absolute URL of the image file.")
-    thumbnail_url = serializers.SerializerMethodField(help_text="Absolute URL of a thumbnail, when the site has one.")
+    thumbnail_url = serializers.SerializerMethodField(
+        help_text="Absolute URL of a small copy of the image (it fits in THUMBNAIL_SIZE pixels), when the site "
+        "makes thumbnails; null otherwise, or when the image file cannot be read."
+    )
 
     def get_image_url(self, obj: Any) -> str | None:
-        field = get_embedding_field(type(obj), self.embedding_field_name())
-        return self.file_url(field.file(obj))
+        return self.file_url(self.image_file(obj))
+
+    def image_file(self, obj: Any) -> Any:
+        """The stored file of the image that the embedding field names."""
+        return get_embedding_field(type(obj), self.embedding_field_name()).file(obj)
 
     def embedding_field_name(self) -> str | None:
         """The ``ImageEmbeddingField`` whose image ``image_url`` shows: ``Meta.embedding_field``,
@@ -57,7 +67,9 @@ class SemanticResultSerializer(serializers.ModelSerializer):
 
     def get_thumbnail_url(self, obj: Any) -> str | None:
         name = getattr(self.Meta, "thumbnail_field", None)
-        return self.file_url(getattr(obj, name, None)) if name else None
+        if name:
+            return self.file_url(getattr(obj, name, None))
+        return self.absolute_url(thumbnails.thumbnail_url(self.image_file(obj)))
 
     def file_url(self, file: Any) -> str | None:
         """Absolute URL of a stored file, or None when there is none."""
@@ -66,6 +78,12 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         try:
             url = file.url
         except ValueError:
+            return None
+        return self.absolute_url(url)
+
+    def absolute_url(self, url: str | None) -> str | None:
+        """``url`` made absolute with the request's host, when there is a request."""
+        if not url:
             return None
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request is not None else url

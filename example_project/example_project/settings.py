@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "sorl.thumbnail",  # the "thumbnails" extra: the API's, the admin's and the public page's thumbnails
     "django_semantic_images",
     "photos",
 ]

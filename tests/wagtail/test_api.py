@@ -3,7 +3,11 @@ package's REST search API over Wagtail images with Wagtail's collection permissi
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageOps
@@ -229,3 +233,31 @@ def test_a_public_rule_as_docs_wagtail_md_shows_it(make_image, embed, sample_pat
     response = view(APIRequestFactory().get(SEARCH, {"q": "a cat"}))
     assert response.status_code == 200
     assert {row["id"] for row in response.data["results"]} == {image.pk for image in public}  # not the cat
+
+
+def test_rest_thumbnail_is_a_rendition_made_once_that_fits_thumbnail_size(api, make_image, sample_paths, settings):
+    """``thumbnail_url`` is a Wagtail rendition (``max-400x400`` by default, from ``THUMBNAIL_SIZE``),
+    made once; a lost file gives null, not an error."""
+    api.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "password"))
+    big = make_image(sample_paths["hubble_deep_field"], "IMG_0001")  # 1000 x 872
+    lost = make_image(sample_paths["coffee"], "IMG_0002")
+    lost.file.storage.delete(lost.file.name)
+
+    def thumbnails() -> dict[int, str | None]:
+        response = api.get("/api/wagtail/images/")
+        assert response.status_code == 200, response.content
+        return {row["id"]: row["thumbnail_url"] for row in response.json()["results"]}
+
+    def stored(url: str) -> Path:
+        return Path(settings.MEDIA_ROOT) / urlsplit(url).path.removeprefix(settings.MEDIA_URL)
+
+    first = thumbnails()
+    assert first[lost.pk] is None
+    with Image.open(stored(first[big.pk])) as image:
+        assert image.width == 400 and abs(image.height - 872 * 0.4) < 1
+    made = stored(first[big.pk]).stat().st_mtime_ns
+    assert thumbnails()[big.pk] == first[big.pk] and stored(first[big.pk]).stat().st_mtime_ns == made
+    assert [rendition.filter_spec for rendition in big.renditions.all()] == ["max-400x400"]
+    settings.SEMANTIC_IMAGES = {"THUMBNAIL_SIZE": 120}
+    with Image.open(stored(thumbnails()[big.pk])) as image:
+        assert image.width == 120 and abs(image.height - 872 * 0.12) < 1

@@ -25,14 +25,17 @@ from wagtail.images.exceptions import InvalidFilterSpecError
 from wagtail.images.models import SourceImageIOError
 
 from ...api import SemanticResultSerializer, SemanticSearchViewSet
+from ...conf import semantic_settings
 from .permissions import image_permission_policy
 
 
 class WagtailImageResultSerializer(SemanticResultSerializer):
     """A Wagtail image found by a search: id, title, description, score, the original file's
-    URL and a rendition's (``thumbnail_spec``, a Wagtail filter spec; None for no thumbnail)."""
+    URL and a rendition's (Wagtail makes it once and keeps it, like its admin's thumbnails)."""
 
-    thumbnail_spec: str | None = "max-400x400"
+    #: The rendition's Wagtail filter spec (e.g. ``"fill-300x300"``); None for no thumbnail; ""
+    #: for ``max-{THUMBNAIL_SIZE}x{THUMBNAIL_SIZE}`` (``"max-400x400"`` by default).
+    thumbnail_spec: str | None = ""
 
     class Meta:
         model = get_image_model()
@@ -42,11 +45,19 @@ class WagtailImageResultSerializer(SemanticResultSerializer):
     def get_image_url(self, obj: Any) -> str | None:
         return self.file_url(obj.file)
 
+    def get_thumbnail_spec(self) -> str | None:
+        """``thumbnail_spec``, or the spec ``THUMBNAIL_SIZE`` gives when it is ""."""
+        if self.thumbnail_spec == "":
+            size = int(semantic_settings.THUMBNAIL_SIZE)
+            return f"max-{size}x{size}"
+        return self.thumbnail_spec
+
     def get_thumbnail_url(self, obj: Any) -> str | None:
-        if not self.thumbnail_spec:
+        spec = self.get_thumbnail_spec()
+        if not spec:
             return None
         try:
-            rendition = obj.get_rendition(self.thumbnail_spec)
+            rendition = obj.get_rendition(spec)
         except (SourceImageIOError, InvalidFilterSpecError, OSError):  # a lost or unreadable file
             return None
         return self.file_url(rendition.file)

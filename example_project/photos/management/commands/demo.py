@@ -1,4 +1,5 @@
-"""``manage.py demo``: migrate, load and index the sample photos, create an admin, serve.
+"""``manage.py demo``: migrate, load and index the sample photos, create an admin, serve the
+public search page at ``/`` and the admin at ``/admin/``.
 
 The example site's embedded PostgreSQL stops with the demo: on Ctrl-C, SIGTERM or SIGHUP
 (example_project/database.py).
@@ -38,7 +39,8 @@ class Command(BaseCommand):
             User.objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)
         self.stdout.write(
             self.style.SUCCESS(
-                f"\nExample site: http://{addrport}/admin/photos/photo/   login: {USERNAME} / {PASSWORD}\n"
+                f"\nExample site: http://{addrport}/   (public search: no login)\n"
+                f"Admin:        http://{addrport}/admin/photos/photo/   login: {USERNAME} / {PASSWORD}\n"
                 f"Try the search box with: a cup of coffee\n"
             )
         )

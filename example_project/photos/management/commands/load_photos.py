@@ -13,7 +13,7 @@ from django_semantic_images.imaging import ImageDecodeError, decode_image
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
 from photos.models import Photo
-from photos.samples import sample_photo_paths
+from photos.samples import SampleText, sample_photo_paths, sample_text
 
 
 @dataclass
@@ -22,11 +22,26 @@ class Source:
 
     name: str
     files: list[Path]
+    samples: bool = False
     added: list[Photo] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: Samples already there without words (loaded by an earlier version), given their title and alt text.
+    titled: list[Photo] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"{self.name}: {len(self.files)} files, {len(self.added)} added, {len(self.skipped)} skipped."
+        titled = f" ({len(self.titled)} given their title and alt text)" if self.titled else ""
+        return f"{self.name}: {len(self.files)} files, {len(self.added)} added, {len(self.skipped)} skipped{titled}."
+
+
+def give_words(path: Path) -> Photo | None:
+    """The sample photo of ``path`` if it is there without a title or alt text, now with them."""
+    text = sample_text(path)
+    photo = Photo.objects.filter(image=f"photos/{path.name}", title="", alt_text="").first()
+    if photo is None or not text.title:
+        return None
+    photo.title, photo.alt_text = text
+    photo.save(update_fields=["title", "alt_text"])
+    return photo
 
 
 def why_skip(path: Path) -> str | None:
@@ -53,7 +68,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, folder: Path | None = None, no_samples: bool = False, **options):
         verbosity = options.get("verbosity", 1)
-        sources = [] if no_samples else [Source("Sample photos", sample_photo_paths())]
+        sources = [] if no_samples else [Source("Sample photos", sample_photo_paths(), samples=True)]
         if folder is not None:
             if not folder.is_dir():
                 raise CommandError(f"{folder} is not a folder.")
@@ -65,13 +80,17 @@ class Command(BaseCommand):
                     reason = why_skip(path)
                     if reason is not None:
                         source.skipped.append((path, reason))
+                        if source.samples and reason == "already there" and (photo := give_words(path)):
+                            source.titled.append(photo)
                         continue
-                    photo = Photo()
+                    # The samples come with a title and an alt text; a folder's photos without.
+                    text = sample_text(path) if source.samples else SampleText("", "")
+                    photo = Photo(title=text.title, alt_text=text.alt_text)
                     with path.open("rb") as fh:
                         photo.image.save(path.name, File(fh), save=False)
                     photo.save()
                     source.added.append(photo)
-        added = {photo.pk: photo for source in sources for photo in source.added}
+        added = {photo.pk: photo for source in sources for photo in (*source.added, *source.titled)}
         report = embed_instances(Photo.objects.filter(pk__in=list(added)))
         for source in sources:
             self.stdout.write(source.summary())

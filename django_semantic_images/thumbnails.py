@@ -1,0 +1,86 @@
+"""Thumbnails of stored images, made by sorl-thumbnail (the ``thumbnails`` extra) when the site
+installs it: the API's ``thumbnail_url``, the admin's thumbnails and the example's public page.
+
+A thumbnail fits in a ``THUMBNAIL_SIZE`` square (never enlarged) and is made on first use, then
+served from storage: sorl-thumbnail's key-value store (by default its database table behind
+Django's cache) remembers it. Without ``sorl.thumbnail`` in ``INSTALLED_APPS`` there are none.
+
+Asking sorl-thumbnail costs a few hundred microseconds even for a stored thumbnail (it builds
+the key from the options and storage, reads its store and deserializes the entry), so the
+thumbnail's name is also kept in Django's cache under one key per image: one cache read per
+result. A file that gives no thumbnail (missing, not an image) is remembered for
+``RETRY_AFTER`` seconds and not read again on every listing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from django.apps import apps
+from django.core.cache import cache
+
+from .conf import semantic_settings
+
+logger = logging.getLogger(__name__)
+
+#: The app a site adds to ``INSTALLED_APPS`` to have thumbnails.
+SORL_APP = "sorl.thumbnail"
+#: Seconds Django's cache keeps a thumbnail's name (then sorl-thumbnail's store is asked again).
+KEEP = 3600
+#: Seconds a file that gave no thumbnail is not read again.
+RETRY_AFTER = 300
+
+
+def thumbnails_enabled() -> bool:
+    """Whether sorl-thumbnail is installed and in ``INSTALLED_APPS`` (its store needs its table)."""
+    return apps.is_installed(SORL_APP)
+
+
+def thumbnail_geometry() -> str:
+    """sorl-thumbnail's geometry for ``THUMBNAIL_SIZE``: fit in that square, keep the proportions."""
+    size = int(semantic_settings.THUMBNAIL_SIZE)
+    return f"{size}x{size}"
+
+
+def thumbnail_url(file: Any) -> str | None:
+    """The URL of ``file``'s thumbnail, made now if it is not stored yet; None when there are no
+    thumbnails (sorl-thumbnail not installed), no file, or a file that is missing or not an image.
+
+    A failure is logged, never raised: a listing shows the rest of its pictures.
+    """
+    if not file or not thumbnails_enabled():
+        return None
+    from sorl.thumbnail import default as sorl
+
+    geometry = thumbnail_geometry()
+    key = cache_key(file, geometry)
+    name = cache.get(key)
+    if name is None:
+        name = make_thumbnail(file, geometry)
+        cache.set(key, name, KEEP if name else RETRY_AFTER)
+    # The URL is asked of the storage each time: a storage's URLs may expire (signed URLs).
+    return sorl.storage.url(name) if name else None
+
+
+def make_thumbnail(file: Any, geometry: str) -> str:
+    """The storage name of ``file``'s thumbnail from sorl-thumbnail (made if it is not stored yet),
+    or "" when it cannot be made."""
+    from sorl.thumbnail import get_thumbnail
+
+    try:
+        thumbnail = get_thumbnail(file, geometry, upscale=False)
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds on a broken file; a listing must go on
+        logger.warning("No thumbnail for %s.", getattr(file, "name", file), exc_info=True)
+        return ""
+    # sorl-thumbnail answers a source it cannot read with an image that was never made (and
+    # has no size): that is no thumbnail.
+    return str(thumbnail.name) if thumbnail.size is not None else ""
+
+
+def cache_key(file: Any, geometry: str) -> str:
+    """The key of Django's cache under which ``file``'s thumbnail name (or "" for none) is kept."""
+    storage = type(getattr(file, "storage", None)).__qualname__
+    name = f"{storage}:{getattr(file, 'name', file)}:{geometry}"
+    return "semantic_images:thumbnail:" + hashlib.sha256(name.encode()).hexdigest()

@@ -1,0 +1,227 @@
+/* The public search page: calls the site's REST API (photos/api.py) as any frontend would.
+ *
+ *   GET  api/photos/?limit=&offset=              every photo you may see, newest first
+ *   GET  api/photos/search/?q=words&limit=&offset=  ranked by meaning
+ *   GET  api/photos/{id}/similar/?limit=&offset=    "more like this"
+ *   POST api/photos/search/?limit=&offset=        a photo (multipart "image"), ranked by likeness
+ *
+ * Words and "more like this" live in the address (?q=, ?similar=, &offset=), so the back button
+ * and shared links work; a photo cannot, so paging its results sends it again.
+ */
+(function () {
+  "use strict";
+
+  const app = document.getElementById("search-app");
+  const urls = {
+    list: app.dataset.listUrl,
+    search: app.dataset.searchUrl,
+    similar: (id) => app.dataset.similarUrl.replace("/0/", "/" + encodeURIComponent(id) + "/"),
+  };
+  const pageSize = Number(app.dataset.pageSize);
+  const maxUploadBytes = Number(app.dataset.maxUploadBytes);
+  const $ = (id) => document.getElementById(id);
+  const input = $("search-q");
+  const fileInput = $("photo-file");
+  const grid = $("results");
+  const heading = $("results-heading");
+  const status = $("search-status");
+  const preview = $("query-preview");
+  const previous = $("previous-page");
+  const next = $("next-page");
+  const pageNumber = $("page-number");
+  const overlay = $("drop-overlay");
+  const card = $("result-card");
+
+  // What is shown: {kind: "all" | "words" | "similar" | "photo", q, id, title, file, offset}.
+  let query = { kind: "all", offset: 0 };
+  let previewUrl = null;
+  let latest = 0; // only the newest request may draw its answer
+
+  function fromAddress() {
+    const params = new URLSearchParams(window.location.search);
+    const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+    const q = (params.get("q") || "").trim();
+    if (q) return { kind: "words", q: q, offset: offset };
+    const id = params.get("similar");
+    if (id) return { kind: "similar", id: id, title: (history.state && history.state.title) || "", offset: offset };
+    return { kind: "all", offset: offset };
+  }
+
+  function toAddress(q) {
+    const params = new URLSearchParams();
+    if (q.kind === "words") params.set("q", q.q);
+    if (q.kind === "similar") params.set("similar", q.id);
+    if (q.offset) params.set("offset", String(q.offset));
+    const search = params.toString();
+    return window.location.pathname + (search ? "?" + search : "");
+  }
+
+  function go(q) {
+    query = q;
+    if (q.kind !== "photo") history.pushState({ title: q.title || "" }, "", toAddress(q));
+    show();
+  }
+
+  function csrfToken() {
+    const field = document.querySelector("#photo-form input[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  function request(q) {
+    const page = "limit=" + pageSize + "&offset=" + q.offset;
+    const headers = { Accept: "application/json" };
+    if (q.kind === "words") return fetch(urls.search + "?q=" + encodeURIComponent(q.q) + "&" + page, { headers });
+    if (q.kind === "similar") return fetch(urls.similar(q.id) + "?" + page, { headers });
+    if (q.kind === "photo") {
+      const body = new FormData();
+      body.append("image", q.file);
+      headers["X-CSRFToken"] = csrfToken(); // needed when signed in (session authentication)
+      return fetch(urls.search + "?" + page, { method: "POST", body: body, headers: headers, credentials: "same-origin" });
+    }
+    return fetch(urls.list + "?" + page, { headers });
+  }
+
+  function describe(q) {
+    if (q.kind === "words") return "Photos matching “" + q.q + "”";
+    if (q.kind === "similar") return q.title ? "More like “" + q.title + "”" : "More like the photo you chose";
+    if (q.kind === "photo") return "Photos like " + q.file.name;
+    return "All photos, newest first";
+  }
+
+  // The API's error body: {"detail": "..."} or {"parameter": ["message", ...]}.
+  async function errorMessage(response) {
+    try {
+      const body = await response.json();
+      if (body.detail) return body.detail;
+      return Object.values(body).flat().join(" ");
+    } catch (error) {
+      return "The search failed (" + response.status + ").";
+    }
+  }
+
+  async function show() {
+    const q = query;
+    const mine = ++latest;
+    input.value = q.kind === "words" ? q.q : "";
+    heading.textContent = describe(q);
+    preview.hidden = q.kind !== "photo";
+    status.textContent = "Searching…";
+    app.setAttribute("aria-busy", "true");
+    let response;
+    try {
+      response = await request(q);
+    } catch (error) {
+      if (mine === latest) fail("The site did not answer; try again.");
+      return;
+    }
+    if (mine !== latest) return;
+    if (!response.ok) {
+      fail(await errorMessage(response));
+      return;
+    }
+    const body = await response.json();
+    if (mine !== latest) return;
+    draw(body.results);
+    status.textContent = body.results.length ? "" : "No photos found.";
+    previous.disabled = !body.previous;
+    next.disabled = !body.next;
+    pageNumber.textContent = body.previous || body.next ? "Page " + (Math.floor(q.offset / pageSize) + 1) : "";
+    app.removeAttribute("aria-busy");
+  }
+
+  function fail(message) {
+    grid.replaceChildren();
+    status.textContent = message;
+    previous.disabled = next.disabled = true;
+    pageNumber.textContent = "";
+    app.removeAttribute("aria-busy");
+  }
+
+  function draw(results) {
+    grid.replaceChildren(
+      ...results.map((photo) => {
+        const item = card.content.firstElementChild.cloneNode(true);
+        const title = photo.title || "Untitled";
+        const link = item.querySelector(".card-image");
+        const image = item.querySelector("img");
+        link.href = photo.image_url || "#";
+        image.src = photo.thumbnail_url || photo.image_url || "";
+        image.alt = photo.alt_text || photo.title || "";
+        item.querySelector(".card-title").textContent = title;
+        item.querySelector(".card-score").textContent = photo.score === null ? "" : photo.score.toFixed(3);
+        item.dataset.id = photo.id;
+        item.querySelector(".more-like-this").addEventListener("click", () => {
+          go({ kind: "similar", id: String(photo.id), title: title, offset: 0 });
+          window.scrollTo({ top: 0 });
+        });
+        return item;
+      })
+    );
+  }
+
+  function searchByPhoto(file) {
+    if (!file) return;
+    if (!file.type.startsWith("image/")) {
+      fail(file.name + " is not an image.");
+      return;
+    }
+    if (file.size > maxUploadBytes) {
+      fail(file.name + " is larger than the " + Math.round(maxUploadBytes / 1048576) + " MB the site accepts.");
+      return;
+    }
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(file);
+    preview.src = previewUrl;
+    query = { kind: "photo", file: file, offset: 0 };
+    // The address goes back to the plain page: a photo search cannot be linked to.
+    history.pushState({}, "", window.location.pathname);
+    show();
+  }
+
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const words = input.value.trim();
+    go(words ? { kind: "words", q: words, offset: 0 } : { kind: "all", offset: 0 });
+  });
+  fileInput.addEventListener("change", () => {
+    searchByPhoto(fileInput.files[0]);
+    fileInput.value = ""; // the same file again still searches
+  });
+  previous.addEventListener("click", () => page(-1));
+  next.addEventListener("click", () => page(1));
+
+  function page(step) {
+    const offset = Math.max(0, query.offset + step * pageSize);
+    if (query.kind === "photo") {
+      query = Object.assign({}, query, { offset: offset });
+      show();
+    } else {
+      go(Object.assign({}, query, { offset: offset }));
+    }
+    window.scrollTo({ top: 0 });
+  }
+
+  // Drop a photo anywhere on the page.
+  const hasFiles = (event) => event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files");
+  document.addEventListener("dragover", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    overlay.hidden = false;
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (event.relatedTarget === null) overlay.hidden = true;
+  });
+  document.addEventListener("drop", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    overlay.hidden = true;
+    searchByPhoto(event.dataTransfer.files[0]);
+  });
+
+  window.addEventListener("popstate", () => {
+    query = fromAddress();
+    show();
+  });
+  query = fromAddress();
+  show();
+})();

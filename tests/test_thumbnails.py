@@ -1,0 +1,120 @@
+"""The API's ``thumbnail_url`` and the admin's thumbnails: sorl-thumbnail's cached thumbnails of the
+image file, served from storage; null (the API) or the image itself (the admin) without them."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.urls import reverse
+from PIL import Image
+from rest_framework.test import APIClient
+from sorl.thumbnail import default as sorl
+from sorl.thumbnail.images import ImageFile
+
+from django_semantic_images.thumbnails import cache_key, thumbnail_geometry, thumbnail_url, thumbnails_enabled
+from tests.conftest import image_bytes
+
+pytestmark = pytest.mark.django_db
+
+LIST = "/api/photos/"
+
+
+@pytest.fixture
+def api(settings) -> APIClient:
+    """An anonymous API client on the URLs that also serve the media files."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    cache.clear()  # throttle history and sorl-thumbnail's cached keys
+    return APIClient()
+
+
+def results_by_id(client: APIClient, url: str = LIST, **params) -> dict[int, dict]:
+    response = client.get(url, {"limit": 100, **params})
+    assert response.status_code == 200, response.content
+    return {row["id"]: row for row in response.json()["results"]}
+
+
+def fetch_image(client: APIClient, url: str) -> Image.Image:
+    """GET ``url`` through the test client (the media view) and decode it."""
+    response = client.get(urlsplit(url).path)
+    assert response.status_code == 200
+    return Image.open(io.BytesIO(b"".join(response.streaming_content)))
+
+
+def stored_path(url: str) -> Path:
+    path = urlsplit(url).path
+    assert path.startswith(django_settings.MEDIA_URL), url
+    return Path(django_settings.MEDIA_ROOT) / path.removeprefix(django_settings.MEDIA_URL)
+
+
+def test_thumbnail_url_serves_a_small_copy_that_keeps_the_proportions(api, make_photo, sample_paths):
+    big = make_photo(sample_paths["hubble_deep_field"])  # 1000 x 872
+    wide = make_photo(sample_paths["chelsea"])  # 451 x 300
+    tiny = make_photo(Image.new("RGB", (120, 90), "red"))
+    rows = results_by_id(api)
+    for photo, expected in ((big, (400, 349)), (wide, (400, 266)), (tiny, (120, 90))):
+        url = rows[photo.pk]["thumbnail_url"]
+        assert url.startswith("http://testserver/media/cache/"), url
+        assert url != rows[photo.pk]["image_url"]
+        image = fetch_image(api, url)
+        image.load()
+        assert image.size == expected, (photo.image.name, image.size)  # fits in 400 px, never enlarged
+    assert stored_path(rows[big.pk]["thumbnail_url"]).stat().st_size < big.image.size / 3
+
+
+def test_a_thumbnail_is_made_once_then_served_from_storage(api, make_photo, sample_paths):
+    photo = make_photo(sample_paths["coffee"])
+    first = results_by_id(api)[photo.pk]["thumbnail_url"]
+    made = stored_path(first).stat().st_mtime_ns
+    cache.clear()  # what this process cached: the next request must find it in the database
+    # sorl-thumbnail's store (its database table) knows it, so another process finds it too.
+    assert sorl.kvstore.get(ImageFile(urlsplit(first).path.removeprefix(django_settings.MEDIA_URL))) is not None
+    again = results_by_id(api)[photo.pk]["thumbnail_url"]
+    assert again == first
+    assert stored_path(first).stat().st_mtime_ns == made  # not written again
+
+
+def test_a_missing_or_broken_file_has_no_thumbnail_and_no_error(api, make_photo, sample_paths):
+    good = make_photo(sample_paths["coffee"])
+    not_an_image = make_photo(b"not a picture", name="notes.jpg")
+    data = image_bytes(Image.open(sample_paths["rocket"]))
+    truncated = make_photo(data[: len(data) // 3], name="cut.jpg")
+    gone = make_photo(sample_paths["chelsea"])
+    gone.image.storage.delete(gone.image.name)
+    rows = results_by_id(api)
+    assert rows[good.pk]["thumbnail_url"]
+    for photo in (not_an_image, truncated, gone):
+        assert rows[photo.pk]["thumbnail_url"] is None, photo.image.name
+        assert rows[photo.pk]["image_url"]  # the row is still listed, with its file's URL
+    # The lost file comes back: not read again on every listing, but after RETRY_AFTER seconds.
+    assert (
+        gone.image.storage.save(gone.image.name, ContentFile(sample_paths["chelsea"].read_bytes())) == gone.image.name
+    )
+    assert results_by_id(api)[gone.pk]["thumbnail_url"] is None
+    cache.delete(cache_key(gone.image, thumbnail_geometry()))  # as RETRY_AFTER seconds later
+    assert results_by_id(api)[gone.pk]["thumbnail_url"].startswith("http://testserver/media/cache/")
+
+
+def test_without_sorl_thumbnail_the_api_says_null_and_the_admin_shows_the_image(
+    api, settings, make_photo, sample_paths, admin_client
+):
+    photo = make_photo(sample_paths["coffee"])
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "sorl.thumbnail"]
+    assert not thumbnails_enabled()
+    assert thumbnail_url(photo.image) is None
+    assert results_by_id(api)[photo.pk]["thumbnail_url"] is None
+    html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
+    assert re.search(r'<img src="([^"]+)"[^>]*class="si-thumb"', html).group(1) == photo.image.url
+
+
+def test_the_admin_shows_the_apis_thumbnail(api, make_photo, sample_paths, admin_client):
+    photo = make_photo(sample_paths["astronaut"], title="Astronaut")
+    thumbnail = urlsplit(results_by_id(api)[photo.pk]["thumbnail_url"]).path
+    html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
+    assert re.search(r'<img src="([^"]+)" alt="Astronaut" class="si-thumb"', html).group(1) == thumbnail
