@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     "QUERY_RUNTIME": "auto",
     "QUERY_INT8": True,
     "MODEL_CACHE_DIR": None,
+    # The CNN of image embedding: "auto" runs it through ONNX Runtime when the "onnx"
+    # extra is installed and the device is the CPU (about 3x faster than torch on a
+    # CPU, the same vectors within float32 rounding; docs/performance.md), "onnx" asks
+    # for it, "torch" keeps torch. The export is kept in MODEL_CACHE_DIR.
+    "IMAGE_RUNTIME": "auto",
     # Images are embedded this many at a time.
     "BATCH_SIZE": 16,
     # Decoding limits: longest side an image is reduced to before encoding, and the

