@@ -7,14 +7,18 @@ PostgreSQL. Two ways are measured in the same run, each in a fresh process so
 that peak memory (max RSS) is that of one worker:
 
 * ``pipeline``: ``embed_pks()``: batches, decoding in threads overlapped with inference;
-* ``naive``: one image at a time: full-size decode, encode a batch of one, write one row.
+* ``naive``: one image at a time: full-size decode, encode a batch of one, write one row
+  (the CNN in torch, as a first version would run it).
 
 A third pass, ``profile``, times the stages of the pipeline one after the other
 (read + hash, decode + preprocess, CNN, text, write) to show where the time goes.
+``pipeline`` and ``profile`` run once per CNN runtime of ``--runtimes`` (``IMAGE_RUNTIME``:
+``onnx``, ``torch``), named e.g. ``pipeline-onnx``, all interleaved in the same run.
 
 Usage (from the repository root)::
 
     PYTHONPATH=.:example_project python benchmarks/ingest.py --images 96
+    PYTHONPATH=.:example_project python benchmarks/ingest.py --runtimes onnx --decode-threads 2 --threads 1
     PYTHONPATH=.:example_project python benchmarks/ingest.py --device cuda --images 512 --batch-size 64
 
 The photos are made once from the sample photos (upscaled to 4000x3000, JPEG
@@ -65,14 +69,20 @@ def make_photos(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def setup_django(device: str, batch_size: int, media_root: str) -> None:
+def setup_django(device: str, batch_size: int, media_root: str, runtime: str, decode_threads: int) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
     os.environ["MEDIA_ROOT"] = media_root
     import django
     from django.conf import settings
 
     django.setup()
-    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "DEVICE": device, "BATCH_SIZE": batch_size}
+    settings.SEMANTIC_IMAGES = {
+        **settings.SEMANTIC_IMAGES,
+        "DEVICE": device,
+        "BATCH_SIZE": batch_size,
+        "IMAGE_RUNTIME": runtime,
+        "DECODE_THREADS": decode_threads or None,
+    }
     from django_semantic_images.conf import semantic_settings
     from django_semantic_images.encoders import registry
 
@@ -237,7 +247,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     media_root = tempfile.mkdtemp(prefix="semantic-images-bench-media-")
-    setup_django(args.device, args.batch_size, media_root)
+    mode, _, runtime = args.child.partition("-")
+    setup_django(args.device, args.batch_size, media_root, runtime or "torch", args.decode_threads)
     from django_semantic_images.worker import configure_threads
 
     if args.threads:
@@ -249,19 +260,21 @@ def child(args: argparse.Namespace) -> None:
     pks = create_rows(paths)
     cpu_before = cpu_seconds()
     try:
-        if args.child == "pipeline":
+        if mode == "pipeline":
             result = run_pipeline(pks, args.batch_size)
-        elif args.child == "naive":
+        elif mode == "naive":
             result = run_naive(pks)
         else:
             result = run_profile(pks, args.batch_size)
     finally:
         cpu = cpu_seconds() - cpu_before
         delete_rows(pks)
+    from django_semantic_images.encoders import get_encoder
     from django_semantic_images.pipeline import decode_threads
 
     result.update(
         mode=args.child,
+        image_runtime=getattr(get_encoder(), "image_runtime", "torch"),
         images=len(pks),
         images_per_second=round(len(pks) / result["seconds"], 2),
         cpu_ms_per_image=round(1000 * cpu / len(pks), 1),
@@ -283,9 +296,13 @@ def main() -> None:
     parser.add_argument("--naive-images", type=int, default=None, help="Photos for the naive loop (default: same).")
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--modes", default="pipeline,naive,profile", help="Comma-separated modes to run.")
+    parser.add_argument(
+        "--runtimes", default="onnx,torch", help="CNN runtimes (IMAGE_RUNTIME) for pipeline and profile (default both)."
+    )
+    parser.add_argument("--decode-threads", type=int, default=0, help="DECODE_THREADS (default: the setting's).")
     parser.add_argument("--rounds", type=int, default=1, help="Repeat the modes, interleaved; the best run counts.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: as a worker would set).")
-    parser.add_argument("--child", choices=["pipeline", "naive", "profile"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -298,13 +315,18 @@ def main() -> None:
     make_photos(Path(args.folder), args.images)
     print(f"{args.images} photos of {SIZE[0]}x{SIZE[1]} in {args.folder} ({time.perf_counter() - started:.0f} s)")
     results: dict[str, list[dict[str, Any]]] = {}
-    modes = [m for m in args.modes.split(",") if m != "profile" or not args.skip_profile]
-    for _ in range(args.rounds):  # rounds interleave the modes, so a busy spell hits both
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    modes = []
+    for base in args.modes.split(","):
+        if base == "profile" and args.skip_profile:
+            continue
+        modes += ["naive"] if base == "naive" else [f"{base}-{r}" for r in args.runtimes.split(",")]
+    for _ in range(args.rounds):  # rounds interleave the modes, so a busy spell hits all
         for mode in modes:
             images = args.naive_images if mode == "naive" and args.naive_images else args.images
             command = [sys.executable, __file__, "--child", mode, "--images", str(images)]
             command += ["--batch-size", str(args.batch_size), "--device", args.device, "--folder", args.folder]
-            command += ["--threads", str(args.threads)]
+            command += ["--threads", str(args.threads), "--decode-threads", str(args.decode_threads)]
             out = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
             lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
             if out.returncode or not lines:
@@ -312,24 +334,30 @@ def main() -> None:
             result = json.loads(lines[-1][len("RESULT ") :])
             result["load_average"] = round(os.getloadavg()[0], 2)
             results.setdefault(mode, []).append(result)
-            print(f"{mode:9s} {json.dumps(result)}", flush=True)
+            print(f"{mode:14s} {json.dumps(result)}", flush=True)
     best = {mode: max(runs, key=lambda r: r["images_per_second"]) for mode, runs in results.items()}
-    if not {"pipeline", "naive"} <= set(best):
+    pipelines = [m for m in best if m.startswith("pipeline-")]
+    if "naive" not in best or not pipelines:
         return
-    summary = {
+    naive = best["naive"]
+    summary: dict[str, Any] = {
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}",
         "device": args.device,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "pillow": Image.__version__,
         "batch_size": args.batch_size,
-        "pipeline_images_per_second": best["pipeline"]["images_per_second"],
-        "naive_images_per_second": best["naive"]["images_per_second"],
-        "ratio": round(best["pipeline"]["images_per_second"] / best["naive"]["images_per_second"], 2),
-        "pipeline_cpu_ms_per_image": best["pipeline"]["cpu_ms_per_image"],
-        "naive_cpu_ms_per_image": best["naive"]["cpu_ms_per_image"],
-        "cpu_ratio": round(best["naive"]["cpu_ms_per_image"] / best["pipeline"]["cpu_ms_per_image"], 2),
-        "pipeline_peak_rss_mib": best["pipeline"]["peak_rss_mib"],
+        "naive_images_per_second": naive["images_per_second"],
+        "naive_cpu_ms_per_image": naive["cpu_ms_per_image"],
     }
+    for mode in pipelines:
+        run = best[mode]
+        summary[mode] = {
+            "images_per_second": run["images_per_second"],
+            "ratio": round(run["images_per_second"] / naive["images_per_second"], 2),
+            "cpu_ms_per_image": run["cpu_ms_per_image"],
+            "cpu_ratio": round(naive["cpu_ms_per_image"] / run["cpu_ms_per_image"], 2),
+            "peak_rss_mib": run["peak_rss_mib"],
+        }
     print("SUMMARY " + json.dumps(summary))
 
 

@@ -48,6 +48,7 @@ def state(encoder):
         "torch": "torch" in sys.modules,
         "cnn_module": "django_semantic_images.encoders.efficientnet_lite" in sys.modules,
         "cnn": encoder.cnn is not None,
+        "onnx_cnn": encoder.onnx_cnn is not None,
         "class_vectors": encoder.label_vectors is not None,
         "text_model": encoder.text is not None and encoder.text.model is not None,
     }
@@ -72,14 +73,16 @@ def prepared() -> str:
 
 
 def test_prepare_command_fills_the_cache(prepared):
-    assert "class vectors:" in prepared and "query model:" in prepared
+    assert "class vectors:" in prepared and "query model:" in prepared and "image model:" in prepared
     assert "conse-lite0-minilm" in prepared
-    paths = re.findall(r"(?:class vectors|query model): (\S+\.(?:npz|onnx))", prepared)
-    assert len(paths) == 2 and all(Path(p).is_file() for p in paths), prepared
+    paths = re.findall(r"(?:class vectors|query model|image model): (\S+\.(?:npz|onnx))", prepared)
+    assert len(paths) == 3 and all(Path(p).is_file() for p in paths), prepared
 
 
 @pytest.mark.skipif(not onnx_available(), reason="needs the onnx extra")
 def test_a_word_query_loads_neither_the_cnn_nor_torch_and_an_image_query_then_loads_the_cnn(prepared):
+    """With the cache prepared, words take the ONNX text model and an image the ONNX CNN and
+    the cached class vectors: a web process never imports torch for either."""
     proc = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -89,15 +92,17 @@ def test_a_word_query_loads_neither_the_cnn_nor_torch_and_an_image_query_then_lo
         "torch": False,
         "cnn_module": False,
         "cnn": False,
+        "onnx_cnn": False,
         "class_vectors": False,
         "text_model": False,
     }
     assert abs(report["norm"] - 1.0) < 1e-4
-    # The image loads the CNN and the cached class vectors: the text model is not run for them.
+    # The image loads the exported CNN and the cached class vectors: the text model is not run for them.
     assert report["image"] == {
-        "torch": True,
-        "cnn_module": True,
-        "cnn": True,
+        "torch": False,
+        "cnn_module": False,
+        "cnn": False,
+        "onnx_cnn": True,
         "class_vectors": True,
         "text_model": False,
     }

@@ -83,7 +83,7 @@ def export_cnn(cnn: Any, target: Path) -> None:
     import torch
 
     class FeaturesAndLogits(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
+        def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model
 

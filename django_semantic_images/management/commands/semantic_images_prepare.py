@@ -1,7 +1,7 @@
 """``manage.py semantic_images_prepare``: fill ``MODEL_CACHE_DIR`` at deploy time.
 
 For every ImageEmbeddingField's encoder (and the default encoder), build what it derives
-once from its weights: the ConSE class vectors and the exported ONNX query model. Run it
+once from its weights: the ConSE class vectors and the exported ONNX query and image models. Run it
 in the image build or a release step, so that no web process, worker or CLI call spends
 its first request on it (docs/installation.md).
 """
@@ -18,7 +18,7 @@ from ...worker import field_encoders
 
 
 class Command(BaseCommand):
-    help = "Build the model cache (ConSE class vectors, ONNX query model) in MODEL_CACHE_DIR for every encoder."
+    help = "Build the model cache (class vectors, ONNX query and image models) in MODEL_CACHE_DIR for every encoder."
 
     def handle(self, *args: Any, **options: Any) -> None:
         encoders = {id(e): e for e in [get_encoder(), *field_encoders()]}
