@@ -34,6 +34,10 @@ DEFAULTS: dict[str, Any] = {
     # CPU, the same vectors within float32 rounding; docs/performance.md), "onnx" asks
     # for it, "torch" keeps torch. The export is kept in MODEL_CACHE_DIR.
     "IMAGE_RUNTIME": "auto",
+    # JPEG decoding on a GPU worker (docs/workers.md): "auto" decodes JPEGs with
+    # torchvision's decode_jpeg on the encoder's device when that is a CUDA GPU and the
+    # "gpu" extra is installed, "device" does so on any device (a CPU too), "pillow" never.
+    "JPEG_DECODER": "auto",
     # Images are embedded this many at a time.
     "BATCH_SIZE": 16,
     # Decoding limits: longest side an image is reduced to before encoding, and the

@@ -28,6 +28,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .conf import semantic_settings
+from .device_jpeg import Decoder, JpegHeader, decode_on_device, default_decoder, device_header
 from .encoders.base import Encoder
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from .fusion import fuse
@@ -200,6 +201,8 @@ class _Item:
     digest: str = ""
     pixels: np.ndarray | None = None
     error: str = ""
+    data: bytes = b""  # a JPEG left for the device to decode (``header`` set)
+    header: JpegHeader | None = None
 
 
 def content_hash(data: bytes, texts: Sequence[str]) -> str:
@@ -228,8 +231,23 @@ def _read(file: Any) -> bytes:
         raise TransientError(f"Storage error reading {file.name!r}: {exc}") from exc
 
 
-def _prepare(item: _Item, field: ImageEmbeddingField, encoder: Encoder, force: bool) -> _Item | None:
-    """Read, hash and decode one row (runs in a thread pool). None means: unchanged."""
+def jpeg_decoder(encoder: Encoder) -> Decoder | None:
+    """The device decoder for ``encoder``'s JPEGs as ``JPEG_DECODER`` says; None: Pillow decodes."""
+    choice = semantic_settings.JPEG_DECODER
+    if choice not in ("auto", "device", "pillow"):
+        raise ValueError(f"JPEG_DECODER must be 'auto', 'device' or 'pillow', not {choice!r}")
+    if choice == "pillow" or not hasattr(encoder, "preprocess_tensor"):
+        return None
+    if choice == "auto" and not encoder.device.startswith("cuda"):
+        return None
+    return default_decoder(encoder.device)
+
+
+def _prepare(
+    item: _Item, field: ImageEmbeddingField, encoder: Encoder, force: bool, on_device: bool = False
+) -> _Item | None:
+    """Read, hash and decode one row (runs in a thread pool). None means: unchanged.
+    With ``on_device``, a JPEG the device can decode is only checked here (its header)."""
     instance = item.instance
     try:
         data = _read(item.file)
@@ -241,16 +259,60 @@ def _prepare(item: _Item, field: ImageEmbeddingField, encoder: Encoder, force: b
             and getattr(instance, field.column("encoder")) == encoder.identity
         ):
             return None
-        image = decode_image(
-            data,
-            min_side=getattr(encoder, "input_side", 256),
-            max_side=semantic_settings.MAX_IMAGE_SIDE,
-            max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
-        )
-        item.pixels = encoder.preprocess(image)
+        if on_device:
+            header = device_header(data, max_pixels=semantic_settings.MAX_IMAGE_PIXELS)
+            if header is not None:
+                item.data, item.header = data, header
+                return item
+        item.pixels = _decode(data, encoder)
     except ImageDecodeError as exc:
         item.error = str(exc)
     return item
+
+
+def _decode(data: bytes, encoder: Encoder) -> np.ndarray:
+    """Pillow's decoding and the encoder's preprocessing of one file."""
+    image = decode_image(
+        data,
+        min_side=getattr(encoder, "input_side", 256),
+        max_side=semantic_settings.MAX_IMAGE_SIDE,
+        max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
+    )
+    return encoder.preprocess(image)
+
+
+def _batch_pixels(encoder: Encoder, good: list[_Item], decoder: Decoder | None) -> tuple[Any, list[_Item]]:
+    """The batch's model input, and the items in it. JPEGs left for the device are decoded
+    there now; one the device decoder rejects goes through Pillow (and fails there with a
+    reason, if it is bad)."""
+    on_device = [it for it in good if it.header is not None]
+    if not on_device or decoder is None:
+        return np.stack([it.pixels for it in good if it.pixels is not None]), good
+    import torch
+
+    tensors = decode_on_device(
+        [it.data for it in on_device],
+        [it.header for it in on_device if it.header is not None],
+        decoder=decoder,
+        device=encoder.device,
+        preprocess=encoder.preprocess_tensor,  # type: ignore[attr-defined]
+    )
+    by_item = {id(it): t for it, t in zip(on_device, tensors, strict=True)}
+    batch, kept = [], []
+    for item in good:
+        tensor = by_item.get(id(item))
+        if item.header is not None and tensor is None:
+            try:
+                item.pixels = _decode(item.data, encoder)
+            except ImageDecodeError as exc:
+                item.error = str(exc)
+                continue
+        if tensor is None:
+            tensor = torch.from_numpy(item.pixels).to(encoder.device)
+        item.data = b""
+        batch.append(tensor)
+        kept.append(item)
+    return torch.stack(batch) if batch else None, kept
 
 
 def embed_instances(
@@ -283,10 +345,11 @@ def embed_instances(
     database = router.db_for_write(model)
     chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
     pool = ThreadPoolExecutor(max_workers=decode_threads(), thread_name_prefix="semantic-images-decode")
+    decoder = jpeg_decoder(encoder)
 
     def submit(chunk: list[models.Model]) -> tuple[list[_Item], list[Future]]:
         items = [_Item(r, field_obj.file(r), field_obj.texts(r)) for r in chunk]
-        return items, [pool.submit(_prepare, it, field_obj, encoder, force) for it in items]
+        return items, [pool.submit(_prepare, it, field_obj, encoder, force, decoder is not None) for it in items]
 
     try:
         upcoming = submit(chunks[0])
@@ -296,7 +359,7 @@ def embed_instances(
                 upcoming = submit(chunks[index + 1])  # decode the next batch while this one encodes
             prepared = [f.result() for f in futures]
             with transaction.atomic(using=database):  # one commit per batch, not one per row
-                report.merge(_encode_and_write(model, field_obj, encoder, items, prepared, claim))
+                report.merge(_encode_and_write(model, field_obj, encoder, items, prepared, claim, decoder))
             if claim is not None and index + 1 < len(chunks):
                 later = [row.pk for chunk in chunks[index + 1 :] for row in chunk]
                 renew_lease(model, later, claim, field=field_obj.name)
@@ -314,6 +377,7 @@ def _encode_and_write(
     items: list[_Item],
     prepared: list[_Item | None],
     claim: str | None = None,
+    decoder: Decoder | None = None,
 ) -> EmbedReport:
     report = EmbedReport()
     now = timezone.now()
@@ -321,8 +385,11 @@ def _encode_and_write(
     for item, prep in zip(items, prepared, strict=True):
         if prep is None:
             report.skipped.append(item.instance.pk)
+    pixels: Any = None
     if good:
-        vectors = encoder.encode_pixels(np.stack([it.pixels for it in good if it.pixels is not None]))
+        pixels, good = _batch_pixels(encoder, good, decoder)
+    if good:
+        vectors = encoder.encode_pixels(pixels)
         texts = [" . ".join(it.texts) for it in good]
         with_text = [i for i, t in enumerate(texts) if t]
         semantic = vectors.semantic

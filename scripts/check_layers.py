@@ -20,7 +20,7 @@ PACKAGE = "django_semantic_images"
 #: Lowest layer first. A module belongs to the first layer with a prefix that matches it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("settings", ("conf",)),
-    ("encoders", ("encoders", "imaging", "fusion", "metrics")),
+    ("encoders", ("encoders", "imaging", "device_jpeg", "fusion", "metrics")),
     ("pipeline", ("fields", "pipeline", "training", "signals", "dispatch", "sweep", "task_body")),
     ("query", ("expressions", "query")),
     (

@@ -256,6 +256,13 @@ class ConSEEncoder(Encoder):
             logits = self.cnn._fc(feats)
         return feats.float().cpu().numpy(), logits.float().cpu().numpy()
 
+    def preprocess_tensor(self, image: Any) -> Any:
+        """``preprocess`` for an upright, decoded ``uint8`` (3, H, W) tensor, on its device
+        (a GPU worker's JPEGs, ``device_jpeg``)."""
+        from ..device_jpeg import resize_and_crop
+
+        return (resize_and_crop(image, resize=RESIZE, crop=CROP) - 127.0) / 128.0
+
     def encode_pixels(self, pixels: Any) -> ImageEmbeddings:
         feats_np, logits_np = self.forward(pixels)
         probs_np = self.soften(logits_np, 1.0)
