@@ -54,6 +54,27 @@ def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks
     ]
 
 
+#: Settings that take one of a few words, and those words.
+CHOICES = {"IMAGE_RUNTIME": ("auto", "onnx", "torch"), "JPEG_DECODER": ("auto", "device", "pillow")}
+
+
+@checks.register(TAG)
+def check_choices(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``IMAGE_RUNTIME`` and ``JPEG_DECODER`` hold one of their words (a typo would fail every embedding)."""
+    messages: list[checks.CheckMessage] = []
+    for name, choices in CHOICES.items():
+        value = getattr(semantic_settings, name)
+        if value not in choices:
+            messages.append(
+                checks.Error(
+                    f"SEMANTIC_IMAGES[{name!r}] is {value!r}.",
+                    hint=f"Use one of {', '.join(map(repr, choices))}.",
+                    id="semantic_images.E008",
+                )
+            )
+    return messages
+
+
 @checks.register(TAG, checks.Tags.database)
 def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Needs a database: run by ``migrate`` and ``check --database default``."""

@@ -180,3 +180,16 @@ def test_a_search_database_that_is_no_alias_is_an_error(settings):
     settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": "replicaa"}
     [error] = check_search_database()
     assert error.id == "semantic_images.E007" and "'replicaa'" in error.msg and "'default'" in error.hint
+
+
+def test_a_runtime_or_decoder_that_is_no_choice_is_an_error(settings):
+    from django_semantic_images.checks import check_choices
+
+    assert check_choices() == []
+    settings.SEMANTIC_IMAGES = {"IMAGE_RUNTIME": "torch", "JPEG_DECODER": "pillow"}
+    assert check_choices() == []
+    settings.SEMANTIC_IMAGES = {"IMAGE_RUNTIME": "onnxruntime", "JPEG_DECODER": "nvjpeg"}
+    errors = check_choices()
+    assert [e.id for e in errors] == ["semantic_images.E008"] * 2
+    assert "'onnxruntime'" in errors[0].msg and "'torch'" in errors[0].hint
+    assert "JPEG_DECODER" in errors[1].msg and "'pillow'" in errors[1].hint
