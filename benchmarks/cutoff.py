@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import describe as describe_machine  # noqa: E402
-from relevance import ROOT, Bench, Captioned, setup_django, write_table  # noqa: E402
+from relevance import ROOT, Bench, Captioned, setup_django  # noqa: E402
 
 BEGIN, END = "<!-- cutoff-table:begin -->", "<!-- cutoff-table:end -->"
 CACHE = Path.home() / ".cache" / "django-semantic-images" / "benchmarks"

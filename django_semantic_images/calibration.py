@@ -1,13 +1,13 @@
 """Calibrated relevance: a result's score measured against what the collection scores for the same query.
 
 A cosine score means little on its own: one query's best match scores 0.35, another's
-worst 0.5. For each query this module scores a fixed reference sample of the collection's
-stored vectors (``CALIBRATION_SAMPLE`` rows, drawn once per vector column and kept for
-``CALIBRATION_TTL`` seconds) and fits a normal distribution to those scores; a result's
-*relevance* is the share of that distribution it beats, ``Phi((score - mean) / std)``.
-``min_relevance=0.999`` is then, for every query, a raw score threshold of
-``mean + 3.09 std``: what a random image of the collection would beat about once in a
-thousand (docs/relevance.md has the measurements behind the choice).
+tenth best 0.5. For each query this module scores a fixed reference sample of the
+collection's stored vectors (``CALIBRATION_SAMPLE`` rows, drawn once per vector column
+and kept for ``CALIBRATION_TTL`` seconds); a result's *relevance* is the share of that
+sample it scores higher than. ``min_relevance=0.99`` is then, for every query, the raw
+score of the sample's 99th percentile for that query: what is kept scores higher than
+99% of the collection does for the same words (docs/relevance.md#the-relevance-cutoff
+has the measurements behind the choice, and what it does not promise).
 
 The sample is the rows with the smallest ``md5(pk)``: random with respect to the pictures,
 but the same in every process, so the pages of one search served by different workers use
@@ -16,10 +16,10 @@ one threshold.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -30,36 +30,39 @@ from django.db.models.functions import MD5, Cast
 from .conf import on_change, semantic_settings
 from .fields import EmbeddingPath
 
-_NORMAL = NormalDist()
-# Below this many reference rows the spread of scores is not worth a threshold: nothing is cut.
-MIN_REFERENCE = 2
+# Below this many reference rows a share of them says too little: nothing is cut.
+MIN_REFERENCE = 10
+# A row beats a sample score only by more than this: the database and numpy compute the
+# same cosine with different rounding, and a sample row must not beat itself.
+TIE = 1e-6
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """One query's scores against the reference sample: their mean and standard deviation."""
+    """One query's scores for the reference sample, sorted ascending."""
 
-    mean: float
-    std: float
-    size: int
+    scores: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.scores)
 
     def threshold(self, relevance: float) -> float:
-        """The raw score a row needs to reach ``relevance`` for this query (``-inf`` for 0, ``inf`` for 1)."""
+        """The score a row must exceed (strictly) to reach ``relevance`` for this query.
+
+        ``-inf`` for 0; for 1, the best sample score (a row must beat the whole sample).
+        """
         if not 0.0 <= relevance <= 1.0:
             raise ValueError(f"A relevance is a number from 0 to 1, not {relevance!r}.")
-        if relevance <= 0.0:
-            return float("-inf")
-        if relevance >= 1.0:
-            return float("inf")
-        return self.mean + _NORMAL.inv_cdf(relevance) * self.std
+        beaten = math.ceil(relevance * self.size - 1e-9)  # sample scores a row must beat
+        if beaten <= 0:
+            return -math.inf
+        return float(self.scores[beaten - 1]) + TIE
 
     def relevance(self, score: float) -> float:
-        """The share of the collection's (fitted) scores for this query that ``score`` beats, in [0, 1]."""
-        return _NORMAL.cdf((float(score) - self.mean) / self.std)
-
-    def z(self, score: float) -> float:
-        """Standard deviations above the reference mean."""
-        return (float(score) - self.mean) / self.std
+        """The share of the sample that ``score`` beats, in [0, 1] (steps of ``1 / size``)."""
+        beaten = int(np.searchsorted(self.scores, float(score) - TIE, side="left"))
+        return beaten / self.size
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,7 @@ class Reference:
             return None
         vector = np.asarray(query, dtype=np.float32).ravel()
         scores = self.vectors @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
-        std = float(scores.std())
-        if not std > 0.0:
-            return None
-        return Calibration(float(scores.mean()), std, len(scores))
+        return Calibration(np.sort(scores.astype(np.float64)))
 
 
 def unit_rows(values: list[Any], dimensions: int) -> np.ndarray:

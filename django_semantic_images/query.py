@@ -9,6 +9,7 @@ search still fills its page.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Self
 from django.db import connections, models, transaction
 from django.db.models import ExpressionWrapper, F, FloatField, Value
 
-from .conf import semantic_settings
 from .calibration import Calibration, reference_for
+from .conf import semantic_settings
 from .expressions import SemanticDistance, VisualDistance
 from .fields import EmbeddingPath, EmbeddingStatus, embedding_path
 
@@ -154,24 +155,20 @@ class SemanticQuerySetMixin(_QuerySetBase):
     def above(self, relevance: float) -> Self:
         """The rows whose relevance for this search is at least ``relevance`` (0 to 1).
 
-        ``semantic_search("red bicycle").above(0.999)`` keeps what scores higher than a random
-        image of the collection would about 999 times in 1,000, a raw score threshold made for this
-        query (``distance <= 1 - threshold`` in SQL). A filter on distance makes an HNSW index
-        scan walk on past the last row that passes: on a large table bound it with ``best(n)``
-        first, ``semantic_search(q).best(200).above(0.999)``. With too few vectors to calibrate
-        (docs), nothing is cut.
+        ``semantic_search("red bicycle").above(0.99)`` keeps what scores higher than 99% of the
+        collection does for these words (estimated on ``CALIBRATION_SAMPLE`` stored vectors): a raw
+        score threshold made for this query, ``distance < 1 - threshold`` in SQL. A filter on
+        distance makes an HNSW index scan walk on past the last row that passes: on a large
+        table bound it with ``best(n)`` first, ``semantic_search(q).best(200).above(0.99)``.
+        With too few vectors to calibrate (fewer than 10), nothing is cut.
         """
         if isinstance(relevance, bool) or not isinstance(relevance, (int, float)) or not 0 <= relevance <= 1:
             raise ValueError(f"above() takes a relevance from 0 to 1, not {relevance!r}.")
         calibration = self.calibration()
-        if calibration is None:
+        threshold = -math.inf if calibration is None else calibration.threshold(float(relevance))
+        if threshold == -math.inf:
             return self._chain()  # type: ignore[attr-defined,no-any-return]
-        threshold = calibration.threshold(float(relevance))
-        if threshold == float("inf"):
-            return self.none()
-        if threshold == float("-inf"):
-            return self._chain()  # type: ignore[attr-defined,no-any-return]
-        return self.filter(distance__lte=1.0 - threshold)
+        return self.filter(distance__lt=1.0 - threshold)
 
     def embedded(self, *, field: str | None = None) -> Self:
         path = embedding_path(self.model, field)

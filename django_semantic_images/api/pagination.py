@@ -20,7 +20,6 @@ ranked row gets its ``relevance``.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +34,7 @@ from .querystring import strict_integer, strict_number
 LIMIT_MESSAGE = "limit must be a whole number of at least 1."
 OFFSET_MESSAGE = "offset must be a whole number of at least 0."
 MIN_SCORE_MESSAGE = "min_score must be a number from -1 to 1."
-MIN_RELEVANCE_MESSAGE = "min_relevance must be a number from 0 to 1, such as 0.999."
+MIN_RELEVANCE_MESSAGE = "min_relevance must be a number from 0 to 1, such as 0.99."
 
 
 def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
@@ -88,33 +87,33 @@ class RankedPagination(BasePagination):
         ranked = is_ranked(queryset)
         self.limit, self.offset, self.min_score = self.get_params(request, ranked)
         calibration = queryset.calibration() if ranked and hasattr(queryset, "calibration") else None
-        floor = self.floor(calibration)
+        min_relevance = self.min_relevance if calibration is not None else None  # nothing to cut by
         by_distance = ranked and sorted_by_distance(queryset)
-        if ranked and not by_distance and floor is not None:
-            # The best matches sorted by another column: the floor is a filter on those rows.
-            queryset = queryset.filter(score__gte=floor) if floor > -math.inf else queryset
+        if ranked and not by_distance:
+            # The best matches sorted by another column: the floors filter those rows.
+            if self.min_score is not None:
+                queryset = queryset.filter(score__gte=self.min_score)
+            if min_relevance is not None:
+                queryset = queryset.filter(score__gt=calibration.threshold(min_relevance))
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and self.offset + self.limit <= self.max_offset
         rows = rows[: self.limit]
+        for row in rows if ranked else ():
+            row.relevance = calibration.relevance(row.score) if calibration is not None else None
         if by_distance:
             # pgvector's relaxed_order index scan may return a page slightly out of order.
             rows.sort(key=lambda row: row.distance)
-        if by_distance and floor is not None:
-            kept = [row for row in rows if row.score >= floor]
+            kept = [row for row in rows if self.passes(row, min_relevance)]
             if len(kept) < len(rows):
                 self.has_next = False
             rows = kept
-        for row in rows if ranked else ():
-            row.relevance = calibration.relevance(row.score) if calibration is not None else None
         return rows
 
-    def floor(self, calibration: Any) -> float | None:
-        """The lowest score kept: the higher of ``min_score`` and ``min_relevance``'s threshold
-        for this query (None: no floor; ``min_relevance`` cuts nothing without a calibration)."""
-        floors = [] if self.min_score is None else [self.min_score]
-        if self.min_relevance is not None and calibration is not None:
-            floors.append(calibration.threshold(self.min_relevance))
-        return max(floors) if floors else None
+    def passes(self, row: Any, min_relevance: float | None) -> bool:
+        """Whether a ranked row clears ``min_score`` and ``min_relevance`` (each when given)."""
+        if self.min_score is not None and row.score < self.min_score:
+            return False
+        return min_relevance is None or row.relevance >= min_relevance
 
     def get_next_link(self) -> str | None:
         if not self.has_next:
@@ -189,10 +188,10 @@ class RankedPagination(BasePagination):
                 "name": self.min_relevance_query_param,
                 "in": "query",
                 "required": False,
-                "description": "Relevance floor that means the same for every query: keep results whose score "
-                "beats this share of what the collection's images score for the same query (a normal fit to a "
-                "sample of them), e.g. 0.999; paging ends at the first result below it. Each result's "
-                "relevance is in the response.",
+                "description": "Relevance floor that means the same for every query: keep results that score "
+                "higher than this share of the collection's images do for the same query (estimated on a sample "
+                "of them), e.g. 0.99; paging ends at the first result below it. Each result's relevance is in "
+                "the response.",
                 "schema": {"type": "number", "minimum": 0, "maximum": 1},
             },
         ]
