@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from relevance import ROOT, Bench, Captioned, setup_django  # noqa: E402
+from machine import describe as describe_machine  # noqa: E402
+from relevance import ROOT, Bench, Captioned, setup_django, write_table  # noqa: E402
 
 BEGIN, END = "<!-- cutoff-table:begin -->", "<!-- cutoff-table:end -->"
 CACHE = Path.home() / ".cache" / "django-semantic-images" / "benchmarks"
@@ -151,63 +154,147 @@ class Kept:
             "p10_kept": float(np.percentile(kept, 10)),
             "p90_kept": float(np.percentile(kept, 90)),
             "none_kept": round(100 * float((kept == 0).mean()), 2),
+            # Wrong rows (every row but the true image) the cutoff drops, on average.
+            "wrong_dropped": round(100 * (1 - float((kept - self.hits).mean()) / (rows - 1)), 2),
             "all_kept": round(100 * float((kept == rows).mean()), 2),
         }
 
 
 class Families:
-    """Score thresholds per query for each family of cutoff, from one reference sample.
+    """Score thresholds per query for each family of cutoff.
 
     ``scores`` is the (Q, N) matrix of cosine scores of every query against every row;
-    ``sample`` the indices of the reference rows (the same for every query, as in the package).
+    ``calibrations`` the package's calibration of each query against its reference sample.
     """
 
-    def __init__(self, scores: np.ndarray, truth: np.ndarray, sample: np.ndarray) -> None:
+    def __init__(self, scores: np.ndarray, truth: np.ndarray, calibrations: Sequence[Any]) -> None:
         self.scores = scores
         self.truth = truth
         self.true_scores = scores[np.arange(len(truth)), truth]
-        reference = scores[:, sample]
-        self.reference = np.sort(reference, axis=1)
-        self.mean = reference.mean(axis=1)
-        self.std = reference.std(axis=1)
+        self.calibrations = calibrations
+        self.mean = np.array([c.scores.mean() for c in calibrations])
+        self.std = np.array([c.scores.std() for c in calibrations])
 
     def thresholds(self, family: str, setting: float) -> np.ndarray:
-        q = len(self.truth)
+        """The score each query's results must exceed."""
         if family == "min_score":
-            return np.full(q, setting)
+            return np.full(len(self.truth), setting - 1e-12)
         if family == "z-score":
             return self.mean + setting * self.std
-        if family == "percentile":
-            # Higher than ``setting`` of the sample: at least the ceil(setting * S)-th sample score.
-            size = self.reference.shape[1]
-            index = min(int(np.ceil(setting * size)) - 1, size - 1)
-            return self.reference[:, index] if index >= 0 else np.full(q, -np.inf)
+        if family == "min_relevance":
+            return np.array([c.threshold(setting) for c in self.calibrations])
         raise ValueError(family)
 
     def keep(self, family: str, setting: float) -> Kept:
         thresholds = self.thresholds(family, setting)
-        kept = (self.scores > thresholds[:, None]).sum(axis=1) if family == "percentile" else None
-        if kept is None:
-            kept = (self.scores >= thresholds[:, None]).sum(axis=1)
-            hits = self.true_scores >= thresholds
-        else:
-            hits = self.true_scores > thresholds
-        return Kept(family, setting, kept, hits)
+        kept = (self.scores > thresholds[:, None]).sum(axis=1)
+        return Kept(family, setting, kept, self.true_scores > thresholds)
 
     def matching(self, family: str, mean_kept: float, lo: float, hi: float) -> Kept:
         """The setting of ``family`` whose mean number kept is closest to ``mean_kept`` (bisection)."""
         best = None
-        for _ in range(60):
+        for _ in range(50):
             mid = (lo + hi) / 2
             result = self.keep(family, mid)
             if best is None or abs(result.kept.mean() - mean_kept) < abs(best.kept.mean() - mean_kept):
                 best = result
-            if result.kept.mean() > mean_kept:
-                lo = mid
-            else:
-                hi = mid
+            lo, hi = (mid, hi) if result.kept.mean() > mean_kept else (lo, mid)
         assert best is not None
         return best
+
+
+RELEVANCES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+RANGES = {"min_score": (-1.0, 1.0), "z-score": (-10.0, 20.0)}
+
+
+def measure(split: Split, pks: list[int], small_sample: int, log: Log) -> dict[str, Any]:
+    """Every figure of the report, from the database's reference samples and the stored vectors."""
+    from django.db import connection
+
+    from django_semantic_images.calibration import draw_reference
+    from django_semantic_images.conf import semantic_settings
+    from photos.models import Photo
+
+    scores = unit(split.query_vectors) @ unit(split.semantic).T
+    rows = scores.shape[1]
+    size = int(semantic_settings.CALIBRATION_SAMPLE)
+    out: dict[str, Any] = {"rows": rows, "queries": len(split.queries), "samples": {}}
+    for sample in dict.fromkeys((size, small_sample)):
+        reference = draw_reference(Photo, "embedding_semantic", connection.alias, sample)
+        calibrations = [reference.calibrate(v) for v in split.query_vectors]
+        families = Families(scores, split.truth, calibrations)
+        table = []
+        for relevance in RELEVANCES:
+            calibrated = families.keep("min_relevance", relevance)
+            line = {"min_relevance": relevance, "calibrated": calibrated.summary(rows)}
+            for family, (lo, hi) in RANGES.items():
+                line[family] = families.matching(family, float(calibrated.kept.mean()), lo, hi).summary(rows)
+            table.append(line)
+            log(f"sample {len(reference.vectors)}: {json.dumps(line)}")
+        out["samples"][str(len(reference.vectors))] = table
+    out["orm_check"] = check_orm(split, pks, scores, log)
+    return out
+
+
+def check_orm(split: Split, pks: list[int], scores: np.ndarray, log: Log, queries: int = 50) -> dict[str, Any]:
+    """Run a slice of the queries through ``semantic_search(vector).above(r)``: the rows kept must be
+    those the numpy figures count (the default reference sample, drawn by the package itself)."""
+    from photos.models import Photo
+
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(split.queries), size=min(queries, len(split.queries)), replace=False)
+    checked = differ = 0
+    for q in chosen:
+        ranked = Photo.objects.filter(pk__in=pks).semantic_search(split.query_vectors[q])
+        calibration = ranked.calibration()
+        for relevance in (0.9, 0.99):
+            kept = set(ranked.above(relevance).values_list("pk", flat=True))
+            expected = {pks[i] for i in np.flatnonzero(scores[q] > calibration.threshold(relevance))}
+            checked += 1
+            differ += kept != expected
+    log(f"ORM check: {checked - differ} of {checked} (query, cutoff) pairs keep exactly the counted rows")
+    if differ:
+        raise AssertionError(f"{differ} of {checked} ORM cutoffs kept other rows than counted")
+    return {"pairs": checked, "differ": differ}
+
+
+def render(result: dict[str, Any], command: str) -> str:
+    """The docs table: each min_relevance, and min_score / z-score at the same mean number kept."""
+    size = str(result["sample"])
+    lines = [
+        f"Measured {result['date']} with `{command}` on {result['machine']}; encoder `{result['encoder']}` "
+        f"(ConSE, no bridge, no alt text); {result['rows']} images, {result['queries']} caption queries, "
+        f"one true image each; reference sample {size} rows ({result['seconds']:.0f} s in all).",
+        "",
+        "| cutoff | true kept (recall) % | wrong dropped % | kept per query: mean | median | p10 | p90 "
+        "| queries with none kept % | true among kept % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def row(label: str, s: dict[str, Any]) -> str:
+        return (
+            f"| {label} | {s['recall']:.1f} | {s['wrong_dropped']:.1f} | {s['mean_kept']:.1f} "
+            f"| {s['median_kept']:g} | {s['p10_kept']:g} | "
+            f"{s['p90_kept']:g} | {s['none_kept']:.1f} | {s['precision']:.2f} |"
+        )
+
+    for line in result["samples"][size]:
+        lines.append(row(f"**min_relevance={line['min_relevance']:g}**", line["calibrated"]))
+        lines.append(row(f"min_score={line['min_score']['setting']:.3f} (same mean kept)", line["min_score"]))
+        lines.append(row(f"z-score >= {line['z-score']['setting']:.2f} (same mean kept)", line["z-score"]))
+    small = [k for k in result["samples"] if k != size]
+    if small:
+        lines += ["", f"The same cutoffs with a reference sample of {small[0]} rows:", ""]
+        lines += [lines[2], lines[3]]
+        for line in result["samples"][small[0]]:
+            lines.append(row(f"min_relevance={line['min_relevance']:g}", line["calibrated"]))
+    check = result["orm_check"]
+    lines += [
+        "",
+        f"`semantic_search(vector).above(r)` run in PostgreSQL for {check['pairs'] // 2} of the queries at r = 0.9 "
+        f"and 0.99 kept exactly the rows counted here ({check['pairs'] - check['differ']} of {check['pairs']}).",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "relevance.md"), help="'-' prints the table")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "cutoff-flickr8k.json")
+    parser.add_argument("--small-sample", type=int, default=200, help="A second, smaller reference sample.")
     args = parser.parse_args(argv)
+    command = ("python benchmarks/cutoff.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    started = time.perf_counter()
     log: Log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     test = Captioned.read(args.test, args.limit)
     cache = None if args.cache == "none" else Path(args.cache)
@@ -236,9 +326,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with override_settings(MEDIA_ROOT=str(media), SEMANTIC_IMAGES={"BRIDGE_DIR": str(Path(tmp) / "b")}):
                 split, pks = load_split(test, media, cache, log)
-                log(f"{split.semantic.shape} {split.query_vectors.shape}")
+                result = measure(split, pks, args.small_sample, log)
         finally:
             connection.creation.destroy_test_db(old_name, verbosity=0)
+    from django_semantic_images.conf import semantic_settings
+
+    result.update(
+        command=command,
+        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        machine=describe_machine(),
+        encoder=split.identity,
+        sample=min(int(semantic_settings.CALIBRATION_SAMPLE), result["rows"]),
+        seconds=time.perf_counter() - started,
+    )
+    table = render(result, command)
+    if args.out == "-":
+        print(table)
+        return 0
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n", "utf-8")
+    write_table(Path(args.out), table, BEGIN, END)
+    print(f"Wrote {args.json} and the table into {args.out}.", file=sys.stderr)
     return 0
 
 

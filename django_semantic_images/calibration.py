@@ -3,11 +3,13 @@
 A cosine score means little on its own: one query's best match scores 0.35, another's
 tenth best 0.5. For each query this module scores a fixed reference sample of the
 collection's stored vectors (``CALIBRATION_SAMPLE`` rows, drawn once per vector column
-and kept for ``CALIBRATION_TTL`` seconds); a result's *relevance* is the share of that
-sample it scores higher than. ``min_relevance=0.99`` is then, for every query, the raw
-score of the sample's 99th percentile for that query: what is kept scores higher than
-99% of the collection does for the same words (docs/relevance.md#the-relevance-cutoff
-has the measurements behind the choice, and what it does not promise).
+and kept for ``CALIBRATION_TTL`` seconds); a result's *relevance* is the share of the
+collection it scores higher than, estimated from the sample (``k / (S + 1)`` for a score
+that beats ``k`` of ``S`` sample rows, the unbiased estimate). ``min_relevance=0.99`` is
+then, for every query, a raw score threshold near the sample's 99th percentile for that
+query: what is kept scores higher than about 99% of the collection does for the same
+words (docs/relevance.md#the-relevance-cutoff has the measurements behind the choice,
+and what it does not promise).
 
 The sample is the rows with the smallest ``md5(pk)``: random with respect to the pictures,
 but the same in every process, so the pages of one search served by different workers use
@@ -50,19 +52,22 @@ class Calibration:
     def threshold(self, relevance: float) -> float:
         """The score a row must exceed (strictly) to reach ``relevance`` for this query.
 
-        ``-inf`` for 0; for 1, the best sample score (a row must beat the whole sample).
+        ``-inf`` for 0; ``inf`` above ``size / (size + 1)`` (no row can beat more than the whole sample).
         """
         if not 0.0 <= relevance <= 1.0:
             raise ValueError(f"A relevance is a number from 0 to 1, not {relevance!r}.")
-        beaten = math.ceil(relevance * self.size - 1e-9)  # sample scores a row must beat
+        beaten = math.ceil(relevance * (self.size + 1) - 1e-9)  # sample scores a row must beat
         if beaten <= 0:
             return -math.inf
+        if beaten > self.size:
+            return math.inf
         return float(self.scores[beaten - 1]) + TIE
 
     def relevance(self, score: float) -> float:
-        """The share of the sample that ``score`` beats, in [0, 1] (steps of ``1 / size``)."""
+        """The share of the collection ``score`` beats, estimated as ``k / (size + 1)`` for ``k``
+        sample scores beaten: from 0 to ``size / (size + 1)``."""
         beaten = int(np.searchsorted(self.scores, float(score) - TIE, side="left"))
-        return beaten / self.size
+        return beaten / (self.size + 1)
 
 
 @dataclass(frozen=True)

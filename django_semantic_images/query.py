@@ -167,7 +167,9 @@ class SemanticQuerySetMixin(_QuerySetBase):
         calibration = self.calibration()
         threshold = -math.inf if calibration is None else calibration.threshold(float(relevance))
         if threshold == -math.inf:
-            return self._chain()  # type: ignore[attr-defined,no-any-return]
+            return self._chain()  # type: ignore[attr-defined]
+        if threshold == math.inf:
+            return self.none()
         return self.filter(distance__lt=1.0 - threshold)
 
     def embedded(self, *, field: str | None = None) -> Self:

@@ -35,9 +35,10 @@ def stored(column: str) -> np.ndarray:
 
 
 def expected_threshold(vectors: np.ndarray, query: np.ndarray, relevance: float) -> float:
-    """The sample score a row must beat to score higher than ``relevance`` of the sample."""
+    """The sample score a row must beat to score higher than ``relevance`` of the collection
+    (``k`` of ``S`` sample rows beaten estimates a share ``k / (S + 1)``)."""
     scores = np.sort(vectors @ (query / np.linalg.norm(query)))
-    return float(scores[math.ceil(relevance * len(scores)) - 1])
+    return float(scores[math.ceil(relevance * (len(scores) + 1)) - 1])
 
 
 def test_the_threshold_comes_from_the_sample_and_cuts_between_rows(sample_photos):
@@ -57,6 +58,7 @@ def test_the_threshold_comes_from_the_sample_and_cuts_between_rows(sample_photos
         between = (scores[1] + scores[2]) / 2  # the cut falls between the 2nd and 3rd best
         kept = ranked.above(calibration.relevance(between))
         assert list(kept.values_list("pk", flat=True)) == [row.pk for row in ranked][:2]
+        assert list(ranked.best(1).above(calibration.relevance(between))) == [ranked[0]]  # composes with best()
         assert calibration.relevance(scores[1]) >= calibration.relevance(between) > calibration.relevance(scores[2])
     assert abs(thresholds["a cup of coffee"] - thresholds["a rocket launch"]) > 1e-3
 
@@ -71,7 +73,7 @@ def test_similar_images_are_calibrated_on_the_visual_vectors(sample_photos, sett
     sample = stored("embedding_visual")[[pks.index(pk) for pk in chosen]]
     query = np.asarray(anchor.embedding_visual, dtype=np.float64)
     assert calibration.threshold(0.75) == pytest.approx(expected_threshold(sample, query, 0.75), abs=1e-5)
-    assert calibration.threshold(0) == -math.inf
+    assert calibration.threshold(0) == -math.inf and calibration.threshold(1) == math.inf
 
 
 def test_too_few_vectors_cut_nothing(make_photo, sample_paths):

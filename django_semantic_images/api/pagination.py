@@ -93,7 +93,7 @@ class RankedPagination(BasePagination):
             # The best matches sorted by another column: the floors filter those rows.
             if self.min_score is not None:
                 queryset = queryset.filter(score__gte=self.min_score)
-            if min_relevance is not None:
+            if min_relevance is not None and calibration is not None:
                 queryset = queryset.filter(score__gt=calibration.threshold(min_relevance))
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and self.offset + self.limit <= self.max_offset

@@ -188,7 +188,7 @@ def test_rest_search_result_fields_and_search_by_photo(api, two_collections, sam
     response = api.get(SEARCH, {"q": "a cat", "limit": 2})
     first = response.json()["results"][0]
     assert first["id"] == two_collections["cat"].pk
-    assert set(first) == {"id", "title", "description", "score", "image_url", "thumbnail_url"}
+    assert set(first) == {"id", "title", "description", "score", "relevance", "image_url", "thumbnail_url"}
     assert first["image_url"].startswith("http://testserver/media/original_images/")
     assert first["thumbnail_url"].startswith("http://testserver/media/images/")
     flipped = ImageOps.mirror(Image.open(sample_paths["astronaut"]).convert("RGB"))
