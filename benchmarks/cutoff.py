@@ -232,8 +232,42 @@ def measure(split: Split, pks: list[int], small_sample: int, log: Log) -> dict[s
             table.append(line)
             log(f"sample {len(reference.vectors)}: {json.dumps(line)}")
         out["samples"][str(len(reference.vectors))] = table
+        if sample == size:
+            out["per_query_sample_scores"] = {
+                f"{stat} p10/p50/p90": [round(float(v), 4) for v in np.percentile(values, [10, 50, 90])]
+                for stat, values in (("mean", families.mean), ("std", families.std))
+            }
+            out["z_score_notes"] = z_score_notes(families, scores)
+            log(f"z-score notes: {json.dumps(out['z_score_notes'])}")
     out["orm_check"] = check_orm(split, pks, scores, log)
     return out
+
+
+def z_score_notes(families: Families, scores: np.ndarray) -> dict[str, Any]:
+    """Why the z-score was not chosen: how far its normal fit is from the scores' real tail, and
+    how the queries it leaves empty differ (their true image's rank)."""
+    from statistics import NormalDist
+
+    z = (scores - families.mean[:, None]) / families.std[:, None]
+    tail = {
+        f"z>{t}": {
+            "measured": round(100 * float((z > t).mean()), 4),
+            "normal": round(100 * (1 - NormalDist().cdf(t)), 4),
+        }
+        for t in (2, 3, 4)
+    }
+    rank = (scores > families.true_scores[:, None]).sum(axis=1) + 1
+    matched = families.matching("z-score", 10.0, *RANGES["z-score"])
+    empty = matched.kept == 0
+    return {
+        "share_of_rows_above_percent": tail,
+        "at_10_kept_on_average": {
+            "z": round(float(matched.setting), 3),
+            "queries_left_empty_percent": round(100 * float(empty.mean()), 1),
+            "their_r10_percent": round(100 * float((rank[empty] <= 10).mean()), 1),
+            "others_r10_percent": round(100 * float((rank[~empty] <= 10).mean()), 1),
+        },
+    }
 
 
 def check_orm(split: Split, pks: list[int], scores: np.ndarray, log: Log, queries: int = 50) -> dict[str, Any]:
@@ -288,6 +322,28 @@ def render(result: dict[str, Any], command: str) -> str:
         lines += [lines[2], lines[3]]
         for line in result["samples"][small[0]]:
             lines.append(row(f"min_relevance={line['min_relevance']:g}", line["calibrated"]))
+    spread = result["per_query_sample_scores"]
+    lines += [
+        "",
+        "Scores of the reference sample per query, 10th / 50th / 90th percentile over the queries: mean "
+        + " / ".join(f"{v:.3f}" for v in spread["mean p10/p50/p90"])
+        + ", standard deviation "
+        + " / ".join(f"{v:.3f}" for v in spread["std p10/p50/p90"])
+        + ".",
+    ]
+    notes = result["z_score_notes"]
+    tail = notes["share_of_rows_above_percent"]
+    empty = notes["at_10_kept_on_average"]
+    lines += [
+        "",
+        "z-score: share of all (query, image) pairs above z = 2 / 3 / 4: "
+        + " / ".join(f"{v['measured']:g}%" for v in tail.values())
+        + " (a normal distribution: "
+        + " / ".join(f"{v['normal']:g}%" for v in tail.values())
+        + f"). At z >= {empty['z']:g} (10 kept on average) {empty['queries_left_empty_percent']:g}% of the "
+        f"queries keep nothing; their true image was among the 10 best for {empty['their_r10_percent']:g}% of "
+        f"them, against {empty['others_r10_percent']:g}% for the other queries.",
+    ]
     check = result["orm_check"]
     lines += [
         "",

@@ -229,3 +229,20 @@ def test_a_public_rule_as_docs_wagtail_md_shows_it(make_image, embed, sample_pat
     response = view(APIRequestFactory().get(SEARCH, {"q": "a cat"}))
     assert response.status_code == 200
     assert {row["id"] for row in response.data["results"]} == {image.pk for image in public}  # not the cat
+
+
+def test_rest_search_over_wagtail_images_is_calibrated_on_the_joined_vectors(
+    api, sample_images, django_user_model, monkeypatch
+):
+    """The reference sample comes from the table of vectors beside Wagtail's images; each
+    result carries its relevance and ``min_relevance`` cuts by it."""
+    from django_semantic_images import calibration
+
+    monkeypatch.setattr(calibration, "MIN_REFERENCE", 2)  # six images: calibrate them anyway
+    api.force_login(django_user_model.objects.create_superuser("admin", "admin@example.com", "password"))
+    everything = api.get(SEARCH, {"q": "a cat"}).json()["results"]
+    relevances = [row["relevance"] for row in everything]
+    assert len(everything) == len(sample_images) and relevances == sorted(relevances, reverse=True)
+    assert relevances[0] == (len(sample_images) - 1) / (len(sample_images) + 1) > relevances[-1]  # not itself
+    kept = api.get(SEARCH, {"q": "a cat", "min_relevance": relevances[1]}).json()
+    assert [row["id"] for row in kept["results"]] == [row["id"] for row in everything[:2]]
