@@ -299,13 +299,13 @@ def render(results: Sequence[Result], command: str, took: float, test: Captioned
     return "\n".join(lines)
 
 
-def write_table(path: Path, table: str) -> None:
+def write_table(path: Path, table: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the text between the table markers of ``path`` (append the block when there is none)."""
-    block = f"{BEGIN}\n{table}\n{END}"
+    block = f"{begin}\n{table}\n{end}"
     text = path.read_text("utf-8") if path.exists() else "# Relevance\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, "utf-8")

@@ -57,6 +57,11 @@ DEFAULTS: dict[str, Any] = {
     "HNSW_ITERATIVE_SCAN": "strict_order",
     "HNSW_MAX_SCAN_TUPLES": 20000,
     "HNSW_SCAN_MEM_MULTIPLIER": 1,
+    # The relevance cutoff (docs/relevance.md#the-relevance-cutoff): how many stored vectors
+    # of each column a search's scores are compared with, and for how many seconds that
+    # sample is kept before it is drawn again.
+    "CALIBRATION_SAMPLE": 1000,
+    "CALIBRATION_TTL": 600,
     # Index build parameters.
     "HNSW_M": 16,
     "HNSW_EF_CONSTRUCTION": 64,

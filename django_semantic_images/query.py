@@ -9,6 +9,7 @@ search still fills its page.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Self
 from django.db import connections, models, transaction
 from django.db.models import ExpressionWrapper, F, FloatField, Value
 
+from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .expressions import SemanticDistance, VisualDistance
-from .fields import EmbeddingStatus, embedding_path
+from .fields import EmbeddingPath, EmbeddingStatus, embedding_path
 
 
 def hnsw_session_settings() -> list[tuple[str, str]]:
@@ -77,10 +79,13 @@ class SemanticQuerySetMixin(_QuerySetBase):
     """
 
     _vector_ranked = False
+    # What ranked the rows, for calibration(): (path, "semantic" or "visual", query vector).
+    _ranked_by: tuple[EmbeddingPath, str, Any] | None = None
 
     def _clone(self) -> Any:
         clone = super()._clone()  # type: ignore[misc]
         clone._vector_ranked = self._vector_ranked
+        clone._ranked_by = self._ranked_by
         return clone
 
     @property
@@ -96,11 +101,12 @@ class SemanticQuerySetMixin(_QuerySetBase):
             return str(alias)
         return super().db
 
-    def _ranked(self, distance: Any, vector_field: str) -> Self:
-        qs = self.filter(**{f"{vector_field}__isnull": False}).annotate(distance=distance)
+    def _ranked(self, distance: Any, path: EmbeddingPath, kind: str, vector: Any) -> Self:
+        qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(distance=distance)
         qs = qs.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
         qs = qs.order_by("distance")
         qs._vector_ranked = True
+        qs._ranked_by = (path, kind, vector)
         return qs
 
     def semantic_search(self, query: Any, *, field: str | None = None) -> Self:
@@ -115,7 +121,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
             raise ValueError("The search text is empty.")
         if isinstance(query, str):
             query = path.field.get_encoder().encode_text(query)
-        return self._ranked(SemanticDistance(path.name, query), path.column("semantic"))
+        return self._ranked(SemanticDistance(path.name, query), path, "semantic", query)
 
     def similar_to(self, query: Any, *, field: str | None = None, exclude_self: bool = True) -> Self:
         """Rows ranked by visual likeness to ``query``: a model instance, an uploaded file,
@@ -132,7 +138,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
             query = vector
         else:
             query = VisualDistance.image_vector(query, path.field.get_encoder())
-        return qs._ranked(VisualDistance(path.name, query), path.column("visual"))
+        return qs._ranked(VisualDistance(path.name, query), path, "visual", query)
 
     def best(self, n: int) -> Self:
         """The ``n`` best-ranked rows, still ranked, as a queryset that ``order_by()`` sorts within.
@@ -147,6 +153,37 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"best() takes a positive number of rows, not {n!r}.")
         return self.filter(pk__in=self.values("pk")[:n])
+
+    def calibration(self) -> Calibration | None:
+        """How this search's scores compare with the collection's (docs/relevance.md#the-relevance-cutoff).
+
+        ``calibration().relevance(row.score)`` is a row's relevance, ``calibration().threshold(0.999)``
+        the raw score that relevance needs. None when the collection has too few vectors to tell.
+        """
+        if self._ranked_by is None:
+            raise TypeError("calibration() needs a ranking: call semantic_search() or similar_to() first.")
+        path, kind, vector = self._ranked_by
+        return reference_for(path, kind, self.db).calibrate(vector)
+
+    def above(self, relevance: float) -> Self:
+        """The rows whose relevance for this search is at least ``relevance`` (0 to 1).
+
+        ``semantic_search("red bicycle").above(0.99)`` keeps what scores higher than 99% of the
+        collection does for these words (estimated on ``CALIBRATION_SAMPLE`` stored vectors): a raw
+        score threshold made for this query, ``distance < 1 - threshold`` in SQL. A filter on
+        distance makes an HNSW index scan walk on past the last row that passes: on a large
+        table bound it with ``best(n)`` first, ``semantic_search(q).best(200).above(0.99)``.
+        With too few vectors to calibrate (fewer than 10), nothing is cut.
+        """
+        if isinstance(relevance, bool) or not isinstance(relevance, (int, float)) or not 0 <= relevance <= 1:
+            raise ValueError(f"above() takes a relevance from 0 to 1, not {relevance!r}.")
+        calibration = self.calibration()
+        threshold = -math.inf if calibration is None else calibration.threshold(float(relevance))
+        if threshold == -math.inf:
+            return self._chain()  # type: ignore[attr-defined]
+        if threshold == math.inf:
+            return self.none()
+        return self.filter(distance__lt=1.0 - threshold)
 
     def embedded(self, *, field: str | None = None) -> Self:
         path = embedding_path(self.model, field)

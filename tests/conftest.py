@@ -14,6 +14,16 @@ from PIL import Image
 from photos.samples import sample_photo_paths
 
 
+@pytest.fixture(autouse=True)
+def fresh_calibration():
+    """Each test draws its own reference sample: a cached one holds an earlier test's rows."""
+    from django_semantic_images import calibration
+
+    calibration.reset()
+    yield
+    calibration.reset()
+
+
 @pytest.fixture(scope="session")
 def sample_paths() -> dict[str, Path]:
     """Sample photos by stem: ``chelsea`` (a cat), ``coffee``, ``rocket``, ``astronaut`` ..."""

@@ -66,7 +66,7 @@ def test_text_search_ranks_the_cat_first_with_score_and_urls(client, sample_phot
     assert body["limit"] == 5 and body["offset"] == 0 and body["previous"] is None
     first = body["results"][0]
     assert first["id"] == sample_photos["chelsea"].pk
-    assert set(first) == {"id", "title", "alt_text", "score", "image_url", "thumbnail_url", "created_at"}
+    assert set(first) == {"id", "title", "alt_text", "score", "relevance", "image_url", "thumbnail_url", "created_at"}
     assert first["image_url"].startswith("http://testserver/media/photos/")
     assert first["thumbnail_url"].startswith("http://testserver/media/cache/")  # tests/test_thumbnails.py
     scores = [row["score"] for row in body["results"]]

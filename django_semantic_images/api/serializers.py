@@ -18,7 +18,7 @@ from ..fields import get_embedding_field
 
 class SemanticResultSerializer(serializers.ModelSerializer):
     """Base for a site's result serializer: its own ``Meta.fields`` plus ``score``,
-    ``image_url`` and ``thumbnail_url``.
+    ``relevance``, ``image_url`` and ``thumbnail_url``.
 
     ``image_url`` is the file of the image field that the embedding field names
     (``ImageEmbeddingField(image_field=...)``); with several embedding fields, the one in
@@ -35,7 +35,7 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         class PhotoResultSerializer(SemanticResultSerializer):
             class Meta:
                 model = Photo
-                fields = ["id", "title", "alt_text", "score", "image_url", "thumbnail_url"]
+                fields = ["id", "title", "alt_text", "score", "relevance", "image_url", "thumbnail_url"]
     """
 
     score = serializers.FloatField(
@@ -43,6 +43,13 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="1 - cosine distance, in [-1, 1]. Meaningful for ordering within one query only; "
         "null in the plain list, which is not ranked.",
+    )
+    relevance = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="The share of the collection's images this result scores higher than for the same query "
+        "(estimated from a sample), in [0, 1]: comparable across queries, what min_relevance filters on. "
+        "Null in the plain list, and when the collection is too small to estimate it.",
     )
     image_url = serializers.SerializerMethodField(help_text="Absolute URL of the image file.")
     thumbnail_url = serializers.SerializerMethodField(
