@@ -21,7 +21,7 @@ from wagtail.search.backends import get_search_backend
 
 from ...expressions import SemanticDistance
 from ...fields import embedding_path
-from ...query import semantic_search
+from ...query import ranked_rows, semantic_search
 
 #: How many images a search by words lists besides the keyword matches.
 DEFAULT_LIMIT = 100
@@ -115,8 +115,8 @@ def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit
     ``queryset``'s images) by distance, those without vectors last, then the ``limit`` nearest
     of ``queryset`` by meaning; ties by key, highest first.
 
-    One query: the nearest through the HNSW index, with the keyword matches' distances beside
-    them (``UNION ALL``).
+    One query, one round trip (``ranked_rows``): the nearest through the HNSW index, with the
+    keyword matches' distances beside them (``UNION ALL``).
     """
     path = embedding_path(queryset.model)
     plain = _plain(queryset)
@@ -124,7 +124,7 @@ def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit
     if keyword:
         hits = plain.filter(pk__in=keyword).annotate(distance=SemanticDistance(path.name, vector))
         rows = rows.union(hits.values_list("pk", "distance"), all=True)
-    distances = dict(rows)
+    distances = dict(ranked_rows(rows))
     exact = set(keyword)
     first = _by_distance([pk for pk in distances if pk in exact], distances)
     rest = _by_distance([pk for pk in distances if pk not in exact], distances)
