@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, transaction
 from django.db.models import ExpressionWrapper, F, FloatField, Value
+from psycopg import ClientCursor
 
 from .calibration import Calibration, reference_for
 from .conf import semantic_settings
@@ -47,6 +49,33 @@ def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None) 
     sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
     with connections[using].cursor() as cursor:
         cursor.execute(sql, [v for pair in pairs for v in pair])
+
+
+def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
+    """The rows of a ranked ``values_list()`` queryset, fetched in one round trip.
+
+    Evaluating a ranked queryset takes four (BEGIN, the settings, the query, COMMIT): on a
+    busy server each one waits to be scheduled. Here the settings and the query go as one
+    message of two statements, which PostgreSQL runs as one transaction, so SET LOCAL lasts
+    until the query is done (inside a caller's transaction, until that one ends, as with
+    ``hnsw_settings``). A connection that binds parameters on the server
+    (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there, and when
+    every HNSW parameter is left to the server, the queryset is evaluated as usual.
+    """
+    pairs = hnsw_session_settings()
+    compiler = queryset.query.get_compiler(using=queryset.db)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return []
+    with connections[queryset.db].cursor() as cursor:
+        if not pairs or not isinstance(getattr(cursor, "cursor", None), ClientCursor):
+            return list(queryset)
+        settings_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
+        cursor.execute(f"{settings_sql}; {sql}", [*(v for pair in pairs for v in pair), *params])
+        cursor.nextset()
+        rows = cursor.fetchall()
+    return list(compiler.results_iter(results=[rows], tuple_expected=True))
 
 
 @contextmanager
