@@ -10,58 +10,17 @@ search still fills its page.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
-from django.db import connections, models, transaction
+from django.db import models
 from django.db.models import ExpressionWrapper, F, FloatField, Value
 
-from .conf import semantic_settings
+from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
 from .expressions import SemanticDistance, VisualDistance
 from .fields import EmbeddingStatus, embedding_path
-
-
-def hnsw_session_settings() -> list[tuple[str, str]]:
-    """The ``(name, value)`` pairs set with SET LOCAL before a ranked query.
-
-    A setting of None is left to the server (a site can set it once per connection
-    instead, in ``DATABASES[...]["OPTIONS"]["options"]``; docs/settings.md).
-    """
-    values = [("hnsw.ef_search", semantic_settings.HNSW_EF_SEARCH)]
-    if semantic_settings.HNSW_ITERATIVE_SCAN:
-        values += [
-            ("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),
-            ("hnsw.max_scan_tuples", semantic_settings.HNSW_MAX_SCAN_TUPLES),
-            ("hnsw.scan_mem_multiplier", semantic_settings.HNSW_SCAN_MEM_MULTIPLIER),
-        ]
-    return [(name, str(value)) for name, value in values if value is not None]
-
-
-def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None) -> None:
-    """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip)."""
-    pairs = hnsw_session_settings() if pairs is None else pairs
-    if not pairs:
-        return
-    sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, [v for pair in pairs for v in pair])
-
-
-@contextmanager
-def hnsw_settings(using: str) -> Iterator[None]:
-    """A transaction with the HNSW parameters set, for a ranked query run inside it.
-
-    Nothing is opened when every parameter is left to the connection. Inside a caller's
-    transaction no savepoint is needed: SET LOCAL lasts until that transaction ends.
-    """
-    pairs = hnsw_session_settings()
-    if not pairs:
-        yield
-        return
-    with transaction.atomic(using=using, savepoint=False):
-        apply_hnsw_settings(using, pairs)
-        yield
-
+from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
+from .hnsw import hnsw_session_settings as hnsw_session_settings  # re-exported
+from .hnsw import hnsw_settings
 
 if TYPE_CHECKING:
     _QuerySetBase = models.QuerySet[Any]
@@ -134,6 +93,13 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"best() takes a positive number of rows, not {n!r}.")
         return self.filter(pk__in=self.values("pk")[:n])
+
+    def near_duplicates(
+        self, threshold: float | None = None, *, field: str | None = None, neighbours: int = DUPLICATE_NEIGHBOURS
+    ) -> list[DuplicateGroup]:
+        """Groups of near-identical images among these rows, largest first (see
+        :func:`django_semantic_images.duplicates.near_duplicates`)."""
+        return near_duplicates(self, threshold, field=field, neighbours=neighbours)
 
     def embedded(self, *, field: str | None = None) -> Self:
         path = embedding_path(self.model, field)
