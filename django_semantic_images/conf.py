@@ -17,7 +17,7 @@ from django.utils.module_loading import import_string
 #: Near-duplicates (docs/duplicates.md): the largest cosine distance between the visual (CNN)
 #: vectors of two copies of one picture. Provisional, from a quick check of edited copies
 #: against distinct photos (docs/duplicates.md#the-threshold).
-DEFAULT_DUPLICATE_THRESHOLD = 0.15
+DEFAULT_DUPLICATE_THRESHOLD = 0.2
 
 DEFAULTS: dict[str, Any] = {
     # Encoder (dotted path to a class implementing encoders.base.Encoder) and its options.

@@ -171,14 +171,14 @@ def group_pairs(pairs: Iterable[Pair], apart: Collection[tuple[str, str]] = ()) 
 
 def not_duplicate_keys(model: type[models.Model]) -> set[tuple[str, str]]:
     """The pairs of ``model``'s rows marked not duplicates, as ``NotDuplicate.key`` tuples."""
-    content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+    content_type = ContentType.objects.get_for_model(model)
     return set(NotDuplicate.objects.filter(content_type=content_type).values_list("first_pk", "second_pk"))
 
 
 def mark_not_duplicates(model: type[models.Model], pks: Sequence[Any]) -> int:
     """Remember that the rows ``pks`` of ``model`` are all different pictures (every pair of
     them); returns how many pairs were new."""
-    content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+    content_type = ContentType.objects.get_for_model(model)
     keys = {NotDuplicate.key(a, b) for i, a in enumerate(pks) for b in pks[i + 1 :] if str(a) != str(b)}
     known = not_duplicate_keys(model)
     new = [NotDuplicate(content_type=content_type, first_pk=a, second_pk=b) for a, b in sorted(keys - known)]
@@ -188,7 +188,7 @@ def mark_not_duplicates(model: type[models.Model], pks: Sequence[Any]) -> int:
 
 def forget_rows(model: type[models.Model], pks: Iterable[Any]) -> int:
     """Drop the "not duplicates" marks of deleted rows; returns how many were dropped."""
-    content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+    content_type = ContentType.objects.get_for_model(model)
     keys = [str(pk) for pk in pks]
     marks = NotDuplicate.objects.filter(content_type=content_type)
     deleted, _ = marks.filter(models.Q(first_pk__in=keys) | models.Q(second_pk__in=keys)).delete()

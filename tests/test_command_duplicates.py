@@ -7,6 +7,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from django_semantic_images.conf import DEFAULT_DUPLICATE_THRESHOLD
 from django_semantic_images.duplicates import mark_not_duplicates
 from photos.models import Photo
 from tests.conftest import run_command
@@ -19,7 +20,9 @@ PHOTO = ("--model", "photos.Photo")
 def test_the_groups_are_printed_with_ids_titles_and_files(duplicate_photos):
     out = run_command("semantic_images_duplicates", *PHOTO)
     lines = out.splitlines()
-    assert lines[0].startswith("2 group(s) of near-duplicates, 5 images, in photos.Photo (threshold 0.15")
+    assert lines[0].startswith(
+        f"2 group(s) of near-duplicates, 5 images, in photos.Photo (threshold {DEFAULT_DUPLICATE_THRESHOLD:g}"
+    )
     group_1 = next(i for i, line in enumerate(lines) if line.startswith("Group 1: 3 images, within 0."))
     cat = duplicate_photos["chelsea"]
     assert f"  {cat.pk:>8}  Chelsea  ({cat.image.name})" in lines[group_1 + 1 : group_1 + 4]
@@ -28,15 +31,15 @@ def test_the_groups_are_printed_with_ids_titles_and_files(duplicate_photos):
 
 
 def test_json_lists_the_same_groups(duplicate_photos):
-    document = json.loads(run_command("semantic_images_duplicates", *PHOTO, "--json", "--threshold", "0.2"))
-    assert document["model"] == "photos.Photo" and document["field"] == "embedding" and document["threshold"] == 0.2
+    document = json.loads(run_command("semantic_images_duplicates", *PHOTO, "--json", "--threshold", "0.25"))
+    assert document["model"] == "photos.Photo" and document["field"] == "embedding" and document["threshold"] == 0.25
     groups = [{item["pk"] for item in group["items"]} for group in document["groups"]]
     cat = {duplicate_photos[n].pk for n in ("chelsea", "chelsea-jpeg", "chelsea-flip")}
     coffee = {duplicate_photos[n].pk for n in ("coffee", "coffee-crop")}
     assert groups == [cat, coffee]
     first = document["groups"][0]["items"][0]
     assert set(first) == {"pk", "str", "file"} and first["file"].startswith("photos/")
-    assert 0 < document["groups"][0]["distance"] <= 0.2
+    assert 0 < document["groups"][0]["distance"] <= 0.25
 
 
 def test_pairs_marked_not_duplicates_are_left_out(duplicate_photos):

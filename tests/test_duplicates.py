@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from django_semantic_images.conf import DEFAULT_DUPLICATE_THRESHOLD
 from django_semantic_images.duplicates import (
     DuplicateGroup,
     group_pairs,
@@ -32,7 +33,7 @@ def test_edited_copies_are_grouped_and_distinct_photos_are_not(duplicate_photos)
         {"chelsea", "chelsea-jpeg", "chelsea-flip"},
         {"coffee", "coffee-crop"},
     ]
-    assert all(list(g.pks) == sorted(g.pks) and 0 < g.distance <= 0.15 for g in groups)
+    assert all(list(g.pks) == sorted(g.pks) and 0 < g.distance <= DEFAULT_DUPLICATE_THRESHOLD for g in groups)
 
 
 def test_the_neighbours_come_from_the_visual_hnsw_index(duplicate_photos, settings):
