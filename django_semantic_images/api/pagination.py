@@ -30,6 +30,8 @@ from .querystring import strict_integer, strict_number
 LIMIT_MESSAGE = "limit must be a whole number of at least 1."
 OFFSET_MESSAGE = "offset must be a whole number of at least 0."
 MIN_SCORE_MESSAGE = "min_score must be a number from -1 to 1."
+#: The actions whose pages are not ranked by a score, so take no ``min_score``.
+UNRANKED_ACTIONS = ("list", "duplicates")
 
 
 def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
@@ -137,7 +139,7 @@ class RankedPagination(BasePagination):
         }
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        """The paging parameters of ``view``'s action (the plain list has no ``min_score``)."""
+        """The paging parameters of ``view``'s action (the plain list and the duplicates have no ``min_score``)."""
         params = [
             {
                 "name": self.limit_query_param,
@@ -163,7 +165,7 @@ class RankedPagination(BasePagination):
                 "schema": {"type": "number", "minimum": -1, "maximum": 1},
             },
         ]
-        if getattr(view, "action", None) == "list":
+        if getattr(view, "action", None) in UNRANKED_ACTIONS:
             params = [p for p in params if p["name"] != self.min_score_query_param]
         return params
 
