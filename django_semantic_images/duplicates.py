@@ -34,6 +34,10 @@ from .models import NotDuplicate
 DUPLICATE_NEIGHBOURS = 10
 #: Rows whose neighbours one query fetches.
 BATCH_ROWS = 500
+#: Candidates the HNSW index keeps per probe (``hnsw.ef_search``), instead of ``HNSW_EF_SEARCH``:
+#: copies are far nearer than the matches a search ranks, and each probe costs about 4 times
+#: less than at 200 (docs/duplicates.md#scale).
+DUPLICATE_EF_SEARCH = 40
 
 Pair = tuple[Any, Any, float]
 
@@ -100,7 +104,7 @@ def duplicate_pairs(
     last: Any = None
     while True:
         batch = batches if last is None else batches.filter(pk__gt=last)
-        with hnsw_settings(queryset.db):
+        with hnsw_settings(queryset.db, ef_search=max(DUPLICATE_EF_SEARCH, neighbours)):
             found = list(batch[:BATCH_ROWS])
         for pk, near in found:
             for item in near or ():

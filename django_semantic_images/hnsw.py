@@ -14,13 +14,14 @@ from django.db import connections, transaction
 from .conf import semantic_settings
 
 
-def hnsw_session_settings() -> list[tuple[str, str]]:
+def hnsw_session_settings(ef_search: int | None = None) -> list[tuple[str, str]]:
     """The ``(name, value)`` pairs set with SET LOCAL before a ranked query.
 
     A setting of None is left to the server (a site can set it once per connection
-    instead, in ``DATABASES[...]["OPTIONS"]["options"]``; docs/settings.md).
+    instead, in ``DATABASES[...]["OPTIONS"]["options"]``; docs/settings.md). ``ef_search``
+    replaces ``HNSW_EF_SEARCH`` for one kind of query (near-duplicates).
     """
-    values = [("hnsw.ef_search", semantic_settings.HNSW_EF_SEARCH)]
+    values = [("hnsw.ef_search", semantic_settings.HNSW_EF_SEARCH if ef_search is None else ef_search)]
     if semantic_settings.HNSW_ITERATIVE_SCAN:
         values += [
             ("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),
@@ -41,13 +42,13 @@ def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None) 
 
 
 @contextmanager
-def hnsw_settings(using: str) -> Iterator[None]:
+def hnsw_settings(using: str, ef_search: int | None = None) -> Iterator[None]:
     """A transaction with the HNSW parameters set, for a ranked query run inside it.
 
     Nothing is opened when every parameter is left to the connection. Inside a caller's
     transaction no savepoint is needed: SET LOCAL lasts until that transaction ends.
     """
-    pairs = hnsw_session_settings()
+    pairs = hnsw_session_settings(ef_search)
     if not pairs:
         yield
         return
