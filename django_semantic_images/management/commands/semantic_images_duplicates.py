@@ -42,7 +42,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         seconds = time.perf_counter() - started
         rows = group_rows(queryset.defer(embedding.visual_field, embedding.semantic_field), groups)
-        found = [
+        found: list[dict[str, Any]] = [
             {
                 "distance": round(group.distance, 4),
                 "items": [
