@@ -14,6 +14,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+#: Near-duplicates (docs/duplicates.md): the largest cosine distance between the visual (CNN)
+#: vectors of two copies of one picture. Provisional, from a quick check of edited copies
+#: against distinct photos (docs/duplicates.md#the-threshold).
+DEFAULT_DUPLICATE_THRESHOLD = 0.2
+
 DEFAULTS: dict[str, Any] = {
     # Encoder (dotted path to a class implementing encoders.base.Encoder) and its options.
     "ENCODER": "django_semantic_images.encoders.conse.ConSEEncoder",
@@ -65,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     # Index build parameters.
     "HNSW_M": 16,
     "HNSW_EF_CONSTRUCTION": 64,
+    # Near-duplicates: see DEFAULT_DUPLICATE_THRESHOLD.
+    "DUPLICATE_THRESHOLD": DEFAULT_DUPLICATE_THRESHOLD,
     # Where learned bridges are stored (None: MEDIA_ROOT / "semantic_images").
     "BRIDGE_DIR": None,
     # Recovery of lost work (docs/workers.md). LEASE: seconds a worker's claim on its rows

@@ -11,44 +11,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, models, transaction
+from django.db import connections, models
 from django.db.models import ExpressionWrapper, F, FloatField, Value
 from psycopg import ClientCursor
 
 from .calibration import Calibration, reference_for
 from .conf import semantic_settings
+from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
 from .expressions import SemanticDistance, VisualDistance
 from .fields import EmbeddingPath, EmbeddingStatus, embedding_path
-
-
-def hnsw_session_settings() -> list[tuple[str, str]]:
-    """The ``(name, value)`` pairs set with SET LOCAL before a ranked query.
-
-    A setting of None is left to the server (a site can set it once per connection
-    instead, in ``DATABASES[...]["OPTIONS"]["options"]``; docs/settings.md).
-    """
-    values = [("hnsw.ef_search", semantic_settings.HNSW_EF_SEARCH)]
-    if semantic_settings.HNSW_ITERATIVE_SCAN:
-        values += [
-            ("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),
-            ("hnsw.max_scan_tuples", semantic_settings.HNSW_MAX_SCAN_TUPLES),
-            ("hnsw.scan_mem_multiplier", semantic_settings.HNSW_SCAN_MEM_MULTIPLIER),
-        ]
-    return [(name, str(value)) for name, value in values if value is not None]
-
-
-def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None) -> None:
-    """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip)."""
-    pairs = hnsw_session_settings() if pairs is None else pairs
-    if not pairs:
-        return
-    sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, [v for pair in pairs for v in pair])
+from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
+from .hnsw import hnsw_session_settings, hnsw_settings
 
 
 def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
@@ -76,22 +52,6 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
         cursor.nextset()
         rows = cursor.fetchall()
     return list(compiler.results_iter(results=[rows], tuple_expected=True))
-
-
-@contextmanager
-def hnsw_settings(using: str) -> Iterator[None]:
-    """A transaction with the HNSW parameters set, for a ranked query run inside it.
-
-    Nothing is opened when every parameter is left to the connection. Inside a caller's
-    transaction no savepoint is needed: SET LOCAL lasts until that transaction ends.
-    """
-    pairs = hnsw_session_settings()
-    if not pairs:
-        yield
-        return
-    with transaction.atomic(using=using, savepoint=False):
-        apply_hnsw_settings(using, pairs)
-        yield
 
 
 if TYPE_CHECKING:
@@ -213,6 +173,13 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if threshold == math.inf:
             return self.none()
         return self.filter(distance__lt=1.0 - threshold)
+
+    def near_duplicates(
+        self, threshold: float | None = None, *, field: str | None = None, neighbours: int = DUPLICATE_NEIGHBOURS
+    ) -> list[DuplicateGroup]:
+        """Groups of near-identical images among these rows, largest first (see
+        :func:`django_semantic_images.duplicates.near_duplicates`)."""
+        return near_duplicates(self, threshold, field=field, neighbours=neighbours)
 
     def embedded(self, *, field: str | None = None) -> Self:
         path = embedding_path(self.model, field)

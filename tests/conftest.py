@@ -211,3 +211,57 @@ def rows(make_photo, sample_paths):
         embedding_status=EmbeddingStatus.FAILED, embedding_error=f"{TRANSIENT_PREFIX}storage timed out"
     )
     return {"embedded": embedded, "pending": pending, "broken": broken, "transient": transient}
+
+
+#: The near-duplicates library: titles by name; ``*-copy`` rows are edited copies (made below).
+DUPLICATE_TITLES = {
+    "chelsea": "Chelsea",
+    "chelsea-jpeg": "Chelsea, low quality",
+    "chelsea-flip": "Chelsea, mirrored",
+    "coffee": "Morning coffee",
+    "coffee-crop": "Morning coffee, cropped",
+    "rocket": "Launch day",
+    "astronaut": "Portrait",
+    "horse": "Horse",
+}
+
+
+def duplicate_library(sample_paths: dict[str, Path]) -> dict:
+    """Distinct photos and edited copies of two of them (JPEG quality 30, mirrored, resized and
+    cropped 10%), embedded; the cropped coffee is unpublished."""
+    from PIL import ImageOps
+
+    from django_semantic_images.pipeline import embed_instances
+    from django_semantic_images.signals import embedding_deferred
+    from photos.models import Photo
+
+    cat = Image.open(sample_paths["chelsea"]).convert("RGB")
+    coffee = Image.open(sample_paths["coffee"]).convert("RGB")
+    w, h = coffee.size
+    sources = {stem: (path.read_bytes(), path.name) for stem, path in sample_paths.items() if stem in DUPLICATE_TITLES}
+    sources["chelsea-jpeg"] = (image_bytes(cat, quality=30), "chelsea-q30.jpg")
+    small = ImageOps.mirror(cat).resize((cat.width // 2, cat.height // 2))
+    sources["chelsea-flip"] = (image_bytes(small), "chelsea-flip.jpg")
+    crop = coffee.crop((w // 20, h // 20, w - w // 20, h - h // 20))
+    sources["coffee-crop"] = (image_bytes(crop, quality=85), "coffee-crop.jpg")
+    rows = {}
+    with embedding_deferred():
+        for stem, (data, name) in sources.items():
+            photo = Photo(title=DUPLICATE_TITLES[stem], published=stem != "coffee-crop")
+            photo.image.save(name, ContentFile(data), save=False)
+            photo.save()
+            rows[stem] = photo
+    report = embed_instances(list(rows.values()))
+    assert not report.failed, report.failed
+    return rows
+
+
+@pytest.fixture(scope="module")
+def duplicate_photos(django_db_setup, django_db_blocker, sample_paths):
+    """``duplicate_library`` once per module; each test's transaction is rolled back."""
+    from photos.models import Photo
+
+    with django_db_blocker.unblock():
+        rows = duplicate_library(sample_paths)
+        yield rows
+        Photo.objects.all().delete()

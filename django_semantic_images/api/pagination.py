@@ -35,6 +35,8 @@ LIMIT_MESSAGE = "limit must be a whole number of at least 1."
 OFFSET_MESSAGE = "offset must be a whole number of at least 0."
 MIN_SCORE_MESSAGE = "min_score must be a number from -1 to 1."
 MIN_RELEVANCE_MESSAGE = "min_relevance must be a number from 0 to 1, such as 0.99."
+#: The actions whose pages are not ranked by a score, so take no ``min_score``.
+UNRANKED_ACTIONS = ("list", "duplicates")
 
 
 def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
@@ -159,7 +161,7 @@ class RankedPagination(BasePagination):
         }
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        """The paging parameters of ``view``'s action (the plain list has no ``min_score``)."""
+        """The paging parameters of ``view``'s action (the plain list and the duplicates have no ``min_score``)."""
         params = [
             {
                 "name": self.limit_query_param,
@@ -195,7 +197,7 @@ class RankedPagination(BasePagination):
                 "schema": {"type": "number", "minimum": 0, "maximum": 1},
             },
         ]
-        if getattr(view, "action", None) == "list":
+        if getattr(view, "action", None) in UNRANKED_ACTIONS:
             ranked_only = {self.min_score_query_param, self.min_relevance_query_param}
             params = [p for p in params if p["name"] not in ranked_only]
         return params

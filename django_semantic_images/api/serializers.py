@@ -176,6 +176,47 @@ class ImageQuerySerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field(
+    {"type": "number", "format": "double", "minimum": 0, "exclusiveMinimum": True, "maximum": 1, "example": 0.2}
+)
+class ThresholdField(serializers.FloatField):
+    """A cosine distance in (0, 1]; the schema says so exactly (0 itself is refused)."""
+
+
+class DuplicatesQuerySerializer(serializers.Serializer):
+    """``GET duplicates/?threshold=``: the query parameter, as the schema shows it."""
+
+    threshold = ThresholdField(
+        required=False,
+        help_text="Largest cosine distance between the visual vectors of two copies, in (0, 1]; "
+        'default SEMANTIC_IMAGES["DUPLICATE_THRESHOLD"]. Higher finds more edited copies, and more '
+        "different pictures by mistake.",
+    )
+
+
+_group_serializers: dict[type, type[serializers.Serializer]] = {}
+
+
+def duplicate_group_serializer(result_class: type[serializers.BaseSerializer]) -> type[serializers.Serializer]:
+    """The serializer of one group of near-duplicates whose images ``result_class`` shapes
+    (one class per result serializer, so the schema names it once)."""
+    found = _group_serializers.get(result_class)
+    if found is None:
+        name = result_class.__name__.removesuffix("Serializer") + "DuplicateGroupSerializer"
+        attrs = {
+            "__module__": result_class.__module__,
+            "__doc__": "Images that look like copies of one picture, smallest id first.",
+            "distance": serializers.FloatField(
+                read_only=True,
+                help_text="The largest cosine distance among the pairs that joined the group: each image "
+                "is within it of another one of the group.",
+            ),
+            "images": result_class(many=True, read_only=True),
+        }
+        found = _group_serializers.setdefault(result_class, type(name, (serializers.Serializer,), attrs))
+    return found
+
+
 class ErrorSerializer(serializers.Serializer):
     """An error: {"detail": "message"}, or {"parameter": ["message"]} naming a bad parameter."""
 
