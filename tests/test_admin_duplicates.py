@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from django_semantic_images.duplicates import mark_not_duplicates
 from django_semantic_images.models import NotDuplicate
+from django_semantic_images.thumbnails import thumbnail_url
 from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +49,8 @@ def test_the_page_lists_groups_with_thumbnails_size_dimensions_and_date(admin_cl
     assert groups_on(html) == [pks(duplicate_photos, *CAT), pks(duplicate_photos, *COFFEE)]
     cat = duplicate_photos["chelsea"]
     row = re.search(rf'<tr class="si-member" data-pk="{cat.pk}">(.*?)</tr>', html, re.S).group(1)
-    assert f'src="{cat.image.url}"' in row and "si-thumb" in row
+    # The same cached thumbnail as the changelist and the API (sorl-thumbnail), not the original file.
+    assert f'src="{thumbnail_url(cat.image)}"' in row and "si-thumb" in row
     assert f"{cat.image.width} × {cat.image.height}" in row
     assert "KB" in row  # file size
     assert "Created at" in html  # the model's date field is the date column

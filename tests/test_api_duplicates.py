@@ -41,7 +41,7 @@ def test_an_anonymous_caller_gets_the_groups_of_published_photos_only(client, du
     group = response.json()["results"][0]
     assert set(group) == {"distance", "images"} and 0 < group["distance"] <= 0.2
     image = group["images"][0]
-    assert set(image) == {"id", "title", "alt_text", "score", "image_url", "thumbnail_url", "created_at"}
+    assert set(image) == {"id", "title", "alt_text", "score", "relevance", "image_url", "thumbnail_url", "created_at"}
     assert image["score"] is None and image["image_url"].startswith("http://testserver/media/photos/")
 
 
