@@ -225,7 +225,7 @@ def build_tokenizer(packed: PackedModel) -> Any:
         for cp, out in sorted(packed.normalization.items())
         if out == " " and unicodedata.normalize("NFKC", chr(cp)) != " "
     )
-    steps = []
+    steps: list[Any] = []
     if removed:
         steps.append(normalizers.Replace(Regex(_char_class(removed)), ""))
     if spaces:

@@ -62,7 +62,7 @@ def onnx_available() -> bool:
 def fingerprint(text: SentenceEncoder, int8: bool) -> str:
     """Names the exported file: the model's weights, the export recipe, the versions
     (read from the installed packages' metadata, so torch is not imported)."""
-    recipe = (EXPORT_VERSION, int8, text.max_length, version("torch"), version("onnxruntime"))
+    recipe: tuple[object, ...] = (EXPORT_VERSION, int8, text.max_length, version("torch"), version("onnxruntime"))
     if (text.spec.pooling, text.spec.dimensions) != ("mean", None):  # the default keeps its old file name
         recipe += (text.spec.pooling, text.spec.dimensions)
     return digest([text.weights_fingerprint(), *recipe])
