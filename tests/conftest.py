@@ -57,6 +57,30 @@ def image_bytes(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised two-layer BERT with a small WordPiece vocabulary, saved like a hub model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = ["a", "cup", "of", "coffee", "red", "bicycle", "cat", "wall", "the", "in", "sun", "query", "passage"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ":", *words, *sorted({c for w in words for c in w})]
+    # transformers 5 ignores vocab_file here (every word became [UNK]): the vocabulary as a dict.
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(dict.fromkeys(vocab))}).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A randomly initialised CLIP with a 40-word tokenizer, saved like a hub model."""
     import json
