@@ -526,6 +526,7 @@ def render(result: dict[str, Any], picture: str) -> str:
         )
         + ".",
         "",
+        *check_lines(result),
         f"**Chosen default: `threshold={chosen['threshold']}`**, {result['rule']}. At it "
         f"{pct(chosen['pair_recall'])}% of the copy pairs are found ({pct(chosen['group_recall'])}% of the photos "
         f"with all {len(EDITS)} copies in one group of their own), {pct(chosen['pair_precision'])}% of the merged "
@@ -533,6 +534,29 @@ def render(result: dict[str, Any], picture: str) -> str:
         "with something.",
     ]
     return "\n".join(lines)
+
+
+def check_lines(result: dict[str, Any]) -> list[str]:
+    """The database checks in words (none when the run skipped them)."""
+    lines = []
+    pipeline, orm = result["checks"].get("pipeline"), result["checks"].get("orm")
+    if pipeline:
+        lines.append(
+            f"Same vectors as the pipeline: {pipeline['images']} of the images (every kind) embedded again by "
+            f"`pipeline.embed_pks` as rows of the example `Photo`: largest difference "
+            f"{pipeline['max_abs_difference']:g}, largest cosine distance {pipeline['max_cosine_distance']:.1e}."
+        )
+    if orm and "skipped" in orm:
+        lines.append(f"Through the ORM: skipped ({orm['skipped']}).")
+    elif orm:
+        lines.append(
+            f"Through the ORM: `Photo.objects.near_duplicates(threshold={orm['threshold']})` (the HNSW index) on a "
+            f"table of the same {result['counts']['images']} images with these vectors gives {orm['groups_orm']} "
+            f"groups, {orm['same_groups']} of them the benchmark's {orm['groups_benchmark']}"
+            + (" (identical)" if orm["identical"] else "")
+            + f", in {orm['seconds']:g} s."
+        )
+    return [line + "\n" for line in lines]
 
 
 def write_docs(path: Path, block: str) -> None:
