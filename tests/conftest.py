@@ -14,6 +14,16 @@ from PIL import Image
 from photos.samples import sample_photo_paths
 
 
+@pytest.fixture(autouse=True)
+def fresh_calibration():
+    """Each test draws its own reference sample: a cached one holds an earlier test's rows."""
+    from django_semantic_images import calibration
+
+    calibration.reset()
+    yield
+    calibration.reset()
+
+
 @pytest.fixture(scope="session")
 def sample_paths() -> dict[str, Path]:
     """Sample photos by stem: ``chelsea`` (a cat), ``coffee``, ``rocket``, ``astronaut`` ..."""
@@ -44,6 +54,30 @@ def image_bytes(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, fmt, **kwargs)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised two-layer BERT with a small WordPiece vocabulary, saved like a hub model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = ["a", "cup", "of", "coffee", "red", "bicycle", "cat", "wall", "the", "in", "sun", "query", "passage"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ":", *words, *sorted({c for w in words for c in w})]
+    # transformers 5 ignores vocab_file here (every word became [UNK]): the vocabulary as a dict.
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(dict.fromkeys(vocab))}).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -201,3 +235,57 @@ def rows(make_photo, sample_paths):
         embedding_status=EmbeddingStatus.FAILED, embedding_error=f"{TRANSIENT_PREFIX}storage timed out"
     )
     return {"embedded": embedded, "pending": pending, "broken": broken, "transient": transient}
+
+
+#: The near-duplicates library: titles by name; ``*-copy`` rows are edited copies (made below).
+DUPLICATE_TITLES = {
+    "chelsea": "Chelsea",
+    "chelsea-jpeg": "Chelsea, low quality",
+    "chelsea-flip": "Chelsea, mirrored",
+    "coffee": "Morning coffee",
+    "coffee-crop": "Morning coffee, cropped",
+    "rocket": "Launch day",
+    "astronaut": "Portrait",
+    "horse": "Horse",
+}
+
+
+def duplicate_library(sample_paths: dict[str, Path]) -> dict:
+    """Distinct photos and edited copies of two of them (JPEG quality 30, mirrored, resized and
+    cropped 10%), embedded; the cropped coffee is unpublished."""
+    from PIL import ImageOps
+
+    from django_semantic_images.pipeline import embed_instances
+    from django_semantic_images.signals import embedding_deferred
+    from photos.models import Photo
+
+    cat = Image.open(sample_paths["chelsea"]).convert("RGB")
+    coffee = Image.open(sample_paths["coffee"]).convert("RGB")
+    w, h = coffee.size
+    sources = {stem: (path.read_bytes(), path.name) for stem, path in sample_paths.items() if stem in DUPLICATE_TITLES}
+    sources["chelsea-jpeg"] = (image_bytes(cat, quality=30), "chelsea-q30.jpg")
+    small = ImageOps.mirror(cat).resize((cat.width // 2, cat.height // 2))
+    sources["chelsea-flip"] = (image_bytes(small), "chelsea-flip.jpg")
+    crop = coffee.crop((w // 20, h // 20, w - w // 20, h - h // 20))
+    sources["coffee-crop"] = (image_bytes(crop, quality=85), "coffee-crop.jpg")
+    rows = {}
+    with embedding_deferred():
+        for stem, (data, name) in sources.items():
+            photo = Photo(title=DUPLICATE_TITLES[stem], published=stem != "coffee-crop")
+            photo.image.save(name, ContentFile(data), save=False)
+            photo.save()
+            rows[stem] = photo
+    report = embed_instances(list(rows.values()))
+    assert not report.failed, report.failed
+    return rows
+
+
+@pytest.fixture(scope="module")
+def duplicate_photos(django_db_setup, django_db_blocker, sample_paths):
+    """``duplicate_library`` once per module; each test's transaction is rolled back."""
+    from photos.models import Photo
+
+    with django_db_blocker.unblock():
+        rows = duplicate_library(sample_paths)
+        yield rows
+        Photo.objects.all().delete()

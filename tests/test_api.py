@@ -66,7 +66,7 @@ def test_text_search_ranks_the_cat_first_with_score_and_urls(client, sample_phot
     assert body["limit"] == 5 and body["offset"] == 0 and body["previous"] is None
     first = body["results"][0]
     assert first["id"] == sample_photos["chelsea"].pk
-    assert set(first) == {"id", "title", "alt_text", "score", "image_url", "thumbnail_url", "created_at"}
+    assert set(first) == {"id", "title", "alt_text", "score", "relevance", "image_url", "thumbnail_url", "created_at"}
     assert first["image_url"].startswith("http://testserver/media/photos/")
     assert first["thumbnail_url"].startswith("http://testserver/media/cache/")  # tests/test_thumbnails.py
     scores = [row["score"] for row in body["results"]]
@@ -461,6 +461,35 @@ def test_every_numeric_filter_is_checked_strictly(django_user_model):
     view = PhotoSearchViewSet(filterset_class=NumericFilter, action="search", format_kwarg=None)
     view.request = Request(APIRequestFactory().get(SEARCH))
     assert view.numeric_filter_params() == (["owner"], ["size", "ids_min", "ids_max"])
+
+
+@pytest.mark.parametrize(
+    ("text", "max_length"),
+    [
+        ("chat 猫 кошка γάτα on a blanket", None),
+        ("🐈🐈‍⬛😺", None),
+        ("cat " * 2_500, 10_000),
+        ("à" * 10_000, 10_000),
+    ],
+    ids=["mixed-script", "emoji-only", "10000-words", "10000-characters"],
+)
+def test_odd_search_texts_get_a_ranked_list(client, settings, sample_photos, text, max_length):
+    """Scripts the text model barely knows, emoji alone and, where the site allows them, texts
+    far over the model's input length are searched (truncated to its tokens), never a 500."""
+    if max_length is not None:
+        settings.SEMANTIC_IMAGES = {"MAX_QUERY_LENGTH": max_length}
+    response = client.get(SEARCH, {"q": text, "limit": 50})
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert {row["id"] for row in results} == {p.pk for p in sample_photos.values()}
+    scores = [row["score"] for row in results]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+
+
+def test_a_10000_character_search_over_the_limit_is_a_400_naming_q(client):
+    response = client.get(SEARCH, {"q": "x" * 10_000})
+    assert response.status_code == 400, response.content
+    assert response.json() == {"q": ["The search text is longer than 500 characters."]}
 
 
 BLANK_SAMPLES = ["\x1e", "\x1c\x1d", "\x85", "\ufeff", "\u200b", "\u3000", "\x00", " \t\n"]

@@ -5,7 +5,7 @@ schemathesis reads /api/schema/ from a real HTTP server (pytest-django's
 invalid requests for every operation, and checks every response: no 5xx, status
 codes, content types, headers and bodies as the schema documents them.
 
-The suite runs a fixed, derandomized 1,440 requests. ``make fuzz`` runs the same checks
+The suite runs a fixed, derandomized 1,760 requests. ``make fuzz`` runs the same checks
 with a random seed and many more cases (``test_fuzz_with_a_random_seed``, skipped unless
 ``SEMANTIC_IMAGES_FUZZ_CASES`` is set); see docs/api.md for its last result.
 """
@@ -33,6 +33,7 @@ OPERATIONS = {
     "GET /api/photos/search/",
     "POST /api/photos/search/",
     "GET /api/photos/{id}/similar/",
+    "GET /api/photos/duplicates/",
 }
 
 # OpenAPI can say "a binary file" but not "a decodable image": a schema-valid upload of
@@ -42,7 +43,7 @@ OPERATIONS = {
 # data is rejected" is not checked for uploads either. No-5xx and the response checks still are.
 EXCLUDED = {"POST /api/photos/search/": [positive_data_acceptance, negative_data_rejection]}
 
-# Per run: 4 operations x 2 modes (valid, invalid), plus valid ones around a stored photo: 9 x 160 requests.
+# Per run: 5 operations x 2 modes (valid, invalid), plus valid ones around a stored photo: 11 x 160 requests.
 EXAMPLES = 160
 
 
@@ -119,6 +120,7 @@ def assert_keeps_the_contract(outcome: Outcome) -> None:
     assert outcome.statuses[("GET /api/photos/search/", 200)] > 50
     assert outcome.statuses[("GET /api/photos/{id}/similar/", 200)] > 50
     assert outcome.statuses[("GET /api/photos/", 200)] > 50
+    assert outcome.statuses[("GET /api/photos/duplicates/", 200)] > 50
 
 
 def test_generated_requests_get_no_5xx_and_match_the_schema(live_server, sample_photos, settings):

@@ -23,10 +23,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from django_semantic_images.models import NotDuplicate
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
 from photos.models import Photo
-from tests.conftest import image_bytes
+from tests.conftest import duplicate_library, image_bytes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -206,3 +207,70 @@ def test_a_user_without_view_permission_gets_no_results(browser, site):
     assert not browser.find_elements(By.ID, "result_list")
     assert "Morning coffee" not in browser.page_source
     assert "403" in browser.title or "Forbidden" in browser.page_source
+
+
+@pytest.fixture
+def duplicates_site(live_server, settings, sample_paths, browser):
+    """The near-duplicates library (tests/conftest.py), an editor with every permission."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    User.objects.create_superuser("editor", "editor@example.com", "pw")
+    photos = duplicate_library(sample_paths)
+    browser.delete_all_cookies()
+    return live_server.url, photos
+
+
+def duplicate_groups(browser) -> list[set[str]]:
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "duplicates-threshold")))
+    return [
+        {cell.text for cell in group.find_elements(By.CSS_SELECTOR, "tr.si-member td:nth-child(2) a")}
+        for group in browser.find_elements(By.CSS_SELECTOR, ".si-group")
+    ]
+
+
+def test_an_editor_keeps_one_copy_and_marks_a_pair_not_duplicates(browser, duplicates_site, screenshots):
+    base, photos = duplicates_site
+    log_in(browser, base, "editor")
+    browser.get(f"{base}/admin/photos/photo/")
+    browser.find_element(By.ID, "duplicates-link").click()
+    cat = {"Chelsea", "Chelsea, low quality", "Chelsea, mirrored"}
+    assert duplicate_groups(browser) == [cat, {"Morning coffee", "Morning coffee, cropped"}]
+    first = browser.find_element(By.CSS_SELECTOR, "#group-1 tr.si-member")
+    assert first.find_element(By.CSS_SELECTOR, "img.si-thumb").get_attribute("naturalWidth") != "0"
+    assert "×" in first.text and "KB" in first.text
+    screenshot(browser, screenshots, "admin-duplicates.png")
+
+    # "Not duplicates": remembered, the group is gone.
+    browser.find_element(By.CSS_SELECTOR, "#group-2 .si-apart-button").click()
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
+    assert duplicate_groups(browser) == [cat]
+    assert NotDuplicate.objects.count() == 1
+
+    # Keep the original: a confirmation page first, nothing deleted until it is confirmed.
+    row = browser.find_element(By.XPATH, "//tr[contains(@class,'si-member')][.//a[text()='Chelsea']]")
+    row.find_element(By.CSS_SELECTOR, "a.si-keep").click()
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "confirm-keep")))
+    assert browser.find_element(By.ID, "kept").text == "Chelsea"
+    doomed = {photos["chelsea-jpeg"].pk, photos["chelsea-flip"].pk}
+    listed = browser.find_elements(By.CSS_SELECTOR, "#to-delete li")
+    assert {int(li.get_attribute("data-pk")) for li in listed} == doomed
+    assert Photo.objects.filter(pk__in=doomed).count() == 2
+    browser.find_element(By.CSS_SELECTOR, "#confirm-keep input[type=submit]").click()
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "no-duplicates")))
+    assert "Kept “Chelsea” and deleted 2 other images." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    assert not Photo.objects.filter(pk__in=doomed).exists()
+    assert Photo.objects.filter(pk=photos["chelsea"].pk).exists()
+
+
+def test_an_editor_without_delete_permission_is_offered_no_deletion(browser, duplicates_site):
+    from django.contrib.auth.models import Permission
+
+    base, photos = duplicates_site
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["view_photo", "change_photo"]))
+    log_in(browser, base, "viewer")
+    browser.get(f"{base}/admin/photos/photo/duplicates/")
+    assert len(duplicate_groups(browser)) == 2
+    assert not browser.find_elements(By.CSS_SELECTOR, "a.si-keep")
+    browser.get(f"{base}/admin/photos/photo/duplicates/?keep={photos['chelsea'].pk}&group={photos['chelsea-flip'].pk}")
+    assert "403" in browser.title or "Forbidden" in browser.page_source
+    assert Photo.objects.filter(pk=photos["chelsea-flip"].pk).exists()

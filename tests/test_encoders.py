@@ -97,7 +97,10 @@ def test_clip_backend_resolves_hub_names_through_transformers(tiny_clip, monkeyp
 
 def test_query_vectors_are_cached_per_text():
     encoder = get_encoder()
+    encoder.clear_query_cache()
+    assert encoder.cached_text_vector("a lighthouse at dusk") is None
     first = encoder.encode_text("a lighthouse at dusk")
     assert encoder.encode_text("a lighthouse at dusk") is first
+    assert encoder.cached_text_vector("a lighthouse at dusk") is first
     np.testing.assert_allclose(first, encoder.encode_queries(["a lighthouse at dusk"])[0], atol=1e-6)
     assert not first.flags.writeable

@@ -23,30 +23,6 @@ def fresh_query_encoders():
     onnx_queries.reset()
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A randomly initialised two-layer BERT with a small WordPiece vocabulary, saved like a hub model."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    words = ["a", "cup", "of", "coffee", "red", "bicycle", "cat", "wall", "the", "in", "sun"]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *sorted({c for w in words for c in w})]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
-
-
 def loaded(path) -> SentenceEncoder:
     text = SentenceEncoder(str(path), "cpu")
     text.load()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from django.db import models
-from django.test.utils import isolate_apps
+from django.db import connection, models
+from django.test.utils import CaptureQueriesContext, isolate_apps
 from PIL import Image, ImageOps
 
 from django_semantic_images import ImageEmbeddingField, SemanticDistance, SemanticImageManager
+from django_semantic_images import query as query_module
 from django_semantic_images.pipeline import embed_instances
-from django_semantic_images.query import searchable, semantic_search
+from django_semantic_images.query import ranked_rows, searchable, semantic_search
 from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
@@ -119,6 +120,22 @@ def test_a_ranked_iterator_returns_the_rows_a_list_does(index_forced, settings):
     assert next(early).pk == as_list[0]
     early.close()  # stopping early ends the settings' transaction cleanly
     assert [p.pk for p in ranked.all()] == as_list
+
+
+def test_ranked_rows_send_the_hnsw_settings_with_the_query(index_forced, settings, monkeypatch):
+    """``ranked_rows``: the settings and the query in one round trip, the settings in force
+    (with a 10% filter plain HNSW would return ~ef_search/10 rows, not 30); a connection that
+    binds on the server gets the usual evaluation, with the same rows."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[11]).values_list("pk", "distance")
+    with CaptureQueriesContext(connection) as queries:
+        rows = ranked_rows(ranked[:30])
+    assert len(queries) == 1 and "set_config" in queries[0]["sql"]
+    assert len(rows) == 30 and rows == list(ranked[:30])
+    assert [distance for _, distance in rows] == sorted(distance for _, distance in rows)
+    assert ranked_rows(ranked.filter(pk__in=[])) == []
+    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    assert ranked_rows(ranked[:30]) == rows
 
 
 @isolate_apps("photos")

@@ -29,7 +29,7 @@ from .. import thumbnails
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import ImageEmbeddingField, get_embedding_field
 from ..query import apply_hnsw_settings
-from . import display, saving
+from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import SemanticChangeList
 from .filters import EmbeddingStatusFilter
@@ -85,6 +85,12 @@ class SemanticSearchAdminMixin(_AdminBase):
     #: Labels below this probability are not suggested.
     suggestion_min_probability: float = 0.1
     change_list_template = "admin/semantic_images/change_list.html"
+    #: The "Duplicates" page (docs/duplicates.md): groups per page, the date column (None: the
+    #: model's first date or date-time field) and the templates.
+    duplicate_groups_per_page: int = 20
+    duplicate_date_field: str | None = None
+    duplicates_template = "admin/semantic_images/duplicates.html"
+    duplicates_confirm_template = "admin/semantic_images/duplicates_confirm.html"
     search_help_text = gettext_lazy(
         "Ranks images by meaning. Rows whose text fields contain every word are listed first."
     )
@@ -128,11 +134,19 @@ class SemanticSearchAdminMixin(_AdminBase):
                 self.admin_site.admin_view(self.search_by_photo_view),
                 name=f"{opts.app_label}_{opts.model_name}_search_by_photo",
             ),
+            path(
+                "duplicates/",
+                self.admin_site.admin_view(self.duplicates_view),
+                name=f"{opts.app_label}_{opts.model_name}_duplicates",
+            ),
             *super().get_urls(),
         ]
 
     def search_by_photo_view(self, request: HttpRequest) -> HttpResponse:
         return search_by_photo(self, request)
+
+    def duplicates_view(self, request: HttpRequest) -> HttpResponse:
+        return duplicates.duplicates_view(self, request)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SemanticChangeList]:
         return SemanticChangeList
@@ -148,6 +162,7 @@ class SemanticSearchAdminMixin(_AdminBase):
                 f"admin:{opts.app_label}_{opts.model_name}_search_by_photo", current_app=self.admin_site.name
             ),
             "ranking_clear_url": "?" + kept_filters(request.GET.urlencode()).urlencode(),
+            "duplicates_url": duplicates.duplicates_url(self),
             **(extra_context or {}),
         }
         response = super().changelist_view(request, context)

@@ -12,6 +12,10 @@ rows. Deep pages cost more (the index walks ``offset + limit`` rows), hence
 ``min_score`` drops rows scoring below it and ends the paging at the first page that
 drops one. Scores are not comparable across queries: a floor that suits one query
 cuts another too early, so treat it as a per-query tuning knob, not a relevance test.
+``min_relevance`` is the floor that means the same for every query: a relevance from 0
+to 1 turned into this query's own score threshold by ``QuerySet.calibration()``
+(docs/relevance.md#the-relevance-cutoff); with both, the higher floor applies. Every
+ranked row gets its ``relevance``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from .querystring import strict_integer, strict_number
 LIMIT_MESSAGE = "limit must be a whole number of at least 1."
 OFFSET_MESSAGE = "offset must be a whole number of at least 0."
 MIN_SCORE_MESSAGE = "min_score must be a number from -1 to 1."
+MIN_RELEVANCE_MESSAGE = "min_relevance must be a number from 0 to 1, such as 0.99."
+#: The actions whose pages are not ranked by a score, so take no ``min_score``.
+UNRANKED_ACTIONS = ("list", "duplicates")
 
 
 def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
@@ -46,17 +53,22 @@ class RankedPagination(BasePagination):
     limit_query_param = "limit"
     offset_query_param = "offset"
     min_score_query_param = "min_score"
+    min_relevance_query_param = "min_relevance"
 
     def get_params(self, request: Any, ranked: bool = True) -> tuple[int, int, float | None]:
         """``(limit, offset, min_score)`` from the query string; a bad value is a 400.
 
-        ``min_score`` is read for a ranked queryset only (None otherwise).
+        ``min_score`` is read for a ranked queryset only (None otherwise); ``min_relevance``
+        is checked too and kept in ``self.min_relevance``.
         """
         limit = _parse(request, self.limit_query_param, strict_integer, LIMIT_MESSAGE)
         offset = _parse(request, self.offset_query_param, strict_integer, OFFSET_MESSAGE)
-        min_score = None
+        min_score = self.min_relevance = None
         if ranked:
             min_score = _parse(request, self.min_score_query_param, strict_number, MIN_SCORE_MESSAGE)
+            self.min_relevance = _parse(request, self.min_relevance_query_param, strict_number, MIN_RELEVANCE_MESSAGE)
+            if self.min_relevance is not None and not 0.0 <= self.min_relevance <= 1.0:
+                raise ValidationError({self.min_relevance_query_param: [MIN_RELEVANCE_MESSAGE]})
         if limit is None:
             limit = self.default_limit
         if limit < 1:
@@ -76,22 +88,34 @@ class RankedPagination(BasePagination):
         self.request = request
         ranked = is_ranked(queryset)
         self.limit, self.offset, self.min_score = self.get_params(request, ranked)
+        calibration = queryset.calibration() if ranked and hasattr(queryset, "calibration") else None
+        min_relevance = self.min_relevance if calibration is not None else None  # nothing to cut by
         by_distance = ranked and sorted_by_distance(queryset)
-        if ranked and not by_distance and self.min_score is not None:
-            # The best matches sorted by another column: the floor is a filter on those rows.
-            queryset = queryset.filter(score__gte=self.min_score)
+        if ranked and not by_distance:
+            # The best matches sorted by another column: the floors filter those rows.
+            if self.min_score is not None:
+                queryset = queryset.filter(score__gte=self.min_score)
+            if min_relevance is not None and calibration is not None:
+                queryset = queryset.filter(score__gt=calibration.threshold(min_relevance))
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and self.offset + self.limit <= self.max_offset
         rows = rows[: self.limit]
+        for row in rows if ranked else ():
+            row.relevance = calibration.relevance(row.score) if calibration is not None else None
         if by_distance:
             # pgvector's relaxed_order index scan may return a page slightly out of order.
             rows.sort(key=lambda row: row.distance)
-        if by_distance and self.min_score is not None:
-            kept = [row for row in rows if row.score >= self.min_score]
+            kept = [row for row in rows if self.passes(row, min_relevance)]
             if len(kept) < len(rows):
                 self.has_next = False
             rows = kept
         return rows
+
+    def passes(self, row: Any, min_relevance: float | None) -> bool:
+        """Whether a ranked row clears ``min_score`` and ``min_relevance`` (each when given)."""
+        if self.min_score is not None and row.score < self.min_score:
+            return False
+        return min_relevance is None or row.relevance >= min_relevance
 
     def get_next_link(self) -> str | None:
         if not self.has_next:
@@ -137,7 +161,7 @@ class RankedPagination(BasePagination):
         }
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        """The paging parameters of ``view``'s action (the plain list has no ``min_score``)."""
+        """The paging parameters of ``view``'s action (the plain list and the duplicates have no ``min_score``)."""
         params = [
             {
                 "name": self.limit_query_param,
@@ -162,9 +186,20 @@ class RankedPagination(BasePagination):
                 "not comparable across queries, so a fixed floor suits some queries and cuts others.",
                 "schema": {"type": "number", "minimum": -1, "maximum": 1},
             },
+            {
+                "name": self.min_relevance_query_param,
+                "in": "query",
+                "required": False,
+                "description": "Relevance floor that means the same for every query: keep results that score "
+                "higher than this share of the collection's images do for the same query (estimated on a sample "
+                "of them), e.g. 0.99; paging ends at the first result below it. Each result's relevance is in "
+                "the response.",
+                "schema": {"type": "number", "minimum": 0, "maximum": 1},
+            },
         ]
-        if getattr(view, "action", None) == "list":
-            params = [p for p in params if p["name"] != self.min_score_query_param]
+        if getattr(view, "action", None) in UNRANKED_ACTIONS:
+            ranked_only = {self.min_score_query_param, self.min_relevance_query_param}
+            params = [p for p in params if p["name"] not in ranked_only]
         return params
 
 

@@ -14,9 +14,15 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 
-from .serializers import ErrorSerializer, ImageQuerySerializer, TextQuerySerializer
+from .serializers import (
+    DuplicatesQuerySerializer,
+    ErrorSerializer,
+    ImageQuerySerializer,
+    TextQuerySerializer,
+    duplicate_group_serializer,
+)
 
-PAGED_ACTIONS = ("list", "search", "similar")
+PAGED_ACTIONS = ("list", "search", "similar", "duplicates")
 #: The actions that rank, and so can sort their best matches by a column.
 RANKED_ACTIONS = ("search", "similar")
 
@@ -67,6 +73,8 @@ class SemanticSearchSchema(AutoSchema):
     def get_response_serializers(self) -> Any:
         view: Any = self.view  # a SemanticSearchViewSet
         result = view.get_result_serializer_class()
+        if getattr(view, "action", None) == "duplicates":
+            result = duplicate_group_serializer(result)
         responses: dict[int, Any] = {200: result, **COMMON_ERRORS}
         if self.method == "POST":
             responses[413] = _error("The upload is over the site's MAX_UPLOAD_BYTES.")
@@ -114,4 +122,13 @@ similar_schema = extend_schema(
     summary="Images similar to a stored one",
     description="Images ranked by visual likeness to image `id`, which must be visible to the caller; "
     "the image itself is left out.",
+)
+
+duplicates_schema = extend_schema(
+    summary="Groups of near-duplicate images",
+    description="Groups of images the caller may see that look like copies of one picture (resized, "
+    "re-encoded, cropped, mirrored), from their visual vectors; largest group first, paged like the searches "
+    "(each page is a list of groups). Pairs the site marked as not duplicates are never in one group. "
+    "Costly on a large library (every image's nearest neighbours): throttled like search by photo.",
+    parameters=[DuplicatesQuerySerializer],
 )

@@ -18,7 +18,7 @@ from ..fields import get_embedding_field
 
 class SemanticResultSerializer(serializers.ModelSerializer):
     """Base for a site's result serializer: its own ``Meta.fields`` plus ``score``,
-    ``image_url`` and ``thumbnail_url``.
+    ``relevance``, ``image_url`` and ``thumbnail_url``.
 
     ``image_url`` is the file of the image field that the embedding field names
     (``ImageEmbeddingField(image_field=...)``); with several embedding fields, the one in
@@ -35,7 +35,7 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         class PhotoResultSerializer(SemanticResultSerializer):
             class Meta:
                 model = Photo
-                fields = ["id", "title", "alt_text", "score", "image_url", "thumbnail_url"]
+                fields = ["id", "title", "alt_text", "score", "relevance", "image_url", "thumbnail_url"]
     """
 
     score = serializers.FloatField(
@@ -43,6 +43,13 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="1 - cosine distance, in [-1, 1]. Meaningful for ordering within one query only; "
         "null in the plain list, which is not ranked.",
+    )
+    relevance = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="The share of the collection's images this result scores higher than for the same query "
+        "(estimated from a sample), in [0, 1]: comparable across queries, what min_relevance filters on. "
+        "Null in the plain list, and when the collection is too small to estimate it.",
     )
     image_url = serializers.SerializerMethodField(help_text="Absolute URL of the image file.")
     thumbnail_url = serializers.SerializerMethodField(
@@ -167,6 +174,47 @@ class ImageQuerySerializer(serializers.Serializer):
         },
         allow_empty_file=False,
     )
+
+
+@extend_schema_field(
+    {"type": "number", "format": "double", "minimum": 0, "exclusiveMinimum": True, "maximum": 1, "example": 0.2}
+)
+class ThresholdField(serializers.FloatField):
+    """A cosine distance in (0, 1]; the schema says so exactly (0 itself is refused)."""
+
+
+class DuplicatesQuerySerializer(serializers.Serializer):
+    """``GET duplicates/?threshold=``: the query parameter, as the schema shows it."""
+
+    threshold = ThresholdField(
+        required=False,
+        help_text="Largest cosine distance between the visual vectors of two copies, in (0, 1]; "
+        'default SEMANTIC_IMAGES["DUPLICATE_THRESHOLD"]. Higher finds more edited copies, and more '
+        "different pictures by mistake.",
+    )
+
+
+_group_serializers: dict[type, type[serializers.Serializer]] = {}
+
+
+def duplicate_group_serializer(result_class: type[serializers.BaseSerializer]) -> type[serializers.Serializer]:
+    """The serializer of one group of near-duplicates whose images ``result_class`` shapes
+    (one class per result serializer, so the schema names it once)."""
+    found = _group_serializers.get(result_class)
+    if found is None:
+        name = result_class.__name__.removesuffix("Serializer") + "DuplicateGroupSerializer"
+        attrs = {
+            "__module__": result_class.__module__,
+            "__doc__": "Images that look like copies of one picture, smallest id first.",
+            "distance": serializers.FloatField(
+                read_only=True,
+                help_text="The largest cosine distance among the pairs that joined the group: each image "
+                "is within it of another one of the group.",
+            ),
+            "images": result_class(many=True, read_only=True),
+        }
+        found = _group_serializers.setdefault(result_class, type(name, (serializers.Serializer,), attrs))
+    return found
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -12,7 +12,8 @@
     router.register("photos", PhotoSearchViewSet, basename="photo-search")
 
 gives ``GET photos/`` (the images the caller may see), ``GET photos/search/?q=words``,
-``POST photos/search/`` (multipart ``image``) and ``GET photos/{id}/similar/``. Every
+``POST photos/search/`` (multipart ``image``), ``GET photos/{id}/similar/`` and
+``GET photos/duplicates/?threshold=`` (groups of near-identical images). Every
 request starts from ``get_queryset()`` and the filter backends, then ranks, so nothing
 outside the site's queryset is returned.
 """
@@ -36,22 +37,27 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from ..conf import semantic_settings
+from ..duplicates import check_threshold, group_rows, near_duplicates
 from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
-from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8
+from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8, strict_number
 from .schema import (
     RANKED_ACTIONS,
     SemanticSearchSchema,
+    duplicates_schema,
     image_search_schema,
     list_schema,
     similar_schema,
     text_search_schema,
 )
-from .serializers import ImageQuerySerializer, TextQuerySerializer
+from .serializers import ImageQuerySerializer, TextQuerySerializer, duplicate_group_serializer
 from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
+
+THRESHOLD_PARAM = "threshold"
+THRESHOLD_MESSAGE = "threshold must be a number greater than 0 and at most 1 (a cosine distance)."
 
 # Multipart framing around the file: the Content-Length check allows this much on top.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -76,6 +82,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[^/]+"
     text_scope = TEXT_SCOPE
     image_scope = IMAGE_SCOPE
+    # duplicates/ compares every visible image with its nearest ones: the costlier scope.
+    duplicates_scope = IMAGE_SCOPE
     # Parameters accepted besides the paginator's and the filter backends'.
     common_params = ("format",)
     # Query parameters that may be repeated, besides multiple-choice filters; any other
@@ -91,6 +99,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     def throttle_scope(self) -> str:
         if self.action == "search" and self.request is not None and self.request.method == "POST":
             return self.image_scope
+        if self.action == "duplicates":
+            return self.duplicates_scope
         return self.text_scope
 
     # -- serializers --------------------------------------------------------------
@@ -125,11 +135,13 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         ensure_utf8(request)
-        if self.action in ("list", "search", "similar"):
+        if self.action in ("list", "search", "similar", "duplicates"):
             filters = self.filter_params()
             accepted = {*self.common_params, *self.paging_params(), *filters}
             if self.action == "search" and request.method == "GET":
                 accepted.add("q")
+            if self.action == "duplicates":
+                accepted.add(THRESHOLD_PARAM)
             if self.action in RANKED_ACTIONS and self.ordering_fields:
                 accepted.add(self.ordering_param)
             ensure_known(request.query_params.keys(), accepted)
@@ -290,6 +302,26 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         ranked = self.searchable_queryset().similar_to(anchor, field=self.embedding_field)
         return self.page_response(self.sort_best(ranked))
 
+    @duplicates_schema
+    @action(detail=False, methods=["get"])
+    def duplicates(self, request: Request) -> Response:
+        """Groups of images you may see that look like copies of one picture, largest first."""
+        queryset = self.searchable_queryset()
+        groups = near_duplicates(queryset, read_threshold(request), field=self.embedding_field)
+        page = self.paginate_queryset(groups)
+        shown = groups if page is None else page
+        path = embedding_path(queryset.model, self.embedding_field)
+        rows = queryset.annotate(score=Value(None, output_field=FloatField()))
+        if self.defer_vectors and not path.prefix:
+            rows = rows.defer(path.field.visual_field, path.field.semantic_field)
+        group_class = duplicate_group_serializer(self.get_result_serializer_class())
+        context = self.get_serializer_context()
+        data = [
+            group_class({"distance": group.distance, "images": members}, context=context).data
+            for group, members in group_rows(rows, shown)
+        ]
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
     def get_anchor(self) -> Model:
         """The image of ``{id}/similar/``, looked up only among ``get_queryset()``.
 
@@ -305,6 +337,18 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         except (Http404, PermissionDenied, NotAuthenticated):
             raise missing from None
         return anchor
+
+
+def read_threshold(request: Request) -> float | None:
+    """``?threshold=`` as a cosine distance in (0, 1] (None when absent); else a 400 naming it."""
+    raw = request.query_params.get(THRESHOLD_PARAM)
+    if raw is None:
+        return None
+    value = strict_number(THRESHOLD_PARAM, raw, THRESHOLD_MESSAGE)
+    try:
+        return check_threshold(value)
+    except ValueError:
+        raise ValidationError({THRESHOLD_PARAM: [THRESHOLD_MESSAGE]}) from None
 
 
 def not_embedded_message(instance: Model, path: EmbeddingPath) -> str:

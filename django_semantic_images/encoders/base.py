@@ -147,13 +147,19 @@ class Encoder(abc.ABC):
         with self._cache_lock:
             self._query_cache.clear()
 
-    def encode_text(self, text: str) -> np.ndarray:
-        """One query text to one semantic vector (recent queries are cached)."""
+    def cached_text_vector(self, text: str) -> np.ndarray | None:
+        """``encode_text(text)`` when it is cached (nothing is encoded), else None."""
         with self._cache_lock:
             cached = self._query_cache.get(text)
             if cached is not None:
                 self._query_cache.move_to_end(text)
-                return cached
+            return cached
+
+    def encode_text(self, text: str) -> np.ndarray:
+        """One query text to one semantic vector (recent queries are cached)."""
+        cached = self.cached_text_vector(text)
+        if cached is not None:
+            return cached
         vector = self.encode_queries([text])[0]
         vector.setflags(write=False)
         with self._cache_lock:

@@ -39,7 +39,7 @@ from .cache import cache_dir, digest, file_lock, load_arrays, save_arrays
 from .labels import imagenet_classes
 from .onnx_images import OnnxImageModel, onnx_image_model, wants_onnx
 from .onnx_queries import OnnxQueryEncoder, configured_query_encoder
-from .text import SentenceEncoder, shared_sentence_encoder
+from .text import SentenceEncoder, TextModelSpec, shared_sentence_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class ConSEEncoder(Encoder):
       class probabilities (softmax of logits / temperature); ``prompt``: one template
       or a sequence of templates averaged per class; ``center``: subtract the mean
       class text;
-      ``text_model``: a local folder or hub name for the BERT model;
+      ``text_model``: a local folder or hub name for the BERT model (overrides
+      ``TEXT_MODEL["MODEL"]``; the other ``TEXT_MODEL`` keys still apply);
       ``bridge``: ``"auto"`` (default) uses the bridge installed in ``BRIDGE_DIR`` by
       ``semantic_images_train_bridge`` and follows later installs; a path names one
       bridge file (``.npz``); None uses ConSE alone.
@@ -73,7 +74,6 @@ class ConSEEncoder(Encoder):
 
     name = "conse-lite0-minilm"
     visual_dimensions = 1280
-    semantic_dimensions = 384
     version = 2
 
     def __init__(
@@ -94,6 +94,9 @@ class ConSEEncoder(Encoder):
         self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
         self.center = center
         self.text_model = text_model
+        self.text_spec = TextModelSpec.from_setting(semantic_settings.TEXT_MODEL).with_model(text_model)
+        #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
+        self.semantic_dimensions = self.text_spec.dimensions or 384
         self.bridge_path = bridge
         self.bridge: LearnedBridge | None = None
         self._store: BridgeStore | None = None
@@ -122,7 +125,7 @@ class ConSEEncoder(Encoder):
     @property
     def identity(self) -> str:
         self.refresh_bridge()
-        parts = (self.version, self.top_k, self.temperature, self.prompts, self.center, self.text_model or "minilm")
+        parts = (self.version, self.top_k, self.temperature, self.prompts, self.center, self.text_spec.identity)
         recipe = "|".join(map(str, parts))
         ident = f"{self.name}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
         if self.bridge is not None:
@@ -142,7 +145,7 @@ class ConSEEncoder(Encoder):
     def text_encoder(self) -> SentenceEncoder:
         """The process's text model for this recipe (its weights load on first encode)."""
         if self.text is None:
-            self.text = shared_sentence_encoder(self.text_model, self.device)
+            self.text = shared_sentence_encoder(self.text_spec, self.device)
         return self.text
 
     def class_vectors_source(self) -> dict:
@@ -153,6 +156,7 @@ class ConSEEncoder(Encoder):
             "encoder": self.name,
             "version": self.version,
             "text_model": self.text_encoder().weights_fingerprint(),
+            "text_recipe": self.text_spec.identity,
             "labels": hashlib.sha256(labels).hexdigest()[:16],
             "prompts": list(self.prompts),
             "center": self.center,
@@ -307,9 +311,10 @@ class ConSEEncoder(Encoder):
         return feats, self.soften(logits)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Stored texts (class prompts, alt text, captions): behind ``PASSAGE_PREFIX``."""
         return self.text_encoder().encode(list(texts))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search texts through ``QUERY_RUNTIME`` (ONNX Runtime on a CPU when installed);
         neither the CNN nor, with a cached ONNX model, torch is loaded for them."""
-        return configured_query_encoder(self.text_encoder()).encode(list(texts))
+        return configured_query_encoder(self.text_encoder()).encode_queries(list(texts))

@@ -62,7 +62,9 @@ def onnx_available() -> bool:
 def fingerprint(text: SentenceEncoder, int8: bool) -> str:
     """Names the exported file: the model's weights, the export recipe, the versions
     (read from the installed packages' metadata, so torch is not imported)."""
-    recipe = (EXPORT_VERSION, int8, text.max_length, version("torch"), version("onnxruntime"))
+    recipe: tuple[object, ...] = (EXPORT_VERSION, int8, text.max_length, version("torch"), version("onnxruntime"))
+    if (text.spec.pooling, text.spec.dimensions) != ("mean", None):  # the default keeps its old file name
+        recipe += (text.spec.pooling, text.spec.dimensions)
     return digest([text.weights_fingerprint(), *recipe])
 
 
@@ -85,8 +87,13 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
 
 
 def export_sentence_model(text: SentenceEncoder, target: Path) -> None:
-    """Write ``text``'s model, with masked mean pooling and L2 normalisation, as ONNX."""
+    """Write ``text``'s model, with its pooling, width and L2 normalisation, as ONNX (the
+    prefix is put before the words by ``text.tokenize()``, outside the graph)."""
     import torch
+
+    from .text import pool
+
+    pooling, dimensions = text.spec.pooling, text.spec.dimensions
 
     class Pooled(torch.nn.Module):
         def __init__(self, model: torch.nn.Module) -> None:
@@ -95,15 +102,13 @@ def export_sentence_model(text: SentenceEncoder, target: Path) -> None:
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
+            return torch.nn.functional.normalize(pool(hidden, attention_mask, pooling, dimensions), dim=-1)
 
     assert text.model is not None and text.tokenizer is not None
     model = text.model
     if next(model.parameters()).device.type != "cpu" or next(model.parameters()).dtype != torch.float32:
         raise RuntimeError("the ONNX query path exports the CPU float32 model only")
-    example = text.tokenizer(list(PROBES[:2]), padding=True, return_tensors="pt")
+    example = text.tokenizer(text.prefixed(PROBES[:2], query=True), padding=True, return_tensors="pt")
     dims = {0: "batch", 1: "tokens"}
     # The exporter reports its progress on stdout and warns about its own internals.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _quiet_loggers(*NOISY_LOGGERS):
@@ -121,7 +126,7 @@ def export_sentence_model(text: SentenceEncoder, target: Path) -> None:
 
 
 class OnnxQueryEncoder:
-    """Encodes search texts like ``text.encode()`` does, through ONNX Runtime."""
+    """Encodes search texts like ``text.encode(texts, query=True)`` does, through ONNX Runtime."""
 
     def __init__(self, text: SentenceEncoder, *, int8: bool = False, cache_dir: Path | None = None) -> None:
         self.text = text
@@ -174,7 +179,7 @@ class OnnxQueryEncoder:
         session = self._session(path)
         texts = list(PROBES)
         got = self._run(session, texts)
-        expected = self.text.encode(texts)
+        expected = self.text.encode(texts, query=True)
         cosine = float(np.min(np.sum(got * expected, axis=1)))
         if not cosine >= MIN_COSINE[self.int8]:
             raise RuntimeError(f"the exported model disagrees with torch (cosine {cosine:.4f})")
@@ -184,7 +189,7 @@ class OnnxQueryEncoder:
         self.session = self._session(self.path)
 
     def _run(self, session: Any, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(session.run(None, self.text.tokenize(texts))[0], dtype=np.float32)
+        return np.asarray(session.run(None, self.text.tokenize(texts, query=True))[0], dtype=np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if self.session is None:
@@ -192,6 +197,10 @@ class OnnxQueryEncoder:
         if not texts:
             return self._run(self.session, [""])[:0]
         return self._run(self.session, texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search words (this model only encodes those): ``encode()``."""
+        return self.encode(texts)
 
 
 _query_encoders: dict[tuple[int, bool, str], OnnxQueryEncoder | None] = {}

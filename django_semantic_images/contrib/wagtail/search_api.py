@@ -39,7 +39,7 @@ class WagtailImageResultSerializer(SemanticResultSerializer):
 
     class Meta:
         model = get_image_model()
-        fields = ["id", "title", "description", "score", "image_url", "thumbnail_url"]
+        fields = ["id", "title", "description", "score", "relevance", "image_url", "thumbnail_url"]
         read_only_fields = fields
 
     def get_image_url(self, obj: Any) -> str | None:

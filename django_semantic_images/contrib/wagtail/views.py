@@ -16,7 +16,7 @@ from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserVie
 from wagtail.images.views.images import IndexView
 
 from .photo_search import PhotoSearchMixin
-from .search import DEFAULT_LIMIT, keyword_matches, rank_by_meaning
+from .search import DEFAULT_LIMIT, RankedResults, encode_words, keyword_matches, rank_by_meaning, ranked_results
 
 
 class SemanticImageIndexView(PhotoSearchMixin, IndexView):
@@ -38,18 +38,27 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
         if not self.is_searching:
             return queryset
         limit = self.semantic_search_results
+        vector = encode_words(queryset.model, self.search_query)  # encoded while the keyword query runs
         keyword = keyword_matches(queryset, self.search_query, backend=self.search_backend_name, limit=limit)
         return rank_by_meaning(
-            queryset, self.search_query, keyword=keyword, limit=limit, keep_order=self.is_explicitly_ordered
+            queryset,
+            self.search_query,
+            keyword=keyword,
+            limit=limit,
+            keep_order=self.is_explicitly_ordered,
+            vector=vector.result(),
         )
 
 
 class SemanticSearchFilterMixin(SearchFilterMixin):
-    """The chooser's search field, ranking by meaning (it takes the place of Wagtail's)."""
+    """The chooser's search field, ranking by meaning (it takes the place of Wagtail's).
+
+    A search gives the paginator the ranked keys (``RankedResults``): it knows their count
+    without a query, and reads the page by key."""
 
     semantic_search_results = DEFAULT_LIMIT
 
-    def filter(self, objects: QuerySet) -> QuerySet:
+    def filter(self, objects: QuerySet) -> QuerySet | RankedResults:
         words = self.cleaned_data.get("q")
         if not words:
             return super().filter(objects)
@@ -58,7 +67,9 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         self.is_searching = True
         self.search_query = words
         limit = self.semantic_search_results
-        return rank_by_meaning(objects, words, keyword=keyword_matches(objects, words, limit=limit), limit=limit)
+        vector = encode_words(objects.model, words)  # encoded while the keyword query runs
+        keyword = keyword_matches(objects, words, limit=limit)
+        return ranked_results(objects, vector.result(), keyword=keyword, limit=limit)
 
 
 class SemanticChooserMixin:

@@ -1,0 +1,153 @@
+"""The admin's "Duplicates" page with Django's test client: the groups, keep one (confirmation,
+then a POST), "not duplicates", permissions, CSRF and the admin's own queryset (real
+PostgreSQL, real models; the browser test is in test_browser_admin.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from django_semantic_images.duplicates import mark_not_duplicates
+from django_semantic_images.models import NotDuplicate
+from django_semantic_images.thumbnails import thumbnail_url
+from photos.models import Photo
+
+pytestmark = pytest.mark.django_db
+
+PAGE = "admin:photos_photo_duplicates"
+
+
+def staff_user(username: str, *codenames: str) -> User:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="photos", codename__in=codenames))
+    return user
+
+
+def groups_on(html: str) -> list[list[int]]:
+    return [
+        [int(pk) for pk in pks.split(",")]
+        for pks in re.findall(r'class="module si-group"[^>]*data-pks="([^"]+)"', html)
+    ]
+
+
+def pks(photos, *names: str) -> list[int]:
+    return sorted(photos[name].pk for name in names)
+
+
+CAT = ("chelsea", "chelsea-jpeg", "chelsea-flip")
+COFFEE = ("coffee", "coffee-crop")
+
+
+def test_the_page_lists_groups_with_thumbnails_size_dimensions_and_date(admin_client, duplicate_photos):
+    response = admin_client.get(reverse(PAGE))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert groups_on(html) == [pks(duplicate_photos, *CAT), pks(duplicate_photos, *COFFEE)]
+    cat = duplicate_photos["chelsea"]
+    row = re.search(rf'<tr class="si-member" data-pk="{cat.pk}">(.*?)</tr>', html, re.S).group(1)
+    # The same cached thumbnail as the changelist and the API (sorl-thumbnail), not the original file.
+    assert f'src="{thumbnail_url(cat.image)}"' in row and "si-thumb" in row
+    assert f"{cat.image.width} × {cat.image.height}" in row
+    assert "KB" in row  # file size
+    assert "Created at" in html  # the model's date field is the date column
+    assert html.count("Keep this one, delete the others") == 5 and html.count('value="Not duplicates"') == 2
+
+
+def test_the_changelist_links_to_the_page(admin_client, duplicate_photos):
+    html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
+    assert f'href="{reverse(PAGE)}"' in html and ">Duplicates<" in html
+
+
+def test_a_bad_threshold_is_a_400_naming_it(admin_client, duplicate_photos):
+    for value in ("abc", "0", "1.5", "nan"):
+        response = admin_client.get(reverse(PAGE), {"threshold": value})
+        assert response.status_code == 400
+        assert "threshold must be" in response.content.decode()
+    response = admin_client.get(reverse(PAGE), {"threshold": "0.5"})
+    assert response.status_code == 200 and groups_on(response.content.decode())
+
+
+def test_keep_one_asks_first_then_deletes_the_others(admin_client, duplicate_photos):
+    keep = duplicate_photos["chelsea"]
+    group = ",".join(map(str, pks(duplicate_photos, *CAT)))
+    others = pks(duplicate_photos, "chelsea-jpeg", "chelsea-flip")
+    mark_not_duplicates(Photo, [duplicate_photos["chelsea-jpeg"].pk, duplicate_photos["horse"].pk])
+    confirm = admin_client.get(reverse(PAGE), {"keep": keep.pk, "group": group})
+    assert confirm.status_code == 200
+    html = confirm.content.decode()
+    assert "Are you sure?" in html and 'id="confirm-keep"' in html and 'name="csrfmiddlewaretoken"' in html
+    assert sorted(int(pk) for pk in re.findall(r'<li data-pk="(\d+)"', html)) == others
+    assert Photo.objects.filter(pk__in=others).count() == 2  # nothing deleted by looking
+    response = admin_client.post(reverse(PAGE), {"action": "keep", "keep": keep.pk, "group": group}, follow=True)
+    assert response.status_code == 200
+    assert not Photo.objects.filter(pk__in=others).exists() and Photo.objects.filter(pk=keep.pk).exists()
+    assert "Kept “Chelsea” and deleted 2 other images." in response.content.decode()
+    assert groups_on(response.content.decode()) == [pks(duplicate_photos, *COFFEE)]
+    assert not NotDuplicate.objects.exists()  # marks of deleted rows are dropped
+
+
+def test_not_duplicates_is_remembered_and_the_group_is_not_shown_again(admin_client, duplicate_photos):
+    group = ",".join(map(str, pks(duplicate_photos, *COFFEE)))
+    response = admin_client.post(
+        reverse(PAGE), {"action": "apart", "group": group, "kept": "threshold=0.2"}, follow=False
+    )
+    assert response.status_code == 302 and response["Location"] == reverse(PAGE) + "?threshold=0.2"
+    assert NotDuplicate.objects.count() == 1
+    assert groups_on(admin_client.get(reverse(PAGE)).content.decode()) == [pks(duplicate_photos, *CAT)]
+
+
+def test_without_delete_permission_there_is_no_keep_and_no_deletion(client, duplicate_photos):
+    client.force_login(staff_user("editor", "view_photo", "change_photo"))
+    html = client.get(reverse(PAGE)).content.decode()
+    assert groups_on(html) and "Keep this one" not in html and 'value="Not duplicates"' in html
+    keep, group = duplicate_photos["chelsea"].pk, ",".join(map(str, pks(duplicate_photos, *CAT)))
+    assert client.get(reverse(PAGE), {"keep": keep, "group": group}).status_code == 403
+    assert client.post(reverse(PAGE), {"action": "keep", "keep": keep, "group": group}).status_code == 403
+    assert Photo.objects.filter(pk__in=pks(duplicate_photos, *CAT)).count() == 3
+
+
+def test_a_viewer_can_look_but_not_mark(client, duplicate_photos):
+    client.force_login(staff_user("viewer", "view_photo"))
+    html = client.get(reverse(PAGE)).content.decode()
+    assert groups_on(html) and 'value="Not duplicates"' not in html
+    group = ",".join(map(str, pks(duplicate_photos, *COFFEE)))
+    assert client.post(reverse(PAGE), {"action": "apart", "group": group}).status_code == 403
+    assert not NotDuplicate.objects.exists()
+
+
+def test_without_view_permission_the_page_is_refused(client, duplicate_photos):
+    client.force_login(staff_user("nobody"))
+    assert client.get(reverse(PAGE)).status_code == 403
+
+
+def test_a_post_without_the_csrf_token_is_refused(duplicate_photos):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", "pw"))
+    keep, group = duplicate_photos["chelsea"].pk, ",".join(map(str, pks(duplicate_photos, *CAT)))
+    assert client.post(reverse(PAGE), {"action": "keep", "keep": keep, "group": group}).status_code == 403
+    assert Photo.objects.filter(pk__in=pks(duplicate_photos, *CAT)).count() == 3
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_only_the_admins_own_rows_are_grouped_kept_or_deleted(client, duplicate_photos):
+    """tests/admin_urls.py: an admin whose get_queryset shows editors only their own photos."""
+    owner = staff_user("owner", "view_photo", "change_photo", "delete_photo")
+    mine = pks(duplicate_photos, "chelsea", "chelsea-jpeg", "coffee")
+    Photo.objects.filter(pk__in=mine).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("own:photos_photo_duplicates")
+    assert groups_on(client.get(url).content.decode()) == [pks(duplicate_photos, "chelsea", "chelsea-jpeg")]
+    # A forged POST naming someone else's copies deletes only the editor's own rows.
+    everything = ",".join(map(str, pks(duplicate_photos, *CAT, *COFFEE)))
+    client.post(url, {"action": "keep", "keep": duplicate_photos["chelsea"].pk, "group": everything})
+    assert set(Photo.objects.filter(pk__in=pks(duplicate_photos, *CAT, *COFFEE)).values_list("pk", flat=True)) == {
+        duplicate_photos[n].pk for n in ("chelsea", "chelsea-flip", "coffee-crop")
+    }
+    # Keeping a row the editor cannot see deletes nothing.
+    hidden, own = duplicate_photos["chelsea-flip"].pk, duplicate_photos["chelsea"].pk
+    response = client.post(url, {"action": "keep", "keep": hidden, "group": f"{hidden},{own}"})
+    assert response.status_code == 302 and Photo.objects.filter(pk=own).exists()

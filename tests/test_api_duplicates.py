@@ -1,0 +1,104 @@
+"""``GET /api/photos/duplicates/``: groups of near-identical images through the REST API, within
+the caller's queryset, paged, with a 400 naming a bad ``threshold`` (real PostgreSQL, real models)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from django_semantic_images.api.throttling import IMAGE_SCOPE
+from django_semantic_images.duplicates import mark_not_duplicates
+from photos.api import PhotoSearchViewSet
+from photos.models import Photo
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/photos/duplicates/"
+CAT = ("chelsea", "chelsea-jpeg", "chelsea-flip")
+COFFEE = ("coffee", "coffee-crop")
+
+
+@pytest.fixture
+def client() -> APIClient:
+    cache.clear()  # throttle history
+    return APIClient()
+
+
+def groups_of(response) -> list[list[int]]:
+    assert response.status_code == 200, response.content
+    return [[image["id"] for image in group["images"]] for group in response.json()["results"]]
+
+
+def pks(photos, *names: str) -> list[int]:
+    return sorted(photos[name].pk for name in names)
+
+
+def test_an_anonymous_caller_gets_the_groups_of_published_photos_only(client, duplicate_photos):
+    response = client.get(URL)
+    assert groups_of(response) == [pks(duplicate_photos, *CAT)]  # the cropped coffee is unpublished
+    group = response.json()["results"][0]
+    assert set(group) == {"distance", "images"} and 0 < group["distance"] <= 0.2
+    image = group["images"][0]
+    assert set(image) == {"id", "title", "alt_text", "score", "relevance", "image_url", "thumbnail_url", "created_at"}
+    assert image["score"] is None and image["image_url"].startswith("http://testserver/media/photos/")
+
+
+def test_a_signed_in_owner_also_gets_groups_with_their_unpublished_photos(client, duplicate_photos):
+    owner = User.objects.create_user("owner", password="pw")
+    Photo.objects.filter(pk=duplicate_photos["coffee-crop"].pk).update(owner=owner)
+    client.force_authenticate(owner)
+    assert groups_of(client.get(URL)) == [pks(duplicate_photos, *CAT), pks(duplicate_photos, *COFFEE)]
+
+
+def test_the_groups_are_paged_and_filters_apply(client, duplicate_photos):
+    Photo.objects.update(published=True)
+    first = client.get(URL, {"limit": 1})
+    assert groups_of(first) == [pks(duplicate_photos, *CAT)]
+    assert "offset=1" in first.json()["next"]
+    assert groups_of(client.get(URL, {"limit": 1, "offset": 1})) == [pks(duplicate_photos, *COFFEE)]
+    assert groups_of(client.get(URL, {"created_after": "2999-01-01"})) == []
+
+
+def test_pairs_marked_not_duplicates_are_not_grouped(client, duplicate_photos):
+    mark_not_duplicates(Photo, pks(duplicate_photos, *CAT))
+    assert groups_of(client.get(URL)) == []
+
+
+def test_a_higher_threshold_may_find_more_and_a_tiny_one_finds_less(client, duplicate_photos):
+    assert groups_of(client.get(URL, {"threshold": "1e-6"})) == []
+    assert groups_of(client.get(URL, {"threshold": "0.25"})) == [pks(duplicate_photos, *CAT)]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-0.1", "1.5", "nan", "1e999", "", " 0.1", "0,2"])
+def test_a_bad_threshold_is_a_400_naming_it(client, duplicate_photos, value):
+    response = client.get(URL, {"threshold": value})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["threshold"]
+
+
+def test_a_repeated_threshold_or_an_unknown_parameter_is_a_400(client):
+    assert list(client.get(URL + "?threshold=0.1&threshold=0.2").json()) == ["threshold"]
+    response = client.get(URL, {"min_score": "0.5"})
+    assert response.status_code == 400 and "min_score" in response.json()["detail"]
+
+
+def test_duplicates_are_throttled_like_a_search_by_photo():
+    view = PhotoSearchViewSet()
+    view.action, view.request = "duplicates", None
+    assert view.throttle_scope == IMAGE_SCOPE
+
+
+def test_the_schema_describes_the_endpoint(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    operation = schema["paths"]["/api/photos/duplicates/"]["get"]
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert set(params) >= {"threshold", "limit", "offset"} and "min_score" not in params
+    assert params["threshold"]["schema"]["exclusiveMinimum"] is True and params["threshold"]["schema"]["maximum"] == 1
+    page = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    results = schema["components"]["schemas"][page]["properties"]["results"]["items"]["$ref"].rsplit("/", 1)[1]
+    group = schema["components"]["schemas"][results]
+    assert set(group["properties"]) == {"distance", "images"}
+    assert group["properties"]["images"]["items"]["$ref"].endswith("/PhotoResult")
+    assert set(operation["responses"]) >= {"200", "400", "429"}

@@ -1,0 +1,136 @@
+"""The relevance cutoff: a per-query score threshold calibrated on a sample of the collection.
+
+Real PostgreSQL + pgvector and the real models on the sample photos; the expected
+figures are recomputed here from the stored vectors with numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from django_semantic_images.encoders import get_encoder
+from photos.models import Photo
+
+pytestmark = pytest.mark.django_db
+
+SEARCH = "/api/photos/search/"
+
+
+@pytest.fixture
+def client() -> APIClient:
+    cache.clear()  # throttle history
+    return APIClient()
+
+
+def stored(column: str) -> np.ndarray:
+    rows = np.stack([np.asarray(v, dtype=np.float64) for v in Photo.objects.values_list(column, flat=True)])
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def expected_threshold(vectors: np.ndarray, query: np.ndarray, relevance: float) -> float:
+    """The sample score a row must beat to score higher than ``relevance`` of the collection
+    (``k`` of ``S`` sample rows beaten estimates a share ``k / (S + 1)``)."""
+    scores = np.sort(vectors @ (query / np.linalg.norm(query)))
+    return float(scores[math.ceil(relevance * (len(scores) + 1)) - 1])
+
+
+def test_the_threshold_comes_from_the_sample_and_cuts_between_rows(sample_photos):
+    """Each query's threshold is a percentile of the sample's scores for it; a row above it is
+    kept, one below dropped, and the same relevance means another raw score for another query."""
+    vectors = stored("embedding_semantic")
+    thresholds = {}
+    for words in ("a cup of coffee", "a rocket launch"):
+        ranked = Photo.objects.semantic_search(words)
+        calibration = ranked.calibration()
+        assert calibration is not None and calibration.size == len(sample_photos)
+        query = np.asarray(get_encoder().encode_text(words), dtype=np.float64)
+        thresholds[words] = calibration.threshold(0.75)
+        assert thresholds[words] == pytest.approx(expected_threshold(vectors, query, 0.75), abs=1e-5)
+
+        scores = [row.score for row in ranked]
+        between = (scores[1] + scores[2]) / 2  # the cut falls between the 2nd and 3rd best
+        kept = ranked.above(calibration.relevance(between))
+        assert list(kept.values_list("pk", flat=True)) == [row.pk for row in ranked][:2]
+        assert list(ranked.best(1).above(calibration.relevance(between))) == [ranked[0]]  # composes with best()
+        assert calibration.relevance(scores[1]) >= calibration.relevance(between) > calibration.relevance(scores[2])
+    assert abs(thresholds["a cup of coffee"] - thresholds["a rocket launch"]) > 1e-3
+
+
+def test_similar_images_are_calibrated_on_the_visual_vectors(sample_photos, settings):
+    settings.SEMANTIC_IMAGES = {"CALIBRATION_SAMPLE": 10}
+    anchor = sample_photos["chelsea"]
+    calibration = Photo.objects.similar_to(anchor).calibration()
+    assert calibration is not None and calibration.size == 10
+    pks = list(Photo.objects.values_list("pk", flat=True))
+    chosen = sorted(pks, key=lambda pk: hashlib.md5(str(pk).encode()).hexdigest())[:10]  # the same in every process
+    sample = stored("embedding_visual")[[pks.index(pk) for pk in chosen]]
+    query = np.asarray(anchor.embedding_visual, dtype=np.float64)
+    assert calibration.threshold(0.75) == pytest.approx(expected_threshold(sample, query, 0.75), abs=1e-5)
+    assert calibration.threshold(0) == -math.inf and calibration.threshold(1) == math.inf
+
+
+def test_too_few_vectors_cut_nothing(make_photo, sample_paths):
+    from django_semantic_images.pipeline import embed_instances
+
+    photo = make_photo(sample_paths["coffee"])
+    embed_instances([photo])
+    ranked = Photo.objects.semantic_search("coffee")
+    assert ranked.calibration() is None
+    assert list(ranked.above(0.999)) == [photo]
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        ranked.above(1.5)
+    with pytest.raises(TypeError, match="semantic_search"):
+        Photo.objects.all().above(0.5)
+
+
+def test_min_relevance_keeps_what_the_calibration_says_and_pages(client, sample_photos):
+    everything = client.get(SEARCH, {"q": "a cup of coffee", "limit": 100}).json()["results"]
+    relevances = [row["relevance"] for row in everything]
+    assert relevances == sorted(relevances, reverse=True) and 0 <= relevances[-1] < relevances[0] <= 1
+    floor = (relevances[2] + relevances[3]) / 2
+    kept = client.get(SEARCH, {"q": "a cup of coffee", "min_relevance": floor}).json()
+    assert [row["id"] for row in kept["results"]] == [row["id"] for row in everything[:3]]
+    assert kept["next"] is None
+    first = client.get(SEARCH, {"q": "a cup of coffee", "min_relevance": floor, "limit": 2}).json()
+    assert [row["id"] for row in first["results"]] == [row["id"] for row in everything[:2]]
+    second = client.get(first["next"]).json()
+    assert [row["id"] for row in second["results"]] == [everything[2]["id"]] and second["next"] is None
+    by_title = client.get(SEARCH, {"q": "a cup of coffee", "min_relevance": floor, "ordering": "-title"}).json()
+    assert {row["id"] for row in by_title["results"]} == {row["id"] for row in everything[:3]}
+    similar = client.get(f"/api/photos/{sample_photos['chelsea'].pk}/similar/", {"limit": 100}).json()["results"]
+    floor = similar[1]["relevance"]  # the relevance of the second most alike keeps the two best
+    assert similar[0]["relevance"] >= floor > similar[2]["relevance"]
+    alike = client.get(f"/api/photos/{sample_photos['chelsea'].pk}/similar/", {"min_relevance": floor}).json()
+    assert [row["id"] for row in alike["results"]] == [row["id"] for row in similar[:2]]
+    listed = client.get("/api/photos/").json()["results"]
+    assert listed and all(row["relevance"] is None for row in listed)
+
+
+@pytest.mark.parametrize("raw", ["abc", "2", "-1", "nan", "0.5&min_relevance=0.6"])
+def test_a_bad_min_relevance_is_a_400_naming_it(client, sample_photos, raw):
+    response = client.get(f"{SEARCH}?q=cat&min_relevance={raw}")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["min_relevance"], response.json()
+    on_list = client.get(f"/api/photos/?min_relevance={raw}")
+    assert on_list.status_code == 400 and "min_relevance" in json.dumps(on_list.json())
+
+
+def test_the_schema_offers_min_relevance_on_the_ranked_actions_only(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    def param(path: str) -> list:
+        return [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "min_relevance"]
+
+    (search,) = param("/api/photos/search/")
+    assert search["schema"] == {"type": "number", "minimum": 0, "maximum": 1}
+    assert len(param("/api/photos/{id}/similar/")) == 1
+    assert param("/api/photos/") == []
+    result = schema["components"]["schemas"]["PhotoResult"]["properties"]
+    assert result["relevance"]["nullable"] is True

