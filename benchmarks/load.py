@@ -207,7 +207,8 @@ def start_gunicorn(env: dict[str, str], port: int, logs: Path, workers: int | No
         command += ["--workers", str(workers)]
     if threads:
         command += ["--threads", str(threads)]
-    return subprocess.Popen(command, cwd=EXAMPLE, env=env, start_new_session=True)
+    out = (logs / "gunicorn.out").open("w")  # the site's own log lines (Django's loggers: stderr)
+    return subprocess.Popen(command, cwd=EXAMPLE, env=env, start_new_session=True, stdout=out, stderr=out)
 
 
 def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None) -> float:
@@ -424,12 +425,15 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def server_log_counts(log: Path) -> dict[str, int]:
-    text = log.read_text(errors="replace") if log.exists() else ""
+def server_log_counts(logs: Path) -> dict[str, int]:
+    """What gunicorn's log and the site's stderr say: tracebacks, timeouts, workers started or killed."""
+    text = "".join(p.read_text(errors="replace") for p in (logs / "gunicorn.log", logs / "gunicorn.out") if p.exists())
     return {
         "tracebacks": text.count("Traceback"),
+        "no_thumbnail_warnings": text.count("No thumbnail for"),
         "worker_timeouts": text.count("WORKER TIMEOUT"),
         "workers_booted": text.count("Booting worker"),
+        "workers_killed_by_signal": text.count("was sent SIG"),
     }
 
 
@@ -582,7 +586,7 @@ def main() -> None:
                 "max": round(lags[-1], 1) if lags else None,
             },
         },
-        "server_log": server_log_counts(logs / "gunicorn.log"),
+        "server_log": server_log_counts(logs),
         "exit_status": {"gunicorn": server_status, "worker": worker_status},
         "logs": str(logs),
     }

@@ -11,15 +11,18 @@ its threads), so nothing may start one before the fork. GNU OpenMP, torch's CPU 
 hangs in a child that runs torch with several threads after its parent did (measured: the
 child's first image never finished); ONNX Runtime's session threads would be missing the same
 way. So the master runs torch with one thread and makes the ONNX Runtime session with one
-thread (its count follows torch's); a worker may raise torch's count after the fork (tested,
-``tests/test_startup.py``). Search words then run in one ONNX Runtime thread per request
-(a few milliseconds); a server gets its parallelism from workers and threads.
+thread (its count follows torch's); a worker may then raise torch's count (measured: a child
+given 2 threads after a 1-thread parent runs the CNN). Search words then run in one ONNX
+Runtime thread per request (a few milliseconds); a server gets its parallelism from workers
+and threads.
 
-Exit: a forked worker that has run ONNX Runtime hangs in the library's C++ destructors when
-it exits normally (glibc's ``pthread_cond_destroy`` waiting for a waiter that only the
-parent had; found under gunicorn, worker exits then ended by SIGABRT after seconds). So a worker ends
-like ``multiprocessing`` ends its forked children: ``exit_worker()`` closes the database
-connections, flushes the standard streams and calls ``os._exit`` with the worker's status.
+Exit: a process forked from one that had set up the site and the encoder hangs at its normal
+exit once it has used ONNX Runtime (whether the session was made before or after the fork),
+in the library's C++ destructors (a ``pthread_cond_destroy`` that never returns); under
+gunicorn the master then saw each worker die of SIGABRT seconds after SIGTERM. A process that
+was not forked exits cleanly. So a worker ends the way ``multiprocessing`` ends its forked
+children: ``exit_worker()`` closes the database connections, flushes the standard streams and
+calls ``os._exit`` with the worker's status (``tests/test_startup.py`` checks the exits).
 """
 
 from __future__ import annotations
