@@ -143,8 +143,9 @@ def add_synthetic_rows(n: int, seed: int) -> int:
     table = connection.ops.quote_name(Photo._meta.db_table)
     columns = ["image", "title", "alt_text", "published", "created_at", "embedding_visual", "embedding_semantic"]
     columns += ["embedding_encoder", "embedding_hash", "embedding_status", "embedding_error", "embedding_labels"]
+    columns += ["embedding_claimed_by", "embedding_updated_at"]
     types = ["varchar", "varchar", "text", "bool", "timestamptz", "vector", "vector"]
-    types += ["varchar", "varchar", "varchar", "text", "jsonb"]
+    types += ["varchar", "varchar", "varchar", "text", "jsonb", "varchar", "timestamptz"]
     connection.ensure_connection()
     register_vector(connection.connection)
     now = timezone.now()
@@ -161,7 +162,7 @@ def add_synthetic_rows(n: int, seed: int) -> int:
                 row = samples[k]
                 copy.write_row(
                     (row.image.name, f"synthetic {i}: {row.title}", row.alt_text, True, now, v, s)
-                    + (row.embedding_encoder, "", "embedded", "", Jsonb([]))
+                    + (row.embedding_encoder, "", "embedded", "", Jsonb([]), "", now)
                 )
         cursor.execute(f"ANALYZE {table}")
     return n

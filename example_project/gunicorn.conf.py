@@ -5,7 +5,7 @@
 Options given on the command line or in ``GUNICORN_CMD_ARGS`` win over this file, e.g.
 ``GUNICORN_CMD_ARGS="--bind 0.0.0.0:8000 --workers 4"``; ``WEB_CONCURRENCY`` sets the workers.
 Deployment notes: docs/installation.md#serving-with-gunicorn; measured under load with
-``benchmarks/load.py`` (docs/performance.md#under-load-gunicorn-32-clients).
+``benchmarks/load.py`` (docs/performance.md#under-load-gunicorn-and-32-clients).
 
 * ``preload_app``: the master imports the site and loads the search models once
   (``when_ready``), then forks the workers, which share them and answer at once: none loads
