@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tasks",
             "task_framework",
             "worker",
+            "prefork",
             "checks",
             "apps",
             "extension",

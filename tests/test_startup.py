@@ -213,3 +213,54 @@ def test_gunicorn_workers_answer_their_first_word_search_within_the_default_time
     lines = access.read_text().splitlines()
     assert len({line.split()[0] for line in lines}) == 2, lines  # both workers answered
     assert max(float(line.split()[2]) for line in lines) < 15, lines  # request seconds, far from 30
+
+
+def post_image(url: str, path: Path) -> int:
+    """A multipart POST of the file at ``path`` as ``image``: the answer's status."""
+    from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+    with path.open("rb") as fh:
+        body = encode_multipart(BOUNDARY, {"image": fh})
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": MULTIPART_CONTENT}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_shipped_gunicorn_config_loads_the_models_once_before_forking_and_its_workers_exit_cleanly(
+    prepared, test_database, tmp_path
+):
+    """example_project/gunicorn.conf.py: the master loads the models (preload), the workers answer
+    words and photos with them, and on SIGTERM every worker exits by itself (a worker forked after
+    ONNX Runtime was loaded used to hang in its destructors until SIGABRT)."""
+    from photos.samples import sample_photo_paths
+
+    port = free_port()
+    log = tmp_path / "error.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "-w", "2"]
+    command += ["--error-logfile", str(log)]
+    env = {**ENV, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": test_database}
+    server = subprocess.Popen(command, cwd=ROOT / "example_project", env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/api/photos/search/"
+    try:
+        started = time.monotonic()
+        while get(f"{base}?q=warm") == 0 and time.monotonic() - started < 120:
+            time.sleep(0.2)
+        with ThreadPoolExecutor(4) as pool:
+            words = list(pool.map(get, [f"{base}?q=a+cup+of+coffee", f"{base}?q=a+red+motorcycle"] * 3))
+            photos = list(pool.map(post_image, [base] * 4, sample_photo_paths()[:4]))
+    finally:
+        server.terminate()
+        stopped = time.monotonic()
+        server.wait(timeout=60)
+        stop_s = time.monotonic() - stopped
+    text = log.read_text()
+    assert words == [200] * 6 and photos == [200] * 4, (words, photos, text[-3000:])
+    assert "Semantic images: conse-lite0-minilm" in text and " loaded in " in text, text[-3000:]
+    assert text.count("Booting worker") == 2, text[-3000:]  # none died and was replaced
+    assert "was sent SIG" not in text and "WORKER TIMEOUT" not in text, text[-3000:]
+    assert server.returncode == 0 and stop_s < 20, (server.returncode, stop_s, text[-3000:])

@@ -83,7 +83,10 @@ def stop_on_termination() -> None:
 
 
 def database_config(data_dir: Path) -> dict[str, Any]:
-    config = dj_database_url.parse(database_url(data_dir), conn_max_age=0)
+    # Connections close after each request unless DATABASE_CONN_MAX_AGE says how long to keep
+    # them (seconds; gunicorn.conf.py sets 600, as a production site would).
+    max_age = int(os.environ.get("DATABASE_CONN_MAX_AGE", "0"))
+    config = dj_database_url.parse(database_url(data_dir), conn_max_age=max_age, conn_health_checks=max_age > 0)
     socket_dir = config.get("OPTIONS", {}).pop("host", None)
     if socket_dir and not config.get("HOST"):
         config["HOST"] = socket_dir
