@@ -31,6 +31,8 @@ SORL_APP = "sorl.thumbnail"
 KEEP = 3600
 #: Seconds a file that gave no thumbnail is not read again.
 RETRY_AFTER = 300
+#: What sorl-thumbnail's store says when a concurrent request has not stored the source yet.
+KVSTORE_RACE = "not in kvstore"
 
 
 def thumbnails_enabled() -> bool:
@@ -68,12 +70,23 @@ def make_thumbnail(file: Any, geometry: str) -> str:
     """The storage name of ``file``'s thumbnail from sorl-thumbnail (made if it is not stored yet),
     or "" when it cannot be made."""
     from sorl.thumbnail import get_thumbnail
+    from sorl.thumbnail.helpers import ThumbnailError
 
-    try:
-        thumbnail = get_thumbnail(file, geometry, upscale=False)
-    except Exception:  # noqa: BLE001 - Pillow raises many kinds on a broken file; a listing must go on
-        logger.warning("No thumbnail for %s.", getattr(file, "name", file), exc_info=True)
-        return ""
+    for attempt in range(2):
+        try:
+            thumbnail = get_thumbnail(file, geometry, upscale=False)
+            break
+        except ThumbnailError as exc:
+            # Two requests making the same new thumbnail at once: one can find the source's
+            # entry in sorl-thumbnail's store missing while the other writes it. Asked again,
+            # the store has it: not a file without a thumbnail.
+            if attempt == 0 and KVSTORE_RACE in str(exc):
+                continue
+            logger.warning("No thumbnail for %s.", getattr(file, "name", file), exc_info=True)
+            return ""
+        except Exception:  # noqa: BLE001 - Pillow raises many kinds on a broken file; a listing must go on
+            logger.warning("No thumbnail for %s.", getattr(file, "name", file), exc_info=True)
+            return ""
     # sorl-thumbnail answers a source it cannot read with an image that was never made (and
     # has no size): that is no thumbnail.
     return str(thumbnail.name) if thumbnail.size is not None else ""

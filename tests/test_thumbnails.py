@@ -118,3 +118,29 @@ def test_the_admin_shows_the_apis_thumbnail(api, make_photo, sample_paths, admin
     thumbnail = urlsplit(results_by_id(api)[photo.pk]["thumbnail_url"]).path
     html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
     assert re.search(r'<img src="([^"]+)" alt="Astronaut" class="si-thumb"', html).group(1) == thumbnail
+
+
+def test_a_concurrent_request_making_the_same_thumbnail_is_not_remembered_as_no_thumbnail(
+    api, make_photo, sample_paths, monkeypatch
+):
+    """sorl-thumbnail raises "Cannot add thumbnails for source ... that is not in kvstore" when two
+    requests make one new thumbnail at once (seen under load, docs/performance.md): the thumbnail is
+    asked for again, not cached as missing for RETRY_AFTER."""
+    import sorl.thumbnail
+    from sorl.thumbnail.helpers import ThumbnailError
+
+    photo = make_photo(sample_paths["chelsea"])
+    real = sorl.thumbnail.get_thumbnail
+    calls = []
+
+    def racing(file, geometry, **options):
+        calls.append(file.name)
+        if len(calls) == 1:  # what the request that lost the race gets from sorl-thumbnail
+            raise ThumbnailError(f"Cannot add thumbnails for source: `{file.name}` that is not in kvstore.")
+        return real(file, geometry, **options)
+
+    monkeypatch.setattr(sorl.thumbnail, "get_thumbnail", racing)
+    url = thumbnail_url(photo.image)
+    assert url is not None and len(calls) == 2
+    assert fetch_image(api, url).size == (400, 266)
+    assert cache.get(cache_key(photo.image, thumbnail_geometry())) == url.removeprefix(django_settings.MEDIA_URL)
