@@ -231,6 +231,7 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=150)
     parser.add_argument("--train-images", type=int, default=1500)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--ef-search", type=int, help="probe at this hnsw.ef_search instead of DUPLICATE_EF_SEARCH")
     args = parser.parse_args()
     import django
 
@@ -244,13 +245,15 @@ def main() -> None:
         from django.conf import settings
         from django.core.management import call_command
 
+        from django_semantic_images import duplicates
         from django_semantic_images.conf import semantic_settings
-        from django_semantic_images.duplicates import DUPLICATE_EF_SEARCH
 
+        if args.ef_search:
+            duplicates.DUPLICATE_EF_SEARCH = args.ef_search
         call_command("migrate", verbosity=0)
         report["database"] = settings.DATABASES["default"]["NAME"]
         report["threshold"] = semantic_settings.DUPLICATE_THRESHOLD
-        report["hnsw_ef_search"] = DUPLICATE_EF_SEARCH
+        report["hnsw_ef_search"] = duplicates.DUPLICATE_EF_SEARCH
         rng = np.random.default_rng(0)
         report["sizes"] = [run_size(n, rng) for n in args.rows]
     text = json.dumps(report, indent=2)

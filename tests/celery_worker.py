@@ -46,7 +46,14 @@ def database_url(settings_dict: dict[str, Any]) -> str:
 
 
 def reset_app_connections(app: Any) -> None:
-    """Forget the Celery app's cached broker pools and result backend (after a conf change)."""
+    """Forget the Celery app's cached broker pools and result backend (after a conf change).
+
+    Also kombu's process-wide pools, which the app's producer pool comes from: one closed by an
+    earlier test (or connected to a server a test stopped) must not be handed out again.
+    """
+    from kombu import pools
+
+    pools.reset()
     if app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
