@@ -373,28 +373,28 @@ def top_ids(
     index (at ``ef_search``, default the setting), or by an exact scan."""
     from django.db import connection, transaction
 
-    from django_semantic_images.query import apply_hnsw_settings
+    from django_semantic_images.conf import semantic_settings
 
-    with transaction.atomic():
-        apply_hnsw_settings("default")
-        with connection.cursor() as cursor:
+    # Evaluating the queryset sets the HNSW parameters from the settings (SET LOCAL): the
+    # sweep's ef_search goes in there, for the call (the settings object's cached value, swapped).
+    in_force = semantic_settings.HNSW_EF_SEARCH
+    if ef_search and not exact:
+        semantic_settings.HNSW_EF_SEARCH = ef_search
+    try:
+        with transaction.atomic():
             if exact:
-                cursor.execute("SET LOCAL enable_indexscan = off")
-            elif ef_search:
-                cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
-        qs = visible(owner).semantic_search(vector)[:k]
-        # iterator() keeps the SET LOCAL above (evaluating the queryset would set its own).
-        return list(qs.values_list("pk", flat=True).iterator())
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL enable_indexscan = off")
+            return list(visible(owner).semantic_search(vector)[:k].values_list("pk", flat=True))
+    finally:
+        semantic_settings.HNSW_EF_SEARCH = in_force
 
 
 def execution_ms(vector: np.ndarray, exact: bool, owner: int | None = None) -> float:
     """PostgreSQL's own execution time for the visible top 10 (EXPLAIN ANALYZE), in ms."""
     from django.db import connection, transaction
 
-    from django_semantic_images.query import apply_hnsw_settings
-
     with transaction.atomic():
-        apply_hnsw_settings("default")
         if exact:
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL enable_indexscan = off")
@@ -589,7 +589,9 @@ def measure(
     return result
 
 
-def run_size(n: int, label_vectors: np.ndarray, opts: Options) -> dict:
+def run_size(n: int, label_vectors: np.ndarray, opts: Options, save: Any = None) -> dict:
+    """Load ``n`` rows and measure; ``save(result)`` keeps what is measured so far (before the
+    halfvec pass, which at a million rows takes as long as the rest)."""
     from django.db import connection
 
     from django_semantic_images.encoders import get_encoder
@@ -613,6 +615,8 @@ def run_size(n: int, label_vectors: np.ndarray, opts: Options) -> dict:
     float32_exact = measured.pop("_exact_ids")
     result.update(measured)
     if opts.halfvec:
+        if save is not None:
+            save(result)
         half = to_halfvec(dims, opts)
         measured = measure(n, query_vectors, opts, owner, float32_exact=float32_exact, main=False)
         measured.pop("_exact_ids")
@@ -812,12 +816,18 @@ def main() -> None:
         "repeats": args.repeats,
         "sizes": [],
     }
-    for n in args.sizes:
-        report["sizes"].append(run_size(n, label_vectors, opts))
-        print(json.dumps(report["sizes"][-1]), file=sys.stderr, flush=True)
+
+    def save(partial: dict | None = None) -> None:
+        """Write the report so far: a run cut short keeps what it measured."""
         report["total_s"] = round(time.perf_counter() - STARTED, 1)
-        if args.json:  # after each size: a run cut short keeps what it measured
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        if args.json:
+            sizes = report["sizes"] + ([partial] if partial is not None else [])
+            args.json.write_text(json.dumps({**report, "sizes": sizes}, indent=2) + "\n")
+
+    for n in args.sizes:
+        report["sizes"].append(run_size(n, label_vectors, opts, save))
+        print(json.dumps(report["sizes"][-1]), file=sys.stderr, flush=True)
+        save()
     print(json.dumps(report, indent=2))
     if args.plot:
         measured = {size["rows"] for size in report["sizes"]}
