@@ -101,7 +101,7 @@ QUERIES = [
     "a coral reef",
 ]
 PUBLISHED_SHARE = 0.9
-EF_SEARCH_SWEEP = (40, 100, 200, 400)
+EF_SEARCH_SWEEP = [40, 100, 200, 400]  # --ef-search-sweep; the ef_search in force is added
 EF_SEARCH_IN_FORCE = [200]  # set in main(): the setting's, or the connection's
 CONNECTION_OPTIONS: dict[str, str] = {}  # the HNSW parameters given per connection, if so
 SEM_INDEX = "photos_photo_sem_0cdd5aa8"
@@ -576,7 +576,7 @@ def measure(
             float(np.mean([len(exact["all"][q] & float32_exact["all"][q]) / 10 for q in QUERIES])), 3
         )
         exact = float32_exact
-    result["ef_search_sweep"] = recall_sweep(query_vectors, exact["all"], EF_SEARCH_SWEEP, None)
+    result["ef_search_sweep"] = recall_sweep(query_vectors, exact["all"], tuple(EF_SEARCH_SWEEP), None)
     in_force = next(row for row in result["ef_search_sweep"] if row["ef_search"] == EF_SEARCH_IN_FORCE[0])
     result["recall_at_10"], result["recall_at_10_min"] = in_force["recall_at_10"], in_force["recall_at_10_min"]
     if owner is not None:
@@ -752,6 +752,9 @@ def main() -> None:
         "--parallel-workers", type=int, default=1, help="max_parallel_maintenance_workers for the build"
     )
     parser.add_argument("--shared-buffers", help="the embedded server's shared_buffers (e.g. 3GB for 1M rows)")
+    parser.add_argument(
+        "--ef-search-sweep", type=int, nargs="+", default=list(EF_SEARCH_SWEEP), help="ef_search values for recall"
+    )
     parser.add_argument("--plot", type=Path, help="write a latency-against-rows plot (PNG) here")
     parser.add_argument("--include", type=Path, nargs="*", default=[], help="earlier result files to add to the plot")
     args = parser.parse_args()
@@ -791,6 +794,7 @@ def main() -> None:
 
     if not args.hnsw_per_connection:
         EF_SEARCH_IN_FORCE[0] = semantic_settings.HNSW_EF_SEARCH
+    EF_SEARCH_SWEEP[:] = sorted(set(args.ef_search_sweep) | {EF_SEARCH_IN_FORCE[0]})
 
     call_command("migrate", verbosity=0)
     encoder = get_encoder()
