@@ -94,3 +94,48 @@ def test_hnsw_arguments_out_of_pgvector_limits_are_errors():
     assert "ef_construction=50" in errors[0].msg and "'manhattan'" in errors[1].msg
     l2 = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4, distance="inner_product")
     assert l2.opclass == "vector_ip_ops"
+
+
+@pytest.mark.django_db
+@isolate_apps("photos")
+def test_search_through_a_halfvec_hnsw_index_matches_the_exact_ranking():
+    """The HNSW index on a ``halfvec`` column serves the search, filtered (iterative scan) or
+    not (the query's vector becomes ``halfvec``: pgvector casts vector to halfvec implicitly,
+    never the column the other way), and finds what an exact ranking of the rows finds."""
+
+    class HalfIndexed(models.Model):
+        image = models.ImageField()
+        group = models.IntegerField()
+        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=16, halfvec=True)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    with connection.schema_editor() as editor:
+        editor.create_model(HalfIndexed)
+    rng = np.random.default_rng(1)
+    semantic = rng.normal(size=(300, 16)).astype(np.float32)
+    HalfIndexed.objects.bulk_create(
+        HalfIndexed(image=f"p{i}.jpg", group=i % 10, embedding_status="embedded", embedding_semantic=semantic[i])
+        for i in range(300)
+    )
+    index = next(n for n, d in index_definitions(HalfIndexed._meta.db_table).items() if "embedding_semantic" in d)
+    query = rng.normal(size=16).astype(np.float32)
+    unit = semantic / np.linalg.norm(semantic, axis=1, keepdims=True)
+    order = np.argsort(-(unit @ (query / np.linalg.norm(query))))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE " + connection.ops.quote_name(HalfIndexed._meta.db_table))
+        cursor.execute("SET LOCAL enable_seqscan = off")  # 300 rows: without this a scan is cheaper
+    for queryset, expected in (
+        (HalfIndexed.objects.all(), list(order[:10])),
+        (HalfIndexed.objects.filter(group=3), [i for i in order if i % 10 == 3][:10]),  # 10% of the rows
+    ):
+        ranked = semantic_search(queryset, query)[:10]
+        assert index in ranked.explain()
+        found = [int(p.image.name[1:-4]) for p in ranked]
+        # halfvec rounds each number to 11 bits: the order may swap near-ties only.
+        assert len(set(found) & set(expected)) >= 9, (found, expected)
+        assert found[0] == expected[0]
