@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,24 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_once(path: Path, make: Callable[[Path], Path], lock_name: str | None = None) -> bool:
+    """Make ``path`` once per machine: ``make(scratch)`` writes the file in a scratch folder beside
+    ``path`` and returns it; it is moved into place atomically, under a lock between processes.
+
+    True when this call made it; False when it was there already or another process made it
+    while this one waited for the lock.
+    """
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.parent / (lock_name or f"{path.stem}.lock")):
+        if path.exists():
+            return False
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            os.replace(make(Path(scratch)), path)
+    return True
 
 
 def digest(parts: Iterable[Any]) -> str:

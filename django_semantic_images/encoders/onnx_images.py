@@ -27,7 +27,6 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from importlib.metadata import version
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..conf import on_change
-from .cache import digest, file_lock
+from .cache import build_once, digest
 from .onnx_queries import NOISY_LOGGERS, _quiet_loggers, intra_op_threads, onnx_available
 
 logger = logging.getLogger(__name__)
@@ -144,28 +143,26 @@ class OnnxImageModel:
         or ``torch_model`` used, to export it and to check the export)."""
         stem = f"lite0-{fingerprint(self.weights_path)}"
         path = self.cache_dir / f"{stem}.onnx"
-        if path.exists():
-            return path
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.cache_dir / f"{stem}.lock"):
-            if path.exists():  # another process exported it while this one waited
-                return path
-            if torch_model is None:
+
+        def export(scratch: Path) -> Path:
+            model = torch_model
+            if model is None:
                 from .efficientnet_lite import load_lite0
 
-                torch_model = load_lite0(self.weights_path)
-            with tempfile.TemporaryDirectory(dir=self.cache_dir) as scratch:
-                made = Path(scratch) / "model.onnx"
-                export_cnn(torch_model, made)
-                got = self._run(self._session(made), probe_pixels())
-                cosine, logit_diff = agreement(got, torch_forward(torch_model, probe_pixels()))
-                if not (cosine >= MIN_COSINE and logit_diff <= MAX_LOGIT_DIFF):
-                    raise RuntimeError(
-                        f"the exported CNN disagrees with torch (cosine {cosine:.5f}, logits off by {logit_diff:.4f})"
-                    )
-                os.replace(made, path)
-        self.exported = True
-        logger.info("Exported the image model to %s", path)
+                model = load_lite0(self.weights_path)
+            made = scratch / "model.onnx"
+            export_cnn(model, made)
+            got = self._run(self._session(made), probe_pixels())
+            cosine, logit_diff = agreement(got, torch_forward(model, probe_pixels()))
+            if not (cosine >= MIN_COSINE and logit_diff <= MAX_LOGIT_DIFF):
+                raise RuntimeError(
+                    f"the exported CNN disagrees with torch (cosine {cosine:.5f}, logits off by {logit_diff:.4f})"
+                )
+            return made
+
+        if build_once(path, export, f"{stem}.lock"):
+            self.exported = True
+            logger.info("Exported the image model to %s", path)
         return path
 
     def _session(self, path: Path) -> Any:

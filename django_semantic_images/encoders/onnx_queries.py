@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -39,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from ..conf import on_change, semantic_settings
+from .cache import build_once, default_cache_dir, digest
 from .cache import cache_dir as configured_cache_dir
-from .cache import default_cache_dir, digest, file_lock
 from .text import SentenceEncoder
 
 logger = logging.getLogger(__name__)
@@ -141,26 +140,23 @@ class OnnxQueryEncoder:
         (then the torch model loads to export it and to check the export)."""
         stem = f"sentence-{fingerprint(self.text, self.int8)}"
         path = self.cache_dir / f"{stem}{'-int8' if self.int8 else ''}.onnx"
-        if path.exists():
-            return path
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.cache_dir / f"{stem}.lock"):
-            if path.exists():  # another process exported it while this one waited
-                return path
-            self.text.ensure_loaded()
-            with tempfile.TemporaryDirectory(dir=self.cache_dir) as scratch:
-                fp32 = Path(scratch) / "model.onnx"
-                export_sentence_model(self.text, fp32)
-                made = fp32
-                if self.int8:
-                    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                    made = Path(scratch) / "model-int8.onnx"
-                    with _quiet_loggers("", "onnxruntime"):  # it suggests a pre-processing step on the root logger
-                        quantize_dynamic(fp32, made, weight_type=QuantType.QInt8, per_channel=True)
-                self._check(made)
-                os.replace(made, path)
-        logger.info("Exported the query text model to %s", path)
+        def export(scratch: Path) -> Path:
+            self.text.ensure_loaded()
+            fp32 = scratch / "model.onnx"
+            export_sentence_model(self.text, fp32)
+            made = fp32
+            if self.int8:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                made = scratch / "model-int8.onnx"
+                with _quiet_loggers("", "onnxruntime"):  # it suggests a pre-processing step on the root logger
+                    quantize_dynamic(fp32, made, weight_type=QuantType.QInt8, per_channel=True)
+            self._check(made)
+            return made
+
+        if build_once(path, export, f"{stem}.lock"):
+            logger.info("Exported the query text model to %s", path)
         return path
 
     def _session(self, path: Path) -> Any:
