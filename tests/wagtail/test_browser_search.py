@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import Permission
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -161,7 +162,8 @@ def test_chooser_search_in_the_page_editor(cms, browser, django_user_model, samp
     assert browser.find_element(By.ID, "id_image").get_attribute("value") == str(cat.pk)
     # Saved as a draft, the page's revision holds the cat (and the editor leaves no unsaved changes).
     browser.find_element(By.CSS_SELECTOR, "button.action-save").click()
-    WebDriverWait(browser, WAIT).until(
+    # The save reloads the page: a message element read while it goes is stale, so read again.
+    WebDriverWait(browser, WAIT, ignored_exceptions=[StaleElementReferenceException]).until(
         lambda b: "has been updated" in " ".join(m.text for m in b.find_elements(By.CSS_SELECTOR, ".messages"))
     )
     assert ImagePage.objects.get(pk=page.pk).get_latest_revision_as_object().image == cat
