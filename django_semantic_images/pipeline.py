@@ -4,6 +4,9 @@ Signals, Celery tasks, management commands and the example site all call
 ``embed_instances``. A row whose content hash and encoder identity are
 unchanged is skipped; a row whose file cannot be read or decoded is marked
 ``failed`` with the reason, and the rest of its batch goes on.
+A row from an encoder that differs only on the text side (same image part of
+the identity, a stored norm) gets its semantic vector rebuilt from its stored
+visual vector and norm, without its image being read (``text_only_candidates``).
 
 Workers first *claim* their rows (``claim_rows``): a claim names the task and
 holds for ``LEASE`` seconds, renewed after every batch, and a claimed row is

@@ -111,9 +111,11 @@ def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_p
     image.save()
     image.save(update_fields=["file_size"])
     assert not scheduled() and vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
+    assert vectors_of(image).embedding.visual_norm is not None  # the CNN output is known
     image.title = "Chelsea on a blanket"
     image.save()
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+    assert vectors_of(image).embedding.visual_norm is None  # no text-only re-embed of changed inputs
     connection.run_on_commit.clear()
     embed(image)
     image.tags.add("cat")
