@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.test import override_settings
 
 from django_semantic_images import EmbeddingStatus
+from django_semantic_images.checks import check_database
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.encoders.labels import imagenet_classes
 from django_semantic_images.pipeline import embed_instances, embed_pks
@@ -100,6 +101,8 @@ def test_a_text_model_change_reembeds_without_the_image_as_a_full_reembed_would(
         encoder = get_encoder()
         assert encoder.identity != old_identity
         assert encoder.image_part(encoder.identity) == encoder.image_part(old_identity) == encoder.image_identity
+        (warning,) = [m for m in check_database(databases=["default"]) if m.id == "semantic_images.W001"]
+        assert old_identity in warning.msg and "Only the text side changed" in warning.hint
         with away(*photos):  # the text-only path never opens a file
             out = run("semantic_images_reindex", "--stale", "--no-progress")
         assert "3 embedded, 0 unchanged, 0 failed" in out
