@@ -183,14 +183,20 @@ class EmbedReport:
     embedded: list[Any] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
     failed: dict[Any, str] = field(default_factory=dict)
+    #: Of ``embedded``, the rows rebuilt from their stored CNN output (their images not read).
+    text_only: list[Any] = field(default_factory=list)
 
     def merge(self, other: EmbedReport) -> None:
         self.embedded += other.embedded
         self.skipped += other.skipped
         self.failed.update(other.failed)
+        self.text_only += other.text_only
 
     def __str__(self) -> str:
-        return f"{len(self.embedded)} embedded, {len(self.skipped)} unchanged, {len(self.failed)} failed"
+        text = f"{len(self.embedded)} embedded, {len(self.skipped)} unchanged, {len(self.failed)} failed"
+        if self.text_only:
+            text += f" ({len(self.text_only)} from their stored CNN output, images not read)"
+        return text
 
 
 @dataclass
@@ -487,6 +493,8 @@ def _encode_and_write(
             updated = _write(model, field, item, values, claim)
             if updated:
                 report.embedded.append(item.instance.pk)
+                if item.stored_visual is not None:
+                    report.text_only.append(item.instance.pk)
     for maybe in prepared:
         if maybe is not None and maybe.error:
             item = maybe
