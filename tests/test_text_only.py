@@ -20,7 +20,7 @@ from django_semantic_images import EmbeddingStatus
 from django_semantic_images.checks import check_database
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.encoders.labels import imagenet_classes
-from django_semantic_images.pipeline import embed_instances, embed_pks
+from django_semantic_images.pipeline import claim_rows, claim_token, embed_instances, embed_pks
 from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.sweep import mark_pending
 from photos.models import Photo
@@ -130,9 +130,15 @@ def test_rows_without_a_norm_or_from_another_cnn_take_the_full_path(photos, wide
         # the worker's path too: the sweep marks stale rows pending, then a task embeds them
         mark_pending(Photo, Photo.embedding, [p.pk for p in photos], Q())
         assert set(Photo.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.PENDING}
+        token = claim_token("text-only-test")  # as a worker's task: claimed rows, written while held
+        assert claim_rows(Photo, [p.pk for p in photos], token) == sorted(p.pk for p in photos)
         with away(*photos):
-            report = embed_pks(Photo, [p.pk for p in photos])
+            report = embed_pks(Photo, [p.pk for p in photos], claim=token)
         assert report.embedded == report.text_only == [coffee.pk]
+        assert Photo.objects.get(pk=coffee.pk).embedding_claimed_by == ""  # the claim ended with the write
+        Photo.objects.filter(pk=coffee.pk).update(embedding_encoder=coffee.embedding_encoder, embedding_claimed_by="x")
+        assert embed_pks(Photo, [coffee.pk], claim=token).embedded == []  # another task holds it now
+        assert Photo.objects.get(pk=coffee.pk).embedding_encoder == coffee.embedding_encoder
         assert set(report.failed) == {cat.pk, rocket.pk}
         assert all("does not exist" in reason for reason in report.failed.values())
         report = embed_pks(Photo, [cat.pk, rocket.pk])  # the files are back: the full path
