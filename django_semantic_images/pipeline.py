@@ -478,13 +478,9 @@ def _encode_and_write(
             field.column("error"): "",
             field.column("updated_at"): now,
         }
-        if stored:  # a text-only row keeps its visual side: one UPDATE for them all
-            written = _write_semantic(model, field, stored, semantic[len(good) :], state, claim)
-            report.embedded += written
-            report.text_only += written
-        for i, item in enumerate(good):
+        for i, item in enumerate(done):
             values = {field.semantic_field: semantic[i], **state}
-            if vectors is not None:
+            if vectors is not None and i < len(good):  # a text-only row keeps its visual side
                 values |= {
                     field.visual_field: vectors.visual[i],
                     field.column("visual_norm"): None if vectors.norms is None else float(vectors.norms[i]),
@@ -497,6 +493,8 @@ def _encode_and_write(
             updated = _write(model, field, item, values, claim)
             if updated:
                 report.embedded.append(item.instance.pk)
+                if item.stored_visual is not None:
+                    report.text_only.append(item.instance.pk)
     for maybe in prepared:
         if maybe is not None and maybe.error:
             item = maybe
@@ -536,37 +534,6 @@ def _write(
     for name, value in values.items():
         setattr(item.instance, name, value)
     return bool(updated)
-
-
-def _write_semantic(
-    model: type[models.Model],
-    field: ImageEmbeddingField,
-    items: list[_Item],
-    semantic: np.ndarray,
-    values: dict[str, Any],
-    claim: str | None,
-) -> list[Any]:
-    """``_write`` for a batch's text-only rows (a new semantic vector each, the same ``values``) in
-    two statements instead of one per row: lock the rows whose image is unchanged (and, with
-    ``claim``, that the claim still holds), then update those. Returns their keys."""
-    values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
-    condition = Q()
-    for item in items:
-        condition |= Q(pk=item.instance.pk, **{field.image_field: getattr(item.file, "name", "") or ""})
-    if claim is not None:
-        condition &= Q(**{field.column("claimed_by"): claim})
-    manager = primary_rows(model)
-    held = set(manager.select_for_update(of=("self",)).filter(condition).values_list("pk", flat=True))
-    rows = []
-    for item, vector in zip(items, semantic, strict=True):
-        for name, value in values.items():
-            setattr(item.instance, name, value)
-        setattr(item.instance, field.semantic_field, vector)
-        if item.instance.pk in held:
-            rows.append(item.instance)
-    if rows:
-        manager.bulk_update(rows, [field.semantic_field, *values])
-    return [row.pk for row in rows]
 
 
 def embed_pks(model: type[models.Model], pks: Sequence[Any], **kwargs: Any) -> EmbedReport:
