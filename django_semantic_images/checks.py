@@ -208,11 +208,18 @@ def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMes
     others = list(stale)
     if not others:
         return []
+    hint = f"Run `manage.py semantic_images_reindex --model {model._meta.label} --stale`."
+    image = getattr(encoder, "image_identity", None)
+    if image is not None and all(encoder.image_part(other) == image for other in others):
+        hint += (
+            " Only the text side changed: rows with a stored norm are re-embedded from their stored CNN "
+            "output, without reading their images (docs/encoders.md)."
+        )
     return [
         checks.Warning(
             f"Some {model._meta.label} vectors were made by another encoder ({', '.join(others)}) "
             f"than the configured one ({encoder.identity}); they rank poorly against new queries.",
-            hint=f"Run `manage.py semantic_images_reindex --model {model._meta.label} --stale`.",
+            hint=hint,
             obj=model,
             id="semantic_images.W001",
         )

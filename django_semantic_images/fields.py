@@ -5,6 +5,8 @@ sibling fields named after it (for a field called ``embedding``):
 
 =========================  ===============================================
 ``embedding_visual``       CNN image vector (image -> image), HNSW index
+``embedding_visual_norm``  its length before normalising (rebuilds the semantic vector
+                           after a text-model change without the CNN; None: unknown)
 ``embedding_semantic``     vector in the text space (text -> image), HNSW index
 ``embedding_encoder``      identity of the encoder that produced the vectors
 ``embedding_hash``         SHA-256 of the image bytes and the text fields
@@ -55,6 +57,7 @@ SUFFIXES = (
     "labels",
     "claimed_by",
     "lease_until",
+    "visual_norm",
 )
 
 #: HNSW operator class name part per ``distance`` argument (pgvector's ``vector_cosine_ops`` etc.).
@@ -166,6 +169,9 @@ class ImageEmbeddingField:
             # or that worker answers for it; the sweep takes back rows whose lease ran out.
             "claimed_by": models.CharField(max_length=255, blank=True, default="", editable=False),
             "lease_until": models.DateTimeField(null=True, blank=True, editable=False),
+            # The visual vector's length before normalising: with it, the CNN's output is known
+            # again, and a text-side change re-embeds without the image (docs/encoders.md).
+            "visual_norm": models.FloatField(null=True, blank=True, editable=False),
         }
         for suffix, field in siblings.items():
             field.verbose_name = f"{name} {suffix.replace('_', ' ')}"
@@ -318,6 +324,7 @@ class EmbeddingInfo:
     content_hash = property(lambda self: self._get("hash"))
     updated_at = property(lambda self: self._get("updated_at"))
     visual = property(lambda self: self._get("visual"))
+    visual_norm = property(lambda self: self._get("visual_norm"))
     semantic = property(lambda self: self._get("semantic"))
     labels = property(lambda self: self._get("labels"))
 

@@ -4,6 +4,9 @@ Signals, Celery tasks, management commands and the example site all call
 ``embed_instances``. A row whose content hash and encoder identity are
 unchanged is skipped; a row whose file cannot be read or decoded is marked
 ``failed`` with the reason, and the rest of its batch goes on.
+A row from an encoder that differs only on the text side (same image part of
+the identity, a stored norm) gets its semantic vector rebuilt from its stored
+visual vector and norm, without its image being read (``text_only_candidates``).
 
 Workers first *claim* their rows (``claim_rows``): a claim names the task and
 holds for ``LEASE`` seconds, renewed after every batch, and a claimed row is
@@ -29,7 +32,7 @@ from django.utils import timezone
 
 from .conf import semantic_settings
 from .device_jpeg import Decoder, JpegHeader, decode_on_device, default_decoder, device_header
-from .encoders.base import Encoder
+from .encoders.base import Encoder, ImageEmbeddings
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from .fusion import fuse
 from .imaging import ImageDecodeError, decode_image
@@ -180,14 +183,20 @@ class EmbedReport:
     embedded: list[Any] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
     failed: dict[Any, str] = field(default_factory=dict)
+    #: Of ``embedded``, the rows rebuilt from their stored CNN output (their images not read).
+    text_only: list[Any] = field(default_factory=list)
 
     def merge(self, other: EmbedReport) -> None:
         self.embedded += other.embedded
         self.skipped += other.skipped
         self.failed.update(other.failed)
+        self.text_only += other.text_only
 
     def __str__(self) -> str:
-        return f"{len(self.embedded)} embedded, {len(self.skipped)} unchanged, {len(self.failed)} failed"
+        text = f"{len(self.embedded)} embedded, {len(self.skipped)} unchanged, {len(self.failed)} failed"
+        if self.text_only:
+            text += f" ({len(self.text_only)} from their stored CNN output, images not read)"
+        return text
 
 
 @dataclass
@@ -203,6 +212,45 @@ class _Item:
     error: str = ""
     data: bytes = b""  # a JPEG left for the device to decode (``header`` set)
     header: JpegHeader | None = None
+    stored_visual: np.ndarray | None = None  # set: only the text side is computed again
+    stored_norm: float = 0.0
+
+
+def text_only_candidates(
+    rows: Sequence[models.Model], field: ImageEmbeddingField, encoder: Encoder, force: bool
+) -> list[Any]:
+    """The rows whose semantic vector can be rebuilt from their stored visual vector and norm,
+    without their image: made by an encoder with the same image part as ``encoder``'s but
+    another identity (a text-side change), with a norm stored and no input changed since (a
+    change clears the norm), and not ``force``d."""
+    image = encoder.image_identity
+    if force or image is None:
+        return []
+    identity = encoder.identity
+    norm, stored, status = field.column("visual_norm"), field.column("encoder"), field.column("status")
+    deferred = rows[0].get_deferred_fields() if rows else set()
+    if {norm, stored, status} & deferred:
+        return []
+    return [
+        row.pk
+        for row in rows
+        if getattr(row, norm) is not None
+        and getattr(row, status) in (EmbeddingStatus.EMBEDDED, EmbeddingStatus.PENDING)
+        and getattr(row, stored)
+        and getattr(row, stored) != identity
+        and encoder.image_part(getattr(row, stored)) == image
+    ]
+
+
+def stored_visuals(model: type[models.Model], field: ImageEmbeddingField, pks: Sequence[Any]) -> dict[Any, np.ndarray]:
+    """The stored visual vectors of these rows (float32; halfvec ones widened), where present."""
+    found = primary_rows(model).filter(pk__in=list(pks)).values_list("pk", field.visual_field)
+    vectors = {}
+    for pk, value in found:
+        if value is not None:
+            value = value.to_numpy() if hasattr(value, "to_numpy") else value
+            vectors[pk] = np.asarray(value, dtype=np.float32)
+    return vectors
 
 
 def content_hash(data: bytes, texts: Sequence[str]) -> str:
@@ -349,7 +397,20 @@ def embed_instances(
 
     def submit(chunk: list[models.Model]) -> tuple[list[_Item], list[Future]]:
         items = [_Item(r, field_obj.file(r), field_obj.texts(r)) for r in chunk]
-        return items, [pool.submit(_prepare, it, field_obj, encoder, force, decoder is not None) for it in items]
+        candidates = text_only_candidates(chunk, field_obj, encoder, force)
+        visuals = stored_visuals(model, field_obj, candidates) if candidates else {}
+        futures: list[Future] = []
+        for item in items:
+            visual = visuals.get(item.instance.pk)
+            if visual is not None and visual.shape == (encoder.visual_dimensions,):
+                item.stored_visual = visual
+                item.stored_norm = float(getattr(item.instance, field_obj.column("visual_norm")))
+                done: Future = Future()
+                done.set_result(item)  # nothing to read: the image is not opened
+                futures.append(done)
+            else:
+                futures.append(pool.submit(_prepare, item, field_obj, encoder, force, decoder is not None))
+        return items, futures
 
     try:
         upcoming = submit(chunks[0])
@@ -385,45 +446,55 @@ def _encode_and_write(
     for item, prep in zip(items, prepared, strict=True):
         if prep is None:
             report.skipped.append(item.instance.pk)
+    stored = [it for it in good if it.stored_visual is not None]
+    good = [it for it in good if it.stored_visual is None]
     pixels: Any = None
+    vectors: ImageEmbeddings | None = None
+    parts: list[np.ndarray] = []  # the semantic vectors before the words: full rows, then text-only ones
     if good:
         pixels, good = _batch_pixels(encoder, good, decoder)
     if good:
         vectors = encoder.encode_pixels(pixels)
-        texts = [" . ".join(it.texts) for it in good]
+        parts.append(vectors.semantic)
+    if stored:  # a text-side change: the stored CNN output, mixed again; the image is not read
+        visual = np.stack([it.stored_visual for it in stored if it.stored_visual is not None])
+        parts.append(encoder.encode_stored(visual, np.array([it.stored_norm for it in stored], dtype=np.float32)))
+    done = good + stored
+    if done:
+        texts = [" . ".join(it.texts) for it in done]
         with_text = [i for i, t in enumerate(texts) if t]
-        semantic = vectors.semantic
+        semantic = np.concatenate(parts)
         if with_text:
             text_vectors = encoder.encode_texts([texts[i] for i in with_text])
-            semantic = semantic.copy()
             semantic[with_text] = fuse(
                 semantic[with_text],
                 text_vectors,
                 semantic_settings.TEXT_WEIGHT,
                 common=getattr(encoder, "common_text_direction", None),
             )
-        for i, item in enumerate(good):
-            updated = _write(
-                model,
-                field,
-                item,
-                {
+        state = {
+            field.column("encoder"): encoder.identity,
+            field.column("status"): EmbeddingStatus.EMBEDDED,
+            field.column("error"): "",
+            field.column("updated_at"): now,
+        }
+        for i, item in enumerate(done):
+            values = {field.semantic_field: semantic[i], **state}
+            if vectors is not None and i < len(good):  # a text-only row keeps its visual side
+                values |= {
                     field.visual_field: vectors.visual[i],
-                    field.semantic_field: semantic[i],
-                    field.column("encoder"): encoder.identity,
+                    field.column("visual_norm"): None if vectors.norms is None else float(vectors.norms[i]),
                     field.column("hash"): item.digest,
-                    field.column("status"): EmbeddingStatus.EMBEDDED,
-                    field.column("error"): "",
-                    field.column("updated_at"): now,
                     field.column("labels"): [
                         {"label": name, "probability": round(p, 4)}
                         for name, p in (vectors.labels[i] if vectors.labels else [])
                     ],
-                },
-                claim,
-            )
+                }
+            updated = _write(model, field, item, values, claim)
             if updated:
                 report.embedded.append(item.instance.pk)
+                if item.stored_visual is not None:
+                    report.text_only.append(item.instance.pk)
     for maybe in prepared:
         if maybe is not None and maybe.error:
             item = maybe
@@ -433,6 +504,7 @@ def _encode_and_write(
                 item,
                 {
                     field.visual_field: None,
+                    field.column("visual_norm"): None,
                     field.semantic_field: None,
                     field.column("encoder"): encoder.identity,
                     field.column("hash"): item.digest,

@@ -67,7 +67,7 @@ def _inputs(instance: models.Model, field: ImageEmbeddingField) -> dict[str, Any
 
 
 #: The columns that say where a row's embedding stands (written when an input changes).
-STATE_SUFFIXES = ("status", "error", "updated_at", "claimed_by", "lease_until")
+STATE_SUFFIXES = ("status", "error", "updated_at", "claimed_by", "lease_until", "visual_norm")
 
 
 def _snapshot(instance: models.Model, saved: frozenset[str] | None = None) -> None:
@@ -119,6 +119,8 @@ def pre_save_handler(
         setattr(instance, field.column("updated_at"), timezone.now())
         setattr(instance, field.column("claimed_by"), "")
         setattr(instance, field.column("lease_until"), lease_until())
+        # The stored vectors are no longer those of the current inputs: no text-only re-embed.
+        setattr(instance, field.column("visual_norm"), None)
 
 
 def post_save_handler(

@@ -22,6 +22,10 @@ class ImageEmbeddings:
     semantic: np.ndarray
     # Per image, the model's confident labels as (label, probability), best first.
     labels: list[list[tuple[str, float]]] = field(default_factory=list)
+    # Per image, the length of the visual vector before it was normalised (stored as
+    # ``<field>_visual_norm``), when the encoder can rebuild the semantic vector from the two
+    # (``Encoder.encode_stored``); None otherwise.
+    norms: np.ndarray | None = None
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -91,6 +95,29 @@ class Encoder(abc.ABC):
     def identity(self) -> str:
         """What produced a vector; vectors from another identity are stale."""
         return self.name
+
+    @property
+    def image_identity(self) -> str | None:
+        """What made the visual vector and its norm (the image model, its weights and its
+        preprocessing), as the part of ``identity`` before the first ``:``; None when this
+        encoder cannot rebuild its semantic vectors from stored ones (``encode_stored``).
+
+        A row whose stored identity has this image part, and a stored norm, gets new semantic
+        vectors after a text-side change (text model, class prompts, bridge) without its image
+        being read (``pipeline.embed_instances``). An encoder must change this part whenever
+        its visual vectors would change.
+        """
+        return None
+
+    @staticmethod
+    def image_part(identity: str) -> str:
+        """The image part of a stored identity (see ``image_identity``)."""
+        return identity.split(":", 1)[0]
+
+    def encode_stored(self, visual: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """Semantic vectors (before the words are fused) from stored visual vectors and their
+        norms, without the image model; only for an encoder with an ``image_identity``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rebuild semantic vectors from stored ones.")
 
     def ensure_part(self, part: str, loader: Callable[[], None]) -> None:
         """Run ``loader`` once per process for ``part`` (thread-safe; parts may nest)."""

@@ -112,6 +112,7 @@ class ConSEEncoder(Encoder):
         self.text: SentenceEncoder | None = None
         self.label_vectors: np.ndarray | None = None  # (1000, 384), what the mixture is made of
         self.common_text_direction: np.ndarray | None = None  # mean class text, shared by all descriptions
+        self.fc: tuple[np.ndarray, np.ndarray] | None = None  # the CNN's classifier (1000, 1280) and (1000,)
 
     def refresh_bridge(self) -> None:
         """Follow the store's pointer: pick up a newly installed (or removed) bridge."""
@@ -123,11 +124,17 @@ class ConSEEncoder(Encoder):
             self._store_stamp = stamp
 
     @property
+    def image_identity(self) -> str:
+        """EfficientNet-Lite0 on 224-pixel centre crops: the name (every recipe option is on the
+        text side: the class prompts, their mixture and the text model)."""
+        return self.name
+
+    @property
     def identity(self) -> str:
         self.refresh_bridge()
         parts = (self.version, self.top_k, self.temperature, self.prompts, self.center, self.text_spec.identity)
         recipe = "|".join(map(str, parts))
-        ident = f"{self.name}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
+        ident = f"{self.image_identity}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
         if self.bridge is not None:
             ident += f"+bridge:{self.bridge.version}"
         return ident
@@ -216,6 +223,18 @@ class ConSEEncoder(Encoder):
             if self.device.startswith("cuda"):
                 cnn = cnn.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.cnn = cnn
+        self.ensure_part("head", self._load_head)
+
+    def _load_head(self) -> None:
+        """The class vectors and the CNN's last layer (what ``encode_stored`` needs; no CNN)."""
+        if self.cnn is not None:
+            weight, bias = self.cnn._fc.weight, self.cnn._fc.bias
+            self.fc = (weight.detach().float().cpu().numpy(), bias.detach().float().cpu().numpy())
+        else:
+            import torch
+
+            state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+            self.fc = (state["_fc.weight"].float().numpy(), state["_fc.bias"].float().numpy())
         self.label_vectors, self.common_text_direction = self.cached_class_vectors()
 
     def prepare(self) -> list[str]:
@@ -271,16 +290,31 @@ class ConSEEncoder(Encoder):
         feats_np, logits_np = self.forward(pixels)
         probs_np = self.soften(logits_np, 1.0)
         visual = l2_normalize(feats_np)
-        semantic = self.conse(self.soften(logits_np))
+        return ImageEmbeddings(
+            visual=visual,
+            semantic=self.mix(visual, logits_np),
+            labels=self.top_labels(probs_np),
+            norms=np.linalg.norm(feats_np, axis=1).astype(np.float32),
+        )
+
+    def mix(self, visual: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The semantic vectors from the CNN's output: ConSE, blended with the bridge if any."""
+        semantic = self.conse(self.soften(logits))
         self.refresh_bridge()
         bridge = self.bridge
         if bridge is not None:
             semantic = bridge.apply(visual, semantic)
-        return ImageEmbeddings(
-            visual=visual,
-            semantic=semantic,
-            labels=self.top_labels(probs_np),
-        )
+        return semantic
+
+    def encode_stored(self, visual: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """The semantic vectors from stored visual vectors and norms: the logits are the last
+        layer on the pooled features, ``W (n v) + b``, so only the mixture runs (no CNN)."""
+        self.ensure_part("head", self._load_head)
+        assert self.fc is not None
+        weight, bias = self.fc
+        visual = np.asarray(visual, dtype=np.float32)
+        features = visual * np.asarray(norms, dtype=np.float32)[:, None]
+        return self.mix(visual, features @ weight.T + bias)
 
     def soften(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
         """Class probabilities at the recipe's temperature (the mixture's weights)."""

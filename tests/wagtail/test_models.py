@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
@@ -111,9 +113,11 @@ def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_p
     image.save()
     image.save(update_fields=["file_size"])
     assert not scheduled() and vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
+    assert vectors_of(image).embedding.visual_norm is not None  # the CNN output is known
     image.title = "Chelsea on a blanket"
     image.save()
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+    assert vectors_of(image).embedding.visual_norm is None  # no text-only re-embed of changed inputs
     connection.run_on_commit.clear()
     embed(image)
     image.tags.add("cat")
@@ -180,3 +184,28 @@ def test_a_truncated_upload_is_refused_with_the_reason_and_the_next_file_goes_on
     good = SimpleUploadedFile("rocket.jpg", data, "image/jpeg")
     assert superuser_client.post(reverse("wagtailimages:add_multiple"), {"files[]": good}).json()["success"]
     assert list(get_image_model().objects.values_list("title", flat=True)) == ["rocket.jpg"]
+
+
+def test_a_text_side_change_reembeds_without_the_image_file(make_image, embed, sample_paths, settings):
+    """Another ConSE recipe (a text-side option): the vectors are rebuilt from the stored CNN output,
+    through the image relation's file name check, with the file moved out of storage."""
+    import os
+
+    import numpy as np
+
+    image = make_image(sample_paths["coffee"], "A cup of coffee", description="coffee on a table")
+    embed(image)
+    before = vectors_of(image)
+    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "ENCODER_OPTIONS": {"temperature": 2.0}}
+    path = image.file.path
+    os.rename(path, path + ".away")
+    try:
+        out = io.StringIO()
+        call_command("semantic_images_reindex", "--stale", "--no-progress", stdout=out)
+    finally:
+        os.rename(path + ".away", path)
+    assert "1 embedded, 0 unchanged, 0 failed (1 from their stored CNN output" in out.getvalue()
+    after = vectors_of(image)
+    assert after.embedding_encoder != before.embedding_encoder and after.embedding_claimed_by == ""
+    assert float(np.dot(after.embedding_semantic, before.embedding_semantic)) < 0.99999  # a new mixture
+    np.testing.assert_array_equal(np.asarray(after.embedding_visual), np.asarray(before.embedding_visual))

@@ -87,6 +87,7 @@ def request_embedding(image_pk: Any, using: str = "default") -> None:
         field.column("updated_at"): timezone.now(),
         field.column("claimed_by"): "",
         field.column("lease_until"): lease_until(),
+        field.column("visual_norm"): None,  # the inputs changed: the next embedding reads the image
     }
     if not ImageVectors.objects.using(using).filter(pk=image_pk).update(**pending):
         ImageVectors.objects.using(using).bulk_create([ImageVectors(pk=image_pk, **pending)], ignore_conflicts=True)

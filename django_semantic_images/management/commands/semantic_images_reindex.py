@@ -39,7 +39,12 @@ class Command(BaseCommand):
         parser.add_argument("--field", help="The ImageEmbeddingField's name, when a model has several.")
         which = parser.add_mutually_exclusive_group()
         which.add_argument("--missing", action="store_true", help="Only rows without vectors (not failed for good).")
-        which.add_argument("--stale", action="store_true", help="Only rows embedded by another encoder.")
+        which.add_argument(
+            "--stale",
+            action="store_true",
+            help="Only rows embedded by another encoder (after a text-side change, rows with a stored norm "
+            "are rebuilt from their stored CNN output, without reading the image).",
+        )
         which.add_argument(
             "--due",
             action="store_true",
