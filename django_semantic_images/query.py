@@ -54,37 +54,6 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
     return list(compiler.results_iter(results=[rows], tuple_expected=True))
 
 
-def ranked_objects(queryset: models.QuerySet) -> list[Any]:
-    """A queryset's model instances (its ``select_related`` and ``prefetch_related`` too) when
-    its SQL walks an HNSW index somewhere, in a subquery too (``pk__in=`` a ranked queryset's
-    first ``n`` keys): the HNSW settings go with the query as one message of two statements,
-    one round trip, as in ``ranked_rows``; the prefetches follow as usual. A connection that
-    binds on the server evaluates the queryset inside ``hnsw_settings`` instead.
-    """
-    pairs = hnsw_session_settings()
-    connection = connections[queryset.db]
-    with connection.cursor() as cursor:
-        one_message = bool(pairs) and isinstance(getattr(cursor, "cursor", None), ClientCursor)
-    if not one_message:
-        with hnsw_settings(queryset.db):
-            return list(queryset)
-    settings_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
-    settings_params = [v for pair in pairs for v in pair]
-    pending = True
-
-    def with_settings(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        nonlocal pending
-        if not pending or many:  # the queryset's own query is the first; its prefetches go as they are
-            return execute(sql, params, many, context)
-        pending = False
-        result = execute(f"{settings_sql}; {sql}", [*settings_params, *(params or ())], many, context)
-        context["cursor"].nextset()  # the query's rows, after the settings' one
-        return result
-
-    with connection.execute_wrapper(with_settings):
-        return list(queryset)
-
-
 if TYPE_CHECKING:
     _QuerySetBase = models.QuerySet[Any]
 else:

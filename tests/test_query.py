@@ -138,28 +138,6 @@ def test_ranked_rows_send_the_hnsw_settings_with_the_query(index_forced, setting
     assert ranked_rows(ranked[:30]) == rows
 
 
-def test_ranked_objects_send_the_hnsw_settings_with_a_query_ranking_in_a_subquery(
-    index_forced, settings, monkeypatch, django_user_model
-):
-    """``ranked_objects``: model instances of a queryset whose subquery walks the HNSW index,
-    the settings and the query in one round trip (with a 10% filter plain HNSW would find
-    ~ef_search/10 rows, not 30); its prefetches follow; a connection that binds on the server
-    gets the same rows inside ``hnsw_settings``."""
-    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
-    Photo.objects.update(owner=django_user_model.objects.create_user("owner"))
-    nearest = Photo.objects.filter(published=True).semantic_search(index_forced[11]).values("pk")[:30]
-    page = Photo.objects.filter(pk__in=nearest).order_by("-pk").prefetch_related("owner")
-    with CaptureQueriesContext(connection) as queries:
-        photos = query_module.ranked_objects(page)
-    assert len(queries) == 2 and "set_config" in queries[0]["sql"] and "set_config" not in queries[1]["sql"]
-    assert len(photos) == 30 and all(isinstance(p, Photo) and p.published for p in photos)
-    assert [p.pk for p in photos] == sorted((p.pk for p in photos), reverse=True)
-    assert all(Photo.owner.is_cached(p) for p in photos)
-    assert query_module.ranked_objects(page.filter(pk__in=[])) == []
-    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
-    assert query_module.ranked_objects(page) == photos
-
-
 @isolate_apps("photos")
 def test_a_model_keeps_its_own_manager():
     """The manager is optional: a model with an ImageEmbeddingField keeps the manager it declares."""

@@ -4,37 +4,24 @@ Everything starts from the queryset the admin view built (permissions, collectio
 filters), so an image an editor may not see is never ranked. The nearest images come through
 the HNSW index of the vectors table (``ORDER BY distance LIMIT n`` over the one-to-one join).
 The Images listing gets an ordinary queryset (``rank_by_meaning``: its sort orders and bulk
-actions work unchanged); the chooser's paginator gets ``ranked_results``: a page and the count
-in one query.
+actions work unchanged); the chooser gets the ranked keys themselves (``ranked_results``), so
+its paginator knows the count and reads each page by key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db.models import (
-    BooleanField,
-    Case,
-    Count,
-    ExpressionWrapper,
-    F,
-    FloatField,
-    Func,
-    Q,
-    QuerySet,
-    Subquery,
-    Value,
-    When,
-    Window,
-)
+from django.db.models import BooleanField, Case, ExpressionWrapper, F, FloatField, Q, QuerySet, Value, When
 from wagtail.search.backends import get_search_backend
 
 from ...expressions import SemanticDistance
 from ...fields import embedding_path
-from ...query import ranked_objects, semantic_search
+from ...query import ranked_rows, semantic_search
 
 #: How many images a search by words lists besides the keyword matches.
 DEFAULT_LIMIT = 100
@@ -121,111 +108,89 @@ def rank_by_meaning(
     return ranked.order_by(*ordering)
 
 
-def ranked_page_queryset(
-    queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit: int = DEFAULT_LIMIT
-) -> QuerySet:
-    """``rank_by_meaning``'s images in its order, as one query a page can be sliced from:
-    ``queryset`` (its joins and prefetches) kept to the ``limit`` nearest (through the HNSW
-    index, in a subquery run once) and the keyword matches, each given ``distance``,
-    ``keyword_match`` after a keyword search, and ``ranked_total``, how many there are in all
-    (a window count: the page's query counts them, no ``COUNT(*)`` query of its own). Ordered in
-    SQL: keyword matches first, by distance (those without vectors last), ties by key (highest
-    first). Evaluate it with ``ranked_objects`` (the HNSW settings in the same message).
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked image: its key, its distance to the words (None without vectors), and whether
+    Wagtail's keyword search found it."""
+
+    pk: Any
+    distance: float | None
+    keyword_match: bool
+
+
+def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit: int = DEFAULT_LIMIT) -> list[Ranked]:
+    """The order ``rank_by_meaning`` gives, as keys: the keyword matches (``keyword``, keys of
+    ``queryset``'s images) by distance, those without vectors last, then the ``limit`` nearest
+    of ``queryset`` by meaning; ties by key, highest first.
+
+    One query, one round trip (``ranked_rows``): the nearest through the HNSW index, with the
+    keyword matches' distances beside them (``UNION ALL``).
     """
     path = embedding_path(queryset.model)
-    annotations: dict[str, Any] = {"distance": SemanticDistance(path.name, vector), "ranked_total": Window(Count("*"))}
-    ordering = [F("distance").asc(nulls_last=True), F("pk").desc()]
-    wanted = Q(
-        _AnyOf(F("pk"), Subquery(semantic_search(_plain(queryset), vector, field=path.name).values("pk")[:limit]))
-    )
+    plain = _plain(queryset)
+    rows = semantic_search(plain, vector, field=path.name).values_list("pk", "distance")[:limit]
     if keyword:
-        annotations["keyword_match"] = Case(
-            When(pk__in=keyword, then=Value(True)), default=Value(False), output_field=BooleanField()
-        )
-        ordering.insert(0, F("keyword_match").desc())
-        wanted |= Q(pk__in=keyword)
-    return queryset.annotate(**annotations).order_by(*ordering).filter(wanted)
+        hits = plain.filter(pk__in=keyword).annotate(distance=SemanticDistance(path.name, vector))
+        rows = rows.union(hits.values_list("pk", "distance"), all=True)
+    distances = dict(ranked_rows(rows))
+    exact = set(keyword)
+    first = _by_distance([pk for pk in distances if pk in exact], distances)
+    rest = _by_distance([pk for pk in distances if pk not in exact], distances)
+    return [Ranked(pk, distances[pk], bool(keyword) and pk in exact) for pk in first + rest]
 
 
-class _AnyOf(Func):
-    """``key = ANY(ARRAY(subquery))``: the subquery runs once, before the rows are read by key
-    (``key IN (subquery)`` lets the planner hash it against a scan of the whole table)."""
-
-    output_field = BooleanField()
-    conditional = True
-
-    def as_sql(  # type: ignore[override]
-        self, compiler: Any, connection: Any, **extra_context: Any
-    ) -> tuple[str, tuple[Any, ...]]:
-        key, subquery = self.get_source_expressions()
-        key_sql, key_params = compiler.compile(key)
-        subquery_sql, subquery_params = compiler.compile(subquery)
-        return f"{key_sql} = ANY(ARRAY{subquery_sql})", (*key_params, *subquery_params)
+def _by_distance(keys: list[Any], distances: dict[Any, float | None]) -> list[Any]:
+    """``keys`` nearest first, those without a distance last, ties by key (highest first)."""
+    keys = sorted(keys, reverse=True)
+    keys.sort(key=lambda pk: (distances[pk] is None, distances[pk] or 0.0))  # stable: keeps the ties' order
+    return keys
 
 
 class RankedResults:
-    """Ranked images as a paginator reads them: each slice (a page) is one query
-    (``ranked_page_queryset`` sliced, with the HNSW settings in the same message), whose rows
-    also carry the count, so ``len()`` reads the page it expects to be asked for next
-    (``window``: the request's page) and the slice that follows is answered from it."""
+    """Ranked images as a paginator reads them: ``len()`` is known, and a page (a slice) is
+    one query by key over the view's queryset (its joins and prefetched renditions), in the
+    ranking's order, each image given ``distance``, ``score`` and, after a keyword search,
+    ``keyword_match``, as ``rank_by_meaning``'s annotations."""
 
-    def __init__(self, ranked: QuerySet, *, window: tuple[int, int] | None = None) -> None:
+    def __init__(self, queryset: QuerySet, ranked: list[Ranked], *, keyword: bool) -> None:
+        self.queryset = queryset
+        self.model = queryset.model
         self.ranked = ranked
-        self.model = ranked.model
-        self.window = window or (0, 1)
-        self._count: int | None = None
-        self._read: tuple[int, list[Any]] | None = None  # (start, the images from there)
+        self.keyword = keyword
 
     def __len__(self) -> int:
-        if self._count is None:
-            self._fetch(*self.window)
-        if self._count is None:  # the expected page lies past the end: count from the start
-            self._fetch(0, 1)
-        return self._count or 0
+        return len(self.ranked)
 
     def __getitem__(self, index: int | slice) -> Any:
-        if not isinstance(index, slice):
-            found = self[index : index + 1]
-            if not found:
-                raise IndexError(index)
-            return found[0]
-        start, stop, step = index.indices(len(self))
-        if step != 1:
-            return self[start:stop][::step]
-        if stop <= start:
-            return []
-        if self._read is not None:
-            read_start, images = self._read
-            if read_start <= start and (stop <= read_start + len(images) or read_start + len(images) == self._count):
-                return images[start - read_start : stop - read_start]
-        return self._fetch(start, stop)
+        if isinstance(index, slice):
+            return self._fetch(self.ranked[index])
+        return self._fetch([self.ranked[index]])[0]
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self[0 : len(self)])
+        return iter(self._fetch(self.ranked))
 
-    def _fetch(self, start: int, stop: int) -> list[Any]:
-        images = ranked_objects(self.ranked[start:stop])
-        for image in images:  # as rank_by_meaning's annotation
-            image.score = None if image.distance is None else 1.0 - image.distance
-        if images:
-            self._count = images[0].ranked_total
-        elif start == 0:
-            self._count = 0
-        self._read = (start, images)
+    def _fetch(self, ranked: list[Ranked]) -> list[Any]:
+        if not ranked:
+            return []
+        found = {image.pk: image for image in self.queryset.filter(pk__in=[r.pk for r in ranked]).order_by()}
+        images = []
+        for r in ranked:
+            image = found.get(r.pk)
+            if image is None:  # deleted since it was ranked
+                continue
+            image.distance = r.distance
+            image.score = None if r.distance is None else 1.0 - r.distance
+            if self.keyword:
+                image.keyword_match = r.keyword_match
+            images.append(image)
         return images
 
 
 def ranked_results(
-    queryset: QuerySet,
-    vector: np.ndarray,
-    *,
-    keyword: list[Any],
-    limit: int = DEFAULT_LIMIT,
-    window: tuple[int, int] | None = None,
+    queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit: int = DEFAULT_LIMIT
 ) -> RankedResults:
-    """``queryset``'s images in ``rank_by_meaning``'s order, for a paginator (the chooser's),
-    ``window`` the slice it is expected to read (the request's page)."""
-    return RankedResults(ranked_page_queryset(queryset, vector, keyword=keyword, limit=limit), window=window)
+    """``queryset``'s images in ``rank_by_meaning``'s order, for a paginator (the chooser's)."""
+    return RankedResults(queryset, ranking(queryset, vector, keyword=keyword, limit=limit), keyword=bool(keyword))
 
 
 def _plain(queryset: QuerySet) -> QuerySet:

@@ -8,8 +8,6 @@ template stays as it is.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 from wagtail.admin.forms.choosers import SearchFilterMixin
@@ -55,12 +53,10 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
 class SemanticSearchFilterMixin(SearchFilterMixin):
     """The chooser's search field, ranking by meaning (it takes the place of Wagtail's).
 
-    A search gives the paginator ``RankedResults``: the page the request asks for (``p``, of
-    ``page_size`` images, which the view sets) and the count come in one query."""
+    A search gives the paginator the ranked keys (``RankedResults``): it knows their count
+    without a query, and reads the page by key."""
 
     semantic_search_results = DEFAULT_LIMIT
-    #: The view's page size (``SemanticChooserMixin`` sets it), for the page read with the count.
-    page_size: int | None = None
 
     def filter(self, objects: QuerySet) -> QuerySet | RankedResults:
         words = self.cleaned_data.get("q")
@@ -73,20 +69,7 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         limit = self.semantic_search_results
         vector = encode_words(objects.model, words)  # encoded while the keyword query runs
         keyword = keyword_matches(objects, words, limit=limit)
-        return ranked_results(objects, vector.result(), keyword=keyword, limit=limit, window=self.expected_window())
-
-    def expected_window(self) -> tuple[int, int] | None:
-        """The slice the chooser's paginator will read: the page ``p`` (the first when absent;
-        None, nothing expected, when it is not a page number or no page size is known)."""
-        if not self.page_size:
-            return None
-        try:
-            page = int(self.data.get("p", 1))
-        except (TypeError, ValueError):
-            return None
-        if page < 1:
-            return None
-        return ((page - 1) * self.page_size, page * self.page_size)
+        return ranked_results(objects, vector.result(), keyword=keyword, limit=limit)
 
 
 _form_classes: dict[tuple[str, tuple[type, ...]], type] = {}
@@ -102,11 +85,6 @@ class SemanticChooserMixin:
         if key not in _form_classes:  # Wagtail makes the class per request from its bases: one each here
             _form_classes[key] = type(form_class.__name__, bases, {})
         return _form_classes[key]
-
-    def get_filter_form(self) -> Any:
-        form = super().get_filter_form()  # type: ignore[misc]
-        form.page_size = self.per_page  # type: ignore[attr-defined]
-        return form
 
 
 class SemanticImageChooseView(SemanticChooserMixin, ImageChooseView):
