@@ -155,8 +155,10 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         metavar="MODULE",
+        action="append",
+        default=[],
         help="also measure the chooser of MODULE (an importable copy of an older views module with its own"
-        " chooser_viewset()), interleaved with the others, for a before/after comparison in one run",
+        " chooser_viewset()), interleaved with the others, for a before/after comparison in one run (repeatable)",
     )
     args = parser.parse_args()
 
@@ -210,8 +212,8 @@ def main() -> None:
         views = {"semantic": chooser_viewset().choose_results_view, "wagtail": wagtail_viewset.choose_results_view}
         # For scale: Wagtail's view with no words (the chooser's first page: a full page of thumbnails).
         views["wagtail, no words"] = wagtail_viewset.choose_results_view
-        if args.baseline:
-            views["semantic, baseline"] = importlib.import_module(args.baseline).chooser_viewset().choose_results_view
+        for module in args.baseline:
+            views[f"semantic, {module}"] = importlib.import_module(module).chooser_viewset().choose_results_view
         encoder = get_encoder()
         factory = RequestFactory()
         times: dict[str, list[float]] = {name: [] for name in views}
@@ -260,9 +262,9 @@ def main() -> None:
         result["p95_ratio"] = round(ratio, 2)
         first = result["ms_first_round"]
         result["p95_ratio_first_round"] = round(first["semantic"]["p95"] / first["wagtail"]["p95"], 2)
-        if args.baseline:
-            baseline = result["ms"]["semantic, baseline"]["p95"]
-            result["p95_ratio_baseline"] = round(baseline / result["ms"]["wagtail"]["p95"], 2)
+        for module in args.baseline:
+            baseline = result["ms"][f"semantic, {module}"]["p95"]
+            result[f"p95_ratio {module}"] = round(baseline / result["ms"]["wagtail"]["p95"], 2)
         result["load_average"] = {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]}
         print(json.dumps(result, indent=2))
         if args.json:
