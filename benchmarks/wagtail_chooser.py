@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import random
@@ -151,6 +152,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the database and media (for --reuse)")
     parser.add_argument("--reuse", action="store_true", help="measure on the database a --keep run left")
+    parser.add_argument(
+        "--baseline",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="also measure the chooser of MODULE (an importable copy of an older views module with its own"
+        " chooser_viewset()), interleaved with the others, for a before/after comparison in one run (repeatable)",
+    )
     args = parser.parse_args()
 
     import django
@@ -192,6 +201,8 @@ def main() -> None:
             images = load_images(args.folder, captions, copies, media, log)
             make_renditions(images, log)
             update_search_index(log)
+            with connection.cursor() as cursor:  # statistics for the search index just written (both views use
+                cursor.execute("ANALYZE")  # its GIN index only once the planner knows the table's size)
         user = get_user_model().objects.filter(username="bench").first()
         user = user or get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
         rng = random.Random(0)
@@ -201,6 +212,9 @@ def main() -> None:
         views = {"semantic": chooser_viewset().choose_results_view, "wagtail": wagtail_viewset.choose_results_view}
         # For scale: Wagtail's view with no words (the chooser's first page: a full page of thumbnails).
         views["wagtail, no words"] = wagtail_viewset.choose_results_view
+        for module in args.baseline:
+            views[f"semantic, {module}"] = importlib.import_module(module).chooser_viewset().choose_results_view
+        encoder = get_encoder()
         factory = RequestFactory()
         times: dict[str, list[float]] = {name: [] for name in views}
         # The first round's words are new to the process (the encoder caches query vectors); the
@@ -220,6 +234,8 @@ def main() -> None:
                     params = {} if name == "wagtail, no words" else {"q": query}
                     request = factory.get("/cms/images/chooser/results/", params)
                     request.user = user
+                    if args.baseline and round_number == 0 and name.startswith("semantic"):
+                        encoder.clear_query_cache()  # both semantic views encode the first round's words
                     started = time.perf_counter()
                     response = view(request)
                     response.render()
@@ -246,6 +262,9 @@ def main() -> None:
         result["p95_ratio"] = round(ratio, 2)
         first = result["ms_first_round"]
         result["p95_ratio_first_round"] = round(first["semantic"]["p95"] / first["wagtail"]["p95"], 2)
+        for module in args.baseline:
+            baseline = result["ms"][f"semantic, {module}"]["p95"]
+            result[f"p95_ratio {module}"] = round(baseline / result["ms"]["wagtail"]["p95"], 2)
         result["load_average"] = {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]}
         print(json.dumps(result, indent=2))
         if args.json:

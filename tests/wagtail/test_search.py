@@ -13,9 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from wagtail.images import get_image_model
 from wagtail.models import Collection
+from wagtail.search.backends import get_search_backend
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
-from django_semantic_images.contrib.wagtail.search import encode_words
+from django_semantic_images.contrib.wagtail.search import _keys_from_index_entries, encode_words, keyword_matches
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_pks
 from django_semantic_images.query import semantic_search, similar_to
@@ -121,6 +122,29 @@ def test_chooser_pages_list_the_listings_ranking_without_counting_rows(
     ]
     assert found[found.index(unembedded)].score is None
     assert not [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"]]
+    # A page past the end is Wagtail's 404, as is a page that is not a number.
+    for page in ("4", "x"):
+        response = superuser_client.get(reverse("wagtailimages_chooser:choose_results"), {"q": "cat", "p": page})
+        assert response.status_code == 404
+
+
+def test_keyword_hits_are_the_images_wagtails_own_search_finds(
+    sample_images, make_image, sample_paths, django_capture_on_commit_callbacks
+):
+    """Read from the matching index entries to the images by key (not through Wagtail's join on
+    the key cast to text): the same images, newest first, within the same queryset and limit."""
+    with django_capture_on_commit_callbacks(execute=True):
+        make_image(sample_paths["rocket"], "Cat rocket")
+        make_image(sample_paths["coffee"], "Cat flap manual")
+    images = get_image_model().objects.all()
+    backend = get_search_backend()
+    some = images.filter(pk__in=[image.pk for image in list(sample_images.values())[:3]])
+    for queryset in (images, some, images.filter(title__startswith="Cat")):
+        for words in ("IMG", "img_000", "IMG_0001", "cat", "Cat fl", "cat flap manual", "no such words"):
+            wagtails = [i.pk for i in backend.autocomplete(words, queryset, operator="and", order_by_relevance=False)]
+            assert keyword_matches(queryset, words) == wagtails[:100], (words, queryset.query)
+            assert keyword_matches(queryset, words, limit=2) == wagtails[:2]
+    assert _keys_from_index_entries(backend.autocomplete("cat", images, operator="and"), images, backend) is not None
 
 
 def test_search_words_are_encoded_in_a_worker_thread_unless_cached(monkeypatch):

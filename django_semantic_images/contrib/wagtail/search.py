@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import BooleanField, Case, ExpressionWrapper, F, FloatField, Q, QuerySet, Value, When
+from django.db.models.constants import LOOKUP_SEP
+from django.db.models.functions import Cast
 from wagtail.search.backends import get_search_backend
 
 from ...expressions import SemanticDistance
@@ -60,7 +63,52 @@ def keyword_matches(
         results = search_backend.autocomplete(words, plain, operator="and", order_by_relevance=False)
     else:
         results = search_backend.search(words, plain, operator="and", order_by_relevance=False)
-    return [image.pk for image in results[:limit]]
+    keys = _keys_from_index_entries(results, plain, search_backend)
+    if keys is not None:
+        return list(keys[:limit])
+    results = results[:limit]
+    # Wagtail's database backend searches with a queryset: read the keys alone (not up to
+    # ``limit`` whole images with their search vectors). Other backends give their results.
+    search_queryset = getattr(results, "get_queryset", None)
+    if search_queryset is not None:
+        keys = search_queryset()
+        if isinstance(keys, QuerySet):
+            return list(keys.values_list("pk", flat=True))
+    return [image.pk for image in results]
+
+
+def _keys_from_index_entries(results: Any, plain: QuerySet, search_backend: Any) -> QuerySet | None:
+    """With Wagtail's PostgreSQL database backend, the keys its search finds, newest first (as it
+    orders them without relevance), read from the matching index entries to the images by key.
+
+    Wagtail's own queryset joins its index entries on the image's key cast to text, so each
+    search hashes the key of every image (1.5-2 ms on 10,000 images, where this takes 0.1-0.8).
+    The same words (Wagtail's own ``tsquery``), the same index column and content types. None,
+    and Wagtail's queryset is used, for any other backend or query.
+    """
+    try:
+        from wagtail.search.backends.database.postgres.postgres import PostgresSearchQueryCompiler
+        from wagtail.search.utils import get_descendants_content_types_pks
+
+        compiler = getattr(results, "query_compiler", None)
+        if not isinstance(compiler, PostgresSearchQueryCompiler) or compiler.fields is not None:
+            return None
+        relation = plain.model._meta.get_field("index_entries")
+        search_query = compiler.build_tsquery(compiler.query, config=compiler.get_config(search_backend))
+        [(vector, _boost)] = compiler.get_search_vectors(search_query)
+        prefix, name = relation.name + LOOKUP_SEP, str(getattr(vector, "name", ""))
+        if not isinstance(vector, F) or not name.startswith(prefix):  # Wagtail's index column, not fields
+            return None
+        entries = relation.related_model._default_manager.filter(
+            **{
+                f"{relation.content_type_field_name}__in": get_descendants_content_types_pks(plain.model),
+                name[len(prefix) :]: search_query,
+            }
+        )
+        keys = entries.values_list(Cast(relation.object_id_field_name, output_field=plain.model._meta.pk))
+    except (AttributeError, FieldDoesNotExist, ImportError, NotImplementedError, TypeError, ValueError):
+        return None
+    return plain.filter(pk__in=keys).order_by("-pk").values_list("pk", flat=True)
 
 
 def rank_by_meaning(

@@ -72,11 +72,19 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         return ranked_results(objects, vector.result(), keyword=keyword, limit=limit)
 
 
+_form_classes: dict[tuple[str, tuple[type, ...]], type] = {}
+
+
 class SemanticChooserMixin:
+    """Wagtail's chooser view with ``SemanticSearchFilterMixin`` in its filter form."""
+
     def get_filter_form_class(self) -> type:
         form_class = super().get_filter_form_class()  # type: ignore[misc]
         bases = tuple(SemanticSearchFilterMixin if base is SearchFilterMixin else base for base in form_class.__bases__)
-        return type(form_class.__name__, bases, {})
+        key = (form_class.__name__, bases)
+        if key not in _form_classes:  # Wagtail makes the class per request from its bases: one each here
+            _form_classes[key] = type(form_class.__name__, bases, {})
+        return _form_classes[key]
 
 
 class SemanticImageChooseView(SemanticChooserMixin, ImageChooseView):
