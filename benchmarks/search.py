@@ -118,6 +118,8 @@ class Options:
     exact_queries: int | None = None  # queries the exact scan is timed on (None: all up to LARGE rows, else 10)
     maintenance_work_mem: str = "2GB"
     parallel_workers: int = 1
+    m: int = 16  # the HNSW build parameters (the field's defaults, SEMANTIC_IMAGES["HNSW_M"] ...)
+    ef_construction: int = 64
 
 
 def log(message: str) -> None:
@@ -192,8 +194,11 @@ def sample_images() -> list[str]:
     return names
 
 
-def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator, opts: Options) -> dict[str, Any]:
-    """Empty the photo table, COPY ``n`` rows in, build the HNSW index; timings in seconds."""
+def fill_table(
+    n: int, vectors: np.ndarray, rng: np.random.Generator, opts: Options, build: bool = True
+) -> dict[str, Any]:
+    """Empty the photo table, COPY ``n`` rows in, build the HNSW index (unless not ``build``);
+    timings in seconds."""
     from django.db import connection
     from django.utils import timezone
     from pgvector.psycopg import register_vector
@@ -259,7 +264,8 @@ def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator, opts: Opti
         timings["owned_rows"] = int(owned.sum())
         log(f"COPY {n:,} rows: {timings['copy_s']} s")
         cursor.execute(f"ANALYZE {table}")
-    timings.update(build_index("vector", opts))
+    if build:
+        timings.update(build_index("vector", opts))
     return timings
 
 
@@ -282,11 +288,11 @@ def build_index(storage: str, opts: Options) -> dict[str, Any]:
             cursor.execute(
                 "SELECT set_config('max_parallel_maintenance_workers', %s, false)", [str(opts.parallel_workers)]
             )
-            log(f"building the {storage} HNSW index")
+            log(f"building the {storage} HNSW index (m {opts.m}, ef_construction {opts.ef_construction})")
             start = time.perf_counter()
             cursor.execute(
                 f"CREATE INDEX {quoted(SEM_INDEX)} ON {table} USING hnsw (embedding_semantic {storage}_cosine_ops) "
-                "WITH (m = 16, ef_construction = 64)"
+                f"WITH (m = {int(opts.m)}, ef_construction = {int(opts.ef_construction)})"
             )
             build_s = time.perf_counter() - start
             build_notices = list(notices)
@@ -312,6 +318,8 @@ def build_index(storage: str, opts: Options) -> dict[str, Any]:
         "shared_buffers_mib": round(shared_buffers / 2**20),
         "maintenance_work_mem": opts.maintenance_work_mem,
         "max_parallel_maintenance_workers": opts.parallel_workers,
+        "m": opts.m,
+        "ef_construction": opts.ef_construction,
         "build_notices": build_notices,
     }
 
@@ -751,6 +759,10 @@ def main() -> None:
     parser.add_argument(
         "--parallel-workers", type=int, default=1, help="max_parallel_maintenance_workers for the build"
     )
+    parser.add_argument("--m", type=int, default=16, help="the HNSW index's m (the field's default: 16)")
+    parser.add_argument(
+        "--ef-construction", type=int, default=64, help="the HNSW index's ef_construction (the field's default: 64)"
+    )
     parser.add_argument("--shared-buffers", help="the embedded server's shared_buffers (e.g. 3GB for 1M rows)")
     parser.add_argument(
         "--ef-search-sweep", type=int, nargs="+", default=list(EF_SEARCH_SWEEP), help="ef_search values for recall"
@@ -775,6 +787,8 @@ def main() -> None:
         exact_queries=args.exact_queries,
         maintenance_work_mem=args.maintenance_work_mem,
         parallel_workers=args.parallel_workers,
+        m=args.m,
+        ef_construction=args.ef_construction,
     )
     setup_django()
     overrides = {
@@ -809,8 +823,8 @@ def main() -> None:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "hnsw": {
-            "m": 16,
-            "ef_construction": 64,
+            "m": args.m,
+            "ef_construction": args.ef_construction,
             "ef_search": EF_SEARCH_IN_FORCE[0],
             "set": "per connection" if args.hnsw_per_connection else "per query (SET LOCAL)",
             "iterative_scan": CONNECTION_OPTIONS.get("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),
