@@ -38,7 +38,7 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
     (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there, and when
     every HNSW parameter is left to the server, the queryset is evaluated as usual.
     """
-    pairs = hnsw_session_settings()
+    pairs = hnsw_session_settings(using=queryset.db, table=index_table(queryset))
     compiler = queryset.query.get_compiler(using=queryset.db)
     try:
         sql, params = compiler.as_sql()
@@ -52,6 +52,14 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
         cursor.nextset()
         rows = cursor.fetchall()
     return list(compiler.results_iter(results=[rows], tuple_expected=True))
+
+
+def index_table(queryset: models.QuerySet) -> str:
+    """The table whose HNSW index a ranked queryset walks: that of the model holding the
+    embedding field (Wagtail's images keep theirs in a table beside), else the queryset's."""
+    ranked_by = getattr(queryset, "_ranked_by", None)
+    model = queryset.model if ranked_by is None else ranked_by[0].field.model
+    return str(model._meta.db_table)
 
 
 if TYPE_CHECKING:
@@ -191,7 +199,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
 
     def _fetch_all(self) -> None:
         if self._result_cache is None and self._vector_ranked:
-            with hnsw_settings(self.db):
+            with hnsw_settings(self.db, table=index_table(self)):
                 super()._fetch_all()
             return
         super()._fetch_all()
@@ -202,7 +210,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if not self._vector_ranked:
             yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             return
-        with hnsw_settings(self.db):
+        with hnsw_settings(self.db, table=index_table(self)):
             try:
                 yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             except GeneratorExit:  # the caller stopped early: end the transaction normally
@@ -210,7 +218,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
 
     def explain(self, *, format: str | None = None, **options: Any) -> str:
         if self._vector_ranked:
-            with hnsw_settings(self.db):
+            with hnsw_settings(self.db, table=index_table(self)):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
 

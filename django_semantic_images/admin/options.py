@@ -53,7 +53,7 @@ def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int) -> list[
     )
     # SET LOCAL only lasts for the transaction, so the query runs inside the same one.
     with transaction.atomic(using=queryset.db):
-        apply_hnsw_settings(queryset.db)
+        apply_hnsw_settings(queryset.db, table=queryset.model._meta.db_table)
         return list(ranked)
 
 
