@@ -102,7 +102,8 @@ QUERIES = [
 ]
 PUBLISHED_SHARE = 0.9
 EF_SEARCH_SWEEP = [40, 100, 200, 400]  # --ef-search-sweep; the ef_search in force is added
-EF_SEARCH_IN_FORCE = [200]  # set in main(): the setting's, or the connection's
+EF_SEARCH_IN_FORCE: list[Any] = [200]  # set in main(): the setting's ("auto": per size), or the connection's
+AUTO_EF_SEARCH = [False]  # the setting is "auto": resolved per size
 CONNECTION_OPTIONS: dict[str, str] = {}  # the HNSW parameters given per connection, if so
 SEM_INDEX = "photos_photo_sem_0cdd5aa8"
 LARGE = 100_000  # above this many rows the exact scan is timed on a subset of the queries
@@ -584,7 +585,9 @@ def measure(
             float(np.mean([len(exact["all"][q] & float32_exact["all"][q]) / 10 for q in QUERIES])), 3
         )
         exact = float32_exact
-    result["ef_search_sweep"] = recall_sweep(query_vectors, exact["all"], tuple(EF_SEARCH_SWEEP), None)
+    sweep = tuple(sorted(set(EF_SEARCH_SWEEP) | {EF_SEARCH_IN_FORCE[0]}))
+    result["ef_search_in_force"] = EF_SEARCH_IN_FORCE[0]
+    result["ef_search_sweep"] = recall_sweep(query_vectors, exact["all"], sweep, None)
     in_force = next(row for row in result["ef_search_sweep"] if row["ef_search"] == EF_SEARCH_IN_FORCE[0])
     result["recall_at_10"], result["recall_at_10_min"] = in_force["recall_at_10"], in_force["recall_at_10_min"]
     if owner is not None:
@@ -595,6 +598,24 @@ def measure(
         )
     result["_exact_ids"] = exact
     return result
+
+
+def resolve_auto_ef_search(opts: Options) -> None:
+    """With ``HNSW_EF_SEARCH = "auto"``: the ef_search it gives the loaded table (its
+    estimated rows, as a search reads them) and the index's build, fixed for this size's
+    measurements so that the sweep and the recall name it."""
+    from django_semantic_images import hnsw
+    from django_semantic_images.conf import semantic_settings
+    from photos.models import Photo
+
+    if not AUTO_EF_SEARCH[0]:
+        return
+    hnsw._row_estimates.clear()
+    rows = hnsw.estimated_rows("default", Photo._meta.db_table)
+    ef = hnsw.auto_ef_search(rows, opts.m, opts.ef_construction)
+    semantic_settings.HNSW_EF_SEARCH = ef
+    EF_SEARCH_IN_FORCE[0] = ef
+    log(f'HNSW_EF_SEARCH "auto": {ef} at {rows:,.0f} estimated rows')
 
 
 def run_size(n: int, label_vectors: np.ndarray, opts: Options, save: Any = None) -> dict:
@@ -612,6 +633,7 @@ def run_size(n: int, label_vectors: np.ndarray, opts: Options, save: Any = None)
     result: dict[str, Any] = {"rows": n, "generate_s": round(time.perf_counter() - start, 2)}
     result["uptime_load_before"] = [round(x, 2) for x in os.getloadavg()]
     result.update(fill_table(n, vectors, rng, opts))
+    resolve_auto_ef_search(opts)
     dims = vectors.shape[1]
     del vectors
     encoder = get_encoder()
@@ -808,7 +830,8 @@ def main() -> None:
 
     if not args.hnsw_per_connection:
         EF_SEARCH_IN_FORCE[0] = semantic_settings.HNSW_EF_SEARCH
-    EF_SEARCH_SWEEP[:] = sorted(set(args.ef_search_sweep) | {EF_SEARCH_IN_FORCE[0]})
+        AUTO_EF_SEARCH[0] = EF_SEARCH_IN_FORCE[0] == "auto"
+    EF_SEARCH_SWEEP[:] = sorted(set(args.ef_search_sweep))
 
     call_command("migrate", verbosity=0)
     encoder = get_encoder()

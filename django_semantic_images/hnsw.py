@@ -3,11 +3,13 @@
 Every query that walks an HNSW index (searches, similar images, near-duplicates) runs in a
 transaction that first sets ``SEMANTIC_IMAGES["HNSW_*"]`` (docs/settings.md).
 
-``HNSW_EF_SEARCH = "auto"`` (the default) sizes ``hnsw.ef_search`` to the table: an HNSW
-walk that finds the true top 10 at 100,000 rows with 200 candidates misses more of them at a
-million (docs/performance.md#search-from-10k-to-a-million-rows), so above
-``AUTO_EF_SEARCH_ROWS`` rows the candidates grow with the table's estimated size
-(``pg_class.reltuples``, read once per table and process every ``ROW_ESTIMATE_TTL`` seconds).
+``HNSW_EF_SEARCH = "auto"`` (the default) sizes ``hnsw.ef_search`` to the table and its index:
+an HNSW walk that finds the true top 10 at 100,000 rows with 200 candidates misses more of them
+at a million, less so in a better-connected graph
+(docs/performance.md#a-better-connected-graph-and-an-ef_search-that-grows-with-the-table), so
+above a number of rows that depends on the index's build the candidates grow with the table's
+estimated size (``pg_class.reltuples``, read once per table and process every
+``ROW_ESTIMATE_TTL`` seconds).
 """
 
 from __future__ import annotations
@@ -16,17 +18,23 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from django.db import connections, transaction
 
 from .conf import semantic_settings
 
-#: ``"auto"``: ``AUTO_EF_SEARCH`` candidates up to ``AUTO_EF_SEARCH_ROWS`` rows, then
-#: ``AUTO_EF_SEARCH * (rows / AUTO_EF_SEARCH_ROWS) ** AUTO_EF_SEARCH_EXPONENT``, at most
-#: ``AUTO_EF_SEARCH_MAX`` (pgvector's limit): 200 at 100k rows, 800 at a million, the
-#: ef_search that reached recall@10 0.95 there with the default build (m 16, ef_construction 64).
+if TYPE_CHECKING:
+    from .fields import ImageEmbeddingField
+
+#: ``"auto"``: ``AUTO_EF_SEARCH`` candidates up to ``auto_rows()`` rows, then
+#: ``AUTO_EF_SEARCH * (rows / auto_rows()) ** AUTO_EF_SEARCH_EXPONENT``, at most
+#: ``AUTO_EF_SEARCH_MAX`` (pgvector's limit). Measured at 1M rows (synthetic, 384-d): the
+#: default build (m 16, ef_construction 64) needs 800 for recall@10 0.95 (200 does at 100k),
+#: m 24 / ef_construction 128 reached 0.96 with 200.
 AUTO_EF_SEARCH = 200
-AUTO_EF_SEARCH_ROWS = 100_000
+AUTO_EF_SEARCH_ROWS = 100_000  # the default build, and any graph less connected than:
+AUTO_EF_SEARCH_ROWS_CONNECTED = 1_000_000  # m >= 24 and ef_construction >= 128
 AUTO_EF_SEARCH_EXPONENT = math.log10(4)  # 4x the candidates for 10x the rows
 AUTO_EF_SEARCH_MAX = 1000
 #: Seconds a process keeps a table's estimated row count.
@@ -35,11 +43,17 @@ ROW_ESTIMATE_TTL = 600.0
 _row_estimates: dict[tuple[str, str], tuple[float, float]] = {}
 
 
-def auto_ef_search(rows: float) -> int:
-    """The ``hnsw.ef_search`` that ``"auto"`` gives a table of ``rows`` rows."""
-    if rows <= AUTO_EF_SEARCH_ROWS:
+def auto_rows(m: int, ef_construction: int) -> int:
+    """Rows up to which ``AUTO_EF_SEARCH`` candidates are enough for an index built so."""
+    return AUTO_EF_SEARCH_ROWS_CONNECTED if m >= 24 and ef_construction >= 128 else AUTO_EF_SEARCH_ROWS
+
+
+def auto_ef_search(rows: float, m: int = 16, ef_construction: int = 64) -> int:
+    """The ``hnsw.ef_search`` that ``"auto"`` gives a table of ``rows`` rows and its index."""
+    base_rows = auto_rows(m, ef_construction)
+    if rows <= base_rows:
         return AUTO_EF_SEARCH
-    scaled = AUTO_EF_SEARCH * (rows / AUTO_EF_SEARCH_ROWS) ** AUTO_EF_SEARCH_EXPONENT
+    scaled = AUTO_EF_SEARCH * (rows / base_rows) ** AUTO_EF_SEARCH_EXPONENT
     return min(AUTO_EF_SEARCH_MAX, round(scaled))
 
 
@@ -61,18 +75,22 @@ def estimated_rows(using: str, table: str) -> float:
 
 
 def hnsw_session_settings(
-    ef_search: int | None = None, using: str | None = None, table: str | None = None
+    ef_search: int | None = None, using: str | None = None, field: ImageEmbeddingField | None = None
 ) -> list[tuple[str, str]]:
     """The ``(name, value)`` pairs set with SET LOCAL before a ranked query.
 
     A setting of None is left to the server (a site can set it once per connection
     instead, in ``DATABASES[...]["OPTIONS"]["options"]``; docs/settings.md). ``ef_search``
     replaces ``HNSW_EF_SEARCH`` for one kind of query (near-duplicates). ``"auto"`` sizes it
-    to ``table`` (the one whose index the query walks) on ``using``; without them, 200.
+    to ``field``'s table on ``using`` and its index's build (without them: 200).
     """
     chosen = semantic_settings.HNSW_EF_SEARCH if ef_search is None else ef_search
     if chosen == "auto":
-        chosen = auto_ef_search(estimated_rows(using, table) if using and table else 0)
+        if using and field is not None and field.model is not None:
+            rows = estimated_rows(using, field.model._meta.db_table)
+            chosen = auto_ef_search(rows, field.hnsw_m, field.hnsw_ef_construction)
+        else:
+            chosen = AUTO_EF_SEARCH
     values = [("hnsw.ef_search", chosen)]
     if semantic_settings.HNSW_ITERATIVE_SCAN:
         values += [
@@ -83,10 +101,12 @@ def hnsw_session_settings(
     return [(name, str(value)) for name, value in values if value is not None]
 
 
-def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None, table: str | None = None) -> None:
+def apply_hnsw_settings(
+    using: str, pairs: list[tuple[str, str]] | None = None, field: ImageEmbeddingField | None = None
+) -> None:
     """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip);
-    ``table``: the one whose index the query walks (``HNSW_EF_SEARCH = "auto"``)."""
-    pairs = hnsw_session_settings(using=using, table=table) if pairs is None else pairs
+    ``field``: the one whose index the query walks (``HNSW_EF_SEARCH = "auto"``)."""
+    pairs = hnsw_session_settings(using=using, field=field) if pairs is None else pairs
     if not pairs:
         return
     sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
@@ -95,13 +115,13 @@ def apply_hnsw_settings(using: str, pairs: list[tuple[str, str]] | None = None, 
 
 
 @contextmanager
-def hnsw_settings(using: str, ef_search: int | None = None, table: str | None = None) -> Iterator[None]:
+def hnsw_settings(using: str, ef_search: int | None = None, field: ImageEmbeddingField | None = None) -> Iterator[None]:
     """A transaction with the HNSW parameters set, for a ranked query run inside it.
 
     Nothing is opened when every parameter is left to the connection. Inside a caller's
     transaction no savepoint is needed: SET LOCAL lasts until that transaction ends.
     """
-    pairs = hnsw_session_settings(ef_search, using, table)
+    pairs = hnsw_session_settings(ef_search, using, field)
     if not pairs:
         yield
         return

@@ -22,7 +22,7 @@ from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
 from .expressions import SemanticDistance, VisualDistance
-from .fields import EmbeddingPath, EmbeddingStatus, embedding_path
+from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_session_settings, hnsw_settings
 
@@ -38,7 +38,7 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
     (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there, and when
     every HNSW parameter is left to the server, the queryset is evaluated as usual.
     """
-    pairs = hnsw_session_settings(using=queryset.db, table=index_table(queryset))
+    pairs = hnsw_session_settings(using=queryset.db, field=index_field(queryset))
     compiler = queryset.query.get_compiler(using=queryset.db)
     try:
         sql, params = compiler.as_sql()
@@ -54,12 +54,11 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
     return list(compiler.results_iter(results=[rows], tuple_expected=True))
 
 
-def index_table(queryset: models.QuerySet) -> str:
-    """The table whose HNSW index a ranked queryset walks: that of the model holding the
-    embedding field (Wagtail's images keep theirs in a table beside), else the queryset's."""
+def index_field(queryset: models.QuerySet) -> ImageEmbeddingField | None:
+    """The field whose HNSW index a ranked queryset walks (its model's table may be another
+    than the queryset's: Wagtail's images keep their vectors in a table beside)."""
     ranked_by = getattr(queryset, "_ranked_by", None)
-    model = queryset.model if ranked_by is None else ranked_by[0].field.model
-    return str(model._meta.db_table)
+    return None if ranked_by is None else ranked_by[0].field
 
 
 if TYPE_CHECKING:
@@ -199,7 +198,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
 
     def _fetch_all(self) -> None:
         if self._result_cache is None and self._vector_ranked:
-            with hnsw_settings(self.db, table=index_table(self)):
+            with hnsw_settings(self.db, field=index_field(self)):
                 super()._fetch_all()
             return
         super()._fetch_all()
@@ -210,7 +209,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if not self._vector_ranked:
             yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             return
-        with hnsw_settings(self.db, table=index_table(self)):
+        with hnsw_settings(self.db, field=index_field(self)):
             try:
                 yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             except GeneratorExit:  # the caller stopped early: end the transaction normally
@@ -218,7 +217,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
 
     def explain(self, *, format: str | None = None, **options: Any) -> str:
         if self._vector_ranked:
-            with hnsw_settings(self.db, table=index_table(self)):
+            with hnsw_settings(self.db, field=index_field(self)):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
 
