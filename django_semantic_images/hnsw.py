@@ -5,11 +5,11 @@ transaction that first sets ``SEMANTIC_IMAGES["HNSW_*"]`` (docs/settings.md).
 
 ``HNSW_EF_SEARCH = "auto"`` (the default) sizes ``hnsw.ef_search`` to the table and its index:
 an HNSW walk that finds the true top 10 at 100,000 rows with 200 candidates misses more of them
-at a million, less so in a better-connected graph
+at a million, fewer in a better-connected graph
 (docs/performance.md#a-better-connected-graph-and-an-ef_search-that-grows-with-the-table), so
-above a number of rows that depends on the index's build the candidates grow with the table's
-estimated size (``pg_class.reltuples``, read once per table and process every
-``ROW_ESTIMATE_TTL`` seconds).
+above 100,000 rows the candidates grow with the table's estimated size (``pg_class.reltuples``,
+read once per table and process every ``ROW_ESTIMATE_TTL`` seconds), less for a graph built
+with more links.
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ from .conf import semantic_settings
 if TYPE_CHECKING:
     from .fields import ImageEmbeddingField
 
-#: ``"auto"``: ``AUTO_EF_SEARCH`` candidates up to ``auto_rows()`` rows, then
-#: ``AUTO_EF_SEARCH * (rows / auto_rows()) ** AUTO_EF_SEARCH_EXPONENT``, at most
-#: ``AUTO_EF_SEARCH_MAX`` (pgvector's limit). Measured at 1M rows (synthetic, 384-d): the
-#: default build (m 16, ef_construction 64) needs 800 for recall@10 0.95 (200 does at 100k),
-#: m 24 / ef_construction 128 reached 0.96 with 200.
+#: ``"auto"``: ``AUTO_EF_SEARCH`` candidates up to ``AUTO_EF_SEARCH_ROWS`` rows, then
+#: ``AUTO_EF_SEARCH * (rows / AUTO_EF_SEARCH_ROWS) ** AUTO_EF_SEARCH_EXPONENT``, at most
+#: ``AUTO_EF_SEARCH_MAX`` (pgvector's limit); half that (never under ``AUTO_EF_SEARCH``) for a
+#: better-connected graph (m >= 24 and ef_construction >= 128). Measured at 1M rows (synthetic,
+#: 384-d, halfvec): the default build (m 16, ef_construction 64) found 0.945-0.960 of the true
+#: top 10 at 800 over three builds (200 does at 100k: 0.993); m 24 / ef_construction 128 0.960
+#: and 0.980 at 400 over two builds (0.918 and 0.963 at 200).
 AUTO_EF_SEARCH = 200
-AUTO_EF_SEARCH_ROWS = 100_000  # the default build, and any graph less connected than:
-AUTO_EF_SEARCH_ROWS_CONNECTED = 1_000_000  # m >= 24 and ef_construction >= 128
+AUTO_EF_SEARCH_ROWS = 100_000
 AUTO_EF_SEARCH_EXPONENT = math.log10(4)  # 4x the candidates for 10x the rows
 AUTO_EF_SEARCH_MAX = 1000
 #: Seconds a process keeps a table's estimated row count.
@@ -43,18 +44,19 @@ ROW_ESTIMATE_TTL = 600.0
 _row_estimates: dict[tuple[str, str], tuple[float, float]] = {}
 
 
-def auto_rows(m: int, ef_construction: int) -> int:
-    """Rows up to which ``AUTO_EF_SEARCH`` candidates are enough for an index built so."""
-    return AUTO_EF_SEARCH_ROWS_CONNECTED if m >= 24 and ef_construction >= 128 else AUTO_EF_SEARCH_ROWS
+def well_connected(m: int, ef_construction: int) -> bool:
+    """Whether an index built so needs half the candidates of the default build."""
+    return m >= 24 and ef_construction >= 128
 
 
 def auto_ef_search(rows: float, m: int = 16, ef_construction: int = 64) -> int:
     """The ``hnsw.ef_search`` that ``"auto"`` gives a table of ``rows`` rows and its index."""
-    base_rows = auto_rows(m, ef_construction)
-    if rows <= base_rows:
+    if rows <= AUTO_EF_SEARCH_ROWS:
         return AUTO_EF_SEARCH
-    scaled = AUTO_EF_SEARCH * (rows / base_rows) ** AUTO_EF_SEARCH_EXPONENT
-    return min(AUTO_EF_SEARCH_MAX, round(scaled))
+    scaled = min(AUTO_EF_SEARCH_MAX, AUTO_EF_SEARCH * (rows / AUTO_EF_SEARCH_ROWS) ** AUTO_EF_SEARCH_EXPONENT)
+    if well_connected(m, ef_construction):
+        scaled = max(AUTO_EF_SEARCH, scaled / 2)
+    return round(scaled)
 
 
 def estimated_rows(using: str, table: str) -> float:
