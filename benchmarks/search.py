@@ -102,7 +102,8 @@ QUERIES = [
 ]
 PUBLISHED_SHARE = 0.9
 EF_SEARCH_SWEEP = [40, 100, 200, 400]  # --ef-search-sweep; the ef_search in force is added
-EF_SEARCH_IN_FORCE = [200]  # set in main(): the setting's, or the connection's
+EF_SEARCH_IN_FORCE: list[Any] = [200]  # set in main(): the setting's ("auto": per size), or the connection's
+AUTO_EF_SEARCH = [False]  # the setting is "auto": resolved per size
 CONNECTION_OPTIONS: dict[str, str] = {}  # the HNSW parameters given per connection, if so
 SEM_INDEX = "photos_photo_sem_0cdd5aa8"
 LARGE = 100_000  # above this many rows the exact scan is timed on a subset of the queries
@@ -118,6 +119,8 @@ class Options:
     exact_queries: int | None = None  # queries the exact scan is timed on (None: all up to LARGE rows, else 10)
     maintenance_work_mem: str = "2GB"
     parallel_workers: int = 1
+    m: int = 16  # the HNSW build parameters (the field's defaults, SEMANTIC_IMAGES["HNSW_M"] ...)
+    ef_construction: int = 64
 
 
 def log(message: str) -> None:
@@ -192,8 +195,11 @@ def sample_images() -> list[str]:
     return names
 
 
-def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator, opts: Options) -> dict[str, Any]:
-    """Empty the photo table, COPY ``n`` rows in, build the HNSW index; timings in seconds."""
+def fill_table(
+    n: int, vectors: np.ndarray, rng: np.random.Generator, opts: Options, build: bool = True
+) -> dict[str, Any]:
+    """Empty the photo table, COPY ``n`` rows in, build the HNSW index (unless not ``build``);
+    timings in seconds."""
     from django.db import connection
     from django.utils import timezone
     from pgvector.psycopg import register_vector
@@ -259,7 +265,8 @@ def fill_table(n: int, vectors: np.ndarray, rng: np.random.Generator, opts: Opti
         timings["owned_rows"] = int(owned.sum())
         log(f"COPY {n:,} rows: {timings['copy_s']} s")
         cursor.execute(f"ANALYZE {table}")
-    timings.update(build_index("vector", opts))
+    if build:
+        timings.update(build_index("vector", opts))
     return timings
 
 
@@ -282,11 +289,11 @@ def build_index(storage: str, opts: Options) -> dict[str, Any]:
             cursor.execute(
                 "SELECT set_config('max_parallel_maintenance_workers', %s, false)", [str(opts.parallel_workers)]
             )
-            log(f"building the {storage} HNSW index")
+            log(f"building the {storage} HNSW index (m {opts.m}, ef_construction {opts.ef_construction})")
             start = time.perf_counter()
             cursor.execute(
                 f"CREATE INDEX {quoted(SEM_INDEX)} ON {table} USING hnsw (embedding_semantic {storage}_cosine_ops) "
-                "WITH (m = 16, ef_construction = 64)"
+                f"WITH (m = {int(opts.m)}, ef_construction = {int(opts.ef_construction)})"
             )
             build_s = time.perf_counter() - start
             build_notices = list(notices)
@@ -312,6 +319,8 @@ def build_index(storage: str, opts: Options) -> dict[str, Any]:
         "shared_buffers_mib": round(shared_buffers / 2**20),
         "maintenance_work_mem": opts.maintenance_work_mem,
         "max_parallel_maintenance_workers": opts.parallel_workers,
+        "m": opts.m,
+        "ef_construction": opts.ef_construction,
         "build_notices": build_notices,
     }
 
@@ -576,7 +585,9 @@ def measure(
             float(np.mean([len(exact["all"][q] & float32_exact["all"][q]) / 10 for q in QUERIES])), 3
         )
         exact = float32_exact
-    result["ef_search_sweep"] = recall_sweep(query_vectors, exact["all"], tuple(EF_SEARCH_SWEEP), None)
+    sweep = tuple(sorted(set(EF_SEARCH_SWEEP) | {EF_SEARCH_IN_FORCE[0]}))
+    result["ef_search_in_force"] = EF_SEARCH_IN_FORCE[0]
+    result["ef_search_sweep"] = recall_sweep(query_vectors, exact["all"], sweep, None)
     in_force = next(row for row in result["ef_search_sweep"] if row["ef_search"] == EF_SEARCH_IN_FORCE[0])
     result["recall_at_10"], result["recall_at_10_min"] = in_force["recall_at_10"], in_force["recall_at_10_min"]
     if owner is not None:
@@ -587,6 +598,24 @@ def measure(
         )
     result["_exact_ids"] = exact
     return result
+
+
+def resolve_auto_ef_search(opts: Options) -> None:
+    """With ``HNSW_EF_SEARCH = "auto"``: the ef_search it gives the loaded table (its
+    estimated rows, as a search reads them) and the index's build, fixed for this size's
+    measurements so that the sweep and the recall name it."""
+    from django_semantic_images import hnsw
+    from django_semantic_images.conf import semantic_settings
+    from photos.models import Photo
+
+    if not AUTO_EF_SEARCH[0]:
+        return
+    hnsw._row_estimates.clear()
+    rows = hnsw.estimated_rows("default", Photo._meta.db_table)
+    ef = hnsw.auto_ef_search(rows, opts.m, opts.ef_construction)
+    semantic_settings.HNSW_EF_SEARCH = ef
+    EF_SEARCH_IN_FORCE[0] = ef
+    log(f'HNSW_EF_SEARCH "auto": {ef} at {rows:,.0f} estimated rows')
 
 
 def run_size(n: int, label_vectors: np.ndarray, opts: Options, save: Any = None) -> dict:
@@ -604,6 +633,7 @@ def run_size(n: int, label_vectors: np.ndarray, opts: Options, save: Any = None)
     result: dict[str, Any] = {"rows": n, "generate_s": round(time.perf_counter() - start, 2)}
     result["uptime_load_before"] = [round(x, 2) for x in os.getloadavg()]
     result.update(fill_table(n, vectors, rng, opts))
+    resolve_auto_ef_search(opts)
     dims = vectors.shape[1]
     del vectors
     encoder = get_encoder()
@@ -751,6 +781,10 @@ def main() -> None:
     parser.add_argument(
         "--parallel-workers", type=int, default=1, help="max_parallel_maintenance_workers for the build"
     )
+    parser.add_argument("--m", type=int, default=16, help="the HNSW index's m (the field's default: 16)")
+    parser.add_argument(
+        "--ef-construction", type=int, default=64, help="the HNSW index's ef_construction (the field's default: 64)"
+    )
     parser.add_argument("--shared-buffers", help="the embedded server's shared_buffers (e.g. 3GB for 1M rows)")
     parser.add_argument(
         "--ef-search-sweep", type=int, nargs="+", default=list(EF_SEARCH_SWEEP), help="ef_search values for recall"
@@ -775,6 +809,8 @@ def main() -> None:
         exact_queries=args.exact_queries,
         maintenance_work_mem=args.maintenance_work_mem,
         parallel_workers=args.parallel_workers,
+        m=args.m,
+        ef_construction=args.ef_construction,
     )
     setup_django()
     overrides = {
@@ -794,7 +830,8 @@ def main() -> None:
 
     if not args.hnsw_per_connection:
         EF_SEARCH_IN_FORCE[0] = semantic_settings.HNSW_EF_SEARCH
-    EF_SEARCH_SWEEP[:] = sorted(set(args.ef_search_sweep) | {EF_SEARCH_IN_FORCE[0]})
+        AUTO_EF_SEARCH[0] = EF_SEARCH_IN_FORCE[0] == "auto"
+    EF_SEARCH_SWEEP[:] = sorted(set(args.ef_search_sweep))
 
     call_command("migrate", verbosity=0)
     encoder = get_encoder()
@@ -809,8 +846,8 @@ def main() -> None:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "hnsw": {
-            "m": 16,
-            "ef_construction": 64,
+            "m": args.m,
+            "ef_construction": args.ef_construction,
             "ef_search": EF_SEARCH_IN_FORCE[0],
             "set": "per connection" if args.hnsw_per_connection else "per query (SET LOCAL)",
             "iterative_scan": CONNECTION_OPTIONS.get("hnsw.iterative_scan", semantic_settings.HNSW_ITERATIVE_SCAN),

@@ -73,8 +73,9 @@ DEFAULTS: dict[str, Any] = {
     # streaming replica (docs/replicas.md); None: Django's routers decide. Embedding
     # always reads and writes the database the model is written to.
     "SEARCH_DATABASE": None,
-    # HNSW search parameters set with SET LOCAL around each ranked query.
-    "HNSW_EF_SEARCH": 200,
+    # HNSW search parameters set with SET LOCAL around each ranked query. "auto": ef_search
+    # sized to the table's estimated rows and its index's build (hnsw.auto_ef_search).
+    "HNSW_EF_SEARCH": "auto",
     "HNSW_ITERATIVE_SCAN": "strict_order",
     "HNSW_MAX_SCAN_TUPLES": 20000,
     "HNSW_SCAN_MEM_MULTIPLIER": 1,

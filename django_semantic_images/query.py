@@ -22,7 +22,7 @@ from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
 from .expressions import SemanticDistance, VisualDistance
-from .fields import EmbeddingPath, EmbeddingStatus, embedding_path
+from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_session_settings, hnsw_settings
 
@@ -38,7 +38,7 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
     (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there, and when
     every HNSW parameter is left to the server, the queryset is evaluated as usual.
     """
-    pairs = hnsw_session_settings()
+    pairs = hnsw_session_settings(using=queryset.db, field=index_field(queryset))
     compiler = queryset.query.get_compiler(using=queryset.db)
     try:
         sql, params = compiler.as_sql()
@@ -52,6 +52,13 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
         cursor.nextset()
         rows = cursor.fetchall()
     return list(compiler.results_iter(results=[rows], tuple_expected=True))
+
+
+def index_field(queryset: models.QuerySet) -> ImageEmbeddingField | None:
+    """The field whose HNSW index a ranked queryset walks (its model's table may be another
+    than the queryset's: Wagtail's images keep their vectors in a table beside)."""
+    ranked_by = getattr(queryset, "_ranked_by", None)
+    return None if ranked_by is None else ranked_by[0].field
 
 
 if TYPE_CHECKING:
@@ -191,7 +198,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
 
     def _fetch_all(self) -> None:
         if self._result_cache is None and self._vector_ranked:
-            with hnsw_settings(self.db):
+            with hnsw_settings(self.db, field=index_field(self)):
                 super()._fetch_all()
             return
         super()._fetch_all()
@@ -202,7 +209,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if not self._vector_ranked:
             yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             return
-        with hnsw_settings(self.db):
+        with hnsw_settings(self.db, field=index_field(self)):
             try:
                 yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             except GeneratorExit:  # the caller stopped early: end the transaction normally
@@ -210,7 +217,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
 
     def explain(self, *, format: str | None = None, **options: Any) -> str:
         if self._vector_ranked:
-            with hnsw_settings(self.db):
+            with hnsw_settings(self.db, field=index_field(self)):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from django.db import connection, models
@@ -194,3 +196,37 @@ def test_best_needs_a_ranking_and_a_positive_count():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="positive number"):
             Photo.objects.semantic_search(np.ones(384, dtype=np.float32)).best(bad)
+
+
+def test_auto_ef_search_grows_with_the_tables_estimated_rows(random_rows, settings):
+    """``HNSW_EF_SEARCH = "auto"``: 200 candidates up to 100k rows, more above them (half as
+    many in a graph built with m >= 24, ef_construction >= 128; read from ``pg_class.reltuples``
+    once per process and TTL), never more than pgvector's 1,000."""
+    from django_semantic_images import hnsw
+
+    assert [hnsw.auto_ef_search(rows) for rows in (0, 2_000, 100_000, 1_000_000, 10**8)] == [200, 200, 200, 800, 1000]
+    assert [hnsw.auto_ef_search(rows, 24, 128) for rows in (300_000, 1_000_000, 10**8)] == [200, 400, 500]
+    assert hnsw.auto_ef_search(1_000_000, 24, 64) == 800
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": "auto"}
+    hnsw._row_estimates.clear()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE photos_photo")
+    ranked = Photo.objects.semantic_search(random_rows[3]).values_list("pk", flat=True)[:10]
+    with CaptureQueriesContext(connection) as queries:
+        first, again = list(ranked.all()), list(ranked.all())
+    sql = [q["sql"] for q in queries]
+    assert sum("reltuples" in s for s in sql) == 1, sql  # the second search reads the cached estimate
+    assert sum("'hnsw.ef_search', '200'" in s for s in sql) == 2, sql
+    assert first == again and len(first) == 10
+    assert hnsw._row_estimates[("default", "photos_photo")][1] == pytest.approx(2001, abs=5)
+    # A million rows (the estimate as a large table's ANALYZE leaves it): 800 candidates.
+    hnsw._row_estimates[("default", "photos_photo")] = (time.monotonic(), 1_000_000.0)
+    with CaptureQueriesContext(connection) as queries:
+        assert [pk for (pk,) in ranked_rows(ranked.all())] == first
+    assert "'hnsw.ef_search', '800'" in queries[0]["sql"]
+    # An expired estimate is read again.
+    hnsw._row_estimates[("default", "photos_photo")] = (time.monotonic() - hnsw.ROW_ESTIMATE_TTL - 1, 1e6)
+    with CaptureQueriesContext(connection) as queries:
+        list(ranked.all())
+    assert "reltuples" in queries[0]["sql"] and "'hnsw.ef_search', '200'" in queries[1]["sql"]
+    hnsw._row_estimates.clear()

@@ -43,7 +43,7 @@ SUGGESTIONS = "embedding_suggestions"
 RANKING_ATTR = "_semantic_visual_ranking"
 
 
-def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int) -> list[Any]:
+def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int, field: ImageEmbeddingField) -> list[Any]:
     """Primary keys of the ``limit`` nearest rows, through the HNSW index (``ORDER BY distance LIMIT n``)."""
     ranked = (
         queryset.filter(**{f"{column}__isnull": False})
@@ -53,7 +53,7 @@ def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int) -> list[
     )
     # SET LOCAL only lasts for the transaction, so the query runs inside the same one.
     with transaction.atomic(using=queryset.db):
-        apply_hnsw_settings(queryset.db)
+        apply_hnsw_settings(queryset.db, field=field)
         return list(ranked)
 
 
@@ -226,14 +226,14 @@ class SemanticSearchAdminMixin(_AdminBase):
                 return queryset.none(), False
             candidates = queryset if ranking.source is None else queryset.exclude(pk=ranking.source.pk)
             visual = VisualDistance(field.name, ranking.vector)
-            pks = top_pks(candidates, visual, field.visual_field, self.similar_images_results)
+            pks = top_pks(candidates, visual, field.visual_field, self.similar_images_results, field)
             qs = self._annotate(queryset.filter(pk__in=pks), visual)
             return self._rank(request, qs, [F("distance").asc()]), False
         if not search_term.strip():
             return super().get_search_results(request, queryset, search_term)
         vector = field.get_encoder().encode_text(search_term).tolist()
         distance = SemanticDistance(field.name, vector)
-        pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results)
+        pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)
         wanted = Q(pk__in=pks)
         exact = None
         if self.get_search_fields(request):
