@@ -88,8 +88,6 @@ def cnn_logits(encoder: Any, folder: Path, images: Sequence[str], cache: Path, l
     path = cache / f"lang-bench-logits-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)
-    import torch
-
     encoder.ensure_image_model()
     started, out = time.perf_counter(), []
     for start in range(0, len(images), 32):
@@ -105,9 +103,7 @@ def cnn_logits(encoder: Any, folder: Path, images: Sequence[str], cache: Path, l
                 for name in images[start : start + 32]
             ]
         )
-        with torch.inference_mode():
-            x = torch.from_numpy(pixels).contiguous(memory_format=torch.channels_last)
-            out.append(encoder.cnn._fc(encoder.cnn.features(x)).float().numpy())
+        out.append(encoder.forward(pixels)[1])  # the CNN in torch or ONNX Runtime (IMAGE_RUNTIME)
     logits = np.concatenate(out)
     np.save(path, logits)
     log(f"CNN logits of {len(images)} images in {time.perf_counter() - started:.0f} s -> {path}")

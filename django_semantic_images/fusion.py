@@ -17,6 +17,8 @@ class prompts' vectors); without one, the rule is the plain weighted mix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .encoders.base import l2_normalize
@@ -41,11 +43,28 @@ def fuse(
     *,
     common: np.ndarray | None = None,
     scale: float = COMMON_SCALE,
+    parts: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Rows are images: ``(1 - w) * image + w * specific part of the words``, renormalised.
 
-    ``text_weight`` 0 keeps the picture alone, 1 the words alone.
+    ``text_weight`` 0 keeps the picture alone, 1 the words alone. ``parts`` (an encoder's
+    ``semantic_parts``: text spaces side by side) fuses each piece on its own, with its piece
+    of ``common``, and joins them as ``normalize_parts`` does: each piece ranks as that text
+    space alone would.
     """
+    if parts:
+        bounds = np.cumsum([0, *parts])
+        pieces = [
+            fuse(
+                np.atleast_2d(image_semantic)[:, a:b],
+                np.atleast_2d(text)[:, a:b],
+                text_weight,
+                common=None if common is None else np.asarray(common)[a:b],
+                scale=scale,
+            )
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        return (np.concatenate(pieces, axis=1) / np.sqrt(len(parts))).astype(np.float32)
     if not 0.0 <= text_weight <= 1.0:
         raise ValueError(f"text_weight must be within [0, 1], got {text_weight}")
     image_semantic = np.atleast_2d(image_semantic)

