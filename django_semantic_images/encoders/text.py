@@ -52,6 +52,8 @@ XLMR_SCRIPTS = (
 MINILM_SCRIPTS = ("LATIN",)
 #: Above this share of unknown tokens among a search's words, the model cannot read them.
 MAX_UNKNOWN_SHARE = 0.5
+#: Longer words are left out of that share (WordPiece makes any of them one unknown token).
+MAX_WORD_CHARS = 100
 #: Defaults a model name brings along (the user's keys win): e5 was trained with these prefixes.
 PRESETS: dict[str, dict[str, Any]] = {
     name: {"QUERY_PREFIX": "query: ", "PASSAGE_PREFIX": "passage: ", "MAX_LENGTH": 512, "SCRIPTS": XLMR_SCRIPTS}
@@ -295,9 +297,10 @@ class SentenceEncoder:
 
     def unknown_share(self, text: str) -> float | None:
         """The share of unknown tokens (``[UNK]``, ``<unk>``) among the tokens of the words of
-        ``text`` that hold letters; None without letters or without a local fast tokenizer
-        (nothing loads for it: no torch)."""
-        words = " ".join(w for w in text.split() if letter_scripts(w))
+        ``text`` that hold letters (and are at most ``MAX_WORD_CHARS`` long); None without such
+        words or without a local fast tokenizer (nothing loads for it: no torch)."""
+        # A word over WordPiece's 100 characters is unknown for its length, not its script.
+        words = " ".join(w for w in text.split() if len(w) <= MAX_WORD_CHARS and letter_scripts(w))
         fast = self._fast_tokenizer() if words else None
         if fast is None:
             return None
