@@ -2,8 +2,7 @@
 
 ``objperm/``: every photo is in the queryset and an object permission hides the
 unpublished ones, so a /similar/ anchor is refused after its lookup. ``two-*/``: a
-model with two image fields and two embedding fields, searched by each. ``multilingual/``:
-a model whose field routes each search by its language (``RoutedConSEEncoder``).
+model with two image fields and two embedding fields, searched by each.
 """
 
 from django.urls import include, path
@@ -14,7 +13,7 @@ from django_semantic_images.api import SemanticResultSerializer, SemanticSearchV
 from example_project.urls import urlpatterns as site_urls
 from photos.api import PhotoSearchViewSet
 from photos.models import Photo
-from tests.multifield.models import MultilingualPhoto, TwoImagePhoto
+from tests.multifield.models import TwoImagePhoto
 
 
 class PublishedOrOwn(BasePermission):
@@ -44,23 +43,9 @@ class ByThumbnail(ByPicture):
     embedding_field = "thumbnail_embedding"
 
 
-class MultilingualResultSerializer(SemanticResultSerializer):
-    class Meta:
-        model = MultilingualPhoto
-        fields = ["id", "alt_text", "score"]
-
-
-class Multilingual(SemanticSearchViewSet):
-    """Search in the editors' own language (tests/test_routed.py)."""
-
-    queryset = MultilingualPhoto.objects.all()
-    serializer_class = MultilingualResultSerializer
-
-
 router = SimpleRouter()
 router.register("objperm", ObjectPermissionViewSet, basename="objperm")
 router.register("two-picture", ByPicture, basename="two-picture")
 router.register("two-thumbnail", ByThumbnail, basename="two-thumbnail")
-router.register("multilingual", Multilingual, basename="multilingual")
 
 urlpatterns = [path("test-api/", include(router.urls)), *site_urls]

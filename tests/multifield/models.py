@@ -25,25 +25,3 @@ class TwoImagePhoto(models.Model):
 
     def __str__(self) -> str:
         return self.picture.name
-
-
-class MultilingualPhoto(models.Model):
-    """A photo searched in the editors' own language (``RoutedConSEEncoder``: 768-d semantic
-    vectors, the English and the multilingual text space side by side)."""
-
-    image = models.ImageField(upload_to="multilingual/")
-    alt_text = models.TextField(blank=True, default="")
-
-    embedding = ImageEmbeddingField(
-        image_field="image",
-        text_fields=["alt_text"],
-        visual_dimensions=1280,
-        semantic_dimensions=768,
-        index=False,
-        encoder="django_semantic_images.encoders.routed.RoutedConSEEncoder",
-    )
-
-    objects = SemanticImageManager()
-
-    def __str__(self) -> str:
-        return self.alt_text or self.image.name

@@ -1,5 +1,7 @@
 """Search in the editors' own language: ``RoutedConSEEncoder`` (encoders/routed.py).
 
+Run with ``pytest tests/multilingual --ds=tests.multilingual.settings`` (``make test`` does).
+
 Against real PostgreSQL + pgvector: each search takes the half of its language, English ranks
 exactly as with the English model alone, a French alt text counts for a French search (the real
 multilingual-e5-small, marked slow), words in a script no model reads are matched as keywords
@@ -28,7 +30,7 @@ from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.training import TrainingOptions, fit_linear_bridge
 from photos.models import Photo
-from tests.multifield.models import MultilingualPhoto
+from tests.multilingual.photos.models import MultilingualPhoto
 
 SEARCH = "/test-api/multilingual/search/"
 ENGLISH = "a dog runs on the beach with a red ball"
@@ -72,8 +74,7 @@ def tiny_models(settings, tiny_bert_384):
 
 
 @pytest.fixture
-def client(settings) -> APIClient:
-    settings.ROOT_URLCONF = "tests.api_urls"
+def client() -> APIClient:
     cache.clear()  # throttle history
     return APIClient()
 
