@@ -31,7 +31,7 @@ from .conf import semantic_settings
 from .device_jpeg import Decoder, JpegHeader, decode_on_device, default_decoder, device_header
 from .encoders.base import Encoder
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
-from .fusion import fuse
+from .fusion import COMMON_SCALE, fuse
 from .imaging import ImageDecodeError, decode_image
 
 logger = logging.getLogger(__name__)
@@ -402,6 +402,7 @@ def _encode_and_write(
                 semantic_settings.TEXT_WEIGHT,
                 common=getattr(encoder, "common_text_direction", None),
                 parts=getattr(encoder, "semantic_parts", None),
+                scale=getattr(encoder, "common_scales", None) or COMMON_SCALE,
             )
         for i, item in enumerate(good):
             updated = _write(

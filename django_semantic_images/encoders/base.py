@@ -82,6 +82,9 @@ class Encoder(abc.ABC):
     #: Widths of the pieces of a semantic vector that are normalised apart (``normalize_parts``),
     #: e.g. two text spaces side by side; None: one space.
     semantic_parts: tuple[int, ...] | None = None
+    #: How much of the common text direction the alt-text fusion removes, one per part (or one
+    #: in all); None: ``fusion.COMMON_SCALE``.
+    common_scales: tuple[float, ...] | None = None
 
     #: Query texts whose vectors are kept (paging through results re-asks the same words).
     query_cache_size = 1024

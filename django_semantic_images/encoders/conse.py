@@ -97,6 +97,8 @@ class ConSEEncoder(Encoder):
         self.text_spec = TextModelSpec.from_setting(semantic_settings.TEXT_MODEL).with_model(text_model)
         #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
         self.semantic_dimensions = self.text_spec.dimensions or 384
+        if self.text_spec.common_scale is not None:  # e5's alt-text fusion (TEXT_MODEL["COMMON_SCALE"])
+            self.common_scales = (self.text_spec.common_scale,)
         self.bridge_path = bridge
         self.bridge: LearnedBridge | None = None
         self._store: BridgeStore | None = None

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..conf import semantic_settings
+from ..fusion import COMMON_SCALE
 from .base import normalize_parts
 from .cache import cache_dir
 from .conse import PROMPTS, ConSEEncoder, lite0_weights_path
@@ -118,6 +119,7 @@ class RoutedConSEEncoder(ConSEEncoder):
         super().__init__(device, text_model=text_model, bridge=bridge, **recipe)
         self.semantic_parts: tuple[int, ...] = (self.english.semantic_dimensions, self.multilingual.semantic_dimensions)
         self.semantic_dimensions = sum(self.semantic_parts)
+        self.common_scales = tuple(h.text_spec.common_scale or COMMON_SCALE for h in self.halves)
 
     @property
     def halves(self) -> tuple[ConSEEncoder, ConSEEncoder]:

