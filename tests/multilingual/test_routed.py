@@ -316,3 +316,53 @@ def test_the_checks_name_a_missing_package_and_a_bridge_of_another_width(tiny_mo
     monkeypatch.setattr(encoder, "refresh_bridge", lambda: None)
     (error,) = [m for m in checks.check_encoders() if m.obj is MultilingualPhoto]
     assert error.id == "semantic_images.E010" and "384-d text vectors" in error.msg and "768-d" in error.msg
+
+
+CAPTIONS = {
+    "chelsea": "Portrait of Winifred",
+    "coffee": "Morning ritual of Bartholomew",
+    "rocket": "Launch day at Kestrel point",
+    "astronaut": "Commander Odalys in her suit",
+    "motorcycle_left": "Ignatius and his old machine",
+    "horse": "Pennywhistle in the paddock",
+    "china": "Temple visit of the Quimby family",
+    "flower": "Grandmother Ysolde's garden",
+}
+
+
+@pytest.mark.django_db
+def test_the_bridge_command_trains_into_both_halves(tiny_models, settings, tmp_path, sample_paths):
+    """``semantic_images_train_bridge`` on the routed encoder: targets in both text spaces, a
+    projection normalised half by half, installed, and the rows re-embedded with it."""
+    import io
+
+    from django.core.management import call_command
+    from PIL import Image, ImageOps
+
+    from django_semantic_images.encoders.bridges import BridgeStore
+
+    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "BRIDGE_DIR": str(tmp_path / "bridges")}
+    rows = []
+    with embedding_deferred():
+        for stem, caption in CAPTIONS.items():
+            image = Image.open(sample_paths[stem]).convert("RGB")
+            image.thumbnail((256, 256))
+            for i, copy in enumerate([image, ImageOps.mirror(image), image.crop((20, 20, *image.size))]):
+                row = MultilingualPhoto(alt_text=caption)
+                buffer = io.BytesIO()
+                copy.save(buffer, "JPEG")
+                row.image.save(f"{stem}-{i}.jpg", ContentFile(buffer.getvalue()), save=False)
+                row.save()
+                rows.append(row)
+    assert not embed_instances(rows).failed
+    out = io.StringIO()
+    args = ["--model", "multilingualphotos.MultilingualPhoto", "--min-images", "10", "--holdout", "0.25"]
+    call_command("semantic_images_train_bridge", *args, "--epochs", "30", stdout=out)
+    bridge = BridgeStore(tmp_path / "bridges").current()
+    assert bridge is not None, out.getvalue()
+    assert bridge.parts == (384, 384) and bridge.weight.shape == (1280, 768)
+    encoder = get_embedding_field(MultilingualPhoto).get_encoder()
+    assert encoder.identity.endswith(f"+bridge:{bridge.version}")
+    vectors = np.array([np.asarray(v) for v in MultilingualPhoto.objects.values_list("embedding_semantic", flat=True)])
+    np.testing.assert_allclose(np.linalg.norm(vectors[:, :384], axis=1), 1 / math.sqrt(2), atol=1e-4)
+    assert set(MultilingualPhoto.objects.values_list("embedding_encoder", flat=True)) == {encoder.identity}
