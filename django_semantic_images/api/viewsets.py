@@ -268,6 +268,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         if note is None:
             return self.page_response(self.sort_best(rows))
         # Words the text model cannot read: keyword matches, unranked, in the caller's order or by key.
+        # The ranked search's parameters are still checked (a bad min_score is a 400 either way).
+        if self.paginator is not None and hasattr(self.paginator, "get_params"):
+            self.paginator.get_params(request, ranked=True)
         value = self.request.query_params.get(self.ordering_param) if self.ordering_fields else None
         if value is not None and value not in self.ordering_choices():
             message = f"{self.ordering_param} must be one of: {', '.join(self.ordering_choices())}."

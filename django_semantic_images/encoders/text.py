@@ -145,10 +145,12 @@ class TextModelSpec:
 
 
 def letter_scripts(text: str) -> list[str]:
-    """The script of each letter of ``text`` (the first word of its Unicode name: ``LATIN``,
-    ``CYRILLIC``, ``CJK``, ``HIRAGANA`` ...); digits, marks, punctuation and emoji are no letters."""
+    """The script of each letter of ``text`` after NFKC normalisation (the first word of its Unicode
+    name: ``LATIN``, ``CYRILLIC``, ``CJK``, ``HIRAGANA`` ...); digits, marks, punctuation and emoji
+    are no letters."""
     scripts = []
-    for char in text:
+    # NFKC first, as tokenizers do: the micro sign is a Greek mu, a fullwidth A a Latin one.
+    for char in unicodedata.normalize("NFKC", text):
         if unicodedata.category(char).startswith("L"):
             name = unicodedata.name(char, "")
             scripts.append(name.split(" ", 1)[0] if name else "UNKNOWN")

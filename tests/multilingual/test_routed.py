@@ -366,3 +366,22 @@ def test_the_bridge_command_trains_into_both_halves(tiny_models, settings, tmp_p
     vectors = np.array([np.asarray(v) for v in MultilingualPhoto.objects.values_list("embedding_semantic", flat=True)])
     np.testing.assert_allclose(np.linalg.norm(vectors[:, :384], axis=1), 1 / math.sqrt(2), atol=1e-4)
     assert set(MultilingualPhoto.objects.values_list("embedding_encoder", flat=True)) == {encoder.identity}
+
+
+def test_a_letters_script_is_read_after_nfkc_normalisation():
+    """Found by schemathesis: the micro sign was reported as a "Micro" script."""
+    from django_semantic_images.encoders.text import letter_scripts, mostly_in
+
+    assert letter_scripts("µ¯¸ Ａb ﬁ") == ["GREEK", "LATIN", "LATIN", "LATIN", "LATIN"]
+    assert letter_scripts("🐈 42 !") == [] and mostly_in("🐈 42 !", ["LATIN"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("extra", "field"), [({"min_score": "false"}, "min_score"), ({"min_relevance": "2"}, "min_relevance")]
+)
+def test_a_keyword_search_still_checks_the_ranked_searchs_parameters(client, sample_photos, extra, field):
+    """Found by schemathesis: a search that fell back to keywords accepted ``min_score=false``."""
+    response = client.get("/api/photos/search/", {"q": "кошка", **extra})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [field]
