@@ -30,13 +30,15 @@ demo-wagtail: $(STAMP)
 
 # The browser tests save their screenshots in a temporary folder: a test run changes no tracked file.
 # The Wagtail integration's tests need Wagtail's apps: a second run with their own settings; the
-# tasks framework's tests (a database task backend instead of in-process embedding) a third.
+# tasks framework's tests (a database task backend instead of in-process embedding) a third; the
+# routed encoder's (a model with two text models) a run of its own.
 test: $(STAMP)
 	scripts/test-services
 	env -u SEMANTIC_IMAGES_SCREENSHOTS $(BIN)/python -m pytest
 	$(BIN)/python -m pytest tests/wagtail --ds=tests.wagtail.settings
 	$(BIN)/python -m pytest tests/tasks_framework --ds=tests.tasks_framework.settings
 	$(BIN)/python -m pytest tests/wagtail_custom --ds=tests.wagtail_custom.settings
+	$(BIN)/python -m pytest tests/multilingual --ds=tests.multilingual.settings
 
 # Refresh the documentation's screenshots (docs/img/admin-*.png, public-search.png, wagtail-*.png) from the
 # browser tests.

@@ -85,8 +85,9 @@ def tests(session: nox.Session, django: str, pins: tuple[str, ...]) -> None:
         session.run("python", "-m", "pytest", *session.posargs)
         return
     # The whole suite, as `make test` runs it: the main run, the Wagtail integration's, the tasks
-    # framework's, and the Wagtail integration's with a custom image model.
+    # framework's, the Wagtail integration's with a custom image model, and the routed encoder's.
     session.run("python", "-m", "pytest")
     session.run("python", "-m", "pytest", "tests/wagtail", "--ds=tests.wagtail.settings")
     session.run("python", "-m", "pytest", "tests/tasks_framework", "--ds=tests.tasks_framework.settings")
     session.run("python", "-m", "pytest", "tests/wagtail_custom", "--ds=tests.wagtail_custom.settings")
+    session.run("python", "-m", "pytest", "tests/multilingual", "--ds=tests.multilingual.settings")

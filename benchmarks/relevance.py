@@ -338,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["minilm", "e5", "route"], choices=["minilm", "e5", "route"])
     parser.add_argument("--multi", type=Path, default=eval_dir / "multi30k_flickr8k")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()), help="Where CNN logits are kept.")
+    parser.add_argument(
+        "--latency-sample", type=int, default=200, help="--lang: queries per language timed one at a time (0: none)."
+    )
     args = parser.parse_args(argv)
     command = "python benchmarks/relevance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.lang:
@@ -392,6 +395,7 @@ def main_languages(args: argparse.Namespace, command: str) -> int:
             args.methods,
             cache=args.cache,
             seed=args.seed,
+            latency_sample=args.latency_sample,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
     table = languages.render(results, command, machine(), data)

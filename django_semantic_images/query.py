@@ -10,17 +10,20 @@ search still fills its page.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Sequence
+from functools import reduce
 from typing import TYPE_CHECKING, Any, Self
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
-from django.db.models import ExpressionWrapper, F, FloatField, Value
+from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from psycopg import ClientCursor
 
 from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
+from .encoders.text import letter_scripts
 from .expressions import SemanticDistance, VisualDistance
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
@@ -264,3 +267,44 @@ def semantic_search(queryset: models.QuerySet, query: Any, *, field: str | None 
 def similar_to(queryset: models.QuerySet, query: Any, **kwargs: Any) -> SemanticQuerySetMixin:
     """``queryset``'s rows ranked by visual likeness (see ``SemanticQuerySetMixin.similar_to``)."""
     return searchable(queryset).similar_to(query, **kwargs)
+
+
+def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]) -> models.QuerySet:
+    """The rows of ``queryset`` holding every whitespace-separated term of ``words`` in one of
+    ``fields`` (``icontains``; no fields: no rows)."""
+    terms = words.split()
+    if not fields or not terms:
+        return queryset.none()
+    match = Q()
+    for term in terms:
+        match &= reduce(operator.or_, (Q(**{f"{name}__icontains": term}) for name in fields))
+    return queryset.filter(match)
+
+
+def unreadable_note(words: str, fields: Sequence[str]) -> str:
+    """What a search whose script the text model cannot read says it did instead."""
+    scripts = sorted({s.title() for s in letter_scripts(words)} - {"Latin"}) or ["these"]
+    where = ", ".join(f.rsplit("__", 1)[-1] for f in fields) if fields else "no text field"
+    return (
+        f"The text model cannot read {', '.join(scripts)} script, so these words were matched as keywords "
+        f"in {where} (results not ranked by meaning)."
+    )
+
+
+def text_search(
+    queryset: models.QuerySet,
+    words: str,
+    *,
+    field: str | None = None,
+    keyword_fields: Sequence[str] | None = None,
+) -> tuple[Any, str | None]:
+    """``(rows, note)``: ``semantic_search(words)`` and no note when the field's encoder reads
+    the words (``Encoder.reads``: their script, unknown tokens); otherwise the rows whose
+    ``keyword_fields`` (default: the field's ``text_fields``) hold every term of the words,
+    unranked, and a note saying so, for the caller to show (the API's ``note``, an admin message).
+    """
+    path = embedding_path(queryset.model, field)
+    if path.field.get_encoder().reads(words):
+        return searchable(queryset).semantic_search(words, field=field), None
+    fields = list(keyword_fields) if keyword_fields is not None else [path.prefix + f for f in path.field.text_fields]
+    return keyword_matches(queryset, words, fields), unreadable_note(words, fields)

@@ -177,11 +177,15 @@ def fit_linear_bridge(
     owner: np.ndarray,
     options: TrainingOptions,
     progress: Progress = no_progress,
+    parts: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weights and bias of a linear map visual -> text space, trained with symmetric InfoNCE.
 
     Each (image, description) pair is a positive; the other images and descriptions of
     the batch are negatives (other descriptions of the same image are masked out).
+    ``parts`` (the encoder's ``semantic_parts``): the projection is normalised piece by piece,
+    as ``LearnedBridge.project`` will, and the targets are every piece (both text models'
+    vectors of each description).
     """
     import torch
     from torch import nn
@@ -208,7 +212,12 @@ def fit_linear_bridge(
                 if len(batch) < 2:
                     continue
                 img = owners[batch]
-                z = F.normalize(model(dropout(x_all[img])), dim=-1)
+                z = model(dropout(x_all[img]))
+                if parts:
+                    pieces = torch.split(z, list(parts), dim=-1)
+                    z = torch.cat([F.normalize(p, dim=-1) for p in pieces], dim=-1) / len(parts) ** 0.5
+                else:
+                    z = F.normalize(z, dim=-1)
                 logits = z @ y_all[batch].T / options.temperature
                 others_same = (img[:, None] == img[None, :]) & ~torch.eye(len(batch), dtype=torch.bool)
                 logits = logits.masked_fill(others_same, -1e4)

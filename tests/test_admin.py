@@ -497,3 +497,17 @@ def test_the_browser_tests_write_screenshots_to_docs_only_when_asked(monkeypatch
     makefile = (browser_tests.DOCS.parent / "Makefile").read_text()
     assert f"{browser_tests.SCREENSHOTS_ENV}=$(CURDIR)/docs/img" in makefile
     assert f"env -u {browser_tests.SCREENSHOTS_ENV}" in makefile.split("\ntest:")[1].split("\n\n")[0]
+
+
+def test_a_search_in_a_script_the_text_model_cannot_read_matches_keywords_with_a_message(admin_client, photos):
+    """all-MiniLM-L6-v2 reads Latin script only: Cyrillic words are matched in the search
+    fields (unranked) and a message says so, instead of a ranking that would be noise."""
+    Photo.objects.filter(pk=photos["chelsea"].pk).update(alt_text="Рыжая кошка на диване")
+    response = admin_client.get(reverse(CHANGELIST), {"q": "кошка"})
+    assert ranked_pks(response) == [photos["chelsea"].pk]
+    (message,) = [m for m in messages_of(response) if "cannot read" in m]
+    assert "Cyrillic" in message and "keywords" in message
+    # Latin words are ranked by meaning as before, without the message.
+    response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
+    assert ranked_pks(response)[0] == photos["coffee"].pk
+    assert not [m for m in messages_of(response) if "cannot read" in m]

@@ -28,7 +28,7 @@ from django.utils.translation import gettext_lazy
 from .. import thumbnails
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import ImageEmbeddingField, get_embedding_field
-from ..query import apply_hnsw_settings
+from ..query import apply_hnsw_settings, keyword_matches, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import SemanticChangeList
@@ -231,6 +231,17 @@ class SemanticSearchAdminMixin(_AdminBase):
             return self._rank(request, qs, [F("distance").asc()]), False
         if not search_term.strip():
             return super().get_search_results(request, queryset, search_term)
+        if not field.get_encoder().reads(search_term):
+            # A script the text model cannot read: the search fields' matches (else the text
+            # fields'), unranked, and a message that says so.
+            search_fields = list(self.get_search_fields(request))
+            if search_fields:
+                matched, duplicates = super().get_search_results(request, queryset, search_term)
+            else:
+                matched, duplicates = keyword_matches(queryset, search_term, field.text_fields), False
+            names = [name.lstrip("^=@") for name in search_fields] or list(field.text_fields)
+            messages.info(request, unreadable_note(search_term, names))
+            return matched, duplicates
         vector = field.get_encoder().encode_text(search_term).tolist()
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)

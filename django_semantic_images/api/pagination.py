@@ -157,6 +157,11 @@ class RankedPagination(BasePagination):
                 "next": {**url, "description": "The next page, or null at the end or past the floor."},
                 "previous": {**url, "description": "The previous page, or null on the first."},
                 "results": schema,
+                "note": {
+                    "type": "string",
+                    "description": "Only when the text search could not rank by meaning: why, and what was "
+                    "done instead (words in a script the text model cannot read are matched as keywords).",
+                },
             },
         }
 

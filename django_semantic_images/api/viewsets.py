@@ -40,7 +40,7 @@ from ..conf import semantic_settings
 from ..duplicates import check_threshold, group_rows, near_duplicates
 from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
-from ..query import SemanticQuerySetMixin, searchable
+from ..query import SemanticQuerySetMixin, searchable, text_search
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .pagination import RankedPagination
 from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8, strict_number
@@ -264,8 +264,24 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             return self.image_search(request)
         params = TextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        ranked = self.searchable_queryset().semantic_search(params.validated_data["q"], field=self.embedding_field)
-        return self.page_response(self.sort_best(ranked))
+        rows, note = text_search(self.searchable_queryset(), params.validated_data["q"], field=self.embedding_field)
+        if note is None:
+            return self.page_response(self.sort_best(rows))
+        # Words the text model cannot read: keyword matches, unranked, in the caller's order or by key.
+        # The ranked search's parameters are still checked (a bad min_score is a 400 either way).
+        if self.paginator is not None and hasattr(self.paginator, "get_params"):
+            self.paginator.get_params(request, ranked=True)
+        value = self.request.query_params.get(self.ordering_param) if self.ordering_fields else None
+        if value is not None and value not in self.ordering_choices():
+            message = f"{self.ordering_param} must be one of: {', '.join(self.ordering_choices())}."
+            raise ValidationError({self.ordering_param: [message]})
+        rows = rows.order_by(*([value] if value else []), "pk")
+        response = self.page_response(rows.annotate(score=Value(None, output_field=FloatField())))
+        if isinstance(response.data, dict):
+            response.data["note"] = note
+        else:
+            response.data = {"results": response.data, "note": note}
+        return response
 
     def image_search(self, request: Request) -> Response:
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)

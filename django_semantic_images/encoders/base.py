@@ -34,6 +34,21 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def normalize_parts(x: np.ndarray, parts: Sequence[int] | None) -> np.ndarray:
+    """Rows cut into consecutive pieces of these widths, each piece scaled to unit length, the
+    whole then to unit length (each piece ``1 / sqrt(len(parts))`` long). ``parts`` None: the
+    plain ``l2_normalize``. A query that is zero outside one piece then ranks such rows exactly as
+    that piece alone would (``RoutedConSEEncoder``)."""
+    x = np.atleast_2d(x)
+    if not parts:
+        return l2_normalize(x)
+    if sum(parts) != x.shape[-1]:
+        raise ValueError(f"Parts {tuple(parts)} do not add up to the width {x.shape[-1]}.")
+    bounds = np.cumsum([0, *parts])
+    pieces = [l2_normalize(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return (np.concatenate(pieces, axis=1) / np.sqrt(len(parts))).astype(np.float32)
+
+
 #: Device files of a GPU that torch could use (NVIDIA, ROCm, WSL's GPU paravirtualisation).
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
@@ -68,6 +83,12 @@ class Encoder(abc.ABC):
     name: str = "encoder"
     visual_dimensions: int
     semantic_dimensions: int
+    #: Widths of the pieces of a semantic vector that are normalised apart (``normalize_parts``),
+    #: e.g. two text spaces side by side; None: one space.
+    semantic_parts: tuple[int, ...] | None = None
+    #: How much of the common text direction the alt-text fusion removes, one per part (or one
+    #: in all); None: ``fusion.COMMON_SCALE``.
+    common_scales: tuple[float, ...] | None = None
 
     #: Query texts whose vectors are kept (paging through results re-asks the same words).
     query_cache_size = 1024
@@ -135,6 +156,17 @@ class Encoder(abc.ABC):
     @abc.abstractmethod
     def load(self) -> None:
         """Load the weights (called once, by ``ensure_loaded``)."""
+
+    def reads(self, text: str) -> bool:
+        """Whether the text model can read ``text`` (its letters' script; ``ConSEEncoder``
+        asks its text model). A search whose words it cannot read falls back to keyword
+        matching (``query.text_search``). The default reads everything."""
+        return True
+
+    def missing_requirements(self) -> list[str]:
+        """What this encoder needs and the site lacks (packages, a matching bridge), one line
+        each (a system check reports them at start). The default needs nothing more."""
+        return []
 
     def prepare(self) -> list[str]:
         """Build what this encoder derives once from its weights and keeps in

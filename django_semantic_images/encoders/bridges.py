@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import l2_normalize
+from .base import normalize_parts
 
 POINTER = "current.json"
 
@@ -47,14 +47,22 @@ class LearnedBridge:
         h.update(f"{self.conse_weight:.4f}".encode())
         return h.hexdigest()[:10]
 
+    @property
+    def parts(self) -> tuple[int, ...] | None:
+        """The text space's pieces normalised apart (``meta["parts"]``, an encoder's
+        ``semantic_parts`` at training: ``RoutedConSEEncoder``'s two text models), or None."""
+        parts = self.meta.get("parts")
+        return tuple(int(p) for p in parts) if parts else None
+
     def project(self, visual: np.ndarray) -> np.ndarray:
         """Visual vectors (normalised here too) into the text space."""
-        return l2_normalize(l2_normalize(visual) @ self.weight + self.bias)
+        return normalize_parts(normalize_parts(visual, None) @ self.weight + self.bias, self.parts)
 
     def apply(self, visual: np.ndarray, conse: np.ndarray) -> np.ndarray:
-        """The blend with ConSE vectors of the same images."""
+        """The blend with ConSE vectors of the same images (piece by piece with ``parts``)."""
         w = self.conse_weight
-        return l2_normalize(w * l2_normalize(conse) + (1.0 - w) * self.project(visual))
+        parts = self.parts
+        return normalize_parts(w * normalize_parts(conse, parts) + (1.0 - w) * self.project(visual), parts)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

