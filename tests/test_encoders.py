@@ -58,6 +58,22 @@ def test_identity_changes_with_the_recipe():
     assert ConSEEncoder(top_k=10).identity != ConSEEncoder(top_k=5).identity
 
 
+def test_flip_averages_an_image_and_its_mirror(sample_paths):
+    """With ``flip`` an image and its mirror image get the same vectors; without, they differ."""
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    plain, flipped = ConSEEncoder(bridge=None, device="cpu"), ConSEEncoder(bridge=None, device="cpu", flip=True)
+    assert flipped.identity != plain.identity == ConSEEncoder(bridge=None, flip=False).identity
+    pixels = plain.preprocess(Image.open(sample_paths["chelsea"]))
+    both = np.stack([pixels, pixels[:, :, ::-1]])
+    emb = flipped.encode_pixels(both)
+    np.testing.assert_allclose(emb.visual[0], emb.visual[1], atol=1e-4)
+    np.testing.assert_allclose(emb.semantic[0], emb.semantic[1], atol=1e-4)
+    assert not np.allclose(plain.encode_pixels(both).visual[0], plain.encode_pixels(both).visual[1], atol=1e-3)
+    mean_feats = (plain.forward(both)[0][0] + plain.forward(both)[0][1]) / 2
+    np.testing.assert_allclose(flipped.forward(both[:1])[0][0], mean_feats, rtol=1e-4, atol=1e-4)
+
+
 def test_clip_backend_loads_a_saved_model_from_a_folder(tiny_clip, sample_paths):
     from django_semantic_images.encoders.clip import CLIPEncoder
 
