@@ -196,16 +196,24 @@ class Lab:
 
         views = v.bridge_views or v.views
         key = (v.network, views, self.args.bridge_seed)
+        start, stop = self.args.bridge_train
+        named = json.dumps([v.network, views, self.args.bridge_seed, start, stop]).encode()
+        path = self.cache / f"levers-bridge-{hashlib.sha256(named).hexdigest()[:16]}.npz"
+        if key not in self._bridges and path.exists():
+            self._bridges[key] = LearnedBridge.load(path)
         if key not in self._bridges:
             started = time.perf_counter()
             feats, _ = self.views(v.network, self.train_dir, self.bridge_images, views)
             caps = captions_of(self.train_dir)
-            texts = [c for n in self.bridge_images for c in caps[n]]
+            # Caption vectors in blocks of 1,000 images, so one slice's cache serves a longer one.
+            blocks = [self.bridge_images[b : b + 1000] for b in range(0, len(self.bridge_images), 1000)]
+            texts = np.concatenate([self.text.encode([c for n in block for c in caps[n]]) for block in blocks])
             owner = np.array([i for i, n in enumerate(self.bridge_images) for _ in caps[n]])
             weight, bias = fit_linear_bridge(
-                l2_normalize(feats), self.text.encode(texts), owner, TrainingOptions(seed=self.args.bridge_seed)
+                l2_normalize(feats), texts, owner, TrainingOptions(seed=self.args.bridge_seed)
             )
             self._bridges[key] = LearnedBridge(weight, bias, 0.2)
+            self._bridges[key].save(path)
             self.log(f"bridge {key}: {len(self.bridge_images)} images, {time.perf_counter() - started:.0f} s")
         return self._bridges[key]
 

