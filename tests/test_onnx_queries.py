@@ -55,6 +55,21 @@ def test_a_cached_model_answers_without_loading_the_torch_model(tiny_bert, tmp_p
     assert onnx.encode([]).shape == (0, 32)
 
 
+
+def test_many_texts_are_encoded_in_batches_of_the_text_models_size(tiny_bert, tmp_path):
+    """A long list goes through ONNX Runtime in the text model's batches, in order, not as one batch."""
+    reference = loaded(tiny_bert)
+    reference.batch_size = 3
+    onnx = OnnxQueryEncoder(reference, cache_dir=tmp_path)
+    onnx.load()
+    sizes: list[int] = []
+    run = onnx._run
+    onnx._run = lambda session, texts: sizes.append(len(texts)) or run(session, texts)  # type: ignore[method-assign]
+    texts = [f"{text} {i}" for i in range(2) for text in TEXTS] + ["one more"]
+    got = onnx.encode(texts)
+    assert sizes == [3, 3, 3]
+    np.testing.assert_allclose(got, reference.encode(texts), atol=1e-5)
+
 def test_the_tokenizer_without_torch_gives_the_transformers_ids():
     """``tokenize()`` (tokenizers only) equals the transformers tokenizer the torch path uses."""
     text = SentenceEncoder(None, "cpu")

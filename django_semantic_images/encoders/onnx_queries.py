@@ -188,11 +188,15 @@ class OnnxQueryEncoder:
         return np.asarray(session.run(None, self.text.tokenize(texts, query=True))[0], dtype=np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """The texts' vectors, in batches of the text model's ``batch_size`` (as the torch path
+        does): one batch of thousands of texts pads them all to the longest and holds every
+        layer's activations at once (4,645 captions through e5's 12 layers took 16 GB)."""
         if self.session is None:
             self.load()
         if not texts:
             return self._run(self.session, [""])[:0]
-        return self._run(self.session, texts)
+        size = max(1, self.text.batch_size)
+        return np.concatenate([self._run(self.session, texts[i : i + size]) for i in range(0, len(texts), size)])
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search words (this model only encodes those): ``encode()``."""
