@@ -55,7 +55,6 @@ def test_a_cached_model_answers_without_loading_the_torch_model(tiny_bert, tmp_p
     assert onnx.encode([]).shape == (0, 32)
 
 
-
 def test_many_texts_are_encoded_in_batches_of_the_text_models_size(tiny_bert, tmp_path):
     """A long list goes through ONNX Runtime in the text model's batches, in order, not as one batch."""
     reference = loaded(tiny_bert)
@@ -69,6 +68,7 @@ def test_many_texts_are_encoded_in_batches_of_the_text_models_size(tiny_bert, tm
     got = onnx.encode(texts)
     assert sizes == [3, 3, 3]
     np.testing.assert_allclose(got, reference.encode(texts), atol=1e-5)
+
 
 def test_the_tokenizer_without_torch_gives_the_transformers_ids():
     """``tokenize()`` (tokenizers only) equals the transformers tokenizer the torch path uses."""
