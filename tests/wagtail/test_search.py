@@ -189,3 +189,19 @@ def test_ranking_through_the_join_uses_the_hnsw_index(indexed_images):
     plan = ranked[:10].explain()
     index = ImageVectors._meta.indexes[1].name  # the semantic vectors' HNSW index
     assert f"Index Scan using {index}" in plan, plan
+
+
+def test_words_in_a_script_the_text_model_cannot_read_get_wagtails_keyword_search(
+    superuser_client, sample_images, make_image, sample_paths, django_capture_on_commit_callbacks
+):
+    """MiniLM reads Latin script only: Cyrillic words rank nothing by meaning (noise); the listing
+    and the chooser answer with Wagtail's own keyword matches, and the listing says so."""
+    with django_capture_on_commit_callbacks(execute=True):
+        cat = make_image(sample_paths["chelsea"], "кошка на диване")
+    embed_pks(ImageVectors, [cat.pk])
+    response = superuser_client.get(reverse("wagtailimages:index"), {"q": "кошка"})
+    assert list(response.context["object_list"]) == [cat]
+    notes = [str(m) for m in response.context["messages"]]
+    assert any("cannot read Cyrillic" in note for note in notes)
+    assert chooser(superuser_client, q="кошка") == [cat]
+    assert len(listing(superuser_client, q="a cat")) > 1  # Latin words are still ranked by meaning

@@ -8,6 +8,7 @@ template stays as it is.
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 from wagtail.admin.forms.choosers import SearchFilterMixin
@@ -15,8 +16,19 @@ from wagtail.images import get_image_model
 from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserViewSet, ImageChooseView
 from wagtail.images.views.images import IndexView
 
+from ...fields import embedding_path
+from ...query import unreadable_note
 from .photo_search import PhotoSearchMixin
 from .search import DEFAULT_LIMIT, RankedResults, encode_words, keyword_matches, rank_by_meaning, ranked_results
+
+#: What Wagtail's own search box matches, named in the note of a search that falls back to it.
+KEYWORD_FIELDS = ("title", "tags")
+
+
+def reads(model: type, words: str) -> bool:
+    """Whether the images' text model can read ``words`` (``Encoder.reads``); if not, the search
+    boxes fall back to Wagtail's keyword search."""
+    return embedding_path(model).field.get_encoder().reads(words)
 
 
 class SemanticImageIndexView(PhotoSearchMixin, IndexView):
@@ -37,6 +49,10 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
     def search_queryset(self, queryset: QuerySet) -> QuerySet:
         if not self.is_searching:
             return queryset
+        if not reads(queryset.model, self.search_query):
+            # A script the text model cannot read: Wagtail's own keyword search, and a message.
+            messages.info(self.request, unreadable_note(self.search_query, KEYWORD_FIELDS))
+            return super().search_queryset(queryset)
         limit = self.semantic_search_results
         vector = encode_words(queryset.model, self.search_query)  # encoded while the keyword query runs
         keyword = keyword_matches(queryset, self.search_query, backend=self.search_backend_name, limit=limit)
@@ -63,6 +79,8 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         if not words:
             return super().filter(objects)
         # The filters after Wagtail's search field (the base form's), without its search.
+        if not reads(objects.model, words):  # a script the text model cannot read: Wagtail's search
+            return super().filter(objects)
         objects = super(SearchFilterMixin, self).filter(objects)
         self.is_searching = True
         self.search_query = words
