@@ -239,10 +239,16 @@ class ConSEEncoder(Encoder):
             if self.device.startswith("cuda"):
                 cnn = cnn.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.cnn = cnn
-        self.ensure_part("head", self._load_head)
+        self.ensure_part("classes", self._load_classes)
+
+    def _load_classes(self) -> None:
+        """The class vectors (and the common text direction) that ConSE mixes."""
+        self.label_vectors, self.common_text_direction = self.cached_class_vectors()
 
     def _load_head(self) -> None:
-        """The class vectors and the CNN's last layer (what ``encode_stored`` needs; no CNN)."""
+        """The CNN's last layer, for ``encode_stored`` (no CNN). Read from the torch model when it is
+        loaded, else from the weights file: only the text-only re-embed imports torch for it, never
+        an image search through the ONNX CNN."""
         if self.cnn is not None:
             weight, bias = self.cnn._fc.weight, self.cnn._fc.bias
             self.fc = (weight.detach().float().cpu().numpy(), bias.detach().float().cpu().numpy())
@@ -251,7 +257,6 @@ class ConSEEncoder(Encoder):
 
             state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
             self.fc = (state["_fc.weight"].float().numpy(), state["_fc.bias"].float().numpy())
-        self.label_vectors, self.common_text_direction = self.cached_class_vectors()
 
     def prepare(self) -> list[str]:
         """The class vectors and, where search words take ONNX Runtime, the query model."""
@@ -339,6 +344,7 @@ class ConSEEncoder(Encoder):
     def encode_stored(self, visual: np.ndarray, norms: np.ndarray) -> np.ndarray:
         """The semantic vectors from stored visual vectors and norms: the logits are the last
         layer on the pooled features, ``W (n v) + b``, so only the mixture runs (no CNN)."""
+        self.ensure_part("classes", self._load_classes)
         self.ensure_part("head", self._load_head)
         assert self.fc is not None
         weight, bias = self.fc
