@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE = (4000, 3000)
 
 
-def make_photos(folder: Path, count: int) -> list[Path]:
-    """``count`` distinct 12-megapixel JPEGs made from the sample photos (cached)."""
+def make_photos(folder: Path, count: int, size: tuple[int, int] = SIZE) -> list[Path]:
+    """``count`` distinct JPEGs of ``size`` (default 12 megapixels) made from the sample photos (cached)."""
     from PIL import Image, ImageEnhance, ImageOps
 
     from photos.samples import sample_photo_paths
@@ -65,7 +65,7 @@ def make_photos(folder: Path, count: int) -> list[Path]:
         if round_ % 2:
             image = ImageOps.mirror(image)
         image = ImageEnhance.Brightness(image).enhance(0.85 + 0.05 * (round_ % 7))
-        image.resize(SIZE, Image.BICUBIC).save(path, "JPEG", quality=90)
+        image.resize(size, Image.Resampling.BICUBIC).save(path, "JPEG", quality=90)
     return paths
 
 

@@ -40,30 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.ingest import make_photos
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_photos(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
-    """``count`` distinct JPEGs of ``size`` made from the sample photos (cached)."""
-    from PIL import Image, ImageEnhance, ImageOps
-
-    from photos.samples import sample_photo_paths
-
-    folder.mkdir(parents=True, exist_ok=True)
-    samples = sample_photo_paths()
-    paths = []
-    for i in range(count):
-        path = folder / f"photo-{i:04d}.jpg"
-        paths.append(path)
-        if path.exists():
-            continue
-        image = Image.open(samples[i % len(samples)]).convert("RGB")
-        round_ = i // len(samples)
-        if round_ % 2:
-            image = ImageOps.mirror(image)
-        image = ImageEnhance.Brightness(image).enhance(0.85 + 0.05 * (round_ % 7))
-        image.resize(size, Image.Resampling.BICUBIC).save(path, "JPEG", quality=90)
-    return paths
 
 
 def use_text_model(model: str | None) -> None:

@@ -31,6 +31,7 @@ from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.training import TrainingOptions, fit_linear_bridge
 from photos.models import Photo
 from tests.multilingual.photos.models import MultilingualPhoto
+from tests.test_training import CAPTIONS
 
 SEARCH = "/test-api/multilingual/search/"
 ENGLISH = "a dog runs on the beach with a red ball"
@@ -316,18 +317,6 @@ def test_the_checks_name_a_missing_package_and_a_bridge_of_another_width(tiny_mo
     monkeypatch.setattr(encoder, "refresh_bridge", lambda: None)
     (error,) = [m for m in checks.check_encoders() if m.obj is MultilingualPhoto]
     assert error.id == "semantic_images.E010" and "384-d text vectors" in error.msg and "768-d" in error.msg
-
-
-CAPTIONS = {
-    "chelsea": "Portrait of Winifred",
-    "coffee": "Morning ritual of Bartholomew",
-    "rocket": "Launch day at Kestrel point",
-    "astronaut": "Commander Odalys in her suit",
-    "motorcycle_left": "Ignatius and his old machine",
-    "horse": "Pennywhistle in the paddock",
-    "china": "Temple visit of the Quimby family",
-    "flower": "Grandmother Ysolde's garden",
-}
 
 
 @pytest.mark.django_db
