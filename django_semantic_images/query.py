@@ -2,9 +2,9 @@
 
 ``semantic_search()`` and ``similar_to()`` annotate ``distance`` and ``score``
 and order by distance, so they compose with ``.filter()``, permissions and
-pagination. Evaluation wraps the query in a transaction that sets pgvector's
-``hnsw.ef_search`` and iterative index scan with ``SET LOCAL``, so a filtered
-search still fills its page.
+pagination. Evaluation sets pgvector's ``hnsw.ef_search`` and iterative index scan
+for the query's transaction only (``SET LOCAL``), so a filtered search still fills its
+page: ``list()`` sends the settings and the query in one message (one round trip).
 """
 
 from __future__ import annotations
@@ -33,13 +33,15 @@ from .hnsw import hnsw_session_settings, hnsw_settings
 def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
     """The rows of a ranked ``values_list()`` queryset, fetched in one round trip.
 
-    Evaluating a ranked queryset takes four (BEGIN, the settings, the query, COMMIT): on a
-    busy server each one waits to be scheduled. Here the settings and the query go as one
-    message of two statements, which PostgreSQL runs as one transaction, so SET LOCAL lasts
-    until the query is done (inside a caller's transaction, until that one ends, as with
-    ``hnsw_settings``). A connection that binds parameters on the server
-    (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there, and when
-    every HNSW parameter is left to the server, the queryset is evaluated as usual.
+    With the settings in a transaction of their own, a ranked query takes four round trips
+    (BEGIN, the settings, the query, COMMIT): on a busy server each one waits to be
+    scheduled. Here the settings and the query go as one message of two statements, which
+    PostgreSQL runs as one transaction, so SET LOCAL lasts until the query is done (inside a
+    caller's transaction, until that one ends, as with ``hnsw_settings``); evaluating a
+    ranked queryset does the same. A connection that binds parameters on the server
+    (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there the
+    settings go in a transaction of their own, and when every HNSW parameter is left to the
+    server the query goes alone.
     """
     pairs = hnsw_session_settings(using=queryset.db, field=index_field(queryset))
     compiler = queryset.query.get_compiler(using=queryset.db)
@@ -47,14 +49,48 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
         sql, params = compiler.as_sql()
     except EmptyResultSet:
         return []
+    if not pairs or not binds_on_client(connections[queryset.db]):
+        return list(queryset)
     with connections[queryset.db].cursor() as cursor:
-        if not pairs or not isinstance(getattr(cursor, "cursor", None), ClientCursor):
-            return list(queryset)
-        settings_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
-        cursor.execute(f"{settings_sql}; {sql}", [*(v for pair in pairs for v in pair), *params])
+        cursor.execute(*settings_first(pairs, sql, params))
         cursor.nextset()
         rows = cursor.fetchall()
     return list(compiler.results_iter(results=[rows], tuple_expected=True))
+
+
+def binds_on_client(connection: Any) -> bool:
+    """Whether ``connection``'s cursors bind parameters in the client (psycopg's ``ClientCursor``,
+    Django's default), so that one message can carry two statements."""
+    with connection.cursor() as cursor:
+        return isinstance(getattr(cursor, "cursor", None), ClientCursor)
+
+
+def settings_first(pairs: list[tuple[str, str]], sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``sql`` preceded by the statement that sets the HNSW ``pairs`` for its transaction."""
+    settings_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
+    return f"{settings_sql}; {sql}", [*(v for pair in pairs for v in pair), *params]
+
+
+class SettingsFirst:
+    """An execute wrapper (``connection.execute_wrapper``) that sends the HNSW settings in the
+    same message as the next query, and leaves the cursor on that query's rows.
+
+    PostgreSQL runs the two statements of one message as one transaction (inside a caller's
+    transaction, as part of it), so SET LOCAL lasts until the query is done. Only the first
+    query is changed: what runs after it (``prefetch_related``) goes as it is.
+    """
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+        self.done = False
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        if self.done or many:
+            return execute(sql, params, many, context)
+        self.done = True
+        result = execute(*settings_first(self.pairs, sql, params or ()), many, context)
+        context["cursor"].nextset()
+        return result
 
 
 def index_field(queryset: models.QuerySet) -> ImageEmbeddingField | None:
@@ -200,11 +236,18 @@ class SemanticQuerySetMixin(_QuerySetBase):
         return self.filter(**{path.column("status"): EmbeddingStatus.FAILED})
 
     def _fetch_all(self) -> None:
-        if self._result_cache is None and self._vector_ranked:
+        if self._result_cache is not None or not self._vector_ranked:
+            super()._fetch_all()
+            return
+        pairs = hnsw_session_settings(using=self.db, field=index_field(self))
+        connection = connections[self.db]
+        if not pairs or not binds_on_client(connection):
             with hnsw_settings(self.db, field=index_field(self)):
                 super()._fetch_all()
             return
-        super()._fetch_all()
+        # One round trip instead of four (BEGIN, the settings, the query, COMMIT): see ranked_rows.
+        with connection.execute_wrapper(SettingsFirst(pairs)):
+            super()._fetch_all()
 
     def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]:
         """``.iterator()``: the rows come from a server-side cursor, read inside the same

@@ -18,6 +18,8 @@ import pytest
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django_filters import rest_framework as filters
 from PIL import Image, ImageOps
 from rest_framework.request import Request
@@ -72,6 +74,21 @@ def test_text_search_ranks_the_cat_first_with_score_and_urls(client, sample_phot
     scores = [row["score"] for row in body["results"]]
     assert scores == sorted(scores, reverse=True)
     assert "offset=5" in body["next"]
+
+
+def test_a_search_is_one_database_round_trip(client, sample_photos):
+    """Once the process has the table's size, the calibration sample and the thumbnails, a text
+    search is one query: the HNSW settings go with it (they were a round trip of their own, and
+    outside a transaction BEGIN and COMMIT two more)."""
+    assert client.get(SEARCH, {"q": "a cat"}).status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(SEARCH, {"q": "a red bicycle", "limit": 5, "owner": 1})
+    assert response.status_code == 200 and len(response.json()["results"]) == 0
+    with CaptureQueriesContext(connection) as more:
+        response = client.get(SEARCH, {"q": "a red bicycle", "limit": 5})
+    assert response.status_code == 200 and len(response.json()["results"]) == 5
+    assert [len(queries), len(more)] == [1, 1], [q["sql"] for q in [*queries, *more]]
+    assert "set_config('hnsw.ef_search'" in more[0]["sql"]
 
 
 def test_search_by_photo_finds_the_original_of_a_flipped_copy(client, sample_photos, sample_paths):

@@ -140,6 +140,23 @@ def test_ranked_rows_send_the_hnsw_settings_with_the_query(index_forced, setting
     assert ranked_rows(ranked[:30]) == rows
 
 
+def test_a_ranked_page_is_one_round_trip_with_the_settings_in_force(index_forced, settings, monkeypatch):
+    """Evaluating a ranked queryset sends the HNSW settings and the query as one message (it
+    took a round trip for the settings and, outside a transaction, BEGIN and COMMIT); the
+    settings are in force (a 10% filter fills the page). A connection that binds on the server
+    gets the settings in a statement of their own, and the same rows."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[11])[:30]
+    with CaptureQueriesContext(connection) as queries:
+        page = [p.pk for p in ranked.all()]
+    assert len(queries) == 1 and "set_config('hnsw.ef_search', '40', true)" in queries[0]["sql"]
+    assert len(page) == 30
+    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    with CaptureQueriesContext(connection) as queries:
+        assert [p.pk for p in ranked.all()] == page
+    assert len(queries) == 2 and "set_config" not in queries[1]["sql"]
+
+
 @isolate_apps("photos")
 def test_a_model_keeps_its_own_manager():
     """The manager is optional: a model with an ImageEmbeddingField keeps the manager it declares."""

@@ -21,7 +21,7 @@ outside the site's queryset is returned.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 from django import forms
 from django.db import DataError, models
@@ -63,6 +63,19 @@ THRESHOLD_MESSAGE = "threshold must be a number greater than 0 and at most 1 (a 
 MULTIPART_OVERHEAD = 64 * 1024
 
 
+class ParamRules(NamedTuple):
+    """The query string a list or search action takes: what ``initial`` checks."""
+
+    accepted: frozenset[str]  # every parameter it knows
+    single: frozenset[str]  # those that may be given once only
+    filters: tuple[str, ...]  # the filter backends' (an empty value is refused)
+    integers: tuple[str, ...]  # written as the schema's integer
+    numbers: tuple[str, ...]  # written as the schema's number
+
+
+_param_rules: dict[tuple[Any, ...], ParamRules] = {}
+
+
 class SemanticSearchViewSet(viewsets.GenericViewSet):
     """Ranked search over ``get_queryset()``; set ``queryset`` and ``serializer_class``.
 
@@ -94,6 +107,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     ordering_fields: tuple[str, ...] = ()
     ordering_within = 100
     ordering_param = "ordering"
+    # The accepted query parameters are read from the filter backends, the filterset's form and
+    # the paginator once per process (``param_rules``); False reads them on every request.
+    cache_param_rules = True
 
     @property
     def throttle_scope(self) -> str:
@@ -136,18 +152,58 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         super().initial(request, *args, **kwargs)
         ensure_utf8(request)
         if self.action in ("list", "search", "similar", "duplicates"):
-            filters = self.filter_params()
-            accepted = {*self.common_params, *self.paging_params(), *filters}
-            if self.action == "search" and request.method == "GET":
-                accepted.add("q")
-            if self.action == "duplicates":
-                accepted.add(THRESHOLD_PARAM)
-            if self.action in RANKED_ACTIONS and self.ordering_fields:
-                accepted.add(self.ordering_param)
-            ensure_known(request.query_params.keys(), accepted)
-            ensure_single(request.query_params, accepted - self.repeatable_params())
-            ensure_filled(request.query_params, filters)
-            ensure_numeric(request.query_params, *self.numeric_filter_params())
+            rules = self.param_rules()
+            ensure_known(request.query_params.keys(), rules.accepted)
+            ensure_single(request.query_params, rules.single)
+            ensure_filled(request.query_params, rules.filters)
+            ensure_numeric(request.query_params, rules.integers, rules.numbers)
+
+    def param_rules(self) -> ParamRules:
+        """What ``initial`` checks the query string against, for this action and method.
+
+        Built from ``filter_params``, ``paging_params``, ``repeatable_params`` and
+        ``numeric_filter_params`` (which build the filterset's form): per process, once per view
+        class, action, method, filter backends and filterset, unless ``cache_param_rules`` is off
+        (a site whose filters or paging change per request).
+        """
+        key = None
+        if self.cache_param_rules:
+            fields = getattr(self, "filterset_fields", None)
+            key = (
+                type(self),
+                self.action,
+                self.request.method if self.request is not None else None,
+                tuple(self.filter_backends),
+                getattr(self, "filterset_class", None),
+                None if fields is None else repr(fields),
+                self.pagination_class,
+                tuple(self.common_params),
+                tuple(self.multi_valued_params),
+                tuple(self.ordering_fields),
+                self.ordering_param,
+            )
+            found = _param_rules.get(key)
+            if found is not None:
+                return found
+        filters = self.filter_params()
+        accepted = {*self.common_params, *self.paging_params(), *filters}
+        if self.action == "search" and self.request is not None and self.request.method == "GET":
+            accepted.add("q")
+        if self.action == "duplicates":
+            accepted.add(THRESHOLD_PARAM)
+        if self.action in RANKED_ACTIONS and self.ordering_fields:
+            accepted.add(self.ordering_param)
+        integers, numbers = self.numeric_filter_params()
+        rules = ParamRules(
+            frozenset(accepted),
+            frozenset(accepted - self.repeatable_params()),
+            tuple(filters),
+            tuple(integers),
+            tuple(numbers),
+        )
+        if key is not None:
+            _param_rules[key] = rules
+        return rules
 
     def paging_params(self) -> list[str]:
         paginator = self.paginator
