@@ -49,6 +49,7 @@ from benchmarks.relevance import machine, setup_django
 ROOT = Path(__file__).resolve().parent.parent
 Log = Callable[[str], None]
 RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0)
+BOTH_WEIGHTS = (0.0, 0.3, 0.5, 0.7, 1.0)  # weight of the MiniLM half for a non-English query (--both)
 LOSSES = ("cosine", "infonce")  # fitted by gradient descent from the best ridge map of each text source
 
 
@@ -284,8 +285,32 @@ def measure(args: Any, p: Texts, train: TrainSet, test: languages.LangQueries, l
     else:
         m = fit_map(x, y, ridge)
 
+    both_lines: list[str] = []
+    if args.both:
+        # ConSE in both halves, as RoutedConSEEncoder stores it: a non-English query searches the MiniLM
+        # half through the map and the e5 half directly, ``w * cos_MiniLM + (1 - w) * cos_e5``.
+        _, conse_e5 = languages.conse_side(languages.TEXT_MODELS["e5"], np.concatenate([test_out[1], train_out[1]]))
+        e5_test, e5_held = conse_e5[:n_test], conse_e5[n_test:][p.held]
+        mini_held = held_galleries["ConSE"]
+        both_lines += ["", f"Both halves (ConSE; map: {source}, {fit_name(ridge)}), held-out train images, R@5:", ""]
+        best_w: tuple[float, float] | None = None
+        for w in BOTH_WEIGHTS:
+            out, scores = [], []
+            for lang, (q, right) in held_queries.items():
+                s_ = w * apply_map(m, q) @ mini_held.T + (1 - w) * q @ e5_held.T
+                r5 = languages.rank(s_, np.eye(len(mini_held), dtype=np.float32), right, args.seed).r5
+                scores.append(r5)
+                out.append(f"{lang} {r5:.1f}")
+            mean = float(np.mean(scores))
+            name = {0.0: "e5 alone (today's route)", 1.0: "map alone"}.get(w, f"w {w:g}")
+            both_lines.append(f"- {name}: " + ", ".join(out) + f" (mean {mean:.1f})")
+            log(both_lines[-1])
+            if 0 < w < 1 and (best_w is None or mean > best_w[0]):
+                best_w = (mean, w)
+        assert best_w is not None
+        both_lines.append(f"- chosen: w {best_w[1]:g}")
     if args.held_only:
-        print("\n".join(lines))
+        print("\n".join(lines + both_lines))
         return 0
 
     # The test split, once.
@@ -294,6 +319,7 @@ def measure(args: Any, p: Texts, train: TrainSet, test: languages.LangQueries, l
         "| vectors | queries | n | R@1 | R@5 | R@10 | median rank | R@5 / English R@5 |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    english_of: dict[str, float] = {}
     for g, gal in galleries.items():
         english = None
         for lang in ("en", "fr", "cs"):
@@ -311,13 +337,30 @@ def measure(args: Any, p: Texts, train: TrainSet, test: languages.LangQueries, l
             s = languages.rank(q, gal, [i for _, i in rows], args.seed)
             ratio = ""
             if lang == "en":
-                english = s.r5
+                english = english_of[g] = s.r5
             elif english:
                 ratio = f"{100 * s.r5 / english:.0f}%"
             table.append(
                 f"| {g} | {label} | {s.queries} | {s.r1:.1f} | {s.r5:.1f} | {s.r10:.1f} | {s.median_rank:g} | {ratio} |"
             )
             log(table[-1])
+    if args.both:
+        for lang in ("fr", "cs"):
+            rows = [(t, i) for t, i in test.queries[lang] if t in e5]
+            q = np.stack([e5[t] for t, _ in rows])
+            right = [i for _, i in rows]
+            for label, w in (
+                (f"{lang} (e5 alone, today's route)", 0.0),
+                (f"{lang} (both halves, w {best_w[1]:g})", best_w[1]),
+            ):
+                s_ = w * apply_map(m, q) @ conse_test.T + (1 - w) * q @ e5_test.T
+                sc = languages.rank(s_, np.eye(n_test, dtype=np.float32), right, args.seed)
+                ratio = f"{100 * sc.r5 / english_of['ConSE']:.0f}%"
+                table.append(
+                    f"| ConSE (both halves) | {label} | {sc.queries} | {sc.r1:.1f} | {sc.r5:.1f} | {sc.r10:.1f} | "
+                    f"{sc.median_rank:g} | {ratio} |"
+                )
+                log(table[-1])
     # The map's cost on a query: one 384 x 384 product and a normalisation.
     q1 = np.stack([e5[t] for t, _ in test.queries["fr"][:1] if t in e5] or [np.ones(384, np.float32)])
     t0 = time.perf_counter()
@@ -339,6 +382,7 @@ def measure(args: Any, p: Texts, train: TrainSet, test: languages.LangQueries, l
             *table,
             "",
             *lines,
+            *both_lines,
         ]
     )
     if args.out == "-":
@@ -362,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()), help="Where outputs are kept.")
     parser.add_argument("--encode", choices=sorted(languages.TEXT_MODELS), help="Only fill the text-vector cache.")
     parser.add_argument("--losses", nargs="*", default=[], choices=LOSSES, help="Also these gradient fits.")
+    parser.add_argument("--both", action="store_true", help="Also ConSE in both halves (e5's class vectors).")
     parser.add_argument("--held-only", action="store_true", help="Only the choices on held-out train images.")
     parser.add_argument("--out", default="-", help="'-' prints the table")
     args = parser.parse_args(argv)
