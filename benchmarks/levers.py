@@ -256,9 +256,9 @@ def variant_sets() -> dict[str, list[Variant]]:
     # Lite1 with the mirror (ENCODER_OPTIONS {"cnn": "lite1", "flip": True}), beside each alone.
     sets["lite1flip"] = [
         Variant("lite0 center", network="lite0"),
-        Variant("lite0 center+flip", network="lite0", views=("center", "flip")),
         Variant("lite1 center", network="lite1"),
         Variant("lite1 center+flip", network="lite1", views=("center", "flip")),
+        Variant("lite0 center+flip", network="lite0", views=("center", "flip")),
     ]
     sets["bridge"] = [
         Variant("bridge lite0 center", bridge=True),
