@@ -1,6 +1,6 @@
 """Does the CNN's runtime change what a search finds? Torch and ONNX Runtime side by side.
 
-    PYTHONPATH=.:example_project python benchmarks/image_runtime.py [--limit 1000] [--json out.json]
+    PYTHONPATH=.:example_project python benchmarks/image_runtime.py [--limit 1000] [--cnn lite1] [--json out.json]
 
 The Flickr8k test images are decoded once (as a worker decodes them) and run through
 the default ConSE encoder (no bridge, no alt text) twice: with the CNN in torch and in
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N images only")
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--cnn", default="lite0", help="ENCODER_OPTIONS['cnn'] (default lite0)")
     args = parser.parse_args()
 
     import django
@@ -53,13 +54,17 @@ def main() -> None:
 
     data = Captioned.read(args.test, args.limit)
     names = list(data.captions)
+    prep = ConSEEncoder(device="cpu", bridge=None, cnn=args.cnn)
     pixels = np.stack(
-        [ConSEEncoder.preprocess(None, decode_image((data.folder / "images" / n).read_bytes())) for n in names]  # type: ignore[arg-type]
+        [
+            prep.preprocess(decode_image((data.folder / "images" / n).read_bytes(), min_side=prep.input_side))
+            for n in names
+        ]
     )
     encoders = {}
     for runtime in ("torch", "onnx"):
         semantic_settings.IMAGE_RUNTIME = runtime  # read when the CNN loads
-        encoder = encoders[runtime] = ConSEEncoder(device="cpu", bridge=None)
+        encoder = encoders[runtime] = ConSEEncoder(device="cpu", bridge=None, cnn=args.cnn)
         encoder.ensure_image_model()
         assert encoder.image_runtime == runtime, f"the {runtime} runtime could not be loaded"
     texts = [c for n in names for c in data.captions[n]]
@@ -94,6 +99,7 @@ def main() -> None:
         "machine": describe_machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "threads": args.threads,
+        "cnn": args.cnn,
         "images": len(names),
         "queries": len(texts),
         "rows": rows,

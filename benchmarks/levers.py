@@ -253,6 +253,13 @@ def variant_sets() -> dict[str, list[Variant]]:
         Variant("lite1 center", network="lite1"),
         Variant("lite2 center", network="lite2"),
     ]
+    # Lite1 with the mirror (ENCODER_OPTIONS {"cnn": "lite1", "flip": True}), beside each alone.
+    sets["lite1flip"] = [
+        Variant("lite0 center", network="lite0"),
+        Variant("lite1 center", network="lite1"),
+        Variant("lite1 center+flip", network="lite1", views=("center", "flip")),
+        Variant("lite0 center+flip", network="lite0", views=("center", "flip")),
+    ]
     sets["bridge"] = [
         Variant("bridge lite0 center", bridge=True),
         Variant("bridge lite0 center+flip", views=("center", "flip"), bridge=True),

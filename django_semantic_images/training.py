@@ -269,6 +269,7 @@ def semantic_without_words(
         try:
             image = decode_image(
                 _read(field.file(instance)),
+                min_side=getattr(encoder, "input_side", 256),
                 max_side=semantic_settings.MAX_IMAGE_SIDE,
                 max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
             )

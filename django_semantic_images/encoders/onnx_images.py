@@ -1,15 +1,16 @@
 """The CNN through ONNX Runtime on a CPU worker: exported once, then run lean.
 
-On a CPU, torch's eager forward of EfficientNet-Lite0 runs 80 small operators one by
+On a CPU, torch's eager forward of EfficientNet-Lite0 (or Lite1) runs 80 small operators one by
 one, each with its own dispatch and memory traffic. ONNX Runtime runs the same graph
 with BatchNorm folded into the convolutions and the activations fused into them: about
 a third of torch's time per image on the development VM (docs/performance.md), with the
 same vectors (float32 both ways; the largest difference measured is in the sixth
 decimal: visual cosine to torch 1.0000, class probabilities within 1e-5).
 
-The network (pooled features and class logits, for 224 x 224 inputs, any batch) is
-exported with ``torch.onnx.export`` into ``MODEL_CACHE_DIR`` under a fingerprint of its
-weights file and the export recipe, once per machine, and checked against the torch
+The network (pooled features and class logits, for inputs of its side, 224 x 224 for Lite0
+and 240 x 240 for Lite1, any batch) is exported with ``torch.onnx.export`` into
+``MODEL_CACHE_DIR`` as ``<cnn>-<fingerprint>.onnx``, the fingerprint covering its weights file,
+the input side and the export recipe, once per machine and network, and checked against the torch
 model before it is used. With the file there, a worker builds no torch CNN at all.
 Anything that goes wrong (the ``onnx`` extra not installed, a read-only folder, a
 failed export or check) leaves the CNN on torch, with a warning. ``IMAGE_RUNTIME``
@@ -37,13 +38,14 @@ import numpy as np
 
 from ..conf import on_change
 from .cache import build_once, digest
+from .networks import CNNS
 from .onnx_queries import NOISY_LOGGERS, _quiet_loggers, intra_op_threads, onnx_available
 
 logger = logging.getLogger(__name__)
 
 #: Bumped when the exported graph changes shape or meaning.
 EXPORT_VERSION = 1
-#: The input side the graph is exported for (the encoder's centre crop).
+#: The input side the graph is exported for by default (Lite0's centre crop; ``networks.CNN.side``).
 SIDE = 224
 #: A fresh export must agree with torch on the probe images: visual cosine at least this,
 #: class logits within this (they span about -10 to 20).
@@ -63,22 +65,24 @@ def weights_digest(path: str) -> str:
     return _file_digest(path, stat.st_size, stat.st_mtime)
 
 
-def fingerprint(weights_path: str) -> str:
-    """Names the exported file: the weights, the export recipe, the versions
+def fingerprint(weights_path: str, side: int = SIDE) -> str:
+    """Names the exported file: the weights, the input side, the export recipe, the versions
     (read from the installed packages' metadata, so torch is not imported)."""
-    return digest([weights_digest(weights_path), EXPORT_VERSION, SIDE, version("torch"), version("onnxruntime")])
+    return digest([weights_digest(weights_path), EXPORT_VERSION, side, version("torch"), version("onnxruntime")])
 
 
-def probe_pixels() -> np.ndarray:
-    """Four fixed, picture-like inputs (smooth colour fields with some texture)."""
+def probe_pixels(side: int = SIDE) -> np.ndarray:
+    """Four fixed, picture-like inputs of ``side`` x ``side`` (smooth colour fields with some texture)."""
     rng = np.random.default_rng(8)
-    coarse = rng.uniform(-1, 1, (4, 3, 7, 7)).astype(np.float32)
+    cells = -(-side // 32)
+    coarse = rng.uniform(-1, 1, (4, 3, cells, cells)).astype(np.float32)
     smooth = np.kron(coarse, np.ones((1, 1, 32, 32), np.float32))
-    return np.clip(smooth + 0.2 * rng.standard_normal(smooth.shape).astype(np.float32), -1, 1)
+    noisy = np.clip(smooth + 0.2 * rng.standard_normal(smooth.shape).astype(np.float32), -1, 1)
+    return np.ascontiguousarray(noisy[..., :side, :side])
 
 
-def export_cnn(cnn: Any, target: Path) -> None:
-    """Write ``cnn`` (an ``EfficientNetLite0``) as ONNX: pixels -> (features, logits)."""
+def export_cnn(cnn: Any, target: Path, side: int = SIDE) -> None:
+    """Write ``cnn`` (an ``EfficientNetLite``) as ONNX: pixels (n, 3, side, side) -> (features, logits)."""
     import torch
 
     class FeaturesAndLogits(torch.nn.Module):
@@ -93,7 +97,7 @@ def export_cnn(cnn: Any, target: Path) -> None:
     parameter = next(cnn.parameters())
     if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
         raise RuntimeError("the ONNX image path exports the CPU float32 model only")
-    example = torch.from_numpy(probe_pixels()[:2])
+    example = torch.from_numpy(probe_pixels(side)[:2])
     # The exporter reports its progress on stdout and warns about its own internals.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _quiet_loggers(*NOISY_LOGGERS):
         warnings.simplefilter("ignore")
@@ -128,10 +132,13 @@ def agreement(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np
 
 
 class OnnxImageModel:
-    """EfficientNet-Lite0 in ONNX Runtime: ``run(pixels)`` gives (features, logits) like torch."""
+    """An EfficientNet-Lite in ONNX Runtime: ``run(pixels)`` gives (features, logits) like torch.
+    ``cnn`` names the network (``networks.CNNS``): its stages and its input side."""
 
-    def __init__(self, weights_path: str, cache_dir: Path, *, threads: int | None = None) -> None:
+    def __init__(self, weights_path: str, cache_dir: Path, *, threads: int | None = None, cnn: str = "lite0") -> None:
         self.weights_path = weights_path
+        self.cnn = cnn
+        self.side = CNNS[cnn].side
         self.cache_dir = Path(cache_dir)
         self.threads = threads
         self.session: Any = None
@@ -141,19 +148,20 @@ class OnnxImageModel:
     def prepare(self, torch_model: Any = None) -> Path:
         """The exported model file; made once per machine (then the torch model is built,
         or ``torch_model`` used, to export it and to check the export)."""
-        stem = f"lite0-{fingerprint(self.weights_path)}"
+        stem = f"{self.cnn}-{fingerprint(self.weights_path, self.side)}"
         path = self.cache_dir / f"{stem}.onnx"
 
         def export(scratch: Path) -> Path:
             model = torch_model
             if model is None:
-                from .efficientnet_lite import load_lite0
+                from .efficientnet_lite import load_lite
 
-                model = load_lite0(self.weights_path)
+                model = load_lite(self.cnn, self.weights_path)
             made = scratch / "model.onnx"
-            export_cnn(model, made)
-            got = self._run(self._session(made), probe_pixels())
-            cosine, logit_diff = agreement(got, torch_forward(model, probe_pixels()))
+            export_cnn(model, made, self.side)
+            probe = probe_pixels(self.side)
+            got = self._run(self._session(made), probe)
+            cosine, logit_diff = agreement(got, torch_forward(model, probe))
             if not (cosine >= MIN_COSINE and logit_diff <= MAX_LOGIT_DIFF):
                 raise RuntimeError(
                     f"the exported CNN disagrees with torch (cosine {cosine:.5f}, logits off by {logit_diff:.4f})"
@@ -189,8 +197,8 @@ class OnnxImageModel:
         """Pooled features ``(n, 1280)`` and class logits ``(n, 1000)`` of a batch of crops."""
         if self.session is None:
             self.load()
-        if pixels.shape[1:] != (3, SIDE, SIDE):
-            raise ValueError(f"the ONNX image model takes (n, 3, {SIDE}, {SIDE}) inputs, not {pixels.shape}")
+        if pixels.shape[1:] != (3, self.side, self.side):
+            raise ValueError(f"the ONNX image model takes (n, 3, {self.side}, {self.side}) inputs, not {pixels.shape}")
         return self._run(self.session, pixels)
 
 
@@ -211,18 +219,18 @@ def wants_onnx(runtime: str, device: str) -> bool:
     return True
 
 
-_models: dict[tuple[str, str], OnnxImageModel] = {}
+_models: dict[tuple[str, str, str], OnnxImageModel] = {}
 _lock = threading.Lock()
 
 
-def onnx_image_model(weights_path: str, cache_dir: Path) -> OnnxImageModel | None:
-    """The process's ``OnnxImageModel`` for these weights and folder, loaded; None when it
+def onnx_image_model(weights_path: str, cache_dir: Path, cnn: str = "lite0") -> OnnxImageModel | None:
+    """The process's ``OnnxImageModel`` for this network, weights and folder, loaded; None when it
     cannot be had (the export, the check or the session failed: logged, the caller uses torch)."""
-    key = (weights_path, str(cache_dir))
+    key = (cnn, weights_path, str(cache_dir))
     with _lock:
         found = _models.get(key)
         if found is None:
-            model = OnnxImageModel(weights_path, cache_dir)
+            model = OnnxImageModel(weights_path, cache_dir, cnn=cnn)
             try:
                 model.load()
             except Exception as exc:  # any failure leaves the CNN on torch

