@@ -57,7 +57,8 @@ def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks
 @checks.register(TAG)
 def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Each field's encoder has what it needs (``Encoder.missing_requirements``: packages), and
-    a learned bridge in use fits its widths (one trained for another text model does not)."""
+    a learned bridge in use fits its widths (one trained for another text model does not) and its
+    CNN (one trained on another network's features does not)."""
     messages: list[checks.CheckMessage] = []
     seen: set[int] = set()
     for model in models_with_embeddings():
@@ -90,6 +91,20 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                         "current.json in BRIDGE_DIR to search with ConSE alone.",
                         obj=model,
                         id="semantic_images.E010",
+                    )
+                )
+            network = getattr(encoder, "network", None)
+            if bridge is not None and network is not None and bridge.cnn != network.name:
+                messages.append(
+                    checks.Error(
+                        f"The learned bridge {bridge.version} was trained on {bridge.cnn} features; the encoder of "
+                        f"{model._meta.label}.{field.name} ({type(encoder).__name__}) runs {network.name}: "
+                        "its visual vectors mean other things, and the bridge would rank by noise.",
+                        hint="Re-embed with `manage.py semantic_images_reindex --stale`, then train a bridge for "
+                        "this CNN (`manage.py semantic_images_train_bridge`), or delete current.json in "
+                        "BRIDGE_DIR to search with ConSE alone.",
+                        obj=model,
+                        id="semantic_images.E011",
                     )
                 )
     return messages

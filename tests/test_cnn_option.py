@@ -11,8 +11,10 @@ from django.test import override_settings
 from django_semantic_images import checks
 from django_semantic_images.conf import semantic_settings
 from django_semantic_images.encoders import onnx_images
+from django_semantic_images.encoders.bridges import LearnedBridge
 from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.encoders.networks import CNNS
+from django_semantic_images.fields import embedding_fields, models_with_embeddings
 from django_semantic_images.imaging import decode_image
 
 
@@ -73,3 +75,19 @@ def test_a_missing_wheel_is_a_system_check_error(monkeypatch):
         with pytest.raises(ImportError, match=r"django-semantic-images\[lite1\]"):
             ConSEEncoder(device="cpu", bridge=None, cnn="lite1").ensure_image_model()
     assert not [m for m in checks.check_encoders() if m.id == "semantic_images.E009"]  # Lite0's wheel is there
+
+
+def test_a_bridge_trained_on_another_cnns_features_is_a_system_check_error(monkeypatch):
+    """Lite0 and Lite1 both make 1280-d vectors, so only the bridge's record of its CNN tells them
+    apart (a bridge saved before the option has none: it was trained on Lite0's)."""
+    weight, bias = np.zeros((1280, 384), np.float32), np.zeros(384, np.float32)
+    with override_settings(SEMANTIC_IMAGES={"ENCODER_OPTIONS": {"cnn": "lite1", "bridge": None}}):
+        encoders = [f.get_encoder() for m in models_with_embeddings() for f in embedding_fields(m)]
+        for encoder in encoders:
+            monkeypatch.setattr(encoder, "refresh_bridge", lambda: None)
+            monkeypatch.setattr(encoder, "bridge", LearnedBridge(weight, bias))  # no record: Lite0's
+        errors = [m for m in checks.check_encoders() if m.id == "semantic_images.E011"]
+        assert errors and "trained on lite0 features" in errors[0].msg and "runs lite1" in errors[0].msg
+        for encoder in encoders:
+            monkeypatch.setattr(encoder, "bridge", LearnedBridge(weight, bias, meta={"cnn": "lite1"}))
+        assert not [m for m in checks.check_encoders() if m.id in ("semantic_images.E010", "semantic_images.E011")]

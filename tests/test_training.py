@@ -107,6 +107,7 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
     version = info["version"]
     assert f"Installed bridge {version}" in output
     assert info["metrics"]["held_out"]["r5"] > info["metrics"]["was"]["r5"]
+    assert store.current().meta["cnn"] == "lite0"  # what system check E011 compares with the encoder's
 
     # Every row was re-embedded with the new encoder identity.
     identity = get_encoder().identity

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .base import normalize_parts
+from .networks import DEFAULT_CNN
 
 POINTER = "current.json"
 
@@ -53,6 +54,12 @@ class LearnedBridge:
         ``semantic_parts`` at training: ``RoutedConSEEncoder``'s two text models), or None."""
         parts = self.meta.get("parts")
         return tuple(int(p) for p in parts) if parts else None
+
+    @property
+    def cnn(self) -> str:
+        """The network whose features it was trained on (``meta["cnn"]``, an encoder's ``cnn``
+        option); a bridge saved before that option existed was trained on Lite0's."""
+        return str(self.meta.get("cnn") or DEFAULT_CNN)
 
     def project(self, visual: np.ndarray) -> np.ndarray:
         """Visual vectors (normalised here too) into the text space."""

@@ -119,7 +119,13 @@ class Command(BaseCommand):
         weight, bias = fit_linear_bridge(
             train.visual, text_train, train.owner, options, progress=self.progress, parts=parts
         )
-        meta = {"model": model._meta.label, "field": field.name, "images": len(train), **options.__dict__}
+        meta = {
+            "model": model._meta.label,
+            "field": field.name,
+            "images": len(train),
+            "cnn": encoder.network.name,  # system check E011: a bridge is for one CNN's features
+            **options.__dict__,
+        }
         if parts:
             meta["parts"] = list(parts)
         candidate = LearnedBridge(weight, bias, conse_weight=options.conse_weight, meta=meta)
@@ -129,8 +135,9 @@ class Command(BaseCommand):
         if len(held) < 2:
             raise CommandError("Too few readable held-out images to check the bridge.")
         current = store.current()
-        if current is not None and current.weight.shape != (encoder.visual_dimensions, encoder.semantic_dimensions):
-            current = None  # trained for another text model (system check E010): compared as ConSE alone
+        widths = (encoder.visual_dimensions, encoder.semantic_dimensions)
+        if current is not None and (current.weight.shape != widths or current.cnn != encoder.network.name):
+            current = None  # for another text model or CNN (system checks E010, E011): compared as ConSE alone
         check = check_bridge(
             candidate, current, conse, visual, encoder.encode_texts(held.texts), held.owner, seed=opts["seed"]
         )
