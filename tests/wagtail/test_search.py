@@ -130,8 +130,9 @@ def test_chooser_pages_list_the_listings_ranking_without_counting_rows(
 
 def test_chooser_search_reads_its_page_and_thumbnails_in_one_query(superuser_client, sample_images):
     """The thumbnails' renditions (Wagtail's prefetch of the chooser's filter spec) come in the
-    page's own query: no query of their own, none per image, none made anew; a search makes no
-    more queries than Wagtail's chooser page without words."""
+    page's own query: no query of their own, none per image, none made anew; the keyword hits come
+    inside the ranking's query. A search makes no more queries than Wagtail's chooser page without
+    words (its count, its page, its renditions)."""
     renditions = {image.pk: image.get_rendition("max-165x165").pk for image in sample_images.values()}
     table = get_image_model().get_rendition_model()._meta.db_table
     url = reverse("wagtailimages_chooser:choose_results")
@@ -150,6 +151,8 @@ def test_chooser_search_reads_its_page_and_thumbnails_in_one_query(superuser_cli
     sql = [q["sql"] for q in queries.captured_queries]
     assert [q for q in sql if q.startswith(f'SELECT "{table}".')] == []  # no query of the renditions alone
     assert not [q for q in sql if q.startswith(f'INSERT INTO "{table}"')]
+    [keyword_and_ranking] = [q for q in sql if "wagtailsearch_indexentry" in q]
+    assert "set_config(" in keyword_and_ranking  # the keyword hits inside the ranking's query
     assert len(sql) <= len(plain.captured_queries), sql
 
 
@@ -169,6 +172,7 @@ def test_keyword_hits_are_the_images_wagtails_own_search_finds(
             wagtails = [i.pk for i in backend.autocomplete(words, queryset, operator="and", order_by_relevance=False)]
             assert keyword_matches(queryset, words) == wagtails[:100], (words, queryset.query)
             assert keyword_matches(queryset, words, limit=2) == wagtails[:2]
+            assert list(keyword_matches(queryset, words, limit=2, lazy=True)) == wagtails[:2]  # a subquery
     assert _keys_from_index_entries(backend.autocomplete("cat", images, operator="and"), images, backend) is not None
 
 
