@@ -10,31 +10,16 @@ its paginator knows the count and reads each page by key.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.contrib.postgres.expressions import ArraySubquery
 from django.core.exceptions import FieldDoesNotExist
-from django.db import connections
-from django.db.models import (
-    BooleanField,
-    Case,
-    ExpressionWrapper,
-    F,
-    FloatField,
-    OuterRef,
-    Prefetch,
-    Q,
-    QuerySet,
-    Value,
-    When,
-)
+from django.db.models import BooleanField, Case, ExpressionWrapper, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.constants import LOOKUP_SEP
-from django.db.models.functions import Cast, JSONObject
+from django.db.models.functions import Cast
 from wagtail.search.backends import get_search_backend
 
 from ...expressions import SemanticDistance
@@ -65,8 +50,8 @@ def encode_words(model: type, words: str) -> Future[np.ndarray]:
 
 
 def keyword_matches(
-    queryset: QuerySet, words: str, *, backend: str = "default", limit: int = DEFAULT_LIMIT, lazy: bool = False
-) -> Any:
+    queryset: QuerySet, words: str, *, backend: str = "default", limit: int = DEFAULT_LIMIT
+) -> list[Any]:
     """Primary keys of the images that Wagtail's own search box finds with every word, failed and
     pending images included.
 
@@ -74,9 +59,6 @@ def keyword_matches(
     the editor types); so does this, with every word required, which also keeps it about as quick
     as Wagtail's own search (a full-text ``search`` of a sentence costs several times more). A
     model without autocomplete fields falls back on ``search``, as Wagtail's views do.
-
-    A list; with ``lazy``, where Wagtail's PostgreSQL database backend allows it, the same keys as
-    an unevaluated queryset (``ranking`` sends it inside its own query: one round trip fewer).
     """
     search_backend = get_search_backend(backend)
     plain = _plain(queryset)
@@ -86,7 +68,7 @@ def keyword_matches(
         results = search_backend.search(words, plain, operator="and", order_by_relevance=False)
     keys = _keys_from_index_entries(results, plain, search_backend)
     if keys is not None:
-        return keys[:limit] if lazy else list(keys[:limit])
+        return list(keys[:limit])
     results = results[:limit]
     # Wagtail's database backend searches with a queryset: read the keys alone (not up to
     # ``limit`` whole images with their search vectors). Other backends give their results.
@@ -198,33 +180,25 @@ class Ranked:
     keyword_match: bool
 
 
-def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: Any, limit: int = DEFAULT_LIMIT) -> list[Ranked]:
+def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit: int = DEFAULT_LIMIT) -> list[Ranked]:
     """The order ``rank_by_meaning`` gives, as keys: the keyword matches (``keyword``, keys of
-    ``queryset``'s images, a list or a queryset of them) by distance, those without vectors last,
-    then the ``limit`` nearest of ``queryset`` by meaning; ties by key, highest first.
+    ``queryset``'s images) by distance, those without vectors last, then the ``limit`` nearest
+    of ``queryset`` by meaning; ties by key, highest first.
 
     One query, one round trip (``ranked_rows``): the nearest through the HNSW index, with the
-    keyword matches' distances beside them (``UNION ALL``), each row saying which part it is from;
-    a queryset of keyword matches is a subquery of it.
+    keyword matches' distances beside them (``UNION ALL``).
     """
     path = embedding_path(queryset.model)
     plain = _plain(queryset)
-    nearest = semantic_search(plain, vector, field=path.name).annotate(_hit=Value(False, output_field=BooleanField()))
-    rows = nearest.values_list("pk", "distance", "_hit")[:limit]
-    if isinstance(keyword, QuerySet) or keyword:
-        hits = plain.filter(pk__in=keyword).annotate(
-            distance=SemanticDistance(path.name, vector), _hit=Value(True, output_field=BooleanField())
-        )
-        rows = rows.union(hits.values_list("pk", "distance", "_hit"), all=True)
-    distances: dict[Any, float | None] = {}
-    exact = set()
-    for pk, distance, hit in ranked_rows(rows):
-        distances[pk] = distance
-        if hit:
-            exact.add(pk)
+    rows = semantic_search(plain, vector, field=path.name).values_list("pk", "distance")[:limit]
+    if keyword:
+        hits = plain.filter(pk__in=keyword).annotate(distance=SemanticDistance(path.name, vector))
+        rows = rows.union(hits.values_list("pk", "distance"), all=True)
+    distances = dict(ranked_rows(rows))
+    exact = set(keyword)
     first = _by_distance([pk for pk in distances if pk in exact], distances)
     rest = _by_distance([pk for pk in distances if pk not in exact], distances)
-    return [Ranked(pk, distances[pk], pk in exact) for pk in first + rest]
+    return [Ranked(pk, distances[pk], bool(keyword) and pk in exact) for pk in first + rest]
 
 
 def _by_distance(keys: list[Any], distances: dict[Any, float | None]) -> list[Any]:
@@ -260,7 +234,7 @@ class RankedResults:
     def _fetch(self, ranked: list[Ranked]) -> list[Any]:
         if not ranked:
             return []
-        found = {image.pk: image for image in with_renditions(self.queryset.filter(pk__in=[r.pk for r in ranked]))}
+        found = {image.pk: image for image in self.queryset.filter(pk__in=[r.pk for r in ranked]).order_by()}
         images = []
         for r in ranked:
             image = found.get(r.pk)
@@ -274,64 +248,11 @@ class RankedResults:
         return images
 
 
-#: The attribute Wagtail's ``prefetch_renditions()`` leaves the renditions in (a list), which
-#: ``{% image %}`` reads before any query.
-PREFETCHED_RENDITIONS = "prefetched_renditions"
-_RENDITIONS = "_semantic_images_renditions"
-
-
-def with_renditions(queryset: QuerySet) -> list[Any]:
-    """``queryset``'s images, unordered, with the renditions that its Wagtail
-    ``prefetch_renditions()`` asks for, in one query instead of two.
-
-    Django prefetches them with a second query (a round trip, on a busy server a wait to be
-    scheduled, and its prefetch machinery). Here each image's renditions come in the same row,
-    as a JSON array from a subquery over the same rendition queryset (the chooser's filter
-    spec, Wagtail's unique index by image), and are made into the same ``Rendition`` objects,
-    in the same attribute, each knowing its image, as the prefetch gives. A queryset with any
-    other prefetch is evaluated as usual.
-    """
-    queryset = queryset.order_by()
-    lookups: tuple[Any, ...] = getattr(queryset, "_prefetch_related_lookups", ())
-    prefetch = lookups[0] if len(lookups) == 1 else None
-    if (
-        not isinstance(prefetch, Prefetch)
-        or prefetch.prefetch_through != "renditions"
-        or prefetch.to_attr != PREFETCHED_RENDITIONS
-        or prefetch.queryset is None
-        or connections[queryset.db].vendor != "postgresql"
-    ):
-        return list(queryset)
-    relation = queryset.model._meta.get_field("renditions")
-    image_field = relation.field  # the rendition's foreign key to its image
-    rendition_model = relation.related_model
-    fields = rendition_model._meta.concrete_fields
-    rows = prefetch.queryset.order_by().filter(**{image_field.name: OuterRef("pk")})
-    rows = rows.values_list(JSONObject(**{f.attname: f.attname for f in fields}))
-    images = list(queryset.prefetch_related(None).annotate(**{_RENDITIONS: ArraySubquery(rows)}))
-    attnames = [f.attname for f in fields]
-    for image in images:
-        renditions = []
-        for values in getattr(image, _RENDITIONS) or ():
-            if isinstance(values, str):  # a driver that leaves JSON as text
-                values = json.loads(values)
-            rendition = rendition_model.from_db(
-                queryset.db, attnames, [f.to_python(values.get(f.attname)) for f in fields]
-            )
-            image_field.set_cached_value(rendition, image)  # as Django's prefetch does
-            renditions.append(rendition)
-        delattr(image, _RENDITIONS)
-        setattr(image, PREFETCHED_RENDITIONS, renditions)
-    return images
-
-
 def ranked_results(
-    queryset: QuerySet, vector: np.ndarray, *, keyword: Any, limit: int = DEFAULT_LIMIT
+    queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit: int = DEFAULT_LIMIT
 ) -> RankedResults:
-    """``queryset``'s images in ``rank_by_meaning``'s order, for a paginator (the chooser's);
-    ``keyword``: the keyword matches' keys, a list or a queryset (``keyword_matches(lazy=True)``)."""
-    ranked = ranking(queryset, vector, keyword=keyword, limit=limit)
-    return RankedResults(queryset, ranked, keyword=any(r.keyword_match for r in ranked))
+    """``queryset``'s images in ``rank_by_meaning``'s order, for a paginator (the chooser's)."""
+    return RankedResults(queryset, ranking(queryset, vector, keyword=keyword, limit=limit), keyword=bool(keyword))
 
 
 def _plain(queryset: QuerySet) -> QuerySet:

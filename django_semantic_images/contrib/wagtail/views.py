@@ -90,9 +90,8 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         self.is_searching = True
         self.search_query = words
         limit = self.semantic_search_results
-        vector = encode_words(objects.model, words)  # encoded while the keyword query is built (or runs)
-        # Wagtail's PostgreSQL database backend: the keyword hits as a subquery of the ranking's query.
-        keyword = keyword_matches(objects, words, limit=limit, lazy=True)
+        vector = encode_words(objects.model, words)  # encoded while the keyword query runs
+        keyword = keyword_matches(objects, words, limit=limit)
         return ranked_results(objects, vector.result(), keyword=keyword, limit=limit)
 
 
