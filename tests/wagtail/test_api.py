@@ -278,3 +278,18 @@ def test_rest_search_over_wagtail_images_is_calibrated_on_the_joined_vectors(
     assert relevances[0] == (len(sample_images) - 1) / (len(sample_images) + 1) > relevances[-1]  # not itself
     kept = api.get(SEARCH, {"q": "a cat", "min_relevance": relevances[1]}).json()
     assert [row["id"] for row in kept["results"]] == [row["id"] for row in everything[:2]]
+
+
+def test_v2_semantic_words_the_text_model_cannot_read_are_matched_as_keywords_with_a_note(
+    api, sample_images, make_image, embed, sample_paths
+):
+    """MiniLM reads Latin script only: Cyrillic words would rank every image by noise. The
+    endpoint answers with Wagtail's keyword matches instead, unranked, and says so in ``meta``."""
+    cat = make_image(sample_paths["chelsea"], "кошка на диване")
+    embed(cat)
+    body = v2(api, semantic="кошка")
+    assert item_ids(body) == [cat.pk] and body["meta"]["total_count"] == 1
+    assert "cannot read Cyrillic" in body["meta"]["note"]
+    assert "score" not in body["items"][0]["meta"]
+    assert item_ids(v2(api, semantic="кошка", title="IMG_0000")) == []  # field filters still apply
+    assert "note" not in v2(api, semantic="a cat")["meta"]

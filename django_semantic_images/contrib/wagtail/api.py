@@ -30,7 +30,8 @@ from wagtail.images.api.v2.views import ImagesAPIViewSet
 from ...api.querystring import INTEGER, ensure_utf8
 from ...api.serializers import SearchTextField
 from ...fields import EmbeddingStatus, embedding_path
-from ...query import searchable
+from ...query import searchable, unreadable_note
+from .search import KEYWORD_FIELDS, keyword_search
 
 SEMANTIC = "semantic"
 SIMILAR_TO = "similar_to"
@@ -60,7 +61,13 @@ class SemanticFilter(BaseFilterBackend):
         if len(values) > 1:
             raise BadRequestError(f"{name} must be given once; it was given {len(values)} times")
         if name == SEMANTIC:
-            return searchable(queryset).semantic_search(semantic_words(request))
+            words = semantic_words(request)
+            if not embedding_path(queryset.model).field.get_encoder().reads(words):
+                # A script the text model cannot read: ranking by meaning would be noise. Wagtail's
+                # own keyword search instead, unranked, and a note for the response's meta.
+                request.semantic_note = unreadable_note(words, KEYWORD_FIELDS)
+                return keyword_search(queryset, words)
+            return searchable(queryset).semantic_search(words)
         anchor = similar_anchor(view, values[0])
         return searchable(queryset).similar_to(anchor)
 
@@ -119,3 +126,12 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
     known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
     meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
     listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
+
+    def listing_view(self, request: Any) -> Any:
+        """Wagtail's listing; ``meta.note`` says when ``?semantic=`` words were matched as
+        keywords (a script the text model cannot read)."""
+        response = super().listing_view(request)
+        note = getattr(request, "semantic_note", None)
+        if note is not None and isinstance(response.data, dict) and isinstance(response.data.get("meta"), dict):
+            response.data["meta"]["note"] = note
+        return response

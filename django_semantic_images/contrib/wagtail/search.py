@@ -29,6 +29,9 @@ from ...query import ranked_rows, semantic_search
 #: How many images a search by words lists besides the keyword matches.
 DEFAULT_LIMIT = 100
 
+#: What Wagtail's own search matches, named in the note of a search that falls back to it.
+KEYWORD_FIELDS = ("title", "tags")
+
 #: Encodes search words while the request's thread queries the database (ONNX Runtime and the
 #: tokenizer release the GIL). The threads never touch a database connection.
 _encoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semantic-images-words")
@@ -75,6 +78,25 @@ def keyword_matches(
         if isinstance(keys, QuerySet):
             return list(keys.values_list("pk", flat=True))
     return [image.pk for image in results]
+
+
+def keyword_search(queryset: QuerySet, words: str, *, backend: str = "default") -> QuerySet:
+    """``queryset``'s images that Wagtail's own search (its ``search``, every word required) finds,
+    unranked, in ``queryset``'s order: a queryset, so that any filter and ordering after it works.
+
+    The answer of a search whose words the text model cannot read (``?semantic=`` in the images
+    API v2). The search runs over all the model's images and ``queryset`` keeps those it finds, so
+    ``queryset``'s own filters (collections, tags) need not be ones Wagtail's index can filter by.
+    """
+    search_backend = get_search_backend(backend)
+    results = search_backend.search(
+        words, queryset.model._default_manager.all(), operator="and", order_by_relevance=False
+    )
+    search_queryset = getattr(results, "get_queryset", None)  # Wagtail's database backends: a subquery
+    found = search_queryset() if search_queryset is not None else None
+    if isinstance(found, QuerySet):
+        return queryset.filter(pk__in=found.order_by().values("pk"))
+    return queryset.filter(pk__in=[image.pk for image in results])
 
 
 def _keys_from_index_entries(results: Any, plain: QuerySet, search_backend: Any) -> QuerySet | None:

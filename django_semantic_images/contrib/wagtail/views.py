@@ -19,10 +19,15 @@ from wagtail.images.views.images import IndexView
 from ...fields import embedding_path
 from ...query import unreadable_note
 from .photo_search import PhotoSearchMixin
-from .search import DEFAULT_LIMIT, RankedResults, encode_words, keyword_matches, rank_by_meaning, ranked_results
-
-#: What Wagtail's own search box matches, named in the note of a search that falls back to it.
-KEYWORD_FIELDS = ("title", "tags")
+from .search import (
+    DEFAULT_LIMIT,
+    KEYWORD_FIELDS,
+    RankedResults,
+    encode_words,
+    keyword_matches,
+    rank_by_meaning,
+    ranked_results,
+)
 
 
 def reads(model: type, words: str) -> bool:
