@@ -302,6 +302,7 @@ def variant_sets() -> dict[str, list[Variant]]:
         replace(base, name="square root + ensemble of 3", transform="sqrt", ensemble=3),
         combined,
     ]
+    sets["final_full"] = [base, sets["final"][2]]
     return sets
 
 
