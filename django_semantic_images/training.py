@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from django.db import models
 
 from .encoders.base import l2_normalize
-from .encoders.bridges import LearnedBridge
+from .encoders.bridges import LearnedBridge, transform_visual
 from .encoders.conse import ConSEEncoder
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from .imaging import ImageDecodeError, decode_image
@@ -169,6 +169,11 @@ class TrainingOptions:
     batch_size: int = 256
     conse_weight: float = 0.2
     seed: int = 0
+    #: Bridges trained (seeds ``seed``, ``seed + 1``, ...) and averaged into one linear map.
+    ensemble: int = 1
+    #: ``"sqrt"``: train on the square roots of the visual vectors (``encoders.bridges.transform_visual``);
+    #: the bridge must then carry ``meta["visual_transform"] = "sqrt"`` to apply it at embed time.
+    visual_transform: str = ""
 
 
 def fit_linear_bridge(
@@ -183,10 +188,34 @@ def fit_linear_bridge(
 
     Each (image, description) pair is a positive; the other images and descriptions of
     the batch are negatives (other descriptions of the same image are masked out).
+    ``options.ensemble`` > 1 trains that many (seeds ``seed``, ``seed + 1``, ...) and averages their
+    weights; ``options.visual_transform`` ("sqrt") trains on transformed visual vectors.
     ``parts`` (the encoder's ``semantic_parts``): the projection is normalised piece by piece,
     as ``LearnedBridge.project`` will, and the targets are every piece (both text models'
     vectors of each description).
     """
+    if options.ensemble < 1:
+        raise ValueError(f"ensemble must be at least 1, got {options.ensemble}.")
+    visual = transform_visual(visual, options.visual_transform)
+    single = replace(options, ensemble=1, visual_transform="")
+    fits = [
+        _fit_one(visual, text_vectors, owner, replace(single, seed=options.seed + k), progress, parts)
+        for k in range(options.ensemble)
+    ]
+    # The mean of linear maps is a linear map: an ensemble costs nothing more at embed time.
+    weight = np.mean([w for w, _ in fits], axis=0)
+    bias = np.mean([b for _, b in fits], axis=0)
+    return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def _fit_one(
+    visual: np.ndarray,
+    text_vectors: np.ndarray,
+    owner: np.ndarray,
+    options: TrainingOptions,
+    progress: Progress,
+    parts: Sequence[int] | None,
+) -> tuple[np.ndarray, np.ndarray]:
     import torch
     from torch import nn
     from torch.nn import functional as F

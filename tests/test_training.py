@@ -211,3 +211,53 @@ def test_an_in_place_split_gives_the_same_parts_as_a_copying_one():
     for a, b in ((train, copied_train), (held, copied_held)):
         assert a.keys == b.keys and a.texts == b.texts and a.owner.tolist() == b.owner.tolist()
         np.testing.assert_array_equal(a.visual, b.visual)
+
+
+def test_an_ensemble_is_the_mean_of_its_members_and_sqrt_trains_on_square_roots():
+    from dataclasses import replace
+
+    from django_semantic_images.encoders.bridges import transform_visual
+    from django_semantic_images.training import TrainingOptions, fit_linear_bridge
+
+    rng = np.random.default_rng(0)
+    visual = rng.random((12, 16)).astype(np.float32)
+    texts = rng.normal(size=(24, 8)).astype(np.float32)
+    owner = np.repeat(np.arange(12), 2)
+    opts = TrainingOptions(epochs=2, batch_size=8, seed=5)
+    members = [fit_linear_bridge(visual, texts, owner, replace(opts, seed=s)) for s in (5, 6, 7)]
+    weight, bias = fit_linear_bridge(visual, texts, owner, replace(opts, ensemble=3))
+    assert np.allclose(weight, np.mean([m[0] for m in members], axis=0), atol=1e-6)
+    assert np.allclose(bias, np.mean([m[1] for m in members], axis=0), atol=1e-6)
+    assert not np.allclose(weight, members[0][0])
+
+    roots = transform_visual(visual, "sqrt")
+    assert np.allclose(
+        fit_linear_bridge(visual, texts, owner, replace(opts, visual_transform="sqrt"))[0],
+        fit_linear_bridge(roots, texts, owner, opts)[0],
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="Unknown visual transform"):
+        transform_visual(visual, "cube")
+
+
+def test_a_sqrt_bridge_keeps_its_transform_in_the_file(tmp_path):
+    rng = np.random.default_rng(1)
+    weight, bias = rng.normal(size=(16, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    bridge = LearnedBridge(weight, bias, 0.2, meta={"visual_transform": "sqrt"})
+    loaded = LearnedBridge.load(bridge.save(tmp_path / "b.npz"))
+    visual = rng.random((3, 16)).astype(np.float32) * 7  # stored vectors are normalised; the scale must not matter
+    roots = np.sqrt(visual / np.linalg.norm(visual, axis=1, keepdims=True))
+    expected = roots / np.linalg.norm(roots, axis=1, keepdims=True) @ weight + bias
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert loaded.visual_transform == "sqrt"
+    assert np.allclose(loaded.project(visual), expected, atol=1e-5)
+    assert not np.allclose(LearnedBridge(weight, bias, 0.2).project(visual), expected, atol=1e-3)
+
+
+def test_the_command_trains_an_ensembled_sqrt_bridge(bridge_dir, captioned_site):
+    output = train("--epochs", "30", "--ensemble", "2", "--visual-transform", "sqrt", "--no-reembed")
+    bridge = BridgeStore(bridge_dir).current()
+    assert bridge is not None, output
+    assert bridge.meta["ensemble"] == 2 and bridge.visual_transform == "sqrt"
+    with pytest.raises(CommandError, match="--ensemble"):
+        train("--ensemble", "0")

@@ -27,6 +27,21 @@ from .networks import DEFAULT_CNN
 POINTER = "current.json"
 
 
+VISUAL_TRANSFORMS = ("", "sqrt")
+
+
+def transform_visual(visual: np.ndarray, transform: str = "") -> np.ndarray:
+    """Visual vectors as a bridge reads them: L2-normalised; with ``"sqrt"``, the square roots of those
+    (CNN features are non-negative after ReLU6; negatives are clipped), normalised again. The square
+    root is scale-free, so it gives the same for the stored (normalised) vectors as for the raw features."""
+    if transform not in VISUAL_TRANSFORMS:
+        raise ValueError(f"Unknown visual transform {transform!r}; expected one of {VISUAL_TRANSFORMS}.")
+    x = normalize_parts(visual, None)
+    if transform == "sqrt":
+        x = normalize_parts(np.sqrt(np.clip(x, 0.0, None)), None)
+    return x
+
+
 @dataclass
 class LearnedBridge:
     """``semantic = normalise(conse_weight * ConSE + (1 - conse_weight) * normalise(visual @ W + b))``.
@@ -61,9 +76,15 @@ class LearnedBridge:
         option); a bridge saved before that option existed was trained on Lite0's."""
         return str(self.meta.get("cnn") or DEFAULT_CNN)
 
+    @property
+    def visual_transform(self) -> str:
+        """``meta["visual_transform"]``: ``"sqrt"`` maps the square roots of the (normalised, non-negative)
+        visual vectors, renormalised; ``""`` (bridges trained before the option) the vectors themselves."""
+        return str(self.meta.get("visual_transform") or "")
+
     def project(self, visual: np.ndarray) -> np.ndarray:
         """Visual vectors (normalised here too) into the text space."""
-        return normalize_parts(normalize_parts(visual, None) @ self.weight + self.bias, self.parts)
+        return normalize_parts(transform_visual(visual, self.visual_transform) @ self.weight + self.bias, self.parts)
 
     def apply(self, visual: np.ndarray, conse: np.ndarray) -> np.ndarray:
         """The blend with ConSE vectors of the same images (piece by piece with ``parts``)."""

@@ -46,6 +46,15 @@ class Command(BaseCommand):
         parser.add_argument("--dropout", type=float, default=0.5)
         parser.add_argument("--learning-rate", type=float, default=1e-3)
         parser.add_argument("--conse-weight", type=float, default=0.2, help="Share of ConSE in the blend.")
+        parser.add_argument(
+            "--ensemble", type=int, default=1, help="Train this many bridges (seeds) and average them into one."
+        )
+        parser.add_argument(
+            "--visual-transform",
+            choices=["none", "sqrt"],
+            default="none",
+            help="sqrt: the bridge maps the square roots of the visual vectors (stored in the bridge file).",
+        )
         parser.add_argument("--holdout", type=float, default=0.1, help="Fraction of images held out for the check.")
         parser.add_argument(
             "--max-holdout", type=int, default=1000, help="At most this many held-out images (the rest train)."
@@ -81,6 +90,8 @@ class Command(BaseCommand):
             raise CommandError("--conse-weight must be within [0, 1].")
         if opts["epochs"] < 1:
             raise CommandError("--epochs must be at least 1.")
+        if opts["ensemble"] < 1:
+            raise CommandError("--ensemble must be at least 1.")
         if opts["chunk_size"] < 1:
             raise CommandError("--chunk-size must be at least 1.")
         try:
@@ -114,6 +125,8 @@ class Command(BaseCommand):
             learning_rate=opts["learning_rate"],
             conse_weight=opts["conse_weight"],
             seed=opts["seed"],
+            ensemble=opts["ensemble"],
+            visual_transform="" if opts["visual_transform"] == "none" else opts["visual_transform"],
         )
         parts = encoder.semantic_parts
         weight, bias = fit_linear_bridge(
