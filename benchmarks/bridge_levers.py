@@ -132,6 +132,8 @@ def fit_mlp(visual, text_vectors, owner, options, hidden: int):
     from torch import nn
     from torch.nn import functional as F
 
+    from django_semantic_images.training import caption_infonce
+
     gen = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)
     d_in, d_out = visual.shape[1], text_vectors.shape[1]
@@ -156,11 +158,7 @@ def fit_mlp(visual, text_vectors, owner, options, hidden: int):
                 img = owners[batch]
                 x = dropout(x_all[img])
                 z = F.normalize(lin(x) + mlp(x), dim=-1)
-                logits = z @ y_all[batch].T / options.temperature
-                same = (img[:, None] == img[None, :]) & ~torch.eye(len(batch), dtype=torch.bool)
-                logits = logits.masked_fill(same, -1e4)
-                t = torch.arange(len(batch))
-                loss = (F.cross_entropy(logits, t) + F.cross_entropy(logits.T, t)) / 2
+                loss = caption_infonce(z, y_all[batch], img, options.temperature)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -247,11 +247,7 @@ def _fit_one(
                     z = torch.cat([F.normalize(p, dim=-1) for p in pieces], dim=-1) / len(parts) ** 0.5
                 else:
                     z = F.normalize(z, dim=-1)
-                logits = z @ y_all[batch].T / options.temperature
-                others_same = (img[:, None] == img[None, :]) & ~torch.eye(len(batch), dtype=torch.bool)
-                logits = logits.masked_fill(others_same, -1e4)
-                target = torch.arange(len(batch))
-                loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+                loss = caption_infonce(z, y_all[batch], img, options.temperature)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -259,6 +255,20 @@ def _fit_one(
     weight = model.weight.detach().numpy().T.copy()
     bias = model.bias.detach().numpy().copy()
     return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def caption_infonce(z: Any, y: Any, owners: Any, temperature: float) -> Any:
+    """Symmetric InfoNCE between a batch's projected images ``z`` and their descriptions' text
+    vectors ``y`` (torch tensors, row i of each a pair; ``owners[i]`` the image of pair i): the
+    other pairs are negatives, except other descriptions of the same image, which are masked."""
+    import torch
+    from torch.nn import functional as F
+
+    logits = z @ y.T / temperature
+    others_same = (owners[:, None] == owners[None, :]) & ~torch.eye(len(owners), dtype=torch.bool)
+    logits = logits.masked_fill(others_same, -1e4)
+    target = torch.arange(len(owners))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 def semantic_without_words(
