@@ -182,6 +182,7 @@ class ImageEmbeddingField:
             registry = {}
             setattr(cls, "_semantic_image_fields", registry)  # noqa: B010 - Model declares no such attribute
         registry[name] = self
+        _fields_of.clear()  # a model (or a parent) gained a field: read the classes again
         if self.index and not cls._meta.abstract and self.distance in DISTANCES:
             # Migrations read Meta options from original_attrs, so record the indexes there too.
             cls._meta.indexes = list(cls._meta.indexes)
@@ -336,12 +337,19 @@ class EmbeddingInfo:
         return str(self.status)
 
 
+# Each model's fields, read once: a search asks for them a few dozen times.
+_fields_of: dict[type, tuple[ImageEmbeddingField, ...]] = {}
+
+
 def embedding_fields(model: type[models.Model]) -> list[ImageEmbeddingField]:
     """The ImageEmbeddingFields declared on ``model`` (or its concrete parents)."""
-    found: dict[str, ImageEmbeddingField] = {}
-    for klass in reversed(model.__mro__):
-        found.update(klass.__dict__.get("_semantic_image_fields", {}))
-    return list(found.values())
+    fields = _fields_of.get(model)
+    if fields is None:
+        found: dict[str, ImageEmbeddingField] = {}
+        for klass in reversed(model.__mro__):
+            found.update(klass.__dict__.get("_semantic_image_fields", {}))
+        fields = _fields_of[model] = tuple(found.values())
+    return list(fields)
 
 
 def get_embedding_field(model: type[models.Model], name: str | None = None) -> ImageEmbeddingField:

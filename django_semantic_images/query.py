@@ -61,6 +61,10 @@ def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
 def binds_on_client(connection: Any) -> bool:
     """Whether ``connection``'s cursors bind parameters in the client (psycopg's ``ClientCursor``,
     Django's default), so that one message can carry two statements."""
+    connection.ensure_connection()
+    factory = getattr(connection.connection, "cursor_factory", None)  # what Django's backend set
+    if isinstance(factory, type):
+        return issubclass(factory, ClientCursor)
     with connection.cursor() as cursor:
         return isinstance(getattr(cursor, "cursor", None), ClientCursor)
 

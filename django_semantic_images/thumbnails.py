@@ -8,7 +8,7 @@ Django's cache) remembers it. Without ``sorl.thumbnail`` in ``INSTALLED_APPS`` t
 Asking sorl-thumbnail costs a few hundred microseconds even for a stored thumbnail (it builds
 the key from the options and storage, reads its store and deserializes the entry), so the
 thumbnail's name is also kept in Django's cache under one key per image: one cache read per
-result. A file that gives no thumbnail (missing, not an image) is remembered for
+page of results (``thumbnail_urls``). A file that gives no thumbnail (missing, not an image) is remembered for
 ``RETRY_AFTER`` seconds and not read again on every listing.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import apps
@@ -52,18 +53,31 @@ def thumbnail_url(file: Any) -> str | None:
 
     A failure is logged, never raised: a listing shows the rest of its pictures.
     """
-    if not file or not thumbnails_enabled():
-        return None
+    return thumbnail_urls([file])[0]
+
+
+def thumbnail_urls(files: Sequence[Any]) -> list[str | None]:
+    """``thumbnail_url`` of each of ``files`` (a page of results), with one read of Django's
+    cache for them all: one round trip to a shared cache (Redis, Memcached) per page, not per row."""
+    if not thumbnails_enabled():
+        return [None] * len(files)
     from sorl.thumbnail import default as sorl
 
     geometry = thumbnail_geometry()
-    key = cache_key(file, geometry)
-    name = cache.get(key)
-    if name is None:
-        name = make_thumbnail(file, geometry)
-        cache.set(key, name, KEEP if name else RETRY_AFTER)
-    # The URL is asked of the storage each time: a storage's URLs may expire (signed URLs).
-    return sorl.storage.url(name) if name else None
+    keys = [cache_key(file, geometry) if file else None for file in files]
+    names: dict[str, str] = cache.get_many([key for key in keys if key is not None])
+    urls: list[str | None] = []
+    for file, key in zip(files, keys, strict=True):
+        if key is None:
+            urls.append(None)
+            continue
+        name = names.get(key)
+        if name is None:
+            name = names[key] = make_thumbnail(file, geometry)
+            cache.set(key, name, KEEP if name else RETRY_AFTER)
+        # The URL is asked of the storage each time: a storage's URLs may expire (signed URLs).
+        urls.append(sorl.storage.url(name) if name else None)
+    return urls
 
 
 def make_thumbnail(file: Any, geometry: str) -> str:

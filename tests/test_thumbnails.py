@@ -144,3 +144,53 @@ def test_a_concurrent_request_making_the_same_thumbnail_is_not_remembered_as_no_
     assert url is not None and len(calls) == 2
     assert fetch_image(api, url).size == (400, 266)
     assert cache.get(cache_key(photo.image, thumbnail_geometry())) == url.removeprefix(django_settings.MEDIA_URL)
+
+
+class CountingCache:
+    """Django's cache, counting the reads of thumbnail names (a spy: every call reaches the cache)."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.reads: list[int] = []  # how many keys each read asked for
+
+    def get(self, key, *args, **kwargs):
+        self.reads.append(1)
+        return self.real.get(key, *args, **kwargs)
+
+    def get_many(self, keys, *args, **kwargs):
+        self.reads.append(len(keys))
+        return self.real.get_many(keys, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_page_of_results_reads_the_thumbnails_from_the_cache_at_once(api, make_photo, sample_paths, monkeypatch):
+    from django_semantic_images import thumbnails
+
+    photos = [make_photo(sample_paths[stem]) for stem in ("coffee", "chelsea", "rocket")]
+    first = results_by_id(api)  # makes the thumbnails and caches their names
+    spy = CountingCache(thumbnails.cache)
+    monkeypatch.setattr(thumbnails, "cache", spy)
+    again = results_by_id(api)
+    assert spy.reads == [3]  # one read of three names, not one read per row
+    for photo in photos:
+        assert again[photo.pk]["thumbnail_url"] == first[photo.pk]["thumbnail_url"]
+        assert again[photo.pk]["thumbnail_url"].startswith("http://testserver/media/cache/")
+
+
+def test_a_serializer_with_its_own_thumbnails_makes_none_with_sorl(make_photo, sample_paths, monkeypatch):
+    from django_semantic_images import thumbnails
+    from photos.api import PhotoResultSerializer
+
+    class OwnThumbnails(PhotoResultSerializer):
+        def get_thumbnail_url(self, obj):
+            return f"/own/{obj.pk}.jpg"
+
+    def never(*args, **kwargs):
+        raise AssertionError("sorl-thumbnail was asked for a thumbnail the serializer does not show")
+
+    photos = [make_photo(sample_paths[stem]) for stem in ("coffee", "chelsea")]
+    monkeypatch.setattr(thumbnails, "thumbnail_urls", never)
+    data = OwnThumbnails(photos, many=True).data
+    assert [row["thumbnail_url"] for row in data] == [f"/own/{p.pk}.jpg" for p in photos]

@@ -6,10 +6,12 @@ import re
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
+from django.db.models import Manager
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
+from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
 
 from .. import thumbnails
 from ..conf import semantic_settings
@@ -72,11 +74,37 @@ class SemanticResultSerializer(serializers.ModelSerializer):
             name = getattr(self.context.get("view"), "embedding_field", None)
         return name
 
+    @classmethod
+    def many_init(cls, *args: Any, **kwargs: Any) -> serializers.ListSerializer:
+        """DRF's ``many_init``, with :class:`SemanticResultListSerializer` unless
+        ``Meta.list_serializer_class`` names another."""
+        list_kwargs: dict[str, Any] = {}
+        for key in LIST_SERIALIZER_KWARGS_REMOVE:
+            value = kwargs.pop(key, None)
+            if value is not None:
+                list_kwargs[key] = value
+        list_kwargs["child"] = cls(*args, **kwargs)
+        list_kwargs.update({key: value for key, value in kwargs.items() if key in LIST_SERIALIZER_KWARGS})
+        list_class = getattr(getattr(cls, "Meta", None), "list_serializer_class", SemanticResultListSerializer)
+        return list_class(*args, **list_kwargs)
+
     def get_thumbnail_url(self, obj: Any) -> str | None:
         name = getattr(self.Meta, "thumbnail_field", None)
         if name:
             return self.file_url(getattr(obj, name, None))
-        return self.absolute_url(thumbnails.thumbnail_url(self.image_file(obj)))
+        page = self.__dict__.get("page_thumbnails")
+        url = page[id(obj)] if page is not None and id(obj) in page else thumbnails.thumbnail_url(self.image_file(obj))
+        return self.absolute_url(url)
+
+    def read_page_thumbnails(self, rows: list[Any]) -> None:
+        """Look up the thumbnails of a page of ``rows`` at once (``thumbnails.thumbnail_urls``):
+        what ``get_thumbnail_url`` then reads, when the site keeps this class's own."""
+        own = type(self).get_thumbnail_url is SemanticResultSerializer.get_thumbnail_url
+        if not own or getattr(self.Meta, "thumbnail_field", None):
+            self.page_thumbnails = None
+            return
+        urls = thumbnails.thumbnail_urls([self.image_file(row) for row in rows])
+        self.page_thumbnails = {id(row): url for row, url in zip(rows, urls, strict=True)}
 
     def file_url(self, file: Any) -> str | None:
         """Absolute URL of a stored file, or None when there is none."""
@@ -94,6 +122,23 @@ class SemanticResultSerializer(serializers.ModelSerializer):
             return None
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request is not None else url
+
+
+class SemanticResultListSerializer(serializers.ListSerializer):
+    """A page of results: the thumbnails of all its rows are looked up together, one read of
+    Django's cache per page (``SemanticResultSerializer.read_page_thumbnails``)."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        rows = list(data.all() if isinstance(data, Manager) else data)
+        child = self.child
+        read = getattr(child, "read_page_thumbnails", None)
+        if read is None:
+            return super().to_representation(rows)
+        read(rows)
+        try:
+            return super().to_representation(rows)
+        finally:
+            child.page_thumbnails = None  # type: ignore[union-attr]
 
 
 def _max_query_length() -> int:

@@ -42,6 +42,7 @@ from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable, text_search
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
+from .filtering import filter_widget, filters_nothing, filterset_param_names
 from .pagination import RankedPagination
 from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8, strict_number
 from .schema import (
@@ -261,6 +262,19 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         return names
 
     # -- responses ------------------------------------------------------------------
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        """The filter backends' filtering, leaving out a django-filter backend given none of its
+        parameters (``filtering.filters_nothing``: it would build and check its form for nothing)."""
+        for backend_class in list(self.filter_backends):
+            backend = backend_class()
+            get_filterset_class = getattr(backend, "get_filterset_class", None)
+            if get_filterset_class is not None and filters_nothing(
+                backend_class, get_filterset_class(self, queryset), self.request.query_params
+            ):
+                continue
+            queryset = backend.filter_queryset(self.request, queryset, self)
+        return queryset
+
     def searchable_queryset(self) -> SemanticQuerySetMixin:
         """What the caller may see, narrowed by the filter backends: the base of every ranking
         (with the search methods, whatever the model's manager)."""
@@ -439,17 +453,6 @@ def not_embedded_message(instance: Model, path: EmbeddingPath) -> str:
     return f"{name} has no visual vector (status: {status})."
 
 
-def filterset_param_names(filterset_class: Any) -> list[str]:
-    """The query parameter names of a django-filter ``FilterSet`` (range filters have two)."""
-    if filterset_class is None:
-        return []
-    names = []
-    for name, flt in filterset_class.base_filters.items():
-        suffixes = getattr(_widget(flt), "suffixes", None)
-        names += [f"{name}_{s}" if s else name for s in suffixes] if suffixes else [name]
-    return names
-
-
 def filterset_multi_valued(filterset_class: Any) -> set[str]:
     """The filters of a ``FilterSet`` that take several values (``MultipleChoiceFilter`` ...)."""
     if filterset_class is None:
@@ -457,7 +460,7 @@ def filterset_multi_valued(filterset_class: Any) -> set[str]:
     return {
         name
         for name, flt in filterset_class.base_filters.items()
-        if getattr(_widget(flt), "allow_multiple_selected", False)
+        if getattr(filter_widget(flt), "allow_multiple_selected", False)
     }
 
 
@@ -477,7 +480,3 @@ def numeric_kind(field: forms.Field) -> str | None:
         if isinstance(key, models.IntegerField):  # AutoField and BigAutoField included
             return "integer"
     return None
-
-
-def _widget(flt: Any) -> Any:
-    return flt.extra.get("widget") or getattr(flt.field_class, "widget", None)
