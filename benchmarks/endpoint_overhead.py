@@ -51,6 +51,11 @@ def worker(root: Path) -> None:
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"semantic_search": "1000000/min", "semantic_image_search": "1000/min"},
     }
+    if os.environ.get("ENDPOINT_EF_SEARCH"):  # --ef-search
+        from django_semantic_images.conf import semantic_settings
+
+        settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "HNSW_EF_SEARCH": int(os.environ["ENDPOINT_EF_SEARCH"])}
+        semantic_settings.reload()  # it may have been read while the apps loaded
     from django.test.utils import CaptureQueriesContext
     from rest_framework.test import APIClient
 
@@ -136,6 +141,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=HERE, help="the checkout measured first (e.g. /work/main)")
     parser.add_argument("--after", type=Path, default=HERE, help="the checkout measured second (default: this one)")
     parser.add_argument("--rows", type=int, help="empty the table and load this many synthetic rows first")
+    parser.add_argument("--ef-search", type=int, help='HNSW_EF_SEARCH for both sides (default: the setting, "auto")')
     parser.add_argument("--passes", type=int, default=8, help="passes over the 40 queries per checkout")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -150,7 +156,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from benchmarks.search import QUERIES
 
-    env = {**os.environ, "ENDPOINT_QUERIES": json.dumps(QUERIES)}
+    env = {**os.environ, "ENDPOINT_QUERIES": json.dumps(QUERIES), "ENDPOINT_EF_SEARCH": str(args.ef_search or "")}
     sides = {"before": args.before.resolve(), "after": args.after.resolve()}
     procs = {}
     for name, root in sides.items():

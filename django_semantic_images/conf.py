@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     # ~/.cache/django-semantic-images).
     "QUERY_RUNTIME": "auto",
     "QUERY_INT8": True,
+    # ONNX Runtime's threads for one search's words: a few words are too little work to share
+    # out (2.6 against 3.0 ms with two threads on a 2-core VM); None: the process's cores.
+    "QUERY_THREADS": 1,
     "MODEL_CACHE_DIR": None,
     # The CNN of image embedding: "auto" runs it through ONNX Runtime when the "onnx"
     # extra is installed and the device is the CPU (about 3x faster than torch on a

@@ -207,3 +207,14 @@ def test_torch_runtime_and_gpu_models_skip_onnx(tiny_bert, tmp_path):
     text.device = "cuda"  # the ONNX path is for CPU processes; a GPU encodes queries in torch
     assert query_encoder(text, runtime="auto", int8=False, cache_dir=str(tmp_path)) is text
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(None, 1), (2, 2)])
+def test_search_words_run_on_query_threads_threads(tiny_bert, tmp_path, settings, threads, expected):
+    """QUERY_THREADS (default 1: a few words are too little work to share out) sizes the session."""
+    if threads is not None:
+        settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "QUERY_THREADS": threads}
+    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "MODEL_CACHE_DIR": str(tmp_path)}
+    onnx = configured_query_encoder(loaded(tiny_bert))
+    assert isinstance(onnx, OnnxQueryEncoder)
+    assert onnx.session.get_session_options().intra_op_num_threads == expected

@@ -127,9 +127,12 @@ def export_sentence_model(text: SentenceEncoder, target: Path) -> None:
 class OnnxQueryEncoder:
     """Encodes search texts like ``text.encode(texts, query=True)`` does, through ONNX Runtime."""
 
-    def __init__(self, text: SentenceEncoder, *, int8: bool = False, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, text: SentenceEncoder, *, int8: bool = False, cache_dir: Path | None = None, threads: int | None = None
+    ) -> None:
         self.text = text
         self.int8 = int8
+        self.threads = threads  # ONNX Runtime's intra-op threads (None: intra_op_threads())
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.dimensions: int | None = None
         self.session: Any = None
@@ -163,7 +166,7 @@ class OnnxQueryEncoder:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads()
+        options.intra_op_num_threads = self.threads or intra_op_threads()
         options.inter_op_num_threads = 1
         # A web process waits on the database between queries: no busy-waiting threads.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -203,7 +206,7 @@ class OnnxQueryEncoder:
         return self.encode(texts)
 
 
-_query_encoders: dict[tuple[int, bool, str], OnnxQueryEncoder | None] = {}
+_query_encoders: dict[tuple[int, bool, str, int | None], OnnxQueryEncoder | None] = {}
 _lock = threading.Lock()
 
 
@@ -219,43 +222,52 @@ def intra_op_threads() -> int:
         return os.cpu_count() or 1
 
 
-def query_encoder(text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir: str | None) -> Any:
+def query_encoder(
+    text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir: str | None, threads: int | None = None
+) -> Any:
     """What encodes search queries for ``text``: an ``OnnxQueryEncoder`` when ``runtime``
     allows one and it loads, else ``text`` itself. Decided once per process and setting."""
     if runtime == "torch" or not text.device.startswith("cpu"):
         return text
-    key = (id(text), int8, str(cache_dir))
+    key = (id(text), int8, str(cache_dir), threads)
     with _lock:
         if key not in _query_encoders:
-            _query_encoders[key] = _load_query_encoder(text, runtime=runtime, int8=int8, cache_dir=cache_dir)
+            _query_encoders[key] = _load_query_encoder(
+                text, runtime=runtime, int8=int8, cache_dir=cache_dir, threads=threads
+            )
         found = _query_encoders[key]
     return found if found is not None else text
 
 
 def configured_query_encoder(text: SentenceEncoder) -> Any:
-    """``query_encoder`` for ``text`` as ``QUERY_RUNTIME``, ``QUERY_INT8`` and ``MODEL_CACHE_DIR`` say."""
+    """``query_encoder`` for ``text`` as ``QUERY_RUNTIME``, ``QUERY_INT8``, ``QUERY_THREADS`` and
+    ``MODEL_CACHE_DIR`` say."""
+    threads = semantic_settings.QUERY_THREADS
     return query_encoder(
         text,
         runtime=semantic_settings.QUERY_RUNTIME,
         int8=bool(semantic_settings.QUERY_INT8),
         cache_dir=str(configured_cache_dir()),
+        threads=None if threads is None else max(1, int(threads)),
     )
 
 
-def _load_query_encoder(text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir: str | None) -> Any:
+def _load_query_encoder(
+    text: SentenceEncoder, *, runtime: str, int8: bool, cache_dir: str | None, threads: int | None
+) -> Any:
     if not onnx_available():
         if runtime == "onnx":
             logger.warning("QUERY_RUNTIME is 'onnx' but onnxruntime is not installed; search uses torch.")
         return None
     folder = Path(cache_dir) if cache_dir else None
     if int8:
-        encoder = OnnxQueryEncoder(text, int8=True, cache_dir=folder)
+        encoder = OnnxQueryEncoder(text, int8=True, cache_dir=folder, threads=threads)
         try:
             encoder.load()
             return encoder
         except Exception as exc:  # e.g. quantisation moved the vectors too far: try float32
             logger.warning("Search queries use float32 weights; the int8 query model could not be used: %s", exc)
-    encoder = OnnxQueryEncoder(text, cache_dir=folder)
+    encoder = OnnxQueryEncoder(text, cache_dir=folder, threads=threads)
     try:
         encoder.load()
     except Exception as exc:  # any failure leaves search working on torch
