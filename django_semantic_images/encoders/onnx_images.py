@@ -39,7 +39,7 @@ import numpy as np
 from ..conf import on_change
 from .cache import build_once, digest
 from .networks import CNNS
-from .onnx_queries import NOISY_LOGGERS, _quiet_loggers, intra_op_threads, onnx_available
+from .onnx_queries import NOISY_LOGGERS, _quiet_loggers, cpu_session, onnx_available
 
 logger = logging.getLogger(__name__)
 
@@ -174,15 +174,7 @@ class OnnxImageModel:
         return path
 
     def _session(self, path: Path) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads or intra_op_threads()
-        options.inter_op_num_threads = 1
-        # Decoding threads share the cores: an idle ORT thread must not spin on one.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cpu_session(path, self.threads)
 
     def load(self, torch_model: Any = None) -> None:
         self.path = self.prepare(torch_model)

@@ -163,15 +163,7 @@ class OnnxQueryEncoder:
         return path
 
     def _session(self, path: Path) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads or intra_op_threads()
-        options.inter_op_num_threads = 1
-        # A web process waits on the database between queries: no busy-waiting threads.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cpu_session(path, self.threads)
 
     def _check(self, path: Path) -> None:
         """Refuse an export whose vectors differ from the torch model's."""
@@ -208,6 +200,20 @@ class OnnxQueryEncoder:
 
 _query_encoders: dict[tuple[int, bool, str, int | None], OnnxQueryEncoder | None] = {}
 _lock = threading.Lock()
+
+
+def cpu_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads (None:
+    ``intra_op_threads()``) whose idle threads never spin: a web process waits on the database
+    between queries, and a worker's decoding threads share the cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or intra_op_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def intra_op_threads() -> int:
