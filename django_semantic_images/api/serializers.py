@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
-from django.db.models import Manager
+from django.db.models.manager import BaseManager
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -129,7 +129,7 @@ class SemanticResultListSerializer(serializers.ListSerializer):
     Django's cache per page (``SemanticResultSerializer.read_page_thumbnails``)."""
 
     def to_representation(self, data: Any) -> list[Any]:
-        rows = list(data.all() if isinstance(data, Manager) else data)
+        rows = list(data.all() if isinstance(data, BaseManager) else data)
         child = self.child
         read = getattr(child, "read_page_thumbnails", None)
         if read is None:
