@@ -1,9 +1,10 @@
-"""Issue 14, the learned bridge >= 60: training and image-side levers, over cached Lite0 feature maps.
+"""Issue 14, the learned bridge >= 60: training and image-side levers, over cached Lite0 (or Lite1) feature maps.
 
 CNN outputs come from ``benchmarks/bridge_levers_cnn.py`` (pooled, 2 x 2 grid, max and GeM vectors per
-view); caption vectors from MiniLM (cached as ``benchmarks/levers.py`` does). ConSE vectors, the bridge
-and the blend are the package's (``ConSEEncoder.soften()/conse()``, ``training.fit_linear_bridge()``,
-``LearnedBridge.apply()``); ranking is exact cosine with random tie breaks (``levers.hits_and_ranks``).
+view; ``--cnn lite1`` for Lite1's); caption vectors from MiniLM (cached as ``benchmarks/levers.py`` does).
+ConSE vectors, the bridge and the blend are the package's (``ConSEEncoder.soften()/conse()``,
+``training.fit_linear_bridge()``, ``LearnedBridge.apply()``); ranking is exact cosine with random tie
+breaks (``levers.hits_and_ranks``).
 
 Splits:
   * ``val``: gallery = the first 1,000 train images (sorted by name), their 5,000 captions the queries;
@@ -36,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "example_project")]
 from benchmarks.bridge_levers_cnn import load as load_cnn  # noqa: E402
 from benchmarks.levers import EVAL, PROMPT_SETS, Text, captions_of, conse, hits_and_ranks  # noqa: E402
 from benchmarks.levers_cnn import image_names  # noqa: E402
+from django_semantic_images.encoders.networks import ENCODER_CNNS  # noqa: E402
 
 #: index into ``bridge_levers_cnn.pool()``'s second axis
 POOLS = {"mean": [0], "grid": [1, 2, 3, 4], "max": [5], "gem": [6]}
@@ -89,9 +91,11 @@ class Data:
             folder, names = (
                 (self.gallery_dir, self.gallery) if which == "gallery" else (self.args.train, self.bridge_names)
             )
-            out = load_cnn(folder, names, view, self.args.cache_cnn)
+            out = load_cnn(folder, names, view, self.args.cache_cnn, cnn=self.args.cnn)
             if out is None:
-                raise SystemExit(f"{view} outputs of {folder.name} not cached: run benchmarks/bridge_levers_cnn.py")
+                raise SystemExit(
+                    f"{self.args.cnn} {view} outputs of {folder.name} not cached: run benchmarks/bridge_levers_cnn.py"
+                )
             self._cnn[key] = out
         return self._cnn[key]
 
@@ -316,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=1000, help="val: the gallery is this many train images.")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/levers"))
     parser.add_argument("--cache-cnn", type=Path, default=Path("/tmp/bridge60"))
+    parser.add_argument("--cnn", default="lite0", choices=ENCODER_CNNS, help="The CNN of the cached feature maps.")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a loaded machine)")
     args = parser.parse_args(argv)
@@ -373,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     print(
         f"`{command}` ({args.split}: {len(data.gallery)} images, {len(data.queries)} queries; "
-        f"bridge on {len(data.bridge_names)} train images; seeds {args.seeds})\n"
+        f"bridge on {len(data.bridge_names)} train images; {args.cnn}; seeds {args.seeds})\n"
     )
     print("| set | variant | R@1 | R@5 (mean +/- std over seeds) | R@10 | R@5 vs first row |")
     print("|---|---|---|---|---|---|")

@@ -1,12 +1,14 @@
-"""EfficientNet-Lite0 feature maps (7 x 7 x 1280, float16) and class logits of captioned images, cached.
+"""EfficientNet-Lite0/Lite1 feature maps (float16) and class logits of captioned images, cached.
 
 For ``benchmarks/bridge_levers.py`` (issue 14, the learned bridge >= 60): one CNN pass per view gives
 the last feature map, from which the pooled vector (what the encoder stores), region-pooled vectors
 (a 2 x 2 grid), max or GeM pooling can all be made without running the CNN again. Views as in
-``benchmarks/levers_cnn.py`` (``center``: the encoder's 256 -> 224 centre crop; ``flip``: its mirror).
-Chunks of 250 images (sorted names) under ``--cache``.
+``benchmarks/levers_cnn.py`` (``center``: the encoder's centre crop, 256 -> 224 for Lite0, 272 -> 240 for
+Lite1; ``flip``: its mirror). Lite0's map is 7 x 7 x 1280, Lite1's 8 x 8 x 1280 (240 / 32, rounded up:
+"SAME" padding). Chunks of 250 images (sorted names) under ``--cache``, named by the CNN.
 
     nice -n 5 python benchmarks/bridge_levers_cnn.py --folder ../shared/eval/flickr8k_train --views center flip
+    nice -n 5 python benchmarks/bridge_levers_cnn.py --cnn lite1 --folder ../shared/eval/flickr8k_test1k
 """
 
 from __future__ import annotations
@@ -26,20 +28,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from benchmarks.levers_cnn import CHUNK, image_names, pixels  # noqa: E402
+from django_semantic_images.encoders.networks import CNNS, ENCODER_CNNS  # noqa: E402
 
 
-def chunk_path(cache: Path, folder: Path, view: str, names: Sequence[str]) -> Path:
-    key = json.dumps(["lite0-map", folder.name, view, list(names)])
-    return cache / f"map-lite0-{view}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+def chunk_path(cache: Path, folder: Path, view: str, names: Sequence[str], cnn: str = "lite0") -> Path:
+    key = json.dumps([f"{cnn}-map", folder.name, view, list(names)])  # Lite0's key as before: old caches stay valid
+    return cache / f"map-{cnn}-{view}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
-def run(model, folder: Path, names: Sequence[str], view: str) -> tuple[np.ndarray, np.ndarray]:
+def run(model, folder: Path, names: Sequence[str], view: str, side: int = 224) -> tuple[np.ndarray, np.ndarray]:
     import torch
     from torch.nn import functional as F
 
     maps, logits = [], []
     for start in range(0, len(names), 32):
-        batch = np.stack([pixels((folder / "images" / n).read_bytes(), 224, view) for n in names[start : start + 32]])
+        batch = np.stack([pixels((folder / "images" / n).read_bytes(), side, view) for n in names[start : start + 32]])
         with torch.inference_mode():
             x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
             x = F.relu6(model._bn0(model._conv_stem(x)))
@@ -51,8 +54,10 @@ def run(model, folder: Path, names: Sequence[str], view: str) -> tuple[np.ndarra
     return np.concatenate(maps), np.concatenate(logits)
 
 
-def load(folder: Path, names: Sequence[str], view: str, cache: Path, compute: bool = False, log=print):
-    """(pooled (n, 7, 1280) as ``pool()``, logits (n, 1000)) of ``names``; None when not cached."""
+def load(
+    folder: Path, names: Sequence[str], view: str, cache: Path, compute: bool = False, log=print, cnn: str = "lite0"
+):
+    """(pooled (n, 7, 1280) as ``pool()``, logits (n, 1000)) of ``names`` through ``cnn``; None when not cached."""
     every = image_names(folder)
     index = {n: i for i, n in enumerate(every)}
     wanted = [index[n] for n in names]
@@ -61,19 +66,19 @@ def load(folder: Path, names: Sequence[str], view: str, cache: Path, compute: bo
     model = None
     for c in sorted({i // CHUNK for i in wanted}):
         part = every[c * CHUNK : (c + 1) * CHUNK]
-        path = chunk_path(cache, folder, view, part)
+        path = chunk_path(cache, folder, view, part, cnn)
         if not path.exists():
             if not compute:
                 return None
             if model is None:
                 from django_semantic_images.encoders.efficientnet_lite import load_lite
 
-                model = load_lite("lite0")
+                model = load_lite(cnn)
             started = time.perf_counter()
-            m, g = run(model, folder, part, view)
+            m, g = run(model, folder, part, view, CNNS[cnn].side)
             np.savez(path, maps=m, logits=g)
             per = (time.perf_counter() - started) / len(part)
-            log(f"{view} {folder.name} chunk {c}: {1000 * per:.0f} ms/image (load {os.getloadavg()[0]:.1f})")
+            log(f"{cnn} {view} {folder.name} chunk {c}: {1000 * per:.0f} ms/image (load {os.getloadavg()[0]:.1f})")
         with np.load(path) as z:
             m_all, g_all = z["maps"], z["logits"]
         pooled = pool(m_all.astype(np.float32))
@@ -83,10 +88,12 @@ def load(folder: Path, names: Sequence[str], view: str, cache: Path, compute: bo
 
 
 def pool(maps: np.ndarray) -> np.ndarray:
-    """(n, 7, 7, C) -> (n, 7, C): mean, 2 x 2 grid means (rows/columns 0-3, 3-6: the centre line is shared),
-    max, GeM (p = 3)."""
+    """(n, s, s, C) -> (n, 7, C): mean, 2 x 2 grid means (halves of ceil(s / 2) rows/columns: for s = 7,
+    0-3 and 3-6, the centre line shared; for s = 8, 0-3 and 4-7), max, GeM (p = 3)."""
     mean = maps.mean(axis=(1, 2))
-    grid = [maps[:, r : r + 4, c : c + 4].mean(axis=(1, 2)) for r in (0, 3) for c in (0, 3)]
+    half = (maps.shape[1] + 1) // 2
+    starts = (0, maps.shape[1] - half)
+    grid = [maps[:, r : r + half, c : c + half].mean(axis=(1, 2)) for r in starts for c in starts]
     mx = maps.max(axis=(1, 2))
     gem = np.cbrt(np.mean(np.clip(maps, 1e-6, None) ** 3, axis=(1, 2)))
     return np.stack([mean, *grid, mx, gem], axis=1)
@@ -95,6 +102,7 @@ def pool(maps: np.ndarray) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--cnn", default="lite0", choices=ENCODER_CNNS)
     parser.add_argument("--views", nargs="+", default=["center"], choices=["center", "flip"])
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--stop", type=int)
@@ -106,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     names = image_names(args.folder)[args.start : args.stop]
     for view in args.views:
-        load(args.folder, names, view, args.cache, compute=True, log=lambda s: print(s, flush=True))
+        load(args.folder, names, view, args.cache, compute=True, log=lambda s: print(s, flush=True), cnn=args.cnn)
     return 0
 
 
