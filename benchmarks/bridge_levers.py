@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from benchmarks.bridge_levers_cnn import load as load_cnn  # noqa: E402
 from benchmarks.levers import EVAL, PROMPT_SETS, Text, captions_of, conse, hits_and_ranks  # noqa: E402
 from benchmarks.levers_cnn import image_names  # noqa: E402
 from django_semantic_images.encoders.networks import ENCODER_CNNS  # noqa: E402
+from django_semantic_images.training import TrainingOptions  # noqa: E402
 
 #: index into ``bridge_levers_cnn.pool()``'s second axis
 POOLS = {"mean": [0], "grid": [1, 2, 3, 4], "max": [5], "gem": [6]}
@@ -48,17 +49,22 @@ class Variant:
     name: str
     views: tuple[str, ...] = ("center",)
     features: str = "mean"  # mean | gem | max | mean+grid (concatenated, each part normalised) | mean+gem
-    epochs: int = 10
-    temperature: float = 0.05
-    dropout: float = 0.5
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    conse_weight: float = 0.2
+    # The bridge's training (epochs, temperature, dropout ...); its seed and ensemble are set per run below.
+    training: TrainingOptions = field(default_factory=TrainingOptions)
     transform: str = ""  # "sqrt": square root of the (non-negative) features first; "center": minus the train mean
     hidden: int = 0  # > 0: one hidden layer (MLP bridge)
     ensemble: int = 1  # average this many bridges' weights (seeds seed*100 + k)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: The training options a variant changes through ``tuned`` (seed and ensemble are the benchmark's own).
+TRAINING_FIELDS = {f.name for f in fields(TrainingOptions)} - {"seed", "ensemble"}
+
+
+def tuned(base: Variant, name: str, **changes: Any) -> Variant:
+    """``base`` named ``name``, with ``changes`` to its own fields or to its training options."""
+    training = {key: changes.pop(key) for key in list(changes) if key in TRAINING_FIELDS}
+    return replace(base, name=name, training=replace(base.training, **training), **changes)
 
 
 class Data:
@@ -180,20 +186,12 @@ def fit_mlp(visual, text_vectors, owner, options, hidden: int):
 
 def gallery_vectors(data: Data, v: Variant, seed: int) -> np.ndarray:
     from django_semantic_images.encoders.base import l2_normalize
-    from django_semantic_images.training import TrainingOptions, fit_linear_bridge
+    from django_semantic_images.training import fit_linear_bridge
 
     train_feats, _ = data.features("bridge", v)
     gal_feats, gal_logits = data.features("gallery", v)
     semantic = conse(gal_logits, data.label_vectors, 3.0, 1000)
-    options = TrainingOptions(
-        epochs=v.epochs,
-        temperature=v.temperature,
-        dropout=v.dropout,
-        learning_rate=v.learning_rate,
-        weight_decay=v.weight_decay,
-        batch_size=v.batch_size,
-        conse_weight=v.conse_weight,
-    )
+    options = v.training
     x_train, x_gal = l2_normalize(train_feats), l2_normalize(gal_feats)
     if v.hidden:
         projected = np.mean(
@@ -215,7 +213,7 @@ def gallery_vectors(data: Data, v: Variant, seed: int) -> np.ndarray:
         weight = np.mean([f[0] for f in fits], axis=0)
         bias = np.mean([f[1] for f in fits], axis=0)
         projected = x_gal @ weight + bias
-    w = v.conse_weight
+    w = options.conse_weight
     return l2_normalize(w * l2_normalize(semantic) + (1 - w) * l2_normalize(projected))
 
 
@@ -224,37 +222,37 @@ def variant_sets() -> dict[str, list[Variant]]:
     sets: dict[str, list[Variant]] = {}
     sets["training"] = [
         base,
-        *[replace(base, name=f"epochs {e}", epochs=e) for e in (20, 40)],
-        *[replace(base, name=f"temperature {t}", temperature=t) for t in (0.03, 0.07)],
-        *[replace(base, name=f"dropout {d}", dropout=d) for d in (0.3, 0.7)],
-        *[replace(base, name=f"lr {lr:g}", learning_rate=lr) for lr in (3e-3,)],
-        *[replace(base, name=f"weight decay {wd:g}", weight_decay=wd) for wd in (0.05,)],
-        *[replace(base, name=f"batch {b}", batch_size=b) for b in (128, 512)],
-        *[replace(base, name=f"ConSE weight {c}", conse_weight=c) for c in (0.1, 0.3)],
+        *[tuned(base, f"epochs {e}", epochs=e) for e in (20, 40)],
+        *[tuned(base, f"temperature {t}", temperature=t) for t in (0.03, 0.07)],
+        *[tuned(base, f"dropout {d}", dropout=d) for d in (0.3, 0.7)],
+        *[tuned(base, f"lr {lr:g}", learning_rate=lr) for lr in (3e-3,)],
+        *[tuned(base, f"weight decay {wd:g}", weight_decay=wd) for wd in (0.05,)],
+        *[tuned(base, f"batch {b}", batch_size=b) for b in (128, 512)],
+        *[tuned(base, f"ConSE weight {c}", conse_weight=c) for c in (0.1, 0.3)],
     ]
-    sets["ensemble"] = [base, replace(base, name="ensemble of 3 seeds (weights averaged)", ensemble=3)]
+    sets["ensemble"] = [base, tuned(base, "ensemble of 3 seeds (weights averaged)", ensemble=3)]
     sets["mlp"] = [
         base,
-        replace(base, name="MLP 1024 hidden + linear shortcut", hidden=1024),
-        replace(base, name="MLP 1024, 20 epochs", hidden=1024, epochs=20),
+        tuned(base, "MLP 1024 hidden + linear shortcut", hidden=1024),
+        tuned(base, "MLP 1024, 20 epochs", hidden=1024, epochs=20),
     ]
     sets["transform"] = [
         base,
-        replace(base, name="square root of features", transform="sqrt"),
-        replace(base, name="features centred (train mean)", transform="center"),
-        replace(base, name="square root, centred", transform="sqrt+center"),
+        tuned(base, "square root of features", transform="sqrt"),
+        tuned(base, "features centred (train mean)", transform="center"),
+        tuned(base, "square root, centred", transform="sqrt+center"),
     ]
     sets["pooling"] = [
         base,
-        replace(base, name="GeM (p 3) pooling", features="gem"),
-        replace(base, name="max pooling", features="max"),
-        replace(base, name="mean + GeM concatenated", features="mean+gem"),
-        replace(base, name="mean + 2x2 grid concatenated (6400-d)", features="mean+grid"),
+        tuned(base, "GeM (p 3) pooling", features="gem"),
+        tuned(base, "max pooling", features="max"),
+        tuned(base, "mean + GeM concatenated", features="mean+gem"),
+        tuned(base, "mean + 2x2 grid concatenated (6400-d)", features="mean+grid"),
     ]
     sets["flip"] = [
         base,
-        replace(base, name="centre + mirror", views=("center", "flip")),
-        replace(base, name="centre + mirror, mean + 2x2 grid", views=("center", "flip"), features="mean+grid"),
+        tuned(base, "centre + mirror", views=("center", "flip")),
+        tuned(base, "centre + mirror, mean + 2x2 grid", views=("center", "flip"), features="mean+grid"),
     ]
     by_name = {v.name: v for group in sets.values() for v in group}
     # The screening that fitted a loaded 2-core machine (2 seeds, 1,000-image bridges): the likeliest levers.
@@ -282,12 +280,12 @@ def variant_sets() -> dict[str, list[Variant]]:
         base,
         by_name["dropout 0.7"],
         by_name["temperature 0.07"],
-        replace(base, name="square root + ensemble of 3", transform="sqrt", ensemble=3),
-        replace(base, name="square root + dropout 0.7", transform="sqrt", dropout=0.7),
+        tuned(base, "square root + ensemble of 3", transform="sqrt", ensemble=3),
+        tuned(base, "square root + dropout 0.7", transform="sqrt", dropout=0.7),
     ]
-    combined = replace(
+    combined = tuned(
         base,
-        name="square root + ensemble of 3 + dropout 0.7 + ConSE 0.3",
+        "square root + ensemble of 3 + dropout 0.7 + ConSE 0.3",
         transform="sqrt",
         ensemble=3,
         dropout=0.7,
@@ -295,13 +293,13 @@ def variant_sets() -> dict[str, list[Variant]]:
     )
     sets["screen_d"] = [
         base,
-        replace(base, name="square root + dropout 0.7 + ConSE 0.3", transform="sqrt", dropout=0.7, conse_weight=0.3),
+        tuned(base, "square root + dropout 0.7 + ConSE 0.3", transform="sqrt", dropout=0.7, conse_weight=0.3),
         combined,
     ]
     sets["final"] = [
         base,
         by_name["ensemble of 3 seeds (weights averaged)"],
-        replace(base, name="square root + ensemble of 3", transform="sqrt", ensemble=3),
+        tuned(base, "square root + ensemble of 3", transform="sqrt", ensemble=3),
         combined,
     ]
     sets["final_full"] = [base, sets["final"][2]]
