@@ -133,3 +133,21 @@ def test_the_encoder_width_follows_dimensions():
     with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": {"DIMENSIONS": 256}}):
         assert get_encoder().semantic_dimensions == 256
     assert get_encoder().semantic_dimensions == 384
+
+
+def test_reads_answers_a_repeated_text_without_tokenizing_it_again(tiny_bert, monkeypatch):
+    from django_semantic_images.encoders import text
+
+    encoder = SentenceEncoder(TextModelSpec(model=str(tiny_bert)))
+    assert encoder.reads("a red bicycle") is True
+    assert encoder.reads("ÿÿÿ ÿÿÿ") is False  # letters the tokenizer does not know
+    tokenized = []
+    original = SentenceEncoder.unknown_share
+    monkeypatch.setattr(SentenceEncoder, "unknown_share", lambda self, t: tokenized.append(t) or original(self, t))
+    assert (encoder.reads("a red bicycle"), encoder.reads("ÿÿÿ ÿÿÿ")) == (True, False)
+    assert tokenized == []
+    monkeypatch.setattr(text, "READS_CACHE_SIZE", 2)
+    for words in ("cat", "a cup", "the sun"):
+        encoder.reads(words)
+    assert list(encoder._read) == ["a cup", "the sun"]  # the oldest answers go first
+    assert encoder.reads("a red bicycle") is True and tokenized[-1] == "a red bicycle"

@@ -194,3 +194,50 @@ def test_a_serializer_with_its_own_thumbnails_makes_none_with_sorl(make_photo, s
     monkeypatch.setattr(thumbnails, "thumbnail_urls", never)
     data = OwnThumbnails(photos, many=True).data
     assert [row["thumbnail_url"] for row in data] == [f"/own/{p.pk}.jpg" for p in photos]
+
+
+def test_result_fields_are_built_once_per_class_and_each_serializer_binds_its_own(
+    make_photo, sample_paths, monkeypatch, settings
+):
+    from rest_framework import serializers
+    from rest_framework.test import APIRequestFactory
+
+    from django_semantic_images.api.serializers import SemanticResultSerializer
+    from photos.models import Photo
+
+    class Owner(serializers.Serializer):
+        page = serializers.SerializerMethodField()
+
+        def get_page(self, obj):  # the nested serializer reads the request of its own parent
+            return self.context["request"].build_absolute_uri(f"/owners/{obj.pk}/")
+
+    class WithOwner(SemanticResultSerializer):
+        owner = Owner(source="*", read_only=True)
+
+        class Meta:
+            model = Photo
+            fields = ["id", "title", "image_url", "owner"]
+
+    built = []
+    original = serializers.ModelSerializer.get_fields
+    monkeypatch.setattr(serializers.ModelSerializer, "get_fields", lambda self: built.append(1) or original(self))
+    settings.ALLOWED_HOSTS = ["one.example", "two.example"]
+    photo = make_photo(sample_paths["coffee"])
+    factory = APIRequestFactory()
+    one, two = (factory.get("/", HTTP_HOST=host) for host in ("one.example", "two.example"))
+    first, second = WithOwner(photo, context={"request": one}), WithOwner(photo, context={"request": two})
+    assert first.data["image_url"].startswith("http://one.example/")
+    assert second.data["image_url"].startswith("http://two.example/")
+    assert (first.data["owner"]["page"], second.data["owner"]["page"]) == (
+        f"http://one.example/owners/{photo.pk}/",
+        f"http://two.example/owners/{photo.pk}/",
+    )
+    assert len(built) == 1  # the second serializer copied the first one's fields
+    assert not set(map(id, first.fields.values())) & set(map(id, second.fields.values()))
+
+    class PerRequest(WithOwner):
+        cache_fields = False
+
+    hosts = [PerRequest(photo, context={"request": r}).data["image_url"].split("/")[2] for r in (one, two)]
+    assert hosts == ["one.example", "two.example"]
+    assert len(built) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -10,7 +11,8 @@ from django.db.models.manager import BaseManager
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import empty
+from rest_framework.fields import Field, empty
+from rest_framework.relations import ManyRelatedField
 from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
 
 from .. import thumbnails
@@ -31,6 +33,11 @@ class SemanticResultSerializer(serializers.ModelSerializer):
     image. ``Meta.thumbnail_field`` names an image field (or a property returning a file)
     holding the site's own small rendition instead. Override ``get_thumbnail_url`` for
     another library.
+
+    The fields are built from the model once per class, and each serializer gets copies
+    (DRF builds them on every instance: a search serializes a page per request). A subclass
+    whose fields depend on the request (``get_fields`` reading ``self.context``) sets
+    ``cache_fields = False``.
 
     .. code-block:: python
 
@@ -58,6 +65,18 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         help_text="Absolute URL of a small copy of the image (it fits in THUMBNAIL_SIZE pixels), when the site "
         "makes thumbnails; null otherwise, or when the image file cannot be read."
     )
+
+    cache_fields = True
+
+    def get_fields(self) -> dict[str, Field]:
+        """DRF's fields of this class, built once (``cache_fields``); each call gets copies."""
+        if not self.cache_fields:
+            return super().get_fields()
+        cls = type(self)
+        built = _built_fields.get(cls)
+        if built is None:
+            built = _built_fields.setdefault(cls, super().get_fields())
+        return {name: fresh_copy(field) for name, field in built.items()}
 
     def get_image_url(self, obj: Any) -> str | None:
         return self.file_url(self.image_file(obj))
@@ -122,6 +141,19 @@ class SemanticResultSerializer(serializers.ModelSerializer):
             return None
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request is not None else url
+
+
+# The unbound fields each result serializer class builds (SemanticResultSerializer.get_fields).
+_built_fields: dict[type, dict[str, Field]] = {}
+
+
+def fresh_copy(field: Field) -> Field:
+    """An unbound copy of ``field`` to bind to one serializer: a shallow copy of a plain field;
+    DRF's deep copy (a new instance from the same arguments) of a field that holds another
+    field or serializer, which is bound to its holder."""
+    if isinstance(field, (serializers.BaseSerializer, ManyRelatedField)) or hasattr(field, "child"):
+        return copy.deepcopy(field)
+    return copy.copy(field)
 
 
 class SemanticResultListSerializer(serializers.ListSerializer):

@@ -53,6 +53,8 @@ XLMR_SCRIPTS = (
 MINILM_SCRIPTS = ("LATIN",)
 #: Above this share of unknown tokens among a search's words, the model cannot read them.
 MAX_UNKNOWN_SHARE = 0.5
+#: Search texts whose ``reads()`` answer a text model keeps (a repeated search tokenizes nothing).
+READS_CACHE_SIZE = 1024
 #: Longer words are left out of that share (WordPiece makes any of them one unknown token).
 MAX_WORD_CHARS = 100
 #: Defaults a model name brings along (the user's keys win): e5 was trained with these prefixes.
@@ -208,6 +210,8 @@ class SentenceEncoder:
         self._fingerprint: str | None = None
         self._unk_id: int | None | bool = False  # False: not looked up yet
         self._lock = threading.Lock()
+        self._read: dict[str, bool] = {}  # reads() answers, oldest first
+        self._read_lock = threading.Lock()
 
     @property
     def name_or_path(self) -> str:
@@ -345,7 +349,18 @@ class SentenceEncoder:
     def reads(self, text: str) -> bool:
         """Whether this model can read the words of ``text``: most of its letters in the
         model's scripts (``TextModelSpec.readable_scripts``) and at most half of its tokens
-        unknown to the tokenizer. Texts without letters (emoji, digits) are read."""
+        unknown to the tokenizer. Texts without letters (emoji, digits) are read.
+        The answers for the last ``READS_CACHE_SIZE`` texts are kept."""
+        found = self._read.get(text)
+        if found is None:
+            found = self._reads(text)
+            with self._read_lock:
+                self._read[text] = found
+                while len(self._read) > READS_CACHE_SIZE:
+                    del self._read[next(iter(self._read))]
+        return found
+
+    def _reads(self, text: str) -> bool:
         scripts = self.spec.readable_scripts
         if scripts is not None and not mostly_in(text, scripts):
             return False
