@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,20 +70,34 @@ class Calibration:
         return beaten / (self.size + 1)
 
 
+#: Calibrations a reference keeps, by query vector (a repeated search computes none).
+KEEP_CALIBRATIONS = 256
+
+
 @dataclass(frozen=True)
 class Reference:
     """Unit-length stored vectors of a sample of the collection (float32, one row each)."""
 
     vectors: np.ndarray
     drawn_at: float
+    _calibrations: dict[bytes, Calibration] = field(default_factory=dict, compare=False, repr=False)
 
     def calibrate(self, query: Any) -> Calibration | None:
-        """The calibration of ``query`` (a vector of the same space); None when the sample is too small."""
+        """The calibration of ``query`` (a vector of the same space); None when the sample is too small.
+        The last ``KEEP_CALIBRATIONS`` are kept."""
         if len(self.vectors) < MIN_REFERENCE:
             return None
         vector = np.asarray(query, dtype=np.float32).ravel()
-        scores = self.vectors @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
-        return Calibration(np.sort(scores.astype(np.float64)))
+        key = vector.tobytes()
+        found = self._calibrations.get(key)
+        if found is None:
+            scores = self.vectors @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
+            # Sorted in float32, then widened: the same values as sorting the widened scores.
+            found = Calibration(np.sort(scores).astype(np.float64))
+            if len(self._calibrations) >= KEEP_CALIBRATIONS:
+                self._calibrations.clear()
+            self._calibrations[key] = found
+        return found
 
 
 def unit_rows(values: list[Any], dimensions: int) -> np.ndarray:

@@ -141,8 +141,9 @@ class SemanticQuerySetMixin(_QuerySetBase):
         return super().db
 
     def _ranked(self, distance: Any, path: EmbeddingPath, kind: str, vector: Any) -> Self:
-        qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(distance=distance)
-        qs = qs.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
+        qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(
+            distance=distance, score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField())
+        )
         qs = qs.order_by("distance")
         qs._vector_ranked = True
         qs._ranked_by = (path, kind, vector)

@@ -134,3 +134,19 @@ def test_the_schema_offers_min_relevance_on_the_ranked_actions_only(client):
     assert param("/api/photos/") == []
     result = schema["components"]["schemas"]["PhotoResult"]["properties"]
     assert result["relevance"]["nullable"] is True
+
+
+def test_a_reference_computes_a_repeated_querys_calibration_once(monkeypatch):
+    from django_semantic_images import calibration
+
+    rng = np.random.default_rng(3)
+    reference = calibration.Reference(calibration.unit_rows(list(rng.normal(size=(50, 8))), 8), 0.0)
+    query, other = rng.normal(size=8), rng.normal(size=8)
+    first = reference.calibrate(query)
+    expected = np.sort(reference.vectors.astype(np.float64) @ (query / np.linalg.norm(query)))
+    np.testing.assert_allclose(first.scores, expected, atol=1e-6)
+    assert reference.calibrate(query.copy()) is first  # the same words again: nothing computed
+    assert reference.calibrate(other) is not first
+    monkeypatch.setattr(calibration, "KEEP_CALIBRATIONS", 2)
+    reference.calibrate(rng.normal(size=8))  # a third query: the kept ones are let go
+    assert reference.calibrate(query) is not first and len(reference._calibrations) <= 2
