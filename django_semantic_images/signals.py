@@ -54,16 +54,32 @@ def _inputs(instance: models.Model, field: ImageEmbeddingField) -> dict[str, Any
 
     Only the row's own fields count: values read through a relation or a property change on
     another row, whose own saves ask for the work (e.g. ``contrib.wagtail`` on image saves).
+    Values are read from the instance's ``__dict__``, without descriptors (each search result
+    runs this when it is loaded); a deferred field is not in it (``Model.get_deferred_fields``).
     """
-    deferred = instance.get_deferred_fields()
-    own = {f.name for f in instance._meta.concrete_fields}
+    own = _own_attnames(type(instance))
+    loaded = instance.__dict__
     values: dict[str, Any] = {}
     for attr in (field.image_field, *field.text_fields):
-        if attr in deferred or attr not in own:
+        attname = own.get(attr)
+        if attname is None or attname not in loaded:
             continue
-        value = getattr(instance, attr, None)
-        values[attr] = (getattr(value, "name", None) or "") if attr == field.image_field else value
+        value = loaded[attname]
+        if attr == field.image_field and not isinstance(value, str):
+            value = getattr(value, "name", None) or ""  # a FieldFile, or a File assigned since
+        values[attr] = value
     return values
+
+
+_own: dict[type, dict[str, str]] = {}
+
+
+def _own_attnames(model: type[models.Model]) -> dict[str, str]:
+    """Name -> attribute name of each of ``model``'s own concrete fields (read once per model)."""
+    found = _own.get(model)
+    if found is None:
+        found = _own[model] = {f.name: f.attname for f in model._meta.concrete_fields}
+    return found
 
 
 #: The columns that say where a row's embedding stands (written when an input changes).
