@@ -29,11 +29,12 @@ if TYPE_CHECKING:
 
 #: ``"auto"``: ``AUTO_EF_SEARCH`` candidates up to ``AUTO_EF_SEARCH_ROWS`` rows, then
 #: ``AUTO_EF_SEARCH * (rows / AUTO_EF_SEARCH_ROWS) ** AUTO_EF_SEARCH_EXPONENT``, at most
-#: ``AUTO_EF_SEARCH_MAX`` (pgvector's limit); half that (never under ``AUTO_EF_SEARCH``) for a
-#: better-connected graph (m >= 24 and ef_construction >= 128). Measured at 1M rows (synthetic,
-#: 384-d, halfvec): the default build (m 16, ef_construction 64) found 0.945-0.960 of the true
-#: top 10 at 800 over three builds (200 does at 100k: 0.993); m 24 / ef_construction 128 0.960
-#: and 0.980 at 400 over two builds (0.918 and 0.963 at 200).
+#: ``AUTO_EF_SEARCH_MAX`` (pgvector's limit); for a better-connected graph half that (m >= 24
+#: and ef_construction >= 128) or a quarter (m >= 32 and ef_construction >= 200), never under
+#: ``AUTO_EF_SEARCH``. Measured at 1M rows (synthetic, 384-d): the default build (m 16,
+#: ef_construction 64) found 0.945-0.960 of the true top 10 at 800 over three builds (200 does
+#: at 100k: 0.993); m 24 / ef_construction 128 0.955-0.980 at 400 over four builds (0.918-0.963
+#: at 200); m 32 / ef_construction 200 0.988 at 150 and 200 (one build).
 AUTO_EF_SEARCH = 200
 AUTO_EF_SEARCH_ROWS = 100_000
 AUTO_EF_SEARCH_EXPONENT = math.log10(4)  # 4x the candidates for 10x the rows
@@ -44,9 +45,13 @@ ROW_ESTIMATE_TTL = 600.0
 _row_estimates: dict[tuple[str, str], tuple[float, float]] = {}
 
 
-def well_connected(m: int, ef_construction: int) -> bool:
-    """Whether an index built so needs half the candidates of the default build."""
-    return m >= 24 and ef_construction >= 128
+def candidates_divisor(m: int, ef_construction: int) -> int:
+    """How many times fewer candidates than the default build an index built so needs."""
+    if m >= 32 and ef_construction >= 200:
+        return 4
+    if m >= 24 and ef_construction >= 128:
+        return 2
+    return 1
 
 
 def auto_ef_search(rows: float, m: int = 16, ef_construction: int = 64) -> int:
@@ -54,8 +59,9 @@ def auto_ef_search(rows: float, m: int = 16, ef_construction: int = 64) -> int:
     if rows <= AUTO_EF_SEARCH_ROWS:
         return AUTO_EF_SEARCH
     scaled = min(AUTO_EF_SEARCH_MAX, AUTO_EF_SEARCH * (rows / AUTO_EF_SEARCH_ROWS) ** AUTO_EF_SEARCH_EXPONENT)
-    if well_connected(m, ef_construction):
-        scaled = max(AUTO_EF_SEARCH, scaled / 2)
+    divisor = candidates_divisor(m, ef_construction)
+    if divisor > 1:
+        scaled = max(AUTO_EF_SEARCH, scaled / divisor)
     return round(scaled)
 
 

@@ -217,13 +217,16 @@ def test_best_needs_a_ranking_and_a_positive_count():
 
 def test_auto_ef_search_grows_with_the_tables_estimated_rows(random_rows, settings):
     """``HNSW_EF_SEARCH = "auto"``: 200 candidates up to 100k rows, more above them (half as
-    many in a graph built with m >= 24, ef_construction >= 128; read from ``pg_class.reltuples``
+    many in a graph built with m >= 24, ef_construction >= 128, a quarter with m >= 32,
+    ef_construction >= 200; read from ``pg_class.reltuples``
     once per process and TTL), never more than pgvector's 1,000."""
     from django_semantic_images import hnsw
 
     assert [hnsw.auto_ef_search(rows) for rows in (0, 2_000, 100_000, 1_000_000, 10**8)] == [200, 200, 200, 800, 1000]
     assert [hnsw.auto_ef_search(rows, 24, 128) for rows in (300_000, 1_000_000, 10**8)] == [200, 400, 500]
     assert hnsw.auto_ef_search(1_000_000, 24, 64) == 800
+    assert [hnsw.auto_ef_search(rows, 32, 200) for rows in (300_000, 1_000_000, 10**8)] == [200, 200, 250]
+    assert hnsw.auto_ef_search(1_000_000, 32, 128) == 400
     settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": "auto"}
     hnsw._row_estimates.clear()
     with connection.cursor() as cursor:
