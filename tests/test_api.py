@@ -407,6 +407,14 @@ def test_an_integer_parameter_takes_only_ascii_digits(client, name, raw):
     assert "whole number" in response.json()[name][0]
 
 
+@pytest.mark.parametrize("name", ["limit", "offset", "owner"])
+def test_an_integer_of_thousands_of_digits_is_a_400_naming_it(client, name):
+    """Python's int() refuses more than 4,300 digits (a ValueError, not a number): still a 400."""
+    response = client.get(SEARCH, {"q": "cat", name: "9" * 5_000})
+    assert response.status_code == 400, response.content
+    assert response.json() == {name: [f"{name} has too many digits to be read as a whole number."]}
+
+
 @pytest.mark.parametrize(
     "raw", ["nan", "inf", "-Infinity", " 0.5", "0.5 ", "+0.5", "0_0", "0x1", "\u0660.5", "1e999"], ids=ascii
 )
@@ -600,6 +608,14 @@ def test_an_oversized_upload_is_refused_with_413(client, small_uploads, size):
     response = client.post(SEARCH, {"image": upload(data)}, format="multipart")
     assert response.status_code == 413, response.content
     assert "limit is 20,000 bytes" in response.json()["detail"]
+
+
+def test_head_answers_a_search_like_get(client):
+    """DRF answers HEAD with the GET action: the same status, so ``q`` is no unknown parameter."""
+    for query in ("q=a+cat&limit=3", "q=", "q=cat&colour=red"):
+        get, head = client.get(f"{SEARCH}?{query}"), client.head(f"{SEARCH}?{query}")
+        assert head.status_code == get.status_code, (query, head.content, get.content)
+    assert client.head(f"{SEARCH}?q=a+cat").status_code == 200
 
 
 def test_a_json_body_is_an_unsupported_media_type(client):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from rest_framework.test import APIClient
+from django_filters import rest_framework as filters
+from rest_framework.test import APIClient, APIRequestFactory
 
 from django_semantic_images.api.throttling import IMAGE_SCOPE
 from django_semantic_images.duplicates import mark_not_duplicates
@@ -102,3 +103,22 @@ def test_the_schema_describes_the_endpoint(client):
     assert set(group["properties"]) == {"distance", "images"}
     assert group["properties"]["images"]["items"]["$ref"].endswith("/PhotoResult")
     assert set(operation["responses"]) >= {"200", "400", "429"}
+
+
+class TakenFilter(filters.FilterSet):
+    taken_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+    class Meta:
+        model = Photo
+        fields = ["taken_after"]
+
+
+@pytest.mark.parametrize("action", ["duplicates", "list"])
+def test_a_filter_value_postgresql_cannot_hold_is_a_400_here_as_in_a_search(action):
+    """The form takes a time zone offset of +18:38, PostgreSQL does not (a DataError): the
+    caller's input, so a 400 naming it, on the duplicates as on every other action."""
+    cache.clear()  # throttle history
+    view = PhotoSearchViewSet.as_view({"get": action}, filterset_class=TakenFilter)
+    response = view(APIRequestFactory().get(URL, {"taken_after": "2026-01-01T00:00:00+18:38"}))
+    assert response.status_code == 400, response.data
+    assert response.data["detail"].startswith("A filter value is out of range: ")

@@ -100,3 +100,36 @@ def test_a_filterset_that_filters_without_parameters_still_filters_the_search(sa
     assert sample_photos["chelsea"].pk in every
     assert sample_photos["chelsea"].pk not in filtered
     assert filtered == [pk for pk in every if pk != sample_photos["chelsea"].pk]
+
+
+class PublishedOnly(filters.DjangoFilterBackend):
+    """A backend of the site's own that hides rows with no filterset and no parameter."""
+
+    def filter_queryset(self, request, queryset, view):
+        return super().filter_queryset(request, queryset, view).filter(published=True)
+
+
+class EveryPhoto(PhotoSearchViewSet):
+    """Every photo in the queryset: ``PublishedOnly`` alone decides who sees what."""
+
+    filter_backends = [PublishedOnly]
+    filterset_class = None
+
+    def get_queryset(self):
+        return Photo.objects.all()
+
+
+def test_only_django_filters_own_backend_without_a_filterset_filters_nothing():
+    assert filters_nothing(BACKEND, None, {"q": "a cat"})
+    assert not filters_nothing(PublishedOnly, None, {"q": "a cat"})
+
+
+@pytest.mark.django_db
+def test_a_backend_of_the_sites_own_hides_rows_without_a_filterset(make_photo, sample_paths):
+    cache.clear()  # throttle history
+    shown = make_photo(sample_paths["coffee"])
+    make_photo(sample_paths["rocket"], published=False)
+    view = EveryPhoto.as_view({"get": "list"})
+    response = view(APIRequestFactory().get("/api/photos/", {"limit": 100}))
+    assert response.status_code == 200, response.data
+    assert [row["id"] for row in response.data["results"]] == [shown.pk]

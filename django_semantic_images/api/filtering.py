@@ -27,7 +27,9 @@ def filters_nothing(backend_class: type, filterset_class: Any, given: Container[
     """Whether ``backend_class`` (django-filter's backend) with ``filterset_class`` returns the
     queryset unfiltered for a request whose query string holds the names in ``given``."""
     if filterset_class is None:
-        return True
+        # django-filter's own backend without a filterset returns the queryset as it is; a
+        # backend of the site's own may filter without one (a visibility rule), so it runs.
+        return is_stock_backend(backend_class)
     per_backend = _stock.setdefault(filterset_class, {})
     names = per_backend.get(backend_class)
     if names is None:
@@ -41,11 +43,8 @@ def is_stock(backend_class: type, filterset_class: Any) -> bool:
     (so that, given none of the filters' parameters, nothing is filtered and nothing is refused)."""
     from django import forms
     from django_filters.filterset import BaseFilterSet
-    from django_filters.rest_framework import DjangoFilterBackend
 
-    if not issubclass(backend_class, DjangoFilterBackend) or not issubclass(filterset_class, BaseFilterSet):
-        return False
-    if any(_defined_outside_django_filters(backend_class, name) for name in BACKEND_METHODS):
+    if not is_stock_backend(backend_class) or not issubclass(filterset_class, BaseFilterSet):
         return False
     if any(_defined_outside_django_filters(filterset_class, name) for name in FILTERSET_METHODS):
         return False
@@ -54,6 +53,16 @@ def is_stock(backend_class: type, filterset_class: Any) -> bool:
     return all(
         not _defined_outside_django_filters(type(flt), "filter") and not flt.extra.get("required")
         for flt in filterset_class.base_filters.values()
+    )
+
+
+def is_stock_backend(backend_class: type) -> bool:
+    """Whether ``backend_class`` is django-filter's ``DjangoFilterBackend`` with none of its
+    filtering methods (``BACKEND_METHODS``) of the site's own."""
+    from django_filters.rest_framework import DjangoFilterBackend
+
+    return issubclass(backend_class, DjangoFilterBackend) and not any(
+        _defined_outside_django_filters(backend_class, name) for name in BACKEND_METHODS
     )
 
 

@@ -17,13 +17,17 @@ INTEGER = re.compile(r"-?[0-9]+")
 NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 INTEGER_MESSAGE = "{name} must be a whole number: ASCII digits, optionally after a '-'."
 NUMBER_MESSAGE = "{name} must be a plain decimal number such as 0.25 or -1."
+TOO_LONG_MESSAGE = "{name} has too many digits to be read as a whole number."
 
 
 def strict_integer(name: str, raw: str, message: str | None = None) -> int:
     """``raw`` as an int if it is written as the schema's ``integer``, else a 400 naming ``name``."""
     if INTEGER.fullmatch(raw) is None:
         raise ValidationError({name: [message or INTEGER_MESSAGE.format(name=name)]})
-    return int(raw)
+    try:
+        return int(raw)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits(), 4,300)
+        raise ValidationError({name: [TOO_LONG_MESSAGE.format(name=name)]}) from None
 
 
 def strict_number(name: str, raw: str, message: str | None = None) -> float:

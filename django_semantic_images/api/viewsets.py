@@ -21,6 +21,8 @@ outside the site's queryset is returned.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from django import forms
@@ -188,8 +190,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                 return found
         filters = self.filter_params()
         accepted = {*self.common_params, *self.paging_params(), *filters}
-        if self.action == "search" and self.request is not None and self.request.method == "GET":
-            accepted.add("q")
+        if self.action == "search" and self.request is not None and self.request.method in ("GET", "HEAD"):
+            accepted.add("q")  # DRF answers HEAD with the GET action
         if self.action == "duplicates":
             accepted.add(THRESHOLD_PARAM)
         if self.action in RANKED_ACTIONS and self.ordering_fields:
@@ -285,14 +287,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         path = embedding_path(queryset.model, self.embedding_field)
         if self.defer_vectors and not path.prefix:  # vectors in a joined table are not selected
             queryset = queryset.defer(path.field.visual_field, path.field.semantic_field)
-        try:
+        with filter_values_checked():
             page = self.paginate_queryset(queryset)
             data = self.get_result_serializer(page if page is not None else queryset, many=True).data
-        except DataError as exc:
-            # A filter value the form accepted but PostgreSQL cannot hold (a date in year 0,
-            # a time zone offset of +18:38): the caller's input, so a 400.
-            message = str(exc).splitlines()[0]
-            raise ValidationError({"detail": f"A filter value is out of range: {message}"}) from None
         return self.get_paginated_response(data) if page is not None else Response(data)
 
     def ordering_choices(self) -> list[str]:
@@ -393,19 +390,21 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     def duplicates(self, request: Request) -> Response:
         """Groups of images you may see that look like copies of one picture, largest first."""
         queryset = self.searchable_queryset()
-        groups = near_duplicates(queryset, read_threshold(request), field=self.embedding_field)
-        page = self.paginate_queryset(groups)
-        shown = groups if page is None else page
+        threshold = read_threshold(request)
         path = embedding_path(queryset.model, self.embedding_field)
         rows = queryset.annotate(score=Value(None, output_field=FloatField()))
         if self.defer_vectors and not path.prefix:
             rows = rows.defer(path.field.visual_field, path.field.semantic_field)
         group_class = duplicate_group_serializer(self.get_result_serializer_class())
         context = self.get_serializer_context()
-        data = [
-            group_class({"distance": group.distance, "images": members}, context=context).data
-            for group, members in group_rows(rows, shown)
-        ]
+        with filter_values_checked():  # the filters' values reach the database here, not in a page_response
+            groups = near_duplicates(queryset, threshold, field=self.embedding_field)
+            page = self.paginate_queryset(groups)
+            shown = groups if page is None else page
+            data = [
+                group_class({"distance": group.distance, "images": members}, context=context).data
+                for group, members in group_rows(rows, shown)
+            ]
         return self.get_paginated_response(data) if page is not None else Response(data)
 
     def get_anchor(self) -> Model:
@@ -423,6 +422,17 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         except (Http404, PermissionDenied, NotAuthenticated):
             raise missing from None
         return anchor
+
+
+@contextmanager
+def filter_values_checked() -> Iterator[None]:
+    """Turn a filter value the form accepted but PostgreSQL cannot hold (a date in year 0, a
+    time zone offset of +18:38) into a 400: it is the caller's input, met in the first query."""
+    try:
+        yield
+    except DataError as exc:
+        message = str(exc).splitlines()[0]
+        raise ValidationError({"detail": f"A filter value is out of range: {message}"}) from None
 
 
 def read_threshold(request: Request) -> float | None:
