@@ -220,7 +220,7 @@ def measure(split: Split, pks: list[int], small_sample: int, log: Log) -> dict[s
     size = int(semantic_settings.CALIBRATION_SAMPLE)
     out: dict[str, Any] = {"rows": rows, "queries": len(split.queries), "samples": {}}
     for sample in dict.fromkeys((size, small_sample)):
-        reference = draw_reference(Photo, "embedding_semantic", connection.alias, sample)
+        reference = draw_reference(Photo._base_manager.using(connection.alias), "embedding_semantic", sample)
         calibrations = [reference.calibrate(v) for v in split.query_vectors]
         families = Families(scores, split.truth, calibrations)
         table = []

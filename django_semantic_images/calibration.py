@@ -13,7 +13,9 @@ and what it does not promise).
 
 The sample is the rows with the smallest ``md5(pk)``: random with respect to the pictures,
 but the same in every process, so the pages of one search served by different workers use
-one threshold.
+one threshold. It is drawn from the whole table, or, for a search calibrated on the rows its
+caller may see (``QuerySet.calibrated_on()``, which the API's views use), from those rows
+only: a row the caller may not see then moves no relevance the caller sees.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import EmptyResultSet
 from django.db import models
 from django.db.models import CharField
 from django.db.models.functions import MD5, Cast
@@ -72,6 +75,9 @@ class Calibration:
 
 #: Calibrations a reference keeps, by query vector (a repeated search computes none).
 KEEP_CALIBRATIONS = 256
+#: Samples a process keeps: one per vector column and set of rows drawn from (the whole
+#: table, or each distinct ``calibrated_on()`` queryset), the oldest let go.
+KEEP_REFERENCES = 32
 
 
 @dataclass(frozen=True)
@@ -108,30 +114,47 @@ def unit_rows(values: list[Any], dimensions: int) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
-def draw_reference(model: type[models.Model], column: str, using: str, size: int) -> Reference:
-    """``size`` stored vectors of ``column`` (rows with the smallest ``md5(pk)``), in two small queries."""
-    rows = model._base_manager.using(using).filter(**{f"{column}__isnull": False})
-    chosen = rows.order_by(MD5(Cast("pk", CharField()))).values("pk")[:size]
-    values = list(rows.filter(pk__in=chosen).values_list(column, flat=True))
+def draw_reference(rows: models.QuerySet, lookup: str, size: int) -> Reference:
+    """``size`` stored vectors (``lookup`` from ``rows``' model) of ``rows``: those with the
+    smallest ``md5(pk)``, in two small queries."""
+    query = rows.query
+    if query.distinct or query.combinator or query.is_sliced or query.group_by is not None or query.annotations:
+        rows = rows.model._base_manager.using(rows.db).filter(pk__in=rows.order_by().values("pk"))
+    base = rows.order_by().filter(**{f"{lookup}__isnull": False})
+    chosen = base.order_by(MD5(Cast("pk", CharField()))).values("pk")[:size]
+    values = list(base.filter(pk__in=chosen).values_list(lookup, flat=True))
     dimensions = len(values[0]) if values else 0
     return Reference(unit_rows(values, dimensions), time.monotonic())
 
 
-_references: dict[tuple[str, str, str], Reference] = {}
+_references: dict[tuple[Any, ...], Reference] = {}
 _lock = threading.Lock()
 
 
-def reference_for(path: EmbeddingPath, kind: str, using: str) -> Reference:
-    """The cached reference sample of one vector column (``kind``: ``"semantic"`` or ``"visual"``)."""
-    model = path.field.model
-    assert model is not None
-    column = path.field.column(kind)
-    key = (using, model._meta.label, column)
+def reference_for(path: EmbeddingPath, kind: str, using: str, rows: models.QuerySet | None = None) -> Reference:
+    """The cached reference sample of one vector column (``kind``: ``"semantic"`` or
+    ``"visual"``), drawn from the whole table or, when given, from ``rows`` (a queryset of the
+    ranked model: one sample per distinct SQL of ``rows``)."""
+    if rows is None:
+        model = path.field.model
+        assert model is not None
+        rows, lookup = model._base_manager.all(), path.field.column(kind)
+        key: tuple[Any, ...] = (using, model._meta.label, lookup)
+    else:
+        lookup = path.column(kind)
+        try:
+            sql, params = rows.order_by().values("pk").query.get_compiler(using).as_sql()
+        except EmptyResultSet:  # rows.none(), or a filter that matches nothing by construction
+            return Reference(np.zeros((0, 0), dtype=np.float32), time.monotonic())
+        key = (using, rows.model._meta.label, lookup, sql, repr(params))
     ttl = float(semantic_settings.CALIBRATION_TTL)
     reference = _references.get(key)
     if reference is None or time.monotonic() - reference.drawn_at > ttl:
-        reference = draw_reference(model, column, using, int(semantic_settings.CALIBRATION_SAMPLE))
+        reference = draw_reference(rows.using(using), lookup, int(semantic_settings.CALIBRATION_SAMPLE))
         with _lock:
+            _references.pop(key, None)
+            while len(_references) >= KEEP_REFERENCES:
+                del _references[next(iter(_references))]
             _references[key] = reference
     return reference
 

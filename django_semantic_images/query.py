@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
+from django.db.models.constants import LOOKUP_SEP
 from psycopg import ClientCursor
 
 from .calibration import Calibration, reference_for
@@ -120,11 +121,14 @@ class SemanticQuerySetMixin(_QuerySetBase):
     _vector_ranked = False
     # What ranked the rows, for calibration(): (path, "semantic" or "visual", query vector).
     _ranked_by: tuple[EmbeddingPath, str, Any] | None = None
+    # The rows calibration() draws its sample from (None: the whole table).
+    _calibrated_on: models.QuerySet[Any] | None = None
 
     def _clone(self) -> Any:
         clone = super()._clone()  # type: ignore[misc]
         clone._vector_ranked = self._vector_ranked
         clone._ranked_by = self._ranked_by
+        clone._calibrated_on = self._calibrated_on
         return clone
 
     @property
@@ -203,7 +207,21 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if self._ranked_by is None:
             raise TypeError("calibration() needs a ranking: call semantic_search() or similar_to() first.")
         path, kind, vector = self._ranked_by
-        return reference_for(path, kind, self.db).calibrate(vector)
+        return reference_for(path, kind, self.db, self._calibrated_on).calibrate(vector)
+
+    def calibrated_on(self, rows: models.QuerySet[Any]) -> Self:
+        """This queryset, its relevance measured against ``rows`` instead of the whole table.
+
+        Give it the rows the caller may see (the API's views give their ``get_queryset()``):
+        the reference sample is then drawn from them alone, so a row the caller may not see
+        moves no relevance, threshold or ``above()`` cut the caller gets. One sample is drawn
+        per distinct SQL of ``rows`` every ``CALIBRATION_TTL`` seconds.
+        """
+        if rows.model is not self.model:
+            raise TypeError(f"calibrated_on() takes rows of {self.model.__name__}, not of {rows.model.__name__}.")
+        clone = self._chain()  # type: ignore[attr-defined]
+        clone._calibrated_on = rows
+        return clone
 
     def above(self, relevance: float) -> Self:
         """The rows whose relevance for this search is at least ``relevance`` (0 to 1).
@@ -319,13 +337,16 @@ def similar_to(queryset: models.QuerySet, query: Any, **kwargs: Any) -> Semantic
 
 def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]) -> models.QuerySet:
     """The rows of ``queryset`` holding every whitespace-separated term of ``words`` in one of
-    ``fields`` (``icontains``; no fields: no rows)."""
+    ``fields`` (``icontains``; no fields: no rows), each row once (a field across a many-valued
+    relation, e.g. ``tags__name``, matches through each related row)."""
     terms = words.split()
     if not fields or not terms:
         return queryset.none()
     match = Q()
     for term in terms:
         match &= reduce(operator.or_, (Q(**{f"{name}__icontains": term}) for name in fields))
+    if any(LOOKUP_SEP in name for name in fields):
+        return queryset.filter(pk__in=queryset.filter(match).values("pk"))
     return queryset.filter(match)
 
 

@@ -150,3 +150,63 @@ def test_a_reference_computes_a_repeated_querys_calibration_once(monkeypatch):
     monkeypatch.setattr(calibration, "KEEP_CALIBRATIONS", 2)
     reference.calibrate(rng.normal(size=8))  # a third query: the kept ones are let go
     assert reference.calibrate(query) is not first and len(reference._calibrations) <= 2
+
+
+def embedded_row(rng: np.random.Generator, visual: np.ndarray | None = None, **fields) -> Photo:
+    """A photo with random unit vectors (``visual`` given), saved without embedding it."""
+    from django.core.files.base import ContentFile
+    from PIL import Image
+
+    from django_semantic_images.encoders.base import l2_normalize
+    from django_semantic_images.signals import embedding_deferred
+    from tests.conftest import image_bytes
+
+    if visual is None:
+        visual = rng.normal(size=1280)
+    photo = Photo(embedding_status="embedded", **fields)
+    photo.embedding_visual = l2_normalize(visual.reshape(1, -1).astype(np.float32))[0]
+    photo.embedding_semantic = l2_normalize(rng.normal(size=(1, 384)).astype(np.float32))[0]
+    photo.image.save("row.jpg", ContentFile(image_bytes(Image.new("RGB", (8, 8)))), save=False)
+    with embedding_deferred():
+        photo.save()
+    return photo
+
+
+def test_a_hidden_photo_changes_no_relevance_the_caller_sees(client):
+    """A hidden row answers exactly like a missing one: the relevances (and whether there are
+    any) of what an anonymous caller sees do not depend on rows outside its queryset."""
+    from django_semantic_images.calibration import reset
+
+    rng = np.random.default_rng(5)
+    visible = [embedded_row(rng) for _ in range(12)]
+    anchor = visible[0]
+    near = np.asarray(anchor.embedding_visual) + 0.01 * rng.normal(size=1280)
+    hidden = embedded_row(rng, near, published=False)
+    url = f"/api/photos/{anchor.pk}/similar/"
+    with_hidden = client.get(url, {"limit": 100})
+    assert with_hidden.status_code == 200 and hidden.pk not in [r["id"] for r in with_hidden.json()["results"]]
+    assert all(r["relevance"] is not None for r in with_hidden.json()["results"])
+    hidden.delete()
+    reset()  # the next search draws its sample again, as after CALIBRATION_TTL
+    without = client.get(url, {"limit": 100})
+    assert with_hidden.json() == without.json()
+
+
+def test_a_search_calibrated_on_rows_draws_its_sample_from_them_alone():
+    """``calibrated_on(rows)``: one sample per distinct set of rows, drawn from those rows; no
+    rows at all calibrate nothing; a queryset of another model is refused."""
+    from django.contrib.auth.models import User
+
+    from django_semantic_images.calibration import reset
+
+    rng = np.random.default_rng(11)
+    for published in [True] * 12 + [False] * 3:
+        embedded_row(rng, published=published)
+    reset()
+    ranked = Photo.objects.semantic_search(rng.normal(size=384))
+    assert ranked.calibration().size == 15
+    assert ranked.calibrated_on(Photo.objects.filter(published=True)).calibration().size == 12
+    assert ranked.calibrated_on(Photo.objects.filter(published=False)).calibration() is None  # 3 rows
+    assert ranked.calibrated_on(Photo.objects.none()).calibration() is None
+    with pytest.raises(TypeError, match="calibrated_on"):
+        ranked.calibrated_on(User.objects.all())

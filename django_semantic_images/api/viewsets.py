@@ -110,6 +110,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     ordering_fields: tuple[str, ...] = ()
     ordering_within = 100
     ordering_param = "ordering"
+    # Where the words of a search the text model cannot read are matched (``icontains``, every
+    # word): None for the embedding field's ``text_fields`` (``query.text_search``).
+    keyword_fields: tuple[str, ...] | None = None
     # The accepted query parameters are read from the filter backends, the filterset's form and
     # the paginator once per process (``param_rules``); False reads them on every request.
     cache_param_rules = True
@@ -279,8 +282,10 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     def searchable_queryset(self) -> SemanticQuerySetMixin:
         """What the caller may see, narrowed by the filter backends: the base of every ranking
-        (with the search methods, whatever the model's manager)."""
-        return searchable(self.filter_queryset(self.get_queryset()))
+        (with the search methods, whatever the model's manager), its relevance measured
+        against what the caller may see (a hidden row moves no relevance)."""
+        visible = self.get_queryset()
+        return searchable(self.filter_queryset(visible)).calibrated_on(visible)
 
     def page_response(self, queryset: QuerySet) -> Response:
         """One page of ``queryset`` (ranked or not) through the result serializer."""
@@ -331,7 +336,12 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             return self.image_search(request)
         params = TextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        rows, note = text_search(self.searchable_queryset(), params.validated_data["q"], field=self.embedding_field)
+        rows, note = text_search(
+            self.searchable_queryset(),
+            params.validated_data["q"],
+            field=self.embedding_field,
+            keyword_fields=self.keyword_fields,
+        )
         if note is None:
             return self.page_response(self.sort_best(rows))
         # Words the text model cannot read: keyword matches, unranked, in the caller's order or by key.
