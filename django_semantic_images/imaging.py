@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import IO
+from typing import IO, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -84,15 +84,37 @@ def bomb_message(pillow_message: str, max_pixels: int) -> str:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited onto white."""
+    """RGB, with any transparency composited onto white, and 16-bit and float grey scaled to 8 bits."""
     if image.mode == "RGB":
         return image
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = to_8bit(image)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image as 8-bit grey (``L``), its range scaled, not clipped.
+
+    Pillow's own conversion clips at 255, which turns a 16-bit PNG or TIFF white. The range:
+    16 bits for ``I;16`` modes, and for ``I`` when a value is over 255; 0-1 for ``F`` unless a
+    value is over 1 (then its brightest value).
+    """
+    wide = image if image.mode in ("I", "F") else image.convert("I")
+    extrema: Any = wide.getextrema()  # (lowest, highest) of the one band
+    high = float(extrema[1])
+    if image.mode.startswith("I;16") or (wide.mode == "I" and high > 255):
+        top = 65535.0 if high <= 65535 else high
+    elif wide.mode == "F":
+        top = 1.0 if high <= 1.0 else high
+    else:
+        top = 255.0
+    scale = 255.0 / top if top > 0 else 1.0
+    return wide.point(lambda v: v * scale).convert("L")
 
 
 def read_bytes(source: IO[bytes] | bytes | str, max_bytes: int | None = None) -> bytes:

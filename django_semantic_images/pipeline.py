@@ -26,6 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import FieldDoesNotExist, SuspiciousFileOperation
 from django.db import DatabaseError, InterfaceError, OperationalError, models, router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -273,6 +274,8 @@ def _read(file: Any) -> bytes:
             file.close()
     except FileNotFoundError:
         raise ImageDecodeError(f"The image file {file.name!r} does not exist in storage.") from None
+    except SuspiciousFileOperation:  # e.g. "../x.jpg": storage refuses the name itself
+        raise ImageDecodeError(f"The image file name {file.name!r} is not allowed by the storage.") from None
     except PermissionError as exc:
         raise ImageDecodeError(f"The image file cannot be read: {exc}") from None
     except OSError as exc:  # storage briefly unavailable: worth a retry
@@ -523,16 +526,42 @@ def _encode_and_write(
     return report
 
 
+def inputs_unchanged(model: type[models.Model], field: ImageEmbeddingField, item: _Item) -> Q:
+    """The row still holds the inputs ``item`` was embedded from: its image file, and the values
+    of the text fields that are its own columns (texts read through a relation or a property
+    change on another row, whose saves ask for the work)."""
+    stored = getattr(item.file, "name", "") or ""
+    # No file: an empty name, a NULL column, or an empty relation ("image__file" across a null key).
+    same = (
+        Q(**{field.image_field: stored})
+        if stored
+        else Q(**{field.image_field: ""}) | Q(**{f"{field.image_field}__isnull": True})
+    )
+    loaded = item.instance.__dict__
+    for attr in field.text_fields:
+        try:
+            column = model._meta.get_field(attr)
+        except FieldDoesNotExist:  # a relation path or a property
+            continue
+        if not isinstance(column, models.Field) or not column.concrete or column.attname not in loaded:
+            continue
+        value = loaded[column.attname]
+        same &= Q(**{f"{column.attname}__isnull": True}) if value is None else Q(**{column.attname: value})
+    return same
+
+
 def _write(
     model: type[models.Model], field: ImageEmbeddingField, item: _Item, values: dict[str, Any], claim: str | None
 ) -> bool:
-    """Store ``values`` and end the row's claim, unless its image changed meanwhile (a newer
-    task will embed it) or, with ``claim``, the row is no longer held by that claim."""
+    """Store ``values`` and end the row's claim, unless its inputs changed meanwhile (a newer
+    task will embed it: a run without a claim, e.g. the reindex command, never writes vectors
+    of texts an editor has changed since) or, with ``claim``, the row is no longer held by that
+    claim."""
     values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
-    unchanged = {field.image_field: getattr(item.file, "name", "") or ""}
+    unchanged = inputs_unchanged(model, field, item)
     if claim is not None:
-        unchanged[field.column("claimed_by")] = claim
-    updated = primary_rows(model).filter(pk=item.instance.pk, **unchanged).update(**values)
+        unchanged &= Q(**{field.column("claimed_by"): claim})
+    updated = primary_rows(model).filter(unchanged, pk=item.instance.pk).update(**values)
     for name, value in values.items():
         setattr(item.instance, name, value)
     return bool(updated)

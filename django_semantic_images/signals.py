@@ -66,9 +66,34 @@ def _inputs(instance: models.Model, field: ImageEmbeddingField) -> dict[str, Any
             continue
         value = loaded[attname]
         if attr == field.image_field and not isinstance(value, str):
-            value = getattr(value, "name", None) or ""  # a FieldFile, or a File assigned since
+            value = _file_input(value)
         values[attr] = value
     return values
+
+
+class _NewFile(str):
+    """The name of a file assigned and not stored yet: a new picture even under the stored name
+    (``photo.image = ContentFile(data, name=photo.image.name)``), so never equal to a name."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return True
+
+    __hash__ = str.__hash__
+
+
+def _file_input(value: Any) -> str:
+    """The image input of a file attribute: its name, or a ``_NewFile`` when not stored yet.
+
+    In ``__dict__`` it is a stored ``FieldFile``, a ``FieldFile`` wrapping a file assigned since
+    (``_committed`` False until the save stores it), or that assigned ``File`` itself.
+    """
+    name = getattr(value, "name", None) or ""
+    if name and not getattr(value, "_committed", False):
+        return _NewFile(name)
+    return name
 
 
 _own: dict[type, dict[str, str]] = {}

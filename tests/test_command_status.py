@@ -29,3 +29,14 @@ def test_status_counts_and_oldest_pending_row(rows, make_photo, sample_paths):
     assert f"shared_buffers {data['shared_buffers_bytes'] / 2**20:.0f} MB" in text
     assert "photos.Photo.embedding: 5 rows: 1 embedded, 2 pending, 2 failed (1 for a passing reason)" in text
     assert f"oldest pending: pk={rows['pending'].pk}" in text
+
+
+def test_a_row_never_sent_is_the_oldest_pending(rows):
+    """``bulk_create()`` sends no signal: its rows are pending with no "pending since" (NULL),
+    which PostgreSQL sorted after every date, so the oldest row shown was a later one."""
+    from photos.models import Photo
+
+    (loaded,) = Photo.objects.bulk_create([Photo(image="photos/imported.jpg")])
+    info = json.loads(run("semantic_images_status", "--json"))["fields"][0]
+    assert info["oldest_pending"] == {"pk": str(loaded.pk), "since": None, "age_seconds": None}
+    assert f"oldest pending: pk={loaded.pk}, since None (unknown time)" in run("semantic_images_status")

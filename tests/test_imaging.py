@@ -64,3 +64,31 @@ def test_query_images_follow_the_sites_limits(settings):
     settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": 300 * 200 - 1}
     with pytest.raises(ImageDecodeError, match="over the limit of 59,999 pixels"):
         query_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_16_bit_grey_image_keeps_its_tones(fmt):
+    """Pillow's conversion of 16-bit grey to RGB clips at 255: a gradient came out 99.6% white."""
+    import io
+
+    import numpy as np
+
+    gradient = np.linspace(0, 65535, 200 * 300).reshape(200, 300).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(gradient).save(buf, fmt)
+    decoded = np.asarray(decode_image(buf.getvalue(), max_side=300), dtype=np.float64)
+    assert decoded.shape == (200, 300, 3)
+    assert (decoded == 255).mean() < 0.01
+    assert abs(decoded.mean() - 127.5) < 2  # the gradient's middle grey, not white
+
+
+def test_a_float_grey_image_keeps_its_tones():
+    import io
+
+    import numpy as np
+
+    ramp = np.linspace(0, 1, 200 * 300).reshape(200, 300).astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "TIFF")
+    decoded = np.asarray(decode_image(buf.getvalue(), max_side=300), dtype=np.float64)
+    assert abs(decoded.mean() - 127.5) < 2  # not black (Pillow's conversion: 0 or 1 of 255)

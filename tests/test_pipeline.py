@@ -132,3 +132,62 @@ def test_embedding_by_key_uses_no_deprecated_django_api(make_photo, sample_paths
         warnings.filterwarnings("error", message="Calling select_related")
         report = embed_pks(Photo, [photo.pk], force=True)
     assert list(report.embedded) == [photo.pk]
+
+
+def test_a_row_without_a_file_fails_instead_of_staying_pending(make_photo, sample_paths):
+    """A NULL file column (or an empty relation on an ``image__file`` path) has no name to match:
+    the failure was never written, and the row stayed pending, sent again by every sweep."""
+    from django.db import connection
+
+    photo = make_photo(sample_paths["chelsea"])
+    table = connection.ops.quote_name(Photo._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN image DROP NOT NULL")
+    try:
+        Photo.objects.filter(pk=photo.pk).update(image=None)
+        report = embed_pks(Photo, [photo.pk])
+        row = Photo.objects.get(pk=photo.pk)
+        assert report.failed == {photo.pk: "The row has no image file."}
+        assert (row.embedding_status, row.embedding_error) == (EmbeddingStatus.FAILED, "The row has no image file.")
+    finally:
+        Photo.objects.filter(pk=photo.pk).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} ALTER COLUMN image SET NOT NULL")
+
+
+def test_a_run_without_a_claim_never_writes_over_texts_changed_meanwhile(make_photo, sample_paths, monkeypatch):
+    """The reindex command embeds without claims: an editor's new title, embedded by a worker
+    while the command encoded the old one, was overwritten by the old title's vectors."""
+    from django_semantic_images import pipeline
+    from django_semantic_images.pipeline import content_hash
+
+    photo = make_photo(sample_paths["rocket"], title="Launch")
+    newer = content_hash(sample_paths["rocket"].read_bytes(), ["A red bicycle"])
+    original = pipeline._batch_pixels
+
+    def an_editor_saves_and_a_worker_embeds_meanwhile(*args, **kwargs):
+        Photo.objects.filter(pk=photo.pk).update(
+            title="A red bicycle", embedding_status=EmbeddingStatus.EMBEDDED, embedding_hash=newer
+        )
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_batch_pixels", an_editor_saves_and_a_worker_embeds_meanwhile)
+    report = embed_pks(Photo, [photo.pk])
+    assert report.embedded == []
+    row = Photo.objects.get(pk=photo.pk)
+    assert (row.title, row.embedding_hash) == ("A red bicycle", newer)
+
+
+def test_a_file_name_the_storage_refuses_fails_that_row_alone(make_photo, sample_paths):
+    """A name outside storage (an import that stored "../x.jpg" or an absolute path) raised Django's
+    SuspiciousFileOperation, no decoding error: the whole batch failed, again at every sweep."""
+    good = make_photo(sample_paths["chelsea"])
+    outside = make_photo(sample_paths["rocket"])
+    absolute = make_photo(sample_paths["coffee"])
+    Photo.objects.filter(pk=outside.pk).update(image="../outside.jpg")
+    Photo.objects.filter(pk=absolute.pk).update(image="/etc/hostname")
+    report = embed_pks(Photo, [good.pk, outside.pk, absolute.pk])
+    assert report.embedded == [good.pk]
+    assert set(report.failed) == {outside.pk, absolute.pk}
+    assert "not allowed" in report.failed[outside.pk]
+    assert Photo.objects.get(pk=outside.pk).embedding_status == EmbeddingStatus.FAILED

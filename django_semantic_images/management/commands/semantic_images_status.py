@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.db import connections
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from ...conf import semantic_settings
@@ -25,7 +25,9 @@ def field_status(model: Any, emb: Any) -> dict[str, Any]:
     counts = {s.value: 0 for s in EmbeddingStatus}
     for row in manager.values(status).annotate(n=Count("pk")).order_by():
         counts[row[status]] = row["n"]
-    oldest = manager.filter(**{status: EmbeddingStatus.PENDING}).order_by(f"{updated}", "pk").first()
+    # A row pending with no "pending since" (bulk_create(): never sent) has waited longest.
+    pending = manager.filter(**{status: EmbeddingStatus.PENDING})
+    oldest = pending.order_by(F(updated).asc(nulls_first=True), "pk").first()
     oldest_info = None
     if oldest is not None:
         since = getattr(oldest, updated)
