@@ -11,6 +11,10 @@ dispatch drops the lease and the next sweep sends it.
 
 ``save(update_fields=[...])`` counts only the inputs it names; when one of them
 changed, the embedding state columns are written too, right after the save.
+
+A save inside a transaction updates the snapshot at once, and remembers the one before until
+the transaction commits: when it rolls back instead, the next save of the same instance is
+compared with the inputs still stored, so a retry after a rollback is embedded.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from .pipeline import lease_until
 SNAPSHOT_ATTR = "_semantic_images_inputs"
 #: Names of the embedding fields whose inputs a save changed (set in pre_save, read in post_save).
 CHANGED_ATTR = "_semantic_images_changed"
+#: Saves of the instance in transactions not committed yet: (its commit hook, the snapshot before).
+UNCOMMITTED_ATTR = "_semantic_images_uncommitted"
 _state = threading.local()
 
 
@@ -138,6 +144,39 @@ def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozense
     return any(attr not in before or before[attr] != value for attr, value in now.items())
 
 
+class Committed:
+    """An on-commit hook that records that the transaction of a save committed."""
+
+    done = False
+
+    def __call__(self) -> None:
+        self.done = True
+
+
+def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> None:
+    """After a save in a transaction: keep the snapshot before it until the transaction commits."""
+    if not transaction.get_connection(using).in_atomic_block:
+        return
+    hook = Committed()
+    transaction.on_commit(hook, using=using)
+    instance.__dict__.setdefault(UNCOMMITTED_ATTR, []).append((hook, previous, using))
+
+
+def _settle(instance: models.Model) -> None:
+    """Before a save: undo the snapshots of earlier saves whose transaction rolled back (their
+    hook neither ran nor waits any more), newest first; forget those that committed."""
+    saves = instance.__dict__.get(UNCOMMITTED_ATTR)
+    while saves:
+        hook, previous, using = saves[-1]
+        if hook.done:
+            saves.clear()  # committed, with every earlier one still listed (one transaction)
+            break
+        if any(entry[1] is hook for entry in transaction.get_connection(using).run_on_commit):
+            break  # its transaction is still open
+        setattr(instance, SNAPSHOT_ATTR, previous)  # rolled back: the row still holds those inputs
+        saves.pop()
+
+
 def post_init_handler(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     if instance.pk is not None:
         _snapshot(instance)
@@ -152,6 +191,7 @@ def pre_save_handler(
 ) -> None:
     if raw:
         return
+    _settle(instance)
     changed = [f for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f, update_fields)]
     setattr(instance, CHANGED_ATTR, [f.name for f in changed])
     for field in changed:
@@ -173,8 +213,11 @@ def post_save_handler(
 ) -> None:
     changed = getattr(instance, CHANGED_ATTR, [])
     setattr(instance, CHANGED_ATTR, [])
-    _snapshot(instance, update_fields)
     using = kwargs.get("using") or "default"
+    previous = getattr(instance, SNAPSHOT_ATTR, None)
+    _snapshot(instance, update_fields)
+    if not raw:
+        _remember_uncommitted(instance, previous, using)
     if changed and update_fields is not None:
         # The save wrote only the fields it named (a frozenset no handler can extend):
         # write the state columns now, in the same transaction.

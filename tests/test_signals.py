@@ -84,12 +84,9 @@ def test_a_new_file_under_the_stored_name_is_embedded_again(embedded, sample_pat
     assert row.embedding_updated_at > timezone.now() - timedelta(minutes=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: post_save takes the new snapshot at once, not at commit; after a rollback the same "
-    "instance, saved again, looks unchanged and its row stays pending until the sweep",
-)
 def test_a_rolled_back_save_made_again_with_the_same_instance_is_embedded(embedded):
+    """A save rolled back with its transaction left the row as it was: the same instance saved
+    again is compared with what the row still holds, so its new title is embedded."""
     from django.db import transaction
 
     embedded.title = "a tabby cat on a sofa"
