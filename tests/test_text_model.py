@@ -151,3 +151,14 @@ def test_reads_answers_a_repeated_text_without_tokenizing_it_again(tiny_bert, mo
         encoder.reads(words)
     assert list(encoder._read) == ["a cup", "the sun"]  # the oldest answers go first
     assert encoder.reads("a red bicycle") is True and tokenized[-1] == "a red bicycle"
+
+
+def test_reads_keeps_no_answer_given_before_the_tokenizer_is_there(tiny_bert, tmp_path):
+    """A model folder filled after the first search (a download, a deploy): the words it
+    cannot read are told once its tokenizer is there, not read for ever."""
+    import shutil
+
+    encoder = SentenceEncoder(TextModelSpec(model=str(tmp_path)))
+    assert encoder.reads("ÿÿÿ ÿÿÿ") is True  # no tokenizer yet: only the script is checked
+    shutil.copytree(tiny_bert, tmp_path, dirs_exist_ok=True)
+    assert encoder.reads("ÿÿÿ ÿÿÿ") is False

@@ -350,10 +350,13 @@ class SentenceEncoder:
         """Whether this model can read the words of ``text``: most of its letters in the
         model's scripts (``TextModelSpec.readable_scripts``) and at most half of its tokens
         unknown to the tokenizer. Texts without letters (emoji, digits) are read.
-        The answers for the last ``READS_CACHE_SIZE`` texts are kept."""
+        The answers for the last ``READS_CACHE_SIZE`` texts are kept, once a local tokenizer
+        gives them (before the model's files are there, an answer may change when they come)."""
         found = self._read.get(text)
         if found is None:
             found = self._reads(text)
+            if self._fast is None:
+                return found
             with self._read_lock:
                 self._read[text] = found
                 while len(self._read) > READS_CACHE_SIZE:
