@@ -141,6 +141,9 @@ NOT_INTEGER = "similar_to must be a positive integer"
         ({"similar_to": "1", "search": "x"}, RANKED.format("similar_to", "search", "similar_to")),
         # Wagtail's own checks still answer with their messages.
         ({"semantic": "a cat", "limit": "many"}, "limit must be a positive integer"),
+        # Past PostgreSQL's bigint: Wagtail's paging passed it on to the database (a 500).
+        ({"semantic": "a cat", "offset": "9" * 30}, "offset cannot be higher than 9223372036854775807"),
+        ({"offset": "9223372036854775808"}, "offset cannot be higher than 9223372036854775807"),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
         ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
     ],
@@ -293,3 +296,18 @@ def test_v2_semantic_words_the_text_model_cannot_read_are_matched_as_keywords_wi
     assert "score" not in body["items"][0]["meta"]
     assert item_ids(v2(api, semantic="кошка", title="IMG_0000")) == []  # field filters still apply
     assert "note" not in v2(api, semantic="a cat")["meta"]
+
+
+def test_rest_search_words_the_text_model_cannot_read_are_matched_as_keywords_with_a_note(api, two_collections):
+    """The default keyword fields are the vectors' texts, properties of their row (``title_words``,
+    ``tag_names``): ``icontains`` on them was a FieldError, a 500. The image's title, description
+    and tag names instead, each image once, within the caller's collections."""
+    cat = two_collections["cat"]
+    cat.tags.add("кошка", "рыжая кошка")  # two matching tags: still one row
+    api.force_login(two_collections["pets_editor"])
+    response = api.get(SEARCH, {"q": "Кошка"})
+    assert result_ids(response) == [cat.pk]
+    assert "cannot read Cyrillic" in response.json()["note"]
+    assert response.json()["results"][0]["score"] is None
+    api.force_login(two_collections["products_editor"])
+    assert result_ids(api.get(SEARCH, {"q": "кошка"})) == []

@@ -92,6 +92,18 @@ def test_the_header_forms_blank_sort_field_keeps_the_ranking(superuser_client, s
     assert '<option value="" selected="selected">' not in chosen.content.decode()
 
 
+def test_a_sort_order_wagtail_does_not_take_while_searching_keeps_the_ranking(superuser_client, sample_images):
+    """Wagtail drops a usage-count order while searching (and any unknown one) for its default,
+    newest first: the ranking was lost, keyword hits included. Only an order Wagtail applies is a
+    chosen one; the header then shows "Best match"."""
+    for ordering in ("usage_count", "-usage_count", "bogus"):
+        assert listing(superuser_client, q="a cat", ordering=ordering)[0] == sample_images["chelsea"], ordering
+    page = superuser_client.get(reverse("wagtailimages:index"), {"q": "a cat", "ordering": "usage_count"})
+    assert '<option value="" selected="selected">Best match</option>' in page.content.decode()
+    by_usage = listing(superuser_client, ordering="usage_count")  # not searching: Wagtail's order as before
+    assert set(by_usage) == set(sample_images.values())
+
+
 def test_chooser_ranks_the_cat_first(superuser_client, sample_images):
     assert chooser(superuser_client, q="a cat")[0] == sample_images["chelsea"]
     assert chooser(superuser_client, q="a cup of coffee")[0] == sample_images["coffee"]
@@ -205,3 +217,39 @@ def test_words_in_a_script_the_text_model_cannot_read_get_wagtails_keyword_searc
     assert any("cannot read Cyrillic" in note for note in notes)
     assert chooser(superuser_client, q="кошка") == [cat]
     assert len(listing(superuser_client, q="a cat")) > 1  # Latin words are still ranked by meaning
+
+
+def test_a_tag_or_usage_count_filter_with_search_words_ranks_as_without(superuser_client, sample_images):
+    """The chooser filters ``?tag=`` by name and the listing can filter by usage count: filters
+    Wagtail's search backend cannot apply (modelsearch's FilterFieldError, an AttributeError on the
+    usage count's annotation). The keyword search runs over the same rows by key instead."""
+    coffee = sample_images["coffee"]
+    coffee.tags.add("drink")
+    assert chooser(superuser_client, tag="drink", q="a cup of coffee") == [coffee]
+    assert chooser(superuser_client, tag="drink", q="кофе") == []  # Wagtail's own search, same rows
+    assert chooser(superuser_client, tag="nothing", q="a cup of coffee") == []
+    found = listing(superuser_client, q="a cat", usage_count_min=0)
+    assert found[0] == sample_images["chelsea"] and set(found) == set(sample_images.values())
+    assert listing(superuser_client, q="a cat", usage_count_min=1) == []
+    # Words the text model cannot read go to Wagtail's own search, which failed the same way.
+    assert listing(superuser_client, q="кошка", usage_count_min=0) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["wagtailimages:index", "wagtailimages:index_results", "wagtailimages_chooser:choose_results"]
+)
+def test_search_words_or_a_tag_the_views_cannot_take_are_400_naming_them(superuser_client, sample_images, name):
+    """Words longer than MAX_QUERY_LENGTH (as the APIs refuse them: hundreds of words exhausted
+    Python's recursion limit in Wagtail's search backend, a 500), and a tag with a NUL character
+    (the chooser's filter sent it to PostgreSQL, a 500)."""
+    cases = {
+        "many words": ({"q": "cat " * 800}, "q: the search text is longer than 500 characters."),
+        "one long word": ({"q": "x" * 10_000}, "q: the search text is longer than 500 characters."),
+        "NUL in a tag": ({"tag": "a\x00b"}, "tag: a tag cannot contain NUL characters."),
+        "NUL in a tag, with words": ({"tag": "a\x00b", "q": "a cat"}, "tag: a tag cannot contain NUL characters."),
+    }
+    for case, (params, message) in cases.items():
+        response = superuser_client.get(reverse(name), params)
+        assert (response.status_code, response.content.decode()) == (400, message), case
+    at_the_limit = superuser_client.get(reverse(name), {"q": ("a cat " * 100)[:500]})
+    assert at_the_limit.status_code == 200

@@ -24,6 +24,7 @@ from rest_framework.fields import Field, SkipField
 from rest_framework.filters import BaseFilterBackend
 from wagtail.api import APIField
 from wagtail.api.v2.filters import FieldsFilter, OrderingFilter, SearchFilter
+from wagtail.api.v2.pagination import WagtailPagination
 from wagtail.api.v2.utils import BadRequestError
 from wagtail.images.api.v2.views import ImagesAPIViewSet
 
@@ -117,12 +118,30 @@ class ScoreField(Field):
         return round(float(value), 6)
 
 
+#: The largest ``offset`` / ``limit`` PostgreSQL takes (a bigint); Wagtail's paging passes any
+#: integer on, and a larger one was a database error (a 500).
+MAX_PAGING = 2**63 - 1
+
+
+class SemanticPagination(WagtailPagination):
+    """Wagtail's paging, with an ``offset`` or ``limit`` past what the database takes refused
+    with Wagtail's 400 naming the parameter."""
+
+    def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> Any:
+        for name in ("offset", "limit"):
+            raw = request.GET.get(name, "")
+            if INTEGER.fullmatch(raw.strip()) is not None and int(raw) > MAX_PAGING:
+                raise BadRequestError(f"{name} cannot be higher than {MAX_PAGING}")
+        return super().paginate_queryset(queryset, request, view)
+
+
 class SemanticImagesAPIViewSet(ImagesAPIViewSet):
     """Wagtail's images endpoint with ``?semantic=`` and ``?similar_to=``; ``meta.score`` on a
     ranked listing. Everything else (``fields``, ``limit``, ``offset``, field filters,
     ``order`` and ``search`` without a ranking, detail and find views) is Wagtail's."""
 
     filter_backends = [FieldsFilter, SemanticFilter, OrderingFilter, SearchFilter]
+    pagination_class = SemanticPagination
     known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
     meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
     listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]

@@ -21,6 +21,7 @@ from django.db.models import BooleanField, Case, ExpressionWrapper, F, FloatFiel
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast
 from wagtail.search.backends import get_search_backend
+from wagtail.search.backends.base import FilterFieldError
 
 from ...expressions import SemanticDistance
 from ...fields import embedding_path
@@ -62,10 +63,14 @@ def keyword_matches(
     """
     search_backend = get_search_backend(backend)
     plain = _plain(queryset)
-    if queryset.model.get_autocomplete_search_fields():
-        results = search_backend.autocomplete(words, plain, operator="and", order_by_relevance=False)
-    else:
-        results = search_backend.search(words, plain, operator="and", order_by_relevance=False)
+    try:
+        results = _every_word(search_backend, words, plain)
+    except (FilterFieldError, AttributeError):
+        # A filter that Wagtail's search cannot apply (modelsearch refuses it, or fails on an
+        # annotation): the chooser's ``?tag=`` (tags by name), the listing's usage count. Search
+        # the same rows by key instead.
+        plain = by_key(plain)
+        results = _every_word(search_backend, words, plain)
     keys = _keys_from_index_entries(results, plain, search_backend)
     if keys is not None:
         return list(keys[:limit])
@@ -78,6 +83,14 @@ def keyword_matches(
         if isinstance(keys, QuerySet):
             return list(keys.values_list("pk", flat=True))
     return [image.pk for image in results]
+
+
+def _every_word(search_backend: Any, words: str, plain: QuerySet) -> Any:
+    """Wagtail's search of ``plain`` for ``words``, every word required, unordered: autocomplete,
+    as Wagtail's listing and chooser search, or ``search`` for a model without autocomplete fields."""
+    if plain.model.get_autocomplete_search_fields():
+        return search_backend.autocomplete(words, plain, operator="and", order_by_relevance=False)
+    return search_backend.search(words, plain, operator="and", order_by_relevance=False)
 
 
 def keyword_search(queryset: QuerySet, words: str, *, backend: str = "default") -> QuerySet:
@@ -253,6 +266,12 @@ def ranked_results(
 ) -> RankedResults:
     """``queryset``'s images in ``rank_by_meaning``'s order, for a paginator (the chooser's)."""
     return RankedResults(queryset, ranking(queryset, vector, keyword=keyword, limit=limit), keyword=bool(keyword))
+
+
+def by_key(queryset: QuerySet) -> QuerySet:
+    """``queryset``'s rows as a filter on their keys (a subquery): a queryset whose filters Wagtail's
+    search backend cannot apply (a tag by name, an annotation) made searchable."""
+    return queryset.model._default_manager.filter(pk__in=_plain(queryset).values("pk"))
 
 
 def _plain(queryset: QuerySet) -> QuerySet:

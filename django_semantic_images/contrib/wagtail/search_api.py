@@ -71,6 +71,9 @@ class WagtailImageSearchViewSet(SemanticSearchViewSet):
     serializer_class = WagtailImageResultSerializer
     #: The collection permissions that let a user find an image (any of them).
     collection_actions: tuple[str, ...] = ("choose",)
+    #: Where words the text model cannot read are matched: the image's own title, description and
+    #: tag names (the vectors' texts are properties of their row, not columns to match).
+    keyword_fields: tuple[str, ...] | None = ("title", "description", "tags__name")
 
     def get_queryset(self) -> QuerySet:
         policy = image_permission_policy()

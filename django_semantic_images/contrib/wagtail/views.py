@@ -8,14 +8,19 @@ template stays as it is.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.functional import cached_property
 from wagtail.admin.forms.choosers import SearchFilterMixin
 from wagtail.images import get_image_model
 from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserViewSet, ImageChooseView
 from wagtail.images.views.images import IndexView
+from wagtail.search.backends.base import FilterFieldError
 
+from ...conf import semantic_settings
 from ...fields import embedding_path
 from ...query import unreadable_note
 from .photo_search import PhotoSearchMixin
@@ -23,11 +28,26 @@ from .search import (
     DEFAULT_LIMIT,
     KEYWORD_FIELDS,
     RankedResults,
+    by_key,
     encode_words,
     keyword_matches,
+    keyword_search,
     rank_by_meaning,
     ranked_results,
 )
+
+
+def bad_search(request: HttpRequest) -> HttpResponse | None:
+    """A 400 naming the parameter for search words longer than ``MAX_QUERY_LENGTH`` (as the APIs
+    refuse them; Wagtail's search backend nests one condition per word, and a few hundred words
+    exhaust Python's recursion limit), or for a ``?tag=`` holding a NUL character (the chooser
+    filters by it as given; PostgreSQL refuses it). None when the request is fine."""
+    limit = int(semantic_settings.MAX_QUERY_LENGTH)
+    if any(len(words) > limit for words in request.GET.getlist("q")):
+        return HttpResponseBadRequest(f"q: the search text is longer than {limit} characters.")
+    if any("\x00" in tag for tag in request.GET.getlist("tag")):
+        return HttpResponseBadRequest("tag: a tag cannot contain NUL characters.")
+    return None
 
 
 def reads(model: type, words: str) -> bool:
@@ -44,12 +64,17 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
     #: How many images a search lists besides the keyword matches.
     semantic_search_results = DEFAULT_LIMIT
 
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return bad_search(request) or super().get(request, *args, **kwargs)
+
     @cached_property
     def is_explicitly_ordered(self) -> bool:
         """Whether the editor chose a sort order. The header's search form submits its sort field
         with every search, so only a non-blank choice counts (Wagtail counts any ``ordering``);
-        the field's blank "Best match" choice, the default, keeps the ranking."""
-        return bool(self.request.GET.get("ordering"))
+        the field's blank "Best match" choice, the default, keeps the ranking. So does an order
+        Wagtail does not apply (by usage count while searching, an unknown one): it would sort
+        by its default instead."""
+        return self.request.GET.get("ordering", "") in self.get_valid_orderings()
 
     def search_queryset(self, queryset: QuerySet) -> QuerySet:
         if not self.is_searching:
@@ -57,7 +82,12 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
         if not reads(queryset.model, self.search_query):
             # A script the text model cannot read: Wagtail's own keyword search, and a message.
             messages.info(self.request, unreadable_note(self.search_query, KEYWORD_FIELDS))
-            return super().search_queryset(queryset)
+            try:
+                return super().search_queryset(queryset)
+            except (FilterFieldError, AttributeError):
+                # A filter Wagtail's search cannot apply (the usage count's annotation): its search
+                # over all the images, kept to these rows, in the listing's order.
+                return keyword_search(queryset, self.search_query, backend=self.search_backend_name)
         limit = self.semantic_search_results
         vector = encode_words(queryset.model, self.search_query)  # encoded while the keyword query runs
         keyword = keyword_matches(queryset, self.search_query, backend=self.search_backend_name, limit=limit)
@@ -85,7 +115,10 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
             return super().filter(objects)
         # The filters after Wagtail's search field (the base form's), without its search.
         if not reads(objects.model, words):  # a script the text model cannot read: Wagtail's search
-            return super().filter(objects)
+            try:
+                return super().filter(objects)
+            except FilterFieldError:  # the chooser's ?tag= (tags by name), which Wagtail's search cannot filter by
+                return super().filter(by_key(objects))
         objects = super(SearchFilterMixin, self).filter(objects)
         self.is_searching = True
         self.search_query = words
@@ -100,6 +133,9 @@ _form_classes: dict[tuple[str, tuple[type, ...]], type] = {}
 
 class SemanticChooserMixin:
     """Wagtail's chooser view with ``SemanticSearchFilterMixin`` in its filter form."""
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return bad_search(request) or super().get(request, *args, **kwargs)  # type: ignore[misc]
 
     def get_filter_form_class(self) -> type:
         form_class = super().get_filter_form_class()  # type: ignore[misc]
