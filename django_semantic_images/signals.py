@@ -155,10 +155,16 @@ class Committed:
 
 def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> None:
     """After a save in a transaction: keep the snapshot before it until the transaction commits."""
-    if not transaction.get_connection(using).in_atomic_block:
+    connection = transaction.get_connection(using)
+    if not connection.in_atomic_block:
         return
-    hook = Committed()
-    transaction.on_commit(hook, using=using)
+    # One hook for the saves at the same savepoint level (a loop of saves adds one, not one each).
+    level = set(connection.savepoint_ids)
+    found = (func for hook_level, func, *_ in connection.run_on_commit if hook_level == level)
+    hook = next((func for func in found if isinstance(func, Committed)), None)
+    if hook is None:
+        hook = Committed()
+        transaction.on_commit(hook, using=using)
     instance.__dict__.setdefault(UNCOMMITTED_ATTR, []).append((hook, previous, using))
 
 

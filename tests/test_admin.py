@@ -3,6 +3,7 @@ filters, the re-embed action, the change form and permissions (real PostgreSQL, 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import warnings
@@ -20,7 +21,7 @@ from PIL import Image, ImageOps
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_instances
-from django_semantic_images.signals import PendingRows, embedding_deferred
+from django_semantic_images.signals import Committed, PendingRows, embedding_deferred
 from photos.models import Photo
 from tests.conftest import image_bytes
 
@@ -117,6 +118,19 @@ def test_sorting_by_a_column_keeps_the_same_results(admin_client, photos):
     assert by_published[0] == ranked[-1]
 
 
+def test_an_ordering_that_sorts_by_no_column_keeps_the_ranking(admin_client, photos):
+    """Django ignores an ``o`` that names no sortable column (not a number, past the last column,
+    the thumbnail's); the rows stay nearest first instead of falling back to the newest first."""
+    url = reverse(CHANGELIST)
+    ranked = ranked_pks(admin_client.get(url, {"q": "a cup of coffee"}))
+    for o in ("abc", "99", "0", "-", "0.abc"):
+        assert ranked_pks(admin_client.get(url, {"q": "a cup of coffee", "o": o})) == ranked, o
+    similar = ranked_pks(admin_client.get(url, {"similar_to": photos["chelsea"].pk}))
+    assert ranked_pks(admin_client.get(url, {"similar_to": photos["chelsea"].pk, "o": "abc"})) == similar
+    # A sortable column named among them still sorts by it ("published": all True, then newest first).
+    assert ranked_pks(admin_client.get(url, {"q": "a cup of coffee", "o": "abc.3"})) == sorted(ranked, reverse=True)
+
+
 def test_a_blank_search_lists_every_row_unranked(admin_client, photos):
     response = admin_client.get(reverse(CHANGELIST), {"q": "   "})
     assert sorted(ranked_pks(response)) == sorted(p.pk for p in photos.values())
@@ -189,6 +203,20 @@ def test_an_expired_photo_search_lists_nothing(admin_client, photos):
     response = admin_client.get(reverse(CHANGELIST), {"photo": "no-such-token"})
     assert ranked_pks(response) == []
     assert any("expired" in m for m in messages_of(response))
+
+
+def test_a_photo_search_made_for_other_vectors_lists_nothing(admin_client, photos):
+    """A session's photo token from another admin (another model or embedding field, whose
+    encoder makes 512-d visual vectors) is not compared with this admin's 1280-d vectors."""
+    from django_semantic_images.admin.ranking import SESSION_KEY
+
+    session = admin_client.session
+    other = base64.b64encode(np.ones(512, dtype=np.float16).tobytes()).decode("ascii")
+    session[SESSION_KEY] = {"other": {"vector": other, "thumbnail": "", "name": "cat.jpg"}}
+    session.save()
+    response = admin_client.get(reverse(CHANGELIST), {"photo": "other"})
+    assert ranked_pks(response) == []
+    assert any("upload the photo again" in m for m in messages_of(response)), messages_of(response)
 
 
 # -- status filter, re-embed action --------------------------------------------
@@ -317,8 +345,10 @@ def test_an_upload_through_the_admin_goes_through_the_pipeline(
             {"image": upload, "title": "New cat", "alt_text": "", "published": "on", "owner": ""},
         )
     assert response.status_code == 302
-    # One on-commit embedding request (the post_save signal's), then the admin's report of it.
-    assert [type(c) for c in callbacks][:1] == [PendingRows] and len(callbacks) == 2
+    # One on-commit embedding request (the post_save signal's), then the admin's report of it (besides
+    # the signals' hook that records the commit).
+    sent = [c for c in callbacks if not isinstance(c, Committed)]
+    assert [type(c) for c in sent][:1] == [PendingRows] and len(sent) == 2
     photo = Photo.objects.get(title="New cat")
     assert photo.embedding_status == EmbeddingStatus.EMBEDDED
     assert ranked_pks(admin_client.get(reverse(CHANGELIST), {"similar_to": photo.pk}))[0] in (
@@ -440,6 +470,17 @@ def test_a_user_without_view_permission_gets_no_results(client, photos, sample_p
     assert client.get(reverse(CHANGELIST), {"similar_to": photos["chelsea"].pk}).status_code == 403
     response = client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"])})
     assert response.status_code == 403
+
+
+def test_a_user_without_view_permission_learns_nothing_from_similar_to(client, photos):
+    """The 403 comes before the source row is looked up: no message names a row, or tells a
+    hidden row from a missing one, on the next page the user opens."""
+    client.force_login(staff_user("nobody"))
+    told = []
+    for pk in (photos["broken"].pk, photos["chelsea"].pk, 999999):
+        assert client.get(reverse(CHANGELIST), {"similar_to": pk}).status_code == 403
+        told.append(messages_of(client.get(reverse("admin:index"))))
+    assert told == [[], [], []]
 
 
 def test_a_viewer_can_search_but_not_reembed(client, photos):

@@ -8,6 +8,9 @@ from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 
 from .ranking import RANKING_VARS
 
+#: The request attribute that tells ``get_search_results`` whether the editor sorted by a column.
+COLUMN_SORT_ATTR = "_semantic_sorted_by_column"
+
 
 class SemanticChangeList(ChangeList):
     """The admin's ChangeList, plus ``similar_to`` / ``photo`` in the query string.
@@ -28,6 +31,23 @@ class SemanticChangeList(ChangeList):
             # searching by meaning needs none (the queries never read this attribute).
             self.search_fields = ("embedding",)
 
+    def sorted_by_column(self) -> bool:
+        """Does ``?o=`` name a sortable column? Django skips the parts that do not (not a number,
+        no such column, a column without ordering), and then so does the ranking."""
+        for part in str(self.params.get(ORDER_VAR) or "").split("."):
+            _none, _prefix, index = part.rpartition("-")
+            try:
+                name = self.list_display[int(index)]
+            except (IndexError, ValueError):
+                continue
+            if self.get_ordering_field(name):
+                return True
+        return False
+
+    def get_queryset(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        setattr(request, COLUMN_SORT_ATTR, self.sorted_by_column())
+        return super().get_queryset(request, *args, **kwargs)
+
     def get_ordering(self, request: Any, queryset: Any) -> list[Any]:
         """Keep the ranking's order when the search ranked the rows (and the editor chose no column).
 
@@ -35,7 +55,7 @@ class SemanticChangeList(ChangeList):
         last and wins; Django 4.2 orders them after it, putting the model's default ordering first.
         """
         ranked = "distance" in queryset.query.annotations and queryset.query.order_by
-        if ranked and not self.params.get(ORDER_VAR):
+        if ranked and not self.sorted_by_column():
             return list(queryset.query.order_by)
         return super().get_ordering(request, queryset)
 

@@ -16,6 +16,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ORDER_VAR
 from django.core import checks
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
@@ -31,9 +32,9 @@ from ..fields import ImageEmbeddingField, get_embedding_field
 from ..query import apply_hnsw_settings, keyword_matches, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
-from .changelist import SemanticChangeList
+from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
 from .filters import EmbeddingStatusFilter
-from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, load_photo_query
+from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
 from .views import PhotoSearchForm, kept_filters, search_by_photo
 
 #: Names of the read-only change-form entries the mixin adds.
@@ -152,6 +153,10 @@ class SemanticSearchAdminMixin(_AdminBase):
         return SemanticChangeList
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # Before the ranking's source row is looked up: its messages would name the row (or tell a
+        # hidden one from a missing one) to a user who may not see the changelist at all.
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
         ranking = self.get_visual_ranking(request)
         setattr(request, RANKING_ATTR, ranking)
         opts = self.model._meta
@@ -193,9 +198,11 @@ class SemanticSearchAdminMixin(_AdminBase):
         field = self.get_embedding_field()
         token = request.GET.get(PHOTO_VAR)
         if token:
-            ranking = load_photo_query(request, token)
+            ranking = load_photo_query(request, token, made_for=field_key(field))
             if ranking is None:
-                messages.warning(request, _("That photo search has expired; upload the photo again."))
+                messages.warning(
+                    request, _("That photo search has expired or was made for other images; upload the photo again.")
+                )
                 return VisualRanking(vector=None, kind="photo")
             return ranking
         pk = request.GET.get(SIMILAR_VAR)
@@ -268,8 +275,11 @@ class SemanticSearchAdminMixin(_AdminBase):
 
     @staticmethod
     def _rank(request: HttpRequest, qs: QuerySet, ordering: list[Any]) -> QuerySet:
-        """Nearest first, unless the editor sorted by a column."""
-        if request.GET.get(ORDER_VAR):
+        """Nearest first, unless the editor sorted by a column (an ``?o=`` naming none is ignored)."""
+        sorted_by_column = getattr(request, COLUMN_SORT_ATTR, None)
+        if sorted_by_column is None:  # not through SemanticChangeList (e.g. a site's own ChangeList)
+            sorted_by_column = bool(request.GET.get(ORDER_VAR))
+        if sorted_by_column:
             return qs
         return qs.order_by(*ordering, "-pk")
 

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy
 from PIL import Image
 
 from ..imaging import ImageDecodeError, query_image
-from .ranking import PHOTO_VAR, RANKING_VARS, store_photo_query
+from .ranking import PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
 
 if TYPE_CHECKING:
     from .options import SemanticSearchAdminMixin
@@ -75,7 +75,8 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
     except ImageDecodeError as exc:
         messages.error(request, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
         return back
-    vector = model_admin.get_embedding_field().get_encoder().encode_images([image]).visual[0]
-    token = store_photo_query(request, vector, thumbnail=data_url(image), name=upload.name)
+    field = model_admin.get_embedding_field()
+    vector = field.get_encoder().encode_images([image]).visual[0]
+    token = store_photo_query(request, vector, thumbnail=data_url(image), name=upload.name, made_for=field_key(field))
     params[PHOTO_VAR] = token
     return HttpResponseRedirect(changelist + "?" + params.urlencode())
