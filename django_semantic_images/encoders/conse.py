@@ -153,6 +153,12 @@ class ConSEEncoder(Encoder):
         return f"{name}-flip" if self.flip else name
 
     @property
+    def text_identities(self) -> tuple[str, ...]:
+        """The identity of each text model whose space the semantic vectors lie in: a learned bridge
+        records them (``meta["text_models"]``), as one trained for another model maps into another space."""
+        return (self.text_spec.identity,)
+
+    @property
     def identity(self) -> str:
         self.refresh_bridge()
         parts: tuple[Any, ...] = (

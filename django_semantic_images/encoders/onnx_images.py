@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..conf import on_change
-from .cache import build_once, digest
+from .cache import build_once, digest, open_or_rebuild
 from .networks import CNNS
 from .onnx_queries import NOISY_LOGGERS, _quiet_loggers, cpu_session, onnx_available
 
@@ -177,8 +177,12 @@ class OnnxImageModel:
         return cpu_session(path, self.threads)
 
     def load(self, torch_model: Any = None) -> None:
+        """The session; a cached file that ONNX Runtime cannot open is exported again."""
         self.path = self.prepare(torch_model)
-        self.session = self._session(self.path)
+        stem = self.path.stem
+        self.session = open_or_rebuild(
+            self.path, lambda: self.prepare(torch_model), self._session, f"{stem}.lock", made=self.exported
+        )
 
     @staticmethod
     def _run(session: Any, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

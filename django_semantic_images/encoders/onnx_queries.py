@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..conf import on_change, semantic_settings
-from .cache import build_once, default_cache_dir, digest
+from .cache import build_once, default_cache_dir, digest, open_or_rebuild
 from .cache import cache_dir as configured_cache_dir
 from .text import SentenceEncoder
 
@@ -137,6 +137,7 @@ class OnnxQueryEncoder:
         self.dimensions: int | None = None
         self.session: Any = None
         self.path: Path | None = None
+        self.exported = False  # whether this instance made the file (rather than found it)
 
     def prepare(self) -> Path:
         """The exported (and, with ``int8``, quantised) model file; made once per machine
@@ -158,7 +159,8 @@ class OnnxQueryEncoder:
             self._check(made)
             return made
 
-        if build_once(path, export, f"{stem}.lock"):
+        self.exported = build_once(path, export, f"{stem}.lock")
+        if self.exported:
             logger.info("Exported the query text model to %s", path)
         return path
 
@@ -176,8 +178,10 @@ class OnnxQueryEncoder:
             raise RuntimeError(f"the exported model disagrees with torch (cosine {cosine:.4f})")
 
     def load(self) -> None:
+        """The session; a cached file that ONNX Runtime cannot open is exported again."""
         self.path = self.prepare()
-        self.session = self._session(self.path)
+        lock = f"{self.path.stem.removesuffix('-int8')}.lock"
+        self.session = open_or_rebuild(self.path, self.prepare, self._session, lock, made=self.exported)
 
     def _run(self, session: Any, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(session.run(None, self.text.tokenize(texts, query=True))[0], dtype=np.float32)

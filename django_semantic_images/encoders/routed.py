@@ -127,6 +127,11 @@ class RoutedConSEEncoder(ConSEEncoder):
         return self.english, self.multilingual
 
     @property
+    def text_identities(self) -> tuple[str, ...]:
+        """Both text models' identities, English first (what a learned bridge records)."""
+        return tuple(half.text_spec.identity for half in self.halves)
+
+    @property
     def identity(self) -> str:
         """Both text models, the recipe and the routing (a change of any re-embeds), and the bridge."""
         self.refresh_bridge()

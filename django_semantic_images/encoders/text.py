@@ -184,6 +184,38 @@ def resolve_model(model: str | None) -> str:
     return model
 
 
+def looks_like_path(model: str) -> bool:
+    """Whether ``TEXT_MODEL["MODEL"]`` names a folder rather than a hub name (``org/name``):
+    absolute, ``~`` or ``.`` first, a backslash, or more than one ``/``."""
+    return os.path.isabs(model) or model.startswith(("~", ".")) or "\\" in model or model.count("/") > 1
+
+
+def local_model_config(model: str) -> dict[str, Any] | None:
+    """The ``config.json`` of ``model`` as found without the network: in its folder, or in the local
+    hub cache for a hub name; None when it is not there (or unreadable)."""
+    import json
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        config: Any = path / "config.json"
+    else:
+        if looks_like_path(model):
+            return None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            config = try_to_load_from_cache(model, "config.json")
+        except Exception:  # noqa: BLE001 - not a valid hub name: not there
+            return None
+        if not isinstance(config, str):
+            return None
+    try:
+        found = json.loads(Path(config).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 class SentenceEncoder:
     """A BERT-style model (all-MiniLM-L6-v2 by default): pooled, L2-normalised vectors.
 

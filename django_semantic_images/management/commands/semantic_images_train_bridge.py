@@ -94,13 +94,25 @@ class Command(BaseCommand):
             raise CommandError("--ensemble must be at least 1.")
         if opts["chunk_size"] < 1:
             raise CommandError("--chunk-size must be at least 1.")
+        encoder = field.get_encoder()
+        if not isinstance(encoder, ConSEEncoder):
+            raise CommandError(
+                f"{model._meta.label}.{field.name} uses the encoder {encoder.identity}: a learned bridge maps "
+                "the ConSE encoder's CNN features into its text space, so it applies to ConSE fields only."
+            )
         try:
             holdout = float(opts["holdout"])
-            data = collect_captioned(model._default_manager.all(), field, chunk_size=opts["chunk_size"])
+            # Only the visual vectors of this encoder's CNN: rows of another wait to be re-embedded.
+            data = collect_captioned(
+                model._default_manager.all(),
+                field,
+                chunk_size=opts["chunk_size"],
+                image_identity=encoder.image_identity,
+            )
             if len(data) < opts["min_images"]:
                 raise CommandError(
-                    f"Only {len(data)} embedded images have words in {', '.join(field.text_fields)}; "
-                    f"at least {opts['min_images']} are needed (--min-images)."
+                    f"Only {len(data)} images embedded by {encoder.image_identity} have words in "
+                    f"{', '.join(field.text_fields)}; at least {opts['min_images']} are needed (--min-images)."
                 )
             # The training part is ``data`` itself, compacted: one copy of the vectors in memory.
             train, held = split_holdout(data, holdout, seed=opts["seed"], max_held=opts["max_holdout"], in_place=True)
@@ -109,12 +121,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
         store = self.store()
-        encoder = field.get_encoder()
-        if not isinstance(encoder, ConSEEncoder):
-            raise CommandError(
-                f"{model._meta.label}.{field.name} uses the encoder {encoder.identity}: a learned bridge maps "
-                "the ConSE encoder's CNN features into its text space, so it applies to ConSE fields only."
-            )
         encoder.ensure_loaded()
         self.say(f"{len(train)} images ({len(train.texts)} descriptions) to train on, {len(held)} held out.")
         text_train = encoder.encode_texts(train.texts)
@@ -137,6 +143,7 @@ class Command(BaseCommand):
             "field": field.name,
             "images": len(train),
             "cnn": encoder.network.name,  # system check E011: a bridge is for one CNN's features
+            "text_models": list(encoder.text_identities),  # E015: and for one text space
             **options.__dict__,
         }
         if parts:
@@ -149,8 +156,12 @@ class Command(BaseCommand):
             raise CommandError("Too few readable held-out images to check the bridge.")
         current = store.current()
         widths = (encoder.visual_dimensions, encoder.semantic_dimensions)
-        if current is not None and (current.weight.shape != widths or current.cnn != encoder.network.name):
-            current = None  # for another text model or CNN (system checks E010, E011): compared as ConSE alone
+        if current is not None and (
+            current.weight.shape != widths
+            or current.cnn != encoder.network.name
+            or current.text_models not in (None, encoder.text_identities)
+        ):
+            current = None  # for another text model or CNN (system checks E010, E011, E015): compared as ConSE alone
         check = check_bridge(
             candidate, current, conse, visual, encoder.encode_texts(held.texts), held.owner, seed=opts["seed"]
         )
