@@ -113,14 +113,17 @@ def run_against_schema(
     return outcome
 
 
-def assert_keeps_the_contract(outcome: Outcome) -> None:
+def assert_keeps_the_contract(outcome: Outcome, reached: int = 50) -> None:
     assert not outcome.server_errors, outcome.statuses
     assert not outcome.failures, "\n\n".join(outcome.failures.values())
-    # The generator reached the real searches, not only the error paths.
-    assert outcome.statuses[("GET /api/photos/search/", 200)] > 50
-    assert outcome.statuses[("GET /api/photos/{id}/similar/", 200)] > 50
-    assert outcome.statuses[("GET /api/photos/", 200)] > 50
-    assert outcome.statuses[("GET /api/photos/duplicates/", 200)] > 50
+    # The generator reached the real searches (more than ``reached`` answers each), not only the error paths.
+    for label in (
+        "GET /api/photos/search/",
+        "GET /api/photos/{id}/similar/",
+        "GET /api/photos/",
+        "GET /api/photos/duplicates/",
+    ):
+        assert outcome.statuses[(label, 200)] > reached, (label, dict(outcome.statuses))
 
 
 def test_generated_requests_get_no_5xx_and_match_the_schema(live_server, sample_photos, settings):
@@ -139,7 +142,8 @@ def test_fuzz_with_a_random_seed(live_server, sample_photos, settings):
     seed = int(os.environ.get("SEMANTIC_IMAGES_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
     print(f"\nfuzz seed: {seed} (rerun with SEED={seed})", flush=True)
     runs = 2 * len(OPERATIONS) + 1
-    outcome = run_against_schema(live_server, sample_photos, settings, math.ceil(FUZZ_CASES / runs), seed, True)
+    per_run = math.ceil(FUZZ_CASES / runs)
+    outcome = run_against_schema(live_server, sample_photos, settings, per_run, seed, True)
     print(
         f"fuzz seed {seed}: {outcome.total} requests, {outcome.server_errors} 5xx, "
         f"{sum(outcome.failed.values())} contract failures in {len(outcome.failures)} kinds"
@@ -147,4 +151,4 @@ def test_fuzz_with_a_random_seed(live_server, sample_photos, settings):
     print(f"statuses by operation: {dict(sorted(outcome.statuses.items()))}")
     for key, example in outcome.failures.items():
         print(f"\n{outcome.failed[key]} x {key[0]}: {example}")
-    assert_keeps_the_contract(outcome)
+    assert_keeps_the_contract(outcome, reached=min(50, per_run // 3))  # a short run reaches fewer
