@@ -88,12 +88,15 @@ def store_photo_query(session: SessionBase, vector: Any, *, name: str, thumbnail
     return token
 
 
-def load_photo_query(session: SessionBase, token: str) -> PhotoQuery | None:
-    """The photo search stored under ``token`` in ``session``, or None."""
+def load_photo_query(session: SessionBase, token: str, dimensions: int | None = None) -> PhotoQuery | None:
+    """The photo search stored under ``token`` in ``session``, or None (also when its vector has
+    not ``dimensions`` values: made before the images' encoder changed, it cannot be compared)."""
     entry = session.get(SESSION_KEY, {}).get(token)
     if not entry:
         return None
     vector = np.frombuffer(base64.b64decode(entry["vector"]), dtype=np.float16).astype(np.float32)
+    if dimensions is not None and len(vector) != dimensions:
+        return None
     return PhotoQuery(token=token, vector=vector.tolist(), name=entry["name"], thumbnail=entry["thumbnail"])
 
 
@@ -161,7 +164,9 @@ class PhotoSearchMixin:
         """The photo the listing is ranked by (None without one, or when a word search is on)."""
         if not self.photo_token or self.is_searching:  # type: ignore[attr-defined]
             return None
-        return load_photo_query(self.request.session, self.photo_token)
+        field = embedding_path(self.model).field  # type: ignore[attr-defined]
+        dimensions = field.model._meta.get_field(field.visual_field).dimensions  # type: ignore[union-attr]
+        return load_photo_query(self.request.session, self.photo_token, dimensions)
 
     def get_queryset(self) -> QuerySet:
         """The listing's queryset (permissions, filters, order), ranked by the photo if any."""
