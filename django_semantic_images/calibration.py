@@ -77,7 +77,7 @@ class Calibration:
 KEEP_CALIBRATIONS = 256
 #: Samples a process keeps: one per vector column and set of rows drawn from (the whole
 #: table, or each distinct ``calibrated_on()`` queryset), the oldest let go.
-KEEP_REFERENCES = 32
+KEEP_REFERENCES = 16
 
 
 @dataclass(frozen=True)
