@@ -145,12 +145,31 @@ def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozense
 
 
 class Committed:
-    """An on-commit hook that records that the transaction of a save committed."""
+    """An on-commit hook that records that the transaction of a save committed.
+
+    ``hooks`` is the connection's list of on-commit hooks it joined: Django replaces that list
+    whenever it drops hooks (a commit, a rollback, a savepoint's rollback), so while it is still
+    the connection's list the hook is surely waiting, without looking through it.
+    """
 
     done = False
 
+    def __init__(self, hooks: list[Any], level: set[str]) -> None:
+        self.hooks = hooks
+        self.level = level
+
     def __call__(self) -> None:
         self.done = True
+
+    def waiting(self, connection: Any) -> bool:
+        """Whether the hook still waits for its transaction (neither run nor dropped)."""
+        if self.done:
+            return False
+        return self.hooks is connection.run_on_commit or any(entry[1] is self for entry in connection.run_on_commit)
+
+
+#: The connection attribute that holds the last ``Committed`` hook made on it.
+LAST_HOOK_ATTR = "_semantic_images_committed"
 
 
 def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> None:
@@ -158,13 +177,13 @@ def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> 
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
         return
-    # One hook for the saves at the same savepoint level (a loop of saves adds one, not one each).
+    # One hook for the saves at the same savepoint level: a loop of saves adds one, not one each.
     level = set(connection.savepoint_ids)
-    found = (func for hook_level, func, *_ in connection.run_on_commit if hook_level == level)
-    hook = next((func for func in found if isinstance(func, Committed)), None)
-    if hook is None:
-        hook = Committed()
+    hook = getattr(connection, LAST_HOOK_ATTR, None)
+    if hook is None or hook.hooks is not connection.run_on_commit or hook.level != level or hook.done:
+        hook = Committed(connection.run_on_commit, level)
         transaction.on_commit(hook, using=using)
+        setattr(connection, LAST_HOOK_ATTR, hook)
     instance.__dict__.setdefault(UNCOMMITTED_ATTR, []).append((hook, previous, using))
 
 
@@ -177,7 +196,7 @@ def _settle(instance: models.Model) -> None:
         if hook.done:
             saves.clear()  # committed, with every earlier one still listed (one transaction)
             break
-        if any(entry[1] is hook for entry in transaction.get_connection(using).run_on_commit):
+        if hook.waiting(transaction.get_connection(using)):
             break  # its transaction is still open
         setattr(instance, SNAPSHOT_ATTR, previous)  # rolled back: the row still holds those inputs
         saves.pop()

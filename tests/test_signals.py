@@ -98,3 +98,26 @@ def test_a_rolled_back_save_made_again_with_the_same_instance_is_embedded(embedd
     row = Photo.objects.get(pk=embedded.pk)
     assert row.embedding_status == EmbeddingStatus.EMBEDDED
     assert row.embedding_hash == content_hash(row.image.read(), ["a tabby cat on a sofa"])
+
+
+def test_a_save_rolled_back_with_its_savepoint_made_again_is_embedded(embedded):
+    """The same within a transaction that commits: a save inside a savepoint rolled back, then
+    the same instance saved again in the outer block. Saves at one level share one commit hook."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():
+            embedded.title = "a tabby cat on a sofa"
+            embedded.save()
+            raise RuntimeError("rolled back to the savepoint")
+        embedded.save()  # the retry, in the outer block
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.embedding_hash == content_hash(row.image.read(), ["a tabby cat on a sofa"])
+    from django_semantic_images.signals import Committed
+
+    with transaction.atomic(), embedding_deferred():
+        for title in ("a tabby cat", "a cat", "a tabby cat on a sofa"):
+            embedded.title = title
+            embedded.save()
+        assert len([func for _, func, *_ in connection.run_on_commit if isinstance(func, Committed)]) == 1
