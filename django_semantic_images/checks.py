@@ -208,10 +208,10 @@ POSITIVE_INTEGERS = (
     "MAX_QUERY_LENGTH",
     "THUMBNAIL_SIZE",
     "CALIBRATION_SAMPLE",
-    "LEASE",
-    "PENDING_TIMEOUT",
 )
 OPTIONAL_POSITIVE_INTEGERS = ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS")
+#: Durations in seconds: a number greater than 0 (a fraction of a second too).
+POSITIVE_NUMBERS = ("LEASE", "PENDING_TIMEOUT")
 #: Settings that hold a number of at least 0.
 NON_NEGATIVE_NUMBERS = ("TEXT_WEIGHT", "CALIBRATION_TTL")
 #: Settings that hold a dict.
@@ -234,6 +234,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             optional = ", or None" if name in OPTIONAL_POSITIVE_INTEGERS else ""
             problems.append((name, value, f"a whole number of at least 1{optional}"))
+    for name in POSITIVE_NUMBERS:
+        value = getattr(semantic_settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            problems.append((name, value, "a number of seconds greater than 0"))
     for name in NON_NEGATIVE_NUMBERS:
         value = getattr(semantic_settings, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

@@ -202,7 +202,7 @@ def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
     from django_semantic_images.checks import check_choices, check_settings
 
     assert check_settings() == []
-    settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 8, "QUERY_THREADS": None, "TEXT_WEIGHT": 0, "TEXT_MODEL": {}}
+    settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 8, "QUERY_THREADS": None, "TEXT_WEIGHT": 0, "LEASE": 0.5}
     assert check_settings() == []
     settings.SEMANTIC_IMAGES = {
         "BATCH_SIZE": 0,
