@@ -32,6 +32,9 @@ from .models import NotDuplicate
 #: Nearest rows looked at per row: a picture with more copies than this still forms one
 #: group, as long as its copies are each other's neighbours.
 DUPLICATE_NEIGHBOURS = 10
+#: The most neighbours a probe can ask for: pgvector's largest ``hnsw.ef_search`` (each probe
+#: keeps at least as many candidates as the neighbours it returns).
+MAX_NEIGHBOURS = 1000
 #: Rows whose neighbours one query fetches.
 BATCH_ROWS = 500
 #: Candidates the HNSW index keeps per probe (``hnsw.ef_search``), instead of ``HNSW_EF_SEARCH``:
@@ -88,8 +91,8 @@ def near_duplicates(
     compared and grouped, so a group never names a row the queryset leaves out.
     """
     limit = default_threshold() if threshold is None else check_threshold(threshold)
-    if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
-        raise ValueError(f"neighbours must be a positive whole number, not {neighbours!r}.")
+    if isinstance(neighbours, bool) or not isinstance(neighbours, int) or not 1 <= neighbours <= MAX_NEIGHBOURS:
+        raise ValueError(f"neighbours must be a whole number from 1 to {MAX_NEIGHBOURS:,}, not {neighbours!r}.")
     pairs = duplicate_pairs(queryset, limit, field=field, neighbours=neighbours)
     return group_pairs(pairs, not_duplicate_keys(queryset.model))
 

@@ -7,15 +7,18 @@ They are ordinary Django expressions (pgvector's ``CosineDistance``, i.e.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from numbers import Real
 from typing import Any
 
 import numpy as np
 from django.db.models import F, Value
+from django.utils.functional import Promise
 from pgvector.django import CosineDistance
 
 from .encoders.base import Encoder
-from .fields import embedding_path
+from .fields import EmbeddingPath, embedding_path
 from .imaging import query_image
 
 
@@ -28,7 +31,11 @@ class _EmbeddingDistance(CosineDistance):
     def __init__(self, field: str, query: Any, **extra: Any) -> None:
         self.embedding_name = field
         self.search_query = query
-        vector = _as_list(query)
+        vector = query_array(query)
+        if vector is None:
+            self.check_query(query)
+        # The query vector's length, checked against the column's when resolved (None: made then).
+        self.query_size = None if vector is None else len(vector)
         literal = Value(vector_literal(vector)) if vector is not None else Value(None)
         super().__init__(field, literal, **extra)
         # Expressions compare and hash by their constructor arguments: an image is neither.
@@ -38,10 +45,19 @@ class _EmbeddingDistance(CosineDistance):
     def query_vector(self, query: Any, encoder: Encoder) -> list[float]:
         raise NotImplementedError
 
+    def check_query(self, query: Any) -> None:
+        """A TypeError when ``query``, not a vector, is not what this distance ranks by either."""
+
     def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
         clone = self.copy()
         if query is not None:
             path = embedding_path(query.model, self.embedding_name)
+            expected = column_dimensions(path, self.suffix)
+            if self.query_size is not None and expected is not None and self.query_size != expected:
+                raise ValueError(
+                    f"The query vector has {self.query_size} numbers; the {self.suffix} vectors of "
+                    f"{path.name} have {expected}."
+                )
             source, literal = clone.get_source_expressions()
             if getattr(literal, "value", None) is None:
                 literal = Value(vector_literal(self.query_vector(self.search_query, path.field.get_encoder())))
@@ -66,12 +82,42 @@ def vector_literal(vector: Any) -> str:
     return "[" + _literal_format(len(values)) % tuple(values) + "]"
 
 
-def _as_list(vector: Any) -> list[float] | None:
-    if isinstance(vector, (list, tuple)) and vector and isinstance(vector[0], (int, float)):
-        return [float(v) for v in vector]
-    if isinstance(vector, np.ndarray):
-        return vector.astype(np.float32).ravel().tolist()
-    return None
+#: What a query vector's numbers may be (``numbers.Real`` alone is several times slower to check).
+NUMBERS = (float, int, np.floating, np.integer, Real)
+
+
+def query_array(query: Any) -> np.ndarray | None:
+    """``query`` as a float32 vector when it is one (a numpy array, or a non-empty list or tuple
+    of numbers, numpy's included), else None; a ValueError when a number is NaN, infinite or
+    beyond float32's range (PostgreSQL would refuse the vector)."""
+    if isinstance(query, np.ndarray):
+        values: Any = query
+    elif isinstance(query, (list, tuple)) and query and all(isinstance(v, NUMBERS) for v in query):
+        values = np.asarray(query, dtype=np.float64)
+    else:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        vector = np.asarray(values).astype(np.float32).ravel()
+    if not np.isfinite(vector).all():
+        raise ValueError("A query vector takes finite numbers only (no NaN, no infinity, none beyond float32's range).")
+    return vector
+
+
+def column_dimensions(path: EmbeddingPath, suffix: str) -> int | None:
+    """The length of the vectors in ``path``'s ``suffix`` column (``"semantic"`` or ``"visual"``)."""
+    model = path.field.model
+    if model is None:
+        return None
+    return getattr(model._meta.get_field(path.field.column(suffix)), "dimensions", None)
+
+
+def check_image(query: Any) -> None:
+    """A TypeError when ``query`` cannot be a query image (nor was it a vector)."""
+    if query is None or isinstance(query, (Real, list, tuple, dict, set)):
+        raise TypeError(
+            "A visual ranking takes an image (a PIL image, a file, a path or bytes) or a vector of numbers, "
+            f"not {query!r:.60}."
+        )
 
 
 class SemanticDistance(_EmbeddingDistance):
@@ -83,6 +129,10 @@ class SemanticDistance(_EmbeddingDistance):
 
     suffix = "semantic"
 
+    def check_query(self, query: Any) -> None:
+        if not isinstance(query, (str, Promise)):
+            raise TypeError(f"A semantic ranking takes words (a str) or a vector of numbers, not {query!r:.60}.")
+
     def query_vector(self, query: Any, encoder: Encoder) -> list[float]:
         return encoder.encode_text(str(query)).tolist()
 
@@ -92,13 +142,21 @@ class VisualDistance(_EmbeddingDistance):
 
     suffix = "visual"
 
+    def check_query(self, query: Any) -> None:
+        check_image(query)
+
     def query_vector(self, query: Any, encoder: Encoder) -> list[float]:
         return self.image_vector(query, encoder).tolist()
 
     @staticmethod
     def image_vector(query: Any, encoder: Any) -> np.ndarray:
-        """The visual vector of a query image (PIL image, uploaded file, path or bytes)."""
-        if _as_list(query) is not None:
-            return np.asarray(query, dtype=np.float32)
+        """The visual vector of a query image (PIL image, uploaded file, path, ``pathlib.Path`` or
+        bytes), or ``query`` itself as float32 when it is a vector."""
+        vector = query_array(query)
+        if vector is not None:
+            return vector
+        check_image(query)
+        if isinstance(query, os.PathLike):
+            query = os.fsdecode(query)
         image = query_image(query, max_bytes=None)
         return encoder.encode_images([image]).visual[0]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import reduce
 from typing import TYPE_CHECKING, Any, Self
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, models
+from django.db import connections, models, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from django.db.models.constants import LOOKUP_SEP
 from psycopg import ClientCursor
@@ -98,6 +99,13 @@ class SettingsFirst:
         return result
 
 
+def same_rows(one: type[models.Model], other: type[models.Model]) -> bool:
+    """Whether a row of ``one`` and a row of ``other`` with one primary key are one row: the same
+    concrete model (a proxy of it included), or one inheriting from the other's table."""
+    first, second = one._meta.concrete_model or one, other._meta.concrete_model or other
+    return issubclass(first, second) or issubclass(second, first)
+
+
 def index_field(queryset: models.QuerySet) -> ImageEmbeddingField | None:
     """The field whose HNSW index a ranked queryset walks (its model's table may be another
     than the queryset's: Wagtail's images keep their vectors in a table beside)."""
@@ -173,7 +181,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         path = embedding_path(self.model, field)
         qs = self
         if isinstance(query, models.Model):
-            if exclude_self and query.pk is not None:
+            if exclude_self and query.pk is not None and same_rows(type(query), self.model):
                 qs = qs.exclude(pk=query.pk)
             vector = path.value(query, "visual")
             if vector is None:
@@ -258,19 +266,72 @@ class SemanticQuerySetMixin(_QuerySetBase):
         path = embedding_path(self.model, field)
         return self.filter(**{path.column("status"): EmbeddingStatus.FAILED})
 
+    @contextmanager
+    def _hnsw_in_force(self, using: str | None = None, *, one_message: bool = True) -> Iterator[None]:
+        """The HNSW settings for the next query on ``using`` (by default this queryset's alias):
+        sent in its message (``SettingsFirst``) when the connection binds on the client and
+        ``one_message``, else SET LOCAL in a transaction around it."""
+        alias = self.db if using is None else using
+        pairs = hnsw_session_settings(using=alias, field=index_field(self))
+        connection = connections[alias]
+        if not pairs or not one_message or not binds_on_client(connection):
+            with hnsw_settings(alias, field=index_field(self)):
+                yield
+            return
+        # One round trip instead of four (BEGIN, the settings, the query, COMMIT): see ranked_rows.
+        with connection.execute_wrapper(SettingsFirst(pairs)):
+            yield
+
     def _fetch_all(self) -> None:
         if self._result_cache is not None or not self._vector_ranked:
             super()._fetch_all()
             return
-        pairs = hnsw_session_settings(using=self.db, field=index_field(self))
-        connection = connections[self.db]
-        if not pairs or not binds_on_client(connection):
-            with hnsw_settings(self.db, field=index_field(self)):
-                super()._fetch_all()
-            return
-        # One round trip instead of four (BEGIN, the settings, the query, COMMIT): see ranked_rows.
-        with connection.execute_wrapper(SettingsFirst(pairs)):
+        with self._hnsw_in_force():
             super()._fetch_all()
+
+    # What else runs the ranked query (``best(n)``'s ``ORDER BY distance LIMIT n`` subquery through
+    # the HNSW index) runs it under the same settings: without them a filtered ranking's subquery
+    # finds ~ef_search times the filter's share of rows, fewer than the n that a list shows.
+    def count(self) -> int:
+        if self._result_cache is not None or not self._vector_ranked:
+            return super().count()
+        with self._hnsw_in_force():
+            return super().count()
+
+    def exists(self) -> bool:
+        if self._result_cache is not None or not self._vector_ranked:
+            return super().exists()
+        with self._hnsw_in_force():
+            return super().exists()
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if not self._vector_ranked:
+            return super().aggregate(*args, **kwargs)
+        with self._hnsw_in_force():
+            return super().aggregate(*args, **kwargs)
+
+    def _write_alias(self) -> str:
+        """The alias an ``update()`` or ``delete()`` of this queryset writes to."""
+        state: Any = self
+        return str(state._db or router.db_for_write(self.model, **state._hints))
+
+    def update(self, **kwargs: Any) -> int:
+        if not self._vector_ranked:
+            return super().update(**kwargs)
+        # A transaction around it: the row count is the UPDATE's, not that of a statement before it.
+        with self._hnsw_in_force(self._write_alias(), one_message=False):
+            return super().update(**kwargs)
+
+    update.alters_data = True  # type: ignore[attr-defined]  # as QuerySet.update
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        if not self._vector_ranked:
+            return super().delete()
+        with self._hnsw_in_force(self._write_alias(), one_message=False):
+            return super().delete()
+
+    delete.alters_data = True  # type: ignore[attr-defined]  # as QuerySet.delete: never on a manager
+    delete.queryset_only = True  # type: ignore[attr-defined]
 
     def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]:
         """``.iterator()``: the rows come from a server-side cursor, read inside the same
@@ -315,14 +376,38 @@ def searchable(queryset: models.QuerySet) -> SemanticQuerySetMixin:
     if isinstance(queryset, SemanticQuerySetMixin):
         return queryset
     cls = type(queryset)
+    clone = queryset._chain()  # type: ignore[attr-defined]
+    clone.__class__ = searchable_class(cls)
+    return clone
+
+
+def searchable_class(cls: type) -> type:
+    """The queryset class that :func:`searchable` gives a queryset of class ``cls`` (one per class).
+
+    It is made at run time, so pickle cannot find it by name: its querysets pickle as
+    ``cls`` plus their state, and unpickle (in any process) as this class again.
+    """
     searchable_cls = _searchable_classes.get(cls)
     if searchable_cls is None:
         searchable_cls = _searchable_classes.setdefault(
-            cls, type(f"Searchable{cls.__name__}", (SemanticQuerySetMixin, cls), {"__module__": cls.__module__})
+            cls,
+            type(
+                f"Searchable{cls.__name__}",
+                (SemanticQuerySetMixin, cls),
+                {"__module__": cls.__module__, "__reduce_ex__": _reduce_searchable, "_searchable_base": cls},
+            ),
         )
-    clone = queryset._chain()  # type: ignore[attr-defined]
-    clone.__class__ = searchable_cls
-    return clone
+    return searchable_cls
+
+
+def _reduce_searchable(self: Any, protocol: Any) -> tuple[Any, ...]:
+    return (_new_searchable, (type(self)._searchable_base,), self.__getstate__())
+
+
+def _new_searchable(base: type) -> Any:
+    """An empty queryset of ``searchable_class(base)``, for pickle to give its state."""
+    cls: Any = searchable_class(base)
+    return cls.__new__(cls)
 
 
 def semantic_search(queryset: models.QuerySet, query: Any, *, field: str | None = None) -> SemanticQuerySetMixin:

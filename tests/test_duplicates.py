@@ -106,3 +106,15 @@ def test_marks_are_per_model(duplicate_photos):
     mark_not_duplicates(TwoImagePhoto, [1, 2])
     assert not_duplicate_keys(Photo) == set()
     assert not_duplicate_keys(TwoImagePhoto) == {("1", "2")}
+
+
+@pytest.mark.parametrize("neighbours", [0, 1001, 2.5, True])
+def test_neighbours_beyond_what_the_hnsw_index_can_probe_are_refused_naming_them(neighbours):
+    """pgvector's ``hnsw.ef_search`` stops at 1,000: more neighbours than that were a database error."""
+    with pytest.raises(ValueError, match="neighbours"):
+        Photo.objects.near_duplicates(neighbours=neighbours)
+
+
+def test_a_thousand_neighbours_are_probed(duplicate_photos):
+    groups = Photo.objects.near_duplicates(neighbours=1000)
+    assert named(groups, duplicate_photos) == named(Photo.objects.near_duplicates(), duplicate_photos)

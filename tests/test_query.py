@@ -250,3 +250,109 @@ def test_auto_ef_search_grows_with_the_tables_estimated_rows(random_rows, settin
         list(ranked.all())
     assert "reltuples" in queries[0]["sql"] and "'hnsw.ef_search', '200'" in queries[1]["sql"]
     hnsw._row_estimates.clear()
+
+
+def test_best_n_counts_and_updates_the_rows_it_lists(index_forced, settings):
+    """``count()``, ``exists()``, ``aggregate()`` and ``update()`` of ``best(n)`` run its subquery
+    (``ORDER BY distance LIMIT n`` through the HNSW index) under the HNSW settings too: without
+    them, a 10% filter finds ~ef_search/10 rows, not the n that a list shows. Counted first here,
+    before any search of this test's transaction has set them (SET LOCAL lasts until it ends)."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    best = Photo.objects.filter(published=True).semantic_search(index_forced[7]).best(20)
+    assert best.count() == 20
+    assert best.aggregate(n=models.Count("pk"))["n"] == 20
+    with CaptureQueriesContext(connection) as queries:
+        assert best.exists()
+    assert len(queries) == 1 and "set_config('hnsw.ef_search', '40', true)" in queries[0]["sql"]
+    assert best.update(title="best") == 20
+    assert len(best) == 20 and Photo.objects.filter(title="best").count() == 20
+
+
+def test_best_n_deletes_the_rows_it_lists(index_forced, settings):
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    best = Photo.objects.filter(published=True).semantic_search(index_forced[7]).best(20)
+    assert best.delete()[0] == 20
+    assert not hasattr(Photo.objects, "delete")  # as for any manager
+
+
+def test_a_query_that_is_neither_words_nor_a_vector_is_refused():
+    """None, a number, a list of words, an empty list: never ranked as the text of their repr."""
+    for bad in (None, 3, ["red", "bicycle"], []):
+        with pytest.raises(TypeError, match="words"):
+            Photo.objects.semantic_search(bad)
+        with pytest.raises(TypeError, match="words"):
+            Photo.objects.annotate(d=SemanticDistance("embedding", bad))
+    for bad in (None, 3, ["red", "bicycle"], []):
+        with pytest.raises(TypeError, match="image"):
+            Photo.objects.similar_to(bad)
+
+
+def test_a_list_of_numpy_numbers_is_a_vector(random_rows):
+    as_array = [p.pk for p in Photo.objects.semantic_search(random_rows[5])[:5]]
+    assert [p.pk for p in Photo.objects.semantic_search(list(random_rows[5]))[:5]] == as_array
+    visual = np.asarray(Photo.objects.values_list("embedding_visual", flat=True).exclude(embedding_visual=None)[7])
+    assert [p.pk for p in Photo.objects.similar_to(list(visual.astype(np.float32)))[:5]] == [
+        p.pk for p in Photo.objects.similar_to(visual)[:5]
+    ]
+
+
+def test_a_query_vector_of_another_width_or_not_finite_is_refused_before_the_database():
+    for search in (Photo.objects.semantic_search, Photo.objects.similar_to):
+        with pytest.raises(ValueError, match="10 numbers"):
+            search(np.ones(10, dtype=np.float32))
+        for bad in (np.nan, np.inf, 1e39):
+            vector = np.ones(384 if search == Photo.objects.semantic_search else 1280)
+            vector[3] = bad
+            with pytest.raises(ValueError, match="finite"):
+                search(vector)
+    with pytest.raises(ValueError, match="10 numbers"):
+        Photo.objects.annotate(d=SemanticDistance("embedding", [0.5] * 10))
+    assert Photo.objects.count() == 0  # the connection is still usable: nothing reached PostgreSQL
+
+
+def test_similar_to_takes_a_pathlib_path(sample_photos, sample_paths):
+    assert Photo.objects.similar_to(sample_paths["rocket"]).first().pk == sample_photos["rocket"].pk
+    assert Photo.objects.similar_to(str(sample_paths["rocket"])).first().pk == sample_photos["rocket"].pk
+
+
+def test_similar_to_a_row_of_another_model_leaves_this_models_row_of_the_same_pk(sample_photos):
+    """``exclude_self`` leaves out the query instance's own row: a row of another model that
+    happens to share its primary key is another picture."""
+    from django_semantic_images.signals import embedding_deferred
+    from tests.multifield.models import TwoImagePhoto
+
+    cat = sample_photos["chelsea"]
+    with embedding_deferred():
+        other = TwoImagePhoto.objects.create(
+            pk=cat.pk,
+            thumbnail="x.jpg",
+            picture="x.jpg",
+            embedding_visual=cat.embedding_visual,
+            embedding_status="embedded",
+        )
+    assert Photo.objects.similar_to(other).first().pk == cat.pk
+    assert cat.pk not in [p.pk for p in Photo.objects.similar_to(cat)]
+
+
+def test_a_searchable_queryset_pickles_and_unpickles_as_itself(random_rows):
+    """``searchable()`` makes its classes at run time (pickle cannot look them up by name): a
+    ranked queryset of one pickles (it is evaluated first, as any queryset) and comes back with
+    its rows, its class and its ranking; a fresh process finds the class again."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    ranked = semantic_search(_OwnQuerySet(model=Photo).published(), random_rows[5])[:5]
+    rows = [p.pk for p in ranked]
+    back = pickle.loads(pickle.dumps(ranked))
+    assert type(back) is type(ranked) and isinstance(back, _OwnQuerySet)
+    assert [p.pk for p in back] == rows and back._vector_ranked
+    data = pickle.dumps(searchable(models.QuerySet(model=Photo).filter(published=True)).semantic_search(random_rows[5]))
+    script = (
+        "import django, pickle, sys; django.setup(); "
+        "qs = pickle.loads(sys.stdin.buffer.read()); print(type(qs).__name__, qs._vector_ranked)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DATABASE_URL": "postgresql://localhost/unused"}
+    other = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True, check=True, env=env)
+    assert other.stdout.decode().split() == ["SearchableQuerySet", "True"]
