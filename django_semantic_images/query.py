@@ -20,6 +20,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from django.db.models.constants import LOOKUP_SEP
+from django.utils.functional import Promise
 from psycopg import ClientCursor
 
 from .calibration import Calibration, reference_for
@@ -169,6 +170,8 @@ class SemanticQuerySetMixin(_QuerySetBase):
         one on the single model joined to it one-to-one (Wagtail's images).
         """
         path = embedding_path(self.model, field)
+        if isinstance(query, Promise):  # gettext_lazy(...): its text now
+            query = str(query)
         if isinstance(query, str) and not query.strip():
             raise ValueError("The search text is empty.")
         if isinstance(query, str):

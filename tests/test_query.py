@@ -30,6 +30,16 @@ def test_the_coffee_ranks_first_for_a_cup_of_coffee(sample_photos):
     assert Photo.objects.semantic_search("a cup of coffee").first().pk == sample_photos["coffee"].pk
 
 
+def test_lazy_words_rank_and_calibrate_as_their_text(sample_photos):
+    """A lazily translated string (``gettext_lazy``) is words: the same ranking and calibration."""
+    from django.utils.translation import gettext_lazy
+
+    lazy = Photo.objects.semantic_search(gettext_lazy("a cup of coffee"))
+    plain = Photo.objects.semantic_search("a cup of coffee")
+    assert [r.pk for r in lazy] == [r.pk for r in plain]
+    assert lazy.calibration() == plain.calibration()
+
+
 def test_a_flipped_copy_finds_its_original_first(sample_photos, sample_paths):
     flipped = ImageOps.mirror(Image.open(sample_paths["astronaut"]).convert("RGB"))
     assert Photo.objects.similar_to(flipped).first().pk == sample_photos["astronaut"].pk
