@@ -145,31 +145,30 @@ def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozense
 
 
 class Committed:
-    """An on-commit hook that records that the transaction of a save committed.
-
-    ``hooks`` is the connection's list of on-commit hooks it joined: Django replaces that list
-    whenever it drops hooks (a commit, a rollback, a savepoint's rollback), so while it is still
-    the connection's list the hook is surely waiting, without looking through it.
-    """
+    """An on-commit hook that records that the transaction of a save committed."""
 
     done = False
-
-    def __init__(self, hooks: list[Any], level: set[str]) -> None:
-        self.hooks = hooks
-        self.level = level
 
     def __call__(self) -> None:
         self.done = True
 
     def waiting(self, connection: Any) -> bool:
-        """Whether the hook still waits for its transaction (neither run nor dropped)."""
-        if self.done:
-            return False
-        return self.hooks is connection.run_on_commit or any(entry[1] is self for entry in connection.run_on_commit)
+        """Whether the hook still waits for its transaction (neither run nor dropped by a rollback)."""
+        return not self.done and any(entry[1] is self for entry in connection.run_on_commit)
 
 
-#: The connection attribute that holds the last ``Committed`` hook made on it.
-LAST_HOOK_ATTR = "_semantic_images_committed"
+def hook_at_level(connection: Any, kind: type) -> Any:
+    """The on-commit hook of class ``kind`` registered at the current savepoint level, or None.
+
+    The saves at one level share one hook of each kind, so a rolled-back savepoint drops exactly
+    what was registered inside it. The hooks of a transaction are met in the order they came, so
+    the search stops at the first save's (Django keeps the list per transaction).
+    """
+    level = set(connection.savepoint_ids)
+    return next(
+        (func for hook_level, func, *_ in connection.run_on_commit if isinstance(func, kind) and hook_level == level),
+        None,
+    )
 
 
 def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> None:
@@ -177,13 +176,10 @@ def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> 
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
         return
-    # One hook for the saves at the same savepoint level: a loop of saves adds one, not one each.
-    level = set(connection.savepoint_ids)
-    hook = getattr(connection, LAST_HOOK_ATTR, None)
-    if hook is None or hook.hooks is not connection.run_on_commit or hook.level != level or hook.done:
-        hook = Committed(connection.run_on_commit, level)
+    hook = hook_at_level(connection, Committed)
+    if hook is None or hook.done:
+        hook = Committed()
         transaction.on_commit(hook, using=using)
-        setattr(connection, LAST_HOOK_ATTR, hook)
     instance.__dict__.setdefault(UNCOMMITTED_ATTR, []).append((hook, previous, using))
 
 
@@ -283,12 +279,10 @@ def schedule(model: type[models.Model], pk: Any, field: str, using: str = "defau
     savepoint drops exactly the rows saved inside it.
     """
     connection = transaction.get_connection(using)
-    if connection.in_atomic_block:
-        level = set(connection.savepoint_ids)
-        for hook_level, func, *_ in connection.run_on_commit:
-            if isinstance(func, PendingRows) and hook_level == level:
-                func.add(model, pk, field)
-                return
+    found = hook_at_level(connection, PendingRows) if connection.in_atomic_block else None
+    if found is not None:
+        found.add(model, pk, field)
+        return
     pending = PendingRows()
     pending.add(model, pk, field)
     transaction.on_commit(pending, using=using)
