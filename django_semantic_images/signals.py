@@ -133,7 +133,8 @@ def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozense
     """Did the save change an input of ``field``? (Only the inputs in ``saved`` when given.)"""
     if saved is not None and not ({field.image_field, *field.text_fields} & saved):
         return False
-    before = getattr(instance, SNAPSHOT_ATTR, {}).get(field.name)
+    # No snapshot (None: a new instance whose first save rolled back) means nothing stored yet.
+    before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(field.name)
     if before is None:
         return True
     now = _inputs(instance, field)

@@ -100,6 +100,26 @@ def test_a_rolled_back_save_made_again_with_the_same_instance_is_embedded(embedd
     assert row.embedding_hash == content_hash(row.image.read(), ["a tabby cat on a sofa"])
 
 
+def test_a_new_photo_whose_first_save_rolled_back_saves_again_and_is_embedded(sample_paths):
+    """A new instance saved in a transaction that rolled back, then saved again (a retry after a
+    serialization failure): Django inserts it then; the snapshot of before its first save is
+    "none yet", which must not break the second save."""
+    from django.core.files.base import ContentFile
+    from django.db import transaction
+
+    data = sample_paths["coffee"].read_bytes()
+    photo = Photo(title="a cup of coffee")
+    photo.image.save("coffee.jpg", ContentFile(data), save=False)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        photo.save()
+        raise RuntimeError("the rest of the request failed: the insert is rolled back")
+    assert not Photo.objects.filter(pk=photo.pk).exists()
+    photo.save()  # the retry, with the same instance
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.embedding_hash == content_hash(data, ["a cup of coffee"])
+
+
 def test_a_save_rolled_back_with_its_savepoint_made_again_is_embedded(embedded):
     """The same within a transaction that commits: a save inside a savepoint rolled back, then
     the same instance saved again in the outer block. Saves at one level share one commit hook."""
