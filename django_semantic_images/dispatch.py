@@ -234,11 +234,17 @@ def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: s
             )
             forget_sent(model, pks, field)
             return False
-    from .pipeline import embed_pks
+    from .pipeline import TRANSIENT_ERRORS, embed_pks, mark_transient_failure
 
     try:
         embed_pks(model, pks, field=field)
         return True
+    except TRANSIENT_ERRORS as exc:  # no retries in-process: counted, for the sweep (a bounded number of tries)
+        logger.warning(
+            "In-process embedding of %s %s failed (%s); the sweep will retry.", model._meta.label, list(pks), exc
+        )
+        mark_transient_failure(model, list(pks), field, exc)
+        return False
     except Exception:  # an in-process failure must not break the save that triggered it
         logger.exception("In-process embedding of %s %s failed; the sweep will retry.", model._meta.label, list(pks))
         return False

@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from .conf import semantic_settings
@@ -91,15 +91,21 @@ def mark_pending(model: type[models.Model], field: ImageEmbeddingField, pks: lis
     """Set rows back to ``pending`` (sent now, unclaimed) unless they changed meanwhile.
 
     Their old vectors stay searchable. A worker that still holds one of them (a lease
-    that ran out while it was alive) can no longer write it.
+    that ran out while it was alive) can no longer write it. A transient error stays:
+    it counts the row's tries (``pipeline.transient_error``).
     """
+    error = field.column("error")
     return (
         primary_rows(model)
         .filter(condition, pk__in=pks)
         .update(
             **{
                 field.column("status"): EmbeddingStatus.PENDING,
-                field.column("error"): "",
+                error: Case(
+                    When(**{f"{error}__startswith": TRANSIENT_PREFIX}, then=F(error)),
+                    default=Value(""),
+                    output_field=models.TextField(),
+                ),
                 field.column("updated_at"): timezone.now(),
                 field.column("claimed_by"): "",
                 field.column("lease_until"): lease_until(),

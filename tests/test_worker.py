@@ -205,6 +205,17 @@ def test_bad_files_fail_with_a_reason_and_their_batch_neighbours_are_embedded(wo
     assert sweep(pending_timeout=0).total == 0
 
 
+def test_a_file_pillow_refuses_does_not_hold_up_later_uploads(worker, broker, sample_paths):
+    from .conftest import dds_pillow_cannot_decode
+
+    odd = upload(dds_pillow_cannot_decode(), "odd.dds")  # each upload its own task; every top-up sees this row
+    later = [upload(sample_paths[stem]) for stem in ("chelsea", "rocket", "coffee")]
+    wait_for(lambda: settled([odd, *later]), 60, "the uploads after the odd file", worker)
+    assert set(statuses(later).values()) == {EmbeddingStatus.EMBEDDED}
+    row = Photo.objects.get(pk=odd.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and "Unknown pixel format" in row.embedding_error
+
+
 def test_an_unchanged_resave_sends_no_work(broker, sample_paths, settings):
     idle = f"{QUEUE}-idle"  # no worker consumes it: count the messages
     settings.SEMANTIC_IMAGES = {"QUEUE": idle}
