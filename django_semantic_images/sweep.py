@@ -18,6 +18,8 @@ worker task that claimed it ("" while the work is only queued). These rows are *
   database was away; the error starts with ``TRANSIENT_PREFIX``);
 * embedded by another encoder than the configured one.
 
+The last two only while no worker holds them (no claim, or its lease ran out).
+
 A permanently bad image (``failed`` with any other reason) is never due. The
 periodic task ``semantic_images.sweep``, a worker that starts, and
 ``semantic_images_reindex --due`` all call :func:`sweep`.
@@ -37,7 +39,7 @@ from django.utils import timezone
 from .conf import semantic_settings
 from .dispatch import CELERY, INLINE, engine, queue_depth, request_embedding
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, models_with_embeddings
-from .pipeline import TRANSIENT_PREFIX, lease_until, primary_rows
+from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_rows
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ def due_filter(
     pending_lost = Q(**{status: EmbeddingStatus.PENDING}) & lost
     failed_transiently = Q(**{status: EmbeddingStatus.FAILED, f"{error}__startswith": TRANSIENT_PREFIX})
     other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: field.get_encoder().identity})
-    return pending_lost | failed_transiently | other_encoder
+    # A worker holding such a row (its lease live) is embedding it: taking it away would refuse its write.
+    return pending_lost | ((failed_transiently | other_encoder) & free_filter(field, now))
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:

@@ -232,6 +232,26 @@ def test_an_unchanged_resave_sends_no_work(broker, sample_paths, settings):
     assert queue_length(idle) == 2
 
 
+def test_stale_rows_reindex_sends_are_not_sent_again_by_the_next_sweep(broker, make_photo, sample_paths, settings):
+    from .conftest import run_command
+
+    idle = f"{QUEUE}-stale"  # no worker consumes it: count the messages
+    settings.SEMANTIC_IMAGES = {"QUEUE": idle, "LEASE": LEASE}
+    photo = make_photo(sample_paths["chelsea"])
+    Photo.objects.filter(pk=photo.pk).update(
+        embedding_status=EmbeddingStatus.EMBEDDED, embedding_encoder="old-encoder:1"
+    )
+    try:
+        run_command("semantic_images_reindex", "--stale", "--queue", "--no-progress")
+        assert queue_length(idle) == 1
+        row = Photo.objects.get(pk=photo.pk)
+        assert row.embedding_status == EmbeddingStatus.PENDING and row.embedding_lease_until is not None
+        assert sweep().total == 0  # sent: the sweep leaves the row to that task
+        assert queue_length(idle) == 1
+    finally:
+        drop_queued_messages(idle)
+
+
 def test_the_reembed_action_then_the_sweep_send_one_task(broker, make_photo, sample_paths, settings):
     from django.utils import timezone
 
