@@ -48,6 +48,8 @@ class Sender(Protocol):
 
 
 _senders: dict[str, Sender] = {}
+#: Engines installed but unable to run the embedding tasks, with the reason (for the system check).
+_unavailable: dict[str, str] = {}
 
 
 def register_sender(engine_name: str, sender: Sender) -> None:
@@ -55,6 +57,17 @@ def register_sender(engine_name: str, sender: Sender) -> None:
     if engine_name != DJANGO_TASKS:
         raise ValueError(f"Unknown engine {engine_name!r}; expected {DJANGO_TASKS!r}.")
     _senders[engine_name] = sender
+    _unavailable.pop(engine_name, None)
+
+
+def engine_unavailable(engine_name: str, reason: str) -> None:
+    """``engine_name`` is installed but cannot run the embedding tasks (called at app ready)."""
+    _unavailable[engine_name] = reason
+
+
+def unavailable_engines() -> dict[str, str]:
+    """Installed engines that could not be offered, with why (``checks`` reports them)."""
+    return dict(_unavailable)
 
 
 def unregister_sender(engine_name: str) -> Sender | None:
