@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
@@ -117,6 +117,21 @@ def mark_pending(model: type[models.Model], field: ImageEmbeddingField, pks: lis
     )
 
 
+def mark_due(model: type[models.Model], field: ImageEmbeddingField, condition: Q, limit: int | None) -> list[Any]:
+    """Mark the due rows sent (``mark_pending``) and return them: only rows this call marked.
+
+    The rows are locked while they are marked and rows another sweep is marking are skipped
+    (``SKIP LOCKED``); once marked they are no longer due, so overlapping sweeps send a row once.
+    """
+    manager = primary_rows(model)
+    with transaction.atomic(using=manager.db):
+        qs = manager.select_for_update(skip_locked=True).filter(condition).order_by(field.column("updated_at"), "pk")
+        pks = list(qs.values_list("pk", flat=True)[:limit] if limit else qs.values_list("pk", flat=True))
+        if pks:
+            mark_pending(model, field, pks, condition)  # locked and due: all of them are marked
+    return pks
+
+
 @dataclass
 class SweepReport:
     queued: dict[str, int] = field(default_factory=dict)
@@ -151,11 +166,9 @@ def sweep(
     for model in model_list or models_with_embeddings():
         for emb in embedding_fields(model):
             condition = due_filter(emb, pending_timeout=pending_timeout, unsent=queued, queue_empty=depth == 0)
-            qs = primary_rows(model).filter(condition).order_by(emb.column("updated_at"), "pk")
-            pks = list(qs.values_list("pk", flat=True)[:limit] if limit else qs.values_list("pk", flat=True))
+            pks = mark_due(model, emb, condition, limit)
             if not pks:
                 continue
-            mark_pending(model, emb, pks, condition)
             label = f"{model._meta.label}.{emb.name}"
             if request_embedding(model, pks, field=emb.name):
                 report.queued[label] = len(pks)
