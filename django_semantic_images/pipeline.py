@@ -3,7 +3,10 @@
 Signals, Celery tasks, management commands and the example site all call
 ``embed_instances``. A row whose content hash and encoder identity are
 unchanged is skipped; a row whose file cannot be read or decoded is marked
-``failed`` with the reason, and the rest of its batch goes on.
+``failed`` with the reason, and the rest of its batch goes on. A row whose own
+file fails with another error (a storage fault) is marked ``failed`` with
+``TRANSIENT_PREFIX`` and a try count: the sweep tries it again, ``TRANSIENT_ATTEMPTS``
+times in all.
 A row from an encoder that differs only on the text side (same image part of
 the identity, a stored norm) gets its semantic vector rebuilt from its stored
 visual vector and norm, without its image being read (``text_only_candidates``).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +53,12 @@ class TransientError(Exception):
 #: the sweep queues such rows again (a permanently bad image is never retried).
 TRANSIENT_PREFIX = "Temporary failure, will be retried: "
 
+#: A row whose own file fails with a fault that may pass is tried this many times, then failed for good.
+TRANSIENT_ATTEMPTS = 5
+
+#: The try count in a transient error: ``TRANSIENT_PREFIX`` "(attempt 2 of 5) " reason.
+ATTEMPT = re.compile(r"\(attempt (\d+) of \d+\) ")
+
 #: A task embeds up to this many batches: its own rows, then other waiting rows.
 TOP_UP_BATCHES = 2
 
@@ -70,13 +80,32 @@ def primary_rows(model: type[models.Model]) -> models.QuerySet[Any]:
     return model._default_manager.using(router.db_for_write(model))
 
 
+def transient_error(previous: str, reason: str) -> str:
+    """The error to store for a fault that may pass, counting the tries in ``previous``: it starts
+    with ``TRANSIENT_PREFIX`` (the sweep tries again) until ``TRANSIENT_ATTEMPTS`` ran out."""
+    tries = 0
+    if previous.startswith(TRANSIENT_PREFIX):
+        found = ATTEMPT.match(previous, len(TRANSIENT_PREFIX))
+        tries = int(found.group(1)) if found else 1
+    tries += 1
+    if tries >= TRANSIENT_ATTEMPTS:
+        return f"Gave up after {tries} attempts: {reason}"
+    return f"{TRANSIENT_PREFIX}(attempt {tries} of {TRANSIENT_ATTEMPTS}) {reason}"
+
+
 def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
-    """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free."""
+    """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free
+    (the tries are counted: see ``transient_error``)."""
     emb = get_embedding_field(model, field)
+    status, error = emb.column("status"), emb.column("error")
     try:
-        primary_rows(model).filter(
-            free_filter(emb, timezone.now()), pk__in=pks, **{emb.column("status"): EmbeddingStatus.PENDING}
-        ).update(**{emb.column("status"): EmbeddingStatus.FAILED, emb.column("error"): f"{TRANSIENT_PREFIX}{exc}"})
+        rows = primary_rows(model).filter(
+            free_filter(emb, timezone.now()), pk__in=pks, **{status: EmbeddingStatus.PENDING}
+        )
+        for pk, previous in list(rows.values_list("pk", error)):
+            rows.filter(pk=pk).update(
+                **{status: EmbeddingStatus.FAILED, error: transient_error(previous or "", str(exc))}
+            )
     except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
         logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
 
@@ -89,6 +118,12 @@ def lease_until(seconds: float | None = None) -> Any:
 def free_filter(field: ImageEmbeddingField, now: Any) -> Q:
     """Rows no worker holds: unclaimed, or claimed with a lease that ran out."""
     return Q(**{field.column("claimed_by"): ""}) | Q(**{f"{field.column('lease_until')}__lt": now})
+
+
+def held_filter(field: ImageEmbeddingField, now: Any) -> Q:
+    """Rows released with a hold (``release_rows``): a lease longer than a sent task's. They wait
+    for their own task's retry, or for the sweep; another task's top-up leaves them alone."""
+    return Q(**{f"{field.column('lease_until')}__gt": now + timedelta(seconds=1.5 * semantic_settings.LEASE)})
 
 
 def failed_for_good_filter(field: ImageEmbeddingField) -> Q:
@@ -126,6 +161,7 @@ def claim_rows(
             waiting = list(
                 manager.select_for_update(skip_locked=True)
                 .filter(free_filter(emb, now), **{emb.column("status"): EmbeddingStatus.PENDING})
+                .exclude(held_filter(emb, now))
                 .exclude(pk__in=list(pks))
                 .order_by(F(emb.column("updated_at")).asc(nulls_first=True), "pk")
                 .values_list("pk", flat=True)[:top_up]
@@ -154,16 +190,16 @@ def release_rows(
 ) -> int:
     """Give up the claim on rows ``token`` still holds.
 
-    ``hold`` (seconds) keeps the sweep away from them that long: a retry that will
-    come back for them; None leaves them due at once if they are still pending.
+    ``hold`` (seconds, at least twice ``LEASE``) keeps the sweep, and other tasks' top-ups
+    (``held_filter``), away from them that long: a retry that will come back for them, or rows a
+    task failed on; None leaves them due at once if they are still pending.
     """
     emb = get_embedding_field(model, field)
+    until = None if hold is None else lease_until(max(hold, 2 * semantic_settings.LEASE))
     return (
         primary_rows(model)
         .filter(pk__in=list(pks), **{emb.column("claimed_by"): token})
-        .update(
-            **{emb.column("claimed_by"): "", emb.column("lease_until"): None if hold is None else lease_until(hold)}
-        )
+        .update(**{emb.column("claimed_by"): "", emb.column("lease_until"): until})
     )
 
 
@@ -211,6 +247,7 @@ class _Item:
     digest: str = ""
     pixels: np.ndarray | None = None
     error: str = ""
+    transient: bool = False  # ``error`` may pass (storage): the row is tried again, a bounded number of times
     data: bytes = b""  # a JPEG left for the device to decode (``header`` set)
     header: JpegHeader | None = None
     stored_visual: np.ndarray | None = None  # set: only the text side is computed again
@@ -318,6 +355,10 @@ def _prepare(
         item.pixels = _decode(data, encoder)
     except ImageDecodeError as exc:
         item.error = str(exc)
+    except TransientError as exc:
+        item.error, item.transient = str(exc), True
+    except Exception as exc:  # noqa: BLE001 - e.g. a storage backend's own error: this row's failure, not the batch's
+        item.error, item.transient = f"{type(exc).__name__}: {exc}", True
     return item
 
 
@@ -380,10 +421,10 @@ def embed_instances(
 
     Batch *n + 1* is read and decoded in a thread pool while batch *n* is encoded,
     so decoding overlaps inference. ``progress(k)`` is called after each batch of ``k`` rows.
-    Raises ``TransientError`` (or a database error) for faults worth retrying; rows
-    written before the fault keep their vectors. With ``claim`` (the token of
-    ``claim_rows``) a row is written only while that claim holds it, and the lease
-    of the rows still to come is renewed after each batch.
+    Raises ``TransientError`` when every file of a batch failed with a fault that may pass
+    (storage looks gone), or a database error; rows written before the fault keep their vectors.
+    With ``claim`` (the token of ``claim_rows``) a row is written only while that claim holds it,
+    and the lease of the rows still to come is renewed after each batch.
     """
     report = EmbedReport()
     batch_size = batch_size or semantic_settings.BATCH_SIZE
@@ -422,6 +463,9 @@ def embed_instances(
             if index + 1 < len(chunks):
                 upcoming = submit(chunks[index + 1])  # decode the next batch while this one encodes
             prepared = [f.result() for f in futures]
+            work = [it for it in prepared if it is not None]
+            if work and all(it.transient for it in work):  # every file of the batch: storage looks gone
+                raise TransientError(work[0].error)
             with transaction.atomic(using=database):  # one commit per batch, not one per row
                 report.merge(_encode_and_write(model, field_obj, encoder, items, prepared, claim, decoder))
             if claim is not None and index + 1 < len(chunks):
@@ -501,7 +545,15 @@ def _encode_and_write(
                 if item.stored_visual is not None:
                     report.text_only.append(item.instance.pk)
     for maybe in prepared:
-        if maybe is not None and maybe.error:
+        if maybe is not None and maybe.error and maybe.transient:
+            item = maybe
+            previous = getattr(item.instance, field.column("error"), "") or ""
+            reason = transient_error(previous, item.error)
+            state = {field.column("status"): EmbeddingStatus.FAILED, field.column("error"): reason}
+            if _write(model, field, item, state, claim):  # its vectors, if any, stay
+                logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, item.instance.pk, reason)
+                report.failed[item.instance.pk] = reason
+        elif maybe is not None and maybe.error:
             item = maybe
             failed = _write(
                 model,

@@ -18,6 +18,8 @@ worker task that claimed it ("" while the work is only queued). These rows are *
   database was away; the error starts with ``TRANSIENT_PREFIX``);
 * embedded by another encoder than the configured one.
 
+The last two only while no worker holds them (no claim, or its lease ran out).
+
 A permanently bad image (``failed`` with any other reason) is never due. The
 periodic task ``semantic_images.sweep``, a worker that starts, and
 ``semantic_images_reindex --due`` all call :func:`sweep`.
@@ -30,14 +32,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from .conf import semantic_settings
 from .dispatch import CELERY, INLINE, engine, queue_depth, request_embedding
 from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, models_with_embeddings
-from .pipeline import TRANSIENT_PREFIX, lease_until, primary_rows
+from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_rows
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ def due_filter(
     pending_lost = Q(**{status: EmbeddingStatus.PENDING}) & lost
     failed_transiently = Q(**{status: EmbeddingStatus.FAILED, f"{error}__startswith": TRANSIENT_PREFIX})
     other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: field.get_encoder().identity})
-    return pending_lost | failed_transiently | other_encoder
+    # A worker holding such a row (its lease live) is embedding it: taking it away would refuse its write.
+    return pending_lost | ((failed_transiently | other_encoder) & free_filter(field, now))
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:
@@ -91,21 +94,42 @@ def mark_pending(model: type[models.Model], field: ImageEmbeddingField, pks: lis
     """Set rows back to ``pending`` (sent now, unclaimed) unless they changed meanwhile.
 
     Their old vectors stay searchable. A worker that still holds one of them (a lease
-    that ran out while it was alive) can no longer write it.
+    that ran out while it was alive) can no longer write it. A transient error stays:
+    it counts the row's tries (``pipeline.transient_error``).
     """
+    error = field.column("error")
     return (
         primary_rows(model)
         .filter(condition, pk__in=pks)
         .update(
             **{
                 field.column("status"): EmbeddingStatus.PENDING,
-                field.column("error"): "",
+                error: Case(
+                    When(**{f"{error}__startswith": TRANSIENT_PREFIX}, then=F(error)),
+                    default=Value(""),
+                    output_field=models.TextField(),
+                ),
                 field.column("updated_at"): timezone.now(),
                 field.column("claimed_by"): "",
                 field.column("lease_until"): lease_until(),
             }
         )
     )
+
+
+def mark_due(model: type[models.Model], field: ImageEmbeddingField, condition: Q, limit: int | None) -> list[Any]:
+    """Mark the due rows sent (``mark_pending``) and return them: only rows this call marked.
+
+    The rows are locked while they are marked and rows another sweep is marking are skipped
+    (``SKIP LOCKED``); once marked they are no longer due, so overlapping sweeps send a row once.
+    """
+    manager = primary_rows(model)
+    with transaction.atomic(using=manager.db):
+        qs = manager.select_for_update(skip_locked=True).filter(condition).order_by(field.column("updated_at"), "pk")
+        pks = list(qs.values_list("pk", flat=True)[:limit] if limit else qs.values_list("pk", flat=True))
+        if pks:
+            mark_pending(model, field, pks, condition)  # locked and due: all of them are marked
+    return pks
 
 
 @dataclass
@@ -142,11 +166,9 @@ def sweep(
     for model in model_list or models_with_embeddings():
         for emb in embedding_fields(model):
             condition = due_filter(emb, pending_timeout=pending_timeout, unsent=queued, queue_empty=depth == 0)
-            qs = primary_rows(model).filter(condition).order_by(emb.column("updated_at"), "pk")
-            pks = list(qs.values_list("pk", flat=True)[:limit] if limit else qs.values_list("pk", flat=True))
+            pks = mark_due(model, emb, condition, limit)
             if not pks:
                 continue
-            mark_pending(model, emb, pks, condition)
             label = f"{model._meta.label}.{emb.name}"
             if request_embedding(model, pks, field=emb.name):
                 report.queued[label] = len(pks)

@@ -42,7 +42,26 @@ logger = logging.getLogger(__name__)
 FOREGROUND_BACKENDS = (ImmediateBackend, DummyBackend)
 
 
-@task(takes_context=True)
+def queue_name(backend: Any) -> str:
+    """``QUEUE`` when the backend accepts it (listed in its ``QUEUES``, or no list), else its default queue."""
+    wanted = semantic_settings.QUEUE
+    return wanted if not backend.queues or wanted in backend.queues else DEFAULT_TASK_QUEUE_NAME
+
+
+def declared_queue() -> str:
+    """The queue the tasks are declared on, which the framework checks against the default backend's
+    ``QUEUES`` right here, at import: the default queue where that backend takes it (as before), else
+    ``QUEUE`` (a list of the embedding queue alone is enough). Each send picks the queue again."""
+    try:
+        queues = task_backends["default"].queues
+    except Exception:  # noqa: BLE001 - a broken TASKS setting: the declaration reports it
+        return DEFAULT_TASK_QUEUE_NAME
+    if not queues or DEFAULT_TASK_QUEUE_NAME in queues or semantic_settings.QUEUE not in queues:
+        return DEFAULT_TASK_QUEUE_NAME
+    return str(semantic_settings.QUEUE)
+
+
+@task(takes_context=True, queue_name=declared_queue())
 def embed_rows(
     context: TaskContext, model_label: str, pks: list[str], field: str | None = None, force: bool = False
 ) -> dict[str, Any]:
@@ -57,16 +76,10 @@ def embed_rows(
     return run_embed_task(model_label, pks, token, field=field, force=force, on_transient=for_the_sweep)
 
 
-@task
+@task(queue_name=declared_queue())
 def sweep(pending_timeout: float | None = None) -> dict[str, int]:
     """Send again rows whose work was lost, failed for a passing reason, or came from another encoder."""
     return run_sweep(pending_timeout=pending_timeout).queued
-
-
-def queue_name(backend: Any) -> str:
-    """``QUEUE`` when the backend accepts it (listed in its ``QUEUES``, or no list), else its default queue."""
-    wanted = semantic_settings.QUEUE
-    return wanted if not backend.queues or wanted in backend.queues else DEFAULT_TASK_QUEUE_NAME
 
 
 def runs_in_background() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,13 @@ def statuses(photos: list) -> dict[int, str]:
     from photos.models import Photo
 
     return dict(Photo.objects.filter(pk__in=[p.pk for p in photos]).values_list("pk", "embedding_status"))
+
+
+def dds_pillow_cannot_decode() -> bytes:
+    """A DDS file with pixel format flags Pillow does not know: its plugin raises NotImplementedError."""
+    header = struct.pack("<7I", 124, 0x100F, 48, 64, 0xC0, 0, 0) + bytes(44)
+    pixel_format = struct.pack("<2I", 32, 0x40000000) + bytes(24)
+    return b"DDS " + header + pixel_format + struct.pack("<I", 0x1000) + bytes(16) + bytes(64)
 
 
 def image_bytes(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:

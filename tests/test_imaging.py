@@ -92,3 +92,10 @@ def test_a_float_grey_image_keeps_its_tones():
     Image.fromarray(ramp).save(buf, "TIFF")
     decoded = np.asarray(decode_image(buf.getvalue(), max_side=300), dtype=np.float64)
     assert abs(decoded.mean() - 127.5) < 2  # not black (Pillow's conversion: 0 or 1 of 255)
+
+
+def test_a_file_a_pillow_plugin_refuses_with_another_error_is_a_decode_error():
+    from tests.conftest import dds_pillow_cannot_decode
+
+    with pytest.raises(ImageDecodeError, match="Unknown pixel format"):  # Pillow's DDS plugin: NotImplementedError
+        decode_image(dds_pillow_cannot_decode())

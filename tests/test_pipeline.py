@@ -191,3 +191,27 @@ def test_a_file_name_the_storage_refuses_fails_that_row_alone(make_photo, sample
     assert set(report.failed) == {outside.pk, absolute.pk}
     assert "not allowed" in report.failed[outside.pk]
     assert Photo.objects.get(pk=outside.pk).embedding_status == EmbeddingStatus.FAILED
+
+
+def test_a_row_failing_with_an_unexpected_error_fails_alone_and_its_neighbours_are_embedded(make_photo, sample_paths):
+    from pathlib import Path
+
+    from django_semantic_images.pipeline import TRANSIENT_PREFIX
+    from tests.conftest import dds_pillow_cannot_decode
+
+    good = make_photo(sample_paths["coffee"])
+    odd = make_photo(dds_pillow_cannot_decode(), name="odd.dds")
+    unreadable = make_photo(sample_paths["chelsea"])
+    path = Path(unreadable.image.path)
+    path.unlink()
+    path.mkdir()  # EISDIR on every read: an OSError of this one file
+    try:
+        report = embed_pks(Photo, [good.pk, odd.pk, unreadable.pk], batch_size=8)
+    finally:
+        path.rmdir()
+    assert report.embedded == [good.pk]
+    assert report.failed.keys() == {odd.pk, unreadable.pk}
+    rows = {p.pk: p for p in Photo.objects.all()}
+    assert "Unknown pixel format" in rows[odd.pk].embedding_error
+    assert not rows[odd.pk].embedding_error.startswith(TRANSIENT_PREFIX)
+    assert rows[unreadable.pk].embedding_error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ")

@@ -76,3 +76,58 @@ def test_lost_work_is_due_within_a_lease_with_the_default_settings(make_photo, s
     # the backstop: pending too long, with the queue never empty
     late = timezone.now() + timedelta(seconds=DEFAULTS["PENDING_TIMEOUT"] + 1)
     assert {queued.pk, unsent.pk} <= due_pks(now=late)
+
+
+def test_the_sweep_leaves_stale_and_transiently_failed_rows_to_the_worker_holding_them(make_photo, sample_paths):
+    from django_semantic_images.conf import semantic_settings
+    from django_semantic_images.pipeline import claim_rows, embed_pks
+
+    stale, transient = (make_photo(sample_paths[s]) for s in ("chelsea", "coffee"))
+    Photo.objects.filter(pk=stale.pk).update(
+        embedding_status=EmbeddingStatus.EMBEDDED, embedding_encoder="old-encoder:1"
+    )
+    Photo.objects.filter(pk=transient.pk).update(
+        embedding_status=EmbeddingStatus.FAILED, embedding_error=f"{TRANSIENT_PREFIX}storage timed out"
+    )
+    pks = sorted([stale.pk, transient.pk])
+    assert claim_rows(Photo, pks, "worker-a") == pks  # e.g. the task of reindex --stale --queue
+    assert sweep(pending_timeout=600).total == 0  # its lease holds: not the sweep's to take
+    assert embed_pks(Photo, pks, claim="worker-a").embedded == pks  # the holder's writes go through
+    Photo.objects.filter(pk=stale.pk).update(embedding_encoder="old-encoder:1")
+    assert claim_rows(Photo, [stale.pk], "worker-b") == [stale.pk]
+    assert stale.pk not in due_pks()
+    later = timezone.now() + timedelta(seconds=semantic_settings.LEASE + 1)
+    assert stale.pk in due_pks(now=later)  # a holder whose lease ran out loses them
+
+
+def test_overlapping_sweeps_send_a_due_row_once(make_photo, sample_paths):
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from django_semantic_images.fields import get_embedding_field
+    from django_semantic_images.sweep import due_filter, mark_pending
+
+    photo = make_photo(sample_paths["coffee"])
+    Photo.objects.filter(pk=photo.pk).update(embedding_updated_at=timezone.now() - timedelta(hours=1))
+    locked = threading.Event()
+
+    def another_sweep() -> None:  # has found the row due and is marking it sent
+        try:
+            with transaction.atomic():
+                list(Photo.objects.select_for_update().filter(pk=photo.pk))
+                locked.set()
+                time.sleep(1.5)
+                emb = get_embedding_field(Photo)
+                assert mark_pending(Photo, emb, [photo.pk], due_filter(emb, pending_timeout=600)) == 1
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=another_sweep)
+    other.start()
+    assert locked.wait(30)
+    report = sweep(pending_timeout=600)
+    other.join()
+    assert report.total == 0  # the other sweep sends it
+    assert status(photo) == EmbeddingStatus.PENDING

@@ -134,3 +134,46 @@ def test_retries_use_celery_autoretry_with_capped_jittered_backoff():
     assert embed_rows.autoretry_for == TRANSIENT_ERRORS and embed_rows.max_retries == MAX_RETRIES
     assert embed_rows.retry_backoff is True and embed_rows.retry_jitter is True
     assert embed_rows.retry_backoff_max == BACKOFF_MAX == 600
+
+
+def test_rows_released_after_a_failure_are_not_taken_by_another_tasks_top_up(make_photo, sample_paths):
+    from django_semantic_images.pipeline import claim_rows, release_rows
+
+    held, later = (make_photo(sample_paths[s]) for s in ("chelsea", "coffee"))
+    assert claim_rows(Photo, [held.pk], "task-a") == [held.pk]
+    release_rows(Photo, [held.pk], "task-a", hold=600)  # task-a failed: the row waits, out of the way
+    assert claim_rows(Photo, [later.pk], "task-b", top_up=5) == [later.pk]
+
+
+def test_a_file_pillow_refuses_does_not_block_later_uploads(make_photo, sample_paths):
+    from tests.conftest import dds_pillow_cannot_decode
+
+    odd = make_photo(dds_pillow_cannot_decode(), name="odd.dds")  # the oldest pending row: every top-up takes it
+    later = [make_photo(sample_paths[s]) for s in ("chelsea", "rocket")]
+    for photo in later:
+        assert embed_rows.apply(args=["photos.Photo", [photo.pk]]).successful()
+    assert {Photo.objects.get(pk=p.pk).embedding_status for p in later} == {EmbeddingStatus.EMBEDDED}
+    row = Photo.objects.get(pk=odd.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and "Unknown pixel format" in row.embedding_error
+
+
+def test_a_file_that_always_fails_to_read_is_tried_a_bounded_number_of_times(make_photo, sample_paths):
+    from django_semantic_images.pipeline import TRANSIENT_ATTEMPTS
+
+    photo = make_photo(sample_paths["chelsea"])
+    path = Path(photo.image.path)
+    path.unlink()
+    path.mkdir()  # EISDIR on every read
+    try:
+        for _ in range(TRANSIENT_ATTEMPTS):
+            embed_rows.apply(args=["photos.Photo", [photo.pk]])  # retries run out: marked for the sweep
+            row = Photo.objects.get(pk=photo.pk)
+            assert row.embedding_status == EmbeddingStatus.FAILED
+            if not row.embedding_error.startswith(TRANSIENT_PREFIX):
+                break
+            sweep(pending_timeout=600)  # in-process here: the sweep's try counts too
+    finally:
+        path.rmdir()
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_error.startswith("Gave up after")
+    assert sweep(pending_timeout=600).total == 0

@@ -205,6 +205,17 @@ def test_bad_files_fail_with_a_reason_and_their_batch_neighbours_are_embedded(wo
     assert sweep(pending_timeout=0).total == 0
 
 
+def test_a_file_pillow_refuses_does_not_hold_up_later_uploads(worker, broker, sample_paths):
+    from .conftest import dds_pillow_cannot_decode
+
+    odd = upload(dds_pillow_cannot_decode(), "odd.dds")  # each upload its own task; every top-up sees this row
+    later = [upload(sample_paths[stem]) for stem in ("chelsea", "rocket", "coffee")]
+    wait_for(lambda: settled([odd, *later]), 60, "the uploads after the odd file", worker)
+    assert set(statuses(later).values()) == {EmbeddingStatus.EMBEDDED}
+    row = Photo.objects.get(pk=odd.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and "Unknown pixel format" in row.embedding_error
+
+
 def test_an_unchanged_resave_sends_no_work(broker, sample_paths, settings):
     idle = f"{QUEUE}-idle"  # no worker consumes it: count the messages
     settings.SEMANTIC_IMAGES = {"QUEUE": idle}
@@ -219,6 +230,26 @@ def test_an_unchanged_resave_sends_no_work(broker, sample_paths, settings):
     photo.alt_text = "A tabby cat"
     photo.save()
     assert queue_length(idle) == 2
+
+
+def test_stale_rows_reindex_sends_are_not_sent_again_by_the_next_sweep(broker, make_photo, sample_paths, settings):
+    from .conftest import run_command
+
+    idle = f"{QUEUE}-stale"  # no worker consumes it: count the messages
+    settings.SEMANTIC_IMAGES = {"QUEUE": idle, "LEASE": LEASE}
+    photo = make_photo(sample_paths["chelsea"])
+    Photo.objects.filter(pk=photo.pk).update(
+        embedding_status=EmbeddingStatus.EMBEDDED, embedding_encoder="old-encoder:1"
+    )
+    try:
+        run_command("semantic_images_reindex", "--stale", "--queue", "--no-progress")
+        assert queue_length(idle) == 1
+        row = Photo.objects.get(pk=photo.pk)
+        assert row.embedding_status == EmbeddingStatus.PENDING and row.embedding_lease_until is not None
+        assert sweep().total == 0  # sent: the sweep leaves the row to that task
+        assert queue_length(idle) == 1
+    finally:
+        drop_queued_messages(idle)
 
 
 def test_the_reembed_action_then_the_sweep_send_one_task(broker, make_photo, sample_paths, settings):

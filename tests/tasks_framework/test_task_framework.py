@@ -249,3 +249,41 @@ def test_the_first_task_in_a_worker_process_sizes_torch_threads(make_photo, samp
     finally:
         torch.set_num_threads(before)
         worker.state["threads"] = saved
+
+
+def start_site(tmp_path: Path, queues: list[str]) -> list[str]:
+    """Start a site whose task backend lists ``queues`` (a process of its own: the tasks are declared
+    at startup); its engine, the tasks' queues and its system check messages, one a line."""
+    tasks = {"default": {**DATABASE_BACKEND["default"], "QUEUES": queues}}
+    (tmp_path / "queues_settings.py").write_text(f"from tests.tasks_framework.settings import *\nTASKS = {tasks!r}\n")
+    script = (
+        "import django; django.setup()\n"
+        "from django.core.checks import run_checks\n"
+        "from django_semantic_images.dispatch import engine\n"
+        "print(engine())\n"
+        "for m in run_checks(tags=['semantic_images']):\n"
+        "    print(f'{m.id}: {m.msg}')\n"
+        "from django_semantic_images.task_framework import embed_rows, sweep\n"
+        "print(embed_rows.queue_name, sweep.queue_name)\n"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "queues_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "example_project")]),
+        "DATABASE_URL": database_url(connection.settings_dict),
+    }
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    return (done.stdout + done.stderr).strip().splitlines()
+
+
+def test_a_backend_that_lists_only_the_embedding_queue_runs_the_tasks(tmp_path):
+    lines = start_site(tmp_path, [QUEUE])  # what docs/workers.md describes
+    assert lines[0] == DJANGO_TASKS, lines
+    assert lines[-1] == f"{QUEUE} {QUEUE}", lines
+    assert not [line for line in lines if line.startswith("semantic_images.")], lines  # no check message
+
+
+def test_a_backend_that_takes_neither_queue_is_a_failed_check(tmp_path):
+    lines = start_site(tmp_path, ["emails"])
+    assert lines[0] == INLINE, lines  # auto cannot use the framework: embedding falls back to in-process
+    assert any(line.startswith("semantic_images.W005:") and "is not valid" in line for line in lines), lines

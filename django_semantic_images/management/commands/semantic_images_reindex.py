@@ -17,13 +17,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from tqdm import tqdm
 
 from ...conf import semantic_settings
-from ...dispatch import describe_engine, send, use_queue
+from ...dispatch import describe_engine, forget_sent, send, use_queue
 from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings
-from ...pipeline import EmbedReport, embed_pks, primary_rows
-from ...sweep import due_filter, missing_filter, stale_filter, sweep
+from ...pipeline import EmbedReport, embed_pks, free_filter, primary_rows
+from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
 from .. import resolve_model
 
@@ -174,9 +175,13 @@ class Command(BaseCommand):
         with self.progress(len(pks), f"{label} (queueing)", opts, unit="row") as bar:
             for start in range(0, len(pks), batch_size * CHUNK_BATCHES):
                 part = pks[start : start + batch_size * CHUNK_BATCHES]
+                if opts["stale"]:  # marked sent, as the admin's action does: the sweep leaves them to these tasks
+                    mark_pending(model, emb, part, stale_filter(emb) & free_filter(emb, timezone.now()))
                 try:
                     tasks += send(model, part, field=emb.name, force=opts["force"], batch_size=batch_size)
                 except Exception as exc:  # noqa: BLE001 - any broker fault ends the command with its reason
+                    if opts["stale"]:
+                        forget_sent(model, part, emb.name)  # the next sweep sends them
                     raise CommandError(f"{label}: the queue refused the work after {bar.n} rows: {exc}") from exc
                 bar.update(len(part))
         self.stdout.write(
