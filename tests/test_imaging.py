@@ -8,7 +8,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from django_semantic_images.imaging import ImageDecodeError, decode_image
 from tests.conftest import image_bytes
@@ -92,3 +92,41 @@ def test_a_float_grey_image_keeps_its_tones():
     Image.fromarray(ramp).save(buf, "TIFF")
     decoded = np.asarray(decode_image(buf.getvalue(), max_side=300), dtype=np.float64)
     assert abs(decoded.mean() - 127.5) < 2  # not black (Pillow's conversion: 0 or 1 of 255)
+
+
+def corrupt_avif(part: str = "picture") -> bytes:
+    """An AVIF broken by a disk or transfer fault, on which Pillow's AVIF plugin raises
+    ``RuntimeError``: its coded ``picture`` zeroed (when the pixels are decoded: "Decoding of color
+    planes failed"), or its ``index`` of items lost (when the file is opened: "Missing or empty
+    image item")."""
+    import io
+
+    buf = io.BytesIO()
+    Image.radial_gradient("L").convert("RGB").save(buf, "AVIF")
+    data = buf.getvalue()
+    if part == "index":
+        return data.replace(b"iloc", b"xxxx", 1)
+    start = data.find(b"mdat") + 4
+    return data[:start] + bytes(len(data) - start)
+
+
+needs_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+
+
+@needs_avif
+@pytest.mark.parametrize(
+    ("part", "reason"), [("picture", "Decoding of color planes failed"), ("index", "Missing or empty image item")]
+)
+def test_a_corrupt_avif_is_a_decode_error_with_the_reason(part, reason):
+    """Pillow's AVIF plugin fails with RuntimeError, which no caller expected: a search by that
+    photo was a 500, and in a batch it stopped every image's embedding."""
+    with pytest.raises(ImageDecodeError, match=f"truncated or corrupt: .*{reason}"):
+        decode_image(corrupt_avif(part))
+
+
+@needs_avif
+def test_the_device_path_leaves_a_corrupt_avif_to_pillow():
+    """A GPU worker reads each file's header first: a RuntimeError there stopped the batch."""
+    from django_semantic_images.device_jpeg import device_header
+
+    assert device_header(corrupt_avif("index"), max_pixels=50_000_000) is None
