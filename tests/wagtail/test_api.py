@@ -163,6 +163,18 @@ def test_v2_bad_utf8_and_pending_anchor_are_400(api, make_image, sample_paths):
     assert response.json() == {"message": "similar_to image has no vectors yet (status: pending); try again later"}
 
 
+def test_v2_similar_to_an_image_whose_embedding_failed_names_the_reason(api, make_image):
+    """Not "try again later": a failed image gets no vectors by waiting (the REST API's 409 says why too)."""
+    from django_semantic_images.contrib.wagtail.models import ImageVectors
+    from django_semantic_images.pipeline import embed_pks
+
+    broken = make_image(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo")
+    reason = embed_pks(ImageVectors, [broken.pk]).failed[broken.pk]
+    response = api.get(V2, {"similar_to": broken.pk})
+    assert response.status_code == 400
+    assert response.json() == {"message": f"similar_to image could not be embedded (status: failed): {reason}"}
+
+
 # -- the package's REST search API over Wagtail images ---------------------------------------
 
 
