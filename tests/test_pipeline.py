@@ -32,6 +32,21 @@ def test_a_saved_photo_is_embedded_after_commit(sample_paths):
     assert photo.embedding.labels and "label" in photo.embedding.labels[0]
 
 
+@pytest.mark.django_db  # a test in a transaction that is rolled back, as Django's TestCase
+def test_each_save_of_a_test_that_runs_its_commit_hooks_is_embedded(sample_paths, django_capture_on_commit_callbacks):
+    """Django's ``captureOnCommitCallbacks(execute=True)`` runs a test's commit hooks and leaves
+    them listed (the test's transaction never commits): a later save joined the first save's
+    batch, already sent, and stayed pending."""
+    from tests.conftest import statuses, upload
+
+    photos = []
+    for stem in ("chelsea", "coffee"):
+        with django_capture_on_commit_callbacks(execute=True) as hooks:
+            photos.append(upload(sample_paths[stem]))
+        assert hooks
+    assert statuses(photos) == {photo.pk: EmbeddingStatus.EMBEDDED for photo in photos}
+
+
 def test_unchanged_content_is_not_embedded_again(make_photo, sample_paths):
     photo = make_photo(sample_paths["rocket"])
     first = embed_instances([photo])
