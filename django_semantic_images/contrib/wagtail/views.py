@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.functional import cached_property
@@ -63,9 +62,16 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
 
     #: How many images a search lists besides the keyword matches.
     semantic_search_results = DEFAULT_LIMIT
+    #: Why the search words were matched as keywords (a script the text model cannot read).
+    semantic_note: str | None = None
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return bad_search(request) or super().get(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["semantic_note"] = self.semantic_note
+        return context
 
     @cached_property
     def is_explicitly_ordered(self) -> bool:
@@ -80,8 +86,10 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
         if not self.is_searching:
             return queryset
         if not reads(queryset.model, self.search_query):
-            # A script the text model cannot read: Wagtail's own keyword search, and a message.
-            messages.info(self.request, unreadable_note(self.search_query, KEYWORD_FIELDS))
+            # A script the text model cannot read: Wagtail's own keyword search, and a note shown
+            # above the results (not a message: typing in the search box fetches the results
+            # alone, which show no messages; the message waited for the next page).
+            self.semantic_note = unreadable_note(self.search_query, KEYWORD_FIELDS)
             try:
                 return super().search_queryset(queryset)
             except (FilterFieldError, AttributeError):
