@@ -230,6 +230,20 @@ def test_the_listings_note_on_unreadable_words_comes_with_its_results_and_nowher
     assert note not in superuser_client.get(reverse("wagtailimages:index_results"), {"q": "a cat"}).content.decode()
 
 
+def test_the_choosers_keyword_search_of_unreadable_words_comes_with_a_note(superuser_client, sample_images):
+    """The chooser fell back to Wagtail's keyword search without saying so (issue #14: a note)."""
+    note = "The text model cannot read Cyrillic script"
+    for name in ("wagtailimages_chooser:choose", "wagtailimages_chooser:choose_results"):
+        response = superuser_client.get(reverse(name), {"q": "кошка"})
+        assert response.status_code == 200
+        html = response.json()["html"] if name.endswith(":choose") else response.content.decode()
+        assert html.count(note) == 1, name
+    assert (
+        note
+        not in superuser_client.get(reverse("wagtailimages_chooser:choose_results"), {"q": "a cat"}).content.decode()
+    )
+
+
 def test_a_tag_or_usage_count_filter_with_search_words_ranks_as_without(superuser_client, sample_images):
     """The chooser filters ``?tag=`` by name and the listing can filter by usage count: filters
     Wagtail's search backend cannot apply (modelsearch's FilterFieldError, an AttributeError on the
