@@ -130,3 +130,39 @@ def test_the_device_path_leaves_a_corrupt_avif_to_pillow():
     from django_semantic_images.device_jpeg import device_header
 
     assert device_header(corrupt_avif("index"), max_pixels=50_000_000) is None
+
+
+@pytest.mark.filterwarnings("ignore")  # Pillow warns of each broken header it reads around
+def test_mangled_files_of_many_formats_fail_only_with_a_reason():
+    """Bytes cut short or overwritten, in each format this Pillow writes: ``decode_image`` answers
+    an image or ``ImageDecodeError``, never another exception (a 500, or a stopped batch). A
+    fixed seed; about half a second."""
+    import io
+    import random
+
+    base = Image.radial_gradient("L").resize((48, 40)).convert("RGB")
+    formats = [("JPEG", "RGB"), ("PNG", "P"), ("GIF", "P"), ("WEBP", "RGB"), ("TIFF", "RGB"), ("BMP", "RGB")]
+    formats += [("ICO", "RGBA"), ("AVIF", "RGB"), ("JPEG2000", "RGB"), ("SPIDER", "F")]
+    rng = random.Random(0)
+    unexpected = []
+    for fmt, mode in formats:
+        buf = io.BytesIO()
+        try:
+            base.convert(mode).save(buf, fmt)
+        except (KeyError, OSError):  # no encoder for it in this Pillow
+            continue
+        data = buf.getvalue()
+        for _ in range(300):
+            mangled = bytearray(data)
+            if rng.random() < 0.3:
+                mangled = mangled[: rng.randrange(1, len(mangled))]
+            else:
+                for _ in range(rng.randint(1, 8)):
+                    mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+            try:
+                decode_image(bytes(mangled))
+            except ImageDecodeError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                unexpected.append(f"{fmt}: {type(exc).__name__}: {exc}")
+    assert unexpected == []
