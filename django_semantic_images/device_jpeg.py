@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .imaging import ImageDecodeError
 
@@ -60,8 +60,8 @@ def device_header(data: bytes, *, max_pixels: int) -> JpegHeader | None:
         raise ImageDecodeError("The file is empty (0 bytes).")
     try:
         opened = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None  # Pillow gives the reason
+    except Exception:  # noqa: BLE001 - not an image, or a plugin's own error (AVIF's RuntimeError)
+        return None  # Pillow's path (decode_image) gives the reason
     width, height = opened.size
     if width * height > max_pixels:
         raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")

@@ -438,9 +438,15 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
     return queryset.filter(match)
 
 
+#: The first words of Unicode letter names that are acronyms, kept as written in a note.
+SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
+
+
 def unreadable_note(words: str, fields: Sequence[str]) -> str:
     """What a search whose script the text model cannot read says it did instead."""
-    scripts = sorted({s.title() for s in letter_scripts(words)} - {"Latin"}) or ["these"]
+    # Unicode's names in title case ("CYRILLIC" as "Cyrillic"), acronyms as written ("CJK").
+    names = {s if s in SCRIPT_ACRONYMS else s.title() for s in letter_scripts(words)}
+    scripts = sorted(names - {"Latin"}) or ["these"]
     where = ", ".join(f.rsplit("__", 1)[-1] for f in fields) if fields else "no text field"
     return (
         f"The text model cannot read {', '.join(scripts)} script, so these words were matched as keywords "

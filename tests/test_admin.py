@@ -160,6 +160,13 @@ def test_similar_images_of_an_unknown_or_broken_row_list_nothing(admin_client, p
         assert messages_of(response), pk
 
 
+def test_similar_images_of_a_row_whose_embedding_failed_say_why(admin_client, photos):
+    """Not "no visual vector yet": waiting will not give it one; the message names the reason."""
+    broken = photos["broken"]
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": broken.pk})
+    assert messages_of(response) == [f"“{broken}” could not be embedded: {broken.embedding_error}"]
+
+
 def test_search_by_photo_finds_the_near_duplicate_first(admin_client, photos, sample_paths):
     response = admin_client.post(
         reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"]), "filters": "?published__exact=1&q=x"}

@@ -21,7 +21,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_filters import rest_framework as filters
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, features
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 
@@ -599,6 +599,16 @@ def test_bad_uploads_get_a_400_with_a_message(client, payload, status, field, me
     body = response.json()
     text = body[field] if isinstance(body[field], str) else " ".join(body[field])
     assert message in text
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+def test_a_corrupt_avif_upload_is_a_400_naming_image(client):
+    from tests.test_imaging import corrupt_avif
+
+    response = client.post(SEARCH, {"image": upload(corrupt_avif(), "broken.avif", "image/avif")}, format="multipart")
+    assert response.status_code == 400, response.content
+    (message,) = response.json()["image"]
+    assert message.startswith("The image data is truncated or corrupt: "), message
 
 
 @pytest.mark.parametrize("size", [(200, 200), (1200, 1200)], ids=["over-cap", "far-over-cap"])

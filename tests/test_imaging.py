@@ -8,7 +8,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from django_semantic_images.imaging import ImageDecodeError, decode_image
 from tests.conftest import image_bytes
@@ -99,3 +99,77 @@ def test_a_file_a_pillow_plugin_refuses_with_another_error_is_a_decode_error():
 
     with pytest.raises(ImageDecodeError, match="Unknown pixel format"):  # Pillow's DDS plugin: NotImplementedError
         decode_image(dds_pillow_cannot_decode())
+
+
+def corrupt_avif(part: str = "picture") -> bytes:
+    """An AVIF broken by a disk or transfer fault, on which Pillow's AVIF plugin raises
+    ``RuntimeError``: its coded ``picture`` zeroed (when the pixels are decoded: "Decoding of color
+    planes failed"), or its ``index`` of items lost (when the file is opened: "Missing or empty
+    image item")."""
+    import io
+
+    buf = io.BytesIO()
+    Image.radial_gradient("L").convert("RGB").save(buf, "AVIF")
+    data = buf.getvalue()
+    if part == "index":
+        return data.replace(b"iloc", b"xxxx", 1)
+    start = data.find(b"mdat") + 4
+    return data[:start] + bytes(len(data) - start)
+
+
+needs_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+
+
+@needs_avif
+@pytest.mark.parametrize(
+    ("part", "reason"), [("picture", "Decoding of color planes failed"), ("index", "Missing or empty image item")]
+)
+def test_a_corrupt_avif_is_a_decode_error_with_the_reason(part, reason):
+    """Pillow's AVIF plugin fails with RuntimeError, which no caller expected: a search by that
+    photo was a 500, and in a batch it stopped every image's embedding."""
+    with pytest.raises(ImageDecodeError, match=f"truncated or corrupt: .*{reason}"):
+        decode_image(corrupt_avif(part))
+
+
+@needs_avif
+def test_the_device_path_leaves_a_corrupt_avif_to_pillow():
+    """A GPU worker reads each file's header first: a RuntimeError there stopped the batch."""
+    from django_semantic_images.device_jpeg import device_header
+
+    assert device_header(corrupt_avif("index"), max_pixels=50_000_000) is None
+
+
+@pytest.mark.filterwarnings("ignore")  # Pillow warns of each broken header it reads around
+def test_mangled_files_of_many_formats_fail_only_with_a_reason():
+    """Bytes cut short or overwritten, in each format this Pillow writes: ``decode_image`` answers
+    an image or ``ImageDecodeError``, never another exception (a 500, or a stopped batch). A
+    fixed seed; about half a second."""
+    import io
+    import random
+
+    base = Image.radial_gradient("L").resize((48, 40)).convert("RGB")
+    formats = [("JPEG", "RGB"), ("PNG", "P"), ("GIF", "P"), ("WEBP", "RGB"), ("TIFF", "RGB"), ("BMP", "RGB")]
+    formats += [("ICO", "RGBA"), ("AVIF", "RGB"), ("JPEG2000", "RGB"), ("SPIDER", "F")]
+    rng = random.Random(0)
+    unexpected = []
+    for fmt, mode in formats:
+        buf = io.BytesIO()
+        try:
+            base.convert(mode).save(buf, fmt)
+        except (KeyError, OSError):  # no encoder for it in this Pillow
+            continue
+        data = buf.getvalue()
+        for _ in range(300):
+            mangled = bytearray(data)
+            if rng.random() < 0.3:
+                mangled = mangled[: rng.randrange(1, len(mangled))]
+            else:
+                for _ in range(rng.randint(1, 8)):
+                    mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+            try:
+                decode_image(bytes(mangled))
+            except ImageDecodeError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                unexpected.append(f"{fmt}: {type(exc).__name__}: {exc}")
+    assert unexpected == []

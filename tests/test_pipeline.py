@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
@@ -30,6 +30,21 @@ def test_a_saved_photo_is_embedded_after_commit(sample_paths):
     assert len(photo.embedding.content_hash) == 64
     assert photo.embedding.updated_at is not None
     assert photo.embedding.labels and "label" in photo.embedding.labels[0]
+
+
+@pytest.mark.django_db  # a test in a transaction that is rolled back, as Django's TestCase
+def test_each_save_of_a_test_that_runs_its_commit_hooks_is_embedded(sample_paths, django_capture_on_commit_callbacks):
+    """Django's ``captureOnCommitCallbacks(execute=True)`` runs a test's commit hooks and leaves
+    them listed (the test's transaction never commits): a later save joined the first save's
+    batch, already sent, and stayed pending."""
+    from tests.conftest import statuses, upload
+
+    photos = []
+    for stem in ("chelsea", "coffee"):
+        with django_capture_on_commit_callbacks(execute=True) as hooks:
+            photos.append(upload(sample_paths[stem]))
+        assert hooks
+    assert statuses(photos) == {photo.pk: EmbeddingStatus.EMBEDDED for photo in photos}
 
 
 def test_unchanged_content_is_not_embedded_again(make_photo, sample_paths):
@@ -73,6 +88,21 @@ def test_a_corrupt_file_fails_with_a_reason_and_its_neighbours_are_embedded(make
     assert "not an image" in rows[not_image.pk].embedding_error
     assert "empty" in rows[empty.pk].embedding_error
     assert rows[good1.pk].embedding_status == rows[good2.pk].embedding_status == EmbeddingStatus.EMBEDDED
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+def test_a_corrupt_avif_fails_with_a_reason_and_its_neighbours_are_embedded(make_photo, sample_paths):
+    """Pillow's AVIF decoder raises RuntimeError: it stopped the whole batch, every row pending."""
+    from tests.test_imaging import corrupt_avif
+
+    good = make_photo(sample_paths["chelsea"])
+    broken = [make_photo(corrupt_avif(part), name=f"{part}.avif") for part in ("picture", "index")]
+    report = embed_instances([good, *broken], batch_size=8)
+    assert report.embedded == [good.pk] and sorted(report.failed) == sorted(p.pk for p in broken)
+    for photo in broken:
+        photo.refresh_from_db()
+        assert photo.embedding_status == EmbeddingStatus.FAILED
+        assert "truncated or corrupt" in photo.embedding_error
 
 
 def test_decompression_bomb_is_refused_before_decoding(make_photo, settings):

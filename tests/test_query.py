@@ -366,3 +366,12 @@ def test_a_searchable_queryset_pickles_and_unpickles_as_itself(random_rows):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DATABASE_URL": "postgresql://localhost/unused"}
     other = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True, check=True, env=env)
     assert other.stdout.decode().split() == ["SearchableQuerySet", "True"]
+
+
+def test_the_note_of_an_unreadable_search_names_its_scripts_as_written():
+    """Chinese characters' Unicode names start with "CJK": the note said "Cjk" (str.title())."""
+    from django_semantic_images.query import unreadable_note
+
+    note = unreadable_note("chat 猫 кошка", ["title", "tags__name"])
+    assert note.startswith("The text model cannot read CJK, Cyrillic script, so these words were matched")
+    assert "in title, name (results not ranked by meaning)" in note

@@ -28,7 +28,7 @@ from django.utils.translation import gettext_lazy
 
 from .. import thumbnails
 from ..expressions import SemanticDistance, VisualDistance
-from ..fields import ImageEmbeddingField, get_embedding_field
+from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..query import apply_hnsw_settings, keyword_matches, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
@@ -214,11 +214,17 @@ class SemanticSearchAdminMixin(_AdminBase):
             messages.warning(request, _("There is no image with ID “%(pk)s” that you can see.") % {"pk": pk})
             return VisualRanking(vector=None, kind="similar")
         vector = getattr(source, field.visual_field)
+        status = getattr(source, field.column("status"))
+        if vector is None and status == EmbeddingStatus.FAILED:  # waiting will not help: say why
+            reason = getattr(source, field.column("error")) or _("no reason was recorded")
+            messages.warning(
+                request, _("“%(obj)s” could not be embedded: %(reason)s") % {"obj": source, "reason": reason}
+            )
+            return VisualRanking(vector=None, kind="similar", source=source)
         if vector is None:
             messages.warning(
                 request,
-                _("“%(obj)s” has no visual vector yet (status: %(status)s).")
-                % {"obj": source, "status": getattr(source, field.column("status"))},
+                _("“%(obj)s” has no visual vector yet (status: %(status)s).") % {"obj": source, "status": status},
             )
             return VisualRanking(vector=None, kind="similar", source=source)
         return VisualRanking(vector=np.asarray(vector, dtype=np.float32).tolist(), kind="similar", source=source)

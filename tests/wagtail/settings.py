@@ -25,6 +25,7 @@ WAGTAILADMIN_BASE_URL = "http://testserver"
 WAGTAILSEARCH_BACKENDS = {"default": {"BACKEND": "wagtail.search.backends.database"}}
 # A test database of its own, so this invocation can run beside the main suite's.
 DATABASES["default"]["TEST"] = {"NAME": "test_semantic_images_wagtail"}  # noqa: F405
-WAGTAILIMAGES_EXTENSIONS = ["gif", "jpg", "jpeg", "png", "webp", "svg"]
+# Wagtail's own default list (AVIF included) plus SVG.
+WAGTAILIMAGES_EXTENSIONS = ["avif", "gif", "jpg", "jpeg", "png", "webp", "svg"]
 # No avatars from gravatar.com: the tests run offline (the browser tests wait for every image).
 WAGTAIL_GRAVATAR_PROVIDER_URL = None

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, features
 from rest_framework.test import APIClient
 from wagtail.models import Collection, CollectionViewRestriction
 
@@ -163,6 +163,18 @@ def test_v2_bad_utf8_and_pending_anchor_are_400(api, make_image, sample_paths):
     assert response.json() == {"message": "similar_to image has no vectors yet (status: pending); try again later"}
 
 
+def test_v2_similar_to_an_image_whose_embedding_failed_names_the_reason(api, make_image):
+    """Not "try again later": a failed image gets no vectors by waiting (the REST API's 409 says why too)."""
+    from django_semantic_images.contrib.wagtail.models import ImageVectors
+    from django_semantic_images.pipeline import embed_pks
+
+    broken = make_image(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo")
+    reason = embed_pks(ImageVectors, [broken.pk]).failed[broken.pk]
+    response = api.get(V2, {"similar_to": broken.pk})
+    assert response.status_code == 400
+    assert response.json() == {"message": f"similar_to image could not be embedded (status: failed): {reason}"}
+
+
 # -- the package's REST search API over Wagtail images ---------------------------------------
 
 
@@ -264,6 +276,23 @@ def test_rest_thumbnail_is_a_rendition_made_once_that_fits_thumbnail_size(api, m
     settings.SEMANTIC_IMAGES = {"THUMBNAIL_SIZE": 120}
     with Image.open(stored(thumbnails()[big.pk])) as image:
         assert image.width == 120 and abs(image.height - 872 * 0.12) < 1
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+def test_rest_thumbnail_of_a_file_broken_in_storage_is_null_not_an_error(api, make_image, sample_paths):
+    """A stored file that no longer decodes (an AVIF's picture zeroed: Pillow's RuntimeError, not
+    OSError) made every page listing it a 500."""
+    from tests.test_imaging import corrupt_avif
+
+    api.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "password"))
+    good = make_image(sample_paths["coffee"], "IMG_0001")
+    broken = make_image(sample_paths["rocket"], "IMG_0002")
+    with broken.file.storage.open(broken.file.name, "wb") as stored:
+        stored.write(corrupt_avif())
+    response = api.get("/api/wagtail/images/")
+    assert response.status_code == 200, response.content
+    thumbnails = {row["id"]: row["thumbnail_url"] for row in response.json()["results"]}
+    assert thumbnails[broken.pk] is None and thumbnails[good.pk]
 
 
 def test_rest_search_over_wagtail_images_is_calibrated_on_the_joined_vectors(

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
+from PIL import features
 from wagtail.images import get_image_model
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
@@ -184,6 +185,25 @@ def test_a_truncated_upload_is_refused_with_the_reason_and_the_next_file_goes_on
     good = SimpleUploadedFile("rocket.jpg", data, "image/jpeg")
     assert superuser_client.post(reverse("wagtailimages:add_multiple"), {"files[]": good}).json()["success"]
     assert list(get_image_model().objects.values_list("title", flat=True)) == ["rocket.jpg"]
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+@pytest.mark.parametrize("part", ["picture", "index"])
+def test_a_corrupt_avif_upload_is_refused_with_the_reason(superuser_client, settings, part):
+    """Pillow's AVIF plugin fails with RuntimeError where other formats raise OSError: with this
+    app's form base, that too is refused under the field (it was a server error)."""
+    from tests.test_imaging import corrupt_avif
+
+    settings.WAGTAILIMAGES_IMAGE_FORM_BASE = "django_semantic_images.contrib.wagtail.forms.ImageForm"
+    broken = SimpleUploadedFile("broken.avif", corrupt_avif(part), "image/avif")
+    single = superuser_client.post(reverse("wagtailimages:add"), {"title": "Broken", "file": broken})
+    assert single.status_code == 200
+    assert "The file is not a readable image (Failed to decode" in single.content.decode()
+    broken.seek(0)
+    multiple = superuser_client.post(reverse("wagtailimages:add_multiple"), {"files[]": broken})
+    assert multiple.status_code == 200 and not multiple.json()["success"]
+    assert "not a readable image" in multiple.json()["error_message"]
+    assert not get_image_model().objects.exists()
 
 
 def test_a_text_side_change_reembeds_without_the_image_file(make_image, embed, sample_paths, settings):

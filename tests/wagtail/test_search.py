@@ -213,10 +213,35 @@ def test_words_in_a_script_the_text_model_cannot_read_get_wagtails_keyword_searc
     embed_pks(ImageVectors, [cat.pk])
     response = superuser_client.get(reverse("wagtailimages:index"), {"q": "кошка"})
     assert list(response.context["object_list"]) == [cat]
-    notes = [str(m) for m in response.context["messages"]]
-    assert any("cannot read Cyrillic" in note for note in notes)
+    assert "cannot read Cyrillic" in response.context["semantic_note"]
     assert chooser(superuser_client, q="кошка") == [cat]
     assert len(listing(superuser_client, q="a cat")) > 1  # Latin words are still ranked by meaning
+
+
+def test_the_listings_note_on_unreadable_words_comes_with_its_results_and_nowhere_else(superuser_client, sample_images):
+    """Typing in the listing's search box fetches ``index_results`` alone: the note was a message
+    that page never shows, queued in the session and shown on whatever page came next."""
+    note = "The text model cannot read Cyrillic script"
+    for name in ("wagtailimages:index_results", "wagtailimages:index"):
+        response = superuser_client.get(reverse(name), {"q": "кошка"})
+        assert response.content.decode().count(note) == 1, name
+    later = superuser_client.get(reverse("wagtailimages:index"))
+    assert note not in later.content.decode()
+    assert note not in superuser_client.get(reverse("wagtailimages:index_results"), {"q": "a cat"}).content.decode()
+
+
+def test_the_choosers_keyword_search_of_unreadable_words_comes_with_a_note(superuser_client, sample_images):
+    """The chooser fell back to Wagtail's keyword search without saying so (issue #14: a note)."""
+    note = "The text model cannot read Cyrillic script"
+    for name in ("wagtailimages_chooser:choose", "wagtailimages_chooser:choose_results"):
+        response = superuser_client.get(reverse(name), {"q": "кошка"})
+        assert response.status_code == 200
+        html = response.json()["html"] if name.endswith(":choose") else response.content.decode()
+        assert html.count(note) == 1, name
+    assert (
+        note
+        not in superuser_client.get(reverse("wagtailimages_chooser:choose_results"), {"q": "a cat"}).content.decode()
+    )
 
 
 def test_a_tag_or_usage_count_filter_with_search_words_ranks_as_without(superuser_client, sample_images):

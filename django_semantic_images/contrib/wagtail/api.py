@@ -98,6 +98,9 @@ def similar_anchor(view: Any, raw: str) -> Model:
     path = embedding_path(type(anchor))
     if path.value(anchor, "visual") is None:
         status = path.value(anchor, "status") or EmbeddingStatus.PENDING
+        if status == EmbeddingStatus.FAILED:  # waiting will not help: say why
+            reason = path.value(anchor, "error") or "no reason was recorded"
+            raise BadRequestError(f"{SIMILAR_TO} image could not be embedded (status: failed): {reason}")
         raise BadRequestError(f"{SIMILAR_TO} image has no vectors yet (status: {status}); try again later")
     return anchor
 

@@ -23,12 +23,15 @@ from wagtail.images.forms import BaseImageForm
 
 
 class ReadableImageField(WagtailImageField):
-    """Wagtail's image field; a file Pillow cannot read to the end is a validation error."""
+    """Wagtail's image field; a file Pillow cannot read to the end is a validation error,
+    whatever Pillow or its format plugin raises."""
 
     def check_image_pixel_size(self, f: Any) -> None:
         try:
             super().check_image_pixel_size(f)
-        except OSError as exc:  # Pillow: "image file is truncated (64 bytes not processed)" and kin
+        except ValidationError:
+            raise  # Wagtail's own: too many pixels
+        except Exception as exc:  # noqa: BLE001 - OSError "image file is truncated", AVIF's RuntimeError ...
             raise ValidationError(
                 _("The file is not a readable image (%(reason)s). Upload it again, or another copy."),
                 code="invalid_image",

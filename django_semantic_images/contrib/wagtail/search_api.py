@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from wagtail.images import get_image_model
 from wagtail.images.exceptions import InvalidFilterSpecError
@@ -58,7 +59,11 @@ class WagtailImageResultSerializer(SemanticResultSerializer):
             return None
         try:
             rendition = obj.get_rendition(spec)
+        except DatabaseError:
+            raise
         except (SourceImageIOError, InvalidFilterSpecError, OSError):  # a lost or unreadable file
+            return None
+        except Exception:  # noqa: BLE001 - a file that no longer decodes (AVIF: RuntimeError): the page goes on
             return None
         return self.file_url(rendition.file)
 

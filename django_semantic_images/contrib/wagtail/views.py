@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.functional import cached_property
@@ -63,9 +62,16 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
 
     #: How many images a search lists besides the keyword matches.
     semantic_search_results = DEFAULT_LIMIT
+    #: Why the search words were matched as keywords (a script the text model cannot read).
+    semantic_note: str | None = None
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return bad_search(request) or super().get(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["semantic_note"] = self.semantic_note
+        return context
 
     @cached_property
     def is_explicitly_ordered(self) -> bool:
@@ -80,8 +86,10 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
         if not self.is_searching:
             return queryset
         if not reads(queryset.model, self.search_query):
-            # A script the text model cannot read: Wagtail's own keyword search, and a message.
-            messages.info(self.request, unreadable_note(self.search_query, KEYWORD_FIELDS))
+            # A script the text model cannot read: Wagtail's own keyword search, and a note shown
+            # above the results (not a message: typing in the search box fetches the results
+            # alone, which show no messages; the message waited for the next page).
+            self.semantic_note = unreadable_note(self.search_query, KEYWORD_FIELDS)
             try:
                 return super().search_queryset(queryset)
             except (FilterFieldError, AttributeError):
@@ -108,6 +116,8 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
     without a query, and reads the page by key."""
 
     semantic_search_results = DEFAULT_LIMIT
+    #: Why the search words were matched as keywords (a script the text model cannot read).
+    semantic_note: str | None = None
 
     def filter(self, objects: QuerySet) -> QuerySet | RankedResults:
         words = self.cleaned_data.get("q")
@@ -115,6 +125,7 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
             return super().filter(objects)
         # The filters after Wagtail's search field (the base form's), without its search.
         if not reads(objects.model, words):  # a script the text model cannot read: Wagtail's search
+            self.semantic_note = unreadable_note(words, KEYWORD_FIELDS)  # shown with the results
             try:
                 return super().filter(objects)
             except FilterFieldError:  # the chooser's ?tag= (tags by name), which Wagtail's search cannot filter by
@@ -134,8 +145,15 @@ _form_classes: dict[tuple[str, tuple[type, ...]], type] = {}
 class SemanticChooserMixin:
     """Wagtail's chooser view with ``SemanticSearchFilterMixin`` in its filter form."""
 
+    results_template_name = "semantic_images_wagtail/chooser/results.html"
+
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return bad_search(request) or super().get(request, *args, **kwargs)  # type: ignore[misc]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context["semantic_note"] = getattr(getattr(self, "filter_form", None), "semantic_note", None)
+        return context
 
     def get_filter_form_class(self) -> type:
         form_class = super().get_filter_form_class()  # type: ignore[misc]
