@@ -11,7 +11,9 @@ from django.db import connection
 from django.urls import reverse
 from PIL import features
 from wagtail.images import get_image_model
+from wagtail.images.forms import BaseImageForm
 
+from django_semantic_images.contrib.wagtail.forms import ReadableImageField
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.fields import EmbeddingStatus, _path_problem
 from django_semantic_images.signals import PendingRows
@@ -185,6 +187,32 @@ def test_a_truncated_upload_is_refused_with_the_reason_and_the_next_file_goes_on
     good = SimpleUploadedFile("rocket.jpg", data, "image/jpeg")
     assert superuser_client.post(reverse("wagtailimages:add_multiple"), {"files[]": good}).json()["success"]
     assert list(get_image_model().objects.values_list("title", flat=True)) == ["rocket.jpg"]
+
+
+def test_the_system_check_warns_of_wagtails_image_form_that_lets_a_corrupt_upload_through(settings):
+    """Without this app's form base, the test above gets a server error: the check says so at start
+    (semantic_images.W006) and names the setting; with it, or a form base declaring its field, nothing."""
+    from django.core.checks import Warning as CheckWarning
+    from django.core.checks import run_checks
+
+    def w006() -> list[str]:
+        return [m.hint or "" for m in run_checks() if isinstance(m, CheckWarning) and m.id == "semantic_images.W006"]
+
+    settings.WAGTAILIMAGES_IMAGE_FORM_BASE = ""
+    [hint] = w006()
+    assert 'WAGTAILIMAGES_IMAGE_FORM_BASE = "django_semantic_images.contrib.wagtail.forms.ImageForm"' in hint
+    settings.WAGTAILIMAGES_IMAGE_FORM_BASE = "wagtail.images.forms.BaseImageForm"
+    assert len(w006()) == 1
+    settings.WAGTAILIMAGES_IMAGE_FORM_BASE = "django_semantic_images.contrib.wagtail.forms.ImageForm"
+    assert w006() == []
+    settings.WAGTAILIMAGES_IMAGE_FORM_BASE = "tests.wagtail.test_models.SiteImageForm"
+    assert w006() == []
+
+
+class SiteImageForm(BaseImageForm):
+    """A site's own form base declaring the readable file field (what W006's hint suggests)."""
+
+    file = ReadableImageField()
 
 
 @pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")

@@ -10,6 +10,6 @@ class SemanticImagesWagtailConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import signals
+        from . import checks, signals  # noqa: F401 - checks registers the system checks
 
         signals.connect()
