@@ -17,7 +17,7 @@ from functools import reduce
 from typing import TYPE_CHECKING, Any, Self
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, models, router
+from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from django.db.models.constants import LOOKUP_SEP
 from django.utils.functional import Promise
@@ -142,16 +142,25 @@ class SemanticQuerySetMixin(_QuerySetBase):
 
     @property
     def db(self) -> str:
-        """The alias this query runs on: a ranked search reads from ``SEARCH_DATABASE`` when set.
+        """The alias this query runs on: a ranked search reads from ``SEARCH_DATABASE`` when set
+        (see ``_search_database``), any other query where Django's routers say."""
+        return self._search_database() or super().db
 
-        Only reads: an ``update()``, ``delete()`` or ``select_for_update()`` of a ranked queryset
-        goes where Django's routers send writes, and an explicit ``using()`` wins.
+    def _search_database(self) -> str | None:
+        """``SEARCH_DATABASE`` when this query reads from it, else None.
+
+        Only reads of a ranked queryset: an ``update()``, ``delete()`` or ``select_for_update()``
+        goes where Django's routers send writes, and an explicit ``using()`` wins. Only for a model
+        whose reads the routers leave on the default alias (the one the replica copies): a model
+        they read from another alias is searched there.
         """
         alias = semantic_settings.SEARCH_DATABASE
-        state: Any = self  # _for_write and _db are QuerySet's, not in django-stubs
-        if alias and self._vector_ranked and not state._for_write and state._db is None:
-            return str(alias)
-        return super().db
+        state: Any = self  # _for_write, _db and _hints are QuerySet's, not in django-stubs
+        if not alias or not self._vector_ranked or state._for_write or state._db is not None:
+            return None
+        if router.db_for_read(self.model, **state._hints) != DEFAULT_DB_ALIAS:
+            return None
+        return str(alias)
 
     def _ranked(self, distance: Any, path: EmbeddingPath, kind: str, vector: Any) -> Self:
         qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(

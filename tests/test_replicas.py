@@ -162,3 +162,42 @@ def upload_name(path) -> str:
     from django.core.files.storage import default_storage
 
     return default_storage.save(f"photos/{path.name}", ContentFile(path.read_bytes()))
+
+
+OTHER = "other"
+
+
+class PhotosReadElsewhere:
+    """A site's router that keeps the photos' reads on an alias of their own (``other``)."""
+
+    def db_for_read(self, model, **hints):
+        return OTHER if model is Photo else None
+
+
+@pytest.fixture(scope="module")
+def other_alias(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """A second alias of the primary's test database (``TEST: {"MIRROR": "default"}``)."""
+    with django_db_blocker.unblock():
+        other = {**connections["default"].settings_dict, "TEST": {"MIRROR": "default"}}
+        connections.settings[OTHER] = other
+        try:
+            yield OTHER
+        finally:
+            connections[OTHER].close()
+            del connections[OTHER]
+            del connections.settings[OTHER]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica", "other"])
+def test_search_database_leaves_a_model_that_the_routers_read_elsewhere_where_they_read_it(
+    standby, other_alias, sample_paths, settings
+):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    settings.DATABASE_ROUTERS = [f"{__name__}.PhotosReadElsewhere"]
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    ranked = Photo.objects.semantic_search("a cat")
+    assert ranked.db == OTHER  # the router's alias: the replica copies the default alias, not this one
+    with CaptureQueriesContext(connections[REPLICA]) as rep, CaptureQueriesContext(connections[OTHER]) as other:
+        assert [p.pk for p in ranked[:5]] == [cat.pk]
+    assert rep.captured_queries == []
+    assert sum("<=>" in q["sql"] for q in other.captured_queries) == 1
