@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import reduce
 from typing import TYPE_CHECKING, Any, Self
@@ -105,6 +105,29 @@ def same_rows(one: type[models.Model], other: type[models.Model]) -> bool:
     concrete model (a proxy of it included), or one inheriting from the other's table."""
     first, second = one._meta.concrete_model or one, other._meta.concrete_model or other
     return issubclass(first, second) or issubclass(second, first)
+
+
+def carry_default_alias(rows: Iterable[Any], searched_on: str) -> None:
+    """Mark the instances that a search read on ``searched_on`` (``SEARCH_DATABASE``) as read from
+    the default alias, the database the replica copies: ``save()``, ``delete()``,
+    ``refresh_from_db()`` and the relations read from them later then go where they would from an
+    ordinary queryset's instances, never to a standby that refuses writes. Followed into what
+    ``select_related()`` and ``prefetch_related()`` read with them (also a ``to_attr`` list)."""
+    stack = list(rows)
+    while stack:
+        obj = stack.pop()
+        if not isinstance(obj, models.Model) or obj._state.db != searched_on:
+            continue
+        obj._state.db = DEFAULT_DB_ALIAS
+        stack.extend(obj._state.fields_cache.values())
+        for prefetched in getattr(obj, "_prefetched_objects_cache", {}).values():
+            stack.extend(getattr(prefetched, "_result_cache", None) or ())
+        stack.extend(
+            item
+            for value in vars(obj).values()
+            if isinstance(value, list) and value and isinstance(value[0], models.Model)
+            for item in value
+        )
 
 
 def index_field(queryset: models.QuerySet) -> ImageEmbeddingField | None:
@@ -298,8 +321,11 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if self._result_cache is not None or not self._vector_ranked:
             super()._fetch_all()
             return
+        searched_on = self._search_database()
         with self._hnsw_in_force():
             super()._fetch_all()
+        if searched_on is not None:
+            carry_default_alias(self._result_cache or (), searched_on)
 
     # What else runs the ranked query (``best(n)``'s ``ORDER BY distance LIMIT n`` subquery through
     # the HNSW index) runs it under the same settings: without them a filtered ranking's subquery
@@ -351,9 +377,13 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if not self._vector_ranked:
             yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
             return
+        searched_on = self._search_database()
         with hnsw_settings(self.db, field=index_field(self)):
             try:
-                yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
+                for row in super()._iterator(use_chunked_fetch, chunk_size):  # type: ignore[misc]
+                    if searched_on is not None:
+                        carry_default_alias((row,), searched_on)
+                    yield row
             except GeneratorExit:  # the caller stopped early: end the transaction normally
                 return
 

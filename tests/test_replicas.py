@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
@@ -108,7 +109,7 @@ def test_searches_read_from_the_search_database_once_it_has_caught_up(standby, s
         similar = list(Photo.objects.similar_to(cat_row)[:5])
     assert [p.pk for p in results] == [cat.pk, coffee.pk]
     assert [p.pk for p in similar] == [coffee.pk]
-    assert {p._state.db for p in results + similar} == {REPLICA}
+    assert {p._state.db for p in results + similar} == {"default"}  # carried as the primary's rows
     assert primary.captured_queries == []  # nothing of the search touched the primary
     sqls = [q["sql"] for q in rep.captured_queries]
     assert sum("set_config('hnsw.ef_search'" in sql for sql in sqls) == 2, sqls  # on the alias searched
@@ -201,3 +202,33 @@ def test_search_database_leaves_a_model_that_the_routers_read_elsewhere_where_th
         assert [p.pk for p in ranked[:5]] == [cat.pk]
     assert rep.captured_queries == []
     assert sum("<=>" in q["sql"] for q in other.captured_queries) == 1
+
+
+def test_a_search_result_saved_or_deleted_with_only_search_database_set_is_written_on_the_primary(
+    standby, sample_paths, settings
+):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    coffee = upload(sample_paths["coffee"], title="a cup of coffee")
+    caught_up()
+    with CaptureQueriesContext(connections["default"]) as primary:
+        found = list(Photo.objects.semantic_search("a cat")[:5])
+    assert [p.pk for p in found] == [cat.pk, coffee.pk]
+    assert primary.captured_queries == []  # read on the replica ...
+    assert {p._state.db for p in found} == {"default"}  # ... and carried as the primary's rows
+    found[0].title = "renamed"
+    found[0].save()  # the standby would answer "cannot execute UPDATE in a read-only transaction"
+    assert Photo.objects.using("default").get(pk=cat.pk).title == "renamed"
+    found[1].delete()
+    assert not Photo.objects.using("default").filter(pk=coffee.pk).exists()
+    with CaptureQueriesContext(connections["default"]) as primary:
+        found[0].refresh_from_db()
+    assert len(primary.captured_queries) == 1
+    # What select_related() and prefetch_related() read with them too, also through iterator().
+    Photo.objects.filter(pk=cat.pk).update(owner=User.objects.create(username="editor"))
+    caught_up()
+    with CaptureQueriesContext(connections["default"]) as primary:
+        joined = Photo.objects.semantic_search("a cat").select_related("owner")[:1].get()
+        [prefetched] = Photo.objects.semantic_search("a cat").prefetch_related("owner").iterator(chunk_size=10)
+    assert primary.captured_queries == []
+    assert {joined._state.db, joined.owner._state.db, prefetched._state.db, prefetched.owner._state.db} == {"default"}
