@@ -155,10 +155,13 @@ class SemanticQuerySetMixin(_QuerySetBase):
     _ranked_by: tuple[EmbeddingPath, str, Any] | None = None
     # The rows calibration() draws its sample from (None: the whole table).
     _calibrated_on: models.QuerySet[Any] | None = None
+    # Reads where a ranked search reads though ranked by something else (read_as_search()).
+    _read_as_search = False
 
     def _clone(self) -> Any:
         clone = super()._clone()  # type: ignore[misc]
         clone._vector_ranked = self._vector_ranked
+        clone._read_as_search = self._read_as_search
         clone._ranked_by = self._ranked_by
         clone._calibrated_on = self._calibrated_on
         return clone
@@ -172,14 +175,15 @@ class SemanticQuerySetMixin(_QuerySetBase):
     def _search_database(self) -> str | None:
         """``SEARCH_DATABASE`` when this query reads from it, else None.
 
-        Only reads of a ranked queryset: an ``update()``, ``delete()`` or ``select_for_update()``
-        goes where Django's routers send writes, and an explicit ``using()`` wins. Only for a model
-        whose reads the routers leave on the default alias (the one the replica copies): a model
-        they read from another alias is searched there.
+        Only reads of a ranked queryset (or one of ``read_as_search()``): an ``update()``,
+        ``delete()`` or ``select_for_update()`` goes where Django's routers send writes, and an
+        explicit ``using()`` wins. Only for a model whose reads the routers leave on the default
+        alias (the one the replica copies): a model they read from another alias is searched there.
         """
         alias = semantic_settings.SEARCH_DATABASE
         state: Any = self  # _for_write, _db and _hints are QuerySet's, not in django-stubs
-        if not alias or not self._vector_ranked or state._for_write or state._db is not None:
+        searched = self._vector_ranked or self._read_as_search
+        if not alias or not searched or state._for_write or state._db is not None:
             return None
         if router.db_for_read(self.model, **state._hints) != DEFAULT_DB_ALIAS:
             return None
@@ -318,12 +322,12 @@ class SemanticQuerySetMixin(_QuerySetBase):
             yield
 
     def _fetch_all(self) -> None:
+        searched_on = self._search_database() if self._result_cache is None else None
         if self._result_cache is not None or not self._vector_ranked:
             super()._fetch_all()
-            return
-        searched_on = self._search_database()
-        with self._hnsw_in_force():
-            super()._fetch_all()
+        else:
+            with self._hnsw_in_force():
+                super()._fetch_all()
         if searched_on is not None:
             carry_default_alias(self._result_cache or (), searched_on)
 
@@ -374,10 +378,13 @@ class SemanticQuerySetMixin(_QuerySetBase):
     def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]:
         """``.iterator()``: the rows come from a server-side cursor, read inside the same
         transaction as the HNSW settings, so they are the rows ``list()`` gives."""
-        if not self._vector_ranked:
-            yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
-            return
         searched_on = self._search_database()
+        if not self._vector_ranked:
+            for row in super()._iterator(use_chunked_fetch, chunk_size):  # type: ignore[misc]
+                if searched_on is not None:
+                    carry_default_alias((row,), searched_on)
+                yield row
+            return
         with hnsw_settings(self.db, field=index_field(self)):
             try:
                 for row in super()._iterator(use_chunked_fetch, chunk_size):  # type: ignore[misc]
@@ -450,6 +457,15 @@ def _new_searchable(base: type) -> Any:
     """An empty queryset of ``searchable_class(base)``, for pickle to give its state."""
     cls: Any = searchable_class(base)
     return cls.__new__(cls)
+
+
+def read_as_search(queryset: models.QuerySet) -> SemanticQuerySetMixin:
+    """``queryset`` reading where a ranked search reads (``SEARCH_DATABASE`` where it applies, its
+    instances carrying the default alias), its writes where the routers send them: for rows that
+    a ranking of one's own chose (the admin's ``pk IN (nearest rows)``)."""
+    clone = searchable(queryset)._chain()  # type: ignore[attr-defined]
+    clone._read_as_search = True
+    return clone
 
 
 def semantic_search(queryset: models.QuerySet, query: Any, *, field: str | None = None) -> SemanticQuerySetMixin:

@@ -15,6 +15,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.sweep import sweep
@@ -232,3 +233,31 @@ def test_a_search_result_saved_or_deleted_with_only_search_database_set_is_writt
         [prefetched] = Photo.objects.semantic_search("a cat").prefetch_related("owner").iterator(chunk_size=10)
     assert primary.captured_queries == []
     assert {joined._state.db, joined.owner._state.db, prefetched._state.db, prefetched.owner._state.db} == {"default"}
+
+
+def test_the_admins_search_box_and_similar_images_rank_on_the_search_database(
+    standby, sample_paths, settings, admin_client
+):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    coffee = upload(sample_paths["coffee"], title="a cup of coffee")
+    caught_up()
+    url = reverse("admin:photos_photo_changelist")
+    for query, expected in (({"q": "a cat"}, [cat.pk, coffee.pk]), ({"similar_to": cat.pk}, [coffee.pk])):
+        with (
+            CaptureQueriesContext(connections["default"]) as primary,
+            CaptureQueriesContext(connections[REPLICA]) as rep,
+        ):
+            response = admin_client.get(url, query)
+        assert response.status_code == 200
+        assert [row.pk for row in response.context["cl"].result_list] == expected
+        assert [q["sql"] for q in primary.captured_queries if "<=>" in q["sql"]] == [], query
+        assert any("<=>" in q["sql"] for q in rep.captured_queries), query
+        assert {row._state.db for row in response.context["cl"].result_list} == {"default"}
+
+    # An action on the rows of a search writes on the primary (the standby would refuse the delete).
+    response = admin_client.post(
+        f"{url}?q=a+cat", {"action": "delete_selected", "_selected_action": [coffee.pk], "post": "yes", "index": 0}
+    )
+    assert response.status_code == 302
+    assert list(Photo.objects.using("default").values_list("pk", flat=True)) == [cat.pk]
