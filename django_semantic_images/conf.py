@@ -77,8 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "ASYNC": "auto",
     "EMBED_ON_SAVE": True,
     # Database alias that ranked searches (semantic_search, similar_to) read from, e.g. a
-    # streaming replica (docs/replicas.md); None: Django's routers decide. Embedding
-    # always reads and writes the database the model is written to.
+    # streaming replica of "default", for the models the routers read from "default"
+    # (docs/replicas.md); None: Django's routers decide. Embedding always reads and writes
+    # the database the model is written to.
     "SEARCH_DATABASE": None,
     # HNSW search parameters set with SET LOCAL around each ranked query. "auto": ef_search
     # sized to the table's estimated rows and its index's build (hnsw.auto_ef_search).

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import reduce
 from typing import TYPE_CHECKING, Any, Self
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, models, router
+from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from django.db.models.constants import LOOKUP_SEP
 from django.utils.functional import Promise
@@ -107,6 +107,29 @@ def same_rows(one: type[models.Model], other: type[models.Model]) -> bool:
     return issubclass(first, second) or issubclass(second, first)
 
 
+def carry_default_alias(rows: Iterable[Any], searched_on: str) -> None:
+    """Mark the instances that a search read on ``searched_on`` (``SEARCH_DATABASE``) as read from
+    the default alias, the database the replica copies: ``save()``, ``delete()``,
+    ``refresh_from_db()`` and the relations read from them later then go where they would from an
+    ordinary queryset's instances, never to a standby that refuses writes. Followed into what
+    ``select_related()`` and ``prefetch_related()`` read with them (also a ``to_attr`` list)."""
+    stack = list(rows)
+    while stack:
+        obj = stack.pop()
+        if not isinstance(obj, models.Model) or obj._state.db != searched_on:
+            continue
+        obj._state.db = DEFAULT_DB_ALIAS
+        stack.extend(obj._state.fields_cache.values())
+        for prefetched in getattr(obj, "_prefetched_objects_cache", {}).values():
+            stack.extend(getattr(prefetched, "_result_cache", None) or ())
+        stack.extend(
+            item
+            for value in vars(obj).values()
+            if isinstance(value, list) and value and isinstance(value[0], models.Model)
+            for item in value
+        )
+
+
 def index_field(queryset: models.QuerySet) -> ImageEmbeddingField | None:
     """The field whose HNSW index a ranked queryset walks (its model's table may be another
     than the queryset's: Wagtail's images keep their vectors in a table beside)."""
@@ -132,26 +155,39 @@ class SemanticQuerySetMixin(_QuerySetBase):
     _ranked_by: tuple[EmbeddingPath, str, Any] | None = None
     # The rows calibration() draws its sample from (None: the whole table).
     _calibrated_on: models.QuerySet[Any] | None = None
+    # Reads where a ranked search reads though ranked by something else (read_as_search()).
+    _read_as_search = False
 
     def _clone(self) -> Any:
         clone = super()._clone()  # type: ignore[misc]
         clone._vector_ranked = self._vector_ranked
+        clone._read_as_search = self._read_as_search
         clone._ranked_by = self._ranked_by
         clone._calibrated_on = self._calibrated_on
         return clone
 
     @property
     def db(self) -> str:
-        """The alias this query runs on: a ranked search reads from ``SEARCH_DATABASE`` when set.
+        """The alias this query runs on: a ranked search reads from ``SEARCH_DATABASE`` when set
+        (see ``_search_database``), any other query where Django's routers say."""
+        return self._search_database() or super().db
 
-        Only reads: an ``update()``, ``delete()`` or ``select_for_update()`` of a ranked queryset
-        goes where Django's routers send writes, and an explicit ``using()`` wins.
+    def _search_database(self) -> str | None:
+        """``SEARCH_DATABASE`` when this query reads from it, else None.
+
+        Only reads of a ranked queryset (or one of ``read_as_search()``): an ``update()``,
+        ``delete()`` or ``select_for_update()`` goes where Django's routers send writes, and an
+        explicit ``using()`` wins. Only for a model whose reads the routers leave on the default
+        alias (the one the replica copies): a model they read from another alias is searched there.
         """
         alias = semantic_settings.SEARCH_DATABASE
-        state: Any = self  # _for_write and _db are QuerySet's, not in django-stubs
-        if alias and self._vector_ranked and not state._for_write and state._db is None:
-            return str(alias)
-        return super().db
+        state: Any = self  # _for_write, _db and _hints are QuerySet's, not in django-stubs
+        searched = self._vector_ranked or self._read_as_search
+        if not alias or not searched or state._for_write or state._db is not None:
+            return None
+        if router.db_for_read(self.model, **state._hints) != DEFAULT_DB_ALIAS:
+            return None
+        return str(alias)
 
     def _ranked(self, distance: Any, path: EmbeddingPath, kind: str, vector: Any) -> Self:
         qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(
@@ -286,11 +322,14 @@ class SemanticQuerySetMixin(_QuerySetBase):
             yield
 
     def _fetch_all(self) -> None:
+        searched_on = self._search_database() if self._result_cache is None else None
         if self._result_cache is not None or not self._vector_ranked:
             super()._fetch_all()
-            return
-        with self._hnsw_in_force():
-            super()._fetch_all()
+        else:
+            with self._hnsw_in_force():
+                super()._fetch_all()
+        if searched_on is not None:
+            carry_default_alias(self._result_cache or (), searched_on)
 
     # What else runs the ranked query (``best(n)``'s ``ORDER BY distance LIMIT n`` subquery through
     # the HNSW index) runs it under the same settings: without them a filtered ranking's subquery
@@ -339,12 +378,19 @@ class SemanticQuerySetMixin(_QuerySetBase):
     def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]:
         """``.iterator()``: the rows come from a server-side cursor, read inside the same
         transaction as the HNSW settings, so they are the rows ``list()`` gives."""
+        searched_on = self._search_database()
         if not self._vector_ranked:
-            yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
+            for row in super()._iterator(use_chunked_fetch, chunk_size):  # type: ignore[misc]
+                if searched_on is not None:
+                    carry_default_alias((row,), searched_on)
+                yield row
             return
         with hnsw_settings(self.db, field=index_field(self)):
             try:
-                yield from super()._iterator(use_chunked_fetch, chunk_size)  # type: ignore[misc]
+                for row in super()._iterator(use_chunked_fetch, chunk_size):  # type: ignore[misc]
+                    if searched_on is not None:
+                        carry_default_alias((row,), searched_on)
+                    yield row
             except GeneratorExit:  # the caller stopped early: end the transaction normally
                 return
 
@@ -411,6 +457,15 @@ def _new_searchable(base: type) -> Any:
     """An empty queryset of ``searchable_class(base)``, for pickle to give its state."""
     cls: Any = searchable_class(base)
     return cls.__new__(cls)
+
+
+def read_as_search(queryset: models.QuerySet) -> SemanticQuerySetMixin:
+    """``queryset`` reading where a ranked search reads (``SEARCH_DATABASE`` where it applies, its
+    instances carrying the default alias), its writes where the routers send them: for rows that
+    a ranking of one's own chose (the admin's ``pk IN (nearest rows)``)."""
+    clone = searchable(queryset)._chain()  # type: ignore[attr-defined]
+    clone._read_as_search = True
+    return clone
 
 
 def semantic_search(queryset: models.QuerySet, query: Any, *, field: str | None = None) -> SemanticQuerySetMixin:

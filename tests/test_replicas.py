@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.sweep import sweep
@@ -108,7 +110,7 @@ def test_searches_read_from_the_search_database_once_it_has_caught_up(standby, s
         similar = list(Photo.objects.similar_to(cat_row)[:5])
     assert [p.pk for p in results] == [cat.pk, coffee.pk]
     assert [p.pk for p in similar] == [coffee.pk]
-    assert {p._state.db for p in results + similar} == {REPLICA}
+    assert {p._state.db for p in results + similar} == {"default"}  # carried as the primary's rows
     assert primary.captured_queries == []  # nothing of the search touched the primary
     sqls = [q["sql"] for q in rep.captured_queries]
     assert sum("set_config('hnsw.ef_search'" in sql for sql in sqls) == 2, sqls  # on the alias searched
@@ -162,3 +164,100 @@ def upload_name(path) -> str:
     from django.core.files.storage import default_storage
 
     return default_storage.save(f"photos/{path.name}", ContentFile(path.read_bytes()))
+
+
+OTHER = "other"
+
+
+class PhotosReadElsewhere:
+    """A site's router that keeps the photos' reads on an alias of their own (``other``)."""
+
+    def db_for_read(self, model, **hints):
+        return OTHER if model is Photo else None
+
+
+@pytest.fixture(scope="module")
+def other_alias(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """A second alias of the primary's test database (``TEST: {"MIRROR": "default"}``)."""
+    with django_db_blocker.unblock():
+        other = {**connections["default"].settings_dict, "TEST": {"MIRROR": "default"}}
+        connections.settings[OTHER] = other
+        try:
+            yield OTHER
+        finally:
+            connections[OTHER].close()
+            del connections[OTHER]
+            del connections.settings[OTHER]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica", "other"])
+def test_search_database_leaves_a_model_that_the_routers_read_elsewhere_where_they_read_it(
+    standby, other_alias, sample_paths, settings
+):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    settings.DATABASE_ROUTERS = [f"{__name__}.PhotosReadElsewhere"]
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    ranked = Photo.objects.semantic_search("a cat")
+    assert ranked.db == OTHER  # the router's alias: the replica copies the default alias, not this one
+    with CaptureQueriesContext(connections[REPLICA]) as rep, CaptureQueriesContext(connections[OTHER]) as other:
+        assert [p.pk for p in ranked[:5]] == [cat.pk]
+    assert rep.captured_queries == []
+    assert sum("<=>" in q["sql"] for q in other.captured_queries) == 1
+
+
+def test_a_search_result_saved_or_deleted_with_only_search_database_set_is_written_on_the_primary(
+    standby, sample_paths, settings
+):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    coffee = upload(sample_paths["coffee"], title="a cup of coffee")
+    caught_up()
+    with CaptureQueriesContext(connections["default"]) as primary:
+        found = list(Photo.objects.semantic_search("a cat")[:5])
+    assert [p.pk for p in found] == [cat.pk, coffee.pk]
+    assert primary.captured_queries == []  # read on the replica ...
+    assert {p._state.db for p in found} == {"default"}  # ... and carried as the primary's rows
+    found[0].title = "renamed"
+    found[0].save()  # the standby would answer "cannot execute UPDATE in a read-only transaction"
+    assert Photo.objects.using("default").get(pk=cat.pk).title == "renamed"
+    found[1].delete()
+    assert not Photo.objects.using("default").filter(pk=coffee.pk).exists()
+    with CaptureQueriesContext(connections["default"]) as primary:
+        found[0].refresh_from_db()
+    assert len(primary.captured_queries) == 1
+    # What select_related() and prefetch_related() read with them too, also through iterator().
+    Photo.objects.filter(pk=cat.pk).update(owner=User.objects.create(username="editor"))
+    caught_up()
+    with CaptureQueriesContext(connections["default"]) as primary:
+        joined = Photo.objects.semantic_search("a cat").select_related("owner")[:1].get()
+        [prefetched] = Photo.objects.semantic_search("a cat").prefetch_related("owner").iterator(chunk_size=10)
+    assert primary.captured_queries == []
+    assert {joined._state.db, joined.owner._state.db, prefetched._state.db, prefetched.owner._state.db} == {"default"}
+
+
+def test_the_admins_search_box_and_similar_images_rank_on_the_search_database(
+    standby, sample_paths, settings, admin_client
+):
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    coffee = upload(sample_paths["coffee"], title="a cup of coffee")
+    caught_up()
+    url = reverse("admin:photos_photo_changelist")
+    for query, expected in (({"q": "a cat"}, [cat.pk, coffee.pk]), ({"similar_to": cat.pk}, [coffee.pk])):
+        with (
+            CaptureQueriesContext(connections["default"]) as primary,
+            CaptureQueriesContext(connections[REPLICA]) as rep,
+        ):
+            response = admin_client.get(url, query)
+        assert response.status_code == 200
+        assert [row.pk for row in response.context["cl"].result_list] == expected
+        assert [q["sql"] for q in primary.captured_queries if "<=>" in q["sql"]] == [], query
+        assert any("<=>" in q["sql"] for q in rep.captured_queries), query
+        assert {row._state.db for row in response.context["cl"].result_list} == {"default"}
+
+    # An action on the rows of a search writes on the primary (the standby would refuse the delete).
+    response = admin_client.post(
+        f"{url}?q=a+cat", {"action": "delete_selected", "_selected_action": [coffee.pk], "post": "yes", "index": 0}
+    )
+    assert response.status_code == 302
+    assert list(Photo.objects.using("default").values_list("pk", flat=True)) == [cat.pk]

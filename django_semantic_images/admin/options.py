@@ -29,7 +29,7 @@ from django.utils.translation import gettext_lazy
 from .. import thumbnails
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
-from ..query import apply_hnsw_settings, keyword_matches, unreadable_note
+from ..query import apply_hnsw_settings, keyword_matches, read_as_search, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
@@ -237,6 +237,7 @@ class SemanticSearchAdminMixin(_AdminBase):
         if ranking is not None:
             if ranking.vector is None:
                 return queryset.none(), False
+            queryset = read_as_search(queryset)  # ranked and listed where the API's searches read
             candidates = queryset if ranking.source is None else queryset.exclude(pk=ranking.source.pk)
             visual = VisualDistance(field.name, ranking.vector)
             pks = top_pks(candidates, visual, field.visual_field, self.similar_images_results, field)
@@ -256,6 +257,7 @@ class SemanticSearchAdminMixin(_AdminBase):
             messages.info(request, unreadable_note(search_term, names))
             return matched, duplicates
         vector = field.get_encoder().encode_text(search_term).tolist()
+        queryset = read_as_search(queryset)
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)
         wanted = Q(pk__in=pks)
