@@ -147,6 +147,15 @@ class SweepReport:
         return "; ".join(parts) or "nothing due"
 
 
+def due_now() -> dict[str, bool]:
+    """``due_filter``'s ``unsent`` and ``queue_empty`` as the site's background engine stands now:
+    what the sweep counts as due, and ``semantic_images_status`` with it."""
+    chosen = engine()
+    # Only Celery's broker tells a queue's depth; elsewhere PENDING_TIMEOUT is the backstop.
+    depth = queue_depth() if chosen == CELERY else None
+    return {"unsent": chosen != INLINE, "queue_empty": depth == 0}
+
+
 def sweep(
     model_list: list[type[models.Model]] | None = None,
     *,
@@ -159,13 +168,10 @@ def sweep(
     rows whose work cannot be sent lose that lease, so the next sweep tries again.
     """
     report = SweepReport()
-    chosen = engine()
-    queued = chosen != INLINE
-    # Only Celery's broker tells a queue's depth; elsewhere PENDING_TIMEOUT is the backstop.
-    depth = queue_depth() if chosen == CELERY else None
+    how = due_now()
     for model in model_list or models_with_embeddings():
         for emb in embedding_fields(model):
-            condition = due_filter(emb, pending_timeout=pending_timeout, unsent=queued, queue_empty=depth == 0)
+            condition = due_filter(emb, pending_timeout=pending_timeout, **how)
             pks = mark_due(model, emb, condition, limit)
             if not pks:
                 continue

@@ -40,3 +40,20 @@ def test_a_row_never_sent_is_the_oldest_pending(rows):
     info = json.loads(run("semantic_images_status", "--json"))["fields"][0]
     assert info["oldest_pending"] == {"pk": str(loaded.pk), "since": None, "age_seconds": None}
     assert f"oldest pending: pk={loaded.pk}, since None (unknown time)" in run("semantic_images_status")
+
+
+def test_due_counts_what_the_sweep_would_send(make_photo, sample_paths):
+    """With a broker, a row whose upload could not be sent (no lease) is due: the sweep sends it.
+    The status counted due rows as in-process mode would, and said 0."""
+    from django_semantic_images.sweep import sweep
+    from example_project.celery import app
+    from photos.models import Photo
+    from tests.celery_worker import configured_app
+
+    unsent = make_photo(sample_paths["coffee"])
+    Photo.objects.filter(pk=unsent.pk).update(embedding_lease_until=None)  # the broker was down at upload
+    with configured_app(app, broker_url="redis://127.0.0.1:1/0"):  # a broker nobody answers on
+        info = json.loads(run("semantic_images_status", "--json"))["fields"][0]
+        report = sweep()
+    assert report.unsent == {"photos.Photo.embedding": 1}  # the sweep tried to send it
+    assert info["due"] == 1

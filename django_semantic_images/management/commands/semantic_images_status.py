@@ -14,12 +14,13 @@ from ...conf import semantic_settings
 from ...dispatch import describe_engine
 from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings
 from ...pipeline import TRANSIENT_PREFIX
-from ...sweep import due_filter, stale_filter
+from ...sweep import due_filter, due_now, stale_filter
 from .. import resolve_model
 
 
-def field_status(model: Any, emb: Any) -> dict[str, Any]:
-    """Counts and the oldest pending row of one model's embedding field."""
+def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> dict[str, Any]:
+    """Counts and the oldest pending row of one model's embedding field; ``due``: what the sweep
+    counts as due now (``sweep.due_now()``, read once per command)."""
     manager = model._default_manager
     status, updated = emb.column("status"), emb.column("updated_at")
     counts = {s.value: 0 for s in EmbeddingStatus}
@@ -49,7 +50,7 @@ def field_status(model: Any, emb: Any) -> dict[str, Any]:
             **{status: EmbeddingStatus.FAILED, f"{emb.column('error')}__startswith": TRANSIENT_PREFIX}
         ).count(),
         "other_encoder": manager.filter(stale_filter(emb)).count(),
-        "due": manager.filter(due_filter(emb)).count(),
+        "due": manager.filter(due_filter(emb, **(due_now() if due is None else due))).count(),
         "oldest_pending": oldest_info,
         "index_bytes": index_sizes(model, emb),
     }
@@ -87,11 +88,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, model: str | None = None, json: bool = False, **opts: Any) -> None:
         model_list = [resolve_model(model)] if model else models_with_embeddings()
+        due = due_now()
         data = {
             "mode": describe_engine(),
             "pending_timeout": semantic_settings.PENDING_TIMEOUT,
             "shared_buffers_bytes": shared_buffers(),
-            "fields": [field_status(m, f) for m in model_list for f in embedding_fields(m)],
+            "fields": [field_status(m, f, due) for m in model_list for f in embedding_fields(m)],
         }
         if json:
             self.stdout.write(_dumps(data))
