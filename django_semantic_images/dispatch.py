@@ -144,7 +144,10 @@ def queue_depth(queue: str | None = None) -> int | None:
             try:
                 return int(channel.queue_declare(queue=name, passive=True).message_count)
             except connection.channel_errors:  # no such queue: nothing was ever sent, or all is consumed
-                return 0
+                # ... or kombu's Redis transport under a ``global_keyprefix``, whose passive declare
+                # looks for the key without its prefix: its virtual channel counts the messages itself.
+                size = getattr(channel, "_size", None)
+                return int(size(name)) if callable(size) else 0
     except Exception as exc:  # noqa: BLE001 - any broker fault: the depth is unknown
         logger.info("Could not read the depth of queue %r: %s", name, exc)
         return None

@@ -13,7 +13,7 @@ worker task that claimed it ("" while the work is only queued). These rows are *
   claimed the rows); while the queue holds messages the rows wait their turn;
 * ``pending`` for longer than ``PENDING_TIMEOUT`` seconds and unclaimed (the
   backstop when the queue's depth cannot be read, with Django's tasks framework,
-  and in-process mode);
+  and in-process mode; not while Celery's queue holds messages);
 * ``failed`` for a reason that may pass (retries ran out while storage or the
   database was away; the error starts with ``TRANSIENT_PREFIX``);
 * embedded by another encoder than the configured one.
@@ -50,12 +50,15 @@ def due_filter(
     pending_timeout: float | None = None,
     unsent: bool = False,
     queue_empty: bool = False,
+    queue_busy: bool = False,
     now: Any = None,
 ) -> Q:
     """Rows of ``field`` that the sweep queues again.
 
     ``unsent``: rows with no lease are due (work goes through a queue, so nobody else
-    will embed them); ``queue_empty``: unclaimed rows whose lease ran out are due too.
+    will embed them); ``queue_empty``: unclaimed rows whose lease ran out are due too;
+    ``queue_busy`` (the queue holds messages): unclaimed rows wait their turn, with no
+    ``PENDING_TIMEOUT`` backstop (a long backlog would be sent again and again).
     """
     now = now or timezone.now()
     timeout = semantic_settings.PENDING_TIMEOUT if pending_timeout is None else pending_timeout
@@ -63,9 +66,10 @@ def due_filter(
     claimed_by, lease = field.column("claimed_by"), field.column("lease_until")
     unclaimed = Q(**{claimed_by: ""})
     lease_over = Q(**{f"{lease}__lt": now})
-    lost = (~unclaimed & lease_over) | (
-        unclaimed & (Q(**{f"{updated}__lt": now - timedelta(seconds=timeout)}) | Q(**{f"{updated}__isnull": True}))
-    )
+    waited = Q(**{f"{updated}__isnull": True})  # never sent (bulk_create)
+    if not queue_busy:  # the queue's depth unknown, or nothing in it: PENDING_TIMEOUT is the backstop
+        waited |= Q(**{f"{updated}__lt": now - timedelta(seconds=timeout)})
+    lost = (~unclaimed & lease_over) | (unclaimed & waited)
     if unsent:
         lost |= unclaimed & Q(**{f"{lease}__isnull": True})
     if queue_empty:
@@ -153,7 +157,7 @@ def due_now() -> dict[str, bool]:
     chosen = engine()
     # Only Celery's broker tells a queue's depth; elsewhere PENDING_TIMEOUT is the backstop.
     depth = queue_depth() if chosen == CELERY else None
-    return {"unsent": chosen != INLINE, "queue_empty": depth == 0}
+    return {"unsent": chosen != INLINE, "queue_empty": depth == 0, "queue_busy": bool(depth)}
 
 
 def sweep(
