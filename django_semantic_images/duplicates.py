@@ -25,7 +25,7 @@ from django.db.models.functions import JSONObject
 from pgvector.django import CosineDistance
 
 from .conf import semantic_settings
-from .fields import embedding_path
+from .fields import EmbeddingStatus, embedding_path
 from .hnsw import hnsw_settings
 from .models import NotDuplicate
 
@@ -111,7 +111,10 @@ def duplicate_pairs(
             found = list(batch[:BATCH_ROWS])
         for pk, near in found:
             for item in near or ():
-                if item["distance"] <= threshold:
+                if (
+                    item["distance"] <= threshold
+                    and item.get("status", EmbeddingStatus.EMBEDDED) == EmbeddingStatus.EMBEDDED
+                ):
                     yield pk, to_python(item["pk"]), float(item["distance"])
         if len(found) < BATCH_ROWS:
             return
@@ -122,18 +125,26 @@ def neighbour_rows(
     queryset: models.QuerySet, *, field: str | None = None, neighbours: int = DUPLICATE_NEIGHBOURS
 ) -> models.QuerySet:
     """``(pk, nearest)`` of each embedded row in pk order, ``nearest`` being the ``neighbours``
-    nearest other rows of ``queryset`` as ``{"pk": ..., "distance": ...}`` (from the HNSW index:
-    ``ORDER BY visual <=> row.visual LIMIT neighbours`` in a subquery per row)."""
+    nearest other rows of ``queryset`` as ``{"pk": ..., "distance": ..., "status": ...}`` (from the
+    HNSW index: ``ORDER BY visual <=> row.visual LIMIT neighbours`` in a subquery per row).
+
+    Only rows whose vectors are those of their picture (status ``embedded``) look for copies, and
+    ``duplicate_pairs`` drops a neighbour of another status: a row being embedded again
+    (``pending``) still holds the vectors of its previous picture, so a photo replaced by another
+    would be grouped, and offered for deletion, as a copy of the old one. (The neighbours' status
+    is read, not filtered on: a filter there could take the plan off the HNSW index.)
+    """
     path = embedding_path(queryset.model, field)
-    visual = path.column("visual")
+    visual, status = path.column("visual"), path.column("status")
     rows = queryset.filter(**{f"{visual}__isnull": False})
     nearest = (
         rows.exclude(pk=OuterRef("pk"))
         .annotate(_distance=CosineDistance(F(visual), OuterRef(visual)))
         .order_by("_distance")
-        .values(_pair=JSONObject(pk=F("pk"), distance=F("_distance")))[:neighbours]
+        .values(_pair=JSONObject(pk=F("pk"), distance=F("_distance"), status=F(status)))[:neighbours]
     )
-    return rows.annotate(_nearest=ArraySubquery(nearest)).order_by("pk").values_list("pk", "_nearest")
+    probing = rows.filter(**{status: EmbeddingStatus.EMBEDDED})
+    return probing.annotate(_nearest=ArraySubquery(nearest)).order_by("pk").values_list("pk", "_nearest")
 
 
 def group_pairs(pairs: Iterable[Pair], apart: Collection[tuple[str, str]] = ()) -> list[DuplicateGroup]:

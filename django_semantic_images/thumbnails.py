@@ -10,17 +10,27 @@ the key from the options and storage, reads its store and deserializes the entry
 thumbnail's name is also kept in Django's cache under one key per image: one cache read per
 page of results (``thumbnail_urls``). A file that gives no thumbnail (missing, not an image) is remembered for
 ``RETRY_AFTER`` seconds and not read again on every listing.
+
+Files of different storages may share a name (``photos/a.jpg`` in the default storage and in a
+model's own ``FileSystemStorage(location=PRIVATE_ROOT)``): both keys name the storage
+(``storage_identity``), and a storage that sorl-thumbnail would know only by its class (one that
+is not an alias of ``STORAGES``) is named in the thumbnail's options too, so each file gets its own
+thumbnail, never another storage's picture.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from django.apps import apps
 from django.core.cache import cache
+from django.core.files.storage import storages
+from django.utils.functional import LazyObject, empty
+from django.utils.module_loading import import_string
 
 from .conf import semantic_settings
 
@@ -34,6 +44,10 @@ KEEP = 3600
 RETRY_AFTER = 300
 #: What sorl-thumbnail's store says when a concurrent request has not stored the source yet.
 KVSTORE_RACE = "not in kvstore"
+#: The sorl-thumbnail option that names a storage it would otherwise know by its class alone.
+STORAGE_OPTION = "semantic_images_storage"
+#: What ``storage_identity`` prefixes to the alias of a storage configured in ``STORAGES``.
+ALIAS_PREFIX = "alias:"
 
 
 def thumbnails_enabled() -> bool:
@@ -86,9 +100,15 @@ def make_thumbnail(file: Any, geometry: str) -> str:
     from sorl.thumbnail import get_thumbnail
     from sorl.thumbnail.helpers import ThumbnailError
 
+    options: dict[str, Any] = {"upscale": False}
+    identity = storage_identity(getattr(file, "storage", None))
+    if identity and not identity.startswith(ALIAS_PREFIX):
+        # sorl-thumbnail names such a storage by its class: two of them (or one and the default
+        # storage) would share each name's thumbnail. The option goes into the thumbnail's name.
+        options[STORAGE_OPTION] = hashlib.sha256(identity.encode()).hexdigest()[:16]
     for attempt in range(2):
         try:
-            thumbnail = get_thumbnail(file, geometry, upscale=False)
+            thumbnail = get_thumbnail(file, geometry, **options)
             break
         except ThumbnailError as exc:
             # Two requests making the same new thumbnail at once: one can find the source's
@@ -108,6 +128,63 @@ def make_thumbnail(file: Any, geometry: str) -> str:
 
 def cache_key(file: Any, geometry: str) -> str:
     """The key of Django's cache under which ``file``'s thumbnail name (or "" for none) is kept."""
-    storage = type(getattr(file, "storage", None)).__qualname__
-    name = f"{storage}:{getattr(file, 'name', file)}:{geometry}"
+    storage = storage_identity(getattr(file, "storage", None))
+    name = f"{storage}\0{getattr(file, 'name', file)}\0{geometry}"
     return "semantic_images:thumbnail:" + hashlib.sha256(name.encode()).hexdigest()
+
+
+_identities: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def storage_identity(storage: Any) -> str:
+    """Which storage a file is in, the same in every process: ``"alias:<name>"`` for a storage of
+    ``STORAGES`` (the default storage included), else its class and the arguments it was made
+    with (``deconstruct()``: a ``FileSystemStorage``'s ``location`` and ``base_url``); "" for none."""
+    if isinstance(storage, LazyObject):  # default_storage
+        if storage._wrapped is empty:
+            storage._setup()
+        storage = storage._wrapped
+    if storage is None:
+        return ""
+    try:
+        return _identities[storage]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referable
+        pass
+    identity = _storage_identity(storage)
+    try:
+        _identities[storage] = identity
+    except TypeError:
+        pass
+    return identity
+
+
+def _backend_class(path: Any) -> Any:
+    try:
+        return import_string(path)
+    except (ImportError, TypeError, ValueError):
+        return None
+
+
+def _configured(alias: str) -> Any:
+    try:
+        return storages[alias]
+    except Exception:  # noqa: BLE001 - a broken alias is not this storage; its own users will say so
+        return None
+
+
+def _storage_identity(storage: Any) -> str:
+    cls = type(storage)
+    backends: dict[str, dict[str, Any]] = storages.backends  # type: ignore[assignment]  # django-stubs: Storage
+    for alias, params in backends.items():
+        # As sorl-thumbnail resolves an alias: by instance, among the aliases of this class only.
+        if _backend_class(params.get("BACKEND")) is cls and _configured(alias) is storage:
+            return ALIAS_PREFIX + alias
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    deconstruct = getattr(storage, "deconstruct", None)
+    if deconstruct is None:
+        return path
+    try:
+        _path, args, kwargs = deconstruct()
+    except Exception:  # noqa: BLE001 - a storage that cannot say how it was made: its class
+        return path
+    return f"{path}{args!r}{sorted(kwargs.items(), key=lambda item: item[0])!r}"

@@ -57,6 +57,49 @@ def test_the_page_lists_groups_with_thumbnails_size_dimensions_and_date(admin_cl
     assert html.count("Keep this one, delete the others") == 5 and html.count('value="Not duplicates"') == 2
 
 
+def test_a_page_loads_the_rows_of_its_own_groups_only(admin_client, duplicate_photos, monkeypatch):
+    """Every group is found on each request; the rows (and their files' sizes and dimensions,
+    read from the storage) only for the groups the page shows, not for every group."""
+    from django.contrib import admin
+
+    from django_semantic_images.admin import duplicates
+
+    monkeypatch.setattr(type(admin.site._registry[Photo]), "duplicate_groups_per_page", 1)
+    loaded = []
+    real = duplicates.group_rows
+    monkeypatch.setattr(
+        duplicates, "group_rows", lambda rows, groups: loaded.append(list(groups)) or real(rows, groups)
+    )
+    first = admin_client.get(reverse(PAGE)).content.decode()
+    second = admin_client.get(reverse(PAGE), {"p": 2}).content.decode()
+    assert groups_on(first) == [pks(duplicate_photos, *CAT)] and groups_on(second) == [pks(duplicate_photos, *COFFEE)]
+    assert [[list(group.pks) for group in page] for page in loaded] == [
+        [pks(duplicate_photos, *CAT)],
+        [pks(duplicate_photos, *COFFEE)],
+    ]
+    assert "2 groups of near-duplicates" in first and "Page 1 of 2" in first
+
+
+def test_a_storage_error_on_one_file_leaves_its_size_blank_and_shows_the_page(
+    admin_client, duplicate_photos, monkeypatch
+):
+    """A storage other than the filesystem raises its own kinds (botocore's ClientError on a 403,
+    say), not an OSError: the page showed a 500 instead of the groups."""
+    from django.core.files.storage import FileSystemStorage
+
+    class StorageError(Exception):
+        pass
+
+    def refused(self, name):
+        raise StorageError(f"403 Forbidden: {name}")
+
+    monkeypatch.setattr(FileSystemStorage, "size", refused)
+    monkeypatch.setattr(FileSystemStorage, "open", refused)  # the image header, for the dimensions
+    response = admin_client.get(reverse(PAGE))
+    assert response.status_code == 200
+    assert groups_on(response.content.decode()) == [pks(duplicate_photos, *CAT), pks(duplicate_photos, *COFFEE)]
+
+
 def test_the_changelist_links_to_the_page(admin_client, duplicate_photos):
     html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
     assert f'href="{reverse(PAGE)}"' in html and ">Duplicates<" in html

@@ -17,6 +17,7 @@ from photos.models import Photo
 pytestmark = pytest.mark.django_db
 
 URL = "/api/photos/duplicates/"
+SEARCH = "/api/photos/search/"
 CAT = ("chelsea", "chelsea-jpeg", "chelsea-flip")
 COFFEE = ("coffee", "coffee-crop")
 
@@ -62,6 +63,22 @@ def test_the_groups_are_paged_and_filters_apply(client, duplicate_photos):
     assert groups_of(client.get(URL, {"created_after": "2999-01-01"})) == []
 
 
+def test_the_pages_of_groups_go_on_past_the_searches_offset_cap(client, duplicate_photos, monkeypatch):
+    """Every group is found before a page is cut, so a deep page costs nothing more: the groups
+    past ``max_offset`` (1,000; here 0) were cut off silently, ``next`` null before the last."""
+    from django_semantic_images.api.pagination import RankedPagination
+
+    monkeypatch.setattr(RankedPagination, "max_offset", 0)
+    Photo.objects.update(published=True)
+    first = client.get(URL, {"limit": 1})
+    assert groups_of(first) == [pks(duplicate_photos, *CAT)]
+    assert "offset=1" in first.json()["next"]
+    second = client.get(first.json()["next"])
+    assert groups_of(second) == [pks(duplicate_photos, *COFFEE)] and second.json()["next"] is None
+    assert groups_of(client.get(URL, {"offset": 5})) == []
+    assert client.get(SEARCH, {"q": "a cat", "offset": 1}).status_code == 400  # the searches keep it
+
+
 def test_pairs_marked_not_duplicates_are_not_grouped(client, duplicate_photos):
     mark_not_duplicates(Photo, pks(duplicate_photos, *CAT))
     assert groups_of(client.get(URL)) == []
@@ -96,6 +113,7 @@ def test_the_schema_describes_the_endpoint(client):
     operation = schema["paths"]["/api/photos/duplicates/"]["get"]
     params = {p["name"]: p for p in operation["parameters"]}
     assert set(params) >= {"threshold", "limit", "offset"} and "min_score" not in params
+    assert "maximum" not in params["offset"]["schema"]  # no cap on a list made in full
     assert params["threshold"]["schema"]["exclusiveMinimum"] is True and params["threshold"]["schema"]["maximum"] == 1
     page = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     results = schema["components"]["schemas"][page]["properties"]["results"]["items"]["$ref"].rsplit("/", 1)[1]

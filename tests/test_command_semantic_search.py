@@ -39,3 +39,6 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         call_command("semantic_search", "cats")
     with pytest.raises(CommandError, match="Unknown model"):
         call_command("semantic_search", "cats", "--model", "nope.Nothing")
+    for limit in ("0", "-5"):  # not quietly one result
+        with pytest.raises(CommandError, match=f"--limit must be at least 1, not {limit}"):
+            call_command("semantic_search", "cats", "--limit", limit, *PHOTO)

@@ -54,6 +54,33 @@ def test_only_the_querysets_rows_are_compared(duplicate_photos):
     assert duplicate_photos["coffee-crop"].pk not in {pk for g in groups for pk in g.pks}
 
 
+def test_a_row_whose_picture_was_replaced_is_not_grouped_by_its_previous_vectors(duplicate_photos, sample_paths):
+    """A new picture makes the row pending until it is embedded again, and until then it keeps
+    the previous picture's vectors (searched meanwhile): grouped by them, a horse stood in a
+    group of cats, offered for deletion by "keep this one, delete the others"."""
+    from django.core.files.base import ContentFile
+
+    from django_semantic_images.pipeline import embed_instances
+    from django_semantic_images.signals import embedding_deferred
+
+    flip = duplicate_photos["chelsea-flip"]
+    flip.image.save("now-a-horse.jpg", ContentFile(sample_paths["horse"].read_bytes()), save=False)
+    with embedding_deferred():
+        flip.save()
+    flip.refresh_from_db()
+    assert flip.embedding_status == "pending" and flip.embedding_visual is not None
+    assert named(Photo.objects.near_duplicates(), duplicate_photos) == [
+        {"chelsea", "chelsea-jpeg"},
+        {"coffee", "coffee-crop"},
+    ]
+    assert not embed_instances([flip]).failed  # embedded again: a copy of the horse now
+    assert named(Photo.objects.near_duplicates(), duplicate_photos) == [
+        {"chelsea", "chelsea-jpeg"},
+        {"coffee", "coffee-crop"},
+        {"chelsea-flip", "horse"},
+    ]
+
+
 def test_a_tighter_threshold_splits_off_the_furthest_copy(duplicate_photos):
     loose = Photo.objects.near_duplicates(0.5)
     cat = loose[0]

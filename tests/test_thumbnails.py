@@ -146,6 +146,44 @@ def test_a_concurrent_request_making_the_same_thumbnail_is_not_remembered_as_no_
     assert cache.get(cache_key(photo.image, thumbnail_geometry())) == url.removeprefix(django_settings.MEDIA_URL)
 
 
+class StoredFile:
+    """A stored file as a field gives it: a name in a storage."""
+
+    def __init__(self, name: str, storage) -> None:
+        self.name, self.storage = name, storage
+
+
+def color_of(url: str) -> tuple[int, int, int]:
+    with sorl.storage.open(url.removeprefix(django_settings.MEDIA_URL)) as stored:
+        return Image.open(io.BytesIO(stored.read())).convert("RGB").getpixel((10, 10))
+
+
+def test_files_of_one_name_in_different_storages_get_their_own_thumbnails(api, tmp_path):
+    """A model's own storage (a private folder, say) holds ``photos/a.jpg`` as the default storage
+    does: sorl-thumbnail knows a storage that is not an alias of STORAGES by its class alone, so
+    both files got the thumbnail of whichever was asked first, the private picture included."""
+    from django.core.files.storage import FileSystemStorage, InMemoryStorage, default_storage
+
+    name = "photos/same-name.jpg"
+    private = FileSystemStorage(location=tmp_path / "private", base_url="/private/")
+    archive = FileSystemStorage(location=tmp_path / "archive", base_url="/archive/")
+    stores = {"private": private, "default": default_storage, "archive": archive, "memory": InMemoryStorage()}
+    colors = {"private": (0, 0, 255), "default": (255, 0, 0), "archive": (0, 128, 0), "memory": (255, 255, 0)}
+    for label, storage in stores.items():
+        assert storage.save(name, ContentFile(image_bytes(Image.new("RGB", (600, 400), colors[label])))) == name
+    for fresh in (False, True):  # from sorl-thumbnail's store, then from Django's cache too
+        urls = {}
+        for label, storage in stores.items():  # the private file first
+            if fresh:
+                cache.clear()
+            urls[label] = thumbnail_url(StoredFile(name, storage))
+            assert max(abs(a - b) for a, b in zip(color_of(urls[label]), colors[label], strict=True)) < 8, label
+        assert len(set(urls.values())) == len(stores)
+    # The default storage's thumbnails keep the names they had (sorl-thumbnail's own).
+    assert urls["default"] == thumbnail_url(StoredFile(name, default_storage))
+    assert sorl.kvstore.get(ImageFile(urls["default"].removeprefix(django_settings.MEDIA_URL))) is not None
+
+
 class CountingCache:
     """Django's cache, counting the reads of thumbnail names (a spy: every call reaches the cache)."""
 

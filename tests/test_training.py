@@ -128,6 +128,35 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
     assert get_encoder().identity == identity
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--dropout", "1.5"),  # was torch's ValueError, a traceback
+        ("--dropout", "-0.1"),
+        ("--temperature", "0"),  # was a traceback from the training loop
+        ("--temperature", "-1"),  # trained a bridge that ranks backwards
+        ("--temperature", "nan"),
+        ("--learning-rate", "-1"),  # was torch's ValueError
+        ("--learning-rate", "nan"),
+        ("--max-holdout", "0"),  # was "Too few readable held-out images"
+        ("--min-images", "-1"),
+        ("--seed", "-1"),  # was numpy's "expected non-negative integer"
+        ("--conse-weight", "nan"),
+        ("--holdout", "1.5"),
+    ],
+)
+def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option, value, monkeypatch):
+    """Refused before any row is read or any model loaded."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("rows were read for a command with a bad option")
+
+    monkeypatch.setattr(command, "collect_captioned", never)
+    with pytest.raises(CommandError, match=f"^{option} .*{value}"):
+        call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
+
+
 def test_too_few_captioned_images_is_a_clear_error(bridge_dir, make_photo, sample_paths):
     photo = make_photo(sample_paths["chelsea"], alt_text="a cat")
     embed_instances([photo])

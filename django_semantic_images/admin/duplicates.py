@@ -8,6 +8,7 @@ marking the change permission; each is a POST with Django's CSRF check.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ from . import display
 
 if TYPE_CHECKING:
     from .options import SemanticSearchAdminMixin
+
+logger = logging.getLogger(__name__)
 
 THRESHOLD_VAR = "threshold"
 PAGE_VAR = "p"
@@ -85,14 +88,16 @@ def date_field(model: type[models.Model], name: str | None, exclude: set[str]) -
 def member(model_admin: SemanticSearchAdminMixin, obj: Any, date_name: str | None) -> Member:
     file = model_admin.get_embedding_field().file(obj)
     size = width = height = None
+    # A storage other than the filesystem raises its own errors for a lost or unreadable file
+    # (botocore's ClientError, say): the page shows the rest, as it does for an OSError.
     try:
         size = file.size if file else None
-    except (OSError, ValueError):
-        pass
+    except Exception:  # noqa: BLE001
+        logger.warning("No size for %s.", getattr(file, "name", file), exc_info=True)
     try:
         width, height = (file.width, file.height) if file and hasattr(file, "width") else (None, None)
-    except (OSError, ValueError, TypeError):
-        pass
+    except Exception:  # noqa: BLE001
+        logger.warning("No dimensions for %s.", getattr(file, "name", file), exc_info=True)
     opts = model_admin.model._meta
     url = reverse(
         f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk], current_app=model_admin.admin_site.name
@@ -134,11 +139,13 @@ def list_groups(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> 
     field = model_admin.get_embedding_field()
     threshold, problem = read_threshold(request)
     groups: list[Any] = []
+    rows = visible_rows(model_admin, request)
     if not problem:
-        rows = visible_rows(model_admin, request)
-        groups = group_rows(rows, near_duplicates(rows, threshold, field=field.name))
+        groups = near_duplicates(rows, threshold, field=field.name)
     paginator = Paginator(groups, model_admin.duplicate_groups_per_page)
     page = paginator.get_page(request.GET.get(PAGE_VAR))
+    # Only this page's rows are loaded (and their files read for size and dimensions).
+    page_groups = group_rows(rows, page.object_list) if page.object_list else []
     date_name = date_field(
         model_admin.model,
         model_admin.duplicate_date_field,
@@ -151,7 +158,7 @@ def list_groups(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> 
             "pks": ",".join(str(pk) for pk in group.pks),
             "members": [member(model_admin, obj, date_name) for obj in members],
         }
-        for index, (group, members) in enumerate(page.object_list)
+        for index, (group, members) in enumerate(page_groups)
     ]
     opts = model_admin.model._meta
     context = {

@@ -7,7 +7,8 @@ index serves; the extra row tells whether a next page exists, so no page ever co
 the whole table (a count would score every row). For one query and an unchanged
 table the index walk is deterministic, so consecutive pages neither repeat nor skip
 rows. Deep pages cost more (the index walks ``offset + limit`` rows), hence
-``max_offset``.
+``max_offset``. A list already made in full (the groups of ``duplicates/``) costs nothing more
+deep down: its pages go on to its end, past ``max_offset``.
 
 ``min_score`` drops rows scoring below it and ends the paging at the first page that
 drops one. Scores are not comparable across queries: a floor that suits one query
@@ -37,6 +38,9 @@ MIN_SCORE_MESSAGE = "min_score must be a number from -1 to 1."
 MIN_RELEVANCE_MESSAGE = "min_relevance must be a number from 0 to 1, such as 0.99."
 #: The actions whose pages are not ranked by a score, so take no ``min_score``.
 UNRANKED_ACTIONS = ("list", "duplicates")
+#: The actions that page a list made in full (every group is found before the first page is
+#: cut), so take any ``offset``.
+UNCAPPED_ACTIONS = ("duplicates",)
 
 
 def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
@@ -55,11 +59,12 @@ class RankedPagination(BasePagination):
     min_score_query_param = "min_score"
     min_relevance_query_param = "min_relevance"
 
-    def get_params(self, request: Any, ranked: bool = True) -> tuple[int, int, float | None]:
+    def get_params(self, request: Any, ranked: bool = True, capped: bool = True) -> tuple[int, int, float | None]:
         """``(limit, offset, min_score)`` from the query string; a bad value is a 400.
 
         ``min_score`` is read for a ranked queryset only (None otherwise); ``min_relevance``
-        is checked too and kept in ``self.min_relevance``.
+        is checked too and kept in ``self.min_relevance``. ``capped``: an offset past
+        ``max_offset`` is a 400 (not for a list already in memory).
         """
         limit = _parse(request, self.limit_query_param, strict_integer, LIMIT_MESSAGE)
         offset = _parse(request, self.offset_query_param, strict_integer, OFFSET_MESSAGE)
@@ -76,7 +81,7 @@ class RankedPagination(BasePagination):
         offset = offset or 0
         if offset < 0:
             raise ValidationError({self.offset_query_param: [OFFSET_MESSAGE]})
-        if offset > self.max_offset:
+        if capped and offset > self.max_offset:
             raise ValidationError(
                 {self.offset_query_param: [f"offset is capped at {self.max_offset}; refine the search instead."]}
             )
@@ -87,7 +92,9 @@ class RankedPagination(BasePagination):
     def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any]:
         self.request = request
         ranked = is_ranked(queryset)
-        self.limit, self.offset, self.min_score = self.get_params(request, ranked)
+        # A list is already in memory (the groups of duplicates/): no deep page costs more.
+        self.capped = not isinstance(queryset, (list, tuple))
+        self.limit, self.offset, self.min_score = self.get_params(request, ranked, self.capped)
         calibration = queryset.calibration() if ranked and hasattr(queryset, "calibration") else None
         min_relevance = self.min_relevance if calibration is not None else None  # nothing to cut by
         by_distance = ranked and sorted_by_distance(queryset)
@@ -98,7 +105,7 @@ class RankedPagination(BasePagination):
             if min_relevance is not None and calibration is not None:
                 queryset = queryset.filter(score__gt=calibration.threshold(min_relevance))
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
-        self.has_next = len(rows) > self.limit and self.offset + self.limit <= self.max_offset
+        self.has_next = len(rows) > self.limit and (not self.capped or self.offset + self.limit <= self.max_offset)
         rows = rows[: self.limit]
         for row in rows if ranked else ():
             row.relevance = calibration.relevance(row.score) if calibration is not None else None
@@ -182,6 +189,14 @@ class RankedPagination(BasePagination):
                 "required": False,
                 "description": f"Rows to skip, at most {self.max_offset}.",
                 "schema": {"type": "integer", "minimum": 0, "maximum": self.max_offset},
+            }
+            if getattr(view, "action", None) not in UNCAPPED_ACTIONS
+            else {
+                "name": self.offset_query_param,
+                "in": "query",
+                "required": False,
+                "description": "Groups to skip.",
+                "schema": {"type": "integer", "minimum": 0},
             },
             {
                 "name": self.min_score_query_param,

@@ -340,3 +340,29 @@ def test_rest_search_words_the_text_model_cannot_read_are_matched_as_keywords_wi
     assert response.json()["results"][0]["score"] is None
     api.force_login(two_collections["products_editor"])
     assert result_ids(api.get(SEARCH, {"q": "кошка"})) == []
+
+
+def test_rest_duplicates_group_only_the_images_of_the_callers_collections(api, two_collections, make_image, embed):
+    """``images/duplicates/`` (inherited from ``SemanticSearchViewSet``, the vectors across the
+    one-to-one): copies of the cat in Products are grouped for that collection's editor without
+    the original in Pets, never for the Pets editor (a hidden copy neither shows up nor joins),
+    and all three for a superuser."""
+    cat = two_collections["cat"]
+    source = Image.open(cat.file.path).convert("RGB")
+    mirrored = make_image(image_bytes(ImageOps.mirror(source)), "IMG_0101", collection=two_collections["products"])
+    rough = make_image(image_bytes(source, quality=40), "IMG_0102", collection=two_collections["products"])
+    embed(mirrored, rough)
+    url = "/api/wagtail/images/duplicates/"
+
+    def groups() -> list[list[int]]:
+        response = api.get(url)
+        assert response.status_code == 200, response.content
+        return [[image["id"] for image in group["images"]] for group in response.json()["results"]]
+
+    assert groups() == []  # anonymous: no collection
+    api.force_login(two_collections["pets_editor"])
+    assert groups() == []
+    api.force_login(two_collections["products_editor"])
+    assert groups() == [sorted([mirrored.pk, rough.pk])]
+    api.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "password"))
+    assert groups() == [sorted([cat.pk, mirrored.pk, rough.pk])]

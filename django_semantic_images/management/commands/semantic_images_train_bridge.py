@@ -8,6 +8,7 @@ it as a new version and re-embeds every row.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,29 @@ from ...training import (
     split_holdout,
 )
 from .. import resolve_model
+
+
+def check_options(opts: dict[str, Any]) -> None:
+    """A CommandError naming the first option out of its range (before any row is read): torch
+    and numpy would otherwise stop the training with a traceback, or a negative temperature
+    would train a bridge that ranks backwards."""
+    rules = [
+        ("conse_weight", lambda v: 0.0 <= v <= 1.0, "must be within [0, 1]"),
+        ("epochs", lambda v: v >= 1, "must be at least 1"),
+        ("ensemble", lambda v: v >= 1, "must be at least 1"),
+        ("chunk_size", lambda v: v >= 1, "must be at least 1"),
+        ("temperature", lambda v: math.isfinite(v) and v > 0, "must be a number greater than 0"),
+        ("dropout", lambda v: 0.0 <= v < 1.0, "must be within [0, 1)"),
+        ("learning_rate", lambda v: math.isfinite(v) and v > 0, "must be a number greater than 0"),
+        ("holdout", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (a fraction of the images)"),
+        ("max_holdout", lambda v: v >= 1, "must be at least 1"),
+        ("min_images", lambda v: v >= 1, "must be at least 1"),
+        ("seed", lambda v: v >= 0, "must be 0 or more"),
+    ]
+    for name, valid, rule in rules:
+        value = opts.get(name)
+        if value is not None and not valid(value):  # a NaN fails every comparison
+            raise CommandError(f"--{name.replace('_', '-')} {rule}, not {value!r}.")
 
 
 class Command(BaseCommand):
@@ -86,14 +110,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not field.text_fields:
             raise CommandError(f"{model._meta.label}.{field.name} declares no text_fields to learn from.")
-        if not 0.0 <= opts["conse_weight"] <= 1.0:
-            raise CommandError("--conse-weight must be within [0, 1].")
-        if opts["epochs"] < 1:
-            raise CommandError("--epochs must be at least 1.")
-        if opts["ensemble"] < 1:
-            raise CommandError("--ensemble must be at least 1.")
-        if opts["chunk_size"] < 1:
-            raise CommandError("--chunk-size must be at least 1.")
+        check_options(opts)
         encoder = field.get_encoder()
         if not isinstance(encoder, ConSEEncoder):
             raise CommandError(

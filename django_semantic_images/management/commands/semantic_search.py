@@ -24,6 +24,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, query: str | None, image: Path | None, model: str | None, limit: int, **opts: Any):
         if bool(query) == bool(image):
             raise CommandError('Give either words ("a red bicycle") or --image PATH.')
+        if limit < 1:
+            raise CommandError(f"--limit must be at least 1, not {limit}.")
         model_cls = resolve_model(model)
         qs = model_cls._default_manager.all()
         try:
@@ -33,7 +35,7 @@ class Command(BaseCommand):
                 results = similar_to(qs, str(image))
             else:
                 results = semantic_search(qs, query)
-            rows = list(results[: max(1, limit)])
+            rows = list(results[:limit])
         except (ImageDecodeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         if not rows:
