@@ -404,8 +404,12 @@ def _check_columns(cursor: Any, connection: Any, model: Any, field: Any, encoder
                 f"{model._meta.label}.{column} stores {row[0]}-d vectors, but the encoder "
                 f"{encoder.identity} makes {wanted}-d ones.",
                 hint=(
-                    f"Run `manage.py makemigrations {model._meta.app_label}` and `manage.py migrate`, then "
-                    f"`manage.py semantic_images_reindex --model {model._meta.label}` (docs/encoders.md)."
+                    f"Give the field the encoder's sizes (leave visual_dimensions / semantic_dimensions out), run "
+                    f"`manage.py makemigrations {model._meta.app_label}`, make the new migration set the old "
+                    f"vectors to NULL before its AlterField (PostgreSQL cannot cast them to the new size), run "
+                    f"`manage.py migrate --skip-checks` (this check refuses a plain migrate until the columns "
+                    f"match), then `manage.py semantic_images_reindex --model {model._meta.label}` "
+                    "(docs/encoders.md#changing-the-vector-sizes-in-place)."
                 ),
                 obj=model,
                 id="semantic_images.E004",

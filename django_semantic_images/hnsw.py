@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -109,30 +109,94 @@ def hnsw_session_settings(
     return [(name, str(value)) for name, value in values if value is not None]
 
 
+#: Where a message that sets the HNSW parameters inside a caller's transaction keeps their previous
+#: values until its query is done (``semantic_images.previous_hnsw_ef_search``): placeholder
+#: settings of this package's own, set with SET LOCAL like the parameters.
+PREVIOUS_PREFIX = "semantic_images.previous_"
+
+
+def settings_sql(pairs: Sequence[tuple[str, str | None]]) -> tuple[str, list[str | None]]:
+    """The statement that sets ``pairs`` for the current transaction (SET LOCAL); a value of None
+    resets the parameter (to the value it has outside any SET: the server's or the connection's)."""
+    return "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs), [v for pair in pairs for v in pair]
+
+
+def stash_and_set_sql(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[str | None]]:
+    """One statement that keeps each parameter's current value in a placeholder setting
+    (``PREVIOUS_PREFIX``; '' for one not defined) and then sets ``pairs``: the subquery runs first."""
+    kept = ", ".join("set_config(%s, coalesce(current_setting(%s, true), ''), true)" for _ in pairs)
+    sql, params = settings_sql(pairs)
+    stash = [v for name, _ in pairs for v in (previous_name(name), name)]
+    return f"{sql} FROM (SELECT {kept} OFFSET 0) AS previous", [*params, *stash]
+
+
+def unstash_sql(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """The statement that gives each parameter of ``pairs`` back the value ``stash_and_set_sql`` kept."""
+    sql = "SELECT " + ", ".join("set_config(%s, nullif(current_setting(%s), ''), true)" for _ in pairs)
+    return sql, [v for name, _ in pairs for v in (name, previous_name(name))]
+
+
+def previous_name(name: str) -> str:
+    return PREVIOUS_PREFIX + name.replace(".", "_")
+
+
 def apply_hnsw_settings(
     using: str, pairs: list[tuple[str, str]] | None = None, field: ImageEmbeddingField | None = None
 ) -> None:
     """``SET LOCAL`` the HNSW parameters on ``using``'s current transaction (one round trip);
-    ``field``: the one whose index the query walks (``HNSW_EF_SEARCH = "auto"``)."""
+    ``field``: the one whose index the query walks (``HNSW_EF_SEARCH = "auto"``). They last until
+    that transaction ends: :func:`hnsw_settings` gives them back their previous values after."""
     pairs = hnsw_session_settings(using=using, field=field) if pairs is None else pairs
     if not pairs:
         return
-    sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
     with connections[using].cursor() as cursor:
-        cursor.execute(sql, [v for pair in pairs for v in pair])
+        cursor.execute(*settings_sql(pairs))
+
+
+def swap_hnsw_settings(using: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str | None]]:
+    """``SET LOCAL`` ``pairs`` on ``using``'s current transaction and return the values they
+    replace (None: not defined), for :func:`restore_hnsw_settings`; one round trip."""
+    current = ", ".join("current_setting(%s, true)" for _ in pairs)
+    sql, params = settings_sql(pairs)
+    sql = sql.replace("SELECT ", "SELECT previous.value, ", 1)
+    with connections[using].cursor() as cursor:
+        # The subquery (OFFSET 0 keeps it one) reads the values before the set_config calls run.
+        cursor.execute(
+            f"{sql} FROM (SELECT ARRAY[{current}] AS value OFFSET 0) AS previous",
+            [*params, *(name for name, _ in pairs)],
+        )
+        row = cursor.fetchone()
+    return list(zip((name for name, _ in pairs), row[0], strict=True))
+
+
+def restore_hnsw_settings(using: str, previous: list[tuple[str, str | None]]) -> None:
+    """Give the HNSW parameters back the values :func:`swap_hnsw_settings` returned (one round trip)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(*settings_sql(previous))
 
 
 @contextmanager
 def hnsw_settings(using: str, ef_search: int | None = None, field: ImageEmbeddingField | None = None) -> Iterator[None]:
-    """A transaction with the HNSW parameters set, for a ranked query run inside it.
+    """The HNSW parameters in force for the queries run inside the block (SET LOCAL).
 
-    Nothing is opened when every parameter is left to the connection. Inside a caller's
-    transaction no savepoint is needed: SET LOCAL lasts until that transaction ends.
+    Outside a transaction it opens one for the block (the parameters end with it). Inside a
+    caller's transaction (``atomic()``, ``ATOMIC_REQUESTS``, a test's) it opens no savepoint, and
+    gives the parameters back the values they had (a site's own SET LOCAL included) when the block
+    ends normally: one round trip more. After an error the transaction is rolled back (to the
+    caller's savepoint, if any), which undoes them as well. Nothing is sent when every parameter is
+    left to the connection. ``field``: the ImageEmbeddingField whose index the queries walk
+    (``HNSW_EF_SEARCH = "auto"`` sizes ``ef_search`` to its table; without it, 200).
     """
     pairs = hnsw_session_settings(ef_search, using, field)
     if not pairs:
         yield
         return
+    inside = not connections[using].get_autocommit()  # a transaction that outlives the block
     with transaction.atomic(using=using, savepoint=False):
-        apply_hnsw_settings(using, pairs)
+        if not inside:
+            apply_hnsw_settings(using, pairs)
+            yield
+            return
+        previous = swap_hnsw_settings(using, pairs)
         yield
+        restore_hnsw_settings(using, previous)

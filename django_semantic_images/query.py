@@ -1,10 +1,12 @@
 """``SemanticImageQuerySet``: ranked search that stays a queryset.
 
 ``semantic_search()`` and ``similar_to()`` annotate ``distance`` and ``score``
-and order by distance, so they compose with ``.filter()``, permissions and
+and order by distance, then primary key (a total order: rows at one distance keep their
+place from page to page), so they compose with ``.filter()``, permissions and
 pagination. Evaluation sets pgvector's ``hnsw.ef_search`` and iterative index scan
-for the query's transaction only (``SET LOCAL``), so a filtered search still fills its
-page: ``list()`` sends the settings and the query in one message (one round trip).
+for the query only (``SET LOCAL``; inside a caller's transaction they get their previous
+values back after it), so a filtered search still fills its page: ``list()`` sends the
+settings and the query in one message (one round trip).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from contextlib import contextmanager
 from functools import reduce
 from typing import TYPE_CHECKING, Any, Self
 
-from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from django.db.models.constants import LOOKUP_SEP
@@ -30,35 +31,49 @@ from .encoders.text import letter_scripts
 from .expressions import SemanticDistance, VisualDistance
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
-from .hnsw import hnsw_session_settings, hnsw_settings
+from .hnsw import hnsw_session_settings, hnsw_settings, settings_sql, stash_and_set_sql, unstash_sql
+
+#: The order of a ranked queryset: by distance, then by primary key, so that rows at one distance
+#: (identical vectors) come in one order in every query and each row is on one page only. The
+#: HNSW index still serves it: PostgreSQL reads the rows by distance from the index and sorts
+#: each run of equal distances by pk (an Incremental Sort over the index scan, ``limit + 1``
+#: rows; docs/performance.md#ties-the-primary-key-as-a-second-key).
+RANKING = ("distance", "pk")
 
 
-def ranked_rows(queryset: models.QuerySet) -> list[tuple[Any, ...]]:
-    """The rows of a ranked ``values_list()`` queryset, fetched in one round trip.
+def ranked_rows(queryset: models.QuerySet) -> list[Any]:
+    """``list(queryset)`` (model instances; for ``values_list()`` its tuples, flat values or named
+    rows; for ``values()`` its dicts), read with the HNSW settings in force, in one round trip.
 
     With the settings in a transaction of their own, a ranked query takes four round trips
-    (BEGIN, the settings, the query, COMMIT): on a busy server each one waits to be
-    scheduled. Here the settings and the query go as one message of two statements, which
-    PostgreSQL runs as one transaction, so SET LOCAL lasts until the query is done (inside a
-    caller's transaction, until that one ends, as with ``hnsw_settings``); evaluating a
-    ranked queryset does the same. A connection that binds parameters on the server
-    (``OPTIONS["server_side_binding"]``) cannot send two statements at once: there the
-    settings go in a transaction of their own, and when every HNSW parameter is left to the
-    server the query goes alone.
+    (BEGIN, the settings, the query, COMMIT): on a busy server each one waits to be scheduled.
+    Evaluating a ranked queryset (``semantic_search()``, ``similar_to()``) already sends the
+    settings and the query as one message of two statements, which PostgreSQL runs as one
+    transaction; this does the same for any other queryset that walks an HNSW index (one ranked
+    with ``SemanticDistance`` / ``VisualDistance`` in ``annotate()``, a union). Inside a caller's
+    transaction the settings get their previous values back in the same message. A connection
+    that binds parameters on the server (``OPTIONS["server_side_binding"]``) cannot send two
+    statements at once: there the settings go in a statement of their own (see ``hnsw_settings``).
     """
-    pairs = hnsw_session_settings(using=queryset.db, field=index_field(queryset))
-    compiler = queryset.query.get_compiler(using=queryset.db)
-    try:
-        sql, params = compiler.as_sql()
-    except EmptyResultSet:
-        return []
-    if not pairs or not binds_on_client(connections[queryset.db]):
-        return list(queryset)
-    with connections[queryset.db].cursor() as cursor:
-        cursor.execute(*settings_first(pairs, sql, params))
-        cursor.nextset()
-        rows = cursor.fetchall()
-    return list(compiler.results_iter(results=[rows], tuple_expected=True))
+    if isinstance(queryset, SemanticQuerySetMixin) and queryset._vector_ranked:
+        return list(queryset.all())  # its evaluation sends the settings (_fetch_all)
+    with settings_in_force(queryset.db, index_field(queryset)):
+        return list(queryset.all())
+
+
+@contextmanager
+def settings_in_force(alias: str, field: ImageEmbeddingField | None, *, one_message: bool = True) -> Iterator[None]:
+    """The HNSW settings for the next query on ``alias``: sent in its message (``SettingsFirst``)
+    when the connection binds on the client and ``one_message``, else with ``hnsw_settings``."""
+    pairs = hnsw_session_settings(using=alias, field=field)
+    connection = connections[alias]
+    if not pairs or not one_message or not binds_on_client(connection):
+        with hnsw_settings(alias, field=field):
+            yield
+        return
+    # One round trip instead of four (BEGIN, the settings, the query, COMMIT).
+    with connection.execute_wrapper(SettingsFirst(pairs)):
+        yield
 
 
 def binds_on_client(connection: Any) -> bool:
@@ -72,30 +87,44 @@ def binds_on_client(connection: Any) -> bool:
         return isinstance(getattr(cursor, "cursor", None), ClientCursor)
 
 
-def settings_first(pairs: list[tuple[str, str]], sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
-    """``sql`` preceded by the statement that sets the HNSW ``pairs`` for its transaction."""
-    settings_sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
-    return f"{settings_sql}; {sql}", [*(v for pair in pairs for v in pair), *params]
+def settings_first(
+    pairs: list[tuple[str, str]], sql: str, params: Sequence[Any], *, restore: bool = False
+) -> tuple[str, list[Any]]:
+    """``sql`` preceded by one statement that sets the HNSW ``pairs`` for its transaction.
+
+    ``restore`` (inside a caller's transaction, which outlives the query): that statement first
+    keeps the parameters' values, and a third statement after ``sql`` gives them back, in the
+    same message; the cursor is left on ``sql``'s rows all the same.
+    """
+    if not restore:
+        set_sql, set_params = settings_sql(pairs)
+        return f"{set_sql}; {sql}", [*set_params, *params]
+    set_sql, set_params = stash_and_set_sql(pairs)
+    back_sql, back_params = unstash_sql(pairs)
+    return f"{set_sql}; {sql}; {back_sql}", [*set_params, *params, *back_params]
 
 
 class SettingsFirst:
     """An execute wrapper (``connection.execute_wrapper``) that sends the HNSW settings in the
     same message as the next query, and leaves the cursor on that query's rows.
 
-    PostgreSQL runs the two statements of one message as one transaction (inside a caller's
-    transaction, as part of it), so SET LOCAL lasts until the query is done. Only the first
-    query is changed: what runs after it (``prefetch_related``) goes as it is.
+    PostgreSQL runs the statements of one message as one transaction, so SET LOCAL lasts until
+    the query is done. Inside a caller's transaction they are part of it, and the message ends
+    with a statement that gives the parameters back their previous values (a site's own SET
+    LOCAL included). Only the first query is changed, and the same SQL again (a wrapper of the
+    site's that retries it): what runs after it (``prefetch_related``) goes as it is.
     """
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self.pairs = pairs
-        self.done = False
+        self.sql: str | None = None  # the query it changes
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        if self.done or many:
+        if many or (self.sql is not None and sql != self.sql):
             return execute(sql, params, many, context)
-        self.done = True
-        result = execute(*settings_first(self.pairs, sql, params or ()), many, context)
+        self.sql = sql
+        restore = not context["connection"].get_autocommit()  # a transaction that outlives the query
+        result = execute(*settings_first(self.pairs, sql, params or (), restore=restore), many, context)
         context["cursor"].nextset()
         return result
 
@@ -193,7 +222,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(
             distance=distance, score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField())
         )
-        qs = qs.order_by("distance")
+        qs = qs.order_by(*RANKING)
         qs._vector_ranked = True
         qs._ranked_by = (path, kind, vector)
         return qs
@@ -237,13 +266,17 @@ class SemanticQuerySetMixin(_QuerySetBase):
         After ``semantic_search()`` or ``similar_to()``, ``.order_by("-created_at")`` alone would
         sort every matching row by date; ``.best(100).order_by("-created_at")`` sorts the 100 best
         matches by date. One query: the 100 come from the HNSW index in a subquery
-        (``pk IN (... ORDER BY distance LIMIT 100)``), and each row keeps ``distance`` and ``score``.
+        (``pk IN (... ORDER BY distance, pk LIMIT 100)``), and each row keeps ``distance`` and
+        ``score``. The 100 are always the nearest: an ``order_by()`` or ``reverse()`` before
+        ``best()`` sorts them, as one after it does, and picks nothing.
         """
         if not self._vector_ranked:
             raise TypeError("best() ranks nothing by itself: call semantic_search() or similar_to() first.")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"best() takes a positive number of rows, not {n!r}.")
-        return self.filter(pk__in=self.values("pk")[:n])
+        nearest = self.order_by(*RANKING)
+        nearest.query.standard_ordering = True  # a reverse() before best() sorts the n, not picks them
+        return self.filter(pk__in=nearest.values("pk")[:n])
 
     def calibration(self) -> Calibration | None:
         """How this search's scores compare with the collection's (docs/relevance.md#the-relevance-cutoff).
@@ -310,15 +343,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         """The HNSW settings for the next query on ``using`` (by default this queryset's alias):
         sent in its message (``SettingsFirst``) when the connection binds on the client and
         ``one_message``, else SET LOCAL in a transaction around it."""
-        alias = self.db if using is None else using
-        pairs = hnsw_session_settings(using=alias, field=index_field(self))
-        connection = connections[alias]
-        if not pairs or not one_message or not binds_on_client(connection):
-            with hnsw_settings(alias, field=index_field(self)):
-                yield
-            return
-        # One round trip instead of four (BEGIN, the settings, the query, COMMIT): see ranked_rows.
-        with connection.execute_wrapper(SettingsFirst(pairs)):
+        with settings_in_force(self.db if using is None else using, index_field(self), one_message=one_message):
             yield
 
     def _fetch_all(self) -> None:

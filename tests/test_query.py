@@ -97,6 +97,8 @@ def test_query_plan_uses_the_hnsw_index(random_rows, settings):
     settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
     plan = Photo.objects.semantic_search(random_rows[3])[:10].explain()
     assert "Index Scan using photos_photo_sem_" in plan, plan
+    # The ranking's second key (pk) sorts only the rows at one distance, over the index scan.
+    assert "Incremental Sort" in plan and "Presorted Key" in plan, plan
 
 
 def test_similar_to_has_the_shape_the_visual_index_serves(index_forced):
@@ -150,11 +152,108 @@ def test_ranked_rows_send_the_hnsw_settings_with_the_query(index_forced, setting
     assert ranked_rows(ranked[:30]) == rows
 
 
+def test_ranked_rows_give_what_the_queryset_gives(index_forced, settings, monkeypatch):
+    """``ranked_rows(qs)`` is ``list(qs)`` with the settings in force: the tuples of a
+    ``values_list()`` (without the ordering column Django adds for ``distinct()``), its flat
+    values and named rows, the dicts of ``values()``, model instances; on a connection that
+    binds on the server too. A queryset ranked by an annotation alone gets the settings."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[11])
+    shapes = [
+        ranked.values_list("pk").distinct()[:30],
+        ranked.values("pk", "distance")[:30],
+        ranked.values_list("pk", flat=True)[:30],
+        ranked.values_list("pk", "distance", named=True)[:30],
+        ranked.defer("embedding_visual", "embedding_semantic")[:30],
+    ]
+    expected = [list(qs.all()) for qs in shapes]
+    pks = expected[2]
+    assert len(pks) == 30 and expected[0] == [(pk,) for pk in pks]
+    assert expected[1][0] == {"pk": pks[0], "distance": expected[3][0].distance}
+    annotated = (
+        Photo.objects.filter(published=True, embedding_semantic__isnull=False)
+        .annotate(d=SemanticDistance("embedding", index_forced[11]))
+        .order_by("d", "pk")
+        .values_list("pk", flat=True)[:30]
+    )
+    assert len(list(annotated.all())) < 30  # plain Django: no HNSW settings
+    with CaptureQueriesContext(connection) as queries:
+        assert [ranked_rows(qs) for qs in shapes] == expected
+        assert ranked_rows(annotated) == pks
+    assert len(queries) == len(shapes) + 1 and all("set_config" in q["sql"] for q in queries)
+    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    assert [ranked_rows(qs) for qs in shapes] == expected
+    assert ranked_rows(annotated) == pks
+
+
+def test_the_hnsw_settings_end_with_the_query_inside_a_transaction(index_forced, settings, monkeypatch):
+    """Inside a caller's transaction (this test's, as ``atomic()`` or ``ATOMIC_REQUESTS``), every
+    way of running a ranked query gives the HNSW parameters back their values after it, a
+    site's own SET LOCAL included: the message of a page ends with a statement that does so
+    (still one round trip); a query in a transaction of its own takes one more."""
+    from django_semantic_images.duplicates import near_duplicates
+
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+
+    def current() -> tuple[str, ...]:
+        with connection.cursor() as cursor:
+            names = ("hnsw.ef_search", "hnsw.iterative_scan", "hnsw.max_scan_tuples")
+            cursor.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names)
+            return cursor.fetchone()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = 77")
+    before = current()
+    assert before[0] == "77" and before[1] == "off"
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[7])
+    with CaptureQueriesContext(connection) as queries:
+        assert len(ranked[:30]) == 30
+    assert len(queries) == 1 and current() == before
+    runs = [
+        lambda: ranked_rows(ranked.values_list("pk")[:30]),
+        lambda: list(ranked[:30].iterator(chunk_size=7)),
+        lambda: ranked[:30].explain(),
+        lambda: ranked.best(20).count(),
+        lambda: ranked.best(20).update(title="best"),
+        lambda: near_duplicates(Photo.objects.filter(pk__in=ranked.values_list("pk", flat=True)[:20])),
+    ]
+    for run in runs:
+        run()
+        assert current() == before
+
+    def twice(execute, sql, params, many, context):  # a site's wrapper that retries a query
+        execute(sql, params, many, context)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(twice):
+        assert len(ranked[:30]) == 30 and current() == before
+    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    assert len(ranked[:30]) == 30 and current() == before
+
+
+def test_a_plain_queryset_over_a_ranked_subquery_needs_the_settings_around_it(index_forced, settings):
+    """A ranked queryset inside a plain one (``pk__in=ranked.values("pk")[:n]``, ``Subquery``)
+    runs as the plain one does, without the HNSW settings: with a 10% filter the index finds
+    ~ef_search/10 rows. ``best(n)`` or ``hnsw_settings`` around it give them (docs/field.md)."""
+    from django_semantic_images.fields import get_embedding_field
+    from django_semantic_images.hnsw import hnsw_settings
+
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[7])
+    outer = Photo.objects.filter(pk__in=ranked.values("pk")[:30])
+    assert len(outer.all()) < 30
+    with hnsw_settings("default", field=get_embedding_field(Photo)):
+        assert len(outer.all()) == 30
+    assert len(outer.all()) < 30  # given back after the block
+    assert ranked.best(30).count() == 30
+
+
 def test_a_ranked_page_is_one_round_trip_with_the_settings_in_force(index_forced, settings, monkeypatch):
     """Evaluating a ranked queryset sends the HNSW settings and the query as one message (it
     took a round trip for the settings and, outside a transaction, BEGIN and COMMIT); the
     settings are in force (a 10% filter fills the page). A connection that binds on the server
-    gets the settings in a statement of their own, and the same rows."""
+    gets the settings in a statement of their own, and the same rows (inside this test's
+    transaction, a third statement gives the settings back their previous values)."""
     settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
     ranked = Photo.objects.filter(published=True).semantic_search(index_forced[11])[:30]
     with CaptureQueriesContext(connection) as queries:
@@ -164,7 +263,7 @@ def test_a_ranked_page_is_one_round_trip_with_the_settings_in_force(index_forced
     monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
     with CaptureQueriesContext(connection) as queries:
         assert [p.pk for p in ranked.all()] == page
-    assert len(queries) == 2 and "set_config" not in queries[1]["sql"]
+    assert len(queries) == 3 and "set_config" not in queries[1]["sql"] and "set_config" in queries[2]["sql"]
 
 
 @isolate_apps("photos")
@@ -217,6 +316,45 @@ def test_best_n_is_what_order_by_sorts_within(index_forced, settings):
     assert "Index Scan using photos_photo_sem_" in ranked.best(20).order_by("-pk").explain()
 
 
+def test_best_n_takes_the_nearest_whatever_the_order_before_it(index_forced, settings):
+    """An ``order_by()`` or ``reverse()`` before ``best(n)`` sorts the n nearest, as one after it
+    does: the subquery picks them by distance (it took the first n in the caller's order)."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
+    ranked = Photo.objects.filter(published=True).semantic_search(index_forced[7])
+    best = [p.pk for p in ranked[:20]]
+    assert [p.pk for p in ranked.order_by("-pk").best(20)] == sorted(best, reverse=True)
+    assert [p.pk for p in ranked.order_by("pk").best(20)] == sorted(best)
+    assert [p.pk for p in ranked.reverse().best(20)] == best[::-1]
+    assert [p.pk for p in ranked.reverse().best(20).reverse()] == best
+    assert ranked.order_by("-pk").best(20).count() == 20
+
+
+def test_rows_at_one_distance_are_each_on_one_page(make_photo, sample_paths):
+    """Identical vectors are at one distance from any query: the ranking orders them by pk
+    (its second key), so pages of an exact scan show each row once (by distance alone, a
+    top-N sort put some of them on two pages and others on none)."""
+    from django_semantic_images.encoders.base import l2_normalize
+
+    template = make_photo(sample_paths["coffee"], published=False)
+    rng = np.random.default_rng(5)
+    same = l2_normalize(rng.normal(size=(1, 384)).astype(np.float32))[0]
+    others = l2_normalize(rng.normal(size=(400, 384)).astype(np.float32))
+    visual = np.ones(1280, dtype=np.float32)
+    rows = Photo.objects.bulk_create(
+        Photo(image=template.image.name, embedding_status="embedded", embedding_semantic=v, embedding_visual=visual)
+        for v in [same] * 40 + list(others)
+    )
+    tied = sorted(p.pk for p in rows[:40])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE photos_photo")
+        cursor.execute("SET LOCAL enable_indexscan = off")
+    ranked = Photo.objects.semantic_search(same)
+    assert "Index Scan" not in ranked[:7].explain()
+    seen = [p.pk for offset in range(0, 42, 7) for p in ranked[offset : offset + 7]]
+    assert len(set(seen)) == 42
+    assert seen[:40] == tied
+
+
 def test_best_needs_a_ranking_and_a_positive_count():
     with pytest.raises(TypeError, match="semantic_search"):
         Photo.objects.best(5)
@@ -252,7 +390,7 @@ def test_auto_ef_search_grows_with_the_tables_estimated_rows(random_rows, settin
     # A million rows (the estimate as a large table's ANALYZE leaves it): 800 candidates.
     hnsw._row_estimates[("default", "photos_photo")] = (time.monotonic(), 1_000_000.0)
     with CaptureQueriesContext(connection) as queries:
-        assert [pk for (pk,) in ranked_rows(ranked.all())] == first
+        assert ranked_rows(ranked.all()) == first
     assert "'hnsw.ef_search', '800'" in queries[0]["sql"]
     # An expired estimate is read again.
     hnsw._row_estimates[("default", "photos_photo")] = (time.monotonic() - hnsw.ROW_ESTIMATE_TTL - 1, 1e6)
@@ -264,9 +402,9 @@ def test_auto_ef_search_grows_with_the_tables_estimated_rows(random_rows, settin
 
 def test_best_n_counts_and_updates_the_rows_it_lists(index_forced, settings):
     """``count()``, ``exists()``, ``aggregate()`` and ``update()`` of ``best(n)`` run its subquery
-    (``ORDER BY distance LIMIT n`` through the HNSW index) under the HNSW settings too: without
-    them, a 10% filter finds ~ef_search/10 rows, not the n that a list shows. Counted first here,
-    before any search of this test's transaction has set them (SET LOCAL lasts until it ends)."""
+    (``ORDER BY distance, pk LIMIT n`` through the HNSW index) under the HNSW settings too: without
+    them, a 10% filter finds ~ef_search/10 rows, not the n that a list shows (each query gives the
+    settings back after it, so none runs under those of the one before)."""
     settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 40}
     best = Photo.objects.filter(published=True).semantic_search(index_forced[7]).best(20)
     assert best.count() == 20

@@ -17,7 +17,6 @@ from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ORDER_VAR
 from django.core import checks
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
 from django.http import HttpRequest, HttpResponse
@@ -29,7 +28,8 @@ from django.utils.translation import gettext_lazy
 from .. import thumbnails
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
-from ..query import apply_hnsw_settings, keyword_matches, read_as_search, unreadable_note
+from ..hnsw import hnsw_settings
+from ..query import keyword_matches, read_as_search, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
@@ -49,12 +49,11 @@ def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int, field: I
     ranked = (
         queryset.filter(**{f"{column}__isnull": False})
         .annotate(_distance=distance)
-        .order_by("_distance")
+        .order_by("_distance", "pk")  # ties by key: the same rows at the limit every time
         .values_list("pk", flat=True)[:limit]
     )
-    # SET LOCAL only lasts for the transaction, so the query runs inside the same one.
-    with transaction.atomic(using=queryset.db):
-        apply_hnsw_settings(queryset.db, field=field)
+    # Inside the request's transaction (ATOMIC_REQUESTS), the settings get their values back after.
+    with hnsw_settings(queryset.db, field=field):
         return list(ranked)
 
 

@@ -2,13 +2,14 @@
 
 The same paging serves the plain list of a viewset (no ranking, so no ``min_score``).
 
-A ranked page is ``ORDER BY distance LIMIT limit + 1 OFFSET offset``, which the HNSW
+A ranked page is ``ORDER BY distance, pk LIMIT limit + 1 OFFSET offset``, which the HNSW
 index serves; the extra row tells whether a next page exists, so no page ever counts
 the whole table (a count would score every row). For one query and an unchanged
-table the index walk is deterministic, so consecutive pages neither repeat nor skip
-rows. Deep pages cost more (the index walks ``offset + limit`` rows), hence
-``max_offset``. A list already made in full (the groups of ``duplicates/``) costs nothing more
-deep down: its pages go on to its end, past ``max_offset``.
+table the index walk is deterministic, and rows at one distance come by pk (an exact
+scan too), so consecutive pages neither repeat nor skip rows. Deep pages cost more (the
+index walks ``offset + limit`` rows), hence ``max_offset``. A list already made in full (the
+groups of ``duplicates/``) costs nothing more deep down: its pages go on to its end, past
+``max_offset``.
 
 ``min_score`` drops rows scoring below it and ends the paging at the first page that
 drops one. Scores are not comparable across queries: a floor that suits one query

@@ -203,7 +203,9 @@ def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit
     """
     path = embedding_path(queryset.model)
     plain = _plain(queryset)
-    rows = semantic_search(plain, vector, field=path.name).values_list("pk", "distance")[:limit]
+    # Ties by key, highest first, as rank_by_meaning's order: the same rows at the limit in both.
+    nearest = semantic_search(plain, vector, field=path.name).order_by("distance", "-pk")
+    rows = nearest.values_list("pk", "distance")[:limit]
     if keyword:
         hits = plain.filter(pk__in=keyword).annotate(distance=SemanticDistance(path.name, vector))
         rows = rows.union(hits.values_list("pk", "distance"), all=True)
