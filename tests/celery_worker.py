@@ -75,6 +75,26 @@ def configured_app(app: Any, **conf: Any) -> Iterator[Any]:
         reset_app_connections(app)
 
 
+@contextmanager
+def on_redis(app: Any, **semantic_images: Any) -> Iterator[Any]:
+    """The app on the tests' Redis, under their key prefix, with ``SEMANTIC_IMAGES`` set to
+    ``semantic_images``; both back afterwards, and the tests' keys deleted."""
+    from django.test import override_settings
+
+    with (
+        configured_app(
+            app,
+            broker_url=REDIS_URL,
+            result_backend=REDIS_URL,
+            broker_transport_options=BROKER_OPTIONS,
+            result_backend_transport_options=RESULT_OPTIONS,
+        ),
+        override_settings(SEMANTIC_IMAGES=semantic_images),
+    ):
+        yield app
+    cleanup_keys()
+
+
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(REDIS_URL)
 

@@ -8,17 +8,12 @@ import uuid
 
 import pytest
 from django.db import transaction
-from django.test import override_settings
 
 from django_semantic_images.sweep import sweep
 
 from .celery_worker import (
-    BROKER_OPTIONS,
-    REDIS_URL,
-    RESULT_OPTIONS,
-    cleanup_keys,
-    configured_app,
     drop_queued_messages,
+    on_redis,
     queue_length,
 )
 from .conftest import upload
@@ -33,18 +28,8 @@ def broker():
     """This process's Celery app on Redis, under the tests' key prefix (and back afterwards)."""
     from example_project.celery import app
 
-    with (
-        configured_app(
-            app,
-            broker_url=REDIS_URL,
-            result_backend=REDIS_URL,
-            broker_transport_options=BROKER_OPTIONS,
-            result_backend_transport_options=RESULT_OPTIONS,
-        ),
-        override_settings(SEMANTIC_IMAGES={"QUEUE": QUEUE}),
-    ):
+    with on_redis(app, QUEUE=QUEUE):
         yield app
-    cleanup_keys()
 
 
 def test_rows_waiting_in_a_busy_queue_are_not_sent_again_by_the_backstop(broker, sample_paths, settings):

@@ -17,7 +17,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
-from django.test import override_settings
 from PIL import Image
 
 from django_semantic_images import EmbeddingStatus
@@ -25,14 +24,11 @@ from django_semantic_images.sweep import sweep
 from photos.models import Photo
 
 from .celery_worker import (
-    BROKER_OPTIONS,
     REDIS_URL,
-    RESULT_OPTIONS,
     Worker,
-    cleanup_keys,
-    configured_app,
     database_url,
     drop_queued_messages,
+    on_redis,
     queue_length,
     wait_for,
 )
@@ -55,18 +51,8 @@ def broker():
     """Point this process's Celery app at Redis (and back to no broker afterwards)."""
     from example_project.celery import app
 
-    with (
-        configured_app(
-            app,
-            broker_url=REDIS_URL,
-            result_backend=REDIS_URL,
-            broker_transport_options=BROKER_OPTIONS,
-            result_backend_transport_options=RESULT_OPTIONS,
-        ),
-        override_settings(SEMANTIC_IMAGES={"QUEUE": QUEUE, "LEASE": LEASE}),
-    ):
+    with on_redis(app, QUEUE=QUEUE, LEASE=LEASE):
         yield app
-    cleanup_keys()
 
 
 @pytest.fixture(scope="module")
