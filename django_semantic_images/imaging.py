@@ -6,6 +6,7 @@ can read; nothing here raises anything else for bad input.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from typing import IO, Any
@@ -163,3 +164,13 @@ def query_image(source: IO[bytes] | bytes | str | Image.Image, *, max_bytes: int
     if max_bytes is not None:
         limits["max_bytes"] = int(semantic_settings.MAX_UPLOAD_BYTES) if max_bytes == UPLOAD_LIMIT else max_bytes
     return load_query_image(source, **limits)
+
+
+def preview_data_url(image: Image.Image, side: int = 160) -> str:
+    """A small JPEG of ``image`` (a query image) as a ``data:`` URL: the picture a search by photo
+    shows above its results, kept in the session, never stored as a file."""
+    small = to_rgb(image.copy())
+    small.thumbnail((side, side))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 import time
 import warnings
@@ -10,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image, features
 
-from django_semantic_images.imaging import ImageDecodeError, decode_image
+from django_semantic_images.imaging import ImageDecodeError, decode_image, preview_data_url
 from tests.conftest import image_bytes
 
 
@@ -173,3 +175,17 @@ def test_mangled_files_of_many_formats_fail_only_with_a_reason():
             except Exception as exc:  # noqa: BLE001 - what the test looks for
                 unexpected.append(f"{fmt}: {type(exc).__name__}: {exc}")
     assert unexpected == []
+
+
+def test_the_preview_of_a_search_by_photo_is_a_small_jpeg_on_white():
+    """The admin's and Wagtail's search by photo show the same small preview: within the side,
+    proportions kept, a transparent area white (not the black of a plain RGB conversion)."""
+    image = Image.new("RGBA", (400, 200), (0, 0, 0, 0))
+    image.paste((200, 0, 0, 255), (0, 0, 200, 200))  # left half opaque red, right half transparent
+    url = preview_data_url(image, side=100)
+    assert url.startswith("data:image/jpeg;base64,")
+    preview = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert preview.format == "JPEG" and preview.size == (100, 50)
+    red, right = preview.convert("RGB").getpixel((20, 25)), preview.convert("RGB").getpixel((80, 25))
+    assert red[0] > 150 and red[1] < 60, red
+    assert min(right) > 230, right  # the transparent half

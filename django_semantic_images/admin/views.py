@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import TYPE_CHECKING
 
 from django import forms
@@ -13,9 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, QueryDict
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from PIL import Image
 
-from ..imaging import ImageDecodeError, query_image
+from ..imaging import ImageDecodeError, preview_data_url, query_image
 from .ranking import PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
 
 if TYPE_CHECKING:
@@ -39,15 +36,6 @@ def kept_filters(query_string: str) -> QueryDict:
     for var in (*RANKING_VARS, SEARCH_VAR, PAGE_VAR):
         params.pop(var, None)
     return params
-
-
-def data_url(image: Image.Image, side: int = 160) -> str:
-    """A small JPEG of ``image`` as a data: URL (shown above the results)."""
-    small = image.copy()
-    small.thumbnail((side, side))
-    buf = io.BytesIO()
-    small.convert("RGB").save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> HttpResponseRedirect:
@@ -77,6 +65,8 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
         return back
     field = model_admin.get_embedding_field()
     vector = field.get_encoder().encode_images([image]).visual[0]
-    token = store_photo_query(request, vector, thumbnail=data_url(image), name=upload.name, made_for=field_key(field))
+    token = store_photo_query(
+        request, vector, thumbnail=preview_data_url(image), name=upload.name, made_for=field_key(field)
+    )
     params[PHOTO_VAR] = token
     return HttpResponseRedirect(changelist + "?" + params.urlencode())

@@ -12,7 +12,6 @@ permissions hold). A token the session does not hold (expired, or someone else's
 from __future__ import annotations
 
 import base64
-import io
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +24,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDi
 from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from PIL import Image
 
 from ...expressions import VisualDistance
 from ...fields import embedding_path
-from ...imaging import ImageDecodeError, query_image
+from ...imaging import ImageDecodeError, preview_data_url, query_image
 from ...query import similar_to
 from .search import DEFAULT_LIMIT
 
@@ -65,15 +63,6 @@ class PhotoQuery:
     vector: list[float]
     name: str
     thumbnail: str
-
-
-def thumbnail_url(image: Image.Image, side: int = 160) -> str:
-    """A small JPEG of ``image`` as a data: URL (shown above the results)."""
-    small = image.copy()
-    small.thumbnail((side, side))
-    buf = io.BytesIO()
-    small.convert("RGB").save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def store_photo_query(session: SessionBase, vector: Any, *, name: str, thumbnail: str) -> str:
@@ -139,7 +128,7 @@ class PhotoSearchMixin:
             else:
                 encoder = embedding_path(self.model).field.get_encoder()  # type: ignore[attr-defined]
                 vector = encoder.encode_images([image]).visual[0]
-                token = store_photo_query(request.session, vector, name=upload.name, thumbnail=thumbnail_url(image))
+                token = store_photo_query(request.session, vector, name=upload.name, thumbnail=preview_data_url(image))
                 params = self.kept_params()
                 params[PHOTO_VAR] = token
                 return HttpResponseRedirect(f"{self.index_url}?{params.urlencode()}", status=303)  # type: ignore[attr-defined]
