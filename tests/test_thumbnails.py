@@ -279,3 +279,33 @@ def test_result_fields_are_built_once_per_class_and_each_serializer_binds_its_ow
     hosts = [PerRequest(photo, context={"request": r}).data["image_url"].split("/")[2] for r in (one, two)]
     assert hosts == ["one.example", "two.example"]
     assert len(built) == 3
+
+
+def logo_bytes(fmt: str) -> bytes:
+    """A red square on a transparent 600 x 400 background, as an editor's logo, in ``fmt``."""
+    logo = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
+    logo.paste((255, 0, 0, 255), (200, 100, 400, 300))
+    if fmt == "GIF":  # a palette and one transparent index, as GIFs keep it
+        logo = logo.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+        corner = logo.getpixel((0, 0))
+        buf = io.BytesIO()
+        logo.save(buf, fmt, transparency=corner)
+        return buf.getvalue()
+    buf = io.BytesIO()
+    logo.save(buf, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
+def test_a_transparent_image_keeps_its_transparency_in_the_thumbnail(api, make_photo, fmt):
+    """sorl-thumbnail wrote every thumbnail as JPEG: the transparent background became black."""
+    photo = make_photo(logo_bytes(fmt), name=f"logo.{fmt.lower()}")
+    url = results_by_id(api)[photo.pk]["thumbnail_url"]
+    thumbnail = fetch_image(api, url).convert("RGBA")
+    assert thumbnail.size == (400, 267)
+    assert thumbnail.getpixel((5, 5))[3] == 0  # the background is still transparent
+    red, green, blue, alpha = thumbnail.getpixel((200, 133))
+    assert alpha == 255 and red > 230 and green < 30 and blue < 30  # the logo is still red
+    # A photo keeps sorl-thumbnail's format (JPEG by default), which is small.
+    jpeg = make_photo(Image.new("RGB", (600, 400), "green"), name="photo.jpg")
+    assert urlsplit(results_by_id(api)[jpeg.pk]["thumbnail_url"]).path.endswith(".jpg")
