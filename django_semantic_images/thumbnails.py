@@ -35,6 +35,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.files.storage import storages
 from django.utils.functional import LazyObject, empty
@@ -72,6 +73,19 @@ TRANSPARENT_FORMATS = {
 def thumbnails_enabled() -> bool:
     """Whether sorl-thumbnail is installed and in ``INSTALLED_APPS`` (its store needs its table)."""
     return apps.is_installed(SORL_APP)
+
+
+def use_engine() -> None:
+    """Have sorl-thumbnail make thumbnails with ``thumbnail_engine.Engine`` (its Pillow engine,
+    which also reads 16-bit greyscale) when the site names no ``THUMBNAIL_ENGINE`` of its own."""
+    if not thumbnails_enabled() or hasattr(django_settings, "THUMBNAIL_ENGINE"):
+        return
+    from sorl.thumbnail import default as sorl
+
+    from .thumbnail_engine import Engine
+
+    if sorl.engine._wrapped is empty:  # not made yet from sorl-thumbnail's default setting
+        sorl.engine._wrapped = Engine()
 
 
 def thumbnail_geometry() -> str:

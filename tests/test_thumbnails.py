@@ -309,3 +309,23 @@ def test_a_transparent_image_keeps_its_transparency_in_the_thumbnail(api, make_p
     # A photo keeps sorl-thumbnail's format (JPEG by default), which is small.
     jpeg = make_photo(Image.new("RGB", (600, 400), "green"), name="photo.jpg")
     assert urlsplit(results_by_id(api)[jpeg.pk]["thumbnail_url"]).path.endswith(".jpg")
+
+
+def test_a_16_bit_greyscale_image_gets_a_grey_thumbnail_that_follows_its_gradient(api, make_photo):
+    """Pillow opens a 16-bit greyscale PNG as mode "I;16"; converted to RGB its values above 255
+    were clipped, and the thumbnail was all white."""
+    import numpy as np
+
+    ramp = np.linspace(0, 65535, 600).round().astype(np.uint16)  # black on the left, white on the right
+    source = Image.fromarray(np.tile(ramp, (100, 1)))
+    assert source.mode == "I;16"
+    buf = io.BytesIO()
+    source.save(buf, "PNG")
+    photo = make_photo(buf.getvalue(), name="scan.png")
+    thumbnail = fetch_image(api, results_by_id(api)[photo.pk]["thumbnail_url"]).convert("L")
+    assert thumbnail.size == (400, 67)
+    row = [thumbnail.getpixel((x, 33)) for x in range(0, 400, 20)]
+    assert row[0] < 20 and row[-1] > 225, row
+    assert all(b >= a for a, b in zip(row, row[1:], strict=False)), row  # darker to lighter, as the source
+    expected = [round(x / 399 * 255) for x in range(0, 400, 20)]
+    assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
