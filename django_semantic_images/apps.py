@@ -52,6 +52,7 @@ class SemanticImagesConfig(AppConfig):
 
         for model in models_with_embeddings():
             signals.connect(model)
+            thumbnails.connect(model)
         pre_migrate.connect(_ensure_extension, dispatch_uid="semantic_images:extension")
         register_task_framework()
         thumbnails.use_engine()

@@ -23,6 +23,10 @@ as Wagtail keeps PNG for PNG; sorl-thumbnail's ``THUMBNAIL_FORMAT`` (JPEG by def
 alpha: the transparent part came out black) stays for the rest, photos, where it is the smallest.
 The file name's extension decides, so a listing reads no source to choose; the format is part of
 sorl-thumbnail's options, so of the thumbnail's name, and of the cache key.
+
+A thumbnail is named after the file's name, not its content: a save that puts another file in a
+model's image field (``signals.image_file_changed``, a picture written over under the same name
+included) and a row's deletion drop what is kept of it (``forget_thumbnail``, wired by ``connect``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.files.storage import storages
+from django.db.models import Model
+from django.db.models.constants import LOOKUP_SEP
+from django.db.models.signals import post_delete
 from django.utils.functional import LazyObject, empty
 from django.utils.module_loading import import_string
 
@@ -238,3 +245,51 @@ def _storage_identity(storage: Any) -> str:
     except Exception:  # noqa: BLE001 - a storage that cannot say how it was made: its class
         return path
     return f"{path}{args!r}{sorted(kwargs.items(), key=lambda item: item[0])!r}"
+
+
+def forget_thumbnail(file: Any) -> None:
+    """Drop what is kept of ``file``'s thumbnail: its name in Django's cache, sorl-thumbnail's
+    entries (the source's and its thumbnails') and the thumbnail files. The next listing makes it
+    again from the file as it is now (under the same name: sorl-thumbnail names it after the
+    file's name and the options). A failure is logged, never raised: the save or delete stands."""
+    if not file or not thumbnails_enabled():
+        return
+    from sorl.thumbnail import delete
+
+    try:
+        # sorl-thumbnail first: a listing in between finds the name cached, not the old entry.
+        delete(file, delete_file=False)
+        cache.delete(cache_key(file, thumbnail_geometry()))
+    except Exception:  # noqa: BLE001 - a store or cache that fails must not undo the save
+        logger.warning("The thumbnail of %s was not forgotten.", getattr(file, "name", file), exc_info=True)
+
+
+def connect(model: type[Model]) -> None:
+    """Forget the thumbnail of ``model``'s image file when a save puts another file there (a new
+    picture under the same name included: ``signals.image_file_changed``) and when a row is deleted.
+
+    Only with sorl-thumbnail installed: a ``post_delete`` receiver makes Django load the rows of a
+    ``QuerySet.delete()`` to send it, instead of one ``DELETE``.
+    """
+    if not thumbnails_enabled():
+        return
+    from .signals import image_file_changed
+
+    uid = f"semantic_images:thumbnails:{model._meta.label}"
+    image_file_changed.connect(_image_file_changed, sender=model, dispatch_uid=uid)
+    post_delete.connect(_row_deleted, sender=model, dispatch_uid=uid)
+
+
+def _image_file_changed(sender: type[Model], file: Any, **kwargs: Any) -> None:
+    forget_thumbnail(file)
+
+
+def _row_deleted(sender: type[Model], instance: Model, **kwargs: Any) -> None:
+    from .fields import embedding_fields
+
+    deferred = instance.get_deferred_fields()
+    for field in embedding_fields(sender):
+        attr = field.image_field
+        # The row's own file, when it was loaded (a deferred one cannot be read: the row is gone).
+        if LOOKUP_SEP not in attr and attr not in deferred:
+            forget_thumbnail(getattr(instance, attr))

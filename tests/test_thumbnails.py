@@ -329,3 +329,55 @@ def test_a_16_bit_greyscale_image_gets_a_grey_thumbnail_that_follows_its_gradien
     assert all(b >= a for a, b in zip(row, row[1:], strict=False)), row  # darker to lighter, as the source
     expected = [round(x / 399 * 255) for x in range(0, 400, 20)]
     assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
+
+
+def color_at(client: APIClient, url: str) -> tuple[int, int, int]:
+    return fetch_image(client, url).convert("RGB").getpixel((10, 10))
+
+
+def near(color: tuple[int, int, int], expected: tuple[int, int, int]) -> bool:
+    return max(abs(a - b) for a, b in zip(color, expected, strict=True)) < 12
+
+
+def test_a_file_written_over_under_its_name_gets_a_new_thumbnail(api, make_photo, settings):
+    """A storage that writes over a file of the same name (``allow_overwrite``, S3's
+    ``file_overwrite``): the thumbnail's name was cached and known to sorl-thumbnail's store by the
+    file's name, so the new picture kept showing the old one's thumbnail."""
+    from django_semantic_images.signals import embedding_deferred
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
+    }
+    photo = make_photo(Image.new("RGB", (600, 400), "red"), name="swap.jpg")
+    name = photo.image.name
+    assert near(color_at(api, results_by_id(api)[photo.pk]["thumbnail_url"]), (255, 0, 0))
+    photo.image = ContentFile(image_bytes(Image.new("RGB", (600, 400), "blue")), name="swap.jpg")
+    with embedding_deferred():
+        photo.save()
+    assert photo.image.name == name  # written over, under the same name
+    assert near(color_at(api, results_by_id(api)[photo.pk]["thumbnail_url"]), (0, 0, 255))
+    cache.clear()  # another process: from sorl-thumbnail's store
+    assert near(color_at(api, results_by_id(api)[photo.pk]["thumbnail_url"]), (0, 0, 255))
+    # A save that stores no new file keeps the thumbnail (not made again).
+    thumbnail = stored_path(results_by_id(api)[photo.pk]["thumbnail_url"])
+    made = thumbnail.stat().st_mtime_ns
+    photo.title = "Blue"
+    photo.save()
+    assert thumbnail.stat().st_mtime_ns == made
+    assert cache.get(cache_key(photo.image, thumbnail_geometry())) == str(thumbnail.relative_to(settings.MEDIA_ROOT))
+
+
+def test_a_deleted_rows_thumbnail_is_forgotten(api, make_photo, sample_paths):
+    photo = make_photo(sample_paths["coffee"])
+    file = photo.image
+    url = results_by_id(api)[photo.pk]["thumbnail_url"]
+    name = urlsplit(url).path.removeprefix(django_settings.MEDIA_URL)
+    key = cache_key(file, thumbnail_geometry())
+    assert cache.get(key) == name
+    assert sorl.kvstore.get(ImageFile(name)) is not None
+    photo.delete()
+    assert cache.get(key) is None
+    assert sorl.kvstore.get(ImageFile(name)) is None
+    assert not sorl.storage.exists(name)
+    assert file.storage.exists(file.name)  # the image itself is the site's to delete, as Django leaves it
