@@ -55,4 +55,3 @@ class SemanticImagesConfig(AppConfig):
             thumbnails.connect(model)
         pre_migrate.connect(_ensure_extension, dispatch_uid="semantic_images:extension")
         register_task_framework()
-        thumbnails.use_engine()

@@ -3,8 +3,9 @@
 Pillow opens a 16-bit greyscale PNG (or TIFF) as mode ``"I;16"`` (some as ``"I"``), and sorl-thumbnail
 converts it to RGB as it is: Pillow clips every value above 255, nearly all of such a picture, and
 the thumbnail was all white. sorl-thumbnail has no option for it, so this subclass scales those
-values from 16 bits to 8 first; everything else is sorl-thumbnail's own. The app has sorl-thumbnail
-use it when the site names no ``THUMBNAIL_ENGINE`` of its own (``thumbnails.use_engine``).
+values from 16 bits to 8 first; everything else is sorl-thumbnail's own. A site opts in with
+``THUMBNAIL_ENGINE = "django_semantic_images.thumbnail_engine.Engine"`` (the example site does);
+the app does not swap sorl-thumbnail's engine behind the site's back.
 """
 
 from __future__ import annotations

@@ -25,8 +25,11 @@ The file name's extension decides, so a listing reads no source to choose; the f
 sorl-thumbnail's options, so of the thumbnail's name, and of the cache key.
 
 A thumbnail is named after the file's name, not its content: a save that puts another file in a
-model's image field (``signals.image_file_changed``, a picture written over under the same name
-included) and a row's deletion drop what is kept of it (``forget_thumbnail``, wired by ``connect``).
+model's image field (``signals.image_file_changed``, a picture written over under the same name,
+or a new row's upload under the name of a deleted one, included) drops what is kept of it
+(``forget_thumbnail``, wired by ``connect``). A deleted row's thumbnail is left, as sorl-thumbnail
+leaves it: forgetting it would need a ``post_delete`` receiver, which makes Django load every row
+of a ``QuerySet.delete()`` instead of running one ``DELETE``.
 """
 
 from __future__ import annotations
@@ -39,16 +42,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from django.apps import apps
-from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.files.storage import storages
 from django.db.models import Model
-from django.db.models.constants import LOOKUP_SEP
-from django.db.models.signals import post_delete
 from django.utils.functional import LazyObject, empty
 from django.utils.module_loading import import_string
 
 from .conf import semantic_settings
+from .signals import image_file_changed
 
 logger = logging.getLogger(__name__)
 
@@ -80,19 +81,6 @@ TRANSPARENT_FORMATS = {
 def thumbnails_enabled() -> bool:
     """Whether sorl-thumbnail is installed and in ``INSTALLED_APPS`` (its store needs its table)."""
     return apps.is_installed(SORL_APP)
-
-
-def use_engine() -> None:
-    """Have sorl-thumbnail make thumbnails with ``thumbnail_engine.Engine`` (its Pillow engine,
-    which also reads 16-bit greyscale) when the site names no ``THUMBNAIL_ENGINE`` of its own."""
-    if not thumbnails_enabled() or hasattr(django_settings, "THUMBNAIL_ENGINE"):
-        return
-    from sorl.thumbnail import default as sorl
-
-    from .thumbnail_engine import Engine
-
-    if sorl.engine._wrapped is empty:  # not made yet from sorl-thumbnail's default setting
-        sorl.engine._wrapped = Engine()
 
 
 def thumbnail_geometry() -> str:
@@ -266,30 +254,12 @@ def forget_thumbnail(file: Any) -> None:
 
 def connect(model: type[Model]) -> None:
     """Forget the thumbnail of ``model``'s image file when a save puts another file there (a new
-    picture under the same name included: ``signals.image_file_changed``) and when a row is deleted.
-
-    Only with sorl-thumbnail installed: a ``post_delete`` receiver makes Django load the rows of a
-    ``QuerySet.delete()`` to send it, instead of one ``DELETE``.
-    """
+    picture under the same name included: ``signals.image_file_changed``)."""
     if not thumbnails_enabled():
         return
-    from .signals import image_file_changed
-
     uid = f"semantic_images:thumbnails:{model._meta.label}"
     image_file_changed.connect(_image_file_changed, sender=model, dispatch_uid=uid)
-    post_delete.connect(_row_deleted, sender=model, dispatch_uid=uid)
 
 
 def _image_file_changed(sender: type[Model], file: Any, **kwargs: Any) -> None:
     forget_thumbnail(file)
-
-
-def _row_deleted(sender: type[Model], instance: Model, **kwargs: Any) -> None:
-    from .fields import embedding_fields
-
-    deferred = instance.get_deferred_fields()
-    for field in embedding_fields(sender):
-        attr = field.image_field
-        # The row's own file, when it was loaded (a deferred one cannot be read: the row is gone).
-        if LOOKUP_SEP not in attr and attr not in deferred:
-            forget_thumbnail(getattr(instance, attr))
