@@ -48,9 +48,10 @@ class SemanticImagesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (registers the system checks)
+        from . import checks, signals, thumbnails  # noqa: F401  (checks: registers the system checks)
 
         for model in models_with_embeddings():
             signals.connect(model)
+            thumbnails.connect(model)
         pre_migrate.connect(_ensure_extension, dispatch_uid="semantic_images:extension")
         register_task_framework()

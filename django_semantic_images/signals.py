@@ -15,6 +15,10 @@ changed, the embedding state columns are written too, right after the save.
 A save inside a transaction updates the snapshot at once, and remembers the one before until
 the transaction commits: when it rolls back instead, the next save of the same instance is
 compared with the inputs still stored, so a retry after a rollback is embedded.
+
+A save that puts another file in an embedding field's image field (the model's own) sends
+``image_file_changed`` after it, embedding deferred or not: what is kept of the file's name
+elsewhere (its thumbnail) is no longer the picture, even under the name stored before.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import models, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields
+from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
 from .pipeline import lease_until
 
 SNAPSHOT_ATTR = "_semantic_images_inputs"
@@ -36,6 +41,13 @@ SNAPSHOT_ATTR = "_semantic_images_inputs"
 CHANGED_ATTR = "_semantic_images_changed"
 #: Saves of the instance in transactions not committed yet: (its commit hook, the snapshot before).
 UNCOMMITTED_ATTR = "_semantic_images_uncommitted"
+#: Names of the embedding fields whose image file a save changed (set in pre_save, read in post_save).
+IMAGE_CHANGED_ATTR = "_semantic_images_image_changed"
+
+#: Sent after a save that put another file in an embedding field's image field (a new file, even
+#: under the name stored before, or another name): ``sender`` the model, ``instance``, ``field``
+#: (the ``ImageEmbeddingField``) and ``file`` (the stored file).
+image_file_changed = Signal()
 _state = threading.local()
 
 
@@ -145,6 +157,22 @@ def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozense
     return any(attr not in before or before[attr] != value for attr, value in now.items())
 
 
+def _image_changed(instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None) -> bool:
+    """Does the save put another file in ``field``'s image field (the model's own)? For a new row,
+    only when the save stores the file (``_NewFile``, e.g. an upload): one stored before the save
+    (``image.save(name, content, save=False)``) is not told apart, as for the embedding."""
+    attr = field.image_field
+    if saved is not None and attr not in saved:
+        return False
+    now = _inputs(instance, field).get(attr)
+    if not now:  # no file, a deferred field, or a file of another row (a relation path)
+        return False
+    before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(field.name)
+    if before is None:
+        return isinstance(now, _NewFile)
+    return bool(before.get(attr) != now)
+
+
 class Committed:
     """An on-commit hook that records that the transaction of a save committed."""
 
@@ -222,6 +250,7 @@ def pre_save_handler(
     _settle(instance)
     changed = [f for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f, update_fields)]
     setattr(instance, CHANGED_ATTR, [f.name for f in changed])
+    setattr(instance, IMAGE_CHANGED_ATTR, [f.name for f in changed if _image_changed(instance, f, update_fields)])
     for field in changed:
         setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
         setattr(instance, field.column("error"), "")
@@ -246,6 +275,10 @@ def post_save_handler(
     _snapshot(instance, update_fields)
     if not raw:
         _remember_uncommitted(instance, previous, using)
+        for name in getattr(instance, IMAGE_CHANGED_ATTR, []):
+            field = get_embedding_field(sender, name)
+            image_file_changed.send(sender=sender, instance=instance, field=field, file=field.file(instance))
+    setattr(instance, IMAGE_CHANGED_ATTR, [])
     if changed and update_fields is not None:
         # The save wrote only the fields it named (a frozenset no handler can extend):
         # write the state columns now, in the same transaction.

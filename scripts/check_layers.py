@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "migrations",
             "contrib",
             "thumbnails",
+            "thumbnail_engine",
         ),
     ),
 ]

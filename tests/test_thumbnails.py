@@ -279,3 +279,108 @@ def test_result_fields_are_built_once_per_class_and_each_serializer_binds_its_ow
     hosts = [PerRequest(photo, context={"request": r}).data["image_url"].split("/")[2] for r in (one, two)]
     assert hosts == ["one.example", "two.example"]
     assert len(built) == 3
+
+
+def logo_bytes(fmt: str) -> bytes:
+    """A red square on a transparent 600 x 400 background, as an editor's logo, in ``fmt``."""
+    logo = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
+    logo.paste((255, 0, 0, 255), (200, 100, 400, 300))
+    if fmt == "GIF":  # a palette and one transparent index, as GIFs keep it
+        logo = logo.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+        corner = logo.getpixel((0, 0))
+        buf = io.BytesIO()
+        logo.save(buf, fmt, transparency=corner)
+        return buf.getvalue()
+    buf = io.BytesIO()
+    logo.save(buf, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
+def test_a_transparent_image_keeps_its_transparency_in_the_thumbnail(api, make_photo, fmt):
+    """sorl-thumbnail wrote every thumbnail as JPEG: the transparent background became black."""
+    photo = make_photo(logo_bytes(fmt), name=f"logo.{fmt.lower()}")
+    url = results_by_id(api)[photo.pk]["thumbnail_url"]
+    thumbnail = fetch_image(api, url).convert("RGBA")
+    assert thumbnail.size == (400, 267)
+    assert thumbnail.getpixel((5, 5))[3] == 0  # the background is still transparent
+    red, green, blue, alpha = thumbnail.getpixel((200, 133))
+    assert alpha == 255 and red > 230 and green < 30 and blue < 30  # the logo is still red
+    # A photo keeps sorl-thumbnail's format (JPEG by default), which is small.
+    jpeg = make_photo(Image.new("RGB", (600, 400), "green"), name="photo.jpg")
+    assert urlsplit(results_by_id(api)[jpeg.pk]["thumbnail_url"]).path.endswith(".jpg")
+
+
+def test_a_16_bit_greyscale_image_gets_a_grey_thumbnail_that_follows_its_gradient(api, make_photo):
+    """Pillow opens a 16-bit greyscale PNG as mode "I;16"; converted to RGB its values above 255
+    were clipped, and the thumbnail was all white."""
+    import numpy as np
+
+    ramp = np.linspace(0, 65535, 600).round().astype(np.uint16)  # black on the left, white on the right
+    source = Image.fromarray(np.tile(ramp, (100, 1)))
+    assert source.mode == "I;16"
+    buf = io.BytesIO()
+    source.save(buf, "PNG")
+    photo = make_photo(buf.getvalue(), name="scan.png")
+    thumbnail = fetch_image(api, results_by_id(api)[photo.pk]["thumbnail_url"]).convert("L")
+    assert thumbnail.size == (400, 67)
+    row = [thumbnail.getpixel((x, 33)) for x in range(0, 400, 20)]
+    assert row[0] < 20 and row[-1] > 225, row
+    assert all(b >= a for a, b in zip(row, row[1:], strict=False)), row  # darker to lighter, as the source
+    expected = [round(x / 399 * 255) for x in range(0, 400, 20)]
+    assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
+
+
+def color_at(client: APIClient, url: str) -> tuple[int, int, int]:
+    return fetch_image(client, url).convert("RGB").getpixel((10, 10))
+
+
+def near(color: tuple[int, int, int], expected: tuple[int, int, int]) -> bool:
+    return max(abs(a - b) for a, b in zip(color, expected, strict=True)) < 12
+
+
+def test_a_file_written_over_under_its_name_gets_a_new_thumbnail(api, make_photo, settings):
+    """A storage that writes over a file of the same name (``allow_overwrite``, S3's
+    ``file_overwrite``): the thumbnail's name was cached and known to sorl-thumbnail's store by the
+    file's name, so the new picture kept showing the old one's thumbnail."""
+    from django_semantic_images.signals import embedding_deferred
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
+    }
+    photo = make_photo(Image.new("RGB", (600, 400), "red"), name="swap.jpg")
+    name = photo.image.name
+    assert near(color_at(api, results_by_id(api)[photo.pk]["thumbnail_url"]), (255, 0, 0))
+    photo.image = ContentFile(image_bytes(Image.new("RGB", (600, 400), "blue")), name="swap.jpg")
+    with embedding_deferred():
+        photo.save()
+    assert photo.image.name == name  # written over, under the same name
+    assert near(color_at(api, results_by_id(api)[photo.pk]["thumbnail_url"]), (0, 0, 255))
+    cache.clear()  # another process: from sorl-thumbnail's store
+    assert near(color_at(api, results_by_id(api)[photo.pk]["thumbnail_url"]), (0, 0, 255))
+    # A save that stores no new file keeps the thumbnail (not made again).
+    thumbnail = stored_path(results_by_id(api)[photo.pk]["thumbnail_url"])
+    made = thumbnail.stat().st_mtime_ns
+    photo.title = "Blue"
+    photo.save()
+    assert thumbnail.stat().st_mtime_ns == made
+    assert cache.get(cache_key(photo.image, thumbnail_geometry())) == str(thumbnail.relative_to(settings.MEDIA_ROOT))
+
+
+def test_an_upload_under_a_deleted_rows_file_name_gets_its_own_thumbnail(api, make_photo):
+    """A row and its file deleted (the site's cleanup), then a new upload takes the free name: the
+    old picture's thumbnail, cached and in sorl-thumbnail's store under that name, was shown for it."""
+    from django_semantic_images.signals import embedding_deferred
+    from photos.models import Photo
+
+    old = make_photo(Image.new("RGB", (600, 400), "red"), name="reused.jpg")
+    name = old.image.name
+    assert near(color_at(api, results_by_id(api)[old.pk]["thumbnail_url"]), (255, 0, 0))
+    old.image.storage.delete(name)
+    old.delete()
+    new = Photo(title="new", image=ContentFile(image_bytes(Image.new("RGB", (600, 400), "blue")), name="reused.jpg"))
+    with embedding_deferred():
+        new.save()
+    assert new.image.name == name  # the free name, taken again
+    assert near(color_at(api, results_by_id(api)[new.pk]["thumbnail_url"]), (0, 0, 255))

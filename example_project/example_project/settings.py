@@ -28,6 +28,9 @@ INSTALLED_APPS = [
     "photos",
 ]
 
+# sorl-thumbnail's Pillow engine, which also reads 16-bit greyscale (its own turns it white).
+THUMBNAIL_ENGINE = "django_semantic_images.thumbnail_engine.Engine"
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

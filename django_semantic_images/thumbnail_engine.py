@@ -1,0 +1,31 @@
+"""sorl-thumbnail's Pillow engine, which also reads greyscale images of more than 8 bits.
+
+Pillow opens a 16-bit greyscale PNG (or TIFF) as mode ``"I;16"`` (some as ``"I"``), and sorl-thumbnail
+converts it to RGB as it is: Pillow clips every value above 255, nearly all of such a picture, and
+the thumbnail was all white. sorl-thumbnail has no option for it, so this subclass scales those
+values from 16 bits to 8 first; everything else is sorl-thumbnail's own. A site opts in with
+``THUMBNAIL_ENGINE = "django_semantic_images.thumbnail_engine.Engine"`` (the example site does);
+the app does not swap sorl-thumbnail's engine behind the site's back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+from sorl.thumbnail.engines.pil_engine import Engine as PillowEngine
+
+#: Pillow's modes of greyscale wider than 8 bits, read as 16-bit values ("I": 32-bit integers, as
+#: Pillow opens some 16-bit files; values above 65535 end white).
+WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+#: From a 16-bit value to an 8-bit one.
+TO_8_BITS = 255 / 65535
+
+
+class Engine(PillowEngine):
+    """sorl-thumbnail's ``pil_engine.Engine``, with wide greyscale scaled to 8 bits (mode ``"L"``)."""
+
+    def _colorspace(self, image: Image.Image, colorspace: str, format: str) -> Any:  # noqa: A002 - sorl's name
+        if image.mode in WIDE_GREY:
+            image = image.convert("I").point(lambda value: value * TO_8_BITS).convert("L")
+        return super()._colorspace(image, colorspace, format)
