@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import reduce
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Self
 
+from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from django.db.models.constants import LOOKUP_SEP
@@ -400,7 +402,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
     delete.alters_data = True  # type: ignore[attr-defined]  # as QuerySet.delete: never on a manager
     delete.queryset_only = True  # type: ignore[attr-defined]
 
-    def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]:
+    def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Generator[Any, None, None]:
         """``.iterator()``: the rows come from a server-side cursor, read inside the same
         transaction as the HNSW settings, so they are the rows ``list()`` gives."""
         searched_on = self._search_database()
@@ -419,11 +421,36 @@ class SemanticQuerySetMixin(_QuerySetBase):
             except GeneratorExit:  # the caller stopped early: end the transaction normally
                 return
 
+    async def aiterator(self, chunk_size: int = 2000) -> AsyncIterator[Any]:
+        """``.aiterator()``: the rows ``.iterator()`` gives (HNSW settings in force, a search's
+        instances carrying the default alias), ``chunk_size`` at a time from a thread, as Django's.
+
+        Django's own reads the query's rows itself, past ``_iterator()``.
+        """
+        if chunk_size <= 0:
+            raise ValueError("Chunk size must be strictly positive.")
+        use_chunked_fetch = not connections[self.db].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+        rows = self._iterator(use_chunked_fetch, chunk_size)
+        try:
+            while True:
+                chunk = await sync_to_async(next_chunk)(rows, chunk_size)
+                for row in chunk:
+                    yield row
+                if len(chunk) < chunk_size:
+                    return
+        finally:  # in the thread that opened its cursor and transaction
+            await sync_to_async(rows.close)()
+
     def explain(self, *, format: str | None = None, **options: Any) -> str:
         if self._vector_ranked:
             with hnsw_settings(self.db, field=index_field(self)):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
+
+
+def next_chunk(rows: Iterator[Any], size: int) -> list[Any]:
+    """The next ``size`` items of ``rows`` (fewer at its end)."""
+    return list(islice(rows, size))
 
 
 class SemanticImageQuerySet(SemanticQuerySetMixin, models.QuerySet):

@@ -5,7 +5,7 @@ real models, copies made with Pillow)."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from django_semantic_images.conf import DEFAULT_DUPLICATE_THRESHOLD
 from django_semantic_images.duplicates import (
@@ -18,6 +18,8 @@ from django_semantic_images.duplicates import (
 from django_semantic_images.hnsw import hnsw_settings
 from django_semantic_images.models import NotDuplicate
 from photos.models import Photo
+
+from .conftest import duplicate_library
 
 pytestmark = pytest.mark.django_db
 
@@ -145,3 +147,36 @@ def test_neighbours_beyond_what_the_hnsw_index_can_probe_are_refused_naming_them
 def test_a_thousand_neighbours_are_probed(duplicate_photos):
     groups = Photo.objects.near_duplicates(neighbours=1000)
     assert named(groups, duplicate_photos) == named(Photo.objects.near_duplicates(), duplicate_photos)
+
+
+class Rollback(Exception):
+    pass
+
+
+@pytest.mark.django_db(transaction=True)  # its flush leaves fresh indexes: its dead rows hide no later test's
+def test_the_library_is_grouped_whatever_rows_earlier_tests_left_in_the_hnsw_graph(sample_paths):
+    """Rows that earlier tests rolled back or deleted stay in the HNSW graph until a vacuum: a full run
+    leaves hundreds of copies of the same sample pictures there, and they cut live rows off the graph.
+    Once they have grown the table past a sequential scan, the probes came back short of the copies
+    (test_edited_copies_are_grouped_and_distinct_photos_are_not failed so, now and then, in a full run)."""
+    earlier = duplicate_library(sample_paths)
+    try:
+        with transaction.atomic():
+            Photo.objects.bulk_create(
+                Photo(
+                    image=f"stale-{i}.jpg",
+                    title=photo.title,
+                    embedding_status=photo.embedding_status,
+                    embedding_visual=photo.embedding_visual,
+                    embedding_semantic=photo.embedding_semantic,
+                )
+                for photo in Photo.objects.all()
+                for i in range(500)
+            )
+            raise Rollback
+    except Rollback:
+        pass
+    Photo.objects.filter(pk__in=[photo.pk for photo in earlier.values()]).delete()
+    library = duplicate_library(sample_paths)
+    groups = Photo.objects.near_duplicates()
+    assert named(groups, library) == [{"chelsea", "chelsea-jpeg", "chelsea-flip"}, {"coffee", "coffee-crop"}]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
@@ -233,6 +234,59 @@ def test_a_search_result_saved_or_deleted_with_only_search_database_set_is_writt
         [prefetched] = Photo.objects.semantic_search("a cat").prefetch_related("owner").iterator(chunk_size=10)
     assert primary.captured_queries == []
     assert {joined._state.db, joined.owner._state.db, prefetched._state.db, prefetched.owner._state.db} == {"default"}
+
+
+def test_rows_of_a_search_read_one_by_one_or_singly_are_written_on_the_primary(standby, sample_paths, settings):
+    """``iterator()``, ``get()``, ``first()``, ``in_bulk()`` and Django's ``aiterator()`` give the
+    search's rows as ``list()`` does: read on the replica, carried as the primary's."""
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    coffee = upload(sample_paths["coffee"], title="a cup of coffee")
+    caught_up()
+    ranked = Photo.objects.semantic_search("a cat")
+    with CaptureQueriesContext(connections["default"]) as primary:
+        read = {
+            "iterator": list(ranked.iterator()),
+            "get": [ranked.get(pk=coffee.pk)],
+            "first": [ranked.first()],
+            "in_bulk": list(ranked.in_bulk([cat.pk, coffee.pk]).values()),
+        }
+    assert primary.captured_queries == []  # all read on the replica
+    assert {how: [p.pk for p in rows] for how, rows in read.items()} == {
+        "iterator": [cat.pk, coffee.pk],
+        "get": [coffee.pk],
+        "first": [cat.pk],
+        "in_bulk": [cat.pk, coffee.pk],
+    }
+    for how, rows in read.items():
+        assert {p._state.db for p in rows} == {"default"}, how
+        for p in rows:
+            p.save(update_fields=["title"])  # the standby would refuse the UPDATE
+
+    async def read_asynchronously() -> list[Photo]:
+        found = [p async for p in ranked.filter(title__startswith="a").aiterator(chunk_size=1)]
+        for p in found:
+            p.title = f"{p.title}, seen"
+            await p.asave(update_fields=["title"])
+        return found
+
+    with CaptureQueriesContext(connections[REPLICA]) as rep:
+        found = async_to_sync(read_asynchronously)()
+    assert [p.pk for p in found] == [cat.pk, coffee.pk]
+    assert {p._state.db for p in found} == {"default"}
+    titles = Photo.objects.using("default").order_by("pk").values_list("title", flat=True)
+    assert list(titles) == ["a cat, seen", "a cup of coffee, seen"]
+    # Under the search's HNSW settings, as iterator() (a filtered ranking fills its page).
+    assert sum("set_config('hnsw.ef_search'" in q["sql"] for q in rep.captured_queries) == 1
+    assert sum("<=>" in q["sql"] for q in rep.captured_queries) == 1
+
+    async def first_only() -> Photo | None:
+        async for p in ranked.aiterator(chunk_size=1):
+            return p  # stopped early: its transaction on the replica ends all the same
+        return None
+
+    assert async_to_sync(first_only)().pk == cat.pk
+    assert not connections[REPLICA].in_atomic_block
 
 
 def test_the_admins_search_box_and_similar_images_rank_on_the_search_database(
