@@ -153,6 +153,10 @@ def test_similar_images_of_the_cat_list_its_cropped_copy_first(admin_client, pho
     assert 'type="hidden" name="similar_to"' not in response.content.decode()
 
 
+#: Ids no row can have: past a bigint, negative, a UUID on an integer key, text, a NUL.
+NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "not-a-number", "1.5", "\x00")
+
+
 def test_similar_images_of_an_unknown_or_broken_row_list_nothing(admin_client, photos):
     for pk in ("999999", "not-a-number", str(photos["broken"].pk)):
         response = admin_client.get(reverse(CHANGELIST), {"similar_to": pk})
@@ -278,6 +282,26 @@ def test_the_reembed_action_embeds_again_and_reports(admin_client, photos):
     assert rocket.embedding_status == EmbeddingStatus.EMBEDDED and rocket.embedding_updated_at > before
     assert broken.embedding_status == EmbeddingStatus.FAILED and "truncated" in broken.embedding_error
     assert any("Re-embedded 1 of 2" in m and "1 failed" in m for m in messages_of(response))
+
+
+def test_an_action_on_malformed_ids_leaves_them_out(admin_client, photos):
+    """A forged selection naming ids no row can have (text, a UUID on an integer key) was a
+    ValueError in Django's filter of the selection, a 500: they are left out, as unknown ids are."""
+    rocket = photos["rocket"]
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {"action": "reembed_selected", "_selected_action": [*NONSENSE_IDS, rocket.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == ["Re-embedded 1 of 1 images."]
+    # Nothing a key can hold: nothing selected, nothing changed (Django's own answer to that).
+    before = list(Photo.objects.values_list("pk", "embedding_updated_at").order_by("pk"))
+    malformed = [raw for raw in NONSENSE_IDS if not raw.lstrip("-").isdigit()]
+    response = admin_client.post(reverse(CHANGELIST), {"action": "reembed_selected", "_selected_action": malformed})
+    assert response.status_code == 302 and response["Location"] == reverse(CHANGELIST)
+    assert any("Items must be selected" in m for m in messages_of(response)), messages_of(response)
+    assert list(Photo.objects.values_list("pk", "embedding_updated_at").order_by("pk")) == before
 
 
 def test_the_actions_use_no_deprecated_django_api(admin_client, photos):
