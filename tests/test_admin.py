@@ -158,7 +158,7 @@ NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655
 
 
 def test_similar_images_of_an_unknown_or_broken_row_list_nothing(admin_client, photos):
-    for pk in ("999999", "not-a-number", str(photos["broken"].pk)):
+    for pk in ("999999", *NONSENSE_IDS, str(photos["broken"].pk)):
         response = admin_client.get(reverse(CHANGELIST), {"similar_to": pk})
         assert ranked_pks(response) == []
         assert messages_of(response), pk
@@ -214,6 +214,24 @@ def test_an_expired_photo_search_lists_nothing(admin_client, photos):
     response = admin_client.get(reverse(CHANGELIST), {"photo": "no-such-token"})
     assert ranked_pks(response) == []
     assert any("expired" in m for m in messages_of(response))
+
+
+def test_a_photo_token_of_another_session_answers_like_an_unknown_one(admin_client, client, photos, sample_paths):
+    """Tokens live in the uploader's session: another user naming one gets the page an unknown
+    token gets (no ranking, the same message), not the uploader's photo."""
+    redirect = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"])})
+    token = re.search(r"photo=([\w-]+)", redirect["Location"]).group(1)
+    assert ranked_pks(admin_client.get(reverse(CHANGELIST), {"photo": token}))[0] == photos["rocket"].pk
+    client.force_login(User.objects.create_superuser("other", "other@example.com", "pw"))
+
+    def page(name: str) -> tuple[list[int], list[str], str]:
+        response = client.get(reverse(CHANGELIST), {"photo": name})
+        html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+        return ranked_pks(response), messages_of(response), html.replace(name, "TOKEN")
+
+    theirs, unknown = page(token), page("no-such-token")
+    assert theirs == unknown
+    assert theirs[0] == [] and "upload the photo again" in theirs[1][0]
 
 
 def test_a_photo_search_made_for_other_vectors_lists_nothing(admin_client, photos):
@@ -537,6 +555,29 @@ def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sa
     upload = flipped_upload(sample_paths["chelsea"])
     redirect = client.post(reverse("own:photos_photo_search_by_photo"), {"photo": upload})
     assert set(ranked_pks(client.get(redirect["Location"]))) <= {photos["coffee"].pk, photos["rocket"].pk}
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_similar_to_a_row_the_admin_hides_answers_like_a_missing_one(client, photos):
+    """The same status, Content-Type, message and page as for an id no row has, but for the id."""
+    owner = staff_user("owner", "view_photo")
+    Photo.objects.filter(pk=photos["coffee"].pk).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("own:photos_photo_changelist")
+
+    def page(pk: int) -> tuple[int, str, list[str], str]:
+        response = client.get(url, {"similar_to": pk})
+        html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+        html = html.replace(f"“{pk}”", "“ID”").replace(f"similar_to={pk}", "similar_to=ID")
+        return response.status_code, response["Content-Type"], messages_of(response), html
+
+    hidden, missing = page(photos["chelsea"].pk), page(Photo.objects.order_by("-pk").first().pk + 1000)
+    assert hidden[:2] == missing[:2] == (200, "text/html; charset=utf-8")
+    assert hidden[3] == missing[3]
+    assert "There is no image with ID “ID” that you can see." in hidden[3]
+    assert [m.replace(str(photos["chelsea"].pk), "ID") for m in hidden[2]] == [
+        "There is no image with ID “ID” that you can see."
+    ]
 
 
 @pytest.mark.urls("tests.admin_urls")

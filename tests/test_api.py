@@ -200,6 +200,9 @@ def test_a_hidden_anchor_answers_exactly_like_a_missing_one(
     malformed = client.get(f"{base}abc/similar/")
     assert hidden.status_code == absent.status_code == malformed.status_code == 404
     assert hidden.content == absent.content == malformed.content
+    headers = ("Content-Type", "Allow", "Vary", "Content-Length")
+    assert [hidden.get(h) for h in headers] == [absent.get(h) for h in headers] == [malformed.get(h) for h in headers]
+    assert hidden["Allow"] == "GET, HEAD, OPTIONS" and hidden["Content-Type"] == "application/json"
     assert hidden.json() == {"detail": "No Photo matches the given query."}
     # Signed in as someone else: still hidden, still the same answer.
     client.force_authenticate(django_user_model.objects.create_user("someone"))
@@ -634,11 +637,13 @@ def test_a_json_body_is_an_unsupported_media_type(client):
     assert "Unsupported media type" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("pk", ["999999", "abc", "99999999999999999999999", "-1"])
+@pytest.mark.parametrize(
+    "pk", ["999999", "abc", "99999999999999999999999", "-1", "0", "550e8400-e29b-41d4-a716-446655440000", "1.5", "%00"]
+)
 def test_an_unknown_id_is_a_404(client, sample_photos, pk):
     response = client.get(similar_url(pk))
     assert response.status_code == 404
-    assert "detail" in response.json()
+    assert response.json() == {"detail": "No Photo matches the given query."}
 
 
 # -- schema and docs -----------------------------------------------------------------------------

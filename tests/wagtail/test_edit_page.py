@@ -90,6 +90,7 @@ def test_editors_never_see_another_collections_images_in_the_panel(
     hidden = client.get(reverse("wagtailimages:edit", args=(cat.pk,)))
     missing = client.get(reverse("wagtailimages:edit", args=(cat.pk + 1000,)))
     assert hidden.status_code == missing.status_code == 404  # hidden answers like missing
+    assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
 
 
 def test_pending_image_says_so(superuser_client, sample_images, make_image, sample_paths):
