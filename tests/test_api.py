@@ -134,6 +134,11 @@ def test_an_unpublished_photo_never_appears_to_others(client, sample_photos, pri
     assert similar.status_code == 200
     assert private_coffee.pk not in ids(similar)
     assert len(ids(similar)) == len(sample_photos) - 1
+    # A page just big enough for the visible rows has no next page: the hidden one is not the extra row.
+    exact = client.get(similar_url(sample_photos["coffee"].pk), {"limit": len(sample_photos) - 1})
+    assert len(ids(exact)) == len(sample_photos) - 1 and exact.json()["next"] is None
+    exact = client.get(SEARCH, {"q": "a cup of coffee", "limit": len(sample_photos)})
+    assert len(ids(exact)) == len(sample_photos) and exact.json()["next"] is None
     # Searching by the private photo's own pixels does not reveal it either.
     data = Image.open(private_coffee.image.path).convert("RGB")
     by_photo = client.post(SEARCH + "?limit=100", {"image": upload(image_bytes(data))}, format="multipart")

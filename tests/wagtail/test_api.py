@@ -105,8 +105,10 @@ def test_v2_respects_collection_view_restrictions_and_hidden_answers_like_missin
     cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=private)
     others = [make_image(sample_paths[stem], f"IMG_{i}") for i, stem in enumerate(("coffee", "rocket"), start=2)]
     embed(cat, *others)
-    found = item_ids(v2(api, semantic="a cat"))
+    body = v2(api, semantic="a cat")
+    found = item_ids(body)
     assert cat.pk not in found and set(found) == {image.pk for image in others}
+    assert body["meta"]["total_count"] == len(others)  # the hidden cat is not counted either
     hidden, missing = api.get(V2, {"similar_to": cat.pk}), api.get(V2, {"similar_to": cat.pk + 1000})
     assert hidden.status_code == missing.status_code == 400
     assert hidden.json() == missing.json() == {"message": "similar_to image doesn't exist"}
