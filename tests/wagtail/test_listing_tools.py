@@ -283,6 +283,9 @@ def test_bulk_reembed_of_malformed_ids_or_collection_answers_like_missing(
     for parent in ("abc", "99999999999999999999999", str(products.pk + 1000), str(two_collections["pets"].pk)):
         response = client.get(everything.format(parent))
         assert (response.status_code, response.content) == (404, missing.content), parent
+    # Search words with a NUL character, which PostgreSQL refuses: nothing matches them.
+    response = client.get(bulk_url("all") + "&q=IMG%00")
+    assert (response.status_code, response.content) == (404, missing.content)
 
 
 # --- the "Image embeddings" report and dashboard panel -------------------------------------

@@ -38,8 +38,10 @@ class ReembedBulkAction(ImageBulkAction):
         return super().get_queryset(model, object_ids)
 
     def get_all_objects_in_listing_query(self, parent_id: Any) -> Any:
-        """Wagtail's "select all" (in the collection ``childOf`` names): none for a malformed one."""
-        if parent_id is not None and not well_formed_keys(Collection, [parent_id]):
+        """Wagtail's "select all" (in the collection ``childOf`` names, matching the words ``q``):
+        none for a malformed collection, or words with a NUL character (PostgreSQL refuses it)."""
+        malformed = parent_id is not None and not well_formed_keys(Collection, [parent_id])
+        if malformed or "\x00" in self.request.GET.get("q", ""):
             return self.model.objects.none().values_list("pk", flat=True)
         return super().get_all_objects_in_listing_query(parent_id)
 
