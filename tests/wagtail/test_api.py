@@ -148,6 +148,9 @@ NOT_INTEGER = "similar_to must be a positive integer"
         ({"offset": "9223372036854775808"}, "offset cannot be higher than 9223372036854775807"),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
         ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
+        # A NUL character, which PostgreSQL refuses in text: Wagtail's search and field filters passed it on (a 500).
+        ({"search": "a\x00cat"}, "search cannot contain NUL characters"),
+        ({"title": "IMG\x00"}, "title cannot contain NUL characters"),
     ],
 )
 def test_v2_bad_parameters_are_400_naming_them(api, params, message):
