@@ -153,8 +153,12 @@ def test_similar_images_of_the_cat_list_its_cropped_copy_first(admin_client, pho
     assert 'type="hidden" name="similar_to"' not in response.content.decode()
 
 
+#: Ids no row can have: past a bigint, negative, a UUID on an integer key, text, a NUL.
+NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "not-a-number", "1.5", "\x00")
+
+
 def test_similar_images_of_an_unknown_or_broken_row_list_nothing(admin_client, photos):
-    for pk in ("999999", "not-a-number", str(photos["broken"].pk)):
+    for pk in ("999999", *NONSENSE_IDS, str(photos["broken"].pk)):
         response = admin_client.get(reverse(CHANGELIST), {"similar_to": pk})
         assert ranked_pks(response) == []
         assert messages_of(response), pk
@@ -210,6 +214,24 @@ def test_an_expired_photo_search_lists_nothing(admin_client, photos):
     response = admin_client.get(reverse(CHANGELIST), {"photo": "no-such-token"})
     assert ranked_pks(response) == []
     assert any("expired" in m for m in messages_of(response))
+
+
+def test_a_photo_token_of_another_session_answers_like_an_unknown_one(admin_client, client, photos, sample_paths):
+    """Tokens live in the uploader's session: another user naming one gets the page an unknown
+    token gets (no ranking, the same message), not the uploader's photo."""
+    redirect = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"])})
+    token = re.search(r"photo=([\w-]+)", redirect["Location"]).group(1)
+    assert ranked_pks(admin_client.get(reverse(CHANGELIST), {"photo": token}))[0] == photos["rocket"].pk
+    client.force_login(User.objects.create_superuser("other", "other@example.com", "pw"))
+
+    def page(name: str) -> tuple[list[int], list[str], str]:
+        response = client.get(reverse(CHANGELIST), {"photo": name})
+        html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+        return ranked_pks(response), messages_of(response), html.replace(name, "TOKEN")
+
+    theirs, unknown = page(token), page("no-such-token")
+    assert theirs == unknown
+    assert theirs[0] == [] and "upload the photo again" in theirs[1][0]
 
 
 def test_a_photo_search_made_for_other_vectors_lists_nothing(admin_client, photos):
@@ -278,6 +300,26 @@ def test_the_reembed_action_embeds_again_and_reports(admin_client, photos):
     assert rocket.embedding_status == EmbeddingStatus.EMBEDDED and rocket.embedding_updated_at > before
     assert broken.embedding_status == EmbeddingStatus.FAILED and "truncated" in broken.embedding_error
     assert any("Re-embedded 1 of 2" in m and "1 failed" in m for m in messages_of(response))
+
+
+def test_an_action_on_malformed_ids_leaves_them_out(admin_client, photos):
+    """A forged selection naming ids no row can have (text, a UUID on an integer key) was a
+    ValueError in Django's filter of the selection, a 500: they are left out, as unknown ids are."""
+    rocket = photos["rocket"]
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {"action": "reembed_selected", "_selected_action": [*NONSENSE_IDS, rocket.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == ["Re-embedded 1 of 1 images."]
+    # Nothing a key can hold: nothing selected, nothing changed (Django's own answer to that).
+    before = list(Photo.objects.values_list("pk", "embedding_updated_at").order_by("pk"))
+    malformed = [raw for raw in NONSENSE_IDS if not raw.lstrip("-").isdigit()]
+    response = admin_client.post(reverse(CHANGELIST), {"action": "reembed_selected", "_selected_action": malformed})
+    assert response.status_code == 302 and response["Location"] == reverse(CHANGELIST)
+    assert any("Items must be selected" in m for m in messages_of(response)), messages_of(response)
+    assert list(Photo.objects.values_list("pk", "embedding_updated_at").order_by("pk")) == before
 
 
 def test_the_actions_use_no_deprecated_django_api(admin_client, photos):
@@ -513,6 +555,29 @@ def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sa
     upload = flipped_upload(sample_paths["chelsea"])
     redirect = client.post(reverse("own:photos_photo_search_by_photo"), {"photo": upload})
     assert set(ranked_pks(client.get(redirect["Location"]))) <= {photos["coffee"].pk, photos["rocket"].pk}
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_similar_to_a_row_the_admin_hides_answers_like_a_missing_one(client, photos):
+    """The same status, Content-Type, message and page as for an id no row has, but for the id."""
+    owner = staff_user("owner", "view_photo")
+    Photo.objects.filter(pk=photos["coffee"].pk).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("own:photos_photo_changelist")
+
+    def page(pk: int) -> tuple[int, str, list[str], str]:
+        response = client.get(url, {"similar_to": pk})
+        html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+        html = html.replace(f"“{pk}”", "“ID”").replace(f"similar_to={pk}", "similar_to=ID")
+        return response.status_code, response["Content-Type"], messages_of(response), html
+
+    hidden, missing = page(photos["chelsea"].pk), page(Photo.objects.order_by("-pk").first().pk + 1000)
+    assert hidden[:2] == missing[:2] == (200, "text/html; charset=utf-8")
+    assert hidden[3] == missing[3]
+    assert "There is no image with ID “ID” that you can see." in hidden[3]
+    assert [m.replace(str(photos["chelsea"].pk), "ID") for m in hidden[2]] == [
+        "There is no image with ID “ID” that you can see."
+    ]
 
 
 @pytest.mark.urls("tests.admin_urls")

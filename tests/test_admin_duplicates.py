@@ -8,6 +8,7 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
@@ -194,3 +195,30 @@ def test_only_the_admins_own_rows_are_grouped_kept_or_deleted(client, duplicate_
     hidden, own = duplicate_photos["chelsea-flip"].pk, duplicate_photos["chelsea"].pk
     response = client.post(url, {"action": "keep", "keep": hidden, "group": f"{hidden},{own}"})
     assert response.status_code == 302 and Photo.objects.filter(pk=own).exists()
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_a_hidden_missing_or_malformed_id_in_a_forged_form_changes_nothing_and_answers_alike(client, duplicate_photos):
+    """Keep, confirm and "not duplicates" naming, beside one of the editor's rows, a row they may
+    not see, one that does not exist, or an id no row can have: the same redirect and message."""
+    owner = staff_user("owner", "view_photo", "change_photo", "delete_photo")
+    own, hidden = duplicate_photos["chelsea"].pk, duplicate_photos["chelsea-flip"].pk
+    Photo.objects.filter(pk__in=pks(duplicate_photos, "chelsea", "chelsea-jpeg")).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("own:photos_photo_duplicates")
+    missing = Photo.objects.order_by("-pk").first().pk + 1000
+    answers = {}
+    for other in (hidden, missing, "99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "x\x00"):
+        group = f"{own},{other}"
+        responses = (
+            client.get(url, {"keep": own, "group": group}),
+            client.get(url, {"keep": other, "group": group}),
+            client.post(url, {"action": "keep", "keep": other, "group": group}),
+            client.post(url, {"action": "apart", "group": group}),
+        )
+        answers[other] = [
+            (r.status_code, r["Location"], [str(m) for m in get_messages(r.wsgi_request)][-1]) for r in responses
+        ]
+    assert all(answer == answers[missing] for answer in answers.values()), answers
+    assert answers[missing][0][:2] == (302, url) and "not among the ones you can see" in answers[missing][0][2]
+    assert Photo.objects.filter(pk__in=[own, hidden]).count() == 2 and not NotDuplicate.objects.exists()

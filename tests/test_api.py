@@ -134,6 +134,11 @@ def test_an_unpublished_photo_never_appears_to_others(client, sample_photos, pri
     assert similar.status_code == 200
     assert private_coffee.pk not in ids(similar)
     assert len(ids(similar)) == len(sample_photos) - 1
+    # A page just big enough for the visible rows has no next page: the hidden one is not the extra row.
+    exact = client.get(similar_url(sample_photos["coffee"].pk), {"limit": len(sample_photos) - 1})
+    assert len(ids(exact)) == len(sample_photos) - 1 and exact.json()["next"] is None
+    exact = client.get(SEARCH, {"q": "a cup of coffee", "limit": len(sample_photos)})
+    assert len(ids(exact)) == len(sample_photos) and exact.json()["next"] is None
     # Searching by the private photo's own pixels does not reveal it either.
     data = Image.open(private_coffee.image.path).convert("RGB")
     by_photo = client.post(SEARCH + "?limit=100", {"image": upload(image_bytes(data))}, format="multipart")
@@ -200,6 +205,9 @@ def test_a_hidden_anchor_answers_exactly_like_a_missing_one(
     malformed = client.get(f"{base}abc/similar/")
     assert hidden.status_code == absent.status_code == malformed.status_code == 404
     assert hidden.content == absent.content == malformed.content
+    headers = ("Content-Type", "Allow", "Vary", "Content-Length")
+    assert [hidden.get(h) for h in headers] == [absent.get(h) for h in headers] == [malformed.get(h) for h in headers]
+    assert hidden["Allow"] == "GET, HEAD, OPTIONS" and hidden["Content-Type"] == "application/json"
     assert hidden.json() == {"detail": "No Photo matches the given query."}
     # Signed in as someone else: still hidden, still the same answer.
     client.force_authenticate(django_user_model.objects.create_user("someone"))
@@ -634,11 +642,13 @@ def test_a_json_body_is_an_unsupported_media_type(client):
     assert "Unsupported media type" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("pk", ["999999", "abc", "99999999999999999999999", "-1"])
+@pytest.mark.parametrize(
+    "pk", ["999999", "abc", "99999999999999999999999", "-1", "0", "550e8400-e29b-41d4-a716-446655440000", "1.5", "%00"]
+)
 def test_an_unknown_id_is_a_404(client, sample_photos, pk):
     response = client.get(similar_url(pk))
     assert response.status_code == 404
-    assert "detail" in response.json()
+    assert response.json() == {"detail": "No Photo matches the given query."}
 
 
 # -- schema and docs -----------------------------------------------------------------------------

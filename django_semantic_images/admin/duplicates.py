@@ -31,6 +31,7 @@ from ..duplicates import (
     mark_not_duplicates,
     near_duplicates,
 )
+from ..keys import well_formed_keys
 from . import display
 
 if TYPE_CHECKING:
@@ -195,15 +196,7 @@ def kept_query(raw: str) -> str:
 
 def pks_of(model_admin: SemanticSearchAdminMixin, raw: str) -> list[Any]:
     """Primary keys from a comma-separated list; a malformed one is left out."""
-    pk_field = model_admin.model._meta.pk
-    assert pk_field is not None
-    pks = []
-    for part in raw.split(","):
-        try:
-            pks.append(pk_field.to_python(part.strip()))
-        except Exception:  # noqa: BLE001 - ValidationError, ValueError ...: not a key of this model
-            continue
-    return pks
+    return well_formed_keys(model_admin.model, [part.strip() for part in raw.split(",")])
 
 
 def keep_and_others(model_admin: SemanticSearchAdminMixin, request: HttpRequest, data: QueryDict) -> tuple[Any, Any]:

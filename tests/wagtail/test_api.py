@@ -105,8 +105,10 @@ def test_v2_respects_collection_view_restrictions_and_hidden_answers_like_missin
     cat = make_image(sample_paths["chelsea"], "IMG_0001", collection=private)
     others = [make_image(sample_paths[stem], f"IMG_{i}") for i, stem in enumerate(("coffee", "rocket"), start=2)]
     embed(cat, *others)
-    found = item_ids(v2(api, semantic="a cat"))
+    body = v2(api, semantic="a cat")
+    found = item_ids(body)
     assert cat.pk not in found and set(found) == {image.pk for image in others}
+    assert body["meta"]["total_count"] == len(others)  # the hidden cat is not counted either
     hidden, missing = api.get(V2, {"similar_to": cat.pk}), api.get(V2, {"similar_to": cat.pk + 1000})
     assert hidden.status_code == missing.status_code == 400
     assert hidden.json() == missing.json() == {"message": "similar_to image doesn't exist"}
@@ -146,6 +148,9 @@ NOT_INTEGER = "similar_to must be a positive integer"
         ({"offset": "9223372036854775808"}, "offset cannot be higher than 9223372036854775807"),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
         ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
+        # A NUL character, which PostgreSQL refuses in text: Wagtail's search and field filters passed it on (a 500).
+        ({"search": "a\x00cat"}, "search cannot contain NUL characters"),
+        ({"title": "IMG\x00"}, "title cannot contain NUL characters"),
     ],
 )
 def test_v2_bad_parameters_are_400_naming_them(api, params, message):

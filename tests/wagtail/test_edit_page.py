@@ -90,6 +90,7 @@ def test_editors_never_see_another_collections_images_in_the_panel(
     hidden = client.get(reverse("wagtailimages:edit", args=(cat.pk,)))
     missing = client.get(reverse("wagtailimages:edit", args=(cat.pk + 1000,)))
     assert hidden.status_code == missing.status_code == 404  # hidden answers like missing
+    assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
 
 
 def test_pending_image_says_so(superuser_client, sample_images, make_image, sample_paths):
@@ -189,7 +190,11 @@ def test_reembed_needs_post_csrf_and_change_permission(
     # Another collection's editor, and one who may only choose images in this one.
     client.force_login(editor_of(products, django_user_model, "products"))
     missing = reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk + 1000,))
-    assert client.post(url).status_code == client.post(missing).status_code == 404  # hidden answers like missing
+    hidden_post, missing_post = client.post(url), client.post(missing)
+    assert hidden_post.status_code == missing_post.status_code == 404  # hidden answers like missing
+    assert hidden_post.content == missing_post.content
+    hidden_get, missing_get = client.get(url), client.get(missing)  # the method is refused before any lookup
+    assert [(r.status_code, r["Allow"]) for r in (hidden_get, missing_get)] == [(405, "POST")] * 2
     chooser = Group.objects.create(name="Choosers")
     chooser.permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
     GroupCollectionPermission.objects.create(

@@ -257,6 +257,37 @@ def test_bulk_reembed_needs_change_permission_on_each_image(
     assert ImageVectors.objects.get(pk=rocket.pk).embedding_updated_at == before[rocket.pk]
 
 
+def test_bulk_reembed_of_malformed_ids_or_collection_answers_like_missing(
+    client, two_collections, django_capture_on_commit_callbacks
+):
+    """Ids no image can have (text, a UUID, a decimal; past a bigint, negative) and a ``childOf``
+    collection that is none or hidden: the 404 of a missing image, never a 500; nothing queued."""
+    cat, coffee, products = two_collections["cat"], two_collections["others"][0], two_collections["products"]
+    client.force_login(two_collections["products_editor"])
+    missing = client.get(bulk_url(cat.pk + 1000))
+    assert missing.status_code == 404
+    nonsense = ("abc", "550e8400-e29b-41d4-a716-446655440000", "1.5", "\x00", "99999999999999999999999", "-1")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        for raw in nonsense:
+            for response in (client.get(bulk_url(raw)), client.post(bulk_url(raw))):
+                assert (response.status_code, response.content) == (404, missing.content), raw
+    assert not callbacks and status_of(coffee) == EmbeddingStatus.EMBEDDED
+    # A malformed id beside a real one is left out.
+    confirm = client.get(bulk_url("abc", coffee))
+    assert [item["item"] for item in confirm.context["items"]] == [coffee]
+    # "Select all" in a collection: a malformed, missing or hidden one alike.
+    everything = bulk_url("all").replace("id=all", "id=all&childOf={}")
+    assert {item["item"] for item in client.get(everything.format(products.pk)).context["items"]} == set(
+        two_collections["others"]
+    )
+    for parent in ("abc", "99999999999999999999999", str(products.pk + 1000), str(two_collections["pets"].pk)):
+        response = client.get(everything.format(parent))
+        assert (response.status_code, response.content) == (404, missing.content), parent
+    # Search words with a NUL character, which PostgreSQL refuses: nothing matches them.
+    response = client.get(bulk_url("all") + "&q=IMG%00")
+    assert (response.status_code, response.content) == (404, missing.content)
+
+
 # --- the "Image embeddings" report and dashboard panel -------------------------------------
 
 

@@ -149,6 +149,15 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
     meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
     listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
 
+    def check_query_parameters(self, queryset: QuerySet) -> None:
+        """Wagtail's check, and a 400 naming a parameter whose value holds a NUL character
+        (PostgreSQL refuses it in text: Wagtail's ``search`` and field filters were a 500).
+        ``semantic`` reads a NUL as a space, as the REST API's ``q`` does."""
+        super().check_query_parameters(queryset)
+        for name, values in self.request.GET.lists():
+            if name != SEMANTIC and any("\x00" in value for value in values):
+                raise BadRequestError(f"{name} cannot contain NUL characters")
+
     def listing_view(self, request: Any) -> Any:
         """Wagtail's listing; ``meta.note`` says when ``?semantic=`` words were matched as
         keywords (a script the text model cannot read)."""

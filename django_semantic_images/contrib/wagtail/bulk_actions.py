@@ -3,19 +3,23 @@
 Wagtail's bulk-action machinery does the rest: the confirmation page, the ``before_bulk_action``
 / ``after_bulk_action`` hooks, the transaction, the success message. Each image needs the
 editor's change permission (``check_perm``); an image the editor may not see at all is left out
-as if it did not exist, and a selection of nothing visible is a 404, as for a missing image.
+as if it did not exist, and a selection of nothing visible is a 404, as for a missing image. So is
+an id no image can have (``?id=abc``), and "select all" in a collection that is malformed, missing
+or one the editor may not change in (Wagtail filtered by such values as given: a 500).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import router
+from django.db import models, router
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from wagtail.images.views.bulk_actions.image_bulk_action import ImageBulkAction
+from wagtail.models import Collection
 
+from ...keys import well_formed_keys
 from .signals import request_embedding
 
 
@@ -25,6 +29,21 @@ class ReembedBulkAction(ImageBulkAction):
     aria_label = _("Embed the selected images again")
     template_name = "semantic_images_wagtail/bulk_actions/confirm_bulk_reembed.html"
     action_priority = 50
+
+    @classmethod
+    def get_queryset(cls, model: type[models.Model], object_ids: Any) -> Any:
+        """Wagtail's, without the ids no image can have (a list from ``?id=``; "select all" gives keys)."""
+        if isinstance(object_ids, (list, tuple)):
+            object_ids = well_formed_keys(model, object_ids)
+        return super().get_queryset(model, object_ids)
+
+    def get_all_objects_in_listing_query(self, parent_id: Any) -> Any:
+        """Wagtail's "select all" (in the collection ``childOf`` names, matching the words ``q``):
+        none for a malformed collection, or words with a NUL character (PostgreSQL refuses it)."""
+        malformed = parent_id is not None and not well_formed_keys(Collection, [parent_id])
+        if malformed or "\x00" in self.request.GET.get("q", ""):
+            return self.model.objects.none().values_list("pk", flat=True)
+        return super().get_all_objects_in_listing_query(parent_id)
 
     def check_perm(self, image: Any) -> bool:
         return self.permission_policy.user_has_permission_for_instance(self.request.user, "change", image)
