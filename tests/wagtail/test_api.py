@@ -144,6 +144,11 @@ NOT_INTEGER = "similar_to must be a positive integer"
         # Past PostgreSQL's bigint: Wagtail's paging passed it on to the database (a 500).
         ({"semantic": "a cat", "offset": "9" * 30}, "offset cannot be higher than 9223372036854775807"),
         ({"offset": "9223372036854775808"}, "offset cannot be higher than 9223372036854775807"),
+        # More digits than Python's int() reads (4,300): they were a ValueError (a 500).
+        ({"offset": "9" * 5000}, "offset cannot be higher than 9223372036854775807"),
+        ({"semantic": "a cat", "limit": "9" * 5000}, "limit cannot be higher than 9223372036854775807"),
+        ({"similar_to": "9" * 5000}, "similar_to image doesn't exist"),
+        ({"similar_to": "0" * 5000}, NOT_INTEGER),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
         ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
     ],

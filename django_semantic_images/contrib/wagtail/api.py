@@ -73,6 +73,20 @@ class SemanticFilter(BaseFilterBackend):
         return searchable(queryset).similar_to(anchor)
 
 
+#: PostgreSQL's largest bigint: no primary key, ``offset`` or ``limit`` is above it.
+MAX_BIGINT = 2**63 - 1
+
+
+def above(digits: str, bound: int) -> bool:
+    """Whether ``digits`` (ASCII digits, maybe after a '-') is a number above ``bound`` (>= 0),
+    by length first: ``int()`` refuses more than 4,300 digits (a ValueError, which was a 500)."""
+    if digits.startswith("-"):
+        return False
+    significant = digits.lstrip("0")
+    width = len(str(bound))
+    return len(significant) > width or (len(significant) == width and int(significant) > bound)
+
+
 def semantic_words(request: Any) -> str:
     """The words of ``?semantic=``: not blank, valid UTF-8, within ``MAX_QUERY_LENGTH``."""
     try:
@@ -89,10 +103,11 @@ def semantic_words(request: Any) -> str:
 def similar_anchor(view: Any, raw: str) -> Model:
     """The image of ``?similar_to=``, looked up in the endpoint's queryset only: an image this
     request may not see answers exactly like one that does not exist."""
-    if INTEGER.fullmatch(raw) is None or int(raw) < 1:
+    if INTEGER.fullmatch(raw) is None or raw.startswith("-") or not raw.strip("0"):
         raise BadRequestError(f"{SIMILAR_TO} must be a positive integer")
     queryset = view.get_queryset()
-    anchor = queryset.filter(pk=int(raw)).first()
+    # Past PostgreSQL's bigint no image exists (and past 4,300 digits int() raises).
+    anchor = None if above(raw, MAX_BIGINT) else queryset.filter(pk=int(raw)).first()
     if anchor is None:
         raise BadRequestError(f"{SIMILAR_TO} image doesn't exist")
     path = embedding_path(type(anchor))
@@ -123,7 +138,7 @@ class ScoreField(Field):
 
 #: The largest ``offset`` / ``limit`` PostgreSQL takes (a bigint); Wagtail's paging passes any
 #: integer on, and a larger one was a database error (a 500).
-MAX_PAGING = 2**63 - 1
+MAX_PAGING = MAX_BIGINT
 
 
 class SemanticPagination(WagtailPagination):
@@ -133,7 +148,7 @@ class SemanticPagination(WagtailPagination):
     def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> Any:
         for name in ("offset", "limit"):
             raw = request.GET.get(name, "")
-            if INTEGER.fullmatch(raw.strip()) is not None and int(raw) > MAX_PAGING:
+            if INTEGER.fullmatch(raw.strip()) is not None and above(raw.strip(), MAX_PAGING):
                 raise BadRequestError(f"{name} cannot be higher than {MAX_PAGING}")
         return super().paginate_queryset(queryset, request, view)
 
