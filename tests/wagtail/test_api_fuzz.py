@@ -1,9 +1,9 @@
-"""Property-based requests against the Wagtail integration's two APIs.
+"""Property-based requests against the package's REST search API over Wagtail images.
 
-The package's REST search API over Wagtail images: schemathesis generates requests from its
-OpenAPI schema (/api/wagtail/schema/) and sends them to a live server as a superuser (an
-anonymous caller may choose no image), with the checks of tests/test_api_schemathesis.py.
-``make fuzz`` runs them with a random seed and more cases.
+schemathesis generates requests from its OpenAPI schema (/api/wagtail/schema/) and sends them
+to a live server as a superuser (an anonymous caller may choose no image), with the checks of
+tests/test_api_schemathesis.py (tests/schemathesis_run.py). ``make fuzz`` runs them with a
+random seed and more cases. Wagtail's images API v2 has no schema: test_api_v2_fuzz.py.
 """
 
 from __future__ import annotations
