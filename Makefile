@@ -55,9 +55,14 @@ lint: $(STAMP)
 	$(BIN)/python scripts/check_layers.py
 	PYTHONPATH=.:example_project DATABASE_URL=postgresql://localhost/unused $(BIN)/mypy
 
-# schemathesis against a live server with a random seed (SEED=... to replay one), not part of `make test`.
+# schemathesis against a live server with a random seed (SEED=... to replay one), not part of `make test`:
+# the example site's API, then (with Wagtail's apps) the Wagtail search API and Wagtail's images API v2
+# (FUZZ_CASES each); both runs go to the end, and the target fails if either did.
 fuzz: $(STAMP)
 	scripts/test-services
 	SEED=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "fuzz: $(FUZZ_CASES) cases, seed $$SEED"; \
-	SEMANTIC_IMAGES_FUZZ_CASES=$(FUZZ_CASES) SEMANTIC_IMAGES_FUZZ_SEED=$$SEED \
-	$(BIN)/python -m pytest tests/test_api_schemathesis.py -k fuzz -s -q -p no:cacheprovider
+	export SEMANTIC_IMAGES_FUZZ_CASES=$(FUZZ_CASES) SEMANTIC_IMAGES_FUZZ_SEED=$$SEED; failed=0; \
+	$(BIN)/python -m pytest tests/test_api_schemathesis.py -k fuzz -s -q -p no:cacheprovider || failed=1; \
+	$(BIN)/python -m pytest tests/wagtail/test_api_fuzz.py tests/wagtail/test_api_v2_fuzz.py --ds=tests.wagtail.settings \
+		-k random_seed -s -q -p no:cacheprovider || failed=1; \
+	exit $$failed

@@ -146,11 +146,20 @@ NOT_INTEGER = "similar_to must be a positive integer"
         # Past PostgreSQL's bigint: Wagtail's paging passed it on to the database (a 500).
         ({"semantic": "a cat", "offset": "9" * 30}, "offset cannot be higher than 9223372036854775807"),
         ({"offset": "9223372036854775808"}, "offset cannot be higher than 9223372036854775807"),
+        # More digits than Python's int() reads (4,300): they were a ValueError (a 500).
+        ({"offset": "9" * 5000}, "offset cannot be higher than 9223372036854775807"),
+        ({"semantic": "a cat", "limit": "9" * 5000}, "limit cannot be higher than 9223372036854775807"),
+        ({"similar_to": "9" * 5000}, "similar_to image doesn't exist"),
+        ({"similar_to": "0" * 5000}, NOT_INTEGER),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
         ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
         # A NUL character, which PostgreSQL refuses in text: Wagtail's search and field filters passed it on (a 500).
         ({"search": "a\x00cat"}, "search cannot contain NUL characters"),
         ({"title": "IMG\x00"}, "title cannot contain NUL characters"),
+        # Wagtail passed an unknown operator to its search backend (a ValueError, a 500) ...
+        ({"search": "cat", "search_operator": "xor"}, "search_operator must be 'and' or 'or'"),
+        # ... and ?tags= with a later field filter and ?search= got a message naming no parameter.
+        ({"tags": "cat", "width": "640", "search": "cat"}, "tags cannot be combined with search"),
     ],
 )
 def test_v2_bad_parameters_are_400_naming_them(api, params, message):

@@ -40,6 +40,10 @@ SIMILAR_TO = "similar_to"
 CONFLICTS = ("order", "search")
 
 
+#: The values Wagtail's search backends take for ``?search_operator=``.
+SEARCH_OPERATORS = ("and", "or")
+
+
 class SemanticFilter(BaseFilterBackend):
     """Rank the listing by meaning (``?semantic=words``) or by likeness to a visible image
     (``?similar_to=id``). Images without vectors are left out of a ranked listing.
@@ -73,6 +77,20 @@ class SemanticFilter(BaseFilterBackend):
         return searchable(queryset).similar_to(anchor)
 
 
+#: PostgreSQL's largest bigint: no primary key, ``offset`` or ``limit`` is above it.
+MAX_BIGINT = 2**63 - 1
+
+
+def above(digits: str, bound: int) -> bool:
+    """Whether ``digits`` (ASCII digits, maybe after a '-') is a number above ``bound`` (>= 0),
+    by length first: ``int()`` refuses more than 4,300 digits (a ValueError, which was a 500)."""
+    if digits.startswith("-"):
+        return False
+    significant = digits.lstrip("0")
+    width = len(str(bound))
+    return len(significant) > width or (len(significant) == width and int(significant) > bound)
+
+
 def semantic_words(request: Any) -> str:
     """The words of ``?semantic=``: not blank, valid UTF-8, within ``MAX_QUERY_LENGTH``."""
     try:
@@ -89,10 +107,11 @@ def semantic_words(request: Any) -> str:
 def similar_anchor(view: Any, raw: str) -> Model:
     """The image of ``?similar_to=``, looked up in the endpoint's queryset only: an image this
     request may not see answers exactly like one that does not exist."""
-    if INTEGER.fullmatch(raw) is None or int(raw) < 1:
+    if INTEGER.fullmatch(raw) is None or raw.startswith("-") or not raw.strip("0"):
         raise BadRequestError(f"{SIMILAR_TO} must be a positive integer")
     queryset = view.get_queryset()
-    anchor = queryset.filter(pk=int(raw)).first()
+    # Past PostgreSQL's bigint no image exists (and past 4,300 digits int() raises).
+    anchor = None if above(raw, MAX_BIGINT) else queryset.filter(pk=int(raw)).first()
     if anchor is None:
         raise BadRequestError(f"{SIMILAR_TO} image doesn't exist")
     path = embedding_path(type(anchor))
@@ -123,7 +142,7 @@ class ScoreField(Field):
 
 #: The largest ``offset`` / ``limit`` PostgreSQL takes (a bigint); Wagtail's paging passes any
 #: integer on, and a larger one was a database error (a 500).
-MAX_PAGING = 2**63 - 1
+MAX_PAGING = MAX_BIGINT
 
 
 class SemanticPagination(WagtailPagination):
@@ -133,7 +152,7 @@ class SemanticPagination(WagtailPagination):
     def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> Any:
         for name in ("offset", "limit"):
             raw = request.GET.get(name, "")
-            if INTEGER.fullmatch(raw.strip()) is not None and int(raw) > MAX_PAGING:
+            if INTEGER.fullmatch(raw.strip()) is not None and above(raw.strip(), MAX_PAGING):
                 raise BadRequestError(f"{name} cannot be higher than {MAX_PAGING}")
         return super().paginate_queryset(queryset, request, view)
 
@@ -150,13 +169,26 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
     listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
 
     def check_query_parameters(self, queryset: QuerySet) -> None:
-        """Wagtail's check, and a 400 naming a parameter whose value holds a NUL character
-        (PostgreSQL refuses it in text: Wagtail's ``search`` and field filters were a 500).
-        ``semantic`` reads a NUL as a space, as the REST API's ``q`` does."""
+        """Wagtail's check, and a 400 naming the parameter where Wagtail's search would fail:
+
+        - a value holding a NUL character (PostgreSQL refuses it in text: Wagtail's ``search``
+          and field filters were a 500); ``semantic`` reads a NUL as a space, as the REST API's
+          ``q`` does;
+        - ``search_operator`` other than ``and``/``or`` with ``search`` (Wagtail's backend raised
+          ``ValueError``, a 500);
+        - ``tags`` with ``search``, which Wagtail does not support (a later field filter made its
+          answer a message that named no parameter).
+        """
         super().check_query_parameters(queryset)
-        for name, values in self.request.GET.lists():
+        params = self.request.GET
+        for name, values in params.lists():
             if name != SEMANTIC and any("\x00" in value for value in values):
                 raise BadRequestError(f"{name} cannot contain NUL characters")
+        if "search" in params:
+            if params.get("search_operator", "and") not in SEARCH_OPERATORS:
+                raise BadRequestError("search_operator must be 'and' or 'or'")
+            if "tags" in params:
+                raise BadRequestError("tags cannot be combined with search (filtering by tag while searching)")
 
     def listing_view(self, request: Any) -> Any:
         """Wagtail's listing; ``meta.note`` says when ``?semantic=`` words were matched as
