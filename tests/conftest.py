@@ -157,9 +157,14 @@ def make_photo(db):
 
 @pytest.fixture
 def sample_photos(make_photo, sample_paths):
-    """Every sample photo as an embedded Photo, by stem."""
+    """Every sample photo as an embedded Photo, by stem, in indexes rebuilt from the live rows
+    (``without_dead_index_entries``): the rows of every earlier test that used this fixture, rolled
+    back, have the same vectors, and a search through the HNSW graph then came back empty
+    (``similar_to(...).first()`` was None in a full run)."""
     from django_semantic_images.pipeline import embed_instances
+    from photos.models import Photo
 
+    without_dead_index_entries(Photo)
     photos = {stem: make_photo(path) for stem, path in sample_paths.items()}
     report = embed_instances(list(photos.values()))
     assert not report.failed, report.failed

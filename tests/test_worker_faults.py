@@ -165,6 +165,21 @@ def test_postgresql_restarted_while_a_worker_is_mid_batch(transactional_db, samp
         cleanup_keys()
 
 
+def fill_a_stopped_workers_wait(app, url: str) -> int:
+    """How many messages wait in the queue of a worker just stopped, once none can go to it.
+
+    A worker stopped while idle may have a ``BRPOP`` waiting in Redis, which takes the next
+    message of the queue as it comes, into the stopped process's socket: sweeps (harmless) are
+    sent until one stays in the queue, so the uploads' message does too.
+    """
+    deadline = time.monotonic() + 30
+    while queue_length(QUEUE, url) == 0:
+        assert time.monotonic() < deadline, "no message stays in the stopped worker's queue"
+        app.send_task("semantic_images.sweep", queue=QUEUE)
+        time.sleep(0.2)
+    return queue_length(QUEUE, url)
+
+
 def test_redis_restarted_while_uploads_are_queued(transactional_db, sample_paths, tmp_path):
     redis = RedisServer(tmp_path)
     redis.start()
@@ -175,8 +190,7 @@ def test_redis_restarted_while_uploads_are_queued(transactional_db, sample_paths
             try:
                 worker.wait_loaded(app)
                 worker.pause()  # busy elsewhere: the uploads wait in the queue
-                time.sleep(0.2)  # a sweep its beat was sending lands first
-                waiting = queue_length(QUEUE, redis.url)
+                waiting = fill_a_stopped_workers_wait(app, redis.url)
                 with transaction.atomic():
                     queued = [upload(sample_paths[s], f"redis-{s}.jpg") for s in ("chelsea", "coffee", "rocket")]
                 assert queue_length(QUEUE, redis.url) == waiting + 1
