@@ -73,8 +73,8 @@ def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks
 @checks.register(TAG)
 def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Each field's encoder has what it needs (``Encoder.missing_requirements``: packages), and
-    a learned bridge in use fits its widths (one trained for another text model does not) and its
-    CNN (one trained on another network's features does not)."""
+    a learned bridge in use can be read (E016), fits its widths (one trained for another text model
+    does not) and its CNN (one trained on another network's features does not)."""
     messages: list[checks.CheckMessage] = []
     seen: set[int] = set()
     for model in models_with_embeddings():
@@ -96,6 +96,12 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 continue
             seen.add(id(encoder))
             messages.extend(_check_text_models(model, field, encoder))
+            refresh_bridge = getattr(encoder, "refresh_bridge", None)
+            try:
+                if refresh_bridge is not None:
+                    refresh_bridge()
+            except ValueError as exc:  # the bridge in BRIDGE_DIR cannot be read: searches go on, embedding stops
+                messages.append(checks.Error(str(exc), obj=model, id="semantic_images.E016"))
             for line in encoder.missing_requirements():
                 messages.append(
                     checks.Error(

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 from PIL import Image, ImageEnhance, ImageOps
 
-from django_semantic_images.encoders import get_encoder
+from django_semantic_images.encoders import get_encoder, registry
 from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
 from django_semantic_images.pipeline import embed_instances
 from photos.models import Photo
@@ -316,3 +316,36 @@ def test_the_command_trains_an_ensembled_sqrt_bridge(bridge_dir, captioned_site)
     assert bridge.meta["ensemble"] == 2 and bridge.visual_transform == "sqrt"
     with pytest.raises(CommandError, match="--ensemble"):
         train("--ensemble", "0")
+
+
+def random_bridge(seed: int, shape: tuple[int, int] = (1280, 384)) -> LearnedBridge:
+    rng = np.random.default_rng(seed)
+    return LearnedBridge(rng.normal(size=shape).astype(np.float32), np.zeros(shape[1], np.float32))
+
+
+def test_an_unreadable_installed_bridge_stops_embedding_not_searching(bridge_dir, sample_photos, sample_paths):
+    """A bridge file cut short (a copy that failed, a full disk): searches by words and by photo go
+    on, storing vectors stops with an error naming the file (no vector is stored under an identity
+    that is not the one that made it), the system check says so, and a good bridge installed later
+    is picked up by the same encoder."""
+    from django.core import checks
+
+    store = BridgeStore(bridge_dir)
+    path = store.install(random_bridge(1))
+    path.write_bytes(path.read_bytes()[:500])
+    registry.reset()  # a process starting now
+    cat = sample_photos["chelsea"]
+    assert Photo.objects.semantic_search("a cat").count() == len(sample_photos)
+    assert Photo.objects.similar_to(sample_paths["chelsea"])[0] == cat
+    before = Photo.objects.get(pk=cat.pk).embedding_encoder
+    with pytest.raises(ValueError, match=f"{path.name}.*not a readable bridge file"):
+        embed_instances([cat], force=True)
+    assert Photo.objects.get(pk=cat.pk).embedding_encoder == before
+    found = [m for m in checks.run_checks() if m.id == "semantic_images.E016"]
+    assert len(found) == 1 and path.name in found[0].msg, [m.id for m in checks.run_checks()]
+
+    good = random_bridge(2)
+    store.install(good)
+    assert get_encoder().identity.endswith(f"+bridge:{good.version}")
+    assert not embed_instances([cat], force=True).failed
+    assert Photo.objects.get(pk=cat.pk).embedding_encoder == get_encoder().identity

@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,16 +116,22 @@ class LearnedBridge:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedBridge:
+        """The bridge saved at ``path``; a ValueError naming it for any file that is not one (missing,
+        cut short, not a zip, arrays missing or of shapes that do not make a map)."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(
+                bridge = cls(
                     weight=data["weight"],
                     bias=data["bias"],
                     conse_weight=float(data["conse_weight"]),
                     meta=json.loads(str(data["meta"])),
                 )
-        except (OSError, KeyError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable bridge file: {exc}") from exc
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise ValueError(f"{path} is not a readable bridge file: {type(exc).__name__}: {exc}") from exc
+        if bridge.weight.ndim != 2 or bridge.bias.shape != (bridge.weight.shape[1],):
+            shapes = f"weight {bridge.weight.shape}, bias {bridge.bias.shape}"
+            raise ValueError(f"{path} is not a readable bridge file: {shapes} make no linear map.")
+        return bridge
 
 
 class BridgeStore:
