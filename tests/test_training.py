@@ -349,3 +349,34 @@ def test_an_unreadable_installed_bridge_stops_embedding_not_searching(bridge_dir
     assert get_encoder().identity.endswith(f"+bridge:{good.version}")
     assert not embed_instances([cat], force=True).failed
     assert Photo.objects.get(pk=cat.pk).embedding_encoder == get_encoder().identity
+
+
+def test_installing_a_version_again_never_shows_a_half_written_file(tmp_path):
+    """Two trainings at once on the same rows and seed make the same version: the second install
+    rewrites the file the first one's pointer already names, while other processes read it. The
+    file is written beside and renamed into place, so a reader sees the whole file or the old one."""
+    import threading
+
+    store = BridgeStore(tmp_path)
+    bridge = random_bridge(4)
+    store.install(bridge)
+    errors: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                assert store.current().version == bridge.version
+            except ValueError as exc:
+                errors.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(20):
+            store.install(bridge)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors, errors[:1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"bridge-{bridge.version}.npz", "current.json"]

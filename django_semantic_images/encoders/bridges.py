@@ -102,16 +102,26 @@ class LearnedBridge:
         return normalize_parts(w * normalize_parts(conse, parts) + (1.0 - w) * self.project(visual), parts)
 
     def save(self, path: str | Path) -> Path:
+        """Write the bridge to ``path`` atomically: into a file beside it, renamed into place, so a
+        process reading ``path`` meanwhile (the pointer may name it already) sees it whole or not."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            np.savez(
-                fh,
-                weight=self.weight.astype(np.float32),
-                bias=self.bias.astype(np.float32),
-                conse_weight=np.float32(self.conse_weight),
-                meta=np.array(json.dumps(self.meta)),
-            )
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    weight=self.weight.astype(np.float32),
+                    bias=self.bias.astype(np.float32),
+                    conse_weight=np.float32(self.conse_weight),
+                    meta=np.array(json.dumps(self.meta)),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
@@ -137,7 +147,8 @@ class LearnedBridge:
 class BridgeStore:
     """A folder of bridge versions (``bridge-<version>.npz``) and a pointer to the one in use.
 
-    Installing writes the file, then replaces ``current.json`` atomically; encoders
+    Installing writes the file, then replaces ``current.json``, each atomically (written beside,
+    renamed into place: two trainings at once leave one whole pointer and whole files); encoders
     in other processes (Celery workers) notice the pointer change on their next batch.
     """
 
@@ -196,9 +207,15 @@ class BridgeStore:
     def _write_pointer(self, info: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".current-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(info, fh, indent=2)
-        os.replace(tmp, self.pointer)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(info, fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.pointer)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def default_bridge_dir() -> Path | None:
