@@ -145,8 +145,9 @@ class ConSEEncoder(Encoder):
         try:
             bridge = self._store.current()
         except ValueError as exc:
+            reason = str(exc).rstrip(".")
             message = (
-                f"The learned bridge installed in {self._store.directory} cannot be used: {exc} Install "
+                f"The learned bridge installed in {self._store.directory} cannot be used: {reason}. Install "
                 f"another (`manage.py semantic_images_train_bridge`) or delete {self._store.pointer}."
             )
             if message != self.bridge_error:
