@@ -381,3 +381,36 @@ def test_installing_a_version_again_never_shows_a_half_written_file(tmp_path):
         reader.join()
     assert not errors, errors[:1]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"bridge-{bridge.version}.npz", "current.json"]
+
+
+def test_a_bridge_installed_while_a_batch_is_mixed_never_labels_vectors_it_did_not_make(
+    bridge_dir, make_photo, sample_paths
+):
+    """A worker mixes a batch with the bridge in use; a training installs another before the rows
+    are written. The rows must not be stored under the new bridge's identity with the old bridge's
+    vectors (they would never be stale, so never re-embedded): whatever identity they get, their
+    vectors are the ones that identity makes. (The encoder below installs the new bridge right after
+    mixing: the moment a concurrent install can land in.)"""
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    store = BridgeStore(bridge_dir)
+    store.install(random_bridge(5))
+    later = random_bridge(6)
+
+    class InstalledMeanwhile(ConSEEncoder):
+        def mix(self, visual, logits):
+            semantic = super().mix(visual, logits)
+            if store.current_info()["version"] != later.version:
+                store.install(later)
+            return semantic
+
+    photo = make_photo(sample_paths["rocket"], alt_text="a launch")
+    embed_instances([photo], encoder=InstalledMeanwhile())
+    photo.refresh_from_db()
+    labelled, vector = photo.embedding_encoder, np.asarray(photo.embedding_semantic)
+    registry.reset()
+    embed_instances([photo], force=True)  # made again, by a process that read the new bridge
+    photo.refresh_from_db()
+    assert photo.embedding_encoder.endswith(f"+bridge:{later.version}")
+    if labelled == photo.embedding_encoder:
+        np.testing.assert_allclose(vector, np.asarray(photo.embedding_semantic), atol=1e-5)
