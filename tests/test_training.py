@@ -414,3 +414,16 @@ def test_a_bridge_installed_while_a_batch_is_mixed_never_labels_vectors_it_did_n
     assert photo.embedding_encoder.endswith(f"+bridge:{later.version}")
     if labelled == photo.embedding_encoder:
         np.testing.assert_allclose(vector, np.asarray(photo.embedding_semantic), atol=1e-5)
+
+
+def test_training_replaces_an_unreadable_installed_bridge(bridge_dir, captioned_site):
+    """What E016 tells to do: a bridge file cut short is compared as ConSE alone, and the new
+    bridge is installed and used for the re-embedding."""
+    store = BridgeStore(bridge_dir)
+    broken = store.install(random_bridge(7))
+    broken.write_bytes(broken.read_bytes()[:500])
+    output = train("--epochs", "30")
+    assert "cannot be read" in output and "ConSE alone" in output, output
+    version = store.current_info()["version"]
+    assert set(Photo.objects.values_list("embedding_encoder", flat=True)) == {get_encoder().identity}
+    assert get_encoder().identity.endswith(f"+bridge:{version}")
