@@ -380,7 +380,7 @@ def test_installing_a_version_again_never_shows_a_half_written_file(tmp_path):
         done.set()
         reader.join()
     assert not errors, errors[:1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"bridge-{bridge.version}.npz", "current.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", f"bridge-{bridge.version}.npz", "current.json"]
 
 
 def test_a_bridge_installed_while_a_batch_is_mixed_never_labels_vectors_it_did_not_make(
@@ -427,3 +427,27 @@ def test_training_replaces_an_unreadable_installed_bridge(bridge_dir, captioned_
     version = store.current_info()["version"]
     assert set(Photo.objects.values_list("embedding_encoder", flat=True)) == {get_encoder().identity}
     assert get_encoder().identity.endswith(f"+bridge:{version}")
+
+
+def test_a_bridge_another_training_installed_meanwhile_is_not_replaced_unchecked(
+    bridge_dir, captioned_site, monkeypatch
+):
+    """Two trainings at once: each compares its candidate with the bridge in use when it checks.
+    One that finishes second must not install over the first one's bridge, which it never compared
+    with: it is refused, saying so, and the other bridge stays."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    store = BridgeStore(bridge_dir)
+    other = random_bridge(8)
+    compare = command.check_bridge
+
+    def installed_meanwhile(*args, **kwargs):
+        result = compare(*args, **kwargs)
+        store.install(other)  # the other training finishes while this one checks its candidate
+        return result
+
+    monkeypatch.setattr(command, "check_bridge", installed_meanwhile)
+    with pytest.raises(CommandError, match=f"{other.version} was installed meanwhile"):
+        train("--epochs", "30")
+    assert store.current_info()["version"] == other.version
+    assert store.versions() == [other.version]

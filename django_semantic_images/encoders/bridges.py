@@ -16,17 +16,40 @@ import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from .base import normalize_parts
 from .networks import DEFAULT_CNN
 
 POINTER = "current.json"
+#: The file ``BridgeStore.locked`` locks: installs in several processes take turns.
+LOCK = ".lock"
+#: What ``current_version`` says of a pointer that cannot be read.
+UNREADABLE = "unreadable"
+
+
+class BridgeChanged(ValueError):
+    """Another bridge was installed than the one a candidate was compared with."""
+
+    def __init__(self, found: str | None, expected: str | None) -> None:
+        self.found, self.expected = found, expected
+        super().__init__(
+            f"Bridge {found or '(none)'} was installed meanwhile, not {expected or '(none)'}: "
+            "the candidate was not compared with it."
+        )
 
 
 VISUAL_TRANSFORMS = ("", "sqrt")
@@ -185,16 +208,48 @@ class BridgeStore:
         except FileNotFoundError:
             return None
 
-    def install(self, bridge: LearnedBridge, metrics: dict[str, Any] | None = None) -> Path:
-        """Store ``bridge`` as a new version and point ``current.json`` at it."""
-        path = bridge.save(self.path_for(bridge.version))
-        info = {
-            "version": bridge.version,
-            "file": path.name,
-            "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "metrics": metrics or {},
-        }
-        self._write_pointer(info)
+    def current_version(self) -> str | None:
+        """The version the pointer names (None: none installed; ``"unreadable"`` for a pointer that
+        cannot be read), without reading the bridge file."""
+        try:
+            info = self.current_info()
+        except ValueError:
+            return UNREADABLE
+        return str(info.get("version")) if info else None
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive lock on the store across processes (``flock`` on ``.lock``), for a
+        compare-and-install; without ``fcntl`` (Windows) no lock is taken."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / LOCK).open("a") as fh:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+
+    def install(
+        self, bridge: LearnedBridge, metrics: dict[str, Any] | None = None, *, replaces: str | None | EllipsisType = ...
+    ) -> Path:
+        """Store ``bridge`` as a new version and point ``current.json`` at it.
+
+        ``replaces``: the version the caller compared ``bridge`` with (None: none installed; left
+        out: whatever is installed is replaced); when
+        another is installed by then (a second training at once), nothing changes and
+        ``BridgeChanged`` says which.
+        """
+        with self.locked():
+            if not isinstance(replaces, EllipsisType):
+                found = self.current_version()
+                if found != replaces:
+                    raise BridgeChanged(found, replaces)
+            path = bridge.save(self.path_for(bridge.version))
+            info = {
+                "version": bridge.version,
+                "file": path.name,
+                "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "metrics": metrics or {},
+            }
+            self._write_pointer(info)
         return path
 
     def uninstall(self) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from ...encoders import registry
-from ...encoders.bridges import BridgeStore, LearnedBridge, default_bridge_dir
+from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
 from ...encoders.conse import ConSEEncoder
 from ...fields import get_embedding_field
 from ...pipeline import embed_instances
@@ -171,6 +171,7 @@ class Command(BaseCommand):
         held = held.subset(np.array([position[k] for k in kept], dtype=np.int64))
         if len(held) < 2:
             raise CommandError("Too few readable held-out images to check the bridge.")
+        compared_with = store.current_version()  # installed only if still the one in use (trainings at once)
         try:
             current = store.current()
         except ValueError as exc:  # system check E016: replaced by this one if it does better than ConSE alone
@@ -198,7 +199,11 @@ class Command(BaseCommand):
         if opts["dry_run"]:
             self.say("Dry run: nothing installed.")
             return
-        path = store.install(candidate, metrics={"held_out": check.candidate.as_dict(), "was": check.current.as_dict()})
+        metrics = {"held_out": check.candidate.as_dict(), "was": check.current.as_dict()}
+        try:
+            path = store.install(candidate, metrics=metrics, replaces=compared_with)
+        except BridgeChanged as exc:
+            raise CommandError(f"Refused: {exc} Nothing was installed; run the training again to compare.") from exc
         registry.reset()
         encoder = field.get_encoder()
         if f"bridge:{candidate.version}" not in encoder.identity:
