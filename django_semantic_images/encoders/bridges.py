@@ -26,12 +26,8 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 from .base import normalize_parts
+from .cache import file_lock
 from .networks import DEFAULT_CNN
 
 POINTER = "current.json"
@@ -219,13 +215,10 @@ class BridgeStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """An exclusive lock on the store across processes (``flock`` on ``.lock``), for a
-        compare-and-install; without ``fcntl`` (Windows) no lock is taken."""
+        """An exclusive lock on the store across processes (``.lock``), for a compare-and-install."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / LOCK).open("a") as fh:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            yield  # closing the file releases the lock
+        with file_lock(self.directory / LOCK):
+            yield
 
     def install(
         self, bridge: LearnedBridge, metrics: dict[str, Any] | None = None, *, replaces: str | None | EllipsisType = ...
