@@ -451,3 +451,21 @@ def test_a_bridge_another_training_installed_meanwhile_is_not_replaced_unchecked
         train("--epochs", "30")
     assert store.current_info()["version"] == other.version
     assert store.versions() == [other.version]
+
+
+def test_a_bridge_installed_within_the_file_systems_time_resolution_is_picked_up(bridge_dir):
+    """A file system with coarse timestamps (1 s on some network shares, FAT's 2 s) gives two installs
+    close together the same pointer mtime: an encoder that read the first must still see the second,
+    or it would embed with another bridge than the other processes, for good."""
+    import os
+
+    store = BridgeStore(bridge_dir)
+    first, second = random_bridge(9), random_bridge(10)
+    store.install(first)
+    registry.reset()
+    encoder = get_encoder()
+    assert encoder.identity.endswith(f"+bridge:{first.version}")
+    stamp = store.pointer.stat()
+    store.install(second)
+    os.utime(store.pointer, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the same tick as the first install
+    assert encoder.identity.endswith(f"+bridge:{second.version}")

@@ -197,12 +197,15 @@ class BridgeStore:
             return None
         return LearnedBridge.load(self.directory / info["file"])
 
-    def stamp(self) -> int | None:
-        """Changes whenever another bridge is installed (the pointer's mtime in ns)."""
+    def stamp(self) -> tuple[int, ...] | None:
+        """Changes whenever another bridge is installed: the pointer's file (each install writes a new
+        one, renamed into place) and its mtime, so two installs within the file system's time
+        resolution differ too. None when none is installed."""
         try:
-            return self.pointer.stat().st_mtime_ns
+            found = self.pointer.stat()
         except FileNotFoundError:
             return None
+        return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_size)
 
     def current_version(self) -> str | None:
         """The version the pointer names (None: none installed; ``"unreadable"`` for a pointer that

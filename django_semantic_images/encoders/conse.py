@@ -113,7 +113,7 @@ class ConSEEncoder(Encoder):
         self.bridge_path = bridge
         self.bridge: LearnedBridge | None = None
         self._store: BridgeStore | None = None
-        self._store_stamp: int | None = None
+        self._store_stamp: tuple[int, ...] | None = None
         #: Why the bridge the store points at cannot be used (None: it can, or there is none).
         self.bridge_error: str | None = None
         if bridge == "auto":
