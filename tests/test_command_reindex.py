@@ -57,3 +57,21 @@ def test_bad_arguments_are_clear_errors(db):
         run("semantic_images_reindex", "--batch-size", "0")
     with pytest.raises(CommandError, match="No ImageEmbeddingField named 'nope'"):
         run("semantic_images_reindex", "--field", "nope")
+
+
+@pytest.mark.parametrize("selection", ["--stale", "--force", "--missing"])
+def test_an_unreadable_bridge_is_a_command_error_naming_it(rows, tmp_path, settings, selection):
+    """A bridge file cut short (system check E016): the command stops before any row, with the
+    reason and what to do, not a traceback; no row changes."""
+    import numpy as np
+
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path)}
+    rng = np.random.default_rng(0)
+    path = BridgeStore(tmp_path).install(LearnedBridge(rng.normal(size=(1280, 384)), np.zeros(384)))
+    path.write_bytes(path.read_bytes()[:300])
+    before = list(Photo.objects.order_by("pk").values_list("embedding_status", "embedding_encoder"))
+    with pytest.raises(CommandError, match=f"photos.Photo.embedding: .*{path.name}.*semantic_images_train_bridge"):
+        run("semantic_images_reindex", selection)
+    assert list(Photo.objects.order_by("pk").values_list("embedding_status", "embedding_encoder")) == before
