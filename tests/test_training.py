@@ -469,3 +469,21 @@ def test_a_bridge_installed_within_the_file_systems_time_resolution_is_picked_up
     store.install(second)
     os.utime(store.pointer, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the same tick as the first install
     assert encoder.identity.endswith(f"+bridge:{second.version}")
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"weight": np.zeros((8, 4)), "bias": np.zeros(4), "conse_weight": np.zeros(2), "meta": np.array("{}")},
+        {"weight": np.zeros((8, 4)), "bias": np.zeros(3), "conse_weight": np.float32(0.2), "meta": np.array("{}")},
+        {"weight": np.zeros(8), "bias": np.zeros(8), "conse_weight": np.float32(0.2), "meta": np.array("{}")},
+        {"weight": np.zeros((8, 4)), "bias": np.zeros(4), "conse_weight": np.float32(0.2), "meta": np.array("[")},
+    ],
+)
+def test_a_bridge_file_whose_arrays_make_no_bridge_is_a_clear_error(tmp_path, arrays):
+    """A zip that numpy reads, holding arrays of the wrong shapes: the same ValueError naming the
+    file as for a file cut short (not a TypeError from float(), nor a bridge failing at embed time)."""
+    bad = tmp_path / "bridge-odd.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="bridge-odd.npz is not a readable bridge file"):
+        LearnedBridge.load(bad)

@@ -155,7 +155,7 @@ class LearnedBridge:
                     conse_weight=float(data["conse_weight"]),
                     meta=json.loads(str(data["meta"])),
                 )
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path} is not a readable bridge file: {type(exc).__name__}: {exc}") from exc
         if bridge.weight.ndim != 2 or bridge.bias.shape != (bridge.weight.shape[1],):
             shapes = f"weight {bridge.weight.shape}, bias {bridge.bias.shape}"
