@@ -487,3 +487,19 @@ def test_a_bridge_file_whose_arrays_make_no_bridge_is_a_clear_error(tmp_path, ar
     np.savez(bad, **arrays)
     with pytest.raises(ValueError, match="bridge-odd.npz is not a readable bridge file"):
         LearnedBridge.load(bad)
+
+
+def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(bridge_dir, settings, monkeypatch):
+    """``ENCODER_OPTIONS["bridge"]`` None (ConSE alone) or a fixed file: a bridge installed in
+    BRIDGE_DIR would not be used. Said before any row is read or anything trained, and nothing is
+    installed (it used to train, install, then report the encoder does not use it)."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("rows were read for an encoder that ignores BRIDGE_DIR")
+
+    monkeypatch.setattr(command, "collect_captioned", never)
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(bridge_dir), "ENCODER_OPTIONS": {"bridge": None}}
+    with pytest.raises(CommandError, match="bridge.*'auto'"):
+        call_command("semantic_images_train_bridge", "--model", "photos.Photo", stdout=io.StringIO())
+    assert BridgeStore(bridge_dir).current_info() is None

@@ -117,6 +117,12 @@ class Command(BaseCommand):
                 f"{model._meta.label}.{field.name} uses the encoder {encoder.identity}: a learned bridge maps "
                 "the ConSE encoder's CNN features into its text space, so it applies to ConSE fields only."
             )
+        if encoder.bridge_path != "auto" and not opts["dry_run"]:
+            raise CommandError(
+                f"The encoder of {model._meta.label}.{field.name} has bridge={encoder.bridge_path!r}: it would not use "
+                "a bridge installed in BRIDGE_DIR. Set ENCODER_OPTIONS['bridge'] to 'auto' (the default), or train "
+                "with --dry-run to check a candidate without installing it."
+            )
         try:
             holdout = float(opts["holdout"])
             # Only the visual vectors of this encoder's CNN: rows of another wait to be re-embedded.
