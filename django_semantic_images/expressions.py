@@ -159,4 +159,4 @@ class VisualDistance(_EmbeddingDistance):
         if isinstance(query, os.PathLike):
             query = os.fsdecode(query)
         image = query_image(query, max_bytes=None)
-        return encoder.encode_images([image]).visual[0]
+        return encoder.encode_visual([image])[0]

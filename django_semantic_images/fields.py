@@ -421,3 +421,9 @@ def embedding_path(model: type[models.Model], name: str | None = None) -> Embedd
 def models_with_embeddings() -> list[type[models.Model]]:
     """Every installed model that declares an ImageEmbeddingField."""
     return [m for m in apps.get_models() if embedding_fields(m)]
+
+
+def failed_without_vectors(field: ImageEmbeddingField) -> models.Q:
+    """Rows whose file could not be read: failed, no vectors (a fault that may pass keeps them).
+    They keep the identity of the encoder that tried, but hold nothing of it: never stale."""
+    return models.Q(**{field.column("status"): EmbeddingStatus.FAILED, f"{field.visual_field}__isnull": True})

@@ -45,6 +45,10 @@ from .imaging import ImageDecodeError, decode_image
 logger = logging.getLogger(__name__)
 
 
+#: Times a batch is mixed again when a learned bridge is installed meanwhile, before trying later.
+MIX_ATTEMPTS = 3
+
+
 class TransientError(Exception):
     """A fault that may pass (storage or database briefly gone): retry later."""
 
@@ -500,12 +504,23 @@ def _encode_and_write(
     parts: list[np.ndarray] = []  # the semantic vectors before the words: full rows, then text-only ones
     if good:
         pixels, good = _batch_pixels(encoder, good, decoder)
-    if good:
-        vectors = encoder.encode_pixels(pixels)
-        parts.append(vectors.semantic)
-    if stored:  # a text-side change: the stored CNN output, mixed again; the image is not read
-        visual = np.stack([it.stored_visual for it in stored if it.stored_visual is not None])
-        parts.append(encoder.encode_stored(visual, np.array([it.stored_norm for it in stored], dtype=np.float32)))
+    identity = encoder.identity
+    for _attempt in range(MIX_ATTEMPTS):
+        parts = []
+        if good:
+            vectors = encoder.encode_pixels(pixels)
+            parts.append(vectors.semantic)
+        if stored:  # a text-side change: the stored CNN output, mixed again; the image is not read
+            visual = np.stack([it.stored_visual for it in stored if it.stored_visual is not None])
+            norms = np.array([it.stored_norm for it in stored], dtype=np.float32)
+            parts.append(encoder.encode_stored(visual, norms))
+        # A learned bridge installed while the batch was mixed: the vectors may be the old bridge's,
+        # so mix it again rather than store them under the new identity (they would never be stale).
+        if not (good or stored) or encoder.identity == identity:
+            break
+        identity = encoder.identity
+    else:
+        raise TransientError(f"The encoder's identity kept changing while a batch was embedded (now {identity}).")
     done = good + stored
     if done:
         texts = [" . ".join(it.texts) for it in done]
@@ -522,7 +537,7 @@ def _encode_and_write(
                 scale=getattr(encoder, "common_scales", None) or COMMON_SCALE,
             )
         state = {
-            field.column("encoder"): encoder.identity,
+            field.column("encoder"): identity,
             field.column("status"): EmbeddingStatus.EMBEDDED,
             field.column("error"): "",
             field.column("updated_at"): now,

@@ -50,8 +50,13 @@ def load_before_fork() -> list[str]:
     for encoder in field_encoders():
         started = time.perf_counter()
         encoder.encode_queries(["a photo"])  # the query model: ONNX Runtime's session, or torch's MiniLM
-        encoder.encode_images([Image.new("RGB", (64, 64))])  # the CNN and the class vectors
-        loaded.append(f"{encoder.identity} loaded in {time.perf_counter() - started:.1f} s")
+        try:
+            encoder.encode_images([Image.new("RGB", (64, 64))])  # the CNN and the class vectors
+            name = encoder.identity
+        except ValueError as exc:  # an unreadable learned bridge (E016): searches need none, serve them
+            encoder.encode_visual([Image.new("RGB", (64, 64))])  # the CNN, for search by photo
+            name = f"{type(encoder).__name__} (cannot embed: {exc})"
+        loaded.append(f"{name} loaded in {time.perf_counter() - started:.1f} s")
     connections.close_all()
     return loaded
 

@@ -12,9 +12,11 @@ settings and the query in one message (one round trip).
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from functools import reduce
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Self
@@ -315,10 +317,11 @@ class SemanticQuerySetMixin(_QuerySetBase):
         table bound it with ``best(n)`` first, ``semantic_search(q).best(200).above(0.99)``.
         With too few vectors to calibrate (fewer than 10), nothing is cut.
         """
-        if isinstance(relevance, bool) or not isinstance(relevance, (int, float)) or not 0 <= relevance <= 1:
+        value = relevance_value(relevance)
+        if value is None:
             raise ValueError(f"above() takes a relevance from 0 to 1, not {relevance!r}.")
         calibration = self.calibration()
-        threshold = -math.inf if calibration is None else calibration.threshold(float(relevance))
+        threshold = -math.inf if calibration is None else calibration.threshold(value)
         if threshold == -math.inf:
             return self._chain()  # type: ignore[attr-defined]
         if threshold == math.inf:
@@ -446,6 +449,18 @@ class SemanticQuerySetMixin(_QuerySetBase):
             with hnsw_settings(self.db, field=index_field(self)):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
+
+
+def relevance_value(relevance: Any) -> float | None:
+    """``relevance`` as a float when it is a real number from 0 to 1 (a numpy float, a ``Decimal``
+    too; not a bool, a string or NaN), else None."""
+    if isinstance(relevance, bool) or not isinstance(relevance, (numbers.Real, Decimal)):
+        return None
+    try:
+        value = float(relevance)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    return value if 0.0 <= value <= 1.0 else None
 
 
 def next_chunk(rows: Iterator[Any], size: int) -> list[Any]:

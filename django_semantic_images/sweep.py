@@ -38,7 +38,13 @@ from django.utils import timezone
 
 from .conf import semantic_settings
 from .dispatch import CELERY, INLINE, engine, queue_depth, request_embedding
-from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, models_with_embeddings
+from .fields import (
+    EmbeddingStatus,
+    ImageEmbeddingField,
+    embedding_fields,
+    failed_without_vectors,
+    models_with_embeddings,
+)
 from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_rows
 
 logger = logging.getLogger(__name__)
@@ -82,8 +88,13 @@ def due_filter(
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:
-    """Rows whose vectors were made by another encoder than the configured one."""
-    return ~Q(**{field.column("encoder"): ""}) & ~Q(**{field.column("encoder"): field.get_encoder().identity})
+    """Rows whose vectors were made by another encoder than the configured one (a row that failed
+    for good keeps the identity of the encoder that tried, but holds no vectors: not stale)."""
+    return (
+        ~Q(**{field.column("encoder"): ""})
+        & ~Q(**{field.column("encoder"): field.get_encoder().identity})
+        & ~failed_without_vectors(field)
+    )
 
 
 def missing_filter(field: ImageEmbeddingField) -> Q:

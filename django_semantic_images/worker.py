@@ -116,6 +116,14 @@ def field_encoders() -> list[Any]:
     return list(found.values())
 
 
+def describe(encoder: Any) -> str:
+    """``<identity> on <device>``, or why it cannot embed (an unreadable learned bridge, E016)."""
+    try:
+        return f"{encoder.identity} on {encoder.device}"
+    except ValueError as exc:
+        return f"{type(encoder).__name__} on {encoder.device} (cannot embed: {exc})"
+
+
 def preload() -> None:
     """Load the fields' encoders now (once per process; later calls return at once)."""
     started = time.perf_counter()
@@ -130,7 +138,7 @@ def preload() -> None:
     state["loaded_at"] = time.time()
     logger.info(
         "Semantic images encoders %s loaded in %.1f s (pid %s, %s torch threads).",
-        ", ".join(f"{e.identity} on {e.device}" for e in encoders),
+        ", ".join(describe(e) for e in encoders),
         state["load_seconds"],
         os.getpid(),
         state["threads"],

@@ -210,3 +210,32 @@ def test_a_search_calibrated_on_rows_draws_its_sample_from_them_alone():
     assert ranked.calibrated_on(Photo.objects.none()).calibration() is None
     with pytest.raises(TypeError, match="calibrated_on"):
         ranked.calibrated_on(User.objects.all())
+
+
+def test_a_floor_that_ends_on_a_page_boundary_gives_no_next_page(client, sample_photos):
+    """Exactly ``limit`` results pass the floor: the page is the last one (its ``next`` is null),
+    not a link to an empty page; the row read ahead to tell whether there is more is below it."""
+    everything = client.get(SEARCH, {"q": "a cup of coffee", "limit": 100}).json()["results"]
+    floor = (everything[2]["relevance"] + everything[3]["relevance"]) / 2  # three results pass
+    page = client.get(SEARCH, {"q": "a cup of coffee", "min_relevance": floor, "limit": 3}).json()
+    assert [row["id"] for row in page["results"]] == [row["id"] for row in everything[:3]]
+    assert page["next"] is None, client.get(page["next"]).json()
+    score = (everything[2]["score"] + everything[3]["score"]) / 2  # the same with a raw floor
+    page = client.get(SEARCH, {"q": "a cup of coffee", "min_score": score, "limit": 3}).json()
+    assert len(page["results"]) == 3 and page["next"] is None
+
+
+def test_above_takes_any_real_number_from_0_to_1_and_names_itself_otherwise(sample_photos):
+    """A numpy float (what numpy arithmetic on relevances gives) or a Decimal is a relevance like a
+    float; anything else, NaN and values outside 0..1 are a ValueError naming above()."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    ranked = Photo.objects.semantic_search("a cup of coffee")
+    kept = list(ranked.above(0.5).values_list("pk", flat=True))
+    assert 0 < len(kept) < len(sample_photos)
+    for same in (np.float32(0.5), np.float16(0.5), Decimal("0.5"), Fraction(1, 2)):
+        assert list(ranked.above(same).values_list("pk", flat=True)) == kept, repr(same)
+    for bad in ("0.5", float("nan"), np.float32("nan"), -0.1, 1.01, True, None, Decimal("NaN")):
+        with pytest.raises(ValueError, match=r"^above\(\) takes a relevance from 0 to 1"):
+            ranked.above(bad)

@@ -57,3 +57,42 @@ def test_bad_arguments_are_clear_errors(db):
         run("semantic_images_reindex", "--batch-size", "0")
     with pytest.raises(CommandError, match="No ImageEmbeddingField named 'nope'"):
         run("semantic_images_reindex", "--field", "nope")
+
+
+@pytest.mark.parametrize("selection", ["--stale", "--force", "--missing"])
+def test_an_unreadable_bridge_is_a_command_error_naming_it(rows, tmp_path, settings, selection):
+    """A bridge file cut short (system check E016): the command stops before any row, with the
+    reason and what to do, not a traceback; no row changes."""
+    import numpy as np
+
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path)}
+    rng = np.random.default_rng(0)
+    path = BridgeStore(tmp_path).install(LearnedBridge(rng.normal(size=(1280, 384)), np.zeros(384)))
+    path.write_bytes(path.read_bytes()[:300])
+    before = list(Photo.objects.order_by("pk").values_list("embedding_status", "embedding_encoder"))
+    with pytest.raises(CommandError, match=f"photos.Photo.embedding: .*{path.name}.*semantic_images_train_bridge"):
+        run("semantic_images_reindex", selection)
+    assert list(Photo.objects.order_by("pk").values_list("embedding_status", "embedding_encoder")) == before
+
+
+def test_a_row_failed_for_good_is_not_stale_after_an_encoder_change(rows):
+    """An encoder change (a new bridge, recipe, text model) leaves the identity of every row behind,
+    a row whose file could not be read too; but that row holds no vectors from the old encoder:
+    `--stale` must not read its file again, nor the status and W001 count it as stale."""
+    from django_semantic_images.checks import check_database
+
+    Photo.objects.update(embedding_encoder="old-encoder:1")  # what a change of encoder leaves
+    broken = Photo.objects.get(pk=rows["broken"].pk)
+    assert broken.embedding_status == EmbeddingStatus.FAILED and broken.embedding_visual is None
+    unreadable = Photo.objects.filter(embedding_status=EmbeddingStatus.FAILED, embedding_visual__isnull=True)
+    assert broken in unreadable
+    stale = Photo.objects.count() - unreadable.count()
+    report = json.loads(run("semantic_images_status", "--json"))["fields"][0]
+    assert report["other_encoder"] == stale
+    (warning,) = [m for m in check_database(databases=["default"]) if m.id == "semantic_images.W001"]
+    out = run("semantic_images_reindex", "--stale", "--no-progress")
+    assert f"{stale} embedded, 0 unchanged, 0 failed" in out, out
+    assert Photo.objects.get(pk=broken.pk).embedding_updated_at == broken.embedding_updated_at
+    assert not [m for m in check_database(databases=["default"]) if m.id == "semantic_images.W001"]

@@ -57,3 +57,27 @@ def test_due_counts_what_the_sweep_would_send(make_photo, sample_paths):
         report = sweep()
     assert report.unsent == {"photos.Photo.embedding": 1}  # the sweep tried to send it
     assert info["due"] == 1
+
+
+def test_status_names_an_unreadable_bridge_instead_of_failing(rows, tmp_path, settings):
+    """The command one runs to see why nothing gets embedded: with a bridge file cut short it says
+    so (and what it cannot count without the encoder's identity) rather than end in a traceback."""
+    import numpy as np
+
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path)}
+    rng = np.random.default_rng(0)
+    path = BridgeStore(tmp_path).install(LearnedBridge(rng.normal(size=(1280, 384)), np.zeros(384)))
+    path.write_bytes(path.read_bytes()[:300])
+    info = json.loads(run("semantic_images_status", "--json"))["fields"][0]
+    assert info["encoder"] is None and path.name in info["encoder_error"]
+    from photos.models import Photo
+
+    counts = {s: Photo.objects.filter(embedding_status=s).count() for s in ("embedded", "pending", "failed")}
+    assert info["counts"] == counts and info["total"] == Photo.objects.count()
+    assert info["other_encoder"] is None and info["due"] is None
+    text = run("semantic_images_status")
+    assert f"the encoder cannot embed: The learned bridge installed in {tmp_path}" in text
+    assert f"{info['total']} rows: {counts['embedded']} embedded" in text
+    assert "unknown from another encoder; unknown due for the sweep" in text

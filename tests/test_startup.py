@@ -264,3 +264,45 @@ def test_the_shipped_gunicorn_config_loads_the_models_once_before_forking_and_it
     assert text.count("Booting worker") == 2, text[-3000:]  # none died and was replaced
     assert "was sent SIG" not in text and "WORKER TIMEOUT" not in text, text[-3000:]
     assert server.returncode == 0 and stop_s < 20, (server.returncode, stop_s, text[-3000:])
+
+
+def test_the_preload_before_fork_survives_an_unreadable_bridge(tmp_path, settings):
+    """gunicorn's ``when_ready`` runs ``load_before_fork()`` in the master: with a bridge file cut
+    short it must still load what searches need (words, the CNN) and say why nothing can be
+    embedded, not raise (the master would exit: no web server, no search at all)."""
+    import torch
+
+    from django_semantic_images.encoders import get_encoder
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+    from django_semantic_images.prefork import load_before_fork
+
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path)}
+    rng = np.random.default_rng(0)
+    path = BridgeStore(tmp_path).install(LearnedBridge(rng.normal(size=(1280, 384)), np.zeros(384)))
+    path.write_bytes(path.read_bytes()[:300])
+    threads = torch.get_num_threads()
+    try:
+        lines = load_before_fork()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(lines) == 1 and "cannot embed" in lines[0] and path.name in lines[0], lines
+    encoder = get_encoder()
+    assert encoder.cnn is not None or encoder.onnx_cnn is not None  # the CNN is loaded: search by photo
+
+
+def test_a_workers_preload_logs_an_unreadable_bridge_instead_of_raising(tmp_path, settings, caplog):
+    """A worker process loads the encoders when it starts (``worker.preload``): with a bridge file
+    cut short it loads them all the same and logs why nothing can be embedded (each task then fails
+    with that reason and releases its rows), rather than raise from its start-up signal."""
+    from django_semantic_images import worker
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path)}
+    rng = np.random.default_rng(0)
+    path = BridgeStore(tmp_path).install(LearnedBridge(rng.normal(size=(1280, 384)), np.zeros(384)))
+    path.write_bytes(path.read_bytes()[:300])
+    with caplog.at_level("INFO", logger="django_semantic_images"):
+        worker.preload()
+    assert any(path.name in r.getMessage() and "cannot embed" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 from PIL import Image, ImageEnhance, ImageOps
 
-from django_semantic_images.encoders import get_encoder
+from django_semantic_images.encoders import get_encoder, registry
 from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
 from django_semantic_images.pipeline import embed_instances
 from photos.models import Photo
@@ -316,3 +316,190 @@ def test_the_command_trains_an_ensembled_sqrt_bridge(bridge_dir, captioned_site)
     assert bridge.meta["ensemble"] == 2 and bridge.visual_transform == "sqrt"
     with pytest.raises(CommandError, match="--ensemble"):
         train("--ensemble", "0")
+
+
+def random_bridge(seed: int, shape: tuple[int, int] = (1280, 384)) -> LearnedBridge:
+    rng = np.random.default_rng(seed)
+    return LearnedBridge(rng.normal(size=shape).astype(np.float32), np.zeros(shape[1], np.float32))
+
+
+def test_an_unreadable_installed_bridge_stops_embedding_not_searching(bridge_dir, sample_photos, sample_paths):
+    """A bridge file cut short (a copy that failed, a full disk): searches by words and by photo go
+    on, storing vectors stops with an error naming the file (no vector is stored under an identity
+    that is not the one that made it), the system check says so, and a good bridge installed later
+    is picked up by the same encoder."""
+    from django.core import checks
+
+    store = BridgeStore(bridge_dir)
+    path = store.install(random_bridge(1))
+    path.write_bytes(path.read_bytes()[:500])
+    registry.reset()  # a process starting now
+    cat = sample_photos["chelsea"]
+    assert Photo.objects.semantic_search("a cat").count() == len(sample_photos)
+    assert Photo.objects.similar_to(sample_paths["chelsea"])[0] == cat
+    before = Photo.objects.get(pk=cat.pk).embedding_encoder
+    with pytest.raises(ValueError, match=f"{path.name}.*not a readable bridge file"):
+        embed_instances([cat], force=True)
+    assert Photo.objects.get(pk=cat.pk).embedding_encoder == before
+    reported = checks.run_checks(databases=["default"])  # what `migrate` runs: it must not crash
+    found = [m for m in reported if m.id == "semantic_images.E016"]
+    assert len(found) == 1 and path.name in found[0].msg, [m.id for m in reported]
+
+    good = random_bridge(2)
+    store.install(good)
+    assert get_encoder().identity.endswith(f"+bridge:{good.version}")
+    assert not embed_instances([cat], force=True).failed
+    assert Photo.objects.get(pk=cat.pk).embedding_encoder == get_encoder().identity
+
+
+def test_installing_a_version_again_never_shows_a_half_written_file(tmp_path):
+    """Two trainings at once on the same rows and seed make the same version: the second install
+    rewrites the file the first one's pointer already names, while other processes read it. The
+    file is written beside and renamed into place, so a reader sees the whole file or the old one."""
+    import threading
+
+    store = BridgeStore(tmp_path)
+    bridge = random_bridge(4)
+    store.install(bridge)
+    errors: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                assert store.current().version == bridge.version
+            except ValueError as exc:
+                errors.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(20):
+            store.install(bridge)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors, errors[:1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", f"bridge-{bridge.version}.npz", "current.json"]
+
+
+def test_a_bridge_installed_while_a_batch_is_mixed_never_labels_vectors_it_did_not_make(
+    bridge_dir, make_photo, sample_paths
+):
+    """A worker mixes a batch with the bridge in use; a training installs another before the rows
+    are written. The rows must not be stored under the new bridge's identity with the old bridge's
+    vectors (they would never be stale, so never re-embedded): whatever identity they get, their
+    vectors are the ones that identity makes. (The encoder below installs the new bridge right after
+    mixing: the moment a concurrent install can land in.)"""
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    store = BridgeStore(bridge_dir)
+    store.install(random_bridge(5))
+    later = random_bridge(6)
+
+    class InstalledMeanwhile(ConSEEncoder):
+        def mix(self, visual, logits):
+            semantic = super().mix(visual, logits)
+            if store.current_info()["version"] != later.version:
+                store.install(later)
+            return semantic
+
+    photo = make_photo(sample_paths["rocket"], alt_text="a launch")
+    embed_instances([photo], encoder=InstalledMeanwhile())
+    photo.refresh_from_db()
+    labelled, vector = photo.embedding_encoder, np.asarray(photo.embedding_semantic)
+    registry.reset()
+    embed_instances([photo], force=True)  # made again, by a process that read the new bridge
+    photo.refresh_from_db()
+    assert photo.embedding_encoder.endswith(f"+bridge:{later.version}")
+    if labelled == photo.embedding_encoder:
+        np.testing.assert_allclose(vector, np.asarray(photo.embedding_semantic), atol=1e-5)
+
+
+def test_training_replaces_an_unreadable_installed_bridge(bridge_dir, captioned_site):
+    """What E016 tells to do: a bridge file cut short is compared as ConSE alone, and the new
+    bridge is installed and used for the re-embedding."""
+    store = BridgeStore(bridge_dir)
+    broken = store.install(random_bridge(7))
+    broken.write_bytes(broken.read_bytes()[:500])
+    output = train("--epochs", "30")
+    assert "cannot be read" in output and "ConSE alone" in output, output
+    version = store.current_info()["version"]
+    assert set(Photo.objects.values_list("embedding_encoder", flat=True)) == {get_encoder().identity}
+    assert get_encoder().identity.endswith(f"+bridge:{version}")
+
+
+def test_a_bridge_another_training_installed_meanwhile_is_not_replaced_unchecked(
+    bridge_dir, captioned_site, monkeypatch
+):
+    """Two trainings at once: each compares its candidate with the bridge in use when it checks.
+    One that finishes second must not install over the first one's bridge, which it never compared
+    with: it is refused, saying so, and the other bridge stays."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    store = BridgeStore(bridge_dir)
+    other = random_bridge(8)
+    compare = command.check_bridge
+
+    def installed_meanwhile(*args, **kwargs):
+        result = compare(*args, **kwargs)
+        store.install(other)  # the other training finishes while this one checks its candidate
+        return result
+
+    monkeypatch.setattr(command, "check_bridge", installed_meanwhile)
+    with pytest.raises(CommandError, match=f"{other.version} was installed meanwhile"):
+        train("--epochs", "30")
+    assert store.current_info()["version"] == other.version
+    assert store.versions() == [other.version]
+
+
+def test_a_bridge_installed_within_the_file_systems_time_resolution_is_picked_up(bridge_dir):
+    """A file system with coarse timestamps (1 s on some network shares, FAT's 2 s) gives two installs
+    close together the same pointer mtime: an encoder that read the first must still see the second,
+    or it would embed with another bridge than the other processes, for good."""
+    import os
+
+    store = BridgeStore(bridge_dir)
+    first, second = random_bridge(9), random_bridge(10)
+    store.install(first)
+    registry.reset()
+    encoder = get_encoder()
+    assert encoder.identity.endswith(f"+bridge:{first.version}")
+    stamp = store.pointer.stat()
+    store.install(second)
+    os.utime(store.pointer, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the same tick as the first install
+    assert encoder.identity.endswith(f"+bridge:{second.version}")
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"weight": np.zeros((8, 4)), "bias": np.zeros(4), "conse_weight": np.zeros(2), "meta": np.array("{}")},
+        {"weight": np.zeros((8, 4)), "bias": np.zeros(3), "conse_weight": np.float32(0.2), "meta": np.array("{}")},
+        {"weight": np.zeros(8), "bias": np.zeros(8), "conse_weight": np.float32(0.2), "meta": np.array("{}")},
+        {"weight": np.zeros((8, 4)), "bias": np.zeros(4), "conse_weight": np.float32(0.2), "meta": np.array("[")},
+    ],
+)
+def test_a_bridge_file_whose_arrays_make_no_bridge_is_a_clear_error(tmp_path, arrays):
+    """A zip that numpy reads, holding arrays of the wrong shapes: the same ValueError naming the
+    file as for a file cut short (not a TypeError from float(), nor a bridge failing at embed time)."""
+    bad = tmp_path / "bridge-odd.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="bridge-odd.npz is not a readable bridge file"):
+        LearnedBridge.load(bad)
+
+
+def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(bridge_dir, settings, monkeypatch):
+    """``ENCODER_OPTIONS["bridge"]`` None (ConSE alone) or a fixed file: a bridge installed in
+    BRIDGE_DIR would not be used. Said before any row is read or anything trained, and nothing is
+    installed (it used to train, install, then report the encoder does not use it)."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("rows were read for an encoder that ignores BRIDGE_DIR")
+
+    monkeypatch.setattr(command, "collect_captioned", never)
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(bridge_dir), "ENCODER_OPTIONS": {"bridge": None}}
+    with pytest.raises(CommandError, match="bridge.*'auto'"):
+        call_command("semantic_images_train_bridge", "--model", "photos.Photo", stdout=io.StringIO())
+    assert BridgeStore(bridge_dir).current_info() is None

@@ -64,7 +64,7 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
         messages.error(request, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
         return back
     field = model_admin.get_embedding_field()
-    vector = field.get_encoder().encode_images([image]).visual[0]
+    vector = field.get_encoder().encode_visual([image])[0]
     token = store_photo_query(
         request, vector, thumbnail=preview_data_url(image), name=upload.name, made_for=field_key(field)
     )

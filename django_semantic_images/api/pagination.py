@@ -107,14 +107,15 @@ class RankedPagination(BasePagination):
                 queryset = queryset.filter(score__gt=calibration.threshold(min_relevance))
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and (not self.capped or self.offset + self.limit <= self.max_offset)
-        rows = rows[: self.limit]
         for row in rows if ranked else ():
             row.relevance = calibration.relevance(row.score) if calibration is not None else None
+        ahead, rows = rows[self.limit :], rows[: self.limit]
         if by_distance:
             # pgvector's relaxed_order index scan may return a page slightly out of order.
             rows.sort(key=lambda row: row.distance)
             kept = [row for row in rows if self.passes(row, min_relevance)]
-            if len(kept) < len(rows):
+            # The floor ends the results on this page, or exactly at its end (the row read ahead is below it).
+            if len(kept) < len(rows) or not all(self.passes(row, min_relevance) for row in ahead):
                 self.has_next = False
             rows = kept
         return rows

@@ -201,6 +201,11 @@ class Encoder(abc.ABC):
             )
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
 
+    def encode_visual(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded RGB images to visual vectors only, what a search by photo ranks by; an encoder
+        may skip the semantic side here (ConSE: its mixture and learned bridge)."""
+        return self.encode_images(images).visual
+
     def clear_query_cache(self) -> None:
         """Forget cached query vectors."""
         with self._cache_lock:

@@ -14,17 +14,38 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
 
 from .base import normalize_parts
+from .cache import file_lock
 from .networks import DEFAULT_CNN
 
 POINTER = "current.json"
+#: The file ``BridgeStore.locked`` locks: installs in several processes take turns.
+LOCK = ".lock"
+#: What ``current_version`` says of a pointer that cannot be read.
+UNREADABLE = "unreadable"
+
+
+class BridgeChanged(ValueError):
+    """Another bridge was installed than the one a candidate was compared with."""
+
+    def __init__(self, found: str | None, expected: str | None) -> None:
+        self.found, self.expected = found, expected
+        super().__init__(
+            f"Bridge {found or '(none)'} was installed meanwhile, not {expected or '(none)'}: "
+            "the candidate was not compared with it."
+        )
 
 
 VISUAL_TRANSFORMS = ("", "sqrt")
@@ -100,36 +121,53 @@ class LearnedBridge:
         return normalize_parts(w * normalize_parts(conse, parts) + (1.0 - w) * self.project(visual), parts)
 
     def save(self, path: str | Path) -> Path:
+        """Write the bridge to ``path`` atomically: into a file beside it, renamed into place, so a
+        process reading ``path`` meanwhile (the pointer may name it already) sees it whole or not."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            np.savez(
-                fh,
-                weight=self.weight.astype(np.float32),
-                bias=self.bias.astype(np.float32),
-                conse_weight=np.float32(self.conse_weight),
-                meta=np.array(json.dumps(self.meta)),
-            )
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    weight=self.weight.astype(np.float32),
+                    bias=self.bias.astype(np.float32),
+                    conse_weight=np.float32(self.conse_weight),
+                    meta=np.array(json.dumps(self.meta)),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedBridge:
+        """The bridge saved at ``path``; a ValueError naming it for any file that is not one (missing,
+        cut short, not a zip, arrays missing or of shapes that do not make a map)."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(
+                bridge = cls(
                     weight=data["weight"],
                     bias=data["bias"],
                     conse_weight=float(data["conse_weight"]),
                     meta=json.loads(str(data["meta"])),
                 )
-        except (OSError, KeyError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable bridge file: {exc}") from exc
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise ValueError(f"{path} is not a readable bridge file: {type(exc).__name__}: {exc}") from exc
+        if bridge.weight.ndim != 2 or bridge.bias.shape != (bridge.weight.shape[1],):
+            shapes = f"weight {bridge.weight.shape}, bias {bridge.bias.shape}"
+            raise ValueError(f"{path} is not a readable bridge file: {shapes} make no linear map.")
+        return bridge
 
 
 class BridgeStore:
     """A folder of bridge versions (``bridge-<version>.npz``) and a pointer to the one in use.
 
-    Installing writes the file, then replaces ``current.json`` atomically; encoders
+    Installing writes the file, then replaces ``current.json``, each atomically (written beside,
+    renamed into place: two trainings at once leave one whole pointer and whole files); encoders
     in other processes (Celery workers) notice the pointer change on their next batch.
     """
 
@@ -159,23 +197,55 @@ class BridgeStore:
             return None
         return LearnedBridge.load(self.directory / info["file"])
 
-    def stamp(self) -> int | None:
-        """Changes whenever another bridge is installed (the pointer's mtime in ns)."""
+    def stamp(self) -> tuple[int, ...] | None:
+        """Changes whenever another bridge is installed: the pointer's file (each install writes a new
+        one, renamed into place) and its mtime, so two installs within the file system's time
+        resolution differ too. None when none is installed."""
         try:
-            return self.pointer.stat().st_mtime_ns
+            found = self.pointer.stat()
         except FileNotFoundError:
             return None
+        return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_size)
 
-    def install(self, bridge: LearnedBridge, metrics: dict[str, Any] | None = None) -> Path:
-        """Store ``bridge`` as a new version and point ``current.json`` at it."""
-        path = bridge.save(self.path_for(bridge.version))
-        info = {
-            "version": bridge.version,
-            "file": path.name,
-            "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "metrics": metrics or {},
-        }
-        self._write_pointer(info)
+    def current_version(self) -> str | None:
+        """The version the pointer names (None: none installed; ``"unreadable"`` for a pointer that
+        cannot be read), without reading the bridge file."""
+        try:
+            info = self.current_info()
+        except ValueError:
+            return UNREADABLE
+        return str(info.get("version")) if info else None
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive lock on the store across processes (``.lock``), for a compare-and-install."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.directory / LOCK):
+            yield
+
+    def install(
+        self, bridge: LearnedBridge, metrics: dict[str, Any] | None = None, *, replaces: str | None | EllipsisType = ...
+    ) -> Path:
+        """Store ``bridge`` as a new version and point ``current.json`` at it.
+
+        ``replaces``: the version the caller compared ``bridge`` with (None: none installed; left
+        out: whatever is installed is replaced); when
+        another is installed by then (a second training at once), nothing changes and
+        ``BridgeChanged`` says which.
+        """
+        with self.locked():
+            if not isinstance(replaces, EllipsisType):
+                found = self.current_version()
+                if found != replaces:
+                    raise BridgeChanged(found, replaces)
+            path = bridge.save(self.path_for(bridge.version))
+            info = {
+                "version": bridge.version,
+                "file": path.name,
+                "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "metrics": metrics or {},
+            }
+            self._write_pointer(info)
         return path
 
     def uninstall(self) -> None:
@@ -188,9 +258,15 @@ class BridgeStore:
     def _write_pointer(self, info: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".current-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(info, fh, indent=2)
-        os.replace(tmp, self.pointer)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(info, fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.pointer)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def default_bridge_dir() -> Path | None:

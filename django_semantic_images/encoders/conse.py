@@ -22,6 +22,7 @@ and the query model at deploy time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -112,11 +113,14 @@ class ConSEEncoder(Encoder):
         self.bridge_path = bridge
         self.bridge: LearnedBridge | None = None
         self._store: BridgeStore | None = None
-        self._store_stamp: int | None = None
+        self._store_stamp: tuple[int, ...] | None = None
+        #: Why the bridge the store points at cannot be used (None: it can, or there is none).
+        self.bridge_error: str | None = None
         if bridge == "auto":
             directory = default_bridge_dir()
             self._store = BridgeStore(directory) if directory else None
-            self.refresh_bridge()
+            with contextlib.suppress(ValueError):  # kept in bridge_error: searches need no bridge
+                self.refresh_bridge()
         elif bridge:
             self.bridge = LearnedBridge.load(bridge)
         self.cnn: Any = None  # the EfficientNet-Lite torch module, when the CNN runs in torch
@@ -127,13 +131,30 @@ class ConSEEncoder(Encoder):
         self.fc: tuple[np.ndarray, np.ndarray] | None = None  # the CNN's classifier (1000, 1280) and (1000,)
 
     def refresh_bridge(self) -> None:
-        """Follow the store's pointer: pick up a newly installed (or removed) bridge."""
+        """Follow the store's pointer: pick up a newly installed (or removed) bridge.
+
+        A ValueError when the bridge it points at cannot be read (logged once): what makes stored
+        vectors (``identity``, ``mix``) stops there rather than store vectors without it, and the
+        file is read again on the next call. Searches need no bridge: they go on.
+        """
         if self._store is None:
             return
         stamp = self._store.stamp()
-        if stamp != self._store_stamp:
-            self.bridge = self._store.current()
-            self._store_stamp = stamp
+        if stamp == self._store_stamp and self.bridge_error is None:
+            return
+        try:
+            bridge = self._store.current()
+        except ValueError as exc:
+            reason = str(exc).rstrip(".")
+            message = (
+                f"The learned bridge installed in {self._store.directory} cannot be used: {reason}. Install "
+                f"another (`manage.py semantic_images_train_bridge`) or delete {self._store.pointer}."
+            )
+            if message != self.bridge_error:
+                logger.error("%s", message)
+            self.bridge, self.bridge_error, self._store_stamp = None, message, None
+            raise ValueError(message) from exc
+        self.bridge, self.bridge_error, self._store_stamp = bridge, None, stamp
 
     @property
     def input_side(self) -> int:
@@ -362,6 +383,13 @@ class ConSEEncoder(Encoder):
             labels=self.top_labels(probs_np),
             norms=np.linalg.norm(feats_np, axis=1).astype(np.float32),
         )
+
+    def encode_visual(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The CNN's normalised pooled features only: no class mixture, no learned bridge."""
+        if not images:
+            return np.zeros((0, self.visual_dimensions), np.float32)
+        feats, _ = self.forward(np.stack([self.preprocess(im) for im in images]))
+        return l2_normalize(feats)
 
     def mix(self, visual: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """The semantic vectors from the CNN's output: ConSE, blended with the bridge if any."""

@@ -127,7 +127,7 @@ class PhotoSearchMixin:
                 form.add_error(PHOTO_FIELD, message)
             else:
                 encoder = embedding_path(self.model).field.get_encoder()  # type: ignore[attr-defined]
-                vector = encoder.encode_images([image]).visual[0]
+                vector = encoder.encode_visual([image])[0]
                 token = store_photo_query(request.session, vector, name=upload.name, thumbnail=preview_data_url(image))
                 params = self.kept_params()
                 params[PHOTO_VAR] = token

@@ -38,10 +38,15 @@ def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> di
             "age_seconds": round((timezone.now() - since).total_seconds()) if since else None,
         }
     encoder = emb.get_encoder()
+    try:
+        identity, error = encoder.identity, None
+    except ValueError as exc:  # an unreadable learned bridge (E016): nothing is embedded until it is replaced
+        identity, error = None, str(exc)
     return {
         "model": model._meta.label,
         "field": emb.name,
-        "encoder": encoder.identity,
+        "encoder": identity,
+        "encoder_error": error,
         "device": encoder.device,
         "dimensions": [encoder.visual_dimensions, encoder.semantic_dimensions],
         "total": sum(counts.values()),
@@ -49,8 +54,9 @@ def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> di
         "failed_transient": manager.filter(
             **{status: EmbeddingStatus.FAILED, f"{emb.column('error')}__startswith": TRANSIENT_PREFIX}
         ).count(),
-        "other_encoder": manager.filter(stale_filter(emb)).count(),
-        "due": manager.filter(due_filter(emb, **(due_now() if due is None else due))).count(),
+        # Both compare rows with the encoder's identity: unknown without it.
+        "other_encoder": None if error else manager.filter(stale_filter(emb)).count(),
+        "due": None if error else manager.filter(due_filter(emb, **(due_now() if due is None else due))).count(),
         "oldest_pending": oldest_info,
         "index_bytes": index_sizes(model, emb),
     }
@@ -102,14 +108,19 @@ class Command(BaseCommand):
         for info in data["fields"]:
             c = info["counts"]
             visual, semantic = info["dimensions"]
-            self.stdout.write(
-                f"{info['model']}.{info['field']}: encoder {info['encoder']} on {info['device']} "
-                f"({visual}-d visual, {semantic}-d semantic)."
-            )
+            if info["encoder_error"]:
+                self.stdout.write(f"{info['model']}.{info['field']}: the encoder cannot embed: {info['encoder_error']}")
+            else:
+                self.stdout.write(
+                    f"{info['model']}.{info['field']}: encoder {info['encoder']} on {info['device']} "
+                    f"({visual}-d visual, {semantic}-d semantic)."
+                )
+            unknown = "unknown"
             self.stdout.write(
                 f"{info['model']}.{info['field']}: {info['total']} rows: {c['embedded']} embedded, "
                 f"{c['pending']} pending, {c['failed']} failed ({info['failed_transient']} for a passing reason); "
-                f"{info['other_encoder']} from another encoder; {info['due']} due for the sweep."
+                f"{unknown if info['other_encoder'] is None else info['other_encoder']} from another encoder; "
+                f"{unknown if info['due'] is None else info['due']} due for the sweep."
             )
             sizes = info["index_bytes"]
             self.stdout.write(

@@ -17,7 +17,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from ...encoders import registry
-from ...encoders.bridges import BridgeStore, LearnedBridge, default_bridge_dir
+from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
 from ...encoders.conse import ConSEEncoder
 from ...fields import get_embedding_field
 from ...pipeline import embed_instances
@@ -117,6 +117,12 @@ class Command(BaseCommand):
                 f"{model._meta.label}.{field.name} uses the encoder {encoder.identity}: a learned bridge maps "
                 "the ConSE encoder's CNN features into its text space, so it applies to ConSE fields only."
             )
+        if encoder.bridge_path != "auto" and not opts["dry_run"]:
+            raise CommandError(
+                f"The encoder of {model._meta.label}.{field.name} has bridge={encoder.bridge_path!r}: it would not use "
+                "a bridge installed in BRIDGE_DIR. Set ENCODER_OPTIONS['bridge'] to 'auto' (the default), or train "
+                "with --dry-run to check a candidate without installing it."
+            )
         try:
             holdout = float(opts["holdout"])
             # Only the visual vectors of this encoder's CNN: rows of another wait to be re-embedded.
@@ -171,7 +177,12 @@ class Command(BaseCommand):
         held = held.subset(np.array([position[k] for k in kept], dtype=np.int64))
         if len(held) < 2:
             raise CommandError("Too few readable held-out images to check the bridge.")
-        current = store.current()
+        compared_with = store.current_version()  # installed only if still the one in use (trainings at once)
+        try:
+            current = store.current()
+        except ValueError as exc:  # system check E016: replaced by this one if it does better than ConSE alone
+            self.say(f"The installed bridge cannot be read ({exc}): the candidate is compared with ConSE alone.")
+            current = None
         widths = (encoder.visual_dimensions, encoder.semantic_dimensions)
         if current is not None and (
             current.weight.shape != widths
@@ -194,7 +205,11 @@ class Command(BaseCommand):
         if opts["dry_run"]:
             self.say("Dry run: nothing installed.")
             return
-        path = store.install(candidate, metrics={"held_out": check.candidate.as_dict(), "was": check.current.as_dict()})
+        metrics = {"held_out": check.candidate.as_dict(), "was": check.current.as_dict()}
+        try:
+            path = store.install(candidate, metrics=metrics, replaces=compared_with)
+        except BridgeChanged as exc:
+            raise CommandError(f"Refused: {exc} Nothing was installed; run the training again to compare.") from exc
         registry.reset()
         encoder = field.get_encoder()
         if f"bridge:{candidate.version}" not in encoder.identity:
