@@ -158,6 +158,8 @@ NOT_INTEGER = "similar_to must be a positive integer"
         ({"title": "IMG\x00"}, "title cannot contain NUL characters"),
         # Wagtail passed an unknown operator to its search backend (a ValueError, a 500) ...
         ({"search": "cat", "search_operator": "xor"}, "search_operator must be 'and' or 'or'"),
+        # Wagtail's search backend nests one condition per word: thousands of words were a RecursionError (a 500).
+        ({"search": "a\xa0b " * 1500}, "search: the search text is longer than"),
         # ... and ?tags= with a later field filter and ?search= got a message naming no parameter.
         ({"tags": "cat", "width": "640", "search": "cat"}, "tags cannot be combined with search"),
     ],
@@ -166,6 +168,17 @@ def test_v2_bad_parameters_are_400_naming_them(api, params, message):
     response = api.get(V2, params)
     assert response.status_code == 400, response.content
     assert response.json()["message"].startswith(message)
+
+
+def test_v2_search_words_up_to_the_limit_are_answered(api):
+    """As many one-letter words as ``?search=`` takes: an answer, not a RecursionError; one more, a 400."""
+    from django_semantic_images.contrib.wagtail.api import MAX_SEARCH_WORDS
+
+    response = api.get(V2, {"search": " ".join(["a"] * MAX_SEARCH_WORDS)})
+    assert response.status_code == 200, response.content[:300]
+    response = api.get(V2, {"search": " ".join(["a"] * (MAX_SEARCH_WORDS + 1))})
+    assert response.status_code == 400
+    assert response.json() == {"message": f"search: more than {MAX_SEARCH_WORDS} words"}
 
 
 def test_v2_bad_utf8_and_pending_anchor_are_400(api, make_image, sample_paths):

@@ -30,6 +30,7 @@ from wagtail.images.api.v2.views import ImagesAPIViewSet
 
 from ...api.querystring import INTEGER, ensure_utf8
 from ...api.serializers import SearchTextField
+from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
 from ...query import searchable, unreadable_note
 from .search import KEYWORD_FIELDS, keyword_search
@@ -42,6 +43,9 @@ CONFLICTS = ("order", "search")
 
 #: The values Wagtail's search backends take for ``?search_operator=``.
 SEARCH_OPERATORS = ("and", "or")
+#: The most words ``?search=`` takes: Wagtail's search backend nests one condition per word, and
+#: 250 one-letter words already exceeded Python's recursion limit.
+MAX_SEARCH_WORDS = 64
 
 
 class SemanticFilter(BaseFilterBackend):
@@ -174,6 +178,8 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
         - a value holding a NUL character (PostgreSQL refuses it in text: Wagtail's ``search``
           and field filters were a 500); ``semantic`` reads a NUL as a space, as the REST API's
           ``q`` does;
+        - ``search`` longer than ``MAX_QUERY_LENGTH`` or of more than ``MAX_SEARCH_WORDS`` words
+          (Wagtail's search backend nests one condition per word: a RecursionError, a 500);
         - ``search_operator`` other than ``and``/``or`` with ``search`` (Wagtail's backend raised
           ``ValueError``, a 500);
         - ``tags`` with ``search``, which Wagtail does not support (a later field filter made its
@@ -185,6 +191,12 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
             if name != SEMANTIC and any("\x00" in value for value in values):
                 raise BadRequestError(f"{name} cannot contain NUL characters")
         if "search" in params:
+            words = params.get("search", "")
+            limit = int(semantic_settings.MAX_QUERY_LENGTH)
+            if len(words) > limit:
+                raise BadRequestError(f"search: the search text is longer than {limit} characters")
+            if len(words.split()) > MAX_SEARCH_WORDS:
+                raise BadRequestError(f"search: more than {MAX_SEARCH_WORDS} words")
             if params.get("search_operator", "and") not in SEARCH_OPERATORS:
                 raise BadRequestError("search_operator must be 'and' or 'or'")
             if "tags" in params:
