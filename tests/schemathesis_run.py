@@ -59,6 +59,19 @@ class Outcome:
         return "\n".join(lines)
 
 
+def generation_settings(examples: int, *, derandomize: bool) -> hypothesis_settings:
+    """Hypothesis's settings for a fuzz run: ``examples`` cases, no deadline or example database
+    (a loaded machine is slow, and every run starts afresh), no shrinking, no health checks."""
+    return hypothesis_settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=derandomize,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
+
 def run_against_schema(
     schema_url: str,
     operations_expected: set[str],
@@ -87,14 +100,7 @@ def run_against_schema(
     for index, (operation, mode, fixed) in enumerate(runs):
 
         @given(case=operation.as_strategy(generation_mode=mode, **fixed))
-        @hypothesis_settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=seed is None,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @generation_settings(examples, derandomize=seed is None)
         def run(case: schemathesis.Case) -> None:
             label = case.operation.label
             response = case.call(session=session, timeout=60)  # a loaded CI machine is slow, not broken

@@ -16,11 +16,11 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import given, seed
 from hypothesis import strategies as st
 from wagtail.models import Collection, CollectionViewRestriction
 
-from tests.schemathesis_run import FUZZ_CASES, fuzz_seed
+from tests.schemathesis_run import FUZZ_CASES, fuzz_seed, generation_settings
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -186,14 +186,7 @@ def run(client: Client, ids: list[str], examples: int, random_seed: int | None =
     statuses: dict[int, int] = {}
 
     @given(query=query_strings(ids))
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=random_seed is None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @generation_settings(examples, derandomize=random_seed is None)
     def send(query: str) -> None:
         status = check_answer(client, query)
         statuses[status] = statuses.get(status, 0) + 1
