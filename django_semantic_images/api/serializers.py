@@ -16,7 +16,7 @@ from rest_framework.relations import ManyRelatedField
 from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
 
 from .. import thumbnails
-from ..conf import semantic_settings
+from ..conf import DEFAULTS, semantic_settings
 from ..fields import get_embedding_field
 
 
@@ -203,7 +203,8 @@ class SearchTextField(serializers.CharField):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", _max_query_length())
+        if "max_length" not in kwargs:
+            kwargs["max_length"] = _max_query_length()
         kwargs.setdefault(
             "error_messages",
             {
@@ -225,7 +226,11 @@ class SearchTextField(serializers.CharField):
 class TextQuerySerializer(serializers.Serializer):
     """``GET ?q=words``."""
 
-    q = SearchTextField(help_text="What to look for, in words (e.g. 'a red bicycle').")
+    # max_length: the default here, read from the settings per request (below); a bad setting must not
+    # fail the import, which comes before the system checks that name it (E012).
+    q = SearchTextField(
+        help_text="What to look for, in words (e.g. 'a red bicycle').", max_length=DEFAULTS["MAX_QUERY_LENGTH"]
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
