@@ -4,6 +4,7 @@ engine that exists."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -251,6 +252,9 @@ POSITIVE_NUMBERS = ("LEASE", "PENDING_TIMEOUT")
 NON_NEGATIVE_NUMBERS = ("TEXT_WEIGHT", "CALIBRATION_TTL")
 #: Settings that hold a dict.
 MAPPINGS = ("ENCODER_OPTIONS", "TEXT_MODEL", "MULTILINGUAL_TEXT_MODEL")
+#: pgvector's ranges of ``hnsw.ef_search`` and ``hnsw.iterative_scan``.
+HNSW_EF_SEARCH_MAX = 1000
+HNSW_ITERATIVE_SCANS = ("strict_order", "relaxed_order", "off")
 
 
 @checks.register(TAG)
@@ -281,6 +285,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         value = getattr(semantic_settings, name)
         if not isinstance(value, Mapping):
             problems.append((name, value, "a dict"))
+    problems.extend(_hnsw_search_problems())
+    threshold = semantic_settings.DUPLICATE_THRESHOLD
+    if not (_is_number(threshold) and 0 < threshold <= 1):
+        problems.append(("DUPLICATE_THRESHOLD", threshold, "a number greater than 0 and at most 1 (a cosine distance)"))
     return [
         checks.Error(
             f"SEMANTIC_IMAGES[{name!r}] is {value!r}; it must be {what}.",
@@ -289,6 +297,34 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
         for name, value, what in problems
     ]
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _hnsw_search_problems() -> list[tuple[str, Any, str]]:
+    """The ``HNSW_*`` search parameters within pgvector's ranges: set_config refuses anything else, and
+    every ranked search would fail with that DataError. None leaves a parameter to the connection."""
+    problems = []
+    ef_search = semantic_settings.HNSW_EF_SEARCH
+    if ef_search not in ("auto", None) and not (
+        not isinstance(ef_search, bool) and isinstance(ef_search, int) and 1 <= ef_search <= HNSW_EF_SEARCH_MAX
+    ):
+        problems.append(
+            ("HNSW_EF_SEARCH", ef_search, f"'auto', a whole number from 1 to {HNSW_EF_SEARCH_MAX}, or None")
+        )
+    scan = semantic_settings.HNSW_ITERATIVE_SCAN
+    if scan and scan not in HNSW_ITERATIVE_SCANS:
+        words = ", ".join(map(repr, HNSW_ITERATIVE_SCANS))
+        problems.append(("HNSW_ITERATIVE_SCAN", scan, f"one of {words}, or '' or None (not set)"))
+    tuples = semantic_settings.HNSW_MAX_SCAN_TUPLES
+    if tuples is not None and not (not isinstance(tuples, bool) and isinstance(tuples, int) and 1 <= tuples < 2**31):
+        problems.append(("HNSW_MAX_SCAN_TUPLES", tuples, "a whole number of at least 1, or None"))
+    multiplier = semantic_settings.HNSW_SCAN_MEM_MULTIPLIER
+    if multiplier is not None and not (_is_number(multiplier) and 1 <= multiplier <= 1000):
+        problems.append(("HNSW_SCAN_MEM_MULTIPLIER", multiplier, "a number from 1 to 1000, or None"))
+    return problems
 
 
 #: Settings that take one of a few words, and those words.

@@ -229,6 +229,39 @@ def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
     assert [e.id for e in check_choices()] == ["semantic_images.E008"]
 
 
+def test_hnsw_search_parameters_and_the_duplicate_threshold_out_of_range_are_errors_at_start(settings):
+    """They passed the checks, and then every search (a DataError from set_config: "atuo", 0, "strict") or
+    every near-duplicates page (a threshold of 2) failed."""
+    from django_semantic_images.checks import check_settings
+
+    settings.SEMANTIC_IMAGES = {
+        "HNSW_EF_SEARCH": 1000,
+        "HNSW_ITERATIVE_SCAN": "relaxed_order",
+        "HNSW_MAX_SCAN_TUPLES": None,
+        "HNSW_SCAN_MEM_MULTIPLIER": 2.5,
+        "DUPLICATE_THRESHOLD": 1,
+    }
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": None, "HNSW_ITERATIVE_SCAN": ""}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {
+        "HNSW_EF_SEARCH": "atuo",
+        "HNSW_ITERATIVE_SCAN": "strict",
+        "HNSW_MAX_SCAN_TUPLES": 0,
+        "HNSW_SCAN_MEM_MULTIPLIER": 0.5,
+        "DUPLICATE_THRESHOLD": 2,
+    }
+    errors = check_settings()
+    assert {e.id for e in errors} == {"semantic_images.E012"}
+    named = " ".join(e.msg for e in errors)
+    for key in ("HNSW_EF_SEARCH", "HNSW_ITERATIVE_SCAN", "HNSW_MAX_SCAN_TUPLES", "HNSW_SCAN_MEM_MULTIPLIER"):
+        assert f"'{key}'" in named, key
+    assert "DUPLICATE_THRESHOLD" in named
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 1001}
+    [error] = check_settings()
+    assert "'HNSW_EF_SEARCH'] is 1001" in error.msg and "1000" in error.msg
+
+
 def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_read(settings):
     from django.core.exceptions import ImproperlyConfigured
 
