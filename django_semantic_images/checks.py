@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if not isinstance(value, Mapping):
             problems.append((name, value, "a dict"))
     problems.extend(_hnsw_search_problems())
+    device = semantic_settings.DEVICE
+    if not _is_device(device):
+        problems.append(("DEVICE", device, "'auto', or a device torch knows ('cpu', 'cuda', 'cuda:1' ...)"))
     threshold = semantic_settings.DUPLICATE_THRESHOLD
     if not (_is_number(threshold) and 0 < threshold <= 1):
         problems.append(("DUPLICATE_THRESHOLD", threshold, "a number greater than 0 and at most 1 (a cosine distance)"))
@@ -301,6 +305,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+#: Device types torch knows (``torch.device``'s list): "cuda", "cuda:1" ... pass without importing torch
+#: (several seconds at every command's start); another name is judged by torch itself (a custom backend).
+TORCH_DEVICE = re.compile(
+    r"(cpu|cuda|mps|xpu|hip|hpu|mtia|maia|xla|ipu|meta|lazy|vulkan|ve|fpga|opengl|opencl|ideep|mkldnn)(:\d+)?"
+)
+
+
+def _is_device(device: Any) -> bool:
+    """``DEVICE`` is "auto" or a device string torch reads."""
+    if device == "auto" or (isinstance(device, str) and TORCH_DEVICE.fullmatch(device)):
+        return True
+    if not isinstance(device, str):
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; nothing to judge the name by
+        return True
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _hnsw_search_problems() -> list[tuple[str, Any, str]]:

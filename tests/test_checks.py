@@ -262,6 +262,20 @@ def test_hnsw_search_parameters_and_the_duplicate_threshold_out_of_range_are_err
     assert "'HNSW_EF_SEARCH'] is 1001" in error.msg and "1000" in error.msg
 
 
+def test_a_device_torch_cannot_read_is_an_error_at_start(settings):
+    """DEVICE "gpu" passed the checks, and then every search and every upload failed with torch's
+    RuntimeError ("Expected one of cpu, cuda, ... device type at start of device string: gpu")."""
+    from django_semantic_images.checks import check_settings
+
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        settings.SEMANTIC_IMAGES = {"DEVICE": device}
+        assert check_settings() == [], device
+    for device in ("gpu", "cuda:x", 0):
+        settings.SEMANTIC_IMAGES = {"DEVICE": device}
+        [error] = check_settings()
+        assert error.id == "semantic_images.E012" and f"'DEVICE'] is {device!r}" in error.msg, device
+
+
 def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_read(settings):
     from django.core.exceptions import ImproperlyConfigured
 
