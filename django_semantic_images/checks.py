@@ -77,7 +77,7 @@ def check_search_database(app_configs: Any = None, **kwargs: Any) -> list[checks
     if not settings_readable():
         return []
     alias = semantic_settings.SEARCH_DATABASE
-    if alias is None or alias in settings.DATABASES:
+    if alias is None or (isinstance(alias, str) and alias in settings.DATABASES):
         return []
     return [
         checks.Error(

@@ -189,6 +189,9 @@ def test_a_search_database_that_is_no_alias_is_an_error(settings):
     settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": "replicaa"}
     [error] = check_search_database()
     assert error.id == "semantic_images.E007" and "'replicaa'" in error.msg and "'default'" in error.hint
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": ["replica"]}  # was a TypeError (unhashable) out of `check`
+    [error] = check_search_database()
+    assert error.id == "semantic_images.E007" and "['replica']" in error.msg
 
 
 def test_a_runtime_or_decoder_that_is_no_choice_is_an_error(settings):
