@@ -59,6 +59,12 @@ def test_bad_arguments_are_clear_errors(db):
         run("semantic_images_reindex", "--field", "nope")
 
 
+def test_an_empty_table_says_so_and_verbosity_0_is_quiet(db):
+    said = "photos.Photo.embedding: nothing to do.\n"
+    assert run("semantic_images_reindex", "--model", "photos.Photo", "--no-progress") == said
+    assert run("semantic_images_reindex", "--no-progress", "--verbosity", "0") == ""  # printed it all the same
+
+
 @pytest.mark.parametrize("selection", ["--stale", "--force", "--missing"])
 def test_an_unreadable_bridge_is_a_command_error_naming_it(rows, tmp_path, settings, selection):
     """A bridge file cut short (system check E016): the command stops before any row, with the

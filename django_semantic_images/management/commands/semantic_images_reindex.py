@@ -66,6 +66,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        self.verbosity = opts["verbosity"]
         batch_size = semantic_settings.BATCH_SIZE if opts["batch_size"] is None else opts["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
@@ -77,7 +78,7 @@ class Command(BaseCommand):
         targets = self.targets(opts["model"], opts["field"])
         if opts["due"] and opts["queue"]:
             report = sweep([model for model, _ in targets], pending_timeout=None)
-            self.stdout.write(f"Sweep: {report}.")
+            self.say(f"Sweep: {report}.")
             return
         for model, emb in targets:
             try:
@@ -90,12 +91,12 @@ class Command(BaseCommand):
                 # rows for the images that have none yet.
                 added = add_missing_rows()
                 if added:
-                    self.stdout.write(f"{model._meta.label}: added {added} missing rows.")
+                    self.say(f"{model._meta.label}: added {added} missing rows.")
             qs = primary_rows(model).filter(self.selection(emb, opts)).order_by("pk")
             pks = list(qs.values_list("pk", flat=True))
             label = f"{model._meta.label}.{emb.name}"
             if not pks:
-                self.stdout.write(f"{label}: nothing to do.")
+                self.say(f"{label}: nothing to do.")
                 continue
             if opts["queue"]:
                 self.send(model, emb, pks, label, batch_size, opts)
@@ -113,6 +114,11 @@ class Command(BaseCommand):
             )
         return found
 
+    def say(self, text: str) -> None:
+        """A report line, left out at --verbosity 0 (the rows that failed are printed all the same)."""
+        if self.verbosity >= 1:
+            self.stdout.write(text)
+
     @staticmethod
     def selection(emb: ImageEmbeddingField, opts: dict[str, Any]) -> Q:
         if opts["missing"]:
@@ -125,7 +131,8 @@ class Command(BaseCommand):
 
     def progress(self, total: int, label: str, opts: dict[str, Any], unit: str = "img") -> tqdm:
         """A bar with count, rate and ETA (on stderr; off with --no-progress or when not a terminal)."""
-        disable = True if opts["no_progress"] else None  # None: tqdm hides itself when stderr is not a tty
+        # None: tqdm hides itself when stderr is not a tty.
+        disable = True if opts["no_progress"] or self.verbosity < 1 else None
         return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)
 
     def embed(
@@ -160,7 +167,7 @@ class Command(BaseCommand):
                 report.merge(part)
         seconds = time.perf_counter() - started
         rate = len(pks) / seconds if seconds else 0.0
-        self.stdout.write(f"{label}: {report} in {seconds:.1f} s ({rate:.1f} rows/s).")
+        self.say(f"{label}: {report} in {seconds:.1f} s ({rate:.1f} rows/s).")
         for pk, reason in list(report.failed.items())[:20]:
             self.stdout.write(self.style.WARNING(f"  pk={pk}: {reason}"))
         if len(report.failed) > 20:
@@ -188,7 +195,7 @@ class Command(BaseCommand):
                         forget_sent(model, part, emb.name)  # the next sweep sends them
                     raise CommandError(f"{label}: the queue refused the work after {bar.n} rows: {exc}") from exc
                 bar.update(len(part))
-        self.stdout.write(
+        self.say(
             f"{label}: {len(pks)} rows sent as {tasks} tasks to {describe_engine()}; "
             "`manage.py semantic_images_status` shows the workers' progress."
         )
