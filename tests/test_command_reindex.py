@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
-from django.core.management.base import CommandError
+from django.core.management import call_command
+from django.core.management.base import CommandError, SystemCheckError
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
+from django_semantic_images.management.commands.semantic_images_reindex import Command
 from django_semantic_images.pipeline import embed_instances
 from photos.models import Photo
 from tests.conftest import run_command as run
@@ -57,6 +60,16 @@ def test_bad_arguments_are_clear_errors(db):
         run("semantic_images_reindex", "--batch-size", "0")
     with pytest.raises(CommandError, match="No ImageEmbeddingField named 'nope'"):
         run("semantic_images_reindex", "--field", "nope")
+
+
+def test_a_settings_typo_is_the_system_check_error_not_a_traceback_from_the_options(settings):
+    """The --batch-size help read SEMANTIC_IMAGES as the parser was built, before the checks: an unknown key
+    ended the command (and its --help) with ImproperlyConfigured's traceback instead of the check's error."""
+    settings.SEMANTIC_IMAGES = {"HNSW_EF_SERACH": 100}
+    with pytest.raises(SystemCheckError, match="HNSW_EF_SERACH"):
+        call_command("semantic_images_reindex", skip_checks=False, stdout=io.StringIO(), stderr=io.StringIO())
+    settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 8}
+    assert "BATCH_SIZE'] = 8" in Command().create_parser("manage.py", "semantic_images_reindex").format_help()
 
 
 def test_an_empty_table_says_so_and_verbosity_0_is_quiet(db):

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models
 from django.db.models import Q
@@ -30,6 +31,15 @@ from .. import resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
 CHUNK_BATCHES = 8
+
+
+def configured(name: str) -> str:
+    """`` = <value>`` of a setting, for a help text; "" while SEMANTIC_IMAGES cannot be read (the parser
+    is built before the system checks, which name the problem)."""
+    try:
+        return f" = {getattr(semantic_settings, name)!r}"
+    except ImproperlyConfigured:
+        return ""
 
 
 class Command(BaseCommand):
@@ -56,7 +66,7 @@ class Command(BaseCommand):
             "--batch-size",
             type=int,
             default=None,
-            help=f"Images per batch (default SEMANTIC_IMAGES['BATCH_SIZE'] = {semantic_settings.BATCH_SIZE}).",
+            help=f"Images per batch (default SEMANTIC_IMAGES['BATCH_SIZE']{configured('BATCH_SIZE')}).",
         )
         parser.add_argument(
             "--queue",
