@@ -72,6 +72,19 @@ def test_a_settings_typo_is_the_system_check_error_not_a_traceback_from_the_opti
     assert "BATCH_SIZE'] = 8" in Command().create_parser("manage.py", "semantic_images_reindex").format_help()
 
 
+def test_the_sweep_through_an_unreachable_queue_fails_the_command(make_photo, sample_paths):
+    """--due --queue printed "1 not sent (queue unreachable)" and exited 0, so a job running it never
+    failed (--queue alone was a CommandError)."""
+    from example_project.celery import app
+    from tests.celery_worker import configured_app
+
+    unsent = make_photo(sample_paths["coffee"])
+    Photo.objects.filter(pk=unsent.pk).update(embedding_lease_until=None)  # the broker was down at upload
+    with configured_app(app, broker_url="redis://127.0.0.1:1/0"), pytest.raises(CommandError, match="1 not sent"):
+        run("semantic_images_reindex", "--due", "--queue")
+    assert status(unsent) == EmbeddingStatus.PENDING
+
+
 def test_an_empty_table_says_so_and_verbosity_0_is_quiet(db):
     said = "photos.Photo.embedding: nothing to do.\n"
     assert run("semantic_images_reindex", "--model", "photos.Photo", "--no-progress") == said

@@ -88,6 +88,8 @@ class Command(BaseCommand):
         targets = self.targets(opts["model"], opts["field"])
         if opts["due"] and opts["queue"]:
             report = sweep([model for model, _ in targets], pending_timeout=None)
+            if report.unsent:  # they stay due: the next sweep sends them
+                raise CommandError(f"Sweep: {report}.")
             self.say(f"Sweep: {report}.")
             return
         for model, emb in targets:
