@@ -79,6 +79,14 @@ def test_prepare_command_fills_the_cache(prepared):
     assert len(paths) == 3 and all(Path(p).is_file() for p in paths), prepared
 
 
+def test_prepare_at_verbosity_0_is_quiet(prepared):
+    from io import StringIO
+
+    out = StringIO()
+    call_command("semantic_images_prepare", verbosity=0, stdout=out)
+    assert out.getvalue() == ""  # it listed every file all the same
+
+
 @pytest.mark.skipif(not onnx_available(), reason="needs the onnx extra")
 def test_a_word_query_loads_neither_the_cnn_nor_torch_and_an_image_query_then_loads_the_cnn(prepared):
     """With the cache prepared, words take the ONNX text model and an image the ONNX CNN and

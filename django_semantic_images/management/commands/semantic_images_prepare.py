@@ -47,6 +47,8 @@ class Command(BaseCommand):
                 made = encoder.prepare()
             except Exception as exc:  # noqa: BLE001 - named with its encoder, then the command fails
                 raise CommandError(f"Preparing {encoder.identity} failed: {exc}") from exc
+            if options["verbosity"] < 1:
+                continue
             self.stdout.write(f"{encoder.identity} ({time.perf_counter() - started:.1f} s)")
             for line in made or ["nothing to prepare"]:
                 self.stdout.write(f"  {line}")
