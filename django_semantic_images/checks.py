@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections, router
+from django.db import DatabaseError, OperationalError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
 from .conf import semantic_settings
@@ -389,9 +389,10 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
     if not databases or not settings_readable():
         return messages
     versions_checked: set[str] = set()
+    unreachable: set[str] = set()
     for model in models_with_embeddings():
         alias = router.db_for_read(model)
-        if alias not in databases:
+        if alias not in databases or alias in unreachable:
             continue
         connection = connections[alias]
         if connection.vendor != "postgresql":
@@ -402,6 +403,19 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                     hint=f"Point DATABASES[{alias!r}] at PostgreSQL (django.db.backends.postgresql).",
                     obj=model,
                     id="semantic_images.E001",
+                )
+            )
+            continue
+        try:
+            connection.ensure_connection()
+        except OperationalError as exc:  # not "tables not migrated yet" (below): nothing could be checked
+            unreachable.add(alias)
+            messages.append(
+                checks.Warning(
+                    f"Database {alias!r} could not be reached to check pgvector and the vector columns: {exc}",
+                    hint=f"Check that its server is running and DATABASES[{alias!r}] points at it.",
+                    obj=model,
+                    id="semantic_images.W007",
                 )
             )
             continue

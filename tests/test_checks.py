@@ -71,6 +71,32 @@ def test_database_check_refuses_a_database_that_is_not_postgres():
     assert "PostgreSQL" in messages[0].msg
 
 
+class UnreachableRouter:
+    """Photo read from the alias "unreachable" (a server that is not there)."""
+
+    def db_for_read(self, model, **hints):
+        return "unreachable" if model is Photo else None
+
+
+def test_database_check_says_it_could_not_reach_the_database(settings, django_db_blocker):
+    """`check --database` used to answer "no issues" about a database it could not connect to (the
+    connection error was taken for tables not migrated yet)."""
+    from django.db import connections
+
+    default = connections["default"]
+    unreachable = type(default)({**default.settings_dict, "HOST": "127.0.0.1", "PORT": 1}, "unreachable")
+    connections["unreachable"] = unreachable
+    try:
+        settings.DATABASE_ROUTERS = [f"{__name__}.UnreachableRouter"]
+        with django_db_blocker.unblock():
+            messages = [m for m in check_database(databases=["unreachable"]) if m.obj is Photo]
+    finally:
+        unreachable.close()
+        del connections["unreachable"]
+    assert [m.id for m in messages] == ["semantic_images.W007"]
+    assert "'unreachable'" in messages[0].msg and "pgvector" in messages[0].msg
+
+
 @pytest.mark.django_db
 def test_database_check_warns_about_vectors_of_another_encoder(make_photo, sample_paths):
     photo = make_photo(sample_paths["coffee"])
