@@ -253,6 +253,10 @@ POSITIVE_NUMBERS = ("LEASE", "PENDING_TIMEOUT")
 NON_NEGATIVE_NUMBERS = ("TEXT_WEIGHT", "CALIBRATION_TTL")
 #: Settings that hold a dict.
 MAPPINGS = ("ENCODER_OPTIONS", "TEXT_MODEL", "MULTILINGUAL_TEXT_MODEL")
+#: Settings that are True or False.
+SWITCHES = ("EMBED_ON_SAVE", "QUERY_INT8")
+#: Settings that name a folder, or None (the default folder).
+FOLDERS = ("MODEL_CACHE_DIR", "BRIDGE_DIR")
 #: pgvector's ranges of ``hnsw.ef_search`` and ``hnsw.iterative_scan``.
 HNSW_EF_SEARCH_MAX = 1000
 HNSW_ITERATIVE_SCANS = ("strict_order", "relaxed_order", "off")
@@ -287,6 +291,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if not isinstance(value, Mapping):
             problems.append((name, value, "a dict"))
     problems.extend(_hnsw_search_problems())
+    for name in SWITCHES:
+        value = getattr(semantic_settings, name)
+        if value not in (True, False):  # a string such as "false" would be read as true
+            problems.append((name, value, "True or False"))
+    queue = semantic_settings.QUEUE
+    if not (isinstance(queue, str) and queue):
+        problems.append(("QUEUE", queue, "the name of a queue (a string that is not empty)"))
+    for name in FOLDERS:
+        value = getattr(semantic_settings, name)
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            problems.append((name, value, "a folder (a string or a Path), or None"))
     device = semantic_settings.DEVICE
     if not _is_device(device):
         problems.append(("DEVICE", device, "'auto', or a device torch knows ('cpu', 'cuda', 'cuda:1' ...)"))

@@ -305,6 +305,24 @@ def test_a_device_torch_cannot_read_is_an_error_at_start(settings):
         assert error.id == "semantic_images.E012" and f"'DEVICE'] is {device!r}" in error.msg, device
 
 
+def test_switches_queue_and_cache_folder_of_the_wrong_type_are_errors_at_start(settings):
+    """EMBED_ON_SAVE "false" (a string read from the environment) embedded every save, QUERY_INT8 "False"
+    kept int8, QUEUE None or "" sent the tasks to Celery's default queue (which the documented workers
+    do not consume), and MODEL_CACHE_DIR 5 failed the first search: all passed the checks."""
+    from django_semantic_images.checks import check_settings
+
+    settings.SEMANTIC_IMAGES = {"EMBED_ON_SAVE": False, "QUERY_INT8": 0, "QUEUE": "gpu", "MODEL_CACHE_DIR": "/tmp/x"}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"EMBED_ON_SAVE": "false", "QUERY_INT8": "False", "QUEUE": None, "MODEL_CACHE_DIR": 5}
+    errors = check_settings()
+    assert {e.id for e in errors} == {"semantic_images.E012"}
+    named = " ".join(e.msg for e in errors)
+    for key in ("EMBED_ON_SAVE", "QUERY_INT8", "QUEUE", "MODEL_CACHE_DIR"):
+        assert f"'{key}'" in named, key
+    settings.SEMANTIC_IMAGES = {"QUEUE": ""}
+    assert [e.id for e in check_settings()] == ["semantic_images.E012"]
+
+
 def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_read(settings):
     from django.core.exceptions import ImproperlyConfigured
 
