@@ -250,7 +250,9 @@ OPTIONAL_POSITIVE_INTEGERS = ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS
 #: Durations in seconds: a number greater than 0 (a fraction of a second too).
 POSITIVE_NUMBERS = ("LEASE", "PENDING_TIMEOUT")
 #: Settings that hold a number of at least 0.
-NON_NEGATIVE_NUMBERS = ("TEXT_WEIGHT", "CALIBRATION_TTL")
+NON_NEGATIVE_NUMBERS = ("CALIBRATION_TTL",)
+#: Settings that hold a number from 0 to 1 (a share).
+SHARES = ("TEXT_WEIGHT",)
 #: Settings that hold a dict.
 MAPPINGS = ("ENCODER_OPTIONS", "TEXT_MODEL", "MULTILINGUAL_TEXT_MODEL")
 #: Settings that are True or False.
@@ -286,6 +288,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         value = getattr(semantic_settings, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             problems.append((name, value, "a number of at least 0"))
+    for name in SHARES:
+        value = getattr(semantic_settings, name)
+        if not (_is_number(value) and 0 <= value <= 1):
+            problems.append((name, value, "a number from 0 to 1"))
     for name in MAPPINGS:
         value = getattr(semantic_settings, name)
         if not isinstance(value, Mapping):

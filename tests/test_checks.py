@@ -323,6 +323,18 @@ def test_switches_queue_and_cache_folder_of_the_wrong_type_are_errors_at_start(s
     assert [e.id for e in check_settings()] == ["semantic_images.E012"]
 
 
+def test_a_text_weight_above_1_is_an_error_at_start(settings):
+    """The check took any number of at least 0, and then every upload with words failed in the fusion
+    ("text_weight must be within [0, 1], got 2")."""
+    from django_semantic_images.checks import check_settings
+
+    settings.SEMANTIC_IMAGES = {"TEXT_WEIGHT": 1}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"TEXT_WEIGHT": 2}
+    [error] = check_settings()
+    assert error.id == "semantic_images.E012" and "'TEXT_WEIGHT'] is 2" in error.msg and "1" in error.msg
+
+
 def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_read(settings):
     from django.core.exceptions import ImproperlyConfigured
 
