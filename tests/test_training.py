@@ -157,6 +157,16 @@ def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option,
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
 
 
+def test_a_bridge_dir_that_cannot_be_made_is_refused_before_training():
+    """The folder was first made when installing, after the whole training: an OSError traceback.
+    (/proc: reading a bridge there finds none, as in a folder not made yet; making it fails, even as root.)"""
+    with override_settings(SEMANTIC_IMAGES={"BRIDGE_DIR": "/proc/semantic-images-bridges"}):
+        registry.reset()
+        with pytest.raises(CommandError, match="BRIDGE_DIR.*/proc/semantic-images-bridges"):
+            call_command("semantic_images_train_bridge", "--model", "photos.Photo", stdout=io.StringIO())
+    registry.reset()
+
+
 def test_too_few_captioned_images_is_a_clear_error(bridge_dir, make_photo, sample_paths):
     photo = make_photo(sample_paths["chelsea"], alt_text="a cat")
     embed_instances([photo])

@@ -9,6 +9,7 @@ it as a new version and re-embeds every row.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -123,6 +124,7 @@ class Command(BaseCommand):
                 "a bridge installed in BRIDGE_DIR. Set ENCODER_OPTIONS['bridge'] to 'auto' (the default), or train "
                 "with --dry-run to check a candidate without installing it."
             )
+        store = self.store(writable=not opts["dry_run"])  # before the training, not after it
         try:
             holdout = float(opts["holdout"])
             # Only the visual vectors of this encoder's CNN: rows of another wait to be re-embedded.
@@ -143,7 +145,6 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
 
-        store = self.store()
         encoder.ensure_loaded()
         self.say(f"{len(train)} images ({len(train.texts)} descriptions) to train on, {len(held)} held out.")
         text_train = encoder.encode_texts(train.texts)
@@ -210,6 +211,8 @@ class Command(BaseCommand):
             path = store.install(candidate, metrics=metrics, replaces=compared_with)
         except BridgeChanged as exc:
             raise CommandError(f"Refused: {exc} Nothing was installed; run the training again to compare.") from exc
+        except OSError as exc:  # e.g. the disk is full
+            raise CommandError(f"Installing the bridge in {store.directory} failed: {exc}") from exc
         registry.reset()
         encoder = field.get_encoder()
         if f"bridge:{candidate.version}" not in encoder.identity:
@@ -247,10 +250,19 @@ class Command(BaseCommand):
                 return
             last = chunk[-1].pk
 
-    def store(self) -> BridgeStore:
+    def store(self, *, writable: bool = True) -> BridgeStore:
+        """``BRIDGE_DIR``'s store; ``writable``: made now if missing, and refused unless this process can
+        write there (else the install would fail after the whole training)."""
         directory = default_bridge_dir()
         if directory is None:
             raise CommandError("Set SEMANTIC_IMAGES['BRIDGE_DIR'] or MEDIA_ROOT: there is nowhere to store the bridge.")
+        if writable:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CommandError(f"SEMANTIC_IMAGES['BRIDGE_DIR'] ({directory}) cannot be made: {exc}") from exc
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise CommandError(f"SEMANTIC_IMAGES['BRIDGE_DIR'] ({directory}) is not writable by this process.")
         return BridgeStore(directory)
 
     def say(self, text: str) -> None:
