@@ -257,3 +257,30 @@ def test_a_text_side_change_reembeds_without_the_image_file(make_image, embed, s
     assert after.embedding_encoder != before.embedding_encoder and after.embedding_claimed_by == ""
     assert float(np.dot(after.embedding_semantic, before.embedding_semantic)) < 0.99999  # a new mixture
     np.testing.assert_array_equal(np.asarray(after.embedding_visual), np.asarray(before.embedding_visual))
+
+
+def test_a_run_without_a_claim_never_writes_over_a_title_edited_meanwhile(make_image, embed, sample_paths, monkeypatch):
+    """In-process embedding (no broker) and the reindex command write without a claim; before the
+    write the pipeline re-checked only the vectors row's own columns, and an image's texts are all
+    on Wagtail's image: the old title's vectors were written, marked embedded, over the pending
+    edit (or over the new title's vectors, when the edit's own embedding finished first)."""
+    from django_semantic_images import pipeline
+    from django_semantic_images.pipeline import content_hash, embed_pks
+    from django_semantic_images.signals import embedding_deferred
+
+    image = make_image(sample_paths["rocket"], "Launch")
+    original = pipeline._batch_pixels
+
+    def an_editor_renames_it_meanwhile(*args, **kwargs):
+        edited = get_image_model().objects.get(pk=image.pk)
+        edited.title = "A red bicycle"
+        with embedding_deferred():
+            edited.save()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_batch_pixels", an_editor_renames_it_meanwhile)
+    assert embed_pks(ImageVectors, [image.pk]).embedded == []
+    assert vectors_of(image).embedding.status == EmbeddingStatus.PENDING  # left to the edit's own work
+    monkeypatch.undo()
+    embed(image)
+    assert vectors_of(image).embedding_hash == content_hash(sample_paths["rocket"].read_bytes(), ["A red bicycle"])
