@@ -33,7 +33,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
+from .fields import WRITTEN_ATTR, EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
 from .pipeline import lease_until
 
 SNAPSHOT_ATTR = "_semantic_images_inputs"
@@ -251,6 +251,10 @@ def pre_save_handler(
     changed = [f for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f, update_fields)]
     setattr(instance, CHANGED_ATTR, [f.name for f in changed])
     setattr(instance, IMAGE_CHANGED_ATTR, [f.name for f in changed if _image_changed(instance, f, update_fields)])
+    # The state columns this save writes, and those its update_fields name; the others keep what is
+    # stored (fields.KeptOnUpdate): the instance's copy may be older than the vectors written since.
+    written = {f.column(suffix) for f in changed for suffix in STATE_SUFFIXES}
+    instance.__dict__[WRITTEN_ATTR] = written | set(update_fields or ())
     for field in changed:
         setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
         setattr(instance, field.column("error"), "")
