@@ -127,6 +127,24 @@ def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_p
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
 
 
+def test_a_rolled_back_edit_made_again_with_the_same_image_asks_for_embedding(make_image, embed, sample_paths):
+    """An edit rolled back (its pending mark with it), then saved again with the same instance (a
+    retry): the snapshot already held the new title, so the retry looked unchanged and the image
+    kept the vectors of its old title."""
+    from django.db import transaction
+
+    image = make_image(sample_paths["chelsea"], "IMG_1")
+    embed(image)
+    image = get_image_model().objects.get(pk=image.pk)
+    image.title = "Chelsea on a blanket"
+    with pytest.raises(RuntimeError), transaction.atomic():
+        image.save()
+        raise RuntimeError("the rest of the request failed: the save is rolled back")
+    assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED and not scheduled()
+    image.save()
+    assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
 def test_renditions_are_never_embedded_and_deleting_an_image_deletes_its_vectors(make_image, sample_paths):
     image = make_image(sample_paths["coffee"], "IMG_2")
     image.get_rendition("max-100x100")
