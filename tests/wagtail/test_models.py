@@ -145,6 +145,21 @@ def test_a_rolled_back_edit_made_again_with_the_same_image_asks_for_embedding(ma
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
 
 
+def test_a_save_with_update_fields_counts_only_the_inputs_it_stores(make_image, embed, sample_paths):
+    """``save(update_fields=["title"])`` with the description changed in memory too: the snapshot
+    took the unsaved description, so the later save that stored it looked unchanged and the
+    vectors kept the old description."""
+    image = make_image(sample_paths["chelsea"], "IMG_1", description="a cat")
+    embed(image)
+    image = get_image_model().objects.get(pk=image.pk)
+    image.title, image.description = "Chelsea on a blanket", "a tabby cat on a sofa"
+    image.save(update_fields=["title"])
+    assert scheduled() == {image.pk}
+    embed(image)  # the new title, the stored (old) description
+    image.save()  # stores the description
+    assert vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
 def test_renditions_are_never_embedded_and_deleting_an_image_deletes_its_vectors(make_image, sample_paths):
     image = make_image(sample_paths["coffee"], "IMG_2")
     image.get_rendition("max-100x100")

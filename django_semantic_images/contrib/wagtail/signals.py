@@ -61,7 +61,9 @@ def image_saved(
     settle(instance, snapshot=SNAPSHOT_ATTR, saves=UNCOMMITTED_ATTR)
     before = getattr(instance, SNAPSHOT_ATTR, None)
     now = _inputs(instance)
-    setattr(instance, SNAPSHOT_ATTR, now)
+    if update_fields is not None:  # only what the save stored: an input changed in memory only is not
+        now = {name: value for name, value in now.items() if name in update_fields}
+    setattr(instance, SNAPSHOT_ATTR, {**(before or {}), **now})
     remember_uncommitted(instance, before, using, snapshot=SNAPSHOT_ATTR, saves=UNCOMMITTED_ATTR)
     if not created and before is not None and all(k in before and before[k] == v for k, v in now.items()):
         return
