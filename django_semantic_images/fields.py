@@ -63,6 +63,66 @@ SUFFIXES = (
 #: HNSW operator class name part per ``distance`` argument (pgvector's ``vector_cosine_ops`` etc.).
 DISTANCES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
 
+#: Set on an instance before its save (``signals.pre_save_handler``): the sibling columns that
+#: save writes (the pending state of a row whose inputs changed). Any other is kept as stored.
+WRITTEN_ATTR = "_semantic_images_written"
+
+
+class KeptOnUpdate(models.Field):
+    """A sibling column the pipeline writes: ``Model.save()`` of a stored row keeps the stored
+    value (``SET col = col``) unless that save set it or its ``update_fields`` name it (``WRITTEN_ATTR``).
+
+    An instance holds the state it was loaded or saved with; the vectors are written later, by
+    another query (after the commit, or by a worker). Saved again, it wrote that old state back:
+    a row embedded meanwhile lost its vectors and stayed pending with no work sent. An insert, a
+    ``raw`` save (``loaddata``), ``bulk_create``, ``bulk_update`` and ``QuerySet.update()`` write
+    what they are given. Migrations see the base class (``deconstruct``).
+    """
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        value = super().pre_save(model_instance, add)
+        if add or self.attname in model_instance.__dict__.get(WRITTEN_ATTR, ()):
+            return value
+        return models.F(self.attname)
+
+    def deconstruct(self) -> Any:
+        name, _path, args, kwargs = super().deconstruct()
+        base = type(self).__mro__[2]  # (KeptX, KeptOnUpdate, X, ...)
+        path = f"{base.__module__}.{base.__qualname__}"
+        for long in ("django.db.models.fields.json", "django.db.models.fields"):
+            if path.startswith(long + "."):
+                path = "django.db.models" + path[len(long) :]
+                break
+        return name, path, args, kwargs
+
+
+class KeptVectorField(KeptOnUpdate, VectorField):
+    pass
+
+
+class KeptHalfVectorField(KeptOnUpdate, HalfVectorField):
+    pass
+
+
+class KeptCharField(KeptOnUpdate, models.CharField):
+    pass
+
+
+class KeptTextField(KeptOnUpdate, models.TextField):
+    pass
+
+
+class KeptDateTimeField(KeptOnUpdate, models.DateTimeField):
+    pass
+
+
+class KeptJSONField(KeptOnUpdate, models.JSONField):
+    pass
+
+
+class KeptFloatField(KeptOnUpdate, models.FloatField):
+    pass
+
 
 class ImageEmbeddingField:
     """Declare on an image model: ``embedding = ImageEmbeddingField(image_field="image")``.
@@ -153,29 +213,29 @@ class ImageEmbeddingField:
             if encoder is not None:
                 vdim = vdim or encoder.visual_dimensions
                 sdim = sdim or encoder.semantic_dimensions
-        vector_field = HalfVectorField if self.halfvec else VectorField
+        vector_field = KeptHalfVectorField if self.halfvec else KeptVectorField
         siblings: dict[str, models.Field] = {
             "visual": vector_field(dimensions=vdim, null=True, blank=True, editable=False),
             "semantic": vector_field(dimensions=sdim, null=True, blank=True, editable=False),
-            "encoder": models.CharField(max_length=120, blank=True, default="", editable=False),
-            "hash": models.CharField(max_length=64, blank=True, default="", editable=False),
-            "status": models.CharField(
+            "encoder": KeptCharField(max_length=120, blank=True, default="", editable=False),
+            "hash": KeptCharField(max_length=64, blank=True, default="", editable=False),
+            "status": KeptCharField(
                 max_length=16,
                 choices=EmbeddingStatus.choices,
                 default=EmbeddingStatus.PENDING,
                 db_index=True,
                 editable=False,
             ),
-            "error": models.TextField(blank=True, default="", editable=False),
-            "updated_at": models.DateTimeField(null=True, blank=True, editable=False),
-            "labels": models.JSONField(default=list, blank=True, editable=False),
+            "error": KeptTextField(blank=True, default="", editable=False),
+            "updated_at": KeptDateTimeField(null=True, blank=True, editable=False),
+            "labels": KeptJSONField(default=list, blank=True, editable=False),
             # The lease (docs/workers.md): who embeds the row now, and until when a queued task
             # or that worker answers for it; the sweep takes back rows whose lease ran out.
-            "claimed_by": models.CharField(max_length=255, blank=True, default="", editable=False),
-            "lease_until": models.DateTimeField(null=True, blank=True, editable=False),
+            "claimed_by": KeptCharField(max_length=255, blank=True, default="", editable=False),
+            "lease_until": KeptDateTimeField(null=True, blank=True, editable=False),
             # The visual vector's length before normalising: with it, the CNN's output is known
             # again, and a text-side change re-embeds without the image (docs/encoders.md).
-            "visual_norm": models.FloatField(null=True, blank=True, editable=False),
+            "visual_norm": KeptFloatField(null=True, blank=True, editable=False),
         }
         for suffix, field in siblings.items():
             field.verbose_name = f"{name} {suffix.replace('_', ' ')}"

@@ -617,17 +617,46 @@ def inputs_unchanged(model: type[models.Model], field: ImageEmbeddingField, item
     return same
 
 
+def texts_elsewhere(model: type[models.Model], field: ImageEmbeddingField, item: _Item) -> bool:
+    """Does one of ``item``'s texts come from outside the row's loaded columns (a relation path,
+    a property, a deferred column), where ``inputs_unchanged`` cannot compare it?"""
+    loaded = item.instance.__dict__
+    for attr in field.text_fields:
+        try:
+            column = model._meta.get_field(attr)
+        except FieldDoesNotExist:
+            return True
+        if not isinstance(column, models.Field) or not column.concrete or column.attname not in loaded:
+            return True
+    return False
+
+
+def texts_unchanged(model: type[models.Model], field: ImageEmbeddingField, item: _Item) -> bool:
+    """Are the row's texts, read again now, those ``item`` was embedded from? The row is locked
+    until the batch commits (not the rows its texts come from), so an edit that marks it pending
+    meanwhile waits, and its own embedding comes after this write."""
+    rows = primary_rows(model).select_for_update(of=("self",)).filter(pk=item.instance.pk)
+    related = field.related_paths()
+    if related:
+        rows = rows.select_related(*related)
+    current = rows.defer(field.visual_field, field.semantic_field).first()
+    return current is not None and field.texts(current) == item.texts
+
+
 def _write(
     model: type[models.Model], field: ImageEmbeddingField, item: _Item, values: dict[str, Any], claim: str | None
 ) -> bool:
     """Store ``values`` and end the row's claim, unless its inputs changed meanwhile (a newer
-    task will embed it: a run without a claim, e.g. the reindex command, never writes vectors
-    of texts an editor has changed since) or, with ``claim``, the row is no longer held by that
-    claim."""
+    task will embed it: a run without a claim, e.g. in-process or the reindex command, never
+    writes vectors of texts an editor has changed since, even texts read through a relation or
+    a property, such as a Wagtail image's) or, with ``claim``, the row is no longer held by that
+    claim (an edit ends the claim)."""
     values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
     unchanged = inputs_unchanged(model, field, item)
     if claim is not None:
         unchanged &= Q(**{field.column("claimed_by"): claim})
+    elif texts_elsewhere(model, field, item) and not texts_unchanged(model, field, item):
+        return False
     updated = primary_rows(model).filter(unchanged, pk=item.instance.pk).update(**values)
     for name, value in values.items():
         setattr(item.instance, name, value)

@@ -33,7 +33,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
+from .fields import WRITTEN_ATTR, EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
 from .pipeline import lease_until
 
 SNAPSHOT_ATTR = "_semantic_images_inputs"
@@ -206,8 +206,11 @@ def hook_at_level(connection: Any, kind: type) -> Any:
     )
 
 
-def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> None:
-    """After a save in a transaction: keep the snapshot before it until the transaction commits."""
+def remember_uncommitted(
+    instance: models.Model, previous: Any, using: str, *, snapshot: str = SNAPSHOT_ATTR, saves: str = UNCOMMITTED_ATTR
+) -> None:
+    """After a save in a transaction: keep the snapshot before it (``previous``, of the attribute
+    ``snapshot``) until the transaction commits, listed in the attribute ``saves``."""
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
         return
@@ -215,22 +218,23 @@ def _remember_uncommitted(instance: models.Model, previous: Any, using: str) -> 
     if hook is None or hook.done:
         hook = Committed()
         transaction.on_commit(hook, using=using)
-    instance.__dict__.setdefault(UNCOMMITTED_ATTR, []).append((hook, previous, using))
+    instance.__dict__.setdefault(saves, []).append((hook, previous, using))
 
 
-def _settle(instance: models.Model) -> None:
-    """Before a save: undo the snapshots of earlier saves whose transaction rolled back (their
-    hook neither ran nor waits any more), newest first; forget those that committed."""
-    saves = instance.__dict__.get(UNCOMMITTED_ATTR)
-    while saves:
-        hook, previous, using = saves[-1]
+def settle(instance: models.Model, *, snapshot: str = SNAPSHOT_ATTR, saves: str = UNCOMMITTED_ATTR) -> None:
+    """Before comparing a save with the snapshot: undo the snapshots of earlier saves whose
+    transaction rolled back (their hook neither ran nor waits any more), newest first; forget
+    those that committed."""
+    listed = instance.__dict__.get(saves)
+    while listed:
+        hook, previous, using = listed[-1]
         if hook.done:
-            saves.clear()  # committed, with every earlier one still listed (one transaction)
+            listed.clear()  # committed, with every earlier one still listed (one transaction)
             break
         if hook.waiting(transaction.get_connection(using)):
             break  # its transaction is still open
-        setattr(instance, SNAPSHOT_ATTR, previous)  # rolled back: the row still holds those inputs
-        saves.pop()
+        setattr(instance, snapshot, previous)  # rolled back: the row still holds those inputs
+        listed.pop()
 
 
 def post_init_handler(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
@@ -247,10 +251,14 @@ def pre_save_handler(
 ) -> None:
     if raw:
         return
-    _settle(instance)
+    settle(instance)
     changed = [f for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f, update_fields)]
     setattr(instance, CHANGED_ATTR, [f.name for f in changed])
     setattr(instance, IMAGE_CHANGED_ATTR, [f.name for f in changed if _image_changed(instance, f, update_fields)])
+    # The state columns this save writes, and those its update_fields name; the others keep what is
+    # stored (fields.KeptOnUpdate): the instance's copy may be older than the vectors written since.
+    written = {f.column(suffix) for f in changed for suffix in STATE_SUFFIXES}
+    instance.__dict__[WRITTEN_ATTR] = written | set(update_fields or ())
     for field in changed:
         setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
         setattr(instance, field.column("error"), "")
@@ -274,7 +282,7 @@ def post_save_handler(
     previous = getattr(instance, SNAPSHOT_ATTR, None)
     _snapshot(instance, update_fields)
     if not raw:
-        _remember_uncommitted(instance, previous, using)
+        remember_uncommitted(instance, previous, using)
         for name in getattr(instance, IMAGE_CHANGED_ATTR, []):
             field = get_embedding_field(sender, name)
             image_file_changed.send(sender=sender, instance=instance, field=field, file=field.file(instance))

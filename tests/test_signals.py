@@ -141,3 +141,22 @@ def test_a_save_rolled_back_with_its_savepoint_made_again_is_embedded(embedded):
             embedded.title = title
             embedded.save()
         assert len([func for _, func, *_ in connection.run_on_commit if isinstance(func, Committed)]) == 1
+
+
+def test_a_later_save_of_an_instance_from_before_its_embedding_keeps_the_vectors(sample_paths):
+    """An instance saved, embedded after the commit, then saved again for another field (the
+    usual ``create()``, then ``save()`` later in the same code): it still held the state from
+    before the embedding (pending, no vectors), and the full save wrote that back: the row lost
+    its vectors and stayed pending with no work sent (no input changed), gone from search."""
+    from tests.conftest import upload
+
+    photo = upload(sample_paths["chelsea"], title="a cat")  # no broker: embedded after the save
+    photo.published = False
+    photo.save()
+    row = Photo.objects.get(pk=photo.pk)
+    assert not row.published
+    assert row.embedding_status == EmbeddingStatus.EMBEDDED and row.embedding_semantic is not None
+    assert row.embedding_hash == content_hash(sample_paths["chelsea"].read_bytes(), ["a cat"])
+    photo.embedding_error = "checked by hand"
+    photo.save(update_fields=["embedding_error"])  # a column named: written as given
+    assert Photo.objects.get(pk=photo.pk).embedding_error == "checked by hand"

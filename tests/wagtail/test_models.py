@@ -127,6 +127,39 @@ def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_p
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
 
 
+def test_a_rolled_back_edit_made_again_with_the_same_image_asks_for_embedding(make_image, embed, sample_paths):
+    """An edit rolled back (its pending mark with it), then saved again with the same instance (a
+    retry): the snapshot already held the new title, so the retry looked unchanged and the image
+    kept the vectors of its old title."""
+    from django.db import transaction
+
+    image = make_image(sample_paths["chelsea"], "IMG_1")
+    embed(image)
+    image = get_image_model().objects.get(pk=image.pk)
+    image.title = "Chelsea on a blanket"
+    with pytest.raises(RuntimeError), transaction.atomic():
+        image.save()
+        raise RuntimeError("the rest of the request failed: the save is rolled back")
+    assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED and not scheduled()
+    image.save()
+    assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
+def test_a_save_with_update_fields_counts_only_the_inputs_it_stores(make_image, embed, sample_paths):
+    """``save(update_fields=["title"])`` with the description changed in memory too: the snapshot
+    took the unsaved description, so the later save that stored it looked unchanged and the
+    vectors kept the old description."""
+    image = make_image(sample_paths["chelsea"], "IMG_1", description="a cat")
+    embed(image)
+    image = get_image_model().objects.get(pk=image.pk)
+    image.title, image.description = "Chelsea on a blanket", "a tabby cat on a sofa"
+    image.save(update_fields=["title"])
+    assert scheduled() == {image.pk}
+    embed(image)  # the new title, the stored (old) description
+    image.save()  # stores the description
+    assert vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
 def test_renditions_are_never_embedded_and_deleting_an_image_deletes_its_vectors(make_image, sample_paths):
     image = make_image(sample_paths["coffee"], "IMG_2")
     image.get_rendition("max-100x100")
@@ -257,3 +290,30 @@ def test_a_text_side_change_reembeds_without_the_image_file(make_image, embed, s
     assert after.embedding_encoder != before.embedding_encoder and after.embedding_claimed_by == ""
     assert float(np.dot(after.embedding_semantic, before.embedding_semantic)) < 0.99999  # a new mixture
     np.testing.assert_array_equal(np.asarray(after.embedding_visual), np.asarray(before.embedding_visual))
+
+
+def test_a_run_without_a_claim_never_writes_over_a_title_edited_meanwhile(make_image, embed, sample_paths, monkeypatch):
+    """In-process embedding (no broker) and the reindex command write without a claim; before the
+    write the pipeline re-checked only the vectors row's own columns, and an image's texts are all
+    on Wagtail's image: the old title's vectors were written, marked embedded, over the pending
+    edit (or over the new title's vectors, when the edit's own embedding finished first)."""
+    from django_semantic_images import pipeline
+    from django_semantic_images.pipeline import content_hash, embed_pks
+    from django_semantic_images.signals import embedding_deferred
+
+    image = make_image(sample_paths["rocket"], "Launch")
+    original = pipeline._batch_pixels
+
+    def an_editor_renames_it_meanwhile(*args, **kwargs):
+        edited = get_image_model().objects.get(pk=image.pk)
+        edited.title = "A red bicycle"
+        with embedding_deferred():
+            edited.save()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_batch_pixels", an_editor_renames_it_meanwhile)
+    assert embed_pks(ImageVectors, [image.pk]).embedded == []
+    assert vectors_of(image).embedding.status == EmbeddingStatus.PENDING  # left to the edit's own work
+    monkeypatch.undo()
+    embed(image)
+    assert vectors_of(image).embedding_hash == content_hash(sample_paths["rocket"].read_bytes(), ["A red bicycle"])

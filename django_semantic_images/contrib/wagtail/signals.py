@@ -18,12 +18,14 @@ from wagtail.images import get_image_model
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, get_embedding_field
 from ...pipeline import lease_until
-from ...signals import embedding_is_deferred, schedule
+from ...signals import embedding_is_deferred, remember_uncommitted, schedule, settle
 from .models import ImageVectors
 
 #: The image's own fields that its vectors depend on (tags are watched through m2m_changed).
 IMAGE_INPUTS = ("file", "title", "description")
 SNAPSHOT_ATTR = "_semantic_images_wagtail_inputs"
+#: The snapshots before the image's saves in transactions not committed yet (``signals.settle``).
+UNCOMMITTED_ATTR = "_semantic_images_wagtail_uncommitted"
 
 
 def _inputs(image: models.Model) -> dict[str, Any]:
@@ -55,9 +57,14 @@ def image_saved(
         return
     if update_fields is not None and not set(update_fields) & set(IMAGE_INPUTS):
         return  # e.g. Wagtail storing a file hash or a focal point
+    # A save rolled back since (its pending mark with it) left the image as it was: compare with that.
+    settle(instance, snapshot=SNAPSHOT_ATTR, saves=UNCOMMITTED_ATTR)
     before = getattr(instance, SNAPSHOT_ATTR, None)
     now = _inputs(instance)
-    setattr(instance, SNAPSHOT_ATTR, now)
+    if update_fields is not None:  # only what the save stored: an input changed in memory only is not
+        now = {name: value for name, value in now.items() if name in update_fields}
+    setattr(instance, SNAPSHOT_ATTR, {**(before or {}), **now})
+    remember_uncommitted(instance, before, using, snapshot=SNAPSHOT_ATTR, saves=UNCOMMITTED_ATTR)
     if not created and before is not None and all(k in before and before[k] == v for k, v in now.items()):
         return
     request_embedding(instance.pk, using)
