@@ -19,7 +19,6 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django_filters import rest_framework as filters
 from PIL import Image, ImageOps, features
 from rest_framework.request import Request
@@ -34,6 +33,7 @@ from photos.api import PhotoSearchViewSet
 from photos.models import Photo
 from tests.conftest import image_bytes
 from tests.multifield.models import TwoImagePhoto
+from tests.sent_sql import CaptureSentQueries
 
 pytestmark = pytest.mark.django_db
 
@@ -81,10 +81,10 @@ def test_a_search_is_one_database_round_trip(client, sample_photos):
     search is one query: the HNSW settings go with it (they were a round trip of their own, and
     outside a transaction BEGIN and COMMIT two more)."""
     assert client.get(SEARCH, {"q": "a cat"}).status_code == 200
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureSentQueries(connection) as queries:
         response = client.get(SEARCH, {"q": "a red bicycle", "limit": 5, "owner": 1})
     assert response.status_code == 200 and len(response.json()["results"]) == 0
-    with CaptureQueriesContext(connection) as more:
+    with CaptureSentQueries(connection) as more:
         response = client.get(SEARCH, {"q": "a red bicycle", "limit": 5})
     assert response.status_code == 200 and len(response.json()["results"]) == 5
     assert [len(queries), len(more)] == [1, 1], [q["sql"] for q in [*queries, *more]]

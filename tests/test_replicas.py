@@ -24,6 +24,7 @@ from photos.models import Photo
 
 from .conftest import upload
 from .pg_cluster import Cluster, wait_until
+from .sent_sql import CaptureSentQueries
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
 
@@ -106,7 +107,7 @@ def test_searches_read_from_the_search_database_once_it_has_caught_up(standby, s
 
     ranked = Photo.objects.semantic_search("a cat")
     assert ranked.db == REPLICA
-    with CaptureQueriesContext(connections["default"]) as primary, CaptureQueriesContext(connections[REPLICA]) as rep:
+    with CaptureQueriesContext(connections["default"]) as primary, CaptureSentQueries(connections[REPLICA]) as rep:
         results = list(ranked[:5])
         similar = list(Photo.objects.similar_to(cat_row)[:5])
     assert [p.pk for p in results] == [cat.pk, coffee.pk]
@@ -270,7 +271,7 @@ def test_rows_of_a_search_read_one_by_one_or_singly_are_written_on_the_primary(s
             await p.asave(update_fields=["title"])
         return found
 
-    with CaptureQueriesContext(connections[REPLICA]) as rep:
+    with CaptureSentQueries(connections[REPLICA]) as rep:
         found = async_to_sync(read_asynchronously)()
     assert [p.pk for p in found] == [cat.pk, coffee.pk]
     assert {p._state.db for p in found} == {"default"}
