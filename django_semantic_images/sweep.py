@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import models, transaction
+from django.db import DatabaseError, models, router, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
@@ -147,17 +147,40 @@ def mark_due(model: type[models.Model], field: ImageEmbeddingField, condition: Q
     return pks
 
 
+def add_missing_rows(model: type[models.Model]) -> int:
+    """Give the objects of another model that have no row of vectors yet a pending one; returns how many.
+
+    Only for a table of vectors kept beside another model's rows (``contrib.wagtail``'s
+    ``ImageVectors``): its manager's ``add_missing_rows`` is the hook, the same one
+    ``semantic_images_reindex`` calls (the core never imports what provides it). Objects made
+    without signals (``bulk_create``, ``loaddata``, a data migration) get their row here, and the
+    due rows that follow include it (a row never sent is due). One anti-join when none is missing.
+    A failure (an object deleted meanwhile) adds nothing and is logged: the next sweep tries again.
+    """
+    add = getattr(primary_rows(model), "add_missing_rows", None)
+    if add is None:
+        return 0
+    try:
+        with transaction.atomic(using=router.db_for_write(model)):
+            return int(add())
+    except DatabaseError as exc:
+        logger.warning("Could not add the missing rows of %s: %s", model._meta.label, exc)
+        return 0
+
+
 @dataclass
 class SweepReport:
     queued: dict[str, int] = field(default_factory=dict)
     unsent: dict[str, int] = field(default_factory=dict)
+    added: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.queued.values())
 
     def __str__(self) -> str:
-        parts = [f"{label}: {n} queued" for label, n in self.queued.items()]
+        parts = [f"{label}: {n} missing rows added" for label, n in self.added.items()]
+        parts += [f"{label}: {n} queued" for label, n in self.queued.items()]
         parts += [f"{label}: {n} not sent (queue unreachable)" for label, n in self.unsent.items()]
         return "; ".join(parts) or "nothing due"
 
@@ -179,12 +202,16 @@ def sweep(
 ) -> SweepReport:
     """Queue every due row again (through the background engine, or in-process without one).
 
-    Due rows are first marked sent (``pending``, lease ``LEASE`` seconds from now);
+    Models whose vectors sit beside another model's rows first get rows for the objects that
+    have none (``add_missing_rows``). Due rows are first marked sent (``pending``, lease ``LEASE`` seconds from now);
     rows whose work cannot be sent lose that lease, so the next sweep tries again.
     """
     report = SweepReport()
     how = due_now()
     for model in model_list or models_with_embeddings():
+        added = add_missing_rows(model)
+        if added:
+            report.added[model._meta.label] = added
         for emb in embedding_fields(model):
             condition = due_filter(emb, pending_timeout=pending_timeout, **how)
             pks = mark_due(model, emb, condition, limit)
@@ -195,6 +222,6 @@ def sweep(
                 report.queued[label] = len(pks)
             else:  # request_embedding dropped their lease: the next sweep tries again
                 report.unsent[label] = len(pks)
-    if report.queued or report.unsent:
+    if report.queued or report.unsent or report.added:
         logger.info("Semantic images sweep: %s", report)
     return report

@@ -175,6 +175,25 @@ def test_reindex_embeds_images_uploaded_before_the_app(make_image, sample_paths)
     assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
 
 
+def test_the_sweep_adds_and_embeds_images_created_without_signals(make_image, sample_paths, django_assert_num_queries):
+    """Images made by ``bulk_create`` (or ``loaddata``, a data migration) send no signal: they had
+    no row of vectors, and the sweep never gave them one, so only a reindex ever embedded them."""
+    from django_semantic_images.tasks import sweep
+
+    template = make_image(sample_paths["astronaut"], "IMG_4")
+    image_model = get_image_model()
+    images = image_model.objects.bulk_create(
+        [image_model(title=f"IMG_{i}", file=template.file.name, width=1, height=1) for i in (5, 6)]
+    )
+    assert not ImageVectors.objects.filter(pk__in=[image.pk for image in images]).exists()
+    assert sweep() == {"semantic_images_wagtail.ImageVectors.embedding": 2}  # what beat runs
+    for image in images:
+        assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED, vectors_of(image).embedding.error
+    assert sweep() == {}
+    with django_assert_num_queries(1):  # nothing missing: one anti-join
+        assert ImageVectors.objects.add_missing_rows() == 0
+
+
 def test_paths_through_relations_are_checked():
     field = ImageVectors.embedding
     assert field.check() == []

@@ -21,18 +21,27 @@ RELATED_NAME = "semantic_vectors"
 
 
 class ImageVectorsQuerySet(models.QuerySet):
-    def add_missing_rows(self) -> int:
+    def add_missing_rows(self, batch_size: int = 1000) -> int:
         """Give every image without a row of vectors a pending one; returns how many were added.
 
         ``semantic_images_reindex`` calls this first, so images uploaded before the app was
-        installed are embedded too.
+        installed are embedded too, and so does the sweep (``sweep.add_missing_rows``), so
+        images made without signals (``bulk_create``, ``loaddata``, a data migration) are
+        embedded within a sweep period. One anti-join query when no image is missing; the rows
+        are inserted ``batch_size`` at a time.
         """
         image_model = self.model._meta.get_field("image").related_model
         assert image_model is not None and not isinstance(image_model, str)
-        missing = image_model._default_manager.filter(**{f"{RELATED_NAME}__isnull": True}).values_list("pk", flat=True)
-        rows = [self.model(pk=pk) for pk in missing.iterator()]  # the image's key is the row's
-        self.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
-        return len(rows)
+        missing = (
+            image_model._default_manager.using(self.db)  # where the rows are written: no lagging replica
+            .filter(**{f"{RELATED_NAME}__isnull": True})
+            .order_by()
+            .values_list("pk", flat=True)
+        )
+        pks = list(missing)
+        for start in range(0, len(pks), batch_size):  # the image's key is the row's
+            self.bulk_create([self.model(pk=pk) for pk in pks[start : start + batch_size]], ignore_conflicts=True)
+        return len(pks)
 
 
 class ImageVectors(models.Model):

@@ -97,7 +97,7 @@ class Command(BaseCommand):
                 emb.get_encoder().identity  # noqa: B018 - an unreadable learned bridge (E016) stops here, with its reason
             except ValueError as exc:
                 raise CommandError(f"{model._meta.label}.{emb.name}: {exc}") from exc
-            add_missing_rows = getattr(model._default_manager, "add_missing_rows", None)
+            add_missing_rows = getattr(primary_rows(model), "add_missing_rows", None)
             if add_missing_rows is not None:
                 # A table of vectors kept beside another model's rows (contrib.wagtail) gets
                 # rows for the images that have none yet.
