@@ -77,3 +77,15 @@ def test_reindex_adds_and_embeds_images_created_before(make_image, sample_paths)
     ImageVectors.objects.all().delete()  # as if the image came before the app
     call_command("semantic_images_reindex", "--model", "semantic_images_wagtail.ImageVectors", "--no-progress")
     assert ImageVectors.objects.get(pk=image.pk).embedding.status == EmbeddingStatus.EMBEDDED
+
+
+def test_renaming_a_tag_embeds_the_custom_images_it_tags_again(make_image, embed, sample_paths):
+    """taggit's ``TaggedItem`` rows of the custom model (its content type, not Wagtail's image's)."""
+    from taggit.models import Tag
+
+    image = make_image(sample_paths["chelsea"], "IMG_0004", tags=["kitty"])
+    embed(image)
+    tag = Tag.objects.get(name="kitty")
+    tag.name = "kitten"
+    tag.save()
+    assert ImageVectors.objects.get(pk=image.pk).embedding.status == EmbeddingStatus.PENDING
