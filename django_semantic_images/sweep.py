@@ -28,6 +28,7 @@ periodic task ``semantic_images.sweep``, a worker that starts, and
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,6 +49,11 @@ from .fields import (
 from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_rows
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two looks for objects without a row of vectors in one process (the sweep runs
+#: every few seconds; the look is an anti-join over both tables, a scan of each at a million rows).
+MISSING_ROWS_EVERY = 60.0
+_missing_rows_looked: dict[tuple[str, str], float] = {}  # (database, model label) -> monotonic time
 
 
 def due_filter(
@@ -147,7 +153,7 @@ def mark_due(model: type[models.Model], field: ImageEmbeddingField, condition: Q
     return pks
 
 
-def add_missing_rows(model: type[models.Model]) -> int:
+def add_missing_rows(model: type[models.Model], every: float = MISSING_ROWS_EVERY) -> int:
     """Give the objects of another model that have no row of vectors yet a pending one; returns how many.
 
     Only for a table of vectors kept beside another model's rows (``contrib.wagtail``'s
@@ -155,13 +161,20 @@ def add_missing_rows(model: type[models.Model]) -> int:
     ``semantic_images_reindex`` calls (the core never imports what provides it). Objects made
     without signals (``bulk_create``, ``loaddata``, a data migration) get their row here, and the
     due rows that follow include it (a row never sent is due). One anti-join when none is missing.
-    A failure (an object deleted meanwhile) adds nothing and is logged: the next sweep tries again.
+    A failure (an object deleted meanwhile) adds nothing and is logged: the next look tries again.
+    One process looks at most once every ``every`` seconds per model and database.
     """
     add = getattr(primary_rows(model), "add_missing_rows", None)
     if add is None:
         return 0
+    alias = router.db_for_write(model)
+    now = time.monotonic()
+    last = _missing_rows_looked.get((alias, model._meta.label))
+    if last is not None and now - last < every:
+        return 0
+    _missing_rows_looked[(alias, model._meta.label)] = now
     try:
-        with transaction.atomic(using=router.db_for_write(model)):
+        with transaction.atomic(using=alias):
             return int(add())
     except DatabaseError as exc:
         logger.warning("Could not add the missing rows of %s: %s", model._meta.label, exc)
