@@ -42,3 +42,14 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     for limit in ("0", "-5"):  # not quietly one result
         with pytest.raises(CommandError, match=f"--limit must be at least 1, not {limit}"):
             call_command("semantic_search", "cats", "--limit", limit, *PHOTO)
+
+
+def test_a_model_with_two_fields_needs_field_and_searches_the_one_named(capsys):
+    """It searched the model's first ImageEmbeddingField without saying so, and no option named another."""
+    two = ("--model", "multifield.TwoImagePhoto")
+    with pytest.raises(CommandError, match=r"several ImageEmbeddingFields .*embedding, thumbnail_embedding.* --field"):
+        call_command("semantic_search", "cats", *two)
+    with pytest.raises(CommandError, match="no ImageEmbeddingField named 'nope'"):
+        call_command("semantic_search", "cats", *two, "--field", "nope")
+    call_command("semantic_search", "cats", *two, "--field", "thumbnail_embedding")
+    assert "No embedded images yet" in capsys.readouterr().out

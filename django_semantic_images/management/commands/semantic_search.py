@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ...fields import embedding_fields, embedding_path
 from ...imaging import ImageDecodeError
 from ...query import semantic_search, similar_to
 from .. import resolve_model
@@ -19,22 +20,42 @@ class Command(BaseCommand):
         parser.add_argument("query", nargs="?", help="Words to search for.")
         parser.add_argument("--image", type=Path, help="Find images that look like this file.")
         parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
+        parser.add_argument("--field", help="The ImageEmbeddingField to search (needed when the model has several).")
         parser.add_argument("--limit", type=int, default=10)
 
-    def handle(self, *args: Any, query: str | None, image: Path | None, model: str | None, limit: int, **opts: Any):
+    def handle(
+        self,
+        *args: Any,
+        query: str | None,
+        image: Path | None,
+        model: str | None,
+        field: str | None,
+        limit: int,
+        **opts: Any,
+    ):
         if bool(query) == bool(image):
             raise CommandError('Give either words ("a red bicycle") or --image PATH.')
         if limit < 1:
             raise CommandError(f"--limit must be at least 1, not {limit}.")
         model_cls = resolve_model(model)
+        names = [f.name for f in embedding_fields(model_cls)]
+        if field is None and len(names) > 1:
+            raise CommandError(
+                f"{model_cls._meta.label} has several ImageEmbeddingFields ({', '.join(names)}): name one with --field."
+            )
+        if field is not None:
+            try:
+                embedding_path(model_cls, field)  # its own field's name, or a path (Wagtail's images)
+            except LookupError as exc:
+                raise CommandError(str(exc)) from exc
         qs = model_cls._default_manager.all()
         try:
             if image is not None:
                 if not image.is_file():
                     raise CommandError(f"{image} is not a file.")
-                results = similar_to(qs, str(image))
+                results = similar_to(qs, str(image), field=field)
             else:
-                results = semantic_search(qs, query)
+                results = semantic_search(qs, query, field=field)
             rows = list(results[:limit])
         except (ImageDecodeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
