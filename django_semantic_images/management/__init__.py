@@ -7,21 +7,33 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import CommandError
 
-from ..fields import models_with_embeddings
+from ..fields import embedding_path, models_with_embeddings
 
 
-def resolve_model(label: str | None) -> Any:
-    """The model named ``app_label.Model``, or the only model with an embedding field."""
+def resolve_model(label: str | None, *, joined: bool = False) -> Any:
+    """The model named ``app_label.Model``, or the only model with an embedding field.
+
+    ``joined``: a model ranked by the field of a model joined to it one-to-one (Wagtail's image
+    model, whose vectors are ``contrib.wagtail``'s ``ImageVectors``) is accepted too.
+    """
     candidates = models_with_embeddings()
     if label:
         try:
             model = apps.get_model(label)
         except (LookupError, ValueError) as exc:
             raise CommandError(f"Unknown model {label!r} (use app_label.ModelName).") from exc
-        if model not in candidates:
+        if model not in candidates and not (joined and _ranked_through_a_join(model)):
             raise CommandError(f"{label} has no ImageEmbeddingField.")
         return model
     if len(candidates) != 1:
         names = ", ".join(m._meta.label for m in candidates) or "none"
         raise CommandError(f"Name the model with --model (models with an ImageEmbeddingField: {names}).")
     return candidates[0]
+
+
+def _ranked_through_a_join(model: Any) -> bool:
+    try:
+        embedding_path(model)
+    except LookupError:
+        return False
+    return True

@@ -175,6 +175,24 @@ def test_reindex_embeds_images_uploaded_before_the_app(make_image, sample_paths)
     assert vectors_of(image).embedding.status == EmbeddingStatus.EMBEDDED
 
 
+def test_semantic_search_command_ranks_wagtail_images(sample_images, capsys):
+    """``manage.py semantic_search`` on Wagtail's image model (its vectors through a one-to-one),
+    and with ``--field`` naming that path."""
+    call_command("semantic_search", "a cup of coffee", "--model", "wagtailimages.Image", "--limit", "1")
+    call_command(
+        "semantic_search",
+        "a cup of coffee",
+        "--model",
+        "wagtailimages.Image",
+        "--limit",
+        "1",
+        "--field",
+        "semantic_vectors__embedding",
+    )
+    first, again = (lines.splitlines()[1].split() for lines in capsys.readouterr().out.split("rank")[1:])
+    assert int(first[2]) == int(again[2]) == sample_images["coffee"].pk
+
+
 def test_the_sweep_adds_and_embeds_images_created_without_signals(make_image, sample_paths, django_assert_num_queries):
     """Images made by ``bulk_create`` (or ``loaddata``, a data migration) send no signal: they had
     no row of vectors, and the sweep never gave them one, so only a reindex ever embedded them."""

@@ -37,7 +37,7 @@ class Command(BaseCommand):
             raise CommandError('Give either words ("a red bicycle") or --image PATH.')
         if limit < 1:
             raise CommandError(f"--limit must be at least 1, not {limit}.")
-        model_cls = resolve_model(model)
+        model_cls = resolve_model(model, joined=True)  # Wagtail's images too
         names = [f.name for f in embedding_fields(model_cls)]
         if field is None and len(names) > 1:
             raise CommandError(
