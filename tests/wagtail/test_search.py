@@ -278,3 +278,19 @@ def test_search_words_or_a_tag_the_views_cannot_take_are_400_naming_them(superus
         assert (response.status_code, response.content.decode()) == (400, message), case
     at_the_limit = superuser_client.get(reverse(name), {"q": ("a cat " * 100)[:500]})
     assert at_the_limit.status_code == 200
+
+
+def test_chooser_thumbnails_come_from_the_prefetched_renditions_without_a_cache_write(superuser_client, sample_images):
+    """The chooser's ranked page shows Wagtail's own thumbnails (the same ``<img>`` as its
+    ``{% image image max-165x165 %}``), taken from the renditions its query read, without writing
+    each one into Wagtail's renditions cache again (as Wagtail's ``get_renditions`` does)."""
+    Rendition = get_image_model().get_rendition_model()
+    thumbnails = {image: image.get_rendition("max-165x165") for image in sample_images.values()}
+    Rendition.cache_backend.clear()
+    response = superuser_client.get(reverse("wagtailimages_chooser:choose_results"), {"q": "a cat"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    for image, thumbnail in thumbnails.items():
+        assert thumbnail.img_tag({"class": "show-transparency"}) in page, image
+        key = Rendition.construct_cache_key(image, thumbnail.focal_point_key, "max-165x165")
+        assert Rendition.cache_backend.get(key) is None, image

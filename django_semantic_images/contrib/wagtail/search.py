@@ -26,6 +26,7 @@ from wagtail.search.backends.base import FilterFieldError
 from ...expressions import SemanticDistance
 from ...fields import embedding_path
 from ...query import ranked_rows, semantic_search
+from .renditions import share_renditions
 
 #: How many images a search by words lists besides the keyword matches.
 DEFAULT_LIMIT = 100
@@ -227,7 +228,8 @@ class RankedResults:
     """Ranked images as a paginator reads them: ``len()`` is known, and a page (a slice) is
     one query by key over the view's queryset (its joins and prefetched renditions), in the
     ranking's order, each image given ``distance``, ``score`` and, after a keyword search,
-    ``keyword_match``, as ``rank_by_meaning``'s annotations."""
+    ``keyword_match``, as ``rank_by_meaning``'s annotations. The page's images render their
+    prefetched thumbnails without writing them to Wagtail's renditions cache (``renditions``)."""
 
     def __init__(self, queryset: QuerySet, ranked: list[Ranked], *, keyword: bool) -> None:
         self.queryset = queryset
@@ -260,6 +262,7 @@ class RankedResults:
             if self.keyword:
                 image.keyword_match = r.keyword_match
             images.append(image)
+        share_renditions(images)
         return images
 
 
