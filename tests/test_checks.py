@@ -155,6 +155,35 @@ def test_first_migrate_does_not_warn_that_the_extension_is_missing():
 
 
 @pytest.mark.django_db
+def test_migrate_by_a_role_that_may_not_create_pgvector_says_what_to_do():
+    """A database without pgvector, migrated by a role that may not create extensions: not a bare
+    "permission denied to create extension", but the database, the role and the way out."""
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from django_semantic_images.extension import ExtensionNotCreated, create_extension
+
+    _drop_vector_extension()
+    with connection.cursor() as cursor:  # all inside the test's transaction, rolled back after it
+        cursor.execute("CREATE ROLE semantic_images_limited NOSUPERUSER")
+        cursor.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO semantic_images_limited")
+        cursor.execute("SET LOCAL ROLE semantic_images_limited")
+    with pytest.raises(ExtensionNotCreated) as refused, transaction.atomic():
+        call_command("migrate", "semantic_images", verbosity=0)
+    message = str(refused.value)
+    assert "'vector'" in message and repr(connection.settings_dict["NAME"]) in message, message
+    assert "'semantic_images_limited' may not create it" in message and "CREATE EXTENSION" in message
+    assert "permission denied" in message  # PostgreSQL's own words, kept
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+    # A server without the extension's files: said so, with where to get it.
+    with pytest.raises(ExtensionNotCreated) as missing, transaction.atomic():
+        create_extension(connection, "semantic_images_no_such_extension")
+    assert "does not have the extension 'semantic_images_no_such_extension' installed" in str(missing.value)
+    assert "pgvector" in str(missing.value)
+
+
+@pytest.mark.django_db
 def test_database_check_warns_when_a_migrated_database_lost_the_extension():
     _drop_vector_extension()
     messages = [m for m in check_database(databases=["default"]) if m.obj is Photo]
