@@ -504,6 +504,22 @@ def test_with_a_broker_the_add_and_change_forms_say_the_embedding_was_queued(adm
     assert any(m.startswith("Embedding was queued;") for m in messages_of(response)), messages_of(response)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_down_the_add_form_says_the_embedding_was_not_queued(admin_client, sample_paths, settings):
+    """The broker refused the work (the row stays pending, for the sweep): not "Embedding was queued"."""
+    from example_project.celery import app
+
+    settings.SEMANTIC_IMAGES = {"ASYNC": True}
+    with configured_app(app, broker_url="redis://127.0.0.1:1/0"):  # nothing listens there
+        response = post_photo(
+            admin_client, reverse("admin:photos_photo_add"), sample_paths["coffee"].read_bytes(), "u.jpg", "Unsent"
+        )
+    assert Photo.objects.get(title="Unsent").embedding_status == EmbeddingStatus.PENDING
+    texts = messages_of(response)
+    assert "“Unsent” could not be queued now and stays pending; the periodic sweep will send it." in texts, texts
+    assert not [m for m in texts if m.startswith("Embedding was queued")], texts
+
+
 # -- permissions ------------------------------------------------------------------
 
 
