@@ -25,6 +25,28 @@ def chunks(pks: list[Any]) -> list[list[Any]]:
     return [pks[start : start + CHUNK] for start in range(0, len(pks), CHUNK)]
 
 
+def queue_and_report(modeladmin: Any, request: HttpRequest, model: Any, pks: list[Any], field: str) -> None:
+    """Send the rows to the background engine, a task per chunk, and tell the editor how many went."""
+    refused = sum(len(chunk) for chunk in chunks(pks) if not request_embedding(model, chunk, field=field))
+    queued = len(pks) - refused
+    texts: list[str] = []
+    if queued:
+        texts.append(
+            ngettext("%(n)d image was queued for embedding.", "%(n)d images were queued for embedding.", queued)
+            % {"n": queued}
+        )
+    if refused:
+        texts.append(
+            ngettext(
+                "%(n)d image could not be queued and stays pending; the periodic sweep will send it.",
+                "%(n)d images could not be queued and stay pending; the periodic sweep will send them.",
+                refused,
+            )
+            % {"n": refused}
+        )
+    modeladmin.message_user(request, " ".join(texts), messages.WARNING if refused else messages.SUCCESS)
+
+
 @admin.action(description=gettext_lazy("Re-embed selected images"), permissions=["change"])
 def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
     """Mark the rows pending and send them to the pipeline, even when their content is unchanged.
@@ -49,16 +71,10 @@ def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) 
         }
     )
     if use_queue():
-        # Workers must find the rows pending: send the tasks once this transaction commits.
-        using = router.db_for_write(model)
-        for chunk in chunks(pks):
-            transaction.on_commit(partial(request_embedding, model, chunk, field=field.name), using=using)
-        modeladmin.message_user(
-            request,
-            ngettext("%(n)d image was queued for embedding.", "%(n)d images were queued for embedding.", len(pks))
-            % {"n": len(pks)},
-            messages.SUCCESS,
-        )
+        # Workers must find the rows pending: send the tasks once this transaction commits, then say
+        # how many went (a broker that is down leaves the rest pending, for the sweep).
+        send = partial(queue_and_report, modeladmin, request, model, pks, field.name)
+        transaction.on_commit(send, using=router.db_for_write(model))
         return
     for chunk in chunks(pks):
         request_embedding(model, chunk, field=field.name)
