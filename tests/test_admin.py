@@ -595,6 +595,26 @@ def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sa
 
 
 @pytest.mark.urls("tests.admin_urls")
+def test_the_reembed_action_leaves_out_rows_the_user_may_not_change(client, photos):
+    """tests/admin_urls.py: an admin whose has_change_permission(request, obj) lets editors change
+    only their own photos; the action re-embedded every selected row and counted them all."""
+    owner = staff_user("owner", "view_photo", "change_photo")
+    coffee, rocket = photos["coffee"], photos["rocket"]
+    Photo.objects.filter(pk=coffee.pk).update(owner=owner)
+    before = dict(Photo.objects.values_list("pk", "embedding_updated_at"))
+    client.force_login(owner)
+    data = {"action": "reembed_selected", "_selected_action": [coffee.pk, rocket.pk]}
+    response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
+    assert messages_of(response) == ["Re-embedded 1 of 1 images. 1 selected image you may not change was left out."]
+    after = dict(Photo.objects.values_list("pk", "embedding_updated_at"))
+    assert after[rocket.pk] == before[rocket.pk] and after[coffee.pk] > before[coffee.pk]
+    data["_selected_action"] = [rocket.pk]
+    response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
+    assert messages_of(response) == ["You may not change the selected image: nothing was re-embedded."]
+    assert Photo.objects.get(pk=rocket.pk).embedding_updated_at == before[rocket.pk]
+
+
+@pytest.mark.urls("tests.admin_urls")
 def test_similar_to_a_row_the_admin_hides_answers_like_a_missing_one(client, photos):
     """The same status, Content-Type, message and page as for an id no row has, but for the id."""
     owner = staff_user("owner", "view_photo")
