@@ -7,6 +7,7 @@ import base64
 import io
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from django.conf import settings as django_settings
@@ -20,6 +21,7 @@ from wagtail.models import Collection, GroupCollectionPermission
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
+from django_semantic_images.contrib.wagtail.views import SemanticImageIndexView
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.pipeline import embed_pks
 
@@ -286,6 +288,30 @@ def test_bulk_reembed_of_malformed_ids_or_collection_answers_like_missing(
     # Search words with a NUL character, which PostgreSQL refuses: nothing matches them.
     response = client.get(bulk_url("all") + "&q=IMG%00")
     assert (response.status_code, response.content) == (404, missing.content)
+
+
+def test_select_all_in_a_ranked_listing_reembeds_the_images_it_lists(
+    superuser_client, sample_images, sample_paths, monkeypatch
+):
+    """Select all in listing sends the listing's query string with ``id=all``: the images a search
+    by words or by photo ranked, not what Wagtail's keyword search of ``q`` finds (nothing here:
+    a 404) nor every image (a photo search)."""
+    monkeypatch.setattr(SemanticImageIndexView, "semantic_search_results", 2)
+    monkeypatch.setattr(SemanticImageIndexView, "photo_search_results", 2)
+    location = search_by_photo(superuser_client, resized_copy(sample_paths["rocket"]))["Location"]
+    token = parse_qs(location.split("?", 1)[1])["photo"][0]
+    for params in ({"photo": token}, {"q": "a cat"}):
+        listed = superuser_client.get(reverse("wagtailimages:index_results"), params).context["object_list"]
+        assert len(listed) == 2, params
+        confirm = superuser_client.get(bulk_url("all") + "&" + urlencode(params))
+        assert confirm.status_code == 200, params
+        assert {item["item"] for item in confirm.context["items"]} == set(listed), params
+    # Words the text model cannot read: the listing's keyword search (Wagtail's), with its results.
+    cat = sample_images["chelsea"]
+    cat.title = "кошка"
+    cat.save()  # Wagtail's search index is updated on save
+    confirm = superuser_client.get(bulk_url("all") + "&" + urlencode({"q": "кошка"}))
+    assert [item["item"] for item in confirm.context["items"]] == [cat]
 
 
 # --- the "Image embeddings" report and dashboard panel -------------------------------------

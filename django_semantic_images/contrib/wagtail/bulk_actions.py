@@ -21,6 +21,7 @@ from wagtail.models import Collection
 
 from ...keys import well_formed_keys
 from .signals import request_embedding
+from .views import SemanticImageIndexView, bad_search
 
 
 class ReembedBulkAction(ImageBulkAction):
@@ -38,12 +39,22 @@ class ReembedBulkAction(ImageBulkAction):
         return super().get_queryset(model, object_ids)
 
     def get_all_objects_in_listing_query(self, parent_id: Any) -> Any:
-        """Wagtail's "select all" (in the collection ``childOf`` names, matching the words ``q``):
-        none for a malformed collection, or words with a NUL character (PostgreSQL refuses it)."""
+        """Select all: the images the listing lists for the query string it sends (its search by
+        words or by photo, its filters), in the collection ``childOf`` names. Wagtail's own took
+        the images its keyword search of ``q`` finds, and ignored a photo search. None for a
+        malformed collection, or search words the listing refuses (NUL, too long)."""
         malformed = parent_id is not None and not well_formed_keys(Collection, [parent_id])
-        if malformed or "\x00" in self.request.GET.get("q", ""):
+        if malformed or "\x00" in self.request.GET.get("q", "") or bad_search(self.request) is not None:
             return self.model.objects.none().values_list("pk", flat=True)
-        return super().get_all_objects_in_listing_query(parent_id)
+        listing = SemanticImageIndexView()
+        listing.setup(self.request)
+        images = listing.get_queryset()
+        if isinstance(images, models.QuerySet):
+            if parent_id is not None:
+                images = images.filter(collection_id=parent_id)
+            return images.values_list("pk", flat=True)
+        # Wagtail's keyword search (words the text model cannot read): its results, not a queryset.
+        return [image.pk for image in images if parent_id is None or str(image.collection_id) == str(parent_id)]
 
     def check_perm(self, image: Any) -> bool:
         return self.permission_policy.user_has_permission_for_instance(self.request.user, "change", image)
