@@ -314,6 +314,22 @@ def test_select_all_in_a_ranked_listing_reembeds_the_images_it_lists(
     assert [item["item"] for item in confirm.context["items"]] == [cat]
 
 
+@pytest.mark.parametrize("action", ["delete", "add_tags", "add_to_collection"])
+def test_wagtails_own_bulk_actions_select_all_of_a_photo_search_as_listed(
+    superuser_client, sample_images, sample_paths, monkeypatch, action
+):
+    """Delete after "select all" in a listing ranked by photo offered every image for deletion."""
+    monkeypatch.setattr(SemanticImageIndexView, "photo_search_results", 2)
+    location = search_by_photo(superuser_client, resized_copy(sample_paths["rocket"]))["Location"]
+    query = location.split("?", 1)[1]
+    listed = superuser_client.get(f"{reverse('wagtailimages:index_results')}?{query}").context["object_list"]
+    confirm = superuser_client.get(bulk_url("all", action=action) + "&" + query)
+    assert {item["item"] for item in confirm.context["items"]} == set(listed) and len(listed) == 2
+    if action == "delete":
+        assert superuser_client.post(bulk_url("all", action=action) + "&" + query).status_code == 302
+        assert set(get_image_model().objects.all()) == set(sample_images.values()) - set(listed)
+
+
 # --- the "Image embeddings" report and dashboard panel -------------------------------------
 
 

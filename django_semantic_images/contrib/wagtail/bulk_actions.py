@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models, router
-from django.http import Http404
+from django.http import Http404, HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from wagtail.images.views.bulk_actions import AddTagsBulkAction, AddToCollectionBulkAction, DeleteBulkAction
 from wagtail.images.views.bulk_actions.image_bulk_action import ImageBulkAction
 from wagtail.models import Collection
 
@@ -24,7 +25,32 @@ from .signals import request_embedding
 from .views import SemanticImageIndexView, bad_search
 
 
-class ReembedBulkAction(ImageBulkAction):
+class ListingSelectionMixin:
+    """For an image bulk action: "select all in listing" takes the images the listing lists."""
+
+    request: HttpRequest
+    model: type[models.Model]
+
+    def get_all_objects_in_listing_query(self, parent_id: Any) -> Any:
+        """Select all: the images the listing lists for the query string it sends (its search by
+        words or by photo, its filters), in the collection ``childOf`` names. Wagtail's own took
+        the images its keyword search of ``q`` finds, and ignored a photo search. None for a
+        malformed collection, or search words the listing refuses (NUL, too long)."""
+        malformed = parent_id is not None and not well_formed_keys(Collection, [parent_id])
+        if malformed or "\x00" in self.request.GET.get("q", "") or bad_search(self.request) is not None:
+            return self.model._default_manager.none().values_list("pk", flat=True)
+        listing = SemanticImageIndexView()
+        listing.setup(self.request)
+        images = listing.get_queryset()
+        if isinstance(images, models.QuerySet):
+            if parent_id is not None:
+                images = images.filter(collection_id=parent_id)
+            return images.values_list("pk", flat=True)
+        # Wagtail's keyword search (words the text model cannot read): its results, not a queryset.
+        return [image.pk for image in images if parent_id is None or str(image.collection_id) == str(parent_id)]
+
+
+class ReembedBulkAction(ListingSelectionMixin, ImageBulkAction):
     display_name = _("Re-embed")
     action_type = "semantic_reembed"
     aria_label = _("Embed the selected images again")
@@ -37,24 +63,6 @@ class ReembedBulkAction(ImageBulkAction):
         if isinstance(object_ids, (list, tuple)):
             object_ids = well_formed_keys(model, object_ids)
         return super().get_queryset(model, object_ids)
-
-    def get_all_objects_in_listing_query(self, parent_id: Any) -> Any:
-        """Select all: the images the listing lists for the query string it sends (its search by
-        words or by photo, its filters), in the collection ``childOf`` names. Wagtail's own took
-        the images its keyword search of ``q`` finds, and ignored a photo search. None for a
-        malformed collection, or search words the listing refuses (NUL, too long)."""
-        malformed = parent_id is not None and not well_formed_keys(Collection, [parent_id])
-        if malformed or "\x00" in self.request.GET.get("q", "") or bad_search(self.request) is not None:
-            return self.model.objects.none().values_list("pk", flat=True)
-        listing = SemanticImageIndexView()
-        listing.setup(self.request)
-        images = listing.get_queryset()
-        if isinstance(images, models.QuerySet):
-            if parent_id is not None:
-                images = images.filter(collection_id=parent_id)
-            return images.values_list("pk", flat=True)
-        # Wagtail's keyword search (words the text model cannot read): its results, not a queryset.
-        return [image.pk for image in images if parent_id is None or str(image.collection_id) == str(parent_id)]
 
     def check_perm(self, image: Any) -> bool:
         return self.permission_policy.user_has_permission_for_instance(self.request.user, "change", image)
@@ -85,3 +93,12 @@ class ReembedBulkAction(ImageBulkAction):
             "%(count)d images will be embedded again.",
             num_parent_objects,
         ) % {"count": num_parent_objects}
+
+
+def wagtails_image_bulk_actions() -> list[type]:
+    """Wagtail's own image bulk actions (delete, add tags, add to collection), whose "select all"
+    takes the images the listing lists; registered after Wagtail's, they take their places."""
+    return [
+        type(action.__name__, (ListingSelectionMixin, action), {"__module__": __name__})
+        for action in (DeleteBulkAction, AddTagsBulkAction, AddToCollectionBulkAction)
+    ]
