@@ -330,6 +330,19 @@ def test_wagtails_own_bulk_actions_select_all_of_a_photo_search_as_listed(
         assert set(get_image_model().objects.all()) == set(sample_images.values()) - set(listed)
 
 
+@pytest.mark.parametrize("action", ["delete", "add_tags", "add_to_collection"])
+def test_wagtails_own_bulk_actions_answer_for_a_hidden_image_as_for_a_missing_one(client, two_collections, action):
+    """Wagtail's own actions listed an image of a collection the editor has no access to, by its
+    title, as one they may not act on; a missing one is a 404."""
+    cat, coffee = two_collections["cat"], two_collections["others"][0]
+    client.force_login(two_collections["products_editor"])
+    hidden, missing = client.get(bulk_url(cat, action=action)), client.get(bulk_url(cat.pk + 1000, action=action))
+    assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) == (404, missing.content)
+    confirm = client.get(bulk_url(cat, coffee, action=action))  # coffee: no delete permission, but seen
+    named = [item["item"] for item in (*confirm.context["items"], *confirm.context["items_with_no_access"])]
+    assert named == [coffee] and cat.title not in confirm.content.decode()
+
+
 # --- the "Image embeddings" report and dashboard panel -------------------------------------
 
 

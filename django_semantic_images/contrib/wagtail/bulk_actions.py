@@ -1,4 +1,5 @@
-"""The Images listing's "Re-embed" bulk action: mark the selected images pending and queue them.
+"""The Images listing's "Re-embed" bulk action: mark the selected images pending and queue them;
+and Wagtail's own image bulk actions with the same selection (``SelectionMixin``).
 
 Wagtail's bulk-action machinery does the rest: the confirmation page, the ``before_bulk_action``
 / ``after_bulk_action`` hooks, the transaction, the success message. Each image needs the
@@ -21,12 +22,14 @@ from wagtail.images.views.bulk_actions.image_bulk_action import ImageBulkAction
 from wagtail.models import Collection
 
 from ...keys import well_formed_keys
+from .permissions import image_permission_policy
 from .signals import request_embedding
 from .views import SemanticImageIndexView, bad_search
 
 
-class ListingSelectionMixin:
-    """For an image bulk action: "select all in listing" takes the images the listing lists."""
+class SelectionMixin:
+    """For an image bulk action: "select all in listing" takes the images the listing lists, and an
+    image the editor may not see answers as a missing one."""
 
     request: HttpRequest
     model: type[models.Model]
@@ -49,8 +52,26 @@ class ListingSelectionMixin:
         # Wagtail's keyword search (words the text model cannot read): its results, not a queryset.
         return [image.pk for image in images if parent_id is None or str(image.collection_id) == str(parent_id)]
 
+    def get_actionable_objects(self) -> tuple[list[Any], dict[str, Any]]:
+        """Wagtail's, without the images the editor may not see at all (Wagtail named them, by
+        title, among those they may not act on); with nothing visible left, a 404 as for a
+        missing image."""
+        objects, extra = super().get_actionable_objects()  # type: ignore[misc]
+        refused = extra["items_with_no_access"]
+        if refused:
+            visible = set(
+                image_permission_policy()
+                .instances_user_has_any_permission_for(self.request.user, ["change", "delete"])
+                .filter(pk__in=[image.pk for image in refused])
+                .values_list("pk", flat=True)
+            )
+            refused = [image for image in refused if image.pk in visible]
+        if not objects and not refused:
+            raise Http404
+        return objects, {**extra, "items_with_no_access": refused}
 
-class ReembedBulkAction(ListingSelectionMixin, ImageBulkAction):
+
+class ReembedBulkAction(SelectionMixin, ImageBulkAction):
     display_name = _("Re-embed")
     action_type = "semantic_reembed"
     aria_label = _("Embed the selected images again")
@@ -67,20 +88,6 @@ class ReembedBulkAction(ListingSelectionMixin, ImageBulkAction):
     def check_perm(self, image: Any) -> bool:
         return self.permission_policy.user_has_permission_for_instance(self.request.user, "change", image)
 
-    def get_actionable_objects(self) -> tuple[list[Any], dict[str, Any]]:
-        objects, extra = super().get_actionable_objects()
-        refused = extra["items_with_no_access"]
-        if refused:
-            visible = set(
-                self.permission_policy.instances_user_has_any_permission_for(self.request.user, ["change", "delete"])
-                .filter(pk__in=[image.pk for image in refused])
-                .values_list("pk", flat=True)
-            )
-            refused = [image for image in refused if image.pk in visible]
-        if not objects and not refused:
-            raise Http404
-        return objects, {**extra, "items_with_no_access": refused}
-
     @classmethod
     def execute_action(cls, images: list[Any], **kwargs: Any) -> tuple[int, int]:
         for image in images:
@@ -96,9 +103,9 @@ class ReembedBulkAction(ListingSelectionMixin, ImageBulkAction):
 
 
 def wagtails_image_bulk_actions() -> list[type]:
-    """Wagtail's own image bulk actions (delete, add tags, add to collection), whose "select all"
-    takes the images the listing lists; registered after Wagtail's, they take their places."""
+    """Wagtail's own image bulk actions (delete, add tags, add to collection) with ``SelectionMixin``;
+    registered after Wagtail's, they take their places."""
     return [
-        type(action.__name__, (ListingSelectionMixin, action), {"__module__": __name__})
+        type(action.__name__, (SelectionMixin, action), {"__module__": __name__})
         for action in (DeleteBulkAction, AddTagsBulkAction, AddToCollectionBulkAction)
     ]
