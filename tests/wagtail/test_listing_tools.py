@@ -343,6 +343,19 @@ def test_wagtails_own_bulk_actions_answer_for_a_hidden_image_as_for_a_missing_on
     assert named == [coffee] and cat.title not in confirm.content.decode()
 
 
+@pytest.mark.parametrize("action", ["delete", "add_tags", "add_to_collection"])
+def test_wagtails_own_bulk_actions_leave_out_ids_no_image_can_have(superuser_client, sample_images, action):
+    """``?id=abc`` on an integer key: Wagtail's own actions filtered by it as given, a 500."""
+    coffee = sample_images["coffee"]
+    missing = superuser_client.get(bulk_url(coffee.pk + 1000, action=action))
+    for raw in ("abc", "\x00", "1.5"):
+        response = superuser_client.get(bulk_url(raw, action=action))
+        assert (response.status_code, response.content) == (404, missing.content), raw
+    assert [item["item"] for item in superuser_client.get(bulk_url("abc", coffee, action=action)).context["items"]] == [
+        coffee
+    ]
+
+
 # --- the "Image embeddings" report and dashboard panel -------------------------------------
 
 

@@ -28,11 +28,19 @@ from .views import SemanticImageIndexView, bad_search
 
 
 class SelectionMixin:
-    """For an image bulk action: "select all in listing" takes the images the listing lists, and an
-    image the editor may not see answers as a missing one."""
+    """For an image bulk action: "select all in listing" takes the images the listing lists, an
+    image the editor may not see answers as a missing one, and so does an id no image can have."""
 
     request: HttpRequest
     model: type[models.Model]
+
+    @classmethod
+    def get_queryset(cls, model: type[models.Model], object_ids: Any) -> Any:
+        """Wagtail's, without the ids no image can have (a list from ``?id=``; "select all" gives
+        keys): Wagtail filtered by ``?id=abc`` as given, a 500."""
+        if isinstance(object_ids, (list, tuple)):
+            object_ids = well_formed_keys(model, object_ids)
+        return super().get_queryset(model, object_ids)  # type: ignore[misc]
 
     def get_all_objects_in_listing_query(self, parent_id: Any) -> Any:
         """Select all: the images the listing lists for the query string it sends (its search by
@@ -77,13 +85,6 @@ class ReembedBulkAction(SelectionMixin, ImageBulkAction):
     aria_label = _("Embed the selected images again")
     template_name = "semantic_images_wagtail/bulk_actions/confirm_bulk_reembed.html"
     action_priority = 50
-
-    @classmethod
-    def get_queryset(cls, model: type[models.Model], object_ids: Any) -> Any:
-        """Wagtail's, without the ids no image can have (a list from ``?id=``; "select all" gives keys)."""
-        if isinstance(object_ids, (list, tuple)):
-            object_ids = well_formed_keys(model, object_ids)
-        return super().get_queryset(model, object_ids)
 
     def check_perm(self, image: Any) -> bool:
         return self.permission_policy.user_has_permission_for_instance(self.request.user, "change", image)
