@@ -137,6 +137,16 @@ def test_a_blank_search_lists_every_row_unranked(admin_client, photos):
     assert not hasattr(response.context["cl"].result_list[0], "score")
 
 
+def test_search_words_longer_than_max_query_length_are_a_400_naming_q(admin_client, photos, settings):
+    """As the APIs and Wagtail's search boxes: 80 KB of "a b a b ..." kept a worker 28 s (Django's
+    search over the search fields, one condition per word and field)."""
+    settings.SEMANTIC_IMAGES = {"MAX_QUERY_LENGTH": 20}
+    assert ranked_pks(admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee " + " " * 4}))
+    response = admin_client.get(reverse(CHANGELIST), {"q": "a b " * 6})
+    assert response.status_code == 400
+    assert response.content.decode() == "q: the search text is longer than 20 characters."
+
+
 # -- similar images and search by photo ----------------------------------------
 
 
