@@ -531,6 +531,22 @@ def test_with_the_broker_down_the_add_form_says_the_embedding_was_not_queued(adm
 
 
 @pytest.mark.django_db(transaction=True)
+def test_with_embedding_on_save_off_the_add_form_says_nothing_was_queued(admin_client, sample_paths, settings):
+    """EMBED_ON_SAVE off: no work is sent on save (the sweep and the commands embed); the form said
+    "Embedding was queued"."""
+    settings.SEMANTIC_IMAGES = {"ASYNC": True, "EMBED_ON_SAVE": False}
+    response = post_photo(
+        admin_client, reverse("admin:photos_photo_add"), sample_paths["coffee"].read_bytes(), "o.jpg", "Off"
+    )
+    assert Photo.objects.get(title="Off").embedding_status == EmbeddingStatus.PENDING
+    texts = messages_of(response)
+    assert (
+        "“Off” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
+        "semantic_images_reindex embeds it." in texts
+    ), texts
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_reembed_action_says_how_many_the_queue_took(admin_client, sample_paths, redis_queue):
     """The message comes once the tasks were sent (after the commit): with the broker down, the rows
     stay pending for the sweep, and the action said "2 images were queued for embedding"."""

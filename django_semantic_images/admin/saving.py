@@ -16,6 +16,7 @@ from django.db import models, router, transaction
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 
+from ..conf import semantic_settings
 from ..dispatch import use_queue
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 
@@ -49,6 +50,11 @@ def embedding_message(instance: models.Model, field: ImageEmbeddingField) -> tup
     if status == EmbeddingStatus.FAILED:
         reason = getattr(instance, field.column("error")) or _("no reason given")
         return messages.ERROR, _("The image could not be embedded: %(reason)s") % {"reason": reason}
+    if not semantic_settings.EMBED_ON_SAVE:  # no work was sent: the signals only marked it pending
+        return messages.INFO, _(
+            "“%(obj)s” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
+            "semantic_images_reindex embeds it."
+        ) % name
     if use_queue():
         if not getattr(instance, field.column("claimed_by")) and getattr(instance, field.column("lease_until")) is None:
             # The engine refused the work (dispatch.forget_sent dropped the lease the signals set).
