@@ -638,6 +638,9 @@ def test_the_reembed_action_leaves_out_rows_the_user_may_not_change(client, phot
     response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
     assert messages_of(response) == ["You may not change the selected image: nothing was re-embedded."]
     assert Photo.objects.get(pk=rocket.pk).embedding_updated_at == before[rocket.pk]
+    data["_selected_action"] = [999999]  # deleted meanwhile: not a refusal
+    response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
+    assert messages_of(response) == ["The selected images are no longer listed: nothing was re-embedded."]
 
 
 @pytest.mark.urls("tests.admin_urls")

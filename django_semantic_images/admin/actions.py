@@ -87,15 +87,17 @@ def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) 
     field = get_embedding_field(model, getattr(modeladmin, "embedding_field", None))
     pks, refused = changeable_pks(modeladmin, request, queryset, field)
     if not pks:
-        modeladmin.message_user(
-            request,
+        # None left: all refused, or the selected rows are gone (deleted, or hidden: alike).
+        text = (
             ngettext(
                 "You may not change the selected image: nothing was re-embedded.",
                 "You may not change the selected images: nothing was re-embedded.",
                 refused,
-            ),
-            messages.WARNING,
+            )
+            if refused
+            else _("The selected images are no longer listed: nothing was re-embedded.")
         )
+        modeladmin.message_user(request, text, messages.WARNING)
         return
     # A cleared hash makes the pipeline embed again instead of skipping unchanged content. Pending
     # since now, with the lease of the task sent below and no claim: the sweep leaves the rows to
