@@ -1,4 +1,5 @@
-"""Two more admin sites: one shows each editor only their own photos, one uses the ready admin as is."""
+"""More admin sites: one shows each editor only their own photos, one lets them change only their
+own (and see all), one uses the ready admin as is."""
 
 from django.contrib import admin
 from django.urls import path
@@ -17,8 +18,24 @@ class OwnPhotosAdmin(SemanticImageAdmin):
 site = admin.AdminSite(name="own")
 site.register(Photo, OwnPhotosAdmin)
 
+
+class ChangeOwnPhotosAdmin(SemanticImageAdmin):
+    """Every photo listed; each editor may change only their own (a per-object permission)."""
+
+    def has_change_permission(self, request, obj=None):
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or obj.owner_id == request.user.pk)
+
+
+change_own = admin.AdminSite(name="change_own")
+change_own.register(Photo, ChangeOwnPhotosAdmin)
+
 # The ready admin as it comes: no search_fields, no list_display of its own.
 plain = admin.AdminSite(name="plain")
 plain.register(Photo, SemanticImageAdmin)
 
-urlpatterns = [path("own-admin/", site.urls), path("plain-admin/", plain.urls)]
+urlpatterns = [
+    path("own-admin/", site.urls),
+    path("change-own-admin/", change_own.urls),
+    path("plain-admin/", plain.urls),
+]

@@ -23,7 +23,7 @@ from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import Committed, PendingRows, embedding_deferred
 from photos.models import Photo
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, status_of, upload
 
 from .celery_worker import BROKER_OPTIONS, KEY_PREFIX, REDIS_URL, configured_app, redis_client
 
@@ -135,6 +135,16 @@ def test_a_blank_search_lists_every_row_unranked(admin_client, photos):
     response = admin_client.get(reverse(CHANGELIST), {"q": "   "})
     assert sorted(ranked_pks(response)) == sorted(p.pk for p in photos.values())
     assert not hasattr(response.context["cl"].result_list[0], "score")
+
+
+def test_search_words_longer_than_max_query_length_are_a_400_naming_q(admin_client, photos, settings):
+    """As the APIs and Wagtail's search boxes: 80 KB of "a b a b ..." kept a worker 28 s (Django's
+    search over the search fields, one condition per word and field)."""
+    settings.SEMANTIC_IMAGES = {"MAX_QUERY_LENGTH": 20}
+    assert ranked_pks(admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee " + " " * 4}))
+    response = admin_client.get(reverse(CHANGELIST), {"q": "a b " * 6})
+    assert response.status_code == 400
+    assert response.content.decode() == "q: the search text is longer than 20 characters."
 
 
 # -- similar images and search by photo ----------------------------------------
@@ -443,7 +453,7 @@ def test_with_a_broker_uploads_and_reembedding_go_to_the_queue(
     assert {str(new.pk), str(photos["rocket"].pk)} == {re.search(r"\['(\d+)'\]", a).group(1) for _t, a in tasks}
     assert new.embedding_status == EmbeddingStatus.PENDING  # the worker embeds it, not the request
     assert Photo.objects.get(pk=photos["rocket"].pk).embedding_status == EmbeddingStatus.PENDING
-    assert any("1 image was queued" in m for m in messages_of(response))
+    assert response.status_code == 200  # its message: test_the_reembed_action_says_how_many_the_queue_took
 
 
 # -- what the add and change forms say about the embedding ------------------------
@@ -504,6 +514,59 @@ def test_with_a_broker_the_add_and_change_forms_say_the_embedding_was_queued(adm
     assert any(m.startswith("Embedding was queued;") for m in messages_of(response)), messages_of(response)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_down_the_add_form_says_the_embedding_was_not_queued(admin_client, sample_paths, settings):
+    """The broker refused the work (the row stays pending, for the sweep): not "Embedding was queued"."""
+    from example_project.celery import app
+
+    settings.SEMANTIC_IMAGES = {"ASYNC": True}
+    with configured_app(app, broker_url="redis://127.0.0.1:1/0"):  # nothing listens there
+        response = post_photo(
+            admin_client, reverse("admin:photos_photo_add"), sample_paths["coffee"].read_bytes(), "u.jpg", "Unsent"
+        )
+    assert Photo.objects.get(title="Unsent").embedding_status == EmbeddingStatus.PENDING
+    texts = messages_of(response)
+    assert "“Unsent” could not be queued now and stays pending; the periodic sweep will send it." in texts, texts
+    assert not [m for m in texts if m.startswith("Embedding was queued")], texts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_embedding_on_save_off_the_add_form_says_nothing_was_queued(admin_client, sample_paths, settings):
+    """EMBED_ON_SAVE off: no work is sent on save (the sweep and the commands embed); the form said
+    "Embedding was queued"."""
+    settings.SEMANTIC_IMAGES = {"ASYNC": True, "EMBED_ON_SAVE": False}
+    response = post_photo(
+        admin_client, reverse("admin:photos_photo_add"), sample_paths["coffee"].read_bytes(), "o.jpg", "Off"
+    )
+    assert Photo.objects.get(title="Off").embedding_status == EmbeddingStatus.PENDING
+    texts = messages_of(response)
+    assert (
+        "“Off” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
+        "semantic_images_reindex embeds it." in texts
+    ), texts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reembed_action_says_how_many_the_queue_took(admin_client, sample_paths, redis_queue):
+    """The message comes once the tasks were sent (after the commit): with the broker down, the rows
+    stay pending for the sweep, and the action said "2 images were queued for embedding"."""
+    from example_project.celery import app
+
+    client, key = redis_queue
+    with embedding_deferred():
+        rows = [upload(sample_paths[stem], title=stem) for stem in ("coffee", "rocket")]
+    data = {"action": "reembed_selected", "_selected_action": [rows[0].pk]}
+    assert messages_of(admin_client.post(reverse(CHANGELIST), data, follow=True)) == [
+        "1 image was queued for embedding."
+    ]
+    assert client.llen(key) == 1
+    data["_selected_action"] = [row.pk for row in rows]
+    with configured_app(app, broker_url="redis://127.0.0.1:1/0"):  # nothing listens there
+        texts = messages_of(admin_client.post(reverse(CHANGELIST), data, follow=True))
+    assert texts == ["2 images could not be queued and stay pending; the periodic sweep will send them."], texts
+    assert [status_of(row) for row in rows] == [EmbeddingStatus.PENDING] * 2
+
+
 # -- permissions ------------------------------------------------------------------
 
 
@@ -555,6 +618,29 @@ def test_an_admin_that_restricts_rows_restricts_every_ranking(client, photos, sa
     upload = flipped_upload(sample_paths["chelsea"])
     redirect = client.post(reverse("own:photos_photo_search_by_photo"), {"photo": upload})
     assert set(ranked_pks(client.get(redirect["Location"]))) <= {photos["coffee"].pk, photos["rocket"].pk}
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_the_reembed_action_leaves_out_rows_the_user_may_not_change(client, photos):
+    """tests/admin_urls.py: an admin whose has_change_permission(request, obj) lets editors change
+    only their own photos; the action re-embedded every selected row and counted them all."""
+    owner = staff_user("owner", "view_photo", "change_photo")
+    coffee, rocket = photos["coffee"], photos["rocket"]
+    Photo.objects.filter(pk=coffee.pk).update(owner=owner)
+    before = dict(Photo.objects.values_list("pk", "embedding_updated_at"))
+    client.force_login(owner)
+    data = {"action": "reembed_selected", "_selected_action": [coffee.pk, rocket.pk]}
+    response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
+    assert messages_of(response) == ["Re-embedded 1 of 1 images. 1 selected image you may not change was left out."]
+    after = dict(Photo.objects.values_list("pk", "embedding_updated_at"))
+    assert after[rocket.pk] == before[rocket.pk] and after[coffee.pk] > before[coffee.pk]
+    data["_selected_action"] = [rocket.pk]
+    response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
+    assert messages_of(response) == ["You may not change the selected image: nothing was re-embedded."]
+    assert Photo.objects.get(pk=rocket.pk).embedding_updated_at == before[rocket.pk]
+    data["_selected_action"] = [999999]  # deleted meanwhile: not a refusal
+    response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
+    assert messages_of(response) == ["The selected images are no longer listed: nothing was re-embedded."]
 
 
 @pytest.mark.urls("tests.admin_urls")

@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from ..dispatch import request_embedding, use_queue
-from ..fields import EmbeddingStatus, get_embedding_field
+from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..pipeline import lease_until
 
 #: Rows per embedding request (one Celery task, or one in-process call).
@@ -25,16 +25,80 @@ def chunks(pks: list[Any]) -> list[list[Any]]:
     return [pks[start : start + CHUNK] for start in range(0, len(pks), CHUNK)]
 
 
+def changeable_pks(
+    modeladmin: Any, request: HttpRequest, queryset: QuerySet, field: ImageEmbeddingField
+) -> tuple[list[Any], int]:
+    """The keys of the selected rows the user may change (``has_change_permission(request, obj)``,
+    as the change form asks it), and how many others were selected."""
+    rows = queryset.order_by().defer(field.visual_field, field.semantic_field)
+    pks, refused = [], 0
+    for obj in rows.iterator(chunk_size=CHUNK):
+        if modeladmin.has_change_permission(request, obj):
+            pks.append(obj.pk)
+        else:
+            refused += 1
+    return pks, refused
+
+
+def left_out(refused: int) -> str:
+    return ngettext(
+        "%(n)d selected image you may not change was left out.",
+        "%(n)d selected images you may not change were left out.",
+        refused,
+    ) % {"n": refused}
+
+
+def queue_and_report(
+    modeladmin: Any, request: HttpRequest, model: Any, pks: list[Any], field: str, refused: int = 0
+) -> None:
+    """Send the rows to the background engine, a task per chunk, and tell the editor how many went
+    (and how many of the selected rows they may not change were left out)."""
+    unsent = sum(len(chunk) for chunk in chunks(pks) if not request_embedding(model, chunk, field=field))
+    queued = len(pks) - unsent
+    texts: list[str] = []
+    if queued:
+        texts.append(
+            ngettext("%(n)d image was queued for embedding.", "%(n)d images were queued for embedding.", queued)
+            % {"n": queued}
+        )
+    if unsent:
+        texts.append(
+            ngettext(
+                "%(n)d image could not be queued and stays pending; the periodic sweep will send it.",
+                "%(n)d images could not be queued and stay pending; the periodic sweep will send them.",
+                unsent,
+            )
+            % {"n": unsent}
+        )
+    if refused:
+        texts.append(left_out(refused))
+    modeladmin.message_user(request, " ".join(texts), messages.WARNING if unsent or refused else messages.SUCCESS)
+
+
 @admin.action(description=gettext_lazy("Re-embed selected images"), permissions=["change"])
 def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
     """Mark the rows pending and send them to the pipeline, even when their content is unchanged.
 
     The old vectors stay searchable until the new ones are written; if the queue is
-    down, the rows stay pending and the periodic sweep embeds them.
+    down, the rows stay pending and the periodic sweep embeds them. Rows the user may not
+    change (the admin's ``has_change_permission(request, obj)``) are left out, and counted.
     """
     model = queryset.model
     field = get_embedding_field(model, getattr(modeladmin, "embedding_field", None))
-    pks = list(queryset.order_by().values_list("pk", flat=True))
+    pks, refused = changeable_pks(modeladmin, request, queryset, field)
+    if not pks:
+        # None left: all refused, or the selected rows are gone (deleted, or hidden: alike).
+        text = (
+            ngettext(
+                "You may not change the selected image: nothing was re-embedded.",
+                "You may not change the selected images: nothing was re-embedded.",
+                refused,
+            )
+            if refused
+            else _("The selected images are no longer listed: nothing was re-embedded.")
+        )
+        modeladmin.message_user(request, text, messages.WARNING)
+        return
     # A cleared hash makes the pipeline embed again instead of skipping unchanged content. Pending
     # since now, with the lease of the task sent below and no claim: the sweep leaves the rows to
     # that task, and a worker still embedding them can no longer write them.
@@ -49,16 +113,10 @@ def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) 
         }
     )
     if use_queue():
-        # Workers must find the rows pending: send the tasks once this transaction commits.
-        using = router.db_for_write(model)
-        for chunk in chunks(pks):
-            transaction.on_commit(partial(request_embedding, model, chunk, field=field.name), using=using)
-        modeladmin.message_user(
-            request,
-            ngettext("%(n)d image was queued for embedding.", "%(n)d images were queued for embedding.", len(pks))
-            % {"n": len(pks)},
-            messages.SUCCESS,
-        )
+        # Workers must find the rows pending: send the tasks once this transaction commits, then say
+        # how many went (a broker that is down leaves the rest pending, for the sweep).
+        send = partial(queue_and_report, modeladmin, request, model, pks, field.name, refused)
+        transaction.on_commit(send, using=router.db_for_write(model))
         return
     for chunk in chunks(pks):
         request_embedding(model, chunk, field=field.name)
@@ -73,4 +131,6 @@ def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) 
     text = _("Re-embedded %(embedded)d of %(total)d images.") % {"embedded": embedded, "total": len(pks)}
     if failed:
         text += " " + _("%(failed)d failed: filter by embedding status “Failed” to see why.") % {"failed": failed}
-    modeladmin.message_user(request, text, messages.WARNING if failed else messages.SUCCESS)
+    if refused:
+        text += " " + left_out(refused)
+    modeladmin.message_user(request, text, messages.WARNING if failed or refused else messages.SUCCESS)

@@ -15,18 +15,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR
-from django.contrib.admin.views.main import ORDER_VAR
+from django.contrib.admin.views.main import ORDER_VAR, SEARCH_VAR
 from django.core import checks
 from django.core.exceptions import PermissionDenied
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import thumbnails
+from ..conf import semantic_settings
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..hnsw import hnsw_settings
@@ -158,6 +159,10 @@ class SemanticSearchAdminMixin(_AdminBase):
         # hidden one from a missing one) to a user who may not see the changelist at all.
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
+        limit = int(semantic_settings.MAX_QUERY_LENGTH)
+        if any(len(words) > limit for words in request.GET.getlist(SEARCH_VAR)):
+            # As the APIs: Django's search of the search fields costs a condition per word and field.
+            return HttpResponseBadRequest(f"{SEARCH_VAR}: the search text is longer than {limit} characters.")
         ranking = self.get_visual_ranking(request)
         setattr(request, RANKING_ATTR, ranking)
         opts = self.model._meta

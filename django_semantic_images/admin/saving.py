@@ -16,13 +16,14 @@ from django.db import models, router, transaction
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 
+from ..conf import semantic_settings
 from ..dispatch import use_queue
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 
 logger = logging.getLogger(__name__)
 
 #: The columns read back after the save (never the vectors).
-STATE_COLUMNS = ("status", "error", "updated_at", "encoder", "hash", "labels")
+STATE_COLUMNS = ("status", "error", "updated_at", "encoder", "hash", "labels", "claimed_by", "lease_until")
 
 
 def embedding_requested(instance: models.Model, field: ImageEmbeddingField, updated_before: Any) -> bool:
@@ -38,7 +39,10 @@ def embedding_requested(instance: models.Model, field: ImageEmbeddingField, upda
 
 
 def embedding_message(instance: models.Model, field: ImageEmbeddingField) -> tuple[int, str]:
-    """The message level and text for the row's state after its embedding was requested."""
+    """The message level and text for the row's state after its embedding was requested.
+
+    A pending row without a lease or a claim was not sent: the signals lease a row they mark
+    pending, and ``dispatch.forget_sent`` drops the lease of work the engine refused."""
     status = getattr(instance, field.column("status"))
     name = {"obj": instance}
     if status == EmbeddingStatus.EMBEDDED:
@@ -46,7 +50,17 @@ def embedding_message(instance: models.Model, field: ImageEmbeddingField) -> tup
     if status == EmbeddingStatus.FAILED:
         reason = getattr(instance, field.column("error")) or _("no reason given")
         return messages.ERROR, _("The image could not be embedded: %(reason)s") % {"reason": reason}
+    if not semantic_settings.EMBED_ON_SAVE:  # no work was sent: the signals only marked it pending
+        return messages.INFO, _(
+            "“%(obj)s” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
+            "semantic_images_reindex embeds it."
+        ) % name
     if use_queue():
+        if not getattr(instance, field.column("claimed_by")) and getattr(instance, field.column("lease_until")) is None:
+            # The engine refused the work (dispatch.forget_sent dropped the lease the signals set).
+            return messages.WARNING, _(
+                "“%(obj)s” could not be queued now and stays pending; the periodic sweep will send it."
+            ) % name
         return messages.INFO, _(
             "Embedding was queued; “%(obj)s” shows as pending, and searches find it once a worker has embedded it."
         ) % name

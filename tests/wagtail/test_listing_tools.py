@@ -7,6 +7,7 @@ import base64
 import io
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from django.conf import settings as django_settings
@@ -20,6 +21,7 @@ from wagtail.models import Collection, GroupCollectionPermission
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
+from django_semantic_images.contrib.wagtail.views import SemanticImageIndexView
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.pipeline import embed_pks
 
@@ -286,6 +288,72 @@ def test_bulk_reembed_of_malformed_ids_or_collection_answers_like_missing(
     # Search words with a NUL character, which PostgreSQL refuses: nothing matches them.
     response = client.get(bulk_url("all") + "&q=IMG%00")
     assert (response.status_code, response.content) == (404, missing.content)
+
+
+def test_select_all_in_a_ranked_listing_reembeds_the_images_it_lists(
+    superuser_client, sample_images, sample_paths, monkeypatch
+):
+    """Select all in listing sends the listing's query string with ``id=all``: the images a search
+    by words or by photo ranked, not what Wagtail's keyword search of ``q`` finds (nothing here:
+    a 404) nor every image (a photo search)."""
+    monkeypatch.setattr(SemanticImageIndexView, "semantic_search_results", 2)
+    monkeypatch.setattr(SemanticImageIndexView, "photo_search_results", 2)
+    location = search_by_photo(superuser_client, resized_copy(sample_paths["rocket"]))["Location"]
+    token = parse_qs(location.split("?", 1)[1])["photo"][0]
+    for params in ({"photo": token}, {"q": "a cat"}):
+        listed = superuser_client.get(reverse("wagtailimages:index_results"), params).context["object_list"]
+        assert len(listed) == 2, params
+        confirm = superuser_client.get(bulk_url("all") + "&" + urlencode(params))
+        assert confirm.status_code == 200, params
+        assert {item["item"] for item in confirm.context["items"]} == set(listed), params
+    # Words the text model cannot read: the listing's keyword search (Wagtail's), with its results.
+    cat = sample_images["chelsea"]
+    cat.title = "кошка"
+    cat.save()  # Wagtail's search index is updated on save
+    confirm = superuser_client.get(bulk_url("all") + "&" + urlencode({"q": "кошка"}))
+    assert [item["item"] for item in confirm.context["items"]] == [cat]
+
+
+@pytest.mark.parametrize("action", ["delete", "add_tags", "add_to_collection"])
+def test_wagtails_own_bulk_actions_select_all_of_a_photo_search_as_listed(
+    superuser_client, sample_images, sample_paths, monkeypatch, action
+):
+    """Delete after "select all" in a listing ranked by photo offered every image for deletion."""
+    monkeypatch.setattr(SemanticImageIndexView, "photo_search_results", 2)
+    location = search_by_photo(superuser_client, resized_copy(sample_paths["rocket"]))["Location"]
+    query = location.split("?", 1)[1]
+    listed = superuser_client.get(f"{reverse('wagtailimages:index_results')}?{query}").context["object_list"]
+    confirm = superuser_client.get(bulk_url("all", action=action) + "&" + query)
+    assert {item["item"] for item in confirm.context["items"]} == set(listed) and len(listed) == 2
+    if action == "delete":
+        assert superuser_client.post(bulk_url("all", action=action) + "&" + query).status_code == 302
+        assert set(get_image_model().objects.all()) == set(sample_images.values()) - set(listed)
+
+
+@pytest.mark.parametrize("action", ["delete", "add_tags", "add_to_collection"])
+def test_wagtails_own_bulk_actions_answer_for_a_hidden_image_as_for_a_missing_one(client, two_collections, action):
+    """Wagtail's own actions listed an image of a collection the editor has no access to, by its
+    title, as one they may not act on; a missing one is a 404."""
+    cat, coffee = two_collections["cat"], two_collections["others"][0]
+    client.force_login(two_collections["products_editor"])
+    hidden, missing = client.get(bulk_url(cat, action=action)), client.get(bulk_url(cat.pk + 1000, action=action))
+    assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) == (404, missing.content)
+    confirm = client.get(bulk_url(cat, coffee, action=action))  # coffee: no delete permission, but seen
+    named = [item["item"] for item in (*confirm.context["items"], *confirm.context["items_with_no_access"])]
+    assert named == [coffee] and cat.title not in confirm.content.decode()
+
+
+@pytest.mark.parametrize("action", ["delete", "add_tags", "add_to_collection"])
+def test_wagtails_own_bulk_actions_leave_out_ids_no_image_can_have(superuser_client, sample_images, action):
+    """``?id=abc`` on an integer key: Wagtail's own actions filtered by it as given, a 500."""
+    coffee = sample_images["coffee"]
+    missing = superuser_client.get(bulk_url(coffee.pk + 1000, action=action))
+    for raw in ("abc", "\x00", "1.5"):
+        response = superuser_client.get(bulk_url(raw, action=action))
+        assert (response.status_code, response.content) == (404, missing.content), raw
+    assert [item["item"] for item in superuser_client.get(bulk_url("abc", coffee, action=action)).context["items"]] == [
+        coffee
+    ]
 
 
 # --- the "Image embeddings" report and dashboard panel -------------------------------------

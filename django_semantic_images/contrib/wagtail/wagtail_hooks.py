@@ -11,7 +11,7 @@ from django.urls import include, path
 from wagtail import hooks
 
 from . import edit_views, reports
-from .bulk_actions import ReembedBulkAction
+from .bulk_actions import ReembedBulkAction, wagtails_image_bulk_actions
 from .views import SemanticImageIndexView, chooser_viewset
 
 
@@ -34,8 +34,11 @@ def register_admin_urls() -> list:
 
 
 # The listing's tools: the "Re-embed" bulk action, the "Image embeddings" report and its
-# dashboard panel (search by photo is part of the listing's view itself).
+# dashboard panel (search by photo is part of the listing's view itself); Wagtail's own image bulk
+# actions, whose "select all" takes the images the listing ranked.
 hooks.register("register_bulk_action", ReembedBulkAction)
+for action in wagtails_image_bulk_actions():  # after Wagtail's (order 0): they take their places
+    hooks.register("register_bulk_action", action, order=1)
 hooks.register("construct_homepage_panels", reports.add_homepage_panel)
 hooks.register("register_reports_menu_item", reports.menu_item)
 
