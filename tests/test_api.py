@@ -234,6 +234,16 @@ def test_the_api_root_lists_the_photos_and_the_list_shows_only_what_the_caller_m
     assert client.get("/api/photos/", {"min_score": 0.5}).status_code == 400
 
 
+def test_the_list_pages_rows_tied_on_the_sites_ordering_once_each(client, make_photo):
+    """``Meta.ordering`` is ``-created_at``: rows of one import share it, and LIMIT/OFFSET alone
+    gave each page its own order among them (a row came twice, another never)."""
+    first = make_photo(b"not decoded here", name="import.jpg")
+    Photo.objects.bulk_create([Photo(image=first.image.name) for _ in range(29)])
+    Photo.objects.update(created_at=first.created_at)
+    seen = [row["id"] for page in walk(client, "/api/photos/", {"limit": 7}) for row in page]
+    assert sorted(seen) == sorted(Photo.objects.values_list("pk", flat=True))
+
+
 def browsable(client: APIClient, url: str) -> str:
     response = client.get(url, HTTP_ACCEPT="text/html")
     assert response.status_code == 200, response.content[:500]

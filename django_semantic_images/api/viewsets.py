@@ -320,9 +320,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         Search them by words at search/?q=words, by a photo with a POST to search/, or
         by likeness to one of them at {id}/similar/.
         """
-        queryset = self.searchable_queryset()
-        if not queryset.ordered:
-            queryset = queryset.order_by("pk")
+        queryset = total_order(self.searchable_queryset())
         return self.page_response(queryset.annotate(score=Value(None, output_field=FloatField())))
 
     @text_search_schema
@@ -443,6 +441,22 @@ def filter_values_checked() -> Iterator[None]:
     except DataError as exc:
         message = str(exc).splitlines()[0]
         raise ValidationError({"detail": f"A filter value is out of range: {message}"}) from None
+
+
+def total_order(queryset: QuerySet) -> QuerySet:
+    """``queryset`` in its own order (its ``order_by()``, else the model's ``Meta.ordering``), then
+    by primary key: rows tied on the site's columns (one ``created_at`` for a whole import) come in
+    one order on every page, where LIMIT/OFFSET alone gave each page its own and repeated or
+    skipped rows. A random order (``"?"``) is left as it is."""
+    query = queryset.query
+    if query.extra_order_by:  # extra(order_by=...): the site's own SQL, left as it is
+        return queryset
+    ordering = list(query.order_by or (queryset.model._meta.ordering if query.default_ordering else ()))
+    pk = queryset.model._meta.pk
+    keys = {"pk", "-pk", pk.name, f"-{pk.name}", pk.attname, f"-{pk.attname}"}
+    if "?" in ordering or any(isinstance(name, str) and name in keys for name in ordering):
+        return queryset
+    return queryset.order_by(*ordering, "pk")
 
 
 def read_threshold(request: Request) -> float | None:
