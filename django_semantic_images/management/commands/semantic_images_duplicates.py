@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
 from ...duplicates import default_threshold, group_rows, near_duplicates
-from ...fields import get_embedding_field
+from ...fields import embedding_fields, get_embedding_field
 from .. import resolve_model
 
 
@@ -32,6 +32,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, model: str | None, field: str | None, threshold: float | None, **opts: Any) -> None:
         model_cls = resolve_model(model)
+        names = [f.name for f in embedding_fields(model_cls)]
+        if field is None and len(names) > 1:
+            raise CommandError(
+                f"{model_cls._meta.label} has several ImageEmbeddingFields ({', '.join(names)}): name one with --field."
+            )
         try:
             embedding = get_embedding_field(model_cls, field)
             limit = default_threshold() if threshold is None else threshold
