@@ -601,6 +601,12 @@ def small_uploads(settings):
             "image",
             "not an image",
         ),
+        (
+            {"image": upload(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n", "a.eps", "image/eps")},
+            400,
+            "image",
+            "The file is not an image in a format we can read.",
+        ),
         ({"image": upload(jpeg()[:6000])}, 400, "image", "truncated"),
         ({"image": upload(png_claiming(60_000, 60_000), "bomb.png", "image/png")}, 400, "image", "over the limit"),
         ({"image": upload(png_claiming(8_000, 8_000), "bomb.png", "image/png")}, 400, "image", "over the limit"),
@@ -609,7 +615,17 @@ def small_uploads(settings):
         ({"image": "just text"}, 400, "image", "as a file"),
         ({"image": upload(jpeg()), "colour": "red"}, 400, "detail", "Unsupported parameter(s) in the form body"),
     ],
-    ids=["non-image", "truncated", "bomb-header", "over-pixel-cap", "empty-file", "missing", "not-a-file", "extra"],
+    ids=[
+        "non-image",
+        "postscript",
+        "truncated",
+        "bomb-header",
+        "over-pixel-cap",
+        "empty-file",
+        "missing",
+        "not-a-file",
+        "extra",
+    ],
 )
 def test_bad_uploads_get_a_400_with_a_message(client, payload, status, field, message):
     response = client.post(SEARCH, payload, format="multipart")
