@@ -503,7 +503,46 @@ def test_every_numeric_filter_is_checked_strictly(django_user_model):
 
     view = PhotoSearchViewSet(filterset_class=NumericFilter, action="search", format_kwarg=None)
     view.request = Request(APIRequestFactory().get(SEARCH))
-    assert view.numeric_filter_params() == (["owner"], ["size", "ids_min", "ids_max"])
+    assert view.numeric_filter_params() == (["owner"], ["size", "ids_min", "ids_max"], [])
+
+
+class NumberInFilter(filters.BaseInFilter, filters.NumberFilter):
+    """django-filter's documented filter of a comma-separated list of numbers."""
+
+
+class NumberRangeFilter(filters.BaseRangeFilter, filters.NumberFilter):
+    pass
+
+
+class IdListFilter(filters.FilterSet):
+    ids = NumberInFilter(field_name="id")
+    between = NumberRangeFilter(field_name="id")
+
+    class Meta:
+        model = Photo
+        fields = ["ids", "between"]
+
+
+def test_a_comma_separated_numeric_filter_takes_a_list_and_checks_each_number(make_photo):
+    """The strict number check read ``?ids=3,5`` as one number: every list was a 400."""
+    cache.clear()  # throttle history
+    first, second, third = (make_photo(b"not decoded here", name=f"{n}.jpg").pk for n in range(3))
+    view = PhotoSearchViewSet.as_view({"get": "list"}, filterset_class=IdListFilter)
+
+    def get(**query):
+        return view(APIRequestFactory().get("/api/photos/", query))
+
+    for query, expected in (
+        ({"ids": f"{first},{third}"}, {first, third}),
+        ({"between": f"{first},{third}"}, {first, second, third}),
+    ):
+        response = get(**query)
+        assert response.status_code == 200, response.data
+        assert {row["id"] for row in response.data["results"]} == expected
+    for raw in (f"{first},+3", f"{first},", "nan,1"):
+        response = get(ids=raw)
+        assert response.status_code == 400, raw
+        assert response.data == {"ids": ["ids must be plain decimal numbers separated by commas, such as 0.25,-1."]}
 
 
 @pytest.mark.parametrize(

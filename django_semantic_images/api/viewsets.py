@@ -44,7 +44,7 @@ from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable, text_search
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
-from .filtering import filter_widget, filters_nothing, filterset_param_names
+from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import RankedPagination
 from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8, strict_number
 from .schema import (
@@ -74,6 +74,7 @@ class ParamRules(NamedTuple):
     filters: tuple[str, ...]  # the filter backends' (an empty value is refused)
     integers: tuple[str, ...]  # written as the schema's integer
     numbers: tuple[str, ...]  # written as the schema's number
+    lists: frozenset[str]  # of those, the ones whose value is a comma-separated list of them
 
 
 _param_rules: dict[tuple[Any, ...], ParamRules] = {}
@@ -162,7 +163,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             ensure_known(request.query_params.keys(), rules.accepted)
             ensure_single(request.query_params, rules.single)
             ensure_filled(request.query_params, rules.filters)
-            ensure_numeric(request.query_params, rules.integers, rules.numbers)
+            ensure_numeric(request.query_params, rules.integers, rules.numbers, rules.lists)
 
     def param_rules(self) -> ParamRules:
         """What ``initial`` checks the query string against, for this action and method.
@@ -199,13 +200,14 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             accepted.add(THRESHOLD_PARAM)
         if self.action in RANKED_ACTIONS and self.ordering_fields:
             accepted.add(self.ordering_param)
-        integers, numbers = self.numeric_filter_params()
+        integers, numbers, lists = self.numeric_filter_params()
         rules = ParamRules(
             frozenset(accepted),
             frozenset(accepted - self.repeatable_params()),
             tuple(filters),
             tuple(integers),
             tuple(numbers),
+            frozenset(lists),
         )
         if key is not None:
             _param_rules[key] = rules
@@ -230,14 +232,17 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                     names += [p["name"] for p in backend.get_schema_operation_parameters(self)]
         return names
 
-    def numeric_filter_params(self) -> tuple[list[str], list[str]]:
-        """The filter parameters the schema declares ``integer`` and those it declares ``number``.
+    def numeric_filter_params(self) -> tuple[list[str], list[str], list[str]]:
+        """The filter parameters the schema declares ``integer`` and those it declares ``number``,
+        then those of them whose value is a comma-separated list (an array in the schema:
+        django-filter's ``BaseInFilter`` and ``BaseRangeFilter`` on a number, ``?ids=3,5``).
 
         Read from the filterset's form fields (a ``RangeFilter``'s halves included), so the
         strict check in ``initial`` covers every numeric filter a site declares.
         """
         integers: list[str] = []
         numbers: list[str] = []
+        lists: list[str] = []
         for backend_class in self.filter_backends:
             get_filterset = getattr(backend_class(), "get_filterset", None)
             filterset = get_filterset(self.request, self.get_queryset(), self) if get_filterset else None
@@ -255,7 +260,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                         integers.append(param)
                     elif kind == "number":
                         numbers.append(param)
-        return integers, numbers
+                    if kind is not None and is_comma_separated(part):
+                        lists.append(param)
+        return integers, numbers, lists
 
     def repeatable_params(self) -> set[str]:
         """``multi_valued_params`` and the multiple-choice filters (``?tag=a&tag=b``)."""
