@@ -22,7 +22,7 @@ from django.db import connection
 from django_filters import rest_framework as filters
 from PIL import Image, ImageOps, features
 from rest_framework.request import Request
-from rest_framework.test import APIClient, APIRequestFactory
+from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 
 from django_semantic_images.api.serializers import NOT_BLANK
 from django_semantic_images.api.viewsets import filterset_multi_valued
@@ -543,6 +543,35 @@ def test_a_comma_separated_numeric_filter_takes_a_list_and_checks_each_number(ma
         response = get(ids=raw)
         assert response.status_code == 400, raw
         assert response.data == {"ids": ["ids must be plain decimal numbers separated by commas, such as 0.25,-1."]}
+
+
+class PublishedFilter(filters.FilterSet):
+    published = filters.BooleanFilter()
+
+    class Meta:
+        model = Photo
+        fields = ["published"]
+
+
+def test_a_true_false_filter_takes_true_or_false_only(make_photo, django_user_model):
+    """django-filter leaves a BooleanFilter out for a value it does not read: ``?published=yes``
+    listed every row, a silently wider result."""
+    cache.clear()  # throttle history
+    owner = django_user_model.objects.create_user("owner")
+    shown, draft = make_photo(b"x", name="shown.jpg"), make_photo(b"x", name="draft.jpg", published=False, owner=owner)
+    view = PhotoSearchViewSet.as_view({"get": "list"}, filterset_class=PublishedFilter)
+
+    def get(value: str):
+        request = APIRequestFactory().get("/api/photos/", {"published": value})
+        force_authenticate(request, owner)
+        return view(request)
+
+    assert [row["id"] for row in get("false").data["results"]] == [draft.pk]
+    assert [row["id"] for row in get("true").data["results"]] == [shown.pk]
+    for value in ("yes", "unknown", "\x00"):
+        response = get(value)
+        assert response.status_code == 400, value
+        assert response.data == {"published": ["published must be true or false."]}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """Checks on the raw query string: valid UTF-8, no parameter the endpoint does not know, each
-single-valued parameter given once, no empty filter, and numbers written as the schema says."""
+single-valued parameter given once, no empty filter, numbers written as the schema says, and
+true/false filters given true or false."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ INTEGER_MESSAGE = "{name} must be a whole number: ASCII digits, optionally after
 NUMBER_MESSAGE = "{name} must be a plain decimal number such as 0.25 or -1."
 TOO_LONG_MESSAGE = "{name} has too many digits to be read as a whole number."
 INTEGER_LIST_MESSAGE = "{name} must be whole numbers separated by commas, such as 3,5 or -1,7."
+BOOLEAN_MESSAGE = "{name} must be true or false."
 NUMBER_LIST_MESSAGE = "{name} must be plain decimal numbers separated by commas, such as 0.25,-1."
 
 
@@ -54,6 +56,15 @@ def ensure_numeric(
                     continue
                 for item in raw.split(","):  # as django-filter's BaseCSVWidget splits it
                     strict(name, item, list_message.format(name=name))
+
+
+def ensure_boolean(params: Any, widgets: Iterable[tuple[str, Any]]) -> None:
+    """Refuse a value of a true/false filter that its widget reads as neither: django-filter then
+    leaves the filter out, so ``?published=yes`` would silently list every row."""
+    for name, widget in widgets:
+        for raw in params.getlist(name):
+            if widget.value_from_datadict({name: raw}, {}, name) is None:
+                raise ValidationError({name: [BOOLEAN_MESSAGE.format(name=name)]})
 
 
 def ensure_utf8(request: Any) -> None:

@@ -46,7 +46,15 @@ from ..query import SemanticQuerySetMixin, searchable, text_search
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import RankedPagination
-from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8, strict_number
+from .querystring import (
+    ensure_boolean,
+    ensure_filled,
+    ensure_known,
+    ensure_numeric,
+    ensure_single,
+    ensure_utf8,
+    strict_number,
+)
 from .schema import (
     RANKED_ACTIONS,
     SemanticSearchSchema,
@@ -75,6 +83,7 @@ class ParamRules(NamedTuple):
     integers: tuple[str, ...]  # written as the schema's integer
     numbers: tuple[str, ...]  # written as the schema's number
     lists: frozenset[str]  # of those, the ones whose value is a comma-separated list of them
+    booleans: tuple[tuple[str, Any], ...]  # true/false filters, each with the widget that reads it
 
 
 _param_rules: dict[tuple[Any, ...], ParamRules] = {}
@@ -164,6 +173,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             ensure_single(request.query_params, rules.single)
             ensure_filled(request.query_params, rules.filters)
             ensure_numeric(request.query_params, rules.integers, rules.numbers, rules.lists)
+            ensure_boolean(request.query_params, rules.booleans)
 
     def param_rules(self) -> ParamRules:
         """What ``initial`` checks the query string against, for this action and method.
@@ -208,6 +218,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             tuple(integers),
             tuple(numbers),
             frozenset(lists),
+            tuple(self.boolean_filter_params()),
         )
         if key is not None:
             _param_rules[key] = rules
@@ -263,6 +274,21 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                     if kind is not None and is_comma_separated(part):
                         lists.append(param)
         return integers, numbers, lists
+
+    def boolean_filter_params(self) -> list[tuple[str, Any]]:
+        """The true/false filters (django-filter's ``BooleanFilter``), each with its form field's widget:
+        the widget reads ``true``, ``false`` (and the like) and leaves the filter out for anything else."""
+        found: list[tuple[str, Any]] = []
+        for backend_class in self.filter_backends:
+            get_filterset = getattr(backend_class(), "get_filterset", None)
+            filterset = get_filterset(self.request, self.get_queryset(), self) if get_filterset else None
+            if filterset is not None:
+                found += [
+                    (name, field.widget)
+                    for name, field in filterset.form.fields.items()
+                    if isinstance(field, forms.BooleanField)  # NullBooleanField too
+                ]
+        return found
 
     def repeatable_params(self) -> set[str]:
         """``multi_valued_params`` and the multiple-choice filters (``?tag=a&tag=b``)."""
