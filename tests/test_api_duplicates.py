@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db.models import Count
 from django_filters import rest_framework as filters
 from rest_framework.test import APIClient, APIRequestFactory
 
@@ -140,3 +141,21 @@ def test_a_filter_value_postgresql_cannot_hold_is_a_400_here_as_in_a_search(acti
     response = view(APIRequestFactory().get(URL, {"taken_after": "2026-01-01T00:00:00+18:38"}))
     assert response.status_code == 400, response.data
     assert response.data["detail"].startswith("A filter value is out of range: ")
+
+
+class WithOwnersPhotoCount(PhotoSearchViewSet):
+    """A site whose get_queryset() annotates an aggregate (each photo with its owner's photo count)."""
+
+    def get_queryset(self):
+        return super().get_queryset().annotate(owners_photos=Count("owner__photo"))
+
+
+def test_a_queryset_with_an_aggregate_annotation_is_grouped_too(duplicate_photos):
+    """The neighbour subquery took the site's GROUP BY along: a 500 (a reference to the outer
+    query in the subquery's GROUP BY), on the admin's page too when its get_queryset() counts."""
+    cache.clear()  # throttle history
+    response = WithOwnersPhotoCount.as_view({"get": "duplicates"})(APIRequestFactory().get(URL))
+    assert response.status_code == 200, response.data
+    assert [[image["id"] for image in group["images"]] for group in response.data["results"]] == [
+        pks(duplicate_photos, *CAT)
+    ]
