@@ -703,6 +703,20 @@ def test_bad_uploads_get_a_400_with_a_message(client, payload, status, field, me
     assert message in text
 
 
+def test_a_request_over_djangos_own_limits_gets_the_apis_json_error(client, settings):
+    """Django raises these as a SuspiciousOperation, which DRF left to Django: a bare HTML 400
+    page with no message, where the schema promises a JSON error."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS, settings.DATA_UPLOAD_MAX_NUMBER_FILES = 5, 1
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1_000
+    many = client.get(SEARCH + "?q=cat" + "&limit=1" * 5)
+    files = client.post(SEARCH, {"image": [upload(jpeg()), upload(jpeg())]}, format="multipart")
+    big = client.post(SEARCH, {"image": "a" * 2_000}, format="multipart")
+    assert [many.status_code, files.status_code, big.status_code] == [400, 400, 413]
+    assert many.json() == {"detail": "The request has more than 5 parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS)."}
+    assert "more than 1 files (DATA_UPLOAD_MAX_NUMBER_FILES)" in files.json()["detail"]
+    assert "over 1,000 bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)" in big.json()["detail"]
+
+
 @pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
 def test_a_corrupt_avif_upload_is_a_400_naming_image(client):
     from tests.test_imaging import corrupt_avif

@@ -26,12 +26,14 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from django import forms
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotAuthenticated, NotFound, ParseError, PermissionDenied, ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -149,6 +151,12 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     def get_result_serializer(self, *args: Any, **kwargs: Any) -> BaseSerializer:
         kwargs.setdefault("context", self.get_serializer_context())
         return self.get_result_serializer_class()(*args, **kwargs)
+
+    # -- errors -------------------------------------------------------------------------
+    def handle_exception(self, exc: Exception) -> Response:
+        """DRF's handling, with Django's own limits on a request (``request_limit_error``) answered
+        as the API's JSON errors instead of Django's bare HTML 400 page."""
+        return super().handle_exception(request_limit_error(exc))
 
     # -- authentication -------------------------------------------------------------
     def get_authenticate_header(self, request: Request) -> str:
@@ -490,6 +498,27 @@ def total_order(queryset: QuerySet) -> QuerySet:
     if "?" in ordering or any(isinstance(name, str) and name in keys for name in ordering):
         return queryset
     return queryset.order_by(*ordering, "pk")
+
+
+def request_limit_error(exc: Exception) -> Exception:
+    """The API error for a request over one of Django's ``DATA_UPLOAD_MAX_*`` limits (Django raises
+    them as a ``SuspiciousOperation``, which DRF leaves to Django: an HTML page with no message);
+    any other exception as it is."""
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return ParseError(f"The request has more than {limit:,} parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS).")
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return ParseError(
+            f"The form has more than {limit:,} files (DATA_UPLOAD_MAX_NUMBER_FILES); upload one, in the image field."
+        )
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return PayloadTooLarge(
+            f"The form's fields besides its files are over {limit:,} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE); "
+            "send the image as a file."
+        )
+    return exc
 
 
 def read_threshold(request: Request) -> float | None:
