@@ -97,6 +97,15 @@ def test_a_bad_threshold_is_a_400_naming_it(client, duplicate_photos, value):
     assert list(response.json()) == ["threshold"]
 
 
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"offset": "-1"}])
+def test_bad_paging_is_a_400_before_the_library_is_probed(client, duplicate_photos, query, django_assert_num_queries):
+    """The paging was read only once every group was found: a whole-library probe (minutes on a
+    large one) for a request that then failed."""
+    with django_assert_num_queries(0):
+        response = client.get(URL, query)
+    assert response.status_code == 400 and list(response.json()) == list(query)
+
+
 def test_a_repeated_threshold_or_an_unknown_parameter_is_a_400(client):
     assert list(client.get(URL + "?threshold=0.1&threshold=0.2").json()) == ["threshold"]
     response = client.get(URL, {"min_score": "0.5"})

@@ -47,7 +47,7 @@ from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable, text_search
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
-from .pagination import RankedPagination
+from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
 from .querystring import (
     ensure_boolean,
     ensure_filled,
@@ -182,6 +182,12 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             ensure_filled(request.query_params, rules.filters)
             ensure_numeric(request.query_params, rules.integers, rules.numbers, rules.lists)
             ensure_boolean(request.query_params, rules.booleans)
+            paginator = self.paginator
+            if isinstance(paginator, RankedPagination):
+                # Bad paging is a 400 before any work: duplicates/ probes the whole library first,
+                # a search runs the text model or the CNN.
+                ranked, capped = self.action not in UNRANKED_ACTIONS, self.action not in UNCAPPED_ACTIONS
+                paginator.get_params(request, ranked=ranked, capped=capped)
 
     def param_rules(self) -> ParamRules:
         """What ``initial`` checks the query string against, for this action and method.
