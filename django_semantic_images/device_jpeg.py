@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .imaging import ImageDecodeError
+from .imaging import ImageDecodeError, readable_formats
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def device_header(data: bytes, *, max_pixels: int) -> JpegHeader | None:
     if not data:
         raise ImageDecodeError("The file is empty (0 bytes).")
     try:
-        opened = Image.open(io.BytesIO(data))
+        opened = Image.open(io.BytesIO(data), formats=readable_formats())
     except Exception:  # noqa: BLE001 - not an image, or a plugin's own error (AVIF's RuntimeError)
         return None  # Pillow's path (decode_image) gives the reason
     width, height = opened.size

@@ -136,7 +136,7 @@ def neighbour_rows(
     """
     path = embedding_path(queryset.model, field)
     visual, status = path.column("visual"), path.column("status")
-    rows = queryset.filter(**{f"{visual}__isnull": False})
+    rows = without_aggregates(queryset).filter(**{f"{visual}__isnull": False})
     nearest = (
         rows.exclude(pk=OuterRef("pk"))
         .annotate(_distance=CosineDistance(F(visual), OuterRef(visual)))
@@ -145,6 +145,24 @@ def neighbour_rows(
     )
     probing = rows.filter(**{status: EmbeddingStatus.EMBEDDED})
     return probing.annotate(_nearest=ArraySubquery(nearest)).order_by("pk").values_list("pk", "_nearest")
+
+
+def without_aggregates(queryset: models.QuerySet) -> models.QuerySet:
+    """``queryset`` itself, or, when it groups rows (an ``annotate(Count(...))`` in a site's or an
+    admin's ``get_queryset()``), its rows by key: ``pk IN (its pks)``.
+
+    A grouped queryset cannot rank each row's neighbours in a subquery (Django puts the reference
+    to the outer row in the subquery's GROUP BY, which fails to compile), and its joins and
+    grouping would run in every probe.
+    """
+    query = queryset.query
+    grouped = query.group_by is not None or any(
+        getattr(annotation, "contains_aggregate", False) for annotation in query.annotations.values()
+    )
+    if not grouped:
+        return queryset
+    keys = queryset.order_by().values("pk")
+    return queryset.model._base_manager.using(queryset.db).filter(pk__in=keys)
 
 
 def group_pairs(pairs: Iterable[Pair], apart: Collection[tuple[str, str]] = ()) -> list[DuplicateGroup]:

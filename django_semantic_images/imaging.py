@@ -20,6 +20,18 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; ``str(exc)`` is the reason."""
 
 
+#: Formats Pillow opens that are never read here: EPS is PostScript, a program that Pillow hands to
+#: Ghostscript to draw (an interpreter run on the uploaded bytes, with a history of sandbox escapes).
+REFUSED_FORMATS = frozenset({"EPS"})
+
+
+def readable_formats() -> list[str]:
+    """The formats ``Image.open`` may try: every one Pillow (and any plugin registered since) opens,
+    except ``REFUSED_FORMATS``."""
+    Image.init()
+    return [name for name in Image.OPEN if name not in REFUSED_FORMATS]
+
+
 # Pillow's DecompressionBombError: "Image size (N pixels) exceeds limit of M pixels, ..."
 PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -45,7 +57,7 @@ def decode_image(
         # thread-safe (decoding runs in a thread pool). The pixel count is checked before any pixel
         # is decoded instead; Pillow's own bomb check (Image.MAX_IMAGE_PIXELS) still raises
         # DecompressionBombError above twice its limit.
-        opened = Image.open(io.BytesIO(data))
+        opened = Image.open(io.BytesIO(data), formats=readable_formats())
         width, height = opened.size
         if width * height > max_pixels:
             raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")

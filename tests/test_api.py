@@ -22,7 +22,7 @@ from django.db import connection
 from django_filters import rest_framework as filters
 from PIL import Image, ImageOps, features
 from rest_framework.request import Request
-from rest_framework.test import APIClient, APIRequestFactory
+from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 
 from django_semantic_images.api.serializers import NOT_BLANK
 from django_semantic_images.api.viewsets import filterset_multi_valued
@@ -232,6 +232,16 @@ def test_the_api_root_lists_the_photos_and_the_list_shows_only_what_the_caller_m
     page = client.get("/api/photos/", {"limit": 2, "offset": 2}).json()
     assert len(page["results"]) == 2 and "offset=4" in page["next"] and page["previous"]
     assert client.get("/api/photos/", {"min_score": 0.5}).status_code == 400
+
+
+def test_the_list_pages_rows_tied_on_the_sites_ordering_once_each(client, make_photo):
+    """``Meta.ordering`` is ``-created_at``: rows of one import share it, and LIMIT/OFFSET alone
+    gave each page its own order among them (a row came twice, another never)."""
+    first = make_photo(b"not decoded here", name="import.jpg")
+    Photo.objects.bulk_create([Photo(image=first.image.name) for _ in range(29)])
+    Photo.objects.update(created_at=first.created_at)
+    seen = [row["id"] for page in walk(client, "/api/photos/", {"limit": 7}) for row in page]
+    assert sorted(seen) == sorted(Photo.objects.values_list("pk", flat=True))
 
 
 def browsable(client: APIClient, url: str) -> str:
@@ -493,7 +503,75 @@ def test_every_numeric_filter_is_checked_strictly(django_user_model):
 
     view = PhotoSearchViewSet(filterset_class=NumericFilter, action="search", format_kwarg=None)
     view.request = Request(APIRequestFactory().get(SEARCH))
-    assert view.numeric_filter_params() == (["owner"], ["size", "ids_min", "ids_max"])
+    assert view.numeric_filter_params() == (["owner"], ["size", "ids_min", "ids_max"], [])
+
+
+class NumberInFilter(filters.BaseInFilter, filters.NumberFilter):
+    """django-filter's documented filter of a comma-separated list of numbers."""
+
+
+class NumberRangeFilter(filters.BaseRangeFilter, filters.NumberFilter):
+    pass
+
+
+class IdListFilter(filters.FilterSet):
+    ids = NumberInFilter(field_name="id")
+    between = NumberRangeFilter(field_name="id")
+
+    class Meta:
+        model = Photo
+        fields = ["ids", "between"]
+
+
+def test_a_comma_separated_numeric_filter_takes_a_list_and_checks_each_number(make_photo):
+    """The strict number check read ``?ids=3,5`` as one number: every list was a 400."""
+    cache.clear()  # throttle history
+    first, second, third = (make_photo(b"not decoded here", name=f"{n}.jpg").pk for n in range(3))
+    view = PhotoSearchViewSet.as_view({"get": "list"}, filterset_class=IdListFilter)
+
+    def get(**query):
+        return view(APIRequestFactory().get("/api/photos/", query))
+
+    for query, expected in (
+        ({"ids": f"{first},{third}"}, {first, third}),
+        ({"between": f"{first},{third}"}, {first, second, third}),
+    ):
+        response = get(**query)
+        assert response.status_code == 200, response.data
+        assert {row["id"] for row in response.data["results"]} == expected
+    for raw in (f"{first},+3", f"{first},", "nan,1"):
+        response = get(ids=raw)
+        assert response.status_code == 400, raw
+        assert response.data == {"ids": ["ids must be plain decimal numbers separated by commas, such as 0.25,-1."]}
+
+
+class PublishedFilter(filters.FilterSet):
+    published = filters.BooleanFilter()
+
+    class Meta:
+        model = Photo
+        fields = ["published"]
+
+
+def test_a_true_false_filter_takes_true_or_false_only(make_photo, django_user_model):
+    """django-filter leaves a BooleanFilter out for a value it does not read: ``?published=yes``
+    listed every row, a silently wider result."""
+    cache.clear()  # throttle history
+    owner = django_user_model.objects.create_user("owner")
+    shown, draft = make_photo(b"x", name="shown.jpg"), make_photo(b"x", name="draft.jpg", published=False, owner=owner)
+    view = PhotoSearchViewSet.as_view({"get": "list"}, filterset_class=PublishedFilter)
+
+    def get(value: str):
+        request = APIRequestFactory().get("/api/photos/", {"published": value})
+        force_authenticate(request, owner)
+        return view(request)
+
+    assert [row["id"] for row in get("false").data["results"]] == [draft.pk]
+    assert [row["id"] for row in get("true").data["results"]] == [shown.pk]
+    for value in ("yes", "unknown", "\x00"):
+        response = get(value)
+        assert response.status_code == 400, value
+        assert response.data == {"published": ["published must be true or false."]}
 
 
 @pytest.mark.parametrize(
@@ -591,6 +669,12 @@ def small_uploads(settings):
             "image",
             "not an image",
         ),
+        (
+            {"image": upload(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n", "a.eps", "image/eps")},
+            400,
+            "image",
+            "The file is not an image in a format we can read.",
+        ),
         ({"image": upload(jpeg()[:6000])}, 400, "image", "truncated"),
         ({"image": upload(png_claiming(60_000, 60_000), "bomb.png", "image/png")}, 400, "image", "over the limit"),
         ({"image": upload(png_claiming(8_000, 8_000), "bomb.png", "image/png")}, 400, "image", "over the limit"),
@@ -599,7 +683,17 @@ def small_uploads(settings):
         ({"image": "just text"}, 400, "image", "as a file"),
         ({"image": upload(jpeg()), "colour": "red"}, 400, "detail", "Unsupported parameter(s) in the form body"),
     ],
-    ids=["non-image", "truncated", "bomb-header", "over-pixel-cap", "empty-file", "missing", "not-a-file", "extra"],
+    ids=[
+        "non-image",
+        "postscript",
+        "truncated",
+        "bomb-header",
+        "over-pixel-cap",
+        "empty-file",
+        "missing",
+        "not-a-file",
+        "extra",
+    ],
 )
 def test_bad_uploads_get_a_400_with_a_message(client, payload, status, field, message):
     response = client.post(SEARCH, payload, format="multipart")
@@ -607,6 +701,20 @@ def test_bad_uploads_get_a_400_with_a_message(client, payload, status, field, me
     body = response.json()
     text = body[field] if isinstance(body[field], str) else " ".join(body[field])
     assert message in text
+
+
+def test_a_request_over_djangos_own_limits_gets_the_apis_json_error(client, settings):
+    """Django raises these as a SuspiciousOperation, which DRF left to Django: a bare HTML 400
+    page with no message, where the schema promises a JSON error."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS, settings.DATA_UPLOAD_MAX_NUMBER_FILES = 5, 1
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1_000
+    many = client.get(SEARCH + "?q=cat" + "&limit=1" * 5)
+    files = client.post(SEARCH, {"image": [upload(jpeg()), upload(jpeg())]}, format="multipart")
+    big = client.post(SEARCH, {"image": "a" * 2_000}, format="multipart")
+    assert [many.status_code, files.status_code, big.status_code] == [400, 400, 413]
+    assert many.json() == {"detail": "The request has more than 5 parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS)."}
+    assert "more than 1 files (DATA_UPLOAD_MAX_NUMBER_FILES)" in files.json()["detail"]
+    assert "over 1,000 bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)" in big.json()["detail"]
 
 
 @pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db.models import Count
 from django_filters import rest_framework as filters
 from rest_framework.test import APIClient, APIRequestFactory
 
@@ -96,6 +97,15 @@ def test_a_bad_threshold_is_a_400_naming_it(client, duplicate_photos, value):
     assert list(response.json()) == ["threshold"]
 
 
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"offset": "-1"}])
+def test_bad_paging_is_a_400_before_the_library_is_probed(client, duplicate_photos, query, django_assert_num_queries):
+    """The paging was read only once every group was found: a whole-library probe (minutes on a
+    large one) for a request that then failed."""
+    with django_assert_num_queries(0):
+        response = client.get(URL, query)
+    assert response.status_code == 400 and list(response.json()) == list(query)
+
+
 def test_a_repeated_threshold_or_an_unknown_parameter_is_a_400(client):
     assert list(client.get(URL + "?threshold=0.1&threshold=0.2").json()) == ["threshold"]
     response = client.get(URL, {"min_score": "0.5"})
@@ -140,3 +150,21 @@ def test_a_filter_value_postgresql_cannot_hold_is_a_400_here_as_in_a_search(acti
     response = view(APIRequestFactory().get(URL, {"taken_after": "2026-01-01T00:00:00+18:38"}))
     assert response.status_code == 400, response.data
     assert response.data["detail"].startswith("A filter value is out of range: ")
+
+
+class WithOwnersPhotoCount(PhotoSearchViewSet):
+    """A site whose get_queryset() annotates an aggregate (each photo with its owner's photo count)."""
+
+    def get_queryset(self):
+        return super().get_queryset().annotate(owners_photos=Count("owner__photo"))
+
+
+def test_a_queryset_with_an_aggregate_annotation_is_grouped_too(duplicate_photos):
+    """The neighbour subquery took the site's GROUP BY along: a 500 (a reference to the outer
+    query in the subquery's GROUP BY), on the admin's page too when its get_queryset() counts."""
+    cache.clear()  # throttle history
+    response = WithOwnersPhotoCount.as_view({"get": "duplicates"})(APIRequestFactory().get(URL))
+    assert response.status_code == 200, response.data
+    assert [[image["id"] for image in group["images"]] for group in response.data["results"]] == [
+        pks(duplicate_photos, *CAT)
+    ]

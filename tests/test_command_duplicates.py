@@ -59,3 +59,12 @@ def test_an_unknown_field_or_model_is_a_clear_error():
         call_command("semantic_images_duplicates", *PHOTO, "--field", "nope")
     with pytest.raises(CommandError, match="Name the model with --model"):
         call_command("semantic_images_duplicates")
+
+
+def test_a_model_with_two_fields_needs_field():
+    """It grouped by the model's first ImageEmbeddingField without saying so."""
+    two = ("--model", "multifield.TwoImagePhoto")
+    with pytest.raises(CommandError, match=r"several ImageEmbeddingFields \(embedding, thumbnail_embedding\)"):
+        call_command("semantic_images_duplicates", *two)
+    document = json.loads(run_command("semantic_images_duplicates", *two, "--field", "thumbnail_embedding", "--json"))
+    assert document["field"] == "thumbnail_embedding" and document["groups"] == []

@@ -77,6 +77,16 @@ def filterset_param_names(filterset_class: Any) -> list[str]:
     return names
 
 
+def is_comma_separated(field: Any) -> bool:
+    """Whether a filterset's form field reads its value as a comma-separated list (django-filter's
+    ``BaseCSVField``: ``BaseInFilter``, ``BaseRangeFilter``)."""
+    try:
+        from django_filters.fields import BaseCSVField
+    except ImportError:  # django-filter is the site's choice, not a dependency
+        return False
+    return isinstance(field, BaseCSVField)
+
+
 def filter_widget(flt: Any) -> Any:
     """The widget (class) of a django-filter filter's form field."""
     return flt.extra.get("widget") or getattr(flt.field_class, "widget", None)

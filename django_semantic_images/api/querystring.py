@@ -1,10 +1,11 @@
 """Checks on the raw query string: valid UTF-8, no parameter the endpoint does not know, each
-single-valued parameter given once, no empty filter, and numbers written as the schema says."""
+single-valued parameter given once, no empty filter, numbers written as the schema says, and
+true/false filters given true or false."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -18,6 +19,9 @@ NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 INTEGER_MESSAGE = "{name} must be a whole number: ASCII digits, optionally after a '-'."
 NUMBER_MESSAGE = "{name} must be a plain decimal number such as 0.25 or -1."
 TOO_LONG_MESSAGE = "{name} has too many digits to be read as a whole number."
+INTEGER_LIST_MESSAGE = "{name} must be whole numbers separated by commas, such as 3,5 or -1,7."
+BOOLEAN_MESSAGE = "{name} must be true or false."
+NUMBER_LIST_MESSAGE = "{name} must be plain decimal numbers separated by commas, such as 0.25,-1."
 
 
 def strict_integer(name: str, raw: str, message: str | None = None) -> int:
@@ -38,14 +42,29 @@ def strict_number(name: str, raw: str, message: str | None = None) -> float:
     return value
 
 
-def ensure_numeric(params: Any, integers: Iterable[str], numbers: Iterable[str] = ()) -> None:
-    """Refuse any value of an ``integer`` or ``number`` parameter not written as the schema says."""
-    for name in integers:
+def ensure_numeric(
+    params: Any, integers: Iterable[str], numbers: Iterable[str] = (), lists: Collection[str] = ()
+) -> None:
+    """Refuse any value of an ``integer`` or ``number`` parameter not written as the schema says;
+    a parameter in ``lists`` is a comma-separated list of them (``?ids=3,5``), each checked."""
+    checks = ((integers, strict_integer, INTEGER_LIST_MESSAGE), (numbers, strict_number, NUMBER_LIST_MESSAGE))
+    for names, strict, list_message in checks:
+        for name in names:
+            for raw in params.getlist(name):
+                if name not in lists:
+                    strict(name, raw)
+                    continue
+                for item in raw.split(","):  # as django-filter's BaseCSVWidget splits it
+                    strict(name, item, list_message.format(name=name))
+
+
+def ensure_boolean(params: Any, widgets: Iterable[tuple[str, Any]]) -> None:
+    """Refuse a value of a true/false filter that its widget reads as neither: django-filter then
+    leaves the filter out, so ``?published=yes`` would silently list every row."""
+    for name, widget in widgets:
         for raw in params.getlist(name):
-            strict_integer(name, raw)
-    for name in numbers:
-        for raw in params.getlist(name):
-            strict_number(name, raw)
+            if widget.value_from_datadict({name: raw}, {}, name) is None:
+                raise ValidationError({name: [BOOLEAN_MESSAGE.format(name=name)]})
 
 
 def ensure_utf8(request: Any) -> None:

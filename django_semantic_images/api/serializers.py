@@ -17,7 +17,7 @@ from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_K
 
 from .. import thumbnails
 from ..conf import DEFAULTS, semantic_settings
-from ..fields import get_embedding_field
+from ..fields import embedding_path, follow
 
 
 class SemanticResultSerializer(serializers.ModelSerializer):
@@ -82,8 +82,10 @@ class SemanticResultSerializer(serializers.ModelSerializer):
         return self.file_url(self.image_file(obj))
 
     def image_file(self, obj: Any) -> Any:
-        """The stored file of the image that the embedding field names."""
-        return get_embedding_field(type(obj), self.embedding_field_name()).file(obj)
+        """The stored file of the image that the embedding field names, followed through the
+        one-to-one to the vectors for a model without a field of its own (``embedding_path``)."""
+        path = embedding_path(type(obj), self.embedding_field_name())
+        return follow(obj, path.prefix + path.field.image_field)
 
     def embedding_field_name(self) -> str | None:
         """The ``ImageEmbeddingField`` whose image ``image_url`` shows: ``Meta.embedding_field``,

@@ -26,12 +26,14 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from django import forms
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotAuthenticated, NotFound, ParseError, PermissionDenied, ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -44,9 +46,17 @@ from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..query import SemanticQuerySetMixin, searchable, text_search
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
-from .filtering import filter_widget, filters_nothing, filterset_param_names
-from .pagination import RankedPagination
-from .querystring import ensure_filled, ensure_known, ensure_numeric, ensure_single, ensure_utf8, strict_number
+from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
+from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
+from .querystring import (
+    ensure_boolean,
+    ensure_filled,
+    ensure_known,
+    ensure_numeric,
+    ensure_single,
+    ensure_utf8,
+    strict_number,
+)
 from .schema import (
     RANKED_ACTIONS,
     SemanticSearchSchema,
@@ -74,6 +84,8 @@ class ParamRules(NamedTuple):
     filters: tuple[str, ...]  # the filter backends' (an empty value is refused)
     integers: tuple[str, ...]  # written as the schema's integer
     numbers: tuple[str, ...]  # written as the schema's number
+    lists: frozenset[str]  # of those, the ones whose value is a comma-separated list of them
+    booleans: tuple[tuple[str, Any], ...]  # true/false filters, each with the widget that reads it
 
 
 _param_rules: dict[tuple[Any, ...], ParamRules] = {}
@@ -140,6 +152,12 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         kwargs.setdefault("context", self.get_serializer_context())
         return self.get_result_serializer_class()(*args, **kwargs)
 
+    # -- errors -------------------------------------------------------------------------
+    def handle_exception(self, exc: Exception) -> Response:
+        """DRF's handling, with Django's own limits on a request (``request_limit_error``) answered
+        as the API's JSON errors instead of Django's bare HTML 400 page."""
+        return super().handle_exception(request_limit_error(exc))
+
     # -- authentication -------------------------------------------------------------
     def get_authenticate_header(self, request: Request) -> str:
         """The first challenge any authenticator offers (DRF asks only the first one).
@@ -162,7 +180,14 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             ensure_known(request.query_params.keys(), rules.accepted)
             ensure_single(request.query_params, rules.single)
             ensure_filled(request.query_params, rules.filters)
-            ensure_numeric(request.query_params, rules.integers, rules.numbers)
+            ensure_numeric(request.query_params, rules.integers, rules.numbers, rules.lists)
+            ensure_boolean(request.query_params, rules.booleans)
+            paginator = self.paginator
+            if isinstance(paginator, RankedPagination):
+                # Bad paging is a 400 before any work: duplicates/ probes the whole library first,
+                # a search runs the text model or the CNN.
+                ranked, capped = self.action not in UNRANKED_ACTIONS, self.action not in UNCAPPED_ACTIONS
+                paginator.get_params(request, ranked=ranked, capped=capped)
 
     def param_rules(self) -> ParamRules:
         """What ``initial`` checks the query string against, for this action and method.
@@ -199,13 +224,15 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             accepted.add(THRESHOLD_PARAM)
         if self.action in RANKED_ACTIONS and self.ordering_fields:
             accepted.add(self.ordering_param)
-        integers, numbers = self.numeric_filter_params()
+        integers, numbers, lists = self.numeric_filter_params()
         rules = ParamRules(
             frozenset(accepted),
             frozenset(accepted - self.repeatable_params()),
             tuple(filters),
             tuple(integers),
             tuple(numbers),
+            frozenset(lists),
+            tuple(self.boolean_filter_params()),
         )
         if key is not None:
             _param_rules[key] = rules
@@ -230,14 +257,17 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                     names += [p["name"] for p in backend.get_schema_operation_parameters(self)]
         return names
 
-    def numeric_filter_params(self) -> tuple[list[str], list[str]]:
-        """The filter parameters the schema declares ``integer`` and those it declares ``number``.
+    def numeric_filter_params(self) -> tuple[list[str], list[str], list[str]]:
+        """The filter parameters the schema declares ``integer`` and those it declares ``number``,
+        then those of them whose value is a comma-separated list (an array in the schema:
+        django-filter's ``BaseInFilter`` and ``BaseRangeFilter`` on a number, ``?ids=3,5``).
 
         Read from the filterset's form fields (a ``RangeFilter``'s halves included), so the
         strict check in ``initial`` covers every numeric filter a site declares.
         """
         integers: list[str] = []
         numbers: list[str] = []
+        lists: list[str] = []
         for backend_class in self.filter_backends:
             get_filterset = getattr(backend_class(), "get_filterset", None)
             filterset = get_filterset(self.request, self.get_queryset(), self) if get_filterset else None
@@ -255,7 +285,24 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                         integers.append(param)
                     elif kind == "number":
                         numbers.append(param)
-        return integers, numbers
+                    if kind is not None and is_comma_separated(part):
+                        lists.append(param)
+        return integers, numbers, lists
+
+    def boolean_filter_params(self) -> list[tuple[str, Any]]:
+        """The true/false filters (django-filter's ``BooleanFilter``), each with its form field's widget:
+        the widget reads ``true``, ``false`` (and the like) and leaves the filter out for anything else."""
+        found: list[tuple[str, Any]] = []
+        for backend_class in self.filter_backends:
+            get_filterset = getattr(backend_class(), "get_filterset", None)
+            filterset = get_filterset(self.request, self.get_queryset(), self) if get_filterset else None
+            if filterset is not None:
+                found += [
+                    (name, field.widget)
+                    for name, field in filterset.form.fields.items()
+                    if isinstance(field, forms.BooleanField)  # NullBooleanField too
+                ]
+        return found
 
     def repeatable_params(self) -> set[str]:
         """``multi_valued_params`` and the multiple-choice filters (``?tag=a&tag=b``)."""
@@ -320,9 +367,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         Search them by words at search/?q=words, by a photo with a POST to search/, or
         by likeness to one of them at {id}/similar/.
         """
-        queryset = self.searchable_queryset()
-        if not queryset.ordered:
-            queryset = queryset.order_by("pk")
+        queryset = total_order(self.searchable_queryset())
         return self.page_response(queryset.annotate(score=Value(None, output_field=FloatField())))
 
     @text_search_schema
@@ -443,6 +488,43 @@ def filter_values_checked() -> Iterator[None]:
     except DataError as exc:
         message = str(exc).splitlines()[0]
         raise ValidationError({"detail": f"A filter value is out of range: {message}"}) from None
+
+
+def total_order(queryset: QuerySet) -> QuerySet:
+    """``queryset`` in its own order (its ``order_by()``, else the model's ``Meta.ordering``), then
+    by primary key: rows tied on the site's columns (one ``created_at`` for a whole import) come in
+    one order on every page, where LIMIT/OFFSET alone gave each page its own and repeated or
+    skipped rows. A random order (``"?"``) is left as it is."""
+    query = queryset.query
+    if query.extra_order_by:  # extra(order_by=...): the site's own SQL, left as it is
+        return queryset
+    ordering = list(query.order_by or (queryset.model._meta.ordering if query.default_ordering else ()))
+    pk = queryset.model._meta.pk
+    keys = {"pk", "-pk", pk.name, f"-{pk.name}", pk.attname, f"-{pk.attname}"}
+    if "?" in ordering or any(isinstance(name, str) and name in keys for name in ordering):
+        return queryset
+    return queryset.order_by(*ordering, "pk")
+
+
+def request_limit_error(exc: Exception) -> Exception:
+    """The API error for a request over one of Django's ``DATA_UPLOAD_MAX_*`` limits (Django raises
+    them as a ``SuspiciousOperation``, which DRF leaves to Django: an HTML page with no message);
+    any other exception as it is."""
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return ParseError(f"The request has more than {limit:,} parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS).")
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return ParseError(
+            f"The form has more than {limit:,} files (DATA_UPLOAD_MAX_NUMBER_FILES); upload one, in the image field."
+        )
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return PayloadTooLarge(
+            f"The form's fields besides its files are over {limit:,} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE); "
+            "send the image as a file."
+        )
+    return exc
 
 
 def read_threshold(request: Request) -> float | None:

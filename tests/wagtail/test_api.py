@@ -277,6 +277,35 @@ def test_a_public_rule_as_docs_wagtail_md_shows_it(make_image, embed, sample_pat
     assert {row["id"] for row in response.data["results"]} == {image.pk for image in public}  # not the cat
 
 
+def test_the_base_result_serializer_follows_a_wagtail_image_to_its_file(make_image, embed, sample_paths):
+    """docs/api.md: a model with its vectors beside it needs nothing set, its serializer overriding
+    ``get_image_url``; the base's ``thumbnail_url`` (and ``image_url``) still looked for an
+    ImageEmbeddingField on the image model itself: every page was a 500 (LookupError)."""
+    from rest_framework.test import APIRequestFactory, force_authenticate
+    from wagtail.images import get_image_model
+
+    from django_semantic_images.api import SemanticResultSerializer
+    from django_semantic_images.contrib.wagtail.search_api import WagtailImageSearchViewSet
+
+    class PlainResultSerializer(SemanticResultSerializer):
+        class Meta:
+            model = get_image_model()
+            fields = ["id", "image_url", "thumbnail_url"]
+
+    class PlainViewSet(WagtailImageSearchViewSet):
+        serializer_class = PlainResultSerializer
+
+    image = make_image(sample_paths["coffee"], "IMG_0001")
+    embed(image)
+    request = APIRequestFactory().get(SEARCH, {"q": "a cup of coffee"})
+    force_authenticate(request, get_user_model().objects.create_superuser("admin", "admin@example.com", "pw"))
+    response = PlainViewSet.as_view({"get": "search"})(request)
+    assert response.status_code == 200, response.data
+    (row,) = response.data["results"]
+    assert row["image_url"] == f"http://testserver{image.file.url}"
+    assert row["thumbnail_url"].startswith("http://testserver/media/cache/")
+
+
 def test_rest_thumbnail_is_a_rendition_made_once_that_fits_thumbnail_size(api, make_image, sample_paths, settings):
     """``thumbnail_url`` is a Wagtail rendition (``max-400x400`` by default, from ``THUMBNAIL_SIZE``),
     made once; a lost file gives null, not an error."""

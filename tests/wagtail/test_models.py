@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -191,6 +192,21 @@ def test_semantic_search_command_ranks_wagtail_images(sample_images, capsys):
     )
     first, again = (lines.splitlines()[1].split() for lines in capsys.readouterr().out.split("rank")[1:])
     assert int(first[2]) == int(again[2]) == sample_images["coffee"].pk
+
+
+def test_the_duplicates_command_groups_wagtail_images(make_image, embed, sample_paths):
+    """``--model wagtailimages.Image`` was refused ("has no ImageEmbeddingField") although the
+    groups are found through the images' vectors, as ``semantic_search`` finds them."""
+    first, copy = (make_image(sample_paths["coffee"], f"IMG_{n}") for n in (8, 9))
+    embed(first, copy, make_image(sample_paths["rocket"], "IMG_10"))
+    out = io.StringIO()
+    call_command("semantic_images_duplicates", "--model", "wagtailimages.Image", "--json", stdout=out)
+    document = json.loads(out.getvalue())
+    assert document["model"] == "wagtailimages.Image" and document["field"] == "semantic_vectors__embedding"
+    (group,) = document["groups"]
+    assert [(item["pk"], item["str"], item["file"]) for item in group["items"]] == [
+        (image.pk, image.title, image.file.name) for image in (first, copy)
+    ]
 
 
 def test_the_sweep_adds_and_embeds_images_created_without_signals(make_image, sample_paths, django_assert_num_queries):

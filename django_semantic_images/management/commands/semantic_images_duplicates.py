@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
 from ...duplicates import default_threshold, group_rows, near_duplicates
-from ...fields import get_embedding_field
+from ...fields import embedding_fields, embedding_path, follow
 from .. import resolve_model
 
 
@@ -22,7 +22,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
-        parser.add_argument("--field", help="The ImageEmbeddingField, when the model has several.")
+        parser.add_argument(
+            "--field",
+            help="The ImageEmbeddingField, when the model has several (or a path, e.g. semantic_vectors__embedding).",
+        )
         parser.add_argument(
             "--threshold",
             type=float,
@@ -31,9 +34,14 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
 
     def handle(self, *args: Any, model: str | None, field: str | None, threshold: float | None, **opts: Any) -> None:
-        model_cls = resolve_model(model)
+        model_cls = resolve_model(model, joined=True)  # Wagtail's images too, through their vectors
+        names = [f.name for f in embedding_fields(model_cls)]
+        if field is None and len(names) > 1:
+            raise CommandError(
+                f"{model_cls._meta.label} has several ImageEmbeddingFields ({', '.join(names)}): name one with --field."
+            )
         try:
-            embedding = get_embedding_field(model_cls, field)
+            path = embedding_path(model_cls, field)
             limit = default_threshold() if threshold is None else threshold
             started = time.perf_counter()
             queryset = model_cls._default_manager.all()
@@ -41,12 +49,15 @@ class Command(BaseCommand):
         except (LookupError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         seconds = time.perf_counter() - started
-        rows = group_rows(queryset.defer(embedding.visual_field, embedding.semantic_field), groups)
+        embedding = path.field
+        shown = queryset if path.prefix else queryset.defer(embedding.visual_field, embedding.semantic_field)
+        rows = group_rows(shown, groups)
+        image_path = path.prefix + embedding.image_field
         found: list[dict[str, Any]] = [
             {
                 "distance": round(group.distance, 4),
                 "items": [
-                    {"pk": row.pk, "str": str(row), "file": getattr(embedding.file(row), "name", None) or ""}
+                    {"pk": row.pk, "str": str(row), "file": getattr(follow(row, image_path), "name", None) or ""}
                     for row in members
                 ],
             }
@@ -55,7 +66,7 @@ class Command(BaseCommand):
         if opts["json"]:
             document = {
                 "model": model_cls._meta.label,
-                "field": embedding.name,
+                "field": path.name,
                 "threshold": limit,
                 "groups": found,
             }
