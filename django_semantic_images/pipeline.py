@@ -57,6 +57,16 @@ class TransientError(Exception):
 #: the sweep queues such rows again (a permanently bad image is never retried).
 TRANSIENT_PREFIX = "Temporary failure, will be retried: "
 
+
+def public_reason(error: str) -> str:
+    """A failed row's ``error`` as the site's visitors may read it (the public APIs): the reason
+    about the file, or for a temporary fault only that (its own words, about the site's storage
+    or database, may name servers: they stay with the staff)."""
+    if error.startswith(TRANSIENT_PREFIX):
+        return "a temporary error; it will be tried again."
+    return error or "no reason was recorded"
+
+
 #: A row whose own file fails with a fault that may pass is tried this many times, then failed for good.
 TRANSIENT_ATTEMPTS = 5
 
@@ -318,9 +328,16 @@ def _read(file: Any) -> bytes:
     except SuspiciousFileOperation:  # e.g. "../x.jpg": storage refuses the name itself
         raise ImageDecodeError(f"The image file name {file.name!r} is not allowed by the storage.") from None
     except PermissionError as exc:
-        raise ImageDecodeError(f"The image file cannot be read: {exc}") from None
+        logger.warning("Reading %r: %s", file.name, exc)  # the server's path goes to the log only
+        raise ImageDecodeError(f"The image file {file.name!r} cannot be read: permission denied.") from None
     except OSError as exc:  # storage briefly unavailable: worth a retry
-        raise TransientError(f"Storage error reading {file.name!r}: {exc}") from exc
+        logger.warning("Reading %r: %s", file.name, exc)
+        raise TransientError(f"Storage error reading {file.name!r}: {os_reason(exc)}") from exc
+
+
+def os_reason(exc: OSError) -> str:
+    """An ``OSError``'s reason without the server's path (``strerror``: "Is a directory")."""
+    return exc.strerror or type(exc).__name__
 
 
 def jpeg_decoder(encoder: Encoder) -> Decoder | None:

@@ -849,3 +849,33 @@ def test_the_schema_offers_ordering_on_the_ranked_actions_only(client):
     assert sorted(param["schema"]["enum"]) == ["-created_at", "-title", "created_at", "title"]
     assert len(ordering("/api/photos/{id}/similar/")) == 1
     assert ordering("/api/photos/") == []
+
+
+def test_a_storage_fault_keeps_the_servers_path_out_of_the_row_and_its_details_out_of_the_api(
+    client, make_photo, sample_paths, settings
+):
+    """A file the storage cannot read (here a folder in its place: EISDIR) fails the row with the
+    file's name and the reason, not the server's absolute path; the public 409 says a temporary
+    error, not the storage's own words."""
+    from pathlib import Path
+
+    from django_semantic_images.pipeline import TRANSIENT_PREFIX, embed_pks
+
+    photo, neighbour = make_photo(sample_paths["rocket"]), make_photo(sample_paths["coffee"])
+    path = Path(photo.image.path)
+    data = path.read_bytes()
+    path.unlink()
+    path.mkdir()
+    try:
+        embed_pks(Photo, [photo.pk, neighbour.pk])  # one good file: the storage is not gone
+    finally:
+        path.rmdir()
+        path.write_bytes(data)
+    error = Photo.objects.get(pk=photo.pk).embedding_error
+    assert error.startswith(TRANSIENT_PREFIX) and repr(photo.image.name) in error and "Is a directory" in error
+    assert str(settings.MEDIA_ROOT) not in error, error
+    response = client.get(similar_url(photo.pk))
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"Photo {photo.pk} could not be embedded (status: failed): a temporary error; it will be tried again."
+    }

@@ -44,6 +44,7 @@ from ..conf import semantic_settings
 from ..duplicates import check_threshold, group_rows, near_duplicates
 from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
+from ..pipeline import public_reason
 from ..query import SemanticQuerySetMixin, searchable, text_search
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
@@ -540,7 +541,8 @@ def read_threshold(request: Request) -> float | None:
 
 
 def not_embedded_message(instance: Model, path: EmbeddingPath) -> str:
-    """Why ``instance`` has no visual vector: still pending, or failed (with the pipeline's reason).
+    """Why ``instance`` has no visual vector: still pending, or failed (with the pipeline's reason,
+    ``public_reason``).
 
     ``path`` finds the vectors on the instance or across a one-to-one (a Wagtail image's
     ``semantic_vectors``); a missing row of vectors counts as pending.
@@ -548,8 +550,7 @@ def not_embedded_message(instance: Model, path: EmbeddingPath) -> str:
     status = path.value(instance, "status") or EmbeddingStatus.PENDING
     name = f"{str(instance._meta.verbose_name).capitalize()} {instance.pk}"
     if status == EmbeddingStatus.FAILED:
-        reason = path.value(instance, "error") or "no reason was recorded"
-        return f"{name} could not be embedded (status: failed): {reason}"
+        return f"{name} could not be embedded (status: failed): {public_reason(path.value(instance, 'error') or '')}"
     if status == EmbeddingStatus.PENDING:
         return f"{name} has not been embedded yet (status: pending); try again shortly."
     return f"{name} has no visual vector (status: {status})."

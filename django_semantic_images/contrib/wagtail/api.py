@@ -32,6 +32,7 @@ from ...api.querystring import INTEGER, ensure_utf8
 from ...api.serializers import SearchTextField
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
+from ...pipeline import public_reason
 from ...query import searchable, unreadable_note
 from .search import KEYWORD_FIELDS, keyword_search
 
@@ -122,7 +123,7 @@ def similar_anchor(view: Any, raw: str) -> Model:
     if path.value(anchor, "visual") is None:
         status = path.value(anchor, "status") or EmbeddingStatus.PENDING
         if status == EmbeddingStatus.FAILED:  # waiting will not help: say why
-            reason = path.value(anchor, "error") or "no reason was recorded"
+            reason = public_reason(path.value(anchor, "error") or "")
             raise BadRequestError(f"{SIMILAR_TO} image could not be embedded (status: failed): {reason}")
         raise BadRequestError(f"{SIMILAR_TO} image has no vectors yet (status: {status}); try again later")
     return anchor
