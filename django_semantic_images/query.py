@@ -587,9 +587,10 @@ def text_search(
     the words (``Encoder.reads``: their script, unknown tokens); otherwise the rows whose
     ``keyword_fields`` (default: the field's ``text_fields``) hold every term of the words,
     unranked, and a note saying so, for the caller to show (the API's ``note``, an admin message).
+    Either reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``).
     """
     path = embedding_path(queryset.model, field)
     if path.field.get_encoder().reads(words):
         return searchable(queryset).semantic_search(words, field=field), None
     fields = list(keyword_fields) if keyword_fields is not None else [path.prefix + f for f in path.field.text_fields]
-    return keyword_matches(queryset, words, fields), unreadable_note(words, fields)
+    return read_as_search(keyword_matches(queryset, words, fields)), unreadable_note(words, fields)
