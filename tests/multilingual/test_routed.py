@@ -322,6 +322,27 @@ def test_the_checks_name_a_missing_package_and_a_bridge_of_another_width(tiny_mo
 
 
 @pytest.mark.django_db
+def test_the_checks_name_language_codes_the_detector_does_not_know(tiny_models, monkeypatch):
+    """A code py3langid does not know in ``languages`` made every search by words fail
+    ("Unknown language code(s)"); in ``english_languages``, or one outside ``languages``, no
+    search ever took the English half. The system checks were silent about both."""
+    pytest.importorskip("py3langid")
+    field = get_embedding_field(MultilingualPhoto)
+    monkeypatch.setattr(
+        field, "encoder_options", {"languages": ["en", "fr", "pt-BR"], "english_languages": ["en", "eng"]}
+    )
+    with pytest.raises(ValueError, match="pt-br"):
+        field.get_encoder().encode_queries(["un chat"])
+    (error,) = [m for m in checks.check_encoders() if m.obj is MultilingualPhoto]
+    assert error.id == "semantic_images.E009" and "'eng', 'pt-br'" in error.msg
+    monkeypatch.setattr(field, "encoder_options", {"languages": ["fr", "de"]})
+    (error,) = [m for m in checks.check_encoders() if m.obj is MultilingualPhoto]
+    assert error.id == "semantic_images.E009" and "english_languages ['en']" in error.msg
+    monkeypatch.setattr(field, "encoder_options", {"languages": ["en", "fr"], "english_languages": ["en"]})
+    assert [m for m in checks.check_encoders() if m.obj is MultilingualPhoto] == []
+
+
+@pytest.mark.django_db
 def test_the_bridge_command_trains_into_both_halves(tiny_models, settings, tmp_path, sample_paths):
     """``semantic_images_train_bridge`` on the routed encoder: targets in both text spaces, a
     projection normalised half by half, installed, and the rows re-embedded with it."""
