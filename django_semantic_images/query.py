@@ -565,11 +565,17 @@ SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
 
 
 def unreadable_note(words: str, fields: Sequence[str]) -> str:
-    """What a search whose script the text model cannot read says it did instead."""
+    """What a search whose script the text model cannot read says it did instead (for words in
+    Latin letters the model does not know, e.g. fullwidth ones, that it does not know them)."""
     # Unicode's names in title case ("CYRILLIC" as "Cyrillic"), acronyms as written ("CJK").
     names = {s if s in SCRIPT_ACRONYMS else s.title() for s in letter_scripts(words)}
-    scripts = sorted(names - {"Latin"}) or ["these"]
+    scripts = sorted(names - {"Latin"})
     where = ", ".join(f.rsplit("__", 1)[-1] for f in fields) if fields else "no text field"
+    if not scripts:
+        return (
+            "The text model does not know most of these words' letters, so they were matched as keywords "
+            f"in {where} (results not ranked by meaning)."
+        )
     return (
         f"The text model cannot read {', '.join(scripts)} script, so these words were matched as keywords "
         f"in {where} (results not ranked by meaning)."

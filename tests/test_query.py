@@ -528,3 +528,15 @@ def test_the_note_of_an_unreadable_search_names_its_scripts_as_written():
     note = unreadable_note("chat 猫 кошка", ["title", "tags__name"])
     assert note.startswith("The text model cannot read CJK, Cyrillic script, so these words were matched")
     assert "in title, name (results not ranked by meaning)" in note
+
+
+def test_the_note_of_words_in_latin_letters_the_model_does_not_know_names_no_script():
+    """Fullwidth letters or a ligature are Latin but mostly unknown tokens to MiniLM: the note
+    said "The text model cannot read these script"."""
+    from django_semantic_images.query import unreadable_note
+
+    note = unreadable_note("ＰＨＯＴＯ ĳs", ["title"])
+    assert note == (
+        "The text model does not know most of these words' letters, so they were matched as keywords "
+        "in title (results not ranked by meaning)."
+    )
