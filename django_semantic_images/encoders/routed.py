@@ -205,9 +205,12 @@ class RoutedConSEEncoder(ConSEEncoder):
         return normalize_parts(np.concatenate(self.text_vectors(texts, query=False), axis=1), self.semantic_parts)
 
     def routes_to_english(self, text: str) -> bool:
-        """Whether ``text`` is searched in the English half: its language is one of
-        ``english_languages`` and the English model reads its script."""
-        return detect_language(text, self.languages) in self.english_languages and self.english.reads(text)
+        """Whether ``text`` is searched in the English half: the English model reads it, and its
+        language is one of ``english_languages`` or the multilingual model cannot read it (a
+        search goes to a model that reads it whenever one does: ``reads()`` answers for either)."""
+        if not self.english.reads(text):
+            return False
+        return detect_language(text, self.languages) in self.english_languages or not self.multilingual.reads(text)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search words: each in the half of its language, zero in the other (unit length)."""

@@ -117,6 +117,20 @@ def test_each_search_takes_the_half_of_its_language(tiny_models):
     assert np.abs(both[0, :384]).sum() > 0 and not both[0, 384:].any()
 
 
+def test_words_only_the_english_model_reads_search_the_english_half(tiny_models, settings):
+    """A multilingual model that reads no Latin (``SCRIPTS``): a French search, which the English
+    model reads, went to the multilingual half all the same (ranked by a model that cannot read
+    it, without a note, since ``reads()`` answers for either model); it now searches in English."""
+    settings.SEMANTIC_IMAGES = {
+        **settings.SEMANTIC_IMAGES,
+        "MULTILINGUAL_TEXT_MODEL": {**settings.SEMANTIC_IMAGES["MULTILINGUAL_TEXT_MODEL"], "SCRIPTS": ["CYRILLIC"]},
+    }
+    encoder = RoutedConSEEncoder(device="cpu", bridge=None)
+    assert encoder.reads(FRENCH) and not encoder.multilingual.reads(FRENCH)
+    q = encoder.encode_queries([FRENCH, ENGLISH])
+    assert (np.abs(q[:, :384]).sum(axis=1) > 0).all() and not q[:, 384:].any()
+
+
 def test_stored_words_are_read_by_both_models(tiny_models):
     encoder = RoutedConSEEncoder(device="cpu", bridge=None)
     vectors = encoder.encode_texts([FRENCH, ENGLISH])
