@@ -119,12 +119,18 @@ def draw_reference(rows: models.QuerySet, lookup: str, size: int) -> Reference:
     smallest ``md5(pk)``, in two small queries."""
     query = rows.query
     if query.distinct or query.combinator or query.is_sliced or query.group_by is not None or query.annotations:
-        rows = rows.model._base_manager.using(rows.db).filter(pk__in=rows.order_by().values("pk"))
+        rows = rows.model._base_manager.using(rows.db).filter(pk__in=row_keys(rows))
     base = rows.order_by().filter(**{f"{lookup}__isnull": False})
     chosen = base.order_by(MD5(Cast("pk", CharField()))).values("pk")[:size]
     values = list(base.filter(pk__in=chosen).values_list(lookup, flat=True))
     dimensions = len(values[0]) if values else 0
     return Reference(unit_rows(values, dimensions), time.monotonic())
+
+
+def row_keys(rows: models.QuerySet) -> models.QuerySet:
+    """The primary keys of ``rows`` as a subquery, without its ordering unless it is sliced (a
+    slice's ordering chooses its rows, and a sliced queryset cannot be reordered)."""
+    return (rows if rows.query.is_sliced else rows.order_by()).values("pk")
 
 
 _references: dict[tuple[Any, ...], Reference] = {}
@@ -143,7 +149,7 @@ def reference_for(path: EmbeddingPath, kind: str, using: str, rows: models.Query
     else:
         lookup = path.column(kind)
         try:
-            sql, params = rows.order_by().values("pk").query.get_compiler(using).as_sql()
+            sql, params = row_keys(rows).query.get_compiler(using).as_sql()
         except EmptyResultSet:  # rows.none(), or a filter that matches nothing by construction
             return Reference(np.zeros((0, 0), dtype=np.float32), time.monotonic())
         key = (using, rows.model._meta.label, lookup, sql, repr(params))

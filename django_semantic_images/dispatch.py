@@ -157,7 +157,7 @@ def forget_sent(model: type[models.Model], pks: Sequence[Any], field: str | None
     """Work for these rows was not sent: drop their lease, so the next sweep sends them."""
     emb = get_embedding_field(model, field)
     try:
-        model._default_manager.filter(
+        model._base_manager.filter(  # every row: a default manager may hide some
             pk__in=list(pks), **{emb.column("status"): EmbeddingStatus.PENDING, emb.column("claimed_by"): ""}
         ).update(**{emb.column("lease_until"): None})
     except DatabaseError as exc:  # then their lease runs out and the sweep finds them a little later

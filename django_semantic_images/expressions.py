@@ -89,7 +89,8 @@ NUMBERS = (float, int, np.floating, np.integer, Real)
 def query_array(query: Any) -> np.ndarray | None:
     """``query`` as a float32 vector when it is one (a numpy array, or a non-empty list or tuple
     of numbers, numpy's included), else None; a ValueError when a number is NaN, infinite or
-    beyond float32's range (PostgreSQL would refuse the vector)."""
+    beyond float32's range (PostgreSQL would refuse the vector), or when every number is zero
+    (no direction: its cosine distance to any row is NaN, and a ranking by it says nothing)."""
     if isinstance(query, np.ndarray):
         values: Any = query
     elif isinstance(query, (list, tuple)) and query and all(isinstance(v, NUMBERS) for v in query):
@@ -100,6 +101,8 @@ def query_array(query: Any) -> np.ndarray | None:
         vector = np.asarray(values).astype(np.float32).ravel()
     if not np.isfinite(vector).all():
         raise ValueError("A query vector takes finite numbers only (no NaN, no infinity, none beyond float32's range).")
+    if not vector.any():
+        raise ValueError("A query vector of zeros has no direction: its cosine distance to every row is undefined.")
     return vector
 
 

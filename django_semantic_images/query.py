@@ -565,11 +565,17 @@ SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
 
 
 def unreadable_note(words: str, fields: Sequence[str]) -> str:
-    """What a search whose script the text model cannot read says it did instead."""
+    """What a search whose script the text model cannot read says it did instead (for words in
+    Latin letters the model does not know, e.g. fullwidth ones, that it does not know them)."""
     # Unicode's names in title case ("CYRILLIC" as "Cyrillic"), acronyms as written ("CJK").
     names = {s if s in SCRIPT_ACRONYMS else s.title() for s in letter_scripts(words)}
-    scripts = sorted(names - {"Latin"}) or ["these"]
+    scripts = sorted(names - {"Latin"})
     where = ", ".join(f.rsplit("__", 1)[-1] for f in fields) if fields else "no text field"
+    if not scripts:
+        return (
+            "The text model does not know most of these words' letters, so they were matched as keywords "
+            f"in {where} (results not ranked by meaning)."
+        )
     return (
         f"The text model cannot read {', '.join(scripts)} script, so these words were matched as keywords "
         f"in {where} (results not ranked by meaning)."
@@ -587,9 +593,10 @@ def text_search(
     the words (``Encoder.reads``: their script, unknown tokens); otherwise the rows whose
     ``keyword_fields`` (default: the field's ``text_fields``) hold every term of the words,
     unranked, and a note saying so, for the caller to show (the API's ``note``, an admin message).
+    Either reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``).
     """
     path = embedding_path(queryset.model, field)
     if path.field.get_encoder().reads(words):
         return searchable(queryset).semantic_search(words, field=field), None
     fields = list(keyword_fields) if keyword_fields is not None else [path.prefix + f for f in path.field.text_fields]
-    return keyword_matches(queryset, words, fields), unreadable_note(words, fields)
+    return read_as_search(keyword_matches(queryset, words, fields)), unreadable_note(words, fields)

@@ -46,7 +46,7 @@ from .fields import (
     failed_without_vectors,
     models_with_embeddings,
 )
-from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_rows
+from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_manager, primary_rows
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def add_missing_rows(model: type[models.Model], every: float = MISSING_ROWS_EVER
     A failure (an object deleted meanwhile) adds nothing and is logged: the next look tries again.
     One process looks at most once every ``every`` seconds per model and database.
     """
-    add = getattr(primary_rows(model), "add_missing_rows", None)
+    add = getattr(primary_manager(model), "add_missing_rows", None)
     if add is None:
         return 0
     alias = router.db_for_write(model)

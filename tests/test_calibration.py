@@ -212,6 +212,19 @@ def test_a_search_calibrated_on_rows_draws_its_sample_from_them_alone():
         ranked.calibrated_on(User.objects.all())
 
 
+def test_a_search_calibrated_on_a_slice_draws_its_sample_from_the_rows_of_the_slice():
+    """``calibrated_on(Photo.objects.order_by("-pk")[:12])`` (the newest rows) raised "Cannot
+    reorder a query once a slice has been taken"; its sample is the slice's rows."""
+    rng = np.random.default_rng(12)
+    rows = [embedded_row(rng) for _ in range(15)]
+    ranked = Photo.objects.semantic_search(rng.normal(size=384))
+    newest = ranked.calibrated_on(Photo.objects.order_by("-pk")[:12])
+    assert newest.calibration().size == 12
+    same = Photo.objects.filter(pk__in=[r.pk for r in rows[3:]])
+    np.testing.assert_allclose(newest.calibration().scores, ranked.calibrated_on(same).calibration().scores)
+    assert ranked.calibrated_on(Photo.objects.order_by("pk")[:3]).calibration() is None
+
+
 def test_a_floor_that_ends_on_a_page_boundary_gives_no_next_page(client, sample_photos):
     """Exactly ``limit`` results pass the floor: the page is the last one (its ``next`` is null),
     not a link to an empty page; the row read ahead to tell whether there is more is below it."""

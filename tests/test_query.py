@@ -461,6 +461,18 @@ def test_a_query_vector_of_another_width_or_not_finite_is_refused_before_the_dat
     assert Photo.objects.count() == 0  # the connection is still usable: nothing reached PostgreSQL
 
 
+def test_a_query_vector_of_zeros_is_refused_it_has_no_direction(random_rows):
+    """Its cosine distance to every row is NaN: the ranking listed rows by key, each scored NaN."""
+    for search, width in ((Photo.objects.semantic_search, 384), (Photo.objects.similar_to, 1280)):
+        with pytest.raises(ValueError, match="zeros"):
+            search(np.zeros(width, dtype=np.float32))
+        with pytest.raises(ValueError, match="zeros"):
+            search([0] * width)
+    with pytest.raises(ValueError, match="zeros"):
+        Photo.objects.annotate(d=SemanticDistance("embedding", np.zeros(384)))
+    assert len(Photo.objects.semantic_search(random_rows[3])[:5]) == 5
+
+
 def test_similar_to_takes_a_pathlib_path(sample_photos, sample_paths):
     assert Photo.objects.similar_to(sample_paths["rocket"]).first().pk == sample_photos["rocket"].pk
     assert Photo.objects.similar_to(str(sample_paths["rocket"])).first().pk == sample_photos["rocket"].pk
@@ -516,3 +528,15 @@ def test_the_note_of_an_unreadable_search_names_its_scripts_as_written():
     note = unreadable_note("chat 猫 кошка", ["title", "tags__name"])
     assert note.startswith("The text model cannot read CJK, Cyrillic script, so these words were matched")
     assert "in title, name (results not ranked by meaning)" in note
+
+
+def test_the_note_of_words_in_latin_letters_the_model_does_not_know_names_no_script():
+    """Fullwidth letters or a ligature are Latin but mostly unknown tokens to MiniLM: the note
+    said "The text model cannot read these script"."""
+    from django_semantic_images.query import unreadable_note
+
+    note = unreadable_note("ＰＨＯＴＯ ĳs", ["title"])
+    assert note == (
+        "The text model does not know most of these words' letters, so they were matched as keywords "
+        "in title (results not ranked by meaning)."
+    )

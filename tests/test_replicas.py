@@ -316,3 +316,31 @@ def test_the_admins_search_box_and_similar_images_rank_on_the_search_database(
     )
     assert response.status_code == 302
     assert list(Photo.objects.using("default").values_list("pk", flat=True)) == [cat.pk]
+
+
+def test_words_the_text_model_cannot_read_are_matched_as_keywords_on_the_search_database(
+    standby, sample_paths, settings, client, admin_client
+):
+    """The API's search and the admin's search box fall back to keywords for a script the text
+    model cannot read (Cyrillic for MiniLM): that search reads the replica too."""
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat", alt_text="Рыжая кошка")
+    upload(sample_paths["coffee"], title="a cup of coffee")
+    caught_up()
+    searches = {
+        "api": lambda: [row["id"] for row in client.get("/api/photos/search/", {"q": "кошка"}).json()["results"]],
+        "admin": lambda: [
+            row.pk
+            for row in admin_client.get(reverse("admin:photos_photo_changelist"), {"q": "кошка"})
+            .context["cl"]
+            .result_list
+        ],
+    }
+    for where, search in searches.items():
+        with (
+            CaptureQueriesContext(connections["default"]) as primary,
+            CaptureQueriesContext(connections[REPLICA]) as rep,
+        ):
+            assert search() == [cat.pk], where
+        assert [q["sql"] for q in primary.captured_queries if "LIKE" in q["sql"]] == [], where
+        assert any("LIKE" in q["sql"] for q in rep.captured_queries), where

@@ -251,6 +251,7 @@ class SemanticSearchAdminMixin(_AdminBase):
             return self._rank(request, qs, [F("distance").asc()]), False
         if not search_term.strip():
             return super().get_search_results(request, queryset, search_term)
+        queryset = read_as_search(queryset)  # a keyword fallback too: it is the search box's search
         if not field.get_encoder().reads(search_term):
             # A script the text model cannot read: the search fields' matches (else the text
             # fields'), unranked, and a message that says so.
@@ -263,7 +264,6 @@ class SemanticSearchAdminMixin(_AdminBase):
             messages.info(request, unreadable_note(search_term, names))
             return matched, duplicates
         vector = field.get_encoder().encode_text(search_term).tolist()
-        queryset = read_as_search(queryset)
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)
         wanted = Q(pk__in=pks)

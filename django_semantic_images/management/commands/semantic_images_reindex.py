@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ...conf import semantic_settings
 from ...dispatch import describe_engine, forget_sent, send, use_queue
 from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings
-from ...pipeline import EmbedReport, embed_pks, free_filter, primary_rows
+from ...pipeline import EmbedReport, embed_pks, free_filter, primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
 from .. import resolve_model
@@ -97,7 +97,7 @@ class Command(BaseCommand):
                 emb.get_encoder().identity  # noqa: B018 - an unreadable learned bridge (E016) stops here, with its reason
             except ValueError as exc:
                 raise CommandError(f"{model._meta.label}.{emb.name}: {exc}") from exc
-            add_missing_rows = getattr(primary_rows(model), "add_missing_rows", None)
+            add_missing_rows = getattr(primary_manager(model), "add_missing_rows", None)
             if add_missing_rows is not None:
                 # A table of vectors kept beside another model's rows (contrib.wagtail) gets
                 # rows for the images that have none yet.

@@ -21,7 +21,7 @@ from .. import resolve_model
 def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> dict[str, Any]:
     """Counts and the oldest pending row of one model's embedding field; ``due``: what the sweep
     counts as due now (``sweep.due_now()``, read once per command)."""
-    manager = model._default_manager
+    manager = model._base_manager  # every row, as the pipeline and the sweep see them
     status, updated = emb.column("status"), emb.column("updated_at")
     counts = {s.value: 0 for s in EmbeddingStatus}
     for row in manager.values(status).annotate(n=Count("pk")).order_by():
