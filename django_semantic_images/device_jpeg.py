@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .imaging import ImageDecodeError, readable_formats
+from .imaging import ImageDecodeError, centre_box, readable_formats
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ def resize_and_crop(image: Any, *, resize: int, crop: int) -> Any:
     import torch
 
     height, width = image.shape[-2:]
+    box = centre_box(width, height)  # as ``preprocess``: the ends of a long strip are cut off first
+    if box is not None:
+        left, top, right, bottom = box
+        image = image[..., top:bottom, left:right]
+        height, width = image.shape[-2:]
     scale = resize / min(width, height)
     size = (max(crop, round(height * scale)), max(crop, round(width * scale)))
     work = image[None].to(torch.float32)

@@ -138,3 +138,37 @@ def test_query_vectors_are_cached_per_text():
     assert encoder.cached_text_vector("a lighthouse at dusk") is first
     np.testing.assert_allclose(first, encoder.encode_queries(["a lighthouse at dusk"])[0], atol=1e-6)
     assert not first.flags.writeable
+
+
+def test_a_long_strip_is_cut_to_its_centre_before_it_is_resized(monkeypatch):
+    """A 1 x 1024 strip (a search by photo may be one) was resized whole to 256 x 262,144 pixels
+    (200 MB, 0.4 s) for a 224-pixel crop of its centre; its ends are cut off first now, on the CPU
+    path and on the device path alike, and an image up to 4:1 is read as before."""
+    import torch
+
+    from django_semantic_images.device_jpeg import resize_and_crop
+
+    encoder = get_encoder()
+    made = []
+    resize = Image.Image.resize
+
+    def recording(self, size, *args, **kwargs):
+        made.append(size)
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording)
+    rng = np.random.default_rng(0)
+    strip = Image.fromarray(rng.integers(0, 256, (1024, 1, 3), dtype=np.uint8))
+    pixels = encoder.preprocess(strip)
+    assert pixels.shape == (3, 224, 224)
+    assert max(w * h for w, h in made) <= 256 * 1024, made
+    centre = strip.crop((0, 510, 1, 514))  # its centred 1 x 4 part
+    assert np.array_equal(pixels, encoder.preprocess(centre))
+    on_device = (
+        resize_and_crop(torch.from_numpy(np.array(strip)).permute(2, 0, 1), resize=256, crop=224) - 127.0
+    ) / 128.0
+    assert np.abs(on_device.numpy() - pixels).max() <= 2 / 128  # the device's bicubic, within rounding
+    wide = Image.fromarray(rng.integers(0, 256, (100, 400, 3), dtype=np.uint8))  # 4:1, not cut
+    made.clear()
+    encoder.preprocess(wide)
+    assert made == [(1024, 256)]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..imaging import centre_box
 from .base import Encoder, ImageEmbeddings, l2_normalize
 
 
@@ -55,7 +56,10 @@ class CLIPEncoder(Encoder):
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         self.ensure_loaded()
-        return self.processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
+        box = centre_box(*image.size)  # the processor reads a centred square: a long strip's ends are cut first
+        return self.processor(images=(image.crop(box) if box else image).convert("RGB"), return_tensors="np")[
+            "pixel_values"
+        ][0]
 
     @staticmethod
     def _tensor(out: Any) -> Any:

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..conf import semantic_settings
+from ..imaging import centre_box
 from .base import Encoder, ImageEmbeddings, l2_normalize
 from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
 from .cache import cache_dir, digest, file_lock, load_arrays, save_arrays
@@ -328,6 +329,9 @@ class ConSEEncoder(Encoder):
     def preprocess(self, image: Image.Image) -> np.ndarray:
         crop, resize = self.network.side, self.network.resize
         image = image.convert("RGB")
+        box = centre_box(*image.size)  # the ends of a long strip, which the crop never reads
+        if box is not None:
+            image = image.crop(box)
         w, h = image.size
         scale = resize / min(w, h)
         image = image.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.Resampling.BICUBIC)
