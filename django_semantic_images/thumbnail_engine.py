@@ -1,4 +1,4 @@
-"""sorl-thumbnail's Pillow engine, which also reads greyscale images of more than 8 bits.
+"""sorl-thumbnail's Pillow engine, which also reads greyscale images of more than 8 bits, and never EPS.
 
 Pillow opens a 16-bit greyscale PNG (or TIFF) as mode ``"I;16"`` (some as ``"I"``), and sorl-thumbnail
 converts it to RGB as it is: Pillow clips every value above 255, nearly all of such a picture, and
@@ -6,14 +6,20 @@ the thumbnail was all white. sorl-thumbnail has no option for it, so this subcla
 values from 16 bits to 8 first; everything else is sorl-thumbnail's own. A site opts in with
 ``THUMBNAIL_ENGINE = "django_semantic_images.thumbnail_engine.Engine"`` (the example site does);
 the app does not swap sorl-thumbnail's engine behind the site's back.
+
+It opens only the formats the pipeline reads (``imaging.readable_formats``): not EPS, which
+Pillow draws by running Ghostscript on the file's PostScript.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from PIL import Image
 from sorl.thumbnail.engines.pil_engine import Engine as PillowEngine
+
+from .imaging import readable_formats
 
 #: Pillow's modes of greyscale wider than 8 bits, read as 16-bit values ("I": 32-bit integers, as
 #: Pillow opens some 16-bit files; values above 65535 end white).
@@ -23,7 +29,11 @@ TO_8_BITS = 255 / 65535
 
 
 class Engine(PillowEngine):
-    """sorl-thumbnail's ``pil_engine.Engine``, with wide greyscale scaled to 8 bits (mode ``"L"``)."""
+    """sorl-thumbnail's ``pil_engine.Engine``, with wide greyscale scaled to 8 bits (mode ``"L"``)
+    and the formats of ``readable_formats`` only."""
+
+    def get_image(self, source: Any) -> Image.Image:
+        return Image.open(io.BytesIO(source.read()), formats=readable_formats())
 
     def _colorspace(self, image: Image.Image, colorspace: str, format: str) -> Any:  # noqa: A002 - sorl's name
         if image.mode in WIDE_GREY:

@@ -395,3 +395,16 @@ def test_an_upload_under_a_deleted_rows_file_name_gets_its_own_thumbnail(api, ma
         new.save()
     assert new.image.name == name  # the free name, taken again
     assert near(color_at(api, results_by_id(api)[new.pk]["thumbnail_url"]), (0, 0, 255))
+
+
+def test_the_thumbnail_engine_never_opens_postscript():
+    """Pillow draws EPS by running Ghostscript on the file: the engine refuses it, as the pipeline
+    and the searches by photo do, and opens the rest as before."""
+    from PIL import UnidentifiedImageError
+
+    from django_semantic_images.thumbnail_engine import Engine
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n"
+    with pytest.raises(UnidentifiedImageError):
+        Engine().get_image(io.BytesIO(eps))
+    assert Engine().get_image(io.BytesIO(image_bytes(Image.new("RGB", (8, 8)), "PNG"))).size == (8, 8)
