@@ -36,6 +36,7 @@ from .expressions import SemanticDistance, VisualDistance
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_session_settings, hnsw_settings, settings_sql, stash_and_set_sql, unstash_sql
+from .replica import reachable
 
 #: The order of a ranked queryset: by distance, then by primary key, so that rows at one distance
 #: (identical vectors) come in one order in every query and each row is on one page only. The
@@ -212,6 +213,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         ``delete()`` or ``select_for_update()`` goes where Django's routers send writes, and an
         explicit ``using()`` wins. Only for a model whose reads the routers leave on the default
         alias (the one the replica copies): a model they read from another alias is searched there.
+        A replica that cannot be reached is left out for a while (``replica.reachable``).
         """
         alias = semantic_settings.SEARCH_DATABASE
         state: Any = self  # _for_write, _db and _hints are QuerySet's, not in django-stubs
@@ -219,6 +221,8 @@ class SemanticQuerySetMixin(_QuerySetBase):
         if not alias or not searched or state._for_write or state._db is not None:
             return None
         if router.db_for_read(self.model, **state._hints) != DEFAULT_DB_ALIAS:
+            return None
+        if not reachable(str(alias)):  # a replica that is down: the primary holds the same rows
             return None
         return str(alias)
 

@@ -344,3 +344,31 @@ def test_words_the_text_model_cannot_read_are_matched_as_keywords_on_the_search_
             assert search() == [cat.pk], where
         assert [q["sql"] for q in primary.captured_queries if "LIKE" in q["sql"]] == [], where
         assert any("LIKE" in q["sql"] for q in rep.captured_queries), where
+
+
+def test_a_replica_that_cannot_be_reached_leaves_the_searches_to_the_primary(
+    standby, sample_paths, settings, client, caplog
+):
+    """A standby that is down failed every search (a 500 from the API); now it is logged once and
+    the searches read the primary, until it is tried again after ``replica.RETRY_AFTER``."""
+    from django_semantic_images import replica
+
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    caught_up()
+    standby.stop()
+    connections[REPLICA].close()  # as Django does at the end of each request
+    try:
+        with caplog.at_level("WARNING", logger="django_semantic_images.replica"):
+            ranked = Photo.objects.semantic_search("a cat")
+            assert [p.pk for p in ranked[:5]] == [cat.pk]
+            response = client.get("/api/photos/search/", {"q": "a cat"})
+            assert response.status_code == 200, response.content
+            assert [row["id"] for row in response.json()["results"]] == [cat.pk]
+        assert caplog.text.count(f"The search database '{REPLICA}' cannot be reached") == 1, caplog.text
+        assert ranked.db == "default"
+    finally:
+        standby.start()
+        replica.forget()
+    caught_up()
+    assert Photo.objects.semantic_search("a cat").db == REPLICA  # tried again, and up

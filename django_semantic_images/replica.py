@@ -1,0 +1,54 @@
+"""Whether the search database (``SEARCH_DATABASE``, a replica) can be reached.
+
+A replica that is down would fail every search (an ``OperationalError``, a 500) although the
+primary holds the same rows. Before a search opens its connection to the replica, the replica
+is tried; one that cannot be reached is logged and left out for ``RETRY_AFTER`` seconds, during
+which searches read the primary. A connection that breaks after it was opened fails its query
+as any connection does; Django closes it at the end of the request, and the next search tries
+the replica again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.core.exceptions import SynchronousOnlyOperation
+from django.db import DatabaseError, connections
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a search database that could not be reached is left out.
+RETRY_AFTER = 30.0
+
+_down_until: dict[str, float] = {}
+
+
+def reachable(alias: str) -> bool:
+    """Whether searches may read ``alias``: connected already, or a connection opens now."""
+    until = _down_until.get(alias)
+    if until is not None and time.monotonic() < until:
+        return False
+    connection = connections[alias]
+    if connection.connection is not None:
+        return True
+    try:
+        connection.ensure_connection()
+    except SynchronousOnlyOperation:  # an event loop's thread: the query's own connection will say
+        return True
+    except DatabaseError as exc:
+        logger.warning(
+            "The search database %r cannot be reached (%s); searches read the primary for %.0f s.",
+            alias,
+            str(exc).strip(),
+            RETRY_AFTER,
+        )
+        _down_until[alias] = time.monotonic() + RETRY_AFTER
+        return False
+    _down_until.pop(alias, None)
+    return True
+
+
+def forget() -> None:
+    """Forget which search databases were found down (tests; a site after fixing the replica)."""
+    _down_until.clear()
