@@ -879,3 +879,18 @@ def test_a_storage_fault_keeps_the_servers_path_out_of_the_row_and_its_details_o
     assert response.json() == {
         "detail": f"Photo {photo.pk} could not be embedded (status: failed): a temporary error; it will be tried again."
     }
+
+
+def test_the_plain_list_pages_past_the_searches_offset_cap(client, make_photo, monkeypatch):
+    """The cap on ``offset`` is for ranked pages (an index walk of offset + limit rows); the plain
+    list ended silently at it (``next`` null after 1,020 rows), with rows never listed."""
+    from django_semantic_images.api.pagination import RankedPagination
+
+    monkeypatch.setattr(RankedPagination, "max_offset", 2)
+    first = make_photo(b"not decoded here", name="import.jpg")
+    Photo.objects.bulk_create([Photo(image=first.image.name) for _ in range(6)])
+    seen = [row["id"] for page in walk(client, "/api/photos/", {"limit": 2}) for row in page]
+    assert sorted(seen) == sorted(Photo.objects.values_list("pk", flat=True))
+    assert client.get("/api/photos/", {"offset": 6}).status_code == 200
+    response = client.get(SEARCH, {"q": "a photo", "offset": 4})  # a search keeps its cap
+    assert response.status_code == 400 and "offset" in response.json()

@@ -1,6 +1,7 @@
 """Paging for ranked vector results: ``limit`` (capped), ``offset`` (capped) and a relevance floor.
 
-The same paging serves the plain list of a viewset (no ranking, so no ``min_score``).
+The same paging serves the plain list of a viewset (no ranking, so no ``min_score``, and no cap
+on ``offset``: its deep pages are an ordinary ``OFFSET`` in the site's order).
 
 A ranked page is ``ORDER BY distance, pk LIMIT limit + 1 OFFSET offset``, which the HNSW
 index serves; the extra row tells whether a next page exists, so no page ever counts
@@ -39,9 +40,10 @@ MIN_SCORE_MESSAGE = "min_score must be a number from -1 to 1."
 MIN_RELEVANCE_MESSAGE = "min_relevance must be a number from 0 to 1, such as 0.99."
 #: The actions whose pages are not ranked by a score, so take no ``min_score``.
 UNRANKED_ACTIONS = ("list", "duplicates")
-#: The actions that page a list made in full (every group is found before the first page is
-#: cut), so take any ``offset``.
-UNCAPPED_ACTIONS = ("duplicates",)
+#: The actions whose deep pages cost no index walk, so take any ``offset``: the plain list (the
+#: site's own order, an ordinary ``OFFSET``) and a list made in full (every group of duplicates is
+#: found before the first page is cut).
+UNCAPPED_ACTIONS = ("list", "duplicates")
 
 
 def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
@@ -93,8 +95,8 @@ class RankedPagination(BasePagination):
     def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any]:
         self.request = request
         ranked = is_ranked(queryset)
-        # A list is already in memory (the groups of duplicates/): no deep page costs more.
-        self.capped = not isinstance(queryset, (list, tuple))
+        # A list already in memory (the groups of duplicates/) or the plain list: no deep page walks the index.
+        self.capped = not isinstance(queryset, (list, tuple)) and getattr(view, "action", None) not in UNCAPPED_ACTIONS
         self.limit, self.offset, self.min_score = self.get_params(request, ranked, self.capped)
         calibration = queryset.calibration() if ranked and hasattr(queryset, "calibration") else None
         min_relevance = self.min_relevance if calibration is not None else None  # nothing to cut by
@@ -197,7 +199,7 @@ class RankedPagination(BasePagination):
                 "name": self.offset_query_param,
                 "in": "query",
                 "required": False,
-                "description": "Groups to skip.",
+                "description": "Groups to skip." if getattr(view, "action", None) == "duplicates" else "Rows to skip.",
                 "schema": {"type": "integer", "minimum": 0},
             },
             {
