@@ -10,7 +10,7 @@ NOX    ?=
 PYTEST ?=
 FUZZ_CASES ?= 3000
 
-.PHONY: install demo demo-wagtail test screenshots matrix lint bench fuzz
+.PHONY: install demo demo-wagtail test screenshots matrix lint fuzz
 
 # torch is pinned on the same line as the packages that pull it in, so pip takes the
 # CPU build instead of a multi-GB CUDA one (see docs/installation.md).

@@ -17,7 +17,7 @@ from ..dispatch import request_embedding, use_queue
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..pipeline import lease_until
 
-#: Rows per embedding request (one Celery task, or one in-process call).
+#: Rows handed to ``request_embedding`` at a time (which sends one task per ``BATCH_SIZE`` of them).
 CHUNK = 100
 
 
