@@ -70,6 +70,20 @@ def test_the_onnx_query_model_follows_pooling_prefix_and_width(tiny_bert, tmp_pa
     assert onnx_queries.fingerprint(mean, False) != onnx_queries.fingerprint(text, False)
 
 
+def test_a_folder_under_the_home_folder_loads_as_the_check_finds_it(tiny_bert, tmp_path, monkeypatch):
+    """``~/models/...`` passed the system check (it expands ``~``) and then every encode asked the hub
+    for a repo called ``~/models/...`` (an OSError on every upload and search)."""
+    from django_semantic_images.encoders.text import local_model_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(tiny_bert)
+    text = SentenceEncoder(TextModelSpec(model="~/models/tiny"), "cpu")
+    assert local_model_config("~/models/tiny") is not None
+    assert text.folder == tmp_path / "models" / "tiny"
+    np.testing.assert_allclose(text.encode(TEXTS), direct(tiny_bert, TEXTS, "mean"), atol=1e-5)
+
+
 def test_the_fast_tokenizer_pads_with_the_models_own_pad_token(tiny_bert, tmp_path):
     """A tokenizer.json saved without padding falls back to tokenizer_config.json's pad token."""
     import json

