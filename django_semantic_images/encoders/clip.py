@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .base import Encoder, ImageEmbeddings, l2_normalize
+from .text import missing_model
 
 
 class CLIPEncoder(Encoder):
@@ -43,6 +44,11 @@ class CLIPEncoder(Encoder):
         return self._dim
 
     semantic_dimensions = visual_dimensions
+
+    def missing_requirements(self) -> list[str]:
+        """The model, where it must be had without the network (a folder; a hub name offline)."""
+        why = missing_model(self.model_name)
+        return [] if why is None else [f"its model {self.model_name!r}, which is {why}"]
 
     def load(self) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer

@@ -196,6 +196,24 @@ def looks_like_path(model: str) -> bool:
     return os.path.isabs(model) or model.startswith(("~", ".")) or "\\" in model or model.count("/") > 1
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids the hub: a hub name must then be in the local hub cache."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def missing_model(model: str) -> str | None:
+    """Why ``model`` (a folder or hub name) cannot be had without the network, where it must be: a
+    folder without a readable ``config.json``, or a hub name not in the local hub cache while
+    ``HF_HUB_OFFLINE`` is set; None when it is there (or may be downloaded)."""
+    if local_model_config(model) is not None:
+        return None
+    if looks_like_path(model) or Path(model).expanduser().is_dir():
+        return "no model folder (no readable config.json there)"
+    if hub_offline():
+        return "a hub name that is not in the local hub cache, and HF_HUB_OFFLINE is set"
+    return None
+
+
 def local_model_config(model: str) -> dict[str, Any] | None:
     """The ``config.json`` of ``model`` as found without the network: in its folder, or in the local
     hub cache for a hub name; None when it is not there (or unreadable)."""
