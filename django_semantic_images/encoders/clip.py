@@ -8,6 +8,7 @@ the hub needs network access, which a site with a model mirror or cache has.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,8 @@ class CLIPEncoder(Encoder):
 
     def __init__(self, model: str = "openai/clip-vit-base-patch32", device: str = "auto") -> None:
         super().__init__(device)
-        self.model_name = model
+        self.model_name = model  # the identity's name, as configured
+        self.source = os.path.expanduser(model)  # what transformers loads (it reads ``~`` as a hub name)
         # transformers' auto classes: the concrete types depend on the checkpoint.
         self.model: Any = None
         self.processor: Any = None
@@ -39,7 +41,7 @@ class CLIPEncoder(Encoder):
         if self._dim is None:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(self.model_name)
+            config = AutoConfig.from_pretrained(self.source)
             self._dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
         return self._dim
 
@@ -53,11 +55,11 @@ class CLIPEncoder(Encoder):
     def load(self) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        self.model = AutoModel.from_pretrained(self.model_name).to(self.device).eval()
+        self.model = AutoModel.from_pretrained(self.source).to(self.device).eval()
         if self.device.startswith("cuda"):
             self.model = self.model.half()
-        self.processor = AutoImageProcessor.from_pretrained(self.model_name)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+        self.processor = AutoImageProcessor.from_pretrained(self.source)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         self.ensure_loaded()
