@@ -129,7 +129,8 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                         id="semantic_images.E009",
                     )
                 )
-            bridge = getattr(encoder, "bridge", None)
+            # A bridge that does not fit is not applied (``ignored_bridge``), but named here.
+            bridge = getattr(encoder, "bridge", None) or getattr(encoder, "ignored_bridge", None)
             if bridge is not None and tuple(bridge.weight.shape) != (
                 wanted := (encoder.visual_dimensions, encoder.semantic_dimensions)
             ):

@@ -116,6 +116,8 @@ class ConSEEncoder(Encoder):
         self._store_stamp: tuple[int, ...] | None = None
         #: Why the bridge the store points at cannot be used (None: it can, or there is none).
         self.bridge_error: str | None = None
+        #: The installed bridge left out because it maps other vectors (``bridge_misfit``), for the checks.
+        self.ignored_bridge: LearnedBridge | None = None
         if bridge == "auto":
             directory = default_bridge_dir()
             self._store = BridgeStore(directory) if directory else None
@@ -154,7 +156,29 @@ class ConSEEncoder(Encoder):
                 logger.error("%s", message)
             self.bridge, self.bridge_error, self._store_stamp = None, message, None
             raise ValueError(message) from exc
+        self.ignored_bridge = None
+        misfit = None if bridge is None else self.bridge_misfit(bridge)
+        if bridge is not None and misfit is not None:
+            # One BRIDGE_DIR serves every field: another field's bridge is not this encoder's.
+            logger.error(
+                "The learned bridge %s installed in %s is not used by %s: %s (system checks E011, E015).",
+                bridge.version,
+                self._store.directory,
+                self.image_identity,
+                misfit,
+            )
+            self.ignored_bridge, bridge = bridge, None
         self.bridge, self.bridge_error, self._store_stamp = bridge, None, stamp
+
+    def bridge_misfit(self, bridge: LearnedBridge) -> str | None:
+        """Why ``bridge`` maps other vectors than this encoder's (another CNN's features, another text
+        space: the same widths, so applied it would rank by noise); None when it fits."""
+        if bridge.cnn != self.network.name:
+            return f"it was trained on {bridge.cnn} features, and this encoder runs {self.network.name}"
+        recorded, identities = bridge.text_models, self.text_identities
+        if recorded is not None and recorded != identities:
+            return f"it maps into the space of {', '.join(recorded)}, and this encoder uses {', '.join(identities)}"
+        return None
 
     @property
     def input_side(self) -> int:
