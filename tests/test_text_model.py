@@ -176,3 +176,18 @@ def test_reads_keeps_no_answer_given_before_the_tokenizer_is_there(tiny_bert, tm
     assert encoder.reads("ÿÿÿ ÿÿÿ") is True  # no tokenizer yet: only the script is checked
     shutil.copytree(tiny_bert, tmp_path, dirs_exist_ok=True)
     assert encoder.reads("ÿÿÿ ÿÿÿ") is False
+
+
+def test_a_recipe_change_under_a_fixed_identity_rebuilds_the_cached_class_vectors(tiny_bert, tmp_path):
+    """With ``IDENTITY`` set (the stored vectors' name kept on purpose), the class vectors' cache file
+    was named by it alone: after a change of pooling (or prefix, or length) the class vectors of the
+    old recipe were read back, in another space than the search words."""
+    mean_pooled = {"MODEL": str(tiny_bert), "DIMENSIONS": 32, "IDENTITY": "our-bert-v1"}
+    with override_settings(SEMANTIC_IMAGES={"MODEL_CACHE_DIR": str(tmp_path), "TEXT_MODEL": mean_pooled}):
+        before = ConSEEncoder(device="cpu", bridge=None).cached_class_vectors()[0]
+    cls_pooled = {**mean_pooled, "POOLING": "cls"}
+    with override_settings(SEMANTIC_IMAGES={"MODEL_CACHE_DIR": str(tmp_path), "TEXT_MODEL": cls_pooled}):
+        encoder = ConSEEncoder(device="cpu", bridge=None)
+        cached, fresh = encoder.cached_class_vectors()[0], encoder.class_vectors()[0]
+    assert not np.allclose(before, fresh, atol=1e-3)
+    np.testing.assert_allclose(cached, fresh, atol=1e-5)

@@ -246,7 +246,7 @@ class ConSEEncoder(Encoder):
             "encoder": self.name,
             "version": self.version,
             "text_model": self.text_encoder().weights_fingerprint(),
-            "text_recipe": self.text_spec.identity,
+            "text_recipe": self.text_spec.recipe,  # not IDENTITY alone: the class vectors follow the recipe
             "labels": hashlib.sha256(labels).hexdigest()[:16],
             "prompts": list(self.prompts),
             "center": self.center,

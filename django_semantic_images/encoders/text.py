@@ -141,8 +141,12 @@ class TextModelSpec:
     def identity(self) -> str:
         """Stored (hashed) with every vector: ``IDENTITY`` when set, else every setting. The
         defaults give ``"minilm"`` and a bare model name gives that name, as before the setting."""
-        if self.explicit_identity:
-            return self.explicit_identity
+        return self.explicit_identity or self.recipe
+
+    @property
+    def recipe(self) -> str:
+        """Every setting that changes the vectors, ``IDENTITY`` or not (what caches derived from the
+        vectors are named by); the identity when ``IDENTITY`` is unset."""
         rest: tuple[Any, ...] = (self.pooling, self.query_prefix, self.passage_prefix, self.dimensions, self.max_length)
         if rest == ("mean", "", "", None, 128) and self.common_scale is None:
             return self.model or "minilm"
