@@ -222,3 +222,17 @@ def test_a_downloaded_hub_model_is_named_by_its_files_without_loading_torch(tiny
     # A download without the weights (only the config, as a width check fetches) is left to transformers.
     (text.folder / "model.safetensors").unlink()
     assert SentenceEncoder(TextModelSpec(model="someorg/tiny-bert"), "cpu").folder is None
+
+
+def test_class_vectors_are_made_all_the_same_where_the_cache_cannot_be_locked(tiny_bert, tmp_path):
+    """A read-only (or another user's) MODEL_CACHE_DIR without this recipe's class vectors (after an
+    upgrade or a TEXT_MODEL change) was to cost only the time; the lock file that could not be opened
+    raised instead, and every image upload and search by photo failed."""
+    spec = {"MODEL": str(tiny_bert), "DIMENSIONS": 32}
+    with override_settings(SEMANTIC_IMAGES={"MODEL_CACHE_DIR": str(tmp_path), "TEXT_MODEL": spec}):
+        encoder = ConSEEncoder(device="cpu", bridge=None)
+        path = encoder.class_vectors_path()
+        path.with_suffix(".lock").mkdir()  # as a lock file this process may not open or create
+        vectors, _common = encoder.cached_class_vectors()
+    np.testing.assert_allclose(vectors, encoder.class_vectors()[0], atol=1e-6)
+    assert not path.exists()

@@ -263,13 +263,14 @@ class ConSEEncoder(Encoder):
         shapes = {"vectors": (len(imagenet_classes()), self.semantic_dimensions), "common": (self.semantic_dimensions,)}
         found = load_arrays(path, source, shapes)
         if found is None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                lock = file_lock(path.with_suffix(".lock"))
-            except OSError as exc:
-                logger.warning("The class vectors are not cached (%s): %s", path.parent, exc)
-                return self.class_vectors()
-            with lock:
+            with contextlib.ExitStack() as locked:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    # The lock file opens here: a read-only folder, or another user's lock file, fails.
+                    locked.enter_context(file_lock(path.with_suffix(".lock")))
+                except OSError as exc:
+                    logger.warning("The class vectors are not cached (%s): %s", path.parent, exc)
+                    return self.class_vectors()
                 found = load_arrays(path, source, shapes)  # another process made it meanwhile
                 if found is None:
                     vectors, common = self.class_vectors()
