@@ -336,3 +336,25 @@ def test_prepare_goes_on_past_an_unreadable_installed_bridge(tmp_path, settings)
     finally:
         registry.reset()
     assert "class vectors:" in out.getvalue() and "query model:" in out.getvalue()
+
+
+def test_prepare_fails_where_the_class_vectors_cannot_be_stored(tmp_path, settings, tiny_bert):
+    """A MODEL_CACHE_DIR this process cannot write to: the deploy step said "class vectors: <path>
+    (built)" and succeeded, the file not there, and every process then made them again at its first image."""
+    from django.core.management.base import CommandError
+
+    from django_semantic_images.encoders import registry
+
+    settings.SEMANTIC_IMAGES = {
+        "MODEL_CACHE_DIR": str(tmp_path),
+        "TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 32},
+        "ENCODER_OPTIONS": {"bridge": None},
+    }
+    registry.reset()
+    try:
+        path = ConSEEncoder(device="cpu", bridge=None).class_vectors_path()
+        path.with_suffix(".lock").mkdir()  # as a lock file this process may not open or create
+        with pytest.raises(CommandError, match="class vectors could not be stored"):
+            call_command("semantic_images_prepare", verbosity=0)
+    finally:
+        registry.reset()

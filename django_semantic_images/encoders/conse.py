@@ -327,12 +327,19 @@ class ConSEEncoder(Encoder):
             state = torch.load(self.network.weights_path(), map_location="cpu", weights_only=True)
             self.fc = (state["_fc.weight"].float().numpy(), state["_fc.bias"].float().numpy())
 
-    def prepare(self) -> list[str]:
-        """The class vectors and, where search words take ONNX Runtime, the query model."""
+    def prepare_class_vectors(self) -> str:
+        """The class vectors in ``MODEL_CACHE_DIR``: ``"<path> (found)"`` or ``"(built)"``; a RuntimeError
+        when they could not be stored there (made in memory only, every process would make them again)."""
         path = self.class_vectors_path()
         existed = path.exists()
         self.cached_class_vectors()
-        made = [f"class vectors: {path} ({'found' if existed and path.exists() else 'built'})"]
+        if not path.exists():
+            raise RuntimeError(f"the class vectors could not be stored in {path.parent} (is it writable?)")
+        return f"{path} ({'found' if existed else 'built'})"
+
+    def prepare(self) -> list[str]:
+        """The class vectors and, where search words take ONNX Runtime, the query model."""
+        made = [f"class vectors: {self.prepare_class_vectors()}"]
         if wants_onnx(semantic_settings.IMAGE_RUNTIME, self.device):
             image = onnx_image_model(self.network.weights_path(), cache_dir(), self.network.name)
             made.append(f"image model: {image.path}" if image else "image model: none (the CNN uses torch)")
