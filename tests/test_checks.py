@@ -432,6 +432,24 @@ def test_a_text_model_that_is_missing_or_of_another_width_is_a_system_check_erro
     assert "HF_HUB_OFFLINE" in messages[0].msg
 
 
+def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):
+    """A download cut short (its config in the local hub cache, not its weights) passed the checks,
+    which read the config only, and then under HF_HUB_OFFLINE every upload and search failed."""
+    from django_semantic_images.checks import check_encoders
+    from tests.conftest import hub_cache_with
+
+    hub_cache_with(tiny_bert, tmp_path, monkeypatch)
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "someorg/tiny-bert", "DIMENSIONS": 32}}
+    ids = ("semantic_images.E014", "semantic_images.W004")
+    assert not [m for m in check_encoders() if m.id in ids]  # the whole download
+    next((tmp_path / "hub").rglob("model.safetensors")).unlink()
+    messages = [m for m in check_encoders() if m.id in ids]
+    assert messages and {m.id for m in messages} == {"semantic_images.E014"}
+    assert "HF_HUB_OFFLINE" in messages[0].msg
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert {m.id for m in check_encoders() if m.id in ids} == {"semantic_images.W004"}
+
+
 def test_a_bridge_trained_for_another_text_model_of_the_same_width_is_a_system_check_error(settings, monkeypatch):
     """MiniLM and multilingual-e5-small are both 384-d: only the bridge's record of its text model
     tells that it maps into another space (a bridge saved before the record is not judged)."""

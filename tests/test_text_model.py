@@ -12,6 +12,7 @@ from django_semantic_images.encoders import get_encoder, onnx_queries
 from django_semantic_images.encoders.conse import PROMPTS, ConSEEncoder
 from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder
 from django_semantic_images.encoders.text import SentenceEncoder, TextModelSpec
+from tests.conftest import hub_cache_with
 
 TEXTS = ["a cup of coffee", "a red bicycle in the sun", "cat", ""]
 
@@ -191,22 +192,6 @@ def test_a_recipe_change_under_a_fixed_identity_rebuilds_the_cached_class_vector
         cached, fresh = encoder.cached_class_vectors()[0], encoder.class_vectors()[0]
     assert not np.allclose(before, fresh, atol=1e-3)
     np.testing.assert_allclose(cached, fresh, atol=1e-5)
-
-
-def hub_cache_with(folder, tmp_path, monkeypatch, repo: str = "someorg/tiny-bert") -> None:
-    """``folder`` as the hub's download of ``repo`` in a local hub cache (the layout huggingface_hub
-    writes: a snapshot per revision, ``refs/main`` naming it); the hub itself is never called."""
-    import shutil
-
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    repo_folder = cache / f"models--{repo.replace('/', '--')}"
-    shutil.copytree(folder, repo_folder / "snapshots" / "0123abcd")
-    (repo_folder / "refs").mkdir()
-    (repo_folder / "refs" / "main").write_text("0123abcd")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def test_a_downloaded_hub_model_is_named_by_its_files_without_loading_torch(tiny_bert, tmp_path, monkeypatch):

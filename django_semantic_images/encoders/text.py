@@ -199,7 +199,7 @@ def resolve_model(model: str | None) -> str:
 #: Weights files, one of which a whole download holds (a sharded one its index and every shard).
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 #: Tokenizer files, one of which a whole download holds.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
 
 
 def downloaded_snapshot(model: str) -> Path | None:
@@ -241,12 +241,21 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def is_hub_name(model: str) -> bool:
+    """Whether ``model`` names a hub model rather than a folder (one that exists, or is written as a path)."""
+    return not looks_like_path(model) and not Path(model).expanduser().is_dir()
+
+
 def missing_model(model: str) -> str | None:
     """Why ``model`` (a folder or hub name) cannot be had without the network, where it must be: a
-    folder without a readable ``config.json``, or a hub name not in the local hub cache while
-    ``HF_HUB_OFFLINE`` is set; None when it is there (or may be downloaded)."""
-    if local_model_config(model) is not None:
-        return None
+    folder without a readable ``config.json``, or a hub name not wholly in the local hub cache (a
+    download cut short holds the config but not the weights) while ``HF_HUB_OFFLINE`` is set; None
+    when it is there (or may be downloaded)."""
+    if not is_hub_name(model):
+        return None if local_model_config(model) is not None else "no model folder (no readable config.json there)"
+    if downloaded_snapshot(model) is None and hub_offline():
+        return "a hub name that is not (wholly) in the local hub cache, and HF_HUB_OFFLINE is set"
+    return None
     if looks_like_path(model) or Path(model).expanduser().is_dir():
         return "no model folder (no readable config.json there)"
     if hub_offline():
