@@ -229,7 +229,33 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
                     id="semantic_images.E014",
                 )
             )
+        limit = token_limit(config)
+        if limit is not None and spec.max_length > limit:
+            messages.append(
+                checks.Error(
+                    f"{where} is {name!r}, which reads at most {limit} tokens, but {setting}['MAX_LENGTH'] is "
+                    f"{spec.max_length}: every text longer than {limit} tokens would fail in the model.",
+                    hint=f"Set {setting}['MAX_LENGTH'] to {limit} or less.",
+                    obj=model,
+                    id="semantic_images.E014",
+                )
+            )
     return messages
+
+
+#: Model types whose position ids start past the padding token (``max_position_embeddings`` 514 reads 512).
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def token_limit(config: Mapping[str, Any]) -> int | None:
+    """The most tokens a model of ``config`` (its ``config.json``) reads, or None when it does not say."""
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, bool) or not isinstance(positions, int):
+        return None
+    if config.get("model_type") in OFFSET_POSITIONS:
+        pad = config.get("pad_token_id")
+        positions -= (pad if isinstance(pad, int) else 1) + 1
+    return positions
 
 
 #: Settings that hold a whole number of at least 1, and those that may also be None.

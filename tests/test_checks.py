@@ -420,7 +420,7 @@ def test_a_text_model_that_is_missing_or_of_another_width_is_a_system_check_erro
     messages = text_messages()
     assert messages and {m.id for m in messages} == {"semantic_images.E014"}
     assert "32-d" in messages[0].msg and "384-d" in messages[0].msg and "'DIMENSIONS'] to 32" in messages[0].hint
-    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 16}}
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 16, "MAX_LENGTH": 64}}
     assert text_messages() == []
     settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "example-org/not-downloaded-model"}}
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -432,6 +432,18 @@ def test_a_text_model_that_is_missing_or_of_another_width_is_a_system_check_erro
     assert "HF_HUB_OFFLINE" in messages[0].msg
 
 
+def test_a_max_length_past_the_models_positions_is_a_system_check_error(settings, tiny_bert):
+    """The tiny BERT reads 64 tokens; MAX_LENGTH (128 by default) let longer texts through, and every
+    upload or search with one failed in the model ("The size of tensor a (128) must match ... (64)")."""
+    from django_semantic_images.checks import check_encoders
+
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 32}}
+    errors = [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    assert errors and "MAX_LENGTH" in errors[0].msg and "64 tokens" in errors[0].msg
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 32, "MAX_LENGTH": 64}}
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
+
+
 def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):
     """A download cut short (its config in the local hub cache, not its weights) passed the checks,
     which read the config only, and then under HF_HUB_OFFLINE every upload and search failed."""
@@ -439,7 +451,7 @@ def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings,
     from tests.conftest import hub_cache_with
 
     hub_cache_with(tiny_bert, tmp_path, monkeypatch)
-    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "someorg/tiny-bert", "DIMENSIONS": 32}}
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "someorg/tiny-bert", "DIMENSIONS": 32, "MAX_LENGTH": 64}}
     ids = ("semantic_images.E014", "semantic_images.W004")
     assert not [m for m in check_encoders() if m.id in ids]  # the whole download
     next((tmp_path / "hub").rglob("model.safetensors")).unlink()
