@@ -52,6 +52,12 @@ class CLIPEncoder(Encoder):
         why = missing_model(self.model_name)
         return [] if why is None else [f"its model {self.model_name!r}, which is {why}"]
 
+    def prepare(self) -> list[str]:
+        """Load the model once at deploy time (``semantic_images_prepare``): a hub name is downloaded
+        into the local hub cache then, not by the first upload or search."""
+        self.ensure_loaded()
+        return [f"model: {self.model_name} (loaded)"]
+
     def load(self) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
