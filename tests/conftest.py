@@ -315,3 +315,19 @@ def duplicate_photos(django_db_setup, django_db_blocker, sample_paths):
         rows = duplicate_library(sample_paths)
         yield rows
         Photo.objects.all().delete()
+
+
+def hub_cache_with(folder, tmp_path, monkeypatch, repo: str = "someorg/tiny-bert") -> None:
+    """``folder`` as the hub's download of ``repo`` in a local hub cache (the layout huggingface_hub
+    writes: a snapshot per revision, ``refs/main`` naming it); the hub itself is never called."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    repo_folder = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, repo_folder / "snapshots" / "0123abcd")
+    (repo_folder / "refs").mkdir()
+    (repo_folder / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -147,6 +147,21 @@ def test_search_words_longer_than_max_query_length_are_a_400_naming_q(admin_clie
     assert response.content.decode() == "q: the search text is longer than 20 characters."
 
 
+def test_autocomplete_terms_longer_than_max_query_length_are_a_400_naming_term(admin_client, photos, settings):
+    """Django's autocomplete (an album's ``autocomplete_fields`` picking its cover photo) searched
+    by meaning, and over the search fields, a term of any length."""
+    settings.SEMANTIC_IMAGES = {"MAX_QUERY_LENGTH": 20}
+    url = reverse("admin:autocomplete")
+    params = {"app_label": "multifield", "model_name": "photoalbum", "field_name": "cover"}
+    found = admin_client.get(url, {**params, "term": "a cup of coffee"})
+    assert found.status_code == 200
+    assert found.json()["results"][0]["id"] == str(photos["coffee"].pk)
+    settings.DEBUG = True  # the 400's message, as the technical page shows it
+    response = admin_client.get(url, {**params, "term": "a b " * 6})
+    assert response.status_code == 400
+    assert "term: the search text is longer than 20 characters." in response.content.decode()
+
+
 # -- similar images and search by photo ----------------------------------------
 
 

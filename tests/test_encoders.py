@@ -107,6 +107,30 @@ def test_clip_backend_loads_a_saved_model_from_a_folder(tiny_clip, sample_paths)
     assert encoder.identity.startswith("clip:")
 
 
+def test_clip_backend_loads_a_folder_under_the_home_folder(tiny_clip, tmp_path, monkeypatch):
+    """``~/models/clip`` passed the system check (it expands ``~``), then transformers took it for a hub name."""
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "clip").symlink_to(tiny_clip)
+    encoder = CLIPEncoder(model="~/clip", device="cpu")
+    assert encoder.missing_requirements() == []
+    assert encoder.visual_dimensions == 16
+    np.testing.assert_allclose(
+        encoder.encode_texts(["a cat"]), CLIPEncoder(model=str(tiny_clip), device="cpu").encode_texts(["a cat"])
+    )
+
+
+def test_clip_prepare_loads_the_model_at_deploy_time(tiny_clip):
+    """``semantic_images_prepare`` said "nothing to prepare" for CLIP: a hub name was then downloaded by
+    the first upload or search (hundreds of MB inside a web request, past gunicorn's 30 s timeout)."""
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    encoder = CLIPEncoder(model=str(tiny_clip), device="cpu")
+    assert encoder.prepare() == [f"model: {tiny_clip} (loaded)"]
+    assert encoder.model is not None and encoder.tokenizer is not None
+
+
 def test_clip_backend_resolves_hub_names_through_transformers(tiny_clip, monkeypatch):
     """A hub name goes to transformers' from_pretrained; the hub itself is mocked (no network here)."""
     import transformers

@@ -314,3 +314,47 @@ def test_a_workers_preload_logs_an_unreadable_bridge_instead_of_raising(tmp_path
     assert any(path.name in r.getMessage() and "cannot embed" in r.getMessage() for r in caplog.records), [
         r.getMessage() for r in caplog.records
     ]
+
+
+def test_prepare_goes_on_past_an_unreadable_installed_bridge(tmp_path, settings):
+    """The deploy step named each encoder by its identity, which reads the installed bridge: a bridge
+    file cut short (system check E016; searches go on without it) ended the command with a traceback
+    after the first encoder, the cache left unprepared for the rest."""
+    from io import StringIO
+
+    from django_semantic_images.encoders import registry
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+
+    store = BridgeStore(tmp_path)
+    path = store.install(LearnedBridge(np.zeros((1280, 384), np.float32), np.zeros(384, np.float32)))
+    path.write_bytes(path.read_bytes()[:100])
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path)}
+    registry.reset()
+    out = StringIO()
+    try:
+        call_command("semantic_images_prepare", stdout=out)
+    finally:
+        registry.reset()
+    assert "class vectors:" in out.getvalue() and "query model:" in out.getvalue()
+
+
+def test_prepare_fails_where_the_class_vectors_cannot_be_stored(tmp_path, settings, tiny_bert):
+    """A MODEL_CACHE_DIR this process cannot write to: the deploy step said "class vectors: <path>
+    (built)" and succeeded, the file not there, and every process then made them again at its first image."""
+    from django.core.management.base import CommandError
+
+    from django_semantic_images.encoders import registry
+
+    settings.SEMANTIC_IMAGES = {
+        "MODEL_CACHE_DIR": str(tmp_path),
+        "TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 32},
+        "ENCODER_OPTIONS": {"bridge": None},
+    }
+    registry.reset()
+    try:
+        path = ConSEEncoder(device="cpu", bridge=None).class_vectors_path()
+        path.with_suffix(".lock").mkdir()  # as a lock file this process may not open or create
+        with pytest.raises(CommandError, match="class vectors could not be stored"):
+            call_command("semantic_images_prepare", verbosity=0)
+    finally:
+        registry.reset()

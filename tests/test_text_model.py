@@ -12,6 +12,7 @@ from django_semantic_images.encoders import get_encoder, onnx_queries
 from django_semantic_images.encoders.conse import PROMPTS, ConSEEncoder
 from django_semantic_images.encoders.onnx_queries import OnnxQueryEncoder
 from django_semantic_images.encoders.text import SentenceEncoder, TextModelSpec
+from tests.conftest import hub_cache_with
 
 TEXTS = ["a cup of coffee", "a red bicycle in the sun", "cat", ""]
 
@@ -68,6 +69,20 @@ def test_the_onnx_query_model_follows_pooling_prefix_and_width(tiny_bert, tmp_pa
     # Another pooling or width is another file, never the cached one of the mean-pooled model.
     mean = SentenceEncoder(TextModelSpec(model=str(tiny_bert)), "cpu")
     assert onnx_queries.fingerprint(mean, False) != onnx_queries.fingerprint(text, False)
+
+
+def test_a_folder_under_the_home_folder_loads_as_the_check_finds_it(tiny_bert, tmp_path, monkeypatch):
+    """``~/models/...`` passed the system check (it expands ``~``) and then every encode asked the hub
+    for a repo called ``~/models/...`` (an OSError on every upload and search)."""
+    from django_semantic_images.encoders.text import local_model_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(tiny_bert)
+    text = SentenceEncoder(TextModelSpec(model="~/models/tiny"), "cpu")
+    assert local_model_config("~/models/tiny") is not None
+    assert text.folder == tmp_path / "models" / "tiny"
+    np.testing.assert_allclose(text.encode(TEXTS), direct(tiny_bert, TEXTS, "mean"), atol=1e-5)
 
 
 def test_the_fast_tokenizer_pads_with_the_models_own_pad_token(tiny_bert, tmp_path):
@@ -162,3 +177,47 @@ def test_reads_keeps_no_answer_given_before_the_tokenizer_is_there(tiny_bert, tm
     assert encoder.reads("ÿÿÿ ÿÿÿ") is True  # no tokenizer yet: only the script is checked
     shutil.copytree(tiny_bert, tmp_path, dirs_exist_ok=True)
     assert encoder.reads("ÿÿÿ ÿÿÿ") is False
+
+
+def test_a_recipe_change_under_a_fixed_identity_rebuilds_the_cached_class_vectors(tiny_bert, tmp_path):
+    """With ``IDENTITY`` set (the stored vectors' name kept on purpose), the class vectors' cache file
+    was named by it alone: after a change of pooling (or prefix, or length) the class vectors of the
+    old recipe were read back, in another space than the search words."""
+    mean_pooled = {"MODEL": str(tiny_bert), "DIMENSIONS": 32, "IDENTITY": "our-bert-v1"}
+    with override_settings(SEMANTIC_IMAGES={"MODEL_CACHE_DIR": str(tmp_path), "TEXT_MODEL": mean_pooled}):
+        before = ConSEEncoder(device="cpu", bridge=None).cached_class_vectors()[0]
+    cls_pooled = {**mean_pooled, "POOLING": "cls"}
+    with override_settings(SEMANTIC_IMAGES={"MODEL_CACHE_DIR": str(tmp_path), "TEXT_MODEL": cls_pooled}):
+        encoder = ConSEEncoder(device="cpu", bridge=None)
+        cached, fresh = encoder.cached_class_vectors()[0], encoder.class_vectors()[0]
+    assert not np.allclose(before, fresh, atol=1e-3)
+    np.testing.assert_allclose(cached, fresh, atol=1e-5)
+
+
+def test_a_downloaded_hub_model_is_named_by_its_files_without_loading_torch(tiny_bert, tmp_path, monkeypatch):
+    """A hub name was fingerprinted by loading the torch model (every tensor hashed) in every process that
+    searched, though the ONNX query model needs neither torch nor the weights: seconds and hundreds of
+    MB per web process, and a call to the hub at each start. Its downloaded folder is read instead."""
+    hub_cache_with(tiny_bert, tmp_path, monkeypatch)
+    text = SentenceEncoder(TextModelSpec(model="someorg/tiny-bert"), "cpu")
+    assert text.folder == tmp_path / "hub" / "models--someorg--tiny-bert" / "snapshots" / "0123abcd"
+    assert text.weights_fingerprint() == SentenceEncoder(str(tiny_bert), "cpu").weights_fingerprint()
+    assert text.model is None  # not loaded for it
+    np.testing.assert_allclose(text.encode(TEXTS), direct(tiny_bert, TEXTS, "mean"), atol=1e-5)
+    # A download without the weights (only the config, as a width check fetches) is left to transformers.
+    (text.folder / "model.safetensors").unlink()
+    assert SentenceEncoder(TextModelSpec(model="someorg/tiny-bert"), "cpu").folder is None
+
+
+def test_class_vectors_are_made_all_the_same_where_the_cache_cannot_be_locked(tiny_bert, tmp_path):
+    """A read-only (or another user's) MODEL_CACHE_DIR without this recipe's class vectors (after an
+    upgrade or a TEXT_MODEL change) was to cost only the time; the lock file that could not be opened
+    raised instead, and every image upload and search by photo failed."""
+    spec = {"MODEL": str(tiny_bert), "DIMENSIONS": 32}
+    with override_settings(SEMANTIC_IMAGES={"MODEL_CACHE_DIR": str(tmp_path), "TEXT_MODEL": spec}):
+        encoder = ConSEEncoder(device="cpu", bridge=None)
+        path = encoder.class_vectors_path()
+        path.with_suffix(".lock").mkdir()  # as a lock file this process may not open or create
+        vectors, _common = encoder.cached_class_vectors()
+    np.testing.assert_allclose(vectors, encoder.class_vectors()[0], atol=1e-6)
+    assert not path.exists()

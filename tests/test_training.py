@@ -13,6 +13,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from django_semantic_images.encoders import get_encoder, registry
 from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.pipeline import embed_instances
 from photos.models import Photo
 
@@ -220,6 +221,20 @@ def test_a_corrupt_bridge_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a numpy file")
     with pytest.raises(ValueError, match="not a readable bridge file"):
         LearnedBridge.load(bad)
+
+
+@pytest.mark.parametrize("pointer", ['{"version": "abc123"}', '["bridge-abc123.npz"]', '"abc123"', '{"file": 7}'])
+def test_a_pointer_that_names_no_bridge_file_is_a_clear_error_not_a_broken_encoder(tmp_path, pointer):
+    """A current.json written by hand (a rollback to a version) or by another tool: valid JSON without
+    ``file`` raised a KeyError (or TypeError) building the encoder, so every search failed too."""
+    store = BridgeStore(tmp_path)
+    store.pointer.write_text(pointer)
+    with pytest.raises(ValueError, match="not a readable bridge pointer"):
+        store.current()
+    assert store.current_version() == "unreadable"
+    with override_settings(SEMANTIC_IMAGES={"BRIDGE_DIR": str(tmp_path)}):
+        encoder = ConSEEncoder(device="cpu")  # searches need no bridge: the encoder is built
+    assert encoder.bridge is None and "current.json" in encoder.bridge_error
 
 
 def test_collecting_training_data_reads_in_chunks_and_gives_the_same_data(make_photo, sample_paths):

@@ -17,7 +17,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ORDER_VAR, SEARCH_VAR
 from django.core import checks
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -45,6 +45,8 @@ DETAILS = "embedding_details"
 SUGGESTIONS = "embedding_suggestions"
 #: The request attribute that carries the visual ranking from changelist_view to get_search_results.
 RANKING_ATTR = "_semantic_visual_ranking"
+#: The parameter of Django's autocomplete view (``autocomplete_fields``) that carries the search words.
+AUTOCOMPLETE_VAR = "term"
 
 
 def top_pks(queryset: QuerySet, distance: Any, column: str, limit: int, field: ImageEmbeddingField) -> list[Any]:
@@ -236,6 +238,11 @@ class SemanticSearchAdminMixin(_AdminBase):
         return VisualRanking(vector=np.asarray(vector, dtype=np.float32).tolist(), kind="similar", source=source)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        limit = int(semantic_settings.MAX_QUERY_LENGTH)
+        if len(search_term) > limit:
+            # Reached past changelist_view's check: Django's autocomplete (``?term=``) or a site's view.
+            var = AUTOCOMPLETE_VAR if request.GET.get(AUTOCOMPLETE_VAR) == search_term else SEARCH_VAR
+            raise BadRequest(f"{var}: the search text is longer than {limit} characters.")
         field = self.get_embedding_field()
         # The rows listed need no vector values: parsing them costs ~0.8 ms a row (docs/admin.md).
         queryset = queryset.defer(field.visual_field, field.semantic_field)

@@ -182,13 +182,20 @@ class BridgeStore:
         return self.directory / f"bridge-{version}.npz"
 
     def current_info(self) -> dict[str, Any] | None:
-        """The pointer's content (version, file, installed_at, metrics), or None."""
+        """The pointer's content (version, file, installed_at, metrics), or None; a ValueError for one
+        that cannot be read or names no bridge file of this folder (a hand-written ``{"version": ...}``)."""
         try:
-            return json.loads(self.pointer.read_text("utf-8"))
+            info = json.loads(self.pointer.read_text("utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             raise ValueError(f"{self.pointer} is not a readable bridge pointer: {exc}") from exc
+        if not info:
+            return None
+        file = info.get("file") if isinstance(info, dict) else None
+        if not isinstance(file, str) or Path(file).name != file or not file:
+            raise ValueError(f"{self.pointer} is not a readable bridge pointer: it names no bridge file ({info!r}).")
+        return info
 
     def current(self) -> LearnedBridge | None:
         """The bridge in use, or None when none is installed."""

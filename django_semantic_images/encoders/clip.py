@@ -8,6 +8,7 @@ the hub needs network access, which a site with a model mirror or cache has.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from ..imaging import centre_box
 from .base import Encoder, ImageEmbeddings, l2_normalize
+from .text import missing_model
 
 
 class CLIPEncoder(Encoder):
@@ -23,7 +25,8 @@ class CLIPEncoder(Encoder):
 
     def __init__(self, model: str = "openai/clip-vit-base-patch32", device: str = "auto") -> None:
         super().__init__(device)
-        self.model_name = model
+        self.model_name = model  # the identity's name, as configured
+        self.source = os.path.expanduser(model)  # what transformers loads (it reads ``~`` as a hub name)
         # transformers' auto classes: the concrete types depend on the checkpoint.
         self.model: Any = None
         self.processor: Any = None
@@ -39,20 +42,31 @@ class CLIPEncoder(Encoder):
         if self._dim is None:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(self.model_name)
+            config = AutoConfig.from_pretrained(self.source)
             self._dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
         return self._dim
 
     semantic_dimensions = visual_dimensions
 
+    def missing_requirements(self) -> list[str]:
+        """The model, where it must be had without the network (a folder; a hub name offline)."""
+        why = missing_model(self.model_name)
+        return [] if why is None else [f"its model {self.model_name!r}, which is {why}"]
+
+    def prepare(self) -> list[str]:
+        """Load the model once at deploy time (``semantic_images_prepare``): a hub name is downloaded
+        into the local hub cache then, not by the first upload or search."""
+        self.ensure_loaded()
+        return [f"model: {self.model_name} (loaded)"]
+
     def load(self) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        self.model = AutoModel.from_pretrained(self.model_name).to(self.device).eval()
+        self.model = AutoModel.from_pretrained(self.source).to(self.device).eval()
         if self.device.startswith("cuda"):
             self.model = self.model.half()
-        self.processor = AutoImageProcessor.from_pretrained(self.model_name)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+        self.processor = AutoImageProcessor.from_pretrained(self.source)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         self.ensure_loaded()

@@ -117,6 +117,8 @@ class ConSEEncoder(Encoder):
         self._store_stamp: tuple[int, ...] | None = None
         #: Why the bridge the store points at cannot be used (None: it can, or there is none).
         self.bridge_error: str | None = None
+        #: The installed bridge left out because it maps other vectors (``bridge_misfit``), for the checks.
+        self.ignored_bridge: LearnedBridge | None = None
         if bridge == "auto":
             directory = default_bridge_dir()
             self._store = BridgeStore(directory) if directory else None
@@ -155,7 +157,29 @@ class ConSEEncoder(Encoder):
                 logger.error("%s", message)
             self.bridge, self.bridge_error, self._store_stamp = None, message, None
             raise ValueError(message) from exc
+        self.ignored_bridge = None
+        misfit = None if bridge is None else self.bridge_misfit(bridge)
+        if bridge is not None and misfit is not None:
+            # One BRIDGE_DIR serves every field: another field's bridge is not this encoder's.
+            logger.error(
+                "The learned bridge %s installed in %s is not used by %s: %s (system checks E011, E015).",
+                bridge.version,
+                self._store.directory,
+                self.image_identity,
+                misfit,
+            )
+            self.ignored_bridge, bridge = bridge, None
         self.bridge, self.bridge_error, self._store_stamp = bridge, None, stamp
+
+    def bridge_misfit(self, bridge: LearnedBridge) -> str | None:
+        """Why ``bridge`` maps other vectors than this encoder's (another CNN's features, another text
+        space: the same widths, so applied it would rank by noise); None when it fits."""
+        if bridge.cnn != self.network.name:
+            return f"it was trained on {bridge.cnn} features, and this encoder runs {self.network.name}"
+        recorded, identities = bridge.text_models, self.text_identities
+        if recorded is not None and recorded != identities:
+            return f"it maps into the space of {', '.join(recorded)}, and this encoder uses {', '.join(identities)}"
+        return None
 
     @property
     def input_side(self) -> int:
@@ -223,7 +247,7 @@ class ConSEEncoder(Encoder):
             "encoder": self.name,
             "version": self.version,
             "text_model": self.text_encoder().weights_fingerprint(),
-            "text_recipe": self.text_spec.identity,
+            "text_recipe": self.text_spec.recipe,  # not IDENTITY alone: the class vectors follow the recipe
             "labels": hashlib.sha256(labels).hexdigest()[:16],
             "prompts": list(self.prompts),
             "center": self.center,
@@ -240,13 +264,14 @@ class ConSEEncoder(Encoder):
         shapes = {"vectors": (len(imagenet_classes()), self.semantic_dimensions), "common": (self.semantic_dimensions,)}
         found = load_arrays(path, source, shapes)
         if found is None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                lock = file_lock(path.with_suffix(".lock"))
-            except OSError as exc:
-                logger.warning("The class vectors are not cached (%s): %s", path.parent, exc)
-                return self.class_vectors()
-            with lock:
+            with contextlib.ExitStack() as locked:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    # The lock file opens here: a read-only folder, or another user's lock file, fails.
+                    locked.enter_context(file_lock(path.with_suffix(".lock")))
+                except OSError as exc:
+                    logger.warning("The class vectors are not cached (%s): %s", path.parent, exc)
+                    return self.class_vectors()
                 found = load_arrays(path, source, shapes)  # another process made it meanwhile
                 if found is None:
                     vectors, common = self.class_vectors()
@@ -303,12 +328,19 @@ class ConSEEncoder(Encoder):
             state = torch.load(self.network.weights_path(), map_location="cpu", weights_only=True)
             self.fc = (state["_fc.weight"].float().numpy(), state["_fc.bias"].float().numpy())
 
-    def prepare(self) -> list[str]:
-        """The class vectors and, where search words take ONNX Runtime, the query model."""
+    def prepare_class_vectors(self) -> str:
+        """The class vectors in ``MODEL_CACHE_DIR``: ``"<path> (found)"`` or ``"(built)"``; a RuntimeError
+        when they could not be stored there (made in memory only, every process would make them again)."""
         path = self.class_vectors_path()
         existed = path.exists()
         self.cached_class_vectors()
-        made = [f"class vectors: {path} ({'found' if existed and path.exists() else 'built'})"]
+        if not path.exists():
+            raise RuntimeError(f"the class vectors could not be stored in {path.parent} (is it writable?)")
+        return f"{path} ({'found' if existed else 'built'})"
+
+    def prepare(self) -> list[str]:
+        """The class vectors and, where search words take ONNX Runtime, the query model."""
+        made = [f"class vectors: {self.prepare_class_vectors()}"]
         if wants_onnx(semantic_settings.IMAGE_RUNTIME, self.device):
             image = onnx_image_model(self.network.weights_path(), cache_dir(), self.network.name)
             made.append(f"image model: {image.path}" if image else "image model: none (the CNN uses torch)")

