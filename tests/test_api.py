@@ -881,6 +881,23 @@ def test_a_storage_fault_keeps_the_servers_path_out_of_the_row_and_its_details_o
     }
 
 
+def test_a_fault_that_kept_coming_back_keeps_its_details_out_of_the_api(client, make_photo, sample_paths):
+    """After the last try (``Gave up after 5 attempts: ...``) the fault's own words, which may name
+    the database's host, still stay with the staff."""
+    from django_semantic_images.pipeline import TRANSIENT_PREFIX, transient_error
+
+    photo = make_photo(sample_paths["rocket"])
+    reason = 'OperationalError: connection to server at "db-primary.internal" (10.0.0.5), port 5432 failed'
+    error = transient_error(f"{TRANSIENT_PREFIX}(attempt 4 of 5) {reason}", reason)
+    assert error.startswith("Gave up after 5 attempts: ")
+    Photo.objects.filter(pk=photo.pk).update(embedding_status="failed", embedding_error=error)
+    response = client.get(similar_url(photo.pk))
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert detail.startswith(f"Photo {photo.pk} could not be embedded (status: failed): temporary errors")
+    assert "db-primary" not in detail and "10.0.0.5" not in detail, detail
+
+
 def test_the_plain_list_pages_past_the_searches_offset_cap(client, make_photo, monkeypatch):
     """The cap on ``offset`` is for ranked pages (an index walk of offset + limit rows); the plain
     list ended silently at it (``next`` null after 1,020 rows), with rows never listed."""
