@@ -56,14 +56,19 @@ class TransientError(Exception):
 #: ``embedding_error`` of a row whose retries ran out on a fault that may pass;
 #: the sweep queues such rows again (a permanently bad image is never retried).
 TRANSIENT_PREFIX = "Temporary failure, will be retried: "
+#: ``embedding_error`` of a row failed for good after ``TRANSIENT_ATTEMPTS`` such faults; the
+#: fault's own words follow.
+GAVE_UP_PREFIX = "Gave up after "
 
 
 def public_reason(error: str) -> str:
     """A failed row's ``error`` as the site's visitors may read it (the public APIs): the reason
     about the file, or for a temporary fault only that (its own words, about the site's storage
-    or database, may name servers: they stay with the staff)."""
+    or database, may name servers: they stay with the staff), also once the tries ran out."""
     if error.startswith(TRANSIENT_PREFIX):
         return "a temporary error; it will be tried again."
+    if error.startswith(GAVE_UP_PREFIX):
+        return "temporary errors, too many times; it is not tried again until it is re-embedded."
     return error or "no reason was recorded"
 
 
@@ -111,7 +116,7 @@ def transient_error(previous: str, reason: str) -> str:
         tries = int(found.group(1)) if found else 1
     tries += 1
     if tries >= TRANSIENT_ATTEMPTS:
-        return f"Gave up after {tries} attempts: {reason}"
+        return f"{GAVE_UP_PREFIX}{tries} attempts: {reason}"
     return f"{TRANSIENT_PREFIX}(attempt {tries} of {TRANSIENT_ATTEMPTS}) {reason}"
 
 

@@ -18,6 +18,7 @@ import pytest
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
 from django.db import connection
 from django_filters import rest_framework as filters
 from PIL import Image, ImageOps, features
@@ -25,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 
 from django_semantic_images.api.serializers import NOT_BLANK
-from django_semantic_images.api.viewsets import filterset_multi_valued
+from django_semantic_images.api.viewsets import MULTIPART_OVERHEAD, filterset_multi_valued
 from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
@@ -736,6 +737,47 @@ def test_an_oversized_upload_is_refused_with_413(client, small_uploads, size):
     assert "limit is 20,000 bytes" in response.json()["detail"]
 
 
+class CountingUploadHandler(FileUploadHandler):
+    """Records the size of each chunk of an uploaded file that Django's multipart parser reads."""
+
+    chunks: list[int] = []
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        self.chunks.append(len(raw_data))
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
+def test_a_signed_in_callers_oversized_upload_is_refused_before_its_body_is_read(
+    small_uploads, settings, django_user_model
+):
+    """A session's POST is CSRF-checked, and Django's check reads the form (the whole upload, to a
+    temporary file): the declared Content-Length must be refused before, as for anonymous callers."""
+    settings.FILE_UPLOAD_HANDLERS = [f"{__name__}.CountingUploadHandler", *settings.FILE_UPLOAD_HANDLERS]
+    CountingUploadHandler.chunks.clear()
+    cache.clear()
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(django_user_model.objects.create_user("uploader", "uploader@example.com", "password"))
+    client.get("/")  # the search page sets the CSRF cookie, whose token the page's script sends
+    data = jpeg((1200, 1200), quality=95)
+    assert len(data) > 20_000 + MULTIPART_OVERHEAD
+    response = client.post(
+        SEARCH, {"image": upload(data)}, format="multipart", HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value
+    )
+    assert response.status_code == 413, response.content
+    assert CountingUploadHandler.chunks == []
+    small = client.post(  # a photo within the limit is read, and searched
+        SEARCH,
+        {"image": upload(jpeg((64, 64)))},
+        format="multipart",
+        HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
+    )
+    assert small.status_code == 200, small.content
+    assert sum(CountingUploadHandler.chunks) == len(jpeg((64, 64)))
+
+
 def test_head_answers_a_search_like_get(client):
     """DRF answers HEAD with the GET action: the same status, so ``q`` is no unknown parameter."""
     for query in ("q=a+cat&limit=3", "q=", "q=cat&colour=red"):
@@ -879,6 +921,23 @@ def test_a_storage_fault_keeps_the_servers_path_out_of_the_row_and_its_details_o
     assert response.json() == {
         "detail": f"Photo {photo.pk} could not be embedded (status: failed): a temporary error; it will be tried again."
     }
+
+
+def test_a_fault_that_kept_coming_back_keeps_its_details_out_of_the_api(client, make_photo, sample_paths):
+    """After the last try (``Gave up after 5 attempts: ...``) the fault's own words, which may name
+    the database's host, still stay with the staff."""
+    from django_semantic_images.pipeline import TRANSIENT_PREFIX, transient_error
+
+    photo = make_photo(sample_paths["rocket"])
+    reason = 'OperationalError: connection to server at "db-primary.internal" (10.0.0.5), port 5432 failed'
+    error = transient_error(f"{TRANSIENT_PREFIX}(attempt 4 of 5) {reason}", reason)
+    assert error.startswith("Gave up after 5 attempts: ")
+    Photo.objects.filter(pk=photo.pk).update(embedding_status="failed", embedding_error=error)
+    response = client.get(similar_url(photo.pk))
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert detail.startswith(f"Photo {photo.pk} could not be embedded (status: failed): temporary errors")
+    assert "db-primary" not in detail and "10.0.0.5" not in detail, detail
 
 
 def test_the_plain_list_pages_past_the_searches_offset_cap(client, make_photo, monkeypatch):

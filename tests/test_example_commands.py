@@ -1,4 +1,5 @@
-"""The example site's commands: load_photos names what it skips; demo stops its database with it."""
+"""The example site's commands: load_photos names what it skips; demo stops its database with it;
+the example sites' settings sign with a key of their own, never one in the repository."""
 
 from __future__ import annotations
 
@@ -148,3 +149,31 @@ def test_demo_stops_its_database_on_sigterm_and_on_ctrl_c(tmp_path):
         leftover = _postmaster(pgdata)
         if leftover is not None and leftover.is_running():
             leftover.send_signal(signal.SIGINT)  # fast shutdown of the server this test started
+
+
+def example_secret_key(settings_module: str, **env: str) -> str:
+    """``SECRET_KEY`` of an example site's settings, imported in a fresh process as ``env`` has it."""
+    root = EXAMPLE.parent
+    environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
+    environ.update(
+        PYTHONPATH=os.pathsep.join(str(root / folder) for folder in ("example_project", "example_wagtail")),
+        DATABASE_URL="postgresql://localhost/unused",  # no database is started to read the settings
+        **env,
+    )
+    code = f"import {settings_module} as s; print(s.SECRET_KEY)"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("module", "site"), [("example_project.settings", "example_project"), ("wagtail_site.settings", "example_wagtail")]
+)
+def test_the_example_sites_secret_key_is_not_one_written_in_the_repository(module, site):
+    """Served as in production (gunicorn.conf.py: DEBUG off), a site must not sign with a key anybody can read."""
+    key = example_secret_key(module, DJANGO_DEBUG="0")
+    assert len(key) >= 50 and example_secret_key(module, DJANGO_DEBUG="0") == key  # the checkout's own, kept
+    sources = [p for p in (EXAMPLE.parent / site).rglob("*.py") if ".pgdata" not in p.parts]
+    assert sources and not [str(p) for p in sources if key in p.read_text()]
+    assert ((EXAMPLE.parent / site / ".secret_key").stat().st_mode & 0o077) == 0  # its owner's only
+    assert example_secret_key(module, DJANGO_SECRET_KEY="given") == "given"

@@ -174,6 +174,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     # -- request checks ---------------------------------------------------------
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        if self.action == "search" and request.method == "POST":
+            # Before authentication: a session's CSRF check reads the form, the whole upload.
+            refuse_declared_oversize(request)
         super().initial(request, *args, **kwargs)
         ensure_utf8(request)
         if self.action in ("list", "search", "similar", "duplicates"):
@@ -408,12 +411,6 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     def image_search(self, request: Request) -> Response:
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)
-        try:
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        if declared > limit + MULTIPART_OVERHEAD:
-            raise PayloadTooLarge(f"The upload is {declared:,} bytes; the limit is {limit:,} bytes.")
         ensure_known(list(request.data), ["image"], where="form body")
         ensure_single(request.data, ["image"])
         body = self.get_serializer(data=request.data)
@@ -505,6 +502,18 @@ def total_order(queryset: QuerySet) -> QuerySet:
     if "?" in ordering or any(isinstance(name, str) and name in keys for name in ordering):
         return queryset
     return queryset.order_by(*ordering, "pk")
+
+
+def refuse_declared_oversize(request: Request) -> None:
+    """``PayloadTooLarge`` for a request whose ``Content-Length`` says its upload is over
+    ``MAX_UPLOAD_BYTES`` (and the form's overhead): refused before anything reads its body."""
+    limit = int(semantic_settings.MAX_UPLOAD_BYTES)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"The upload is {declared:,} bytes; the limit is {limit:,} bytes.")
 
 
 def request_limit_error(exc: Exception) -> Exception:

@@ -1,13 +1,18 @@
-"""Settings of the example site (development only: DEBUG on, fixed secret key)."""
+"""Settings of the example site (development only: DEBUG on unless ``DJANGO_DEBUG=0``).
+
+``SECRET_KEY`` is ``DJANGO_SECRET_KEY``, else a random key of this checkout's own, kept in
+``example_project/.secret_key`` (``secret_key.py``): never one written in the repository.
+"""
 
 import os
 from pathlib import Path
 
 from .database import database_config
+from .secret_key import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+SECRET_KEY = secret_key(BASE_DIR / ".secret_key")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 

@@ -1,17 +1,19 @@
-"""Settings of the Wagtail example site (development only: DEBUG on, fixed secret key).
+"""Settings of the Wagtail example site (development only: DEBUG on unless ``DJANGO_DEBUG=0``).
 
 The database is the Django example site's helper: ``DATABASE_URL`` when set, else an embedded
-PostgreSQL with pgvector whose data lives in ``example_wagtail/.pgdata``.
+PostgreSQL with pgvector whose data lives in ``example_wagtail/.pgdata``. ``SECRET_KEY`` is
+``DJANGO_SECRET_KEY``, else a random key of this checkout's own in ``example_wagtail/.secret_key``.
 """
 
 import os
 from pathlib import Path
 
 from example_project.database import database_config
+from example_project.secret_key import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+SECRET_KEY = secret_key(BASE_DIR / ".secret_key")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 
