@@ -120,3 +120,24 @@ def test_without_onnxruntime_or_with_torch_chosen_the_cnn_runs_in_torch(monkeypa
     assert not onnx_images.wants_onnx("auto", "cuda")  # a GPU keeps torch
     with pytest.raises(ValueError, match="IMAGE_RUNTIME"):
         onnx_images.wants_onnx("tensorrt", "cpu")
+
+
+def test_a_killed_builds_scratch_folder_is_removed_by_the_next_build(tmp_path):
+    """An export killed midway left its scratch folder (up to 90 MB) in the cache folder for good;
+    the next build of the same file removes it, and leaves another file's build alone."""
+    from django_semantic_images.encoders.cache import build_once
+
+    target = tmp_path / "model.onnx"
+    left = tmp_path / ".model.onnx-building-abc123"  # what a killed build of model.onnx leaves
+    left.mkdir()
+    (left / "model.onnx").write_bytes(b"x" * 1000)
+    other = tmp_path / ".other.onnx-building-def456"  # another file's build, perhaps under way
+    other.mkdir()
+
+    def make(scratch):
+        (scratch / "made").write_bytes(b"made")
+        return scratch / "made"
+
+    assert build_once(target, make)
+    assert target.read_bytes() == b"made"
+    assert sorted(p.name for p in tmp_path.iterdir() if "-building-" in p.name) == [other.name]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -61,7 +62,8 @@ def build_once(path: Path, make: Callable[[Path], Path], lock_name: str | None =
     ``path`` and returns it; it is moved into place atomically, under a lock between processes.
 
     True when this call made it; False when it was there already or another process made it
-    while this one waited for the lock.
+    while this one waited for the lock. The scratch folders of a build that was killed (an ONNX
+    export: up to 90 MB) are removed by the next build of the same file, under the same lock.
     """
     if path.exists():
         return False
@@ -69,7 +71,10 @@ def build_once(path: Path, make: Callable[[Path], Path], lock_name: str | None =
     with file_lock(path.parent / (lock_name or f"{path.stem}.lock")):
         if path.exists():
             return False
-        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        prefix = f".{path.name}-building-"
+        for left in path.parent.glob(f"{prefix}*"):  # only a killed build's: a live one would hold the lock
+            shutil.rmtree(left, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=prefix) as scratch:
             os.replace(make(Path(scratch)), path)
     return True
 
