@@ -149,6 +149,9 @@ NOT_INTEGER = "similar_to must be a positive integer"
         # More digits than Python's int() reads (4,300): they were a ValueError (a 500).
         ({"offset": "9" * 5000}, "offset cannot be higher than 9223372036854775807"),
         ({"semantic": "a cat", "limit": "9" * 5000}, "limit cannot be higher than 9223372036854775807"),
+        # Other forms Wagtail's int() reads: digit groups, Arabic-Indic digits (they were a 500 too).
+        ({"offset": "9_" * 20 + "9"}, "offset cannot be higher than 9223372036854775807"),
+        ({"semantic": "a cat", "offset": "\u0669" * 25}, "offset cannot be higher than 9223372036854775807"),
         ({"similar_to": "9" * 5000}, "similar_to image doesn't exist"),
         ({"similar_to": "0" * 5000}, NOT_INTEGER),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),

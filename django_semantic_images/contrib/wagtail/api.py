@@ -150,14 +150,26 @@ class ScoreField(Field):
 MAX_PAGING = MAX_BIGINT
 
 
+def paging_above(raw: str, bound: int) -> bool:
+    """Whether a paging value that Wagtail's ``int()`` reads is above ``bound``: ASCII digits by
+    length (``above``), any other form ``int()`` takes (``+5``, ``9_999``, Arabic-Indic or
+    full-width digits) by its value. False for what ``int()`` refuses: Wagtail's own 400."""
+    stripped = raw.strip()
+    if INTEGER.fullmatch(stripped) is not None:
+        return above(stripped, bound)
+    try:
+        return int(raw) > bound
+    except ValueError:
+        return False
+
+
 class SemanticPagination(WagtailPagination):
     """Wagtail's paging, with an ``offset`` or ``limit`` past what the database takes refused
     with Wagtail's 400 naming the parameter."""
 
     def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> Any:
         for name in ("offset", "limit"):
-            raw = request.GET.get(name, "")
-            if INTEGER.fullmatch(raw.strip()) is not None and above(raw.strip(), MAX_PAGING):
+            if paging_above(request.GET.get(name, ""), MAX_PAGING):
                 raise BadRequestError(f"{name} cannot be higher than {MAX_PAGING}")
         return super().paginate_queryset(queryset, request, view)
 
