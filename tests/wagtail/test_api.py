@@ -391,10 +391,12 @@ def test_rest_search_words_the_text_model_cannot_read_are_matched_as_keywords_wi
     ``tag_names``): ``icontains`` on them was a FieldError, a 500. The image's title, description
     and tag names instead, each image once, within the caller's collections."""
     cat = two_collections["cat"]
-    cat.tags.add("кошка", "рыжая кошка")  # two matching tags: still one row
+    cat.tags.add("кошка", "рыжая кошка", "собака")  # two matching tags: still one row
     api.force_login(two_collections["pets_editor"])
     response = api.get(SEARCH, {"q": "Кошка"})
     assert result_ids(response) == [cat.pk]
+    # Each word in a tag of its own (one join for every word wanted a tag holding both: no rows).
+    assert result_ids(api.get(SEARCH, {"q": "собака рыжая"})) == [cat.pk]
     assert "cannot read Cyrillic" in response.json()["note"]
     assert response.json()["results"][0]["score"] is None
     api.force_login(two_collections["products_editor"])
