@@ -117,6 +117,20 @@ def test_v2_respects_collection_view_restrictions_and_hidden_answers_like_missin
     assert set(item_ids(v2(api, similar_to=cat.pk))) == {image.pk for image in others}
 
 
+def test_v2_ranked_total_count_is_what_paging_through_the_listing_gives(api, indexed_images):
+    """The HNSW index is approximate: it reached 1,992 of 2,000 random vectors, so a count of
+    every image with vectors (1,999) promised pages that came short (offset 1990: 2 items, not 9).
+    A ranked listing holds the nearest ``max_ranked`` (1,000) that the index gives, and counts them."""
+    images, _vectors = indexed_images("visual", [Collection.get_first_root_node()])
+    params = {"similar_to": images[0].pk, "fields": "_,id"}
+    total = v2(api, **params)["meta"]["total_count"]
+    assert len(v2(api, **params, offset=total - 9)["items"]) == 9  # the last page is as counted
+    assert total == 1000
+    assert v2(api, **params, offset=1000)["items"] == []
+    # An unranked listing is Wagtail's: every image counted.
+    assert v2(api, fields="_,id")["meta"]["total_count"] == len(images) + 1
+
+
 ONCE = "semantic must be given once; it was given 2 times"
 RANKED = "{} cannot be combined with {}; results are ranked by {}"
 NOT_INTEGER = "similar_to must be a positive integer"

@@ -28,6 +28,7 @@ from wagtail.api.v2.pagination import WagtailPagination
 from wagtail.api.v2.utils import BadRequestError
 from wagtail.images.api.v2.views import ImagesAPIViewSet
 
+from ...api.pagination import is_ranked
 from ...api.querystring import INTEGER, ensure_utf8
 from ...api.serializers import SearchTextField
 from ...conf import semantic_settings
@@ -165,12 +166,23 @@ def paging_above(raw: str, bound: int) -> bool:
 
 class SemanticPagination(WagtailPagination):
     """Wagtail's paging, with an ``offset`` or ``limit`` past what the database takes refused
-    with Wagtail's 400 naming the parameter."""
+    with Wagtail's 400 naming the parameter.
+
+    A ranked listing holds the ``max_ranked`` nearest images that the HNSW index gives, and
+    ``meta.total_count`` counts those: the index is approximate, and deep in it (or past
+    ``HNSW_MAX_SCAN_TUPLES``) it reaches fewer rows than a count of every image with vectors,
+    so pages promised by such a count came short or empty. Past them a page is empty."""
+
+    #: How many images a ranked listing holds (as the REST API caps ``offset`` at 1,000).
+    max_ranked = 1000
 
     def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> Any:
         for name in ("offset", "limit"):
             if paging_above(request.GET.get(name, ""), MAX_PAGING):
                 raise BadRequestError(f"{name} cannot be higher than {MAX_PAGING}")
+        if is_ranked(queryset):
+            # Its count is then that of the rows the ranked query gives (at most max_ranked).
+            queryset = queryset[: self.max_ranked]
         return super().paginate_queryset(queryset, request, view)
 
 
