@@ -187,6 +187,17 @@ def test_v2_bad_parameters_are_400_naming_them(api, params, message):
     assert response.json()["message"].startswith(message)
 
 
+@pytest.mark.parametrize("raw", ["abc", "", "1.5", "a\x00"])
+def test_v2_find_with_an_id_that_is_not_a_number_is_400_naming_it(api, sample_images, raw):
+    """Wagtail's ``find/?id=`` passed the id to the database lookup as it was: a ValueError, a 500."""
+    response = api.get(V2 + "find/", {"id": raw})
+    assert response.status_code == 400, response.content[:300]
+    assert response.json() == {"message": "id must be an integer"}
+    found = api.get(V2 + "find/", {"id": sample_images["chelsea"].pk})
+    assert found.status_code == 302 and urlsplit(found["Location"]).path == f"{V2}{sample_images['chelsea'].pk}/"
+    assert api.get(V2 + "find/", {"id": "9" * 30}).status_code == 404  # a number no image has: not found
+
+
 def test_v2_search_words_up_to_the_limit_are_answered(api):
     """As many one-letter words as ``?search=`` takes: an answer, not a RecursionError; one more, a 400."""
     from django_semantic_images.contrib.wagtail.api import MAX_SEARCH_WORDS

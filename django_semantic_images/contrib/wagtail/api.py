@@ -227,6 +227,16 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
             if "tags" in params:
                 raise BadRequestError("tags cannot be combined with search (filtering by tag while searching)")
 
+    def find_object(self, queryset: QuerySet, request: Any) -> Any:
+        """Wagtail's ``find/?id=``, with an id that is not a number a 400 naming it (Wagtail passed
+        it to the lookup as it was: a ValueError, a 500)."""
+        if "id" in request.GET:
+            try:
+                queryset.model._meta.pk.get_prep_value(request.GET["id"])
+            except (TypeError, ValueError):
+                raise BadRequestError("id must be an integer") from None
+        return super().find_object(queryset, request)
+
     def listing_view(self, request: Any) -> Any:
         """Wagtail's listing; ``meta.note`` says when ``?semantic=`` words were matched as
         keywords (a script the text model cannot read)."""
