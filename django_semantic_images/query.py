@@ -551,16 +551,23 @@ def similar_to(queryset: models.QuerySet, query: Any, **kwargs: Any) -> Semantic
 
 def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]) -> models.QuerySet:
     """The rows of ``queryset`` holding every whitespace-separated term of ``words`` in one of
-    ``fields`` (``icontains``; no fields: no rows), each row once (a field across a many-valued
-    relation, e.g. ``tags__name``, matches through each related row)."""
+    ``fields`` (``icontains``; no fields: no rows), each row once. A field across a relation
+    (``tags__name``) is matched per term in a subquery, so each term may match another related
+    row (a photo tagged "кот" and "собака" is found by "кот собака"; one join shared by every
+    term wanted a single tag holding both)."""
     terms = words.split()
     if not fields or not terms:
         return queryset.none()
+    direct = [name for name in fields if LOOKUP_SEP not in name]
+    related = [name for name in fields if LOOKUP_SEP in name]
+    rows = queryset.model._base_manager.all()
     match = Q()
     for term in terms:
-        match &= reduce(operator.or_, (Q(**{f"{name}__icontains": term}) for name in fields))
-    if any(LOOKUP_SEP in name for name in fields):
-        return queryset.filter(pk__in=queryset.filter(match).values("pk"))
+        found = [Q(**{f"{name}__icontains": term}) for name in direct]
+        if related:
+            across = reduce(operator.or_, (Q(**{f"{name}__icontains": term}) for name in related))
+            found.append(Q(pk__in=rows.filter(across).values("pk")))
+        match &= reduce(operator.or_, found)
     return queryset.filter(match)
 
 

@@ -117,6 +117,20 @@ def test_v2_respects_collection_view_restrictions_and_hidden_answers_like_missin
     assert set(item_ids(v2(api, similar_to=cat.pk))) == {image.pk for image in others}
 
 
+def test_v2_ranked_total_count_is_what_paging_through_the_listing_gives(api, indexed_images):
+    """The HNSW index is approximate: it reached 1,992 of 2,000 random vectors, so a count of
+    every image with vectors (1,999) promised pages that came short (offset 1990: 2 items, not 9).
+    A ranked listing holds the nearest ``max_ranked`` (1,000) that the index gives, and counts them."""
+    images, _vectors = indexed_images("visual", [Collection.get_first_root_node()])
+    params = {"similar_to": images[0].pk, "fields": "_,id"}
+    total = v2(api, **params)["meta"]["total_count"]
+    assert len(v2(api, **params, offset=total - 9)["items"]) == 9  # the last page is as counted
+    assert total == 1000
+    assert v2(api, **params, offset=1000)["items"] == []
+    # An unranked listing is Wagtail's: every image counted.
+    assert v2(api, fields="_,id")["meta"]["total_count"] == len(images) + 1
+
+
 ONCE = "semantic must be given once; it was given 2 times"
 RANKED = "{} cannot be combined with {}; results are ranked by {}"
 NOT_INTEGER = "similar_to must be a positive integer"
@@ -149,6 +163,9 @@ NOT_INTEGER = "similar_to must be a positive integer"
         # More digits than Python's int() reads (4,300): they were a ValueError (a 500).
         ({"offset": "9" * 5000}, "offset cannot be higher than 9223372036854775807"),
         ({"semantic": "a cat", "limit": "9" * 5000}, "limit cannot be higher than 9223372036854775807"),
+        # Other forms Wagtail's int() reads: digit groups, Arabic-Indic digits (they were a 500 too).
+        ({"offset": "9_" * 20 + "9"}, "offset cannot be higher than 9223372036854775807"),
+        ({"semantic": "a cat", "offset": "\u0669" * 25}, "offset cannot be higher than 9223372036854775807"),
         ({"similar_to": "9" * 5000}, "similar_to image doesn't exist"),
         ({"similar_to": "0" * 5000}, NOT_INTEGER),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
@@ -168,6 +185,17 @@ def test_v2_bad_parameters_are_400_naming_them(api, params, message):
     response = api.get(V2, params)
     assert response.status_code == 400, response.content
     assert response.json()["message"].startswith(message)
+
+
+@pytest.mark.parametrize("raw", ["abc", "", "1.5", "a\x00"])
+def test_v2_find_with_an_id_that_is_not_a_number_is_400_naming_it(api, sample_images, raw):
+    """Wagtail's ``find/?id=`` passed the id to the database lookup as it was: a ValueError, a 500."""
+    response = api.get(V2 + "find/", {"id": raw})
+    assert response.status_code == 400, response.content[:300]
+    assert response.json() == {"message": "id must be an integer"}
+    found = api.get(V2 + "find/", {"id": sample_images["chelsea"].pk})
+    assert found.status_code == 302 and urlsplit(found["Location"]).path == f"{V2}{sample_images['chelsea'].pk}/"
+    assert api.get(V2 + "find/", {"id": "9" * 30}).status_code == 404  # a number no image has: not found
 
 
 def test_v2_search_words_up_to_the_limit_are_answered(api):
@@ -388,10 +416,12 @@ def test_rest_search_words_the_text_model_cannot_read_are_matched_as_keywords_wi
     ``tag_names``): ``icontains`` on them was a FieldError, a 500. The image's title, description
     and tag names instead, each image once, within the caller's collections."""
     cat = two_collections["cat"]
-    cat.tags.add("кошка", "рыжая кошка")  # two matching tags: still one row
+    cat.tags.add("кошка", "рыжая кошка", "собака")  # two matching tags: still one row
     api.force_login(two_collections["pets_editor"])
     response = api.get(SEARCH, {"q": "Кошка"})
     assert result_ids(response) == [cat.pk]
+    # Each word in a tag of its own (one join for every word wanted a tag holding both: no rows).
+    assert result_ids(api.get(SEARCH, {"q": "собака рыжая"})) == [cat.pk]
     assert "cannot read Cyrillic" in response.json()["note"]
     assert response.json()["results"][0]["score"] is None
     api.force_login(two_collections["products_editor"])

@@ -28,6 +28,7 @@ from wagtail.api.v2.pagination import WagtailPagination
 from wagtail.api.v2.utils import BadRequestError
 from wagtail.images.api.v2.views import ImagesAPIViewSet
 
+from ...api.pagination import is_ranked
 from ...api.querystring import INTEGER, ensure_utf8
 from ...api.serializers import SearchTextField
 from ...conf import semantic_settings
@@ -150,15 +151,38 @@ class ScoreField(Field):
 MAX_PAGING = MAX_BIGINT
 
 
+def paging_above(raw: str, bound: int) -> bool:
+    """Whether a paging value that Wagtail's ``int()`` reads is above ``bound``: ASCII digits by
+    length (``above``), any other form ``int()`` takes (``+5``, ``9_999``, Arabic-Indic or
+    full-width digits) by its value. False for what ``int()`` refuses: Wagtail's own 400."""
+    stripped = raw.strip()
+    if INTEGER.fullmatch(stripped) is not None:
+        return above(stripped, bound)
+    try:
+        return int(raw) > bound
+    except ValueError:
+        return False
+
+
 class SemanticPagination(WagtailPagination):
     """Wagtail's paging, with an ``offset`` or ``limit`` past what the database takes refused
-    with Wagtail's 400 naming the parameter."""
+    with Wagtail's 400 naming the parameter.
+
+    A ranked listing holds the ``max_ranked`` nearest images that the HNSW index gives, and
+    ``meta.total_count`` counts those: the index is approximate, and deep in it (or past
+    ``HNSW_MAX_SCAN_TUPLES``) it reaches fewer rows than a count of every image with vectors,
+    so pages promised by such a count came short or empty. Past them a page is empty."""
+
+    #: How many images a ranked listing holds (as the REST API caps ``offset`` at 1,000).
+    max_ranked = 1000
 
     def paginate_queryset(self, queryset: QuerySet, request: Any, view: Any = None) -> Any:
         for name in ("offset", "limit"):
-            raw = request.GET.get(name, "")
-            if INTEGER.fullmatch(raw.strip()) is not None and above(raw.strip(), MAX_PAGING):
+            if paging_above(request.GET.get(name, ""), MAX_PAGING):
                 raise BadRequestError(f"{name} cannot be higher than {MAX_PAGING}")
+        if is_ranked(queryset):
+            # Its count is then that of the rows the ranked query gives (at most max_ranked).
+            queryset = queryset[: self.max_ranked]
         return super().paginate_queryset(queryset, request, view)
 
 
@@ -202,6 +226,16 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
                 raise BadRequestError("search_operator must be 'and' or 'or'")
             if "tags" in params:
                 raise BadRequestError("tags cannot be combined with search (filtering by tag while searching)")
+
+    def find_object(self, queryset: QuerySet, request: Any) -> Any:
+        """Wagtail's ``find/?id=``, with an id that is not a number a 400 naming it (Wagtail passed
+        it to the lookup as it was: a ValueError, a 500)."""
+        if "id" in request.GET:
+            try:
+                queryset.model._meta.pk.get_prep_value(request.GET["id"])
+            except (TypeError, ValueError):
+                raise BadRequestError("id must be an integer") from None
+        return super().find_object(queryset, request)
 
     def listing_view(self, request: Any) -> Any:
         """Wagtail's listing; ``meta.note`` says when ``?semantic=`` words were matched as
