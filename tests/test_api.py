@@ -951,5 +951,8 @@ def test_the_plain_list_pages_past_the_searches_offset_cap(client, make_photo, m
     seen = [row["id"] for page in walk(client, "/api/photos/", {"limit": 2}) for row in page]
     assert sorted(seen) == sorted(Photo.objects.values_list("pk", flat=True))
     assert client.get("/api/photos/", {"offset": 6}).status_code == 200
+    assert client.get("/api/photos/", {"offset": 2**63 - 1}).json()["results"] == []  # PostgreSQL's last OFFSET
+    too_far = client.get("/api/photos/", {"offset": 2**63})
+    assert too_far.status_code == 400 and too_far.json() == {"offset": [f"offset must be at most {2**63 - 1}."]}
     response = client.get(SEARCH, {"q": "a photo", "offset": 4})  # a search keeps its cap
     assert response.status_code == 400 and "offset" in response.json()

@@ -44,6 +44,8 @@ UNRANKED_ACTIONS = ("list", "duplicates")
 #: site's own order, an ordinary ``OFFSET``) and a list made in full (every group of duplicates is
 #: found before the first page is cut).
 UNCAPPED_ACTIONS = ("list", "duplicates")
+#: Their ``offset`` still ends at PostgreSQL's: an ``OFFSET`` is a bigint.
+MAX_SQL_OFFSET = 2**63 - 1
 
 
 def _parse(request: Any, name: str, parse: Callable[[str, str, str], Any], message: str) -> Any:
@@ -62,12 +64,15 @@ class RankedPagination(BasePagination):
     min_score_query_param = "min_score"
     min_relevance_query_param = "min_relevance"
 
-    def get_params(self, request: Any, ranked: bool = True, capped: bool = True) -> tuple[int, int, float | None]:
+    def get_params(
+        self, request: Any, ranked: bool = True, capped: bool = True, in_sql: bool = True
+    ) -> tuple[int, int, float | None]:
         """``(limit, offset, min_score)`` from the query string; a bad value is a 400.
 
         ``min_score`` is read for a ranked queryset only (None otherwise); ``min_relevance``
         is checked too and kept in ``self.min_relevance``. ``capped``: an offset past
-        ``max_offset`` is a 400 (not for a list already in memory).
+        ``max_offset`` is a 400 (not for a list already in memory); ``in_sql``: the offset goes into
+        SQL, so past PostgreSQL's bigint it is a 400.
         """
         limit = _parse(request, self.limit_query_param, strict_integer, LIMIT_MESSAGE)
         offset = _parse(request, self.offset_query_param, strict_integer, OFFSET_MESSAGE)
@@ -88,6 +93,8 @@ class RankedPagination(BasePagination):
             raise ValidationError(
                 {self.offset_query_param: [f"offset is capped at {self.max_offset}; refine the search instead."]}
             )
+        if in_sql and offset > MAX_SQL_OFFSET:
+            raise ValidationError({self.offset_query_param: [f"offset must be at most {MAX_SQL_OFFSET}."]})
         if min_score is not None and not -1.0 <= min_score <= 1.0:
             raise ValidationError({self.min_score_query_param: [MIN_SCORE_MESSAGE]})
         return min(limit, self.max_limit), offset, min_score
@@ -97,7 +104,8 @@ class RankedPagination(BasePagination):
         ranked = is_ranked(queryset)
         # A list already in memory (the groups of duplicates/) or the plain list: no deep page walks the index.
         self.capped = not isinstance(queryset, (list, tuple)) and getattr(view, "action", None) not in UNCAPPED_ACTIONS
-        self.limit, self.offset, self.min_score = self.get_params(request, ranked, self.capped)
+        in_sql = not isinstance(queryset, (list, tuple))
+        self.limit, self.offset, self.min_score = self.get_params(request, ranked, self.capped, in_sql)
         calibration = queryset.calibration() if ranked and hasattr(queryset, "calibration") else None
         min_relevance = self.min_relevance if calibration is not None else None  # nothing to cut by
         by_distance = ranked and sorted_by_distance(queryset)
@@ -200,7 +208,8 @@ class RankedPagination(BasePagination):
                 "in": "query",
                 "required": False,
                 "description": "Groups to skip." if getattr(view, "action", None) == "duplicates" else "Rows to skip.",
-                "schema": {"type": "integer", "minimum": 0},
+                "schema": {"type": "integer", "minimum": 0}
+                | ({} if getattr(view, "action", None) == "duplicates" else {"maximum": MAX_SQL_OFFSET}),
             },
             {
                 "name": self.min_score_query_param,

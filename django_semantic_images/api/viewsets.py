@@ -191,7 +191,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
                 # Bad paging is a 400 before any work: duplicates/ probes the whole library first,
                 # a search runs the text model or the CNN.
                 ranked, capped = self.action not in UNRANKED_ACTIONS, self.action not in UNCAPPED_ACTIONS
-                paginator.get_params(request, ranked=ranked, capped=capped)
+                paginator.get_params(request, ranked=ranked, capped=capped, in_sql=self.action != "duplicates")
 
     def param_rules(self) -> ParamRules:
         """What ``initial`` checks the query string against, for this action and method.
