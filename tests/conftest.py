@@ -331,3 +331,35 @@ def hub_cache_with(folder, tmp_path, monkeypatch, repo: str = "someorg/tiny-bert
     (repo_folder / "refs" / "main").write_text("0123abcd")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def draft_model(db):
+    """``Draft``, a model whose default manager hides its unpublished rows, with a table made for the
+    test (inside its transaction: rolled back after it)."""
+    from django.db import connection, models
+    from django.test.utils import isolate_apps
+
+    from django_semantic_images import ImageEmbeddingField
+
+    class PublishedOnly(models.Manager):
+        def get_queryset(self) -> models.QuerySet:
+            return super().get_queryset().filter(published=True)
+
+    with isolate_apps("photos"):
+
+        class Draft(models.Model):
+            image = models.ImageField(upload_to="drafts/")
+            published = models.BooleanField(default=False)
+            embedding = ImageEmbeddingField(image_field="image")
+            objects = PublishedOnly()
+
+            class Meta:
+                app_label = "photos"
+
+            def __str__(self) -> str:
+                return self.image.name
+
+        with connection.schema_editor() as editor:
+            editor.create_model(Draft)
+        yield Draft

@@ -83,38 +83,15 @@ def test_status_names_an_unreadable_bridge_instead_of_failing(rows, tmp_path, se
     assert "unknown from another encoder; unknown due for the sweep" in text
 
 
-@pytest.mark.django_db
-def test_status_counts_the_rows_a_default_manager_hides():
+def test_status_counts_the_rows_a_default_manager_hides(draft_model):
     """The sweep embeds rows that the model's default manager hides (the unpublished ones); the
     status counted through that manager, so it showed none of them, pending or due."""
-    from django.db import connection, models
-    from django.test.utils import isolate_apps
-
-    from django_semantic_images import EmbeddingStatus, ImageEmbeddingField
+    from django_semantic_images import EmbeddingStatus
     from django_semantic_images.fields import get_embedding_field
     from django_semantic_images.management.commands.semantic_images_status import field_status
 
-    class PublishedOnly(models.Manager):
-        def get_queryset(self) -> models.QuerySet:
-            return super().get_queryset().filter(published=True)
-
-    with isolate_apps("photos"):
-
-        class Draft(models.Model):
-            image = models.ImageField(upload_to="drafts/")
-            published = models.BooleanField(default=False)
-            embedding = ImageEmbeddingField(image_field="image")
-            objects = PublishedOnly()
-
-            class Meta:
-                app_label = "photos"
-
-            def __str__(self) -> str:
-                return self.image.name
-
-        with connection.schema_editor() as editor:
-            editor.create_model(Draft)
-        Draft._base_manager.bulk_create([Draft(image="drafts/a.jpg"), Draft(image="drafts/b.jpg", published=True)])
-        status = field_status(Draft, get_embedding_field(Draft), {"unsent": True, "queue_empty": True})
+    Draft = draft_model
+    Draft._base_manager.bulk_create([Draft(image="drafts/a.jpg"), Draft(image="drafts/b.jpg", published=True)])
+    status = field_status(Draft, get_embedding_field(Draft), {"unsent": True, "queue_empty": True})
     assert status["total"] == 2 and status["counts"][EmbeddingStatus.PENDING] == 2
     assert status["due"] == 2 and status["oldest_pending"] is not None

@@ -248,48 +248,26 @@ def test_a_row_failing_with_an_unexpected_error_fails_alone_and_its_neighbours_a
 
 
 @pytest.mark.django_db
-def test_rows_a_default_manager_hides_are_embedded_too(sample_paths):
+def test_rows_a_default_manager_hides_are_embedded_too(draft_model, sample_paths):
     """A model whose default manager hides rows (the unpublished ones): the pipeline read and
     wrote through that manager, so a hidden row was never embedded, by a task, an explicit
     ``embed_instances()`` ("0 embedded, 0 unchanged, 0 failed") or the sweep."""
     from django.core.files.base import ContentFile
-    from django.db import connection, models
-    from django.test.utils import isolate_apps
 
-    from django_semantic_images import ImageEmbeddingField
     from django_semantic_images.signals import embedding_deferred
     from django_semantic_images.sweep import sweep
 
-    class PublishedOnly(models.Manager):
-        def get_queryset(self) -> models.QuerySet:
-            return super().get_queryset().filter(published=True)
-
-    with isolate_apps("photos"):
-
-        class Draft(models.Model):
-            image = models.ImageField(upload_to="drafts/")
-            published = models.BooleanField(default=False)
-            embedding = ImageEmbeddingField(image_field="image")
-            objects = PublishedOnly()
-
-            class Meta:
-                app_label = "photos"
-
-            def __str__(self) -> str:
-                return self.image.name
-
-        with connection.schema_editor() as editor:
-            editor.create_model(Draft)
-        drafts = []
-        with embedding_deferred():
-            for _ in range(3):
-                draft = Draft()
-                draft.image.save("chelsea.jpg", ContentFile(sample_paths["chelsea"].read_bytes()), save=False)
-                draft.save()
-                drafts.append(draft)
-        every = Draft._base_manager
-        assert Draft.objects.count() == 0 and every.count() == 3
-        assert embed_pks(Draft, [drafts[0].pk]).embedded == [drafts[0].pk]
-        assert embed_instances(every.filter(pk=drafts[1].pk)).embedded == [drafts[1].pk]
-        assert sweep([Draft], pending_timeout=0).queued == {"photos.Draft.embedding": 1}
-        assert set(every.values_list("embedding_status", flat=True)) == {EmbeddingStatus.EMBEDDED}
+    Draft = draft_model
+    drafts = []
+    with embedding_deferred():
+        for _ in range(3):
+            draft = Draft()
+            draft.image.save("chelsea.jpg", ContentFile(sample_paths["chelsea"].read_bytes()), save=False)
+            draft.save()
+            drafts.append(draft)
+    every = Draft._base_manager
+    assert Draft.objects.count() == 0 and every.count() == 3
+    assert embed_pks(Draft, [drafts[0].pk]).embedded == [drafts[0].pk]
+    assert embed_instances(every.filter(pk=drafts[1].pk)).embedded == [drafts[1].pk]
+    assert sweep([Draft], pending_timeout=0).queued == {"photos.Draft.embedding": 1}
+    assert set(every.values_list("embedding_status", flat=True)) == {EmbeddingStatus.EMBEDDED}

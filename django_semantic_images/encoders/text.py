@@ -202,19 +202,25 @@ WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
 
 
-def downloaded_snapshot(model: str) -> Path | None:
-    """The local hub cache's folder of hub name ``model`` (its ``main`` revision) when it holds a whole
-    model (config, weights, tokenizer), else None. Loading from it calls no hub, and its bytes name the
-    model without loading it (``weights_fingerprint``); a partial download is left to transformers."""
+def cached_hub_config(model: str) -> Path | None:
+    """The ``config.json`` of hub name ``model`` in the local hub cache (its ``main`` revision), or None."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
         config = try_to_load_from_cache(model, "config.json")
     except Exception:  # noqa: BLE001 - not a valid hub name: not there
         return None
-    if not isinstance(config, str):
+    return Path(config) if isinstance(config, str) else None
+
+
+def downloaded_snapshot(model: str) -> Path | None:
+    """The local hub cache's folder of hub name ``model`` (its ``main`` revision) when it holds a whole
+    model (config, weights, tokenizer), else None. Loading from it calls no hub, and its bytes name the
+    model without loading it (``weights_fingerprint``); a partial download is left to transformers."""
+    config = cached_hub_config(model)
+    if config is None:
         return None
-    folder = Path(config).parent
+    folder = config.parent
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         return None
     for name in WEIGHTS_FILES:
@@ -269,20 +275,13 @@ def local_model_config(model: str) -> dict[str, Any] | None:
 
     path = Path(model).expanduser()
     if path.is_dir():
-        config: Any = path / "config.json"
+        config: Path | None = path / "config.json"
     else:
-        if looks_like_path(model):
-            return None
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            config = try_to_load_from_cache(model, "config.json")
-        except Exception:  # noqa: BLE001 - not a valid hub name: not there
-            return None
-        if not isinstance(config, str):
-            return None
+        config = None if looks_like_path(model) else cached_hub_config(model)
+    if config is None:
+        return None
     try:
-        found = json.loads(Path(config).read_text("utf-8"))
+        found = json.loads(config.read_text("utf-8"))
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None
