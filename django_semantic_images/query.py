@@ -575,6 +575,15 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
 SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
 
 
+def too_long(name: str, words: Iterable[str]) -> str | None:
+    """The message of a 400 naming ``name`` when one of ``words`` (the search texts sent as ``name``)
+    is longer than ``MAX_QUERY_LENGTH`` (the admin's and Wagtail's search boxes, as the APIs), else None."""
+    limit = int(semantic_settings.MAX_QUERY_LENGTH)
+    if any(len(text) > limit for text in words):
+        return f"{name}: the search text is longer than {limit} characters."
+    return None
+
+
 def unreadable_note(words: str, fields: Sequence[str]) -> str:
     """What a search whose script the text model cannot read says it did instead (for words in
     Latin letters the model does not know, e.g. fullwidth ones, that it does not know them)."""

@@ -27,12 +27,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import thumbnails
-from ..conf import semantic_settings
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..hnsw import hnsw_settings
 from ..keys import well_formed_keys
-from ..query import keyword_matches, read_as_search, unreadable_note
+from ..query import keyword_matches, read_as_search, too_long, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
@@ -161,10 +160,10 @@ class SemanticSearchAdminMixin(_AdminBase):
         # hidden one from a missing one) to a user who may not see the changelist at all.
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
-        limit = int(semantic_settings.MAX_QUERY_LENGTH)
-        if any(len(words) > limit for words in request.GET.getlist(SEARCH_VAR)):
+        refused = too_long(SEARCH_VAR, request.GET.getlist(SEARCH_VAR))
+        if refused:
             # As the APIs: Django's search of the search fields costs a condition per word and field.
-            return HttpResponseBadRequest(f"{SEARCH_VAR}: the search text is longer than {limit} characters.")
+            return HttpResponseBadRequest(refused)
         ranking = self.get_visual_ranking(request)
         setattr(request, RANKING_ATTR, ranking)
         opts = self.model._meta
@@ -238,11 +237,11 @@ class SemanticSearchAdminMixin(_AdminBase):
         return VisualRanking(vector=np.asarray(vector, dtype=np.float32).tolist(), kind="similar", source=source)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        limit = int(semantic_settings.MAX_QUERY_LENGTH)
-        if len(search_term) > limit:
-            # Reached past changelist_view's check: Django's autocomplete (``?term=``) or a site's view.
-            var = AUTOCOMPLETE_VAR if request.GET.get(AUTOCOMPLETE_VAR) == search_term else SEARCH_VAR
-            raise BadRequest(f"{var}: the search text is longer than {limit} characters.")
+        # Reached past changelist_view's check: Django's autocomplete (``?term=``) or a site's view.
+        var = AUTOCOMPLETE_VAR if request.GET.get(AUTOCOMPLETE_VAR) == search_term else SEARCH_VAR
+        refused = too_long(var, [search_term])
+        if refused:
+            raise BadRequest(refused)
         field = self.get_embedding_field()
         # The rows listed need no vector values: parsing them costs ~0.8 ms a row (docs/admin.md).
         queryset = queryset.defer(field.visual_field, field.semantic_field)

@@ -19,9 +19,8 @@ from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserVie
 from wagtail.images.views.images import IndexView
 from wagtail.search.backends.base import FilterFieldError
 
-from ...conf import semantic_settings
 from ...fields import embedding_path
-from ...query import unreadable_note
+from ...query import too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
 from .search import (
     DEFAULT_LIMIT,
@@ -41,9 +40,9 @@ def bad_search(request: HttpRequest) -> HttpResponse | None:
     refuse them; Wagtail's search backend nests one condition per word, and a few hundred words
     exhaust Python's recursion limit), or for a ``?tag=`` holding a NUL character (the chooser
     filters by it as given; PostgreSQL refuses it). None when the request is fine."""
-    limit = int(semantic_settings.MAX_QUERY_LENGTH)
-    if any(len(words) > limit for words in request.GET.getlist("q")):
-        return HttpResponseBadRequest(f"q: the search text is longer than {limit} characters.")
+    refused = too_long("q", request.GET.getlist("q"))
+    if refused:
+        return HttpResponseBadRequest(refused)
     if any("\x00" in tag for tag in request.GET.getlist("tag")):
         return HttpResponseBadRequest("tag: a tag cannot contain NUL characters.")
     return None
