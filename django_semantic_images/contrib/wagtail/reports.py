@@ -26,6 +26,13 @@ from .permissions import image_permission_policy
 URL_NAMESPACE = "semantic_images_wagtail_reports"
 #: The permission the report and the panel need (on any collection).
 REQUIRED_PERMISSION = "change"
+#: What makes a spreadsheet read a CSV cell as a formula (OWASP's "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_csv_text(value: Any) -> Any:
+    """``value`` as a spreadsheet will show it: a string that would start a formula gets a ``'``."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 def visible_images(user: Any) -> QuerySet:
@@ -88,6 +95,12 @@ class ImageEmbeddingsReportView(ReportView):
         Column("reason", label=_("Reason"), accessor="semantic_vectors.embedding_error", width="40%"),
         DateColumn("failed_at", label=_("Failed at"), accessor="semantic_vectors.embedding_updated_at"),
     ]
+
+    def preprocess_field_value(self, field: str, value: Any, export_format: str) -> Any:
+        """Titles and reasons are typed or uploaded by editors: in a CSV, never a formula (Wagtail
+        guards its XLSX export only)."""
+        value = super().preprocess_field_value(field, value, export_format)
+        return as_csv_text(value) if export_format == self.FORMAT_CSV else value
 
     def get_filename(self) -> str:
         return "image-embeddings-failed"
