@@ -24,6 +24,27 @@ from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuu
 from .fields import embedding_fields, failed_without_vectors, models_with_embeddings
 
 TAG = "semantic_images"
+#: Django's session engine that keeps the whole session in a cookie.
+COOKIE_SESSIONS = "django.contrib.sessions.backends.signed_cookies"
+
+
+def photo_search_session_check(where: str, obj: Any = None) -> list[checks.CheckMessage]:
+    """W008 when sessions live in a signed cookie: search by photo (the admin's, Wagtail's listing's)
+    keeps each photo's vector and preview in the session, which then outgrows the browser's cookie
+    limit; the browser drops the cookie and every photo search says it expired."""
+    if getattr(settings, "SESSION_ENGINE", "") != COOKIE_SESSIONS:
+        return []
+    return [
+        checks.Warning(
+            f"{where} keeps each searched photo's vector and preview in the session (several KB each), and "
+            f"SESSION_ENGINE is {COOKIE_SESSIONS}: the cookie outgrows browsers' 4 KB limit, is dropped, "
+            "and every search by photo answers that it has expired.",
+            hint="Set SESSION_ENGINE to a server-side store (django.contrib.sessions.backends.db, cache, "
+            "cached_db or file).",
+            obj=obj,
+            id="semantic_images.W008",
+        )
+    ]
 
 
 def settings_readable() -> bool:

@@ -525,3 +525,19 @@ def test_a_bad_setting_in_the_settings_file_is_a_system_check_error_at_start_not
         assert "Traceback" not in stderr, (name, stderr)
         assert "SystemCheckError" in stderr and "(semantic_images.E0" in stderr, (name, stderr)
         assert cases[name][1] in stderr, (name, stderr)
+
+
+def test_search_by_photo_with_cookie_sessions_is_a_warning(settings):
+    """Search by photo keeps the photo's vector in the session: signed-cookie sessions grow past
+    browsers' 4 KB cookie limit, the browser drops the cookie and every photo search says it
+    expired. The admin's check says so before an editor finds out."""
+    from django.contrib import admin
+
+    semantic_admins = [
+        model_admin for model_admin in admin.site._registry.values() if hasattr(model_admin, "get_embedding_field")
+    ]
+    assert semantic_admins
+    assert not any(m.id == "semantic_images.W008" for m in semantic_admins[0].check())
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    (warning,) = [m for m in semantic_admins[0].check() if m.id == "semantic_images.W008"]
+    assert "signed_cookies" in warning.msg and "4 KB" in warning.msg and "SESSION_ENGINE" in warning.hint

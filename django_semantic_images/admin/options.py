@@ -27,6 +27,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import thumbnails
+from ..checks import photo_search_session_check
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..hnsw import hnsw_settings
@@ -116,7 +117,7 @@ class SemanticSearchAdminMixin(_AdminBase):
                     id="semantic_images.E101",
                 )
             )
-        return errors
+        return errors + photo_search_session_check(f"{type(self).__name__}'s search by photo", obj=type(self))
 
     def changelist_url(self) -> str:
         opts = self.model._meta

@@ -431,3 +431,13 @@ def test_report_csv_keeps_titles_and_reasons_from_running_as_spreadsheet_formula
     (row,) = list(csv.DictReader(io.StringIO(text)))
     assert row["Title"] == "'" + image.title
     assert not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values())
+
+
+def test_search_by_photo_with_cookie_sessions_is_a_warning(settings):
+    """The Wagtail listing's search by photo keeps its vector in the session too (see the admin's W008)."""
+    from django.core import checks
+
+    assert not [m for m in checks.run_checks() if m.id == "semantic_images.W008"]
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    (warning,) = [m for m in checks.run_checks() if m.id == "semantic_images.W008" and "Wagtail" in m.msg]
+    assert "4 KB" in warning.msg and "SESSION_ENGINE" in warning.hint

@@ -9,6 +9,7 @@ from django.core.checks import CheckMessage, Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.utils.module_loading import import_string
 
+from ...checks import photo_search_session_check
 from .forms import ReadableImageField
 
 FORM_BASE = "django_semantic_images.contrib.wagtail.forms.ImageForm"
@@ -35,3 +36,9 @@ def image_form_base(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             id="semantic_images.W006",
         )
     ]
+
+
+@register(Tags.compatibility)
+def photo_search_sessions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W008: the Images listing's search by photo needs a session stored on the server."""
+    return photo_search_session_check("Wagtail's Images listing (search by photo)")
