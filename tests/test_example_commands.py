@@ -118,7 +118,7 @@ def _gone(process: psutil.Process, timeout: float = 30) -> bool:
     return True
 
 
-def test_demo_stops_its_database_on_sigterm_and_on_ctrl_c(tmp_path):
+def test_demo_stops_its_database_on_sigterm_on_ctrl_c_and_when_its_port_is_taken(tmp_path):
     pgdata = tmp_path / "pgdata"
     log = tmp_path / "demo.log"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
@@ -143,6 +143,23 @@ def test_demo_stops_its_database_on_sigterm_and_on_ctrl_c(tmp_path):
                 raise AssertionError(f"the demo still runs 120 s after {signum.name}:\n{log.read_text()}") from None
             if signum != signal.SIGKILL:
                 assert _gone(postgres), f"PostgreSQL still runs after {signum.name}:\n{log.read_text()}"
+        # Its address taken: the demo says so before it sets anything up, and its database stops with it
+        # (runserver's own check ends the process with os._exit, past the handler that stops the server).
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            addrport = f"127.0.0.1:{taken.getsockname()[1]}"
+            done = subprocess.run(
+                [sys.executable, "manage.py", "demo", "--empty", "--addrport", addrport],
+                cwd=EXAMPLE,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+        assert done.returncode == 1 and f"Cannot serve on {addrport}: Address already in use" in done.stderr, done
+        leftover = _postmaster(pgdata)
+        assert leftover is None or _gone(leftover), f"PostgreSQL still runs after the demo gave up:\n{done.stderr}"
     finally:
         if demo is not None and demo.poll() is None:
             demo.kill()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -91,3 +92,28 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     result = json.loads(found.stdout.strip().splitlines()[-1])
     assert f"Search the images with: {', '.join(result['suggested'])}" in done.stdout
     assert result["first"] == result["suggested"]
+
+
+def test_demo_with_its_address_taken_says_so_before_it_sets_anything_up(scratch_database, tmp_path):
+    """Not minutes of migrating and embedding first, then runserver's "port is already in use"."""
+    url, name = scratch_database
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL")}
+    env.update(DATABASE_URL=url, MEDIA_ROOT=str(tmp_path / "media"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addrport = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "manage.py", "demo", "--addrport", addrport],
+            cwd=SITE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    assert done.returncode == 1 and f"Cannot serve on {addrport}: Address already in use" in done.stderr, done
+    params = connection.get_connection_params()
+    with psycopg.connect(
+        host=params.get("host") or "", port=params.get("port") or 5432, user=params.get("user") or "", dbname=name
+    ) as db:
+        assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0

@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from django_semantic_images.encoders import get_encoder
+from example_project.address import check_free
 
 USERNAME = PASSWORD = "admin"
 
@@ -27,6 +28,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, addrport: str, no_serve: bool, empty: bool = False, **options):
+        if not no_serve:
+            check_free(addrport)  # before minutes of set-up, and so that the database stops with the demo
         call_command("migrate", interactive=False, verbosity=0)
         if not empty:
             call_command("load_photos")

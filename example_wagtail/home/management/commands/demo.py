@@ -19,6 +19,7 @@ from wagtail.models import Collection, Page, Site
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.encoders import get_encoder
+from example_project.address import check_free
 from home.models import HomePage
 from photos.samples import sample_photo_paths
 
@@ -37,6 +38,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="Set up only.")
 
     def handle(self, *args, addrport: str, no_serve: bool, **options):
+        if not no_serve:
+            check_free(addrport)  # before minutes of set-up, and so that the database stops with the demo
         call_command("migrate", interactive=False, verbosity=0)
         images = self.add_images()
         self.add_home_page(images)
