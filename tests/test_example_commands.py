@@ -46,6 +46,25 @@ def test_load_photos_counts_the_folders_files_and_names_each_skipped_one(tmp_pat
 
 
 @pytest.mark.django_db
+def test_load_photos_on_a_new_database_beside_the_old_media_adds_each_file_once(settings, tmp_path):
+    """The demo's media folder outlives its database (a new DATABASE_URL, a removed .pgdata): the
+    file already in storage is taken as it is, not copied under a new name that the next run,
+    looking for the file's own name, does not find, and adds again."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    jpeg = image_bytes(Image.new("RGB", (320, 240), (200, 40, 90)))
+    (folder / "red.jpg").write_bytes(jpeg)
+    (tmp_path / "media" / "photos").mkdir(parents=True)
+    (tmp_path / "media" / "photos" / "red.jpg").write_bytes(jpeg)  # left by the earlier database's run
+    for added in (1, 0):
+        out = run_command("load_photos", "--no-samples", "--folder", str(folder))
+        assert f"Folder {folder}: 1 files, {added} added, {1 - added} skipped." in out, out
+    assert list(Photo.objects.values_list("image", "embedding_status")) == [("photos/red.jpg", "embedded")]
+    assert sorted(p.name for p in (tmp_path / "media" / "photos").iterdir()) == ["red.jpg"]
+
+
+@pytest.mark.django_db
 def test_load_photos_gives_the_samples_their_titles_and_alt_texts(settings, tmp_path, sample_paths):
     settings.MEDIA_ROOT = tmp_path  # no earlier test's files: the samples keep their own names
     (tmp_path / "photos").mkdir()

@@ -44,6 +44,18 @@ def give_words(path: Path) -> Photo | None:
     return photo
 
 
+def left_in_storage(path: Path) -> bool:
+    """Whether ``photos/<name>`` already holds this file's bytes without a Photo (the media folder of a
+    database that is gone): the Photo takes it as it is. Saved again, it would get a new name (``_abc1234``)
+    that the next run, looking for ``photos/<name>``, would not find, and it would be added once more."""
+    storage = Photo._meta.get_field("image").storage
+    name = f"photos/{path.name}"
+    if not storage.exists(name):
+        return False
+    with storage.open(name, "rb") as stored:
+        return stored.read() == path.read_bytes()
+
+
 def why_skip(path: Path) -> str | None:
     """Why ``path`` cannot become a Photo ("already there", "not an image", "unreadable: ..."), or None."""
     if Photo.objects.filter(image=f"photos/{path.name}").exists():
@@ -86,8 +98,11 @@ class Command(BaseCommand):
                     # The samples come with a title and an alt text; a folder's photos without.
                     text = sample_text(path) if source.samples else SampleText("", "")
                     photo = Photo(title=text.title, alt_text=text.alt_text)
-                    with path.open("rb") as fh:
-                        photo.image.save(path.name, File(fh), save=False)
+                    if left_in_storage(path):
+                        photo.image.name = f"photos/{path.name}"
+                    else:
+                        with path.open("rb") as fh:
+                            photo.image.save(path.name, File(fh), save=False)
                     photo.save()
                     source.added.append(photo)
         added = {photo.pk: photo for source in sources for photo in (*source.added, *source.titled)}
