@@ -38,11 +38,26 @@ def test_load_photos_counts_the_folders_files_and_names_each_skipped_one(tmp_pat
     out = StringIO()
     call_command("load_photos", "--no-samples", "--folder", str(tmp_path), stdout=out)
     text = out.getvalue()
-    assert f"Folder {tmp_path}: 4 files, 1 added, 3 skipped." in text, text
+    # already.jpg's Photo was never embedded (make_photo): as after a stopped run, it is embedded now.
+    assert f"Folder {tmp_path}: 4 files, 1 added, 3 skipped (1 left pending by an earlier run)." in text, text
     assert "skipped already.jpg: already there" in text
     assert "skipped notes.txt: not an image" in text
     assert "skipped broken.jpg: unreadable: " in text
     assert Photo.objects.filter(image="photos/new.jpg", embedding_status="embedded").exists()
+
+
+@pytest.mark.django_db
+def test_load_photos_run_again_embeds_what_an_interrupted_run_left_pending(tmp_path, make_photo):
+    """A first demo stopped (Ctrl-C) after its photos were saved but before they were embedded:
+    the next run finds them there, and embeds them (no worker or sweep runs in the demo)."""
+    jpeg = image_bytes(Image.new("RGB", (320, 240), (90, 160, 40)))
+    left = make_photo(jpeg, name="green.jpg")  # saved, never embedded
+    assert left.image.name == "photos/green.jpg" and left.embedding_status == "pending"
+    (tmp_path / "green.jpg").write_bytes(jpeg)
+    out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    assert f"Folder {tmp_path}: 1 files, 0 added, 1 skipped (1 left pending by an earlier run)." in out, out
+    assert Photo.objects.get(pk=left.pk).embedding_status == "embedded"
+    assert "1 files, 0 added, 1 skipped." in run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
 
 
 @pytest.mark.django_db

@@ -9,6 +9,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from PIL import Image, UnidentifiedImageError
 
+from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.imaging import ImageDecodeError, decode_image
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
@@ -27,10 +28,16 @@ class Source:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     #: Samples already there without words (loaded by an earlier version), given their title and alt text.
     titled: list[Photo] = field(default_factory=list)
+    #: Files already there whose Photo an earlier run saved but did not embed (it was stopped): embedded now.
+    resumed: list[Photo] = field(default_factory=list)
 
     def summary(self) -> str:
-        titled = f" ({len(self.titled)} given their title and alt text)" if self.titled else ""
-        return f"{self.name}: {len(self.files)} files, {len(self.added)} added, {len(self.skipped)} skipped{titled}."
+        notes = [f"{len(self.titled)} given their title and alt text"] if self.titled else []
+        notes += [f"{len(self.resumed)} left pending by an earlier run"] if self.resumed else []
+        notes_text = f" ({', '.join(notes)})" if notes else ""
+        return (
+            f"{self.name}: {len(self.files)} files, {len(self.added)} added, {len(self.skipped)} skipped{notes_text}."
+        )
 
 
 def give_words(path: Path) -> Photo | None:
@@ -42,6 +49,12 @@ def give_words(path: Path) -> Photo | None:
     photo.title, photo.alt_text = text
     photo.save(update_fields=["title", "alt_text"])
     return photo
+
+
+def left_pending(path: Path) -> Photo | None:
+    """The Photo of ``path`` if an earlier run saved it and was stopped before embedding it: nothing
+    else embeds it in the demo (no worker, no sweep)."""
+    return Photo.objects.filter(image=f"photos/{path.name}", embedding_status=EmbeddingStatus.PENDING).first()
 
 
 def left_in_storage(path: Path) -> bool:
@@ -94,6 +107,8 @@ class Command(BaseCommand):
                         source.skipped.append((path, reason))
                         if source.samples and reason == "already there" and (photo := give_words(path)):
                             source.titled.append(photo)
+                        elif reason == "already there" and (photo := left_pending(path)):
+                            source.resumed.append(photo)
                         continue
                     # The samples come with a title and an alt text; a folder's photos without.
                     text = sample_text(path) if source.samples else SampleText("", "")
@@ -105,7 +120,7 @@ class Command(BaseCommand):
                             photo.image.save(path.name, File(fh), save=False)
                     photo.save()
                     source.added.append(photo)
-        added = {photo.pk: photo for source in sources for photo in (*source.added, *source.titled)}
+        added = {photo.pk: photo for source in sources for photo in (*source.added, *source.titled, *source.resumed)}
         report = embed_instances(Photo.objects.filter(pk__in=list(added)))
         for source in sources:
             self.stdout.write(source.summary())
