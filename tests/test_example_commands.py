@@ -228,3 +228,23 @@ def test_the_example_sites_secret_key_is_not_one_written_in_the_repository(modul
     assert sources and not [str(p) for p in sources if key in p.read_text()]
     assert ((EXAMPLE.parent / site / ".secret_key").stat().st_mode & 0o077) == 0  # its owner's only
     assert example_secret_key(module, DJANGO_SECRET_KEY="given") == "given"
+
+
+def test_the_example_site_gathers_its_static_files_for_a_web_server(tmp_path):
+    """Served as in production (DEBUG off, docs/installation.md#serving-with-gunicorn), Django serves no
+    static file: ``collectstatic`` must be able to gather the public page's script, the admin's and the app's."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(DATABASE_URL="postgresql://localhost/unused", DJANGO_DEBUG="0", STATIC_ROOT=str(tmp_path / "static"))
+    done = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    shipped = ["photos/search.js", "photos/search.css", "semantic_images/admin/semantic_admin.css"]
+    shipped.append("admin/css/base.css")
+    for name in shipped:
+        assert (tmp_path / "static" / name).is_file(), name
