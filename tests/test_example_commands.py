@@ -47,6 +47,22 @@ def test_load_photos_counts_the_folders_files_and_names_each_skipped_one(tmp_pat
 
 
 @pytest.mark.django_db
+def test_load_photos_adds_two_pictures_of_one_name_once_each(tmp_path):
+    """A camera's IMG_0001.jpg in two folders are two pictures: both are added (the second under the
+    name the storage gives it), and a second run finds both there."""
+    for folder, colour in (("2024", (200, 40, 90)), ("2025", (40, 90, 200))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "IMG_0001.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), colour)))
+    out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    assert f"Folder {tmp_path}: 2 files, 2 added, 0 skipped." in out, out
+    again = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    assert f"Folder {tmp_path}: 2 files, 0 added, 2 skipped." in again, again
+    photos = Photo.objects.filter(image__startswith="photos/IMG_0001")
+    assert photos.count() == 2 and len({p.image.name for p in photos}) == 2
+    assert {p.embedding_status for p in photos} == {"embedded"}
+
+
+@pytest.mark.django_db
 def test_load_photos_run_again_embeds_what_an_interrupted_run_left_pending(tmp_path, make_photo):
     """A first demo stopped (Ctrl-C) after its photos were saved but before they were embedded:
     the next run finds them there, and embeds them (no worker or sweep runs in the demo)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,21 +41,35 @@ class Source:
         )
 
 
-def give_words(path: Path) -> Photo | None:
-    """The sample photo of ``path`` if it is there without a title or alt text, now with them."""
+def give_words(photo: Photo, path: Path) -> bool:
+    """Give the sample photo of ``path`` its title and alt text if it is there without them."""
     text = sample_text(path)
-    photo = Photo.objects.filter(image=f"photos/{path.name}", title="", alt_text="").first()
-    if photo is None or not text.title:
-        return None
+    if photo.title or photo.alt_text or not text.title:
+        return False
     photo.title, photo.alt_text = text
     photo.save(update_fields=["title", "alt_text"])
-    return photo
+    return True
 
 
-def left_pending(path: Path) -> Photo | None:
-    """The Photo of ``path`` if an earlier run saved it and was stopped before embedding it: nothing
-    else embeds it in the demo (no worker, no sweep)."""
-    return Photo.objects.filter(image=f"photos/{path.name}", embedding_status=EmbeddingStatus.PENDING).first()
+def stored_copy(path: Path) -> Photo | None:
+    """The Photo that already holds this file: under the file's name, or, with the same bytes, under the
+    name the storage gave it when another picture had that one (``<name>_abc1234.jpg``). Two pictures
+    of one name (IMG_0001.jpg of two folders) are two photos; the same picture again is one."""
+    name = f"photos/{path.name}"
+    pattern = rf"^photos/{re.escape(path.stem)}(_[A-Za-z0-9]{{7}})?{re.escape(path.suffix)}$"
+    try:
+        data = path.read_bytes()
+    except OSError:  # unreadable: why_skip() says why
+        return None
+    for photo in Photo.objects.filter(image__regex=pattern).order_by("pk"):
+        try:
+            with photo.image.storage.open(photo.image.name, "rb") as stored:
+                if stored.read() == data:
+                    return photo
+        except OSError:  # its file is gone: a row of the file's own name still stands for it
+            if photo.image.name == name:
+                return photo
+    return None
 
 
 def left_in_storage(path: Path) -> bool:
@@ -70,9 +85,7 @@ def left_in_storage(path: Path) -> bool:
 
 
 def why_skip(path: Path) -> str | None:
-    """Why ``path`` cannot become a Photo ("already there", "not an image", "unreadable: ..."), or None."""
-    if Photo.objects.filter(image=f"photos/{path.name}").exists():
-        return "already there"
+    """Why ``path`` cannot become a Photo ("not an image", "unreadable: ..."), or None."""
     try:
         with Image.open(path):
             pass
@@ -102,13 +115,19 @@ class Command(BaseCommand):
         with embedding_deferred():
             for source in sources:
                 for path in source.files:
+                    existing = stored_copy(path)
+                    if existing is not None:
+                        source.skipped.append((path, "already there"))
+                        if source.samples and give_words(existing, path):
+                            source.titled.append(existing)
+                        elif existing.embedding_status == EmbeddingStatus.PENDING:
+                            # Saved by a run that was stopped before embedding it: nothing else embeds it
+                            # in the demo (no worker, no sweep).
+                            source.resumed.append(existing)
+                        continue
                     reason = why_skip(path)
                     if reason is not None:
                         source.skipped.append((path, reason))
-                        if source.samples and reason == "already there" and (photo := give_words(path)):
-                            source.titled.append(photo)
-                        elif reason == "already there" and (photo := left_pending(path)):
-                            source.resumed.append(photo)
                         continue
                     # The samples come with a title and an alt text; a folder's photos without.
                     text = sample_text(path) if source.samples else SampleText("", "")
