@@ -115,6 +115,13 @@ def test_load_photos_gives_the_samples_their_titles_and_alt_texts(settings, tmp_
     assert f"Sample photos: {count} files, 0 added, {count} skipped." in run_command("load_photos")
 
 
+@pytest.mark.django_db
+def test_demo_given_only_a_port_prints_addresses_that_open():
+    """``--addrport 8123`` (runserver's port-only form) serves 127.0.0.1:8123, which the demo prints."""
+    out = run_command("demo", "--empty", "--no-serve", "--addrport", "8123")
+    assert "Example site: http://127.0.0.1:8123/ " in out and "http://127.0.0.1:8123/admin/photos/photo/" in out, out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -37,3 +37,13 @@ def check_free(addrport: str) -> None:
                 f"Cannot serve on {addrport}: {why}; {stop}choose another address: --addrport 127.0.0.1:8001 "
                 "(HOST=127.0.0.1:8001 for make)."
             ) from exc
+
+
+def site_url(addrport: str) -> str:
+    """The address ``runserver addrport`` serves, to print: ``8001`` serves ``http://127.0.0.1:8001``,
+    ``0:8001`` every interface (``0.0.0.0``), as runserver reads them."""
+    found = re.match(naiveip_re, addrport)
+    if found is None:
+        return f"http://{addrport}"
+    addr = found["addr"] or "127.0.0.1"
+    return f"http://{'0.0.0.0' if addr == '0' else addr}:{found['port']}"

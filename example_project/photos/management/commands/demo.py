@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from django_semantic_images.encoders import get_encoder
-from example_project.address import check_free
+from example_project.address import check_free, site_url
 
 USERNAME = PASSWORD = "admin"
 
@@ -40,10 +40,11 @@ class Command(BaseCommand):
         User = get_user_model()
         if not User.objects.filter(username=USERNAME).exists():
             User.objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)
+        url = site_url(addrport)
         self.stdout.write(
             self.style.SUCCESS(
-                f"\nExample site: http://{addrport}/   (public search: no login)\n"
-                f"Admin:        http://{addrport}/admin/photos/photo/   login: {USERNAME} / {PASSWORD}\n"
+                f"\nExample site: {url}/   (public search: no login)\n"
+                f"Admin:        {url}/admin/photos/photo/   login: {USERNAME} / {PASSWORD}\n"
                 f"Try the search box with: a cup of coffee\n"
             )
         )

@@ -19,7 +19,7 @@ from wagtail.models import Collection, Page, Site
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.encoders import get_encoder
-from example_project.address import check_free
+from example_project.address import check_free, site_url
 from home.models import HomePage
 from photos.samples import sample_photo_paths
 
@@ -52,11 +52,12 @@ class Command(BaseCommand):
         User = get_user_model()
         if not User.objects.filter(username=USERNAME).exists():
             User.objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)
+        url = site_url(addrport)
         self.stdout.write(
             self.style.SUCCESS(
-                f"\nWagtail example: http://{addrport}/admin/images/   login: {USERNAME} / {PASSWORD}\n"
+                f"\nWagtail example: {url}/admin/images/   login: {USERNAME} / {PASSWORD}\n"
                 f"Search the images with: {', '.join(SUGGESTIONS)}\n"
-                f"The page editor's image chooser: http://{addrport}/admin/pages/{HomePage.objects.first().pk}/edit/\n"
+                f"The page editor's image chooser: {url}/admin/pages/{HomePage.objects.first().pk}/edit/\n"
             )
         )
         if not no_serve:
