@@ -20,6 +20,7 @@ from django.core.management import call_command
 from PIL import Image
 
 from django_semantic_images.signals import embedding_deferred
+from django_semantic_images.thumbnails import thumbnail_url
 from photos.models import Photo
 from photos.samples import TEXTS
 from tests.conftest import image_bytes, run_command
@@ -93,6 +94,27 @@ def test_load_photos_on_a_new_database_beside_the_old_media_adds_each_file_once(
         assert f"Folder {folder}: 1 files, {added} added, {1 - added} skipped." in out, out
     assert list(Photo.objects.values_list("image", "embedding_status")) == [("photos/red.jpg", "embedded")]
     assert sorted(p.name for p in (tmp_path / "media" / "photos").iterdir()) == ["red.jpg"]
+
+
+@pytest.mark.django_db
+def test_load_photos_puts_back_the_files_of_a_deleted_media_folder(settings, tmp_path):
+    """The database outlives its media folder (deleted to start afresh): a run stores the files again
+    instead of skipping them as already there, which left every page with broken images."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    jpeg = image_bytes(Image.new("RGB", (320, 240), (40, 90, 200)))
+    (folder / "blue.jpg").write_bytes(jpeg)
+    run_command("load_photos", "--no-samples", "--folder", str(folder))
+    assert thumbnail_url(Photo.objects.get().image)  # made, and remembered by sorl-thumbnail
+    shutil.rmtree(tmp_path / "media")
+    out = run_command("load_photos", "--no-samples", "--folder", str(folder))
+    assert f"Folder {folder}: 1 files, 0 added, 1 skipped (1 put back in the media folder)." in out, out
+    assert "0 embedded, 1 unchanged, 0 failed" in out
+    (photo,) = Photo.objects.all()
+    assert photo.image.name == "photos/blue.jpg" and (tmp_path / "media" / "photos" / "blue.jpg").read_bytes() == jpeg
+    thumbnail = thumbnail_url(photo.image)  # made again, not the name of the file that was deleted
+    assert thumbnail and (tmp_path / "media" / thumbnail.removeprefix(settings.MEDIA_URL)).is_file(), thumbnail
 
 
 @pytest.mark.django_db

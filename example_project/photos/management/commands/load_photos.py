@@ -14,6 +14,7 @@ from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.imaging import ImageDecodeError, decode_image
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
+from django_semantic_images.thumbnails import forget_thumbnail
 from photos.models import Photo
 from photos.samples import SampleText, sample_photo_paths, sample_text
 
@@ -31,10 +32,13 @@ class Source:
     titled: list[Photo] = field(default_factory=list)
     #: Files already there whose Photo an earlier run saved but did not embed (it was stopped): embedded now.
     resumed: list[Photo] = field(default_factory=list)
+    #: Files already there whose stored copy is gone (a deleted media folder): put back, then checked.
+    restored: list[Photo] = field(default_factory=list)
 
     def summary(self) -> str:
         notes = [f"{len(self.titled)} given their title and alt text"] if self.titled else []
         notes += [f"{len(self.resumed)} left pending by an earlier run"] if self.resumed else []
+        notes += [f"{len(self.restored)} put back in the media folder"] if self.restored else []
         notes_text = f" ({', '.join(notes)})" if notes else ""
         return (
             f"{self.name}: {len(self.files)} files, {len(self.added)} added, {len(self.skipped)} skipped{notes_text}."
@@ -84,6 +88,21 @@ def left_in_storage(path: Path) -> bool:
         return stored.read() == path.read_bytes()
 
 
+def put_back(photo: Photo, path: Path) -> bool:
+    """Store ``path`` again as the file of ``photo`` if that file is gone from storage (a media folder
+    deleted while the database stayed): its pages showed a broken image and thumbnail. It is embedded afterwards
+    ("unchanged" when the vectors were made from the same bytes)."""
+    storage, name = photo.image.storage, photo.image.name
+    if storage.exists(name) or why_skip(path) is not None:
+        return False
+    with path.open("rb") as fh:
+        stored = storage.save(name, File(fh))
+    if stored != name:  # taken meanwhile: the photo points at its own copy
+        Photo.objects.filter(pk=photo.pk).update(image=stored)
+    forget_thumbnail(photo.image)  # sorl-thumbnail still lists the thumbnail that went with the folder
+    return True
+
+
 def why_skip(path: Path) -> str | None:
     """Why ``path`` cannot become a Photo ("not an image", "unreadable: ..."), or None."""
     try:
@@ -124,6 +143,8 @@ class Command(BaseCommand):
                             # Saved by a run that was stopped before embedding it: nothing else embeds it
                             # in the demo (no worker, no sweep).
                             source.resumed.append(existing)
+                        if put_back(existing, path):
+                            source.restored.append(existing)
                         continue
                     reason = why_skip(path)
                     if reason is not None:
@@ -139,7 +160,11 @@ class Command(BaseCommand):
                             photo.image.save(path.name, File(fh), save=False)
                     photo.save()
                     source.added.append(photo)
-        added = {photo.pk: photo for source in sources for photo in (*source.added, *source.titled, *source.resumed)}
+        added = {
+            photo.pk: photo
+            for source in sources
+            for photo in (*source.added, *source.titled, *source.resumed, *source.restored)
+        }
         report = embed_instances(Photo.objects.filter(pk__in=list(added)))
         for source in sources:
             self.stdout.write(source.summary())
