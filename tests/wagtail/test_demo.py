@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +31,31 @@ for words in SUGGESTIONS:
     first[words] = rank_by_meaning(images, words, keyword=keyword).first().title
 print(json.dumps({"suggested": SUGGESTIONS, "first": first}))
 """
+
+#: Each image's original file and its thumbnail rendition (made when missing) exist in the media folder.
+RENDITIONS = """
+import json
+from wagtail.images import get_image_model
+found = []
+for image in get_image_model().objects.order_by("pk"):
+    rendition = image.get_rendition("max-165x165")
+    found.append(image.file.storage.exists(image.file.name) and rendition.file.storage.exists(rendition.file.name))
+print(json.dumps(found))
+"""
+
+
+def shell(code: str, env: dict[str, str]) -> str:
+    """The last line ``code`` printed, run in the demo's site."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=SITE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture
@@ -92,6 +118,21 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     result = json.loads(found.stdout.strip().splitlines()[-1])
     assert f"Search the images with: {', '.join(result['suggested'])}" in done.stdout
     assert result["first"] == result["suggested"]
+
+    # Run again after the media folder was deleted: the files are stored again and render again.
+    assert json.loads(shell(RENDITIONS, env)) == [True] * len(samples)
+    shutil.rmtree(tmp_path / "media")
+    again = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--no-serve"],
+        cwd=SITE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Images: {len(samples)} embedded" in again.stdout and "Added" not in again.stdout, again.stdout
+    assert json.loads(shell(RENDITIONS, env)) == [True] * len(samples)
 
 
 def test_demo_with_its_address_taken_says_so_before_it_sets_anything_up(scratch_database, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.core.files import File
 from django.core.files.images import ImageFile
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -77,8 +78,20 @@ class Command(BaseCommand):
                     image = Image(title=title, collection=collection, file=ImageFile(handle, name=path.name))
                     image.save()  # embedded after the commit, in this process
                 self.stdout.write(f"Added {title}")
+            elif not image.file.storage.exists(image.file.name):
+                self.put_back(image, path)
             images.append(image)
         return images
+
+    def put_back(self, image, path: Path) -> None:
+        """The file of an image whose media folder was deleted while the database stayed (every page and
+        listing showed it broken): stored again, and its renditions, whose files went with it, dropped."""
+        with path.open("rb") as handle:
+            stored = image.file.storage.save(image.file.name, File(handle))
+        if stored != image.file.name:  # taken meanwhile: the image points at its own copy
+            type(image).objects.filter(pk=image.pk).update(file=stored)
+        image.renditions.all().delete()
+        self.stdout.write(f"Put back {image.title}")
 
     def add_home_page(self, images: list) -> None:
         """A home page whose body shows an image and a gallery: its editor opens the chooser."""
