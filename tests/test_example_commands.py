@@ -64,6 +64,19 @@ def test_load_photos_adds_two_pictures_of_one_name_once_each(tmp_path):
 
 
 @pytest.mark.django_db
+def test_load_photos_run_again_finds_a_file_stored_under_a_cleaned_name(tmp_path):
+    """The storage keeps "Screenshot 2024-05-01 at 10.00.00 (1).png" as "Screenshot_2024-05-01_at_10.00.00_1.png":
+    a second run finds it there, and adds nothing."""
+    (tmp_path / "Screenshot 2024-05-01 at 10.00.00 (1).png").write_bytes(
+        image_bytes(Image.new("RGB", (320, 240), (10, 200, 120)), "PNG")
+    )
+    assert "1 files, 1 added, 0 skipped." in run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    again = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    assert f"Folder {tmp_path}: 1 files, 0 added, 1 skipped." in again, again
+    assert list(Photo.objects.values_list("image", flat=True)) == ["photos/Screenshot_2024-05-01_at_10.00.00_1.png"]
+
+
+@pytest.mark.django_db
 def test_load_photos_run_again_embeds_what_an_interrupted_run_left_pending(tmp_path, make_photo):
     """A first demo stopped (Ctrl-C) after its photos were saved but before they were embedded:
     the next run finds them there, and embeds them (no worker or sweep runs in the demo)."""

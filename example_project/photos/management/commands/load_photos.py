@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +56,19 @@ def give_words(photo: Photo, path: Path) -> bool:
     return True
 
 
+def stored_name(path: Path) -> str:
+    """The name the storage gives ``path`` when it is free: ``photos/`` and the file's name cleaned
+    ("my photo (1).jpg" is stored as "photos/my_photo_1.jpg")."""
+    return Photo._meta.get_field("image").generate_filename(None, path.name)
+
+
 def stored_copy(path: Path) -> Photo | None:
-    """The Photo that already holds this file: under the file's name, or, with the same bytes, under the
+    """The Photo that already holds this file: under its stored name, or, with the same bytes, under the
     name the storage gave it when another picture had that one (``<name>_abc1234.jpg``). Two pictures
     of one name (IMG_0001.jpg of two folders) are two photos; the same picture again is one."""
-    name = f"photos/{path.name}"
-    pattern = rf"^photos/{re.escape(path.stem)}(_[A-Za-z0-9]{{7}})?{re.escape(path.suffix)}$"
+    name = stored_name(path)
+    stem, suffix = posixpath.splitext(name)
+    pattern = rf"^{re.escape(stem)}(_[A-Za-z0-9]{{7}})?{re.escape(suffix)}$"
     try:
         data = path.read_bytes()
     except OSError:  # unreadable: why_skip() says why
@@ -77,11 +85,10 @@ def stored_copy(path: Path) -> Photo | None:
 
 
 def left_in_storage(path: Path) -> bool:
-    """Whether ``photos/<name>`` already holds this file's bytes without a Photo (the media folder of a
-    database that is gone): the Photo takes it as it is. Saved again, it would get a new name (``_abc1234``)
-    that the next run, looking for ``photos/<name>``, would not find, and it would be added once more."""
+    """Whether the file's stored name already holds its bytes without a Photo (the media folder of a
+    database that is gone): the Photo takes it as it is, rather than a copy under a new name (``_abc1234``)."""
     storage = Photo._meta.get_field("image").storage
-    name = f"photos/{path.name}"
+    name = stored_name(path)
     if not storage.exists(name):
         return False
     with storage.open(name, "rb") as stored:
@@ -154,7 +161,7 @@ class Command(BaseCommand):
                     text = sample_text(path) if source.samples else SampleText("", "")
                     photo = Photo(title=text.title, alt_text=text.alt_text)
                     if left_in_storage(path):
-                        photo.image.name = f"photos/{path.name}"
+                        photo.image.name = stored_name(path)
                     else:
                         with path.open("rb") as fh:
                             photo.image.save(path.name, File(fh), save=False)
