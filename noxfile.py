@@ -37,8 +37,9 @@ def interpreter(version: str) -> str:
     return str(candidates[-1]) if candidates else version
 
 
-def env(python: str, django: str, *pins: str) -> nox.param:
-    return nox.param(interpreter(python), django, pins, id=f"dj{django.replace('.', '')}-py{python.replace('.', '')}")
+def env(python: str, django: str, *pins: str, tag: str = "") -> nox.param:
+    name = f"dj{django.replace('.', '')}{tag}-py{python.replace('.', '')}"
+    return nox.param(interpreter(python), django, pins, id=name)
 
 
 # pgvector-python returns vectors read from the database as numpy arrays before 0.5 and as lists
@@ -46,6 +47,8 @@ def env(python: str, django: str, *pins: str) -> nox.param:
 MATRIX = [
     env("3.11", "4.2", "pgvector<0.5"),
     env("3.11", "5.2"),
+    # Wagtail's oldest supported release (7.0 LTS), beside the newest that pip picks elsewhere.
+    env("3.11", "5.2", "wagtail~=7.0.0", tag="-wt70"),
     env("3.12", "6.1"),
     env("3.13", "6.1"),
 ]
