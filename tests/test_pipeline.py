@@ -313,3 +313,15 @@ def test_an_in_process_run_never_writes_over_a_file_replaced_meanwhile_under_its
     row = Photo.objects.get(pk=photo.pk)
     assert row.image.name == photo.image.name  # the same name, a new picture
     assert (row.embedding_status, row.embedding_hash) == (EmbeddingStatus.EMBEDDED, content_hash(newer, ["Launch"]))
+
+
+def test_a_large_16_bit_grey_image_is_embedded(make_photo):
+    """Pillow's ``reduce()``, which ``thumbnail()`` uses on an image over four times ``MAX_IMAGE_SIDE``,
+    refuses 16-bit modes: a 16-bit grey scan of 4200 x 3000 failed as "truncated or corrupt"."""
+    ramp = np.tile(np.linspace(0, 65535, 4200).astype(np.uint16), (3000, 1))
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "PNG")
+    scan = make_photo(buf.getvalue(), name="scan.png")
+    report = embed_instances([scan])
+    assert (report.embedded, report.failed) == ([scan.pk], {})
+    assert Photo.objects.get(pk=scan.pk).embedding_status == EmbeddingStatus.EMBEDDED
