@@ -181,7 +181,9 @@ def enqueue(
     """Publish tasks for ``pks`` (one per ``BATCH_SIZE`` rows) to ``QUEUE``; returns the task count.
 
     Raises the broker's error at once: the connection is opened without retries,
-    so an unreachable broker costs a web request milliseconds, not seconds.
+    so an unreachable broker costs a web request milliseconds, not seconds. The tasks' results
+    are not kept (nothing here reads them): sending one that keeps it first subscribes to it on
+    the result backend, whose client retries for about 20 s when that is the Redis that is down.
     """
     from celery import current_app
 
@@ -195,6 +197,7 @@ def enqueue(
                 kwargs={"field": field, "force": force},
                 queue=semantic_settings.QUEUE,
                 retry=False,
+                ignore_result=True,
                 connection=connection,
             )
     return len(chunks)
