@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 EMBED_TASK = "semantic_images.embed_rows"
 SWEEP_TASK = "semantic_images.sweep"
 
+#: Seconds the broker has to accept a connection and to answer each command of one send or depth
+#: read (the site's own ``socket_connect_timeout``/``socket_timeout`` transport options win): a Redis
+#: that takes the connection and never answers (stopped, or its host cut off) held for good the
+#: request that had saved the row.
+BROKER_TIMEOUT = 2.0
+
 #: The engines ``ASYNC`` chooses from (``True`` means Celery, ``False`` inline, ``"auto"`` picks one).
 CELERY, DJANGO_TASKS, INLINE = "celery", "django_tasks", "inline"
 ENGINES = (CELERY, DJANGO_TASKS, INLINE)
@@ -130,6 +136,15 @@ def use_queue() -> bool:
     return engine() != INLINE
 
 
+def broker_options() -> dict[str, Any]:
+    """Transport options for one send or depth read: no connection retries, and ``BROKER_TIMEOUT``
+    for an answer unless the site set its own socket timeouts."""
+    from celery import current_app
+
+    site = current_app.conf.broker_transport_options or {}
+    return {"socket_connect_timeout": BROKER_TIMEOUT, "socket_timeout": BROKER_TIMEOUT, **site, "max_retries": 0}
+
+
 def queue_depth(queue: str | None = None) -> int | None:
     """Messages waiting in ``queue`` (default ``QUEUE``), not counting those workers hold.
 
@@ -139,7 +154,7 @@ def queue_depth(queue: str | None = None) -> int | None:
 
     name = queue or semantic_settings.QUEUE
     try:
-        with current_app.connection_for_read(transport_options={"max_retries": 0}) as connection:
+        with current_app.connection_for_read(transport_options=broker_options()) as connection:
             channel: Any = connection.default_channel  # every kombu channel has queue_declare
             try:
                 return int(channel.queue_declare(queue=name, passive=True).message_count)
@@ -180,14 +195,17 @@ def enqueue(
 ) -> int:
     """Publish tasks for ``pks`` (one per ``BATCH_SIZE`` rows) to ``QUEUE``; returns the task count.
 
-    Raises the broker's error at once: the connection is opened without retries,
-    so an unreachable broker costs a web request milliseconds, not seconds.
+    Raises the broker's error at once: the connection is opened without retries, so an unreachable
+    broker costs a web request milliseconds, and one that does not answer ``BROKER_TIMEOUT``
+    seconds a command (``broker_options``), not seconds of backoff or for good. The tasks' results
+    are not kept (nothing here reads them): sending one that keeps it first subscribes to it on
+    the result backend, whose client retries for about 20 s when that is the Redis that is down.
     """
     from celery import current_app
 
     label = model._meta.label
     chunks = chunked([str(pk) for pk in pks], batch_size or semantic_settings.BATCH_SIZE)
-    with current_app.connection_for_write(transport_options={"max_retries": 0}) as connection:
+    with current_app.connection_for_write(transport_options=broker_options()) as connection:
         for chunk in chunks:
             current_app.send_task(
                 EMBED_TASK,
@@ -195,6 +213,7 @@ def enqueue(
                 kwargs={"field": field, "force": force},
                 queue=semantic_settings.QUEUE,
                 retry=False,
+                ignore_result=True,
                 connection=connection,
             )
     return len(chunks)

@@ -86,6 +86,8 @@ def decode_image(
             opened.draft("RGB", (max(1, width // scale), max(1, height // scale)))
         opened.load()
         image = ImageOps.exif_transpose(opened)
+        if image.mode.startswith("I;16"):  # Pillow's reduce(), thumbnail()'s first step at 4x, refuses them
+            image = to_8bit(image)
         image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
         return to_rgb(image)
     except ImageDecodeError:

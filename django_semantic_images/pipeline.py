@@ -647,6 +647,19 @@ def inputs_unchanged(model: type[models.Model], field: ImageEmbeddingField, item
     return same
 
 
+def not_marked_since(field: ImageEmbeddingField, item: _Item) -> Q:
+    """The row's "pending since" (``updated_at``) is still the one ``item`` was loaded with: no save
+    changed its inputs since (a save sets it, even one that put a new file under the same name, on a
+    storage that overwrites, where the name alone looks unchanged), no re-embed or sweep marked it
+    again and no other run wrote it. No condition when the column was not loaded."""
+    column = field.column("updated_at")
+    loaded = item.instance.__dict__
+    if column not in loaded:
+        return Q()
+    value = loaded[column]
+    return Q(**{f"{column}__isnull": True}) if value is None else Q(**{column: value})
+
+
 def texts_elsewhere(model: type[models.Model], field: ImageEmbeddingField, item: _Item) -> bool:
     """Does one of ``item``'s texts come from outside the row's loaded columns (a relation path,
     a property, a deferred column), where ``inputs_unchanged`` cannot compare it?"""
@@ -679,14 +692,17 @@ def _write(
     """Store ``values`` and end the row's claim, unless its inputs changed meanwhile (a newer
     task will embed it: a run without a claim, e.g. in-process or the reindex command, never
     writes vectors of texts an editor has changed since, even texts read through a relation or
-    a property, such as a Wagtail image's) or, with ``claim``, the row is no longer held by that
-    claim (an edit ends the claim)."""
+    a property, such as a Wagtail image's, nor of a file replaced under the same name: the row
+    was marked pending since) or, with ``claim``, the row is no longer held by that claim (an
+    edit ends the claim)."""
     values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
     unchanged = inputs_unchanged(model, field, item)
     if claim is not None:
         unchanged &= Q(**{field.column("claimed_by"): claim})
     elif texts_elsewhere(model, field, item) and not texts_unchanged(model, field, item):
         return False
+    else:
+        unchanged &= not_marked_since(field, item)
     updated = primary_rows(model).filter(unchanged, pk=item.instance.pk).update(**values)
     for name, value in values.items():
         setattr(item.instance, name, value)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import models, transaction
+from django.db.models.constants import LOOKUP_SEP
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -70,20 +71,22 @@ def embedding_is_deferred() -> bool:
 def _inputs(instance: models.Model, field: ImageEmbeddingField) -> dict[str, Any]:
     """The loaded values the vectors depend on (deferred fields are left out, never fetched).
 
-    Only the row's own fields count: values read through a relation or a property change on
-    another row, whose own saves ask for the work (e.g. ``contrib.wagtail`` on image saves).
-    Values are read from the instance's ``__dict__``, without descriptors (each search result
-    runs this when it is loaded); a deferred field is not in it (``Model.get_deferred_fields``).
+    Only the row's own fields count (``_own_column``): values read through a relation or a
+    property change on another row, whose own saves ask for the work (e.g. ``contrib.wagtail`` on
+    image saves); for a path through a relation, the key it starts with stands for it (another
+    row pointed to is another input). Values are read from the instance's ``__dict__``, without
+    descriptors (each search result runs this when it is loaded); a deferred field is not in it
+    (``Model.get_deferred_fields``).
     """
-    own = _own_attnames(type(instance))
+    model = type(instance)
     loaded = instance.__dict__
     values: dict[str, Any] = {}
     for attr in (field.image_field, *field.text_fields):
-        attname = own.get(attr)
-        if attname is None or attname not in loaded:
+        column = _own_column(model, attr)
+        if column is None or column[1] not in loaded:
             continue
-        value = loaded[attname]
-        if attr == field.image_field and not isinstance(value, str):
+        value = loaded[column[1]]
+        if attr == field.image_field and LOOKUP_SEP not in attr and not isinstance(value, str):
             value = _file_input(value)
         values[attr] = value
     return values
@@ -125,6 +128,22 @@ def _own_attnames(model: type[models.Model]) -> dict[str, str]:
     return found
 
 
+def _own_column(model: type[models.Model], path: str) -> tuple[str, str] | None:
+    """The name and attribute name of the row's own field an input at ``path`` is read from: the
+    field itself, or the foreign key (or one-to-one) a path through a relation starts with; None
+    for a property or a relation the row holds no key of."""
+    name = path.split(LOOKUP_SEP, 1)[0]
+    attname = _own_attnames(model).get(name)
+    return None if attname is None else (name, attname)
+
+
+def _saved(model: type[models.Model], path: str, saved: frozenset[str]) -> bool:
+    """Does ``save(update_fields=saved)`` write the own field of the input at ``path`` (by its
+    name or its attribute name, as Django takes either)?"""
+    column = _own_column(model, path)
+    return column is not None and not saved.isdisjoint(column)
+
+
 #: The columns that say where a row's embedding stands (written when an input changes).
 STATE_SUFFIXES = ("status", "error", "updated_at", "claimed_by", "lease_until", "visual_norm")
 
@@ -136,14 +155,15 @@ def _snapshot(instance: models.Model, saved: frozenset[str] | None = None) -> No
     if saved is not None and previous is not None:
         for name, values in current.items():
             kept = dict(previous.get(name, {}))
-            kept.update({attr: value for attr, value in values.items() if attr in saved})
+            kept.update({attr: value for attr, value in values.items() if _saved(type(instance), attr, saved)})
             current[name] = kept
     setattr(instance, SNAPSHOT_ATTR, current)
 
 
 def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None) -> bool:
     """Did the save change an input of ``field``? (Only the inputs in ``saved`` when given.)"""
-    if saved is not None and not ({field.image_field, *field.text_fields} & saved):
+    model = type(instance)
+    if saved is not None and not any(_saved(model, attr, saved) for attr in (field.image_field, *field.text_fields)):
         return False
     # No snapshot (None: a new instance whose first save rolled back) means nothing stored yet.
     before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(field.name)
@@ -151,7 +171,7 @@ def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozense
         return True
     now = _inputs(instance, field)
     if saved is not None:
-        now = {attr: value for attr, value in now.items() if attr in saved}
+        now = {attr: value for attr, value in now.items() if _saved(model, attr, saved)}
     # A field deferred at load time and set since then counts as changed, unseen: the row
     # becomes pending and is embedded again in full (the pipeline skips only embedded rows).
     return any(attr not in before or before[attr] != value for attr, value in now.items())
@@ -162,10 +182,12 @@ def _image_changed(instance: models.Model, field: ImageEmbeddingField, saved: fr
     only when the save stores the file (``_NewFile``, e.g. an upload): one stored before the save
     (``image.save(name, content, save=False)``) is not told apart, as for the embedding."""
     attr = field.image_field
-    if saved is not None and attr not in saved:
+    if LOOKUP_SEP in attr:  # a file of another row (a relation path): that row's saves tell
+        return False
+    if saved is not None and not _saved(type(instance), attr, saved):
         return False
     now = _inputs(instance, field).get(attr)
-    if not now:  # no file, a deferred field, or a file of another row (a relation path)
+    if not now:  # no file, or a deferred field
         return False
     before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(field.name)
     if before is None:

@@ -271,3 +271,57 @@ def test_rows_a_default_manager_hides_are_embedded_too(draft_model, sample_paths
     assert embed_instances(every.filter(pk=drafts[1].pk)).embedded == [drafts[1].pk]
     assert sweep([Draft], pending_timeout=0).queued == {"photos.Draft.embedding": 1}
     assert set(every.values_list("embedding_status", flat=True)) == {EmbeddingStatus.EMBEDDED}
+
+
+def test_an_in_process_run_never_writes_over_a_file_replaced_meanwhile_under_its_name(
+    make_photo, sample_paths, monkeypatch, settings
+):
+    """A storage that overwrites (``allow_overwrite``, S3's ``file_overwrite``) keeps the file's name:
+    an in-process run (no claim) compared the name alone, so while it encoded the old picture an
+    editor's new one, saved and embedded meanwhile, got the old picture's vectors and hash, for good."""
+    import threading
+    from pathlib import Path
+
+    from django.core.files.base import ContentFile
+    from django.db import connection
+
+    from django_semantic_images import pipeline
+    from django_semantic_images.pipeline import content_hash
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
+    }
+    photo = make_photo(sample_paths["rocket"], title="Launch")
+    newer = sample_paths["coffee"].read_bytes()
+    original, replaced = pipeline._prepare, threading.Event()
+
+    def an_editor_replaces_the_file_once_it_was_read(item, *args, **kwargs):
+        prepared = original(item, *args, **kwargs)
+        if not replaced.is_set():
+            replaced.set()
+            try:  # another request: its save commits, and its own in-process run embeds the new file
+                editor = Photo.objects.get(pk=photo.pk)
+                editor.image = ContentFile(newer, name=Path(editor.image.name).name)  # upload_to adds the folder
+                editor.save()
+            finally:
+                connection.close()
+        return prepared
+
+    monkeypatch.setattr(pipeline, "_prepare", an_editor_replaces_the_file_once_it_was_read)
+    embed_pks(Photo, [photo.pk])
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.image.name == photo.image.name  # the same name, a new picture
+    assert (row.embedding_status, row.embedding_hash) == (EmbeddingStatus.EMBEDDED, content_hash(newer, ["Launch"]))
+
+
+def test_a_large_16_bit_grey_image_is_embedded(make_photo):
+    """Pillow's ``reduce()``, which ``thumbnail()`` uses on an image over four times ``MAX_IMAGE_SIDE``,
+    refuses 16-bit modes: a 16-bit grey scan of 4200 x 3000 failed as "truncated or corrupt"."""
+    ramp = np.tile(np.linspace(0, 65535, 4200).astype(np.uint16), (3000, 1))
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "PNG")
+    scan = make_photo(buf.getvalue(), name="scan.png")
+    report = embed_instances([scan])
+    assert (report.embedded, report.failed) == ([scan.pk], {})
+    assert Photo.objects.get(pk=scan.pk).embedding_status == EmbeddingStatus.EMBEDDED

@@ -160,3 +160,66 @@ def test_a_later_save_of_an_instance_from_before_its_embedding_keeps_the_vectors
     photo.embedding_error = "checked by hand"
     photo.save(update_fields=["embedding_error"])  # a column named: written as given
     assert Photo.objects.get(pk=photo.pk).embedding_error == "checked by hand"
+
+
+@pytest.mark.django_db  # tables made for the test, in its transaction (rolled back after it)
+def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
+    sample_paths, django_capture_on_commit_callbacks
+):
+    """``image_field="picture__image"`` (a path through a foreign key): the row's own key is what the
+    save changes, and only own columns counted, so a card given another picture kept the old
+    picture's vectors, marked embedded, and no work was sent."""
+    from django.core.files.base import ContentFile
+    from django.db import connection, models
+    from django.test.utils import isolate_apps
+
+    from django_semantic_images import ImageEmbeddingField
+    from django_semantic_images.signals import connect
+
+    with isolate_apps("photos"):
+
+        class Picture(models.Model):
+            image = models.ImageField(upload_to="pictures/")
+
+            class Meta:
+                app_label = "photos"
+
+            def __str__(self) -> str:
+                return self.image.name
+
+        class Card(models.Model):
+            picture = models.ForeignKey(Picture, on_delete=models.CASCADE)
+            caption = models.CharField(max_length=100, blank=True)
+            embedding = ImageEmbeddingField(image_field="picture__image", text_fields=["caption"], index=False)
+
+            class Meta:
+                app_label = "photos"
+
+            def __str__(self) -> str:
+                return self.caption
+
+        with connection.schema_editor() as editor:
+            editor.create_model(Picture)
+            editor.create_model(Card)
+        connect(Card)
+        pictures = {}
+        for stem in ("chelsea", "coffee"):
+            pictures[stem] = Picture()
+            pictures[stem].image.save(f"{stem}.jpg", ContentFile(sample_paths[stem].read_bytes()))
+        with django_capture_on_commit_callbacks(execute=True):
+            card = Card.objects.create(picture=pictures["chelsea"], caption="today")
+        card = Card.objects.get(pk=card.pk)
+        assert card.embedding_hash == content_hash(sample_paths["chelsea"].read_bytes(), ["today"])
+        card.picture = pictures["coffee"]
+        with django_capture_on_commit_callbacks(execute=True):
+            card.save()
+        row = Card.objects.get(pk=card.pk)
+        assert row.embedding_status == EmbeddingStatus.EMBEDDED
+        assert row.embedding_hash == content_hash(sample_paths["coffee"].read_bytes(), ["today"])
+        card = Card.objects.get(pk=card.pk)
+        card.picture_id = pictures["chelsea"].pk  # by its key, saving that field alone
+        with django_capture_on_commit_callbacks(execute=True):
+            card.save(update_fields=["picture_id"])
+        assert Card.objects.get(pk=card.pk).embedding_hash == content_hash(
+            sample_paths["chelsea"].read_bytes(), ["today"]
+        )

@@ -26,6 +26,7 @@ from photos.models import Photo
 from .celery_worker import (
     REDIS_URL,
     Worker,
+    configured_app,
     database_url,
     drop_queued_messages,
     on_redis,
@@ -281,6 +282,57 @@ def test_rows_saved_with_the_broker_unreachable_are_embedded_once_at_the_next_sw
     wait_for(lambda: settled(photos), 10 * BEAT + 30, "the rows saved while the broker was down", worker)
     print(f"broker down at upload: embedded {time.monotonic() - back:.1f} s after it was back")
     embedded_once(photos, writes)
+
+
+def test_a_save_with_redis_down_as_broker_and_result_backend_returns_at_once(broker, sample_paths):
+    """Redis is often the result backend too: sending the task subscribed to its result there
+    first, and Celery's result consumer retried the connection for about 20 s before it gave up,
+    so a save made while Redis was down waited that long (work sent by dispatch never reads a result)."""
+    down = "redis://127.0.0.1:1/0"  # nothing listens there
+    with configured_app(broker, broker_url=down, result_backend=down):
+        started = time.monotonic()
+        photo = upload(sample_paths["chelsea"], title="saved while Redis was down")
+        took = time.monotonic() - started
+    row = Photo.objects.get(pk=photo.pk)
+    assert (row.embedding_status, row.embedding_lease_until) == (EmbeddingStatus.PENDING, None)  # for the sweep
+    assert took < 10, f"the save took {took:.1f} s"
+
+
+def test_a_save_with_redis_not_answering_returns_in_seconds(broker, sample_paths, tmp_path):
+    """A Redis that takes the connection and never answers (stopped, or its host cut off by the
+    network): the publish waited for an answer without a timeout, and the request that had saved
+    the row hung for good."""
+    import signal
+    import threading
+
+    from .celery_worker import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    saved: list[Photo] = []
+
+    def save() -> None:  # a request of its own: its thread is left waiting if the save hangs
+        try:
+            saved.append(upload(sample_paths["chelsea"], title="saved while Redis did not answer"))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=save)
+    try:
+        with configured_app(broker, broker_url=server.url, result_backend=server.url):
+            started = time.monotonic()
+            thread.start()
+            thread.join(30)
+            took, hung = time.monotonic() - started, thread.is_alive()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+        thread.join(30)
+    assert not hung, f"the save still waited for Redis after {took:.0f} s"
+    row = Photo.objects.get(pk=saved[0].pk)
+    assert (row.embedding_status, row.embedding_lease_until) == (EmbeddingStatus.PENDING, None)  # for the sweep
 
 
 def test_two_workers_given_the_same_rows_embed_each_once(
