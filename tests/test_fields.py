@@ -139,3 +139,57 @@ def test_search_through_a_halfvec_hnsw_index_matches_the_exact_ranking():
         # halfvec rounds each number to 11 bits: the order may swap near-ties only.
         assert len(set(found) & set(expected)) >= 9, (found, expected)
         assert found[0] == expected[0]
+
+
+@pytest.mark.django_db
+@isolate_apps("photos")
+def test_a_field_on_an_abstract_base_gives_each_concrete_model_its_indexes_and_calibration():
+    """Declared on an abstract base, the field is each concrete subclass's own: its HNSW indexes
+    (in the migration's options and the table) and a calibration drawn from its table. The
+    subclasses got no index (the field saw only the abstract class), and ``calibration()``
+    queried the abstract class (``AttributeError``)."""
+
+    class Base(models.Model):
+        image = models.ImageField()
+        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4, m=8, ef_construction=40)
+
+        class Meta:
+            abstract = True
+            app_label = "photos"
+
+    class First(Base):
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    class Second(Base):
+        class Meta(Base.Meta):
+            pass
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    from django.db.migrations.state import ModelState
+
+    rng = np.random.default_rng(2)
+    for model in (First, Second):
+        field = get_embedding_field(model)
+        assert field.model is model and model.embedding is field
+        hnsw = ModelState.from_model(model).options["indexes"]
+        assert [(i.fields, i.m, i.ef_construction) for i in hnsw] == [
+            (["embedding_visual"], 8, 40),
+            (["embedding_semantic"], 8, 40),
+        ]
+        with connection.schema_editor() as editor:
+            editor.create_model(model)
+        assert sum("USING hnsw" in d for d in index_definitions(model._meta.db_table).values()) == 2
+        semantic = rng.normal(size=(12, 4)).astype(np.float32)
+        model.objects.bulk_create(
+            model(image=f"p{i}.jpg", embedding_status="embedded", embedding_semantic=semantic[i]) for i in range(12)
+        )
+        ranked = semantic_search(model.objects.all(), semantic[5])
+        assert ranked.first().image.name == "p5.jpg"
+        assert ranked.calibration() is not None
+    assert First.embedding is not Second.embedding
