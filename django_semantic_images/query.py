@@ -16,6 +16,7 @@ import numbers
 import operator
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
 from itertools import islice
@@ -199,6 +200,18 @@ class SemanticQuerySetMixin(_QuerySetBase):
         clone._ranked_by = self._ranked_by
         clone._calibrated_on = self._calibrated_on
         return clone
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # QuerySet's: it evaluates the queryset
+        if self._calibrated_on is not None:
+            state["_calibrated_on"] = UnevaluatedRows.of(self._calibrated_on)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rows = state.get("_calibrated_on")
+        if isinstance(rows, UnevaluatedRows):
+            state = {**state, "_calibrated_on": rows.queryset()}
+        super().__setstate__(state)  # type: ignore[misc]
 
     @property
     def db(self) -> str:
@@ -453,6 +466,29 @@ class SemanticQuerySetMixin(_QuerySetBase):
             with hnsw_settings(self.db, field=index_field(self)):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
+
+
+@dataclass
+class UnevaluatedRows:
+    """A queryset as a ranked queryset's pickle keeps it (``calibrated_on()``'s rows): its class
+    and state without its rows. Pickled as a queryset, it was evaluated: every row the caller may
+    see, vectors included, read and written into the pickle of a page."""
+
+    cls: type
+    searchable: bool
+    state: dict[str, Any]
+
+    @classmethod
+    def of(cls, rows: models.QuerySet[Any]) -> UnevaluatedRows:
+        base = getattr(type(rows), "_searchable_base", None)  # a class made by searchable_class()
+        state = {**vars(rows), "_result_cache": None, "_prefetch_done": False}
+        return cls(base or type(rows), base is not None, state)
+
+    def queryset(self) -> models.QuerySet[Any]:
+        klass: Any = searchable_class(self.cls) if self.searchable else self.cls
+        rows = klass.__new__(klass)
+        rows.__dict__.update(self.state)
+        return rows
 
 
 def relevance_value(relevance: Any) -> float | None:
