@@ -527,7 +527,15 @@ def embedding_path(model: type[models.Model], name: str | None = None) -> Embedd
 
 
 def models_with_embeddings() -> list[type[models.Model]]:
-    """Every installed model that declares an ImageEmbeddingField."""
+    """Every installed model that holds an ImageEmbeddingField's columns: each table of vectors once
+    (what the commands, the sweep and the checks go through). A proxy, or a subclass that inherits
+    its parent's field, holds none: its rows are its parent's, embedded there."""
+    return [m for m in apps.get_models() if any(f.model is m for f in embedding_fields(m))]
+
+
+def models_using_embeddings() -> list[type[models.Model]]:
+    """Every installed model with an ImageEmbeddingField, its own or inherited (proxies and subclasses
+    too): the models whose saves are watched, each sending its own save signals."""
     return [m for m in apps.get_models() if embedding_fields(m)]
 
 

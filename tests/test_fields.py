@@ -193,3 +193,17 @@ def test_a_field_on_an_abstract_base_gives_each_concrete_model_its_indexes_and_c
         assert ranked.first().image.name == "p5.jpg"
         assert ranked.calibration() is not None
     assert First.embedding is not Second.embedding
+
+
+@pytest.mark.django_db
+def test_a_proxy_is_no_second_table_of_vectors_and_its_saves_are_watched():
+    """The commands, the sweep and the checks go through each table of vectors once: a proxy (or a
+    subclass that inherits its parent's field) was listed again, so ``semantic_images_reindex
+    --force`` embedded every row twice and the status counted them twice. Its saves still ask for work."""
+    from django_semantic_images.fields import models_using_embeddings, models_with_embeddings
+    from tests.multifield.models import PhotoProxy, TwoImagePhoto
+
+    assert models_with_embeddings() == [Photo, TwoImagePhoto]
+    assert PhotoProxy in models_using_embeddings()
+    saved = PhotoProxy.objects.create(image="photos/proxy.jpg")
+    assert Photo.objects.get(pk=saved.pk).embedding_lease_until is not None  # marked sent by pre_save
