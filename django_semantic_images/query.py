@@ -33,7 +33,7 @@ from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
 from .encoders.text import letter_scripts
-from .expressions import SemanticDistance, VisualDistance
+from .expressions import SemanticDistance, VisualDistance, query_array
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_session_settings, hnsw_settings, settings_sql, stash_and_set_sql, unstash_sql
@@ -245,7 +245,8 @@ class SemanticQuerySetMixin(_QuerySetBase):
         )
         qs = qs.order_by(*RANKING)
         qs._vector_ranked = True
-        qs._ranked_by = (path, kind, vector)
+        as_array = query_array(vector)  # a float32 array for calibration() (a pgvector Vector too)
+        qs._ranked_by = (path, kind, vector if as_array is None else as_array)
         return qs
 
     def semantic_search(self, query: Any, *, field: str | None = None) -> Self:

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from django.db import connection, models
 from django.test.utils import isolate_apps
+from pgvector import HalfVector, Vector
 
 from django_semantic_images import ImageEmbeddingField
 from django_semantic_images.fields import get_embedding_field
 from django_semantic_images.management.commands.semantic_images_status import index_sizes
-from django_semantic_images.query import semantic_search
+from django_semantic_images.query import semantic_search, similar_to
 from photos.models import Photo
 
 
@@ -58,12 +59,25 @@ def test_hnsw_arguments_and_halfvec_reach_the_indexes_and_search_works():
         assert "m='8'" in definition and "ef_construction='40'" in definition
 
     rng = np.random.default_rng(0)
-    semantic = rng.normal(size=(5, 4)).astype(np.float32)
+    semantic = rng.normal(size=(12, 4)).astype(np.float32)
+    visual = rng.normal(size=(12, 8)).astype(np.float32)
     HalfPhoto.objects.bulk_create(
-        HalfPhoto(image=f"p{i}.jpg", embedding_status="embedded", embedding_semantic=semantic[i]) for i in range(5)
+        HalfPhoto(
+            image=f"p{i}.jpg", embedding_status="embedded", embedding_semantic=semantic[i], embedding_visual=visual[i]
+        )
+        for i in range(12)
     )
     found = list(semantic_search(HalfPhoto.objects.all(), semantic[3])[:2])
     assert found[0].image.name == "p3.jpg" and found[0].distance == pytest.approx(0.0, abs=1e-3)
+    # pgvector-python before 0.5 reads a halfvec column as a HalfVector (0.5: a list), and pgvector's
+    # Vector is a vector too: similar_to(row) took it for an image and failed to open it.
+    row = HalfPhoto.objects.get(image="p2.jpg")
+    row.embedding_visual = HalfVector(row.embedding_visual)
+    alike = similar_to(HalfPhoto.objects.all(), row, exclude_self=False)
+    assert alike.first().pk == row.pk and alike.calibration() is not None
+    by_vector = semantic_search(HalfPhoto.objects.all(), Vector(semantic[4]))
+    assert by_vector.first().image.name == "p4.jpg"
+    assert by_vector.calibration() == semantic_search(HalfPhoto.objects.all(), semantic[4]).calibration()
     # The status command finds the indexes of a mixed-case table (quoted identifiers).
     sizes = index_sizes(HalfPhoto, get_embedding_field(HalfPhoto))
     assert sizes["visual"] and sizes["semantic"]
