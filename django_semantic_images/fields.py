@@ -311,7 +311,8 @@ class ImageEmbeddingField:
         assert self.model is not None
         errors: list[checks.CheckMessage] = []
         for attr in (self.image_field, *self.text_fields):
-            problem = _path_problem(self.model, attr, allow_property=attr != self.image_field)
+            is_image = attr == self.image_field
+            problem = _path_problem(self.model, attr, allow_property=not is_image, file_only=is_image)
             if problem:
                 errors.append(
                     checks.Error(
@@ -391,8 +392,8 @@ def follow(instance: Any, path: str) -> Any:
     return value
 
 
-def _path_problem(model: type[models.Model], path: str, *, allow_property: bool) -> str:
-    """Why ``path`` does not name a value of ``model`` ("" when it does)."""
+def _path_problem(model: type[models.Model], path: str, *, allow_property: bool, file_only: bool = False) -> str:
+    """Why ``path`` does not name a value of ``model`` ("" when it does); ``file_only``: a file field's."""
     *relations, last = path.split(LOOKUP_SEP)
     current = model
     for part in relations:
@@ -404,12 +405,14 @@ def _path_problem(model: type[models.Model], path: str, *, allow_property: bool)
             return f"but {part!r} is not a foreign key or one-to-one field of {current._meta.label}."
         current = field.related_model
     try:
-        current._meta.get_field(last)
-        return ""
+        field = current._meta.get_field(last)
     except FieldDoesNotExist:
         if allow_property and not relations and isinstance(getattr(model, last, None), property):
             return ""
         return f"which is not a field of {current._meta.label}."
+    if file_only and not isinstance(field, models.FileField):
+        return "which is not a FileField or ImageField (the pipeline reads the picture from its file)."
+    return ""
 
 
 @dataclass

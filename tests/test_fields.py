@@ -221,3 +221,38 @@ def test_a_proxy_is_no_second_table_of_vectors_and_its_saves_are_watched():
     assert PhotoProxy in models_using_embeddings()
     saved = PhotoProxy.objects.create(image="photos/proxy.jpg")
     assert Photo.objects.get(pk=saved.pk).embedding_lease_until is not None  # marked sent by pre_save
+
+
+@isolate_apps("photos")
+def test_an_image_field_that_holds_no_file_is_a_check_error():
+    """``image_field`` naming a text column (a URL, a path as text) passed the checks, and every
+    embedding then failed as a passing storage error (``'str' object has no attribute 'open'``),
+    retried without end: the row stayed pending. It is the check ``semantic_images.E003``."""
+
+    class Album(models.Model):
+        cover = models.ImageField()
+        title = models.CharField(max_length=100)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.title
+
+    class Picture(models.Model):
+        image = models.CharField(max_length=100)
+        album = models.ForeignKey(Album, on_delete=models.CASCADE)
+        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=4)
+        by_title = ImageEmbeddingField(image_field="album__title", visual_dimensions=8, semantic_dimensions=4)
+        by_cover = ImageEmbeddingField(image_field="album__cover", visual_dimensions=8, semantic_dimensions=4)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image
+
+    errors = [e for f in (Picture.embedding, Picture.by_title, Picture.by_cover) for e in f.check()]
+    assert [e.id for e in errors] == ["semantic_images.E003", "semantic_images.E003"]
+    assert "'image', which is not a FileField or ImageField" in errors[0].msg
+    assert "'album__title', which is not a FileField or ImageField" in errors[1].msg
