@@ -9,7 +9,7 @@ from django.apps import AppConfig
 from django.db.models.signals import pre_migrate
 
 from .dispatch import DJANGO_TASKS, engine_unavailable
-from .fields import models_with_embeddings
+from .fields import models_using_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class SemanticImagesConfig(AppConfig):
     def ready(self) -> None:
         from . import checks, signals, thumbnails  # noqa: F401  (checks: registers the system checks)
 
-        for model in models_with_embeddings():
+        for model in models_using_embeddings():
             signals.connect(model)
             thumbnails.connect(model)
         pre_migrate.connect(_ensure_extension, dispatch_uid="semantic_images:extension")

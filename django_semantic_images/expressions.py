@@ -87,12 +87,15 @@ NUMBERS = (float, int, np.floating, np.integer, Real)
 
 
 def query_array(query: Any) -> np.ndarray | None:
-    """``query`` as a float32 vector when it is one (a numpy array, or a non-empty list or tuple
-    of numbers, numpy's included), else None; a ValueError when a number is NaN, infinite or
+    """``query`` as a float32 vector when it is one (a numpy array, pgvector's ``Vector`` or
+    ``HalfVector`` (what pgvector-python before 0.5 reads a ``halfvec`` column as), or a non-empty
+    list or tuple of numbers, numpy's included), else None; a ValueError when a number is NaN, infinite or
     beyond float32's range (PostgreSQL would refuse the vector), or when every number is zero
     (no direction: its cosine distance to any row is NaN, and a ranking by it says nothing)."""
     if isinstance(query, np.ndarray):
         values: Any = query
+    elif callable(getattr(query, "to_numpy", None)):
+        values = query.to_numpy()  # pgvector's Vector / HalfVector (a pandas Series too)
     elif isinstance(query, (list, tuple)) and query and all(isinstance(v, NUMBERS) for v in query):
         values = np.asarray(query, dtype=np.float64)
     else:

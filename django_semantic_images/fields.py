@@ -21,6 +21,7 @@ sibling fields named after it (for a field called ``embedding``):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ObjectDoesNotExist
 from django.db import models
 from django.db.models.constants import LOOKUP_SEP
+from django.db.models.signals import class_prepared
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
@@ -242,14 +244,32 @@ class ImageEmbeddingField:
         for suffix, field in siblings.items():
             field.verbose_name = f"{name} {suffix.replace('_', ' ')}"
             cls.add_to_class(self.column(suffix), field)
-        setattr(cls, name, self)
+        self._register(cls)
+        if not cls._meta.abstract:
+            self._add_indexes(cls)
+
+    def _register(self, cls: type[models.Model]) -> None:
+        """Make this field ``cls``'s own (its attribute and its entry in ``embedding_fields``)."""
+        setattr(cls, self.name, self)
         registry = cls.__dict__.get("_semantic_image_fields")
         if registry is None:
             registry = {}
             setattr(cls, "_semantic_image_fields", registry)  # noqa: B010 - Model declares no such attribute
-        registry[name] = self
+        registry[self.name] = self
         _fields_of.clear()  # a model (or a parent) gained a field: read the classes again
-        if self.index and not cls._meta.abstract and self.distance in DISTANCES:
+
+    def bind_to(self, cls: type[models.Model]) -> ImageEmbeddingField:
+        """A copy of this field (declared on an abstract base) as concrete ``cls``'s own: its
+        ``model``, and its HNSW indexes (Django copies the sibling columns, not the indexes)."""
+        field = copy.copy(self)
+        field.model = cls
+        field._register(cls)
+        field._add_indexes(cls)
+        return field
+
+    def _add_indexes(self, cls: type[models.Model]) -> None:
+        """The HNSW indexes of both vector columns, in ``cls``'s Meta options."""
+        if self.index and self.distance in DISTANCES:
             # Migrations read Meta options from original_attrs, so record the indexes there too.
             cls._meta.indexes = list(cls._meta.indexes)
             cls._meta.original_attrs["indexes"] = cls._meta.indexes
@@ -291,7 +311,8 @@ class ImageEmbeddingField:
         assert self.model is not None
         errors: list[checks.CheckMessage] = []
         for attr in (self.image_field, *self.text_fields):
-            problem = _path_problem(self.model, attr, allow_property=attr != self.image_field)
+            is_image = attr == self.image_field
+            problem = _path_problem(self.model, attr, allow_property=not is_image, file_only=is_image)
             if problem:
                 errors.append(
                     checks.Error(
@@ -347,6 +368,17 @@ class ImageEmbeddingField:
         return sorted(paths)
 
 
+def bind_inherited_fields(sender: type[models.Model], **kwargs: Any) -> None:
+    """``class_prepared``: a concrete model's fields declared on an abstract base become its own
+    (``ImageEmbeddingField.bind_to``), so each subclass has its indexes and searches its table."""
+    for field in declared_fields(sender).values():  # not cached: every model class comes here
+        if field.model is not None and field.model is not sender and field.model._meta.abstract:
+            field.bind_to(sender)
+
+
+class_prepared.connect(bind_inherited_fields, dispatch_uid="semantic_images:bind_inherited_fields")
+
+
 def follow(instance: Any, path: str) -> Any:
     """``instance``'s value at ``path`` (``"image__title"``); None where a relation is empty."""
     value = instance
@@ -360,8 +392,8 @@ def follow(instance: Any, path: str) -> Any:
     return value
 
 
-def _path_problem(model: type[models.Model], path: str, *, allow_property: bool) -> str:
-    """Why ``path`` does not name a value of ``model`` ("" when it does)."""
+def _path_problem(model: type[models.Model], path: str, *, allow_property: bool, file_only: bool = False) -> str:
+    """Why ``path`` does not name a value of ``model`` ("" when it does); ``file_only``: a file field's."""
     *relations, last = path.split(LOOKUP_SEP)
     current = model
     for part in relations:
@@ -373,12 +405,14 @@ def _path_problem(model: type[models.Model], path: str, *, allow_property: bool)
             return f"but {part!r} is not a foreign key or one-to-one field of {current._meta.label}."
         current = field.related_model
     try:
-        current._meta.get_field(last)
-        return ""
+        field = current._meta.get_field(last)
     except FieldDoesNotExist:
         if allow_property and not relations and isinstance(getattr(model, last, None), property):
             return ""
         return f"which is not a field of {current._meta.label}."
+    if file_only and not isinstance(field, models.FileField):
+        return "which is not a FileField or ImageField (the pipeline reads the picture from its file)."
+    return ""
 
 
 @dataclass
@@ -417,11 +451,16 @@ def embedding_fields(model: type[models.Model]) -> list[ImageEmbeddingField]:
     """The ImageEmbeddingFields declared on ``model`` (or its concrete parents)."""
     fields = _fields_of.get(model)
     if fields is None:
-        found: dict[str, ImageEmbeddingField] = {}
-        for klass in reversed(model.__mro__):
-            found.update(klass.__dict__.get("_semantic_image_fields", {}))
-        fields = _fields_of[model] = tuple(found.values())
+        fields = _fields_of[model] = tuple(declared_fields(model).values())
     return list(fields)
+
+
+def declared_fields(model: type[models.Model]) -> dict[str, ImageEmbeddingField]:
+    """The ImageEmbeddingFields of ``model`` and its parents by name, a subclass's over its parent's."""
+    found: dict[str, ImageEmbeddingField] = {}
+    for klass in reversed(model.__mro__):
+        found.update(klass.__dict__.get("_semantic_image_fields", {}))
+    return found
 
 
 def get_embedding_field(model: type[models.Model], name: str | None = None) -> ImageEmbeddingField:
@@ -491,7 +530,15 @@ def embedding_path(model: type[models.Model], name: str | None = None) -> Embedd
 
 
 def models_with_embeddings() -> list[type[models.Model]]:
-    """Every installed model that declares an ImageEmbeddingField."""
+    """Every installed model that holds an ImageEmbeddingField's columns: each table of vectors once
+    (what the commands, the sweep and the checks go through). A proxy, or a subclass that inherits
+    its parent's field, holds none: its rows are its parent's, embedded there."""
+    return [m for m in apps.get_models() if any(f.model is m for f in embedding_fields(m))]
+
+
+def models_using_embeddings() -> list[type[models.Model]]:
+    """Every installed model with an ImageEmbeddingField, its own or inherited (proxies and subclasses
+    too): the models whose saves are watched, each sending its own save signals."""
     return [m for m in apps.get_models() if embedding_fields(m)]
 
 

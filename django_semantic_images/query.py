@@ -16,6 +16,7 @@ import numbers
 import operator
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
 from itertools import islice
@@ -32,7 +33,7 @@ from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
 from .encoders.text import letter_scripts
-from .expressions import SemanticDistance, VisualDistance
+from .expressions import SemanticDistance, VisualDistance, query_array
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_session_settings, hnsw_settings, settings_sql, stash_and_set_sql, unstash_sql
@@ -200,6 +201,18 @@ class SemanticQuerySetMixin(_QuerySetBase):
         clone._calibrated_on = self._calibrated_on
         return clone
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # QuerySet's: it evaluates the queryset
+        if self._calibrated_on is not None:
+            state["_calibrated_on"] = UnevaluatedRows.of(self._calibrated_on)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rows = state.get("_calibrated_on")
+        if isinstance(rows, UnevaluatedRows):
+            state = {**state, "_calibrated_on": rows.queryset()}
+        super().__setstate__(state)  # type: ignore[misc]
+
     @property
     def db(self) -> str:
         """The alias this query runs on: a ranked search reads from ``SEARCH_DATABASE`` when set
@@ -232,7 +245,8 @@ class SemanticQuerySetMixin(_QuerySetBase):
         )
         qs = qs.order_by(*RANKING)
         qs._vector_ranked = True
-        qs._ranked_by = (path, kind, vector)
+        as_array = query_array(vector)  # a float32 array for calibration() (a pgvector Vector too)
+        qs._ranked_by = (path, kind, vector if as_array is None else as_array)
         return qs
 
     def semantic_search(self, query: Any, *, field: str | None = None) -> Self:
@@ -453,6 +467,29 @@ class SemanticQuerySetMixin(_QuerySetBase):
             with hnsw_settings(self.db, field=index_field(self)):
                 return super().explain(format=format, **options)
         return super().explain(format=format, **options)
+
+
+@dataclass
+class UnevaluatedRows:
+    """A queryset as a ranked queryset's pickle keeps it (``calibrated_on()``'s rows): its class
+    and state without its rows. Pickled as a queryset, it was evaluated: every row the caller may
+    see, vectors included, read and written into the pickle of a page."""
+
+    cls: type
+    searchable: bool
+    state: dict[str, Any]
+
+    @classmethod
+    def of(cls, rows: models.QuerySet[Any]) -> UnevaluatedRows:
+        base = getattr(type(rows), "_searchable_base", None)  # a class made by searchable_class()
+        state = {**vars(rows), "_result_cache": None, "_prefetch_done": False}
+        return cls(base or type(rows), base is not None, state)
+
+    def queryset(self) -> models.QuerySet[Any]:
+        klass: Any = searchable_class(self.cls) if self.searchable else self.cls
+        rows = klass.__new__(klass)
+        rows.__dict__.update(self.state)
+        return rows
 
 
 def relevance_value(relevance: Any) -> float | None:

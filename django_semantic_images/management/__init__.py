@@ -7,7 +7,7 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import CommandError
 
-from ..fields import embedding_path, models_with_embeddings
+from ..fields import embedding_fields, embedding_path, models_with_embeddings
 
 
 def resolve_model(label: str | None, *, joined: bool = False) -> Any:
@@ -22,7 +22,7 @@ def resolve_model(label: str | None, *, joined: bool = False) -> Any:
             model = apps.get_model(label)
         except (LookupError, ValueError) as exc:
             raise CommandError(f"Unknown model {label!r} (use app_label.ModelName).") from exc
-        if model not in candidates and not (joined and _ranked_through_a_join(model)):
+        if not embedding_fields(model) and not (joined and _ranked_through_a_join(model)):
             raise CommandError(f"{label} has no ImageEmbeddingField.")
         return model
     if len(candidates) != 1:

@@ -7,6 +7,7 @@ its commands need no ``--model``.
 from django.db import models
 
 from django_semantic_images import ImageEmbeddingField, SemanticImageManager
+from photos.models import Photo
 
 
 class TwoImagePhoto(models.Model):
@@ -31,7 +32,15 @@ class PhotoAlbum(models.Model):
     """An album with a cover photo: the admin's autocomplete of photos (``autocomplete_fields``)."""
 
     title = models.CharField(max_length=100)
-    cover = models.ForeignKey("photos.Photo", null=True, blank=True, on_delete=models.SET_NULL)
+    cover = models.ForeignKey(Photo, null=True, blank=True, on_delete=models.SET_NULL)
 
     def __str__(self) -> str:
         return self.title
+
+
+class PhotoProxy(Photo):
+    """A proxy of the example site's Photo (a second admin's, say): the same table of vectors, not a
+    second one for the commands, the sweep and the checks; its saves are watched all the same."""
+
+    class Meta:
+        proxy = True
