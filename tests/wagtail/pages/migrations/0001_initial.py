@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('wagtailcore', '0097_baselogentry_uuid_action_timestamp_indexes'),  # in Wagtail 7.3 and 8
+        ('wagtailcore', '0094_alter_page_locale'),  # in Wagtail 7.0 and later
         migrations.swappable_dependency(get_image_model_string()),  # Wagtail's image model or a custom one
     ]
 
