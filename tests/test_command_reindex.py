@@ -128,3 +128,24 @@ def test_a_row_failed_for_good_is_not_stale_after_an_encoder_change(rows):
     assert f"{stale} embedded, 0 unchanged, 0 failed" in out, out
     assert Photo.objects.get(pk=broken.pk).embedding_updated_at == broken.embedding_updated_at
     assert not [m for m in check_database(databases=["default"]) if m.id == "semantic_images.W001"]
+
+
+def test_a_stop_on_a_storage_fault_counts_the_rows_it_wrote_and_a_rerun_goes_on(make_photo, sample_paths):
+    """Rows are written batch by batch: a fault in a chunk's third batch left two written, but the
+    message counted only whole chunks ("stopped after 0 of 3 rows")."""
+    from pathlib import Path
+
+    first, second = make_photo(sample_paths["coffee"]), make_photo(sample_paths["rocket"])
+    gone = make_photo(sample_paths["horse"])
+    path = Path(gone.image.path)
+    path.unlink()
+    path.mkdir()  # the storage answers "Is a directory": a fault that may pass
+    try:
+        with pytest.raises(CommandError, match=r"stopped after 2 of 3 rows: .*Run the command again"):
+            run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
+        assert status(first) == status(second) == EmbeddingStatus.EMBEDDED
+    finally:
+        path.rmdir()
+    path.write_bytes(sample_paths["horse"].read_bytes())
+    out = run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
+    assert "1 embedded, 2 unchanged, 0 failed" in out

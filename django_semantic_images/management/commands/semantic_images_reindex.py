@@ -159,6 +159,13 @@ class Command(BaseCommand):
         report = EmbedReport()
         started = time.perf_counter()
         chunk = batch_size * CHUNK_BATCHES
+        done = 0  # rows of the batches written so far (a chunk's report comes only at its end)
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            bar.update(rows)
+
         with self.progress(len(pks), label, opts) as bar:
             for start in range(0, len(pks), chunk):
                 try:
@@ -168,10 +175,9 @@ class Command(BaseCommand):
                         field=emb.name,
                         force=opts["force"],
                         batch_size=batch_size,
-                        progress=bar.update,
+                        progress=advance,
                     )
                 except TRANSIENT_ERRORS as exc:
-                    done = len(report.embedded) + len(report.skipped) + len(report.failed)
                     raise CommandError(
                         f"{label}: stopped after {done} of {len(pks)} rows: {exc}. "
                         "Run the command again to continue (finished rows are skipped)."
