@@ -31,6 +31,8 @@ from .. import resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
 CHUNK_BATCHES = 8
+#: The exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 
 def configured(name: str) -> str:
@@ -182,6 +184,12 @@ class Command(BaseCommand):
                         f"{label}: stopped after {done} of {len(pks)} rows: {exc}. "
                         "Run the command again to continue (finished rows are skipped)."
                     ) from exc
+                except KeyboardInterrupt:  # Ctrl-C: the batch under way is rolled back, the written ones stay
+                    raise CommandError(
+                        f"{label}: interrupted after {done} of {len(pks)} rows. "
+                        "Run the command again to continue (finished rows are skipped).",
+                        returncode=INTERRUPTED,
+                    ) from None
                 report.merge(part)
         seconds = time.perf_counter() - started
         rate = len(pks) / seconds if seconds else 0.0
@@ -200,7 +208,7 @@ class Command(BaseCommand):
         batch_size: int,
         opts: dict[str, Any],
     ) -> None:
-        tasks = 0
+        tasks = sent = 0  # the bar counts nothing while it is off
         with self.progress(len(pks), f"{label} (queueing)", opts, unit="row") as bar:
             for start in range(0, len(pks), batch_size * CHUNK_BATCHES):
                 part = pks[start : start + batch_size * CHUNK_BATCHES]
@@ -208,10 +216,15 @@ class Command(BaseCommand):
                     mark_pending(model, emb, part, stale_filter(emb) & free_filter(emb, timezone.now()))
                 try:
                     tasks += send(model, part, field=emb.name, force=opts["force"], batch_size=batch_size)
-                except Exception as exc:  # noqa: BLE001 - any broker fault ends the command with its reason
+                except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - any broker fault, or Ctrl-C, ends the command
                     if opts["stale"]:
                         forget_sent(model, part, emb.name)  # the next sweep sends them
-                    raise CommandError(f"{label}: the queue refused the work after {bar.n} rows: {exc}") from exc
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise CommandError(
+                            f"{label}: interrupted after {sent} of {len(pks)} rows were sent.", returncode=INTERRUPTED
+                        ) from None
+                    raise CommandError(f"{label}: the queue refused the work after {sent} rows: {exc}") from exc
+                sent += len(part)
                 bar.update(len(part))
         self.say(
             f"{label}: {len(pks)} rows sent as {tasks} tasks to {describe_engine()}; "
