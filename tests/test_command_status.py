@@ -95,3 +95,39 @@ def test_status_counts_the_rows_a_default_manager_hides(draft_model):
     status = field_status(Draft, get_embedding_field(Draft), {"unsent": True, "queue_empty": True})
     assert status["total"] == 2 and status["counts"][EmbeddingStatus.PENDING] == 2
     assert status["due"] == 2 and status["oldest_pending"] is not None
+
+
+@pytest.fixture
+def database_down():
+    """The default database's server gone (nothing listens on its port), for one test."""
+    from django.db import connections
+
+    connection = connections["default"]
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=1)
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("semantic_images_status",),
+        ("semantic_images_status", "--json"),
+        ("semantic_images_reindex", "--no-progress"),
+        ("semantic_images_duplicates", "--model", "photos.Photo"),
+        ("semantic_search", "a cat", "--model", "photos.Photo"),
+        ("semantic_images_train_bridge", "--model", "photos.Photo", "--dry-run"),
+    ],
+)
+def test_a_database_that_cannot_be_reached_is_a_command_error(database_down, command):
+    """The commands one runs to see what is wrong ended in psycopg's traceback."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"^The database failed: .*127\.0\.0\.1.*Is the server running"):
+        run(*command)

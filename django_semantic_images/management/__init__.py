@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError
 
 from ..fields import embedding_path, models_with_embeddings
 
@@ -37,3 +38,14 @@ def _ranked_through_a_join(model: Any) -> bool:
     except LookupError:
         return False
     return True
+
+
+class DatabaseCommand(BaseCommand):
+    """A command that reads the database: a server that cannot be reached (or that drops the connection)
+    ends it with a CommandError giving the reason, not the driver's traceback."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute(*args, **options)
+        except (OperationalError, InterfaceError) as exc:
+            raise CommandError(f"The database failed: {' '.join(str(exc).split())}") from exc  # on one line

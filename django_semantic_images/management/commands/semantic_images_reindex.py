@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -27,7 +27,7 @@ from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddi
 from ...pipeline import EmbedReport, embed_pks, free_filter, primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
-from .. import resolve_model
+from .. import DatabaseCommand, resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
 CHUNK_BATCHES = 8
@@ -44,7 +44,7 @@ def configured(name: str) -> str:
         return ""
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Embed images again: all rows, only missing or stale ones, or what the sweep would queue."
 
     def add_arguments(self, parser: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
 from django.db import connections
 from django.db.models import Count, F
 from django.utils import timezone
@@ -15,7 +14,7 @@ from ...dispatch import describe_engine
 from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings
 from ...pipeline import TRANSIENT_PREFIX
 from ...sweep import due_filter, due_now, stale_filter
-from .. import resolve_model
+from .. import DatabaseCommand, resolve_model
 
 
 def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def megabytes(n: int | None) -> str:
     return "missing" if n is None else f"{n / 2**20:.0f} MB"
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Show how many rows are embedded, pending and failed, the encoder in use and the oldest pending row."
 
     def add_arguments(self, parser: Any) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ...encoders import registry
 from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
@@ -31,7 +31,7 @@ from ...training import (
     semantic_without_words,
     split_holdout,
 )
-from .. import resolve_model
+from .. import DatabaseCommand, resolve_model
 
 
 def check_options(opts: dict[str, Any]) -> None:
@@ -57,7 +57,7 @@ def check_options(opts: dict[str, Any]) -> None:
             raise CommandError(f"--{name.replace('_', '-')} {rule}, not {value!r}.")
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Train a bridge (CNN -> text space) on this site's captioned images, install it only if it "
         "beats the one in use on held-out images, and re-embed."
