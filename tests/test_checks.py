@@ -525,3 +525,17 @@ def test_a_bad_setting_in_the_settings_file_is_a_system_check_error_at_start_not
         assert "Traceback" not in stderr, (name, stderr)
         assert "SystemCheckError" in stderr and "(semantic_images.E0" in stderr, (name, stderr)
         assert cases[name][1] in stderr, (name, stderr)
+
+
+@pytest.mark.parametrize("value", [float("inf"), 1e12])
+def test_a_duration_past_what_a_date_can_hold_is_an_error_at_start(settings, value):
+    """LEASE or PENDING_TIMEOUT set to infinity ("never") passed the check; then every claim, sweep and
+    `semantic_images_status` ended in OverflowError (a date that many seconds away)."""
+    from django_semantic_images.checks import check_settings
+    from django_semantic_images.pipeline import lease_until
+
+    settings.SEMANTIC_IMAGES = {"LEASE": value, "PENDING_TIMEOUT": value}
+    named = " ".join(e.msg for e in check_settings() if e.id == "semantic_images.E012")
+    assert "'LEASE'" in named and "'PENDING_TIMEOUT'" in named and "at most" in named
+    with pytest.raises(OverflowError):  # what the check spares the site
+        lease_until()
