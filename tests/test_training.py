@@ -528,3 +528,16 @@ def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(br
     with pytest.raises(CommandError, match="bridge.*'auto'"):
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", stdout=io.StringIO())
     assert BridgeStore(bridge_dir).current_info() is None
+
+
+def test_the_reembedding_after_an_install_covers_the_rows_a_default_manager_hides(draft_model):
+    """The rows re-embedded with a new bridge were read through the default manager: the rows it hides
+    (unpublished drafts) kept the old bridge's vectors, though the command says it re-embeds every row."""
+    from django_semantic_images.management.commands.semantic_images_train_bridge import Command
+
+    Draft = draft_model
+    Draft._base_manager.bulk_create(
+        [Draft(image="drafts/a.jpg"), Draft(image="drafts/b.jpg", published=True), Draft(image="drafts/c.jpg")]
+    )
+    read = [row.pk for chunk in Command.chunks(Draft, 2) for row in chunk]
+    assert read == sorted(Draft._base_manager.values_list("pk", flat=True))

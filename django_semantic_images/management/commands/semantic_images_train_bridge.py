@@ -21,7 +21,7 @@ from ...encoders import registry
 from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
 from ...encoders.conse import ConSEEncoder
 from ...fields import get_embedding_field
-from ...pipeline import embed_instances
+from ...pipeline import embed_instances, primary_rows
 from ...training import (
     CHUNK_SIZE,
     TrainingOptions,
@@ -227,7 +227,7 @@ class Command(DatabaseCommand):
         report = None
         for chunk in self.progress(
             self.chunks(model, opts["chunk_size"]),
-            -(-model._default_manager.count() // opts["chunk_size"]),
+            -(-primary_rows(model).count() // opts["chunk_size"]),
             "re-embedding",
         ):
             part = embed_instances(chunk, field=field.name, encoder=encoder)
@@ -239,8 +239,9 @@ class Command(DatabaseCommand):
 
     @staticmethod
     def chunks(model: Any, size: int) -> Iterable[list[Any]]:
-        """Every row, ``size`` at a time in key order (one query each), never all at once."""
-        rows = model._default_manager.order_by("pk")
+        """Every row, ``size`` at a time in key order (one query each), never all at once: those a default
+        manager hides too, read where they are written (``primary_rows``), as the pipeline reads them."""
+        rows = primary_rows(model).order_by("pk")
         last = None
         while True:
             chunk = list((rows if last is None else rows.filter(pk__gt=last))[:size])
