@@ -14,6 +14,7 @@ from django_semantic_images.encoders import get_encoder
 from django_semantic_images.management.commands.semantic_images_reindex import Command
 from django_semantic_images.pipeline import embed_instances
 from photos.models import Photo
+from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
 from tests.conftest import run_command as run
 from tests.conftest import status_of as status
 
@@ -153,26 +154,22 @@ def test_a_stop_on_a_storage_fault_counts_the_rows_it_wrote_and_a_rerun_goes_on(
 
 def test_ctrl_c_is_a_command_error_counting_the_rows_written_and_a_rerun_goes_on(rows, monkeypatch):
     """Ctrl-C ended the run with KeyboardInterrupt's traceback and no word of what was done."""
-    import os
-    import signal
-
     from django_semantic_images.management.commands import semantic_images_reindex as command
 
     real = command.embed_pks
 
     def embed_then_ctrl_c(*args, **kwargs):
         report = real(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, once the first chunk is written
+        press_ctrl_c()  # once the first chunk is written
         return report
 
     monkeypatch.setattr(command, "CHUNK_BATCHES", 1)
     monkeypatch.setattr(command, "embed_pks", embed_then_ctrl_c)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-    try:
-        with pytest.raises(CommandError, match=r"interrupted after 1 of 4 rows\. Run the command again") as stop:
-            run("semantic_images_reindex", "--batch-size", "1", "--no-progress")
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with (
+        ctrl_c_as_in_a_terminal(),
+        pytest.raises(CommandError, match=r"interrupted after 1 of 4 rows\. Run the command again") as stop,
+    ):
+        run("semantic_images_reindex", "--batch-size", "1", "--no-progress")
     assert stop.value.returncode == 130  # the shell's code for a command ended by Ctrl-C
     assert status(rows["pending"]) == EmbeddingStatus.PENDING
     monkeypatch.setattr(command, "embed_pks", real)
@@ -183,9 +180,6 @@ def test_ctrl_c_is_a_command_error_counting_the_rows_written_and_a_rerun_goes_on
 def test_ctrl_c_while_queueing_stale_rows_leaves_the_unsent_ones_to_the_sweep(make_photo, sample_paths, monkeypatch):
     """--stale --queue marks each chunk sent before sending it: Ctrl-C there was a traceback, and the
     chunk kept its lease though no task was sent for it (the sweep waited for the lease to run out)."""
-    import os
-    import signal
-
     from django_semantic_images.management.commands import semantic_images_reindex as command
     from example_project.celery import app
     from tests.celery_worker import on_redis
@@ -198,17 +192,17 @@ def test_ctrl_c_while_queueing_stale_rows_leaves_the_unsent_ones_to_the_sweep(ma
     def ctrl_c_before_the_second_chunk(*args, **kwargs):
         calls.append(args)
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+            press_ctrl_c()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(command, "CHUNK_BATCHES", 1)
     monkeypatch.setattr(command, "send", ctrl_c_before_the_second_chunk)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with on_redis(app), pytest.raises(CommandError, match=r"interrupted after 1 of 2 rows were sent") as stop:
-            run("semantic_images_reindex", "--stale", "--queue", "--batch-size", "1", "--no-progress")
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with (
+        ctrl_c_as_in_a_terminal(),
+        on_redis(app),
+        pytest.raises(CommandError, match=r"interrupted after 1 of 2 rows were sent") as stop,
+    ):
+        run("semantic_images_reindex", "--stale", "--queue", "--batch-size", "1", "--no-progress")
     assert stop.value.returncode == 130
     leases = dict(Photo.objects.values_list("pk", "embedding_lease_until"))
     assert leases[photos[0].pk] is not None and leases[photos[1].pk] is None  # the second: unsent, the sweep's

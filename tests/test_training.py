@@ -541,3 +541,35 @@ def test_the_reembedding_after_an_install_covers_the_rows_a_default_manager_hide
     )
     read = [row.pk for chunk in Command.chunks(Draft, 2) for row in chunk]
     assert read == sorted(Draft._base_manager.values_list("pk", flat=True))
+
+
+def test_ctrl_c_says_whether_the_bridge_was_installed_and_what_to_run(bridge_dir, captioned_site, monkeypatch):
+    """Ctrl-C ended the training in KeyboardInterrupt's traceback, which said neither whether the bridge
+    was installed nor, when it was, that the rows not re-embedded yet wait for a reindex."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+    from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+
+    store = BridgeStore(bridge_dir)
+
+    def interrupted(real):
+        def call(*args, **kwargs):
+            press_ctrl_c()
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(command, "collect_captioned", interrupted(command.collect_captioned))
+    with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="Interrupted: nothing was installed") as stop:
+        train()
+    assert stop.value.returncode == 130 and store.current() is None
+    monkeypatch.undo()
+
+    monkeypatch.setattr(command, "embed_instances", interrupted(command.embed_instances))
+    with (
+        ctrl_c_as_in_a_terminal(),
+        pytest.raises(CommandError, match=r"Interrupted while re-embedding.*semantic_images_reindex --stale") as stop,
+    ):
+        train("--epochs", "30")
+    version = store.current_info()["version"]
+    assert stop.value.returncode == 130 and version in str(stop.value)
+    assert not Photo.objects.filter(embedding_encoder__endswith=version).exists()

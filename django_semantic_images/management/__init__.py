@@ -10,6 +10,9 @@ from django.db import InterfaceError, OperationalError
 
 from ..fields import embedding_path, models_with_embeddings
 
+#: A command's exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
+
 
 def resolve_model(label: str | None, *, joined: bool = False) -> Any:
     """The model named ``app_label.Model``, or the only model with an embedding field.

@@ -27,12 +27,10 @@ from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddi
 from ...pipeline import EmbedReport, embed_pks, free_filter, primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
-from .. import DatabaseCommand, resolve_model
+from .. import INTERRUPTED, DatabaseCommand, resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
 CHUNK_BATCHES = 8
-#: The exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
-INTERRUPTED = 130
 
 
 def configured(name: str) -> str:

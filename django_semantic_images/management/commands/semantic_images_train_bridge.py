@@ -31,7 +31,7 @@ from ...training import (
     semantic_without_words,
     split_holdout,
 )
-from .. import DatabaseCommand, resolve_model
+from .. import INTERRUPTED, DatabaseCommand, resolve_model
 
 
 def check_options(opts: dict[str, Any]) -> None:
@@ -104,6 +104,20 @@ class Command(DatabaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         self.verbosity = opts["verbosity"]
+        self.installed: str | None = None  # the version installed, once it is
+        try:
+            self.train(opts)
+        except KeyboardInterrupt:  # Ctrl-C: say where it stopped (a batch under way is rolled back)
+            if self.installed is None:
+                raise CommandError("Interrupted: nothing was installed.", returncode=INTERRUPTED) from None
+            raise CommandError(
+                f"Interrupted while re-embedding: bridge {self.installed} is installed and in use; "
+                "`manage.py semantic_images_reindex --stale` re-embeds the rows not done yet.",
+                returncode=INTERRUPTED,
+            ) from None
+
+    def train(self, opts: dict[str, Any]) -> None:
+        """Train, check, install and re-embed (``handle``'s work)."""
         model = resolve_model(opts["model"])
         try:
             field = get_embedding_field(model, opts["field"])
@@ -213,6 +227,7 @@ class Command(DatabaseCommand):
             raise CommandError(f"Refused: {exc} Nothing was installed; run the training again to compare.") from exc
         except OSError as exc:  # e.g. the disk is full
             raise CommandError(f"Installing the bridge in {store.directory} failed: {exc}") from exc
+        self.installed = candidate.version
         registry.reset()
         encoder = field.get_encoder()
         if f"bridge:{candidate.version}" not in encoder.identity:
