@@ -228,6 +228,13 @@ def run_command(*args: str) -> str:
     return out.getvalue()
 
 
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal (progress bars show only on one)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 @contextmanager
 def ctrl_c_as_in_a_terminal() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt meanwhile, as in a terminal (a suite started in the background

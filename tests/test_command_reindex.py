@@ -14,7 +14,7 @@ from django_semantic_images.encoders import get_encoder
 from django_semantic_images.management.commands.semantic_images_reindex import Command
 from django_semantic_images.pipeline import embed_instances
 from photos.models import Photo
-from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+from tests.conftest import Terminal, ctrl_c_as_in_a_terminal, press_ctrl_c
 from tests.conftest import run_command as run
 from tests.conftest import status_of as status
 
@@ -206,3 +206,12 @@ def test_ctrl_c_while_queueing_stale_rows_leaves_the_unsent_ones_to_the_sweep(ma
     assert stop.value.returncode == 130
     leases = dict(Photo.objects.values_list("pk", "embedding_lease_until"))
     assert leases[photos[0].pk] is not None and leases[photos[1].pk] is None  # the second: unsent, the sweep's
+
+
+def test_the_progress_bar_goes_to_the_commands_stderr(rows):
+    """The bar was written to sys.stderr, not to the command's stderr: call_command(stderr=...) did not
+    get it, and it went to the terminal of a script that had redirected the command's output."""
+    err = Terminal()
+    call_command("semantic_images_reindex", "--missing", "--batch-size", "1", stdout=io.StringIO(), stderr=err)
+    assert "photos.Photo.embedding: 100%" in err.getvalue() and "2/2" in err.getvalue()
+    assert "\x1b[31" not in err.getvalue()  # not coloured as an error

@@ -70,7 +70,7 @@ def captioned_site(make_photo, sample_paths):
     return captioned, plain
 
 
-def train(*extra: str) -> str:
+def train(*extra: str, stderr: io.StringIO | None = None) -> str:
     out = io.StringIO()
     call_command(
         "semantic_images_train_bridge",
@@ -84,6 +84,7 @@ def train(*extra: str) -> str:
         "1",
         *extra,
         stdout=out,
+        stderr=stderr or io.StringIO(),
     )
     return out.getvalue()
 
@@ -335,9 +336,13 @@ def test_a_sqrt_bridge_keeps_its_transform_in_the_file(tmp_path):
 
 
 def test_the_command_trains_an_ensembled_sqrt_bridge(bridge_dir, captioned_site):
-    output = train("--epochs", "30", "--ensemble", "2", "--visual-transform", "sqrt", "--no-reembed")
+    from tests.conftest import Terminal
+
+    err = Terminal()  # the bars go to the command's stderr (they went to sys.stderr), on a terminal only
+    output = train("--epochs", "30", "--ensemble", "2", "--visual-transform", "sqrt", "--no-reembed", stderr=err)
     bridge = BridgeStore(bridge_dir).current()
     assert bridge is not None, output
+    assert "30/30" in err.getvalue(), err.getvalue()
     assert bridge.meta["ensemble"] == 2 and bridge.visual_transform == "sqrt"
     with pytest.raises(CommandError, match="--ensemble"):
         train("--ensemble", "0")

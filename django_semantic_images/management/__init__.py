@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import InterfaceError, OperationalError
 
 from ..fields import embedding_path, models_with_embeddings
@@ -41,6 +41,26 @@ def _ranked_through_a_join(model: Any) -> bool:
     except LookupError:
         return False
     return True
+
+
+class ProgressFile:
+    """A command's stderr as the file of a progress bar (tqdm): what ``call_command(stderr=...)`` names,
+    written as given (no line ending added, not coloured as an error), a terminal only if it is one."""
+
+    def __init__(self, out: OutputWrapper) -> None:
+        self.out = out
+
+    def write(self, text: str) -> None:
+        self.out.write(text, style_func=str, ending="")
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return self.out.isatty()
+
+    def __getattr__(self, name: str) -> Any:  # fileno() for the terminal's width
+        return getattr(self.out, name)
 
 
 class DatabaseCommand(BaseCommand):

@@ -10,7 +10,6 @@ Examples::
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddi
 from ...pipeline import EmbedReport, embed_pks, free_filter, primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
-from .. import INTERRUPTED, DatabaseCommand, resolve_model
+from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
 CHUNK_BATCHES = 8
@@ -142,10 +141,12 @@ class Command(DatabaseCommand):
         return Q()
 
     def progress(self, total: int, label: str, opts: dict[str, Any], unit: str = "img") -> tqdm:
-        """A bar with count, rate and ETA (on stderr; off with --no-progress or when not a terminal)."""
+        """A bar with count, rate and ETA (on the command's stderr; off with --no-progress or when not a terminal)."""
         # None: tqdm hides itself when stderr is not a tty.
         disable = True if opts["no_progress"] or self.verbosity < 1 else None
-        return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)
+        return tqdm(
+            total=total, desc=label, unit=unit, file=ProgressFile(self.stderr), disable=disable, dynamic_ncols=True
+        )
 
     def embed(
         self,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,7 +30,7 @@ from ...training import (
     semantic_without_words,
     split_holdout,
 )
-from .. import INTERRUPTED, DatabaseCommand, resolve_model
+from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 
 
 def check_options(opts: dict[str, Any]) -> None:
@@ -100,7 +99,8 @@ class Command(DatabaseCommand):
             return items
         from tqdm import tqdm
 
-        return tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False)
+        # On the command's stderr, and only on a terminal (disable=None), as reindex's bar.
+        return tqdm(items, total=total, desc=desc, file=ProgressFile(self.stderr), leave=False, disable=None)
 
     def handle(self, *args: Any, **opts: Any) -> None:
         self.verbosity = opts["verbosity"]
