@@ -177,3 +177,17 @@ def test_the_example_sites_secret_key_is_not_one_written_in_the_repository(modul
     assert sources and not [str(p) for p in sources if key in p.read_text()]
     assert ((EXAMPLE.parent / site / ".secret_key").stat().st_mode & 0o077) == 0  # its owner's only
     assert example_secret_key(module, DJANGO_SECRET_KEY="given") == "given"
+
+
+@pytest.mark.django_db
+def test_load_photos_embeds_what_an_interrupted_run_saved_but_did_not_embed(tmp_path, make_photo):
+    """Photos are saved first and embedded at the end: after Ctrl-C in the (long) embedding, a second
+    run skipped them as "already there" and embedded nothing, so they stayed pending."""
+    jpeg = image_bytes(Image.new("RGB", (320, 240), (200, 120, 20)))
+    left = make_photo(jpeg, name="left.jpg")  # saved by the interrupted run, never embedded
+    assert left.embedding_status == "pending"
+    (tmp_path / "left.jpg").write_bytes(jpeg)
+    text = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    assert f"Folder {tmp_path}: 1 files, 0 added, 1 skipped." in text
+    assert "Embedded: 1 embedded" in text, text
+    assert Photo.objects.get(pk=left.pk).embedding_status == "embedded"

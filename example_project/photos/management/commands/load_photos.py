@@ -9,6 +9,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from PIL import Image, UnidentifiedImageError
 
+from django_semantic_images import EmbeddingStatus
 from django_semantic_images.imaging import ImageDecodeError, decode_image
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
@@ -27,6 +28,8 @@ class Source:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     #: Samples already there without words (loaded by an earlier version), given their title and alt text.
     titled: list[Photo] = field(default_factory=list)
+    #: Photos already there but still pending: saved by a run stopped before (or during) its embedding.
+    waiting: list[Photo] = field(default_factory=list)
 
     def summary(self) -> str:
         titled = f" ({len(self.titled)} given their title and alt text)" if self.titled else ""
@@ -80,8 +83,14 @@ class Command(BaseCommand):
                     reason = why_skip(path)
                     if reason is not None:
                         source.skipped.append((path, reason))
-                        if source.samples and reason == "already there" and (photo := give_words(path)):
-                            source.titled.append(photo)
+                        if reason == "already there":
+                            if source.samples and (photo := give_words(path)):
+                                source.titled.append(photo)
+                            source.waiting.extend(
+                                Photo.objects.filter(
+                                    image=f"photos/{path.name}", embedding_status=EmbeddingStatus.PENDING
+                                )
+                            )
                         continue
                     # The samples come with a title and an alt text; a folder's photos without.
                     text = sample_text(path) if source.samples else SampleText("", "")
@@ -90,7 +99,7 @@ class Command(BaseCommand):
                         photo.image.save(path.name, File(fh), save=False)
                     photo.save()
                     source.added.append(photo)
-        added = {photo.pk: photo for source in sources for photo in (*source.added, *source.titled)}
+        added = {photo.pk: photo for source in sources for photo in (*source.added, *source.titled, *source.waiting)}
         report = embed_instances(Photo.objects.filter(pk__in=list(added)))
         for source in sources:
             self.stdout.write(source.summary())
