@@ -215,3 +215,18 @@ def test_the_progress_bar_goes_to_the_commands_stderr(rows):
     call_command("semantic_images_reindex", "--missing", "--batch-size", "1", stdout=io.StringIO(), stderr=err)
     assert "photos.Photo.embedding: 100%" in err.getvalue() and "2/2" in err.getvalue()
     assert "\x1b[31" not in err.getvalue()  # not coloured as an error
+
+
+def test_due_queue_sweeps_only_the_field_named(db):
+    """--due --queue handed the sweep the model alone: --field was ignored, and every field's due rows
+    were marked sent and queued."""
+    from example_project.celery import app
+    from tests.celery_worker import configured_app
+    from tests.multifield.models import TwoImagePhoto
+
+    TwoImagePhoto.objects.bulk_create([TwoImagePhoto(thumbnail="two-image/a.jpg", picture="two-image/b.jpg")])
+    two = ("--model", "multifield.TwoImagePhoto", "--field", "thumbnail_embedding")
+    with configured_app(app, broker_url="redis://127.0.0.1:1/0"), pytest.raises(CommandError) as refused:
+        run("semantic_images_reindex", "--due", "--queue", *two)
+    assert "multifield.TwoImagePhoto.thumbnail_embedding: 1 not sent" in str(refused.value)
+    assert "multifield.TwoImagePhoto.embedding:" not in str(refused.value)

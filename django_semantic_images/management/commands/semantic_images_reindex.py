@@ -86,7 +86,8 @@ class Command(DatabaseCommand):
             )
         targets = self.targets(opts["model"], opts["field"])
         if opts["due"] and opts["queue"]:
-            report = sweep([model for model, _ in targets], pending_timeout=None)
+            models_swept = list(dict.fromkeys(model for model, _ in targets))
+            report = sweep(models_swept, pending_timeout=None, fields={emb.name for _, emb in targets})
             if report.unsent:  # they stay due: the next sweep sends them
                 raise CommandError(f"Sweep: {report}.")
             self.say(f"Sweep: {report}.")
