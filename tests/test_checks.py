@@ -390,6 +390,11 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         {"ENCODER_OPTIONS": {"top_k": 0}},
         {"ENCODER_OPTIONS": {"topk": 5}},
         {"TEXT_MODEL": {"SCRIPTS": "LATIN"}},  # was read as the scripts L, A, T, I, N: every search a keyword one
+        # These passed every check, and then every search (or upload, for the passage prefix) failed:
+        {"TEXT_MODEL": {"QUERY_PREFIX": None}},
+        {"TEXT_MODEL": {"PASSAGE_PREFIX": 5}},
+        {"TEXT_MODEL": {"MODEL": 123}},  # was only W004, "a hub name not in the local cache"
+        {"TEXT_MODEL": {"MODEL": ""}},
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):

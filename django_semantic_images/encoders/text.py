@@ -92,6 +92,13 @@ class TextModelSpec:
     common_scale: float | None = None
 
     def __post_init__(self) -> None:
+        if self.model is not None and not (isinstance(self.model, str) and self.model):
+            raise ValueError(
+                f"TEXT_MODEL['MODEL'] must be a folder or hub name (a string) or None, not {self.model!r}."
+            )
+        for key, prefix in (("QUERY_PREFIX", self.query_prefix), ("PASSAGE_PREFIX", self.passage_prefix)):
+            if not isinstance(prefix, str):  # put before every text: None or a number failed each one
+                raise ValueError(f"TEXT_MODEL[{key!r}] must be a string ('' for none), not {prefix!r}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"TEXT_MODEL['POOLING'] must be one of {POOLINGS}, not {self.pooling!r}.")
         if self.dimensions is not None and (not isinstance(self.dimensions, int) or self.dimensions < 1):
