@@ -145,6 +145,11 @@ def test_a_stop_on_a_storage_fault_counts_the_rows_it_wrote_and_a_rerun_goes_on(
         with pytest.raises(CommandError, match=r"stopped after 2 of 3 rows: .*Run the command again"):
             run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
         assert status(first) == status(second) == EmbeddingStatus.EMBEDDED
+        # With --force a new run recomputes the finished rows too: the message said they were skipped.
+        with pytest.raises(CommandError) as forced:
+            run("semantic_images_reindex", "--force", "--batch-size", "1", "--no-progress")
+        assert "stopped after 2 of 3 rows" in str(forced.value) and "finished rows are skipped" not in str(forced.value)
+        assert "with --force it recomputes every row again" in str(forced.value)
     finally:
         path.rmdir()
     path.write_bytes(sample_paths["horse"].read_bytes())

@@ -159,6 +159,12 @@ class Command(DatabaseCommand):
         opts: dict[str, Any],
     ) -> None:
         report = EmbedReport()
+        again = (
+            "Run the command again to continue: with --force it recomputes every row again (without it, "
+            "rows already up to date are skipped)."
+            if opts["force"]
+            else "Run the command again to continue (finished rows are skipped)."
+        )
         started = time.perf_counter()
         chunk = batch_size * CHUNK_BATCHES
         done = 0  # rows of the batches written so far (a chunk's report comes only at its end)
@@ -180,14 +186,10 @@ class Command(DatabaseCommand):
                         progress=advance,
                     )
                 except TRANSIENT_ERRORS as exc:
-                    raise CommandError(
-                        f"{label}: stopped after {done} of {len(pks)} rows: {exc}. "
-                        "Run the command again to continue (finished rows are skipped)."
-                    ) from exc
+                    raise CommandError(f"{label}: stopped after {done} of {len(pks)} rows: {exc}. {again}") from exc
                 except KeyboardInterrupt:  # Ctrl-C: the batch under way is rolled back, the written ones stay
                     raise CommandError(
-                        f"{label}: interrupted after {done} of {len(pks)} rows. "
-                        "Run the command again to continue (finished rows are skipped).",
+                        f"{label}: interrupted after {done} of {len(pks)} rows. {again}",
                         returncode=INTERRUPTED,
                     ) from None
                 report.merge(part)
