@@ -342,7 +342,7 @@ def test_the_command_trains_an_ensembled_sqrt_bridge(bridge_dir, captioned_site)
     output = train("--epochs", "30", "--ensemble", "2", "--visual-transform", "sqrt", "--no-reembed", stderr=err)
     bridge = BridgeStore(bridge_dir).current()
     assert bridge is not None, output
-    assert "30/30" in err.getvalue(), err.getvalue()
+    assert "training bridge: " in err.getvalue() and "/30 [" in err.getvalue(), err.getvalue()
     assert bridge.meta["ensemble"] == 2 and bridge.visual_transform == "sqrt"
     with pytest.raises(CommandError, match="--ensemble"):
         train("--ensemble", "0")
