@@ -395,6 +395,10 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         {"TEXT_MODEL": {"PASSAGE_PREFIX": 5}},
         {"TEXT_MODEL": {"MODEL": 123}},  # was only W004, "a hub name not in the local cache"
         {"TEXT_MODEL": {"MODEL": ""}},
+        # These passed every check, and then every upload failed: pgvector refuses NaN in a vector.
+        {"TEXT_MODEL": {"COMMON_SCALE": float("nan")}},
+        {"ENCODER_OPTIONS": {"temperature": float("nan")}},
+        {"TEXT_MODEL": {"DIMENSIONS": True}},  # read as 1: only E004, "makes True-d vectors"
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):

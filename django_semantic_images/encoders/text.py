@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import unicodedata
@@ -101,10 +102,14 @@ class TextModelSpec:
                 raise ValueError(f"TEXT_MODEL[{key!r}] must be a string ('' for none), not {prefix!r}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"TEXT_MODEL['POOLING'] must be one of {POOLINGS}, not {self.pooling!r}.")
-        if self.dimensions is not None and (not isinstance(self.dimensions, int) or self.dimensions < 1):
+        if self.dimensions is not None and (
+            isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int) or self.dimensions < 1
+        ):
             raise ValueError(f"TEXT_MODEL['DIMENSIONS'] must be a positive int or None, not {self.dimensions!r}.")
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"TEXT_MODEL['MAX_LENGTH'] must be an int of at least 2, not {self.max_length!r}.")
+        if self.common_scale is not None and not math.isfinite(self.common_scale):  # NaN vectors: every write refused
+            raise ValueError(f"TEXT_MODEL['COMMON_SCALE'] must be a finite number or None, not {self.common_scale!r}.")
 
     @classmethod
     def from_setting(cls, value: Mapping[str, Any] | None) -> TextModelSpec:
