@@ -235,3 +235,30 @@ def test_due_queue_sweeps_only_the_field_named(db):
         run("semantic_images_reindex", "--due", "--queue", *two)
     assert "multifield.TwoImagePhoto.thumbnail_embedding: 1 not sent" in str(refused.value)
     assert "multifield.TwoImagePhoto.embedding:" not in str(refused.value)
+
+
+def test_ctrl_c_while_stale_rows_are_marked_sent_leaves_them_to_the_sweep(make_photo, sample_paths, monkeypatch):
+    """Ctrl-C right after a chunk was marked sent, before its tasks went: a traceback, and the rows
+    kept the lease of work never sent (the sweep waited for it to run out)."""
+    from django_semantic_images.management.commands import semantic_images_reindex as command
+    from example_project.celery import app
+    from tests.celery_worker import on_redis
+
+    photo = make_photo(sample_paths["coffee"])
+    embed_instances([photo])
+    Photo.objects.update(embedding_encoder="old-encoder:1")
+    real = command.mark_pending
+
+    def mark_then_ctrl_c(*args, **kwargs):
+        marked = real(*args, **kwargs)
+        press_ctrl_c()
+        return marked
+
+    monkeypatch.setattr(command, "mark_pending", mark_then_ctrl_c)
+    with (
+        ctrl_c_as_in_a_terminal(),
+        on_redis(app),
+        pytest.raises(CommandError, match=r"interrupted after 0 of 1 rows were sent"),
+    ):
+        run("semantic_images_reindex", "--stale", "--queue", "--no-progress")
+    assert Photo.objects.get(pk=photo.pk).embedding_lease_until is None

@@ -131,3 +131,22 @@ def test_a_database_that_cannot_be_reached_is_a_command_error(database_down, com
 
     with pytest.raises(CommandError, match=r"^The database failed: .*127\.0\.0\.1.*Is the server running"):
         run(*command)
+
+
+def test_ctrl_c_in_any_command_is_a_command_error(rows, monkeypatch):
+    """Ctrl-C in a long query of status (or duplicates, search) ended in KeyboardInterrupt's traceback."""
+    from django.core.management.base import CommandError
+
+    from django_semantic_images.management.commands import semantic_images_status as command
+    from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+
+    real = command.shared_buffers
+
+    def ctrl_c_meanwhile(*args, **kwargs):
+        press_ctrl_c()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "shared_buffers", ctrl_c_meanwhile)
+    with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="^Interrupted") as stop:
+        run("semantic_images_status")
+    assert stop.value.returncode == 130

@@ -65,10 +65,13 @@ class ProgressFile:
 
 class DatabaseCommand(BaseCommand):
     """A command that reads the database: a server that cannot be reached (or that drops the connection)
-    ends it with a CommandError giving the reason, not the driver's traceback."""
+    ends it with a CommandError giving the reason, and Ctrl-C with one of exit status 130, not a traceback
+    (where it matters, the command says itself what was done)."""
 
     def execute(self, *args: Any, **options: Any) -> Any:
         try:
             return super().execute(*args, **options)
         except (OperationalError, InterfaceError) as exc:
             raise CommandError(f"The database failed: {' '.join(str(exc).split())}") from exc  # on one line
+        except KeyboardInterrupt:
+            raise CommandError("Interrupted.", returncode=INTERRUPTED) from None

@@ -214,9 +214,9 @@ class Command(DatabaseCommand):
         with self.progress(len(pks), f"{label} (queueing)", opts, unit="row") as bar:
             for start in range(0, len(pks), batch_size * CHUNK_BATCHES):
                 part = pks[start : start + batch_size * CHUNK_BATCHES]
-                if opts["stale"]:  # marked sent, as the admin's action does: the sweep leaves them to these tasks
-                    mark_pending(model, emb, part, stale_filter(emb) & free_filter(emb, timezone.now()))
                 try:
+                    if opts["stale"]:  # marked sent, as the admin's action does: the sweep leaves them to these tasks
+                        mark_pending(model, emb, part, stale_filter(emb) & free_filter(emb, timezone.now()))
                     tasks += send(model, part, field=emb.name, force=opts["force"], batch_size=batch_size)
                 except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - any broker fault, or Ctrl-C, ends the command
                     if opts["stale"]:
