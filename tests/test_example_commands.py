@@ -191,3 +191,13 @@ def test_load_photos_embeds_what_an_interrupted_run_saved_but_did_not_embed(tmp_
     assert f"Folder {tmp_path}: 1 files, 0 added, 1 skipped." in text
     assert "Embedded: 1 embedded" in text, text
     assert Photo.objects.get(pk=left.pk).embedding_status == "embedded"
+
+
+@pytest.mark.django_db
+def test_demo_writes_what_load_photos_says_where_it_was_asked_to(settings, tmp_path):
+    """demo ran load_photos without passing its own stdout on: call_command("demo", stdout=...) got
+    the site's addresses, and the photo counts went to the process's stdout."""
+    settings.MEDIA_ROOT = tmp_path
+    out = StringIO()
+    call_command("demo", "--no-serve", stdout=out)
+    assert "Sample photos: " in out.getvalue() and "Example site: " in out.getvalue(), out.getvalue()

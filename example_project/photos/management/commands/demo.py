@@ -29,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args, addrport: str, no_serve: bool, empty: bool = False, **options):
         call_command("migrate", interactive=False, verbosity=0)
         if not empty:
-            call_command("load_photos")
+            call_command("load_photos", stdout=self.stdout, stderr=self.stderr)
             # Load the search model in this process (runserver runs here, without its reloader), so the
             # first search is quick; on a new machine this also exports the ONNX query model once.
             self.stdout.write("Preparing the search model...")
