@@ -150,3 +150,15 @@ def test_ctrl_c_in_any_command_is_a_command_error(rows, monkeypatch):
     with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="^Interrupted") as stop:
         run("semantic_images_status")
     assert stop.value.returncode == 130
+
+
+def test_a_field_declared_without_indexes_is_not_said_to_miss_them(db):
+    """A field with index=False was reported as "HNSW indexes: semantic missing, visual missing", as
+    if they had been dropped."""
+    text = run("semantic_images_status", "--model", "multifield.TwoImagePhoto")
+    assert "missing" not in text
+    assert text.count("  no HNSW indexes (index=False);") == 2, text
+    data = json.loads(run("semantic_images_status", "--model", "multifield.TwoImagePhoto", "--json"))
+    assert [info["indexed"] for info in data["fields"]] == [False, False]
+    photo = json.loads(run("semantic_images_status", "--model", "photos.Photo", "--json"))["fields"][0]
+    assert photo["indexed"] is True

@@ -57,6 +57,7 @@ def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> di
         "other_encoder": None if error else manager.filter(stale_filter(emb)).count(),
         "due": None if error else manager.filter(due_filter(emb, **(due_now() if due is None else due))).count(),
         "oldest_pending": oldest_info,
+        "indexed": bool(emb.index),  # False: declared with index=False (no index to miss)
         "index_bytes": index_sizes(model, emb),
     }
 
@@ -122,10 +123,12 @@ class Command(DatabaseCommand):
                 f"{unknown if info['due'] is None else info['due']} due for the sweep."
             )
             sizes = info["index_bytes"]
-            self.stdout.write(
-                f"  HNSW indexes: semantic {megabytes(sizes['semantic'])}, visual {megabytes(sizes['visual'])}; "
-                f"shared_buffers {megabytes(data['shared_buffers_bytes'])}."
+            indexes = (
+                f"HNSW indexes: semantic {megabytes(sizes['semantic'])}, visual {megabytes(sizes['visual'])}"
+                if info["indexed"]
+                else "no HNSW indexes (index=False)"
             )
+            self.stdout.write(f"  {indexes}; shared_buffers {megabytes(data['shared_buffers_bytes'])}.")
             if (sizes["semantic"] or 0) > data["shared_buffers_bytes"]:
                 self.stdout.write(
                     "  The semantic index is larger than shared_buffers: text searches read it from the "
