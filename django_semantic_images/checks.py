@@ -290,8 +290,11 @@ POSITIVE_INTEGERS = (
     "CALIBRATION_SAMPLE",
 )
 OPTIONAL_POSITIVE_INTEGERS = ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS")
-#: Durations in seconds: a number greater than 0 (a fraction of a second too).
+#: Durations in seconds: a number greater than 0 (a fraction of a second too), and at most
+#: ``MAX_SECONDS``: claims and the sweep count dates that far from now (past year 1 or 9999, or
+#: infinity, every claim, sweep and status would fail with OverflowError).
 POSITIVE_NUMBERS = ("LEASE", "PENDING_TIMEOUT")
+MAX_SECONDS = 10**9  # about 31 years
 #: Settings that hold a number of at least 0.
 NON_NEGATIVE_NUMBERS = ("CALIBRATION_TTL",)
 #: Settings that hold a number from 0 to 1 (a share).
@@ -325,8 +328,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             problems.append((name, value, f"a whole number of at least 1{optional}"))
     for name in POSITIVE_NUMBERS:
         value = getattr(semantic_settings, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            problems.append((name, value, "a number of seconds greater than 0"))
+        if not (_is_number(value) and 0 < value <= MAX_SECONDS):
+            problems.append((name, value, f"a number of seconds greater than 0 and at most {MAX_SECONDS:,}"))
     for name in NON_NEGATIVE_NUMBERS:
         value = getattr(semantic_settings, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -212,8 +213,10 @@ def sweep(
     *,
     pending_timeout: float | None = None,
     limit: int | None = None,
+    fields: Collection[str] | None = None,
 ) -> SweepReport:
-    """Queue every due row again (through the background engine, or in-process without one).
+    """Queue every due row again (through the background engine, or in-process without one);
+    ``fields``: only the ImageEmbeddingFields of these names (None: every one).
 
     Models whose vectors sit beside another model's rows first get rows for the objects that
     have none (``add_missing_rows``). Due rows are first marked sent (``pending``, lease ``LEASE`` seconds from now);
@@ -226,6 +229,8 @@ def sweep(
         if added:
             report.added[model._meta.label] = added
         for emb in embedding_fields(model):
+            if fields is not None and emb.name not in fields:
+                continue
             condition = due_filter(emb, pending_timeout=pending_timeout, **how)
             pks = mark_due(model, emb, condition, limit)
             if not pks:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +226,29 @@ def run_command(*args: str) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out, stderr=io.StringIO())
     return out.getvalue()
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal (progress bars show only on one)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@contextmanager
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt meanwhile, as in a terminal (a suite started in the background
+    inherits it ignored); ``press_ctrl_c()`` then sends it to this process."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def press_ctrl_c() -> None:
+    """The user's Ctrl-C: a real SIGINT to this process (KeyboardInterrupt at the next bytecode)."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def status_of(photo) -> str:

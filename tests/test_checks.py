@@ -390,6 +390,15 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         {"ENCODER_OPTIONS": {"top_k": 0}},
         {"ENCODER_OPTIONS": {"topk": 5}},
         {"TEXT_MODEL": {"SCRIPTS": "LATIN"}},  # was read as the scripts L, A, T, I, N: every search a keyword one
+        # These passed every check, and then every search (or upload, for the passage prefix) failed:
+        {"TEXT_MODEL": {"QUERY_PREFIX": None}},
+        {"TEXT_MODEL": {"PASSAGE_PREFIX": 5}},
+        {"TEXT_MODEL": {"MODEL": 123}},  # was only W004, "a hub name not in the local cache"
+        {"TEXT_MODEL": {"MODEL": ""}},
+        # These passed every check, and then every upload failed: pgvector refuses NaN in a vector.
+        {"TEXT_MODEL": {"COMMON_SCALE": float("nan")}},
+        {"ENCODER_OPTIONS": {"temperature": float("nan")}},
+        {"TEXT_MODEL": {"DIMENSIONS": True}},  # read as 1: only E004, "makes True-d vectors"
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):
@@ -541,3 +550,17 @@ def test_search_by_photo_with_cookie_sessions_is_a_warning(settings):
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     (warning,) = [m for m in semantic_admins[0].check() if m.id == "semantic_images.W008"]
     assert "signed_cookies" in warning.msg and "4 KB" in warning.msg and "SESSION_ENGINE" in warning.hint
+
+
+@pytest.mark.parametrize("value", [float("inf"), 1e12])
+def test_a_duration_past_what_a_date_can_hold_is_an_error_at_start(settings, value):
+    """LEASE or PENDING_TIMEOUT set to infinity ("never") passed the check; then every claim, sweep and
+    `semantic_images_status` ended in OverflowError (a date that many seconds away)."""
+    from django_semantic_images.checks import check_settings
+    from django_semantic_images.pipeline import lease_until
+
+    settings.SEMANTIC_IMAGES = {"LEASE": value, "PENDING_TIMEOUT": value}
+    named = " ".join(e.msg for e in check_settings() if e.id == "semantic_images.E012")
+    assert "'LEASE'" in named and "'PENDING_TIMEOUT'" in named and "at most" in named
+    with pytest.raises(OverflowError):  # what the check spares the site
+        lease_until()

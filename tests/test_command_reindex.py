@@ -14,6 +14,7 @@ from django_semantic_images.encoders import get_encoder
 from django_semantic_images.management.commands.semantic_images_reindex import Command
 from django_semantic_images.pipeline import embed_instances
 from photos.models import Photo
+from tests.conftest import Terminal, ctrl_c_as_in_a_terminal, press_ctrl_c
 from tests.conftest import run_command as run
 from tests.conftest import status_of as status
 
@@ -130,3 +131,136 @@ def test_a_row_failed_for_good_is_not_stale_after_an_encoder_change(rows):
     assert f"{stale} embedded, 0 unchanged, 0 failed" in out, out
     assert Photo.objects.get(pk=broken.pk).embedding_updated_at == broken.embedding_updated_at
     assert not [m for m in check_database(databases=["default"]) if m.id == "semantic_images.W001"]
+
+
+def test_a_stop_on_a_storage_fault_counts_the_rows_it_wrote_and_a_rerun_goes_on(make_photo, sample_paths):
+    """Rows are written batch by batch: a fault in a chunk's third batch left two written, but the
+    message counted only whole chunks ("stopped after 0 of 3 rows")."""
+    from pathlib import Path
+
+    first, second = make_photo(sample_paths["coffee"]), make_photo(sample_paths["rocket"])
+    gone = make_photo(sample_paths["horse"])
+    path = Path(gone.image.path)
+    path.unlink()
+    path.mkdir()  # the storage answers "Is a directory": a fault that may pass
+    try:
+        with pytest.raises(CommandError, match=r"stopped after 2 of 3 rows: .*Run the command again"):
+            run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
+        assert status(first) == status(second) == EmbeddingStatus.EMBEDDED
+        # With --force a new run recomputes the finished rows too: the message said they were skipped.
+        with pytest.raises(CommandError) as forced:
+            run("semantic_images_reindex", "--force", "--batch-size", "1", "--no-progress")
+        assert "stopped after 2 of 3 rows" in str(forced.value) and "finished rows are skipped" not in str(forced.value)
+        assert "with --force it recomputes every row again" in str(forced.value)
+    finally:
+        path.rmdir()
+    path.write_bytes(sample_paths["horse"].read_bytes())
+    out = run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
+    assert "1 embedded, 2 unchanged, 0 failed" in out
+
+
+def test_ctrl_c_is_a_command_error_counting_the_rows_written_and_a_rerun_goes_on(rows, monkeypatch):
+    """Ctrl-C ended the run with KeyboardInterrupt's traceback and no word of what was done."""
+    from django_semantic_images.management.commands import semantic_images_reindex as command
+
+    real = command.embed_pks
+
+    def embed_then_ctrl_c(*args, **kwargs):
+        report = real(*args, **kwargs)
+        press_ctrl_c()  # once the first chunk is written
+        return report
+
+    monkeypatch.setattr(command, "CHUNK_BATCHES", 1)
+    monkeypatch.setattr(command, "embed_pks", embed_then_ctrl_c)
+    with (
+        ctrl_c_as_in_a_terminal(),
+        pytest.raises(CommandError, match=r"interrupted after 1 of 4 rows\. Run the command again") as stop,
+    ):
+        run("semantic_images_reindex", "--batch-size", "1", "--no-progress")
+    assert stop.value.returncode == 130  # the shell's code for a command ended by Ctrl-C
+    assert status(rows["pending"]) == EmbeddingStatus.PENDING
+    monkeypatch.setattr(command, "embed_pks", real)
+    out = run("semantic_images_reindex", "--batch-size", "1", "--no-progress")
+    assert "2 embedded, 1 unchanged, 1 failed" in out
+
+
+def test_ctrl_c_while_queueing_stale_rows_leaves_the_unsent_ones_to_the_sweep(make_photo, sample_paths, monkeypatch):
+    """--stale --queue marks each chunk sent before sending it: Ctrl-C there was a traceback, and the
+    chunk kept its lease though no task was sent for it (the sweep waited for the lease to run out)."""
+    from django_semantic_images.management.commands import semantic_images_reindex as command
+    from example_project.celery import app
+    from tests.celery_worker import on_redis
+
+    photos = [make_photo(sample_paths[name]) for name in ("coffee", "rocket")]
+    embed_instances(photos)
+    Photo.objects.update(embedding_encoder="old-encoder:1")
+    real, calls = command.send, []
+
+    def ctrl_c_before_the_second_chunk(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            press_ctrl_c()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "CHUNK_BATCHES", 1)
+    monkeypatch.setattr(command, "send", ctrl_c_before_the_second_chunk)
+    with (
+        ctrl_c_as_in_a_terminal(),
+        on_redis(app),
+        pytest.raises(CommandError, match=r"interrupted after 1 of 2 rows were sent") as stop,
+    ):
+        run("semantic_images_reindex", "--stale", "--queue", "--batch-size", "1", "--no-progress")
+    assert stop.value.returncode == 130
+    leases = dict(Photo.objects.values_list("pk", "embedding_lease_until"))
+    assert leases[photos[0].pk] is not None and leases[photos[1].pk] is None  # the second: unsent, the sweep's
+
+
+def test_the_progress_bar_goes_to_the_commands_stderr(rows):
+    """The bar was written to sys.stderr, not to the command's stderr: call_command(stderr=...) did not
+    get it, and it went to the terminal of a script that had redirected the command's output."""
+    err = Terminal()
+    call_command("semantic_images_reindex", "--missing", "--batch-size", "1", stdout=io.StringIO(), stderr=err)
+    assert "photos.Photo.embedding: 100%" in err.getvalue() and "2/2" in err.getvalue()
+    assert "\x1b[31" not in err.getvalue()  # not coloured as an error
+
+
+def test_due_queue_sweeps_only_the_field_named(db):
+    """--due --queue handed the sweep the model alone: --field was ignored, and every field's due rows
+    were marked sent and queued."""
+    from example_project.celery import app
+    from tests.celery_worker import configured_app
+    from tests.multifield.models import TwoImagePhoto
+
+    TwoImagePhoto.objects.bulk_create([TwoImagePhoto(thumbnail="two-image/a.jpg", picture="two-image/b.jpg")])
+    two = ("--model", "multifield.TwoImagePhoto", "--field", "thumbnail_embedding")
+    with configured_app(app, broker_url="redis://127.0.0.1:1/0"), pytest.raises(CommandError) as refused:
+        run("semantic_images_reindex", "--due", "--queue", *two)
+    assert "multifield.TwoImagePhoto.thumbnail_embedding: 1 not sent" in str(refused.value)
+    assert "multifield.TwoImagePhoto.embedding:" not in str(refused.value)
+
+
+def test_ctrl_c_while_stale_rows_are_marked_sent_leaves_them_to_the_sweep(make_photo, sample_paths, monkeypatch):
+    """Ctrl-C right after a chunk was marked sent, before its tasks went: a traceback, and the rows
+    kept the lease of work never sent (the sweep waited for it to run out)."""
+    from django_semantic_images.management.commands import semantic_images_reindex as command
+    from example_project.celery import app
+    from tests.celery_worker import on_redis
+
+    photo = make_photo(sample_paths["coffee"])
+    embed_instances([photo])
+    Photo.objects.update(embedding_encoder="old-encoder:1")
+    real = command.mark_pending
+
+    def mark_then_ctrl_c(*args, **kwargs):
+        marked = real(*args, **kwargs)
+        press_ctrl_c()
+        return marked
+
+    monkeypatch.setattr(command, "mark_pending", mark_then_ctrl_c)
+    with (
+        ctrl_c_as_in_a_terminal(),
+        on_redis(app),
+        pytest.raises(CommandError, match=r"interrupted after 0 of 1 rows were sent"),
+    ):
+        run("semantic_images_reindex", "--stale", "--queue", "--no-progress")
+    assert Photo.objects.get(pk=photo.pk).embedding_lease_until is None

@@ -95,3 +95,70 @@ def test_status_counts_the_rows_a_default_manager_hides(draft_model):
     status = field_status(Draft, get_embedding_field(Draft), {"unsent": True, "queue_empty": True})
     assert status["total"] == 2 and status["counts"][EmbeddingStatus.PENDING] == 2
     assert status["due"] == 2 and status["oldest_pending"] is not None
+
+
+@pytest.fixture
+def database_down():
+    """The default database's server gone (nothing listens on its port), for one test."""
+    from django.db import connections
+
+    connection = connections["default"]
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=1)
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("semantic_images_status",),
+        ("semantic_images_status", "--json"),
+        ("semantic_images_reindex", "--no-progress"),
+        ("semantic_images_duplicates", "--model", "photos.Photo"),
+        ("semantic_search", "a cat", "--model", "photos.Photo"),
+        ("semantic_images_train_bridge", "--model", "photos.Photo", "--dry-run"),
+    ],
+)
+def test_a_database_that_cannot_be_reached_is_a_command_error(database_down, command):
+    """The commands one runs to see what is wrong ended in psycopg's traceback."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"^The database failed: .*127\.0\.0\.1.*Is the server running"):
+        run(*command)
+
+
+def test_ctrl_c_in_any_command_is_a_command_error(rows, monkeypatch):
+    """Ctrl-C in a long query of status (or duplicates, search) ended in KeyboardInterrupt's traceback."""
+    from django.core.management.base import CommandError
+
+    from django_semantic_images.management.commands import semantic_images_status as command
+    from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+
+    real = command.shared_buffers
+
+    def ctrl_c_meanwhile(*args, **kwargs):
+        press_ctrl_c()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "shared_buffers", ctrl_c_meanwhile)
+    with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="^Interrupted") as stop:
+        run("semantic_images_status")
+    assert stop.value.returncode == 130
+
+
+def test_a_field_declared_without_indexes_is_not_said_to_miss_them(db):
+    """A field with index=False was reported as "HNSW indexes: semantic missing, visual missing", as
+    if they had been dropped."""
+    text = run("semantic_images_status", "--model", "multifield.TwoImagePhoto")
+    assert "missing" not in text
+    assert text.count("  no HNSW indexes (index=False);") == 2, text
+    data = json.loads(run("semantic_images_status", "--model", "multifield.TwoImagePhoto", "--json"))
+    assert [info["indexed"] for info in data["fields"]] == [False, False]
+    photo = json.loads(run("semantic_images_status", "--model", "photos.Photo", "--json"))["fields"][0]
+    assert photo["indexed"] is True

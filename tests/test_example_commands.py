@@ -306,3 +306,25 @@ def test_the_example_site_gathers_its_static_files_for_a_web_server(tmp_path):
     shipped.append("admin/css/base.css")
     for name in shipped:
         assert (tmp_path / "static" / name).is_file(), name
+
+
+@pytest.mark.django_db
+def test_demo_writes_what_load_photos_says_where_it_was_asked_to(settings, tmp_path):
+    """demo ran load_photos without passing its own stdout on: call_command("demo", stdout=...) got
+    the site's addresses, and the photo counts went to the process's stdout."""
+    settings.MEDIA_ROOT = tmp_path
+    out = StringIO()
+    call_command("demo", "--no-serve", stdout=out)
+    assert "Sample photos: " in out.getvalue() and "Example site: " in out.getvalue(), out.getvalue()
+
+
+@pytest.mark.django_db
+def test_load_photos_at_verbosity_0_prints_only_what_failed(tmp_path):
+    """It printed its counts and every skipped file at --verbosity 0 all the same."""
+    jpeg = image_bytes(Image.new("RGB", (320, 240), (20, 200, 120)))
+    (tmp_path / "quiet.jpg").write_bytes(jpeg)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    out = StringIO()
+    call_command("load_photos", "--no-samples", "--folder", str(tmp_path), verbosity=0, stdout=out)
+    assert out.getvalue() == ""
+    assert Photo.objects.filter(image="photos/quiet.jpg", embedding_status="embedded").exists()

@@ -358,3 +358,22 @@ def test_prepare_fails_where_the_class_vectors_cannot_be_stored(tmp_path, settin
             call_command("semantic_images_prepare", verbosity=0)
     finally:
         registry.reset()
+
+
+def test_ctrl_c_in_prepare_is_a_command_error(monkeypatch):
+    """The deploy step ended in KeyboardInterrupt's traceback on Ctrl-C."""
+    from django.core.management.base import CommandError
+
+    from django_semantic_images.management.commands import semantic_images_prepare as command
+    from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+
+    real = command.field_encoders
+
+    def ctrl_c_meanwhile():
+        press_ctrl_c()
+        return real()
+
+    monkeypatch.setattr(command, "field_encoders", ctrl_c_meanwhile)
+    with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="^Interrupted: run it again") as stop:
+        call_command("semantic_images_prepare", verbosity=0)
+    assert stop.value.returncode == 130

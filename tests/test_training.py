@@ -70,7 +70,7 @@ def captioned_site(make_photo, sample_paths):
     return captioned, plain
 
 
-def train(*extra: str) -> str:
+def train(*extra: str, stderr: io.StringIO | None = None) -> str:
     out = io.StringIO()
     call_command(
         "semantic_images_train_bridge",
@@ -84,6 +84,7 @@ def train(*extra: str) -> str:
         "1",
         *extra,
         stdout=out,
+        stderr=stderr or io.StringIO(),
     )
     return out.getvalue()
 
@@ -335,9 +336,13 @@ def test_a_sqrt_bridge_keeps_its_transform_in_the_file(tmp_path):
 
 
 def test_the_command_trains_an_ensembled_sqrt_bridge(bridge_dir, captioned_site):
-    output = train("--epochs", "30", "--ensemble", "2", "--visual-transform", "sqrt", "--no-reembed")
+    from tests.conftest import Terminal
+
+    err = Terminal()  # the bars go to the command's stderr (they went to sys.stderr), on a terminal only
+    output = train("--epochs", "30", "--ensemble", "2", "--visual-transform", "sqrt", "--no-reembed", stderr=err)
     bridge = BridgeStore(bridge_dir).current()
     assert bridge is not None, output
+    assert "training bridge: " in err.getvalue() and "/30 [" in err.getvalue(), err.getvalue()
     assert bridge.meta["ensemble"] == 2 and bridge.visual_transform == "sqrt"
     with pytest.raises(CommandError, match="--ensemble"):
         train("--ensemble", "0")
@@ -528,3 +533,48 @@ def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(br
     with pytest.raises(CommandError, match="bridge.*'auto'"):
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", stdout=io.StringIO())
     assert BridgeStore(bridge_dir).current_info() is None
+
+
+def test_the_reembedding_after_an_install_covers_the_rows_a_default_manager_hides(draft_model):
+    """The rows re-embedded with a new bridge were read through the default manager: the rows it hides
+    (unpublished drafts) kept the old bridge's vectors, though the command says it re-embeds every row."""
+    from django_semantic_images.management.commands.semantic_images_train_bridge import Command
+
+    Draft = draft_model
+    Draft._base_manager.bulk_create(
+        [Draft(image="drafts/a.jpg"), Draft(image="drafts/b.jpg", published=True), Draft(image="drafts/c.jpg")]
+    )
+    read = [row.pk for chunk in Command.chunks(Draft, 2) for row in chunk]
+    assert read == sorted(Draft._base_manager.values_list("pk", flat=True))
+
+
+def test_ctrl_c_says_whether_the_bridge_was_installed_and_what_to_run(bridge_dir, captioned_site, monkeypatch):
+    """Ctrl-C ended the training in KeyboardInterrupt's traceback, which said neither whether the bridge
+    was installed nor, when it was, that the rows not re-embedded yet wait for a reindex."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+    from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+
+    store = BridgeStore(bridge_dir)
+
+    def interrupted(real):
+        def call(*args, **kwargs):
+            press_ctrl_c()
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(command, "collect_captioned", interrupted(command.collect_captioned))
+    with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="Interrupted: nothing was installed") as stop:
+        train()
+    assert stop.value.returncode == 130 and store.current() is None
+    monkeypatch.undo()
+
+    monkeypatch.setattr(command, "embed_instances", interrupted(command.embed_instances))
+    with (
+        ctrl_c_as_in_a_terminal(),
+        pytest.raises(CommandError, match=r"Interrupted while re-embedding.*semantic_images_reindex --stale") as stop,
+    ):
+        train("--epochs", "30")
+    version = store.current_info()["version"]
+    assert stop.value.returncode == 130 and version in str(stop.value)
+    assert not Photo.objects.filter(embedding_encoder__endswith=version).exists()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -98,8 +99,10 @@ class ConSEEncoder(Encoder):
     ) -> None:
         super().__init__(device)
         self.network = encoder_cnn(cnn)  # a ValueError for an unknown name, before anything loads
-        if top_k < 1 or temperature <= 0:
-            raise ValueError("ConSEEncoder needs top_k >= 1 and temperature > 0.")
+        if top_k < 1 or not temperature > 0 or not math.isfinite(temperature):  # NaN vectors: every write refused
+            raise ValueError(
+                f"ConSEEncoder needs top_k >= 1 and a finite temperature > 0, not {top_k!r} and {temperature!r}."
+            )
         self.top_k = top_k
         self.temperature = float(temperature)
         self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)

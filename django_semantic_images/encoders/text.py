@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import unicodedata
@@ -92,12 +93,23 @@ class TextModelSpec:
     common_scale: float | None = None
 
     def __post_init__(self) -> None:
+        if self.model is not None and not (isinstance(self.model, str) and self.model):
+            raise ValueError(
+                f"TEXT_MODEL['MODEL'] must be a folder or hub name (a string) or None, not {self.model!r}."
+            )
+        for key, prefix in (("QUERY_PREFIX", self.query_prefix), ("PASSAGE_PREFIX", self.passage_prefix)):
+            if not isinstance(prefix, str):  # put before every text: None or a number failed each one
+                raise ValueError(f"TEXT_MODEL[{key!r}] must be a string ('' for none), not {prefix!r}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"TEXT_MODEL['POOLING'] must be one of {POOLINGS}, not {self.pooling!r}.")
-        if self.dimensions is not None and (not isinstance(self.dimensions, int) or self.dimensions < 1):
+        if self.dimensions is not None and (
+            isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int) or self.dimensions < 1
+        ):
             raise ValueError(f"TEXT_MODEL['DIMENSIONS'] must be a positive int or None, not {self.dimensions!r}.")
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"TEXT_MODEL['MAX_LENGTH'] must be an int of at least 2, not {self.max_length!r}.")
+        if self.common_scale is not None and not math.isfinite(self.common_scale):  # NaN vectors: every write refused
+            raise ValueError(f"TEXT_MODEL['COMMON_SCALE'] must be a finite number or None, not {self.common_scale!r}.")
 
     @classmethod
     def from_setting(cls, value: Mapping[str, Any] | None) -> TextModelSpec:

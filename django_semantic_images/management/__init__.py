@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.db import InterfaceError, OperationalError
 
 from ..fields import embedding_fields, embedding_path, models_with_embeddings
+
+#: A command's exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 
 def resolve_model(label: str | None, *, joined: bool = False) -> Any:
@@ -37,3 +41,37 @@ def _ranked_through_a_join(model: Any) -> bool:
     except LookupError:
         return False
     return True
+
+
+class ProgressFile:
+    """A command's stderr as the file of a progress bar (tqdm): what ``call_command(stderr=...)`` names,
+    written as given (no line ending added, not coloured as an error), a terminal only if it is one."""
+
+    def __init__(self, out: OutputWrapper) -> None:
+        self.out = out
+
+    def write(self, text: str) -> None:
+        self.out.write(text, style_func=str, ending="")
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return self.out.isatty()
+
+    def __getattr__(self, name: str) -> Any:  # fileno() for the terminal's width
+        return getattr(self.out, name)
+
+
+class DatabaseCommand(BaseCommand):
+    """A command that reads the database: a server that cannot be reached (or that drops the connection)
+    ends it with a CommandError giving the reason, and Ctrl-C with one of exit status 130, not a traceback
+    (where it matters, the command says itself what was done)."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute(*args, **options)
+        except (OperationalError, InterfaceError) as exc:
+            raise CommandError(f"The database failed: {' '.join(str(exc).split())}") from exc  # on one line
+        except KeyboardInterrupt:
+            raise CommandError("Interrupted.", returncode=INTERRUPTED) from None

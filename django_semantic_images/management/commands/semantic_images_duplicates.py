@@ -6,15 +6,15 @@ import json
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
 from ...duplicates import default_threshold, group_rows, near_duplicates
 from ...fields import embedding_fields, embedding_path, follow
-from .. import resolve_model
+from .. import DatabaseCommand, resolve_model
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Print the groups of near-identical images (edited copies of one picture), largest first, "
         'from the visual vectors; pairs marked "not duplicates" are never grouped.'

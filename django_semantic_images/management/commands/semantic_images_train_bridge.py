@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ...encoders import registry
 from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
 from ...encoders.conse import ConSEEncoder
 from ...fields import get_embedding_field
-from ...pipeline import embed_instances
+from ...pipeline import embed_instances, primary_rows
 from ...training import (
     CHUNK_SIZE,
     TrainingOptions,
@@ -31,7 +30,7 @@ from ...training import (
     semantic_without_words,
     split_holdout,
 )
-from .. import resolve_model
+from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 
 
 def check_options(opts: dict[str, Any]) -> None:
@@ -57,7 +56,7 @@ def check_options(opts: dict[str, Any]) -> None:
             raise CommandError(f"--{name.replace('_', '-')} {rule}, not {value!r}.")
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Train a bridge (CNN -> text space) on this site's captioned images, install it only if it "
         "beats the one in use on held-out images, and re-embed."
@@ -100,10 +99,25 @@ class Command(BaseCommand):
             return items
         from tqdm import tqdm
 
-        return tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False)
+        # On the command's stderr, and only on a terminal (disable=None), as reindex's bar.
+        return tqdm(items, total=total, desc=desc, file=ProgressFile(self.stderr), leave=False, disable=None)
 
     def handle(self, *args: Any, **opts: Any) -> None:
         self.verbosity = opts["verbosity"]
+        self.installed: str | None = None  # the version installed, once it is
+        try:
+            self.train(opts)
+        except KeyboardInterrupt:  # Ctrl-C: say where it stopped (a batch under way is rolled back)
+            if self.installed is None:
+                raise CommandError("Interrupted: nothing was installed.", returncode=INTERRUPTED) from None
+            raise CommandError(
+                f"Interrupted while re-embedding: bridge {self.installed} is installed and in use; "
+                "`manage.py semantic_images_reindex --stale` re-embeds the rows not done yet.",
+                returncode=INTERRUPTED,
+            ) from None
+
+    def train(self, opts: dict[str, Any]) -> None:
+        """Train, check, install and re-embed (``handle``'s work)."""
         model = resolve_model(opts["model"])
         try:
             field = get_embedding_field(model, opts["field"])
@@ -213,6 +227,7 @@ class Command(BaseCommand):
             raise CommandError(f"Refused: {exc} Nothing was installed; run the training again to compare.") from exc
         except OSError as exc:  # e.g. the disk is full
             raise CommandError(f"Installing the bridge in {store.directory} failed: {exc}") from exc
+        self.installed = candidate.version
         registry.reset()
         encoder = field.get_encoder()
         if f"bridge:{candidate.version}" not in encoder.identity:
@@ -227,7 +242,7 @@ class Command(BaseCommand):
         report = None
         for chunk in self.progress(
             self.chunks(model, opts["chunk_size"]),
-            -(-model._default_manager.count() // opts["chunk_size"]),
+            -(-primary_rows(model).count() // opts["chunk_size"]),
             "re-embedding",
         ):
             part = embed_instances(chunk, field=field.name, encoder=encoder)
@@ -239,8 +254,9 @@ class Command(BaseCommand):
 
     @staticmethod
     def chunks(model: Any, size: int) -> Iterable[list[Any]]:
-        """Every row, ``size`` at a time in key order (one query each), never all at once."""
-        rows = model._default_manager.order_by("pk")
+        """Every row, ``size`` at a time in key order (one query each), never all at once: those a default
+        manager hides too, read where they are written (``primary_rows``), as the pipeline reads them."""
+        rows = primary_rows(model).order_by("pk")
         last = None
         while True:
             chunk = list((rows if last is None else rows.filter(pk__gt=last))[:size])

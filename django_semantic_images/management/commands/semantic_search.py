@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ...fields import embedding_fields, embedding_path
 from ...imaging import ImageDecodeError
 from ...query import semantic_search, similar_to
-from .. import resolve_model
+from .. import DatabaseCommand, resolve_model
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Search images by meaning (text) or by likeness (--image) and print ranked results."
 
     def add_arguments(self, parser):

@@ -32,7 +32,7 @@ class Command(BaseCommand):
             check_free(addrport)  # before minutes of set-up, and so that the database stops with the demo
         call_command("migrate", interactive=False, verbosity=0)
         if not empty:
-            call_command("load_photos")
+            call_command("load_photos", stdout=self.stdout, stderr=self.stderr)
             # Load the search model in this process (runserver runs here, without its reloader), so the
             # first search is quick; on a new machine this also exports the ONNX query model once.
             self.stdout.write("Preparing the search model...")

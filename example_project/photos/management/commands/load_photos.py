@@ -174,6 +174,8 @@ class Command(BaseCommand):
         }
         report = embed_instances(Photo.objects.filter(pk__in=list(added)))
         for source in sources:
+            if verbosity < 1:  # only the photos that failed, below
+                break
             self.stdout.write(source.summary())
             # A folder's skipped files are named; the samples' only with -v 2 (on a second run all are there).
             if source.name.startswith("Folder") or verbosity >= 2:
@@ -181,7 +183,8 @@ class Command(BaseCommand):
                 for path, reason in source.skipped:
                     shown = path.relative_to(root) if root is not None else path.name
                     self.stdout.write(self.style.WARNING(f"  skipped {shown}: {reason}"))
-        self.stdout.write(f"Embedded: {report}.")
+        if verbosity >= 1:
+            self.stdout.write(f"Embedded: {report}.")
         for pk, reason in report.failed.items():
             name = added[pk].image.name if pk in added else f"photo {pk}"
             self.stdout.write(self.style.WARNING(f"  {name}: {reason}"))
