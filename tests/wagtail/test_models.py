@@ -250,9 +250,27 @@ def test_a_title_that_is_only_the_file_name_is_not_text_evidence(make_image, sam
     named = make_image(sample_paths["coffee"], "coffee")
     again = make_image(sample_paths["coffee"], "coffee.png")  # stored as coffee_XXXXXXX.png
     titled = make_image(sample_paths["coffee"], "Morning coffee")
+    odd = make_image(sample_paths["coffee"], "..")  # no file could be named so
     assert again.file.name != named.file.name
-    words = {image.title: ImageVectors.objects.get(pk=image.pk).title_words for image in (named, again, titled)}
-    assert words == {"coffee": "", "coffee.png": "", "Morning coffee": "Morning coffee"}
+    images = (named, again, titled, odd)
+    words = {image.title: ImageVectors.objects.get(pk=image.pk).title_words for image in images}
+    assert words == {"coffee": "", "coffee.png": "", "Morning coffee": "Morning coffee", "..": ".."}
+
+
+def test_a_file_name_that_storage_rewrote_is_still_not_text_evidence(superuser_client, sample_paths):
+    """Wagtail's multiple upload titles an image by its file name as uploaded; storage keeps it
+    with spaces, brackets and accents rewritten (``IMG 0042 (1).jpg`` as ``IMG_0042_1.jpg``), and
+    such a title was fused as words (a phone's or a screenshot's name is most names)."""
+    data = sample_paths["coffee"].read_bytes()
+    names = ["IMG 0042 (1).png", "Screenshot 2024-05-01 at 10.11.12.png", "Café crème.png"]
+    for name in names:
+        for title in ({"title": name.rsplit(".", 1)[0]}, {}):  # as Wagtail's page sends it; without it
+            response = superuser_client.post(
+                reverse("wagtailimages:add_multiple"), {"files[]": SimpleUploadedFile(name, data), **title}
+            )
+            assert response.status_code == 200 and response.json()["success"], response.content[:300]
+    titled = {image.title: vectors_of(image).title_words for image in get_image_model().objects.all()}
+    assert len(titled) == 2 * len(names) and set(titled.values()) == {""}, titled
 
 
 def assert_refused_by_both_uploads(client, upload, reason: str) -> None:
