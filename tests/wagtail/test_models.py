@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import PurePath
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import connection
@@ -126,6 +128,28 @@ def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_p
     embed(image)
     image.tags.add("cat")
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
+def test_a_new_file_written_over_the_stored_one_asks_for_embedding_again(make_image, embed, sample_paths, settings):
+    """A storage that writes a new file over one of the same name (S3's ``file_overwrite``,
+    Django's ``allow_overwrite``) keeps the image's file name: the image saved with another
+    picture looked unchanged and kept the old picture's vectors, marked embedded."""
+    image = make_image(sample_paths["coffee"], "IMG_1")
+    embed(image)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
+    }
+    image = get_image_model().objects.get(pk=image.pk)
+    stored = image.file.name
+    image.file = ContentFile(sample_paths["rocket"].read_bytes(), name=PurePath(stored).name)
+    image.save()
+    assert image.file.name == stored  # the same name, another picture
+    assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+    connection.run_on_commit.clear()
+    image = get_image_model().objects.get(pk=image.pk)
+    image.save()  # saved again with its file as stored: nothing to embed
+    assert not scheduled()
 
 
 def test_a_rolled_back_edit_made_again_with_the_same_image_asks_for_embedding(make_image, embed, sample_paths):
