@@ -146,10 +146,41 @@ def test_a_new_file_written_over_the_stored_one_asks_for_embedding_again(make_im
     image.save()
     assert image.file.name == stored  # the same name, another picture
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+    assert vectors_of(image).embedding_visual is None  # not the old picture's meanwhile
     connection.run_on_commit.clear()
     image = get_image_model().objects.get(pk=image.pk)
     image.save()  # saved again with its file as stored: nothing to embed
     assert not scheduled()
+
+
+def test_a_replaced_file_is_never_ranked_by_the_old_pictures_vectors(
+    superuser_client, sample_images, sample_paths, django_capture_on_commit_callbacks
+):
+    """A file replaced on the edit page: until the new one was embedded (a busy worker, a sweep
+    away with EMBED_ON_SAVE off), the image kept the old picture's vectors, so a search by that
+    picture, the similar panels and searches by meaning found it, showing another picture."""
+    from django_semantic_images.query import similar_to
+
+    cat = sample_images["chelsea"]
+    new_file = SimpleUploadedFile("new.png", sample_paths["coffee"].read_bytes(), "image/png")
+    with django_capture_on_commit_callbacks() as callbacks:  # the embedding has not run yet
+        response = superuser_client.post(
+            reverse("wagtailimages:edit", args=(cat.pk,)),
+            {"title": cat.title, "collection": cat.collection_id, "file": new_file},
+        )
+    assert response.status_code == 302
+    vectors = vectors_of(cat)
+    assert vectors.embedding.status == EmbeddingStatus.PENDING
+    assert vectors.embedding_visual is None and vectors.embedding_semantic is None
+    assert cat not in similar_to(get_image_model().objects.all(), sample_paths["chelsea"])
+    assert vectors_of(sample_images["rocket"]).embedding_visual is not None  # the others keep theirs
+    for callback in callbacks:
+        callback()
+    assert vectors_of(cat).embedding.status == EmbeddingStatus.EMBEDDED
+    assert list(similar_to(get_image_model().objects.all(), sample_paths["coffee"]))[0] in (
+        cat,
+        sample_images["coffee"],
+    )
 
 
 def test_a_rolled_back_edit_made_again_with_the_same_image_asks_for_embedding(make_image, embed, sample_paths):

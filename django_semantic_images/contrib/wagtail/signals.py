@@ -101,7 +101,8 @@ def image_saved(
     unchanged = before is not None and all(k in before and before[k] == v for k, v in now.items())
     if not created and not new_file and unchanged:
         return
-    request_embedding(instance.pk, using)
+    other_file = new_file or (before is not None and "file" in now and before.get("file") != now["file"])
+    request_embedding(instance.pk, using, new_picture=other_file and not created)
 
 
 def tags_changed(
@@ -138,10 +139,15 @@ def _pending(field: Any) -> dict[str, Any]:
     }
 
 
-def request_embedding(image_pk: Any, using: str = "default") -> None:
-    """Mark the image's vectors pending (a new row on upload) and embed them after commit."""
+def request_embedding(image_pk: Any, using: str = "default", *, new_picture: bool = False) -> None:
+    """Mark the image's vectors pending (a new row on upload) and embed them after commit.
+
+    With ``new_picture`` (the image's file was replaced) its vectors are dropped meanwhile: they
+    are the old picture's, and would rank the image by it (found by its words until embedded)."""
     field = get_embedding_field(ImageVectors)
     pending = _pending(field)
+    if new_picture:
+        pending |= {field.visual_field: None, field.semantic_field: None, field.column("labels"): []}
     if not ImageVectors.objects.using(using).filter(pk=image_pk).update(**pending):
         ImageVectors.objects.using(using).bulk_create([ImageVectors(pk=image_pk, **pending)], ignore_conflicts=True)
     if semantic_settings.EMBED_ON_SAVE and not embedding_is_deferred():
