@@ -57,12 +57,15 @@ def search_by_photo(client, data: bytes, name: str = "query.jpg", **params):
 
 
 def ranked(client, response, **extra) -> list:
-    """Follow a photo search's redirect to the listing's results (with ``extra`` parameters)."""
+    """Follow a photo search's redirect to the listing's results (with ``extra`` parameters added
+    to its query string, which keeps the photo: the test client's ``data`` would replace it)."""
     assert response.status_code == 303, response.content[:500]
     listing_url, query = response["Location"].split("?", 1)
     assert listing_url == reverse("wagtailimages:index")
-    page = client.get(f"{reverse('wagtailimages:index_results')}?{query}", extra)
+    params = {**parse_qs(query), **{name: [str(value)] for name, value in extra.items()}}
+    page = client.get(f"{reverse('wagtailimages:index_results')}?{urlencode(params, doseq=True)}")
     assert page.status_code == 200
+    assert page.context["photo_query"] is not None, "the photo search was dropped"
     return list(page.context["object_list"])
 
 
@@ -99,9 +102,15 @@ def test_search_by_photo_keeps_the_collection_filter_and_sorting(superuser_clien
     assert f"collection_id={root.pk}" in response["Location"] and "p=3" not in response["Location"]
     found = ranked(superuser_client, response)
     assert sample_images["coffee"] not in found and len(found) == len(sample_images) - 1
+    assert [i.distance for i in found] == sorted(i.distance for i in found)  # nearest first
     assert ranked(superuser_client, response, collection_id=elsewhere.pk) == [sample_images["coffee"]]
     by_title = ranked(superuser_client, response, ordering="title")
-    assert [i.title for i in by_title] == sorted(i.title for i in by_title)
+    assert [i.title for i in by_title] == sorted(i.title for i in by_title) and set(by_title) == set(found)
+    sample_images["rocket"].tags.add("tagged")
+    sample_images["horse"].tags.add("tagged")
+    tagged = ranked(superuser_client, response, tag="tagged")
+    assert set(tagged) == {sample_images["rocket"], sample_images["horse"]}
+    assert [i.distance for i in tagged] == sorted(i.distance for i in tagged)
 
 
 def test_bad_photos_give_a_form_error_and_save_nothing(superuser_client, sample_images, sample_paths, settings):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import PurePath
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import connection
@@ -126,6 +128,59 @@ def test_changes_that_matter_ask_for_embedding_again(make_image, embed, sample_p
     embed(image)
     image.tags.add("cat")
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
+def test_a_new_file_written_over_the_stored_one_asks_for_embedding_again(make_image, embed, sample_paths, settings):
+    """A storage that writes a new file over one of the same name (S3's ``file_overwrite``,
+    Django's ``allow_overwrite``) keeps the image's file name: the image saved with another
+    picture looked unchanged and kept the old picture's vectors, marked embedded."""
+    image = make_image(sample_paths["coffee"], "IMG_1")
+    embed(image)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
+    }
+    image = get_image_model().objects.get(pk=image.pk)
+    stored = image.file.name
+    image.file = ContentFile(sample_paths["rocket"].read_bytes(), name=PurePath(stored).name)
+    image.save()
+    assert image.file.name == stored  # the same name, another picture
+    assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+    assert vectors_of(image).embedding_visual is None  # not the old picture's meanwhile
+    connection.run_on_commit.clear()
+    image = get_image_model().objects.get(pk=image.pk)
+    image.save()  # saved again with its file as stored: nothing to embed
+    assert not scheduled()
+
+
+def test_a_replaced_file_is_never_ranked_by_the_old_pictures_vectors(
+    superuser_client, sample_images, sample_paths, django_capture_on_commit_callbacks
+):
+    """A file replaced on the edit page: until the new one was embedded (a busy worker, a sweep
+    away with EMBED_ON_SAVE off), the image kept the old picture's vectors, so a search by that
+    picture, the similar panels and searches by meaning found it, showing another picture."""
+    from django_semantic_images.query import similar_to
+
+    cat = sample_images["chelsea"]
+    new_file = SimpleUploadedFile("new.png", sample_paths["coffee"].read_bytes(), "image/png")
+    with django_capture_on_commit_callbacks() as callbacks:  # the embedding has not run yet
+        response = superuser_client.post(
+            reverse("wagtailimages:edit", args=(cat.pk,)),
+            {"title": cat.title, "collection": cat.collection_id, "file": new_file},
+        )
+    assert response.status_code == 302
+    vectors = vectors_of(cat)
+    assert vectors.embedding.status == EmbeddingStatus.PENDING
+    assert vectors.embedding_visual is None and vectors.embedding_semantic is None
+    assert cat not in similar_to(get_image_model().objects.all(), sample_paths["chelsea"])
+    assert vectors_of(sample_images["rocket"]).embedding_visual is not None  # the others keep theirs
+    for callback in callbacks:
+        callback()
+    assert vectors_of(cat).embedding.status == EmbeddingStatus.EMBEDDED
+    assert list(similar_to(get_image_model().objects.all(), sample_paths["coffee"]))[0] in (
+        cat,
+        sample_images["coffee"],
+    )
 
 
 def test_a_rolled_back_edit_made_again_with_the_same_image_asks_for_embedding(make_image, embed, sample_paths):
@@ -250,9 +305,27 @@ def test_a_title_that_is_only_the_file_name_is_not_text_evidence(make_image, sam
     named = make_image(sample_paths["coffee"], "coffee")
     again = make_image(sample_paths["coffee"], "coffee.png")  # stored as coffee_XXXXXXX.png
     titled = make_image(sample_paths["coffee"], "Morning coffee")
+    odd = make_image(sample_paths["coffee"], "..")  # no file could be named so
     assert again.file.name != named.file.name
-    words = {image.title: ImageVectors.objects.get(pk=image.pk).title_words for image in (named, again, titled)}
-    assert words == {"coffee": "", "coffee.png": "", "Morning coffee": "Morning coffee"}
+    images = (named, again, titled, odd)
+    words = {image.title: ImageVectors.objects.get(pk=image.pk).title_words for image in images}
+    assert words == {"coffee": "", "coffee.png": "", "Morning coffee": "Morning coffee", "..": ".."}
+
+
+def test_a_file_name_that_storage_rewrote_is_still_not_text_evidence(superuser_client, sample_paths):
+    """Wagtail's multiple upload titles an image by its file name as uploaded; storage keeps it
+    with spaces, brackets and accents rewritten (``IMG 0042 (1).jpg`` as ``IMG_0042_1.jpg``), and
+    such a title was fused as words (a phone's or a screenshot's name is most names)."""
+    data = sample_paths["coffee"].read_bytes()
+    names = ["IMG 0042 (1).png", "Screenshot 2024-05-01 at 10.11.12.png", "Café crème.png"]
+    for name in names:
+        for title in ({"title": name.rsplit(".", 1)[0]}, {}):  # as Wagtail's page sends it; without it
+            response = superuser_client.post(
+                reverse("wagtailimages:add_multiple"), {"files[]": SimpleUploadedFile(name, data), **title}
+            )
+            assert response.status_code == 200 and response.json()["success"], response.content[:300]
+    titled = {image.title: vectors_of(image).title_words for image in get_image_model().objects.all()}
+    assert len(titled) == 2 * len(names) and set(titled.values()) == {""}, titled
 
 
 def assert_refused_by_both_uploads(client, upload, reason: str) -> None:

@@ -8,6 +8,7 @@ primary key is the image's, so ``Image.objects.filter(...)`` and the vectors joi
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 
 from django.db import models
@@ -18,6 +19,13 @@ from ...fields import ImageEmbeddingField
 
 #: The reverse accessor on the image model: ``image.semantic_vectors``.
 RELATED_NAME = "semantic_vectors"
+#: A file name's root as storage gives it when the name was taken: the root, ``_``, 7 letters or digits.
+TAKEN_NAME = re.compile(r"^(?P<root>.+)_[A-Za-z0-9]{7}$")
+
+
+def _forms(names: set[str]) -> set[str]:
+    """``names`` in lower case, with and without their last extension."""
+    return {form for name in names for form in (name.lower(), PurePath(name.lower()).stem)} - {""}
 
 
 class ImageVectorsQuerySet(models.QuerySet):
@@ -78,12 +86,28 @@ class ImageVectors(models.Model):
         the image's vector away from the words that describe it (docs/wagtail.md, measured).
         """
         title = self.image.title or ""
-        stem = PurePath(self.image.file.name or "").stem.lower()
-        for name in {title.lower(), PurePath(title).stem.lower()} - {""}:
-            # the name, or the name with the 7-character suffix that storage adds to a taken one
-            if stem == name or (stem.startswith(name + "_") and len(stem) == len(name) + 8):
-                return ""
-        return title
+        name = PurePath(self.image.file.name or "").name
+        if not title or not name:
+            return title
+        extensions = "".join(PurePath(name).suffixes)
+        stored = {name}
+        taken = TAKEN_NAME.match(name.removesuffix(extensions))
+        if taken:  # the name storage gives a file whose name was taken: its root, _ and 7 characters
+            stored.add(taken["root"] + extensions)
+        return "" if _forms(stored) & _forms(self._upload_names(title, PurePath(name).suffix)) else title
+
+    def _upload_names(self, title: str, suffix: str) -> set[str]:
+        """The names of a file uploaded as ``title`` (with or without the extension ``suffix``, as
+        Wagtail's multiple upload titles it): as written, and as the file field names it
+        (``IMG 0042 (1).jpg`` kept as ``IMG_0042_1.jpg``, accents dropped, a long name cut)."""
+        names = {title, title + suffix}
+        field = self.image._meta.get_field("file")
+        for uploaded in (title, title + suffix):
+            try:
+                names.add(PurePath(field.generate_filename(self.image, uploaded)).name)
+            except Exception:  # noqa: BLE001 - a title no file could be named, a site's upload_to that fails
+                continue
+        return names
 
     @property
     def tag_names(self) -> str:

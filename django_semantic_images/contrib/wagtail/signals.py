@@ -35,6 +35,9 @@ UNCOMMITTED_ATTR = "_semantic_images_wagtail_uncommitted"
 #: On a tag being renamed: its stored name; on a tag being deleted: the images it tagged.
 TAG_NAME_ATTR = "_semantic_images_wagtail_name"
 TAGGED_ATTR = "_semantic_images_wagtail_tagged"
+#: Set before a save that stores a new file (one assigned, not in storage yet): a storage that
+#: writes over a file of the same name (S3's ``file_overwrite``) leaves the name as it was.
+NEW_FILE_ATTR = "_semantic_images_wagtail_new_file"
 #: The images whose tags their tag manager is changing in this thread (between ``m2m_changed``'s
 #: ``pre_`` and ``post_`` actions): ``(database, pk)`` -> depth. Their tagging rows' own signals
 #: are left to ``m2m_changed``, which asks once for all of them (outside a transaction, each row
@@ -64,6 +67,15 @@ def image_loaded(sender: type[models.Model], instance: models.Model, **kwargs: A
         setattr(instance, SNAPSHOT_ATTR, _inputs(instance))
 
 
+def image_saving(
+    sender: type[models.Model], instance: Any, raw: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    """Before a save: does it store a new file? (After it, the file's name may be all that is left.)"""
+    stores_file = not raw and (update_fields is None or "file" in update_fields)
+    new = stores_file and "file" not in instance.get_deferred_fields() and not instance.file._committed
+    instance.__dict__[NEW_FILE_ATTR] = new
+
+
 def image_saved(
     sender: type[models.Model],
     instance: models.Model,
@@ -73,6 +85,7 @@ def image_saved(
     using: str = "default",
     **kwargs: Any,
 ) -> None:
+    new_file = instance.__dict__.pop(NEW_FILE_ATTR, False)
     if raw:
         return
     if update_fields is not None and not set(update_fields) & set(IMAGE_INPUTS):
@@ -85,9 +98,11 @@ def image_saved(
         now = {name: value for name, value in now.items() if name in update_fields}
     setattr(instance, SNAPSHOT_ATTR, {**(before or {}), **now})
     remember_uncommitted(instance, before, using, snapshot=SNAPSHOT_ATTR, saves=UNCOMMITTED_ATTR)
-    if not created and before is not None and all(k in before and before[k] == v for k, v in now.items()):
+    unchanged = before is not None and all(k in before and before[k] == v for k, v in now.items())
+    if not created and not new_file and unchanged:
         return
-    request_embedding(instance.pk, using)
+    other_file = new_file or (before is not None and "file" in now and before.get("file") != now["file"])
+    request_embedding(instance.pk, using, new_picture=other_file and not created)
 
 
 def tags_changed(
@@ -124,10 +139,15 @@ def _pending(field: Any) -> dict[str, Any]:
     }
 
 
-def request_embedding(image_pk: Any, using: str = "default") -> None:
-    """Mark the image's vectors pending (a new row on upload) and embed them after commit."""
+def request_embedding(image_pk: Any, using: str = "default", *, new_picture: bool = False) -> None:
+    """Mark the image's vectors pending (a new row on upload) and embed them after commit.
+
+    With ``new_picture`` (the image's file was replaced) its vectors are dropped meanwhile: they
+    are the old picture's, and would rank the image by it (found by its words until embedded)."""
     field = get_embedding_field(ImageVectors)
     pending = _pending(field)
+    if new_picture:
+        pending |= {field.visual_field: None, field.semantic_field: None, field.column("labels"): []}
     if not ImageVectors.objects.using(using).filter(pk=image_pk).update(**pending):
         ImageVectors.objects.using(using).bulk_create([ImageVectors(pk=image_pk, **pending)], ignore_conflicts=True)
     if semantic_settings.EMBED_ON_SAVE and not embedding_is_deferred():
@@ -233,6 +253,7 @@ def connect() -> None:
     image_model = get_image_model()
     uid = "semantic_images_wagtail"
     post_init.connect(image_loaded, sender=image_model, dispatch_uid=uid)
+    pre_save.connect(image_saving, sender=image_model, dispatch_uid=uid)
     post_save.connect(image_saved, sender=image_model, dispatch_uid=uid)
     through = _through()
     m2m_changed.connect(tags_changed, sender=through, dispatch_uid=uid)
