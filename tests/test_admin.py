@@ -16,6 +16,7 @@ from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import translation
 from PIL import Image, ImageOps
 
 from django_semantic_images import EmbeddingStatus
@@ -145,6 +146,27 @@ def test_search_words_longer_than_max_query_length_are_a_400_naming_q(admin_clie
     response = admin_client.get(reverse(CHANGELIST), {"q": "a b " * 6})
     assert response.status_code == 400
     assert response.content.decode() == "q: the search text is longer than 20 characters."
+
+
+def test_the_notes_of_a_refused_or_unreadable_search_are_translated(admin_client, photos, settings, french):
+    """Shown on the changelist (a message, a 400), so in the editor's language as the rest."""
+    settings.SEMANTIC_IMAGES = {"MAX_QUERY_LENGTH": 20}
+    french(
+        {
+            "%(name)s: the search text is longer than %(limit)d characters.": (
+                "%(name)s : le texte cherché dépasse %(limit)d caractères."
+            ),
+            "The text model cannot read %(scripts)s script, so these words were matched as keywords "
+            "in %(fields)s (results not ranked by meaning).": (
+                "Écriture %(scripts)s illisible ; mots cherchés dans %(fields)s."
+            ),
+        }
+    )
+    with translation.override("fr"):
+        response = admin_client.get(reverse(CHANGELIST), {"q": "a b " * 6})
+        assert response.content.decode() == "q : le texte cherché dépasse 20 caractères."
+        response = admin_client.get(reverse(CHANGELIST), {"q": "кошка"})
+        assert "Écriture Cyrillic illisible ; mots cherchés dans title, alt_text." in messages_of(response)
 
 
 def test_autocomplete_terms_longer_than_max_query_length_are_a_400_naming_term(admin_client, photos, settings):
