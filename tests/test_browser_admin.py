@@ -191,6 +191,8 @@ def test_a_suggested_label_fills_the_alt_text_only_in_the_browser(browser, site,
     assert label == Photo.objects.get(pk=cat.pk).embedding_labels[0]["label"]
     button.click()
     assert browser.find_element(By.ID, "id_alt_text").get_attribute("value") == label
+    button.click()  # again (a double click): the label is in the field once
+    assert browser.find_element(By.ID, "id_alt_text").get_attribute("value") == label
     browser.execute_script("document.querySelector('.field-embedding_details').scrollIntoView({block: 'center'})")
     screenshot(browser, screenshots, "admin-change-form.png")
     assert Photo.objects.get(pk=cat.pk).alt_text == ""  # nothing written until the editor saves
