@@ -200,6 +200,14 @@ def test_similar_images_of_the_cat_list_its_cropped_copy_first(admin_client, pho
     assert 'type="hidden" name="similar_to"' not in response.content.decode()
 
 
+def test_the_similar_images_link_keeps_the_changelists_filters(admin_client, photos):
+    """As search by photo does: "similar images" of a row in the published rows lists published rows."""
+    cat = photos["chelsea"]
+    html = admin_client.get(reverse(CHANGELIST), {"published__exact": "1", "q": "a cat", "p": "1"}).content.decode()
+    link = re.search(rf'<a class="si-similar" href="([^"]*similar_to={cat.pk})"', html).group(1)
+    assert link == f"{reverse(CHANGELIST)}?published__exact=1&amp;similar_to={cat.pk}"  # not the words or page
+
+
 #: Ids no row can have: past a bigint, negative, a UUID on an integer key, text, a NUL.
 NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "not-a-number", "1.5", "\x00")
 

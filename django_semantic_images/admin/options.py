@@ -8,6 +8,7 @@ pagination and actions work as in any changelist.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from django.core import checks
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
@@ -307,7 +308,10 @@ class SemanticSearchAdminMixin(_AdminBase):
     # -- changelist columns --------------------------------------------------
     def get_list_display(self, request: HttpRequest) -> list[Any]:
         hidden = self._vector_columns()
-        return [name for name in super().get_list_display(request) if name not in hidden]
+        names = [name for name in super().get_list_display(request) if name not in hidden]
+        if "similar_images" in names and type(self).similar_images is SemanticSearchAdminMixin.similar_images:
+            return [self._similar_images_column(request) if name == "similar_images" else name for name in names]
+        return names
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         """Adds "re-embed" to the change list's actions. Django 6.1 also asks for the change form's
@@ -364,15 +368,29 @@ class SemanticSearchAdminMixin(_AdminBase):
 
     @admin.display(description=gettext_lazy("Similar"))
     def similar_images(self, obj: Any) -> str:
+        return self.similar_images_link(obj, QueryDict())
+
+    def similar_images_link(self, obj: Any, filters: QueryDict) -> str:
+        """The "Similar images" link of a row with vectors: the changelist with ``filters`` (the
+        listing's, in the changelist's column) and ``?similar_to=<pk>``."""
         if not display.has_vectors(obj, self.get_embedding_field()):
             return display.EMPTY
+        params = filters.copy()
+        params[SIMILAR_VAR] = str(obj.pk)
         return format_html(
-            '<a class="si-similar" href="{}?{}={}">{}</a>',
-            self.changelist_url(),
-            SIMILAR_VAR,
-            obj.pk,
-            _("Similar images"),
+            '<a class="si-similar" href="{}?{}">{}</a>', self.changelist_url(), params.urlencode(), _("Similar images")
         )
+
+    def _similar_images_column(self, request: HttpRequest) -> Callable[[Any], str]:
+        """The ``similar_images`` column for this request: its links keep the listing's filters
+        (not its search, ranking or page), as search by photo does."""
+        filters = kept_filters(request.GET.urlencode())
+
+        @admin.display(description=gettext_lazy("Similar"))
+        def similar_images(obj: Any) -> str:
+            return self.similar_images_link(obj, filters)
+
+        return similar_images
 
     # -- change form ---------------------------------------------------------
     def _vector_columns(self) -> set[str]:
