@@ -16,7 +16,8 @@ from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
+from django.utils.formats import date_format
 from PIL import Image, ImageOps
 
 from django_semantic_images import EmbeddingStatus
@@ -414,6 +415,16 @@ def test_the_change_form_shows_the_index_state_but_never_the_vectors(admin_clien
     top = cat.embedding_labels[0]
     assert top["probability"] >= 0.1
     assert f'data-semantic-suggestion="{top["label"]}" data-target="id_alt_text"' in html
+
+
+def test_the_change_form_shows_the_embedding_time_in_the_sites_time_zone(admin_client, photos, settings):
+    """As the admin's other dates ("Created at"), not in UTC."""
+    settings.TIME_ZONE = "Asia/Kathmandu"  # UTC+05:45: no hour or minute in common with UTC
+    cat = Photo.objects.get(pk=photos["chelsea"].pk)
+    html = admin_client.get(reverse("admin:photos_photo_change", args=[cat.pk])).content.decode()
+    row = re.search(r"<th>Embedded at</th><td>(.*?)</td>", html).group(1)
+    assert row == date_format(timezone.localtime(cat.embedding_updated_at), "DATETIME_FORMAT")
+    assert row != date_format(cat.embedding_updated_at, "DATETIME_FORMAT")
 
 
 def test_saving_the_change_form_writes_no_suggestion(admin_client, photos):
