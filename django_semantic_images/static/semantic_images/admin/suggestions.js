@@ -20,5 +20,9 @@ document.addEventListener("click", function (event) {
     field.dispatchEvent(new Event("input", { bubbles: true }));
     field.dispatchEvent(new Event("change", { bubbles: true }));
   }
-  field.focus();
+  // A mouse click shows the field it filled; from the keyboard (Enter or Space: a click of
+  // detail 0) focus stays on the suggestion, so the next one is a Tab away.
+  if (event.detail !== 0) {
+    field.focus();
+  }
 });
