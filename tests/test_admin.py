@@ -11,6 +11,7 @@ import warnings
 import django
 import numpy as np
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
@@ -425,6 +426,20 @@ def test_the_change_form_shows_the_embedding_time_in_the_sites_time_zone(admin_c
     row = re.search(r"<th>Embedded at</th><td>(.*?)</td>", html).group(1)
     assert row == date_format(timezone.localtime(cat.embedding_updated_at), "DATETIME_FORMAT")
     assert row != date_format(cat.embedding_updated_at, "DATETIME_FORMAT")
+
+
+def test_suggestions_are_plain_labels_when_the_form_cannot_take_them(admin_client, photos, monkeypatch):
+    """An admin showing the alt text read-only (or leaving it out): buttons would fill nothing."""
+    cat = photos["chelsea"]
+    url = reverse("admin:photos_photo_change", args=[cat.pk])
+    top = cat.embedding_labels[0]["label"]
+    monkeypatch.setattr(admin.site._registry[Photo], "readonly_fields", ["alt_text"])
+    html = admin_client.get(url).content.decode()
+    assert "data-semantic-suggestion" not in html and f"{top} (" in html
+    monkeypatch.setattr(admin.site._registry[Photo], "readonly_fields", [])
+    monkeypatch.setattr(admin.site._registry[Photo], "exclude", ["alt_text"])
+    html = admin_client.get(url).content.decode()
+    assert "data-semantic-suggestion" not in html and f"{top} (" in html
 
 
 def test_saving_the_change_form_writes_no_suggestion(admin_client, photos):

@@ -46,6 +46,8 @@ DETAILS = "embedding_details"
 SUGGESTIONS = "embedding_suggestions"
 #: The request attribute that carries the visual ranking from changelist_view to get_search_results.
 RANKING_ATTR = "_semantic_visual_ranking"
+#: Where ``render_change_form`` leaves, on the row, the id of the input the label buttons fill.
+SUGGESTIONS_TARGET_ATTR = "_semantic_suggestions_target"
 #: The parameter of Django's autocomplete view (``autocomplete_fields``) that carries the search words.
 AUTOCOMPLETE_VAR = "term"
 
@@ -430,9 +432,31 @@ class SemanticSearchAdminMixin(_AdminBase):
     def embedding_suggestions(self, obj: Any) -> str:
         field = self.get_embedding_field()
         labels = display.confident_labels(getattr(obj, field.column("labels")), self.suggestion_min_probability)
-        names = {f.name for f in self.model._meta.get_fields()}
-        target = f"id_{self.suggestions_field}" if self.suggestions_field in names else None
+        target: str | None
+        if hasattr(obj, SUGGESTIONS_TARGET_ATTR):  # set by render_change_form
+            target = getattr(obj, SUGGESTIONS_TARGET_ATTR)
+        else:  # not on the change form (a site's own use): by the model's fields
+            names = {f.name for f in self.model._meta.get_fields()}
+            target = f"id_{self.suggestions_field}" if self.suggestions_field in names else None
         return display.suggestions_html(labels, target)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        """Django's; the label buttons target the form's own input of ``suggestions_field``, and
+        there are none (the labels as text) when the form has no such input (read-only, excluded)."""
+        form = getattr(context.get("adminform"), "form", None)
+        if obj is not None and form is not None:
+            name = self.suggestions_field
+            target = form[name].auto_id if name is not None and name in form.fields else None
+            setattr(obj, SUGGESTIONS_TARGET_ATTR, target or None)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class SemanticImageAdmin(SemanticSearchAdminMixin, admin.ModelAdmin):
