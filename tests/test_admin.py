@@ -369,7 +369,7 @@ def test_an_action_on_malformed_ids_leaves_them_out(admin_client, photos):
         follow=True,
     )
     assert response.status_code == 200
-    assert messages_of(response) == ["Re-embedded 1 of 1 images."]
+    assert messages_of(response) == ["Re-embedded 1 of 1 image."]
     # Nothing a key can hold: nothing selected, nothing changed (Django's own answer to that).
     before = list(Photo.objects.values_list("pk", "embedding_updated_at").order_by("pk"))
     malformed = [raw for raw in NONSENSE_IDS if not raw.lstrip("-").isdigit()]
@@ -702,7 +702,7 @@ def test_the_reembed_action_leaves_out_rows_the_user_may_not_change(client, phot
     client.force_login(owner)
     data = {"action": "reembed_selected", "_selected_action": [coffee.pk, rocket.pk]}
     response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
-    assert messages_of(response) == ["Re-embedded 1 of 1 images. 1 selected image you may not change was left out."]
+    assert messages_of(response) == ["Re-embedded 1 of 1 image. 1 selected image you may not change was left out."]
     after = dict(Photo.objects.values_list("pk", "embedding_updated_at"))
     assert after[rocket.pk] == before[rocket.pk] and after[coffee.pk] > before[coffee.pk]
     data["_selected_action"] = [rocket.pk]
