@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
-from urllib.parse import urlencode
+import re
+from html import unescape
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth.models import Group, Permission
@@ -166,6 +168,9 @@ def test_reembed_keeps_the_listing_the_editor_came_from(superuser_client, sample
     page = superuser_client.get(reverse("wagtailimages:edit", args=(cat.pk,)), {"next": listing})
     panel = page.content.decode().split('id="semantic-images"')[1]
     assert f'name="next" value="{escape(listing)}"' in panel  # in the Re-embed form
+    similar = reverse("wagtailimages:edit", args=(page.context["similar_images"][0].pk,))
+    link = urlsplit(unescape(re.search(rf'href="({similar}[^"]*)"', panel).group(1)))
+    assert parse_qs(link.query) == {"next": [listing]}  # a similar image's edit page goes back to the same listing
     url = reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,))
     response = superuser_client.post(url, {"next": listing})
     assert response.status_code == 302
