@@ -27,6 +27,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
 from django.db.models.constants import LOOKUP_SEP
 from django.utils.functional import Promise
+from django.utils.translation import gettext as _
 from psycopg import ClientCursor
 
 from .calibration import Calibration, reference_for
@@ -614,29 +615,31 @@ SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
 
 def too_long(name: str, words: Iterable[str]) -> str | None:
     """The message of a 400 naming ``name`` when one of ``words`` (the search texts sent as ``name``)
-    is longer than ``MAX_QUERY_LENGTH`` (the admin's and Wagtail's search boxes, as the APIs), else None."""
+    is longer than ``MAX_QUERY_LENGTH`` (the admin's and Wagtail's search boxes, as the APIs), else None.
+    In the active language, as the pages that show it."""
     limit = int(semantic_settings.MAX_QUERY_LENGTH)
     if any(len(text) > limit for text in words):
-        return f"{name}: the search text is longer than {limit} characters."
+        return _("%(name)s: the search text is longer than %(limit)d characters.") % {"name": name, "limit": limit}
     return None
 
 
 def unreadable_note(words: str, fields: Sequence[str]) -> str:
     """What a search whose script the text model cannot read says it did instead (for words in
-    Latin letters the model does not know, e.g. fullwidth ones, that it does not know them)."""
+    Latin letters the model does not know, e.g. fullwidth ones, that it does not know them), in
+    the active language."""
     # Unicode's names in title case ("CYRILLIC" as "Cyrillic"), acronyms as written ("CJK").
     names = {s if s in SCRIPT_ACRONYMS else s.title() for s in letter_scripts(words)}
     scripts = sorted(names - {"Latin"})
-    where = ", ".join(f.rsplit("__", 1)[-1] for f in fields) if fields else "no text field"
+    where = ", ".join(f.rsplit("__", 1)[-1] for f in fields) if fields else _("no text field")
     if not scripts:
-        return (
+        return _(
             "The text model does not know most of these words' letters, so they were matched as keywords "
-            f"in {where} (results not ranked by meaning)."
-        )
-    return (
-        f"The text model cannot read {', '.join(scripts)} script, so these words were matched as keywords "
-        f"in {where} (results not ranked by meaning)."
-    )
+            "in %(fields)s (results not ranked by meaning)."
+        ) % {"fields": where}
+    return _(
+        "The text model cannot read %(scripts)s script, so these words were matched as keywords "
+        "in %(fields)s (results not ranked by meaning)."
+    ) % {"scripts": ", ".join(scripts), "fields": where}
 
 
 def text_search(

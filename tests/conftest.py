@@ -390,3 +390,34 @@ def draft_model(db):
         with connection.schema_editor() as editor:
             editor.create_model(Draft)
         yield Draft
+
+
+def write_mo(path: Path, messages: dict[str, str]) -> None:
+    """A GNU gettext catalog (``.mo``) holding ``messages`` (msgid: msgstr), in UTF-8."""
+    entries = {"": "Content-Type: text/plain; charset=UTF-8\n", **messages}
+    keys = sorted(key.encode() for key in entries)
+    values = [entries[key.decode()].encode() for key in keys]
+    start = 7 * 4 + 16 * len(keys)
+    ids = b"".join(key + b"\0" for key in keys)
+    table_ids, table_strs, at_id, at_str = [], [], start, start + len(ids)
+    for key, value in zip(keys, values, strict=True):
+        table_ids += [len(key), at_id]
+        table_strs += [len(value), at_str]
+        at_id, at_str = at_id + len(key) + 1, at_str + len(value) + 1
+    header = struct.pack("<7I", 0x950412DE, 0, len(keys), 7 * 4, 7 * 4 + 8 * len(keys), 0, 0)
+    table = struct.pack(f"<{4 * len(keys)}I", *table_ids, *table_strs)
+    path.write_bytes(header + table + ids + b"".join(value + b"\0" for value in values))
+
+
+@pytest.fixture
+def french(settings, tmp_path):
+    """``french(messages)``: a French catalog in ``LOCALE_PATHS`` for the test (Django's own
+    gettext reads it, as a site's translations); use with ``translation.override("fr")``."""
+
+    def install(messages: dict[str, str]) -> None:
+        folder = tmp_path / "locale" / "fr" / "LC_MESSAGES"
+        folder.mkdir(parents=True)
+        write_mo(folder / "django.mo", messages)
+        settings.LOCALE_PATHS = [str(tmp_path / "locale")]
+
+    return install

@@ -11,11 +11,14 @@ import warnings
 import django
 import numpy as np
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.formats import date_format
 from PIL import Image, ImageOps
 
 from django_semantic_images import EmbeddingStatus
@@ -147,6 +150,27 @@ def test_search_words_longer_than_max_query_length_are_a_400_naming_q(admin_clie
     assert response.content.decode() == "q: the search text is longer than 20 characters."
 
 
+def test_the_notes_of_a_refused_or_unreadable_search_are_translated(admin_client, photos, settings, french):
+    """Shown on the changelist (a message, a 400), so in the editor's language as the rest."""
+    settings.SEMANTIC_IMAGES = {"MAX_QUERY_LENGTH": 20}
+    french(
+        {
+            "%(name)s: the search text is longer than %(limit)d characters.": (
+                "%(name)s : le texte cherché dépasse %(limit)d caractères."
+            ),
+            "The text model cannot read %(scripts)s script, so these words were matched as keywords "
+            "in %(fields)s (results not ranked by meaning).": (
+                "Écriture %(scripts)s illisible ; mots cherchés dans %(fields)s."
+            ),
+        }
+    )
+    with translation.override("fr"):
+        response = admin_client.get(reverse(CHANGELIST), {"q": "a b " * 6})
+        assert response.content.decode() == "q : le texte cherché dépasse 20 caractères."
+        response = admin_client.get(reverse(CHANGELIST), {"q": "кошка"})
+        assert "Écriture Cyrillic illisible ; mots cherchés dans title, alt_text." in messages_of(response)
+
+
 def test_autocomplete_terms_longer_than_max_query_length_are_a_400_naming_term(admin_client, photos, settings):
     """Django's autocomplete (an album's ``autocomplete_fields`` picking its cover photo) searched
     by meaning, and over the search fields, a term of any length."""
@@ -176,6 +200,14 @@ def test_similar_images_of_the_cat_list_its_cropped_copy_first(admin_client, pho
     assert "Images most like" in response.content.decode()
     # The search box starts a new search: the ranking parameter is not among its hidden fields.
     assert 'type="hidden" name="similar_to"' not in response.content.decode()
+
+
+def test_the_similar_images_link_keeps_the_changelists_filters(admin_client, photos):
+    """As search by photo does: "similar images" of a row in the published rows lists published rows."""
+    cat = photos["chelsea"]
+    html = admin_client.get(reverse(CHANGELIST), {"published__exact": "1", "q": "a cat", "p": "1"}).content.decode()
+    link = re.search(rf'<a class="si-similar" href="([^"]*similar_to={cat.pk})"', html).group(1)
+    assert link == f"{reverse(CHANGELIST)}?published__exact=1&amp;similar_to={cat.pk}"  # not the words or page
 
 
 #: Ids no row can have: past a bigint, negative, a UUID on an integer key, text, a NUL.
@@ -337,7 +369,7 @@ def test_an_action_on_malformed_ids_leaves_them_out(admin_client, photos):
         follow=True,
     )
     assert response.status_code == 200
-    assert messages_of(response) == ["Re-embedded 1 of 1 images."]
+    assert messages_of(response) == ["Re-embedded 1 of 1 image."]
     # Nothing a key can hold: nothing selected, nothing changed (Django's own answer to that).
     before = list(Photo.objects.values_list("pk", "embedding_updated_at").order_by("pk"))
     malformed = [raw for raw in NONSENSE_IDS if not raw.lstrip("-").isdigit()]
@@ -384,6 +416,30 @@ def test_the_change_form_shows_the_index_state_but_never_the_vectors(admin_clien
     top = cat.embedding_labels[0]
     assert top["probability"] >= 0.1
     assert f'data-semantic-suggestion="{top["label"]}" data-target="id_alt_text"' in html
+
+
+def test_the_change_form_shows_the_embedding_time_in_the_sites_time_zone(admin_client, photos, settings):
+    """As the admin's other dates ("Created at"), not in UTC."""
+    settings.TIME_ZONE = "Asia/Kathmandu"  # UTC+05:45: no hour or minute in common with UTC
+    cat = Photo.objects.get(pk=photos["chelsea"].pk)
+    html = admin_client.get(reverse("admin:photos_photo_change", args=[cat.pk])).content.decode()
+    row = re.search(r"<th>Embedded at</th><td>(.*?)</td>", html).group(1)
+    assert row == date_format(timezone.localtime(cat.embedding_updated_at), "DATETIME_FORMAT")
+    assert row != date_format(cat.embedding_updated_at, "DATETIME_FORMAT")
+
+
+def test_suggestions_are_plain_labels_when_the_form_cannot_take_them(admin_client, photos, monkeypatch):
+    """An admin showing the alt text read-only (or leaving it out): buttons would fill nothing."""
+    cat = photos["chelsea"]
+    url = reverse("admin:photos_photo_change", args=[cat.pk])
+    top = cat.embedding_labels[0]["label"]
+    monkeypatch.setattr(admin.site._registry[Photo], "readonly_fields", ["alt_text"])
+    html = admin_client.get(url).content.decode()
+    assert "data-semantic-suggestion" not in html and f"{top} (" in html
+    monkeypatch.setattr(admin.site._registry[Photo], "readonly_fields", [])
+    monkeypatch.setattr(admin.site._registry[Photo], "exclude", ["alt_text"])
+    html = admin_client.get(url).content.decode()
+    assert "data-semantic-suggestion" not in html and f"{top} (" in html
 
 
 def test_saving_the_change_form_writes_no_suggestion(admin_client, photos):
@@ -646,7 +702,7 @@ def test_the_reembed_action_leaves_out_rows_the_user_may_not_change(client, phot
     client.force_login(owner)
     data = {"action": "reembed_selected", "_selected_action": [coffee.pk, rocket.pk]}
     response = client.post(reverse("change_own:photos_photo_changelist"), data, follow=True)
-    assert messages_of(response) == ["Re-embedded 1 of 1 images. 1 selected image you may not change was left out."]
+    assert messages_of(response) == ["Re-embedded 1 of 1 image. 1 selected image you may not change was left out."]
     after = dict(Photo.objects.values_list("pk", "embedding_updated_at"))
     assert after[rocket.pk] == before[rocket.pk] and after[coffee.pk] > before[coffee.pk]
     data["_selected_action"] = [rocket.pk]

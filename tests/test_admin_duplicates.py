@@ -222,3 +222,19 @@ def test_a_hidden_missing_or_malformed_id_in_a_forged_form_changes_nothing_and_a
     assert all(answer == answers[missing] for answer in answers.values()), answers
     assert answers[missing][0][:2] == (302, url) and "not among the ones you can see" in answers[missing][0][2]
     assert Photo.objects.filter(pk__in=[own, hidden]).count() == 2 and not NotDuplicate.objects.exists()
+
+
+def test_keep_one_goes_back_to_the_threshold_and_page_it_came_from(admin_client, duplicate_photos):
+    keep = duplicate_photos["chelsea"]
+    group = ",".join(map(str, pks(duplicate_photos, *CAT)))
+    html = admin_client.get(reverse(PAGE), {"threshold": "0.3", "p": "1"}).content.decode()
+    link = re.search(rf'href="([^"]*keep={keep.pk}&amp;[^"]*)"', html).group(1).replace("&amp;", "&")
+    assert "threshold=0.3" in link and "p=1" in link
+    confirm = admin_client.get(reverse(PAGE) + link).content.decode()
+    back = reverse(PAGE) + "?threshold=0.3&amp;p=1"
+    assert f'href="{back}" class="button cancel-link"' in confirm
+    assert re.search(r'name="kept" value="threshold=0.3&amp;p=1"', confirm)
+    response = admin_client.post(
+        reverse(PAGE), {"action": "keep", "keep": keep.pk, "group": group, "kept": "threshold=0.3&p=1"}
+    )
+    assert response.status_code == 302 and response["Location"] == reverse(PAGE) + "?threshold=0.3&p=1"

@@ -19,7 +19,9 @@ from PIL import Image, ImageOps
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -191,6 +193,20 @@ def test_a_suggested_label_fills_the_alt_text_only_in_the_browser(browser, site,
     assert label == Photo.objects.get(pk=cat.pk).embedding_labels[0]["label"]
     button.click()
     assert browser.find_element(By.ID, "id_alt_text").get_attribute("value") == label
+    button.click()  # again (a double click): the label is in the field once
+    alt_text = browser.find_element(By.ID, "id_alt_text")
+    assert alt_text.get_attribute("value") == label
+    # From the keyboard, focus stays on the suggestions: the next one is one Tab away.
+    alt_text.clear()
+    buttons = browser.find_elements(By.CSS_SELECTOR, "button.si-suggestion")
+    assert len(buttons) >= 2
+    buttons[0].send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element == buttons[0]
+    ActionChains(browser).send_keys(Keys.TAB, Keys.SPACE).perform()
+    second = buttons[1].get_attribute("data-semantic-suggestion")
+    assert alt_text.get_attribute("value") == f"{label}, {second}"
+    alt_text.clear()
+    alt_text.send_keys(label)
     browser.execute_script("document.querySelector('.field-embedding_details').scrollIntoView({block: 'center'})")
     screenshot(browser, screenshots, "admin-change-form.png")
     assert Photo.objects.get(pk=cat.pk).alt_text == ""  # nothing written until the editor saves

@@ -128,7 +128,9 @@ def reembed_selected(modeladmin: Any, request: HttpRequest, queryset: QuerySet) 
         .values_list(field.column("status"), "n")
     )
     embedded, failed = counts.get(EmbeddingStatus.EMBEDDED, 0), counts.get(EmbeddingStatus.FAILED, 0)
-    text = _("Re-embedded %(embedded)d of %(total)d images.") % {"embedded": embedded, "total": len(pks)}
+    text = ngettext(
+        "Re-embedded %(embedded)d of %(total)d image.", "Re-embedded %(embedded)d of %(total)d images.", len(pks)
+    ) % {"embedded": embedded, "total": len(pks)}
     if failed:
         text += " " + _("%(failed)d failed: filter by embedding status “Failed” to see why.") % {"failed": failed}
     if refused:

@@ -16,6 +16,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.template.defaultfilters import date as date_filter
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.timezone import is_naive, localtime
 from django.utils.translation import gettext as _
 
 from ..fields import EmbeddingStatus, ImageEmbeddingField
@@ -124,7 +125,11 @@ def details_html(instance: models.Model, field: ImageEmbeddingField) -> SafeStri
     rows = [
         (_("Status"), status_html(instance, field)),
         (_("Encoder"), (getattr(instance, field.column("encoder")) or EMPTY) if stored else EMPTY),
-        (when, date_filter(updated, "DATETIME_FORMAT") if updated else EMPTY),
+        # In the site's time zone, as templates show dates (the filter called here does not convert).
+        (
+            when,
+            date_filter(updated if is_naive(updated) else localtime(updated), "DATETIME_FORMAT") if updated else EMPTY,
+        ),
         (
             _("Vectors"),
             _("visual %(v)s-d and semantic %(s)s-d, stored") % {"v": visual_dims, "s": semantic_dims}

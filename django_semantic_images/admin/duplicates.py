@@ -213,7 +213,8 @@ def confirm_keep(model_admin: SemanticSearchAdminMixin, request: HttpRequest) ->
     if not model_admin.has_delete_permission(request):
         raise PermissionDenied
     keep, others = keep_and_others(model_admin, request, request.GET)
-    back = duplicates_url(model_admin)
+    kept = kept_query(request.GET.urlencode())
+    back = duplicates_url(model_admin) + kept
     if keep is None or not others.exists():
         messages.error(request, _("Nothing to delete: those images are not among the ones you can see."))
         return HttpResponseRedirect(back)
@@ -234,6 +235,7 @@ def confirm_keep(model_admin: SemanticSearchAdminMixin, request: HttpRequest) ->
         "keep_pk": keep.pk,
         "group_pks": ",".join(str(obj.pk) for obj in others.order_by("pk")),
         "duplicates_url": back,
+        "kept_params": kept.lstrip("?"),
         "changelist_url": model_admin.changelist_url(),
         "keep_var": KEEP_VAR,
         "group_var": GROUP_VAR,
@@ -243,11 +245,12 @@ def confirm_keep(model_admin: SemanticSearchAdminMixin, request: HttpRequest) ->
 
 
 def keep_one(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> HttpResponse:
-    """POST from the confirmation page: delete the others (as the admin's own delete does), keep one."""
+    """POST from the confirmation page: delete the others (as the admin's own delete does), keep one,
+    and go back to the threshold and page the editor came from."""
     if not model_admin.has_delete_permission(request):
         raise PermissionDenied
     keep, others = keep_and_others(model_admin, request, request.POST)
-    back = HttpResponseRedirect(duplicates_url(model_admin))
+    back = HttpResponseRedirect(duplicates_url(model_admin) + kept_query(request.POST.get("kept", "")))
     if keep is None or not others.exists():
         messages.error(request, _("Nothing to delete: those images are not among the ones you can see."))
         return back

@@ -8,6 +8,7 @@ pagination and actions work as in any changelist.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from django.core import checks
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
@@ -45,6 +46,8 @@ DETAILS = "embedding_details"
 SUGGESTIONS = "embedding_suggestions"
 #: The request attribute that carries the visual ranking from changelist_view to get_search_results.
 RANKING_ATTR = "_semantic_visual_ranking"
+#: Where ``render_change_form`` leaves, on the row, the id of the input the label buttons fill.
+SUGGESTIONS_TARGET_ATTR = "_semantic_suggestions_target"
 #: The parameter of Django's autocomplete view (``autocomplete_fields``) that carries the search words.
 AUTOCOMPLETE_VAR = "term"
 
@@ -307,7 +310,10 @@ class SemanticSearchAdminMixin(_AdminBase):
     # -- changelist columns --------------------------------------------------
     def get_list_display(self, request: HttpRequest) -> list[Any]:
         hidden = self._vector_columns()
-        return [name for name in super().get_list_display(request) if name not in hidden]
+        names = [name for name in super().get_list_display(request) if name not in hidden]
+        if "similar_images" in names and type(self).similar_images is SemanticSearchAdminMixin.similar_images:
+            return [self._similar_images_column(request) if name == "similar_images" else name for name in names]
+        return names
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         """Adds "re-embed" to the change list's actions. Django 6.1 also asks for the change form's
@@ -364,15 +370,29 @@ class SemanticSearchAdminMixin(_AdminBase):
 
     @admin.display(description=gettext_lazy("Similar"))
     def similar_images(self, obj: Any) -> str:
+        return self.similar_images_link(obj, QueryDict())
+
+    def similar_images_link(self, obj: Any, filters: QueryDict) -> str:
+        """The "Similar images" link of a row with vectors: the changelist with ``filters`` (the
+        listing's, in the changelist's column) and ``?similar_to=<pk>``."""
         if not display.has_vectors(obj, self.get_embedding_field()):
             return display.EMPTY
+        params = filters.copy()
+        params[SIMILAR_VAR] = str(obj.pk)
         return format_html(
-            '<a class="si-similar" href="{}?{}={}">{}</a>',
-            self.changelist_url(),
-            SIMILAR_VAR,
-            obj.pk,
-            _("Similar images"),
+            '<a class="si-similar" href="{}?{}">{}</a>', self.changelist_url(), params.urlencode(), _("Similar images")
         )
+
+    def _similar_images_column(self, request: HttpRequest) -> Callable[[Any], str]:
+        """The ``similar_images`` column for this request: its links keep the listing's filters
+        (not its search, ranking or page), as search by photo does."""
+        filters = kept_filters(request.GET.urlencode())
+
+        @admin.display(description=gettext_lazy("Similar"))
+        def similar_images(obj: Any) -> str:
+            return self.similar_images_link(obj, filters)
+
+        return similar_images
 
     # -- change form ---------------------------------------------------------
     def _vector_columns(self) -> set[str]:
@@ -412,9 +432,31 @@ class SemanticSearchAdminMixin(_AdminBase):
     def embedding_suggestions(self, obj: Any) -> str:
         field = self.get_embedding_field()
         labels = display.confident_labels(getattr(obj, field.column("labels")), self.suggestion_min_probability)
-        names = {f.name for f in self.model._meta.get_fields()}
-        target = f"id_{self.suggestions_field}" if self.suggestions_field in names else None
+        target: str | None
+        if hasattr(obj, SUGGESTIONS_TARGET_ATTR):  # set by render_change_form
+            target = getattr(obj, SUGGESTIONS_TARGET_ATTR)
+        else:  # not on the change form (a site's own use): by the model's fields
+            names = {f.name for f in self.model._meta.get_fields()}
+            target = f"id_{self.suggestions_field}" if self.suggestions_field in names else None
         return display.suggestions_html(labels, target)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        """Django's; the label buttons target the form's own input of ``suggestions_field``, and
+        there are none (the labels as text) when the form has no such input (read-only, excluded)."""
+        form = getattr(context.get("adminform"), "form", None)
+        if obj is not None and form is not None:
+            name = self.suggestions_field
+            target = form[name].auto_id if name is not None and name in form.fields else None
+            setattr(obj, SUGGESTIONS_TARGET_ATTR, target or None)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class SemanticImageAdmin(SemanticSearchAdminMixin, admin.ModelAdmin):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.test_browser_admin import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401 (a fixture)
 
@@ -63,3 +63,14 @@ def test_dropping_a_photo_on_the_listing_ranks_by_likeness(
     assert "launch.jpg" in browser.find_element(By.CSS_SELECTOR, "[data-semantic-photo-query]").text
     # The hidden field keeps the photo when the sort order changes (Wagtail's own AJAX refresh).
     assert browser.find_element(By.CSS_SELECTOR, "form[data-search-form] input[name=photo]").get_attribute("value")
+    # A sort order chosen after the page loaded (Wagtail refreshes the results and the address,
+    # not the photo form) is kept by the next photo search.
+    Select(browser.find_element(By.ID, "order_images_by")).select_by_value("title")
+    WebDriverWait(browser, 30).until(lambda b: "ordering=title" in b.current_url)
+    first = browser.current_url
+    browser.execute_async_script(DROP, data, "launch again.jpg")
+    WebDriverWait(browser, 60).until(lambda b: b.current_url != first and "photo=" in b.current_url)
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-semantic-photo-query]")))
+    assert "ordering=title" in browser.current_url
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#listing-results ul.listing.images figcaption")]
+    assert captions == sorted(titles.values())

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
+from html import unescape
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth.models import Group, Permission
@@ -155,6 +158,25 @@ def test_reembed_marks_pending_and_embeds(
     assert status_of(cat) == EmbeddingStatus.EMBEDDED
     page = superuser_client.get(response["Location"])
     assert "will be embedded again" in page.content.decode()  # Wagtail's message
+
+
+def test_reembed_keeps_the_listing_the_editor_came_from(superuser_client, sample_images):
+    """Wagtail's edit page goes back to the listing (its filters, search, page) in ``?next=``:
+    the Re-embed button comes back to the edit page with it, not to a bare one."""
+    cat = sample_images["chelsea"]
+    listing = reverse("wagtailimages:index") + "?q=cat&ordering=title"
+    page = superuser_client.get(reverse("wagtailimages:edit", args=(cat.pk,)), {"next": listing})
+    panel = page.content.decode().split('id="semantic-images"')[1]
+    assert f'name="next" value="{escape(listing)}"' in panel  # in the Re-embed form
+    similar = reverse("wagtailimages:edit", args=(page.context["similar_images"][0].pk,))
+    link = urlsplit(unescape(re.search(rf'href="({similar}[^"]*)"', panel).group(1)))
+    assert parse_qs(link.query) == {"next": [listing]}  # a similar image's edit page goes back to the same listing
+    url = reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,))
+    response = superuser_client.post(url, {"next": listing})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("wagtailimages:edit", args=(cat.pk,)) + "?" + urlencode({"next": listing})
+    elsewhere = superuser_client.post(url, {"next": "https://example.org/"})  # not this site: left out
+    assert elsewhere["Location"] == reverse("wagtailimages:edit", args=(cat.pk,))
 
 
 def test_reembed_after_the_file_is_repaired(

@@ -7,6 +7,7 @@ import base64
 import csv
 import io
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -399,6 +400,7 @@ def test_report_counts_and_lists_failed_images_within_the_editors_collections(
     reason = ImageVectors.objects.get(pk=lost.pk).embedding_error
     assert reason and reason[:30] in html.replace("&#x27;", "'") and "Lost astronaut" in html
     assert "Hidden cat" not in html
+    assert re.search(r'data-count="embedded">1</strong> is embedded and', html)  # not "1 are embedded"
     results = client.get(reverse("semantic_images_wagtail_reports:image_embeddings_results"))
     assert (
         list(results.context["object_list"]) == [lost] and "data-semantic-embedding-counts" in results.content.decode()
@@ -411,6 +413,12 @@ def test_report_counts_and_lists_failed_images_within_the_editors_collections(
     home = client.get(reverse("wagtailadmin_home")).content.decode()
     assert url in home and 'id="image-embeddings-section"' in home
     assert 'data-count="pending">2<' in home and 'data-count="failed">1<' in home
+
+
+def test_the_dashboard_panel_counts_one_image_in_the_singular(superuser_client, make_image, sample_paths):
+    make_image(sample_paths["horse"], "Waiting horse")  # pending
+    home = superuser_client.get(reverse("wagtailadmin_home")).content.decode()
+    assert re.search(r'data-count="pending">1</strong> image waiting to be embedded,', home)
 
 
 def test_report_needs_the_change_image_permission(client, django_user_model, make_image, sample_paths):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db import models
@@ -21,6 +22,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext as _
 from django.views import View
 from wagtail.admin import messages
+from wagtail.admin.utils import get_valid_next_url_from_request
 from wagtail.images.views.images import EditView
 
 from ...fields import EmbeddingStatus
@@ -114,7 +116,8 @@ class SemanticImageEditView(EditView):
 
 class ReembedView(View):
     """POST: mark the image's vectors pending and queue them (after the commit, through the same
-    dispatch as an upload), then go back to the edit page with a message.
+    dispatch as an upload), then go back to the edit page with a message (and the edit page's
+    ``next``, the listing it returns to).
 
     Needs permission to change the image: an image the user may not change answers 404, exactly
     as a missing one does. Any other method answers 405.
@@ -127,7 +130,10 @@ class ReembedView(View):
         image = get_object_or_404(changeable, pk=image_id)
         request_embedding(image.pk)
         messages.success(request, _("Image '%(title)s' will be embedded again.") % {"title": image.title})
-        return HttpResponseRedirect(reverse("wagtailimages:edit", args=(image.pk,)))
+        edit_url = reverse("wagtailimages:edit", args=(image.pk,))
+        # The edit page's way back to the listing (its filters, search and page), if on this site.
+        next_url = get_valid_next_url_from_request(request)
+        return HttpResponseRedirect(f"{edit_url}?{urlencode({'next': next_url})}" if next_url else edit_url)
 
 
 def urlpatterns() -> list:
