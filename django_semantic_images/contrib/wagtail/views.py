@@ -8,10 +8,13 @@ template stays as it is.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template
 from django.utils.functional import cached_property
 from wagtail.admin.forms.choosers import SearchFilterMixin
 from wagtail.images import get_image_model
@@ -33,6 +36,9 @@ from .search import (
     rank_by_meaning,
     ranked_results,
 )
+
+#: Wagtail's grid/list switch of the Images listing (not in Wagtail 7.0).
+LAYOUT_TOGGLE_TEMPLATE = "wagtailimages/images/layout_toggle_button.html"
 
 
 def bad_search(request: HttpRequest) -> HttpResponse | None:
@@ -70,6 +76,7 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["semantic_note"] = self.semantic_note
+        context["layout_toggle_template"] = layout_toggle_template()
         return context
 
     @cached_property
@@ -161,6 +168,16 @@ class SemanticChooserMixin:
         if key not in _form_classes:  # Wagtail makes the class per request from its bases: one each here
             _form_classes[key] = type(form_class.__name__, bases, {})
         return _form_classes[key]
+
+
+@functools.cache
+def layout_toggle_template() -> str:
+    """Wagtail's grid/list switch of the Images listing (Wagtail 7.1 and later), or "" (7.0 has none)."""
+    try:
+        get_template(LAYOUT_TOGGLE_TEMPLATE)
+    except TemplateDoesNotExist:
+        return ""
+    return LAYOUT_TOGGLE_TEMPLATE
 
 
 class SemanticImageChooseView(SemanticChooserMixin, ImageChooseView):
