@@ -514,6 +514,36 @@ def test_a_bridge_file_whose_arrays_make_no_bridge_is_a_clear_error(tmp_path, ar
         LearnedBridge.load(bad)
 
 
+@pytest.mark.parametrize(
+    ("arrays", "reason"),
+    [
+        ({"weight": np.full((8, 4), np.nan)}, "weight holds NaN"),
+        ({"bias": np.array([0.0, np.inf, 0.0, 0.0])}, "bias holds NaN or infinite"),
+        ({"weight": np.full((8, 4), 1e300)}, "beyond float32"),
+        ({"weight": np.full((8, 4), "x")}, "weight holds <U1 values"),
+        ({"bias": np.zeros(4, np.complex64)}, "bias holds complex64 values"),
+        ({"conse_weight": np.float32(np.nan)}, "conse_weight nan"),
+        ({"conse_weight": np.float32(5.0)}, "conse_weight 5.0"),
+        ({"meta": np.array('{"visual_transform": "log"}')}, "unknown visual_transform 'log'"),
+        ({"meta": np.array('{"parts": [3, 3]}')}, r"parts \(3, 3\) do not add up"),
+        ({"meta": np.array('{"parts": "ab"}')}, "ValueError"),
+        ({"meta": np.array("[1]")}, "metadata is list"),
+    ],
+)
+def test_a_bridge_file_whose_values_make_no_bridge_is_a_clear_error(tmp_path, arrays, reason):
+    """Arrays of the right shapes holding NaN, infinities or strings, a blend weight outside [0, 1], or
+    metadata the bridge cannot follow: loaded and applied all the same, so every embedding failed
+    (PostgreSQL refuses NaN in a vector; strings fail the product) or, with a blend weight of 5,
+    stored vectors ranked backwards. Now the ValueError naming the file (system check E016)."""
+    bad = tmp_path / "bridge-odd.npz"
+    good = {"weight": np.zeros((8, 4)), "bias": np.zeros(4), "conse_weight": np.float32(0.2), "meta": np.array("{}")}
+    np.savez(bad, **(good | arrays))
+    with pytest.raises(ValueError, match=f"bridge-odd.npz is not a readable bridge file: .*{reason}"):
+        LearnedBridge.load(bad)
+    np.savez(bad, **good)
+    assert LearnedBridge.load(bad).weight.shape == (8, 4)
+
+
 def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(bridge_dir, settings, monkeypatch):
     """``ENCODER_OPTIONS["bridge"]`` None (ConSE alone) or a fixed file: a bridge installed in
     BRIDGE_DIR would not be used. Said before any row is read or anything trained, and nothing is
