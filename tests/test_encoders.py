@@ -196,3 +196,26 @@ def test_a_long_strip_is_cut_to_its_centre_before_it_is_resized(monkeypatch):
     made.clear()
     encoder.preprocess(wide)
     assert made == [(1024, 256)]
+
+
+@pytest.mark.parametrize("width", [1, 768])
+def test_an_installed_bridge_of_other_widths_is_not_applied(tmp_path, width):
+    """A bridge in BRIDGE_DIR that maps into another width (one trained for a 768-d routed field, or a
+    hand-made 1-d map) recorded no text model, so the encoder used it: a 768-d map failed every
+    embedding, and a 1-d one broadcast into all 384 components, storing vectors that rank by one
+    number under an identity naming the bridge. It is now left out, as one of another CNN is."""
+    from django.test import override_settings
+
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.standard_normal((1280, width)).astype(np.float32), np.zeros(width, np.float32)
+    BridgeStore(tmp_path).install(LearnedBridge(weight, bias, meta={"cnn": "lite0"}))
+    with override_settings(SEMANTIC_IMAGES={"BRIDGE_DIR": str(tmp_path)}):
+        encoder = ConSEEncoder(device="cpu")
+        assert encoder.bridge is None and "+bridge" not in encoder.identity
+        assert encoder.ignored_bridge is not None  # named by the system check E010
+        encoder.ensure_part("classes", encoder._load_classes)
+        visual, logits = rng.random((2, 1280)).astype(np.float32), rng.standard_normal((2, 1000)).astype(np.float32)
+        np.testing.assert_allclose(encoder.mix(visual, logits), encoder.conse(encoder.soften(logits)))
