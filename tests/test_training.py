@@ -200,6 +200,34 @@ def test_rows_embedded_by_another_cnn_are_not_trained_on(bridge_dir, make_photo,
         train("--epochs", "1", "--dry-run")
 
 
+def test_a_held_out_split_that_leaves_no_images_to_train_on_is_refused(bridge_dir, make_photo, sample_paths):
+    """``--holdout 0.9`` of 3 images held out all 3: the bridge "trained" on none (no step taken,
+    the map its random start) and was compared, then possibly installed, as if it had learned."""
+    from django_semantic_images.training import TrainingOptions, fit_linear_bridge
+
+    template = make_photo(sample_paths["coffee"])
+    vectors = np.random.default_rng(3).normal(size=(3, 1280)).astype(np.float32)
+    identity = f"{get_encoder().image_identity}:12345678"
+    Photo.objects.bulk_create(
+        Photo(
+            image=template.image.name,
+            alt_text=f"caption {i}",
+            embedding_status="embedded",
+            embedding_visual=vectors[i],
+            embedding_encoder=identity,
+        )
+        for i in range(3)
+    )
+    with pytest.raises(CommandError, match="Holding out 3 of 3 images leaves 0 to train on"):
+        train("--min-images", "3", "--holdout", "0.9", "--dry-run")
+    # One image's descriptions, or batches of one: no batch contrasts two images, no step is taken.
+    one_image = np.zeros(3, np.int64)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        fit_linear_bridge(vectors, vectors[:, :4], one_image, TrainingOptions(epochs=1))
+    with pytest.raises(ValueError, match="batch size 1"):
+        fit_linear_bridge(vectors, vectors[:, :4], np.arange(3), TrainingOptions(epochs=1, batch_size=1))
+
+
 def test_bridge_file_round_trip_and_version(tmp_path):
     rng = np.random.default_rng(0)
     bridge = LearnedBridge(rng.normal(size=(1280, 384)).astype(np.float32), np.zeros(384, np.float32), 0.3)
