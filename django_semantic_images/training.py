@@ -230,6 +230,11 @@ def fit_linear_bridge(
     # The mean of linear maps is a linear map: an ensemble costs nothing more at embed time.
     weight = np.mean([w for w, _ in fits], axis=0)
     bias = np.mean([b for _, b in fits], axis=0)
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        raise ValueError(
+            f"The training diverged (weights of NaN or infinity) at learning rate {options.learning_rate:g} "
+            f"and temperature {options.temperature:g}: lower the learning rate."
+        )
     return weight.astype(np.float32), bias.astype(np.float32)
 
 

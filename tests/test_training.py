@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -139,6 +140,8 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
         ("--temperature", "nan"),
         ("--learning-rate", "-1"),  # was torch's ValueError
         ("--learning-rate", "nan"),
+        ("--learning-rate", "1e+39"),  # past float32: torch's RuntimeError, a traceback
+        ("--temperature", "1e-46"),  # 0 in float32: NaN weights
         ("--max-holdout", "0"),  # was "Too few readable held-out images"
         ("--min-images", "-1"),
         ("--seed", "-1"),  # was numpy's "expected non-negative integer"
@@ -154,8 +157,29 @@ def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option,
         raise AssertionError("rows were read for a command with a bad option")
 
     monkeypatch.setattr(command, "collect_captioned", never)
-    with pytest.raises(CommandError, match=f"^{option} .*{value}"):
+    with pytest.raises(CommandError, match=f"^{option} .*{re.escape(value)}"):
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
+
+
+def test_a_training_that_diverges_is_a_command_error_not_a_nan_bridge(bridge_dir, make_photo, sample_paths):
+    """A learning rate within float32 that still blows the weights up to NaN: the NaN candidate was
+    scored, and the ranking of NaN scores ended the command with numpy's "high <= 0" traceback."""
+    template = make_photo(sample_paths["coffee"])
+    vectors = np.abs(np.random.default_rng(3).normal(size=(6, 1280))).astype(np.float32)
+    identity = f"{get_encoder().image_identity}:12345678"
+    Photo.objects.bulk_create(
+        Photo(
+            image=template.image.name,
+            alt_text=f"caption {i}",
+            embedding_status="embedded",
+            embedding_visual=vectors[i],
+            embedding_encoder=identity,
+        )
+        for i in range(6)
+    )
+    with pytest.raises(CommandError, match="diverged .* learning rate 1e[+]38"):
+        train("--min-images", "6", "--holdout", "0.34", "--learning-rate", "1e38", "--dry-run")
+    assert BridgeStore(bridge_dir).current_info() is None
 
 
 def test_a_bridge_dir_that_cannot_be_made_is_refused_before_training():
