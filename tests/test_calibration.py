@@ -295,3 +295,10 @@ def test_a_halfvec_column_is_calibrated_with_the_query_it_ranks_by():
         for row in list(ranked)[:5]:
             kept = ranked.above(calibration.relevance(row.score)).values_list("pk", flat=True)
             assert row.pk in kept
+    # Beyond halfvec's range the cast overflowed (a DataError from PostgreSQL) or made a zero vector
+    # (every distance NaN); within it, the scale changes nothing.
+    for scale in (1e5, 1e-9):
+        with pytest.raises(ValueError, match="beyond halfvec's range"):
+            list(semantic_search(HalfCalibrated.objects.all(), query * scale))
+    scaled = {r.pk: r.score for r in semantic_search(HalfCalibrated.objects.all(), query * 1e3)}
+    assert scaled == pytest.approx({r.pk: r.score for r in ranked}, abs=1e-3)  # halfvec's rounding
