@@ -219,3 +219,26 @@ def test_an_installed_bridge_of_other_widths_is_not_applied(tmp_path, width):
         encoder.ensure_part("classes", encoder._load_classes)
         visual, logits = rng.random((2, 1280)).astype(np.float32), rng.standard_normal((2, 1000)).astype(np.float32)
         np.testing.assert_allclose(encoder.mix(visual, logits), encoder.conse(encoder.soften(logits)))
+
+
+@pytest.mark.parametrize("meta", [{"cnn": "lite0", "width": 1}, {"cnn": "lite1", "width": 384}])
+def test_a_bridge_file_named_in_the_options_that_does_not_fit_is_not_applied(tmp_path, meta):
+    """``ENCODER_OPTIONS["bridge"]`` naming a file skipped the check ``"auto"`` makes: a bridge of other
+    widths (or trained on another CNN's features) was applied, failing every embedding or, for a
+    1-d map, broadcasting into every component under an identity naming the bridge."""
+    from django_semantic_images.encoders.bridges import LearnedBridge
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    rng = np.random.default_rng(0)
+    meta = dict(meta)
+    width = meta.pop("width")
+    weight, bias = rng.standard_normal((1280, width)).astype(np.float32), np.zeros(width, np.float32)
+    path = LearnedBridge(weight, bias, meta=meta).save(tmp_path / "bridge.npz")
+    encoder = ConSEEncoder(device="cpu", bridge=str(path))
+    assert encoder.bridge is None and "+bridge" not in encoder.identity
+    assert encoder.ignored_bridge is not None  # named by the system checks E010, E011
+    encoder.ensure_part("classes", encoder._load_classes)
+    visual, logits = rng.random((2, 1280)).astype(np.float32), rng.standard_normal((2, 1000)).astype(np.float32)
+    np.testing.assert_allclose(encoder.mix(visual, logits), encoder.conse(encoder.soften(logits)))
+    fits = LearnedBridge(rng.standard_normal((1280, 384)).astype(np.float32), np.zeros(384, np.float32))
+    assert ConSEEncoder(device="cpu", bridge=str(fits.save(tmp_path / "fits.npz"))).bridge is not None

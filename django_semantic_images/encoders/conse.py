@@ -126,7 +126,15 @@ class ConSEEncoder(Encoder):
             with contextlib.suppress(ValueError):  # kept in bridge_error: searches need no bridge
                 self.refresh_bridge()
         elif bridge:
-            self.bridge = LearnedBridge.load(bridge)
+            named = LearnedBridge.load(bridge)
+            misfit = self.bridge_misfit(named)
+            if misfit is not None:  # not applied: it would fail every embedding, or rank by noise
+                logger.error(
+                    "The learned bridge %s (%s) is not used by %s: %s.", named.version, bridge, self.name, misfit
+                )
+                self.ignored_bridge = named  # named by the system checks E010, E011, E015
+            else:
+                self.bridge = named
         self.cnn: Any = None  # the EfficientNet-Lite torch module, when the CNN runs in torch
         self.onnx_cnn: OnnxImageModel | None = None  # the CNN in ONNX Runtime (IMAGE_RUNTIME)
         self.text: SentenceEncoder | None = None
