@@ -296,7 +296,9 @@ def caption_infonce(z: Any, y: Any, owners: Any, temperature: float) -> Any:
 
     logits = z @ y.T / temperature
     others_same = (owners[:, None] == owners[None, :]) & ~torch.eye(len(owners), dtype=torch.bool)
-    logits = logits.masked_fill(others_same, -1e4)
+    # -inf, not a large negative number: at a small temperature every real logit may lie below any such
+    # number (-1e4 at 1e-5 and cosines under -0.1), and the masked pairs then took the whole softmax.
+    logits = logits.masked_fill(others_same, float("-inf"))
     target = torch.arange(len(owners))
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 

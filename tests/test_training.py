@@ -252,6 +252,33 @@ def test_a_held_out_split_that_leaves_no_images_to_train_on_is_refused(bridge_di
         fit_linear_bridge(vectors, vectors[:, :4], np.arange(3), TrainingOptions(epochs=1, batch_size=1))
 
 
+@pytest.mark.parametrize("temperature", [0.05, 1e-5])
+def test_other_descriptions_of_the_same_image_stay_masked_at_any_temperature(temperature):
+    """They were masked with -1e4: at a temperature of 1e-5 and projections still pointing away from
+    their descriptions (cosines under -0.1), every real logit lay below it and the masked pairs took the
+    softmax: a loss 14 times the true one, and gradients toward the pairs meant to be left out."""
+    import torch
+    from torch.nn import functional as F
+
+    from django_semantic_images.training import caption_infonce
+
+    gen = torch.Generator().manual_seed(0)
+    owners = torch.tensor([0, 0, 1, 2])  # two descriptions of image 0
+    base = torch.zeros(4, 8)
+    base[:, 0] = 1
+    z = F.normalize(base + 0.1 * torch.randn(4, 8, generator=gen), dim=-1)[owners]
+    y = F.normalize(-base + 0.1 * torch.randn(4, 8, generator=gen), dim=-1)
+    logits = (z @ y.T).double() / temperature
+    masked = (owners[:, None] == owners[None, :]) & ~torch.eye(4, dtype=torch.bool)
+
+    def loss_without_masked(rows: torch.Tensor, out: torch.Tensor) -> float:
+        """Cross-entropy of each row over the pairs that are not masked (float64), its own pair the answer."""
+        return float(np.mean([-torch.log_softmax(rows[i][~out[i]], 0)[int((~out[i][:i]).sum())] for i in range(4)]))
+
+    expected = (loss_without_masked(logits, masked) + loss_without_masked(logits.T, masked.T)) / 2
+    assert float(caption_infonce(z, y, owners, temperature)) == pytest.approx(expected, rel=1e-4)
+
+
 def test_bridge_file_round_trip_and_version(tmp_path):
     rng = np.random.default_rng(0)
     bridge = LearnedBridge(rng.normal(size=(1280, 384)).astype(np.float32), np.zeros(384, np.float32), 0.3)
