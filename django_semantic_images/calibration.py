@@ -86,6 +86,8 @@ class Reference:
 
     vectors: np.ndarray
     drawn_at: float
+    #: The column is ``halfvec``: PostgreSQL casts the query to it, so the sample is scored with it rounded so too.
+    halfvec: bool = False
     _calibrations: dict[bytes, Calibration] = field(default_factory=dict, compare=False, repr=False)
 
     def calibrate(self, query: Any) -> Calibration | None:
@@ -97,6 +99,9 @@ class Reference:
         key = vector.tobytes()
         found = self._calibrations.get(key)
         if found is None:
+            if self.halfvec:  # the query the database ranks by: its float32 scores differ by ~1e-5, past TIE
+                with np.errstate(over="ignore"):
+                    vector = vector.astype(np.float16).astype(np.float32)
             scores = self.vectors @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
             # Sorted in float32, then widened: the same values as sorting the widened scores.
             found = Calibration(np.sort(scores).astype(np.float64))
@@ -114,9 +119,9 @@ def unit_rows(values: list[Any], dimensions: int) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
-def draw_reference(rows: models.QuerySet, lookup: str, size: int) -> Reference:
+def draw_reference(rows: models.QuerySet, lookup: str, size: int, *, halfvec: bool = False) -> Reference:
     """``size`` stored vectors (``lookup`` from ``rows``' model) of ``rows``: those with the
-    smallest ``md5(pk)``, in two small queries."""
+    smallest ``md5(pk)``, in two small queries. ``halfvec``: the column's type is ``halfvec``."""
     query = rows.query
     if query.distinct or query.combinator or query.is_sliced or query.group_by is not None or query.annotations:
         rows = rows.model._base_manager.using(rows.db).filter(pk__in=row_keys(rows))
@@ -124,7 +129,7 @@ def draw_reference(rows: models.QuerySet, lookup: str, size: int) -> Reference:
     chosen = base.order_by(MD5(Cast("pk", CharField()))).values("pk")[:size]
     values = list(base.filter(pk__in=chosen).values_list(lookup, flat=True))
     dimensions = len(values[0]) if values else 0
-    return Reference(unit_rows(values, dimensions), time.monotonic())
+    return Reference(unit_rows(values, dimensions), time.monotonic(), halfvec)
 
 
 def row_keys(rows: models.QuerySet) -> models.QuerySet:
@@ -156,7 +161,8 @@ def reference_for(path: EmbeddingPath, kind: str, using: str, rows: models.Query
     ttl = float(semantic_settings.CALIBRATION_TTL)
     reference = _references.get(key)
     if reference is None or time.monotonic() - reference.drawn_at > ttl:
-        reference = draw_reference(rows.using(using), lookup, int(semantic_settings.CALIBRATION_SAMPLE))
+        size = int(semantic_settings.CALIBRATION_SAMPLE)
+        reference = draw_reference(rows.using(using), lookup, size, halfvec=path.field.halfvec)
         with _lock:
             _references.pop(key, None)
             while len(_references) >= KEEP_REFERENCES:

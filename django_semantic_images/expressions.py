@@ -21,6 +21,11 @@ from .encoders.base import Encoder
 from .fields import EmbeddingPath, embedding_path
 from .imaging import query_image
 
+#: The largest number of a ``halfvec``, and a quarter of its smallest normal one: a query vector whose
+#: largest number is beyond either overflows, or keeps a few bits of each number (none: a zero vector).
+HALF_MAX = float(np.finfo(np.float16).max)
+HALF_TINY = float(np.finfo(np.float16).tiny) / 4
+
 
 class _EmbeddingDistance(CosineDistance):
     """``column <=> query``; the query's vector is made by the field's own encoder when the
@@ -36,6 +41,7 @@ class _EmbeddingDistance(CosineDistance):
             self.check_query(query)
         # The query vector's length, checked against the column's when resolved (None: made then).
         self.query_size = None if vector is None else len(vector)
+        self.query_peak = None if vector is None else float(np.abs(vector).max())
         literal = Value(vector_literal(vector)) if vector is not None else Value(None)
         super().__init__(field, literal, **extra)
         # Expressions compare and hash by their constructor arguments: an image is neither.
@@ -57,6 +63,13 @@ class _EmbeddingDistance(CosineDistance):
                 raise ValueError(
                     f"The query vector has {self.query_size} numbers; the {self.suffix} vectors of "
                     f"{path.name} have {expected}."
+                )
+            if self.query_peak is not None and path.field.halfvec and not HALF_TINY <= self.query_peak <= HALF_MAX:
+                # PostgreSQL casts the query to the column's halfvec: an overflow error, or (nearly) zeros.
+                raise ValueError(
+                    f"The query vector's largest number, {self.query_peak:g}, is beyond halfvec's range "
+                    f"({HALF_TINY:g} to {HALF_MAX:g}), what the {self.suffix} vectors of {path.name} are stored "
+                    "as: scale it (a cosine ranks by direction only), e.g. to unit length."
                 )
             source, literal = clone.get_source_expressions()
             if getattr(literal, "value", None) is None:

@@ -87,6 +87,9 @@ def descriptions(instance_texts: Sequence[str]) -> list[str]:
     return [line.strip() for text in instance_texts for line in str(text).splitlines() if line.strip()]
 
 
+#: The fewest images a bridge trains on: each step contrasts a batch's images with each other.
+MIN_TRAIN_IMAGES = 2
+
 #: Rows read per query when collecting training data.
 CHUNK_SIZE = 2000
 
@@ -157,6 +160,7 @@ def split_holdout(
 
     At most ``max_held`` images are held out (the rest train). ``in_place`` turns ``data``
     itself into the training part, moving its rows in blocks: no second copy of the vectors.
+    A ValueError when fewer than ``MIN_TRAIN_IMAGES`` would be left to train on.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
@@ -164,6 +168,11 @@ def split_holdout(
     n_held = max(1, round(len(data) * fraction))
     if max_held is not None:
         n_held = max(1, min(n_held, max_held))
+    if len(data) - n_held < MIN_TRAIN_IMAGES:
+        raise ValueError(
+            f"Holding out {n_held} of {len(data)} images leaves {max(0, len(data) - n_held)} to train on; "
+            f"at least {MIN_TRAIN_IMAGES} are needed (more images, or a smaller held-out fraction)."
+        )
     held = data.subset(np.sort(order[:n_held]))
     train_index = np.sort(order[n_held:])
     return (data.compact(train_index) if in_place else data.subset(train_index)), held
@@ -206,6 +215,12 @@ def fit_linear_bridge(
     """
     if options.ensemble < 1:
         raise ValueError(f"ensemble must be at least 1, got {options.ensemble}.")
+    if len(np.unique(owner)) < MIN_TRAIN_IMAGES or options.batch_size < 2:
+        # No batch would hold two images: no step would be taken, and the map would be its random start.
+        raise ValueError(
+            f"A bridge trains on at least {MIN_TRAIN_IMAGES} images and batches of at least 2 descriptions "
+            f"(got {len(np.unique(owner))} images, batch size {options.batch_size})."
+        )
     visual = transform_visual(visual, options.visual_transform)
     single = replace(options, ensemble=1, visual_transform="")
     fits = [
@@ -215,6 +230,11 @@ def fit_linear_bridge(
     # The mean of linear maps is a linear map: an ensemble costs nothing more at embed time.
     weight = np.mean([w for w, _ in fits], axis=0)
     bias = np.mean([b for _, b in fits], axis=0)
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        raise ValueError(
+            f"The training diverged (weights of NaN or infinity) at learning rate {options.learning_rate:g} "
+            f"and temperature {options.temperature:g}: lower the learning rate."
+        )
     return weight.astype(np.float32), bias.astype(np.float32)
 
 
@@ -276,7 +296,9 @@ def caption_infonce(z: Any, y: Any, owners: Any, temperature: float) -> Any:
 
     logits = z @ y.T / temperature
     others_same = (owners[:, None] == owners[None, :]) & ~torch.eye(len(owners), dtype=torch.bool)
-    logits = logits.masked_fill(others_same, -1e4)
+    # -inf, not a large negative number: at a small temperature every real logit may lie below any such
+    # number (-1e4 at 1e-5 and cosines under -0.1), and the masked pairs then took the whole softmax.
+    logits = logits.masked_fill(others_same, float("-inf"))
     target = torch.arange(len(owners))
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 

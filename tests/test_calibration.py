@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 from django.core.cache import cache
+from django.test.utils import isolate_apps
 from rest_framework.test import APIClient
 
 from django_semantic_images.encoders import get_encoder
@@ -252,3 +253,52 @@ def test_above_takes_any_real_number_from_0_to_1_and_names_itself_otherwise(samp
     for bad in ("0.5", float("nan"), np.float32("nan"), -0.1, 1.01, True, None, Decimal("NaN")):
         with pytest.raises(ValueError, match=r"^above\(\) takes a relevance from 0 to 1"):
             ranked.above(bad)
+
+
+@isolate_apps("photos")
+def test_a_halfvec_column_is_calibrated_with_the_query_it_ranks_by():
+    """PostgreSQL casts a search's vector to ``halfvec`` for a ``halfvec`` column, and the reference
+    sample was scored with the float32 query: the two differ by about 1e-5, past ``TIE``, so a sample
+    row could beat its own sample score (a relevance one step too high; at most ``S / (S + 1)``, which no
+    row can reach) or a row be cut by ``above()`` at its own threshold."""
+    from django.db import connection, models
+
+    from django_semantic_images import ImageEmbeddingField
+    from django_semantic_images.query import semantic_search
+
+    class HalfCalibrated(models.Model):
+        image = models.ImageField()
+        embedding = ImageEmbeddingField(visual_dimensions=8, semantic_dimensions=384, halfvec=True)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    with connection.schema_editor() as editor:
+        editor.create_model(HalfCalibrated)
+    rng = np.random.default_rng(5)
+    semantic = rng.normal(size=(40, 384)).astype(np.float32)
+    HalfCalibrated.objects.bulk_create(
+        HalfCalibrated(image=f"p{i}.jpg", embedding_status="embedded", embedding_semantic=semantic[i])
+        for i in range(40)
+    )
+    for _ in range(3):
+        query = rng.normal(size=384).astype(np.float32)
+        ranked = semantic_search(HalfCalibrated.objects.all(), query)
+        calibration = ranked.calibration()
+        assert calibration is not None and calibration.size == 40
+        # Every row is in the sample: the k-th lowest beats exactly the k - 1 below it.
+        relevances = sorted(calibration.relevance(row.score) for row in ranked)
+        assert relevances == [k / 41 for k in range(40)]
+        for row in list(ranked)[:5]:
+            kept = ranked.above(calibration.relevance(row.score)).values_list("pk", flat=True)
+            assert row.pk in kept
+    # Beyond halfvec's range the cast overflowed (a DataError from PostgreSQL) or made a zero vector
+    # (every distance NaN); within it, the scale changes nothing.
+    for scale in (1e5, 1e-9):
+        with pytest.raises(ValueError, match="beyond halfvec's range"):
+            list(semantic_search(HalfCalibrated.objects.all(), query * scale))
+    scaled = {r.pk: r.score for r in semantic_search(HalfCalibrated.objects.all(), query * 1e3)}
+    assert scaled == pytest.approx({r.pk: r.score for r in ranked}, abs=1e-3)  # halfvec's rounding

@@ -196,3 +196,49 @@ def test_a_long_strip_is_cut_to_its_centre_before_it_is_resized(monkeypatch):
     made.clear()
     encoder.preprocess(wide)
     assert made == [(1024, 256)]
+
+
+@pytest.mark.parametrize("width", [1, 768])
+def test_an_installed_bridge_of_other_widths_is_not_applied(tmp_path, width):
+    """A bridge in BRIDGE_DIR that maps into another width (one trained for a 768-d routed field, or a
+    hand-made 1-d map) recorded no text model, so the encoder used it: a 768-d map failed every
+    embedding, and a 1-d one broadcast into all 384 components, storing vectors that rank by one
+    number under an identity naming the bridge. It is now left out, as one of another CNN is."""
+    from django.test import override_settings
+
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.standard_normal((1280, width)).astype(np.float32), np.zeros(width, np.float32)
+    BridgeStore(tmp_path).install(LearnedBridge(weight, bias, meta={"cnn": "lite0"}))
+    with override_settings(SEMANTIC_IMAGES={"BRIDGE_DIR": str(tmp_path)}):
+        encoder = ConSEEncoder(device="cpu")
+        assert encoder.bridge is None and "+bridge" not in encoder.identity
+        assert encoder.ignored_bridge is not None  # named by the system check E010
+        encoder.ensure_part("classes", encoder._load_classes)
+        visual, logits = rng.random((2, 1280)).astype(np.float32), rng.standard_normal((2, 1000)).astype(np.float32)
+        np.testing.assert_allclose(encoder.mix(visual, logits), encoder.conse(encoder.soften(logits)))
+
+
+@pytest.mark.parametrize("meta", [{"cnn": "lite0", "width": 1}, {"cnn": "lite1", "width": 384}])
+def test_a_bridge_file_named_in_the_options_that_does_not_fit_is_not_applied(tmp_path, meta):
+    """``ENCODER_OPTIONS["bridge"]`` naming a file skipped the check ``"auto"`` makes: a bridge of other
+    widths (or trained on another CNN's features) was applied, failing every embedding or, for a
+    1-d map, broadcasting into every component under an identity naming the bridge."""
+    from django_semantic_images.encoders.bridges import LearnedBridge
+    from django_semantic_images.encoders.conse import ConSEEncoder
+
+    rng = np.random.default_rng(0)
+    meta = dict(meta)
+    width = meta.pop("width")
+    weight, bias = rng.standard_normal((1280, width)).astype(np.float32), np.zeros(width, np.float32)
+    path = LearnedBridge(weight, bias, meta=meta).save(tmp_path / "bridge.npz")
+    encoder = ConSEEncoder(device="cpu", bridge=str(path))
+    assert encoder.bridge is None and "+bridge" not in encoder.identity
+    assert encoder.ignored_bridge is not None  # named by the system checks E010, E011
+    encoder.ensure_part("classes", encoder._load_classes)
+    visual, logits = rng.random((2, 1280)).astype(np.float32), rng.standard_normal((2, 1000)).astype(np.float32)
+    np.testing.assert_allclose(encoder.mix(visual, logits), encoder.conse(encoder.soften(logits)))
+    fits = LearnedBridge(rng.standard_normal((1280, 384)).astype(np.float32), np.zeros(384, np.float32))
+    assert ConSEEncoder(device="cpu", bridge=str(fits.save(tmp_path / "fits.npz"))).bridge is not None

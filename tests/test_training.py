@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -140,6 +141,8 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
         ("--temperature", "nan"),
         ("--learning-rate", "-1"),  # was torch's ValueError
         ("--learning-rate", "nan"),
+        ("--learning-rate", "1e+39"),  # past float32: torch's RuntimeError, a traceback
+        ("--temperature", "1e-46"),  # 0 in float32: NaN weights
         ("--max-holdout", "0"),  # was "Too few readable held-out images"
         ("--min-images", "-1"),
         ("--seed", "-1"),  # was numpy's "expected non-negative integer"
@@ -155,8 +158,29 @@ def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option,
         raise AssertionError("rows were read for a command with a bad option")
 
     monkeypatch.setattr(command, "collect_captioned", never)
-    with pytest.raises(CommandError, match=f"^{option} .*{value}"):
+    with pytest.raises(CommandError, match=f"^{option} .*{re.escape(value)}"):
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
+
+
+def test_a_training_that_diverges_is_a_command_error_not_a_nan_bridge(bridge_dir, make_photo, sample_paths):
+    """A learning rate within float32 that still blows the weights up to NaN: the NaN candidate was
+    scored, and the ranking of NaN scores ended the command with numpy's "high <= 0" traceback."""
+    template = make_photo(sample_paths["coffee"])
+    vectors = np.abs(np.random.default_rng(3).normal(size=(6, 1280))).astype(np.float32)
+    identity = f"{get_encoder().image_identity}:12345678"
+    Photo.objects.bulk_create(
+        Photo(
+            image=template.image.name,
+            alt_text=f"caption {i}",
+            embedding_status="embedded",
+            embedding_visual=vectors[i],
+            embedding_encoder=identity,
+        )
+        for i in range(6)
+    )
+    with pytest.raises(CommandError, match="diverged .* learning rate 1e[+]38"):
+        train("--min-images", "6", "--holdout", "0.34", "--learning-rate", "1e38", "--dry-run")
+    assert BridgeStore(bridge_dir).current_info() is None
 
 
 def test_a_bridge_dir_that_cannot_be_made_is_refused_before_training():
@@ -199,6 +223,61 @@ def test_rows_embedded_by_another_cnn_are_not_trained_on(bridge_dir, make_photo,
     assert len(collect_captioned(Photo.objects.all(), image_identity=f"{lite0}-flip")) == 0
     with pytest.raises(CommandError, match=f"Only 5 images embedded by {lite0} have words"):
         train("--epochs", "1", "--dry-run")
+
+
+def test_a_held_out_split_that_leaves_no_images_to_train_on_is_refused(bridge_dir, make_photo, sample_paths):
+    """``--holdout 0.9`` of 3 images held out all 3: the bridge "trained" on none (no step taken,
+    the map its random start) and was compared, then possibly installed, as if it had learned."""
+    from django_semantic_images.training import TrainingOptions, fit_linear_bridge
+
+    template = make_photo(sample_paths["coffee"])
+    vectors = np.random.default_rng(3).normal(size=(3, 1280)).astype(np.float32)
+    identity = f"{get_encoder().image_identity}:12345678"
+    Photo.objects.bulk_create(
+        Photo(
+            image=template.image.name,
+            alt_text=f"caption {i}",
+            embedding_status="embedded",
+            embedding_visual=vectors[i],
+            embedding_encoder=identity,
+        )
+        for i in range(3)
+    )
+    with pytest.raises(CommandError, match="Holding out 3 of 3 images leaves 0 to train on"):
+        train("--min-images", "3", "--holdout", "0.9", "--dry-run")
+    # One image's descriptions, or batches of one: no batch contrasts two images, no step is taken.
+    one_image = np.zeros(3, np.int64)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        fit_linear_bridge(vectors, vectors[:, :4], one_image, TrainingOptions(epochs=1))
+    with pytest.raises(ValueError, match="batch size 1"):
+        fit_linear_bridge(vectors, vectors[:, :4], np.arange(3), TrainingOptions(epochs=1, batch_size=1))
+
+
+@pytest.mark.parametrize("temperature", [0.05, 1e-5])
+def test_other_descriptions_of_the_same_image_stay_masked_at_any_temperature(temperature):
+    """They were masked with -1e4: at a temperature of 1e-5 and projections still pointing away from
+    their descriptions (cosines under -0.1), every real logit lay below it and the masked pairs took the
+    softmax: a loss 14 times the true one, and gradients toward the pairs meant to be left out."""
+    import torch
+    from torch.nn import functional as F
+
+    from django_semantic_images.training import caption_infonce
+
+    gen = torch.Generator().manual_seed(0)
+    owners = torch.tensor([0, 0, 1, 2])  # two descriptions of image 0
+    base = torch.zeros(4, 8)
+    base[:, 0] = 1
+    z = F.normalize(base + 0.1 * torch.randn(4, 8, generator=gen), dim=-1)[owners]
+    y = F.normalize(-base + 0.1 * torch.randn(4, 8, generator=gen), dim=-1)
+    logits = (z @ y.T).double() / temperature
+    masked = (owners[:, None] == owners[None, :]) & ~torch.eye(4, dtype=torch.bool)
+
+    def loss_without_masked(rows: torch.Tensor, out: torch.Tensor) -> float:
+        """Cross-entropy of each row over the pairs that are not masked (float64), its own pair the answer."""
+        return float(np.mean([-torch.log_softmax(rows[i][~out[i]], 0)[int((~out[i][:i]).sum())] for i in range(4)]))
+
+    expected = (loss_without_masked(logits, masked) + loss_without_masked(logits.T, masked.T)) / 2
+    assert float(caption_infonce(z, y, owners, temperature)) == pytest.approx(expected, rel=1e-4)
 
 
 def test_bridge_file_round_trip_and_version(tmp_path):
@@ -517,6 +596,36 @@ def test_a_bridge_file_whose_arrays_make_no_bridge_is_a_clear_error(tmp_path, ar
     np.savez(bad, **arrays)
     with pytest.raises(ValueError, match="bridge-odd.npz is not a readable bridge file"):
         LearnedBridge.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "reason"),
+    [
+        ({"weight": np.full((8, 4), np.nan)}, "weight holds NaN"),
+        ({"bias": np.array([0.0, np.inf, 0.0, 0.0])}, "bias holds NaN or infinite"),
+        ({"weight": np.full((8, 4), 1e300)}, "beyond float32"),
+        ({"weight": np.full((8, 4), "x")}, "weight holds <U1 values"),
+        ({"bias": np.zeros(4, np.complex64)}, "bias holds complex64 values"),
+        ({"conse_weight": np.float32(np.nan)}, "conse_weight nan"),
+        ({"conse_weight": np.float32(5.0)}, "conse_weight 5.0"),
+        ({"meta": np.array('{"visual_transform": "log"}')}, "unknown visual_transform 'log'"),
+        ({"meta": np.array('{"parts": [3, 3]}')}, r"parts \(3, 3\) do not add up"),
+        ({"meta": np.array('{"parts": "ab"}')}, "ValueError"),
+        ({"meta": np.array("[1]")}, "metadata is list"),
+    ],
+)
+def test_a_bridge_file_whose_values_make_no_bridge_is_a_clear_error(tmp_path, arrays, reason):
+    """Arrays of the right shapes holding NaN, infinities or strings, a blend weight outside [0, 1], or
+    metadata the bridge cannot follow: loaded and applied all the same, so every embedding failed
+    (PostgreSQL refuses NaN in a vector; strings fail the product) or, with a blend weight of 5,
+    stored vectors ranked backwards. Now the ValueError naming the file (system check E016)."""
+    bad = tmp_path / "bridge-odd.npz"
+    good = {"weight": np.zeros((8, 4)), "bias": np.zeros(4), "conse_weight": np.float32(0.2), "meta": np.array("{}")}
+    np.savez(bad, **(good | arrays))
+    with pytest.raises(ValueError, match=f"bridge-odd.npz is not a readable bridge file: .*{reason}"):
+        LearnedBridge.load(bad)
+    np.savez(bad, **good)
+    assert LearnedBridge.load(bad).weight.shape == (8, 4)
 
 
 def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(bridge_dir, settings, monkeypatch):

@@ -146,7 +146,7 @@ class LearnedBridge:
     @classmethod
     def load(cls, path: str | Path) -> LearnedBridge:
         """The bridge saved at ``path``; a ValueError naming it for any file that is not one (missing,
-        cut short, not a zip, arrays missing or of shapes that do not make a map)."""
+        cut short, not a zip, arrays missing or of shapes that do not make a map, values ``problem()`` names)."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 bridge = cls(
@@ -155,12 +155,36 @@ class LearnedBridge:
                     conse_weight=float(data["conse_weight"]),
                     meta=json.loads(str(data["meta"])),
                 )
+            problem = bridge.problem()  # in the try: odd metadata (``parts`` of words) is a TypeError
         except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path} is not a readable bridge file: {type(exc).__name__}: {exc}") from exc
-        if bridge.weight.ndim != 2 or bridge.bias.shape != (bridge.weight.shape[1],):
-            shapes = f"weight {bridge.weight.shape}, bias {bridge.bias.shape}"
-            raise ValueError(f"{path} is not a readable bridge file: {shapes} make no linear map.")
+        if problem is not None:
+            raise ValueError(f"{path} is not a readable bridge file: {problem}.")
         return bridge
+
+    def problem(self) -> str | None:
+        """Why these arrays make no bridge (shapes, a dtype that is not a real number, NaN or infinity,
+        a blend weight outside [0, 1], an unknown visual transform); None when they make one. Applied,
+        such a bridge would fail at embed time or put NaN into every semantic vector."""
+        weight, bias = self.weight, self.bias
+        if not isinstance(self.meta, dict):
+            return f"its metadata is {type(self.meta).__name__}, not an object"
+        if weight.ndim != 2 or bias.shape != (weight.shape[1],):
+            return f"weight {weight.shape}, bias {bias.shape} make no linear map"
+        for name, values in (("weight", weight), ("bias", bias)):
+            if values.dtype.kind not in "fiu":
+                return f"{name} holds {values.dtype} values, not real numbers"
+            with np.errstate(over="ignore"):
+                finite = np.isfinite(values.astype(np.float32)).all()
+            if not finite:
+                return f"{name} holds NaN or infinite values (or values beyond float32's range)"
+        if not 0.0 <= self.conse_weight <= 1.0:
+            return f"conse_weight {self.conse_weight!r} is not within [0, 1]"
+        if self.visual_transform not in VISUAL_TRANSFORMS:
+            return f"unknown visual_transform {self.visual_transform!r}"
+        if self.parts and sum(self.parts) != weight.shape[1]:
+            return f"its parts {self.parts} do not add up to its {weight.shape[1]}-d text vectors"
+        return None
 
 
 class BridgeStore:

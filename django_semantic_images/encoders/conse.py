@@ -110,8 +110,9 @@ class ConSEEncoder(Encoder):
         self.flip = bool(flip)
         self.text_model = text_model
         self.text_spec = TextModelSpec.from_setting(semantic_settings.TEXT_MODEL).with_model(text_model)
-        #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
-        self.semantic_dimensions = self.text_spec.dimensions or 384
+        if not self.semantic_parts:  # a subclass of several text spaces has set its width already
+            #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
+            self.semantic_dimensions = self.text_spec.dimensions or 384
         if self.text_spec.common_scale is not None:  # e5's alt-text fusion (TEXT_MODEL["COMMON_SCALE"])
             self.common_scales = (self.text_spec.common_scale,)
         self.bridge_path = bridge
@@ -128,7 +129,15 @@ class ConSEEncoder(Encoder):
             with contextlib.suppress(ValueError):  # kept in bridge_error: searches need no bridge
                 self.refresh_bridge()
         elif bridge:
-            self.bridge = LearnedBridge.load(bridge)
+            named = LearnedBridge.load(bridge)
+            misfit = self.bridge_misfit(named)
+            if misfit is not None:  # not applied: it would fail every embedding, or rank by noise
+                logger.error(
+                    "The learned bridge %s (%s) is not used by %s: %s.", named.version, bridge, self.name, misfit
+                )
+                self.ignored_bridge = named  # named by the system checks E010, E011, E015
+            else:
+                self.bridge = named
         self.cnn: Any = None  # the EfficientNet-Lite torch module, when the CNN runs in torch
         self.onnx_cnn: OnnxImageModel | None = None  # the CNN in ONNX Runtime (IMAGE_RUNTIME)
         self.text: SentenceEncoder | None = None
@@ -165,7 +174,7 @@ class ConSEEncoder(Encoder):
         if bridge is not None and misfit is not None:
             # One BRIDGE_DIR serves every field: another field's bridge is not this encoder's.
             logger.error(
-                "The learned bridge %s installed in %s is not used by %s: %s (system checks E011, E015).",
+                "The learned bridge %s installed in %s is not used by %s: %s (system checks E010, E011, E015).",
                 bridge.version,
                 self._store.directory,
                 self.image_identity,
@@ -176,7 +185,12 @@ class ConSEEncoder(Encoder):
 
     def bridge_misfit(self, bridge: LearnedBridge) -> str | None:
         """Why ``bridge`` maps other vectors than this encoder's (another CNN's features, another text
-        space: the same widths, so applied it would rank by noise); None when it fits."""
+        space: the same widths, so applied it would rank by noise; or other widths, which would fail
+        every embedding or, for a 1-d map, broadcast into every component); None when it fits."""
+        widths = (self.visual_dimensions, self.semantic_dimensions)
+        if tuple(bridge.weight.shape) != widths:
+            found = "-d to ".join(map(str, bridge.weight.shape))
+            return f"it maps {found}-d vectors, and this encoder's are {widths[0]}-d to {widths[1]}-d"
         if bridge.cnn != self.network.name:
             return f"it was trained on {bridge.cnn} features, and this encoder runs {self.network.name}"
         recorded, identities = bridge.text_models, self.text_identities

@@ -117,9 +117,10 @@ class RoutedConSEEncoder(ConSEEncoder):
         self.multilingual.semantic_dimensions = self.multilingual.text_spec.dimensions or 384
         self.english_languages = tuple(str(code).lower() for code in english_languages)
         self.languages = tuple(sorted(str(code).lower() for code in languages)) if languages else None
-        super().__init__(device, text_model=text_model, bridge=bridge, cnn=cnn, **recipe)
+        # Before ConSE's __init__, which keeps them and picks the installed bridge by these widths.
         self.semantic_parts: tuple[int, ...] = (self.english.semantic_dimensions, self.multilingual.semantic_dimensions)
         self.semantic_dimensions = sum(self.semantic_parts)
+        super().__init__(device, text_model=text_model, bridge=bridge, cnn=cnn, **recipe)
         self.common_scales = tuple(h.text_spec.common_scale or COMMON_SCALE for h in self.halves)
 
     @property

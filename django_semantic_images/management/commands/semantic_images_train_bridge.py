@@ -32,6 +32,14 @@ from ...training import (
 )
 from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 
+FLOAT32_POSITIVE = "must be a number greater than 0 (and, as torch trains in float32, from 1.2e-38 to 3.4e38)"
+
+
+def float32_positive(value: float) -> bool:
+    """Whether ``value`` is a positive float32 number: torch trains in float32, where a learning rate
+    past its range overflows and a temperature below it divides by 0 (each a traceback, or NaN weights)."""
+    return math.isfinite(value) and float(np.finfo(np.float32).tiny) <= value <= float(np.finfo(np.float32).max)
+
 
 def check_options(opts: dict[str, Any]) -> None:
     """A CommandError naming the first option out of its range (before any row is read): torch
@@ -42,9 +50,9 @@ def check_options(opts: dict[str, Any]) -> None:
         ("epochs", lambda v: v >= 1, "must be at least 1"),
         ("ensemble", lambda v: v >= 1, "must be at least 1"),
         ("chunk_size", lambda v: v >= 1, "must be at least 1"),
-        ("temperature", lambda v: math.isfinite(v) and v > 0, "must be a number greater than 0"),
+        ("temperature", float32_positive, FLOAT32_POSITIVE),
         ("dropout", lambda v: 0.0 <= v < 1.0, "must be within [0, 1)"),
-        ("learning_rate", lambda v: math.isfinite(v) and v > 0, "must be a number greater than 0"),
+        ("learning_rate", float32_positive, FLOAT32_POSITIVE),
         ("holdout", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (a fraction of the images)"),
         ("max_holdout", lambda v: v >= 1, "must be at least 1"),
         ("min_images", lambda v: v >= 1, "must be at least 1"),
@@ -173,9 +181,12 @@ class Command(DatabaseCommand):
             visual_transform="" if opts["visual_transform"] == "none" else opts["visual_transform"],
         )
         parts = encoder.semantic_parts
-        weight, bias = fit_linear_bridge(
-            train.visual, text_train, train.owner, options, progress=self.progress, parts=parts
-        )
+        try:
+            weight, bias = fit_linear_bridge(
+                train.visual, text_train, train.owner, options, progress=self.progress, parts=parts
+            )
+        except ValueError as exc:  # e.g. diverged: NaN weights
+            raise CommandError(str(exc)) from exc
         meta = {
             "model": model._meta.label,
             "field": field.name,
