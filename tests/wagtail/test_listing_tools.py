@@ -20,6 +20,7 @@ from django.urls import reverse
 from PIL import Image
 from wagtail.images import get_image_model
 from wagtail.models import Collection, GroupCollectionPermission
+from wagtail.search import index
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
@@ -320,7 +321,8 @@ def test_select_all_in_a_ranked_listing_reembeds_the_images_it_lists(
     # Words the text model cannot read: the listing's keyword search (Wagtail's), with its results.
     cat = sample_images["chelsea"]
     cat.title = "кошка"
-    cat.save()  # Wagtail's search index is updated on save
+    cat.save()
+    index.insert_or_update_object(cat)  # Wagtail 7.0 indexes it in a task sent on commit
     confirm = superuser_client.get(bulk_url("all") + "&" + urlencode({"q": "кошка"}))
     assert [item["item"] for item in confirm.context["items"]] == [cat]
 

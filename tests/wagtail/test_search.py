@@ -11,6 +11,7 @@ from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from wagtail import VERSION as WAGTAIL_VERSION
 from wagtail.images import get_image_model
 from wagtail.models import Collection
 from wagtail.search.backends import get_search_backend
@@ -255,7 +256,8 @@ def test_a_tag_or_usage_count_filter_with_search_words_ranks_as_without(superuse
     assert chooser(superuser_client, tag="nothing", q="a cup of coffee") == []
     found = listing(superuser_client, q="a cat", usage_count_min=0)
     assert found[0] == sample_images["chelsea"] and set(found) == set(sample_images.values())
-    assert listing(superuser_client, q="a cat", usage_count_min=1) == []
+    if WAGTAIL_VERSION >= (7, 1):  # the listing's usage count filter came with Wagtail 7.1
+        assert listing(superuser_client, q="a cat", usage_count_min=1) == []
     # Words the text model cannot read go to Wagtail's own search, which failed the same way.
     assert listing(superuser_client, q="кошка", usage_count_min=0) == []
 
