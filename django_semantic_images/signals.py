@@ -276,10 +276,17 @@ def pre_save_handler(
     settle(instance)
     changed = [f for f in embedding_fields(sender) if instance._state.adding or _changed(instance, f, update_fields)]
     setattr(instance, CHANGED_ATTR, [f.name for f in changed])
-    setattr(instance, IMAGE_CHANGED_ATTR, [f.name for f in changed if _image_changed(instance, f, update_fields)])
+    new_picture = [f for f in changed if _image_changed(instance, f, update_fields)]
+    setattr(instance, IMAGE_CHANGED_ATTR, [f.name for f in new_picture])
     # The state columns this save writes, and those its update_fields name; the others keep what is
     # stored (fields.KeptOnUpdate): the instance's copy may be older than the vectors written since.
     written = {f.column(suffix) for f in changed for suffix in STATE_SUFFIXES}
+    for field in new_picture:
+        # The stored vectors and labels are the old picture's: they would rank the row by it until
+        # it is embedded again (meanwhile it is found by its words, as any pending row).
+        for name, empty in _old_picture(field).items():
+            setattr(instance, name, empty)
+            written.add(name)
     instance.__dict__[WRITTEN_ATTR] = written | set(update_fields or ())
     for field in changed:
         setattr(instance, field.column("status"), EmbeddingStatus.PENDING)
@@ -289,6 +296,11 @@ def pre_save_handler(
         setattr(instance, field.column("lease_until"), lease_until())
         # The stored vectors are no longer those of the current inputs: no text-only re-embed.
         setattr(instance, field.column("visual_norm"), None)
+
+
+def _old_picture(field: ImageEmbeddingField) -> dict[str, Any]:
+    """The columns a new picture empties: its vectors and labels are those of the picture before."""
+    return {field.visual_field: None, field.semantic_field: None, field.column("labels"): []}
 
 
 def post_save_handler(
@@ -302,10 +314,11 @@ def post_save_handler(
     setattr(instance, CHANGED_ATTR, [])
     using = kwargs.get("using") or "default"
     previous = getattr(instance, SNAPSHOT_ATTR, None)
+    new_pictures = [] if raw else list(getattr(instance, IMAGE_CHANGED_ATTR, []))
     _snapshot(instance, update_fields)
     if not raw:
         remember_uncommitted(instance, previous, using)
-        for name in getattr(instance, IMAGE_CHANGED_ATTR, []):
+        for name in new_pictures:
             field = get_embedding_field(sender, name)
             image_file_changed.send(sender=sender, instance=instance, field=field, file=field.file(instance))
     setattr(instance, IMAGE_CHANGED_ATTR, [])
@@ -318,6 +331,8 @@ def post_save_handler(
             if f.name in changed
             for suffix in STATE_SUFFIXES
         }
+        for name in new_pictures:
+            state.update(_old_picture(get_embedding_field(sender, name)))
         sender._base_manager.using(using).filter(pk=instance.pk).update(**state)
     if raw or not changed or not semantic_settings.EMBED_ON_SAVE or embedding_is_deferred():
         return

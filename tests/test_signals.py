@@ -223,3 +223,28 @@ def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
         assert Card.objects.get(pk=card.pk).embedding_hash == content_hash(
             sample_paths["chelsea"].read_bytes(), ["today"]
         )
+
+
+def test_a_new_picture_is_never_ranked_by_the_old_pictures_vectors_while_pending(embedded, sample_paths):
+    """A save that puts another picture in the row marked it pending but left the old picture's
+    vectors (and labels): until it was embedded, a search by meaning or by likeness found the row
+    as the cat it no longer shows. A change of words keeps them (the same picture)."""
+    from django.core.files.base import ContentFile
+
+    from django_semantic_images.query import similar_to
+
+    embedded.title = "a tabby cat"
+    with embedding_deferred():
+        embedded.save()
+    kept = Photo.objects.get(pk=embedded.pk)
+    assert kept.embedding_status == EmbeddingStatus.PENDING and kept.embedding_visual is not None
+    cat_vector = list(kept.embedding_visual)
+    embedded.image = ContentFile(sample_paths["coffee"].read_bytes(), name="coffee.jpg")
+    with embedding_deferred():
+        embedded.save()
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.embedding_status == EmbeddingStatus.PENDING
+    assert row.embedding_visual is None and row.embedding_semantic is None and row.embedding_labels == []
+    assert embedded.pk not in set(similar_to(Photo.objects.all(), cat_vector).values_list("pk", flat=True))
+    embed_instances([row])
+    assert Photo.objects.get(pk=embedded.pk).embedding_visual is not None
