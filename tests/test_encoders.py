@@ -242,3 +242,17 @@ def test_a_bridge_file_named_in_the_options_that_does_not_fit_is_not_applied(tmp
     np.testing.assert_allclose(encoder.mix(visual, logits), encoder.conse(encoder.soften(logits)))
     fits = LearnedBridge(rng.standard_normal((1280, 384)).astype(np.float32), np.zeros(384, np.float32))
     assert ConSEEncoder(device="cpu", bridge=str(fits.save(tmp_path / "fits.npz"))).bridge is not None
+
+
+def test_clip_identity_option_marks_vectors_of_new_weights_in_the_same_folder_stale(tiny_clip):
+    """The CLIP encoder's identity was its folder's path alone: new weights saved in the same folder
+    (a fine-tuned model, a newer checkpoint) kept every stored vector current, mixing two models'
+    vectors in one ranking. ``identity`` names the weights, as ``TEXT_MODEL["IDENTITY"]`` does."""
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    plain = CLIPEncoder(model=str(tiny_clip), device="cpu")
+    assert plain.identity == CLIPEncoder(model=str(tiny_clip), device="cpu").identity
+    first = CLIPEncoder(model=str(tiny_clip), device="cpu", identity="clip-2026-11")
+    second = CLIPEncoder(model=str(tiny_clip), device="cpu", identity="clip-2026-12")
+    assert len({plain.identity, first.identity, second.identity}) == 3
+    assert first.identity == CLIPEncoder(model="/elsewhere", device="cpu", identity="clip-2026-11").identity

@@ -23,9 +23,14 @@ from .text import missing_model
 class CLIPEncoder(Encoder):
     name = "clip"
 
-    def __init__(self, model: str = "openai/clip-vit-base-patch32", device: str = "auto") -> None:
+    def __init__(
+        self, model: str = "openai/clip-vit-base-patch32", device: str = "auto", identity: str | None = None
+    ) -> None:
         super().__init__(device)
         self.model_name = model  # the identity's name, as configured
+        #: What the stored vectors are named by (``None``: the model's name or folder); set a new one
+        #: when other weights take the same folder or name, so that ``reindex --stale`` re-embeds.
+        self.explicit_identity = identity
         self.source = os.path.expanduser(model)  # what transformers loads (it reads ``~`` as a hub name)
         # transformers' auto classes: the concrete types depend on the checkpoint.
         self.model: Any = None
@@ -35,7 +40,8 @@ class CLIPEncoder(Encoder):
 
     @property
     def identity(self) -> str:
-        return f"{self.name}:{hashlib.sha1(self.model_name.encode()).hexdigest()[:8]}"
+        named = self.model_name if self.explicit_identity is None else f"identity:{self.explicit_identity}"
+        return f"{self.name}:{hashlib.sha1(named.encode()).hexdigest()[:8]}"
 
     @property
     def visual_dimensions(self) -> int:  # type: ignore[override]
