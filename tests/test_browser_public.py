@@ -96,6 +96,12 @@ def screenshot(browser, folder: Path, name: str) -> None:
     assert browser.save_screenshot(str(folder / name))
 
 
+def status_text(browser) -> str:
+    """The live status line (role=status, aria-live), once the page has drawn its answer."""
+    cards(browser)
+    return browser.find_element(By.ID, "search-status").text
+
+
 def wait_for_heading(browser, text: str) -> None:
     WebDriverWait(browser, WAIT).until(ec.text_to_be_present_in_element((By.ID, "results-heading"), text))
 
@@ -118,6 +124,8 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     WebDriverWait(browser, WAIT).until(ec.url_contains("q=a+cup+of+coffee"))
     assert titles(browser)[0] == "Espresso"
     assert "Espresso, my draft" not in titles(browser)
+    # The live status line tells a screen reader's user what came back, not silence.
+    assert status_text(browser) == f"{len(titles(browser))} photos found on page 1; more on the next page."
     first = cards(browser)[0]
     image = first.find_element(By.CSS_SELECTOR, "img")
     assert "/media/cache/" in image.get_attribute("src")  # the API's thumbnail, not the full image
@@ -137,6 +145,7 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     assert len(second_page) == 2 and not set(second_page) & set(first_page)
     assert not browser.find_element(By.ID, "next-page").is_enabled()
     assert browser.find_element(By.ID, "page-number").text == "Page 2"
+    assert status_text(browser) == f"{len(second_page)} photos found on page 2."
     browser.back()
     WebDriverWait(browser, WAIT).until(lambda b: "offset" not in b.current_url)
     assert titles(browser) == first_page

@@ -122,11 +122,21 @@
     const body = await response.json();
     if (mine !== latest) return;
     draw(body.results);
-    status.textContent = body.results.length ? "" : "No photos found.";
+    const paged = Boolean(body.previous || body.next);
+    const pageNo = Math.floor(q.offset / pageSize) + 1;
+    status.textContent = found(body.results.length, paged ? pageNo : null, Boolean(body.next));
     previous.disabled = !body.previous;
     next.disabled = !body.next;
-    pageNumber.textContent = body.previous || body.next ? "Page " + (Math.floor(q.offset / pageSize) + 1) : "";
+    pageNumber.textContent = paged ? "Page " + pageNo : "";
     app.removeAttribute("aria-busy");
+  }
+
+  // The live status line's answer, so that a screen reader says what came back.
+  function found(count, pageNo, more) {
+    if (!count) return "No photos found.";
+    let text = count === 1 ? "1 photo found" : count + " photos found";
+    if (pageNo !== null) text += " on page " + pageNo;
+    return text + (more ? "; more on the next page." : ".");
   }
 
   function fail(message) {
