@@ -157,6 +157,8 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     wait_for_heading(browser, "More like “Chelsea the cat”")
     assert titles(browser)[0] == "Chelsea, up close"
     assert "Chelsea the cat" not in titles(browser) and len(titles(browser)) == PAGE_SIZE
+    # The clicked button went with the old results: the keyboard focus is on the new ones' heading.
+    assert browser.switch_to.active_element == browser.find_element(By.ID, "results-heading")
 
     # A photo chosen from disk: a flipped, shrunk, recompressed copy of the rocket finds the rocket.
     query = ImageOps.mirror(Image.open(sample_paths["rocket"]).convert("RGB"))

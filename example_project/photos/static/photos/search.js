@@ -162,6 +162,8 @@
         item.dataset.id = photo.id;
         item.querySelector(".more-like-this").addEventListener("click", () => {
           go({ kind: "similar", id: String(photo.id), title: title, offset: 0 });
+          // This button goes with the old results: the keyboard focus moves to the new ones' heading.
+          heading.focus();
           window.scrollTo({ top: 0 });
         });
         return item;
