@@ -207,12 +207,22 @@ def test_a_hidden_photo_answers_like_a_missing_one_and_bad_input_says_why(browse
 
 
 def test_a_signed_in_owner_finds_their_unpublished_photo_and_can_search_by_photo(browser, site, sample_paths):
-    """Signed in, the API's session authentication checks the CSRF token of the photo upload."""
+    """Signed in, the API's session authentication checks the CSRF token of the photo upload. The
+    page was opened before signing in (in another tab), which changed the token: the upload sends
+    the current one, not the one the page was drawn with."""
     base, photos = site
     owner = User.objects.create_superuser("owner", "owner@example.com", "pw")
     Photo.objects.filter(pk=photos["hidden"].pk).update(owner=owner)
+    browser.get(f"{base}/")
+    wait_for_heading(browser, "All photos")
+    page = browser.current_window_handle
+    browser.switch_to.new_window("tab")
     log_in(browser, base, "owner")
-    browser.get(f"{base}/?q=a+cup+of+coffee")
+    browser.close()
+    browser.switch_to.window(page)
+    search = browser.find_element(By.ID, "search-q")
+    search.send_keys("a cup of coffee")
+    search.submit()
     wait_for_heading(browser, "Photos matching")
     assert "Espresso, my draft" in titles(browser)[:2]
     drop(browser, sample_paths["coffee"].read_bytes(), "coffee.png")

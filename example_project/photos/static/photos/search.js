@@ -62,7 +62,16 @@
     show();
   }
 
+  // Read when a photo is sent: signing in or out (in another tab too) changes the token, so the
+  // page's copy can be stale; the cookie holds the current one (the page's copy where it is unreadable).
   function csrfToken() {
+    const name = app.dataset.csrfCookie;
+    if (name) {
+      for (const pair of document.cookie.split(";")) {
+        const [key, ...value] = pair.trim().split("=");
+        if (key === name) return decodeURIComponent(value.join("="));
+      }
+    }
     const field = document.querySelector("#photo-form input[name=csrfmiddlewaretoken]");
     return field ? field.value : "";
   }
