@@ -102,6 +102,10 @@ def status_text(browser) -> str:
     return browser.find_element(By.ID, "search-status").text
 
 
+def heading_html(browser) -> str:
+    return browser.find_element(By.ID, "results-heading").get_attribute("innerHTML")
+
+
 def wait_for_heading(browser, text: str) -> None:
     WebDriverWait(browser, WAIT).until(ec.text_to_be_present_in_element((By.ID, "results-heading"), text))
 
@@ -121,6 +125,7 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     search.send_keys("a cup of coffee")
     search.submit()
     wait_for_heading(browser, "Photos matching “a cup of coffee”")
+    assert heading_html(browser) == "Photos matching “<bdi>a cup of coffee</bdi>”"
     WebDriverWait(browser, WAIT).until(ec.url_contains("q=a+cup+of+coffee"))
     assert titles(browser)[0] == "Espresso"
     assert "Espresso, my draft" not in titles(browser)
@@ -155,6 +160,8 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     cat.find_element(By.CSS_SELECTOR, ".more-like-this").click()
     WebDriverWait(browser, WAIT).until(ec.url_contains(f"similar={photos['chelsea'].pk}"))
     wait_for_heading(browser, "More like “Chelsea the cat”")
+    # The title is isolated for bidirectional text: a right-to-left one keeps the quotes in place.
+    assert heading_html(browser) == "More like “<bdi>Chelsea the cat</bdi>”"
     assert titles(browser)[0] == "Chelsea, up close"
     assert "Chelsea the cat" not in titles(browser) and len(titles(browser)) == PAGE_SIZE
     # The clicked button went with the old results: the keyboard focus is on the new ones' heading.
@@ -167,6 +174,7 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     query.save(query_path, "JPEG", quality=60)
     browser.find_element(By.ID, "photo-file").send_keys(str(query_path))
     wait_for_heading(browser, "Photos like my-rocket.jpg")
+    assert heading_html(browser) == "Photos like <bdi>my-rocket.jpg</bdi>"
     assert titles(browser)[0] == "Falcon 9 on the launch pad"
     assert browser.find_element(By.ID, "query-preview").is_displayed()
 

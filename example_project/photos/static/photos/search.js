@@ -90,11 +90,23 @@
     return fetch(urls.list + "?" + page, { headers });
   }
 
+  // The heading as [before, name, after]: the name (words, a title, a file name) goes in a <bdi>,
+  // so a right-to-left one does not reorder the quotes around it.
   function describe(q) {
-    if (q.kind === "words") return "Photos matching “" + q.q + "”";
-    if (q.kind === "similar") return q.title ? "More like “" + q.title + "”" : "More like the photo you chose";
-    if (q.kind === "photo") return "Photos like " + q.file.name;
-    return "All photos, newest first";
+    if (q.kind === "words") return ["Photos matching “", q.q, "”"];
+    if (q.kind === "similar") return q.title ? ["More like “", q.title, "”"] : ["More like the photo you chose"];
+    if (q.kind === "photo") return ["Photos like ", q.file.name, ""];
+    return ["All photos, newest first"];
+  }
+
+  function showHeading([before, name, after]) {
+    if (name === undefined) {
+      heading.replaceChildren(before);
+      return;
+    }
+    const isolated = document.createElement("bdi");
+    isolated.textContent = name;
+    heading.replaceChildren(before, isolated, after);
   }
 
   // The API's error body: {"detail": "..."} or {"parameter": ["message", ...]}.
@@ -112,7 +124,7 @@
     const q = query;
     const mine = ++latest;
     input.value = q.kind === "words" ? q.q : "";
-    heading.textContent = describe(q);
+    showHeading(describe(q));
     preview.hidden = q.kind !== "photo";
     status.textContent = "Searching…";
     app.setAttribute("aria-busy", "true");
