@@ -210,6 +210,18 @@ def test_the_similar_images_link_keeps_the_changelists_filters(admin_client, pho
     assert link == f"{reverse(CHANGELIST)}?published__exact=1&amp;similar_to={cat.pk}"  # not the words or page
 
 
+def test_the_ranking_sentence_isolates_a_right_to_left_title_or_file_name(admin_client, photos, sample_paths):
+    """An Arabic title or a Hebrew file name inside "Images most like “…”" is wrapped in <bdi>, so
+    its direction does not reorder the sentence's quotes and punctuation."""
+    cat = photos["chelsea"]
+    Photo.objects.filter(pk=cat.pk).update(title="قطة")
+    html = admin_client.get(reverse(CHANGELIST), {"similar_to": cat.pk}).content.decode()
+    assert "Images most like “<bdi>قطة</bdi>”, nearest first." in html
+    redirect = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"], "טיל.jpg")})
+    html = admin_client.get(redirect["Location"]).content.decode()
+    assert "Images most like your photo “<bdi>טיל.jpg</bdi>”, nearest first." in html
+
+
 #: Ids no row can have: past a bigint, negative, a UUID on an integer key, text, a NUL.
 NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "not-a-number", "1.5", "\x00")
 

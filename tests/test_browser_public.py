@@ -96,6 +96,16 @@ def screenshot(browser, folder: Path, name: str) -> None:
     assert browser.save_screenshot(str(folder / name))
 
 
+def status_text(browser) -> str:
+    """The live status line (role=status, aria-live), once the page has drawn its answer."""
+    cards(browser)
+    return browser.find_element(By.ID, "search-status").text
+
+
+def heading_html(browser) -> str:
+    return browser.find_element(By.ID, "results-heading").get_attribute("innerHTML")
+
+
 def wait_for_heading(browser, text: str) -> None:
     WebDriverWait(browser, WAIT).until(ec.text_to_be_present_in_element((By.ID, "results-heading"), text))
 
@@ -115,9 +125,12 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     search.send_keys("a cup of coffee")
     search.submit()
     wait_for_heading(browser, "Photos matching “a cup of coffee”")
+    assert heading_html(browser) == "Photos matching “<bdi>a cup of coffee</bdi>”"
     WebDriverWait(browser, WAIT).until(ec.url_contains("q=a+cup+of+coffee"))
     assert titles(browser)[0] == "Espresso"
     assert "Espresso, my draft" not in titles(browser)
+    # The live status line tells a screen reader's user what came back, not silence.
+    assert status_text(browser) == f"{len(titles(browser))} photos found on page 1; more on the next page."
     first = cards(browser)[0]
     image = first.find_element(By.CSS_SELECTOR, "img")
     assert "/media/cache/" in image.get_attribute("src")  # the API's thumbnail, not the full image
@@ -137,6 +150,7 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     assert len(second_page) == 2 and not set(second_page) & set(first_page)
     assert not browser.find_element(By.ID, "next-page").is_enabled()
     assert browser.find_element(By.ID, "page-number").text == "Page 2"
+    assert status_text(browser) == f"{len(second_page)} photos found on page 2."
     browser.back()
     WebDriverWait(browser, WAIT).until(lambda b: "offset" not in b.current_url)
     assert titles(browser) == first_page
@@ -146,8 +160,12 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     cat.find_element(By.CSS_SELECTOR, ".more-like-this").click()
     WebDriverWait(browser, WAIT).until(ec.url_contains(f"similar={photos['chelsea'].pk}"))
     wait_for_heading(browser, "More like “Chelsea the cat”")
+    # The title is isolated for bidirectional text: a right-to-left one keeps the quotes in place.
+    assert heading_html(browser) == "More like “<bdi>Chelsea the cat</bdi>”"
     assert titles(browser)[0] == "Chelsea, up close"
     assert "Chelsea the cat" not in titles(browser) and len(titles(browser)) == PAGE_SIZE
+    # The clicked button went with the old results: the keyboard focus is on the new ones' heading.
+    assert browser.switch_to.active_element == browser.find_element(By.ID, "results-heading")
 
     # A photo chosen from disk: a flipped, shrunk, recompressed copy of the rocket finds the rocket.
     query = ImageOps.mirror(Image.open(sample_paths["rocket"]).convert("RGB"))
@@ -156,6 +174,7 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
     query.save(query_path, "JPEG", quality=60)
     browser.find_element(By.ID, "photo-file").send_keys(str(query_path))
     wait_for_heading(browser, "Photos like my-rocket.jpg")
+    assert heading_html(browser) == "Photos like <bdi>my-rocket.jpg</bdi>"
     assert titles(browser)[0] == "Falcon 9 on the launch pad"
     assert browser.find_element(By.ID, "query-preview").is_displayed()
 
@@ -196,12 +215,22 @@ def test_a_hidden_photo_answers_like_a_missing_one_and_bad_input_says_why(browse
 
 
 def test_a_signed_in_owner_finds_their_unpublished_photo_and_can_search_by_photo(browser, site, sample_paths):
-    """Signed in, the API's session authentication checks the CSRF token of the photo upload."""
+    """Signed in, the API's session authentication checks the CSRF token of the photo upload. The
+    page was opened before signing in (in another tab), which changed the token: the upload sends
+    the current one, not the one the page was drawn with."""
     base, photos = site
     owner = User.objects.create_superuser("owner", "owner@example.com", "pw")
     Photo.objects.filter(pk=photos["hidden"].pk).update(owner=owner)
+    browser.get(f"{base}/")
+    wait_for_heading(browser, "All photos")
+    page = browser.current_window_handle
+    browser.switch_to.new_window("tab")
     log_in(browser, base, "owner")
-    browser.get(f"{base}/?q=a+cup+of+coffee")
+    browser.close()
+    browser.switch_to.window(page)
+    search = browser.find_element(By.ID, "search-q")
+    search.send_keys("a cup of coffee")
+    search.submit()
     wait_for_heading(browser, "Photos matching")
     assert "Espresso, my draft" in titles(browser)[:2]
     drop(browser, sample_paths["coffee"].read_bytes(), "coffee.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -31,5 +32,10 @@ class SearchPageView(TemplateView):
             similar_url=reverse("photo-search-similar", args=[0]),
             page_size=PAGE_SIZE,
             max_upload_bytes=int(semantic_settings.MAX_UPLOAD_BYTES),
+            # The script reads the token from this cookie when it sends a photo (the page's copy goes
+            # stale when the visitor signs in or out in another tab); none where scripts cannot read it.
+            csrf_cookie_name=""
+            if settings.CSRF_COOKIE_HTTPONLY or settings.CSRF_USE_SESSIONS
+            else settings.CSRF_COOKIE_NAME,
         )
         return context

@@ -96,6 +96,14 @@ def test_search_by_photo_ranks_the_near_copy_first_and_saves_nothing(superuser_c
     )
 
 
+def test_search_by_photo_isolates_a_right_to_left_file_name(superuser_client, sample_images, sample_paths):
+    """A Hebrew file name inside "Images that look like “…”" is wrapped in <bdi>, so its direction
+    does not reorder the sentence's quotes and punctuation."""
+    response = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]), name="קפה.jpg")
+    html = superuser_client.get(response["Location"]).content.decode()
+    assert "Images that look like “<bdi>קפה.jpg</bdi>”, most alike first." in html
+
+
 def test_search_by_photo_keeps_the_collection_filter_and_sorting(superuser_client, sample_images, sample_paths):
     root = Collection.get_first_root_node()
     elsewhere = root.add_child(name="Elsewhere")

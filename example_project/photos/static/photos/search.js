@@ -62,7 +62,16 @@
     show();
   }
 
+  // Read when a photo is sent: signing in or out (in another tab too) changes the token, so the
+  // page's copy can be stale; the cookie holds the current one (the page's copy where it is unreadable).
   function csrfToken() {
+    const name = app.dataset.csrfCookie;
+    if (name) {
+      for (const pair of document.cookie.split(";")) {
+        const [key, ...value] = pair.trim().split("=");
+        if (key === name) return decodeURIComponent(value.join("="));
+      }
+    }
     const field = document.querySelector("#photo-form input[name=csrfmiddlewaretoken]");
     return field ? field.value : "";
   }
@@ -81,11 +90,23 @@
     return fetch(urls.list + "?" + page, { headers });
   }
 
+  // The heading as [before, name, after]: the name (words, a title, a file name) goes in a <bdi>,
+  // so a right-to-left one does not reorder the quotes around it.
   function describe(q) {
-    if (q.kind === "words") return "Photos matching “" + q.q + "”";
-    if (q.kind === "similar") return q.title ? "More like “" + q.title + "”" : "More like the photo you chose";
-    if (q.kind === "photo") return "Photos like " + q.file.name;
-    return "All photos, newest first";
+    if (q.kind === "words") return ["Photos matching “", q.q, "”"];
+    if (q.kind === "similar") return q.title ? ["More like “", q.title, "”"] : ["More like the photo you chose"];
+    if (q.kind === "photo") return ["Photos like ", q.file.name, ""];
+    return ["All photos, newest first"];
+  }
+
+  function showHeading([before, name, after]) {
+    if (name === undefined) {
+      heading.replaceChildren(before);
+      return;
+    }
+    const isolated = document.createElement("bdi");
+    isolated.textContent = name;
+    heading.replaceChildren(before, isolated, after);
   }
 
   // The API's error body: {"detail": "..."} or {"parameter": ["message", ...]}.
@@ -103,7 +124,7 @@
     const q = query;
     const mine = ++latest;
     input.value = q.kind === "words" ? q.q : "";
-    heading.textContent = describe(q);
+    showHeading(describe(q));
     preview.hidden = q.kind !== "photo";
     status.textContent = "Searching…";
     app.setAttribute("aria-busy", "true");
@@ -122,11 +143,21 @@
     const body = await response.json();
     if (mine !== latest) return;
     draw(body.results);
-    status.textContent = body.results.length ? "" : "No photos found.";
+    const paged = Boolean(body.previous || body.next);
+    const pageNo = Math.floor(q.offset / pageSize) + 1;
+    status.textContent = found(body.results.length, paged ? pageNo : null, Boolean(body.next));
     previous.disabled = !body.previous;
     next.disabled = !body.next;
-    pageNumber.textContent = body.previous || body.next ? "Page " + (Math.floor(q.offset / pageSize) + 1) : "";
+    pageNumber.textContent = paged ? "Page " + pageNo : "";
     app.removeAttribute("aria-busy");
+  }
+
+  // The live status line's answer, so that a screen reader says what came back.
+  function found(count, pageNo, more) {
+    if (!count) return "No photos found.";
+    let text = count === 1 ? "1 photo found" : count + " photos found";
+    if (pageNo !== null) text += " on page " + pageNo;
+    return text + (more ? "; more on the next page." : ".");
   }
 
   function fail(message) {
@@ -152,6 +183,8 @@
         item.dataset.id = photo.id;
         item.querySelector(".more-like-this").addEventListener("click", () => {
           go({ kind: "similar", id: String(photo.id), title: title, offset: 0 });
+          // This button goes with the old results: the keyboard focus moves to the new ones' heading.
+          heading.focus();
           window.scrollTo({ top: 0 });
         });
         return item;
