@@ -66,10 +66,14 @@ class Calibration:
             return math.inf
         return float(self.scores[beaten - 1]) + TIE
 
-    def relevance(self, score: float) -> float:
+    def relevance(self, score: float) -> float | None:
         """The share of the collection ``score`` beats, estimated as ``k / (size + 1)`` for ``k``
-        sample scores beaten: from 0 to ``size / (size + 1)``."""
-        beaten = int(np.searchsorted(self.scores, float(score) - TIE, side="left"))
+        sample scores beaten: from 0 to ``size / (size + 1)``; None (no relevance, as for an unknown
+        score) for NaN, which would otherwise sort above every sample score."""
+        value = float(score)
+        if math.isnan(value):
+            return None
+        beaten = int(np.searchsorted(self.scores, value - TIE, side="left"))
         return beaten / (self.size + 1)
 
 

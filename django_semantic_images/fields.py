@@ -533,7 +533,13 @@ def models_with_embeddings() -> list[type[models.Model]]:
     """Every installed model that holds an ImageEmbeddingField's columns: each table of vectors once
     (what the commands, the sweep and the checks go through). A proxy, or a subclass that inherits
     its parent's field, holds none: its rows are its parent's, embedded there."""
-    return [m for m in apps.get_models() if any(f.model is m for f in embedding_fields(m))]
+    return [m for m in apps.get_models() if own_embedding_fields(m)]
+
+
+def own_embedding_fields(model: type[models.Model]) -> list[ImageEmbeddingField]:
+    """The ImageEmbeddingFields whose columns ``model``'s own table holds: not those a multi-table
+    subclass inherits (its parent's table holds them, and the parent is gone through for them)."""
+    return [f for f in embedding_fields(model) if f.model is model]
 
 
 def models_using_embeddings() -> list[type[models.Model]]:

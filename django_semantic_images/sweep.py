@@ -46,6 +46,7 @@ from .fields import (
     embedding_fields,
     failed_without_vectors,
     models_with_embeddings,
+    own_embedding_fields,
 )
 from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_manager, primary_rows
 
@@ -224,11 +225,13 @@ def sweep(
     """
     report = SweepReport()
     how = due_now()
+    # Every table once, with the fields it holds; models named: all their fields, inherited too.
+    fields_of = embedding_fields if model_list else own_embedding_fields
     for model in model_list or models_with_embeddings():
         added = add_missing_rows(model)
         if added:
             report.added[model._meta.label] = added
-        for emb in embedding_fields(model):
+        for emb in fields_of(model):
             if fields is not None and emb.name not in fields:
                 continue
             condition = due_filter(emb, pending_timeout=pending_timeout, **how)

@@ -23,7 +23,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 from django.db import connections
 
 from .conf import semantic_settings
-from .fields import embedding_fields, models_with_embeddings
+from .fields import models_with_embeddings, own_embedding_fields
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def field_encoders() -> list[Any]:
     """The encoders of every ImageEmbeddingField (one per distinct recipe)."""
     found: dict[int, Any] = {}
     for model in models_with_embeddings():
-        for field in embedding_fields(model):
+        for field in own_embedding_fields(model):
             encoder = field.get_encoder()
             found[id(encoder)] = encoder
     return list(found.values())

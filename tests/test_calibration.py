@@ -153,6 +153,20 @@ def test_a_reference_computes_a_repeated_querys_calibration_once(monkeypatch):
     assert reference.calibrate(query) is not first and len(reference._calibrations) <= 2
 
 
+def test_a_nan_score_has_no_relevance():
+    """NaN sorts above every sample score: it was given the highest relevance, ``size / (size + 1)``,
+    so a score nothing can compare (a zero vector's cosine) passed every floor. It has none now, like
+    an unknown score."""
+    from django_semantic_images import calibration
+
+    rng = np.random.default_rng(4)
+    reference = calibration.Reference(calibration.unit_rows(list(rng.normal(size=(50, 8))), 8), 0.0)
+    found = reference.calibrate(rng.normal(size=8))
+    assert found is not None and found.relevance(float(found.scores[-1]) + 1) == 50 / 51
+    for nan in (float("nan"), np.float32("nan"), np.float64("nan")):
+        assert found.relevance(nan) is None, repr(nan)
+
+
 def embedded_row(rng: np.random.Generator, visual: np.ndarray | None = None, **fields) -> Photo:
     """A photo with random unit vectors (``visual`` given), saved without embedding it."""
     from django.core.files.base import ContentFile

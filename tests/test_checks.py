@@ -398,6 +398,8 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         # These passed every check, and then every upload failed: pgvector refuses NaN in a vector.
         {"TEXT_MODEL": {"COMMON_SCALE": float("nan")}},
         {"ENCODER_OPTIONS": {"temperature": float("nan")}},
+        # Passed: the class weights all but equal, the centred mixture all but zero, normalised into noise.
+        {"ENCODER_OPTIONS": {"temperature": 1e9}},
         {"TEXT_MODEL": {"DIMENSIONS": True}},  # read as 1: only E004, "makes True-d vectors"
     ],
 )

@@ -215,12 +215,49 @@ def test_a_proxy_is_no_second_table_of_vectors_and_its_saves_are_watched():
     subclass that inherits its parent's field) was listed again, so ``semantic_images_reindex
     --force`` embedded every row twice and the status counted them twice. Its saves still ask for work."""
     from django_semantic_images.fields import models_using_embeddings, models_with_embeddings
-    from tests.multifield.models import PhotoProxy, TwoImagePhoto
+    from tests.multifield.models import CaptionedPhoto, PhotoProxy, TwoImagePhoto
 
-    assert models_with_embeddings() == [Photo, TwoImagePhoto]
+    assert models_with_embeddings() == [Photo, TwoImagePhoto, CaptionedPhoto]
     assert PhotoProxy in models_using_embeddings()
     saved = PhotoProxy.objects.create(image="photos/proxy.jpg")
     assert Photo.objects.get(pk=saved.pk).embedding_lease_until is not None  # marked sent by pre_save
+
+
+@pytest.mark.django_db
+def test_a_subclass_with_a_field_of_its_own_is_gone_through_for_that_field_only(settings):
+    """A multi-table subclass that declares a field and inherits its parent's was gone through for
+    both: the parent's field twice (for the subclass's rows once more), in ``semantic_images_reindex``,
+    ``semantic_images_status`` and the checks. Each table is now gone through for its own fields once;
+    a model named on the command line still has all its fields."""
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from django_semantic_images.checks import check_database, check_encoders
+    from django_semantic_images.management.commands.semantic_images_reindex import Command
+
+    def labels(pairs):
+        return [(m._meta.label, f.name) for m, f in pairs]
+
+    expected = [
+        ("photos.Photo", "embedding"),
+        ("multifield.TwoImagePhoto", "embedding"),
+        ("multifield.TwoImagePhoto", "thumbnail_embedding"),
+        ("multifield.CaptionedPhoto", "caption_embedding"),
+    ]
+    assert labels(Command().targets(None, None)) == expected
+    out = StringIO()
+    call_command("semantic_images_status", "--json", stdout=out)
+    assert [(f["model"], f["field"]) for f in json.loads(out.getvalue())["fields"]] == expected
+    assert labels(Command().targets("multifield.CaptionedPhoto", None)) == [
+        ("multifield.CaptionedPhoto", "embedding"),
+        ("multifield.CaptionedPhoto", "caption_embedding"),
+    ]
+    assert not [m for m in check_database(databases=["default"]) if "CaptionedPhoto" in m.msg]
+    settings.SEMANTIC_IMAGES = {"ENCODER_OPTIONS": {"top_k": 0}}  # E013 for every field
+    named = [m.msg for m in check_encoders() if m.id == "semantic_images.E013"]
+    assert [n for n in named if "CaptionedPhoto" in n] and not [n for n in named if "CaptionedPhoto.embedding" in n]
 
 
 @isolate_apps("photos")

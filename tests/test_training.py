@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 
@@ -290,6 +291,19 @@ def test_bridge_file_round_trip_and_version(tmp_path):
     assert loaded.version == bridge.version and loaded.conse_weight == pytest.approx(0.3)
     other = LearnedBridge(bridge.weight * 2, bridge.bias, 0.3)
     assert other.version != bridge.version
+    # What changes the vectors changes the version: the same weights read through another transform,
+    # or normalised in other pieces, shared it, and vectors of one passed as current under the other.
+    read_otherwise = [
+        LearnedBridge(bridge.weight, bridge.bias, 0.3, meta={"visual_transform": "sqrt"}),
+        LearnedBridge(bridge.weight, bridge.bias, 0.3, meta={"parts": [128, 256]}),
+        LearnedBridge(bridge.weight, bridge.bias, 0.3, meta={"parts": [256, 128]}),
+    ]
+    versions = {bridge.version} | {b.version for b in read_otherwise}
+    assert len(versions) == 4
+    # A bridge without them (all before they existed) keeps its version, whatever else its metadata says.
+    legacy = hashlib.sha1(bridge.weight.tobytes() + bridge.bias.tobytes() + b"0.3000").hexdigest()[:10]
+    same = LearnedBridge(bridge.weight, bridge.bias, 0.3, meta={"visual_transform": "", "epochs": 9, "cnn": "lite0"})
+    assert bridge.version == same.version == legacy
     out = loaded.apply(rng.normal(size=(4, 1280)), rng.normal(size=(4, 384)))
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     store.uninstall()

@@ -78,10 +78,16 @@ class LearnedBridge:
 
     @property
     def version(self) -> str:
-        """Content hash: a retrained bridge is a new version and makes vectors stale."""
+        """Content hash of what makes its vectors: a retrained bridge, or the same weights read another
+        way (``visual_transform``, ``parts``), is a new version and makes vectors stale. Those two are
+        hashed only when set, so a bridge without them keeps the version it had before they were."""
         h = hashlib.sha1(np.ascontiguousarray(self.weight, np.float32).tobytes())
         h.update(np.ascontiguousarray(self.bias, np.float32).tobytes())
         h.update(f"{self.conse_weight:.4f}".encode())
+        if self.visual_transform:
+            h.update(f"|visual_transform={self.visual_transform}".encode())
+        if self.parts:
+            h.update(f"|parts={','.join(str(p) for p in self.parts)}".encode())
         return h.hexdigest()[:10]
 
     @property

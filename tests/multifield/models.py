@@ -44,3 +44,15 @@ class PhotoProxy(Photo):
 
     class Meta:
         proxy = True
+
+
+class CaptionedPhoto(Photo):
+    """A multi-table subclass of Photo with an embedding field of its own (on the same image, by its
+    caption): its table holds that field's vectors, Photo's table those of the field it inherits."""
+
+    caption = models.CharField(max_length=200, blank=True)
+
+    caption_embedding = ImageEmbeddingField(image_field="image", text_fields=["caption"], index=False)
+
+    def __str__(self) -> str:
+        return self.caption

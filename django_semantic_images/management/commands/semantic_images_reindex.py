@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ...conf import semantic_settings
 from ...dispatch import describe_engine, forget_sent, send, use_queue
-from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings
+from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings, own_embedding_fields
 from ...pipeline import EmbedReport, embed_pks, free_filter, primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
@@ -119,7 +119,9 @@ class Command(DatabaseCommand):
         model_list = [resolve_model(label)] if label else models_with_embeddings()
         if not model_list:
             raise CommandError("No installed model has an ImageEmbeddingField.")
-        found = [(m, f) for m in model_list for f in embedding_fields(m) if field in (None, f.name)]
+        # Every table once, with the fields it holds; a model named: all its fields, inherited too.
+        fields_of = embedding_fields if label else own_embedding_fields
+        found = [(m, f) for m in model_list for f in fields_of(m) if field in (None, f.name)]
         if not found:
             raise CommandError(
                 f"No ImageEmbeddingField named {field!r} on {', '.join(m._meta.label for m in model_list)}."

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from ...conf import semantic_settings
 from ...dispatch import describe_engine
-from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings
+from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings, own_embedding_fields
 from ...pipeline import TRANSIENT_PREFIX
 from ...sweep import due_filter, due_now, stale_filter
 from .. import DatabaseCommand, resolve_model
@@ -93,13 +93,18 @@ class Command(DatabaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object (for monitoring).")
 
     def handle(self, *args: Any, model: str | None = None, json: bool = False, **opts: Any) -> None:
-        model_list = [resolve_model(model)] if model else models_with_embeddings()
+        # Every table once, with the fields it holds; a model named: all its fields, inherited too.
+        pairs = (
+            [(m, f) for m in [resolve_model(model)] for f in embedding_fields(m)]
+            if model
+            else [(m, f) for m in models_with_embeddings() for f in own_embedding_fields(m)]
+        )
         due = due_now()
         data = {
             "mode": describe_engine(),
             "pending_timeout": semantic_settings.PENDING_TIMEOUT,
             "shared_buffers_bytes": shared_buffers(),
-            "fields": [field_status(m, f, due) for m in model_list for f in embedding_fields(m)],
+            "fields": [field_status(m, f, due) for m, f in pairs],
         }
         if json:
             self.stdout.write(_dumps(data))
