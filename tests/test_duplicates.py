@@ -57,9 +57,9 @@ def test_only_the_querysets_rows_are_compared(duplicate_photos):
 
 
 def test_a_row_whose_picture_was_replaced_is_not_grouped_by_its_previous_vectors(duplicate_photos, sample_paths):
-    """A new picture makes the row pending until it is embedded again, and until then it keeps
-    the previous picture's vectors (searched meanwhile): grouped by them, a horse stood in a
-    group of cats, offered for deletion by "keep this one, delete the others"."""
+    """A new picture makes the row pending until it is embedded again: grouped by the previous
+    picture's vectors, a horse stood in a group of cats, offered for deletion by "keep this one,
+    delete the others". The save now empties them (signals: a new picture's old vectors)."""
     from django.core.files.base import ContentFile
 
     from django_semantic_images.pipeline import embed_instances
@@ -70,7 +70,7 @@ def test_a_row_whose_picture_was_replaced_is_not_grouped_by_its_previous_vectors
     with embedding_deferred():
         flip.save()
     flip.refresh_from_db()
-    assert flip.embedding_status == "pending" and flip.embedding_visual is not None
+    assert flip.embedding_status == "pending" and flip.embedding_visual is None
     assert named(Photo.objects.near_duplicates(), duplicate_photos) == [
         {"chelsea", "chelsea-jpeg"},
         {"coffee", "coffee-crop"},
