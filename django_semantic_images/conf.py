@@ -63,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     # largest pixel count accepted at all (a decompression bomb is refused, not decoded).
     "MAX_IMAGE_SIDE": 1024,
     "MAX_IMAGE_PIXELS": 50_000_000,
+    # Largest stored image file the pipeline reads, in bytes (a larger one is marked failed, unread).
+    "MAX_FILE_BYTES": 256 * 1024 * 1024,
     # REST API: largest query-image upload in bytes, and longest search text in characters.
     "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
     "MAX_QUERY_LENGTH": 500,

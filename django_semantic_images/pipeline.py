@@ -328,14 +328,23 @@ def content_hash(data: bytes, texts: Sequence[str]) -> str:
 
 
 def _read(file: Any) -> bytes:
+    """The stored file's bytes; over ``MAX_FILE_BYTES`` an ``ImageDecodeError``, the file not read
+    whole (its size asked of the storage first, and never more than the limit read)."""
     if not file:
         raise ImageDecodeError("The row has no image file.")
+    limit = int(semantic_settings.MAX_FILE_BYTES)
     try:
+        size = _stored_size(file)
+        if size is not None and size > limit:
+            raise _too_large(file, size, limit)
         file.open("rb")
         try:
-            return file.read()
+            data = file.read(limit + 1)
         finally:
             file.close()
+        if len(data) > limit:  # a storage that gave no size, or a file grown since
+            raise _too_large(file, None, limit)
+        return data
     except FileNotFoundError:
         raise ImageDecodeError(f"The image file {file.name!r} does not exist in storage.") from None
     except SuspiciousFileOperation:  # e.g. "../x.jpg": storage refuses the name itself
@@ -346,6 +355,22 @@ def _read(file: Any) -> bytes:
     except OSError as exc:  # storage briefly unavailable: worth a retry
         logger.warning("Reading %r: %s", file.name, exc)
         raise TransientError(f"Storage error reading {file.name!r}: {os_reason(exc)}") from exc
+
+
+def _stored_size(file: Any) -> int | None:
+    """The file's size as its storage tells it, or None for a storage that cannot say."""
+    try:
+        return int(file.size)
+    except NotImplementedError:
+        return None
+
+
+def _too_large(file: Any, size: int | None, limit: int) -> ImageDecodeError:
+    """The reason for a stored file over ``MAX_FILE_BYTES``."""
+    how_big = f"{size:,} bytes" if size is not None else "larger than that"
+    return ImageDecodeError(
+        f"The image file {file.name!r} is {how_big}; the limit is {limit:,} bytes (MAX_FILE_BYTES)."
+    )
 
 
 def os_reason(exc: OSError) -> str:

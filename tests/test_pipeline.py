@@ -115,6 +115,22 @@ def test_decompression_bomb_is_refused_before_decoding(make_photo, settings):
     assert "over the limit" in Photo.objects.get(pk=bomb.pk).embedding_error
 
 
+def test_a_stored_file_over_max_file_bytes_fails_unread_and_its_neighbours_are_embedded(make_photo, settings):
+    """The pipeline read every stored file whole before any limit: a multi-gigabyte upload was loaded
+    into the worker's memory (a worker killed for it took its whole batch down, again at every sweep).
+    A file over MAX_FILE_BYTES is now marked failed with the reason, its neighbours embedded."""
+    small, large = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(small, "PNG")
+    Image.effect_noise((400, 400), 80).convert("RGB").save(large, "PNG")  # noise: no compression
+    assert len(small.getvalue()) < 50_000 < len(large.getvalue())
+    settings.SEMANTIC_IMAGES = {"MAX_FILE_BYTES": 50_000}
+    good, big = make_photo(small.getvalue(), name="small.png"), make_photo(large.getvalue(), name="large.png")
+    report = embed_instances([good, big])
+    assert report.embedded == [good.pk] and list(report.failed) == [big.pk]
+    error = Photo.objects.get(pk=big.pk).embedding_error
+    assert "MAX_FILE_BYTES" in error and "50,000" in error and f"{len(large.getvalue()):,}" in error
+
+
 def test_exif_orientation_is_applied(make_photo, sample_paths):
     from django_semantic_images.imaging import decode_image
 
