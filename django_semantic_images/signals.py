@@ -284,7 +284,7 @@ def pre_save_handler(
     for field in new_picture:
         # The stored vectors and labels are the old picture's: they would rank the row by it until
         # it is embedded again (meanwhile it is found by its words, as any pending row).
-        for name, empty in _old_picture(field).items():
+        for name, empty in old_picture_columns(field).items():
             setattr(instance, name, empty)
             written.add(name)
     instance.__dict__[WRITTEN_ATTR] = written | set(update_fields or ())
@@ -298,7 +298,7 @@ def pre_save_handler(
         setattr(instance, field.column("visual_norm"), None)
 
 
-def _old_picture(field: ImageEmbeddingField) -> dict[str, Any]:
+def old_picture_columns(field: ImageEmbeddingField) -> dict[str, Any]:
     """The columns a new picture empties: its vectors and labels are those of the picture before."""
     return {field.visual_field: None, field.semantic_field: None, field.column("labels"): []}
 
@@ -332,7 +332,7 @@ def post_save_handler(
             for suffix in STATE_SUFFIXES
         }
         for name in new_pictures:
-            state.update(_old_picture(get_embedding_field(sender, name)))
+            state.update(old_picture_columns(get_embedding_field(sender, name)))
         sender._base_manager.using(using).filter(pk=instance.pk).update(**state)
     if raw or not changed or not semantic_settings.EMBED_ON_SAVE or embedding_is_deferred():
         return

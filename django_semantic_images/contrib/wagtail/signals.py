@@ -24,7 +24,7 @@ from wagtail.images import get_image_model
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, get_embedding_field
 from ...pipeline import lease_until
-from ...signals import embedding_is_deferred, remember_uncommitted, schedule, settle
+from ...signals import embedding_is_deferred, old_picture_columns, remember_uncommitted, schedule, settle
 from .models import ImageVectors
 
 #: The image's own fields that its vectors depend on (tags are watched through m2m_changed).
@@ -147,7 +147,7 @@ def request_embedding(image_pk: Any, using: str = "default", *, new_picture: boo
     field = get_embedding_field(ImageVectors)
     pending = _pending(field)
     if new_picture:
-        pending |= {field.visual_field: None, field.semantic_field: None, field.column("labels"): []}
+        pending |= old_picture_columns(field)
     if not ImageVectors.objects.using(using).filter(pk=image_pk).update(**pending):
         ImageVectors.objects.using(using).bulk_create([ImageVectors(pk=image_pk, **pending)], ignore_conflicts=True)
     if semantic_settings.EMBED_ON_SAVE and not embedding_is_deferred():
