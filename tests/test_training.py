@@ -163,22 +163,27 @@ def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option,
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
 
 
-def test_a_training_that_diverges_is_a_command_error_not_a_nan_bridge(bridge_dir, make_photo, sample_paths):
-    """A learning rate within float32 that still blows the weights up to NaN: the NaN candidate was
-    scored, and the ranking of NaN scores ended the command with numpy's "high <= 0" traceback."""
-    template = make_photo(sample_paths["coffee"])
-    vectors = np.abs(np.random.default_rng(3).normal(size=(6, 1280))).astype(np.float32)
+def captioned_rows(template: Photo, vectors: np.ndarray) -> None:
+    """One embedded row a vector, captioned "caption <i>", with this CNN's identity, on ``template``'s file."""
     identity = f"{get_encoder().image_identity}:12345678"
     Photo.objects.bulk_create(
         Photo(
             image=template.image.name,
             alt_text=f"caption {i}",
             embedding_status="embedded",
-            embedding_visual=vectors[i],
+            embedding_visual=vector,
             embedding_encoder=identity,
         )
-        for i in range(6)
+        for i, vector in enumerate(vectors)
     )
+
+
+def test_a_training_that_diverges_is_a_command_error_not_a_nan_bridge(bridge_dir, make_photo, sample_paths):
+    """A learning rate within float32 that still blows the weights up to NaN: the NaN candidate was
+    scored, and the ranking of NaN scores ended the command with numpy's "high <= 0" traceback."""
+    template = make_photo(sample_paths["coffee"])
+    vectors = np.abs(np.random.default_rng(3).normal(size=(6, 1280))).astype(np.float32)
+    captioned_rows(template, vectors)
     with pytest.raises(CommandError, match="diverged .* learning rate 1e[+]38"):
         train("--min-images", "6", "--holdout", "0.34", "--learning-rate", "1e38", "--dry-run")
     assert BridgeStore(bridge_dir).current_info() is None
@@ -233,17 +238,7 @@ def test_a_held_out_split_that_leaves_no_images_to_train_on_is_refused(bridge_di
 
     template = make_photo(sample_paths["coffee"])
     vectors = np.random.default_rng(3).normal(size=(3, 1280)).astype(np.float32)
-    identity = f"{get_encoder().image_identity}:12345678"
-    Photo.objects.bulk_create(
-        Photo(
-            image=template.image.name,
-            alt_text=f"caption {i}",
-            embedding_status="embedded",
-            embedding_visual=vectors[i],
-            embedding_encoder=identity,
-        )
-        for i in range(3)
-    )
+    captioned_rows(template, vectors)
     with pytest.raises(CommandError, match="Holding out 3 of 3 images leaves 0 to train on"):
         train("--min-images", "3", "--holdout", "0.9", "--dry-run")
     # One image's descriptions, or batches of one: no batch contrasts two images, no step is taken.
