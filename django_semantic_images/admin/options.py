@@ -28,6 +28,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import thumbnails
+from ..bidi import name_in_sentence
 from ..checks import photo_search_session_check
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
@@ -222,20 +223,25 @@ class SemanticSearchAdminMixin(_AdminBase):
         # get_object() goes through get_queryset(request): a row the editor cannot see is not found.
         source = self.get_object(request, pk)
         if source is None:
-            messages.warning(request, _("There is no image with ID “%(pk)s” that you can see.") % {"pk": pk})
+            messages.warning(
+                request, name_in_sentence(_("There is no image with ID “%(pk)s” that you can see."), {"pk": pk})
+            )
             return VisualRanking(vector=None, kind="similar")
         vector = getattr(source, field.visual_field)
         status = getattr(source, field.column("status"))
         if vector is None and status == EmbeddingStatus.FAILED:  # waiting will not help: say why
             reason = getattr(source, field.column("error")) or _("no reason was recorded")
             messages.warning(
-                request, _("“%(obj)s” could not be embedded: %(reason)s") % {"obj": source, "reason": reason}
+                request,
+                name_in_sentence(_("“%(obj)s” could not be embedded: %(reason)s"), {"obj": source}, {"reason": reason}),
             )
             return VisualRanking(vector=None, kind="similar", source=source)
         if vector is None:
             messages.warning(
                 request,
-                _("“%(obj)s” has no visual vector yet (status: %(status)s).") % {"obj": source, "status": status},
+                name_in_sentence(
+                    _("“%(obj)s” has no visual vector yet (status: %(status)s)."), {"obj": source}, {"status": status}
+                ),
             )
             return VisualRanking(vector=None, kind="similar", source=source)
         return VisualRanking(vector=np.asarray(vector, dtype=np.float32).tolist(), kind="similar", source=source)

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponseRedirect, QueryDict
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from ..bidi import name_in_sentence
 from ..imaging import ImageDecodeError, preview_data_url, query_image
 from .ranking import PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
 
@@ -61,7 +62,8 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
     try:
         image = query_image(upload, max_bytes=model_admin.search_by_photo_max_bytes)
     except ImageDecodeError as exc:
-        messages.error(request, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
+        text = _("Cannot search by “%(name)s”: %(reason)s")
+        messages.error(request, name_in_sentence(text, {"name": upload.name}, {"reason": exc}))
         return back
     field = model_admin.get_embedding_field()
     vector = field.get_encoder().encode_visual([image])[0]

@@ -25,6 +25,7 @@ from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from ...bidi import name_in_sentence
 from ...expressions import VisualDistance
 from ...fields import embedding_path
 from ...imaging import ImageDecodeError, preview_data_url, query_image
@@ -123,7 +124,8 @@ class PhotoSearchMixin:
             try:
                 image = query_image(upload)
             except ImageDecodeError as exc:
-                message = _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc}
+                text = _("Cannot search by “%(name)s”: %(reason)s")
+                message = name_in_sentence(text, {"name": upload.name}, {"reason": exc})
                 form.add_error(PHOTO_FIELD, message)
             else:
                 encoder = embedding_path(self.model).field.get_encoder()  # type: ignore[attr-defined]
