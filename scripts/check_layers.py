@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "contrib",
             "thumbnails",
             "thumbnail_engine",
+            "uploads",
         ),
     ),
 ]

@@ -16,6 +16,7 @@ from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.formats import date_format
@@ -26,6 +27,7 @@ from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import Committed, PendingRows, embedding_deferred
+from django_semantic_images.uploads import MULTIPART_OVERHEAD
 from photos.models import Photo
 from tests.conftest import image_bytes, status_of, upload
 
@@ -292,6 +294,35 @@ def test_search_by_photo_refuses_a_file_over_the_size_limit(admin_client, photos
     monkeypatch.setattr(PhotoAdmin, "search_by_photo_max_bytes", 1000)
     response = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["coffee"])}, follow=True)
     assert any("larger than the limit" in m for m in messages_of(response))
+
+
+def test_search_by_photo_refuses_an_upload_over_the_limit_before_reading_it(
+    photos, sample_paths, counted_uploads, monkeypatch
+):
+    """Django's CSRF check read the whole form (a multi-gigabyte upload went to a temporary file)
+    before the view compared the photo with ``search_by_photo_max_bytes``: a request whose
+    Content-Length is already over the limit is refused unread, and CSRF is still checked."""
+    from photos.admin import PhotoAdmin
+
+    monkeypatch.setattr(PhotoAdmin, "search_by_photo_max_bytes", 1000)
+    editor = Client(enforce_csrf_checks=True)
+    editor.force_login(User.objects.create_superuser("csrf", "csrf@example.com", "pw"))
+    editor.get(reverse(CHANGELIST))  # the changelist's form sets the CSRF cookie
+    token = editor.cookies["csrftoken"].value
+    big = SimpleUploadedFile("big.jpg", bytes(1000 + MULTIPART_OVERHEAD), content_type="image/jpeg")
+    response = editor.post(reverse(BY_PHOTO), {"photo": big, "csrfmiddlewaretoken": token}, follow=True)
+    assert counted_uploads == []
+    assert response.redirect_chain == [(reverse(CHANGELIST), 302)]
+    (message,) = messages_of(response)
+    expected = r"Cannot search by this photo: the upload is [\d,]+ bytes, over the limit of 1,000 bytes\."
+    assert re.fullmatch(expected, message), message
+    # Within the limit the form is read; a POST without the CSRF token is still refused.
+    small = SimpleUploadedFile("small.jpg", bytes(500), content_type="image/jpeg")
+    assert editor.post(reverse(BY_PHOTO), {"photo": small}).status_code == 403
+    small.seek(0)
+    response = editor.post(reverse(BY_PHOTO), {"photo": small, "csrfmiddlewaretoken": token}, follow=True)
+    assert counted_uploads == [500, 500]  # read by the CSRF check of each
+    assert any("not an image" in m for m in messages_of(response)), messages_of(response)
 
 
 def test_an_expired_photo_search_lists_nothing(admin_client, photos):

@@ -27,6 +27,7 @@ from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
 from django_semantic_images.contrib.wagtail.views import SemanticImageIndexView
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.pipeline import embed_pks
+from django_semantic_images.uploads import MULTIPART_OVERHEAD
 
 from .editors import editor_of
 
@@ -169,6 +170,36 @@ def test_search_by_photo_needs_the_csrf_token(django_user_model, sample_images, 
     response = search_by_photo(client, resized_copy(sample_paths["coffee"]))
     assert response.status_code == 403
     assert SESSION_KEY not in client.session
+
+
+def test_a_photo_over_the_limit_is_refused_before_its_body_is_read(
+    django_user_model, sample_images, sample_paths, settings, counted_uploads
+):
+    """Django's CSRF check read the whole form (a multi-gigabyte upload, to a temporary file) before
+    the view compared the photo with ``MAX_UPLOAD_BYTES``: a request whose Content-Length is already
+    over the limit gets the listing with the error naming it, 413, its body unread."""
+    settings.SEMANTIC_IMAGES = {**getattr(settings, "SEMANTIC_IMAGES", {}), "MAX_UPLOAD_BYTES": 1000}
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(django_user_model.objects.create_superuser("csrf", "csrf@example.com", "password"))
+    client.get(reverse("wagtailimages:index"))  # the photo form sets the CSRF cookie
+    token = client.cookies["csrftoken"].value
+    big = SimpleUploadedFile("big.jpg", bytes(1000 + MULTIPART_OVERHEAD), content_type="image/jpeg")
+    response = client.post(reverse("wagtailimages:index"), {"photo": big, "csrfmiddlewaretoken": token})
+    assert counted_uploads == []
+    assert response.status_code == 413
+    (error,) = response.context["photo_form"].errors["photo"]
+    assert re.fullmatch(
+        r"Cannot search by this photo: the upload is [\d,]+ bytes, over the limit of 1,000 bytes\.", error
+    )
+    assert error in response.content.decode() and set(response.context["object_list"]) == set(sample_images.values())
+    # Within the limit the form is read, once the CSRF token is checked.
+    response = search_by_photo(client, bytes(500))
+    assert response.status_code == 403 and counted_uploads == [500]
+    response = client.post(
+        reverse("wagtailimages:index"),
+        {"photo": SimpleUploadedFile("small.jpg", bytes(500)), "csrfmiddlewaretoken": token},
+    )
+    assert response.status_code == 400 and counted_uploads == [500, 500]
 
 
 def test_search_by_photo_never_shows_another_collections_images(client, two_collections, sample_paths):
