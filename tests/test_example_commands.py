@@ -77,6 +77,34 @@ def test_load_photos_run_again_finds_a_file_stored_under_a_cleaned_name(tmp_path
 
 
 @pytest.mark.django_db
+def test_load_photos_run_again_finds_files_whose_names_were_cut_to_fit(settings, tmp_path):
+    """The image field holds 100 characters: the storage cuts a longer name short (and adds a random
+    part), and each run added such a file again. Two pictures of one long dotted name are still two."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    name = "Summer holiday at the lake with the whole family " * 2 + "v2.final.jpg"
+    for folder, colour in (("a", (90, 160, 30)), ("b", (30, 90, 160))):
+        (tmp_path / "pics" / folder).mkdir(parents=True)
+        (tmp_path / "pics" / folder / name).write_bytes(image_bytes(Image.new("RGB", (320, 240), colour)))
+    for added in (2, 0, 0):
+        out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path / "pics"))
+        assert f"Folder {tmp_path / 'pics'}: 2 files, {added} added, {2 - added} skipped." in out, out
+    stored = list(Photo.objects.values_list("image", flat=True))
+    assert len(stored) == 2 and all(len(image) == 100 for image in stored), stored
+
+
+@pytest.mark.django_db
+def test_load_photos_expands_a_tilde_in_a_quoted_folder(settings, tmp_path, monkeypatch):
+    """``--folder "~/My Pictures"`` (quoted for the space): the shell leaves the ``~`` to the command,
+    which said "~/My Pictures is not a folder"."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "My Pictures").mkdir()
+    (tmp_path / "My Pictures" / "teal.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (20, 160, 160))))
+    out = run_command("load_photos", "--no-samples", "--folder", "~/My Pictures")
+    assert f"Folder {tmp_path / 'My Pictures'}: 1 files, 1 added, 0 skipped." in out, out
+
+
+@pytest.mark.django_db
 def test_load_photos_run_again_embeds_what_an_interrupted_run_left_pending(tmp_path, make_photo):
     """A first demo stopped (Ctrl-C) after its photos were saved but before they were embedded:
     the next run finds them there, and embeds them (no worker or sweep runs in the demo)."""
