@@ -21,6 +21,7 @@ from PIL import Image
 
 from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.thumbnails import thumbnail_url
+from example_project.address import admin_base_url
 from photos.models import Photo
 from photos.samples import TEXTS
 from tests.conftest import image_bytes, run_command
@@ -183,6 +184,17 @@ def test_demo_given_only_a_port_prints_addresses_that_open():
     """``--addrport 8123`` (runserver's port-only form) serves 127.0.0.1:8123, which the demo prints."""
     out = run_command("demo", "--empty", "--no-serve", "--addrport", "8123")
     assert "Example site: http://127.0.0.1:8123/ " in out and "http://127.0.0.1:8123/admin/photos/photo/" in out, out
+
+
+def test_the_wagtail_demo_links_to_the_address_it_serves():
+    """``WAGTAILADMIN_BASE_URL`` was http://127.0.0.1:8000 whatever the Wagtail demo served
+    (``HOST=127.0.0.1:8001 make demo-wagtail``, when 8000 is taken), so Wagtail's emails and previews
+    linked to the wrong port: the demo sets it to the address served, unless the variable is set.
+    (``tests/wagtail/test_demo.py`` checks that the demo applies it.)"""
+    assert admin_base_url("127.0.0.1:8001", {}) == "http://127.0.0.1:8001"
+    assert admin_base_url("8002", {}) == "http://127.0.0.1:8002"
+    public = {"WAGTAILADMIN_BASE_URL": "https://cms.example.com"}
+    assert admin_base_url("127.0.0.1:8001", public) == "https://cms.example.com"
 
 
 def _free_port() -> int:
