@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("settings", ("conf",)),
     ("encoders", ("encoders", "imaging", "device_jpeg", "fusion", "metrics")),
     ("pipeline", ("fields", "pipeline", "training", "signals", "dispatch", "sweep", "task_body")),
-    ("query", ("calibration", "expressions", "hnsw", "query", "models", "duplicates", "keys", "replica")),
+    ("query", ("bidi", "calibration", "expressions", "hnsw", "query", "models", "duplicates", "keys", "replica")),
     (
         "integrations",
         (
@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "contrib",
             "thumbnails",
             "thumbnail_engine",
+            "uploads",
         ),
     ),
 ]

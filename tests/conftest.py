@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.uploadhandler import FileUploadHandler
 from django.core.management import call_command
 from PIL import Image
 
@@ -421,3 +422,25 @@ def french(settings, tmp_path):
         settings.LOCALE_PATHS = [str(tmp_path / "locale")]
 
     return install
+
+
+class CountingUploadHandler(FileUploadHandler):
+    """Records the size of each chunk of an uploaded file that Django's multipart parser reads."""
+
+    chunks: list[int] = []
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        self.chunks.append(len(raw_data))
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
+@pytest.fixture
+def counted_uploads(settings) -> list[int]:
+    """The sizes of the chunks of uploaded files that Django's multipart parser reads in the test
+    (empty: no upload was read)."""
+    settings.FILE_UPLOAD_HANDLERS = [f"{__name__}.CountingUploadHandler", *settings.FILE_UPLOAD_HANDLERS]
+    CountingUploadHandler.chunks = []
+    return CountingUploadHandler.chunks

@@ -16,15 +16,18 @@ from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.formats import date_format
+from django.utils.html import escape
 from PIL import Image, ImageOps
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import Committed, PendingRows, embedding_deferred
+from django_semantic_images.uploads import MULTIPART_OVERHEAD
 from photos.models import Photo
 from tests.conftest import image_bytes, status_of, upload
 
@@ -222,6 +225,20 @@ def test_the_ranking_sentence_isolates_a_right_to_left_title_or_file_name(admin_
     assert "Images most like your photo “<bdi>טיל.jpg</bdi>”, nearest first." in html
 
 
+def test_messages_isolate_a_right_to_left_title_or_file_name_and_escape_it(admin_client, photos):
+    """The messages built in Python put a title, a file name or an id in a <bdi> too (they had it as
+    plain text: an Arabic title took the quotes around it into its own direction), escaped."""
+    broken = photos["broken"]
+    Photo.objects.filter(pk=broken.pk).update(title="قطة <b>")
+    html = admin_client.get(reverse(CHANGELIST), {"similar_to": broken.pk}).content.decode()
+    assert f"“<bdi>قطة &lt;b&gt;</bdi>” could not be embedded: {escape(broken.embedding_error)}" in html
+    html = admin_client.get(reverse(CHANGELIST), {"similar_to": "٤٢"}).content.decode()
+    assert "There is no image with ID “<bdi>٤٢</bdi>” that you can see." in html
+    notes = SimpleUploadedFile("ملاحظات<i>.jpg", b"not a picture at all", content_type="image/jpeg")
+    html = admin_client.post(reverse(BY_PHOTO), {"photo": notes}, follow=True).content.decode()
+    assert "Cannot search by “<bdi>ملاحظات&lt;i&gt;.jpg</bdi>”: The file is not an image" in html
+
+
 #: Ids no row can have: past a bigint, negative, a UUID on an integer key, text, a NUL.
 NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "not-a-number", "1.5", "\x00")
 
@@ -237,7 +254,7 @@ def test_similar_images_of_a_row_whose_embedding_failed_say_why(admin_client, ph
     """Not "no visual vector yet": waiting will not give it one; the message names the reason."""
     broken = photos["broken"]
     response = admin_client.get(reverse(CHANGELIST), {"similar_to": broken.pk})
-    assert messages_of(response) == [f"“{broken}” could not be embedded: {broken.embedding_error}"]
+    assert messages_of(response) == [f"“<bdi>{broken}</bdi>” could not be embedded: {escape(broken.embedding_error)}"]
 
 
 def test_search_by_photo_finds_the_near_duplicate_first(admin_client, photos, sample_paths):
@@ -277,6 +294,35 @@ def test_search_by_photo_refuses_a_file_over_the_size_limit(admin_client, photos
     monkeypatch.setattr(PhotoAdmin, "search_by_photo_max_bytes", 1000)
     response = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["coffee"])}, follow=True)
     assert any("larger than the limit" in m for m in messages_of(response))
+
+
+def test_search_by_photo_refuses_an_upload_over_the_limit_before_reading_it(
+    photos, sample_paths, counted_uploads, monkeypatch
+):
+    """Django's CSRF check read the whole form (a multi-gigabyte upload went to a temporary file)
+    before the view compared the photo with ``search_by_photo_max_bytes``: a request whose
+    Content-Length is already over the limit is refused unread, and CSRF is still checked."""
+    from photos.admin import PhotoAdmin
+
+    monkeypatch.setattr(PhotoAdmin, "search_by_photo_max_bytes", 1000)
+    editor = Client(enforce_csrf_checks=True)
+    editor.force_login(User.objects.create_superuser("csrf", "csrf@example.com", "pw"))
+    editor.get(reverse(CHANGELIST))  # the changelist's form sets the CSRF cookie
+    token = editor.cookies["csrftoken"].value
+    big = SimpleUploadedFile("big.jpg", bytes(1000 + MULTIPART_OVERHEAD), content_type="image/jpeg")
+    response = editor.post(reverse(BY_PHOTO), {"photo": big, "csrfmiddlewaretoken": token}, follow=True)
+    assert counted_uploads == []
+    assert response.redirect_chain == [(reverse(CHANGELIST), 302)]
+    (message,) = messages_of(response)
+    expected = r"Cannot search by this photo: the upload is [\d,]+ bytes, over the limit of 1,000 bytes\."
+    assert re.fullmatch(expected, message), message
+    # Within the limit the form is read; a POST without the CSRF token is still refused.
+    small = SimpleUploadedFile("small.jpg", bytes(500), content_type="image/jpeg")
+    assert editor.post(reverse(BY_PHOTO), {"photo": small}).status_code == 403
+    small.seek(0)
+    response = editor.post(reverse(BY_PHOTO), {"photo": small, "csrfmiddlewaretoken": token}, follow=True)
+    assert counted_uploads == [500, 500]  # read by the CSRF check of each
+    assert any("not an image" in m for m in messages_of(response)), messages_of(response)
 
 
 def test_an_expired_photo_search_lists_nothing(admin_client, photos):
@@ -573,7 +619,7 @@ def test_the_add_and_change_forms_say_when_the_image_could_not_be_embedded(admin
     response = post_photo(admin_client, change, sample_paths["chelsea"].read_bytes(), "cat.jpg", "Cut")
     photo.refresh_from_db()
     assert photo.embedding_status == EmbeddingStatus.EMBEDDED
-    assert "“Cut” was embedded: searches find it now." in messages_of(response)
+    assert "“<bdi>Cut</bdi>” was embedded: searches find it now." in messages_of(response)
     # A save that changes nothing the vectors depend on says nothing about embedding.
     response = admin_client.post(change, {"title": "Cut", "alt_text": "", "owner": ""}, follow=True)
     assert response.status_code == 200 and Photo.objects.get(pk=photo.pk).published is False
@@ -609,7 +655,9 @@ def test_with_the_broker_down_the_add_form_says_the_embedding_was_not_queued(adm
         )
     assert Photo.objects.get(title="Unsent").embedding_status == EmbeddingStatus.PENDING
     texts = messages_of(response)
-    assert "“Unsent” could not be queued now and stays pending; the periodic sweep will send it." in texts, texts
+    assert "“<bdi>Unsent</bdi>” could not be queued now and stays pending; the periodic sweep will send it." in texts, (
+        texts
+    )
     assert not [m for m in texts if m.startswith("Embedding was queued")], texts
 
 
@@ -624,7 +672,7 @@ def test_with_embedding_on_save_off_the_add_form_says_nothing_was_queued(admin_c
     assert Photo.objects.get(title="Off").embedding_status == EmbeddingStatus.PENDING
     texts = messages_of(response)
     assert (
-        "“Off” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
+        "“<bdi>Off</bdi>” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
         "semantic_images_reindex embeds it." in texts
     ), texts
 
@@ -737,15 +785,15 @@ def test_similar_to_a_row_the_admin_hides_answers_like_a_missing_one(client, pho
     def page(pk: int) -> tuple[int, str, list[str], str]:
         response = client.get(url, {"similar_to": pk})
         html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
-        html = html.replace(f"“{pk}”", "“ID”").replace(f"similar_to={pk}", "similar_to=ID")
+        html = html.replace(f"“<bdi>{pk}</bdi>”", "“<bdi>ID</bdi>”").replace(f"similar_to={pk}", "similar_to=ID")
         return response.status_code, response["Content-Type"], messages_of(response), html
 
     hidden, missing = page(photos["chelsea"].pk), page(Photo.objects.order_by("-pk").first().pk + 1000)
     assert hidden[:2] == missing[:2] == (200, "text/html; charset=utf-8")
     assert hidden[3] == missing[3]
-    assert "There is no image with ID “ID” that you can see." in hidden[3]
+    assert "There is no image with ID “<bdi>ID</bdi>” that you can see." in hidden[3]
     assert [m.replace(str(photos["chelsea"].pk), "ID") for m in hidden[2]] == [
-        "There is no image with ID “ID” that you can see."
+        "There is no image with ID “<bdi>ID</bdi>” that you can see."
     ]
 
 

@@ -129,7 +129,7 @@ def test_keep_one_asks_first_then_deletes_the_others(admin_client, duplicate_pho
     response = admin_client.post(reverse(PAGE), {"action": "keep", "keep": keep.pk, "group": group}, follow=True)
     assert response.status_code == 200
     assert not Photo.objects.filter(pk__in=others).exists() and Photo.objects.filter(pk=keep.pk).exists()
-    assert "Kept “Chelsea” and deleted 2 other images." in response.content.decode()
+    assert "Kept “<bdi>Chelsea</bdi>” and deleted 2 other images." in response.content.decode()
     assert groups_on(response.content.decode()) == [pks(duplicate_photos, *COFFEE)]
     assert not NotDuplicate.objects.exists()  # marks of deleted rows are dropped
 

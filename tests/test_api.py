@@ -18,7 +18,6 @@ import pytest
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.files.uploadhandler import FileUploadHandler
 from django.db import connection
 from django_filters import rest_framework as filters
 from PIL import Image, ImageOps, features
@@ -26,10 +25,11 @@ from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 
 from django_semantic_images.api.serializers import NOT_BLANK
-from django_semantic_images.api.viewsets import MULTIPART_OVERHEAD, filterset_multi_valued
+from django_semantic_images.api.viewsets import filterset_multi_valued
 from django_semantic_images.encoders.base import l2_normalize
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
+from django_semantic_images.uploads import MULTIPART_OVERHEAD
 from photos.api import PhotoSearchViewSet
 from photos.models import Photo
 from tests.conftest import image_bytes
@@ -737,26 +737,11 @@ def test_an_oversized_upload_is_refused_with_413(client, small_uploads, size):
     assert "limit is 20,000 bytes" in response.json()["detail"]
 
 
-class CountingUploadHandler(FileUploadHandler):
-    """Records the size of each chunk of an uploaded file that Django's multipart parser reads."""
-
-    chunks: list[int] = []
-
-    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
-        self.chunks.append(len(raw_data))
-        return raw_data
-
-    def file_complete(self, file_size: int) -> None:
-        return None
-
-
 def test_a_signed_in_callers_oversized_upload_is_refused_before_its_body_is_read(
-    small_uploads, settings, django_user_model
+    small_uploads, counted_uploads, django_user_model
 ):
     """A session's POST is CSRF-checked, and Django's check reads the form (the whole upload, to a
     temporary file): the declared Content-Length must be refused before, as for anonymous callers."""
-    settings.FILE_UPLOAD_HANDLERS = [f"{__name__}.CountingUploadHandler", *settings.FILE_UPLOAD_HANDLERS]
-    CountingUploadHandler.chunks.clear()
     cache.clear()
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(django_user_model.objects.create_user("uploader", "uploader@example.com", "password"))
@@ -767,7 +752,7 @@ def test_a_signed_in_callers_oversized_upload_is_refused_before_its_body_is_read
         SEARCH, {"image": upload(data)}, format="multipart", HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value
     )
     assert response.status_code == 413, response.content
-    assert CountingUploadHandler.chunks == []
+    assert counted_uploads == []
     small = client.post(  # a photo within the limit is read, and searched
         SEARCH,
         {"image": upload(jpeg((64, 64)))},
@@ -775,7 +760,7 @@ def test_a_signed_in_callers_oversized_upload_is_refused_before_its_body_is_read
         HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
     )
     assert small.status_code == 200, small.content
-    assert sum(CountingUploadHandler.chunks) == len(jpeg((64, 64)))
+    assert sum(counted_uploads) == len(jpeg((64, 64)))
 
 
 def test_head_answers_a_search_like_get(client):

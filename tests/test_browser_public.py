@@ -21,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from django_semantic_images.conf import semantic_settings
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
 from photos.models import Photo
@@ -42,6 +43,7 @@ pytestmark = [
 ]
 
 WAIT = 60
+MAX_UPLOAD_BYTES = int(semantic_settings.MAX_UPLOAD_BYTES)
 #: Every image with a source is drawn (the photo search's preview has none until a photo is given).
 DRAWN = "return Array.from(document.images).every(i => !i.getAttribute('src') || (i.complete && i.naturalWidth > 0))"
 
@@ -187,16 +189,18 @@ def test_a_visitor_searches_by_words_likeness_and_photo_and_pages(browser, site,
 DROP = """
 const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
 const data = new DataTransfer();
-data.items.add(new File([bytes], arguments[1], {type: "image/jpeg"}));
+const parts = arguments[3] ? [bytes, new Uint8Array(arguments[3])] : [bytes];
+data.items.add(new File(parts, arguments[1], {type: arguments[2]}));
 for (const type of ["dragover", "drop"]) {
   document.body.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
 }
 """
 
 
-def drop(browser, data: bytes, name: str) -> None:
-    """Drop a file on the page, as a drag from the desktop does (Selenium cannot drag files)."""
-    browser.execute_script(DROP, base64.b64encode(data).decode(), name)
+def drop(browser, data: bytes, name: str, content_type: str = "image/jpeg", padding: int = 0) -> None:
+    """Drop a file on the page, as a drag from the desktop does (Selenium cannot drag files); ``padding``
+    zero bytes are added after ``data``."""
+    browser.execute_script(DROP, base64.b64encode(data).decode(), name, content_type, padding)
 
 
 def test_a_hidden_photo_answers_like_a_missing_one_and_bad_input_says_why(browser, site):
@@ -212,6 +216,17 @@ def test_a_hidden_photo_answers_like_a_missing_one_and_bad_input_says_why(browse
         ec.text_to_be_present_in_element((By.ID, "search-status"), "The file is not an image in a format we can read.")
     )
     assert cards(browser) == []
+    # The page's own refusals put the file's name in a <bdi>: a right-to-left one keeps the sentence in order.
+    status = browser.find_element(By.ID, "search-status")
+    drop(browser, b"a shopping list", "ملاحظات.txt", "text/plain")
+    WebDriverWait(browser, WAIT).until(ec.text_to_be_present_in_element((By.ID, "search-status"), "is not an image."))
+    assert status.get_attribute("innerHTML") == "<bdi>ملاحظات.txt</bdi> is not an image."
+    drop(browser, b"", "צילום.jpg", padding=MAX_UPLOAD_BYTES + 1)
+    WebDriverWait(browser, WAIT).until(ec.text_to_be_present_in_element((By.ID, "search-status"), "MB the site"))
+    megabytes = round(MAX_UPLOAD_BYTES / 1048576)
+    assert (
+        status.get_attribute("innerHTML") == f"<bdi>צילום.jpg</bdi> is larger than the {megabytes} MB the site accepts."
+    )
 
 
 def test_a_signed_in_owner_finds_their_unpublished_photo_and_can_search_by_photo(browser, site, sample_paths):

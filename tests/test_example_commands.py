@@ -21,6 +21,7 @@ from PIL import Image
 
 from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.thumbnails import thumbnail_url
+from example_project.address import admin_base_url
 from photos.models import Photo
 from photos.samples import TEXTS
 from tests.conftest import image_bytes, run_command
@@ -74,6 +75,34 @@ def test_load_photos_run_again_finds_a_file_stored_under_a_cleaned_name(tmp_path
     again = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
     assert f"Folder {tmp_path}: 1 files, 0 added, 1 skipped." in again, again
     assert list(Photo.objects.values_list("image", flat=True)) == ["photos/Screenshot_2024-05-01_at_10.00.00_1.png"]
+
+
+@pytest.mark.django_db
+def test_load_photos_run_again_finds_files_whose_names_were_cut_to_fit(settings, tmp_path):
+    """The image field holds 100 characters: the storage cuts a longer name short (and adds a random
+    part), and each run added such a file again. Two pictures of one long dotted name are still two."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    name = "Summer holiday at the lake with the whole family " * 2 + "v2.final.jpg"
+    for folder, colour in (("a", (90, 160, 30)), ("b", (30, 90, 160))):
+        (tmp_path / "pics" / folder).mkdir(parents=True)
+        (tmp_path / "pics" / folder / name).write_bytes(image_bytes(Image.new("RGB", (320, 240), colour)))
+    for added in (2, 0, 0):
+        out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path / "pics"))
+        assert f"Folder {tmp_path / 'pics'}: 2 files, {added} added, {2 - added} skipped." in out, out
+    stored = list(Photo.objects.values_list("image", flat=True))
+    assert len(stored) == 2 and all(len(image) == 100 for image in stored), stored
+
+
+@pytest.mark.django_db
+def test_load_photos_expands_a_tilde_in_a_quoted_folder(settings, tmp_path, monkeypatch):
+    """``--folder "~/My Pictures"`` (quoted for the space): the shell leaves the ``~`` to the command,
+    which said "~/My Pictures is not a folder"."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "My Pictures").mkdir()
+    (tmp_path / "My Pictures" / "teal.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (20, 160, 160))))
+    out = run_command("load_photos", "--no-samples", "--folder", "~/My Pictures")
+    assert f"Folder {tmp_path / 'My Pictures'}: 1 files, 1 added, 0 skipped." in out, out
 
 
 @pytest.mark.django_db
@@ -155,6 +184,17 @@ def test_demo_given_only_a_port_prints_addresses_that_open():
     """``--addrport 8123`` (runserver's port-only form) serves 127.0.0.1:8123, which the demo prints."""
     out = run_command("demo", "--empty", "--no-serve", "--addrport", "8123")
     assert "Example site: http://127.0.0.1:8123/ " in out and "http://127.0.0.1:8123/admin/photos/photo/" in out, out
+
+
+def test_the_wagtail_demo_links_to_the_address_it_serves():
+    """``WAGTAILADMIN_BASE_URL`` was http://127.0.0.1:8000 whatever the Wagtail demo served
+    (``HOST=127.0.0.1:8001 make demo-wagtail``, when 8000 is taken), so Wagtail's emails and previews
+    linked to the wrong port: the demo sets it to the address served, unless the variable is set.
+    (``tests/wagtail/test_demo.py`` checks that the demo applies it.)"""
+    assert admin_base_url("127.0.0.1:8001", {}) == "http://127.0.0.1:8001"
+    assert admin_base_url("8002", {}) == "http://127.0.0.1:8002"
+    public = {"WAGTAILADMIN_BASE_URL": "https://cms.example.com"}
+    assert admin_base_url("127.0.0.1:8001", public) == "https://cms.example.com"
 
 
 def _free_port() -> int:

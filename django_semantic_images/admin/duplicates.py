@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from ..bidi import name_in_sentence
 from ..duplicates import (
     check_threshold,
     default_threshold,
@@ -71,9 +72,8 @@ def read_threshold(request: HttpRequest) -> tuple[float, str]:
     try:
         return check_threshold(float(raw)), ""
     except ValueError:
-        return default_threshold(), _("threshold must be a number greater than 0 and at most 1, not “%(value)s”.") % {
-            "value": raw
-        }
+        text = _("threshold must be a number greater than 0 and at most 1, not “%(value)s”.")
+        return default_threshold(), name_in_sentence(text, {"value": raw})
 
 
 def date_field(model: type[models.Model], name: str | None, exclude: set[str]) -> str | None:
@@ -267,15 +267,10 @@ def keep_one(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> Htt
                 model_admin.log_deletion(request, obj, str(obj))  # type: ignore[attr-defined]  # Django < 5.1
         model_admin.delete_queryset(request, others)
         forget_rows(model_admin.model, [obj.pk for obj in doomed])
-    messages.success(
-        request,
-        ngettext(
-            "Kept “%(keep)s” and deleted %(n)d other image.",
-            "Kept “%(keep)s” and deleted %(n)d other images.",
-            len(doomed),
-        )
-        % {"keep": keep, "n": len(doomed)},
+    text = ngettext(
+        "Kept “%(keep)s” and deleted %(n)d other image.", "Kept “%(keep)s” and deleted %(n)d other images.", len(doomed)
     )
+    messages.success(request, name_in_sentence(text, {"keep": keep}, {"n": len(doomed)}))
     return back
 
 

@@ -27,7 +27,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .. import thumbnails
+from .. import thumbnails, uploads
+from ..bidi import name_in_sentence
 from ..checks import photo_search_session_check
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
@@ -39,7 +40,7 @@ from .actions import reembed_selected
 from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
 from .filters import EmbeddingStatusFilter
 from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
-from .views import PhotoSearchForm, kept_filters, search_by_photo
+from .views import PhotoSearchForm, kept_filters, refuse_oversized, search_by_photo
 
 #: Names of the read-only change-form entries the mixin adds.
 DETAILS = "embedding_details"
@@ -139,7 +140,10 @@ class SemanticSearchAdminMixin(_AdminBase):
         return [
             path(
                 "search-by-photo/",
-                self.admin_site.admin_view(self.search_by_photo_view),
+                # An upload over the limit is refused before Django's CSRF check reads it (uploads.py).
+                self.admin_site.admin_view(
+                    uploads.size_checked(self.search_by_photo_view, self.refuse_oversized_photo)
+                ),
                 name=f"{opts.app_label}_{opts.model_name}_search_by_photo",
             ),
             path(
@@ -152,6 +156,10 @@ class SemanticSearchAdminMixin(_AdminBase):
 
     def search_by_photo_view(self, request: HttpRequest) -> HttpResponse:
         return search_by_photo(self, request)
+
+    def refuse_oversized_photo(self, request: HttpRequest) -> HttpResponse | None:
+        """A search by photo whose body is too large for ``search_by_photo_max_bytes``, unread."""
+        return refuse_oversized(self, request)
 
     def duplicates_view(self, request: HttpRequest) -> HttpResponse:
         return duplicates.duplicates_view(self, request)
@@ -222,20 +230,25 @@ class SemanticSearchAdminMixin(_AdminBase):
         # get_object() goes through get_queryset(request): a row the editor cannot see is not found.
         source = self.get_object(request, pk)
         if source is None:
-            messages.warning(request, _("There is no image with ID “%(pk)s” that you can see.") % {"pk": pk})
+            messages.warning(
+                request, name_in_sentence(_("There is no image with ID “%(pk)s” that you can see."), {"pk": pk})
+            )
             return VisualRanking(vector=None, kind="similar")
         vector = getattr(source, field.visual_field)
         status = getattr(source, field.column("status"))
         if vector is None and status == EmbeddingStatus.FAILED:  # waiting will not help: say why
             reason = getattr(source, field.column("error")) or _("no reason was recorded")
             messages.warning(
-                request, _("“%(obj)s” could not be embedded: %(reason)s") % {"obj": source, "reason": reason}
+                request,
+                name_in_sentence(_("“%(obj)s” could not be embedded: %(reason)s"), {"obj": source}, {"reason": reason}),
             )
             return VisualRanking(vector=None, kind="similar", source=source)
         if vector is None:
             messages.warning(
                 request,
-                _("“%(obj)s” has no visual vector yet (status: %(status)s).") % {"obj": source, "status": status},
+                name_in_sentence(
+                    _("“%(obj)s” has no visual vector yet (status: %(status)s)."), {"obj": source}, {"status": status}
+                ),
             )
             return VisualRanking(vector=None, kind="similar", source=source)
         return VisualRanking(vector=np.asarray(vector, dtype=np.float32).tolist(), kind="similar", source=source)

@@ -16,6 +16,7 @@ from django.db import models, router, transaction
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 
+from ..bidi import name_in_sentence
 from ..conf import semantic_settings
 from ..dispatch import use_queue
 from ..fields import EmbeddingStatus, ImageEmbeddingField
@@ -44,29 +45,35 @@ def embedding_message(instance: models.Model, field: ImageEmbeddingField) -> tup
     A pending row without a lease or a claim was not sent: the signals lease a row they mark
     pending, and ``dispatch.forget_sent`` drops the lease of work the engine refused."""
     status = getattr(instance, field.column("status"))
-    name = {"obj": instance}
+    name = {"obj": instance}  # isolated for bidirectional text (bidi.name_in_sentence)
     if status == EmbeddingStatus.EMBEDDED:
-        return messages.SUCCESS, _("“%(obj)s” was embedded: searches find it now.") % name
+        return messages.SUCCESS, name_in_sentence(_("“%(obj)s” was embedded: searches find it now."), name)
     if status == EmbeddingStatus.FAILED:
         reason = getattr(instance, field.column("error")) or _("no reason given")
         return messages.ERROR, _("The image could not be embedded: %(reason)s") % {"reason": reason}
     if not semantic_settings.EMBED_ON_SAVE:  # no work was sent: the signals only marked it pending
-        return messages.INFO, _(
-            "“%(obj)s” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
-            "semantic_images_reindex embeds it."
-        ) % name
+        return messages.INFO, name_in_sentence(
+            _(
+                "“%(obj)s” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
+                "semantic_images_reindex embeds it."
+            ),
+            name,
+        )
     if use_queue():
         if not getattr(instance, field.column("claimed_by")) and getattr(instance, field.column("lease_until")) is None:
             # The engine refused the work (dispatch.forget_sent dropped the lease the signals set).
-            return messages.WARNING, _(
-                "“%(obj)s” could not be queued now and stays pending; the periodic sweep will send it."
-            ) % name
-        return messages.INFO, _(
-            "Embedding was queued; “%(obj)s” shows as pending, and searches find it once a worker has embedded it."
-        ) % name
-    return messages.WARNING, _(
-        "“%(obj)s” could not be embedded now and stays pending; the periodic sweep will try again."
-    ) % name
+            return messages.WARNING, name_in_sentence(
+                _("“%(obj)s” could not be queued now and stays pending; the periodic sweep will send it."),
+                name,
+            )
+        return messages.INFO, name_in_sentence(
+            _("Embedding was queued; “%(obj)s” shows as pending, and searches find it once a worker has embedded it."),
+            name,
+        )
+    return messages.WARNING, name_in_sentence(
+        _("“%(obj)s” could not be embedded now and stays pending; the periodic sweep will try again."),
+        name,
+    )
 
 
 def report_after_commit(

@@ -12,7 +12,9 @@ from django.http import HttpRequest, HttpResponseRedirect, QueryDict
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from ..bidi import name_in_sentence
 from ..imaging import ImageDecodeError, preview_data_url, query_image
+from ..uploads import declared_over
 from .ranking import PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
 
 if TYPE_CHECKING:
@@ -38,6 +40,21 @@ def kept_filters(query_string: str) -> QueryDict:
     return params
 
 
+def refuse_oversized(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> HttpResponseRedirect | None:
+    """The changelist with an error message naming the limit, for a POST whose ``Content-Length``
+    is too large for a photo of ``search_by_photo_max_bytes``: sent before anything reads the body
+    (nor its kept filters); None for any other request."""
+    limit = int(model_admin.search_by_photo_max_bytes)
+    declared = declared_over(request, limit)
+    if declared is None:
+        return None
+    if not model_admin.has_view_or_change_permission(request):
+        raise PermissionDenied
+    message = _("Cannot search by this photo: the upload is %(size)s bytes, over the limit of %(limit)s bytes.")
+    messages.error(request, message % {"size": f"{declared:,}", "limit": f"{limit:,}"})
+    return HttpResponseRedirect(model_admin.changelist_url())
+
+
 def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> HttpResponseRedirect:
     """POST a picture; redirect to the changelist ranked by likeness to it.
 
@@ -61,7 +78,8 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
     try:
         image = query_image(upload, max_bytes=model_admin.search_by_photo_max_bytes)
     except ImageDecodeError as exc:
-        messages.error(request, _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc})
+        text = _("Cannot search by “%(name)s”: %(reason)s")
+        messages.error(request, name_in_sentence(text, {"name": upload.name}, {"reason": exc}))
         return back
     field = model_admin.get_embedding_field()
     vector = field.get_encoder().encode_visual([image])[0]

@@ -46,6 +46,7 @@ from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..pipeline import public_reason
 from ..query import SemanticQuerySetMixin, searchable, text_search
+from ..uploads import declared_over
 from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
@@ -72,9 +73,6 @@ from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
 
 THRESHOLD_PARAM = "threshold"
 THRESHOLD_MESSAGE = "threshold must be a number greater than 0 and at most 1 (a cosine distance)."
-
-# Multipart framing around the file: the Content-Length check allows this much on top.
-MULTIPART_OVERHEAD = 64 * 1024
 
 
 class ParamRules(NamedTuple):
@@ -508,11 +506,8 @@ def refuse_declared_oversize(request: Request) -> None:
     """``PayloadTooLarge`` for a request whose ``Content-Length`` says its upload is over
     ``MAX_UPLOAD_BYTES`` (and the form's overhead): refused before anything reads its body."""
     limit = int(semantic_settings.MAX_UPLOAD_BYTES)
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit + MULTIPART_OVERHEAD:
+    declared = declared_over(request, limit)
+    if declared is not None:
         raise PayloadTooLarge(f"The upload is {declared:,} bytes; the limit is {limit:,} bytes.")
 
 

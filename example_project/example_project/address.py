@@ -8,8 +8,10 @@ settings started kept running (example_project/database.py). A ``CommandError`` 
 from __future__ import annotations
 
 import errno
+import os
 import re
 import socket
+from collections.abc import Mapping
 
 from django.core.management.base import CommandError
 from django.core.management.commands.runserver import naiveip_re
@@ -47,3 +49,10 @@ def site_url(addrport: str) -> str:
         return f"http://{addrport}"
     addr = found["addr"] or "127.0.0.1"
     return f"http://{'0.0.0.0' if addr == '0' else addr}:{found['port']}"
+
+
+def admin_base_url(addrport: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The Wagtail example's ``WAGTAILADMIN_BASE_URL`` (the site address in Wagtail's emails and
+    previews) when it serves at ``addrport``: the ``WAGTAILADMIN_BASE_URL`` environment variable when
+    set (a proxy's public address), else the address served (``site_url``), not a fixed port 8000."""
+    return environ.get("WAGTAILADMIN_BASE_URL") or site_url(addrport)

@@ -84,6 +84,8 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 
 WAGTAIL_SITE_NAME = "Semantic images: Wagtail example"
+# The site's address in Wagtail's emails and previews. ``manage.py demo`` sets it to the address it
+# serves (``--addrport``, ``HOST=`` for make); this environment variable, when set, wins there too.
 WAGTAILADMIN_BASE_URL = os.environ.get("WAGTAILADMIN_BASE_URL", "http://127.0.0.1:8000")
 WAGTAILSEARCH_BACKENDS = {"default": {"BACKEND": "wagtail.search.backends.database"}}
 WAGTAILIMAGES_EXTENSIONS = ["gif", "jpg", "jpeg", "png", "webp"]

@@ -78,7 +78,8 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     scratch_database, tmp_path
 ):
     url, name = scratch_database
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL")}
+    unset = ("DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL", "WAGTAILADMIN_BASE_URL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(DATABASE_URL=url, MEDIA_ROOT=str(tmp_path / "media"))
     done = subprocess.run(
         [sys.executable, "manage.py", "demo", "--no-serve"],
@@ -92,6 +93,7 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     samples = sample_photo_paths()
     assert f"Images: {len(samples)} embedded" in done.stdout, done.stdout
     assert "login: admin / admin" in done.stdout
+    assert "Wagtail's emails and previews link to http://127.0.0.1:8000 (WAGTAILADMIN_BASE_URL)" in done.stdout
     params = connection.get_connection_params()
     with psycopg.connect(
         host=params.get("host") or "", port=params.get("port") or 5432, user=params.get("user") or "", dbname=name
@@ -122,8 +124,8 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     # Run again after the media folder was deleted: the files are stored again and render again.
     assert json.loads(shell(RENDITIONS, env)) == [True] * len(samples)
     shutil.rmtree(tmp_path / "media")
-    again = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--no-serve"],
+    again = subprocess.run(  # at another address (HOST=127.0.0.1:8123 make demo-wagtail): the links follow it
+        [sys.executable, "manage.py", "demo", "--no-serve", "--addrport", "127.0.0.1:8123"],
         cwd=SITE,
         env=env,
         capture_output=True,
@@ -132,6 +134,7 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Images: {len(samples)} embedded" in again.stdout and "Added" not in again.stdout, again.stdout
+    assert "link to http://127.0.0.1:8123 (WAGTAILADMIN_BASE_URL)" in again.stdout, again.stdout
     assert json.loads(shell(RENDITIONS, env)) == [True] * len(samples)
 
 

@@ -145,6 +145,7 @@ def test_reembed_marks_pending_and_embeds(
     superuser_client, sample_images, make_image, sample_paths, django_capture_on_commit_callbacks
 ):
     cat = sample_images["chelsea"]
+    get_image_model().objects.filter(pk=cat.pk).update(title="חתול <i>")  # right to left, with markup
     url = reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,))
     assert url == f"/cms/images/{cat.pk}/reembed/"
     assert url in edit_page(superuser_client, cat).content.decode()  # the button's form
@@ -157,7 +158,8 @@ def test_reembed_marks_pending_and_embeds(
         callback()
     assert status_of(cat) == EmbeddingStatus.EMBEDDED
     page = superuser_client.get(response["Location"])
-    assert "will be embedded again" in page.content.decode()  # Wagtail's message
+    # Wagtail's message, the title isolated (bidirectional text) and escaped.
+    assert "Image “<bdi>חתול &lt;i&gt;</bdi>” will be embedded again." in page.content.decode()
 
 
 def test_reembed_keeps_the_listing_the_editor_came_from(superuser_client, sample_images):

@@ -27,6 +27,7 @@ from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
 from django_semantic_images.contrib.wagtail.views import SemanticImageIndexView
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.pipeline import embed_pks
+from django_semantic_images.uploads import MULTIPART_OVERHEAD
 
 from .editors import editor_of
 
@@ -133,7 +134,7 @@ def test_bad_photos_give_a_form_error_and_save_nothing(superuser_client, sample_
     too_many_pixels = search_by_photo(superuser_client, photo)
     settings.SEMANTIC_IMAGES = defaults
     cases = {
-        "not an image": search_by_photo(superuser_client, b"%PDF-1.4 not a picture", name="report.pdf"),
+        "not an image": search_by_photo(superuser_client, b"%PDF-1.4 not a picture", name="דוח<b>.pdf"),
         "corrupt": search_by_photo(superuser_client, photo[: len(photo) // 3], name="cut.jpg"),
         "too big": too_big,
         "too many pixels": too_many_pixels,
@@ -147,7 +148,8 @@ def test_bad_photos_give_a_form_error_and_save_nothing(superuser_client, sample_
         assert "data-semantic-photo-errors" in html and str(errors[0])[:20] in html.replace("&quot;", '"'), case
         # The listing itself is still there, unranked.
         assert set(response.context["object_list"]) == set(sample_images.values()), case
-    assert "report.pdf" in str(cases["not an image"].context["photo_form"].errors["photo"][0])
+    # The file's name in a <bdi> (a right-to-left one keeps the sentence's quotes in place), escaped.
+    assert "Cannot search by “<bdi>דוח&lt;b&gt;.pdf</bdi>”: " in cases["not an image"].content.decode()
     assert get_image_model().objects.count() == images_before
     assert media_files() == files_before
     # A token this session does not hold ranks nothing and says so.
@@ -168,6 +170,36 @@ def test_search_by_photo_needs_the_csrf_token(django_user_model, sample_images, 
     response = search_by_photo(client, resized_copy(sample_paths["coffee"]))
     assert response.status_code == 403
     assert SESSION_KEY not in client.session
+
+
+def test_a_photo_over_the_limit_is_refused_before_its_body_is_read(
+    django_user_model, sample_images, sample_paths, settings, counted_uploads
+):
+    """Django's CSRF check read the whole form (a multi-gigabyte upload, to a temporary file) before
+    the view compared the photo with ``MAX_UPLOAD_BYTES``: a request whose Content-Length is already
+    over the limit gets the listing with the error naming it, 413, its body unread."""
+    settings.SEMANTIC_IMAGES = {**getattr(settings, "SEMANTIC_IMAGES", {}), "MAX_UPLOAD_BYTES": 1000}
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(django_user_model.objects.create_superuser("csrf", "csrf@example.com", "password"))
+    client.get(reverse("wagtailimages:index"))  # the photo form sets the CSRF cookie
+    token = client.cookies["csrftoken"].value
+    big = SimpleUploadedFile("big.jpg", bytes(1000 + MULTIPART_OVERHEAD), content_type="image/jpeg")
+    response = client.post(reverse("wagtailimages:index"), {"photo": big, "csrfmiddlewaretoken": token})
+    assert counted_uploads == []
+    assert response.status_code == 413
+    (error,) = response.context["photo_form"].errors["photo"]
+    assert re.fullmatch(
+        r"Cannot search by this photo: the upload is [\d,]+ bytes, over the limit of 1,000 bytes\.", error
+    )
+    assert error in response.content.decode() and set(response.context["object_list"]) == set(sample_images.values())
+    # Within the limit the form is read, once the CSRF token is checked.
+    response = search_by_photo(client, bytes(500))
+    assert response.status_code == 403 and counted_uploads == [500]
+    response = client.post(
+        reverse("wagtailimages:index"),
+        {"photo": SimpleUploadedFile("small.jpg", bytes(500)), "csrfmiddlewaretoken": token},
+    )
+    assert response.status_code == 400 and counted_uploads == [500, 500]
 
 
 def test_search_by_photo_never_shows_another_collections_images(client, two_collections, sample_paths):

@@ -25,6 +25,7 @@ from wagtail.admin import messages
 from wagtail.admin.utils import get_valid_next_url_from_request
 from wagtail.images.views.images import EditView
 
+from ...bidi import name_in_sentence
 from ...fields import EmbeddingStatus
 from ...query import similar_to
 from .models import RELATED_NAME
@@ -129,7 +130,9 @@ class ReembedView(View):
         changeable = image_permission_policy().instances_user_has_permission_for(request.user, "change")
         image = get_object_or_404(changeable, pk=image_id)
         request_embedding(image.pk)
-        messages.success(request, _("Image '%(title)s' will be embedded again.") % {"title": image.title})
+        messages.success(
+            request, name_in_sentence(_("Image “%(title)s” will be embedded again."), {"title": image.title})
+        )
         edit_url = reverse("wagtailimages:edit", args=(image.pk,))
         # The edit page's way back to the listing (its filters, search and page), if on this site.
         next_url = get_valid_next_url_from_request(request)

@@ -24,11 +24,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDi
 from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views.decorators.csrf import csrf_exempt
 
+from ...bidi import name_in_sentence
+from ...conf import semantic_settings
 from ...expressions import VisualDistance
 from ...fields import embedding_path
 from ...imaging import ImageDecodeError, preview_data_url, query_image
 from ...query import similar_to
+from ...uploads import csrf_rejection, declared_over
 from .search import DEFAULT_LIMIT
 
 #: The query-string parameter that names a stored photo query.
@@ -106,7 +110,11 @@ class PhotoSearchMixin:
 
     A valid photo redirects (303) to the listing with ``?photo=<token>``; a bad one (no file,
     not an image, corrupt, over ``MAX_UPLOAD_BYTES`` / ``MAX_IMAGE_PIXELS``) renders the listing
-    again with the form's error, status 400. Nothing is stored but the session's entry.
+    again with the form's error, status 400. Nothing is stored but the session's entry. A request
+    whose ``Content-Length`` is already too large for ``MAX_UPLOAD_BYTES`` gets the listing with
+    the error, status 413, before anything reads its body: the view is exempt from Django's CSRF
+    middleware, whose check reads the whole form, and runs that check itself after the size's
+    (``uploads.csrf_rejection``).
     """
 
     request: HttpRequest
@@ -116,14 +124,34 @@ class PhotoSearchMixin:
     photo_search_results = DEFAULT_LIMIT
     photo_form: PhotoSearchForm | None = None
 
+    #: The declared size of a POST too large for ``MAX_UPLOAD_BYTES`` (None: within it).
+    oversized: int | None = None
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        """The view, exempt from Django's CSRF middleware: ``dispatch`` runs the same check, after
+        the upload's size."""
+        return csrf_exempt(super().as_view(**initkwargs))  # type: ignore[misc]
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            self.oversized = declared_over(request, int(semantic_settings.MAX_UPLOAD_BYTES))
+            rejected = None if self.oversized is not None else csrf_rejection(request)
+            if rejected is not None:
+                return rejected
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if self.oversized is not None:  # its body is not read (nor CSRF-checked, which reads it)
+            return self.refuse_oversized(request, *args, **kwargs)
         form = PhotoSearchForm(request.POST, request.FILES)
         if form.is_valid():
             upload = form.cleaned_data[PHOTO_FIELD]
             try:
                 image = query_image(upload)
             except ImageDecodeError as exc:
-                message = _("Cannot search by “%(name)s”: %(reason)s") % {"name": upload.name, "reason": exc}
+                text = _("Cannot search by “%(name)s”: %(reason)s")
+                message = name_in_sentence(text, {"name": upload.name}, {"reason": exc})
                 form.add_error(PHOTO_FIELD, message)
             else:
                 encoder = embedding_path(self.model).field.get_encoder()  # type: ignore[attr-defined]
@@ -135,6 +163,17 @@ class PhotoSearchMixin:
         self.photo_form = form
         response = self.get(request, *args, **kwargs)  # type: ignore[attr-defined]
         response.status_code = 400
+        return response
+
+    def refuse_oversized(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The listing with the form's error naming the limit, status 413."""
+        limit = int(semantic_settings.MAX_UPLOAD_BYTES)
+        form = PhotoSearchForm(data={})
+        message = _("Cannot search by this photo: the upload is %(size)s bytes, over the limit of %(limit)s bytes.")
+        form.errors[PHOTO_FIELD] = form.error_class([message % {"size": f"{self.oversized:,}", "limit": f"{limit:,}"}])
+        self.photo_form = form
+        response = self.get(request, *args, **kwargs)  # type: ignore[attr-defined]
+        response.status_code = 413
         return response
 
     def kept_params(self) -> QueryDict:

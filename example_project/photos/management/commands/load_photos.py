@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
@@ -62,13 +62,28 @@ def stored_name(path: Path) -> str:
     return Photo._meta.get_field("image").generate_filename(None, path.name)
 
 
+def stored_name_pattern(name: str) -> str:
+    """A regular expression of the names the storage can give a file of the name ``name``, as Django's
+    ``Storage.get_available_name`` makes them: ``name`` itself when it is free and fits the image
+    field's ``max_length`` (100), else ``<root>_abc1234<extensions>``, the root (the file's name before
+    its first dot) cut short when the name would not fit."""
+    max_length = Photo._meta.get_field("image").max_length or 100
+    folder, file_name = posixpath.split(name)
+    extensions = "".join(PurePosixPath(file_name).suffixes)
+    root = file_name.removesuffix(extensions)
+    prefix = f"{folder}/" if folder else ""
+    cut = root[: max(0, max_length - len(prefix) - len("_abc1234") - len(extensions))]
+    other = rf"{re.escape(prefix + cut)}_[A-Za-z0-9]{{7}}{re.escape(extensions)}"
+    return rf"^({re.escape(name)}|{other})$" if len(name) <= max_length else rf"^{other}$"
+
+
 def stored_copy(path: Path) -> Photo | None:
     """The Photo that already holds this file: under its stored name, or, with the same bytes, under the
-    name the storage gave it when another picture had that one (``<name>_abc1234.jpg``). Two pictures
-    of one name (IMG_0001.jpg of two folders) are two photos; the same picture again is one."""
+    name the storage gave it when another picture had that one (``<name>_abc1234.jpg``) or when the name
+    was too long for the field (cut short, with the same random part). Two pictures of one name
+    (IMG_0001.jpg of two folders) are two photos; the same picture again is one."""
     name = stored_name(path)
-    stem, suffix = posixpath.splitext(name)
-    pattern = rf"^{re.escape(stem)}(_[A-Za-z0-9]{{7}})?{re.escape(suffix)}$"
+    pattern = stored_name_pattern(name)
     try:
         data = path.read_bytes()
     except OSError:  # unreadable: why_skip() says why
@@ -87,11 +102,11 @@ def stored_copy(path: Path) -> Photo | None:
 def left_in_storage(path: Path) -> bool:
     """Whether the file's stored name already holds its bytes without a Photo (the media folder of a
     database that is gone): the Photo takes it as it is, rather than a copy under a new name (``_abc1234``)."""
-    storage = Photo._meta.get_field("image").storage
+    field = Photo._meta.get_field("image")
     name = stored_name(path)
-    if not storage.exists(name):
+    if len(name) > (field.max_length or 100) or not field.storage.exists(name):  # a longer name is never stored
         return False
-    with storage.open(name, "rb") as stored:
+    with field.storage.open(name, "rb") as stored:
         return stored.read() == path.read_bytes()
 
 
@@ -127,7 +142,11 @@ class Command(BaseCommand):
     help = "Add the sample photos (and/or every file of --folder) as Photos and embed them."
 
     def add_arguments(self, parser):
-        parser.add_argument("--folder", type=Path, help="Also add every image in this folder (recursively).")
+        parser.add_argument(
+            "--folder",
+            type=lambda value: Path(value).expanduser(),  # "~/Pictures" in quotes: the shell left "~" as it is
+            help="Also add every image in this folder (recursively).",
+        )
         parser.add_argument("--no-samples", action="store_true", help="Skip the bundled sample photos.")
 
     def handle(self, *args, folder: Path | None = None, no_samples: bool = False, **options):

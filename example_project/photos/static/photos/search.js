@@ -99,14 +99,19 @@
     return ["All photos, newest first"];
   }
 
-  function showHeading([before, name, after]) {
+  function showHeading(parts) {
+    showText(heading, parts);
+  }
+
+  // Put [before, name, after] in element as text, the name in a <bdi> (none: the text alone).
+  function showText(element, [before, name, after]) {
     if (name === undefined) {
-      heading.replaceChildren(before);
+      element.replaceChildren(before);
       return;
     }
     const isolated = document.createElement("bdi");
     isolated.textContent = name;
-    heading.replaceChildren(before, isolated, after);
+    element.replaceChildren(before, isolated, after);
   }
 
   // The API's error body: {"detail": "..."} or {"parameter": ["message", ...]}.
@@ -160,9 +165,10 @@
     return text + (more ? "; more on the next page." : ".");
   }
 
+  // message: a text, or [before, name, after] whose name (a file name) goes in a <bdi>.
   function fail(message) {
     grid.replaceChildren();
-    status.textContent = message;
+    showText(status, Array.isArray(message) ? message : [message]);
     previous.disabled = next.disabled = true;
     pageNumber.textContent = "";
     app.removeAttribute("aria-busy");
@@ -195,11 +201,11 @@
   function searchByPhoto(file) {
     if (!file) return;
     if (!file.type.startsWith("image/")) {
-      fail(file.name + " is not an image.");
+      fail(["", file.name, " is not an image."]);
       return;
     }
     if (file.size > maxUploadBytes) {
-      fail(file.name + " is larger than the " + Math.round(maxUploadBytes / 1048576) + " MB the site accepts.");
+      fail(["", file.name, " is larger than the " + Math.round(maxUploadBytes / 1048576) + " MB the site accepts."]);
       return;
     }
     if (previewUrl) URL.revokeObjectURL(previewUrl);

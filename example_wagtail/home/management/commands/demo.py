@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.core.files.images import ImageFile
@@ -20,7 +21,7 @@ from wagtail.models import Collection, Page, Site
 
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.encoders import get_encoder
-from example_project.address import check_free, site_url
+from example_project.address import admin_base_url, check_free, site_url
 from home.models import HomePage
 from photos.samples import sample_photo_paths
 
@@ -41,6 +42,9 @@ class Command(BaseCommand):
     def handle(self, *args, addrport: str, no_serve: bool, **options):
         if not no_serve:
             check_free(addrport)  # before minutes of set-up, and so that the database stops with the demo
+        # Wagtail's emails and previews link to the address served (HOST=127.0.0.1:8001 make demo-wagtail),
+        # not the settings' default port 8000; the environment variable, when set, wins.
+        settings.WAGTAILADMIN_BASE_URL = admin_base_url(addrport)
         call_command("migrate", interactive=False, verbosity=0)
         images = self.add_images()
         self.add_home_page(images)
@@ -59,6 +63,7 @@ class Command(BaseCommand):
                 f"\nWagtail example: {url}/admin/images/   login: {USERNAME} / {PASSWORD}\n"
                 f"Search the images with: {', '.join(SUGGESTIONS)}\n"
                 f"The page editor's image chooser: {url}/admin/pages/{HomePage.objects.first().pk}/edit/\n"
+                f"Wagtail's emails and previews link to {settings.WAGTAILADMIN_BASE_URL} (WAGTAILADMIN_BASE_URL)\n"
             )
         )
         if not no_serve:
