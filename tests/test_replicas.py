@@ -372,3 +372,20 @@ def test_a_replica_that_cannot_be_reached_leaves_the_searches_to_the_primary(
         replica.forget()
     caught_up()
     assert Photo.objects.semantic_search("a cat").db == REPLICA  # tried again, and up
+
+
+def test_the_status_command_reports_the_server_the_rows_are_read_from(standby, settings):
+    """``semantic_images_status`` read ``shared_buffers`` from ``default`` whatever database the
+    model is on: behind a router reading from the standby (``shared_buffers`` 32 MB) it said the
+    primary's."""
+    import json
+
+    from tests.conftest import run_command
+
+    settings.DATABASE_ROUTERS = [f"{__name__}.ReadsFromTheReplica"]
+    on_standby = one(REPLICA, "SELECT pg_size_bytes(current_setting('shared_buffers'))")
+    assert on_standby != one("default", "SELECT pg_size_bytes(current_setting('shared_buffers'))")
+    data = json.loads(run_command("semantic_images_status", "--json"))
+    assert data["shared_buffers_bytes"] == on_standby
+    assert {(f["database"], f["shared_buffers_bytes"]) for f in data["fields"]} == {(REPLICA, on_standby)}
+    assert f"shared_buffers {on_standby / 2**20:.0f} MB (database '{REPLICA}')" in run_command("semantic_images_status")
