@@ -269,7 +269,7 @@ def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: s
             )
             forget_sent(model, pks, field)
             return False
-    from .pipeline import TRANSIENT_ERRORS, embed_pks, mark_transient_failure
+    from .pipeline import TRANSIENT_ERRORS, embed_pks, error_reason, mark_transient_failure
 
     try:
         embed_pks(model, pks, field=field)
@@ -280,6 +280,7 @@ def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: s
         )
         mark_transient_failure(model, list(pks), field, exc)
         return False
-    except Exception:  # an in-process failure must not break the save that triggered it
+    except Exception as exc:  # an in-process failure must not break the save that triggered it
         logger.exception("In-process embedding of %s %s failed; the sweep will retry.", model._meta.label, list(pks))
+        mark_transient_failure(model, list(pks), field, exc, error_reason(exc))  # with the reason, for the sweep
         return False

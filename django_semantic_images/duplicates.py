@@ -28,6 +28,7 @@ from .conf import semantic_settings
 from .fields import EmbeddingStatus, embedding_path
 from .hnsw import hnsw_settings
 from .models import NotDuplicate
+from .replica import search_alias
 
 #: Nearest rows looked at per row: a picture with more copies than this still forms one
 #: group, as long as its copies are each other's neighbours.
@@ -101,13 +102,17 @@ def duplicate_pairs(
     queryset: models.QuerySet, threshold: float, *, field: str | None = None, neighbours: int = DUPLICATE_NEIGHBOURS
 ) -> Iterator[Pair]:
     """``(pk, pk, distance)`` for each row and each of its ``neighbours`` nearest rows within
-    ``threshold`` (a pair may come twice, once from each side)."""
+    ``threshold`` (a pair may come twice, once from each side). Read where a ranked search of
+    ``queryset`` reads: ``SEARCH_DATABASE`` where it applies (``replica.search_alias``)."""
     to_python = queryset.model._meta.pk.to_python
     batches = neighbour_rows(queryset, field=field, neighbours=neighbours)
+    alias = search_alias(queryset)  # a search: on SEARCH_DATABASE where it applies (docs/replicas.md)
+    if alias is not None:
+        batches = batches.using(alias)
     last: Any = None
     while True:
         batch = batches if last is None else batches.filter(pk__gt=last)
-        with hnsw_settings(queryset.db, ef_search=max(DUPLICATE_EF_SEARCH, neighbours)):
+        with hnsw_settings(batches.db, ef_search=max(DUPLICATE_EF_SEARCH, neighbours)):
             found = list(batch[:BATCH_ROWS])
         for pk, near in found:
             for item in near or ():

@@ -6,7 +6,8 @@ unchanged is skipped; a row whose file cannot be read or decoded is marked
 ``failed`` with the reason, and the rest of its batch goes on. A row whose own
 file fails with another error (a storage fault) is marked ``failed`` with
 ``TRANSIENT_PREFIX`` and a try count: the sweep tries it again, ``TRANSIENT_ATTEMPTS``
-times in all.
+times in all. So is a row that fails alone with an unexpected error (a database error on its
+write, the encoder's own error), once its batch, rolled back, is done again row by row.
 A row from an encoder that differs only on the text side (same image part of
 the identity, a stored norm) gets its semantic vector rebuilt from its stored
 visual vector and norm, without its image being read (``text_only_candidates``).
@@ -120,9 +121,22 @@ def transient_error(previous: str, reason: str) -> str:
     return f"{TRANSIENT_PREFIX}(attempt {tries} of {TRANSIENT_ATTEMPTS}) {reason}"
 
 
-def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
-    """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free
-    (the tries are counted: see ``transient_error``)."""
+#: The longest reason kept from an unexpected error (a database's DETAIL may quote a whole row).
+REASON_CHARS = 500
+
+
+def error_reason(exc: BaseException) -> str:
+    """An unexpected error as a failed row's reason: its type and its message's first line, cut
+    at ``REASON_CHARS``."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:REASON_CHARS]
+
+
+def mark_transient_failure(
+    model: Any, pks: list[Any], field: str | None, exc: BaseException, reason: str | None = None
+) -> None:
+    """Retries ran out: record why (``reason``, else ``exc``'s message), in a form the sweep
+    recognises, on rows still pending and free (the tries are counted: see ``transient_error``)."""
     emb = get_embedding_field(model, field)
     status, error = emb.column("status"), emb.column("error")
     try:
@@ -131,7 +145,7 @@ def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: B
         )
         for pk, previous in list(rows.values_list("pk", error)):
             rows.filter(pk=pk).update(
-                **{status: EmbeddingStatus.FAILED, error: transient_error(previous or "", str(exc))}
+                **{status: EmbeddingStatus.FAILED, error: transient_error(previous or "", reason or str(exc))}
             )
     except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
         logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
@@ -460,7 +474,6 @@ def _batch_pixels(encoder: Encoder, good: list[_Item], decoder: Decoder | None) 
                 continue
         if tensor is None:
             tensor = torch.from_numpy(item.pixels).to(encoder.device)
-        item.data = b""
         batch.append(tensor)
         kept.append(item)
     return torch.stack(batch) if batch else None, kept
@@ -481,7 +494,10 @@ def embed_instances(
     Batch *n + 1* is read and decoded in a thread pool while batch *n* is encoded,
     so decoding overlaps inference. ``progress(k)`` is called after each batch of ``k`` rows.
     Raises ``TransientError`` when every file of a batch failed with a fault that may pass
-    (storage looks gone), or a database error; rows written before the fault keep their vectors.
+    (storage looks gone), or every row of a batch failed alone with another error (see
+    ``_embed_batch``), or a database error that may pass; rows written before the fault keep
+    their vectors. A batch that fails with another error is done again row by row: a row that
+    fails alone is marked ``failed`` with the error, and the others are written.
     With ``claim`` (the token of ``claim_rows``) a row is written only while that claim holds it,
     and the lease of the rows still to come is renewed after each batch.
     """
@@ -525,8 +541,9 @@ def embed_instances(
             work = [it for it in prepared if it is not None]
             if work and all(it.transient for it in work):  # every file of the batch: storage looks gone
                 raise TransientError(work[0].error)
-            with transaction.atomic(using=database):  # one commit per batch, not one per row
-                report.merge(_encode_and_write(model, field_obj, encoder, items, prepared, claim, decoder))
+            report.merge(_embed_batch(model, field_obj, encoder, items, prepared, claim, decoder, database))
+            for item in items:  # the batch is written: its bytes and pixels are no longer needed
+                item.data, item.pixels = b"", None
             if claim is not None and index + 1 < len(chunks):
                 later = [row.pk for chunk in chunks[index + 1 :] for row in chunk]
                 renew_lease(model, later, claim, field=field_obj.name)
@@ -534,6 +551,90 @@ def embed_instances(
                 progress(len(items))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return report
+
+
+def _embed_batch(
+    model: type[models.Model],
+    field: ImageEmbeddingField,
+    encoder: Encoder,
+    items: list[_Item],
+    prepared: list[_Item | None],
+    claim: str | None,
+    decoder: Decoder | None,
+    database: str,
+) -> EmbedReport:
+    """Encode and write one batch, in one transaction (one commit per batch, not one per row).
+
+    An unexpected error (not a fault that may pass: a database error on one row, the encoder's
+    own error) rolls the batch back; its rows are then done one at a time, each in a transaction
+    of its own, so the others are written, and a row that fails alone is marked ``failed`` with
+    the error, counted as a fault that may pass (``transient_error``: the sweep tries it again, a
+    bounded number of times). When every row fails alone the fault looks like the encoder's or
+    the database's, not a row's: a ``TransientError`` (retried with its task, as storage gone).
+    """
+    loaded = [dict(it.instance.__dict__) for it in items]  # what a rolled-back write changed on them
+    try:
+        with transaction.atomic(using=database):
+            return _encode_and_write(model, field, encoder, items, prepared, claim, decoder)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the batch's rows are tried one by one below
+        label, reason = model._meta.label, error_reason(exc)
+        logger.warning("Embedding a batch of %s failed (%s); its rows are tried one at a time.", label, reason)
+        for item, state in zip(items, loaded, strict=True):
+            item.instance.__dict__.clear()
+            item.instance.__dict__.update(state)
+    report = EmbedReport()
+    alone: dict[Any, Exception] = {}
+    for item, prep in zip(items, prepared, strict=True):
+        if prep is None:
+            report.skipped.append(item.instance.pk)
+            continue
+        state = dict(item.instance.__dict__)
+        try:
+            with transaction.atomic(using=database):
+                report.merge(_encode_and_write(model, field, encoder, [item], [prep], claim, decoder))
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this row's failure
+            item.instance.__dict__.clear()
+            item.instance.__dict__.update(state)
+            alone[item.instance.pk] = exc
+    work = [prep for prep in prepared if prep is not None]
+    if alone and len(alone) == len(work):
+        first = next(iter(alone.values()))
+        raise TransientError(f"Every row of the batch failed: {error_reason(first)}") from first
+    for prep in work:
+        if prep.instance.pk in alone:
+            report.merge(_fail_alone(model, field, prep, alone[prep.instance.pk], claim, database))
+    return report
+
+
+def _fail_alone(
+    model: type[models.Model],
+    field: ImageEmbeddingField,
+    item: _Item,
+    exc: Exception,
+    claim: str | None,
+    database: str,
+) -> EmbedReport:
+    """Mark the row of ``item`` failed for the unexpected error ``exc``, counted as a fault that
+    may pass (its vectors, if any, stay). If even that write is refused, it is logged: the row's
+    claim runs out and the sweep takes it back."""
+    report = EmbedReport()
+    previous = getattr(item.instance, field.column("error"), "") or ""
+    reason = transient_error(previous, error_reason(exc))
+    state = {field.column("status"): EmbeddingStatus.FAILED, field.column("error"): reason}
+    try:
+        with transaction.atomic(using=database):
+            written = _write(model, field, item, state, claim)
+    except DatabaseError as error:
+        logger.warning("Could not mark %s pk=%s failed: %s", model._meta.label, item.instance.pk, error)
+        return report
+    if written:
+        logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, item.instance.pk, reason)
+        report.failed[item.instance.pk] = reason
     return report
 
 

@@ -38,7 +38,7 @@ from .expressions import SemanticDistance, VisualDistance, query_array
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_session_settings, hnsw_settings, settings_sql, stash_and_set_sql, unstash_sql
-from .replica import reachable
+from .replica import search_alias
 
 #: The order of a ranked queryset: by distance, then by primary key, so that rows at one distance
 #: (identical vectors) come in one order in every query and each row is on one page only. The
@@ -229,16 +229,9 @@ class SemanticQuerySetMixin(_QuerySetBase):
         alias (the one the replica copies): a model they read from another alias is searched there.
         A replica that cannot be reached is left out for a while (``replica.reachable``).
         """
-        alias = semantic_settings.SEARCH_DATABASE
-        state: Any = self  # _for_write, _db and _hints are QuerySet's, not in django-stubs
-        searched = self._vector_ranked or self._read_as_search
-        if not alias or not searched or state._for_write or state._db is not None:
+        if not (self._vector_ranked or self._read_as_search):
             return None
-        if router.db_for_read(self.model, **state._hints) != DEFAULT_DB_ALIAS:
-            return None
-        if not reachable(str(alias)):  # a replica that is down: the primary holds the same rows
-            return None
-        return str(alias)
+        return search_alias(self)
 
     def _ranked(self, distance: Any, path: EmbeddingPath, kind: str, vector: Any) -> Self:
         qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, models, router
+
+from .conf import semantic_settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,22 @@ def reachable(alias: str) -> bool:
         return False
     _down_until.pop(alias, None)
     return True
+
+
+def search_alias(queryset: models.QuerySet) -> str | None:
+    """``SEARCH_DATABASE`` where a search of ``queryset`` reads from it, else None: the setting
+    set, ``queryset`` neither pinned to an alias (an explicit ``using()`` wins) nor for a write
+    (``select_for_update()``, ``update()``), its model one whose reads the routers leave on the
+    default alias (the one the replica copies), and the replica reachable."""
+    alias = semantic_settings.SEARCH_DATABASE
+    state: Any = queryset  # _for_write, _db and _hints are QuerySet's, not in django-stubs
+    if not alias or state._for_write or state._db is not None:
+        return None
+    if router.db_for_read(queryset.model, **state._hints) != DEFAULT_DB_ALIAS:
+        return None
+    if not reachable(str(alias)):  # a replica that is down: the primary holds the same rows
+        return None
+    return str(alias)
 
 
 def forget() -> None:

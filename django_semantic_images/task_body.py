@@ -17,7 +17,15 @@ from django.db import DatabaseError
 
 from .conf import semantic_settings
 from .fields import get_embedding_field
-from .pipeline import TOP_UP_BATCHES, TRANSIENT_ERRORS, claim_rows, embed_pks, release_rows
+from .pipeline import (
+    TOP_UP_BATCHES,
+    TRANSIENT_ERRORS,
+    claim_rows,
+    embed_pks,
+    error_reason,
+    mark_transient_failure,
+    release_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +45,9 @@ def run_embed_task(
     Only rows claimed under ``token`` are embedded; rows another task holds, or whose file already
     failed to decode, are left alone. On a fault that may pass the rows are released, held
     ``transient_hold`` seconds (None: due at once), then ``on_transient(model, claimed, exc)`` runs
-    and the fault is re-raised.
+    and the fault is re-raised. On any other error the rows still pending are released and marked
+    ``failed`` with it, counted as a fault that may pass (the next sweep sends them again, a bounded
+    number of times), and the error is re-raised.
     """
     model = apps.get_model(model_label)
     # Load the models before claiming: a new worker's first task does not spend its lease waiting.
@@ -51,8 +61,9 @@ def run_embed_task(
         if on_transient is not None:
             on_transient(model, claimed, exc)
         raise
-    except Exception:
-        release(model, claimed, token, field, hold=semantic_settings.PENDING_TIMEOUT)
+    except Exception as exc:  # unexpected: the rows carry the reason, and the sweep tries them again
+        release(model, claimed, token, field)
+        mark_transient_failure(model, claimed, field, exc, error_reason(exc))
         raise
     release(model, claimed, token, field)
     return {

@@ -205,6 +205,25 @@ def test_similar_images_of_the_cat_list_its_cropped_copy_first(admin_client, pho
     assert 'type="hidden" name="similar_to"' not in response.content.decode()
 
 
+@pytest.mark.parametrize("kind", ["Vector", "HalfVector"])
+def test_similar_images_of_a_row_read_as_a_pgvector_object(admin_client, photos, monkeypatch, kind):
+    """pgvector-python before 0.5 reads a ``halfvec`` column as a ``HalfVector`` (some versions a
+    ``vector`` one as a ``Vector``): the view's ``np.asarray()`` on it raised a TypeError, a 500."""
+    import pgvector
+
+    column = Photo._meta.get_field("embedding_visual")
+    read = column.from_db_value
+    wrap = getattr(pgvector, kind)
+
+    def from_db_value(value, expression, connection):  # as that version reads the column
+        numbers = read(value, expression, connection)
+        return None if numbers is None else wrap(np.asarray(numbers, dtype=np.float32))
+
+    monkeypatch.setattr(column, "from_db_value", from_db_value)
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": photos["chelsea"].pk})
+    assert ranked_pks(response)[0] == photos["cat-crop"].pk
+
+
 def test_the_similar_images_link_keeps_the_changelists_filters(admin_client, photos):
     """As search by photo does: "similar images" of a row in the published rows lists published rows."""
     cat = photos["chelsea"]

@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_semantic_images import EmbeddingStatus
+from django_semantic_images.duplicates import near_duplicates
 from django_semantic_images.sweep import sweep
 from photos.models import Photo
 
@@ -117,6 +118,12 @@ def test_searches_read_from_the_search_database_once_it_has_caught_up(standby, s
     sqls = [q["sql"] for q in rep.captured_queries]
     assert sum("set_config('hnsw.ef_search'" in sql for sql in sqls) == 2, sqls  # on the alias searched
     assert sum("<=>" in sql for sql in sqls) == 2, sqls
+    # The duplicates search too (it read the primary); the "not duplicates" marks come from the primary.
+    with CaptureQueriesContext(connections["default"]) as primary, CaptureSentQueries(connections[REPLICA]) as rep:
+        groups = Photo.objects.near_duplicates(1.0)
+    assert groups == near_duplicates(Photo.objects.using("default"), 1.0)
+    assert [q["sql"] for q in primary.captured_queries if "<=>" in q["sql"]] == []
+    assert any("<=>" in q["sql"] for q in rep.captured_queries)
 
     # Writes through a ranked queryset still go to the primary (a standby refuses them).
     assert Photo.objects.semantic_search("a cat").filter(pk=coffee.pk).update(published=False) == 1
@@ -372,3 +379,20 @@ def test_a_replica_that_cannot_be_reached_leaves_the_searches_to_the_primary(
         replica.forget()
     caught_up()
     assert Photo.objects.semantic_search("a cat").db == REPLICA  # tried again, and up
+
+
+def test_the_status_command_reports_the_server_the_rows_are_read_from(standby, settings):
+    """``semantic_images_status`` read ``shared_buffers`` from ``default`` whatever database the
+    model is on: behind a router reading from the standby (``shared_buffers`` 32 MB) it said the
+    primary's."""
+    import json
+
+    from tests.conftest import run_command
+
+    settings.DATABASE_ROUTERS = [f"{__name__}.ReadsFromTheReplica"]
+    on_standby = one(REPLICA, "SELECT pg_size_bytes(current_setting('shared_buffers'))")
+    assert on_standby != one("default", "SELECT pg_size_bytes(current_setting('shared_buffers'))")
+    data = json.loads(run_command("semantic_images_status", "--json"))
+    assert data["shared_buffers_bytes"] == on_standby
+    assert {(f["database"], f["shared_buffers_bytes"]) for f in data["fields"]} == {(REPLICA, on_standby)}
+    assert f"shared_buffers {on_standby / 2**20:.0f} MB (database '{REPLICA}')" in run_command("semantic_images_status")

@@ -177,3 +177,31 @@ def test_a_file_that_always_fails_to_read_is_tried_a_bounded_number_of_times(mak
     row = Photo.objects.get(pk=photo.pk)
     assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_error.startswith("Gave up after")
     assert sweep(pending_timeout=600).total == 0
+
+
+def test_a_database_error_on_one_row_fails_that_row_with_its_reason_and_the_batch_goes_on(make_photo, sample_paths):
+    """A database error on one row's write (here a constraint refusing it) failed the whole task:
+    the batch was rolled back and its rows held ``pending``, with no reason, until PENDING_TIMEOUT."""
+    from django.db import connection
+
+    good, refused = (make_photo(sample_paths[s]) for s in ("coffee", "chelsea"))
+    table = connection.ops.quote_name(Photo._meta.db_table)
+    with connection.cursor() as cursor:  # NOT VALID: only the rows written from now on are checked
+        cursor.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT refuses_one CHECK (id <> {int(refused.pk)} "
+            "OR embedding_status <> 'embedded') NOT VALID"
+        )
+    try:
+        result = embed_rows.apply(args=["photos.Photo", [good.pk, refused.pk]])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT refuses_one")
+    assert result.successful(), result.traceback
+    assert result.get()["embedded"] == [str(good.pk)] and result.get()["failed"].keys() == {str(refused.pk)}
+    row = Photo.objects.get(pk=refused.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+    assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "IntegrityError" in row.embedding_error
+    assert Photo.objects.get(pk=good.pk).embedding_status == EmbeddingStatus.EMBEDDED
+    # the next sweep sends it again (in-process here), no PENDING_TIMEOUT to wait for
+    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}
+    assert Photo.objects.get(pk=refused.pk).embedding_status == EmbeddingStatus.EMBEDDED

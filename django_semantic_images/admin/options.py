@@ -251,7 +251,10 @@ class SemanticSearchAdminMixin(_AdminBase):
                 ),
             )
             return VisualRanking(vector=None, kind="similar", source=source)
-        return VisualRanking(vector=np.asarray(vector, dtype=np.float32).tolist(), kind="similar", source=source)
+        # pgvector's Vector and HalfVector (what some pgvector-python versions read a vector or a
+        # halfvec column as) are no sequences for numpy: their own to_numpy() gives the numbers.
+        values = vector.to_numpy() if callable(getattr(vector, "to_numpy", None)) else vector
+        return VisualRanking(vector=np.asarray(values, dtype=np.float32).tolist(), kind="similar", source=source)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         # Reached past changelist_view's check: Django's autocomplete (``?term=``) or a site's view.

@@ -70,6 +70,28 @@ def sample_images(make_image, embed, sample_paths):
     return images
 
 
+#: The alias of ``second_alias``.
+OTHER = "other"
+
+
+@pytest.fixture(scope="module")
+def second_alias(django_db_setup, django_db_blocker):
+    """``other``, a second alias of the test database (``TEST: {"MIRROR": "default"}``): a site's
+    second database or read replica, with its own connection, for tests marked
+    ``django_db(transaction=True, databases=["default", "other"])`` (the mirror does not see the
+    rows of a test's uncommitted transaction)."""
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        connections.settings[OTHER] = {**connections["default"].settings_dict, "TEST": {"MIRROR": "default"}}
+        try:
+            yield OTHER
+        finally:
+            connections[OTHER].close()
+            del connections[OTHER]
+            del connections.settings[OTHER]
+
+
 @pytest.fixture
 def superuser_client(client, django_user_model):
     user = django_user_model.objects.create_superuser("admin", "admin@example.com", "password")

@@ -12,7 +12,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.html import escape
 from PIL import Image, ImageOps
@@ -25,6 +27,7 @@ from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.fields import EmbeddingStatus, get_embedding_field
 from django_semantic_images.pipeline import embed_pks
 
+from .conftest import OTHER
 from .editors import editor_of
 
 pytestmark = pytest.mark.django_db
@@ -197,6 +200,44 @@ def test_reembed_after_the_file_is_repaired(
     vectors = ImageVectors.objects.get(pk=broken.pk)
     assert vectors.embedding.status == EmbeddingStatus.EMBEDDED and not vectors.embedding.error
     assert edit_page(superuser_client, broken).context["similar_images"][0] == sample_images["coffee"]
+
+
+class ImagesOnTheOtherAlias:
+    """A site's router that keeps the images (and their vectors) on a database of their own."""
+
+    def db_for_read(self, model, **hints):
+        return OTHER if model in (get_image_model(), ImageVectors) else None
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", OTHER])
+def test_reembed_writes_on_the_database_of_the_image(
+    second_alias, superuser_client, make_image, sample_paths, settings
+):
+    """The Re-embed button marked the image pending on ``default`` whatever database the image is
+    on: with the images on another database its vectors there stayed as they were."""
+    settings.DATABASE_ROUTERS = [f"{__name__}.ImagesOnTheOtherAlias"]
+    settings.SEMANTIC_IMAGES = {"EMBED_ON_SAVE": False}
+    cat = make_image(sample_paths["chelsea"], "IMG_0001")
+    bulk = reverse("wagtail_bulk_action", args=("wagtailimages", "image", "semantic_reembed"))
+    table = ImageVectors._meta.db_table
+    for post in (
+        lambda: superuser_client.post(reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,))),
+        lambda: superuser_client.post(f"{bulk}?id={cat.pk}"),  # the bulk action
+    ):
+        ImageVectors.objects.filter(pk=cat.pk).update(embedding_status=EmbeddingStatus.FAILED)
+        with (
+            CaptureQueriesContext(connections["default"]) as default,
+            CaptureQueriesContext(connections[OTHER]) as other,
+        ):
+            assert post().status_code == 302
+        assert [q["sql"] for q in default.captured_queries if table in q["sql"]] == []
+        assert any(q["sql"].startswith("UPDATE") and table in q["sql"] for q in other.captured_queries)
+        assert status_of(cat) == EmbeddingStatus.PENDING
 
 
 def test_reembed_needs_post_csrf_and_change_permission(

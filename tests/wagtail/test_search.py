@@ -7,7 +7,7 @@ import os
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -21,6 +21,8 @@ from django_semantic_images.contrib.wagtail.search import _keys_from_index_entri
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.pipeline import embed_pks
 from django_semantic_images.query import semantic_search, similar_to
+
+from .conftest import OTHER
 
 pytestmark = pytest.mark.django_db
 
@@ -217,6 +219,33 @@ def test_words_in_a_script_the_text_model_cannot_read_get_wagtails_keyword_searc
     assert "cannot read Cyrillic" in response.context["semantic_note"]
     assert chooser(superuser_client, q="кошка") == [cat]
     assert len(listing(superuser_client, q="a cat")) > 1  # Latin words are still ranked by meaning
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", OTHER])
+def test_words_the_text_model_cannot_read_are_matched_on_the_search_database(
+    second_alias, superuser_client, make_image, sample_paths, settings
+):
+    """With ``SEARCH_DATABASE`` set, Wagtail's keyword search that answers words the text model
+    cannot read (the listing, the chooser, the images API v2) read the primary."""
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": OTHER}
+    cat = make_image(sample_paths["chelsea"], "кошка на диване")
+    make_image(sample_paths["coffee"], "IMG_0002")
+    searches = {
+        "listing": lambda: [image.pk for image in listing(superuser_client, q="кошка")],
+        "chooser": lambda: [image.pk for image in chooser(superuser_client, q="кошка")],
+        "api": lambda: [
+            row["id"] for row in superuser_client.get("/api/v2/images/", {"semantic": "кошка"}).json()["items"]
+        ],
+    }
+    for where, search in searches.items():
+        with (
+            CaptureQueriesContext(connections["default"]) as primary,
+            CaptureQueriesContext(connections[OTHER]) as other,
+        ):
+            assert search() == [cat.pk], where
+        # Wagtail's search reads its index entries with the images.
+        assert [q["sql"] for q in primary.captured_queries if "indexentry" in q["sql"]] == [], where
+        assert any("indexentry" in q["sql"] for q in other.captured_queries), where
 
 
 def test_the_listings_note_on_unreadable_words_comes_with_its_results_and_nowhere_else(superuser_client, sample_images):

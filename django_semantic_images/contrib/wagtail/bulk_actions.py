@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models, router
+from django.db import models
 from django.http import Http404, HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -23,7 +23,7 @@ from wagtail.models import Collection
 
 from ...keys import well_formed_keys
 from .permissions import image_permission_policy
-from .signals import request_embedding
+from .signals import image_database, request_embedding
 from .views import SemanticImageIndexView, bad_search
 
 
@@ -92,7 +92,7 @@ class ReembedBulkAction(SelectionMixin, ImageBulkAction):
     @classmethod
     def execute_action(cls, images: list[Any], **kwargs: Any) -> tuple[int, int]:
         for image in images:
-            request_embedding(image.pk, router.db_for_write(type(image)))
+            request_embedding(image.pk, image_database(image))
         return len(images), 0
 
     def get_success_message(self, num_parent_objects: int, num_child_objects: int) -> str:

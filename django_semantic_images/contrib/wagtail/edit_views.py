@@ -4,7 +4,8 @@
 extends Wagtail's ``wagtailimages/images/edit.html``): the state of the image's vectors (pending,
 embedded, failed with the reason), the images nearest to it by visual likeness among those the
 editor may see, and the URL of the *Re-embed* button. ``ReembedView`` answers that button (POST
-only): it marks the image pending and queues it, like an upload. ``wagtail_hooks`` serves both on
+only): it marks the image pending and queues it, like an upload, on the database the image's
+writes go to. ``wagtail_hooks`` serves both on
 Wagtail's paths (``images/<id>/``) and ``images/<id>/reembed/``.
 """
 
@@ -30,7 +31,7 @@ from ...fields import EmbeddingStatus
 from ...query import similar_to
 from .models import RELATED_NAME
 from .permissions import image_permission_policy
-from .signals import request_embedding
+from .signals import image_database, request_embedding
 
 #: The URL namespace of these views (``semantic_images_wagtail_edit:reembed``).
 NAMESPACE = "semantic_images_wagtail_edit"
@@ -129,7 +130,7 @@ class ReembedView(View):
     def post(self, request: HttpRequest, image_id: int) -> HttpResponseRedirect:
         changeable = image_permission_policy().instances_user_has_permission_for(request.user, "change")
         image = get_object_or_404(changeable, pk=image_id)
-        request_embedding(image.pk)
+        request_embedding(image.pk, image_database(image))  # where the image lives, not always `default`
         messages.success(
             request, name_in_sentence(_("Image “%(title)s” will be embedded again."), {"title": image.title})
         )

@@ -25,7 +25,7 @@ from wagtail.search.backends.base import FilterFieldError
 
 from ...expressions import SemanticDistance
 from ...fields import embedding_path
-from ...query import ranked_rows, semantic_search
+from ...query import ranked_rows, read_as_search, semantic_search
 from .renditions import share_renditions
 
 #: How many images a search by words lists besides the keyword matches.
@@ -63,14 +63,14 @@ def keyword_matches(
     model without autocomplete fields falls back on ``search``, as Wagtail's views do.
     """
     search_backend = get_search_backend(backend)
-    plain = _plain(queryset)
+    plain = read_as_search(_plain(queryset))  # where a ranked search reads (SEARCH_DATABASE)
     try:
         results = _every_word(search_backend, words, plain)
     except (FilterFieldError, AttributeError):
         # A filter that Wagtail's search cannot apply (modelsearch refuses it, or fails on an
         # annotation): the chooser's ``?tag=`` (tags by name), the listing's usage count. Search
         # the same rows by key instead.
-        plain = by_key(plain)
+        plain = read_as_search(by_key(plain))
         results = _every_word(search_backend, words, plain)
     keys = _keys_from_index_entries(results, plain, search_backend)
     if keys is not None:
@@ -101,6 +101,7 @@ def keyword_search(queryset: QuerySet, words: str, *, backend: str = "default") 
     The answer of a search whose words the text model cannot read (``?semantic=`` in the images
     API v2). The search runs over all the model's images and ``queryset`` keeps those it finds, so
     ``queryset``'s own filters (collections, tags) need not be ones Wagtail's index can filter by.
+    It reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``).
     """
     search_backend = get_search_backend(backend)
     results = search_backend.search(
@@ -109,8 +110,8 @@ def keyword_search(queryset: QuerySet, words: str, *, backend: str = "default") 
     search_queryset = getattr(results, "get_queryset", None)  # Wagtail's database backends: a subquery
     found = search_queryset() if search_queryset is not None else None
     if isinstance(found, QuerySet):
-        return queryset.filter(pk__in=found.order_by().values("pk"))
-    return queryset.filter(pk__in=[image.pk for image in results])
+        return read_as_search(queryset.filter(pk__in=found.order_by().values("pk")))
+    return read_as_search(queryset.filter(pk__in=[image.pk for image in results]))
 
 
 def _keys_from_index_entries(results: Any, plain: QuerySet, search_backend: Any) -> QuerySet | None:

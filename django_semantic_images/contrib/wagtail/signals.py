@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import models, router, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete, pre_save
 from django.utils import timezone
 from wagtail.images import get_image_model
@@ -137,6 +137,12 @@ def _pending(field: Any) -> dict[str, Any]:
         field.column("lease_until"): lease_until(),
         field.column("visual_norm"): None,  # the inputs changed: the next embedding reads the image
     }
+
+
+def image_database(image: models.Model) -> str:
+    """The database an image's vectors are written to: where the routers send the image's writes,
+    else the one the image was read from (Django's own default for a save of it)."""
+    return router.db_for_write(type(image), instance=image)
 
 
 def request_embedding(image_pk: Any, using: str = "default", *, new_picture: bool = False) -> None:

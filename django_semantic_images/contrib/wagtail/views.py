@@ -23,7 +23,7 @@ from wagtail.images.views.images import IndexView
 from wagtail.search.backends.base import FilterFieldError
 
 from ...fields import embedding_path
-from ...query import too_long, unreadable_note
+from ...query import read_as_search, too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
 from .search import (
     DEFAULT_LIMIT,
@@ -96,8 +96,8 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
             # above the results (not a message: typing in the search box fetches the results
             # alone, which show no messages; the message waited for the next page).
             self.semantic_note = unreadable_note(self.search_query, KEYWORD_FIELDS)
-            try:
-                return super().search_queryset(queryset)
+            try:  # on SEARCH_DATABASE where it applies, as the ranked search
+                return super().search_queryset(read_as_search(queryset))
             except (FilterFieldError, AttributeError):
                 # A filter Wagtail's search cannot apply (the usage count's annotation): its search
                 # over all the images, kept to these rows, in the listing's order.
@@ -132,10 +132,10 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         # The filters after Wagtail's search field (the base form's), without its search.
         if not reads(objects.model, words):  # a script the text model cannot read: Wagtail's search
             self.semantic_note = unreadable_note(words, KEYWORD_FIELDS)  # shown with the results
-            try:
-                return super().filter(objects)
+            try:  # on SEARCH_DATABASE where it applies, as the ranked search
+                return super().filter(read_as_search(objects))
             except FilterFieldError:  # the chooser's ?tag= (tags by name), which Wagtail's search cannot filter by
-                return super().filter(by_key(objects))
+                return super().filter(read_as_search(by_key(objects)))
         objects = super(SearchFilterMixin, self).filter(objects)
         self.is_searching = True
         self.search_query = words

@@ -19,8 +19,10 @@ from .. import DatabaseCommand, resolve_model
 
 def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> dict[str, Any]:
     """Counts and the oldest pending row of one model's embedding field; ``due``: what the sweep
-    counts as due now (``sweep.due_now()``, read once per command)."""
+    counts as due now (``sweep.due_now()``, read once per command). The server's facts (index
+    sizes, ``shared_buffers``) are those of the database the model's rows are read from."""
     manager = model._base_manager  # every row, as the pipeline and the sweep see them
+    database = manager.db
     status, updated = emb.column("status"), emb.column("updated_at")
     counts = {s.value: 0 for s in EmbeddingStatus}
     for row in manager.values(status).annotate(n=Count("pk")).order_by():
@@ -44,6 +46,7 @@ def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> di
     return {
         "model": model._meta.label,
         "field": emb.name,
+        "database": database,
         "encoder": identity,
         "encoder_error": error,
         "device": encoder.device,
@@ -59,13 +62,15 @@ def field_status(model: Any, emb: Any, due: dict[str, bool] | None = None) -> di
         "oldest_pending": oldest_info,
         "indexed": bool(emb.index),  # False: declared with index=False (no index to miss)
         "index_bytes": index_sizes(model, emb),
+        "shared_buffers_bytes": shared_buffers(database),
     }
 
 
 def index_sizes(model: Any, emb: Any) -> dict[str, int | None]:
-    """On-disk size of the field's two HNSW indexes (None: the index does not exist)."""
+    """On-disk size of the field's two HNSW indexes (None: the index does not exist), on the
+    database the model's rows are read from."""
     sizes: dict[str, int | None] = {}
-    connection = connections[model._default_manager.db]
+    connection = connections[model._base_manager.db]
     with connection.cursor() as cursor:
         for suffix in ("semantic", "visual"):
             name = connection.ops.quote_name(emb.index_name(model, suffix))
@@ -74,8 +79,8 @@ def index_sizes(model: Any, emb: Any) -> dict[str, int | None]:
     return sizes
 
 
-def shared_buffers(using: str = "default") -> int:
-    """The server's ``shared_buffers``, in bytes."""
+def shared_buffers(using: str) -> int:
+    """The ``shared_buffers`` of the server of the alias ``using``, in bytes."""
     with connections[using].cursor() as cursor:
         cursor.execute("SELECT pg_size_bytes(current_setting('shared_buffers'))")
         return int(cursor.fetchone()[0])
@@ -100,11 +105,13 @@ class Command(DatabaseCommand):
             else [(m, f) for m in models_with_embeddings() for f in own_embedding_fields(m)]
         )
         due = due_now()
+        fields = [field_status(m, f, due) for m, f in pairs]
         data = {
             "mode": describe_engine(),
             "pending_timeout": semantic_settings.PENDING_TIMEOUT,
-            "shared_buffers_bytes": shared_buffers(),
-            "fields": [field_status(m, f, due) for m, f in pairs],
+            # Each field's server says its own; this one, kept for monitors that read it, the first field's.
+            "shared_buffers_bytes": fields[0]["shared_buffers_bytes"] if fields else None,
+            "fields": fields,
         }
         if json:
             self.stdout.write(_dumps(data))
@@ -133,8 +140,9 @@ class Command(DatabaseCommand):
                 if info["indexed"]
                 else "no HNSW indexes (index=False)"
             )
-            self.stdout.write(f"  {indexes}; shared_buffers {megabytes(data['shared_buffers_bytes'])}.")
-            if (sizes["semantic"] or 0) > data["shared_buffers_bytes"]:
+            buffers = info["shared_buffers_bytes"]
+            self.stdout.write(f"  {indexes}; shared_buffers {megabytes(buffers)} (database '{info['database']}').")
+            if (sizes["semantic"] or 0) > buffers:
                 self.stdout.write(
                     "  The semantic index is larger than shared_buffers: text searches read it from the "
                     "operating system's cache (docs/installation.md)."
