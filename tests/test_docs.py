@@ -1,0 +1,44 @@
+"""The documentation (README.md, docs/*.md) holds to the code: each test reads one kind of claim
+and checks it against what the code does. The Wagtail pages' imports and names are checked under
+Wagtail's settings (tests/wagtail/test_docs.py)."""
+
+from __future__ import annotations
+
+from tests.docs_check import (
+    PAGES,
+    broken_links,
+    failed_imports,
+    is_wagtail,
+    package_modules,
+    unresolved_names,
+)
+
+
+def test_every_relative_link_and_anchor_resolves():
+    assert broken_links(PAGES) == []
+
+
+def test_the_link_check_finds_a_missing_page_and_a_missing_heading(tmp_path):
+    (tmp_path / "other.md").write_text("# Other\n\n## A `code` heading: too\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](other.md#a-code-heading-too) [gone](missing.md) [no heading](other.md#nothing)\n"
+        "```md\n[in a block](ignored.md)\n```\n"
+    )
+    assert broken_links([page]) == ["page.md: missing.md (no such file)", "page.md: other.md#nothing (no such heading)"]
+
+
+def test_the_python_a_user_would_paste_imports():
+    assert failed_imports(PAGES, lambda module: not is_wagtail(module)) == []
+
+
+def test_names_in_code_spans_exist():
+    modules = package_modules(lambda name: not is_wagtail(name))
+    assert unresolved_names(PAGES, modules, skip=is_wagtail) == []
+
+
+def test_the_name_check_finds_a_missing_name_and_leaves_others_packages_alone(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("`pipeline.embed_pks()` `pipeline.no_such` `hnsw.ef_search` `Encoder.reads` `Encoder.nothing`\n")
+    modules = package_modules(lambda name: name.count(".") < 2 or ".encoders." in name)
+    assert unresolved_names([page], modules) == ["page.md: `pipeline.no_such`", "page.md: `Encoder.nothing`"]
