@@ -4,9 +4,13 @@ Wagtail's settings (tests/wagtail/test_docs.py)."""
 
 from __future__ import annotations
 
+import re
+
 from tests.docs_check import (
     PAGES,
+    ROOT,
     broken_links,
+    code_spans,
     failed_imports,
     is_wagtail,
     package_modules,
@@ -42,3 +46,22 @@ def test_the_name_check_finds_a_missing_name_and_leaves_others_packages_alone(tm
     page.write_text("`pipeline.embed_pks()` `pipeline.no_such` `hnsw.ef_search` `Encoder.reads` `Encoder.nothing`\n")
     modules = package_modules(lambda name: name.count(".") < 2 or ".encoders." in name)
     assert unresolved_names([page], modules) == ["page.md: `pipeline.no_such`", "page.md: `Encoder.nothing`"]
+
+
+def check_ids() -> set[str]:
+    ids = set()
+    for path in (ROOT / "django_semantic_images").rglob("*.py"):
+        ids |= set(re.findall(r"semantic_images\.([EW]\d{3})", path.read_text()))
+    return ids
+
+
+def test_every_system_check_is_documented():
+    text = "\n".join(page.read_text() for page in PAGES)
+    assert len(check_ids()) >= 20
+    assert sorted(i for i in check_ids() if not re.search(rf"\b{i}\b", text)) == []
+
+
+def test_every_documented_check_id_exists():
+    written = {i for _, span in code_spans(PAGES) for i in re.findall(r"^(?:semantic_images\.)?([EW]\d{3})$", span)}
+    assert written
+    assert sorted(written - check_ids()) == []
