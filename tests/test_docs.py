@@ -8,6 +8,7 @@ import ast
 import re
 
 import pytest
+from django.core.management import BaseCommand, get_commands, load_command_class
 
 from django_semantic_images.conf import DEFAULTS
 from tests.docs_check import (
@@ -122,3 +123,50 @@ def test_the_field_page_lists_every_column_the_field_adds():
     added = {f.name for f in Photo._meta.get_fields() if f.name.startswith("embedding_")}
     assert len(added) >= 10
     assert listed == added
+
+
+#: The apps whose commands are documented: the package's, and the example site's.
+COMMAND_APPS = ("django_semantic_images", "photos")
+
+
+def commands() -> dict[str, set[str]]:
+    """Each command's option strings (``--model`` ...), Django's own common options left out."""
+    common = {o for a in BaseCommand().create_parser("manage.py", "base")._actions for o in a.option_strings}
+    found = {}
+    for name, app in get_commands().items():
+        if app not in COMMAND_APPS:
+            continue
+        parser = load_command_class(app, name).create_parser("manage.py", name)
+        found[name] = {o for a in parser._actions for o in a.option_strings if o.startswith("--")} - common
+    return found
+
+
+def sections(page_text: str) -> list[str]:
+    return re.split(r"^#{1,6} ", page_text, flags=re.M)
+
+
+def test_every_command_option_is_documented_where_the_command_is():
+    """Each option appears in a section (of any page) that names its command."""
+    texts = [section for page in PAGES for section in sections(page.read_text())]
+    undocumented = []
+    for name, options in commands().items():
+        where = "\n".join(text for text in texts if re.search(rf"\b{name}\b", text))
+        assert where, f"{name} is documented nowhere"
+        undocumented += [f"{name} {option}" for option in sorted(options) if not re.search(rf"{option}\b", where)]
+    assert undocumented == []
+
+
+def test_every_documented_command_option_exists():
+    """``<command> ... --option`` on one line of a page (prose or a code block) names a real option."""
+    options = commands()
+    wrong = []
+    for page in PAGES:
+        for line in page.read_text().splitlines():
+            for name, known in options.items():
+                for match in re.finditer(rf"\b{name}\b([^`|]*)", line):
+                    wrong += [
+                        f"{page.name}: {name} {o}"
+                        for o in re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(1))
+                        if o not in known and not o.startswith(("--ds", "--settings"))
+                    ]
+    assert sorted(set(wrong)) == []
