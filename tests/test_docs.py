@@ -5,6 +5,7 @@ Wagtail's settings (tests/wagtail/test_docs.py)."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 
 import pytest
@@ -15,6 +16,7 @@ from tests.docs_check import (
     PAGES,
     ROOT,
     broken_links,
+    code_blocks,
     code_spans,
     failed_imports,
     is_wagtail,
@@ -170,3 +172,76 @@ def test_every_documented_command_option_exists():
                         if o not in known and not o.startswith(("--ds", "--settings"))
                     ]
     assert sorted(set(wrong)) == []
+
+
+def without_docstrings(source: str) -> str:
+    """``source``'s syntax tree without docstrings and ``from __future__`` imports, as text."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            node.body = [
+                statement
+                for statement in body
+                if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant))
+                and not (isinstance(statement, ast.ImportFrom) and statement.module == "__future__")
+            ] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def test_the_api_page_mounts_the_api_exactly_as_the_example_site_does():
+    """docs/api.md says the example's photos/api.py "is exactly this": a user pasting it gets that API."""
+    block = next(b for b in code_blocks((ROOT / "docs" / "api.md").read_text(), "python") if "# photos/api.py" in b)
+    example = (ROOT / "example_project" / "photos" / "api.py").read_text()
+    assert without_docstrings(block) == without_docstrings(example)
+
+
+@pytest.fixture(scope="module")
+def api_schema():
+    from drf_spectacular.generators import SchemaGenerator
+
+    return SchemaGenerator(urlconf="example_project.urls").get_schema(request=None, public=True)
+
+
+def schema_parameters(schema) -> dict[str, set[str]]:
+    """``"GET /api/photos/search/": {"q", "limit", ...}``: each operation's query and form parameters."""
+    found = {}
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                names |= set(content.get("schema", {}).get("properties", {}))
+                ref = content.get("schema", {}).get("$ref", "")
+                if ref:
+                    names |= set(schema["components"]["schemas"][ref.rsplit("/", 1)[-1]].get("properties", {}))
+            found[f"{method.upper()} {path}"] = names
+    return found
+
+
+def test_the_api_page_names_every_parameter_of_the_schema_and_no_other(api_schema):
+    page = (ROOT / "docs" / "api.md").read_text()
+    operations = {
+        op: names for op, names in schema_parameters(api_schema).items() if op.split()[1].startswith("/api/photos/")
+    }
+    assert {"GET /api/photos/search/", "POST /api/photos/search/", "GET /api/photos/{id}/similar/"} <= set(operations)
+    for operation in operations:  # each endpoint is on the page, as written in its tables or curl lines
+        path = operation.split()[1].removeprefix("/api/photos/").replace("{id}/", "")
+        assert path in page.replace("{id}/", ""), operation
+    spans = {span for _, span in code_spans([ROOT / "docs" / "api.md"])}
+    named = {name for names in operations.values() for name in names}
+    assert sorted(name for name in named if name not in spans) == []
+    rows = [row for row in page.split("## Parameters", 1)[1].split("\n## ", 1)[0].splitlines() if row.startswith("| ")]
+    documented = {re.match(r"\| `(\w+)`", row).group(1) for row in rows if re.match(r"\| `\w+`", row)}
+    documented |= {name for row in rows if row.startswith("| filter fields") for name in re.findall(r"`(\w+)`", row)}
+    assert {"limit", "offset", "owner"} <= documented
+    assert sorted(documented - named) == []
+
+
+def test_the_api_page_shows_the_responses_fields(api_schema):
+    """The example response of docs/api.md has the page's and a result's fields as the schema gives them."""
+    page = (ROOT / "docs" / "api.md").read_text()
+    example = json.loads(next(code_blocks(page.split("## Responses", 1)[1], "json")))
+    schemas = api_schema["components"]["schemas"]
+    assert set(schemas["PaginatedPhotoResultList"]["properties"]) == {*example, "note"}
+    assert "`note`" in page
+    assert set(schemas["PhotoResult"]["properties"]) == set(example["results"][0])
