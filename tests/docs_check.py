@@ -201,3 +201,28 @@ def unresolved_names(pages: list[Path], modules: dict[str, object], skip=lambda 
         if not resolve(path, modules):
             missing.append(f"{page}: `{span}`")
     return missing
+
+
+#: Folders of the repository that a code span may name a file in.
+REPO_FOLDERS = ("tests/", "docs/", "benchmarks/", "example_project/", "example_wagtail/", "django_semantic_images/")
+REPO_FILE = re.compile(
+    rf"((?:{'|'.join(map(re.escape, REPO_FOLDERS))})[\w./-]*\.(?:py|md|html|js|css|sh|json|png|toml))(?:::(\w+))?"
+)
+
+
+def missing_files(pages: list[Path]) -> list[str]:
+    """Code spans naming a file of the repository (``tests/test_api.py``, ``tests/test_x.py::test_y``)
+    that is not there, or a test that it does not define; and bare test names (``test_...``) that no
+    test module defines."""
+    tests = "\n".join(path.read_text() for path in (ROOT / "tests").rglob("*.py"))
+    defined = set(re.findall(r"^\s*def (test_\w+)", tests, flags=re.M))
+    missing = []
+    for page, span in code_spans(pages):
+        match = REPO_FILE.fullmatch(span.strip())
+        if match:
+            path, test = ROOT / match.group(1), match.group(2)
+            if not path.exists() or (test and not re.search(rf"^\s*def {test}\b", path.read_text(), flags=re.M)):
+                missing.append(f"{page}: `{span}`")
+        elif re.fullmatch(r"test_\w+", span) and span not in defined and not (ROOT / "tests" / f"{span}.py").exists():
+            missing.append(f"{page}: `{span}`")
+    return missing

@@ -20,6 +20,7 @@ from tests.docs_check import (
     code_spans,
     failed_imports,
     is_wagtail,
+    missing_files,
     package_modules,
     unresolved_names,
     without_code_blocks,
@@ -56,6 +57,17 @@ def test_the_name_check_finds_a_missing_name_and_leaves_others_packages_alone(tm
     page.write_text("`pipeline.embed_pks()` `pipeline.no_such` `hnsw.ef_search` `Encoder.reads` `Encoder.nothing`\n")
     modules = package_modules(lambda name: name.count(".") < 2 or ".encoders." in name)
     assert unresolved_names([page], modules) == ["page.md: `pipeline.no_such`", "page.md: `Encoder.nothing`"]
+
+
+def test_the_files_and_tests_the_pages_name_exist(tmp_path):
+    assert missing_files(PAGES) == []
+    page = tmp_path / "page.md"
+    page.write_text("`tests/test_api.py` `tests/test_api.py::test_no_such` `docs/no_such.md` `test_no_such`\n")
+    assert missing_files([page]) == [
+        "page.md: `tests/test_api.py::test_no_such`",
+        "page.md: `docs/no_such.md`",
+        "page.md: `test_no_such`",
+    ]
 
 
 def check_ids() -> set[str]:
