@@ -257,3 +257,19 @@ def test_the_api_page_shows_the_responses_fields(api_schema):
     assert set(schemas["PaginatedPhotoResultList"]["properties"]) == {*example, "note"}
     assert "`note`" in page
     assert set(schemas["PhotoResult"]["properties"]) == set(example["results"][0])
+
+
+def test_the_api_page_gives_the_paginators_limits():
+    from django_semantic_images.api import RankedPagination
+    from django_semantic_images.api.pagination import MAX_SQL_OFFSET
+
+    rows = (ROOT / "docs" / "api.md").read_text().split("## Parameters", 1)[1]
+    limit = re.search(
+        r"^\| `limit` \| query \| results per page; default (\d+), values above (\d+) are cut to (\d+)", rows, re.M
+    )
+    offset = re.search(
+        r"^\| `offset` \| query \| rows to skip, 0 to ([\d,]+) on a search;.* at most (\d+), else a 400", rows, re.M
+    )
+    paginator = RankedPagination
+    assert [int(n) for n in limit.groups()] == [paginator.default_limit, paginator.max_limit, paginator.max_limit]
+    assert [int(n.replace(",", "")) for n in offset.groups()] == [paginator.max_offset, MAX_SQL_OFFSET]
