@@ -273,3 +273,33 @@ def test_the_api_page_gives_the_paginators_limits():
     paginator = RankedPagination
     assert [int(n) for n in limit.groups()] == [paginator.default_limit, paginator.max_limit, paginator.max_limit]
     assert [int(n.replace(",", "")) for n in offset.groups()] == [paginator.max_offset, MAX_SQL_OFFSET]
+
+
+def test_the_admin_pages_options_are_the_mixins_with_their_defaults():
+    """docs/admin.md's table of options (and duplicates.md's list): each is an attribute of
+    ``SemanticSearchAdminMixin``, with the default the page gives where it writes a Python value."""
+    from django_semantic_images.admin import SemanticSearchAdminMixin
+
+    table = (ROOT / "docs" / "admin.md").read_text().split("## Options", 1)[1].split("\n## ", 1)[0]
+    rows = [row.split(" | ") for row in table.splitlines() if row.startswith("| `")]
+    assert len(rows) >= 8
+    for name, default, _ in rows:
+        attribute = re.fullmatch(r"\| `(\w+)(?:\(obj\))?`", name).group(1)
+        assert hasattr(SemanticSearchAdminMixin, attribute), attribute
+        written = default.strip("`")
+        value = getattr(SemanticSearchAdminMixin, attribute)
+        if written.endswith(" MiB"):
+            assert int(written.split()[0]) * 2**20 == value, attribute
+        elif written.startswith("admin/"):
+            assert written == value, attribute
+        elif not written.startswith("the "):  # a method's behaviour, in words
+            assert literal(written) == value, attribute
+    listed = re.findall(
+        r"`(\w+)(?: = ([^`]+))?`",
+        (ROOT / "docs" / "duplicates.md").read_text().split("Options on the admin class:", 1)[1].split("\n\n", 1)[0],
+    )
+    assert len(listed) >= 4
+    for attribute, default in listed:
+        assert hasattr(SemanticSearchAdminMixin, attribute), attribute
+        if default:
+            assert literal(default) == getattr(SemanticSearchAdminMixin, attribute), attribute
