@@ -303,3 +303,27 @@ def test_the_admin_pages_options_are_the_mixins_with_their_defaults():
         assert hasattr(SemanticSearchAdminMixin, attribute), attribute
         if default:
             assert literal(default) == getattr(SemanticSearchAdminMixin, attribute), attribute
+
+
+def test_the_settings_page_names_each_built_in_encoders_options():
+    """``ENCODER_OPTIONS``'s row: ConSE's keyword arguments, what ``RoutedConSEEncoder`` takes or
+    lacks beside them, and CLIP's."""
+    import inspect
+
+    from django_semantic_images.encoders.clip import CLIPEncoder
+    from django_semantic_images.encoders.conse import ConSEEncoder
+    from django_semantic_images.encoders.routed import RoutedConSEEncoder
+
+    def options(cls) -> set[str]:
+        return set(inspect.signature(cls.__init__).parameters) - {"self", "device"}
+
+    row = next(line for line in SETTINGS_PAGE.read_text().splitlines() if line.startswith("| `ENCODER_OPTIONS`"))
+    conse, rest = row.split("`RoutedConSEEncoder`", 1)
+    routed, clip = rest.split("CLIP:", 1)
+
+    def named(text: str) -> set[str]:
+        return set(re.findall(r"`([a-z_]+)`", text))
+
+    assert options(ConSEEncoder) <= named(conse)
+    assert options(RoutedConSEEncoder) ^ options(ConSEEncoder) <= named(routed)
+    assert options(CLIPEncoder) <= named(clip)
