@@ -327,3 +327,10 @@ def test_the_settings_page_names_each_built_in_encoders_options():
     assert options(ConSEEncoder) <= named(conse)
     assert options(RoutedConSEEncoder) ^ options(ConSEEncoder) <= named(routed)
     assert options(CLIPEncoder) <= named(clip)
+
+
+def test_the_settings_page_names_every_text_model_key():
+    from django_semantic_images.encoders.text import TEXT_MODEL_DEFAULTS
+
+    row = next(line for line in SETTINGS_PAGE.read_text().splitlines() if line.startswith("| `TEXT_MODEL`"))
+    assert [key for key in TEXT_MODEL_DEFAULTS if f"`{key}`" not in row] == []
