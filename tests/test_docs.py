@@ -334,3 +334,15 @@ def test_the_settings_page_names_every_text_model_key():
 
     row = next(line for line in SETTINGS_PAGE.read_text().splitlines() if line.startswith("| `TEXT_MODEL`"))
     assert [key for key in TEXT_MODEL_DEFAULTS if f"`{key}`" not in row] == []
+
+
+def test_the_encoder_interface_table_names_members_of_encoder():
+    from django_semantic_images.encoders.base import Encoder
+
+    table = (ROOT / "docs" / "encoders.md").read_text().split("| member | what |", 1)[1].split("\n\n", 1)[0]
+    members = {
+        name for cell in re.findall(r"^\| ([^|]+) \|", table, flags=re.M) for name in re.findall(r"`(\w+)", cell)
+    }
+    assert len(members) >= 6
+    declared = set(vars(Encoder)) | set(Encoder.__annotations__)
+    assert sorted(members - declared) == []
