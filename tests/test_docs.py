@@ -346,3 +346,20 @@ def test_the_encoder_interface_table_names_members_of_encoder():
     assert len(members) >= 6
     declared = set(vars(Encoder)) | set(Encoder.__annotations__)
     assert sorted(members - declared) == []
+
+
+def test_the_settings_page_gives_the_ef_search_that_auto_gives():
+    from django_semantic_images.hnsw import AUTO_EF_SEARCH_MAX, ROW_ESTIMATE_TTL, auto_ef_search
+
+    row = next(line for line in SETTINGS_PAGE.read_text().splitlines() if line.startswith("| `HNSW_EF_SEARCH`"))
+    text = re.search(r'"auto"` sizes it to the table: (.*?) The rows are', row).group(1)
+    small, rows = re.match(r"(\d+) up to ([\d,]+) rows", text).groups()
+    small, rows = int(small), int(rows.replace(",", ""))
+    assert auto_ef_search(rows) == small and auto_ef_search(2 * rows) > small
+    assert [int(n) for n in re.findall(r"\((\d+) at a million", text)] == [
+        auto_ef_search(1e6),
+        auto_ef_search(1e6, 24, 128),
+        auto_ef_search(1e6, 32, 200),
+    ]
+    assert f"at most {AUTO_EF_SEARCH_MAX:,}" in text and auto_ef_search(1e12) == AUTO_EF_SEARCH_MAX
+    assert f"every {ROW_ESTIMATE_TTL / 60:.0f} minutes" in row
