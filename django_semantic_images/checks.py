@@ -439,7 +439,8 @@ CHOICES = {
 
 @checks.register(TAG)
 def check_choices(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """``IMAGE_RUNTIME`` and ``JPEG_DECODER`` hold one of their words (a typo would fail every embedding)."""
+    """``IMAGE_RUNTIME``, ``QUERY_RUNTIME`` and ``JPEG_DECODER`` hold one of their words (E008; a typo would
+    fail every embedding or search)."""
     if not settings_readable():
         return []
     messages: list[checks.CheckMessage] = []
