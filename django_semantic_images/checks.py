@@ -308,6 +308,8 @@ SWITCHES = ("EMBED_ON_SAVE", "QUERY_INT8")
 FOLDERS = ("MODEL_CACHE_DIR", "BRIDGE_DIR")
 #: pgvector's ranges of ``hnsw.ef_search`` and ``hnsw.iterative_scan``.
 HNSW_EF_SEARCH_MAX = 1000
+#: ``hnsw.max_scan_tuples`` is a PostgreSQL int: 1 to 2**31 - 1.
+HNSW_MAX_SCAN_TUPLES_MAX = 2**31 - 1
 HNSW_ITERATIVE_SCANS = ("strict_order", "relaxed_order", "off")
 
 
@@ -415,8 +417,12 @@ def _hnsw_search_problems() -> list[tuple[str, Any, str]]:
         words = ", ".join(map(repr, HNSW_ITERATIVE_SCANS))
         problems.append(("HNSW_ITERATIVE_SCAN", scan, f"one of {words}, or '' or None (not set)"))
     tuples = semantic_settings.HNSW_MAX_SCAN_TUPLES
-    if tuples is not None and not (not isinstance(tuples, bool) and isinstance(tuples, int) and 1 <= tuples < 2**31):
-        problems.append(("HNSW_MAX_SCAN_TUPLES", tuples, "a whole number of at least 1, or None"))
+    if tuples is not None and not (
+        not isinstance(tuples, bool) and isinstance(tuples, int) and 1 <= tuples <= HNSW_MAX_SCAN_TUPLES_MAX
+    ):
+        problems.append(
+            ("HNSW_MAX_SCAN_TUPLES", tuples, f"a whole number from 1 to {HNSW_MAX_SCAN_TUPLES_MAX}, or None")
+        )
     multiplier = semantic_settings.HNSW_SCAN_MEM_MULTIPLIER
     if multiplier is not None and not (_is_number(multiplier) and 1 <= multiplier <= 1000):
         problems.append(("HNSW_SCAN_MEM_MULTIPLIER", multiplier, "a number from 1 to 1000, or None"))
@@ -433,7 +439,8 @@ CHOICES = {
 
 @checks.register(TAG)
 def check_choices(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """``IMAGE_RUNTIME`` and ``JPEG_DECODER`` hold one of their words (a typo would fail every embedding)."""
+    """``IMAGE_RUNTIME``, ``QUERY_RUNTIME`` and ``JPEG_DECODER`` hold one of their words (E008; a typo would
+    fail every embedding or search)."""
     if not settings_readable():
         return []
     messages: list[checks.CheckMessage] = []

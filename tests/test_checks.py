@@ -318,6 +318,11 @@ def test_hnsw_search_parameters_and_the_duplicate_threshold_out_of_range_are_err
     settings.SEMANTIC_IMAGES = {"HNSW_EF_SEARCH": 1001}
     [error] = check_settings()
     assert "'HNSW_EF_SEARCH'] is 1001" in error.msg and "1000" in error.msg
+    settings.SEMANTIC_IMAGES = {"HNSW_MAX_SCAN_TUPLES": 2**31 - 1}  # PostgreSQL's int, pgvector's limit
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"HNSW_MAX_SCAN_TUPLES": 2**31}  # the error said "at least 1", as if it were
+    [error] = check_settings()
+    assert "'HNSW_MAX_SCAN_TUPLES'] is 2147483648" in error.msg and "2147483647" in error.msg
 
 
 def test_a_device_torch_cannot_read_is_an_error_at_start(settings):
