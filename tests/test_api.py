@@ -358,6 +358,20 @@ def test_searches_are_throttled_per_scope(client, sample_photos, settings):
     assert client.get(similar_url(sample_photos["rocket"].pk)).status_code == 429
 
 
+def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(client, settings):
+    """DRF counts an anonymous caller by the whole X-Forwarded-For header unless NUM_PROXIES is set:
+    a new value on each request was never throttled."""
+    rates = {"semantic_search": "2/min"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    forged = [client.get(SEARCH, {"q": "a rocket"}, HTTP_X_FORWARDED_FOR=f"203.0.113.{i}") for i in range(3)]
+    assert [response.status_code for response in forged] == [200, 200, 429]
+    # Behind the proxies a site declares, the client address they write is counted.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates, "NUM_PROXIES": 1}
+    cache.clear()
+    proxied = [client.get(SEARCH, {"q": "a rocket"}, HTTP_X_FORWARDED_FOR=f"203.0.113.{i % 2}") for i in range(5)]
+    assert [response.status_code for response in proxied] == [200, 200, 200, 200, 429]
+
+
 # -- bad input: a 4xx with a message, never a 500 -------------------------------------------------
 
 

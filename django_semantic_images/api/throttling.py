@@ -21,8 +21,20 @@ class SemanticSearchThrottle(ScopedRateThrottle):
     """``ScopedRateThrottle`` that reads the rates at request time and lets unrated scopes pass.
 
     The view names its scope with ``throttle_scope`` (``SemanticSearchViewSet`` sets it
-    per action). Authenticated users are counted by id, anonymous ones by address.
+    per action). Authenticated users are counted by id, anonymous ones by address (``get_ident``).
     """
+
+    def get_ident(self, request: Any) -> str:
+        """The caller's address: ``REMOTE_ADDR``, or with DRF's ``NUM_PROXIES`` set, the address that
+        many proxies in from the end of ``X-Forwarded-For`` (DRF's reading).
+
+        With ``NUM_PROXIES`` unset DRF counts the whole ``X-Forwarded-For`` header, which any caller
+        writes: a new value on each request escaped the throttle. Here the header is read only when
+        the site says how many proxies write it.
+        """
+        if api_settings.NUM_PROXIES is None:
+            return str(request.META.get("REMOTE_ADDR") or "")
+        return super().get_ident(request)
 
     def allow_request(self, request: Any, view: Any) -> bool:
         scope = getattr(view, self.scope_attr, None)
