@@ -372,6 +372,24 @@ def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(client, sett
     assert [response.status_code for response in proxied] == [200, 200, 200, 200, 429]
 
 
+def test_the_sites_default_throttles_cover_the_searches(client, settings, monkeypatch):
+    """The viewset set its own throttle_classes, which dropped the site's DEFAULT_THROTTLE_CLASSES: a
+    site-wide rate for anonymous callers left its costliest endpoints unthrottled."""
+    from rest_framework.throttling import AnonRateThrottle
+
+    throttles = ["rest_framework.throttling.AnonRateThrottle", "rest_framework.throttling.ScopedRateThrottle"]
+    for rates in ({"anon": "2/min"}, {"anon": "9/min", "semantic_search": "2/min"}):  # a scope counts once
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_CLASSES": throttles,
+            "DEFAULT_THROTTLE_RATES": rates,
+        }
+        monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", rates)  # DRF reads them at import
+        cache.clear()
+        answers = [client.get(SEARCH, {"q": "a rocket"}).status_code for _ in range(3)]
+        assert answers == [200, 200, 429], rates
+
+
 # -- bad input: a 4xx with a message, never a 500 -------------------------------------------------
 
 

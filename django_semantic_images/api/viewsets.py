@@ -21,7 +21,7 @@ outside the site's queryset is returned.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import BaseThrottle
 
 from ..conf import semantic_settings
 from ..duplicates import check_threshold, group_rows, near_duplicates
@@ -68,13 +69,17 @@ from .schema import (
     text_search_schema,
 )
 from .serializers import ImageQuerySerializer, TextQuerySerializer, duplicate_group_serializer
-from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
+from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle, search_throttle_classes
 
 THRESHOLD_PARAM = "threshold"
 THRESHOLD_MESSAGE = "threshold must be a number greater than 0 and at most 1 (a cosine distance)."
 
 # Multipart framing around the file: the Content-Length check allows this much on top.
 MULTIPART_OVERHEAD = 64 * 1024
+
+#: ``throttle_classes`` of a viewset that names none: the site's defaults and the search scopes
+#: (``SemanticSearchViewSet.get_throttles``).
+SEARCH_THROTTLES: Sequence[type[BaseThrottle]] = (SemanticSearchThrottle,)
 
 
 class ParamRules(NamedTuple):
@@ -103,7 +108,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     defer_vectors = True
     pagination_class = RankedPagination
     schema = SemanticSearchSchema()
-    throttle_classes = [SemanticSearchThrottle]
+    # Left as it is: the site's DEFAULT_THROTTLE_CLASSES and SemanticSearchThrottle (get_throttles);
+    # a viewset that sets its own gets those alone, as any DRF view.
+    throttle_classes = SEARCH_THROTTLES
     parser_classes = [MultiPartParser, FormParser]
     # The body of POST search/: the browsable API's form and the schema's request body.
     image_query_serializer_class = ImageQuerySerializer
@@ -129,6 +136,14 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     # The accepted query parameters are read from the filter backends, the filterset's form and
     # the paginator once per process (``param_rules``); False reads them on every request.
     cache_param_rules = True
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        """DRF's, with the site's ``DEFAULT_THROTTLE_CLASSES`` before ``SemanticSearchThrottle`` while
+        ``throttle_classes`` is left as it is (``search_throttle_classes``): a site-wide rate for
+        anonymous callers covers the searches too."""
+        if self.throttle_classes is SEARCH_THROTTLES:
+            return [throttle() for throttle in search_throttle_classes()]
+        return super().get_throttles()
 
     @property
     def throttle_scope(self) -> str:
