@@ -423,6 +423,7 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         ("q=cat&owner=someone", 400, "owner", "whole number"),
         ("q=cat&owner=", 400, "owner", "This filter is empty"),
         ("q=cat&created_after=2026-13-45", 400, "created_after", "valid date"),
+        ("q=cat&format=xml", 400, "format", "format must be one of: json, api."),
     ],
     ids=[
         "empty",
@@ -439,6 +440,7 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         "filter-value",
         "filter-empty",
         "filter-date",
+        "format",
     ],
 )
 def test_bad_text_queries_get_a_400_with_a_message(client, query, status, field, message):

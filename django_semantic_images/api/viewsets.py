@@ -36,9 +36,11 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotAuthenticated, NotFound, ParseError, PermissionDenied, ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
+from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from ..conf import semantic_settings
@@ -173,6 +175,16 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         """DRF's handling, with Django's own limits on a request (``request_limit_error``) answered
         as the API's JSON errors instead of Django's bare HTML 400 page."""
         return super().handle_exception(request_limit_error(exc))
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        """DRF's, with a ``?format=`` that none of the view's renderers writes a 400 naming ``format``:
+        DRF answered 404 "Not found.", which named nothing and read as a missing endpoint (or image)."""
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            name = str(api_settings.URL_FORMAT_OVERRIDE or "format")
+            formats = ", ".join(dict.fromkeys(renderer.format for renderer in self.get_renderers()))
+            raise ValidationError({name: [f"{name} must be one of: {formats}."]}) from None
 
     # -- authentication -------------------------------------------------------------
     def get_authenticate_header(self, request: Request) -> str:
