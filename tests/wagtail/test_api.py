@@ -211,7 +211,11 @@ def test_v2_search_words_up_to_the_limit_are_answered(api):
 
 def test_v2_bad_utf8_and_pending_anchor_are_400(api, make_image, sample_paths):
     response = api.generic("GET", V2 + "?semantic=%ff%fe")
-    assert response.status_code == 400 and "semantic" in response.json()["message"]
+    assert response.status_code == 400
+    assert response.json() == {"message": "semantic is not valid UTF-8; percent-encode UTF-8 bytes"}
+    response = api.generic("GET", V2 + "?semantic=cat&title=%ff")  # the parameter that is not UTF-8
+    assert response.status_code == 400
+    assert response.json() == {"message": "title is not valid UTF-8; percent-encode UTF-8 bytes"}
     pending = make_image(sample_paths["coffee"], "IMG_0009")  # its vectors are not made
     response = api.get(V2, {"similar_to": pending.pk})
     assert response.status_code == 400

@@ -29,7 +29,7 @@ from wagtail.api.v2.utils import BadRequestError
 from wagtail.images.api.v2.views import ImagesAPIViewSet
 
 from ...api.pagination import is_ranked
-from ...api.querystring import INTEGER, ensure_utf8
+from ...api.querystring import INTEGER, NOT_UTF8_MESSAGE, not_utf8_names
 from ...api.serializers import SearchTextField
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
@@ -98,11 +98,10 @@ def above(digits: str, bound: int) -> bool:
 
 
 def semantic_words(request: Any) -> str:
-    """The words of ``?semantic=``: not blank, valid UTF-8, within ``MAX_QUERY_LENGTH``."""
-    try:
-        ensure_utf8(request)
-    except ValidationError:
-        raise BadRequestError(f"{SEMANTIC} is not valid UTF-8; percent-encode UTF-8 bytes") from None
+    """The words of ``?semantic=``: not blank, within ``MAX_QUERY_LENGTH``, in a query string that is
+    valid UTF-8 (else a 400 naming the first parameter that is not)."""
+    for name in not_utf8_names(request.META.get("QUERY_STRING", "")):
+        raise BadRequestError(NOT_UTF8_MESSAGE.format(name=name or "the query string").removesuffix("."))
     try:
         return str(SearchTextField().run_validation(request.GET[SEMANTIC]))
     except ValidationError as exc:
