@@ -169,6 +169,8 @@ NOT_INTEGER = "similar_to must be a positive integer"
         ({"similar_to": "9" * 5000}, "similar_to image doesn't exist"),
         ({"similar_to": "0" * 5000}, NOT_INTEGER),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
+        # A format no renderer writes: Wagtail's 404 with an empty message.
+        ({"semantic": "a cat", "format": "xml"}, "format must be one of: json, api"),
         ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
         # A NUL character, which PostgreSQL refuses in text: Wagtail's search and field filters passed it on (a 500).
         ({"search": "a\x00cat"}, "search cannot contain NUL characters"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Model, QuerySet
+from django.http import Http404
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import Field, SkipField
 from rest_framework.filters import BaseFilterBackend
@@ -225,6 +226,15 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
                 raise BadRequestError("search_operator must be 'and' or 'or'")
             if "tags" in params:
                 raise BadRequestError("tags cannot be combined with search (filtering by tag while searching)")
+
+    def perform_content_negotiation(self, request: Any, force: bool = False) -> Any:
+        """DRF's, with a ``?format=`` that none of the renderers writes a 400 naming ``format``
+        (Wagtail answered 404 with an empty message)."""
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            formats = ", ".join(dict.fromkeys(renderer.format for renderer in self.get_renderers()))
+            raise BadRequestError(f"format must be one of: {formats}") from None
 
     def find_object(self, queryset: QuerySet, request: Any) -> Any:
         """Wagtail's ``find/?id=``, with an id that is not a number a 400 naming it (Wagtail passed
