@@ -822,6 +822,12 @@ def test_head_answers_a_search_like_get(client):
     assert client.head(f"{SEARCH}?q=a+cat").status_code == 200
 
 
+def test_options_describes_the_upload_of_a_search_by_photo(client):
+    """OPTIONS described the body of ``POST search/`` with the result's fields (id, title, score ...)."""
+    post = client.options(SEARCH).json()["actions"]["POST"]
+    assert set(post) == {"image"} and post["image"]["type"] == "file upload" and post["image"]["required"]
+
+
 def test_a_json_body_is_an_unsupported_media_type(client):
     response = client.post(SEARCH, {"image": "aGVsbG8="}, format="json")
     assert response.status_code == 415

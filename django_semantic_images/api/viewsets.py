@@ -157,8 +157,10 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     # -- serializers --------------------------------------------------------------
     def get_serializer_class(self) -> type[BaseSerializer]:
-        """The upload form for ``POST search/``, else the result serializer."""
-        if self.action == "search" and self.request is not None and self.request.method == "POST":
+        """The upload form for ``POST search/`` (also as OPTIONS describes it: DRF's metadata asks
+        with the method set to POST, under the action ``metadata``), else the result serializer."""
+        posts_search = getattr(self, "action_map", {}).get("post") == "search"
+        if posts_search and self.request is not None and self.request.method == "POST":
             return self.image_query_serializer_class
         return self.get_result_serializer_class()
 
