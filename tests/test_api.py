@@ -843,6 +843,18 @@ def test_an_unknown_id_is_a_404(client, sample_photos, pk):
     assert response.json() == {"detail": "No Photo matches the given query."}
 
 
+def test_an_id_written_otherwise_than_in_digits_is_a_404(client, sample_photos):
+    """Django's lookup reads " 5", "+5", "0_5" and "٥" as 5: each was a second address of image 5's
+    similar images, where the API reads every other number strictly."""
+    pk = sample_photos["chelsea"].pk
+    assert client.get(similar_url(pk)).status_code == 200
+    arabic = str(pk).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    for written in (f"%20{pk}", f"%2B{pk}", f"0_{pk}", arabic, f"{pk}%0A"):
+        response = client.get(similar_url(written))
+        assert response.status_code == 404, written
+        assert response.json() == {"detail": "No Photo matches the given query."}
+
+
 # -- schema and docs -----------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from django import forms
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
@@ -53,6 +53,7 @@ from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
 from .querystring import (
+    INTEGER,
     ensure_boolean,
     ensure_filled,
     ensure_known,
@@ -493,13 +494,17 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         """The image of ``{id}/similar/``, looked up only among ``get_queryset()``.
 
         A hidden image answers exactly like a missing one, with the same 404 and body:
-        also a malformed id, and one that an object permission refuses.
+        also a malformed id (an integer key not in ASCII digits, ``malformed_key``), and one that
+        an object permission refuses.
         """
         queryset = self.get_queryset()
         missing = NotFound(f"No {queryset.model._meta.object_name} matches the given query.")
         lookup = self.lookup_url_kwarg or self.lookup_field
+        raw = self.kwargs[lookup]
+        if malformed_key(queryset.model, self.lookup_field, raw):
+            raise missing
         try:
-            anchor = get_object_or_404(queryset, **{self.lookup_field: self.kwargs[lookup]})
+            anchor = get_object_or_404(queryset, **{self.lookup_field: raw})
             self.check_object_permissions(self.request, anchor)
         except (Http404, PermissionDenied, NotAuthenticated):
             raise missing from None
@@ -603,6 +608,16 @@ def filterset_multi_valued(filterset_class: Any) -> set[str]:
         for name, flt in filterset_class.base_filters.items()
         if getattr(filter_widget(flt), "allow_multiple_selected", False)
     }
+
+
+def malformed_key(model: type[Model], lookup_field: str, raw: Any) -> bool:
+    """Whether ``raw`` looks up an integer column (the primary key, by default) in a form other than
+    ASCII digits after an optional '-': Django's lookup reads " 5", "+5", "0_5" and "٥" as 5."""
+    try:
+        field = model._meta.pk if lookup_field == "pk" else model._meta.get_field(lookup_field)
+    except FieldDoesNotExist:  # a lookup across a relation: left to Django
+        return False
+    return isinstance(field, models.IntegerField) and INTEGER.fullmatch(str(raw)) is None
 
 
 def numeric_kind(field: forms.Field) -> str | None:
