@@ -87,6 +87,14 @@ def test_v2_keeps_wagtails_other_parameters(api, sample_images):
     assert item_ids(v2(api, search="IMG_0002")) == [sample_images["rocket"].pk]
 
 
+def test_v2_ranking_is_throttled_in_the_search_apis_scope(api, settings):
+    """A ranked listing runs the text model as the REST API's search does; it was never throttled."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"semantic_search": "2/min"}}
+    assert [api.get(V2, {"semantic": "a cat"}).status_code for _ in range(3)] == [200, 200, 429]
+    assert api.get(V2, {"similar_to": "1"}).status_code == 429
+    assert api.get(V2).status_code == 200  # Wagtail's plain listing is no search
+
+
 def test_v2_similar_to_ranks_by_likeness_and_leaves_the_image_out(api, sample_images):
     cat = sample_images["chelsea"]
     body = v2(api, similar_to=cat.pk)

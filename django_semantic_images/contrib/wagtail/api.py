@@ -32,6 +32,7 @@ from wagtail.images.api.v2.views import ImagesAPIViewSet
 from ...api.pagination import is_ranked
 from ...api.querystring import INTEGER, NOT_UTF8_MESSAGE, not_utf8_names
 from ...api.serializers import SearchTextField
+from ...api.throttling import TEXT_SCOPE, SemanticSearchThrottle
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
 from ...pipeline import public_reason
@@ -196,6 +197,19 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
     known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
     meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
     listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
+    #: The rate (``DEFAULT_THROTTLE_RATES``) that a ranked listing counts against (``get_throttles``).
+    semantic_throttle_scope = TEXT_SCOPE
+
+    def get_throttles(self) -> list[Any]:
+        """The site's throttles, and for a listing ranked by ``semantic`` or ``similar_to`` (the text
+        model or a vector search, as the REST API's searches) ``SemanticSearchThrottle`` in the
+        text search's scope (``semantic_throttle_scope``)."""
+        throttles = list(super().get_throttles())
+        if SEMANTIC in self.request.GET or SIMILAR_TO in self.request.GET:
+            throttle = SemanticSearchThrottle()
+            throttle.scope_attr = "semantic_throttle_scope"  # not throttle_scope: DRF's ScopedRateThrottle reads that
+            throttles.append(throttle)
+        return throttles
 
     def check_query_parameters(self, queryset: QuerySet) -> None:
         """Wagtail's check, and a 400 naming the parameter where Wagtail's search would fail:
