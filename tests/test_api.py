@@ -358,6 +358,38 @@ def test_searches_are_throttled_per_scope(client, sample_photos, settings):
     assert client.get(similar_url(sample_photos["rocket"].pk)).status_code == 429
 
 
+def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(client, settings):
+    """DRF counts an anonymous caller by the whole X-Forwarded-For header unless NUM_PROXIES is set:
+    a new value on each request was never throttled."""
+    rates = {"semantic_search": "2/min"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    forged = [client.get(SEARCH, {"q": "a rocket"}, HTTP_X_FORWARDED_FOR=f"203.0.113.{i}") for i in range(3)]
+    assert [response.status_code for response in forged] == [200, 200, 429]
+    # Behind the proxies a site declares, the client address they write is counted.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates, "NUM_PROXIES": 1}
+    cache.clear()
+    proxied = [client.get(SEARCH, {"q": "a rocket"}, HTTP_X_FORWARDED_FOR=f"203.0.113.{i % 2}") for i in range(5)]
+    assert [response.status_code for response in proxied] == [200, 200, 200, 200, 429]
+
+
+def test_the_sites_default_throttles_cover_the_searches(client, settings, monkeypatch):
+    """The viewset set its own throttle_classes, which dropped the site's DEFAULT_THROTTLE_CLASSES: a
+    site-wide rate for anonymous callers left its costliest endpoints unthrottled."""
+    from rest_framework.throttling import AnonRateThrottle
+
+    throttles = ["rest_framework.throttling.AnonRateThrottle", "rest_framework.throttling.ScopedRateThrottle"]
+    for rates in ({"anon": "2/min"}, {"anon": "9/min", "semantic_search": "2/min"}):  # a scope counts once
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_CLASSES": throttles,
+            "DEFAULT_THROTTLE_RATES": rates,
+        }
+        monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", rates)  # DRF reads them at import
+        cache.clear()
+        answers = [client.get(SEARCH, {"q": "a rocket"}).status_code for _ in range(3)]
+        assert answers == [200, 200, 429], rates
+
+
 # -- bad input: a 4xx with a message, never a 500 -------------------------------------------------
 
 
@@ -382,7 +414,8 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         ("q=" + "a" * 100_000, 400, "q", "longer than 500"),
         ("", 400, "q", "Give the words"),
         ("q=cat&colour=red", 400, "detail", "Unsupported parameter(s) in the query string: colour"),
-        ("q=%FF%FEcat", 400, "detail", "not valid UTF-8"),
+        ("q=%FF%FEcat", 400, "q", "q is not valid UTF-8"),
+        ("q=cat&owner=%FF", 400, "owner", "owner is not valid UTF-8"),
         ("q=cat&limit=ten", 400, "limit", "whole number"),
         ("q=cat&limit=0", 400, "limit", "at least 1"),
         ("q=cat&offset=-1", 400, "offset", "at least 0"),
@@ -391,6 +424,7 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         ("q=cat&owner=someone", 400, "owner", "whole number"),
         ("q=cat&owner=", 400, "owner", "This filter is empty"),
         ("q=cat&created_after=2026-13-45", 400, "created_after", "valid date"),
+        ("q=cat&format=xml", 400, "format", "format must be one of: json, api."),
     ],
     ids=[
         "empty",
@@ -399,6 +433,7 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         "missing",
         "unsupported",
         "non-utf8",
+        "non-utf8-filter",
         "limit-word",
         "limit-zero",
         "offset-negative",
@@ -407,6 +442,7 @@ def jpeg(size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
         "filter-value",
         "filter-empty",
         "filter-date",
+        "format",
     ],
 )
 def test_bad_text_queries_get_a_400_with_a_message(client, query, status, field, message):
@@ -771,6 +807,12 @@ def test_head_answers_a_search_like_get(client):
     assert client.head(f"{SEARCH}?q=a+cat").status_code == 200
 
 
+def test_options_describes_the_upload_of_a_search_by_photo(client):
+    """OPTIONS described the body of ``POST search/`` with the result's fields (id, title, score ...)."""
+    post = client.options(SEARCH).json()["actions"]["POST"]
+    assert set(post) == {"image"} and post["image"]["type"] == "file upload" and post["image"]["required"]
+
+
 def test_a_json_body_is_an_unsupported_media_type(client):
     response = client.post(SEARCH, {"image": "aGVsbG8="}, format="json")
     assert response.status_code == 415
@@ -784,6 +826,18 @@ def test_an_unknown_id_is_a_404(client, sample_photos, pk):
     response = client.get(similar_url(pk))
     assert response.status_code == 404
     assert response.json() == {"detail": "No Photo matches the given query."}
+
+
+def test_an_id_written_otherwise_than_in_digits_is_a_404(client, sample_photos):
+    """Django's lookup reads " 5", "+5", "0_5" and "٥" as 5: each was a second address of image 5's
+    similar images, where the API reads every other number strictly."""
+    pk = sample_photos["chelsea"].pk
+    assert client.get(similar_url(pk)).status_code == 200
+    arabic = str(pk).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    for written in (f"%20{pk}", f"%2B{pk}", f"0_{pk}", arabic, f"{pk}%0A"):
+        response = client.get(similar_url(written))
+        assert response.status_code == 404, written
+        assert response.json() == {"detail": "No Photo matches the given query."}
 
 
 # -- schema and docs -----------------------------------------------------------------------------

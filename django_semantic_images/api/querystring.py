@@ -5,7 +5,7 @@ true/false filters given true or false."""
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -22,6 +22,7 @@ TOO_LONG_MESSAGE = "{name} has too many digits to be read as a whole number."
 INTEGER_LIST_MESSAGE = "{name} must be whole numbers separated by commas, such as 3,5 or -1,7."
 BOOLEAN_MESSAGE = "{name} must be true or false."
 NUMBER_LIST_MESSAGE = "{name} must be plain decimal numbers separated by commas, such as 0.25,-1."
+NOT_UTF8_MESSAGE = "{name} is not valid UTF-8; percent-encode UTF-8 bytes."
 
 
 def strict_integer(name: str, raw: str, message: str | None = None) -> int:
@@ -68,14 +69,21 @@ def ensure_boolean(params: Any, widgets: Iterable[tuple[str, Any]]) -> None:
 
 
 def ensure_utf8(request: Any) -> None:
-    """Refuse a query string whose percent-decoded bytes are not UTF-8.
+    """Refuse a query string whose percent-decoded bytes are not UTF-8, naming the first parameter
+    whose value is not (``not_utf8_names``).
 
     Django decodes such bytes with replacement characters, which would silently
     search for the wrong words.
     """
-    raw = request.META.get("QUERY_STRING", "")
-    if not raw:
-        return
+    for name in not_utf8_names(request.META.get("QUERY_STRING", "")):
+        if name is None:
+            raise ValidationError({"detail": NOT_UTF8_MESSAGE.format(name="The query string")})
+        raise ValidationError({name: [NOT_UTF8_MESSAGE.format(name=name)]})
+
+
+def not_utf8_names(raw: str) -> Iterator[str | None]:
+    """The name of each parameter of the query string ``raw`` whose percent-decoded value is not
+    UTF-8, in order; None for one whose name is not UTF-8 (or empty) either."""
     try:
         data = raw.encode("latin-1")
     except UnicodeEncodeError:
@@ -84,8 +92,10 @@ def ensure_utf8(request: Any) -> None:
         try:
             unquote_to_bytes(part).decode("utf-8")
         except UnicodeDecodeError:
-            message = "The query string is not valid UTF-8; percent-encode UTF-8 bytes."
-            raise ValidationError({"detail": message}) from None
+            try:
+                yield unquote_to_bytes(part.partition(b"=")[0]).decode("utf-8") or None
+            except UnicodeDecodeError:
+                yield None
 
 
 def ensure_known(params: Iterable[str], allowed: Iterable[str], where: str = "query string") -> None:

@@ -21,13 +21,13 @@ outside the site's queryset is returned.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from django import forms
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
@@ -36,9 +36,12 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotAuthenticated, NotFound, ParseError, PermissionDenied, ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
+from rest_framework.settings import api_settings
+from rest_framework.throttling import BaseThrottle
 
 from ..conf import semantic_settings
 from ..duplicates import check_threshold, group_rows, near_duplicates
@@ -51,6 +54,7 @@ from .exceptions import NotEmbeddedYet, PayloadTooLarge
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
 from .querystring import (
+    INTEGER,
     ensure_boolean,
     ensure_filled,
     ensure_known,
@@ -69,10 +73,14 @@ from .schema import (
     text_search_schema,
 )
 from .serializers import ImageQuerySerializer, TextQuerySerializer, duplicate_group_serializer
-from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle
+from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle, search_throttle_classes
 
 THRESHOLD_PARAM = "threshold"
 THRESHOLD_MESSAGE = "threshold must be a number greater than 0 and at most 1 (a cosine distance)."
+
+#: ``throttle_classes`` of a viewset that names none: the site's defaults and the search scopes
+#: (``SemanticSearchViewSet.get_throttles``).
+SEARCH_THROTTLES: Sequence[type[BaseThrottle]] = (SemanticSearchThrottle,)
 
 
 class ParamRules(NamedTuple):
@@ -101,7 +109,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     defer_vectors = True
     pagination_class = RankedPagination
     schema = SemanticSearchSchema()
-    throttle_classes = [SemanticSearchThrottle]
+    # Left as it is: the site's DEFAULT_THROTTLE_CLASSES and SemanticSearchThrottle (get_throttles);
+    # a viewset that sets its own gets those alone, as any DRF view.
+    throttle_classes = SEARCH_THROTTLES
     parser_classes = [MultiPartParser, FormParser]
     # The body of POST search/: the browsable API's form and the schema's request body.
     image_query_serializer_class = ImageQuerySerializer
@@ -128,6 +138,14 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     # the paginator once per process (``param_rules``); False reads them on every request.
     cache_param_rules = True
 
+    def get_throttles(self) -> list[BaseThrottle]:
+        """DRF's, with the site's ``DEFAULT_THROTTLE_CLASSES`` before ``SemanticSearchThrottle`` while
+        ``throttle_classes`` is left as it is (``search_throttle_classes``): a site-wide rate for
+        anonymous callers covers the searches too."""
+        if self.throttle_classes is SEARCH_THROTTLES:
+            return [throttle() for throttle in search_throttle_classes()]
+        return super().get_throttles()
+
     @property
     def throttle_scope(self) -> str:
         if self.action == "search" and self.request is not None and self.request.method == "POST":
@@ -138,8 +156,10 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     # -- serializers --------------------------------------------------------------
     def get_serializer_class(self) -> type[BaseSerializer]:
-        """The upload form for ``POST search/``, else the result serializer."""
-        if self.action == "search" and self.request is not None and self.request.method == "POST":
+        """The upload form for ``POST search/`` (also as OPTIONS describes it: DRF's metadata asks
+        with the method set to POST, under the action ``metadata``), else the result serializer."""
+        posts_search = getattr(self, "action_map", {}).get("post") == "search"
+        if posts_search and self.request is not None and self.request.method == "POST":
             return self.image_query_serializer_class
         return self.get_result_serializer_class()
 
@@ -156,6 +176,16 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         """DRF's handling, with Django's own limits on a request (``request_limit_error``) answered
         as the API's JSON errors instead of Django's bare HTML 400 page."""
         return super().handle_exception(request_limit_error(exc))
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        """DRF's, with a ``?format=`` that none of the view's renderers writes a 400 naming ``format``:
+        DRF answered 404 "Not found.", which named nothing and read as a missing endpoint (or image)."""
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            name = str(api_settings.URL_FORMAT_OVERRIDE or "format")
+            formats = ", ".join(dict.fromkeys(renderer.format for renderer in self.get_renderers()))
+            raise ValidationError({name: [f"{name} must be one of: {formats}."]}) from None
 
     # -- authentication -------------------------------------------------------------
     def get_authenticate_header(self, request: Request) -> str:
@@ -462,13 +492,17 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         """The image of ``{id}/similar/``, looked up only among ``get_queryset()``.
 
         A hidden image answers exactly like a missing one, with the same 404 and body:
-        also a malformed id, and one that an object permission refuses.
+        also a malformed id (an integer key not in ASCII digits, ``malformed_key``), and one that
+        an object permission refuses.
         """
         queryset = self.get_queryset()
         missing = NotFound(f"No {queryset.model._meta.object_name} matches the given query.")
         lookup = self.lookup_url_kwarg or self.lookup_field
+        raw = self.kwargs[lookup]
+        if malformed_key(queryset.model, self.lookup_field, raw):
+            raise missing
         try:
-            anchor = get_object_or_404(queryset, **{self.lookup_field: self.kwargs[lookup]})
+            anchor = get_object_or_404(queryset, **{self.lookup_field: raw})
             self.check_object_permissions(self.request, anchor)
         except (Http404, PermissionDenied, NotAuthenticated):
             raise missing from None
@@ -569,6 +603,16 @@ def filterset_multi_valued(filterset_class: Any) -> set[str]:
         for name, flt in filterset_class.base_filters.items()
         if getattr(filter_widget(flt), "allow_multiple_selected", False)
     }
+
+
+def malformed_key(model: type[Model], lookup_field: str, raw: Any) -> bool:
+    """Whether ``raw`` looks up an integer column (the primary key, by default) in a form other than
+    ASCII digits after an optional '-': Django's lookup reads " 5", "+5", "0_5" and "٥" as 5."""
+    try:
+        field = model._meta.pk if lookup_field == "pk" else model._meta.get_field(lookup_field)
+    except FieldDoesNotExist:  # a lookup across a relation: left to Django
+        return False
+    return isinstance(field, models.IntegerField) and INTEGER.fullmatch(str(raw)) is None
 
 
 def numeric_kind(field: forms.Field) -> str | None:

@@ -87,6 +87,14 @@ def test_v2_keeps_wagtails_other_parameters(api, sample_images):
     assert item_ids(v2(api, search="IMG_0002")) == [sample_images["rocket"].pk]
 
 
+def test_v2_ranking_is_throttled_in_the_search_apis_scope(api, settings):
+    """A ranked listing runs the text model as the REST API's search does; it was never throttled."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"semantic_search": "2/min"}}
+    assert [api.get(V2, {"semantic": "a cat"}).status_code for _ in range(3)] == [200, 200, 429]
+    assert api.get(V2, {"similar_to": "1"}).status_code == 429
+    assert api.get(V2).status_code == 200  # Wagtail's plain listing is no search
+
+
 def test_v2_similar_to_ranks_by_likeness_and_leaves_the_image_out(api, sample_images):
     cat = sample_images["chelsea"]
     body = v2(api, similar_to=cat.pk)
@@ -169,6 +177,8 @@ NOT_INTEGER = "similar_to must be a positive integer"
         ({"similar_to": "9" * 5000}, "similar_to image doesn't exist"),
         ({"similar_to": "0" * 5000}, NOT_INTEGER),
         ({"semantic": "a cat", "fields": "nope"}, "unknown fields: nope"),
+        # A format no renderer writes: Wagtail's 404 with an empty message.
+        ({"semantic": "a cat", "format": "xml"}, "format must be one of: json, api"),
         ({"semantic": "a cat", "colour": "red"}, "query parameter is not an operation or a recognised field: colour"),
         # A NUL character, which PostgreSQL refuses in text: Wagtail's search and field filters passed it on (a 500).
         ({"search": "a\x00cat"}, "search cannot contain NUL characters"),
@@ -211,7 +221,11 @@ def test_v2_search_words_up_to_the_limit_are_answered(api):
 
 def test_v2_bad_utf8_and_pending_anchor_are_400(api, make_image, sample_paths):
     response = api.generic("GET", V2 + "?semantic=%ff%fe")
-    assert response.status_code == 400 and "semantic" in response.json()["message"]
+    assert response.status_code == 400
+    assert response.json() == {"message": "semantic is not valid UTF-8; percent-encode UTF-8 bytes"}
+    response = api.generic("GET", V2 + "?semantic=cat&title=%ff")  # the parameter that is not UTF-8
+    assert response.status_code == 400
+    assert response.json() == {"message": "title is not valid UTF-8; percent-encode UTF-8 bytes"}
     pending = make_image(sample_paths["coffee"], "IMG_0009")  # its vectors are not made
     response = api.get(V2, {"similar_to": pending.pk})
     assert response.status_code == 400

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Model, QuerySet
+from django.http import Http404
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import Field, SkipField
 from rest_framework.filters import BaseFilterBackend
@@ -29,8 +30,9 @@ from wagtail.api.v2.utils import BadRequestError
 from wagtail.images.api.v2.views import ImagesAPIViewSet
 
 from ...api.pagination import is_ranked
-from ...api.querystring import INTEGER, ensure_utf8
+from ...api.querystring import INTEGER, NOT_UTF8_MESSAGE, not_utf8_names
 from ...api.serializers import SearchTextField
+from ...api.throttling import TEXT_SCOPE, SemanticSearchThrottle
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
 from ...pipeline import public_reason
@@ -98,11 +100,10 @@ def above(digits: str, bound: int) -> bool:
 
 
 def semantic_words(request: Any) -> str:
-    """The words of ``?semantic=``: not blank, valid UTF-8, within ``MAX_QUERY_LENGTH``."""
-    try:
-        ensure_utf8(request)
-    except ValidationError:
-        raise BadRequestError(f"{SEMANTIC} is not valid UTF-8; percent-encode UTF-8 bytes") from None
+    """The words of ``?semantic=``: not blank, within ``MAX_QUERY_LENGTH``, in a query string that is
+    valid UTF-8 (else a 400 naming the first parameter that is not)."""
+    for name in not_utf8_names(request.META.get("QUERY_STRING", "")):
+        raise BadRequestError(NOT_UTF8_MESSAGE.format(name=name or "the query string").removesuffix("."))
     try:
         return str(SearchTextField().run_validation(request.GET[SEMANTIC]))
     except ValidationError as exc:
@@ -196,6 +197,19 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
     known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
     meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
     listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
+    #: The rate (``DEFAULT_THROTTLE_RATES``) that a ranked listing counts against (``get_throttles``).
+    semantic_throttle_scope = TEXT_SCOPE
+
+    def get_throttles(self) -> list[Any]:
+        """The site's throttles, and for a listing ranked by ``semantic`` or ``similar_to`` (the text
+        model or a vector search, as the REST API's searches) ``SemanticSearchThrottle`` in the
+        text search's scope (``semantic_throttle_scope``)."""
+        throttles = list(super().get_throttles())
+        if SEMANTIC in self.request.GET or SIMILAR_TO in self.request.GET:
+            throttle = SemanticSearchThrottle()
+            throttle.scope_attr = "semantic_throttle_scope"  # not throttle_scope: DRF's ScopedRateThrottle reads that
+            throttles.append(throttle)
+        return throttles
 
     def check_query_parameters(self, queryset: QuerySet) -> None:
         """Wagtail's check, and a 400 naming the parameter where Wagtail's search would fail:
@@ -226,6 +240,15 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
                 raise BadRequestError("search_operator must be 'and' or 'or'")
             if "tags" in params:
                 raise BadRequestError("tags cannot be combined with search (filtering by tag while searching)")
+
+    def perform_content_negotiation(self, request: Any, force: bool = False) -> Any:
+        """DRF's, with a ``?format=`` that none of the renderers writes a 400 naming ``format``
+        (Wagtail answered 404 with an empty message)."""
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            formats = ", ".join(dict.fromkeys(renderer.format for renderer in self.get_renderers()))
+            raise BadRequestError(f"format must be one of: {formats}") from None
 
     def find_object(self, queryset: QuerySet, request: Any) -> Any:
         """Wagtail's ``find/?id=``, with an id that is not a number a 400 naming it (Wagtail passed
