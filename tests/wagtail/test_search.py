@@ -296,11 +296,15 @@ def test_a_tag_or_usage_count_filter_with_search_words_ranks_as_without(superuse
 )
 def test_search_words_or_a_tag_the_views_cannot_take_are_400_naming_them(superuser_client, sample_images, name):
     """Words longer than MAX_QUERY_LENGTH (as the APIs refuse them: hundreds of words exhausted
-    Python's recursion limit in Wagtail's search backend, a 500), and a tag with a NUL character
+    Python's recursion limit in Wagtail's search backend, a 500), words the text model cannot read
+    in more terms than Wagtail's search takes (a 500 too), and a tag with a NUL character
     (the chooser's filter sent it to PostgreSQL, a 500)."""
     cases = {
         "many words": ({"q": "cat " * 800}, "q: the search text is longer than 500 characters."),
         "one long word": ({"q": "x" * 10_000}, "q: the search text is longer than 500 characters."),
+        # Words the text model cannot read go to Wagtail's own search: 250 terms were a RecursionError.
+        "many unreadable words": ({"q": "ж " * 249 + "ж"}, "q: more than 64 words to match as keywords."),
+        "many unreadable terms": ({"q": "ж-" * 249 + "ж"}, "q: more than 64 words to match as keywords."),
         "NUL in a tag": ({"tag": "a\x00b"}, "tag: a tag cannot contain NUL characters."),
         "NUL in a tag, with words": ({"tag": "a\x00b", "q": "a cat"}, "tag: a tag cannot contain NUL characters."),
     }
@@ -309,6 +313,7 @@ def test_search_words_or_a_tag_the_views_cannot_take_are_400_naming_them(superus
         assert (response.status_code, response.content.decode()) == (400, message), case
     at_the_limit = superuser_client.get(reverse(name), {"q": ("a cat " * 100)[:500]})
     assert at_the_limit.status_code == 200
+    assert superuser_client.get(reverse(name), {"q": " ".join(["ж"] * 64)}).status_code == 200
 
 
 def test_chooser_thumbnails_come_from_the_prefetched_renditions_without_a_cache_write(superuser_client, sample_images):
