@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import re
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -604,6 +605,24 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
 
 #: The first words of Unicode letter names that are acronyms, kept as written in a note.
 SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
+
+
+# What counts as blank in the search text: every character ``str.isspace()`` calls whitespace,
+# NUL, and the invisible zero-width space, word joiner and byte order mark. This one class is
+# the schema's pattern for ``q`` and the server's test, written with \uXXXX escapes and no \s,
+# so Python's re and ECMAScript (clients, schema validators) read it alike.
+BLANK_CLASS = (
+    r"\u0000\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200b"
+    r"\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
+)
+NOT_BLANK = re.compile(f"[^{BLANK_CLASS}]")
+BLANK_RUN = re.compile(f"[{BLANK_CLASS}]+")
+
+
+def search_words(text: str) -> str:
+    """``text`` as every search takes it: each run of blank characters (``BLANK_CLASS``: whitespace,
+    NUL, zero-width) one space, the ends trimmed; "" for blank text (nothing to search for)."""
+    return BLANK_RUN.sub(" ", text).strip(" ")
 
 
 def too_long(name: str, words: Iterable[str]) -> str | None:
