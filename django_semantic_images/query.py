@@ -254,9 +254,10 @@ class SemanticQuerySetMixin(_QuerySetBase):
         path = embedding_path(self.model, field)
         if isinstance(query, Promise):  # gettext_lazy(...): its text now
             query = str(query)
-        if isinstance(query, str) and not query.strip():
-            raise ValueError("The search text is empty.")
         if isinstance(query, str):
+            query = search_words(query)  # as the search boxes and the APIs read words
+            if not query:
+                raise ValueError("The search text is empty.")
             query = path.field.get_encoder().encode_text(query)
         return self._ranked(SemanticDistance(path.name, query), path, "semantic", query)
 
@@ -668,6 +669,7 @@ def text_search(
     Either reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``).
     """
     path = embedding_path(queryset.model, field)
+    words = search_words(words)
     if path.field.get_encoder().reads(words):
         return searchable(queryset).semantic_search(words, field=field), None
     fields = list(keyword_fields) if keyword_fields is not None else [path.prefix + f for f in path.field.text_fields]
