@@ -15,6 +15,7 @@ import math
 import numbers
 import operator
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -621,9 +622,11 @@ BLANK_RUN = re.compile(f"[{BLANK_CLASS}]+")
 
 
 def search_words(text: str) -> str:
-    """``text`` as every search takes it: each run of blank characters (``BLANK_CLASS``: whitespace,
-    NUL, zero-width) one space, the ends trimmed; "" for blank text (nothing to search for)."""
-    return BLANK_RUN.sub(" ", text).strip(" ")
+    """``text`` as every search takes it: in Unicode's composed form (NFC: "e" and a combining
+    acute accent are "é", as stored texts are written), each run of blank characters
+    (``BLANK_CLASS``: whitespace, NUL, zero-width) one space, the ends trimmed; "" for blank text
+    (nothing to search for). One text, one query vector (and cache entry), language and keyword match."""
+    return BLANK_RUN.sub(" ", unicodedata.normalize("NFC", text)).strip(" ")
 
 
 def too_long(name: str, words: Iterable[str]) -> str | None:

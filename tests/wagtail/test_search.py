@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import unicodedata
 
 import pytest
 from django.db import connection, connections
@@ -212,13 +213,19 @@ def test_words_in_a_script_the_text_model_cannot_read_get_wagtails_keyword_searc
     """MiniLM reads Latin script only: Cyrillic words rank nothing by meaning (noise); the listing
     and the chooser answer with Wagtail's own keyword matches, and the listing says so."""
     with django_capture_on_commit_callbacks(execute=True):
-        cat = make_image(sample_paths["chelsea"], "кошка на диване")
+        cat = make_image(sample_paths["chelsea"], "кошка ест йогурт")
     embed_pks(ImageVectors, [cat.pk])
     response = superuser_client.get(reverse("wagtailimages:index"), {"q": "кошка"})
     assert list(response.context["object_list"]) == [cat]
     assert "cannot read Cyrillic" in response.context["semantic_note"]
     assert chooser(superuser_client, q="кошка") == [cat]
     assert len(listing(superuser_client, q="a cat")) > 1  # Latin words are still ranked by meaning
+    # The same word decomposed (NFD: "и" and a combining breve for "й") finds the same image.
+    decomposed = unicodedata.normalize("NFD", "йогурт")
+    assert len(decomposed) == 7
+    assert listing(superuser_client, q=decomposed) == chooser(superuser_client, q=decomposed) == [cat]
+    # Zero-width characters alone are no search: every image, as without words.
+    assert set(listing(superuser_client, q="\u200b\ufeff")) == set(listing(superuser_client))
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", OTHER])

@@ -24,7 +24,7 @@ from wagtail.images.views.images import IndexView
 from wagtail.search.backends.base import FilterFieldError
 
 from ...fields import embedding_path
-from ...query import read_as_search, too_long, unreadable_note
+from ...query import read_as_search, search_words, too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
 from .search import (
     DEFAULT_LIMIT,
@@ -89,6 +89,12 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
         return context
 
     @cached_property
+    def search_query(self) -> str:
+        """Wagtail's search words, read as the APIs read them (``search_words``: composed
+        Unicode, NUL and zero-width characters as spaces; blank words are no search)."""
+        return search_words(super().search_query)
+
+    @cached_property
     def is_explicitly_ordered(self) -> bool:
         """Whether the editor chose a sort order. The header's search form submits its sort field
         with every search, so only a non-blank choice counts (Wagtail counts any ``ordering``);
@@ -135,7 +141,8 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
     semantic_note: str | None = None
 
     def filter(self, objects: QuerySet) -> QuerySet | RankedResults:
-        words = self.cleaned_data.get("q")
+        # Read as the APIs read words (``search_words``), Wagtail's own search included.
+        words = self.cleaned_data["q"] = search_words(self.cleaned_data.get("q") or "")
         if not words:
             return super().filter(objects)
         # The filters after Wagtail's search field (the base form's), without its search.
