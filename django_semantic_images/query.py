@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-import re
 import unicodedata
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ from psycopg import ClientCursor
 from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
-from .encoders.text import letter_scripts
+from .encoders.text import BLANK_RUN, letter_scripts
 from .expressions import SemanticDistance, VisualDistance, query_array
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
@@ -607,18 +606,6 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
 
 #: The first words of Unicode letter names that are acronyms, kept as written in a note.
 SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
-
-
-# What counts as blank in the search text: every character ``str.isspace()`` calls whitespace,
-# NUL, and the invisible zero-width space, word joiner and byte order mark. This one class is
-# the schema's pattern for ``q`` and the server's test, written with \uXXXX escapes and no \s,
-# so Python's re and ECMAScript (clients, schema validators) read it alike.
-BLANK_CLASS = (
-    r"\u0000\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200b"
-    r"\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
-)
-NOT_BLANK = re.compile(f"[^{BLANK_CLASS}]")
-BLANK_RUN = re.compile(f"[{BLANK_CLASS}]+")
 
 
 def search_words(text: str) -> str:

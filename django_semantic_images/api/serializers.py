@@ -16,8 +16,9 @@ from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_K
 
 from .. import thumbnails
 from ..conf import DEFAULTS, semantic_settings
+from ..encoders.text import NOT_BLANK
 from ..fields import embedding_path, follow
-from ..query import NOT_BLANK, search_words
+from ..query import search_words
 
 
 class SemanticResultSerializer(serializers.ModelSerializer):
