@@ -612,7 +612,17 @@ def search_words(text: str) -> str:
     """``text`` as every search takes it: in Unicode's composed form (NFC: "e" and a combining
     acute accent are "é", as stored texts are written), each run of blank characters
     (``BLANK_CLASS``: whitespace, NUL, zero-width) one space, the ends trimmed; "" for blank text
-    (nothing to search for). One text, one query vector (and cache entry), language and keyword match."""
+    (nothing to search for). One text, one query vector (and cache entry), language and keyword match.
+
+    Text holding a lone surrogate (U+D800-U+DFFF: no character, which no text model can read) is a
+    ``ValueError``; the search boxes and the APIs never pass one (their requests are UTF-8).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"The search text is not valid Unicode: it holds a lone surrogate ({ascii(text[exc.start])})."
+        ) from None
     return BLANK_RUN.sub(" ", unicodedata.normalize("NFC", text)).strip(" ")
 
 

@@ -77,6 +77,13 @@ def test_empty_query_is_refused(blank):
         text_search(Photo.objects.all(), blank)
 
 
+def test_words_holding_a_lone_surrogate_are_a_value_error():
+    """No text model reads one: the tokenizer's TypeError said the words were not text at all."""
+    for search in (Photo.objects.semantic_search, lambda words: text_search(Photo.objects.all(), words)):
+        with pytest.raises(ValueError, match=r"not valid Unicode: it holds a lone surrogate \('\\udc80'\)"):
+            search("a cat \udc80")
+
+
 def test_nul_and_zero_width_characters_in_words_count_as_spaces(sample_photos):
     words = list(Photo.objects.semantic_search("a cup of coffee").values_list("pk", "distance"))
     assert list(Photo.objects.semantic_search("a cup\x00of\u200bcoffee ").values_list("pk", "distance")) == words
