@@ -359,8 +359,12 @@ class ImageEmbeddingField:
         return follow(instance, self.image_field)
 
     def texts(self, instance: models.Model) -> list[str]:
-        """The non-empty text field values of ``instance``."""
-        return [str(v).strip() for v in (follow(instance, f) for f in self.text_fields) if v and str(v).strip()]
+        """The text field values of ``instance`` that are not blank (``NOT_BLANK``: zero-width
+        characters alone are blank too, as in search words; the model reads them as no text)."""
+        from .encoders.text import NOT_BLANK
+
+        values = (follow(instance, f) for f in self.text_fields)
+        return [str(v).strip() for v in values if v and NOT_BLANK.search(str(v))]
 
     def related_paths(self) -> list[str]:
         """The forward relations that the image and text paths go through (for ``select_related``)."""

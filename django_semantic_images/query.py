@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import unicodedata
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from psycopg import ClientCursor
 from .calibration import Calibration, reference_for
 from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
-from .encoders.text import letter_scripts
+from .encoders.text import BLANK_RUN, letter_scripts
 from .expressions import SemanticDistance, VisualDistance, query_array
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
@@ -253,9 +254,10 @@ class SemanticQuerySetMixin(_QuerySetBase):
         path = embedding_path(self.model, field)
         if isinstance(query, Promise):  # gettext_lazy(...): its text now
             query = str(query)
-        if isinstance(query, str) and not query.strip():
-            raise ValueError("The search text is empty.")
         if isinstance(query, str):
+            query = search_words(query)  # as the search boxes and the APIs read words
+            if not query:
+                raise ValueError("The search text is empty.")
             query = path.field.get_encoder().encode_text(query)
         return self._ranked(SemanticDistance(path.name, query), path, "semantic", query)
 
@@ -606,6 +608,24 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
 SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
 
 
+def search_words(text: str) -> str:
+    """``text`` as every search takes it: in Unicode's composed form (NFC: "e" and a combining
+    acute accent are "é", as stored texts are written), each run of blank characters
+    (``BLANK_CLASS``: whitespace, NUL, zero-width) one space, the ends trimmed; "" for blank text
+    (nothing to search for). One text, one query vector (and cache entry), language and keyword match.
+
+    Text holding a lone surrogate (U+D800-U+DFFF: no character, which no text model can read) is a
+    ``ValueError``; the search boxes and the APIs never pass one (their requests are UTF-8).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"The search text is not valid Unicode: it holds a lone surrogate ({ascii(text[exc.start])})."
+        ) from None
+    return BLANK_RUN.sub(" ", unicodedata.normalize("NFC", text)).strip(" ")
+
+
 def too_long(name: str, words: Iterable[str]) -> str | None:
     """The message of a 400 naming ``name`` when one of ``words`` (the search texts sent as ``name``)
     is longer than ``MAX_QUERY_LENGTH`` (the admin's and Wagtail's search boxes, as the APIs), else None.
@@ -649,6 +669,7 @@ def text_search(
     Either reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``).
     """
     path = embedding_path(queryset.model, field)
+    words = search_words(words)
     if path.field.get_encoder().reads(words):
         return searchable(queryset).semantic_search(words, field=field), None
     fields = list(keyword_fields) if keyword_fields is not None else [path.prefix + f for f in path.field.text_fields]

@@ -21,6 +21,7 @@ from django.db import models
 from .encoders.base import l2_normalize
 from .encoders.bridges import LearnedBridge, transform_visual
 from .encoders.conse import ConSEEncoder
+from .encoders.text import NOT_BLANK
 from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from .imaging import ImageDecodeError, decode_image
 from .metrics import RetrievalScores, retrieval_scores
@@ -83,8 +84,10 @@ class CaptionedImages:
 
 
 def descriptions(instance_texts: Sequence[str]) -> list[str]:
-    """Each non-empty line of each text field is one description of the image."""
-    return [line.strip() for text in instance_texts for line in str(text).splitlines() if line.strip()]
+    """Each line of each text field that is not blank (``NOT_BLANK``, as for search words and the
+    fused alt text: zero-width characters alone are blank) is one description of the image."""
+    lines = (line for text in instance_texts for line in str(text).splitlines())
+    return [line.strip() for line in lines if NOT_BLANK.search(line)]
 
 
 #: The fewest images a bridge trains on: each step contrasts a batch's images with each other.

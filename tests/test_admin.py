@@ -137,8 +137,10 @@ def test_an_ordering_that_sorts_by_no_column_keeps_the_ranking(admin_client, pho
     assert ranked_pks(admin_client.get(url, {"q": "a cup of coffee", "o": "abc.3"})) == sorted(ranked, reverse=True)
 
 
-def test_a_blank_search_lists_every_row_unranked(admin_client, photos):
-    response = admin_client.get(reverse(CHANGELIST), {"q": "   "})
+@pytest.mark.parametrize("blank", ["   ", "\u200b\ufeff"], ids=["spaces", "zero-width"])
+def test_a_blank_search_lists_every_row_unranked(admin_client, photos, blank):
+    """Blank as the APIs define it: zero-width characters alone were ranked by the vector of nothing."""
+    response = admin_client.get(reverse(CHANGELIST), {"q": blank})
     assert sorted(ranked_pks(response)) == sorted(p.pk for p in photos.values())
     assert not hasattr(response.context["cl"].result_list[0], "score")
 
@@ -187,6 +189,19 @@ def test_autocomplete_terms_longer_than_max_query_length_are_a_400_naming_term(a
     response = admin_client.get(url, {**params, "term": "a b " * 6})
     assert response.status_code == 400
     assert "term: the search text is longer than 20 characters." in response.content.decode()
+
+
+def test_autocomplete_terms_with_nul_characters_read_them_as_spaces(admin_client, photos):
+    """Django's autocomplete took the term as sent: a NUL went to PostgreSQL with the search
+    fields' match (a 500); it counts as a space, as in the APIs' words."""
+    url = reverse("admin:autocomplete")
+    params = {"app_label": "multifield", "model_name": "photoalbum", "field_name": "cover"}
+    found = admin_client.get(url, {**params, "term": "a cup of\x00coffee"})
+    assert found.status_code == 200, found.content[:300]
+    assert found.json()["results"][0]["id"] == str(photos["coffee"].pk)
+    blank = admin_client.get(url, {**params, "term": "\x00"})
+    assert blank.status_code == 200, blank.content[:300]
+    assert {row["id"] for row in blank.json()["results"]} == {str(p.pk) for p in photos.values()}
 
 
 # -- similar images and search by photo ----------------------------------------

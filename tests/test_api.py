@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import struct
+import unicodedata
 import zlib
 
 import numpy as np
@@ -27,6 +28,7 @@ from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 from django_semantic_images.api.serializers import NOT_BLANK
 from django_semantic_images.api.viewsets import filterset_multi_valued
 from django_semantic_images.encoders.base import l2_normalize
+from django_semantic_images.fields import get_embedding_field
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.uploads import MULTIPART_OVERHEAD
@@ -171,6 +173,25 @@ def test_nul_characters_in_the_words_count_as_spaces(client, sample_photos):
     response = client.get(f"{SEARCH}?q=a%00cup%00of%00coffee")
     assert response.status_code == 200, response.content
     assert ids(response)[0] == sample_photos["coffee"].pk
+
+
+def test_decomposed_words_search_as_composed_ones(client, sample_photos):
+    """Canonically equivalent words (NFD: "e" and a combining accent; NFC: "é") are one search: one
+    query vector and cache entry, and the keyword match of stored (composed) text."""
+    Photo.objects.filter(pk=sample_photos["chelsea"].pk).update(alt_text="Рыжая кошка ест йогурт")
+    composed, decomposed = (unicodedata.normalize(form, "йогурт") for form in ("NFC", "NFD"))
+    assert len(decomposed) == len(composed) + 1
+    for words in (composed, decomposed):
+        response = client.get(SEARCH, {"q": words})
+        assert response.status_code == 200, response.content
+        assert ids(response) == [sample_photos["chelsea"].pk] and "Cyrillic" in response.json()["note"]
+    encoder = get_embedding_field(Photo).get_encoder()
+    encoder.clear_query_cache()
+    accented = "crème brûlée"
+    for form in ("NFD", "NFC"):
+        assert client.get(SEARCH, {"q": unicodedata.normalize(form, accented)}).status_code == 200
+    assert encoder.cached_text_vector(unicodedata.normalize("NFC", accented)) is not None
+    assert encoder.cached_text_vector(unicodedata.normalize("NFD", accented)) is None
 
 
 def test_similar_to_a_photo_not_embedded_yet_is_a_conflict(client, make_photo, sample_paths):

@@ -71,6 +71,17 @@ def test_changed_alt_text_is_embedded_again(make_photo, sample_paths):
     assert not np.allclose(before, np.array(photo.embedding_semantic))
 
 
+def test_blank_alt_text_counts_as_no_words(make_photo, sample_paths):
+    """Zero-width characters alone (a byte order mark left by an import) are no words, as in a
+    search: they were fused into the picture's vector as the text model's vector of nothing."""
+    blanks = ["", " \t\u00a0", "\u200b\ufeff", "\ufeff \u2060"]
+    photos = [make_photo(sample_paths["rocket"], alt_text=alt) for alt in blanks]
+    embed_instances(photos)
+    vectors = [np.array(Photo.objects.get(pk=p.pk).embedding_semantic) for p in photos]
+    for alt, vector in zip(blanks[1:], vectors[1:], strict=True):
+        np.testing.assert_allclose(vector, vectors[0], atol=1e-6, err_msg=ascii(alt))
+
+
 def test_a_corrupt_file_fails_with_a_reason_and_its_neighbours_are_embedded(make_photo, sample_paths):
     good1 = make_photo(sample_paths["chelsea"])
     truncated = make_photo(sample_paths["rocket"].read_bytes()[:2000], name="broken.jpg")

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from django_semantic_images import ImageEmbeddingField, SemanticDistance, SemanticImageManager
 from django_semantic_images import query as query_module
 from django_semantic_images.pipeline import embed_instances
-from django_semantic_images.query import ranked_rows, searchable, semantic_search
+from django_semantic_images.query import ranked_rows, searchable, semantic_search, text_search
 from photos.models import Photo
 from tests.sent_sql import CaptureSentQueries
 
@@ -68,9 +68,25 @@ def test_search_composes_with_filters(sample_photos):
     assert len(results) == len(sample_photos) - 1
 
 
-def test_empty_query_is_refused():
+@pytest.mark.parametrize("blank", ["   ", "\x00", "\u200b\ufeff\u2060"], ids=ascii)
+def test_empty_query_is_refused(blank):
+    """Blank as the APIs define it: NUL or zero-width characters alone were ranked by the vector of nothing."""
     with pytest.raises(ValueError, match="empty"):
-        Photo.objects.semantic_search("   ")
+        Photo.objects.semantic_search(blank)
+    with pytest.raises(ValueError, match="empty"):
+        text_search(Photo.objects.all(), blank)
+
+
+def test_words_holding_a_lone_surrogate_are_a_value_error():
+    """No text model reads one: the tokenizer's TypeError said the words were not text at all."""
+    for search in (Photo.objects.semantic_search, lambda words: text_search(Photo.objects.all(), words)):
+        with pytest.raises(ValueError, match=r"not valid Unicode: it holds a lone surrogate \('\\udc80'\)"):
+            search("a cat \udc80")
+
+
+def test_nul_and_zero_width_characters_in_words_count_as_spaces(sample_photos):
+    words = list(Photo.objects.semantic_search("a cup of coffee").values_list("pk", "distance"))
+    assert list(Photo.objects.semantic_search("a cup\x00of\u200bcoffee ").values_list("pk", "distance")) == words
 
 
 def test_filtered_search_still_fills_the_page(index_forced, settings):

@@ -17,6 +17,7 @@ from django_semantic_images.encoders import get_encoder, registry
 from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
 from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.pipeline import TransientError, embed_instances
+from django_semantic_images.training import descriptions
 from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
@@ -161,6 +162,12 @@ def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option,
     monkeypatch.setattr(command, "collect_captioned", never)
     with pytest.raises(CommandError, match=f"^{option} .*{re.escape(value)}"):
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
+
+
+def test_blank_lines_are_no_descriptions():
+    """Zero-width characters alone (a byte order mark left by an import) are blank, as in search
+    words and the fused alt text: such a line was a training pair of the image and nothing."""
+    assert descriptions(["A red bus\n\u200b\n \n", "\ufeff", " two dogs "]) == ["A red bus", "two dogs"]
 
 
 def captioned_rows(template: Photo, vectors: np.ndarray) -> None:

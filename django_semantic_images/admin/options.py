@@ -34,7 +34,7 @@ from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..hnsw import hnsw_settings
 from ..keys import well_formed_keys
-from ..query import keyword_matches, read_as_search, too_long, unreadable_note
+from ..query import keyword_matches, read_as_search, search_words, too_long, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
@@ -262,6 +262,9 @@ class SemanticSearchAdminMixin(_AdminBase):
         refused = too_long(var, [search_term])
         if refused:
             raise BadRequest(refused)
+        # As the APIs read words: NUL and zero-width characters count as spaces (Django's search of
+        # the search fields sent a NUL to PostgreSQL, which refuses it: the autocomplete's 500).
+        search_term = search_words(search_term)
         field = self.get_embedding_field()
         # The rows listed need no vector values: parsing them costs ~0.8 ms a row (docs/admin.md).
         queryset = queryset.defer(field.visual_field, field.semantic_field)
@@ -275,7 +278,7 @@ class SemanticSearchAdminMixin(_AdminBase):
             pks = top_pks(candidates, visual, field.visual_field, self.similar_images_results, field)
             qs = self._annotate(queryset.filter(pk__in=pks), visual)
             return self._rank(request, qs, [F("distance").asc()]), False
-        if not search_term.strip():
+        if not search_term:
             return super().get_search_results(request, queryset, search_term)
         queryset = read_as_search(queryset)  # a keyword fallback too: it is the search box's search
         if not field.get_encoder().reads(search_term):

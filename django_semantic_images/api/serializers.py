@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
@@ -17,7 +16,9 @@ from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_K
 
 from .. import thumbnails
 from ..conf import DEFAULTS, semantic_settings
+from ..encoders.text import NOT_BLANK
 from ..fields import embedding_path, follow
+from ..query import search_words
 
 
 class SemanticResultSerializer(serializers.ModelSerializer):
@@ -179,23 +180,6 @@ def _max_query_length() -> int:
     return int(semantic_settings.MAX_QUERY_LENGTH)
 
 
-# What counts as blank in the search text: every character ``str.isspace()`` calls whitespace,
-# NUL, and the invisible zero-width space, word joiner and byte order mark. This one class is
-# the schema's pattern for ``q`` and the server's test, written with \uXXXX escapes and no \s,
-# so Python's re and ECMAScript (clients, schema validators) read it alike.
-BLANK_CLASS = (
-    r"\u0000\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200b"
-    r"\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
-)
-NOT_BLANK = re.compile(f"[^{BLANK_CLASS}]")
-BLANK_RUN = re.compile(f"[{BLANK_CLASS}]+")
-
-
-def is_blank(text: str) -> bool:
-    """Whether ``text`` has nothing to search for (only characters of ``BLANK_CLASS``)."""
-    return NOT_BLANK.search(text) is None
-
-
 class SearchTextField(serializers.CharField):
     """The search words: not blank, at most ``MAX_QUERY_LENGTH`` characters as sent.
 
@@ -222,7 +206,7 @@ class SearchTextField(serializers.CharField):
 
     def run_validation(self, data: Any = empty) -> Any:
         value = super().run_validation(data)
-        return BLANK_RUN.sub(" ", value).strip(" ") if isinstance(value, str) else value
+        return search_words(value) if isinstance(value, str) else value
 
 
 class TextQuerySerializer(serializers.Serializer):

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -166,6 +167,18 @@ class TextModelSpec:
         if self.common_scale is not None:  # the fused vectors change with it
             rest += (self.common_scale,)
         return "|".join(map(repr, (self.model or "minilm", *rest)))
+
+
+# What counts as blank in search words and in an editor's texts (alt text, titles): every character
+# ``str.isspace()`` calls whitespace, NUL, and the invisible zero-width space, word joiner and byte
+# order mark. This one class is the schema's pattern for ``q`` and the server's test, written with
+# \uXXXX escapes and no \s, so Python's re and ECMAScript (clients, schema validators) read it alike.
+BLANK_CLASS = (
+    r"\u0000\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200b"
+    r"\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
+)
+NOT_BLANK = re.compile(f"[^{BLANK_CLASS}]")
+BLANK_RUN = re.compile(f"[{BLANK_CLASS}]+")
 
 
 def letter_scripts(text: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import unicodedata
 
 import pytest
 from django.db import connection, connections
@@ -212,13 +213,19 @@ def test_words_in_a_script_the_text_model_cannot_read_get_wagtails_keyword_searc
     """MiniLM reads Latin script only: Cyrillic words rank nothing by meaning (noise); the listing
     and the chooser answer with Wagtail's own keyword matches, and the listing says so."""
     with django_capture_on_commit_callbacks(execute=True):
-        cat = make_image(sample_paths["chelsea"], "кошка на диване")
+        cat = make_image(sample_paths["chelsea"], "кошка ест йогурт")
     embed_pks(ImageVectors, [cat.pk])
     response = superuser_client.get(reverse("wagtailimages:index"), {"q": "кошка"})
     assert list(response.context["object_list"]) == [cat]
     assert "cannot read Cyrillic" in response.context["semantic_note"]
     assert chooser(superuser_client, q="кошка") == [cat]
     assert len(listing(superuser_client, q="a cat")) > 1  # Latin words are still ranked by meaning
+    # The same word decomposed (NFD: "и" and a combining breve for "й") finds the same image.
+    decomposed = unicodedata.normalize("NFD", "йогурт")
+    assert len(decomposed) == 7
+    assert listing(superuser_client, q=decomposed) == chooser(superuser_client, q=decomposed) == [cat]
+    # Zero-width characters alone are no search: every image, as without words.
+    assert set(listing(superuser_client, q="\u200b\ufeff")) == set(listing(superuser_client))
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", OTHER])
@@ -296,11 +303,15 @@ def test_a_tag_or_usage_count_filter_with_search_words_ranks_as_without(superuse
 )
 def test_search_words_or_a_tag_the_views_cannot_take_are_400_naming_them(superuser_client, sample_images, name):
     """Words longer than MAX_QUERY_LENGTH (as the APIs refuse them: hundreds of words exhausted
-    Python's recursion limit in Wagtail's search backend, a 500), and a tag with a NUL character
+    Python's recursion limit in Wagtail's search backend, a 500), words the text model cannot read
+    in more terms than Wagtail's search takes (a 500 too), and a tag with a NUL character
     (the chooser's filter sent it to PostgreSQL, a 500)."""
     cases = {
         "many words": ({"q": "cat " * 800}, "q: the search text is longer than 500 characters."),
         "one long word": ({"q": "x" * 10_000}, "q: the search text is longer than 500 characters."),
+        # Words the text model cannot read go to Wagtail's own search: 250 terms were a RecursionError.
+        "many unreadable words": ({"q": "ж " * 249 + "ж"}, "q: more than 64 words to match as keywords."),
+        "many unreadable terms": ({"q": "ж-" * 249 + "ж"}, "q: more than 64 words to match as keywords."),
         "NUL in a tag": ({"tag": "a\x00b"}, "tag: a tag cannot contain NUL characters."),
         "NUL in a tag, with words": ({"tag": "a\x00b", "q": "a cat"}, "tag: a tag cannot contain NUL characters."),
     }
@@ -309,6 +320,7 @@ def test_search_words_or_a_tag_the_views_cannot_take_are_400_naming_them(superus
         assert (response.status_code, response.content.decode()) == (400, message), case
     at_the_limit = superuser_client.get(reverse(name), {"q": ("a cat " * 100)[:500]})
     assert at_the_limit.status_code == 200
+    assert superuser_client.get(reverse(name), {"q": " ".join(["ж"] * 64)}).status_code == 200
 
 
 def test_chooser_thumbnails_come_from_the_prefetched_renditions_without_a_cache_write(superuser_client, sample_images):

@@ -37,7 +37,7 @@ from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
 from ...pipeline import public_reason
 from ...query import searchable, unreadable_note
-from .search import KEYWORD_FIELDS, keyword_search
+from .search import KEYWORD_FIELDS, MAX_SEARCH_WORDS, keyword_search, search_terms
 
 SEMANTIC = "semantic"
 SIMILAR_TO = "similar_to"
@@ -47,9 +47,6 @@ CONFLICTS = ("order", "search")
 
 #: The values Wagtail's search backends take for ``?search_operator=``.
 SEARCH_OPERATORS = ("and", "or")
-#: The most words ``?search=`` takes: Wagtail's search backend nests one condition per word, and
-#: 250 one-letter words already exceeded Python's recursion limit.
-MAX_SEARCH_WORDS = 64
 
 
 class SemanticFilter(BaseFilterBackend):
@@ -218,7 +215,8 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
           and field filters were a 500); ``semantic`` reads a NUL as a space, as the REST API's
           ``q`` does;
         - ``search`` longer than ``MAX_QUERY_LENGTH`` or of more than ``MAX_SEARCH_WORDS`` words
-          (Wagtail's search backend nests one condition per word: a RecursionError, a 500);
+          (Wagtail's search backend nests one condition per term, cutting at whitespace and
+          hyphens: a RecursionError, a 500);
         - ``search_operator`` other than ``and``/``or`` with ``search`` (Wagtail's backend raised
           ``ValueError``, a 500);
         - ``tags`` with ``search``, which Wagtail does not support (a later field filter made its
@@ -234,7 +232,7 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
             limit = int(semantic_settings.MAX_QUERY_LENGTH)
             if len(words) > limit:
                 raise BadRequestError(f"search: the search text is longer than {limit} characters")
-            if len(words.split()) > MAX_SEARCH_WORDS:
+            if search_terms(words) > MAX_SEARCH_WORDS:
                 raise BadRequestError(f"search: more than {MAX_SEARCH_WORDS} words")
             if params.get("search_operator", "and") not in SEARCH_OPERATORS:
                 raise BadRequestError("search_operator must be 'and' or 'or'")

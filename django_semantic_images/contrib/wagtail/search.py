@@ -10,6 +10,7 @@ its paginator knows the count and reads each page by key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,13 @@ DEFAULT_LIMIT = 100
 #: What Wagtail's own search matches, named in the note of a search that falls back to it.
 KEYWORD_FIELDS = ("title", "tags")
 
+#: The most terms Wagtail's search backend is given: it nests one condition per term, and 250
+#: one-letter terms already exceeded Python's recursion limit (a RecursionError, a 500).
+MAX_SEARCH_WORDS = 64
+#: Where Wagtail's search backend cuts words into terms (modelsearch's PostgreSQL backend): at
+#: whitespace and hyphens, so "a-b-c" is three terms.
+TERM_SEPARATORS = re.compile(r"[\s\-]+")
+
 #: Encodes search words while the request's thread queries the database (ONNX Runtime and the
 #: tokenizer release the GIL). The threads never touch a database connection.
 _encoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semantic-images-words")
@@ -49,6 +57,11 @@ def encode_words(model: type, words: str) -> Future[np.ndarray]:
         done.set_result(cached)
         return done
     return _encoding.submit(encoder.encode_text, words)
+
+
+def search_terms(words: str) -> int:
+    """How many terms Wagtail's search backend makes of ``words`` (``TERM_SEPARATORS``)."""
+    return sum(1 for term in TERM_SEPARATORS.split(words) if term)
 
 
 def keyword_matches(

@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
 from django.utils.functional import cached_property
+from django.utils.translation import gettext as _
 from wagtail.admin.forms.choosers import SearchFilterMixin
 from wagtail.images import get_image_model
 from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserViewSet, ImageChooseView
@@ -23,11 +24,12 @@ from wagtail.images.views.images import IndexView
 from wagtail.search.backends.base import FilterFieldError
 
 from ...fields import embedding_path
-from ...query import read_as_search, too_long, unreadable_note
+from ...query import read_as_search, search_words, too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
 from .search import (
     DEFAULT_LIMIT,
     KEYWORD_FIELDS,
+    MAX_SEARCH_WORDS,
     RankedResults,
     by_key,
     encode_words,
@@ -35,6 +37,7 @@ from .search import (
     keyword_search,
     rank_by_meaning,
     ranked_results,
+    search_terms,
 )
 
 #: Wagtail's grid/list switch of the Images listing (not in Wagtail 7.0).
@@ -44,11 +47,17 @@ LAYOUT_TOGGLE_TEMPLATE = "wagtailimages/images/layout_toggle_button.html"
 def bad_search(request: HttpRequest) -> HttpResponse | None:
     """A 400 naming the parameter for search words longer than ``MAX_QUERY_LENGTH`` (as the APIs
     refuse them; Wagtail's search backend nests one condition per word, and a few hundred words
-    exhaust Python's recursion limit), or for a ``?tag=`` holding a NUL character (the chooser
-    filters by it as given; PostgreSQL refuses it). None when the request is fine."""
+    exhaust Python's recursion limit), for words the text model cannot read in more than
+    ``MAX_SEARCH_WORDS`` terms (they go to Wagtail's own search, which ranks by relevance: 250
+    terms were a RecursionError), or for a ``?tag=`` holding a NUL character (the chooser filters
+    by it as given; PostgreSQL refuses it). None when the request is fine."""
     refused = too_long("q", request.GET.getlist("q"))
     if refused:
         return HttpResponseBadRequest(refused)
+    words = request.GET.get("q", "")
+    if search_terms(words) > MAX_SEARCH_WORDS and not reads(get_image_model(), words):
+        message = _("%(name)s: more than %(limit)d words to match as keywords.")
+        return HttpResponseBadRequest(message % {"name": "q", "limit": MAX_SEARCH_WORDS})
     if any("\x00" in tag for tag in request.GET.getlist("tag")):
         return HttpResponseBadRequest("tag: a tag cannot contain NUL characters.")
     return None
@@ -78,6 +87,12 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
         context["semantic_note"] = self.semantic_note
         context["layout_toggle_template"] = layout_toggle_template()
         return context
+
+    @cached_property
+    def search_query(self) -> str:
+        """Wagtail's search words, read as the APIs read them (``search_words``: composed
+        Unicode, NUL and zero-width characters as spaces; blank words are no search)."""
+        return search_words(super().search_query)
 
     @cached_property
     def is_explicitly_ordered(self) -> bool:
@@ -126,7 +141,8 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
     semantic_note: str | None = None
 
     def filter(self, objects: QuerySet) -> QuerySet | RankedResults:
-        words = self.cleaned_data.get("q")
+        # Read as the APIs read words (``search_words``), Wagtail's own search included.
+        words = self.cleaned_data["q"] = search_words(self.cleaned_data.get("q") or "")
         if not words:
             return super().filter(objects)
         # The filters after Wagtail's search field (the base form's), without its search.
