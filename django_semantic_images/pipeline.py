@@ -78,6 +78,11 @@ TRANSIENT_ATTEMPTS = 5
 #: The try count in a transient error: ``TRANSIENT_PREFIX`` "(attempt 2 of 5) " reason.
 ATTEMPT = re.compile(r"\(attempt (\d+) of \d+\) ")
 
+#: The reason counted (``transient_error``) on a row the sweep takes back from a task whose lease ran
+#: out while it held the row: its worker died or hung with it. A row that kills or hangs every worker
+#: that takes it (a "poison" row) is failed for good after ``TRANSIENT_ATTEMPTS`` such tries.
+WORKER_LOST = "the worker embedding it stopped before it finished (killed, out of memory, crashed or hung)"
+
 #: A task embeds up to this many batches: its own rows, then other waiting rows.
 TOP_UP_BATCHES = 2
 
@@ -153,6 +158,13 @@ def held_filter(field: ImageEmbeddingField, now: Any) -> Q:
     return Q(**{f"{field.column('lease_until')}__gt": now + timedelta(seconds=1.5 * semantic_settings.LEASE)})
 
 
+def suspect_filter(field: ImageEmbeddingField) -> Q:
+    """Rows taken back from a worker that stopped with them (``WORKER_LOST``), until one embeds them:
+    each is sent in a task of its own and embedded alone (no other task's top-up takes it, and its
+    task takes no other rows), so a row that kills its worker takes no other row down with it."""
+    return Q(**{f"{field.column('error')}__endswith": WORKER_LOST})
+
+
 def failed_for_good_filter(field: ImageEmbeddingField) -> Q:
     """Rows whose file could not be decoded (a reason that will not pass by itself)."""
     return Q(**{field.column("status"): EmbeddingStatus.FAILED}) & ~Q(
@@ -175,20 +187,32 @@ def claim_rows(
     failed to decode only with ``force``), then up to ``top_up`` other pending rows,
     oldest first. Each row has one holder: the UPDATE re-checks its condition on a
     row another claim changed meanwhile, and the top-up skips rows being claimed.
+    Rows whose worker stopped with them (``suspect_filter``) are embedded alone: only a
+    task of that row alone claims one, and it takes no other rows; the top-up takes no
+    row still claimed by a worker whose lease ran out (the sweep takes it back, counting a try).
     """
     emb = get_embedding_field(model, field)
     manager = primary_rows(model)
     now = timezone.now()
     values = {emb.column("claimed_by"): token, emb.column("lease_until"): lease_until()}
     own = free_filter(emb, now) if force else free_filter(emb, now) & ~failed_for_good_filter(emb)
+    if len(pks) > 1:  # a row whose worker stopped with it goes in a task of its own (the sweep sends it so)
+        own &= ~suspect_filter(emb)
     manager.filter(own, pk__in=list(pks)).update(**values)
     waiting: list[Any] = []
-    if top_up > 0:
+    alone = (  # a row that goes alone: this task takes no other
+        top_up > 0
+        and len(pks) == 1
+        and manager.filter(suspect_filter(emb), pk=pks[0], **{emb.column("claimed_by"): token}).exists()
+    )
+    if top_up > 0 and not alone:
         with transaction.atomic(using=manager.db):
             waiting = list(
                 manager.select_for_update(skip_locked=True)
-                .filter(free_filter(emb, now), **{emb.column("status"): EmbeddingStatus.PENDING})
+                # Unclaimed only: rows of a worker that died are the sweep's, which counts the try.
+                .filter(**{emb.column("claimed_by"): "", emb.column("status"): EmbeddingStatus.PENDING})
                 .exclude(held_filter(emb, now))
+                .exclude(suspect_filter(emb))
                 .exclude(pk__in=list(pks))
                 .order_by(F(emb.column("updated_at")).asc(nulls_first=True), "pk")
                 .values_list("pk", flat=True)[:top_up]
