@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -75,6 +76,12 @@ def public_reason(error: str) -> str:
 #: A row whose own file fails with a fault that may pass is tried this many times, then failed for good.
 TRANSIENT_ATTEMPTS = 5
 
+#: Seconds before the sweep sends again a row after its n-th passing fault: ``TRANSIENT_BACKOFF``
+#: times 4 ** (n - 1), at most ``TRANSIENT_BACKOFF_MAX``, less up to a half at random (rows that failed
+#: together come back spread out): about 1, 4, 16 and 60 minutes, so the tries span over an hour.
+TRANSIENT_BACKOFF = 60.0
+TRANSIENT_BACKOFF_MAX = 3600.0
+
 #: The try count in a transient error: ``TRANSIENT_PREFIX`` "(attempt 2 of 5) " reason.
 ATTEMPT = re.compile(r"\(attempt (\d+) of \d+\) ")
 
@@ -125,9 +132,31 @@ def transient_error(previous: str, reason: str) -> str:
     return f"{TRANSIENT_PREFIX}(attempt {tries} of {TRANSIENT_ATTEMPTS}) {reason}"
 
 
+def transient_retry_at(error: str) -> Any:
+    """Until when the sweep leaves a row that failed with ``error`` (stored in its ``lease_until``):
+    its backoff after that many passing faults (``TRANSIENT_BACKOFF``); None for any other error."""
+    found = ATTEMPT.match(error, len(TRANSIENT_PREFIX)) if error.startswith(TRANSIENT_PREFIX) else None
+    if found is None:
+        return None
+    wait = min(TRANSIENT_BACKOFF * 4 ** (int(found.group(1)) - 1), TRANSIENT_BACKOFF_MAX)
+    return lease_until(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not a secret
+
+
+def transient_state(field: ImageEmbeddingField, previous: str, reason: str) -> dict[str, Any]:
+    """The columns of a row that failed for a reason that may pass: failed, the tries counted
+    (``transient_error``), no holder, and left to its backoff (``transient_retry_at``)."""
+    error = transient_error(previous, reason)
+    return {
+        field.column("status"): EmbeddingStatus.FAILED,
+        field.column("error"): error,
+        field.column("claimed_by"): "",
+        field.column("lease_until"): transient_retry_at(error),
+    }
+
+
 def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
     """Retries ran out: record why, in a form the sweep recognises, on rows still pending and free
-    (the tries are counted: see ``transient_error``)."""
+    (the tries are counted, and the sweep waits out a backoff: see ``transient_state``)."""
     emb = get_embedding_field(model, field)
     status, error = emb.column("status"), emb.column("error")
     try:
@@ -135,9 +164,7 @@ def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: B
             free_filter(emb, timezone.now()), pk__in=pks, **{status: EmbeddingStatus.PENDING}
         )
         for pk, previous in list(rows.values_list("pk", error)):
-            rows.filter(pk=pk).update(
-                **{status: EmbeddingStatus.FAILED, error: transient_error(previous or "", str(exc))}
-            )
+            rows.filter(pk=pk).update(**transient_state(emb, previous or "", str(exc)))
     except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
         logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
 
@@ -642,9 +669,9 @@ def _encode_and_write(
         if maybe is not None and maybe.error and maybe.transient:
             item = maybe
             previous = getattr(item.instance, field.column("error"), "") or ""
-            reason = transient_error(previous, item.error)
-            state = {field.column("status"): EmbeddingStatus.FAILED, field.column("error"): reason}
-            if _write(model, field, item, state, claim):  # its vectors, if any, stay
+            failure = transient_state(field, previous, item.error)
+            reason = str(failure[field.column("error")])
+            if _write(model, field, item, failure, claim):  # its vectors, if any, stay; it waits its backoff
                 logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, item.instance.pk, reason)
                 report.failed[item.instance.pk] = reason
         elif maybe is not None and maybe.error:
@@ -744,7 +771,7 @@ def _write(
     a property, such as a Wagtail image's, nor of a file replaced under the same name: the row
     was marked pending since) or, with ``claim``, the row is no longer held by that claim (an
     edit ends the claim)."""
-    values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
+    values = {field.column("claimed_by"): "", field.column("lease_until"): None, **values}
     unchanged = inputs_unchanged(model, field, item)
     if claim is not None:
         unchanged &= Q(**{field.column("claimed_by"): claim})

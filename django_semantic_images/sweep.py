@@ -15,7 +15,8 @@ worker task that claimed it ("" while the work is only queued). These rows are *
   backstop when the queue's depth cannot be read, with Django's tasks framework,
   and in-process mode; not while Celery's queue holds messages);
 * ``failed`` for a reason that may pass (retries ran out while storage or the
-  database was away; the error starts with ``TRANSIENT_PREFIX``);
+  database was away; the error starts with ``TRANSIENT_PREFIX``), once its backoff is
+  over (``lease_until``, set by ``pipeline.transient_retry_at``: 1, 4, 16, 60 minutes);
 * embedded by another encoder than the configured one.
 
 The last two only while no worker holds them (no claim, or its lease ran out).
@@ -106,8 +107,10 @@ def due_filter(
     pending_lost = Q(**{status: EmbeddingStatus.PENDING}) & lost
     failed_transiently = Q(**{status: EmbeddingStatus.FAILED, f"{error}__startswith": TRANSIENT_PREFIX})
     other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: field.get_encoder().identity})
-    # A worker holding such a row (its lease live) is embedding it: taking it away would refuse its write.
-    return pending_lost | ((failed_transiently | other_encoder) & free_filter(field, now))
+    # A failed row's lease is its backoff; a worker holding a row (its lease live) is embedding it:
+    # taking it away would refuse its write.
+    backoff_over = Q(**{f"{lease}__isnull": True}) | lease_over
+    return pending_lost | (failed_transiently & backoff_over) | (other_encoder & free_filter(field, now))
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:
