@@ -242,8 +242,11 @@ def send(
     return sender.send(model._meta.label, chunks, field=field, force=force)
 
 
-def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: str | None = None) -> bool:
-    """Embed these rows: through the background engine when there is one, else now, in this process.
+def request_embedding(
+    model: type[models.Model], pks: Sequence[Any], *, field: str | None = None, batch_size: int | None = None
+) -> bool:
+    """Embed these rows: through the background engine when there is one (``batch_size`` rows a
+    task, default ``BATCH_SIZE``), else now, in this process.
 
     Returns False when the work could not be done or sent (the rows stay pending).
     """
@@ -257,7 +260,7 @@ def request_embedding(model: type[models.Model], pks: Sequence[Any], *, field: s
         return False
     if chosen != INLINE:
         try:
-            send(model, pks, field=field, engine_name=chosen)
+            send(model, pks, field=field, engine_name=chosen, batch_size=batch_size)
             return True
         except Exception as exc:  # noqa: BLE001 - any broker or backend fault: leave pending for the sweep
             logger.warning(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -76,8 +77,19 @@ def public_reason(error: str) -> str:
 #: A row whose own file fails with a fault that may pass is tried this many times, then failed for good.
 TRANSIENT_ATTEMPTS = 5
 
+#: Seconds before the sweep sends again a row after its n-th passing fault: ``TRANSIENT_BACKOFF``
+#: times 4 ** (n - 1), at most ``TRANSIENT_BACKOFF_MAX``, less up to a half at random (rows that failed
+#: together come back spread out): about 1, 4, 16 and 60 minutes, so the tries span over an hour.
+TRANSIENT_BACKOFF = 60.0
+TRANSIENT_BACKOFF_MAX = 3600.0
+
 #: The try count in a transient error: ``TRANSIENT_PREFIX`` "(attempt 2 of 5) " reason.
 ATTEMPT = re.compile(r"\(attempt (\d+) of \d+\) ")
+
+#: The reason counted (``transient_error``) on a row the sweep takes back from a task whose lease ran
+#: out while it held the row: its worker died or hung with it. A row that kills or hangs every worker
+#: that takes it (a "poison" row) is failed for good after ``TRANSIENT_ATTEMPTS`` such tries.
+WORKER_LOST = "the worker embedding it stopped before it finished (killed, out of memory, crashed or hung)"
 
 #: A task embeds up to this many batches: its own rows, then other waiting rows.
 TOP_UP_BATCHES = 2
@@ -132,11 +144,34 @@ def error_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:REASON_CHARS]
 
 
+def transient_retry_at(error: str) -> Any:
+    """Until when the sweep leaves a row that failed with ``error`` (stored in its ``lease_until``):
+    its backoff after that many passing faults (``TRANSIENT_BACKOFF``); None for any other error."""
+    found = ATTEMPT.match(error, len(TRANSIENT_PREFIX)) if error.startswith(TRANSIENT_PREFIX) else None
+    if found is None:
+        return None
+    wait = min(TRANSIENT_BACKOFF * 4 ** (int(found.group(1)) - 1), TRANSIENT_BACKOFF_MAX)
+    return lease_until(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not a secret
+
+
+def transient_state(field: ImageEmbeddingField, previous: str, reason: str) -> dict[str, Any]:
+    """The columns of a row that failed for a reason that may pass: failed, the tries counted
+    (``transient_error``), no holder, and left to its backoff (``transient_retry_at``)."""
+    error = transient_error(previous, reason)
+    return {
+        field.column("status"): EmbeddingStatus.FAILED,
+        field.column("error"): error,
+        field.column("claimed_by"): "",
+        field.column("lease_until"): transient_retry_at(error),
+    }
+
+
 def mark_transient_failure(
     model: Any, pks: list[Any], field: str | None, exc: BaseException, reason: str | None = None
 ) -> None:
     """Retries ran out: record why (``reason``, else ``exc``'s message), in a form the sweep
-    recognises, on rows still pending and free (the tries are counted: see ``transient_error``)."""
+    recognises, on rows still pending and free (the tries are counted, and the sweep waits out a
+    backoff: see ``transient_state``)."""
     emb = get_embedding_field(model, field)
     status, error = emb.column("status"), emb.column("error")
     try:
@@ -144,9 +179,7 @@ def mark_transient_failure(
             free_filter(emb, timezone.now()), pk__in=pks, **{status: EmbeddingStatus.PENDING}
         )
         for pk, previous in list(rows.values_list("pk", error)):
-            rows.filter(pk=pk).update(
-                **{status: EmbeddingStatus.FAILED, error: transient_error(previous or "", reason or str(exc))}
-            )
+            rows.filter(pk=pk).update(**transient_state(emb, previous or "", reason or str(exc)))
     except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
         logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)
 
@@ -165,6 +198,13 @@ def held_filter(field: ImageEmbeddingField, now: Any) -> Q:
     """Rows released with a hold (``release_rows``): a lease longer than a sent task's. They wait
     for their own task's retry, or for the sweep; another task's top-up leaves them alone."""
     return Q(**{f"{field.column('lease_until')}__gt": now + timedelta(seconds=1.5 * semantic_settings.LEASE)})
+
+
+def suspect_filter(field: ImageEmbeddingField) -> Q:
+    """Rows taken back from a worker that stopped with them (``WORKER_LOST``), until one embeds them:
+    each is sent in a task of its own and embedded alone (no other task's top-up takes it, and its
+    task takes no other rows), so a row that kills its worker takes no other row down with it."""
+    return Q(**{f"{field.column('error')}__endswith": WORKER_LOST})
 
 
 def failed_for_good_filter(field: ImageEmbeddingField) -> Q:
@@ -189,20 +229,32 @@ def claim_rows(
     failed to decode only with ``force``), then up to ``top_up`` other pending rows,
     oldest first. Each row has one holder: the UPDATE re-checks its condition on a
     row another claim changed meanwhile, and the top-up skips rows being claimed.
+    Rows whose worker stopped with them (``suspect_filter``) are embedded alone: only a
+    task of that row alone claims one, and it takes no other rows; the top-up takes no
+    row still claimed by a worker whose lease ran out (the sweep takes it back, counting a try).
     """
     emb = get_embedding_field(model, field)
     manager = primary_rows(model)
     now = timezone.now()
     values = {emb.column("claimed_by"): token, emb.column("lease_until"): lease_until()}
     own = free_filter(emb, now) if force else free_filter(emb, now) & ~failed_for_good_filter(emb)
+    if len(pks) > 1:  # a row whose worker stopped with it goes in a task of its own (the sweep sends it so)
+        own &= ~suspect_filter(emb)
     manager.filter(own, pk__in=list(pks)).update(**values)
     waiting: list[Any] = []
-    if top_up > 0:
+    alone = (  # a row that goes alone: this task takes no other
+        top_up > 0
+        and len(pks) == 1
+        and manager.filter(suspect_filter(emb), pk=pks[0], **{emb.column("claimed_by"): token}).exists()
+    )
+    if top_up > 0 and not alone:
         with transaction.atomic(using=manager.db):
             waiting = list(
                 manager.select_for_update(skip_locked=True)
-                .filter(free_filter(emb, now), **{emb.column("status"): EmbeddingStatus.PENDING})
+                # Unclaimed only: rows of a worker that died are the sweep's, which counts the try.
+                .filter(**{emb.column("claimed_by"): "", emb.column("status"): EmbeddingStatus.PENDING})
                 .exclude(held_filter(emb, now))
+                .exclude(suspect_filter(emb))
                 .exclude(pk__in=list(pks))
                 .order_by(F(emb.column("updated_at")).asc(nulls_first=True), "pk")
                 .values_list("pk", flat=True)[:top_up]
@@ -624,8 +676,8 @@ def _fail_alone(
     claim runs out and the sweep takes it back."""
     report = EmbedReport()
     previous = getattr(item.instance, field.column("error"), "") or ""
-    reason = transient_error(previous, error_reason(exc))
-    state = {field.column("status"): EmbeddingStatus.FAILED, field.column("error"): reason}
+    state = transient_state(field, previous, error_reason(exc))  # the sweep waits out its backoff
+    reason = state[field.column("error")]
     try:
         with transaction.atomic(using=database):
             written = _write(model, field, item, state, claim)
@@ -719,9 +771,9 @@ def _encode_and_write(
         if maybe is not None and maybe.error and maybe.transient:
             item = maybe
             previous = getattr(item.instance, field.column("error"), "") or ""
-            reason = transient_error(previous, item.error)
-            state = {field.column("status"): EmbeddingStatus.FAILED, field.column("error"): reason}
-            if _write(model, field, item, state, claim):  # its vectors, if any, stay
+            failure = transient_state(field, previous, item.error)
+            reason = str(failure[field.column("error")])
+            if _write(model, field, item, failure, claim):  # its vectors, if any, stay; it waits its backoff
                 logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, item.instance.pk, reason)
                 report.failed[item.instance.pk] = reason
         elif maybe is not None and maybe.error:
@@ -821,7 +873,7 @@ def _write(
     a property, such as a Wagtail image's, nor of a file replaced under the same name: the row
     was marked pending since) or, with ``claim``, the row is no longer held by that claim (an
     edit ends the claim)."""
-    values = {**values, field.column("claimed_by"): "", field.column("lease_until"): None}
+    values = {field.column("claimed_by"): "", field.column("lease_until"): None, **values}
     unchanged = inputs_unchanged(model, field, item)
     if claim is not None:
         unchanged &= Q(**{field.column("claimed_by"): claim})

@@ -3,9 +3,11 @@
 A replica that is down would fail every search (an ``OperationalError``, a 500) although the
 primary holds the same rows. Before a search opens its connection to the replica, the replica
 is tried; one that cannot be reached is logged and left out for ``RETRY_AFTER`` seconds, during
-which searches read the primary. A connection that breaks after it was opened fails its query
-as any connection does; Django closes it at the end of the request, and the next search tries
-the replica again.
+which searches read the primary. A connection kept from an earlier request (``CONN_MAX_AGE``) is
+checked first, once a request (``SELECT 1``, as Django's ``CONN_HEALTH_CHECKS``): one the standby
+dropped meanwhile (stopped, restarted) is closed and a new one tried. A connection that breaks
+after this check fails its query as any connection does; Django closes it at the end of the
+request, and the next search tries the replica again.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ def reachable(alias: str) -> bool:
     if until is not None and time.monotonic() < until:
         return False
     connection = connections[alias]
-    if connection.connection is not None:
-        return True
     try:
+        if connection.connection is not None and still_usable(connection):
+            return True
         connection.ensure_connection()
     except SynchronousOnlyOperation:  # an event loop's thread: the query's own connection will say
         return True
@@ -66,6 +68,18 @@ def search_alias(queryset: models.QuerySet) -> str | None:
     if not reachable(str(alias)):  # a replica that is down: the primary holds the same rows
         return None
     return str(alias)
+
+
+def still_usable(connection: Any) -> bool:
+    """Is this open connection still answering? Asked once a request (Django's health check flag,
+    reset at each request's start and end), never inside a transaction; one that is not is closed."""
+    if connection.in_atomic_block or connection.health_check_done:
+        return True
+    usable = bool(connection.is_usable())
+    connection.health_check_done = True
+    if not usable:
+        connection.close()
+    return usable
 
 
 def forget() -> None:

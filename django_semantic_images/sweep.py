@@ -15,10 +15,16 @@ worker task that claimed it ("" while the work is only queued). These rows are *
   backstop when the queue's depth cannot be read, with Django's tasks framework,
   and in-process mode; not while Celery's queue holds messages);
 * ``failed`` for a reason that may pass (retries ran out while storage or the
-  database was away; the error starts with ``TRANSIENT_PREFIX``);
+  database was away; the error starts with ``TRANSIENT_PREFIX``), once its backoff is
+  over (``lease_until``, set by ``pipeline.transient_retry_at``: 1, 4, 16, 60 minutes);
 * embedded by another encoder than the configured one.
 
 The last two only while no worker holds them (no claim, or its lease ran out).
+
+A row taken back from a claim whose lease ran out counts a try (``pipeline.WORKER_LOST``, in its
+error, as a passing fault's tries are counted): it is then sent in a task of its own, and once
+``TRANSIENT_ATTEMPTS`` tries ran out (a row that kills or hangs every worker that takes it) it
+is marked ``failed`` with the reason instead of being sent again for ever.
 
 A permanently bad image (``failed`` with any other reason) is never due. The
 periodic task ``semantic_images.sweep``, a worker that starts, and
@@ -48,7 +54,17 @@ from .fields import (
     models_with_embeddings,
     own_embedding_fields,
 )
-from .pipeline import TRANSIENT_PREFIX, free_filter, lease_until, primary_manager, primary_rows
+from .pipeline import (
+    GAVE_UP_PREFIX,
+    TRANSIENT_PREFIX,
+    WORKER_LOST,
+    free_filter,
+    lease_until,
+    primary_manager,
+    primary_rows,
+    suspect_filter,
+    transient_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +107,10 @@ def due_filter(
     pending_lost = Q(**{status: EmbeddingStatus.PENDING}) & lost
     failed_transiently = Q(**{status: EmbeddingStatus.FAILED, f"{error}__startswith": TRANSIENT_PREFIX})
     other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: field.get_encoder().identity})
-    # A worker holding such a row (its lease live) is embedding it: taking it away would refuse its write.
-    return pending_lost | ((failed_transiently | other_encoder) & free_filter(field, now))
+    # A failed row's lease is its backoff; a worker holding a row (its lease live) is embedding it:
+    # taking it away would refuse its write.
+    backoff_over = Q(**{f"{lease}__isnull": True}) | lease_over
+    return pending_lost | (failed_transiently & backoff_over) | (other_encoder & free_filter(field, now))
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:
@@ -140,19 +158,53 @@ def mark_pending(model: type[models.Model], field: ImageEmbeddingField, pks: lis
     )
 
 
-def mark_due(model: type[models.Model], field: ImageEmbeddingField, condition: Q, limit: int | None) -> list[Any]:
-    """Mark the due rows sent (``mark_pending``) and return them: only rows this call marked.
+def lost_claim_filter(field: ImageEmbeddingField, now: Any) -> Q:
+    """Pending rows claimed by a task whose lease ran out: its worker died or hung with them."""
+    return (
+        Q(**{field.column("status"): EmbeddingStatus.PENDING})
+        & ~Q(**{field.column("claimed_by"): ""})
+        & Q(**{f"{field.column('lease_until')}__lt": now})
+    )
+
+
+def count_lost_tries(model: type[models.Model], field: ImageEmbeddingField, pks: list[Any]) -> list[Any]:
+    """Count a try (``WORKER_LOST``) on each of ``pks`` taken back from a worker that stopped with
+    it; a row out of tries is marked ``failed`` with the reason. Returns the rows still to send."""
+    status, error = field.column("status"), field.column("error")
+    rows = primary_rows(model).filter(lost_claim_filter(field, timezone.now()), pk__in=pks)
+    gave_up: set[Any] = set()
+    for pk, previous in list(rows.values_list("pk", error)):
+        reason = transient_error(previous or "", WORKER_LOST)
+        state: dict[str, Any] = {error: reason}
+        if reason.startswith(GAVE_UP_PREFIX):
+            state |= {status: EmbeddingStatus.FAILED, field.column("claimed_by"): "", field.column("lease_until"): None}
+            gave_up.add(pk)
+            logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, pk, reason)
+        rows.filter(pk=pk).update(**state)
+    return [pk for pk in pks if pk not in gave_up]
+
+
+def mark_due(
+    model: type[models.Model], field: ImageEmbeddingField, condition: Q, limit: int | None
+) -> tuple[list[Any], set[Any]]:
+    """Mark the due rows sent (``mark_pending``) and return them: only rows this call marked, and of
+    them those to send alone (``suspect_filter``). Rows taken back from a worker that stopped with
+    them count a try (``count_lost_tries``); those out of tries are failed, not marked.
 
     The rows are locked while they are marked and rows another sweep is marking are skipped
     (``SKIP LOCKED``); once marked they are no longer due, so overlapping sweeps send a row once.
     """
     manager = primary_rows(model)
+    alone: set[Any] = set()
     with transaction.atomic(using=manager.db):
         qs = manager.select_for_update(skip_locked=True).filter(condition).order_by(field.column("updated_at"), "pk")
         pks = list(qs.values_list("pk", flat=True)[:limit] if limit else qs.values_list("pk", flat=True))
         if pks:
+            pks = count_lost_tries(model, field, pks)
+        if pks:
             mark_pending(model, field, pks, condition)  # locked and due: all of them are marked
-    return pks
+            alone = set(manager.filter(suspect_filter(field), pk__in=pks).values_list("pk", flat=True))
+    return pks, alone
 
 
 def add_missing_rows(model: type[models.Model], every: float = MISSING_ROWS_EVERY) -> int:
@@ -235,14 +287,16 @@ def sweep(
             if fields is not None and emb.name not in fields:
                 continue
             condition = due_filter(emb, pending_timeout=pending_timeout, **how)
-            pks = mark_due(model, emb, condition, limit)
-            if not pks:
-                continue
+            pks, alone = mark_due(model, emb, condition, limit)
             label = f"{model._meta.label}.{emb.name}"
-            if request_embedding(model, pks, field=emb.name):
-                report.queued[label] = len(pks)
-            else:  # request_embedding dropped their lease: the next sweep tries again
-                report.unsent[label] = len(pks)
+            together = [pk for pk in pks if pk not in alone]
+            # A row whose worker stopped with it goes in a task of its own (batch_size 1).
+            for group, size in ((together, None), (sorted(alone), 1)):
+                if not group:
+                    continue
+                sent = request_embedding(model, group, field=emb.name, batch_size=size)
+                counts = report.queued if sent else report.unsent  # unsent: their lease dropped, for the next sweep
+                counts[label] = counts.get(label, 0) + len(group)
     if report.queued or report.unsent or report.added:
         logger.info("Semantic images sweep: %s", report)
     return report

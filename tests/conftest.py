@@ -272,8 +272,10 @@ def rows(make_photo, sample_paths):
     broken = make_photo(b"not a picture", name="notes.jpg")
     embed_instances([broken])
     transient = make_photo(sample_paths["rocket"])
-    Photo.objects.filter(pk=transient.pk).update(
-        embedding_status=EmbeddingStatus.FAILED, embedding_error=f"{TRANSIENT_PREFIX}storage timed out"
+    Photo.objects.filter(pk=transient.pk).update(  # its backoff over (no lease)
+        embedding_status=EmbeddingStatus.FAILED,
+        embedding_error=f"{TRANSIENT_PREFIX}storage timed out",
+        embedding_lease_until=None,
     )
     return {"embedded": embedded, "pending": pending, "broken": broken, "transient": transient}
 

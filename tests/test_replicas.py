@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -396,3 +396,35 @@ def test_the_status_command_reports_the_server_the_rows_are_read_from(standby, s
     assert data["shared_buffers_bytes"] == on_standby
     assert {(f["database"], f["shared_buffers_bytes"]) for f in data["fields"]} == {(REPLICA, on_standby)}
     assert f"shared_buffers {on_standby / 2**20:.0f} MB (database '{REPLICA}')" in run_command("semantic_images_status")
+
+
+def test_a_replica_that_went_down_under_a_persistent_connection_leaves_the_searches_to_the_primary(
+    standby, sample_paths, settings, client
+):
+    """With ``CONN_MAX_AGE`` the connection to the standby outlives the request that opened it: a
+    standby that stopped meanwhile left it open on this side, and the next search used it (a 500)."""
+    from django_semantic_images import replica
+
+    settings.SEMANTIC_IMAGES = {"SEARCH_DATABASE": REPLICA}
+    cat = upload(sample_paths["chelsea"], title="a cat")
+    caught_up()
+    conn = connections[REPLICA]
+    conn.close()
+    conn.settings_dict["CONN_MAX_AGE"] = 600
+    try:
+        assert client.get("/api/photos/search/", {"q": "a cat"}).status_code == 200
+        assert conn.connection is not None  # kept at the end of the request, as a site's would be
+        standby.stop()
+        close_old_connections()  # as at the start of each request (the test client leaves it out): kept
+        assert conn.connection is not None
+        response = client.get("/api/photos/search/", {"q": "a cat"})
+        assert response.status_code == 200, response.content
+        assert [row["id"] for row in response.json()["results"]] == [cat.pk]
+        assert conn.connection is None  # the dead one is closed, not kept for the next request
+    finally:
+        conn.settings_dict["CONN_MAX_AGE"] = 0
+        conn.close()
+        standby.start()
+        replica.forget()
+    caught_up()
+    assert Photo.objects.semantic_search("a cat").db == REPLICA

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
+from django_semantic_images import EmbeddingStatus
+from django_semantic_images.pipeline import GAVE_UP_PREFIX, TRANSIENT_ATTEMPTS, claim_rows
 from django_semantic_images.sweep import sweep
+from photos.models import Photo
 
 from .celery_worker import (
     drop_queued_messages,
@@ -54,3 +59,43 @@ def test_rows_waiting_in_a_busy_queue_are_not_sent_again_by_the_backstop(broker,
         assert queue_length(idle) == 1
     finally:
         drop_queued_messages(idle)
+
+
+def test_a_row_that_stops_every_worker_that_takes_it_ends_failed_with_the_reason(broker, sample_paths, settings):
+    """A row whose worker dies with it (killed, out of memory, hung) was sent again by every sweep
+    once the lease ran out, for ever, with the rows claimed beside it. Now each loss counts a try,
+    the row goes in a task of its own, and after TRANSIENT_ATTEMPTS it is failed with the reason."""
+    queue = f"{QUEUE}-poison"
+    settings.SEMANTIC_IMAGES = {"QUEUE": queue}
+
+    def worker_dies_with(pks: list[int], attempt: int) -> None:
+        assert claim_rows(Photo, pks, f"worker-{attempt}") == sorted(pks)
+        # it never writes nor renews: its lease runs out, as a killed worker's does
+        Photo.objects.filter(pk__in=pks).update(embedding_lease_until=timezone.now() - timedelta(seconds=1))
+
+    try:
+        with transaction.atomic():
+            poison, neighbour = (upload(sample_paths[stem]) for stem in ("chelsea", "coffee"))
+        drop_queued_messages(queue)  # a worker received the task
+        worker_dies_with([poison.pk, neighbour.pk], 1)
+        assert claim_rows(Photo, [], "a-busy-task", top_up=5) == []  # the sweep's to take back, counting
+        assert sweep().queued == {"photos.Photo.embedding": 2}
+        assert queue_length(queue) == 2  # each in a task of its own: the poison row takes no other down
+        drop_queued_messages(queue)
+        assert claim_rows(Photo, [poison.pk, neighbour.pk], "a-task-of-both") == []  # each goes alone
+        assert claim_rows(Photo, [], "a-busy-task", top_up=5) == []  # nor in another task's top-up
+        assert claim_rows(Photo, [neighbour.pk], "its-own-task", top_up=5) == [neighbour.pk]  # no top-up
+        for attempt in range(2, TRANSIENT_ATTEMPTS + 1):
+            row = Photo.objects.get(pk=poison.pk)
+            assert row.embedding_status == EmbeddingStatus.PENDING
+            assert f"(attempt {attempt - 1} of {TRANSIENT_ATTEMPTS})" in row.embedding_error
+            worker_dies_with([poison.pk], attempt)
+            assert sweep().total == (attempt < TRANSIENT_ATTEMPTS)  # the last: failed, not sent
+            drop_queued_messages(queue)
+        row = Photo.objects.get(pk=poison.pk)
+        assert row.embedding_status == EmbeddingStatus.FAILED, row.embedding_error
+        assert row.embedding_error.startswith(GAVE_UP_PREFIX) and "worker" in row.embedding_error
+        assert (row.embedding_claimed_by, row.embedding_lease_until) == ("", None)
+        assert sweep().total == 0 and queue_length(queue) == 0  # never sent again
+    finally:
+        drop_queued_messages(queue)

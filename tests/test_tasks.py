@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from django_semantic_images import EmbeddingStatus
 from django_semantic_images.pipeline import TRANSIENT_PREFIX
@@ -33,9 +35,19 @@ def test_a_storage_fault_is_retried_then_marked_for_the_sweep(make_photo, sample
     row = Photo.objects.get(pk=photo.pk)
     assert row.embedding_status == EmbeddingStatus.FAILED
     assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "Storage error" in row.embedding_error
-    # storage is back: the sweep queues the row again (in-process here) and it is embedded
+    # the sweep leaves it its backoff (30 to 60 s after a first fault), not at its next run
+    now = timezone.now()
+    assert now + timedelta(seconds=25) < row.embedding_lease_until <= now + timedelta(seconds=60)
+    assert sweep(pending_timeout=600).total == 0
+    # storage is back, the backoff over: the sweep queues the row again (in-process here) and it is embedded
+    backoff_over(photo)
     assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}
     assert Photo.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def backoff_over(photo: Photo) -> None:
+    """The time a failed row waits before the sweep sends it again has passed."""
+    Photo.objects.filter(pk=photo.pk).update(embedding_lease_until=timezone.now() - timedelta(seconds=1))
 
 
 def test_a_bad_image_is_marked_failed_once_not_retried(make_photo, sample_paths):
@@ -164,16 +176,23 @@ def test_a_file_that_always_fails_to_read_is_tried_a_bounded_number_of_times(mak
     path = Path(photo.image.path)
     path.unlink()
     path.mkdir()  # EISDIR on every read
+    waits = []
     try:
+        embed_rows.apply(args=["photos.Photo", [photo.pk]])  # its retries run out: marked for the sweep
         for _ in range(TRANSIENT_ATTEMPTS):
-            embed_rows.apply(args=["photos.Photo", [photo.pk]])  # retries run out: marked for the sweep
             row = Photo.objects.get(pk=photo.pk)
             assert row.embedding_status == EmbeddingStatus.FAILED
             if not row.embedding_error.startswith(TRANSIENT_PREFIX):
                 break
-            sweep(pending_timeout=600)  # in-process here: the sweep's try counts too
+            waits.append(row.embedding_lease_until - timezone.now())
+            waiting = sweep(pending_timeout=600)  # not at the next sweep: it waits its backoff
+            assert (waiting.queued, waiting.unsent) == ({}, {})
+            backoff_over(photo)
+            sweep(pending_timeout=600)  # sent again (in-process here): another try
     finally:
         path.rmdir()
+    assert len(waits) == TRANSIENT_ATTEMPTS - 1 and waits[0] > timedelta(seconds=25)
+    assert all(later > 1.5 * earlier for earlier, later in zip(waits, waits[1:], strict=False))  # each longer
     row = Photo.objects.get(pk=photo.pk)
     assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_error.startswith("Gave up after")
     assert sweep(pending_timeout=600).total == 0
@@ -202,6 +221,23 @@ def test_a_database_error_on_one_row_fails_that_row_with_its_reason_and_the_batc
     assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
     assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "IntegrityError" in row.embedding_error
     assert Photo.objects.get(pk=good.pk).embedding_status == EmbeddingStatus.EMBEDDED
-    # the next sweep sends it again (in-process here), no PENDING_TIMEOUT to wait for
-    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}
+    assert row.embedding_lease_until > timezone.now()  # its backoff, then the sweep sends it again
+    Photo.objects.filter(pk=refused.pk).update(embedding_lease_until=timezone.now())  # the backoff is over
+    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}  # in-process here
     assert Photo.objects.get(pk=refused.pk).embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def test_one_unreadable_file_among_others_waits_its_backoff_before_the_sweep_tries_it_again(make_photo, sample_paths):
+    good, unreadable = (make_photo(sample_paths[s]) for s in ("coffee", "chelsea"))
+    path = Path(unreadable.image.path)
+    path.unlink()
+    path.mkdir()  # EISDIR: that file alone fails, for a reason that may pass
+    try:
+        result = embed_rows.apply(args=["photos.Photo", [good.pk, unreadable.pk]]).get()
+        assert result["embedded"] == [str(good.pk)] and result["failed"].keys() == {str(unreadable.pk)}
+        row = Photo.objects.get(pk=unreadable.pk)
+        assert row.embedding_error.startswith(TRANSIENT_PREFIX) and row.embedding_lease_until > timezone.now()
+        waiting = sweep(pending_timeout=600)  # the next sweep leaves it to its backoff
+        assert (waiting.queued, waiting.unsent) == ({}, {})
+    finally:
+        path.rmdir()

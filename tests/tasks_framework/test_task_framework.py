@@ -20,6 +20,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.test import override_settings
+from django.utils import timezone
 from PIL import Image
 
 from django_semantic_images import EmbeddingStatus, dispatch
@@ -216,6 +217,8 @@ def test_a_storage_fault_marks_the_rows_for_the_sweep(make_photo, sample_paths):
     row = Photo.objects.get(pk=photo.pk)
     assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_error.startswith(TRANSIENT_PREFIX)
     assert row.embedding_claimed_by == ""
+    assert sweep().total == 0  # the framework has no retries: the sweep waits out the row's backoff first
+    Photo.objects.filter(pk=photo.pk).update(embedding_lease_until=timezone.now())  # a minute later
     assert sweep().queued == {"photos.Photo.embedding": 1}  # sent again through the tasks framework
     assert len(task_rows()) == 1
 
