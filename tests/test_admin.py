@@ -860,3 +860,18 @@ def test_a_search_in_a_script_the_text_model_cannot_read_matches_keywords_with_a
     response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
     assert ranked_pks(response)[0] == photos["coffee"].pk
     assert not [m for m in messages_of(response) if "cannot read" in m]
+
+
+def test_an_encoder_that_cannot_load_leaves_the_keyword_search_with_a_message(admin_client, photos, settings):
+    """A text model that is not there (weights missing, a hub unreachable) was a 500 for every search
+    by words and by photo; the search fields' matches are listed, the photo comes back, and each says why."""
+    Photo.objects.filter(pk=photos["coffee"].pk).update(alt_text="A cup of coffee")
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "/nonexistent/text-model"}}
+    response = admin_client.get(reverse(CHANGELIST), {"q": "coffee"})
+    assert ranked_pks(response) == [photos["coffee"].pk]
+    assert "Search by meaning is unavailable now" in " ".join(messages_of(response))
+    response = admin_client.post(
+        reverse(BY_PHOTO), {"photo": flipped_upload(photos["chelsea"].image.path), "filters": "published__exact=1"}
+    )
+    assert response.status_code == 302 and response["Location"] == reverse(CHANGELIST) + "?published__exact=1"
+    assert "Search by photo is unavailable now" in " ".join(messages_of(response))

@@ -8,6 +8,7 @@ pagination and actions work as in any changelist.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,10 @@ from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
 from .filters import EmbeddingStatusFilter
-from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
+from .ranking import ENCODER_UNAVAILABLE, PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
 from .views import PhotoSearchForm, kept_filters, refuse_oversized, search_by_photo
+
+logger = logging.getLogger(__name__)
 
 #: Names of the read-only change-form entries the mixin adds.
 DETAILS = "embedding_details"
@@ -278,18 +281,25 @@ class SemanticSearchAdminMixin(_AdminBase):
         if not search_term.strip():
             return super().get_search_results(request, queryset, search_term)
         queryset = read_as_search(queryset)  # a keyword fallback too: it is the search box's search
-        if not field.get_encoder().reads(search_term):
+        try:
+            readable = field.get_encoder().reads(search_term)
+            vector = field.get_encoder().encode_text(search_term).tolist() if readable else None
+        except ENCODER_UNAVAILABLE:
+            logger.exception("The search by meaning of %s could not load its encoder", self.model._meta.label)
+            messages.error(
+                request,
+                _(
+                    "Search by meaning is unavailable now (the encoder could not be loaded; the server log "
+                    "says why), so only rows whose text matches every word are listed."
+                ),
+            )
+            return self._keyword_results(request, queryset, search_term)
+        if vector is None:
             # A script the text model cannot read: the search fields' matches (else the text
             # fields'), unranked, and a message that says so.
-            search_fields = list(self.get_search_fields(request))
-            if search_fields:
-                matched, duplicates = super().get_search_results(request, queryset, search_term)
-            else:
-                matched, duplicates = keyword_matches(queryset, search_term, field.text_fields), False
-            names = [name.lstrip("^=@") for name in search_fields] or list(field.text_fields)
+            names = [name.lstrip("^=@") for name in self.get_search_fields(request)] or list(field.text_fields)
             messages.info(request, unreadable_note(search_term, names))
-            return matched, duplicates
-        vector = field.get_encoder().encode_text(search_term).tolist()
+            return self._keyword_results(request, queryset, search_term)
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)
         wanted = Q(pk__in=pks)
@@ -306,6 +316,12 @@ class SemanticSearchAdminMixin(_AdminBase):
             )
             ordering.insert(0, F("search_match").desc())
         return self._rank(request, qs, ordering), False
+
+    def _keyword_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        """The search fields' matches (else the embedding field's text fields'), unranked."""
+        if self.get_search_fields(request):
+            return super().get_search_results(request, queryset, search_term)
+        return keyword_matches(queryset, search_term, self.get_embedding_field().text_fields), False
 
     @staticmethod
     def _annotate(qs: QuerySet, distance: Any) -> QuerySet:
