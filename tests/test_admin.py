@@ -875,3 +875,16 @@ def test_an_encoder_that_cannot_load_leaves_the_keyword_search_with_a_message(ad
     )
     assert response.status_code == 302 and response["Location"] == reverse(CHANGELIST) + "?published__exact=1"
     assert "Search by photo is unavailable now" in " ".join(messages_of(response))
+
+
+def test_the_autocomplete_leaves_no_message_for_a_later_page(admin_client, photos):
+    """Django's autocomplete (an album's cover photo) answers JSON, where no message is shown: the
+    note of a search in a script the text model cannot read waited, once per keystroke, for the
+    editor's next admin page."""
+    url = reverse("admin:autocomplete")
+    params = {"app_label": "multifield", "model_name": "photoalbum", "field_name": "cover"}
+    Photo.objects.filter(pk=photos["chelsea"].pk).update(alt_text="Рыжая кошка на диване")
+    for term in ("кош", "кошка"):
+        found = admin_client.get(url, {**params, "term": term})
+        assert [row["id"] for row in found.json()["results"]] == [str(photos["chelsea"].pk)]
+    assert messages_of(admin_client.get(reverse("admin:index"))) == []

@@ -286,19 +286,19 @@ class SemanticSearchAdminMixin(_AdminBase):
             vector = field.get_encoder().encode_text(search_term).tolist() if readable else None
         except ENCODER_UNAVAILABLE:
             logger.exception("The search by meaning of %s could not load its encoder", self.model._meta.label)
-            messages.error(
-                request,
-                _(
-                    "Search by meaning is unavailable now (the encoder could not be loaded; the server log "
-                    "says why), so only rows whose text matches every word are listed."
-                ),
+            text = _(
+                "Search by meaning is unavailable now (the encoder could not be loaded; the server log "
+                "says why), so only rows whose text matches every word are listed."
             )
+            if var == SEARCH_VAR:  # the autocomplete's JSON shows no message: none waits for a later page
+                messages.error(request, text)
             return self._keyword_results(request, queryset, search_term)
         if vector is None:
             # A script the text model cannot read: the search fields' matches (else the text
             # fields'), unranked, and a message that says so.
             names = [name.lstrip("^=@") for name in self.get_search_fields(request)] or list(field.text_fields)
-            messages.info(request, unreadable_note(search_term, names))
+            if var == SEARCH_VAR:
+                messages.info(request, unreadable_note(search_term, names))
             return self._keyword_results(request, queryset, search_term)
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)
