@@ -94,6 +94,15 @@ def test_the_search_box_ranks_by_meaning(admin_client, photos):
     assert f'<span class="si-score" title="cosine similarity">{results[0].score:.3f}</span>' in html
 
 
+def test_the_score_is_written_in_the_editors_language(admin_client, photos):
+    """As Django's admin writes numbers: in French "0,873", not "0.873"."""
+    with translation.override("fr"):
+        response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
+    best = response.context["cl"].result_list[0]
+    scores = re.findall(r'<span class="si-score"[^>]*>([^<]*)</span>', response.content.decode())
+    assert scores[0] == f"{best.score:.3f}".replace(".", ",")
+
+
 def test_an_ordinary_search_match_is_listed_first(admin_client, photos):
     """Rows whose search_fields contain every word come first; the others follow by meaning."""
     Photo.objects.filter(pk=photos["rocket"].pk).update(alt_text="A cup of coffee on the launch pad")

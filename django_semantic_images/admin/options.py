@@ -24,6 +24,7 @@ from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Val
 from django.db.models.expressions import ExpressionWrapper
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.urls import URLPattern, path, reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -394,7 +395,9 @@ class SemanticSearchAdminMixin(_AdminBase):
         score = getattr(obj, "score", None)
         if score is None:
             return display.EMPTY
-        return format_html('<span class="si-score" title="{}">{}</span>', _("cosine similarity"), f"{score:.3f}")
+        # "0,873" in French, as Django's admin writes numbers (number_format cuts, so round first).
+        shown = number_format(round(score, 3), 3)
+        return format_html('<span class="si-score" title="{}">{}</span>', _("cosine similarity"), shown)
 
     @admin.display(description=gettext_lazy("Embedding"))
     def embedding_state(self, obj: Any) -> str:

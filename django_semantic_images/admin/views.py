@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, QueryDict
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -54,7 +55,8 @@ def refuse_oversized(model_admin: SemanticSearchAdminMixin, request: HttpRequest
     if not model_admin.has_view_or_change_permission(request):
         raise PermissionDenied
     message = _("Cannot search by this photo: the upload is %(size)s bytes, over the limit of %(limit)s bytes.")
-    messages.error(request, message % {"size": f"{declared:,}", "limit": f"{limit:,}"})
+    size, most = (number_format(n, force_grouping=True) for n in (declared, limit))  # 21,000 / 21 000
+    messages.error(request, message % {"size": size, "limit": most})
     return HttpResponseRedirect(model_admin.changelist_url())
 
 
