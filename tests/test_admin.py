@@ -418,6 +418,25 @@ def test_a_new_upload_shows_pending_and_no_vectors_until_it_is_embedded(admin_cl
     assert f"?similar_to={fresh.pk}" not in form
 
 
+def test_a_ranking_says_how_many_rows_it_cannot_find_yet(admin_client, photos):
+    """Rows not embedded yet are in no ranking: "0 results" (or a short list) said nothing of them.
+    The count is of the rows the editor's filters list; a row with vectors being embedded again is
+    still found, so not counted."""
+    waiting = [photos["coffee"].pk, photos["rocket"].pk]
+    cleared = {"embedding_visual": None, "embedding_semantic": None}
+    Photo.objects.filter(pk__in=waiting).update(embedding_status=EmbeddingStatus.PENDING, **cleared)
+    Photo.objects.filter(pk=photos["rocket"].pk).update(published=False)
+    Photo.objects.filter(pk=photos["chelsea"].pk).update(embedding_status=EmbeddingStatus.PENDING)
+    note = "2 images are not embedded yet: searches by meaning and by likeness find them once they are."
+    response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
+    assert photos["coffee"].pk not in ranked_pks(response) and note in messages_of(response)
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": photos["chelsea"].pk, "published__exact": "0"})
+    assert "1 image is not embedded yet: searches by meaning and by likeness find it once it is." in messages_of(
+        response
+    )
+    assert not [m for m in messages_of(admin_client.get(reverse(CHANGELIST))) if "not embedded yet" in m]
+
+
 def test_a_row_being_embedded_again_keeps_its_vectors_and_says_so(admin_client, photos):
     cat, coffee = photos["chelsea"], photos["coffee"]
     Photo.objects.filter(pk=cat.pk).update(embedding_status=EmbeddingStatus.PENDING)

@@ -27,7 +27,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from .. import thumbnails, uploads
 from ..bidi import name_in_sentence
@@ -275,6 +275,7 @@ class SemanticSearchAdminMixin(_AdminBase):
                 return queryset.none(), False
             queryset = read_as_search(queryset)  # ranked and listed where the API's searches read
             candidates = queryset if ranking.source is None else queryset.exclude(pk=ranking.source.pk)
+            self._note_waiting(request, queryset, field.visual_field)
             visual = VisualDistance(field.name, ranking.vector)
             pks = top_pks(candidates, visual, field.visual_field, self.similar_images_results, field)
             qs = self._annotate(queryset.filter(pk__in=pks), visual)
@@ -301,6 +302,8 @@ class SemanticSearchAdminMixin(_AdminBase):
             if var == SEARCH_VAR:
                 messages.info(request, unreadable_note(search_term, names))
             return self._keyword_results(request, queryset, search_term)
+        if var == SEARCH_VAR:
+            self._note_waiting(request, queryset, field.semantic_field)
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)
         wanted = Q(pk__in=pks)
@@ -317,6 +320,19 @@ class SemanticSearchAdminMixin(_AdminBase):
             )
             ordering.insert(0, F("search_match").desc())
         return self._rank(request, qs, ordering), False
+
+    def _note_waiting(self, request: HttpRequest, queryset: QuerySet, column: str) -> None:
+        """Say how many of the listed rows (filters and ``get_queryset`` applied) no ranking can find
+        yet: pending, without the vector ranked by (the status is indexed)."""
+        status = self.get_embedding_field().column("status")
+        waiting = queryset.filter(**{f"{column}__isnull": True, status: EmbeddingStatus.PENDING}).count()
+        if waiting:
+            text = ngettext(
+                "%(count)d image is not embedded yet: searches by meaning and by likeness find it once it is.",
+                "%(count)d images are not embedded yet: searches by meaning and by likeness find them once they are.",
+                waiting,
+            )
+            messages.info(request, text % {"count": waiting})
 
     def _keyword_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         """The search fields' matches (else the embedding field's text fields'), unranked."""
