@@ -271,6 +271,20 @@ def test_messages_isolate_a_right_to_left_title_or_file_name_and_escape_it(admin
 NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "not-a-number", "1.5", "\x00")
 
 
+def test_the_link_out_of_a_ranking_is_not_named_like_djangos_show_all(admin_client, photos, monkeypatch):
+    """On a ranking of several pages two links read "Show all": Django's (every ranked row on one
+    page) and the toolbar's (leave the ranking), to different places."""
+    from photos.admin import PhotoAdmin
+
+    monkeypatch.setattr(PhotoAdmin, "list_per_page", 3)
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": photos["chelsea"].pk, "published__exact": "1"})
+    links = dict(re.findall(r'<a href="([^"]*)"[^>]*>\s*([^<]*?)\s*</a>', response.content.decode()))
+    names = list(links.values())
+    assert names.count("Show all") == 1 and "Back to the list" in names
+    assert "all=" in [url for url, name in links.items() if name == "Show all"][0]
+    assert [url for url, name in links.items() if name == "Back to the list"] == ["?published__exact=1"]
+
+
 def test_similar_images_of_an_unknown_or_broken_row_list_nothing(admin_client, photos):
     for pk in ("999999", *NONSENSE_IDS, str(photos["broken"].pk)):
         response = admin_client.get(reverse(CHANGELIST), {"similar_to": pk})
