@@ -92,6 +92,7 @@ def test_the_search_box_ranks_by_meaning(admin_client, photos):
     assert photos["broken"].pk not in [r.pk for r in results]  # no vector, no text match
     html = response.content.decode()
     assert f'<span class="si-score" title="cosine similarity">{results[0].score:.3f}</span>' in html
+    assert "Rows whose text fields contain every word are listed first." in html  # it has search_fields
 
 
 def test_the_score_is_written_in_the_editors_language(admin_client, photos):
@@ -864,6 +865,8 @@ def test_the_ready_admin_without_search_fields_still_searches_by_meaning(admin_c
     assert ranked_pks(response)[0] == photos["coffee"].pk
     html = response.content.decode()
     assert 'id="searchbar"' in html and 'id="photo-search"' in html and "si-thumb" in html
+    # No search fields, no ordinary matches listed first: the help under the box does not promise them.
+    assert '<div class="help" id="searchbar_helptext">Ranks images by meaning.</div>' in html
 
 
 def test_the_mixin_on_a_model_without_an_embedding_field_fails_the_system_check():

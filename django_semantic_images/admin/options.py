@@ -39,7 +39,7 @@ from ..keys import well_formed_keys
 from ..query import keyword_matches, read_as_search, too_long, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
-from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
+from .changelist import COLUMN_SORT_ATTR, SEARCH_HELP, SemanticChangeList
 from .filters import EmbeddingStatusFilter
 from .ranking import ENCODER_UNAVAILABLE, PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
 from .views import PhotoSearchForm, kept_filters, refuse_oversized, search_by_photo
@@ -104,9 +104,7 @@ class SemanticSearchAdminMixin(_AdminBase):
     duplicate_date_field: str | None = None
     duplicates_template = "admin/semantic_images/duplicates.html"
     duplicates_confirm_template = "admin/semantic_images/duplicates_confirm.html"
-    search_help_text = gettext_lazy(
-        "Ranks images by meaning. Rows whose text fields contain every word are listed first."
-    )
+    search_help_text = SEARCH_HELP  # without search_fields, no ordinary matches: "Ranks images by meaning."
 
     # -- helpers -------------------------------------------------------------
     def get_embedding_field(self) -> ImageEmbeddingField:
