@@ -585,6 +585,23 @@ def test_a_raw_vector_named_in_readonly_fields_is_not_rendered(admin_client, pho
     assert "column-embedding_visual" not in admin_client.get(reverse(CHANGELIST)).content.decode()
 
 
+@pytest.mark.urls("tests.admin_urls")
+def test_the_vectors_of_a_models_other_embedding_field_are_not_rendered_either(admin_client, photos):
+    """tests/admin_urls.py: an admin of a model with two embedding fields ranks by one; the other's
+    vector columns, named in readonly_fields or list_display, were rendered as numbers."""
+    from tests.multifield.models import CaptionedPhoto
+
+    with embedding_deferred():
+        row = CaptionedPhoto(caption="A cat")
+        row.image.save("captioned.jpg", ContentFile(b"not read"), save=False)
+        row.save()
+    Photo.objects.filter(pk=row.pk).update(embedding_visual=photos["chelsea"].embedding_visual)
+    html = admin_client.get(reverse("two:multifield_captionedphoto_change", args=[row.pk])).content.decode()
+    assert "field-embedding_encoder" in html and "field-embedding_visual" not in html
+    html = admin_client.get(reverse("two:multifield_captionedphoto_changelist")).content.decode()
+    assert "column-embedding_state" in html and "column-embedding_semantic" not in html
+
+
 def test_an_upload_through_the_admin_goes_through_the_pipeline(
     admin_client, photos, sample_paths, django_capture_on_commit_callbacks
 ):

@@ -33,7 +33,7 @@ from .. import thumbnails, uploads
 from ..bidi import name_in_sentence
 from ..checks import photo_search_session_check
 from ..expressions import SemanticDistance, VisualDistance
-from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
+from ..fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
 from ..hnsw import hnsw_settings
 from ..keys import well_formed_keys
 from ..query import keyword_matches, read_as_search, too_long, unreadable_note
@@ -445,8 +445,8 @@ class SemanticSearchAdminMixin(_AdminBase):
 
     # -- change form ---------------------------------------------------------
     def _vector_columns(self) -> set[str]:
-        field = self.get_embedding_field()
-        return {field.visual_field, field.semantic_field}
+        """The vector columns of every embedding field of the model, not only the one ranked by."""
+        return {column for f in embedding_fields(self.model) for column in (f.visual_field, f.semantic_field)}
 
     def _own_entries(self, obj: Any) -> list[str]:
         return [DETAILS, SUGGESTIONS] if obj is not None else []
