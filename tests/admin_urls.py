@@ -6,6 +6,7 @@ from django.urls import path
 
 from django_semantic_images.admin import SemanticImageAdmin
 from photos.models import Photo
+from tests.multifield.models import CaptionedPhoto
 
 
 class OwnPhotosAdmin(SemanticImageAdmin):
@@ -34,8 +35,22 @@ change_own.register(Photo, ChangeOwnPhotosAdmin)
 plain = admin.AdminSite(name="plain")
 plain.register(Photo, SemanticImageAdmin)
 
+
+class CaptionAdmin(SemanticImageAdmin):
+    """A model with two embedding fields (its own and Photo's), ranked by the caption's; the other
+    field's vector columns named by mistake."""
+
+    embedding_field = "caption_embedding"
+    readonly_fields = ["embedding_visual", "embedding_encoder"]
+    list_display = ["__str__", "embedding_semantic", "embedding_state"]
+
+
+two = admin.AdminSite(name="two")
+two.register(CaptionedPhoto, CaptionAdmin)
+
 urlpatterns = [
     path("own-admin/", site.urls),
     path("change-own-admin/", change_own.urls),
     path("plain-admin/", plain.urls),
+    path("two-admin/", two.urls),
 ]

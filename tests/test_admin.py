@@ -92,6 +92,16 @@ def test_the_search_box_ranks_by_meaning(admin_client, photos):
     assert photos["broken"].pk not in [r.pk for r in results]  # no vector, no text match
     html = response.content.decode()
     assert f'<span class="si-score" title="cosine similarity">{results[0].score:.3f}</span>' in html
+    assert "Rows whose text fields contain every word are listed first." in html  # it has search_fields
+
+
+def test_the_score_is_written_in_the_editors_language(admin_client, photos):
+    """As Django's admin writes numbers: in French "0,873", not "0.873"."""
+    with translation.override("fr"):
+        response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
+    best = response.context["cl"].result_list[0]
+    scores = re.findall(r'<span class="si-score"[^>]*>([^<]*)</span>', response.content.decode())
+    assert scores[0] == f"{best.score:.3f}".replace(".", ",")
 
 
 def test_an_ordinary_search_match_is_listed_first(admin_client, photos):
@@ -277,6 +287,20 @@ def test_messages_isolate_a_right_to_left_title_or_file_name_and_escape_it(admin
 NONSENSE_IDS = ("99999999999999999999999", "-1", "550e8400-e29b-41d4-a716-446655440000", "not-a-number", "1.5", "\x00")
 
 
+def test_the_link_out_of_a_ranking_is_not_named_like_djangos_show_all(admin_client, photos, monkeypatch):
+    """On a ranking of several pages two links read "Show all": Django's (every ranked row on one
+    page) and the toolbar's (leave the ranking), to different places."""
+    from photos.admin import PhotoAdmin
+
+    monkeypatch.setattr(PhotoAdmin, "list_per_page", 3)
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": photos["chelsea"].pk, "published__exact": "1"})
+    links = dict(re.findall(r'<a href="([^"]*)"[^>]*>\s*([^<]*?)\s*</a>', response.content.decode()))
+    names = list(links.values())
+    assert names.count("Show all") == 1 and "Back to the list" in names
+    assert "all=" in [url for url, name in links.items() if name == "Show all"][0]
+    assert [url for url, name in links.items() if name == "Back to the list"] == ["?published__exact=1"]
+
+
 def test_similar_images_of_an_unknown_or_broken_row_list_nothing(admin_client, photos):
     for pk in ("999999", *NONSENSE_IDS, str(photos["broken"].pk)):
         response = admin_client.get(reverse(CHANGELIST), {"similar_to": pk})
@@ -424,6 +448,25 @@ def test_a_new_upload_shows_pending_and_no_vectors_until_it_is_embedded(admin_cl
     assert f"?similar_to={fresh.pk}" not in form
 
 
+def test_a_ranking_says_how_many_rows_it_cannot_find_yet(admin_client, photos):
+    """Rows not embedded yet are in no ranking: "0 results" (or a short list) said nothing of them.
+    The count is of the rows the editor's filters list; a row with vectors being embedded again is
+    still found, so not counted."""
+    waiting = [photos["coffee"].pk, photos["rocket"].pk]
+    cleared = {"embedding_visual": None, "embedding_semantic": None}
+    Photo.objects.filter(pk__in=waiting).update(embedding_status=EmbeddingStatus.PENDING, **cleared)
+    Photo.objects.filter(pk=photos["rocket"].pk).update(published=False)
+    Photo.objects.filter(pk=photos["chelsea"].pk).update(embedding_status=EmbeddingStatus.PENDING)
+    note = "2 images are not embedded yet: searches by meaning and by likeness find them once they are."
+    response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
+    assert photos["coffee"].pk not in ranked_pks(response) and note in messages_of(response)
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": photos["chelsea"].pk, "published__exact": "0"})
+    assert "1 image is not embedded yet: searches by meaning and by likeness find it once it is." in messages_of(
+        response
+    )
+    assert not [m for m in messages_of(admin_client.get(reverse(CHANGELIST))) if "not embedded yet" in m]
+
+
 def test_a_row_being_embedded_again_keeps_its_vectors_and_says_so(admin_client, photos):
     cat, coffee = photos["chelsea"], photos["coffee"]
     Photo.objects.filter(pk=cat.pk).update(embedding_status=EmbeddingStatus.PENDING)
@@ -555,6 +598,23 @@ def test_a_raw_vector_named_in_readonly_fields_is_not_rendered(admin_client, pho
     html = admin_client.get(reverse("admin:photos_photo_change", args=[photos["chelsea"].pk])).content.decode()
     assert "field-embedding_encoder" in html and "field-embedding_visual" not in html
     assert "column-embedding_visual" not in admin_client.get(reverse(CHANGELIST)).content.decode()
+
+
+@pytest.mark.urls("tests.admin_urls")
+def test_the_vectors_of_a_models_other_embedding_field_are_not_rendered_either(admin_client, photos):
+    """tests/admin_urls.py: an admin of a model with two embedding fields ranks by one; the other's
+    vector columns, named in readonly_fields or list_display, were rendered as numbers."""
+    from tests.multifield.models import CaptionedPhoto
+
+    with embedding_deferred():
+        row = CaptionedPhoto(caption="A cat")
+        row.image.save("captioned.jpg", ContentFile(b"not read"), save=False)
+        row.save()
+    Photo.objects.filter(pk=row.pk).update(embedding_visual=photos["chelsea"].embedding_visual)
+    html = admin_client.get(reverse("two:multifield_captionedphoto_change", args=[row.pk])).content.decode()
+    assert "field-embedding_encoder" in html and "field-embedding_visual" not in html
+    html = admin_client.get(reverse("two:multifield_captionedphoto_changelist")).content.decode()
+    assert "column-embedding_state" in html and "column-embedding_semantic" not in html
 
 
 def test_an_upload_through_the_admin_goes_through_the_pipeline(
@@ -837,6 +897,8 @@ def test_the_ready_admin_without_search_fields_still_searches_by_meaning(admin_c
     assert ranked_pks(response)[0] == photos["coffee"].pk
     html = response.content.decode()
     assert 'id="searchbar"' in html and 'id="photo-search"' in html and "si-thumb" in html
+    # No search fields, no ordinary matches listed first: the help under the box does not promise them.
+    assert '<div class="help" id="searchbar_helptext">Ranks images by meaning.</div>' in html
 
 
 def test_the_mixin_on_a_model_without_an_embedding_field_fails_the_system_check():
@@ -875,3 +937,31 @@ def test_a_search_in_a_script_the_text_model_cannot_read_matches_keywords_with_a
     response = admin_client.get(reverse(CHANGELIST), {"q": "a cup of coffee"})
     assert ranked_pks(response)[0] == photos["coffee"].pk
     assert not [m for m in messages_of(response) if "cannot read" in m]
+
+
+def test_an_encoder_that_cannot_load_leaves_the_keyword_search_with_a_message(admin_client, photos, settings):
+    """A text model that is not there (weights missing, a hub unreachable) was a 500 for every search
+    by words and by photo; the search fields' matches are listed, the photo comes back, and each says why."""
+    Photo.objects.filter(pk=photos["coffee"].pk).update(alt_text="A cup of coffee")
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "/nonexistent/text-model"}}
+    response = admin_client.get(reverse(CHANGELIST), {"q": "coffee"})
+    assert ranked_pks(response) == [photos["coffee"].pk]
+    assert "Search by meaning is unavailable now" in " ".join(messages_of(response))
+    response = admin_client.post(
+        reverse(BY_PHOTO), {"photo": flipped_upload(photos["chelsea"].image.path), "filters": "published__exact=1"}
+    )
+    assert response.status_code == 302 and response["Location"] == reverse(CHANGELIST) + "?published__exact=1"
+    assert "Search by photo is unavailable now" in " ".join(messages_of(response))
+
+
+def test_the_autocomplete_leaves_no_message_for_a_later_page(admin_client, photos):
+    """Django's autocomplete (an album's cover photo) answers JSON, where no message is shown: the
+    note of a search in a script the text model cannot read waited, once per keystroke, for the
+    editor's next admin page."""
+    url = reverse("admin:autocomplete")
+    params = {"app_label": "multifield", "model_name": "photoalbum", "field_name": "cover"}
+    Photo.objects.filter(pk=photos["chelsea"].pk).update(alt_text="Рыжая кошка на диване")
+    for term in ("кош", "кошка"):
+        found = admin_client.get(url, {**params, "term": term})
+        assert [row["id"] for row in found.json()["results"]] == [str(photos["chelsea"].pk)]
+    assert messages_of(admin_client.get(reverse("admin:index"))) == []

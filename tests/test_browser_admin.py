@@ -225,6 +225,24 @@ def test_a_user_without_view_permission_gets_no_results(browser, site):
     assert "403" in browser.title or "Forbidden" in browser.page_source
 
 
+def test_the_index_section_reads_right_to_left_in_a_right_to_left_language(browser, site, settings):
+    """In Arabic (the admin's ``dir="rtl"``) the Search index table's headings were pushed to the
+    left edge of their cells, away from their values, and padded on the wrong side."""
+    base, photos = site
+    settings.LANGUAGE_CODE = "ar"
+    log_in(browser, base, "editor")
+    browser.get(f"{base}/admin/photos/photo/{photos['chelsea'].pk}/change/")
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == "rtl"
+    heading = browser.find_element(By.CSS_SELECTOR, "table.si-details th")
+    cell = heading.find_element(By.XPATH, "following-sibling::td")
+    style = browser.execute_script(
+        "const s = getComputedStyle(arguments[0]); return [s.textAlign, s.paddingLeft, s.paddingRight];", heading
+    )
+    assert style[0] in ("start", "right") and style[1] == "12px", style  # its end side: the left
+    # The heading's text starts at its cell's right edge, and the value sits to its left.
+    assert cell.rect["x"] + cell.rect["width"] <= heading.rect["x"] + 1
+
+
 @pytest.fixture
 def duplicates_site(live_server, settings, sample_paths, browser):
     """The near-duplicates library (tests/conftest.py), an editor with every permission."""

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.utils.translation import gettext_lazy
 
 from .ranking import RANKING_VARS
+
+#: The search box's help: the admin's default, and what it becomes without ``search_fields`` (no
+#: ordinary matches are listed first then).
+SEARCH_HELP = gettext_lazy("Ranks images by meaning. Rows whose text fields contain every word are listed first.")
+SEARCH_HELP_MEANING_ONLY = gettext_lazy("Ranks images by meaning.")
 
 #: The request attribute that tells ``get_search_results`` whether the editor sorted by a column.
 COLUMN_SORT_ATTR = "_semantic_sorted_by_column"
@@ -30,6 +36,8 @@ class SemanticChangeList(ChangeList):
             # The admin template shows the search box only when there are search fields;
             # searching by meaning needs none (the queries never read this attribute).
             self.search_fields = ("embedding",)
+            if self.search_help_text is SEARCH_HELP:
+                self.search_help_text = SEARCH_HELP_MEANING_ONLY  # type: ignore[assignment]  # lazy, as Django allows
 
     def sorted_by_column(self) -> bool:
         """Does ``?o=`` name a sortable column? Django skips the parts that do not (not a number,

@@ -8,6 +8,7 @@ pagination and actions work as in any changelist.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,24 +24,27 @@ from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Val
 from django.db.models.expressions import ExpressionWrapper
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.urls import URLPattern, path, reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from .. import thumbnails, uploads
 from ..bidi import name_in_sentence
 from ..checks import photo_search_session_check
 from ..expressions import SemanticDistance, VisualDistance
-from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
+from ..fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
 from ..hnsw import hnsw_settings
 from ..keys import well_formed_keys
 from ..query import keyword_matches, read_as_search, search_words, too_long, unreadable_note
 from . import display, duplicates, saving
 from .actions import reembed_selected
-from .changelist import COLUMN_SORT_ATTR, SemanticChangeList
+from .changelist import COLUMN_SORT_ATTR, SEARCH_HELP, SemanticChangeList
 from .filters import EmbeddingStatusFilter
-from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
+from .ranking import ENCODER_UNAVAILABLE, PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
 from .views import PhotoSearchForm, kept_filters, refuse_oversized, search_by_photo
+
+logger = logging.getLogger(__name__)
 
 #: Names of the read-only change-form entries the mixin adds.
 DETAILS = "embedding_details"
@@ -100,9 +104,7 @@ class SemanticSearchAdminMixin(_AdminBase):
     duplicate_date_field: str | None = None
     duplicates_template = "admin/semantic_images/duplicates.html"
     duplicates_confirm_template = "admin/semantic_images/duplicates_confirm.html"
-    search_help_text = gettext_lazy(
-        "Ranks images by meaning. Rows whose text fields contain every word are listed first."
-    )
+    search_help_text = SEARCH_HELP  # without search_fields, no ordinary matches: "Ranks images by meaning."
 
     # -- helpers -------------------------------------------------------------
     def get_embedding_field(self) -> ImageEmbeddingField:
@@ -274,6 +276,7 @@ class SemanticSearchAdminMixin(_AdminBase):
                 return queryset.none(), False
             queryset = read_as_search(queryset)  # ranked and listed where the API's searches read
             candidates = queryset if ranking.source is None else queryset.exclude(pk=ranking.source.pk)
+            self._note_waiting(request, queryset, field.visual_field)
             visual = VisualDistance(field.name, ranking.vector)
             pks = top_pks(candidates, visual, field.visual_field, self.similar_images_results, field)
             qs = self._annotate(queryset.filter(pk__in=pks), visual)
@@ -281,18 +284,27 @@ class SemanticSearchAdminMixin(_AdminBase):
         if not search_term:
             return super().get_search_results(request, queryset, search_term)
         queryset = read_as_search(queryset)  # a keyword fallback too: it is the search box's search
-        if not field.get_encoder().reads(search_term):
+        try:
+            readable = field.get_encoder().reads(search_term)
+            vector = field.get_encoder().encode_text(search_term).tolist() if readable else None
+        except ENCODER_UNAVAILABLE:
+            logger.exception("The search by meaning of %s could not load its encoder", self.model._meta.label)
+            text = _(
+                "Search by meaning is unavailable now (the encoder could not be loaded; the server log "
+                "says why), so only rows whose text matches every word are listed."
+            )
+            if var == SEARCH_VAR:  # the autocomplete's JSON shows no message: none waits for a later page
+                messages.error(request, text)
+            return self._keyword_results(request, queryset, search_term)
+        if vector is None:
             # A script the text model cannot read: the search fields' matches (else the text
             # fields'), unranked, and a message that says so.
-            search_fields = list(self.get_search_fields(request))
-            if search_fields:
-                matched, duplicates = super().get_search_results(request, queryset, search_term)
-            else:
-                matched, duplicates = keyword_matches(queryset, search_term, field.text_fields), False
-            names = [name.lstrip("^=@") for name in search_fields] or list(field.text_fields)
-            messages.info(request, unreadable_note(search_term, names))
-            return matched, duplicates
-        vector = field.get_encoder().encode_text(search_term).tolist()
+            names = [name.lstrip("^=@") for name in self.get_search_fields(request)] or list(field.text_fields)
+            if var == SEARCH_VAR:
+                messages.info(request, unreadable_note(search_term, names))
+            return self._keyword_results(request, queryset, search_term)
+        if var == SEARCH_VAR:
+            self._note_waiting(request, queryset, field.semantic_field)
         distance = SemanticDistance(field.name, vector)
         pks = top_pks(queryset, distance, field.semantic_field, self.semantic_search_results, field)
         wanted = Q(pk__in=pks)
@@ -309,6 +321,25 @@ class SemanticSearchAdminMixin(_AdminBase):
             )
             ordering.insert(0, F("search_match").desc())
         return self._rank(request, qs, ordering), False
+
+    def _note_waiting(self, request: HttpRequest, queryset: QuerySet, column: str) -> None:
+        """Say how many of the listed rows (filters and ``get_queryset`` applied) no ranking can find
+        yet: pending, without the vector ranked by (the status is indexed)."""
+        status = self.get_embedding_field().column("status")
+        waiting = queryset.filter(**{f"{column}__isnull": True, status: EmbeddingStatus.PENDING}).count()
+        if waiting:
+            text = ngettext(
+                "%(count)d image is not embedded yet: searches by meaning and by likeness find it once it is.",
+                "%(count)d images are not embedded yet: searches by meaning and by likeness find them once they are.",
+                waiting,
+            )
+            messages.info(request, text % {"count": waiting})
+
+    def _keyword_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        """The search fields' matches (else the embedding field's text fields'), unranked."""
+        if self.get_search_fields(request):
+            return super().get_search_results(request, queryset, search_term)
+        return keyword_matches(queryset, search_term, self.get_embedding_field().text_fields), False
 
     @staticmethod
     def _annotate(qs: QuerySet, distance: Any) -> QuerySet:
@@ -381,7 +412,9 @@ class SemanticSearchAdminMixin(_AdminBase):
         score = getattr(obj, "score", None)
         if score is None:
             return display.EMPTY
-        return format_html('<span class="si-score" title="{}">{}</span>', _("cosine similarity"), f"{score:.3f}")
+        # "0,873" in French, as Django's admin writes numbers (number_format cuts, so round first).
+        shown = number_format(round(score, 3), 3)
+        return format_html('<span class="si-score" title="{}">{}</span>', _("cosine similarity"), shown)
 
     @admin.display(description=gettext_lazy("Embedding"))
     def embedding_state(self, obj: Any) -> str:
@@ -415,8 +448,8 @@ class SemanticSearchAdminMixin(_AdminBase):
 
     # -- change form ---------------------------------------------------------
     def _vector_columns(self) -> set[str]:
-        field = self.get_embedding_field()
-        return {field.visual_field, field.semantic_field}
+        """The vector columns of every embedding field of the model, not only the one ranked by."""
+        return {column for f in embedding_fields(self.model) for column in (f.visual_field, f.semantic_field)}
 
     def _own_entries(self, obj: Any) -> list[str]:
         return [DETAILS, SUGGESTIONS] if obj is not None else []

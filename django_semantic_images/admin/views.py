@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from django import forms
@@ -9,16 +10,19 @@ from django.contrib import messages
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect, QueryDict
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..bidi import name_in_sentence
 from ..imaging import ImageDecodeError, preview_data_url, query_image
 from ..uploads import declared_over
-from .ranking import PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
+from .ranking import ENCODER_UNAVAILABLE, PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
 
 if TYPE_CHECKING:
     from .options import SemanticSearchAdminMixin
+
+logger = logging.getLogger(__name__)
 
 
 class PhotoSearchForm(forms.Form):
@@ -51,7 +55,8 @@ def refuse_oversized(model_admin: SemanticSearchAdminMixin, request: HttpRequest
     if not model_admin.has_view_or_change_permission(request):
         raise PermissionDenied
     message = _("Cannot search by this photo: the upload is %(size)s bytes, over the limit of %(limit)s bytes.")
-    messages.error(request, message % {"size": f"{declared:,}", "limit": f"{limit:,}"})
+    size, most = (number_format(n, force_grouping=True) for n in (declared, limit))  # 21,000 / 21 000
+    messages.error(request, message % {"size": size, "limit": most})
     return HttpResponseRedirect(model_admin.changelist_url())
 
 
@@ -82,7 +87,14 @@ def search_by_photo(model_admin: SemanticSearchAdminMixin, request: HttpRequest)
         messages.error(request, name_in_sentence(text, {"name": upload.name}, {"reason": exc}))
         return back
     field = model_admin.get_embedding_field()
-    vector = field.get_encoder().encode_visual([image])[0]
+    try:
+        vector = field.get_encoder().encode_visual([image])[0]
+    except ENCODER_UNAVAILABLE:
+        logger.exception("The search by photo of %s could not load its encoder", model_admin.model._meta.label)
+        messages.error(
+            request, _("Search by photo is unavailable now (the encoder could not be loaded; the server log says why).")
+        )
+        return back
     token = store_photo_query(
         request, vector, thumbnail=preview_data_url(image), name=upload.name, made_for=field_key(field)
     )
