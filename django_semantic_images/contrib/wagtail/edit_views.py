@@ -19,10 +19,11 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils.functional import cached_property
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views import View
 from wagtail.admin import messages
-from wagtail.admin.utils import get_valid_next_url_from_request
 from wagtail.images.views.images import EditView
 
 from ...bidi import name_in_sentence
@@ -53,6 +54,17 @@ class EmbeddingState:
     @property
     def is_embedded(self) -> bool:
         return self.status == EmbeddingStatus.EMBEDDED
+
+
+def next_url_from(request: HttpRequest) -> str:
+    """The ``next`` of ``request`` (POST, else GET) if it is on this site, else "". Wagtail's own
+    check lets a page served over HTTPS send the editor on to ``http://`` (the same host, unencrypted);
+    this one also needs HTTPS then (``require_https``), as Django's login view does."""
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    safe = url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return next_url if next_url and safe else ""
 
 
 def embedding_state(image: models.Model) -> EmbeddingState:
@@ -107,6 +119,11 @@ class SemanticImageEditView(EditView):
         except PermissionDenied:
             raise Http404 from None
 
+    @cached_property
+    def next_url(self) -> str:
+        """Where the page goes back to (after a save, and its panel's links): ``next_url_from``."""
+        return next_url_from(self.request)
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["embedding_state"] = embedding_state(self.object)
@@ -135,7 +152,7 @@ class ReembedView(View):
         )
         edit_url = reverse("wagtailimages:edit", args=(image.pk,))
         # The edit page's way back to the listing (its filters, search and page), if on this site.
-        next_url = get_valid_next_url_from_request(request)
+        next_url = next_url_from(request)
         return HttpResponseRedirect(f"{edit_url}?{urlencode({'next': next_url})}" if next_url else edit_url)
 
 
