@@ -408,3 +408,14 @@ def test_the_thumbnail_engine_never_opens_postscript():
     with pytest.raises(UnidentifiedImageError):
         Engine().get_image(io.BytesIO(eps))
     assert Engine().get_image(io.BytesIO(image_bytes(Image.new("RGB", (8, 8)), "PNG"))).size == (8, 8)
+
+
+def test_an_image_over_max_image_pixels_gets_no_thumbnail(api, make_photo, settings):
+    """The pipeline never decodes an image over MAX_IMAGE_PIXELS; the thumbnail engine decoded it
+    whole, in the request that listed it. It is still listed, with its file's URL."""
+    settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": 64 * 64}
+    big = make_photo(image_bytes(Image.new("RGB", (65, 64)), "PNG"), name="big.png")
+    fits = make_photo(image_bytes(Image.new("RGB", (64, 64)), "PNG"), name="fits.png")
+    rows = results_by_id(api)
+    assert rows[big.pk]["thumbnail_url"] is None and rows[big.pk]["image_url"]
+    assert rows[fits.pk]["thumbnail_url"]
