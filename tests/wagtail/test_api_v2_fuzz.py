@@ -198,8 +198,10 @@ def run(client: Client, ids: list[str], examples: int, random_seed: int | None =
 
 
 @pytest.fixture
-def anonymous() -> Client:
-    """A caller that gets the 500 page instead of the view's exception (Wagtail's own 500s)."""
+def anonymous(settings) -> Client:
+    """A caller that gets the 500 page instead of the view's exception (Wagtail's own 500s); its
+    rankings are not throttled (it sends hundreds)."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {}}
     return Client(raise_request_exception=False)
 
 

@@ -8,7 +8,8 @@ Register :class:`SemanticImagesAPIViewSet` in the site's API router instead of W
     api_router.register_endpoint("images", SemanticImagesAPIViewSet)
 
 ``?semantic=a red bicycle`` ranks the listing by meaning, ``?similar_to=<id>`` by likeness to
-that image; each item's ``meta.score`` is ``1 - cosine distance``. Both start from the
+that image; each item's ``meta.score`` is ``1 - cosine distance``. A ranked listing is throttled
+with the REST API's text-search scope (``SemanticSearchThrottle``, the ``semantic_search`` rate). Both start from the
 endpoint's own queryset (Wagtail's: every image outside the collections that a view
 restriction hides from this request), after Wagtail's field filters (``?title=``, ``?tags=``).
 :class:`SemanticFilter` is the filter backend, for a site's own ``ImagesAPIViewSet`` subclass.
@@ -19,9 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Model, QuerySet
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.fields import Field, SkipField
 from rest_framework.filters import BaseFilterBackend
+from rest_framework.response import Response
 from wagtail.api import APIField
 from wagtail.api.v2.filters import FieldsFilter, OrderingFilter, SearchFilter
 from wagtail.api.v2.pagination import WagtailPagination
@@ -31,6 +33,7 @@ from wagtail.images.api.v2.views import ImagesAPIViewSet
 from ...api.pagination import is_ranked
 from ...api.querystring import INTEGER, ensure_utf8
 from ...api.serializers import SearchTextField
+from ...api.throttling import TEXT_SCOPE, SemanticSearchThrottle
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
 from ...pipeline import public_reason
@@ -193,9 +196,28 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
 
     filter_backends = [FieldsFilter, SemanticFilter, OrderingFilter, SearchFilter]
     pagination_class = SemanticPagination
+    throttle_classes = [SemanticSearchThrottle]
+    #: The throttle scope of a ranked listing (each runs the text model or an HNSW search; Wagtail's
+    #: own requests are not throttled here).
+    ranking_scope = TEXT_SCOPE
     known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
     meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
     listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
+
+    @property
+    def throttle_scope(self) -> str | None:
+        """``ranking_scope`` for a request with ``semantic`` or ``similar_to``, else None (unthrottled)."""
+        request = getattr(self, "request", None)
+        ranked = request is not None and any(name in request.GET for name in (SEMANTIC, SIMILAR_TO))
+        return self.ranking_scope if ranked else None
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Wagtail's handling; a throttled request's 429 (with ``Retry-After``) says why in Wagtail's
+        ``{"message": ...}``, as its 400s and 404s do."""
+        response = super().handle_exception(exc)
+        if isinstance(exc, Throttled) and isinstance(response.data, dict) and "detail" in response.data:
+            response.data = {"message": str(response.data["detail"])}
+        return response
 
     def check_query_parameters(self, queryset: QuerySet) -> None:
         """Wagtail's check, and a 400 naming the parameter where Wagtail's search would fail:
