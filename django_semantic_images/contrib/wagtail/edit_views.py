@@ -20,7 +20,6 @@ from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.functional import cached_property
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views import View
 from wagtail.admin import messages
@@ -31,6 +30,7 @@ from ...fields import EmbeddingStatus
 from ...query import similar_to
 from .models import RELATED_NAME
 from .permissions import image_permission_policy
+from .redirects import next_url_from
 from .signals import request_embedding
 
 #: The URL namespace of these views (``semantic_images_wagtail_edit:reembed``).
@@ -54,17 +54,6 @@ class EmbeddingState:
     @property
     def is_embedded(self) -> bool:
         return self.status == EmbeddingStatus.EMBEDDED
-
-
-def next_url_from(request: HttpRequest) -> str:
-    """The ``next`` of ``request`` (POST, else GET) if it is on this site, else "". Wagtail's own
-    check lets a page served over HTTPS send the editor on to ``http://`` (the same host, unencrypted);
-    this one also needs HTTPS then (``require_https``), as Django's login view does."""
-    next_url = request.POST.get("next") or request.GET.get("next") or ""
-    safe = url_has_allowed_host_and_scheme(
-        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    )
-    return next_url if next_url and safe else ""
 
 
 def embedding_state(image: models.Model) -> EmbeddingState:
