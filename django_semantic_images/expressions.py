@@ -13,13 +13,15 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
+from django.core.files.uploadedfile import UploadedFile
 from django.db.models import F, Value
 from django.utils.functional import Promise
 from pgvector.django import CosineDistance
 
+from .conf import semantic_settings
 from .encoders.base import Encoder
 from .fields import EmbeddingPath, embedding_path
-from .imaging import query_image
+from .imaging import UPLOAD_LIMIT, query_image
 
 #: The largest number of a ``halfvec``, and a quarter of its smallest normal one: a query vector whose
 #: largest number is beyond either overflows, or keeps a few bits of each number (none: a zero vector).
@@ -177,5 +179,16 @@ class VisualDistance(_EmbeddingDistance):
         check_image(query)
         if isinstance(query, os.PathLike):
             query = os.fsdecode(query)
-        image = query_image(query, max_bytes=None)
+        image = query_image(query, max_bytes=byte_limit(query))
         return encoder.encode_visual([image])[0]
+
+
+def byte_limit(query: Any) -> int | None:
+    """The most bytes a query image is read for: an upload (``UploadedFile``, ``request.FILES``
+    passed on) ``MAX_UPLOAD_BYTES``, as the API's search by photo; any other file object (a
+    stored file) ``MAX_FILE_BYTES``, as the pipeline; a path, bytes or a PIL image no limit."""
+    if isinstance(query, UploadedFile):
+        return UPLOAD_LIMIT
+    if hasattr(query, "read"):
+        return int(semantic_settings.MAX_FILE_BYTES)
+    return None

@@ -8,7 +8,9 @@ values from 16 bits to 8 first; everything else is sorl-thumbnail's own. A site 
 the app does not swap sorl-thumbnail's engine behind the site's back.
 
 It opens only the formats the pipeline reads (``imaging.readable_formats``): not EPS, which
-Pillow draws by running Ghostscript on the file's PostScript.
+Pillow draws by running Ghostscript on the file's PostScript; and, as the pipeline, no image over
+``MAX_IMAGE_PIXELS`` (sorl-thumbnail decodes the whole picture, in the request that lists it first:
+a 150-megapixel panorama needs some 450 MB, 3 bytes a pixel). Such a file gets no thumbnail.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from PIL import Image
 from sorl.thumbnail.engines.pil_engine import Engine as PillowEngine
 
-from .imaging import readable_formats
+from .conf import semantic_settings
+from .imaging import ImageDecodeError, readable_formats
 
 #: Pillow's modes of greyscale wider than 8 bits, read as 16-bit values ("I": 32-bit integers, as
 #: Pillow opens some 16-bit files; values above 65535 end white).
@@ -33,7 +36,13 @@ class Engine(PillowEngine):
     and the formats of ``readable_formats`` only."""
 
     def get_image(self, source: Any) -> Image.Image:
-        return Image.open(io.BytesIO(source.read()), formats=readable_formats())
+        """The source opened (not decoded yet); an ``ImageDecodeError`` over ``MAX_IMAGE_PIXELS``."""
+        image = Image.open(io.BytesIO(source.read()), formats=readable_formats())
+        limit = int(semantic_settings.MAX_IMAGE_PIXELS)
+        width, height = image.size
+        if width * height > limit:
+            raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {limit:,} pixels.")
+        return image
 
     def _colorspace(self, image: Image.Image, colorspace: str, format: str) -> Any:  # noqa: A002 - sorl's name
         if image.mode in WIDE_GREY:

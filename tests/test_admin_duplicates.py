@@ -198,6 +198,24 @@ def test_only_the_admins_own_rows_are_grouped_kept_or_deleted(client, duplicate_
 
 
 @pytest.mark.urls("tests.admin_urls")
+def test_not_duplicates_marks_only_rows_the_editor_may_change(client, duplicate_photos):
+    """tests/admin_urls.py: every photo listed, each editor may change only their own (a per-object
+    permission): a group of someone else's photos is not marked, nor is one of theirs beside them."""
+    owner = staff_user("owner", "view_photo", "change_photo")
+    Photo.objects.filter(pk=duplicate_photos["coffee"].pk).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("change_own:photos_photo_duplicates")
+    for names in (COFFEE, CAT, ("coffee", *CAT)):
+        response = client.post(url, {"action": "apart", "group": ",".join(map(str, pks(duplicate_photos, *names)))})
+        assert response.status_code == 302
+        assert "you may not change" in [str(m) for m in get_messages(response.wsgi_request)][-1]
+    assert not NotDuplicate.objects.exists()
+    Photo.objects.filter(pk=duplicate_photos["coffee-crop"].pk).update(owner=owner)  # both theirs now
+    client.post(url, {"action": "apart", "group": ",".join(map(str, pks(duplicate_photos, *COFFEE, "chelsea")))})
+    assert NotDuplicate.objects.count() == 1  # the pair they may change, without the cat
+
+
+@pytest.mark.urls("tests.admin_urls")
 def test_a_hidden_missing_or_malformed_id_in_a_forged_form_changes_nothing_and_answers_alike(client, duplicate_photos):
     """Keep, confirm and "not duplicates" naming, beside one of the editor's rows, a row they may
     not see, one that does not exist, or an id no row can have: the same redirect and message."""

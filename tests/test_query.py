@@ -494,6 +494,22 @@ def test_similar_to_takes_a_pathlib_path(sample_photos, sample_paths):
     assert Photo.objects.similar_to(str(sample_paths["rocket"])).first().pk == sample_photos["rocket"].pk
 
 
+def test_similar_to_an_upload_reads_no_more_than_max_upload_bytes(sample_photos, sample_paths, settings):
+    """An uploaded file (a site's view passing ``request.FILES`` on) is held to MAX_UPLOAD_BYTES, as
+    the API's search by photo: it was read whole, whatever its size. A path of the site's own is not."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from django_semantic_images.imaging import ImageDecodeError
+
+    data, rocket = sample_paths["rocket"].read_bytes(), sample_photos["rocket"].pk
+    settings.SEMANTIC_IMAGES = {"MAX_UPLOAD_BYTES": len(data) - 1}
+    with pytest.raises(ImageDecodeError, match=f"limit of {len(data) - 1:,} bytes"):
+        Photo.objects.similar_to(SimpleUploadedFile("rocket.jpg", data))
+    assert Photo.objects.similar_to(sample_paths["rocket"]).first().pk == rocket
+    settings.SEMANTIC_IMAGES = {"MAX_UPLOAD_BYTES": len(data)}
+    assert Photo.objects.similar_to(SimpleUploadedFile("rocket.jpg", data)).first().pk == rocket
+
+
 def test_similar_to_a_row_of_another_model_leaves_this_models_row_of_the_same_pk(sample_photos):
     """``exclude_self`` leaves out the query instance's own row: a row of another model that
     happens to share its primary key is another picture."""

@@ -292,6 +292,33 @@ def test_result_fields_are_built_once_per_class_and_each_serializer_binds_its_ow
     assert len(built) == 3
 
 
+def test_a_serializer_that_chooses_its_fields_per_request_never_serves_one_callers_fields_to_another(
+    make_photo, sample_paths
+):
+    """A ``get_field_names`` that shows staff more fields: the fields built for a staff caller
+    were cached for the class and served to the next, anonymous, caller."""
+    from django.contrib.auth.models import AnonymousUser, User
+    from rest_framework.test import APIRequestFactory
+
+    from django_semantic_images.api.serializers import SemanticResultSerializer
+    from photos.models import Photo
+
+    class StaffSeeAltText(SemanticResultSerializer):
+        class Meta:
+            model = Photo
+            fields = ["id", "title", "alt_text"]
+
+        def get_field_names(self, declared_fields, info):
+            names = super().get_field_names(declared_fields, info)
+            return names if self.context["request"].user.is_staff else [n for n in names if n != "alt_text"]
+
+    photo = make_photo(sample_paths["coffee"], alt_text="a private note")
+    staff, anonymous = APIRequestFactory().get("/"), APIRequestFactory().get("/")
+    staff.user, anonymous.user = User(is_staff=True), AnonymousUser()
+    assert StaffSeeAltText(photo, context={"request": staff}).data["alt_text"] == "a private note"
+    assert "alt_text" not in StaffSeeAltText(photo, context={"request": anonymous}).data
+
+
 def logo_bytes(fmt: str) -> bytes:
     """A red square on a transparent 600 x 400 background, as an editor's logo, in ``fmt``."""
     logo = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
@@ -408,3 +435,14 @@ def test_the_thumbnail_engine_never_opens_postscript():
     with pytest.raises(UnidentifiedImageError):
         Engine().get_image(io.BytesIO(eps))
     assert Engine().get_image(io.BytesIO(image_bytes(Image.new("RGB", (8, 8)), "PNG"))).size == (8, 8)
+
+
+def test_an_image_over_max_image_pixels_gets_no_thumbnail(api, make_photo, settings):
+    """The pipeline never decodes an image over MAX_IMAGE_PIXELS; the thumbnail engine decoded it
+    whole, in the request that listed it. It is still listed, with its file's URL."""
+    settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": 64 * 64}
+    big = make_photo(image_bytes(Image.new("RGB", (65, 64)), "PNG"), name="big.png")
+    fits = make_photo(image_bytes(Image.new("RGB", (64, 64)), "PNG"), name="fits.png")
+    rows = results_by_id(api)
+    assert rows[big.pk]["thumbnail_url"] is None and rows[big.pk]["image_url"]
+    assert rows[fits.pk]["thumbnail_url"]

@@ -275,14 +275,19 @@ def keep_one(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> Htt
 
 
 def mark_apart(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> HttpResponse:
-    """POST "not duplicates": remember that the group's visible rows are different pictures."""
+    """POST "not duplicates": remember that the group's visible rows that the editor may change
+    (``has_change_permission(request, obj)``, as the re-embed action asks) are different pictures."""
     if not model_admin.has_change_permission(request):
         raise PermissionDenied
-    rows = visible_rows(model_admin, request)
-    pks = list(rows.filter(pk__in=pks_of(model_admin, request.POST.get(GROUP_VAR, ""))).values_list("pk", flat=True))
+    rows = visible_rows(model_admin, request).filter(pk__in=pks_of(model_admin, request.POST.get(GROUP_VAR, "")))
     back = HttpResponseRedirect(duplicates_url(model_admin) + kept_query(request.POST.get("kept", "")))
-    if len(pks) < 2:
+    visible = list(rows)
+    if len(visible) < 2:
         messages.error(request, _("Nothing to mark: those images are not among the ones you can see."))
+        return back
+    pks = [obj.pk for obj in visible if model_admin.has_change_permission(request, obj)]
+    if len(pks) < 2:
+        messages.error(request, _("Nothing to mark: you may not change those images."))
         return back
     mark_not_duplicates(model_admin.model, pks)
     messages.success(

@@ -37,7 +37,8 @@ class SemanticResultSerializer(serializers.ModelSerializer):
 
     The fields are built from the model once per class, and each serializer gets copies
     (DRF builds them on every instance: a search serializes a page per request). A subclass
-    whose fields depend on the request (``get_fields`` reading ``self.context``) sets
+    that chooses or builds them itself (``get_field_names``, ``build_field`` ...: ``FIELD_HOOKS``)
+    gets them built on every call; one whose fields depend on the request some other way sets
     ``cache_fields = False``.
 
     .. code-block:: python
@@ -70,8 +71,10 @@ class SemanticResultSerializer(serializers.ModelSerializer):
     cache_fields = True
 
     def get_fields(self) -> dict[str, Field]:
-        """DRF's fields of this class, built once (``cache_fields``); each call gets copies."""
-        if not self.cache_fields:
+        """DRF's fields of this class, built once (``cache_fields``); each call gets copies. A class
+        that builds them its own way (``builds_fields_itself``) builds them on every call: its way
+        may depend on the request, and one caller's fields would be served to the next."""
+        if not self.cache_fields or builds_fields_itself(type(self)):
             return super().get_fields()
         cls = type(self)
         built = _built_fields.get(cls)
@@ -148,6 +151,34 @@ class SemanticResultSerializer(serializers.ModelSerializer):
 
 # The unbound fields each result serializer class builds (SemanticResultSerializer.get_fields).
 _built_fields: dict[type, dict[str, Field]] = {}
+
+#: ``ModelSerializer``'s methods that choose and build its fields (besides ``get_fields`` itself,
+#: whose override calls this class's, cached, and is free to read the request after).
+FIELD_HOOKS = (
+    *(name for name in vars(serializers.ModelSerializer) if name.startswith("build_")),
+    "get_field_names",
+    "get_default_field_names",
+    "get_extra_kwargs",
+    "include_extra_kwargs",
+    "get_uniqueness_extra_kwargs",
+)
+_builds_itself: dict[type, bool] = {}
+
+
+def builds_fields_itself(cls: type) -> bool:
+    """Whether ``cls`` overrides one of ``FIELD_HOOKS`` (a ``get_field_names`` that reads
+    ``self.context``, say): its fields are then never cached."""
+    found = _builds_itself.get(cls)
+    if found is None:
+        found = _builds_itself[cls] = any(_site_defined(cls, name) for name in FIELD_HOOKS)
+    return found
+
+
+def _site_defined(cls: type, name: str) -> bool:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return not (klass.__module__.startswith("rest_framework.") or klass.__module__ == __name__)
+    return False
 
 
 def fresh_copy(field: Field) -> Field:

@@ -50,6 +50,19 @@ def result_ids(response) -> list[int]:
 # -- Wagtail's images API v2 --------------------------------------------------------------
 
 
+def test_v2_rankings_are_throttled_with_the_text_search_scope(api, sample_images, settings):
+    """Each ranked listing runs the text model or an HNSW search: throttled as the REST API's text
+    searches are; Wagtail's plain listing is not."""
+    rates = {"semantic_search": "2/min", "semantic_image_search": None}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    v2(api, semantic="a cat")
+    v2(api, similar_to=sample_images["chelsea"].pk)
+    throttled = api.get(V2, {"semantic": "a dog"})
+    assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
+    assert "throttled" in throttled.json()["message"]
+    v2(api)
+
+
 def test_v2_semantic_ranks_the_cat_first_with_a_score(api, sample_images):
     body = v2(api, semantic="a cat")
     assert item_ids(body)[0] == sample_images["chelsea"].pk

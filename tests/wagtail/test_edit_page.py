@@ -184,6 +184,29 @@ def test_reembed_keeps_the_listing_the_editor_came_from(superuser_client, sample
     assert elsewhere["Location"] == reverse("wagtailimages:edit", args=(cat.pk,))
 
 
+def test_next_over_https_never_leads_to_plain_http(superuser_client, sample_images):
+    """On a page served over HTTPS, a ``next`` to this very host over ``http://`` is left out (the
+    editor would be sent on unencrypted): by the Re-embed button, the edit page and its save."""
+    cat = sample_images["chelsea"]
+    edit = reverse("wagtailimages:edit", args=(cat.pk,))
+    downgrade = "http://testserver" + reverse("wagtailimages:index")
+    response = superuser_client.post(
+        reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,)), {"next": downgrade}, secure=True
+    )
+    assert response["Location"] == edit
+    page = superuser_client.get(edit, {"next": downgrade}, secure=True)
+    assert page.context["next"] == "" and downgrade not in page.content.decode()
+    saved = superuser_client.post(
+        edit, {"title": cat.title, "collection": cat.collection_id, "next": downgrade}, secure=True
+    )
+    assert saved.status_code == 302 and saved["Location"] != downgrade
+    same = "https://testserver" + reverse("wagtailimages:index")  # HTTPS to this host: kept
+    kept = superuser_client.post(
+        reverse("semantic_images_wagtail_edit:reembed", args=(cat.pk,)), {"next": same}, secure=True
+    )
+    assert kept["Location"] == edit + "?" + urlencode({"next": same})
+
+
 def test_reembed_after_the_file_is_repaired(
     superuser_client, sample_images, make_image, sample_paths, django_capture_on_commit_callbacks
 ):

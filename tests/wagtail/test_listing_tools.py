@@ -265,6 +265,19 @@ def test_bulk_reembed_marks_pending_then_embeds(superuser_client, sample_images,
         assert vectors.embedding_visual is not None
 
 
+def test_bulk_actions_never_send_an_editor_on_https_to_plain_http(superuser_client, sample_images):
+    """The ``next`` a bulk action goes back to: one to this host over ``http://``, from a page
+    served over HTTPS, is left out (Wagtail's check kept it); an HTTPS one is kept."""
+    base = reverse("wagtail_bulk_action", args=("wagtailimages", "image", "semantic_reembed"))
+    listing = reverse("wagtailimages:index")
+    for scheme, expected in (("http", base), ("https", f"https://testserver{listing}")):
+        query = urlencode({"id": sample_images["coffee"].pk, "next": f"{scheme}://testserver{listing}"})
+        confirm = superuser_client.get(f"{base}?{query}", secure=True)
+        assert confirm.context["next"] == expected
+        response = superuser_client.post(f"{base}?{query}", secure=True)
+        assert response.status_code == 302 and response["Location"] == expected
+
+
 def test_bulk_reembed_needs_change_permission_on_each_image(
     client, django_user_model, make_image, embed, sample_paths, django_capture_on_commit_callbacks
 ):

@@ -8,7 +8,8 @@ Register :class:`SemanticImagesAPIViewSet` in the site's API router instead of W
     api_router.register_endpoint("images", SemanticImagesAPIViewSet)
 
 ``?semantic=a red bicycle`` ranks the listing by meaning, ``?similar_to=<id>`` by likeness to
-that image; each item's ``meta.score`` is ``1 - cosine distance``. Both start from the
+that image; each item's ``meta.score`` is ``1 - cosine distance``. A ranked listing is throttled
+with the REST API's text-search scope (``SemanticSearchThrottle``, the ``semantic_search`` rate). Both start from the
 endpoint's own queryset (Wagtail's: every image outside the collections that a view
 restriction hides from this request), after Wagtail's field filters (``?title=``, ``?tags=``).
 :class:`SemanticFilter` is the filter backend, for a site's own ``ImagesAPIViewSet`` subclass.
@@ -20,9 +21,10 @@ from typing import Any
 
 from django.db.models import Model, QuerySet
 from django.http import Http404
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.fields import Field, SkipField
 from rest_framework.filters import BaseFilterBackend
+from rest_framework.response import Response
 from wagtail.api import APIField
 from wagtail.api.v2.filters import FieldsFilter, OrderingFilter, SearchFilter
 from wagtail.api.v2.pagination import WagtailPagination
@@ -207,6 +209,14 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
             throttle.scope_attr = "semantic_throttle_scope"  # not throttle_scope: DRF's ScopedRateThrottle reads that
             throttles.append(throttle)
         return throttles
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Wagtail's handling; a throttled request's 429 (with ``Retry-After``) says why in Wagtail's
+        ``{"message": ...}``, as its 400s and 404s do."""
+        response = super().handle_exception(exc)
+        if isinstance(exc, Throttled) and isinstance(response.data, dict) and "detail" in response.data:
+            response.data = {"message": str(response.data["detail"])}
+        return response
 
     def check_query_parameters(self, queryset: QuerySet) -> None:
         """Wagtail's check, and a 400 naming the parameter where Wagtail's search would fail:

@@ -6,7 +6,8 @@ Wagtail's bulk-action machinery does the rest: the confirmation page, the ``befo
 editor's change permission (``check_perm``); an image the editor may not see at all is left out
 as if it did not exist, and a selection of nothing visible is a 404, as for a missing image. So is
 an id no image can have (``?id=abc``), and "select all" in a collection that is malformed, missing
-or one the editor may not change in (Wagtail filtered by such values as given: a 500).
+or one the editor may not change in (Wagtail filtered by such values as given: a 500). The
+``next`` they go back to must be on this site, and over HTTPS from a page served so (``redirects``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from wagtail.models import Collection
 
 from ...keys import well_formed_keys
 from .permissions import image_permission_policy
+from .redirects import next_url_from
 from .signals import image_database, request_embedding
 from .views import SemanticImageIndexView, bad_search
 
@@ -33,6 +35,13 @@ class SelectionMixin:
 
     request: HttpRequest
     model: type[models.Model]
+    next_url: str
+
+    def __init__(self, request: HttpRequest, model: type[models.Model]) -> None:
+        """Wagtail's, with the ``next`` it goes back to checked by ``next_url_from`` (Wagtail's check
+        lets a page served over HTTPS go on to ``http://``); without one, the request's path, as Wagtail."""
+        super().__init__(request, model)  # type: ignore[call-arg]
+        self.next_url = next_url_from(request) or request.path
 
     @classmethod
     def get_queryset(cls, model: type[models.Model], object_ids: Any) -> Any:

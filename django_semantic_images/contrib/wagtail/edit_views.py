@@ -20,10 +20,10 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.views import View
 from wagtail.admin import messages
-from wagtail.admin.utils import get_valid_next_url_from_request
 from wagtail.images.views.images import EditView
 
 from ...bidi import name_in_sentence
@@ -31,6 +31,7 @@ from ...fields import EmbeddingStatus
 from ...query import similar_to
 from .models import RELATED_NAME
 from .permissions import image_permission_policy
+from .redirects import next_url_from
 from .signals import image_database, request_embedding
 
 #: The URL namespace of these views (``semantic_images_wagtail_edit:reembed``).
@@ -108,6 +109,11 @@ class SemanticImageEditView(EditView):
         except PermissionDenied:
             raise Http404 from None
 
+    @cached_property
+    def next_url(self) -> str:
+        """Where the page goes back to (after a save, and its panel's links): ``next_url_from``."""
+        return next_url_from(self.request)
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["embedding_state"] = embedding_state(self.object)
@@ -136,7 +142,7 @@ class ReembedView(View):
         )
         edit_url = reverse("wagtailimages:edit", args=(image.pk,))
         # The edit page's way back to the listing (its filters, search and page), if on this site.
-        next_url = get_valid_next_url_from_request(request)
+        next_url = next_url_from(request)
         return HttpResponseRedirect(f"{edit_url}?{urlencode({'next': next_url})}" if next_url else edit_url)
 
 
