@@ -402,6 +402,7 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         {"TEXT_MODEL": {"MODEL": ""}},
         # These passed every check, and then every upload failed: pgvector refuses NaN in a vector.
         {"TEXT_MODEL": {"COMMON_SCALE": float("nan")}},
+        {"TEXT_MODEL": {"COMMON_SCALE": "1.5"}},  # was read by float() as 1.5: the docs say a number
         {"ENCODER_OPTIONS": {"temperature": float("nan")}},
         # Passed: the class weights all but equal, the centred mixture all but zero, normalised into noise.
         {"ENCODER_OPTIONS": {"temperature": 1e9}},

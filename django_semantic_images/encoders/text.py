@@ -125,6 +125,10 @@ class TextModelSpec:
                 f"TEXT_MODEL['SCRIPTS'] must be a list of script names, e.g. ['LATIN'], or None, "
                 f"not {merged['SCRIPTS']!r}."
             )
+        scale = merged["COMMON_SCALE"]
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+            # float() read "1.5" (and True) as a number, where the docs (and the other keys) want one
+            raise ValueError(f"TEXT_MODEL['COMMON_SCALE'] must be a finite number or None, not {scale!r}.")
         return cls(
             model=merged["MODEL"],
             pooling=merged["POOLING"],
@@ -134,7 +138,7 @@ class TextModelSpec:
             max_length=merged["MAX_LENGTH"],
             explicit_identity=merged["IDENTITY"],
             scripts=None if merged["SCRIPTS"] is None else tuple(str(x).upper() for x in merged["SCRIPTS"]),
-            common_scale=None if merged["COMMON_SCALE"] is None else float(merged["COMMON_SCALE"]),
+            common_scale=None if scale is None else float(scale),
         )
 
     def with_model(self, model: str | None) -> TextModelSpec:
