@@ -291,11 +291,6 @@ def missing_model(model: str) -> str | None:
     if downloaded_snapshot(model) is None and hub_offline():
         return "a hub name that is not (wholly) in the local hub cache, and HF_HUB_OFFLINE is set"
     return None
-    if looks_like_path(model) or Path(model).expanduser().is_dir():
-        return "no model folder (no readable config.json there)"
-    if hub_offline():
-        return "a hub name that is not in the local hub cache, and HF_HUB_OFFLINE is set"
-    return None
 
 
 def local_model_config(model: str) -> dict[str, Any] | None:
