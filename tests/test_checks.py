@@ -572,3 +572,26 @@ def test_a_duration_past_what_a_date_can_hold_is_an_error_at_start(settings, val
     assert "'LEASE'" in named and "'PENDING_TIMEOUT'" in named and "at most" in named
     with pytest.raises(OverflowError):  # what the check spares the site
         lease_until()
+
+
+def test_a_bridge_in_a_served_folder_is_a_warning(settings, tmp_path):
+    """The default BRIDGE_DIR, MEDIA_ROOT/semantic_images, is served: anyone could download the bridge's
+    current.json and .npz (metrics, model, image counts) and no check said so."""
+    from django_semantic_images.checks import check_bridge_dir
+
+    settings.MEDIA_ROOT, settings.STATIC_ROOT = str(tmp_path / "media"), str(tmp_path / "static")
+    settings.SEMANTIC_IMAGES = {}
+    (tmp_path / "media" / "semantic_images").mkdir(parents=True)
+    assert check_bridge_dir() == []  # no bridge there yet: nothing to download
+    (tmp_path / "media" / "semantic_images" / "current.json").write_text("{}")
+    (warning,) = check_bridge_dir()
+    assert warning.id == "semantic_images.W009" and "MEDIA_ROOT" in warning.msg and "BRIDGE_DIR" in warning.hint
+    (tmp_path / "static" / "bridges").mkdir(parents=True)
+    (tmp_path / "static" / "bridges" / "bridge-abc.npz").write_bytes(b"")
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path / "static" / "bridges")}
+    (warning,) = check_bridge_dir()
+    assert "STATIC_ROOT" in warning.msg
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "current.json").write_text("{}")
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path / "private")}
+    assert check_bridge_dir() == []
