@@ -1016,3 +1016,17 @@ def test_the_plain_list_pages_past_the_searches_offset_cap(client, make_photo, m
     assert too_far.status_code == 400 and too_far.json() == {"offset": [f"offset must be at most {2**63 - 1}."]}
     response = client.get(SEARCH, {"q": "a photo", "offset": 4})  # a search keeps its cap
     assert response.status_code == 400 and "offset" in response.json()
+
+
+def test_an_encoder_that_cannot_load_is_a_503_with_a_message(client, settings, caplog):
+    """A text model that is not there (weights missing, a hub unreachable) made every search by words
+    and by photo a 500 with no message; it is a 503 saying the search is unavailable, logged."""
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "/nonexistent/text-model"}}
+    by_words = client.get(SEARCH, {"q": "coffee"})
+    by_photo = client.post(SEARCH, {"image": upload(jpeg())}, format="multipart")
+    for response in (by_words, by_photo):
+        assert response.status_code == 503, response.content
+        assert "unavailable" in response.json()["detail"]
+    assert "/nonexistent/text-model" in caplog.text
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert all("503" in schema["paths"][SEARCH][method]["responses"] for method in ("get", "post"))

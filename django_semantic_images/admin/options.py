@@ -32,6 +32,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from .. import thumbnails, uploads
 from ..bidi import name_in_sentence
 from ..checks import photo_search_session_check
+from ..encoders.base import ENCODER_UNAVAILABLE
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
 from ..hnsw import hnsw_settings
@@ -41,7 +42,7 @@ from . import display, duplicates, saving
 from .actions import reembed_selected
 from .changelist import COLUMN_SORT_ATTR, SEARCH_HELP, SemanticChangeList
 from .filters import EmbeddingStatusFilter
-from .ranking import ENCODER_UNAVAILABLE, PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
+from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
 from .views import PhotoSearchForm, kept_filters, refuse_oversized, search_by_photo
 
 logger = logging.getLogger(__name__)

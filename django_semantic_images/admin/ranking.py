@@ -25,9 +25,6 @@ RANKING_VARS = (SIMILAR_VAR, PHOTO_VAR)
 SESSION_KEY = "semantic_images:photo_queries"
 #: How many uploaded query photos a session remembers.
 MAX_STORED_PHOTOS = 5
-#: What an encoder that cannot load raises (weights or a text model missing, a wheel not installed,
-#: a file cut short): the admin then says so instead of a 500, and logs the error.
-ENCODER_UNAVAILABLE = (OSError, ImportError, RuntimeError)
 
 
 @dataclass

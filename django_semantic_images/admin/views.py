@@ -15,9 +15,10 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from ..bidi import name_in_sentence
+from ..encoders.base import ENCODER_UNAVAILABLE
 from ..imaging import ImageDecodeError, preview_data_url, query_image
 from ..uploads import declared_over
-from .ranking import ENCODER_UNAVAILABLE, PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
+from .ranking import PHOTO_VAR, RANKING_VARS, field_key, store_photo_query
 
 if TYPE_CHECKING:
     from .options import SemanticSearchAdminMixin

@@ -1,4 +1,4 @@
-"""API errors beyond DRF's own: each is a 4xx with a message a frontend can show."""
+"""API errors beyond DRF's own: each is a 4xx (or a 503) with a message a frontend can show."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The uploaded file is too large."
     default_code = "too_large"
+
+
+class SearchUnavailable(APIException):
+    """The encoder cannot load (a text model or weights missing): searches by words and by photo wait
+    for the site to fix it (the error is in the server's log)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Search is unavailable now (the encoder could not be loaded); try again later."
+    default_code = "search_unavailable"
 
 
 class NotEmbeddedYet(APIException):

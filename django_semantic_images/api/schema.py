@@ -79,6 +79,8 @@ class SemanticSearchSchema(AutoSchema):
         if self.method == "POST":
             responses[413] = _error("The upload is over the site's MAX_UPLOAD_BYTES.")
             responses[415] = _error("The body is not multipart/form-data.")
+        if getattr(self.view, "action", None) == "search":
+            responses[503] = _error("The encoder cannot load (its model files missing): search is unavailable now.")
         if getattr(self.view, "action", None) == "similar":
             responses[404] = _error("No image with this id among those the caller may see.")
             responses[409] = _error("The image has no vector: still pending, or its embedding failed (the reason).")

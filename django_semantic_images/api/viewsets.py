@@ -20,6 +20,7 @@ outside the site's queryset is returned.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,12 +46,13 @@ from rest_framework.throttling import BaseThrottle
 
 from ..conf import semantic_settings
 from ..duplicates import check_threshold, group_rows, near_duplicates
+from ..encoders.base import ENCODER_UNAVAILABLE
 from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..pipeline import public_reason
 from ..query import SemanticQuerySetMixin, searchable, text_search
 from ..uploads import declared_over
-from .exceptions import NotEmbeddedYet, PayloadTooLarge
+from .exceptions import NotEmbeddedYet, PayloadTooLarge, SearchUnavailable
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
 from .querystring import (
@@ -74,6 +76,8 @@ from .schema import (
 )
 from .serializers import ImageQuerySerializer, TextQuerySerializer, duplicate_group_serializer
 from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle, search_throttle_classes
+
+logger = logging.getLogger(__name__)
 
 THRESHOLD_PARAM = "threshold"
 THRESHOLD_MESSAGE = "threshold must be a number greater than 0 and at most 1 (a cosine distance)."
@@ -413,12 +417,13 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             return self.image_search(request)
         params = TextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        rows, note = text_search(
-            self.searchable_queryset(),
-            params.validated_data["q"],
-            field=self.embedding_field,
-            keyword_fields=self.keyword_fields,
-        )
+        with encoder_loaded(self, "words"):
+            rows, note = text_search(
+                self.searchable_queryset(),
+                params.validated_data["q"],
+                field=self.embedding_field,
+                keyword_fields=self.keyword_fields,
+            )
         if note is None:
             return self.page_response(self.sort_best(rows))
         # Words the text model cannot read: keyword matches, unranked, in the caller's order or by key.
@@ -450,7 +455,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             image = query_image(upload, max_bytes=limit)
         except ImageDecodeError as exc:
             raise ValidationError({"image": [str(exc)]}) from None
-        ranked = self.searchable_queryset().similar_to(image, field=self.embedding_field)
+        with encoder_loaded(self, "photo"):
+            ranked = self.searchable_queryset().similar_to(image, field=self.embedding_field)
         return self.page_response(self.sort_best(ranked))
 
     @similar_schema
@@ -507,6 +513,17 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         except (Http404, PermissionDenied, NotAuthenticated):
             raise missing from None
         return anchor
+
+
+@contextmanager
+def encoder_loaded(view: Any, what: str) -> Iterator[None]:
+    """A 503 saying the search is unavailable, the error logged, where the encoder cannot load (a
+    text model or weights missing): it was a 500 with no message."""
+    try:
+        yield
+    except ENCODER_UNAVAILABLE as exc:
+        logger.exception("The search by %s of %s could not load its encoder", what, type(view).__name__)
+        raise SearchUnavailable() from exc
 
 
 @contextmanager

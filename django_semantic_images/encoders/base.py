@@ -49,6 +49,9 @@ def normalize_parts(x: np.ndarray, parts: Sequence[int] | None) -> np.ndarray:
     return (np.concatenate(pieces, axis=1) / np.sqrt(len(parts))).astype(np.float32)
 
 
+#: What an encoder that cannot load raises (weights or a text model missing, a wheel not installed, a file
+#: cut short): the admin, the API and Wagtail's views then say so (and log it) instead of a 500.
+ENCODER_UNAVAILABLE = (OSError, ImportError, RuntimeError)
 #: Device files of a GPU that torch could use (NVIDIA, ROCm, WSL's GPU paravirtualisation).
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 

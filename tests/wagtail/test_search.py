@@ -337,3 +337,24 @@ def test_chooser_thumbnails_come_from_the_prefetched_renditions_without_a_cache_
         assert thumbnail.img_tag({"class": "show-transparency"}) in page, image
         key = Rendition.construct_cache_key(image, thumbnail.focal_point_key, "max-165x165")
         assert Rendition.cache_backend.get(key) is None, image
+
+
+def test_an_encoder_that_cannot_load_leaves_the_keyword_search_with_a_note(
+    superuser_client, make_image, sample_paths, settings, caplog
+):
+    """A text model that is not there made the listing, the chooser and both APIs a 500; the listing
+    and chooser list Wagtail's keyword matches with a note, the APIs answer a 503 saying why, each logged."""
+    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "TEXT_MODEL": {"MODEL": "/nonexistent/text-model"}}
+    image = make_image(sample_paths["coffee"], "Morning coffee")
+    for url in ("wagtailimages:index_results", "wagtailimages_chooser:choose_results"):
+        response = superuser_client.get(reverse(url), {"q": "coffee"})
+        assert response.status_code == 200
+        assert image in list(response.context["object_list" if "index" in url else "results"])
+        assert "Search by meaning is unavailable now" in response.context["semantic_note"]
+    for url, params, key in (
+        ("/api/v2/images/", {"semantic": "coffee"}, "message"),
+        ("/api/wagtail/images/search/", {"q": "coffee"}, "detail"),
+    ):
+        response = superuser_client.get(url, params)
+        assert response.status_code == 503 and "unavailable" in response.json()[key]
+    assert caplog.text.count("/nonexistent/text-model") >= 4

@@ -31,10 +31,12 @@ from wagtail.api.v2.pagination import WagtailPagination
 from wagtail.api.v2.utils import BadRequestError
 from wagtail.images.api.v2.views import ImagesAPIViewSet
 
+from ...api.exceptions import SearchUnavailable
 from ...api.pagination import is_ranked
 from ...api.querystring import INTEGER, NOT_UTF8_MESSAGE, not_utf8_names
 from ...api.serializers import SearchTextField
 from ...api.throttling import TEXT_SCOPE, SemanticSearchThrottle
+from ...api.viewsets import encoder_loaded
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
 from ...pipeline import public_reason
@@ -74,12 +76,13 @@ class SemanticFilter(BaseFilterBackend):
             raise BadRequestError(f"{name} must be given once; it was given {len(values)} times")
         if name == SEMANTIC:
             words = semantic_words(request)
-            if not embedding_path(queryset.model).field.get_encoder().reads(words):
-                # A script the text model cannot read: ranking by meaning would be noise. Wagtail's
-                # own keyword search instead, unranked, and a note for the response's meta.
-                request.semantic_note = unreadable_note(words, KEYWORD_FIELDS)
-                return keyword_search(queryset, words)
-            return searchable(queryset).semantic_search(words)
+            with encoder_loaded(view, "words"):
+                if not embedding_path(queryset.model).field.get_encoder().reads(words):
+                    # A script the text model cannot read: ranking by meaning would be noise. Wagtail's
+                    # own keyword search instead, unranked, and a note for the response's meta.
+                    request.semantic_note = unreadable_note(words, KEYWORD_FIELDS)
+                    return keyword_search(queryset, words)
+                return searchable(queryset).semantic_search(words)
         anchor = similar_anchor(view, values[0])
         return searchable(queryset).similar_to(anchor)
 
@@ -211,10 +214,11 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
         return throttles
 
     def handle_exception(self, exc: Exception) -> Response:
-        """Wagtail's handling; a throttled request's 429 (with ``Retry-After``) says why in Wagtail's
-        ``{"message": ...}``, as its 400s and 404s do."""
+        """Wagtail's handling; a throttled request's 429 (with ``Retry-After``), and the 503 of an
+        encoder that cannot load, say why in Wagtail's ``{"message": ...}``, as its 400s and 404s do."""
         response = super().handle_exception(exc)
-        if isinstance(exc, Throttled) and isinstance(response.data, dict) and "detail" in response.data:
+        explained = isinstance(exc, (Throttled, SearchUnavailable))
+        if explained and isinstance(response.data, dict) and "detail" in response.data:
             response.data = {"message": str(response.data["detail"])}
         return response
 

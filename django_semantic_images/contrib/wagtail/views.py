@@ -9,6 +9,7 @@ template stays as it is.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from django.db.models import QuerySet
@@ -23,6 +24,7 @@ from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserVie
 from wagtail.images.views.images import IndexView
 from wagtail.search.backends.base import FilterFieldError
 
+from ...encoders.base import ENCODER_UNAVAILABLE
 from ...fields import embedding_path
 from ...query import read_as_search, search_words, too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
@@ -41,6 +43,19 @@ from .search import (
 )
 
 #: Wagtail's grid/list switch of the Images listing (not in Wagtail 7.0).
+logger = logging.getLogger(__name__)
+
+
+def encoder_failed(where: str) -> str:
+    """Log why ``where``'s search by meaning could not load its encoder (a text model or weights
+    missing: it was a 500); the note shown above the keyword matches listed instead."""
+    logger.exception("The search by meaning of %s could not load its encoder", where)
+    return _(
+        "Search by meaning is unavailable now (the encoder could not be loaded; the server log says why), "
+        "so only images whose title or tags match every word are listed."
+    )
+
+
 LAYOUT_TOGGLE_TEMPLATE = "wagtailimages/images/layout_toggle_button.html"
 
 
@@ -106,28 +121,42 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
     def search_queryset(self, queryset: QuerySet) -> QuerySet:
         if not self.is_searching:
             return queryset
-        if not reads(queryset.model, self.search_query):
+        try:
+            readable = reads(queryset.model, self.search_query)
+        except ENCODER_UNAVAILABLE:
+            self.semantic_note = encoder_failed("Wagtail's image listing")
+            return self.keyword_queryset(queryset)
+        if not readable:
             # A script the text model cannot read: Wagtail's own keyword search, and a note shown
             # above the results (not a message: typing in the search box fetches the results
             # alone, which show no messages; the message waited for the next page).
             self.semantic_note = unreadable_note(self.search_query, KEYWORD_FIELDS)
-            try:  # on SEARCH_DATABASE where it applies, as the ranked search
-                return super().search_queryset(read_as_search(queryset))
-            except (FilterFieldError, AttributeError):
-                # A filter Wagtail's search cannot apply (the usage count's annotation): its search
-                # over all the images, kept to these rows, in the listing's order.
-                return keyword_search(queryset, self.search_query, backend=self.search_backend_name)
+            return self.keyword_queryset(queryset)
         limit = self.semantic_search_results
         vector = encode_words(queryset.model, self.search_query)  # encoded while the keyword query runs
         keyword = keyword_matches(queryset, self.search_query, backend=self.search_backend_name, limit=limit)
+        try:
+            found = vector.result()
+        except ENCODER_UNAVAILABLE:
+            self.semantic_note = encoder_failed("Wagtail's image listing")
+            return self.keyword_queryset(queryset)
         return rank_by_meaning(
             queryset,
             self.search_query,
             keyword=keyword,
             limit=limit,
             keep_order=self.is_explicitly_ordered,
-            vector=vector.result(),
+            vector=found,
         )
+
+    def keyword_queryset(self, queryset: QuerySet) -> QuerySet:
+        """Wagtail's own keyword search, on SEARCH_DATABASE where it applies (as the ranked search)."""
+        try:
+            return super().search_queryset(read_as_search(queryset))
+        except (FilterFieldError, AttributeError):
+            # A filter Wagtail's search cannot apply (the usage count's annotation): its search
+            # over all the images, kept to these rows, in the listing's order.
+            return keyword_search(queryset, self.search_query, backend=self.search_backend_name)
 
 
 class SemanticSearchFilterMixin(SearchFilterMixin):
@@ -146,19 +175,34 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         if not words:
             return super().filter(objects)
         # The filters after Wagtail's search field (the base form's), without its search.
-        if not reads(objects.model, words):  # a script the text model cannot read: Wagtail's search
+        try:
+            readable = reads(objects.model, words)
+        except ENCODER_UNAVAILABLE:
+            self.semantic_note = encoder_failed("Wagtail's image chooser")
+            return self.keyword_filter(objects)
+        if not readable:  # a script the text model cannot read: Wagtail's search
             self.semantic_note = unreadable_note(words, KEYWORD_FIELDS)  # shown with the results
-            try:  # on SEARCH_DATABASE where it applies, as the ranked search
-                return super().filter(read_as_search(objects))
-            except FilterFieldError:  # the chooser's ?tag= (tags by name), which Wagtail's search cannot filter by
-                return super().filter(read_as_search(by_key(objects)))
+            return self.keyword_filter(objects)
+        unsearched = objects
         objects = super(SearchFilterMixin, self).filter(objects)
         self.is_searching = True
         self.search_query = words
         limit = self.semantic_search_results
         vector = encode_words(objects.model, words)  # encoded while the keyword query runs
         keyword = keyword_matches(objects, words, limit=limit)
-        return ranked_results(objects, vector.result(), keyword=keyword, limit=limit)
+        try:
+            found = vector.result()
+        except ENCODER_UNAVAILABLE:
+            self.semantic_note = encoder_failed("Wagtail's image chooser")
+            return self.keyword_filter(unsearched)
+        return ranked_results(objects, found, keyword=keyword, limit=limit)
+
+    def keyword_filter(self, objects: QuerySet) -> QuerySet:
+        """Wagtail's own search, on SEARCH_DATABASE where it applies (as the ranked search)."""
+        try:
+            return super().filter(read_as_search(objects))
+        except FilterFieldError:  # the chooser's ?tag= (tags by name), which Wagtail's search cannot filter by
+            return super().filter(read_as_search(by_key(objects)))
 
 
 _form_classes: dict[tuple[str, tuple[type, ...]], type] = {}
