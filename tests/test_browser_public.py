@@ -251,3 +251,17 @@ def test_a_signed_in_owner_finds_their_unpublished_photo_and_can_search_by_photo
     drop(browser, sample_paths["coffee"].read_bytes(), "coffee.png")
     wait_for_heading(browser, "Photos like coffee.png")
     assert set(titles(browser)[:2]) == {"Espresso", "Espresso, my draft"}
+
+
+def test_a_similar_id_that_is_no_number_is_refused_without_a_request(browser, live_server, settings):
+    """The page put ?similar= in the API's path unchecked: `..` climbed out of /api/photos/{id}/similar/
+    (to /api/similar/) and the answer was Django's HTML 404 ("The search failed (404)"). An id that is
+    not a number now answers like a missing photo, and nothing is fetched."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    cache.clear()  # throttle history
+    browser.delete_all_cookies()
+    for raw in ("..", "3..", "1%2F..%2F.."):
+        browser.get(f"{live_server.url}/?similar={raw}")
+        assert status_text(browser) == "No Photo matches the given query.", raw
+        fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert not [url for url in fetched if "/api/" in url], (raw, fetched)

@@ -36,6 +36,10 @@
   let query = { kind: "all", offset: 0 };
   let previewUrl = null;
   let latest = 0; // only the newest request may draw its answer
+  // ?similar= goes in the API's path: only a photo's id (digits), so `..` cannot climb out of it.
+  const PHOTO_ID = /^[0-9]+$/;
+  // The API's answer for an id it does not know: a malformed one answers the same.
+  const NO_SUCH_PHOTO = "No Photo matches the given query.";
 
   function fromAddress() {
     const params = new URLSearchParams(window.location.search);
@@ -133,6 +137,10 @@
     preview.hidden = q.kind !== "photo";
     status.textContent = "Searching…";
     app.setAttribute("aria-busy", "true");
+    if (q.kind === "similar" && !PHOTO_ID.test(q.id)) {
+      fail(NO_SUCH_PHOTO);
+      return;
+    }
     let response;
     try {
       response = await request(q);
