@@ -23,6 +23,7 @@ from django_semantic_images.duplicates import near_duplicates
 from django_semantic_images.sweep import sweep
 from photos.models import Photo
 
+from .aliases import mirror_alias
 from .conftest import upload
 from .pg_cluster import Cluster, wait_until
 from .sent_sql import CaptureSentQueries
@@ -188,15 +189,8 @@ class PhotosReadElsewhere:
 @pytest.fixture(scope="module")
 def other_alias(django_db_setup, django_db_blocker) -> Iterator[str]:
     """A second alias of the primary's test database (``TEST: {"MIRROR": "default"}``)."""
-    with django_db_blocker.unblock():
-        other = {**connections["default"].settings_dict, "TEST": {"MIRROR": "default"}}
-        connections.settings[OTHER] = other
-        try:
-            yield OTHER
-        finally:
-            connections[OTHER].close()
-            del connections[OTHER]
-            del connections.settings[OTHER]
+    with mirror_alias(OTHER, django_db_blocker) as alias:
+        yield alias
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "replica", "other"])

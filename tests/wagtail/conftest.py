@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.aliases import mirror_alias
+
 if "django_semantic_images.contrib.wagtail" not in settings.INSTALLED_APPS:
     collect_ignore_glob = ["test_*.py"]
 
@@ -80,16 +82,8 @@ def second_alias(django_db_setup, django_db_blocker):
     second database or read replica, with its own connection, for tests marked
     ``django_db(transaction=True, databases=["default", "other"])`` (the mirror does not see the
     rows of a test's uncommitted transaction)."""
-    from django.db import connections
-
-    with django_db_blocker.unblock():
-        connections.settings[OTHER] = {**connections["default"].settings_dict, "TEST": {"MIRROR": "default"}}
-        try:
-            yield OTHER
-        finally:
-            connections[OTHER].close()
-            del connections[OTHER]
-            del connections.settings[OTHER]
+    with mirror_alias(OTHER, django_db_blocker) as alias:
+        yield alias
 
 
 @pytest.fixture
