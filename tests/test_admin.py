@@ -772,6 +772,26 @@ def test_with_embedding_on_save_off_the_add_form_says_nothing_was_queued(admin_c
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_save_in_a_related_objects_popup_leaves_no_message_for_the_next_page(admin_client, sample_paths):
+    """Django says nothing after a save in the popup of a foreign key's "+" or pencil (the window
+    closes); the embedding's message was stored all the same and shown on whatever admin page the
+    editor opened next, about an image saved elsewhere."""
+    add = reverse("admin:photos_photo_add") + "?_popup=1"
+    upload = SimpleUploadedFile("popup.jpg", sample_paths["coffee"].read_bytes(), content_type="image/jpeg")
+    fields = {"image": upload, "title": "Popup", "alt_text": "", "owner": "", "_popup": "1"}
+    response = admin_client.post(add, fields)
+    assert response.status_code == 200 and "popup_response_data" in response.context
+    photo = Photo.objects.get(title="Popup")
+    assert photo.embedding_status == EmbeddingStatus.EMBEDDED  # embedded in-process, no broker
+    change = reverse("admin:photos_photo_change", args=[photo.pk]) + "?_popup=1"
+    upload = SimpleUploadedFile("popup2.jpg", sample_paths["rocket"].read_bytes(), content_type="image/jpeg")
+    response = admin_client.post(change, {**fields, "image": upload, "title": "Popup changed"})
+    assert response.status_code == 200 and "popup_response_data" in response.context
+    assert Photo.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.EMBEDDED
+    assert messages_of(admin_client.get(reverse(CHANGELIST))) == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_reembed_action_says_how_many_the_queue_took(admin_client, sample_paths, redis_queue):
     """The message comes once the tasks were sent (after the commit): with the broker down, the rows
     stay pending for the sweep, and the action said "2 images were queued for embedding"."""

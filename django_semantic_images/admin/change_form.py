@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
@@ -28,11 +29,13 @@ class ChangeFormMixin(ListColumnsMixin):
     """
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        """Save; when the save asks for embedding, say after the commit what became of it."""
+        """Save; when the save asks for embedding, say after the commit what became of it (not in a
+        related object's popup, where Django says nothing: the window closes, and the message would
+        wait for the editor's next page)."""
         field = self.get_embedding_field()
         updated_before = getattr(obj, field.column("updated_at"))
         super().save_model(request, obj, form, change)
-        if saving.embedding_requested(obj, field, updated_before):
+        if IS_POPUP_VAR not in request.POST and saving.embedding_requested(obj, field, updated_before):
             saving.report_after_commit(self, request, obj, field)
 
     def _own_entries(self, obj: Any) -> list[str]:
