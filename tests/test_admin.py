@@ -467,6 +467,26 @@ def test_a_ranking_says_how_many_rows_it_cannot_find_yet(admin_client, photos):
     assert not [m for m in messages_of(admin_client.get(reverse(CHANGELIST))) if "not embedded yet" in m]
 
 
+def test_an_action_on_a_ranked_listing_leaves_only_the_next_pages_messages(admin_client, photos, sample_paths):
+    """The listing's notes were also added while Django built the changelist of an action's POST
+    (twice: the ChangeList and the action's queryset), then shown after the redirect beside the
+    action's own message: "1 image is not embedded yet" three times, about a row just embedded."""
+    with embedding_deferred():
+        waiting = upload(sample_paths["chelsea"], title="A waiting cat")
+    listing = reverse(CHANGELIST) + "?q=a+waiting+cat"
+    note = "1 image is not embedded yet: searches by meaning and by likeness find it once it is."
+    assert messages_of(admin_client.get(listing)) == [note]
+    data = {"action": "reembed_selected", "_selected_action": [waiting.pk], "index": "0"}
+    response = admin_client.post(listing, data, follow=True)
+    assert Photo.objects.get(pk=waiting.pk).embedding_status == EmbeddingStatus.EMBEDDED
+    assert messages_of(response) == ["Re-embedded 1 of 1 image."]
+    # A ranking's warning about its source row, likewise: once, on the page that shows the listing.
+    similar = reverse(CHANGELIST) + f"?similar_to={photos['broken'].pk}"
+    data = {"action": "reembed_selected", "_selected_action": [photos["broken"].pk], "index": "0"}
+    texts = messages_of(admin_client.post(similar, data, follow=True))
+    assert len([m for m in texts if "could not be embedded" in m]) == 1, texts
+
+
 def test_a_row_being_embedded_again_keeps_its_vectors_and_says_so(admin_client, photos):
     cat, coffee = photos["chelsea"], photos["coffee"]
     Photo.objects.filter(pk=cat.pk).update(embedding_status=EmbeddingStatus.PENDING)

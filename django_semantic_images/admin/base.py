@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core import checks
+from django.http import HttpRequest
 from django.urls import reverse
 
 from ..checks import photo_search_session_check
@@ -20,6 +21,14 @@ if TYPE_CHECKING:  # the mixins are only ever combined with a ModelAdmin
     _AdminBase = admin.ModelAdmin
 else:
     _AdminBase = object
+
+
+def listing_message(request: HttpRequest, level: int, text: str) -> None:
+    """A message about the rows listed (a ranking's source, rows not embedded yet): none while
+    Django builds the changelist of a POST (an action, ``list_editable``'s save), whose answer is a
+    redirect or a confirmation page; the page after it lists the rows again and says it once."""
+    if request.method != "POST":
+        messages.add_message(request, level, text)
 
 
 class SemanticAdminBase(_AdminBase):

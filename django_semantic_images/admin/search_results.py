@@ -24,7 +24,7 @@ from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..hnsw import hnsw_settings
 from ..query import keyword_matches, read_as_search, search_words, too_long, unreadable_note
-from .base import SemanticAdminBase
+from .base import SemanticAdminBase, listing_message
 from .changelist import COLUMN_SORT_ATTR
 from .ranking import VisualRanking
 
@@ -90,14 +90,14 @@ class RankedSearchMixin(SemanticAdminBase):
                 "says why), so only rows whose text matches every word are listed."
             )
             if var == SEARCH_VAR:  # the autocomplete's JSON shows no message: none waits for a later page
-                messages.error(request, text)
+                listing_message(request, messages.ERROR, text)
             return self._keyword_results(request, queryset, search_term)
         if vector is None:
             # A script the text model cannot read: the search fields' matches (else the text
             # fields'), unranked, and a message that says so.
             names = [name.lstrip("^=@") for name in self.get_search_fields(request)] or list(field.text_fields)
             if var == SEARCH_VAR:
-                messages.info(request, unreadable_note(search_term, names))
+                listing_message(request, messages.INFO, unreadable_note(search_term, names))
             return self._keyword_results(request, queryset, search_term)
         if var == SEARCH_VAR:
             self._note_waiting(request, queryset, field.semantic_field)
@@ -121,6 +121,8 @@ class RankedSearchMixin(SemanticAdminBase):
     def _note_waiting(self, request: HttpRequest, queryset: QuerySet, column: str) -> None:
         """Say how many of the listed rows (filters and ``get_queryset`` applied) no ranking can find
         yet: pending, without the vector ranked by (the status is indexed)."""
+        if request.method == "POST":  # no note (listing_message): not even its count
+            return
         status = self.get_embedding_field().column("status")
         waiting = queryset.filter(**{f"{column}__isnull": True, status: EmbeddingStatus.PENDING}).count()
         if waiting:
@@ -129,7 +131,7 @@ class RankedSearchMixin(SemanticAdminBase):
                 "%(count)d images are not embedded yet: searches by meaning and by likeness find them once they are.",
                 waiting,
             )
-            messages.info(request, text % {"count": waiting})
+            listing_message(request, messages.INFO, text % {"count": waiting})
 
     def _keyword_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         """The search fields' matches (else the embedding field's text fields'), unranked."""

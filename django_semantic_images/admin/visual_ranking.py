@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 
 from ..bidi import name_in_sentence
 from ..fields import EmbeddingStatus
-from .base import SemanticAdminBase
+from .base import SemanticAdminBase, listing_message
 from .ranking import PHOTO_VAR, SIMILAR_VAR, VisualRanking, field_key, load_photo_query
 
 
@@ -28,8 +28,10 @@ class VisualRankingMixin(SemanticAdminBase):
         if token:
             ranking = load_photo_query(request, token, made_for=field_key(field))
             if ranking is None:
-                messages.warning(
-                    request, _("That photo search has expired or was made for other images; upload the photo again.")
+                listing_message(
+                    request,
+                    messages.WARNING,
+                    _("That photo search has expired or was made for other images; upload the photo again."),
                 )
                 return VisualRanking(vector=None, kind="photo")
             return ranking
@@ -39,22 +41,26 @@ class VisualRankingMixin(SemanticAdminBase):
         # get_object() goes through get_queryset(request): a row the editor cannot see is not found.
         source = self.get_object(request, pk)
         if source is None:
-            messages.warning(
-                request, name_in_sentence(_("There is no image with ID “%(pk)s” that you can see."), {"pk": pk})
+            listing_message(
+                request,
+                messages.WARNING,
+                name_in_sentence(_("There is no image with ID “%(pk)s” that you can see."), {"pk": pk}),
             )
             return VisualRanking(vector=None, kind="similar")
         vector = getattr(source, field.visual_field)
         status = getattr(source, field.column("status"))
         if vector is None and status == EmbeddingStatus.FAILED:  # waiting will not help: say why
             reason = getattr(source, field.column("error")) or _("no reason was recorded")
-            messages.warning(
+            listing_message(
                 request,
+                messages.WARNING,
                 name_in_sentence(_("“%(obj)s” could not be embedded: %(reason)s"), {"obj": source}, {"reason": reason}),
             )
             return VisualRanking(vector=None, kind="similar", source=source)
         if vector is None:
-            messages.warning(
+            listing_message(
                 request,
+                messages.WARNING,
                 name_in_sentence(
                     _("“%(obj)s” has no visual vector yet (status: %(status)s)."), {"obj": source}, {"status": status}
                 ),
