@@ -147,6 +147,22 @@ def test_an_ordering_that_sorts_by_no_column_keeps_the_ranking(admin_client, pho
     assert ranked_pks(admin_client.get(url, {"q": "a cup of coffee", "o": "abc.3"})) == sorted(ranked, reverse=True)
 
 
+def test_the_ranking_sentence_does_not_say_nearest_first_when_a_column_sorts_the_rows(
+    admin_client, photos, sample_paths
+):
+    """Sorted by a column header, the ranked rows are no longer nearest first; the sentence above
+    the table still said "Images most like “…”, nearest first."."""
+    url, cat = reverse(CHANGELIST), photos["chelsea"]
+    html = admin_client.get(url, {"similar_to": cat.pk, "o": "3"}).content.decode()
+    assert "nearest first" not in html
+    assert f"Images most like “<bdi>{cat}</bdi>”, sorted by the column you chose." in html
+    html = admin_client.get(url, {"similar_to": cat.pk, "o": "abc"}).content.decode()  # no column: still ranked
+    assert f"Images most like “<bdi>{cat}</bdi>”, nearest first." in html
+    redirect = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"], "r.jpg")})
+    html = admin_client.get(redirect["Location"] + "&o=-3").content.decode()
+    assert "Images most like your photo “<bdi>r.jpg</bdi>”, sorted by the column you chose." in html
+
+
 @pytest.mark.parametrize("blank", ["   ", "\u200b\ufeff"], ids=["spaces", "zero-width"])
 def test_a_blank_search_lists_every_row_unranked(admin_client, photos, blank):
     """Blank as the APIs define it: zero-width characters alone were ranked by the vector of nothing."""

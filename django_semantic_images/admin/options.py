@@ -24,7 +24,7 @@ from ..query import too_long
 from . import display, duplicates
 from .actions import ReembedActionMixin
 from .change_form import ChangeFormMixin
-from .changelist import SemanticChangeList
+from .changelist import SemanticChangeList, sorted_by_column
 from .columns import ListColumnsMixin
 from .filters import EmbeddingStatusFilter
 from .search_results import RANKING_ATTR, RankedSearchMixin
@@ -110,6 +110,7 @@ class SemanticSearchAdminMixin(
         cl = (context_data or {}).get("cl")
         if context_data is not None and cl is not None:  # a TemplateResponse, not yet rendered
             context_data["photo_search_filters"] = kept_filters(cl.get_query_string()).urlencode()
+            context_data["semantic_sorted_by_column"] = sorted_by_column(request)
         return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:

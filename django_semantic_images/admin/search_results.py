@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.admin.views.main import ORDER_VAR, SEARCH_VAR
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import BadRequest
 from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.expressions import ExpressionWrapper
@@ -25,7 +25,7 @@ from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..hnsw import hnsw_settings
 from ..query import keyword_matches, read_as_search, search_words, too_long, unreadable_note
 from .base import SemanticAdminBase, listing_message
-from .changelist import COLUMN_SORT_ATTR
+from .changelist import sorted_by_column
 from .ranking import VisualRanking
 
 #: The logger docs/admin.md names (that of the module this code came from): logging set up for it still works.
@@ -148,9 +148,6 @@ class RankedSearchMixin(SemanticAdminBase):
     @staticmethod
     def _rank(request: HttpRequest, qs: QuerySet, ordering: list[Any]) -> QuerySet:
         """Nearest first, unless the editor sorted by a column (an ``?o=`` naming none is ignored)."""
-        sorted_by_column = getattr(request, COLUMN_SORT_ATTR, None)
-        if sorted_by_column is None:  # not through SemanticChangeList (e.g. a site's own ChangeList)
-            sorted_by_column = bool(request.GET.get(ORDER_VAR))
-        if sorted_by_column:
+        if sorted_by_column(request):
             return qs
         return qs.order_by(*ordering, "-pk")
