@@ -14,7 +14,9 @@ visual vector and norm, without its image being read (``text_only_candidates``).
 
 Workers first *claim* their rows (``claim_rows``): a claim names the task and
 holds for ``LEASE`` seconds, renewed after every batch, and a claimed row is
-written only by its holder. The sweep takes back rows whose lease ran out.
+written only by its holder. The sweep takes back rows whose lease ran out, counting a
+try on each. A run without a claim (in-process, the commands) counts its tries itself,
+before the work (``count_tries``), so a row that kills the process is given up too.
 """
 
 from __future__ import annotations
@@ -120,14 +122,18 @@ def primary_manager(model: type[models.Model]) -> models.QuerySet[Any]:
     return model._default_manager.using(router.db_for_write(model))
 
 
+def tries_counted(error: str) -> int:
+    """How many tries a row's ``error`` counts (``TRANSIENT_PREFIX`` "(attempt n of 5)"), else 0."""
+    if not error.startswith(TRANSIENT_PREFIX):
+        return 0
+    found = ATTEMPT.match(error, len(TRANSIENT_PREFIX))
+    return int(found.group(1)) if found else 1
+
+
 def transient_error(previous: str, reason: str) -> str:
     """The error to store for a fault that may pass, counting the tries in ``previous``: it starts
     with ``TRANSIENT_PREFIX`` (the sweep tries again) until ``TRANSIENT_ATTEMPTS`` ran out."""
-    tries = 0
-    if previous.startswith(TRANSIENT_PREFIX):
-        found = ATTEMPT.match(previous, len(TRANSIENT_PREFIX))
-        tries = int(found.group(1)) if found else 1
-    tries += 1
+    tries = tries_counted(previous) + 1
     if tries >= TRANSIENT_ATTEMPTS:
         return f"{GAVE_UP_PREFIX}{tries} attempts: {reason}"
     return f"{TRANSIENT_PREFIX}(attempt {tries} of {TRANSIENT_ATTEMPTS}) {reason}"
@@ -294,6 +300,74 @@ def release_rows(
         .filter(pk__in=list(pks), **{emb.column("claimed_by"): token})
         .update(**{emb.column("claimed_by"): "", emb.column("lease_until"): until})
     )
+
+
+def count_tries(
+    model: type[models.Model], field: ImageEmbeddingField, pks: Sequence[Any]
+) -> tuple[dict[Any, tuple[str, str]], dict[Any, str]]:
+    """Before a run without a claim (in-process, the commands) embeds ``pks``: count a try on each
+    row not failed, committed before the work, as the sweep counts one on a worker's lost claim
+    (``WORKER_LOST``). A process that dies mid-embedding (killed, out of memory, a crash in a
+    native library) leaves the count; the next run embeds the row alone (``embed_instances``);
+    a row whose ``TRANSIENT_ATTEMPTS`` tries all stopped so is failed with that reason instead.
+
+    Returns the rows counted, ``{pk: (error before, error stored)}`` (``uncount_tries`` puts the
+    first back on those the work left alone), and the rows given up, ``{pk: reason}``.
+    """
+    error, status = field.column("error"), field.column("status")
+    rows = primary_rows(model).filter(pk__in=list(pks)).exclude(**{status: EmbeddingStatus.FAILED})
+    counted: dict[Any, tuple[str, str]] = {}
+    gave_up: dict[Any, str] = {}
+    for pk, previous in list(rows.values_list("pk", error)):
+        tries = tries_counted(previous or "")
+        if tries < TRANSIENT_ATTEMPTS:
+            counted[pk] = (
+                previous or "",
+                f"{TRANSIENT_PREFIX}(attempt {tries + 1} of {TRANSIENT_ATTEMPTS}) {WORKER_LOST}",
+            )
+            continue
+        reason = f"{GAVE_UP_PREFIX}{tries} attempts: {WORKER_LOST}"
+        failed = {
+            status: EmbeddingStatus.FAILED,
+            error: reason,
+            field.column("claimed_by"): "",
+            field.column("lease_until"): None,
+        }
+        if rows.filter(pk=pk, **{error: previous}).update(**failed):
+            logger.warning("Embedding %s pk=%s failed: %s", model._meta.label, pk, reason)
+            gave_up[pk] = reason
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for pk, change in counted.items():
+        groups.setdefault(change, []).append(pk)
+    for (previous, stored), group in groups.items():  # mostly one: rows without an error
+        rows.filter(pk__in=group, **{error: previous}).update(**{error: stored})
+    return counted, gave_up
+
+
+def uncount_tries(model: type[models.Model], field: ImageEmbeddingField, counted: dict[Any, tuple[str, str]]) -> None:
+    """The work on ``count_tries``' rows is over: those it did not write (unchanged, or changed
+    meanwhile) get their error back."""
+    error = field.column("error")
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for pk, change in counted.items():
+        groups.setdefault(change, []).append(pk)
+    for (previous, stored), group in groups.items():
+        primary_rows(model).filter(pk__in=group, **{error: stored}).update(**{error: previous})
+
+
+def suspects_alone(
+    rows: list[models.Model], field: ImageEmbeddingField, batch_size: int
+) -> tuple[list[list[Any]], int]:
+    """``rows`` in batches for a run without a claim: those a stopped run was embedding (their
+    error ends with ``WORKER_LOST``) come last, one per batch, the fewest tries first, so a row
+    that kills the process takes no other row down with it. Returns the batches and the index
+    of the first one alone (no batch is read ahead of it or while it is embedded)."""
+    error = field.column("error")
+    lost = [r for r in rows if (r.__dict__.get(error) or "").endswith(WORKER_LOST)]
+    others = [r for r in rows if not (r.__dict__.get(error) or "").endswith(WORKER_LOST)]
+    lost.sort(key=lambda r: tries_counted(r.__dict__.get(error) or ""))  # stable: the rows' order within a count
+    batches = [others[start : start + batch_size] for start in range(0, len(others), batch_size)]
+    return [*batches, *([r] for r in lost)], len(batches)
 
 
 def decode_threads() -> int:
@@ -562,11 +636,21 @@ def embed_instances(
     field_obj = get_embedding_field(model, field)
     encoder = encoder or field_obj.get_encoder()
     database = router.db_for_write(model)
-    chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    if claim is None:  # no claim for the sweep to take back: the run counts its tries itself
+        chunks, alone_from = suspects_alone(rows, field_obj, batch_size)
+    else:
+        chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+        alone_from = len(chunks)
     pool = ThreadPoolExecutor(max_workers=decode_threads(), thread_name_prefix="semantic-images-decode")
     decoder = jpeg_decoder(encoder)
+    counted: dict[Any, tuple[str, str]] = {}  # the tries counted on rows not written yet
 
     def submit(chunk: list[models.Model]) -> tuple[list[_Item], list[Future]]:
+        if claim is None:
+            tried, gave_up = count_tries(model, field_obj, [r.pk for r in chunk])
+            counted.update(tried)
+            report.failed.update(gave_up)
+            chunk = [r for r in chunk if r.pk not in gave_up]
         items = [_Item(r, field_obj.file(r), field_obj.texts(r)) for r in chunk]
         candidates = text_only_candidates(chunk, field_obj, encoder, force)
         visuals = stored_visuals(model, field_obj, candidates) if candidates else {}
@@ -587,7 +671,8 @@ def embed_instances(
         upcoming = submit(chunks[0])
         for index in range(len(chunks)):
             items, futures = upcoming
-            if index + 1 < len(chunks):
+            ahead = index + 1 < alone_from  # a row embedded alone is read neither ahead nor beside another
+            if ahead:
                 upcoming = submit(chunks[index + 1])  # decode the next batch while this one encodes
             prepared = [f.result() for f in futures]
             work = [it for it in prepared if it is not None]
@@ -596,13 +681,26 @@ def embed_instances(
             report.merge(_embed_batch(model, field_obj, encoder, items, prepared, claim, decoder, database))
             for item in items:  # the batch is written: its bytes and pixels are no longer needed
                 item.data, item.pixels = b"", None
+            if counted:
+                uncount_tries(
+                    model,
+                    field_obj,
+                    {it.instance.pk: counted.pop(it.instance.pk) for it in items if it.instance.pk in counted},
+                )
             if claim is not None and index + 1 < len(chunks):
                 later = [row.pk for chunk in chunks[index + 1 :] for row in chunk]
                 renew_lease(model, later, claim, field=field_obj.name)
             if progress is not None:
-                progress(len(items))
+                progress(len(chunks[index]))
+            if not ahead and index + 1 < len(chunks):
+                upcoming = submit(chunks[index + 1])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if counted:  # the run stopped with an error (not a dead process): its rows' own errors back
+            try:
+                uncount_tries(model, field_obj, counted)
+            except DatabaseError:  # the database is the fault: the tries stay counted
+                logger.warning("Could not take back the tries counted on %s %s.", model._meta.label, list(counted))
     return report
 
 

@@ -147,6 +147,22 @@ def test_an_ordering_that_sorts_by_no_column_keeps_the_ranking(admin_client, pho
     assert ranked_pks(admin_client.get(url, {"q": "a cup of coffee", "o": "abc.3"})) == sorted(ranked, reverse=True)
 
 
+def test_the_ranking_sentence_does_not_say_nearest_first_when_a_column_sorts_the_rows(
+    admin_client, photos, sample_paths
+):
+    """Sorted by a column header, the ranked rows are no longer nearest first; the sentence above
+    the table still said "Images most like “…”, nearest first."."""
+    url, cat = reverse(CHANGELIST), photos["chelsea"]
+    html = admin_client.get(url, {"similar_to": cat.pk, "o": "3"}).content.decode()
+    assert "nearest first" not in html
+    assert f"Images most like “<bdi>{cat}</bdi>”, sorted by the column you chose." in html
+    html = admin_client.get(url, {"similar_to": cat.pk, "o": "abc"}).content.decode()  # no column: still ranked
+    assert f"Images most like “<bdi>{cat}</bdi>”, nearest first." in html
+    redirect = admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"], "r.jpg")})
+    html = admin_client.get(redirect["Location"] + "&o=-3").content.decode()
+    assert "Images most like your photo “<bdi>r.jpg</bdi>”, sorted by the column you chose." in html
+
+
 @pytest.mark.parametrize("blank", ["   ", "\u200b\ufeff"], ids=["spaces", "zero-width"])
 def test_a_blank_search_lists_every_row_unranked(admin_client, photos, blank):
     """Blank as the APIs define it: zero-width characters alone were ranked by the vector of nothing."""
@@ -467,6 +483,26 @@ def test_a_ranking_says_how_many_rows_it_cannot_find_yet(admin_client, photos):
     assert not [m for m in messages_of(admin_client.get(reverse(CHANGELIST))) if "not embedded yet" in m]
 
 
+def test_an_action_on_a_ranked_listing_leaves_only_the_next_pages_messages(admin_client, photos, sample_paths):
+    """The listing's notes were also added while Django built the changelist of an action's POST
+    (twice: the ChangeList and the action's queryset), then shown after the redirect beside the
+    action's own message: "1 image is not embedded yet" three times, about a row just embedded."""
+    with embedding_deferred():
+        waiting = upload(sample_paths["chelsea"], title="A waiting cat")
+    listing = reverse(CHANGELIST) + "?q=a+waiting+cat"
+    note = "1 image is not embedded yet: searches by meaning and by likeness find it once it is."
+    assert messages_of(admin_client.get(listing)) == [note]
+    data = {"action": "reembed_selected", "_selected_action": [waiting.pk], "index": "0"}
+    response = admin_client.post(listing, data, follow=True)
+    assert Photo.objects.get(pk=waiting.pk).embedding_status == EmbeddingStatus.EMBEDDED
+    assert messages_of(response) == ["Re-embedded 1 of 1 image."]
+    # A ranking's warning about its source row, likewise: once, on the page that shows the listing.
+    similar = reverse(CHANGELIST) + f"?similar_to={photos['broken'].pk}"
+    data = {"action": "reembed_selected", "_selected_action": [photos["broken"].pk], "index": "0"}
+    texts = messages_of(admin_client.post(similar, data, follow=True))
+    assert len([m for m in texts if "could not be embedded" in m]) == 1, texts
+
+
 def test_a_row_being_embedded_again_keeps_its_vectors_and_says_so(admin_client, photos):
     cat, coffee = photos["chelsea"], photos["coffee"]
     Photo.objects.filter(pk=cat.pk).update(embedding_status=EmbeddingStatus.PENDING)
@@ -769,6 +805,26 @@ def test_with_embedding_on_save_off_the_add_form_says_nothing_was_queued(admin_c
         "“<bdi>Off</bdi>” is pending: embedding on save is off (EMBED_ON_SAVE), so the periodic sweep or "
         "semantic_images_reindex embeds it." in texts
     ), texts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_in_a_related_objects_popup_leaves_no_message_for_the_next_page(admin_client, sample_paths):
+    """Django says nothing after a save in the popup of a foreign key's "+" or pencil (the window
+    closes); the embedding's message was stored all the same and shown on whatever admin page the
+    editor opened next, about an image saved elsewhere."""
+    add = reverse("admin:photos_photo_add") + "?_popup=1"
+    upload = SimpleUploadedFile("popup.jpg", sample_paths["coffee"].read_bytes(), content_type="image/jpeg")
+    fields = {"image": upload, "title": "Popup", "alt_text": "", "owner": "", "_popup": "1"}
+    response = admin_client.post(add, fields)
+    assert response.status_code == 200 and "popup_response_data" in response.context
+    photo = Photo.objects.get(title="Popup")
+    assert photo.embedding_status == EmbeddingStatus.EMBEDDED  # embedded in-process, no broker
+    change = reverse("admin:photos_photo_change", args=[photo.pk]) + "?_popup=1"
+    upload = SimpleUploadedFile("popup2.jpg", sample_paths["rocket"].read_bytes(), content_type="image/jpeg")
+    response = admin_client.post(change, {**fields, "image": upload, "title": "Popup changed"})
+    assert response.status_code == 200 and "popup_response_data" in response.context
+    assert Photo.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.EMBEDDED
+    assert messages_of(admin_client.get(reverse(CHANGELIST))) == []
 
 
 @pytest.mark.django_db(transaction=True)

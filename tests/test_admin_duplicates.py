@@ -106,6 +106,15 @@ def test_the_changelist_links_to_the_page(admin_client, duplicate_photos):
     assert f'href="{reverse(PAGE)}"' in html and ">Duplicates<" in html
 
 
+def test_a_related_objects_lookup_popup_has_no_link_to_the_page(admin_client, duplicate_photos):
+    """The changelist in a raw_id_fields lookup popup (?_popup=1) is for picking a row; its
+    Duplicates link took the popup, out of popup mode, to a page that deletes images."""
+    changelist = reverse("admin:photos_photo_changelist")
+    html = admin_client.get(changelist, {"_popup": "1", "_to_field": "id"}).content.decode()
+    assert "si-duplicates-link" not in html and f'href="{reverse(PAGE)}"' not in html
+    assert 'id="photo-search"' in html  # the popup's own searches stay
+
+
 def test_a_bad_threshold_is_a_400_naming_it(admin_client, duplicate_photos):
     for value in ("abc", "0", "1.5", "nan"):
         response = admin_client.get(reverse(PAGE), {"threshold": value})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy
 
 from .ranking import RANKING_VARS
@@ -16,6 +17,14 @@ SEARCH_HELP_MEANING_ONLY = gettext_lazy("Ranks images by meaning.")
 
 #: The request attribute that tells ``get_search_results`` whether the editor sorted by a column.
 COLUMN_SORT_ATTR = "_semantic_sorted_by_column"
+
+
+def sorted_by_column(request: HttpRequest) -> bool:
+    """Did the editor sort the listed rows by a column (instead of nearest first)? As
+    ``SemanticChangeList`` found (an ``?o=`` naming no sortable column is ignored), else, through a
+    site's own ChangeList, whether there is an ``?o=``."""
+    found = getattr(request, COLUMN_SORT_ATTR, None)
+    return bool(request.GET.get(ORDER_VAR)) if found is None else bool(found)
 
 
 class SemanticChangeList(ChangeList):
