@@ -32,6 +32,7 @@ from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, TooMany
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
+from django.utils.decorators import classonlymethod
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotAuthenticated, NotFound, ParseError, PermissionDenied, ValidationError
@@ -51,7 +52,7 @@ from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..pipeline import public_reason
 from ..query import SemanticQuerySetMixin, searchable, text_search
-from ..uploads import declared_over
+from ..uploads import declared_over, limit_uploads
 from .exceptions import NotEmbeddedYet, PayloadTooLarge, SearchUnavailable
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
@@ -141,6 +142,15 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     # The accepted query parameters are read from the filter backends, the filterset's form and
     # the paginator once per process (``param_rules``); False reads them on every request.
     cache_param_rules = True
+
+    @classonlymethod
+    def as_view(cls, actions: dict[str, Any] | None = None, **initkwargs: Any) -> Any:
+        """DRF's view, marked with ``MAX_UPLOAD_BYTES`` where it takes ``POST search/`` (the search by
+        photo): ``asgi.UploadLimitMiddleware`` then keeps a larger body from being received."""
+        view = super().as_view(actions, **initkwargs)
+        if (actions or {}).get("post") == "search":
+            limit_uploads(view, lambda: int(semantic_settings.MAX_UPLOAD_BYTES))
+        return view
 
     def get_throttles(self) -> list[BaseThrottle]:
         """DRF's, with the site's ``DEFAULT_THROTTLE_CLASSES`` before ``SemanticSearchThrottle`` while
