@@ -126,6 +126,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     image_scope = IMAGE_SCOPE
     # duplicates/ compares every visible image with its nearest ones: the costlier scope.
     duplicates_scope = IMAGE_SCOPE
+    # The plain list and OPTIONS run no model: no search scope unless a site names one (the
+    # site's DEFAULT_THROTTLE_CLASSES still apply).
+    list_scope: str | None = None
     # Parameters accepted besides the paginator's and the filter backends'.
     common_params = ("format",)
     # Query parameters that may be repeated, besides multiple-choice filters; any other
@@ -161,11 +164,13 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         return super().get_throttles()
 
     @property
-    def throttle_scope(self) -> str:
+    def throttle_scope(self) -> str | None:
         if self.action == "search" and self.request is not None and self.request.method == "POST":
             return self.image_scope
         if self.action == "duplicates":
             return self.duplicates_scope
+        if self.action in ("list", "metadata"):
+            return self.list_scope
         return self.text_scope
 
     # -- serializers --------------------------------------------------------------
