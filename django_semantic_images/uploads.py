@@ -6,6 +6,10 @@ and the first thing that reads ``request.POST`` is Django's CSRF check, before t
 that takes a photo is therefore CSRF-exempt to Django's middleware and runs the same check itself
 (``csrf_rejection``), once the request's ``Content-Length`` is known to be within its limit. Under
 WSGI a body is never read past its ``Content-Length``, so that header bounds what is read.
+
+Under ASGI, Django's handler receives the whole body before any middleware or view runs: such a
+view is marked with its limit (``limit_uploads``), and ``asgi.UploadLimitMiddleware``, wrapped
+around the ASGI application, keeps the body of a request over it from being received.
 """
 
 from __future__ import annotations
@@ -21,6 +25,27 @@ from django.views.decorators.csrf import csrf_exempt
 #: Multipart framing around the file (boundaries, headers, the form's other fields): the size
 #: check allows this much on top of the file's limit.
 MULTIPART_OVERHEAD = 64 * 1024
+
+
+#: The attribute that marks a view taking a photo upload: a callable giving its limit in bytes.
+LIMIT_ATTRIBUTE = "semantic_images_upload_limit"
+
+View = Callable[..., Any]
+
+
+def limit_uploads(view: View, limit: Callable[[], int]) -> View:
+    """Mark ``view`` as taking an upload of at most ``limit()`` bytes (read per request, so a
+    setting changed at run time counts). Decorators that copy ``__dict__`` (``functools.wraps``)
+    keep the mark."""
+    setattr(view, LIMIT_ATTRIBUTE, limit)
+    return view
+
+
+def body_limit(view: View) -> int | None:
+    """The most bytes of body a POST to a view marked by ``limit_uploads`` may declare (its file's
+    limit and the form's framing); None for an unmarked view."""
+    limit = getattr(view, LIMIT_ATTRIBUTE, None)
+    return None if limit is None else int(limit()) + MULTIPART_OVERHEAD
 
 
 def declared_size(request: HttpRequest) -> int:
@@ -49,11 +74,14 @@ def csrf_rejection(request: HttpRequest) -> HttpResponse | None:
 
 
 def size_checked(
-    view: Callable[..., HttpResponse], refuse: Callable[[HttpRequest], HttpResponse | None]
+    view: Callable[..., HttpResponse],
+    refuse: Callable[[HttpRequest], HttpResponse | None],
+    limit: Callable[[], int] | None = None,
 ) -> Callable[..., HttpResponse]:
     """``view`` with a POST first given to ``refuse(request)``, which answers one whose declared
     size is over its limit (``declared_over``) unread, and returns None for the others; Django's
-    CSRF check runs after it (the returned view is exempt from the middleware's)."""
+    CSRF check runs after it (the returned view is exempt from the middleware's). ``limit``, when
+    given, marks the view for ``asgi.UploadLimitMiddleware`` (``limit_uploads``)."""
 
     @csrf_exempt
     @wraps(view)
@@ -64,4 +92,4 @@ def size_checked(
                 return answer
         return view(request, *args, **kwargs)
 
-    return checked
+    return checked if limit is None else limit_uploads(checked, limit)

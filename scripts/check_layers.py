@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "thumbnails",
             "thumbnail_engine",
             "uploads",
+            "asgi",
         ),
     ),
 ]

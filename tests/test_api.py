@@ -379,6 +379,23 @@ def test_searches_are_throttled_per_scope(client, sample_photos, settings):
     assert client.get(similar_url(sample_photos["rocket"].pk)).status_code == 429
 
 
+def test_the_plain_list_and_options_spend_no_search(client, sample_photos, settings):
+    """The list (the site's order, no model run) and OPTIONS took the text search's scope: browsing
+    the list spent a caller's searches, and once they were spent the list and OPTIONS were a 429 too."""
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"semantic_search": "2/min", "semantic_image_search": None},
+    }
+    for _ in range(3):
+        assert client.get("/api/photos/").status_code == 200
+        assert client.options(SEARCH).status_code == 200
+    for _ in range(2):
+        assert client.get(SEARCH, {"q": "a rocket"}).status_code == 200
+    assert client.get(SEARCH, {"q": "a rocket"}).status_code == 429
+    assert client.get("/api/photos/").status_code == 200
+    assert client.options(SEARCH).status_code == 200
+
+
 def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(client, settings):
     """DRF counts an anonymous caller by the whole X-Forwarded-For header unless NUM_PROXIES is set:
     a new value on each request was never throttled."""

@@ -58,7 +58,11 @@ class SemanticSearchAdminMixin(
                 "search-by-photo/",
                 # An upload over the limit is refused before Django's CSRF check reads it (uploads.py).
                 self.admin_site.admin_view(
-                    uploads.size_checked(self.search_by_photo_view, self.refuse_oversized_photo)
+                    uploads.size_checked(
+                        self.search_by_photo_view,
+                        self.refuse_oversized_photo,
+                        lambda: int(self.search_by_photo_max_bytes),
+                    )
                 ),
                 name=f"{opts.app_label}_{opts.model_name}_search_by_photo",
             ),

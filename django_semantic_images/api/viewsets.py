@@ -32,6 +32,7 @@ from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, TooMany
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
+from django.utils.decorators import classonlymethod
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotAuthenticated, NotFound, ParseError, PermissionDenied, ValidationError
@@ -51,7 +52,7 @@ from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..pipeline import public_reason
 from ..query import SemanticQuerySetMixin, searchable, text_search
-from ..uploads import declared_over
+from ..uploads import declared_over, limit_uploads
 from .exceptions import NotEmbeddedYet, PayloadTooLarge, SearchUnavailable
 from .filtering import filter_widget, filters_nothing, filterset_param_names, is_comma_separated
 from .pagination import UNCAPPED_ACTIONS, UNRANKED_ACTIONS, RankedPagination
@@ -125,6 +126,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     image_scope = IMAGE_SCOPE
     # duplicates/ compares every visible image with its nearest ones: the costlier scope.
     duplicates_scope = IMAGE_SCOPE
+    # The plain list and OPTIONS run no model: no search scope unless a site names one (the
+    # site's DEFAULT_THROTTLE_CLASSES still apply).
+    list_scope: str | None = None
     # Parameters accepted besides the paginator's and the filter backends'.
     common_params = ("format",)
     # Query parameters that may be repeated, besides multiple-choice filters; any other
@@ -142,6 +146,15 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
     # the paginator once per process (``param_rules``); False reads them on every request.
     cache_param_rules = True
 
+    @classonlymethod
+    def as_view(cls, actions: dict[str, Any] | None = None, **initkwargs: Any) -> Any:
+        """DRF's view, marked with ``MAX_UPLOAD_BYTES`` where it takes ``POST search/`` (the search by
+        photo): ``asgi.UploadLimitMiddleware`` then keeps a larger body from being received."""
+        view = super().as_view(actions, **initkwargs)
+        if (actions or {}).get("post") == "search":
+            limit_uploads(view, lambda: int(semantic_settings.MAX_UPLOAD_BYTES))
+        return view
+
     def get_throttles(self) -> list[BaseThrottle]:
         """DRF's, with the site's ``DEFAULT_THROTTLE_CLASSES`` before ``SemanticSearchThrottle`` while
         ``throttle_classes`` is left as it is (``search_throttle_classes``): a site-wide rate for
@@ -151,11 +164,13 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         return super().get_throttles()
 
     @property
-    def throttle_scope(self) -> str:
+    def throttle_scope(self) -> str | None:
         if self.action == "search" and self.request is not None and self.request.method == "POST":
             return self.image_scope
         if self.action == "duplicates":
             return self.duplicates_scope
+        if self.action in ("list", "metadata"):
+            return self.list_scope
         return self.text_scope
 
     # -- serializers --------------------------------------------------------------

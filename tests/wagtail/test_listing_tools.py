@@ -15,19 +15,23 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.handlers.asgi import ASGIHandler
 from django.test import Client
+from django.test.client import MULTIPART_CONTENT
 from django.urls import reverse
 from PIL import Image
 from wagtail.images import get_image_model
 from wagtail.models import Collection, GroupCollectionPermission
 from wagtail.search import index
 
+from django_semantic_images.asgi import UploadLimitMiddleware
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
 from django_semantic_images.contrib.wagtail.views import SemanticImageIndexView
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.pipeline import embed_pks
 from django_semantic_images.uploads import MULTIPART_OVERHEAD
+from tests.asgi_exchange import MIB, Exchange, huge
 
 from .editors import editor_of
 
@@ -513,3 +517,25 @@ def test_search_by_photo_with_cookie_sessions_is_a_warning(settings):
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     (warning,) = [m for m in checks.run_checks() if m.id == "semantic_images.W008" and "Wagtail" in m.msg]
     assert "4 KB" in warning.msg and "SESSION_ENGINE" in warning.hint
+
+
+def test_under_asgi_a_photo_over_the_limit_is_refused_before_its_body_is_received(
+    django_user_model, sample_images, settings
+):
+    """Django's ASGI handler receives the whole body before the view: ``UploadLimitMiddleware``
+    gives it none of a POST whose Content-Length is over ``MAX_UPLOAD_BYTES``, and the view
+    answers 413 as under WSGI."""
+    settings.SEMANTIC_IMAGES = {**getattr(settings, "SEMANTIC_IMAGES", {}), "MAX_UPLOAD_BYTES": 1000}
+    client = Client()
+    client.force_login(django_user_model.objects.create_superuser("asgi", "asgi@example.com", "password"))
+    size = 1000 + MULTIPART_OVERHEAD + 4 * MIB
+    headers = {
+        "content-type": MULTIPART_CONTENT,
+        "content-length": str(size),
+        "cookie": f"sessionid={client.cookies['sessionid'].value}",
+    }
+    application = UploadLimitMiddleware(ASGIHandler())
+    exchange = Exchange(application, reverse("wagtailimages:index"), huge(size), headers)
+    assert exchange.received == 0
+    assert exchange.status == 413, exchange.body[:500]
+    assert b"over the limit of 1,000 bytes" in exchange.body

@@ -32,7 +32,7 @@ from ...expressions import VisualDistance
 from ...fields import embedding_path
 from ...imaging import ImageDecodeError, preview_data_url, query_image
 from ...query import similar_to
-from ...uploads import csrf_rejection, declared_over
+from ...uploads import csrf_rejection, declared_over, limit_uploads
 from .search import DEFAULT_LIMIT
 
 #: The query-string parameter that names a stored photo query.
@@ -130,8 +130,9 @@ class PhotoSearchMixin:
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
         """The view, exempt from Django's CSRF middleware: ``dispatch`` runs the same check, after
-        the upload's size."""
-        return csrf_exempt(super().as_view(**initkwargs))  # type: ignore[misc]
+        the upload's size; marked with ``MAX_UPLOAD_BYTES`` for ``asgi.UploadLimitMiddleware``."""
+        view = csrf_exempt(super().as_view(**initkwargs))  # type: ignore[misc]
+        return limit_uploads(view, lambda: int(semantic_settings.MAX_UPLOAD_BYTES))
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
