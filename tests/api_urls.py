@@ -2,7 +2,8 @@
 
 ``objperm/``: every photo is in the queryset and an object permission hides the
 unpublished ones, so a /similar/ anchor is refused after its lookup. ``two-*/``: a
-model with two image fields and two embedding fields, searched by each.
+model with two image fields and two embedding fields, searched by each. ``unpaged/``: the
+example viewset without pagination.
 """
 
 from django.urls import include, path
@@ -43,8 +44,13 @@ class ByThumbnail(ByPicture):
     embedding_field = "thumbnail_embedding"
 
 
+class UnpagedViewSet(PhotoSearchViewSet):
+    pagination_class = None
+
+
 router = SimpleRouter()
 router.register("objperm", ObjectPermissionViewSet, basename="objperm")
+router.register("unpaged", UnpagedViewSet, basename="unpaged")
 router.register("two-picture", ByPicture, basename="two-picture")
 router.register("two-thumbnail", ByThumbnail, basename="two-thumbnail")
 

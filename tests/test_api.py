@@ -194,6 +194,22 @@ def test_decomposed_words_search_as_composed_ones(client, sample_photos):
     assert encoder.cached_text_vector(unicodedata.normalize("NFD", accented)) is None
 
 
+def test_an_unpaged_viewset_keeps_its_array_body_when_the_words_are_matched_as_keywords(
+    client, settings, sample_photos
+):
+    """Without pagination the schema's body is the array of results; the note on unreadable words
+    comes in the Search-Note header there (and in it too on a paged search)."""
+    settings.ROOT_URLCONF = "tests.api_urls"
+    Photo.objects.filter(pk=sample_photos["chelsea"].pk).update(alt_text="Рыжая кошка ест йогурт")
+    response = client.get("/test-api/unpaged/search/", {"q": "кошка"})
+    assert response.status_code == 200, response.content
+    assert [row["id"] for row in response.json()] == [sample_photos["chelsea"].pk]
+    assert "Cyrillic" in response.headers["Search-Note"]
+    paged = client.get(SEARCH, {"q": "кошка"})
+    assert paged.headers["Search-Note"] == paged.json()["note"]
+    assert "Search-Note" not in client.get("/test-api/unpaged/search/", {"q": "a cup of coffee"}).headers
+
+
 def test_similar_to_a_photo_not_embedded_yet_is_a_conflict(client, make_photo, sample_paths):
     pending = make_photo(sample_paths["rocket"])
     response = client.get(similar_url(pending.pk))

@@ -108,7 +108,17 @@ text_search_schema = extend_schema(
     summary="Search images by words",
     description="Images ranked by meaning for the words in `q` (any language the text model knows; "
     "English works best). `score` orders results within this query only.",
-    parameters=[TextQuerySerializer],
+    parameters=[
+        TextQuerySerializer,
+        OpenApiParameter(
+            "Search-Note",
+            str,
+            OpenApiParameter.HEADER,
+            response=True,
+            description="Only when the words could not be ranked by meaning: why, and what was done instead "
+            "(as the body's `note`; percent-encoded where it is not ASCII).",
+        ),
+    ],
     examples=[OpenApiExample("a query", value="a cat lying on a blanket", parameter_only=("q", "query"))],
 )
 

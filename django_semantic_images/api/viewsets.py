@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from django import forms
 from django.conf import settings
@@ -80,6 +81,8 @@ from .throttling import IMAGE_SCOPE, TEXT_SCOPE, SemanticSearchThrottle, search_
 
 logger = logging.getLogger(__name__)
 
+#: The response header that repeats a text search's ``note`` (words matched as keywords).
+NOTE_HEADER = "Search-Note"
 THRESHOLD_PARAM = "threshold"
 THRESHOLD_MESSAGE = "threshold must be a number greater than 0 and at most 1 (a cosine distance)."
 
@@ -453,8 +456,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         response = self.page_response(rows.annotate(score=Value(None, output_field=FloatField())))
         if isinstance(response.data, dict):
             response.data["note"] = note
-        else:
-            response.data = {"results": response.data, "note": note}
+        # Also a header: the only place for it without pagination, whose body is the schema's array.
+        response[NOTE_HEADER] = note if note.isascii() else quote(note, safe=" ,.;:()'")
         return response
 
     def image_search(self, request: Request) -> Response:
