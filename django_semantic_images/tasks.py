@@ -23,7 +23,8 @@ from django.apps import apps
 from . import worker
 from .conf import semantic_settings
 from .dispatch import EMBED_TASK, SWEEP_TASK
-from .pipeline import TRANSIENT_ERRORS, claim_token, mark_transient_failure
+from .pipeline.claims import claim_token
+from .pipeline.failures import TRANSIENT_ERRORS, mark_transient_failure
 from .sweep import sweep as run_sweep
 from .task_body import run_embed_task
 
