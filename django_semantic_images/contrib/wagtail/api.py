@@ -40,7 +40,8 @@ from ...api.viewsets import encoder_loaded
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
 from ...pipeline.failures import public_reason
-from ...query import searchable, unreadable_note
+from ...query import searchable
+from ...words import unreadable_note
 from .search import KEYWORD_FIELDS, MAX_SEARCH_WORDS, keyword_search, search_terms
 
 SEMANTIC = "semantic"
