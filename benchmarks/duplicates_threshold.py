@@ -217,7 +217,7 @@ def build_items(
 
 
 def decode_limits(encoder: Any) -> dict[str, int]:
-    """The limits ``pipeline._prepare`` decodes an upload with."""
+    """The limits ``pipeline.reading._prepare`` decodes an upload with."""
     from django_semantic_images.conf import semantic_settings
 
     return {

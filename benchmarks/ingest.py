@@ -151,7 +151,7 @@ def run_naive(pks: list[Any]) -> dict[str, Any]:
 
     from django_semantic_images.encoders import get_encoder
     from django_semantic_images.fusion import fuse
-    from django_semantic_images.pipeline import content_hash
+    from django_semantic_images.pipeline.reading import content_hash
     from photos.models import Photo
 
     encoder = get_encoder()
@@ -181,7 +181,7 @@ def run_profile(pks: list[Any], batch_size: int) -> dict[str, Any]:
     from django_semantic_images.conf import semantic_settings
     from django_semantic_images.encoders import get_encoder
     from django_semantic_images.imaging import decode_image
-    from django_semantic_images.pipeline import content_hash
+    from django_semantic_images.pipeline.reading import content_hash
     from photos.models import Photo
 
     encoder = get_encoder()
@@ -270,7 +270,7 @@ def child(args: argparse.Namespace) -> None:
         cpu = cpu_seconds() - cpu_before
         delete_rows(pks)
     from django_semantic_images.encoders import get_encoder
-    from django_semantic_images.pipeline import decode_threads
+    from django_semantic_images.pipeline.reading import decode_threads
 
     result.update(
         mode=args.child,

@@ -720,7 +720,7 @@ def per_connection() -> None:
     per-query SET LOCAL off (the tuning docs/settings.md describes)."""
     from django.db import connections
 
-    from django_semantic_images.query import hnsw_session_settings
+    from django_semantic_images.hnsw import hnsw_session_settings
 
     pairs = dict(hnsw_session_settings())
     EF_SEARCH_IN_FORCE[0] = int(pairs["hnsw.ef_search"])

@@ -97,7 +97,8 @@ def main() -> None:
 
     setup_django("cpu", args.batch_size, tempfile.mkdtemp(prefix="semantic-images-bench-media-"), "auto", 0)
     from django_semantic_images.encoders import get_encoder
-    from django_semantic_images.pipeline import decode_threads, embed_pks
+    from django_semantic_images.pipeline import embed_pks
+    from django_semantic_images.pipeline.reading import decode_threads
     from django_semantic_images.worker import configure_threads
     from photos.models import Photo
 

@@ -272,7 +272,8 @@ def request_embedding(
             )
             forget_sent(model, pks, field)
             return False
-    from .pipeline import TRANSIENT_ERRORS, embed_pks, error_reason, mark_transient_failure
+    from .pipeline.embedding import embed_pks
+    from .pipeline.failures import TRANSIENT_ERRORS, error_reason, mark_transient_failure
 
     try:
         embed_pks(model, pks, field=field)

@@ -13,33 +13,27 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
-import unicodedata
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import reduce
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Self
 
 from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
-from django.db.models import ExpressionWrapper, F, FloatField, Q, Value
-from django.db.models.constants import LOOKUP_SEP
+from django.db.models import ExpressionWrapper, F, FloatField, Value
 from django.utils.functional import Promise
-from django.utils.translation import gettext as _
-from psycopg import ClientCursor
 
 from .calibration import Calibration, reference_for
-from .conf import semantic_settings
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
-from .encoders.text import BLANK_RUN, letter_scripts
 from .expressions import SemanticDistance, VisualDistance, query_array
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
-from .hnsw import hnsw_session_settings, hnsw_settings, settings_sql, stash_and_set_sql, unstash_sql
+from .hnsw import hnsw_settings
+from .hnsw_message import settings_in_force
 from .replica import search_alias
+from .words import keyword_matches, search_words, unreadable_note
 
 #: The order of a ranked queryset: by distance, then by primary key, so that rows at one distance
 #: (identical vectors) come in one order in every query and each row is on one page only. The
@@ -67,74 +61,6 @@ def ranked_rows(queryset: models.QuerySet) -> list[Any]:
         return list(queryset.all())  # its evaluation sends the settings (_fetch_all)
     with settings_in_force(queryset.db, index_field(queryset)):
         return list(queryset.all())
-
-
-@contextmanager
-def settings_in_force(alias: str, field: ImageEmbeddingField | None, *, one_message: bool = True) -> Iterator[None]:
-    """The HNSW settings for the next query on ``alias``: sent in its message (``SettingsFirst``)
-    when the connection binds on the client and ``one_message``, else with ``hnsw_settings``."""
-    pairs = hnsw_session_settings(using=alias, field=field)
-    connection = connections[alias]
-    if not pairs or not one_message or not binds_on_client(connection):
-        with hnsw_settings(alias, field=field):
-            yield
-        return
-    # One round trip instead of four (BEGIN, the settings, the query, COMMIT).
-    with connection.execute_wrapper(SettingsFirst(pairs)):
-        yield
-
-
-def binds_on_client(connection: Any) -> bool:
-    """Whether ``connection``'s cursors bind parameters in the client (psycopg's ``ClientCursor``,
-    Django's default), so that one message can carry two statements."""
-    connection.ensure_connection()
-    factory = getattr(connection.connection, "cursor_factory", None)  # what Django's backend set
-    if isinstance(factory, type):
-        return issubclass(factory, ClientCursor)
-    with connection.cursor() as cursor:
-        return isinstance(getattr(cursor, "cursor", None), ClientCursor)
-
-
-def settings_first(
-    pairs: list[tuple[str, str]], sql: str, params: Sequence[Any], *, restore: bool = False
-) -> tuple[str, list[Any]]:
-    """``sql`` preceded by one statement that sets the HNSW ``pairs`` for its transaction.
-
-    ``restore`` (inside a caller's transaction, which outlives the query): that statement first
-    keeps the parameters' values, and a third statement after ``sql`` gives them back, in the
-    same message; the cursor is left on ``sql``'s rows all the same.
-    """
-    if not restore:
-        set_sql, set_params = settings_sql(pairs)
-        return f"{set_sql}; {sql}", [*set_params, *params]
-    set_sql, set_params = stash_and_set_sql(pairs)
-    back_sql, back_params = unstash_sql(pairs)
-    return f"{set_sql}; {sql}; {back_sql}", [*set_params, *params, *back_params]
-
-
-class SettingsFirst:
-    """An execute wrapper (``connection.execute_wrapper``) that sends the HNSW settings in the
-    same message as the next query, and leaves the cursor on that query's rows.
-
-    PostgreSQL runs the statements of one message as one transaction, so SET LOCAL lasts until
-    the query is done. Inside a caller's transaction they are part of it, and the message ends
-    with a statement that gives the parameters back their previous values (a site's own SET
-    LOCAL included). Only the first query is changed, and the same SQL again (a wrapper of the
-    site's that retries it): what runs after it (``prefetch_related``) goes as it is.
-    """
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self.pairs = pairs
-        self.sql: str | None = None  # the query it changes
-
-    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        if many or (self.sql is not None and sql != self.sql):
-            return execute(sql, params, many, context)
-        self.sql = sql
-        restore = not context["connection"].get_autocommit()  # a transaction that outlives the query
-        result = execute(*settings_first(self.pairs, sql, params or (), restore=restore), many, context)
-        context["cursor"].nextset()
-        return result
 
 
 def same_rows(one: type[models.Model], other: type[models.Model]) -> bool:
@@ -580,79 +506,6 @@ def semantic_search(queryset: models.QuerySet, query: Any, *, field: str | None 
 def similar_to(queryset: models.QuerySet, query: Any, **kwargs: Any) -> SemanticQuerySetMixin:
     """``queryset``'s rows ranked by visual likeness (see ``SemanticQuerySetMixin.similar_to``)."""
     return searchable(queryset).similar_to(query, **kwargs)
-
-
-def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]) -> models.QuerySet:
-    """The rows of ``queryset`` holding every whitespace-separated term of ``words`` in one of
-    ``fields`` (``icontains``; no fields: no rows), each row once. A field across a relation
-    (``tags__name``) is matched per term in a subquery, so each term may match another related
-    row (a photo tagged "кот" and "собака" is found by "кот собака"; one join shared by every
-    term wanted a single tag holding both)."""
-    terms = words.split()
-    if not fields or not terms:
-        return queryset.none()
-    direct = [name for name in fields if LOOKUP_SEP not in name]
-    related = [name for name in fields if LOOKUP_SEP in name]
-    rows = queryset.model._base_manager.all()
-    match = Q()
-    for term in terms:
-        found = [Q(**{f"{name}__icontains": term}) for name in direct]
-        if related:
-            across = reduce(operator.or_, (Q(**{f"{name}__icontains": term}) for name in related))
-            found.append(Q(pk__in=rows.filter(across).values("pk")))
-        match &= reduce(operator.or_, found)
-    return queryset.filter(match)
-
-
-#: The first words of Unicode letter names that are acronyms, kept as written in a note.
-SCRIPT_ACRONYMS = frozenset({"CJK", "NKO"})
-
-
-def search_words(text: str) -> str:
-    """``text`` as every search takes it: in Unicode's composed form (NFC: "e" and a combining
-    acute accent are "é", as stored texts are written), each run of blank characters
-    (``BLANK_CLASS``: whitespace, NUL, zero-width) one space, the ends trimmed; "" for blank text
-    (nothing to search for). One text, one query vector (and cache entry), language and keyword match.
-
-    Text holding a lone surrogate (U+D800-U+DFFF: no character, which no text model can read) is a
-    ``ValueError``; the search boxes and the APIs never pass one (their requests are UTF-8).
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"The search text is not valid Unicode: it holds a lone surrogate ({ascii(text[exc.start])})."
-        ) from None
-    return BLANK_RUN.sub(" ", unicodedata.normalize("NFC", text)).strip(" ")
-
-
-def too_long(name: str, words: Iterable[str]) -> str | None:
-    """The message of a 400 naming ``name`` when one of ``words`` (the search texts sent as ``name``)
-    is longer than ``MAX_QUERY_LENGTH`` (the admin's and Wagtail's search boxes, as the APIs), else None.
-    In the active language, as the pages that show it."""
-    limit = int(semantic_settings.MAX_QUERY_LENGTH)
-    if any(len(text) > limit for text in words):
-        return _("%(name)s: the search text is longer than %(limit)d characters.") % {"name": name, "limit": limit}
-    return None
-
-
-def unreadable_note(words: str, fields: Sequence[str]) -> str:
-    """What a search whose script the text model cannot read says it did instead (for words in
-    Latin letters the model does not know, e.g. fullwidth ones, that it does not know them), in
-    the active language."""
-    # Unicode's names in title case ("CYRILLIC" as "Cyrillic"), acronyms as written ("CJK").
-    names = {s if s in SCRIPT_ACRONYMS else s.title() for s in letter_scripts(words)}
-    scripts = sorted(names - {"Latin"})
-    where = ", ".join(f.rsplit("__", 1)[-1] for f in fields) if fields else _("no text field")
-    if not scripts:
-        return _(
-            "The text model does not know most of these words' letters, so they were matched as keywords "
-            "in %(fields)s (results not ranked by meaning)."
-        ) % {"fields": where}
-    return _(
-        "The text model cannot read %(scripts)s script, so these words were matched as keywords "
-        "in %(fields)s (results not ranked by meaning)."
-    ) % {"scripts": ", ".join(scripts), "fields": where}
 
 
 def text_search(

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from .conf import semantic_settings
 from .fields import WRITTEN_ATTR, EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
-from .pipeline import lease_until
+from .pipeline.leases import lease_until
 
 SNAPSHOT_ATTR = "_semantic_images_inputs"
 #: Names of the embedding fields whose inputs a save changed (set in pre_save, read in post_save).

@@ -16,12 +16,12 @@ worker task that claimed it ("" while the work is only queued). These rows are *
   and in-process mode; not while Celery's queue holds messages);
 * ``failed`` for a reason that may pass (retries ran out while storage or the
   database was away; the error starts with ``TRANSIENT_PREFIX``), once its backoff is
-  over (``lease_until``, set by ``pipeline.transient_retry_at``: 1, 4, 16, 60 minutes);
+  over (``lease_until``, set by ``pipeline.failures.transient_retry_at``: 1, 4, 16, 60 minutes);
 * embedded by another encoder than the configured one.
 
 The last two only while no worker holds them (no claim, or its lease ran out).
 
-A row taken back from a claim whose lease ran out counts a try (``pipeline.WORKER_LOST``, in its
+A row taken back from a claim whose lease ran out counts a try (``pipeline.failures.WORKER_LOST``, in its
 error, as a passing fault's tries are counted): it is then sent in a task of its own, and once
 ``TRANSIENT_ATTEMPTS`` tries ran out (a row that kills or hangs every worker that takes it) it
 is marked ``failed`` with the reason instead of being sent again for ever.
@@ -54,17 +54,10 @@ from .fields import (
     models_with_embeddings,
     own_embedding_fields,
 )
-from .pipeline import (
-    GAVE_UP_PREFIX,
-    TRANSIENT_PREFIX,
-    WORKER_LOST,
-    free_filter,
-    lease_until,
-    primary_manager,
-    primary_rows,
-    suspect_filter,
-    transient_error,
-)
+from .pipeline.claims import suspect_filter
+from .pipeline.failures import GAVE_UP_PREFIX, TRANSIENT_PREFIX, WORKER_LOST, transient_error
+from .pipeline.leases import free_filter, lease_until
+from .pipeline.rows import primary_manager, primary_rows
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +129,7 @@ def mark_pending(model: type[models.Model], field: ImageEmbeddingField, pks: lis
 
     Their old vectors stay searchable. A worker that still holds one of them (a lease
     that ran out while it was alive) can no longer write it. A transient error stays:
-    it counts the row's tries (``pipeline.transient_error``).
+    it counts the row's tries (``pipeline.failures.transient_error``).
     """
     error = field.column("error")
     return (

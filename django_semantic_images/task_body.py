@@ -17,15 +17,9 @@ from django.db import DatabaseError
 
 from .conf import semantic_settings
 from .fields import get_embedding_field
-from .pipeline import (
-    TOP_UP_BATCHES,
-    TRANSIENT_ERRORS,
-    claim_rows,
-    embed_pks,
-    error_reason,
-    mark_transient_failure,
-    release_rows,
-)
+from .pipeline.claims import TOP_UP_BATCHES, claim_rows, release_rows
+from .pipeline.embedding import embed_pks
+from .pipeline.failures import TRANSIENT_ERRORS, error_reason, mark_transient_failure
 
 logger = logging.getLogger(__name__)
 

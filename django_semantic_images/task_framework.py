@@ -23,7 +23,8 @@ import django
 from . import worker
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, register_sender
-from .pipeline import claim_token, mark_transient_failure
+from .pipeline.claims import claim_token
+from .pipeline.failures import mark_transient_failure
 from .sweep import sweep as run_sweep
 from .task_body import run_embed_task
 

@@ -1,6 +1,6 @@
 """Celery tasks: embed rows by primary key, and sweep rows that need (re)embedding.
 
-``embed_rows`` claims its rows before it embeds them (``pipeline.claim_rows``): a
+``embed_rows`` claims its rows before it embeds them (``pipeline.claims.claim_rows``): a
 second task given the same rows, on any worker, finds them held and leaves them.
 The claim is a lease, renewed after every batch; when a worker dies with its rows
 the lease runs out and the sweep sends them again within ``LEASE`` seconds plus a
@@ -23,7 +23,8 @@ from django.apps import apps
 from . import worker
 from .conf import semantic_settings
 from .dispatch import EMBED_TASK, SWEEP_TASK
-from .pipeline import TRANSIENT_ERRORS, claim_token, mark_transient_failure
+from .pipeline.claims import claim_token
+from .pipeline.failures import TRANSIENT_ERRORS, mark_transient_failure
 from .sweep import sweep as run_sweep
 from .task_body import run_embed_task
 

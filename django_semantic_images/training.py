@@ -319,7 +319,7 @@ def semantic_without_words(
     already contain the words they are tested on. Unreadable rows are left out.
     """
     from .conf import semantic_settings
-    from .pipeline import _read
+    from .pipeline.reading import _read
 
     conse_rows: list[np.ndarray] = []
     visual_rows: list[np.ndarray] = []

@@ -22,7 +22,22 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("settings", ("conf",)),
     ("encoders", ("encoders", "imaging", "device_jpeg", "fusion", "metrics")),
     ("pipeline", ("fields", "pipeline", "training", "signals", "dispatch", "sweep", "task_body")),
-    ("query", ("bidi", "calibration", "expressions", "hnsw", "query", "models", "duplicates", "keys", "replica")),
+    (
+        "query",
+        (
+            "bidi",
+            "calibration",
+            "expressions",
+            "hnsw",
+            "hnsw_message",
+            "query",
+            "words",
+            "models",
+            "duplicates",
+            "keys",
+            "replica",
+        ),
+    ),
     (
         "integrations",
         (

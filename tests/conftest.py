@@ -263,7 +263,8 @@ def status_of(photo) -> str:
 def rows(make_photo, sample_paths):
     """Embedded, pending, failed-for-good and failed-for-a-passing-reason rows."""
     from django_semantic_images import EmbeddingStatus
-    from django_semantic_images.pipeline import TRANSIENT_PREFIX, embed_instances
+    from django_semantic_images.pipeline import embed_instances
+    from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX
     from photos.models import Photo
 
     embedded = make_photo(sample_paths["chelsea"], title="a cat")

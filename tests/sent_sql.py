@@ -1,7 +1,7 @@
 """The SQL a connection sends to PostgreSQL, as the server gets it.
 
 Django's ``CaptureQueriesContext`` logs, on Django 5.0 and later, the statement psycopg sent (after
-every execute wrapper, such as ``query.SettingsFirst`` putting the HNSW settings before a ranked
+every execute wrapper, such as ``hnsw_message.SettingsFirst`` putting the HNSW settings before a ranked
 query); on Django 4.2 it logs the SQL the ORM wrote, before the wrappers. Tests that check what
 went to the server read it here, the same on every Django.
 """

@@ -994,7 +994,8 @@ def test_a_storage_fault_keeps_the_servers_path_out_of_the_row_and_its_details_o
     error, not the storage's own words."""
     from pathlib import Path
 
-    from django_semantic_images.pipeline import TRANSIENT_PREFIX, embed_pks
+    from django_semantic_images.pipeline import embed_pks
+    from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX
 
     photo, neighbour = make_photo(sample_paths["rocket"]), make_photo(sample_paths["coffee"])
     path = Path(photo.image.path)
@@ -1019,7 +1020,7 @@ def test_a_storage_fault_keeps_the_servers_path_out_of_the_row_and_its_details_o
 def test_a_fault_that_kept_coming_back_keeps_its_details_out_of_the_api(client, make_photo, sample_paths):
     """After the last try (``Gave up after 5 attempts: ...``) the fault's own words, which may name
     the database's host, still stay with the staff."""
-    from django_semantic_images.pipeline import TRANSIENT_PREFIX, transient_error
+    from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX, transient_error
 
     photo = make_photo(sample_paths["rocket"])
     reason = 'OperationalError: connection to server at "db-primary.internal" (10.0.0.5), port 5432 failed'

@@ -565,7 +565,7 @@ def test_a_duration_past_what_a_date_can_hold_is_an_error_at_start(settings, val
     """LEASE or PENDING_TIMEOUT set to infinity ("never") passed the check; then every claim, sweep and
     `semantic_images_status` ended in OverflowError (a date that many seconds away)."""
     from django_semantic_images.checks import check_settings
-    from django_semantic_images.pipeline import lease_until
+    from django_semantic_images.pipeline.leases import lease_until
 
     settings.SEMANTIC_IMAGES = {"LEASE": value, "PENDING_TIMEOUT": value}
     named = " ".join(e.msg for e in check_settings() if e.id == "semantic_images.E012")

@@ -20,6 +20,7 @@ from django_semantic_images import device_jpeg, pipeline
 from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.imaging import ImageDecodeError, decode_image
+from django_semantic_images.pipeline import reading
 
 DECODER = device_jpeg.default_decoder("cpu") or device_jpeg.pillow_decoder
 
@@ -93,7 +94,7 @@ def test_a_gpu_workers_pipeline_decodes_jpegs_on_the_device(make_photo, sample_p
         decoded.append(len(blobs))
         return DECODER(blobs)
 
-    monkeypatch.setattr(pipeline, "default_decoder", lambda device: counting)
+    monkeypatch.setattr(reading, "default_decoder", lambda device: counting)
     settings.SEMANTIC_IMAGES = {"JPEG_DECODER": "device", "MAX_IMAGE_PIXELS": 3_000_000}
     rocket = Image.open(sample_paths["rocket"]).convert("RGB")
     rows = {

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from django_semantic_images import EmbeddingStatus
-from django_semantic_images.pipeline import GAVE_UP_PREFIX, TRANSIENT_ATTEMPTS, TRANSIENT_PREFIX, WORKER_LOST
+from django_semantic_images.pipeline.failures import GAVE_UP_PREFIX, TRANSIENT_ATTEMPTS, TRANSIENT_PREFIX, WORKER_LOST
 from photos.models import Photo
 
 from .celery_worker import database_url
@@ -34,19 +34,19 @@ RUN = textwrap.dedent(
     django.setup()
     from django.test import override_settings
     override_settings(SEMANTIC_IMAGES={"ASYNC": "inline", "DEVICE": "cpu", "DECODE_THREADS": 1}).enable()
-    from django_semantic_images import pipeline
+    from django_semantic_images.pipeline import embedding
     from django_semantic_images.dispatch import request_embedding
     from django_semantic_images.sweep import sweep
     from photos.models import Photo
 
-    encode_and_write = pipeline._encode_and_write
+    encode_and_write = embedding._encode_and_write
 
     def dies_on_the_poison_row(model, field, encoder, items, *args, **kwargs):
         if any("poison" in item.instance.image.name for item in items):
             os.kill(os.getpid(), signal.SIGKILL)
         return encode_and_write(model, field, encoder, items, *args, **kwargs)
 
-    pipeline._encode_and_write = dies_on_the_poison_row
+    embedding._encode_and_write = dies_on_the_poison_row
     if sys.argv[1] == "save":
         request_embedding(Photo, [int(pk) for pk in sys.argv[2:]])
     else:

@@ -215,12 +215,12 @@ def test_a_row_without_a_file_fails_instead_of_staying_pending(make_photo, sampl
 def test_a_run_without_a_claim_never_writes_over_texts_changed_meanwhile(make_photo, sample_paths, monkeypatch):
     """The reindex command embeds without claims: an editor's new title, embedded by a worker
     while the command encoded the old one, was overwritten by the old title's vectors."""
-    from django_semantic_images import pipeline
-    from django_semantic_images.pipeline import content_hash
+    from django_semantic_images.pipeline import embedding
+    from django_semantic_images.pipeline.reading import content_hash
 
     photo = make_photo(sample_paths["rocket"], title="Launch")
     newer = content_hash(sample_paths["rocket"].read_bytes(), ["A red bicycle"])
-    original = pipeline._batch_pixels
+    original = embedding._batch_pixels
 
     def an_editor_saves_and_a_worker_embeds_meanwhile(*args, **kwargs):
         Photo.objects.filter(pk=photo.pk).update(
@@ -228,7 +228,7 @@ def test_a_run_without_a_claim_never_writes_over_texts_changed_meanwhile(make_ph
         )
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_batch_pixels", an_editor_saves_and_a_worker_embeds_meanwhile)
+    monkeypatch.setattr(embedding, "_batch_pixels", an_editor_saves_and_a_worker_embeds_meanwhile)
     report = embed_pks(Photo, [photo.pk])
     assert report.embedded == []
     row = Photo.objects.get(pk=photo.pk)
@@ -253,7 +253,7 @@ def test_a_file_name_the_storage_refuses_fails_that_row_alone(make_photo, sample
 def test_a_row_failing_with_an_unexpected_error_fails_alone_and_its_neighbours_are_embedded(make_photo, sample_paths):
     from pathlib import Path
 
-    from django_semantic_images.pipeline import TRANSIENT_PREFIX
+    from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX
     from tests.conftest import dds_pillow_cannot_decode
 
     good = make_photo(sample_paths["coffee"])
@@ -312,8 +312,8 @@ def test_an_in_process_run_never_writes_over_a_file_replaced_meanwhile_under_its
     from django.core.files.base import ContentFile
     from django.db import connection
 
-    from django_semantic_images import pipeline
-    from django_semantic_images.pipeline import content_hash
+    from django_semantic_images.pipeline import embedding
+    from django_semantic_images.pipeline.reading import content_hash
 
     settings.STORAGES = {
         **settings.STORAGES,
@@ -321,7 +321,7 @@ def test_an_in_process_run_never_writes_over_a_file_replaced_meanwhile_under_its
     }
     photo = make_photo(sample_paths["rocket"], title="Launch")
     newer = sample_paths["coffee"].read_bytes()
-    original, replaced = pipeline._prepare, threading.Event()
+    original, replaced = embedding._prepare, threading.Event()
 
     def an_editor_replaces_the_file_once_it_was_read(item, *args, **kwargs):
         prepared = original(item, *args, **kwargs)
@@ -335,7 +335,7 @@ def test_an_in_process_run_never_writes_over_a_file_replaced_meanwhile_under_its
                 connection.close()
         return prepared
 
-    monkeypatch.setattr(pipeline, "_prepare", an_editor_replaces_the_file_once_it_was_read)
+    monkeypatch.setattr(embedding, "_prepare", an_editor_replaces_the_file_once_it_was_read)
     embed_pks(Photo, [photo.pk])
     row = Photo.objects.get(pk=photo.pk)
     assert row.image.name == photo.image.name  # the same name, a new picture

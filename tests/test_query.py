@@ -10,8 +10,7 @@ from django.db import connection, models
 from django.test.utils import CaptureQueriesContext, isolate_apps
 from PIL import Image, ImageOps
 
-from django_semantic_images import ImageEmbeddingField, SemanticDistance, SemanticImageManager
-from django_semantic_images import query as query_module
+from django_semantic_images import ImageEmbeddingField, SemanticDistance, SemanticImageManager, hnsw_message
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.query import ranked_rows, searchable, semantic_search, text_search
 from photos.models import Photo
@@ -165,7 +164,7 @@ def test_ranked_rows_send_the_hnsw_settings_with_the_query(index_forced, setting
     assert len(rows) == 30 and rows == list(ranked[:30])
     assert [distance for _, distance in rows] == sorted(distance for _, distance in rows)
     assert ranked_rows(ranked.filter(pk__in=[])) == []
-    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    monkeypatch.setattr(hnsw_message, "ClientCursor", type("ServerSideOnly", (), {}))
     assert ranked_rows(ranked[:30]) == rows
 
 
@@ -200,7 +199,7 @@ def test_ranked_rows_give_what_the_queryset_gives(index_forced, settings, monkey
         assert [ranked_rows(qs) for qs in shapes] == expected
         assert ranked_rows(annotated) == pks
     assert len(queries) == len(shapes) + 1 and all("set_config" in q["sql"] for q in queries)
-    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    monkeypatch.setattr(hnsw_message, "ClientCursor", type("ServerSideOnly", (), {}))
     assert [ranked_rows(qs) for qs in shapes] == expected
     assert ranked_rows(annotated) == pks
 
@@ -246,7 +245,7 @@ def test_the_hnsw_settings_end_with_the_query_inside_a_transaction(index_forced,
 
     with connection.execute_wrapper(twice):
         assert len(ranked[:30]) == 30 and current() == before
-    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    monkeypatch.setattr(hnsw_message, "ClientCursor", type("ServerSideOnly", (), {}))
     assert len(ranked[:30]) == 30 and current() == before
 
 
@@ -279,7 +278,7 @@ def test_a_ranked_page_is_one_round_trip_with_the_settings_in_force(index_forced
         page = [p.pk for p in ranked.all()]
     assert len(queries) == 1 and "set_config('hnsw.ef_search', '40', true)" in queries[0]["sql"]
     assert len(page) == 30
-    monkeypatch.setattr(query_module, "ClientCursor", type("ServerSideOnly", (), {}))
+    monkeypatch.setattr(hnsw_message, "ClientCursor", type("ServerSideOnly", (), {}))
     with CaptureSentQueries(connection) as queries:
         assert [p.pk for p in ranked.all()] == page
     assert len(queries) == 3 and "set_config" not in queries[1]["sql"] and "set_config" in queries[2]["sql"]
@@ -577,7 +576,7 @@ def test_a_calibrated_search_pickles_its_rows_and_not_those_it_is_calibrated_on(
 
 def test_the_note_of_an_unreadable_search_names_its_scripts_as_written():
     """Chinese characters' Unicode names start with "CJK": the note said "Cjk" (str.title())."""
-    from django_semantic_images.query import unreadable_note
+    from django_semantic_images.words import unreadable_note
 
     note = unreadable_note("chat 猫 кошка", ["title", "tags__name"])
     assert note.startswith("The text model cannot read CJK, Cyrillic script, so these words were matched")
@@ -587,7 +586,7 @@ def test_the_note_of_an_unreadable_search_names_its_scripts_as_written():
 def test_the_note_of_words_in_latin_letters_the_model_does_not_know_names_no_script():
     """Fullwidth letters or a ligature are Latin but mostly unknown tokens to MiniLM: the note
     said "The text model cannot read these script"."""
-    from django_semantic_images.query import unreadable_note
+    from django_semantic_images.words import unreadable_note
 
     note = unreadable_note("ＰＨＯＴＯ ĳs", ["title"])
     assert note == (

@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 
 from django_semantic_images import EmbeddingStatus
-from django_semantic_images.pipeline import content_hash, embed_instances
+from django_semantic_images.pipeline import embed_instances
+from django_semantic_images.pipeline.reading import content_hash
 from django_semantic_images.signals import embedding_deferred
 from photos.models import Photo
 
@@ -57,7 +58,7 @@ def test_update_fields_without_an_input_sends_nothing_and_keeps_the_unsaved_chan
 
 
 def test_a_resave_during_embedding_ends_the_running_claim(embedded):
-    from django_semantic_images.pipeline import claim_rows
+    from django_semantic_images.pipeline.claims import claim_rows
 
     Photo.objects.filter(pk=embedded.pk).update(embedding_status=EmbeddingStatus.PENDING)
     assert claim_rows(Photo, [embedded.pk], "worker-a") == [embedded.pk]

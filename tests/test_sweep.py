@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from django_semantic_images import EmbeddingStatus
-from django_semantic_images.pipeline import TRANSIENT_PREFIX
+from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX
 from django_semantic_images.sweep import sweep
 from photos.models import Photo
 from tests.conftest import run_command as run
@@ -52,7 +52,7 @@ def test_lost_work_is_due_within_a_lease_with_the_default_settings(make_photo, s
     from django.conf import settings as django_settings
 
     from django_semantic_images.conf import DEFAULTS
-    from django_semantic_images.pipeline import claim_rows
+    from django_semantic_images.pipeline.claims import claim_rows
 
     lease = DEFAULTS["LEASE"]
     beat = django_settings.CELERY_BEAT_SCHEDULE["semantic-images-sweep"]["schedule"]
@@ -80,7 +80,8 @@ def test_lost_work_is_due_within_a_lease_with_the_default_settings(make_photo, s
 
 def test_the_sweep_leaves_stale_and_transiently_failed_rows_to_the_worker_holding_them(make_photo, sample_paths):
     from django_semantic_images.conf import semantic_settings
-    from django_semantic_images.pipeline import claim_rows, embed_pks
+    from django_semantic_images.pipeline import embed_pks
+    from django_semantic_images.pipeline.claims import claim_rows
 
     stale, transient = (make_photo(sample_paths[s]) for s in ("chelsea", "coffee"))
     Photo.objects.filter(pk=stale.pk).update(

@@ -12,7 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_semantic_images import EmbeddingStatus
-from django_semantic_images.pipeline import GAVE_UP_PREFIX, TRANSIENT_ATTEMPTS, claim_rows
+from django_semantic_images.pipeline.claims import claim_rows
+from django_semantic_images.pipeline.failures import GAVE_UP_PREFIX, TRANSIENT_ATTEMPTS
 from django_semantic_images.sweep import sweep
 from photos.models import Photo
 

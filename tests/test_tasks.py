@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_semantic_images import EmbeddingStatus
-from django_semantic_images.pipeline import TRANSIENT_PREFIX
+from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX
 from django_semantic_images.signals import PendingRows
 from django_semantic_images.sweep import sweep
 from django_semantic_images.tasks import MAX_RETRIES, embed_rows
@@ -106,7 +106,7 @@ def test_worker_threads_share_the_cores(settings):
 
 
 def test_concurrent_tasks_claim_different_waiting_rows(make_photo, sample_paths):
-    from django_semantic_images.pipeline import claim_rows
+    from django_semantic_images.pipeline.claims import claim_rows
 
     own, *waiting = [make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket", "horse")]
     first = claim_rows(Photo, [own.pk], "task-a", top_up=1)  # its own row and one waiting row
@@ -129,7 +129,7 @@ def test_a_file_that_failed_is_not_decoded_again_by_its_own_task(make_photo, sam
 
 
 def test_a_row_is_claimed_by_one_task_at_a_time(make_photo, sample_paths):
-    from django_semantic_images.pipeline import claim_rows, release_rows
+    from django_semantic_images.pipeline.claims import claim_rows, release_rows
 
     photos = [make_photo(sample_paths[s]) for s in ("chelsea", "coffee", "rocket")]
     pks = [p.pk for p in photos]
@@ -149,7 +149,7 @@ def test_retries_use_celery_autoretry_with_capped_jittered_backoff():
 
 
 def test_rows_released_after_a_failure_are_not_taken_by_another_tasks_top_up(make_photo, sample_paths):
-    from django_semantic_images.pipeline import claim_rows, release_rows
+    from django_semantic_images.pipeline.claims import claim_rows, release_rows
 
     held, later = (make_photo(sample_paths[s]) for s in ("chelsea", "coffee"))
     assert claim_rows(Photo, [held.pk], "task-a") == [held.pk]
@@ -170,7 +170,7 @@ def test_a_file_pillow_refuses_does_not_block_later_uploads(make_photo, sample_p
 
 
 def test_a_file_that_always_fails_to_read_is_tried_a_bounded_number_of_times(make_photo, sample_paths):
-    from django_semantic_images.pipeline import TRANSIENT_ATTEMPTS
+    from django_semantic_images.pipeline.failures import TRANSIENT_ATTEMPTS
 
     photo = make_photo(sample_paths["chelsea"])
     path = Path(photo.image.path)

@@ -21,7 +21,8 @@ from django_semantic_images.checks import check_database
 from django_semantic_images.encoders import get_encoder
 from django_semantic_images.encoders.conse import ConSEEncoder
 from django_semantic_images.encoders.labels import imagenet_classes
-from django_semantic_images.pipeline import claim_rows, claim_token, embed_instances, embed_pks
+from django_semantic_images.pipeline import embed_instances, embed_pks
+from django_semantic_images.pipeline.claims import claim_rows, claim_token
 from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.sweep import mark_pending
 from photos.models import Photo

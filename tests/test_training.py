@@ -16,7 +16,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from django_semantic_images.encoders import get_encoder, registry
 from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
 from django_semantic_images.encoders.conse import ConSEEncoder
-from django_semantic_images.pipeline import TransientError, embed_instances
+from django_semantic_images.pipeline import embed_instances
+from django_semantic_images.pipeline.failures import TransientError
 from django_semantic_images.training import descriptions
 from photos.models import Photo
 

@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from ..dispatch import request_embedding, use_queue
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..keys import well_formed_keys
-from ..pipeline import lease_until
+from ..pipeline.leases import lease_until
 from .base import SemanticAdminBase
 
 #: Rows handed to ``request_embedding`` at a time (which sends one task per ``BATCH_SIZE`` of them).

@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import URLPattern, path, reverse
 
 from .. import uploads
-from ..query import too_long
+from ..words import too_long
 from . import display, duplicates
 from .actions import ReembedActionMixin
 from .change_form import ChangeFormMixin

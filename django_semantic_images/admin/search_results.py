@@ -23,7 +23,8 @@ from ..encoders.base import ENCODER_UNAVAILABLE
 from ..expressions import SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..hnsw import hnsw_settings
-from ..query import keyword_matches, read_as_search, search_words, too_long, unreadable_note
+from ..query import read_as_search
+from ..words import keyword_matches, search_words, too_long, unreadable_note
 from .base import SemanticAdminBase, listing_message
 from .changelist import sorted_by_column
 from .ranking import VisualRanking

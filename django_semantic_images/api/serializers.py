@@ -18,7 +18,7 @@ from .. import thumbnails
 from ..conf import DEFAULTS, semantic_settings
 from ..encoders.text import NOT_BLANK
 from ..fields import embedding_path, follow
-from ..query import search_words
+from ..words import search_words
 
 
 class SemanticResultSerializer(serializers.ModelSerializer):

@@ -51,7 +51,7 @@ from ..duplicates import check_threshold, group_rows, near_duplicates
 from ..encoders.base import ENCODER_UNAVAILABLE
 from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
-from ..pipeline import public_reason
+from ..pipeline.failures import public_reason
 from ..query import SemanticQuerySetMixin, searchable, text_search
 from ..uploads import declared_over, limit_uploads
 from .exceptions import NotEmbeddedYet, PayloadTooLarge, SearchUnavailable

@@ -25,7 +25,7 @@ from PIL import Image
 
 from django_semantic_images import EmbeddingStatus, dispatch
 from django_semantic_images.dispatch import CELERY, DJANGO_TASKS, INLINE, engine
-from django_semantic_images.pipeline import TRANSIENT_PREFIX
+from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX
 from django_semantic_images.sweep import sweep
 from django_semantic_images.task_framework import embed_rows
 from photos.models import Photo

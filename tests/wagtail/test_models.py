@@ -428,12 +428,12 @@ def test_a_run_without_a_claim_never_writes_over_a_title_edited_meanwhile(make_i
     write the pipeline re-checked only the vectors row's own columns, and an image's texts are all
     on Wagtail's image: the old title's vectors were written, marked embedded, over the pending
     edit (or over the new title's vectors, when the edit's own embedding finished first)."""
-    from django_semantic_images import pipeline
-    from django_semantic_images.pipeline import content_hash, embed_pks
+    from django_semantic_images.pipeline import embed_pks, embedding
+    from django_semantic_images.pipeline.reading import content_hash
     from django_semantic_images.signals import embedding_deferred
 
     image = make_image(sample_paths["rocket"], "Launch")
-    original = pipeline._batch_pixels
+    original = embedding._batch_pixels
 
     def an_editor_renames_it_meanwhile(*args, **kwargs):
         edited = get_image_model().objects.get(pk=image.pk)
@@ -442,7 +442,7 @@ def test_a_run_without_a_claim_never_writes_over_a_title_edited_meanwhile(make_i
             edited.save()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_batch_pixels", an_editor_renames_it_meanwhile)
+    monkeypatch.setattr(embedding, "_batch_pixels", an_editor_renames_it_meanwhile)
     assert embed_pks(ImageVectors, [image.pk]).embedded == []
     assert vectors_of(image).embedding.status == EmbeddingStatus.PENDING  # left to the edit's own work
     monkeypatch.undo()

@@ -39,8 +39,9 @@ from ...api.throttling import TEXT_SCOPE, SemanticSearchThrottle
 from ...api.viewsets import encoder_loaded
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, embedding_path
-from ...pipeline import public_reason
-from ...query import searchable, unreadable_note
+from ...pipeline.failures import public_reason
+from ...query import searchable
+from ...words import unreadable_note
 from .search import KEYWORD_FIELDS, MAX_SEARCH_WORDS, keyword_search, search_terms
 
 SEMANTIC = "semantic"

@@ -23,7 +23,7 @@ from wagtail.images import get_image_model
 
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, get_embedding_field
-from ...pipeline import lease_until
+from ...pipeline.leases import lease_until
 from ...signals import embedding_is_deferred, old_picture_columns, remember_uncommitted, schedule, settle
 from .models import ImageVectors
 

@@ -26,7 +26,8 @@ from wagtail.search.backends.base import FilterFieldError
 
 from ...encoders.base import ENCODER_UNAVAILABLE
 from ...fields import embedding_path
-from ...query import read_as_search, search_words, too_long, unreadable_note
+from ...query import read_as_search
+from ...words import search_words, too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
 from .search import (
     DEFAULT_LIMIT,

@@ -23,7 +23,9 @@ from tqdm import tqdm
 from ...conf import semantic_settings
 from ...dispatch import describe_engine, forget_sent, send, use_queue
 from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings, own_embedding_fields
-from ...pipeline import EmbedReport, embed_pks, free_filter, primary_manager, primary_rows
+from ...pipeline.embedding import EmbedReport, embed_pks
+from ...pipeline.leases import free_filter
+from ...pipeline.rows import primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
 from ...tasks import TRANSIENT_ERRORS
 from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model

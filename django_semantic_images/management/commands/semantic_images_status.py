@@ -12,7 +12,7 @@ from django.utils import timezone
 from ...conf import semantic_settings
 from ...dispatch import describe_engine
 from ...fields import EmbeddingStatus, embedding_fields, models_with_embeddings, own_embedding_fields
-from ...pipeline import TRANSIENT_PREFIX
+from ...pipeline.failures import TRANSIENT_PREFIX
 from ...sweep import due_filter, due_now, stale_filter
 from .. import DatabaseCommand, resolve_model
 

@@ -20,7 +20,8 @@ from ...encoders import registry
 from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
 from ...encoders.conse import ConSEEncoder
 from ...fields import get_embedding_field
-from ...pipeline import embed_instances, primary_rows
+from ...pipeline.embedding import embed_instances
+from ...pipeline.rows import primary_rows
 from ...training import (
     CHUNK_SIZE,
     TrainingOptions,
