@@ -43,6 +43,15 @@ for image in get_image_model().objects.order_by("pk"):
 print(json.dumps(found))
 """
 
+#: The sites (hostname, port, default) and the home page's full URL, as Wagtail links to it.
+SITE_ADDRESS = """
+import json
+from wagtail.models import Site
+from home.models import HomePage
+sites = [list(row) for row in Site.objects.values_list("hostname", "port", "is_default_site")]
+print(json.dumps([sites, HomePage.objects.get().full_url]))
+"""
+
 
 def shell(code: str, env: dict[str, str]) -> str:
     """The last line ``code`` printed, run in the demo's site."""
@@ -106,6 +115,8 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     assert titles == {path.stem for path in samples}
     assert states == [("embedded", len(samples))]
     assert pages == 1
+    # Wagtail's Site is the address served (its migration made it localhost:80): page links follow it.
+    assert shell(SITE_ADDRESS, env) == '[[["127.0.0.1", 8000, true]], "http://127.0.0.1:8000/"]'
 
     # Each search the demo prints finds the image it is meant to find first.
     found = subprocess.run(
@@ -135,6 +146,7 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Images: {len(samples)} embedded" in again.stdout and "Added" not in again.stdout, again.stdout
     assert "link to http://127.0.0.1:8123 (WAGTAILADMIN_BASE_URL)" in again.stdout, again.stdout
+    assert shell(SITE_ADDRESS, env) == '[[["127.0.0.1", 8123, true]], "http://127.0.0.1:8123/"]'
     assert json.loads(shell(RENDITIONS, env)) == [True] * len(samples)
 
 
