@@ -22,6 +22,7 @@ from django import forms
 from django.contrib.sessions.backends.base import SessionBase
 from django.db.models import ExpressionWrapper, F, FloatField, QuerySet, Value
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.utils.datastructures import MultiValueDict
 from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -173,7 +174,10 @@ class PhotoSearchMixin:
         return response
 
     def refuse_oversized(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        """The listing with the form's error naming the limit, status 413."""
+        """The listing with the form's error naming the limit, status 413. The request's form is
+        set empty first, so that nothing rendering the listing reads the body (Wagtail 7.0's bulk
+        actions bar looks for ``next`` in ``request.POST``: the whole upload was parsed)."""
+        request._post, request._files = QueryDict(), MultiValueDict()  # type: ignore[attr-defined]
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)
         message = _("Cannot search by this photo: the upload is %(size)s bytes, over the limit of %(limit)s bytes.")
         text = message % {"size": f"{self.oversized:,}", "limit": f"{limit:,}"}
