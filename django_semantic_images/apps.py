@@ -14,9 +14,22 @@ from .fields import models_using_embeddings
 logger = logging.getLogger(__name__)
 
 
+#: What ``task_framework`` takes from the ``django-tasks`` backport (0.12 is tested): Wagtail 7.0 installs
+#: 0.7, which has neither; such a backport is left alone, as if absent (it logged a traceback at every start
+#: and made every command warn W005, for sites that never asked for the framework).
+BACKPORT_API = ("TaskContext", "DEFAULT_TASK_QUEUE_NAME")
+
+
 def task_framework_installed() -> bool:
-    """Is Django's tasks framework here: ``django.tasks`` (Django 6+) or the ``django-tasks`` backport?"""
-    return django.VERSION >= (6, 0) or find_spec("django_tasks") is not None
+    """Is Django's tasks framework here: ``django.tasks`` (Django 6+) or a ``django-tasks`` backport
+    with ``BACKPORT_API``?"""
+    if django.VERSION >= (6, 0):
+        return True
+    if find_spec("django_tasks") is None:
+        return False
+    import django_tasks
+
+    return all(hasattr(django_tasks, name) for name in BACKPORT_API)
 
 
 def register_task_framework() -> None:

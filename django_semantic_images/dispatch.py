@@ -112,8 +112,9 @@ def engine() -> str:
         if DJANGO_TASKS not in _senders:
             raise ImproperlyConfigured(
                 'SEMANTIC_IMAGES["ASYNC"] is "django_tasks" but Django\'s tasks framework is not available: it '
-                "needs Django 6 (django.tasks) or the django-tasks package, and a default task backend that "
-                "accepts the embedding tasks (see the warning logged at startup)."
+                "needs Django 6 (django.tasks) or the django-tasks package in a release with TaskContext (0.12 "
+                "is tested; Wagtail 7.0 installs 0.7, which has none), and a default task backend that accepts "
+                "the embedding tasks (see the warning logged at startup)."
             )
         return DJANGO_TASKS
     raise ImproperlyConfigured(

@@ -123,15 +123,30 @@ def code_spans(pages: list[Path]) -> Iterator[tuple[str, str]]:
 DOTTED = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\(.*\))?")
 
 
+#: The module of the tasks framework's engine, which a backport too old for it cannot import.
+TASK_FRAMEWORK = "django_semantic_images.task_framework"
+
+
+def not_imported(path: str) -> bool:
+    """Whether ``path`` is in a module that ``package_modules`` left out (``unresolved_names``' skip)."""
+    from django_semantic_images.apps import task_framework_installed
+
+    return path.startswith(TASK_FRAMEWORK) and not task_framework_installed()
+
+
 def package_modules(wanted) -> dict[str, object]:
-    """The package's modules that ``wanted`` accepts, imported, by dotted name (migrations left out)."""
+    """The package's modules that ``wanted`` accepts, imported, by dotted name (migrations left out;
+    so is ``task_framework`` where the app leaves the framework alone: a backport too old for it)."""
     import pkgutil
 
     import django_semantic_images
+    from django_semantic_images.apps import task_framework_installed
 
     modules: dict[str, object] = {"django_semantic_images": django_semantic_images}
     for info in pkgutil.walk_packages(django_semantic_images.__path__, "django_semantic_images."):
         if ".migrations" in info.name or ".management.commands." in info.name or not wanted(info.name):
+            continue
+        if info.name == TASK_FRAMEWORK and not task_framework_installed():
             continue
         modules[info.name] = importlib.import_module(info.name)
     return modules

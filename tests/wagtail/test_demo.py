@@ -6,6 +6,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -42,6 +45,33 @@ for image in get_image_model().objects.order_by("pk"):
     found.append(image.file.storage.exists(image.file.name) and rendition.file.storage.exists(rendition.file.name))
 print(json.dumps(found))
 """
+
+#: The sites (hostname, port, default) and the home page's full URL, as Wagtail links to it.
+SITE_ADDRESS = """
+import json
+from wagtail.models import Site
+from home.models import HomePage
+sites = [list(row) for row in Site.objects.values_list("hostname", "port", "is_default_site")]
+print(json.dumps([sites, HomePage.objects.get().full_url]))
+"""
+
+
+def served(url: str, server: subprocess.Popen, wait: float = 180) -> tuple[int, str]:
+    """The status and text of ``url`` once ``server`` listens (up to ``wait`` seconds; 0 and its
+    exit status when it ends first)."""
+    started = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except OSError:
+            if server.poll() is not None:
+                return 0, f"exited with {server.returncode}"
+            if time.monotonic() - started > wait:
+                raise
+            time.sleep(0.2)
 
 
 def shell(code: str, env: dict[str, str]) -> str:
@@ -106,6 +136,8 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     assert titles == {path.stem for path in samples}
     assert states == [("embedded", len(samples))]
     assert pages == 1
+    # Wagtail's Site is the address served (its migration made it localhost:80): page links follow it.
+    assert shell(SITE_ADDRESS, env) == '[[["127.0.0.1", 8000, true]], "http://127.0.0.1:8000/"]'
 
     # Each search the demo prints finds the image it is meant to find first.
     found = subprocess.run(
@@ -135,7 +167,26 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Images: {len(samples)} embedded" in again.stdout and "Added" not in again.stdout, again.stdout
     assert "link to http://127.0.0.1:8123 (WAGTAILADMIN_BASE_URL)" in again.stdout, again.stdout
+    assert shell(SITE_ADDRESS, env) == '[[["127.0.0.1", 8123, true]], "http://127.0.0.1:8123/"]'
     assert json.loads(shell(RENDITIONS, env)) == [True] * len(samples)
+
+    # Served under gunicorn with the site's own config (the Django example's, this site's app): the
+    # master loads the models once, the workers serve the home page and the admin, and stop cleanly.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "gunicorn.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "-w", "2"]
+    server = subprocess.Popen([*command, "--error-logfile", str(log)], cwd=SITE, env=env, start_new_session=True)
+    try:
+        answers = [served(f"http://127.0.0.1:{port}{path}", server) for path in ("/", "/admin/login/")]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    text = log.read_text() if log.exists() else ""
+    assert [status for status, _ in answers] == [200, 200], (answers, text[-3000:])
+    assert "Photos found by meaning" in answers[0][1] and "Semantic images: " in text, text[-3000:]
+    assert server.returncode == 0 and "WORKER TIMEOUT" not in text, text[-3000:]
 
 
 def test_demo_with_its_address_taken_says_so_before_it_sets_anything_up(scratch_database, tmp_path):

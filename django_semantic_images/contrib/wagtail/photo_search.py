@@ -12,6 +12,7 @@ permissions hold). A token the session does not hold (expired, or someone else's
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from django import forms
 from django.contrib.sessions.backends.base import SessionBase
 from django.db.models import ExpressionWrapper, F, FloatField, QuerySet, Value
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.utils.datastructures import MultiValueDict
 from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -28,12 +30,15 @@ from django.views.decorators.csrf import csrf_exempt
 
 from ...bidi import name_in_sentence
 from ...conf import semantic_settings
+from ...encoders.base import ENCODER_UNAVAILABLE
 from ...expressions import VisualDistance
 from ...fields import embedding_path
 from ...imaging import ImageDecodeError, preview_data_url, query_image
 from ...query import similar_to
 from ...uploads import csrf_rejection, declared_over, limit_uploads
 from .search import DEFAULT_LIMIT
+
+logger = logging.getLogger(__name__)
 
 #: The query-string parameter that names a stored photo query.
 PHOTO_VAR = "photo"
@@ -156,7 +161,10 @@ class PhotoSearchMixin:
                 form.add_error(PHOTO_FIELD, message)
             else:
                 encoder = embedding_path(self.model).field.get_encoder()  # type: ignore[attr-defined]
-                vector = encoder.encode_visual([image])[0]
+                try:
+                    vector = encoder.encode_visual([image])[0]
+                except ENCODER_UNAVAILABLE:
+                    return self.refuse_unavailable(request, *args, **kwargs)
                 token = store_photo_query(request.session, vector, name=upload.name, thumbnail=preview_data_url(image))
                 params = self.kept_params()
                 params[PHOTO_VAR] = token
@@ -167,14 +175,30 @@ class PhotoSearchMixin:
         return response
 
     def refuse_oversized(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        """The listing with the form's error naming the limit, status 413."""
+        """The listing with the form's error naming the limit, status 413. The request's form is
+        set empty first, so that nothing rendering the listing reads the body (Wagtail 7.0's bulk
+        actions bar looks for ``next`` in ``request.POST``: the whole upload was parsed)."""
+        request._post, request._files = QueryDict(), MultiValueDict()  # type: ignore[attr-defined]
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)
-        form = PhotoSearchForm(data={})
         message = _("Cannot search by this photo: the upload is %(size)s bytes, over the limit of %(limit)s bytes.")
-        form.errors[PHOTO_FIELD] = form.error_class([message % {"size": f"{self.oversized:,}", "limit": f"{limit:,}"}])
+        text = message % {"size": f"{self.oversized:,}", "limit": f"{limit:,}"}
+        return self.refuse(413, text, request, *args, **kwargs)
+
+    def refuse_unavailable(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The listing with the form's error saying the search by photo is unavailable, status
+        503, the reason logged: the encoder could not load (the CNN's weights or the text model
+        missing; it was a 500). Searches by words go on where the text model loads."""
+        logger.exception("The search by photo of Wagtail's image listing could not load its encoder")
+        message = _("Search by photo is unavailable now (the encoder could not be loaded; the server log says why).")
+        return self.refuse(503, message, request, *args, **kwargs)
+
+    def refuse(self, status: int, message: str, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The listing, unranked, with ``message`` as the photo form's error, status ``status``."""
+        form = PhotoSearchForm(data={})
+        form.errors[PHOTO_FIELD] = form.error_class([message])
         self.photo_form = form
         response = self.get(request, *args, **kwargs)  # type: ignore[attr-defined]
-        response.status_code = 413
+        response.status_code = status
         return response
 
     def kept_params(self) -> QueryDict:

@@ -7,6 +7,7 @@ The embedded PostgreSQL stops with the demo (Ctrl-C, SIGTERM or SIGHUP), as in t
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -48,6 +49,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         images = self.add_images()
         self.add_home_page(images)
+        self.point_site(settings.WAGTAILADMIN_BASE_URL)
         # Images saved by an earlier, interrupted demo are embedded now (resumable).
         call_command("semantic_images_reindex", model=ImageVectors._meta.label, verbosity=0)
         states = dict(ImageVectors.objects.values_list("embedding_status").annotate(n=Count("pk")).order_by())
@@ -115,3 +117,15 @@ class Command(BaseCommand):
         else:
             site.root_page = home
             site.save()
+
+    def point_site(self, base_url: str) -> None:
+        """The default Site at the address the demo serves (``base_url``: WAGTAILADMIN_BASE_URL), on
+        every run: Wagtail's migration made it localhost:80, so page links and the "View live"
+        buttons pointed at a port nothing served. Every interface (0.0.0.0) is linked as localhost."""
+        address = urlsplit(base_url)
+        hostname = address.hostname or "localhost"
+        port = address.port or (443 if address.scheme == "https" else 80)
+        site = Site.objects.get(is_default_site=True)
+        site.hostname = "localhost" if hostname in ("0.0.0.0", "::") else hostname
+        site.port = port
+        site.save()
