@@ -63,8 +63,9 @@ class EmbedTask(Task):
     retry_backoff_max=BACKOFF_MAX,
     retry_jitter=True,
     # A task that never returns is ended with its pool process (prefork), which Celery replaces; its
-    # rows come back through the sweep as a killed worker's. Read when a worker imports this. Keep it
-    # below the broker's visibility_timeout, or the message of a hung task is delivered again.
+    # rows come back through the sweep as a killed worker's. Read when a worker imports this (the
+    # messages carry no limit of their sender: dispatch.enqueue). Keep it below the broker's
+    # visibility_timeout, or the message of a hung task is delivered again.
     time_limit=semantic_settings.TASK_TIME_LIMIT,
 )
 def embed_rows(
