@@ -331,7 +331,7 @@ OPTIONAL_POSITIVE_INTEGERS = ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS
 #: Durations in seconds: a number greater than 0 (a fraction of a second too), and at most
 #: ``MAX_SECONDS``: claims and the sweep count dates that far from now (past year 1 or 9999, or
 #: infinity, every claim, sweep and status would fail with OverflowError).
-POSITIVE_NUMBERS = ("LEASE", "PENDING_TIMEOUT")
+POSITIVE_NUMBERS = ("LEASE", "PENDING_TIMEOUT", "TASK_TIME_LIMIT")
 MAX_SECONDS = 10**9  # about 31 years
 #: Settings that hold a number of at least 0.
 NON_NEGATIVE_NUMBERS = ("CALIBRATION_TTL",)

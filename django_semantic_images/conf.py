@@ -108,6 +108,11 @@ DEFAULTS: dict[str, Any] = {
     # when the queue's depth cannot be read, and in-process mode).
     "LEASE": 30,
     "PENDING_TIMEOUT": 600,
+    # TASK_TIME_LIMIT: seconds a Celery embedding task may run (the first one of a worker process
+    # waits for its models too) before Celery ends the pool process and starts another: a task
+    # that never returns (a query on a connection whose server vanished, a decode that never ends)
+    # no longer holds the worker for good.
+    "TASK_TIME_LIMIT": 900,
     # Workers (docs/workers.md): torch threads per worker process (None: the process's
     # CPU cores divided by the worker's concurrency, less one for decoding), and
     # image-decoding threads (None: the cores, between 2 and 8).

@@ -201,6 +201,7 @@ def enqueue(
     seconds a command (``broker_options``), not seconds of backoff or for good. The tasks' results
     are not kept (nothing here reads them): sending one that keeps it first subscribes to it on
     the result backend, whose client retries for about 20 s when that is the Redis that is down.
+    Nor do they carry a time limit: the worker's ``TASK_TIME_LIMIT`` ends them, not this process's.
     """
     from celery import current_app
 
@@ -216,6 +217,11 @@ def enqueue(
                 retry=False,
                 ignore_result=True,
                 connection=connection,
+                # No time limit in the message: the worker's own TASK_TIME_LIMIT applies. Celery
+                # (5.7) otherwise copies the limit of a task registered in this process into the
+                # message, and a worker prefers it to its own.
+                time_limit=None,
+                soft_time_limit=None,
             )
     return len(chunks)
 

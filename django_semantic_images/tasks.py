@@ -4,7 +4,8 @@
 second task given the same rows, on any worker, finds them held and leaves them.
 The claim is a lease, renewed after every batch; when a worker dies with its rows
 the lease runs out and the sweep sends them again within ``LEASE`` seconds plus a
-sweep period (docs/workers.md). A fault that may pass (storage or database briefly
+sweep period (docs/workers.md). A task that runs past ``TASK_TIME_LIMIT`` is ended with its pool
+process, which Celery replaces (its rows come back the same way). A fault that may pass (storage or database briefly
 gone) is retried by Celery with exponential backoff and full jitter; when the
 retries run out the rows are marked ``failed`` with ``TRANSIENT_PREFIX``, which the
 sweep queues again. A bad image is marked ``failed`` once, by the pipeline, and
@@ -62,6 +63,11 @@ class EmbedTask(Task):
     retry_backoff=True,
     retry_backoff_max=BACKOFF_MAX,
     retry_jitter=True,
+    # A task that never returns is ended with its pool process (prefork), which Celery replaces; its
+    # rows come back through the sweep as a killed worker's. Read when a worker imports this (the
+    # messages carry no limit of their sender: dispatch.enqueue). Keep it below the broker's
+    # visibility_timeout, or the message of a hung task is delivered again.
+    time_limit=semantic_settings.TASK_TIME_LIMIT,
 )
 def embed_rows(
     self: Any, model_label: str, pks: list[Any], field: str | None = None, force: bool = False

@@ -1,8 +1,10 @@
 """The sweep against a real Redis queue that no worker consumes (no worker's own sweep in the way):
-what it counts as due while messages wait, and how it reads the queue's depth."""
+what it counts as due while messages wait, and how it reads the queue's depth; and what the
+messages sent to that queue carry."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import timedelta
@@ -18,9 +20,11 @@ from django_semantic_images.sweep import sweep
 from photos.models import Photo
 
 from .celery_worker import (
+    KEY_PREFIX,
     drop_queued_messages,
     on_redis,
     queue_length,
+    redis_client,
 )
 from .conftest import upload
 
@@ -98,5 +102,26 @@ def test_a_row_that_stops_every_worker_that_takes_it_ends_failed_with_the_reason
         assert row.embedding_error.startswith(GAVE_UP_PREFIX) and "worker" in row.embedding_error
         assert (row.embedding_claimed_by, row.embedding_lease_until) == ("", None)
         assert sweep().total == 0 and queue_length(queue) == 0  # never sent again
+    finally:
+        drop_queued_messages(queue)
+
+
+def test_an_embedding_message_carries_no_time_limit_of_the_process_that_sent_it(broker, settings):
+    """The worker's own TASK_TIME_LIMIT ends its tasks. Celery (5.7) copies the time limit of a task
+    registered in the sending process into every message sent by name, and a worker prefers the
+    message's limit to its own: a web process that had imported the tasks (and used its Celery app)
+    imposed its limit, read when it imported them, on every worker; the fault test's worker, with a
+    limit of 45 s, was given 900 s when the suite had imported the tasks before it."""
+    import django_semantic_images.tasks  # noqa: F401  (as the suite's earlier tests, or a site's code, do)
+    from django_semantic_images.dispatch import EMBED_TASK, enqueue
+
+    queue = f"{QUEUE}-time-limit"
+    settings.SEMANTIC_IMAGES = {"QUEUE": queue}
+    try:
+        assert broker.tasks[EMBED_TASK].time_limit == 900  # this process's, from the default setting
+        assert enqueue(Photo, [1, 2]) == 1
+        message = json.loads(redis_client().lpop(f"{KEY_PREFIX}{queue}"))
+        assert message["headers"]["task"] == EMBED_TASK
+        assert not any(message["headers"]["timelimit"] or ()), message["headers"]["timelimit"]
     finally:
         drop_queued_messages(queue)

@@ -11,6 +11,8 @@ worker must still embed new uploads, and no row may wait longer than a lease and
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -214,3 +216,68 @@ def test_redis_restarted_while_uploads_are_queued(transactional_db, sample_paths
                 worker.stop()
     finally:
         redis.stop()
+
+
+#: The time limit of the worker's tasks in the next test: above its models' load (the first task of
+#: a new pool process waits for it), far below how long a hung task would otherwise hold it.
+TIME_LIMIT = 45
+
+
+def lock_waits() -> int:
+    """Sessions of the test database waiting for a row lock."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_task_that_never_returns_is_ended_and_the_worker_embeds_the_next_upload(
+    transactional_db, sample_paths, tmp_path
+):
+    """A task that never returned (here its claim waits on a row lock nobody releases; in production a
+    query on a connection whose server vanished, a decode that never ends) held the worker's pool
+    process for good: no later upload was embedded. TASK_TIME_LIMIT ends it; Celery starts another."""
+    with celery_app(REDIS_URL) as app:
+        url = database_url(connections["default"].settings_dict)
+        settings = {**WORKER_SETTINGS, "TASK_TIME_LIMIT": TIME_LIMIT}
+        # A visibility timeout above the time limit (as a site's must be): not delivered again meanwhile.
+        options = json.dumps({**BROKER_OPTIONS, "visibility_timeout": 10 * TIME_LIMIT})
+        worker = Worker(QUEUE, url, settings, tmp_path, beat=BEAT, env={"CELERY_BROKER_TRANSPORT_OPTIONS": options})
+        locked, release = threading.Event(), threading.Event()
+
+        def hold_the_row_lock(pk: int) -> None:
+            try:
+                with transaction.atomic():
+                    list(Photo.objects.select_for_update().filter(pk=pk))
+                    locked.set()
+                    release.wait(600)
+            finally:
+                connections["default"].close()
+
+        holder = None
+        try:
+            worker.wait_loaded(app)
+            worker.pause()
+            stuck = upload(sample_paths["chelsea"], "stuck.jpg")
+            holder = threading.Thread(target=hold_the_row_lock, args=(stuck.pk,))
+            holder.start()
+            assert locked.wait(30)
+            worker.resume()
+            wait_for(lock_waits, 60, "the worker's task to wait on the lock", worker)
+            after = upload(sample_paths["coffee"], "after-the-hang.jpg")
+            sent = time.monotonic()
+            wait_for(lambda: settled([after]), TIME_LIMIT + 150, "the next upload", worker)
+            print(f"a task that never returned: the next upload embedded {time.monotonic() - sent:.1f} s later")
+            assert statuses([after]) == {after.pk: EmbeddingStatus.EMBEDDED}
+            assert "Hard time limit" in worker.output()
+            release.set()
+            holder.join(30)
+            wait_for(lambda: settled([stuck]), RECOVERY, "the row the hung task held", worker)
+            assert statuses([stuck]) == {stuck.pk: EmbeddingStatus.EMBEDDED}
+            assert worker.alive
+        finally:
+            release.set()
+            if holder is not None:
+                holder.join(30)
+            worker.stop()
