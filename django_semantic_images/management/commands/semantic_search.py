@@ -20,8 +20,12 @@ class Command(DatabaseCommand):
         parser.add_argument("query", nargs="?", help="Words to search for.")
         parser.add_argument("--image", type=Path, help="Find images that look like this file.")
         parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
-        parser.add_argument("--field", help="The ImageEmbeddingField to search (needed when the model has several).")
-        parser.add_argument("--limit", type=int, default=10)
+        parser.add_argument(
+            "--field",
+            help="The ImageEmbeddingField to search (needed when the model has several), or a path to one "
+            "(semantic_vectors__embedding).",
+        )
+        parser.add_argument("--limit", type=int, default=10, help="How many results to print (default 10).")
 
     def handle(
         self,
