@@ -211,6 +211,9 @@ def check_bridge_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
     counted too) can be downloaded by anyone."""
     if not settings_readable():
         return []
+    configured = semantic_settings.BRIDGE_DIR
+    if configured and not isinstance(configured, (str, os.PathLike)):
+        return []  # no folder: check_settings names it (E012)
     directory = default_bridge_dir()
     if directory is None or not directory.is_dir():
         return []
