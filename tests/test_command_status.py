@@ -183,3 +183,16 @@ def test_a_database_not_migrated_yet_is_a_command_error(command):
         cursor.execute("ALTER TABLE photos_photo RENAME TO photos_photo_away")
     with pytest.raises(CommandError, match=r'^The database has no table "photos_photo".*manage\.py migrate'):
         run(*command)
+
+
+@pytest.mark.django_db
+def test_a_column_not_migrated_yet_is_a_command_error():
+    """A new release's migration not applied yet (a column missing) ended in ProgrammingError's
+    traceback ('column ... does not exist') instead of saying what to do."""
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("ALTER TABLE photos_photo RENAME COLUMN embedding_status TO embedding_status_away")
+    with pytest.raises(CommandError, match=r"^The database has no column .*embedding_status.*manage\.py migrate"):
+        run("semantic_images_status")

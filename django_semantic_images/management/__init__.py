@@ -13,8 +13,9 @@ from ..fields import embedding_fields, embedding_path, models_with_embeddings
 
 #: A command's exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
-#: PostgreSQL's SQLSTATE of "relation ... does not exist" (a database not migrated yet).
-UNDEFINED_TABLE = "42P01"
+#: PostgreSQL's SQLSTATEs of "relation ... does not exist" and "column ... does not exist", with what
+#: is missing: a database not migrated yet, or not to this release.
+NOT_MIGRATED = {"42P01": "table", "42703": "column"}
 
 
 def resolve_model(label: str | None, *, joined: bool = False) -> Any:
@@ -68,7 +69,7 @@ class ProgressFile:
 
 class DatabaseCommand(BaseCommand):
     """A command that reads the database: a server that cannot be reached (or that drops the connection)
-    ends it with a CommandError giving the reason, a table that is not there yet (no ``migrate``) with one
+    ends it with a CommandError giving the reason, a table or column that is not there yet (no ``migrate``) with one
     that says so, and Ctrl-C with one of exit status 130, not a traceback (where it matters, the command
     says itself what was done)."""
 
@@ -78,11 +79,12 @@ class DatabaseCommand(BaseCommand):
         except (OperationalError, InterfaceError) as exc:
             raise CommandError(f"The database failed: {' '.join(str(exc).split())}") from exc  # on one line
         except ProgrammingError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) != UNDEFINED_TABLE:
+            what = NOT_MIGRATED.get(getattr(exc.__cause__, "sqlstate", None) or "")
+            if what is None:
                 raise
-            reason = str(exc).splitlines()[0] if str(exc) else "a table is missing"
-            table = re.search(r'"([^"]+)"', reason)
-            missing = f'The database has no table "{table[1]}"' if table else "The database misses a table"
+            reason = str(exc).splitlines()[0] if str(exc) else f"a {what} is missing"
+            name = re.search(r'^(?:relation|column) "?([^" ]+)"? does not exist', reason)
+            missing = f'The database has no {what} "{name[1]}"' if name else f"The database misses a {what}"
             raise CommandError(f"{missing} ({reason}): run `manage.py migrate` first.") from exc
         except KeyboardInterrupt:
             raise CommandError("Interrupted.", returncode=INTERRUPTED) from None
