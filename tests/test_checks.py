@@ -595,3 +595,32 @@ def test_a_bridge_in_a_served_folder_is_a_warning(settings, tmp_path):
     (tmp_path / "private" / "current.json").write_text("{}")
     settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(tmp_path / "private")}
     assert check_bridge_dir() == []
+
+
+@pytest.mark.parametrize("folder", [5, b"/srv/bridges", ["/srv/bridges"]])
+def test_a_bridge_folder_of_the_wrong_type_is_an_error_not_a_crash(settings, folder):
+    """BRIDGE_DIR 5 (or bytes, or a list) was named by E012, but check_bridge_dir then raised
+    TypeError from Path(): `manage.py check` (and every command) ended in a traceback."""
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": folder}
+    messages = checks.run_checks(tags=["semantic_images"])
+    named = [m for m in messages if m.id == "semantic_images.E012" and "'BRIDGE_DIR'" in m.msg]
+    assert len(named) == 1, messages
+
+
+def test_an_encoder_setting_naming_a_class_that_is_no_encoder_is_an_error_not_a_crash(settings):
+    """ENCODER naming a class that builds but is no Encoder (here collections.OrderedDict, which takes
+    the device option) passed E013, and check_encoders then raised AttributeError
+    ('missing_requirements'): `manage.py check`, and every command, ended in a traceback."""
+    settings.SEMANTIC_IMAGES = {"ENCODER": "collections.OrderedDict"}
+    messages = checks.run_checks(tags=["semantic_images"])
+    errors = [m for m in messages if m.id == "semantic_images.E013"]
+    assert errors, messages
+    assert "OrderedDict" in errors[0].msg and "Encoder" in errors[0].msg
+
+
+@pytest.mark.django_db
+def test_the_database_check_leaves_an_encoder_setting_that_is_no_encoder_to_e013(settings):
+    """`manage.py check --database default` (and migrate) read .identity of whatever ENCODER built:
+    AttributeError's traceback."""
+    settings.SEMANTIC_IMAGES = {"ENCODER": "collections.OrderedDict"}
+    assert [m for m in check_database(databases=["default"]) if m.level >= checks.ERROR] == []

@@ -264,3 +264,18 @@ def test_ctrl_c_while_stale_rows_are_marked_sent_leaves_them_to_the_sweep(make_p
     ):
         run("semantic_images_reindex", "--stale", "--queue", "--no-progress")
     assert Photo.objects.get(pk=photo.pk).embedding_lease_until is None
+
+
+def test_queue_says_why_there_is_no_queue(db, settings, monkeypatch):
+    """--queue said "No Celery broker is configured ..., nor a background task backend (TASKS)" also
+    where ASYNC was set to 'inline' on purpose (with a broker), or where the site has a task backend
+    that cannot take the embedding tasks (W005): the operator was sent looking for what was there."""
+    from django_semantic_images import dispatch
+
+    settings.SEMANTIC_IMAGES = {"ASYNC": "inline"}
+    with pytest.raises(CommandError, match=r"ASYNC'\] is 'inline'"):
+        run("semantic_images_reindex", "--queue")
+    settings.SEMANTIC_IMAGES = {}
+    monkeypatch.setitem(dispatch._unavailable, dispatch.DJANGO_TASKS, "InvalidTask: Queue 'default' is not valid")
+    with pytest.raises(CommandError, match=r"No Celery broker .*tasks framework cannot run .*'default' is not valid"):
+        run("semantic_images_reindex", "--queue")

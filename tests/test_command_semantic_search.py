@@ -53,3 +53,12 @@ def test_a_model_with_two_fields_needs_field_and_searches_the_one_named(capsys):
         call_command("semantic_search", "cats", *two, "--field", "nope")
     call_command("semantic_search", "cats", *two, "--field", "thumbnail_embedding")
     assert "No embedded images yet" in capsys.readouterr().out
+
+
+def test_a_limit_past_postgresqls_bigint_is_a_clear_error():
+    """--limit 99999999999999999999 reached PostgreSQL's LIMIT and ended in DataError's traceback
+    ("bigint out of range")."""
+    with pytest.raises(CommandError, match=r"^--limit must be at most 9223372036854775807, not 99999999999999999999"):
+        call_command("semantic_search", "cats", "--limit", "99999999999999999999", *PHOTO)
+    # The largest still ranks (no rows here, so no results).
+    call_command("semantic_search", "cats", "--limit", str(2**63 - 1), *PHOTO)

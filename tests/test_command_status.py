@@ -162,3 +162,37 @@ def test_a_field_declared_without_indexes_is_not_said_to_miss_them(db):
     assert [info["indexed"] for info in data["fields"]] == [False, False]
     photo = json.loads(run("semantic_images_status", "--model", "photos.Photo", "--json"))["fields"][0]
     assert photo["indexed"] is True
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("semantic_images_status",),
+        ("semantic_images_reindex", "--no-progress"),
+        ("semantic_search", "a cat", "--model", "photos.Photo"),
+    ],
+)
+def test_a_database_not_migrated_yet_is_a_command_error(command):
+    """Run before `migrate` (a new deploy), the commands ended in ProgrammingError's traceback
+    ('relation "photos_photo" does not exist') instead of saying what to do."""
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("ALTER TABLE photos_photo RENAME TO photos_photo_away")
+    with pytest.raises(CommandError, match=r'^The database has no table "photos_photo".*manage\.py migrate'):
+        run(*command)
+
+
+@pytest.mark.django_db
+def test_a_column_not_migrated_yet_is_a_command_error():
+    """A new release's migration not applied yet (a column missing) ended in ProgrammingError's
+    traceback ('column ... does not exist') instead of saying what to do."""
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("ALTER TABLE photos_photo RENAME COLUMN embedding_status TO embedding_status_away")
+    with pytest.raises(CommandError, match=r"^The database has no column .*embedding_status.*manage\.py migrate"):
+        run("semantic_images_status")

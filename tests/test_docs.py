@@ -156,6 +156,23 @@ def commands() -> dict[str, set[str]]:
     return found
 
 
+def test_every_command_option_has_a_help_text():
+    """docs/workers.md says `manage.py <command> --help` says what its table does: an option without a
+    help text (semantic_search's --limit) showed neither what it does nor its default."""
+    common = {o for a in BaseCommand().create_parser("manage.py", "base")._actions for o in a.option_strings}
+    silent = []
+    for name, app in get_commands().items():
+        if app not in COMMAND_APPS:
+            continue
+        parser = load_command_class(app, name).create_parser("manage.py", name)
+        silent += [
+            f"{name} {action.option_strings[0] if action.option_strings else action.dest}"
+            for action in parser._actions
+            if not set(action.option_strings) & common and not action.help
+        ]
+    assert silent == [], silent
+
+
 def sections(page_text: str) -> list[str]:
     return re.split(r"^#{1,6} ", page_text, flags=re.M)
 

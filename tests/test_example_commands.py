@@ -368,3 +368,17 @@ def test_load_photos_at_verbosity_0_prints_only_what_failed(tmp_path):
     call_command("load_photos", "--no-samples", "--folder", str(tmp_path), verbosity=0, stdout=out)
     assert out.getvalue() == ""
     assert Photo.objects.filter(image="photos/quiet.jpg", embedding_status="embedded").exists()
+
+
+@pytest.mark.django_db
+def test_load_photos_on_a_database_not_migrated_yet_is_a_command_error(tmp_path):
+    """Run before `migrate`, load_photos ended in ProgrammingError's traceback (the app's own commands
+    say which table is missing); a server that cannot be reached, or Ctrl-C, in psycopg's or
+    KeyboardInterrupt's."""
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("ALTER TABLE photos_photo RENAME TO photos_photo_away")
+    with pytest.raises(CommandError, match=r'^The database has no table "photos_photo".*manage\.py migrate'):
+        call_command("load_photos", stdout=StringIO())

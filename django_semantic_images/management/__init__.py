@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, ProgrammingError
 
 from ..fields import embedding_fields, embedding_path, models_with_embeddings
 
 #: A command's exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
+#: PostgreSQL's SQLSTATEs of "relation ... does not exist" and "column ... does not exist", with what
+#: is missing: a database not migrated yet, or not to this release.
+NOT_MIGRATED = {"42P01": "table", "42703": "column"}
 
 
 def resolve_model(label: str | None, *, joined: bool = False) -> Any:
@@ -65,13 +69,22 @@ class ProgressFile:
 
 class DatabaseCommand(BaseCommand):
     """A command that reads the database: a server that cannot be reached (or that drops the connection)
-    ends it with a CommandError giving the reason, and Ctrl-C with one of exit status 130, not a traceback
-    (where it matters, the command says itself what was done)."""
+    ends it with a CommandError giving the reason, a table or column that is not there yet (no ``migrate``) with one
+    that says so, and Ctrl-C with one of exit status 130, not a traceback (where it matters, the command
+    says itself what was done)."""
 
     def execute(self, *args: Any, **options: Any) -> Any:
         try:
             return super().execute(*args, **options)
         except (OperationalError, InterfaceError) as exc:
             raise CommandError(f"The database failed: {' '.join(str(exc).split())}") from exc  # on one line
+        except ProgrammingError as exc:
+            what = NOT_MIGRATED.get(getattr(exc.__cause__, "sqlstate", None) or "")
+            if what is None:
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else f"a {what} is missing"
+            name = re.search(r'^(?:relation|column) "?([^" ]+)"? does not exist', reason)
+            missing = f'The database has no {what} "{name[1]}"' if name else f"The database misses a {what}"
+            raise CommandError(f"{missing} ({reason}): run `manage.py migrate` first.") from exc
         except KeyboardInterrupt:
             raise CommandError("Interrupted.", returncode=INTERRUPTED) from None

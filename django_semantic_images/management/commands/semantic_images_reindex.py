@@ -21,7 +21,7 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from ...conf import semantic_settings
-from ...dispatch import describe_engine, forget_sent, send, use_queue
+from ...dispatch import DJANGO_TASKS, describe_engine, forget_sent, send, unavailable_engines, use_queue
 from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings, own_embedding_fields
 from ...pipeline.embedding import EmbedReport, embed_pks
 from ...pipeline.leases import free_filter
@@ -41,6 +41,20 @@ def configured(name: str) -> str:
         return f" = {getattr(semantic_settings, name)!r}"
     except ImproperlyConfigured:
         return ""
+
+
+def no_queue_reason() -> str:
+    """Why the work has no background engine to go to: ASYNC says so, or none can take it."""
+    mode = semantic_settings.ASYNC
+    if mode is False or mode == "inline":
+        return f"SEMANTIC_IMAGES['ASYNC'] is {mode!r}: embedding runs in-process"
+    reason = unavailable_engines().get(DJANGO_TASKS)
+    if reason:
+        return (
+            "No Celery broker is configured (CELERY_BROKER_URL), and Django's tasks framework cannot run "
+            f"the embedding tasks ({reason}; system check W005)"
+        )
+    return "No Celery broker is configured (CELERY_BROKER_URL), nor a background task backend (TASKS)"
 
 
 class Command(DatabaseCommand):
@@ -82,10 +96,7 @@ class Command(DatabaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         if opts["queue"] and not use_queue():
-            raise CommandError(
-                "No Celery broker is configured (CELERY_BROKER_URL), nor a background task backend (TASKS); "
-                "run without --queue to embed in this process."
-            )
+            raise CommandError(f"{no_queue_reason()}; run without --queue to embed in this process.")
         targets = self.targets(opts["model"], opts["field"])
         if opts["due"] and opts["queue"]:
             models_swept = list(dict.fromkeys(model for model, _ in targets))

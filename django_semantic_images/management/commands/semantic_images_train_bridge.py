@@ -74,10 +74,16 @@ class Command(DatabaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
         parser.add_argument("--field", help="Name of the ImageEmbeddingField (when the model has several).")
-        parser.add_argument("--epochs", type=int, default=10)
-        parser.add_argument("--temperature", type=float, default=0.05)
-        parser.add_argument("--dropout", type=float, default=0.5)
-        parser.add_argument("--learning-rate", type=float, default=1e-3)
+        parser.add_argument("--epochs", type=int, default=10, help="Passes over the training images (default 10).")
+        parser.add_argument(
+            "--temperature", type=float, default=0.05, help="Temperature of the contrastive loss (default 0.05)."
+        )
+        parser.add_argument(
+            "--dropout", type=float, default=0.5, help="Dropout on the visual vectors while training (default 0.5)."
+        )
+        parser.add_argument(
+            "--learning-rate", type=float, default=1e-3, help="AdamW's peak learning rate (default 1e-3)."
+        )
         parser.add_argument("--conse-weight", type=float, default=0.2, help="Share of ConSE in the blend.")
         parser.add_argument(
             "--ensemble", type=int, default=1, help="Train this many bridges (seeds) and average them into one."
@@ -93,7 +99,9 @@ class Command(DatabaseCommand):
             "--max-holdout", type=int, default=1000, help="At most this many held-out images (the rest train)."
         )
         parser.add_argument("--min-images", type=int, default=50, help="Refuse to train on fewer captioned images.")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--seed", type=int, default=0, help="Seed of the first bridge (--ensemble: the next ones count on)."
+        )
         parser.add_argument(
             "--chunk-size",
             type=int,

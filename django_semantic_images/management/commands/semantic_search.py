@@ -12,6 +12,9 @@ from ...imaging import ImageDecodeError
 from ...query import semantic_search, similar_to
 from .. import DatabaseCommand, resolve_model
 
+#: The largest LIMIT PostgreSQL takes (a bigint).
+MAX_LIMIT = 2**63 - 1
+
 
 class Command(DatabaseCommand):
     help = "Search images by meaning (text) or by likeness (--image) and print ranked results."
@@ -20,8 +23,12 @@ class Command(DatabaseCommand):
         parser.add_argument("query", nargs="?", help="Words to search for.")
         parser.add_argument("--image", type=Path, help="Find images that look like this file.")
         parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
-        parser.add_argument("--field", help="The ImageEmbeddingField to search (needed when the model has several).")
-        parser.add_argument("--limit", type=int, default=10)
+        parser.add_argument(
+            "--field",
+            help="The ImageEmbeddingField to search (needed when the model has several), or a path to one "
+            "(semantic_vectors__embedding).",
+        )
+        parser.add_argument("--limit", type=int, default=10, help="How many results to print (default 10).")
 
     def handle(
         self,
@@ -37,6 +44,8 @@ class Command(DatabaseCommand):
             raise CommandError('Give either words ("a red bicycle") or --image PATH.')
         if limit < 1:
             raise CommandError(f"--limit must be at least 1, not {limit}.")
+        if limit > MAX_LIMIT:  # PostgreSQL's LIMIT is a bigint: "bigint out of range"
+            raise CommandError(f"--limit must be at most {MAX_LIMIT}, not {limit}.")
         model_cls = resolve_model(model, joined=True)  # Wagtail's images too
         names = [f.name for f in embedding_fields(model_cls)]
         if field is None and len(names) > 1:

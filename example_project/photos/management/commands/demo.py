@@ -21,7 +21,9 @@ class Command(BaseCommand):
     help = "Set up the example site with indexed sample photos and serve it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument(
+            "--addrport", default="127.0.0.1:8000", help="Serve on this address and port (default 127.0.0.1:8000)."
+        )
         parser.add_argument("--no-serve", action="store_true", help="Set up only.")
         parser.add_argument(
             "--empty", action="store_true", help="Load no sample photos and prepare no model (a quick start)."

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from django.core.files import File
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from PIL import Image, UnidentifiedImageError
 
 from django_semantic_images.fields import EmbeddingStatus
 from django_semantic_images.imaging import ImageDecodeError, decode_image
+from django_semantic_images.management import DatabaseCommand
 from django_semantic_images.pipeline import embed_instances
 from django_semantic_images.signals import embedding_deferred
 from django_semantic_images.thumbnails import forget_thumbnail
@@ -138,7 +139,8 @@ def why_skip(path: Path) -> str | None:
     return None
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
+    # DatabaseCommand: a database not migrated or not reachable, or Ctrl-C, ends it with one line, not a traceback.
     help = "Add the sample photos (and/or every file of --folder) as Photos and embed them."
 
     def add_arguments(self, parser):
