@@ -147,6 +147,7 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
         ("--learning-rate", "1e+39"),  # past float32: torch's RuntimeError, a traceback
         ("--temperature", "1e-46"),  # 0 in float32: NaN weights
         ("--max-holdout", "0"),  # was "Too few readable held-out images"
+        ("--max-holdout", "1"),  # accepted, then "Too few readable held-out images" after the whole training
         ("--min-images", "-1"),
         ("--seed", "-1"),  # was numpy's "expected non-negative integer"
         ("--conse-weight", "nan"),
@@ -388,6 +389,34 @@ def test_an_in_place_split_gives_the_same_parts_as_a_copying_one():
     for a, b in ((train, copied_train), (held, copied_held)):
         assert a.keys == b.keys and a.texts == b.texts and a.owner.tolist() == b.owner.tolist()
         np.testing.assert_array_equal(a.visual, b.visual)
+
+
+def test_at_least_two_images_are_held_out_as_the_check_needs():
+    """A held-out fraction that rounds to one image (0.1 of 12) held out one: the check needs two,
+    so every such training ended, after the whole training, in "Too few readable held-out images"."""
+    from django_semantic_images.training import MIN_HELD_OUT, CaptionedImages, split_holdout
+
+    def data(n: int) -> CaptionedImages:
+        visual = np.random.default_rng(3).normal(size=(n, 6)).astype(np.float32)
+        return CaptionedImages(list(range(n)), visual, [f"t{i}" for i in range(n)], np.arange(n))
+
+    assert MIN_HELD_OUT == 2
+    train_part, held = split_holdout(data(12), 0.1)
+    assert (len(train_part), len(held)) == (10, 2)
+    assert len(split_holdout(data(12), 0.5, max_held=1)[1]) == 2
+    with pytest.raises(ValueError, match="Holding out 2 of 3 images leaves 1 to train on"):
+        split_holdout(data(3), 0.1)
+
+
+def test_a_small_held_out_fraction_still_checks_the_bridge(bridge_dir, make_photo, sample_paths):
+    template = make_photo(sample_paths["coffee"])
+    captioned_rows(template, np.abs(np.random.default_rng(3).normal(size=(12, 1280))).astype(np.float32))
+    try:
+        out = train("--min-images", "12", "--holdout", "0.1", "--epochs", "1", "--dry-run")
+    except CommandError as exc:  # a worse bridge is refused: that is a check made, not skipped
+        assert str(exc).startswith("Refused:"), exc
+    else:
+        assert "held out (2 images" in out and "Dry run" in out
 
 
 def test_an_ensemble_is_the_mean_of_its_members_and_sqrt_trains_on_square_roots():

@@ -24,6 +24,7 @@ from ...pipeline.embedding import embed_instances
 from ...pipeline.rows import primary_rows
 from ...training import (
     CHUNK_SIZE,
+    MIN_HELD_OUT,
     TrainingOptions,
     check_bridge,
     collect_captioned,
@@ -55,7 +56,7 @@ def check_options(opts: dict[str, Any]) -> None:
         ("dropout", lambda v: 0.0 <= v < 1.0, "must be within [0, 1)"),
         ("learning_rate", float32_positive, FLOAT32_POSITIVE),
         ("holdout", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (a fraction of the images)"),
-        ("max_holdout", lambda v: v >= 1, "must be at least 1"),
+        ("max_holdout", lambda v: v >= MIN_HELD_OUT, f"must be at least {MIN_HELD_OUT}"),
         ("min_images", lambda v: v >= 1, "must be at least 1"),
         ("seed", lambda v: v >= 0, "must be 0 or more"),
     ]
@@ -202,7 +203,7 @@ class Command(DatabaseCommand):
         conse, visual, kept = semantic_without_words(encoder, model, held.keys, field)
         position = {k: i for i, k in enumerate(held.keys)}
         held = held.subset(np.array([position[k] for k in kept], dtype=np.int64))
-        if len(held) < 2:
+        if len(held) < MIN_HELD_OUT:
             raise CommandError("Too few readable held-out images to check the bridge.")
         compared_with = store.current_version()  # installed only if still the one in use (trainings at once)
         try:
