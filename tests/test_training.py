@@ -166,6 +166,35 @@ def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option,
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
 
 
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [("multifield.CaptionedPhoto", "embedding, caption_embedding"), ("multifield.TwoImagePhoto", None)],
+)
+def test_a_model_with_several_fields_needs_field_as_the_other_commands_do(bridge_dir, model, fields, monkeypatch):
+    """Without --field the command trained on whichever field came first (CaptionedPhoto's inherited
+    ``embedding``, not its ``caption_embedding``), where semantic_search and semantic_images_duplicates
+    refuse and list the fields; and a model with no text fields is refused naming the field."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("rows were read before the field was known")
+
+    monkeypatch.setattr(command, "collect_captioned", never)
+    with pytest.raises(CommandError, match="several ImageEmbeddingFields .*name one with --field") as found:
+        call_command("semantic_images_train_bridge", "--model", model, stdout=io.StringIO())
+    if fields:
+        assert f"({fields})" in str(found.value)
+    with pytest.raises(CommandError, match="TwoImagePhoto.thumbnail_embedding declares no text_fields"):
+        call_command(
+            "semantic_images_train_bridge",
+            "--model",
+            "multifield.TwoImagePhoto",
+            "--field",
+            "thumbnail_embedding",
+            stdout=io.StringIO(),
+        )
+
+
 def test_blank_lines_are_no_descriptions():
     """Zero-width characters alone (a byte order mark left by an import) are blank, as in search
     words and the fused alt text: such a line was a training pair of the image and nothing."""

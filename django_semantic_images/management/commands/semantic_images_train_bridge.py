@@ -19,7 +19,7 @@ from django.core.management.base import CommandError
 from ...encoders import registry
 from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
 from ...encoders.conse import ConSEEncoder
-from ...fields import get_embedding_field
+from ...fields import embedding_fields, get_embedding_field
 from ...pipeline.embedding import embed_instances
 from ...pipeline.rows import primary_rows
 from ...training import (
@@ -74,7 +74,7 @@ class Command(DatabaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
-        parser.add_argument("--field", help="Name of the ImageEmbeddingField (when the model has several).")
+        parser.add_argument("--field", help="Name of the ImageEmbeddingField (needed when the model has several).")
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument("--temperature", type=float, default=0.05)
         parser.add_argument("--dropout", type=float, default=0.5)
@@ -129,6 +129,11 @@ class Command(DatabaseCommand):
     def train(self, opts: dict[str, Any]) -> None:
         """Train, check, install and re-embed (``handle``'s work)."""
         model = resolve_model(opts["model"])
+        names = [f.name for f in embedding_fields(model)]
+        if opts["field"] is None and len(names) > 1:
+            raise CommandError(
+                f"{model._meta.label} has several ImageEmbeddingFields ({', '.join(names)}): name one with --field."
+            )
         try:
             field = get_embedding_field(model, opts["field"])
         except LookupError as exc:
