@@ -175,10 +175,12 @@ def split_holdout(
     n_held = max(MIN_HELD_OUT, round(len(data) * fraction))
     if max_held is not None:
         n_held = max(MIN_HELD_OUT, min(n_held, max_held))
+    n_held = min(n_held, len(data))
     if len(data) - n_held < MIN_TRAIN_IMAGES:
         raise ValueError(
-            f"Holding out {n_held} of {len(data)} images leaves {max(0, len(data) - n_held)} to train on; "
-            f"at least {MIN_TRAIN_IMAGES} are needed (more images, or a smaller held-out fraction)."
+            f"Holding out {n_held} of {len(data)} images leaves {len(data) - n_held} to train on; at least "
+            f"{MIN_TRAIN_IMAGES} are needed, and {MIN_HELD_OUT} held out to check the bridge (more images, or a "
+            "smaller held-out fraction)."
         )
     held = data.subset(np.sort(order[:n_held]))
     train_index = np.sort(order[n_held:])

@@ -435,6 +435,8 @@ def test_at_least_two_images_are_held_out_as_the_check_needs():
     assert len(split_holdout(data(12), 0.5, max_held=1)[1]) == 2
     with pytest.raises(ValueError, match="Holding out 2 of 3 images leaves 1 to train on"):
         split_holdout(data(3), 0.1)
+    with pytest.raises(ValueError, match="Holding out 1 of 1 images leaves 0 to train on"):
+        split_holdout(data(1), 0.1)  # not "2 of 1"
 
 
 def test_a_small_held_out_fraction_still_checks_the_bridge(bridge_dir, make_photo, sample_paths):
