@@ -767,3 +767,21 @@ def test_ctrl_c_says_whether_the_bridge_was_installed_and_what_to_run(bridge_dir
     version = store.current_info()["version"]
     assert stop.value.returncode == 130 and version in str(stop.value)
     assert not Photo.objects.filter(embedding_encoder__endswith=version).exists()
+
+
+def test_a_database_failure_while_re_embedding_says_the_bridge_is_installed(bridge_dir, captioned_site, monkeypatch):
+    """The connection lost after the install (a failover, a restart): the command said only "The
+    database failed", not that the new bridge was in use and the rows not re-embedded yet wait for
+    a reindex, as it says after Ctrl-C."""
+    from django.db import OperationalError
+
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def lost(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(command, "embed_instances", lost)
+    with pytest.raises(CommandError, match=r"database failed while re-embedding.*reindex --stale") as stop:
+        train("--epochs", "30")
+    version = BridgeStore(bridge_dir).current_info()["version"]
+    assert version in str(stop.value) and "server closed the connection unexpectedly" in str(stop.value)

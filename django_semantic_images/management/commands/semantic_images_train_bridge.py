@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from django.core.management.base import CommandError
+from django.db import InterfaceError, OperationalError
 
 from ...encoders import registry
 from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
@@ -125,6 +126,13 @@ class Command(DatabaseCommand):
                 "`manage.py semantic_images_reindex --stale` re-embeds the rows not done yet.",
                 returncode=INTERRUPTED,
             ) from None
+        except (OperationalError, InterfaceError) as exc:  # the connection lost: say what is in use
+            if self.installed is None:
+                raise  # DatabaseCommand: "The database failed: ..."
+            raise CommandError(
+                f"The database failed while re-embedding ({' '.join(str(exc).split())}): bridge {self.installed} "
+                "is installed and in use; `manage.py semantic_images_reindex --stale` re-embeds the rows not done yet."
+            ) from exc
 
     def train(self, opts: dict[str, Any]) -> None:
         """Train, check, install and re-embed (``handle``'s work)."""
