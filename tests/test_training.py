@@ -724,6 +724,25 @@ def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(br
     assert BridgeStore(bridge_dir).current_info() is None
 
 
+def test_a_dry_run_of_an_encoder_without_bridge_is_compared_with_what_it_uses(bridge_dir, captioned_site, settings):
+    """``ENCODER_OPTIONS["bridge"]`` None: the vectors in use are ConSE alone, but a dry run compared
+    the candidate with the bridge installed in BRIDGE_DIR, which this encoder does not use."""
+    encoder = get_encoder()
+    rng = np.random.default_rng(0)
+    meta = {"cnn": encoder.network.name, "text_models": list(encoder.text_identities)}
+    weight = rng.normal(size=(encoder.visual_dimensions, encoder.semantic_dimensions)).astype(np.float32)
+    other = LearnedBridge(weight, np.zeros(encoder.semantic_dimensions, np.float32), meta=meta)
+    BridgeStore(bridge_dir).install(other)
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(bridge_dir), "ENCODER_OPTIONS": {"bridge": None}}
+    registry.reset()
+    try:
+        said = train("--epochs", "1", "--dry-run")
+    except CommandError as exc:  # refused: the message names what it was compared with
+        said = str(exc)
+    assert "ConSE alone" in said and other.version not in said, said
+    assert BridgeStore(bridge_dir).current_info()["version"] == other.version
+
+
 def test_the_reembedding_after_an_install_covers_the_rows_a_default_manager_hides(draft_model):
     """The rows re-embedded with a new bridge were read through the default manager: the rows it hides
     (unpublished drafts) kept the old bridge's vectors, though the command says it re-embeds every row."""

@@ -219,11 +219,14 @@ class Command(DatabaseCommand):
         if len(held) < MIN_HELD_OUT:
             raise CommandError("Too few readable held-out images to check the bridge.")
         compared_with = store.current_version()  # installed only if still the one in use (trainings at once)
-        try:
-            current = store.current()
-        except ValueError as exc:  # system check E016: replaced by this one if it does better than ConSE alone
-            self.say(f"The installed bridge cannot be read ({exc}): the candidate is compared with ConSE alone.")
-            current = None
+        if encoder.bridge_path != "auto":  # a dry run (refused above otherwise): BRIDGE_DIR's is not in use
+            current = encoder.bridge  # its own file, or None: ConSE alone
+        else:
+            try:
+                current = store.current()
+            except ValueError as exc:  # system check E016: replaced by this one if it does better than ConSE alone
+                self.say(f"The installed bridge cannot be read ({exc}): the candidate is compared with ConSE alone.")
+                current = None
         widths = (encoder.visual_dimensions, encoder.semantic_dimensions)
         if current is not None and (
             current.weight.shape != widths
