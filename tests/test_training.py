@@ -150,6 +150,7 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
         ("--max-holdout", "1"),  # accepted, then "Too few readable held-out images" after the whole training
         ("--min-images", "-1"),
         ("--seed", "-1"),  # was numpy's "expected non-negative integer"
+        ("--seed", "18446744073709551616"),  # past torch's 64 bits: "Overflow when unpacking long long", late
         ("--conse-weight", "nan"),
         ("--holdout", "1.5"),
     ],
@@ -193,6 +194,17 @@ def test_a_model_with_several_fields_needs_field_as_the_other_commands_do(bridge
             "thumbnail_embedding",
             stdout=io.StringIO(),
         )
+
+
+def test_an_ensemble_whose_last_seed_is_past_64_bits_is_refused_before_training(bridge_dir, monkeypatch):
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("rows were read for a command with a bad option")
+
+    monkeypatch.setattr(command, "collect_captioned", never)
+    with pytest.raises(CommandError, match="^--seed .*--ensemble"):
+        train("--seed", str(2**64 - 1), "--ensemble", "2")
 
 
 def test_blank_lines_are_no_descriptions():

@@ -38,6 +38,10 @@ from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 FLOAT32_POSITIVE = "must be a number greater than 0 (and, as torch trains in float32, from 1.2e-38 to 3.4e38)"
 
 
+#: torch's largest seed (64 bits): one past it is a ValueError in the middle of the training.
+MAX_SEED = 2**64 - 1
+
+
 def float32_positive(value: float) -> bool:
     """Whether ``value`` is a positive float32 number: torch trains in float32, where a learning rate
     past its range overflows and a temperature below it divides by 0 (each a traceback, or NaN weights)."""
@@ -59,12 +63,18 @@ def check_options(opts: dict[str, Any]) -> None:
         ("holdout", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (a fraction of the images)"),
         ("max_holdout", lambda v: v >= MIN_HELD_OUT, f"must be at least {MIN_HELD_OUT}"),
         ("min_images", lambda v: v >= 1, "must be at least 1"),
-        ("seed", lambda v: v >= 0, "must be 0 or more"),
+        ("seed", lambda v: 0 <= v <= MAX_SEED, f"must be from 0 to {MAX_SEED}"),
     ]
     for name, valid, rule in rules:
         value = opts.get(name)
         if value is not None and not valid(value):  # a NaN fails every comparison
             raise CommandError(f"--{name.replace('_', '-')} {rule}, not {value!r}.")
+    seed, ensemble = opts.get("seed"), opts.get("ensemble")
+    if seed is not None and ensemble is not None and seed + ensemble - 1 > MAX_SEED:
+        raise CommandError(
+            f"--seed {seed} with --ensemble {ensemble} trains up to seed {seed + ensemble - 1}; "
+            f"seeds go up to {MAX_SEED}."
+        )
 
 
 class Command(DatabaseCommand):
