@@ -150,6 +150,7 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
         ("--max-holdout", "1"),  # accepted, then "Too few readable held-out images" after the whole training
         ("--min-images", "-1"),
         ("--seed", "-1"),  # was numpy's "expected non-negative integer"
+        ("--chunk-size", "9223372036854775808"),  # past PostgreSQL's bigint LIMIT: a DataError traceback
         ("--seed", "18446744073709551616"),  # past torch's 64 bits: "Overflow when unpacking long long", late
         ("--conse-weight", "nan"),
         ("--holdout", "1.5"),

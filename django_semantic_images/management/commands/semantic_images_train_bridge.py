@@ -38,6 +38,8 @@ from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 FLOAT32_POSITIVE = "must be a number greater than 0 (and, as torch trains in float32, from 1.2e-38 to 3.4e38)"
 
 
+#: The largest ``--chunk-size``: each chunk is a query's LIMIT, a PostgreSQL bigint.
+MAX_SQL_LIMIT = 2**63 - 1
 #: torch's largest seed (64 bits): one past it is a ValueError in the middle of the training.
 MAX_SEED = 2**64 - 1
 
@@ -56,7 +58,7 @@ def check_options(opts: dict[str, Any]) -> None:
         ("conse_weight", lambda v: 0.0 <= v <= 1.0, "must be within [0, 1]"),
         ("epochs", lambda v: v >= 1, "must be at least 1"),
         ("ensemble", lambda v: v >= 1, "must be at least 1"),
-        ("chunk_size", lambda v: v >= 1, "must be at least 1"),
+        ("chunk_size", lambda v: 1 <= v <= MAX_SQL_LIMIT, f"must be from 1 to {MAX_SQL_LIMIT}"),
         ("temperature", float32_positive, FLOAT32_POSITIVE),
         ("dropout", lambda v: 0.0 <= v < 1.0, "must be within [0, 1)"),
         ("learning_rate", float32_positive, FLOAT32_POSITIVE),
