@@ -325,6 +325,7 @@ def semantic_without_words(
     already contain the words they are tested on. Unreadable rows are left out.
     """
     from .conf import semantic_settings
+    from .pipeline.failures import TransientError
     from .pipeline.reading import _read
 
     conse_rows: list[np.ndarray] = []
@@ -353,7 +354,7 @@ def semantic_without_words(
                 max_side=semantic_settings.MAX_IMAGE_SIDE,
                 max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
             )
-        except ImageDecodeError as exc:
+        except (ImageDecodeError, TransientError) as exc:  # undecodable, or the storage failed to read it
             logger.warning("Held-out image pk=%s left out: %s", key, exc)
             continue
         pending.append((key, encoder.preprocess(image)))

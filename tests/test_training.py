@@ -208,6 +208,19 @@ def test_an_ensemble_whose_last_seed_is_past_64_bits_is_refused_before_training(
         train("--seed", str(2**64 - 1), "--ensemble", "2")
 
 
+def test_held_out_images_the_storage_cannot_read_are_left_out_not_a_traceback(bridge_dir, make_photo, settings):
+    """A held-out image whose file the storage fails to read (an OSError: here a folder where the file
+    should be; an object store that is down) ended the command, after the whole training, in the
+    pipeline's TransientError traceback: unreadable held-out images are left out, as undecodable ones."""
+    from pathlib import Path
+
+    (Path(settings.MEDIA_ROOT) / "photos" / "a-folder.jpg").mkdir(parents=True, exist_ok=True)
+    template = Photo(image="photos/a-folder.jpg")
+    captioned_rows(template, np.abs(np.random.default_rng(3).normal(size=(12, 1280))).astype(np.float32))
+    with pytest.raises(CommandError, match="Too few readable held-out images"):
+        train("--min-images", "12", "--holdout", "0.25", "--epochs", "1", "--dry-run")
+
+
 def test_blank_lines_are_no_descriptions():
     """Zero-width characters alone (a byte order mark left by an import) are blank, as in search
     words and the fused alt text: such a line was a training pair of the image and nothing."""
