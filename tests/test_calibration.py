@@ -340,3 +340,19 @@ def test_a_nan_score_on_a_page_with_min_relevance_is_dropped_not_a_500(client):
     assert response.status_code == 200, response.content[:300]
     ids = [r["id"] for r in response.json()["results"]]
     assert zero.pk not in ids and len(ids) == 11 and response.json()["next"] is None  # the anchor is not its own
+
+
+def test_a_nan_score_passes_no_floor_when_the_best_matches_are_sorted_by_a_column(client):
+    """With ``ordering`` the floors filter in SQL, where PostgreSQL puts NaN above every number: a
+    row scoring NaN (a zero vector) passed ``min_score=-1`` and any ``min_relevance``."""
+    from django_semantic_images.calibration import reset
+
+    rng = np.random.default_rng(7)
+    rows = [embedded_row(rng, title=f"row {i}") for i in range(12)]
+    Photo.objects.filter(pk=rows[0].pk).update(embedding_semantic=np.zeros(384, np.float32))
+    reset()
+    for floor in ({"min_score": "-1"}, {"min_relevance": "0"}):
+        response = client.get(SEARCH, {"q": "a cup of coffee", "ordering": "-title", "limit": 100, **floor})
+        assert response.status_code == 200, response.content[:300]
+        ids = [r["id"] for r in response.json()["results"]]
+        assert rows[0].pk not in ids and len(ids) == 11, floor

@@ -111,11 +111,12 @@ class RankedPagination(BasePagination):
         min_relevance = self.min_relevance if calibration is not None else None  # nothing to cut by
         by_distance = ranked and sorted_by_distance(queryset)
         if ranked and not by_distance:
-            # The best matches sorted by another column: the floors filter those rows.
+            # The best matches sorted by another column: the floors filter those rows. PostgreSQL puts
+            # NaN (a zero vector's score) above every number, and takes NaN = NaN: a floor leaves it out.
             if self.min_score is not None:
-                queryset = queryset.filter(score__gte=self.min_score)
+                queryset = queryset.filter(score__gte=self.min_score).exclude(score=math.nan)
             if min_relevance is not None and calibration is not None:
-                queryset = queryset.filter(score__gt=calibration.threshold(min_relevance))
+                queryset = queryset.filter(score__gt=calibration.threshold(min_relevance)).exclude(score=math.nan)
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and (not self.capped or self.offset + self.limit <= self.max_offset)
         for row in rows if ranked else ():
