@@ -830,3 +830,23 @@ def test_a_database_failure_while_re_embedding_says_the_bridge_is_installed(brid
         train("--epochs", "30")
     version = BridgeStore(bridge_dir).current_info()["version"]
     assert version in str(stop.value) and "server closed the connection unexpectedly" in str(stop.value)
+
+
+def test_ctrl_c_just_after_the_pointer_is_written_says_the_bridge_is_installed(bridge_dir, captioned_site, monkeypatch):
+    """Ctrl-C once ``current.json`` named the new bridge, before the install returned (the lock
+    still being released): the command said "nothing was installed", while the bridge was in use
+    and no row had been re-embedded with it."""
+    from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+
+    real = BridgeStore._write_pointer
+
+    def written_then_interrupted(self, info):
+        real(self, info)
+        press_ctrl_c()
+
+    monkeypatch.setattr(BridgeStore, "_write_pointer", written_then_interrupted)
+    with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="Interrupted") as stop:
+        train("--epochs", "30")
+    version = BridgeStore(bridge_dir).current_info()["version"]
+    assert stop.value.returncode == 130 and "nothing was installed" not in str(stop.value)
+    assert version in str(stop.value) and "semantic_images_reindex --stale" in str(stop.value)

@@ -128,9 +128,14 @@ class Command(DatabaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         self.verbosity = opts["verbosity"]
         self.installed: str | None = None  # the version installed, once it is
+        self.installing: tuple[BridgeStore, str] | None = None  # the store and version being installed
         try:
             self.train(opts)
         except KeyboardInterrupt:  # Ctrl-C: say where it stopped (a batch under way is rolled back)
+            if self.installed is None and self.installing is not None:
+                store, version = self.installing  # stopped within the install: the pointer tells
+                if store.current_version() == version:
+                    self.installed = version
             if self.installed is None:
                 raise CommandError("Interrupted: nothing was installed.", returncode=INTERRUPTED) from None
             raise CommandError(
@@ -262,6 +267,7 @@ class Command(DatabaseCommand):
             self.say("Dry run: nothing installed.")
             return
         metrics = {"held_out": check.candidate.as_dict(), "was": check.current.as_dict()}
+        self.installing = (store, candidate.version)
         try:
             path = store.install(candidate, metrics=metrics, replaces=compared_with)
         except BridgeChanged as exc:
