@@ -93,6 +93,9 @@ def descriptions(instance_texts: Sequence[str]) -> list[str]:
 #: The fewest images a bridge trains on: each step contrasts a batch's images with each other.
 MIN_TRAIN_IMAGES = 2
 
+#: The fewest images held out: the check ranks each description among the held-out images.
+MIN_HELD_OUT = 2
+
 #: Rows read per query when collecting training data.
 CHUNK_SIZE = 2000
 
@@ -161,20 +164,23 @@ def split_holdout(
 ) -> tuple[CaptionedImages, CaptionedImages]:
     """Images (not descriptions) split at random into a training and a held-out part.
 
-    At most ``max_held`` images are held out (the rest train). ``in_place`` turns ``data``
+    At least ``MIN_HELD_OUT`` and at most ``max_held`` (when that is larger) images are held out
+    (the rest train). ``in_place`` turns ``data``
     itself into the training part, moving its rows in blocks: no second copy of the vectors.
     A ValueError when fewer than ``MIN_TRAIN_IMAGES`` would be left to train on.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
     order = np.random.default_rng(seed).permutation(len(data))
-    n_held = max(1, round(len(data) * fraction))
+    n_held = max(MIN_HELD_OUT, round(len(data) * fraction))
     if max_held is not None:
-        n_held = max(1, min(n_held, max_held))
+        n_held = max(MIN_HELD_OUT, min(n_held, max_held))
+    n_held = min(n_held, len(data))
     if len(data) - n_held < MIN_TRAIN_IMAGES:
         raise ValueError(
-            f"Holding out {n_held} of {len(data)} images leaves {max(0, len(data) - n_held)} to train on; "
-            f"at least {MIN_TRAIN_IMAGES} are needed (more images, or a smaller held-out fraction)."
+            f"Holding out {n_held} of {len(data)} images leaves {len(data) - n_held} to train on; at least "
+            f"{MIN_TRAIN_IMAGES} are needed, and {MIN_HELD_OUT} held out to check the bridge (more images, or a "
+            "smaller held-out fraction)."
         )
     held = data.subset(np.sort(order[:n_held]))
     train_index = np.sort(order[n_held:])
@@ -319,6 +325,7 @@ def semantic_without_words(
     already contain the words they are tested on. Unreadable rows are left out.
     """
     from .conf import semantic_settings
+    from .pipeline.failures import TransientError
     from .pipeline.reading import _read
 
     conse_rows: list[np.ndarray] = []
@@ -347,7 +354,7 @@ def semantic_without_words(
                 max_side=semantic_settings.MAX_IMAGE_SIDE,
                 max_pixels=semantic_settings.MAX_IMAGE_PIXELS,
             )
-        except ImageDecodeError as exc:
+        except (ImageDecodeError, TransientError) as exc:  # undecodable, or the storage failed to read it
             logger.warning("Held-out image pk=%s left out: %s", key, exc)
             continue
         pending.append((key, encoder.preprocess(image)))

@@ -31,6 +31,18 @@ class ChangeOwnPhotosAdmin(SemanticImageAdmin):
 change_own = admin.AdminSite(name="change_own")
 change_own.register(Photo, ChangeOwnPhotosAdmin)
 
+
+class DeleteOwnPhotosAdmin(SemanticImageAdmin):
+    """Every photo listed; each editor may delete only their own (a per-object permission)."""
+
+    def has_delete_permission(self, request, obj=None):
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or obj.owner_id == request.user.pk)
+
+
+delete_own = admin.AdminSite(name="delete_own")
+delete_own.register(Photo, DeleteOwnPhotosAdmin)
+
 # The ready admin as it comes: no search_fields, no list_display of its own.
 plain = admin.AdminSite(name="plain")
 plain.register(Photo, SemanticImageAdmin)
@@ -51,6 +63,7 @@ two.register(CaptionedPhoto, CaptionAdmin)
 urlpatterns = [
     path("own-admin/", site.urls),
     path("change-own-admin/", change_own.urls),
+    path("delete-own-admin/", delete_own.urls),
     path("plain-admin/", plain.urls),
     path("two-admin/", two.urls),
 ]

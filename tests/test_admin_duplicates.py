@@ -225,6 +225,26 @@ def test_not_duplicates_marks_only_rows_the_editor_may_change(client, duplicate_
 
 
 @pytest.mark.urls("tests.admin_urls")
+def test_keep_one_never_deletes_a_row_the_editor_may_not_delete(client, duplicate_photos):
+    """tests/admin_urls.py: every photo listed, each editor may delete only their own (a per-object
+    ``has_delete_permission(request, obj)``, which the admin's own delete view obeys): "keep this one"
+    deleted someone else's copies all the same. Now the confirmation and the POST are a 403, as the
+    admin's delete view answers, and nothing is deleted."""
+    owner = staff_user("owner", "view_photo", "change_photo", "delete_photo")
+    Photo.objects.filter(pk__in=pks(duplicate_photos, "chelsea", "chelsea-jpeg")).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("delete_own:photos_photo_duplicates")
+    keep, group = duplicate_photos["chelsea"].pk, ",".join(map(str, pks(duplicate_photos, *CAT)))
+    assert client.get(url, {"keep": keep, "group": group}).status_code == 403
+    assert client.post(url, {"action": "keep", "keep": keep, "group": group}).status_code == 403
+    assert Photo.objects.filter(pk__in=pks(duplicate_photos, *CAT)).count() == 3
+    # Their own copy alone: deleted as before.
+    own_group = ",".join(map(str, pks(duplicate_photos, "chelsea", "chelsea-jpeg")))
+    assert client.post(url, {"action": "keep", "keep": keep, "group": own_group}).status_code == 302
+    assert not Photo.objects.filter(pk=duplicate_photos["chelsea-jpeg"].pk).exists()
+
+
+@pytest.mark.urls("tests.admin_urls")
 def test_a_hidden_missing_or_malformed_id_in_a_forged_form_changes_nothing_and_answers_alike(client, duplicate_photos):
     """Keep, confirm and "not duplicates" naming, beside one of the editor's rows, a row they may
     not see, one that does not exist, or an id no row can have: the same redirect and message."""

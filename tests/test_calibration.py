@@ -316,3 +316,43 @@ def test_a_halfvec_column_is_calibrated_with_the_query_it_ranks_by():
             list(semantic_search(HalfCalibrated.objects.all(), query * scale))
     scaled = {r.pk: r.score for r in semantic_search(HalfCalibrated.objects.all(), query * 1e3)}
     assert scaled == pytest.approx({r.pk: r.score for r in ranked}, abs=1e-3)  # halfvec's rounding
+
+
+def test_a_nan_score_on_a_page_with_min_relevance_is_dropped_not_a_500(client):
+    """A row whose stored vector is all zeros scores NaN (its cosine is undefined): its score made the
+    JSON renderer fail, and ``min_relevance`` compared its relevance, None, with a number: a 500 either
+    way. Its score and relevance are null now, it comes last, and it reaches no floor."""
+    from django_semantic_images.calibration import reset
+
+    rng = np.random.default_rng(6)
+    rows = [embedded_row(rng) for _ in range(12)]
+    anchor = rows[0]
+    zero = embedded_row(rng)
+    Photo.objects.filter(pk=zero.pk).update(embedding_visual=np.zeros(1280, np.float32))
+    reset()
+    url = f"/api/photos/{anchor.pk}/similar/"
+    everything = client.get(url, {"limit": 100})
+    assert everything.status_code == 200
+    nan_rows = [r for r in everything.json()["results"] if r["id"] == zero.pk]
+    assert nan_rows and nan_rows[0]["relevance"] is None and nan_rows[0]["score"] is None
+    assert everything.json()["results"][-1]["id"] == zero.pk  # after every row with a score
+    response = client.get(url, {"limit": 100, "min_relevance": "0"})
+    assert response.status_code == 200, response.content[:300]
+    ids = [r["id"] for r in response.json()["results"]]
+    assert zero.pk not in ids and len(ids) == 11 and response.json()["next"] is None  # the anchor is not its own
+
+
+def test_a_nan_score_passes_no_floor_when_the_best_matches_are_sorted_by_a_column(client):
+    """With ``ordering`` the floors filter in SQL, where PostgreSQL puts NaN above every number: a
+    row scoring NaN (a zero vector) passed ``min_score=-1`` and any ``min_relevance``."""
+    from django_semantic_images.calibration import reset
+
+    rng = np.random.default_rng(7)
+    rows = [embedded_row(rng, title=f"row {i}") for i in range(12)]
+    Photo.objects.filter(pk=rows[0].pk).update(embedding_semantic=np.zeros(384, np.float32))
+    reset()
+    for floor in ({"min_score": "-1"}, {"min_relevance": "0"}):
+        response = client.get(SEARCH, {"q": "a cup of coffee", "ordering": "-title", "limit": 100, **floor})
+        assert response.status_code == 200, response.content[:300]
+        ids = [r["id"] for r in response.json()["results"]]
+        assert rows[0].pk not in ids and len(ids) == 11, floor

@@ -147,8 +147,11 @@ def test_train_install_reembed_then_refuse_a_worse_bridge(bridge_dir, captioned_
         ("--learning-rate", "1e+39"),  # past float32: torch's RuntimeError, a traceback
         ("--temperature", "1e-46"),  # 0 in float32: NaN weights
         ("--max-holdout", "0"),  # was "Too few readable held-out images"
+        ("--max-holdout", "1"),  # accepted, then "Too few readable held-out images" after the whole training
         ("--min-images", "-1"),
         ("--seed", "-1"),  # was numpy's "expected non-negative integer"
+        ("--chunk-size", "9223372036854775808"),  # past PostgreSQL's bigint LIMIT: a DataError traceback
+        ("--seed", "18446744073709551616"),  # past torch's 64 bits: "Overflow when unpacking long long", late
         ("--conse-weight", "nan"),
         ("--holdout", "1.5"),
     ],
@@ -163,6 +166,59 @@ def test_an_option_out_of_range_is_a_command_error_naming_it(bridge_dir, option,
     monkeypatch.setattr(command, "collect_captioned", never)
     with pytest.raises(CommandError, match=f"^{option} .*{re.escape(value)}"):
         call_command("semantic_images_train_bridge", "--model", "photos.Photo", option, value, stdout=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [("multifield.CaptionedPhoto", "embedding, caption_embedding"), ("multifield.TwoImagePhoto", None)],
+)
+def test_a_model_with_several_fields_needs_field_as_the_other_commands_do(bridge_dir, model, fields, monkeypatch):
+    """Without --field the command trained on whichever field came first (CaptionedPhoto's inherited
+    ``embedding``, not its ``caption_embedding``), where semantic_search and semantic_images_duplicates
+    refuse and list the fields; and a model with no text fields is refused naming the field."""
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("rows were read before the field was known")
+
+    monkeypatch.setattr(command, "collect_captioned", never)
+    with pytest.raises(CommandError, match="several ImageEmbeddingFields .*name one with --field") as found:
+        call_command("semantic_images_train_bridge", "--model", model, stdout=io.StringIO())
+    if fields:
+        assert f"({fields})" in str(found.value)
+    with pytest.raises(CommandError, match="TwoImagePhoto.thumbnail_embedding declares no text_fields"):
+        call_command(
+            "semantic_images_train_bridge",
+            "--model",
+            "multifield.TwoImagePhoto",
+            "--field",
+            "thumbnail_embedding",
+            stdout=io.StringIO(),
+        )
+
+
+def test_an_ensemble_whose_last_seed_is_past_64_bits_is_refused_before_training(bridge_dir, monkeypatch):
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("rows were read for a command with a bad option")
+
+    monkeypatch.setattr(command, "collect_captioned", never)
+    with pytest.raises(CommandError, match="^--seed .*--ensemble"):
+        train("--seed", str(2**64 - 1), "--ensemble", "2")
+
+
+def test_held_out_images_the_storage_cannot_read_are_left_out_not_a_traceback(bridge_dir, make_photo, settings):
+    """A held-out image whose file the storage fails to read (an OSError: here a folder where the file
+    should be; an object store that is down) ended the command, after the whole training, in the
+    pipeline's TransientError traceback: unreadable held-out images are left out, as undecodable ones."""
+    from pathlib import Path
+
+    (Path(settings.MEDIA_ROOT) / "photos" / "a-folder.jpg").mkdir(parents=True, exist_ok=True)
+    template = Photo(image="photos/a-folder.jpg")
+    captioned_rows(template, np.abs(np.random.default_rng(3).normal(size=(12, 1280))).astype(np.float32))
+    with pytest.raises(CommandError, match="Too few readable held-out images"):
+        train("--min-images", "12", "--holdout", "0.25", "--epochs", "1", "--dry-run")
 
 
 def test_blank_lines_are_no_descriptions():
@@ -388,6 +444,36 @@ def test_an_in_place_split_gives_the_same_parts_as_a_copying_one():
     for a, b in ((train, copied_train), (held, copied_held)):
         assert a.keys == b.keys and a.texts == b.texts and a.owner.tolist() == b.owner.tolist()
         np.testing.assert_array_equal(a.visual, b.visual)
+
+
+def test_at_least_two_images_are_held_out_as_the_check_needs():
+    """A held-out fraction that rounds to one image (0.1 of 12) held out one: the check needs two,
+    so every such training ended, after the whole training, in "Too few readable held-out images"."""
+    from django_semantic_images.training import MIN_HELD_OUT, CaptionedImages, split_holdout
+
+    def data(n: int) -> CaptionedImages:
+        visual = np.random.default_rng(3).normal(size=(n, 6)).astype(np.float32)
+        return CaptionedImages(list(range(n)), visual, [f"t{i}" for i in range(n)], np.arange(n))
+
+    assert MIN_HELD_OUT == 2
+    train_part, held = split_holdout(data(12), 0.1)
+    assert (len(train_part), len(held)) == (10, 2)
+    assert len(split_holdout(data(12), 0.5, max_held=1)[1]) == 2
+    with pytest.raises(ValueError, match="Holding out 2 of 3 images leaves 1 to train on"):
+        split_holdout(data(3), 0.1)
+    with pytest.raises(ValueError, match="Holding out 1 of 1 images leaves 0 to train on"):
+        split_holdout(data(1), 0.1)  # not "2 of 1"
+
+
+def test_a_small_held_out_fraction_still_checks_the_bridge(bridge_dir, make_photo, sample_paths):
+    template = make_photo(sample_paths["coffee"])
+    captioned_rows(template, np.abs(np.random.default_rng(3).normal(size=(12, 1280))).astype(np.float32))
+    try:
+        out = train("--min-images", "12", "--holdout", "0.1", "--epochs", "1", "--dry-run")
+    except CommandError as exc:  # a worse bridge is refused: that is a check made, not skipped
+        assert str(exc).startswith("Refused:"), exc
+    else:
+        assert "held out (2 images" in out and "Dry run" in out
 
 
 def test_an_ensemble_is_the_mean_of_its_members_and_sqrt_trains_on_square_roots():
@@ -664,6 +750,25 @@ def test_an_encoder_that_ignores_installed_bridges_is_refused_before_training(br
     assert BridgeStore(bridge_dir).current_info() is None
 
 
+def test_a_dry_run_of_an_encoder_without_bridge_is_compared_with_what_it_uses(bridge_dir, captioned_site, settings):
+    """``ENCODER_OPTIONS["bridge"]`` None: the vectors in use are ConSE alone, but a dry run compared
+    the candidate with the bridge installed in BRIDGE_DIR, which this encoder does not use."""
+    encoder = get_encoder()
+    rng = np.random.default_rng(0)
+    meta = {"cnn": encoder.network.name, "text_models": list(encoder.text_identities)}
+    weight = rng.normal(size=(encoder.visual_dimensions, encoder.semantic_dimensions)).astype(np.float32)
+    other = LearnedBridge(weight, np.zeros(encoder.semantic_dimensions, np.float32), meta=meta)
+    BridgeStore(bridge_dir).install(other)
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": str(bridge_dir), "ENCODER_OPTIONS": {"bridge": None}}
+    registry.reset()
+    try:
+        said = train("--epochs", "1", "--dry-run")
+    except CommandError as exc:  # refused: the message names what it was compared with
+        said = str(exc)
+    assert "ConSE alone" in said and other.version not in said, said
+    assert BridgeStore(bridge_dir).current_info()["version"] == other.version
+
+
 def test_the_reembedding_after_an_install_covers_the_rows_a_default_manager_hides(draft_model):
     """The rows re-embedded with a new bridge were read through the default manager: the rows it hides
     (unpublished drafts) kept the old bridge's vectors, though the command says it re-embeds every row."""
@@ -707,3 +812,41 @@ def test_ctrl_c_says_whether_the_bridge_was_installed_and_what_to_run(bridge_dir
     version = store.current_info()["version"]
     assert stop.value.returncode == 130 and version in str(stop.value)
     assert not Photo.objects.filter(embedding_encoder__endswith=version).exists()
+
+
+def test_a_database_failure_while_re_embedding_says_the_bridge_is_installed(bridge_dir, captioned_site, monkeypatch):
+    """The connection lost after the install (a failover, a restart): the command said only "The
+    database failed", not that the new bridge was in use and the rows not re-embedded yet wait for
+    a reindex, as it says after Ctrl-C."""
+    from django.db import OperationalError
+
+    from django_semantic_images.management.commands import semantic_images_train_bridge as command
+
+    def lost(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(command, "embed_instances", lost)
+    with pytest.raises(CommandError, match=r"database failed while re-embedding.*reindex --stale") as stop:
+        train("--epochs", "30")
+    version = BridgeStore(bridge_dir).current_info()["version"]
+    assert version in str(stop.value) and "server closed the connection unexpectedly" in str(stop.value)
+
+
+def test_ctrl_c_just_after_the_pointer_is_written_says_the_bridge_is_installed(bridge_dir, captioned_site, monkeypatch):
+    """Ctrl-C once ``current.json`` named the new bridge, before the install returned (the lock
+    still being released): the command said "nothing was installed", while the bridge was in use
+    and no row had been re-embedded with it."""
+    from tests.conftest import ctrl_c_as_in_a_terminal, press_ctrl_c
+
+    real = BridgeStore._write_pointer
+
+    def written_then_interrupted(self, info):
+        real(self, info)
+        press_ctrl_c()
+
+    monkeypatch.setattr(BridgeStore, "_write_pointer", written_then_interrupted)
+    with ctrl_c_as_in_a_terminal(), pytest.raises(CommandError, match="Interrupted") as stop:
+        train("--epochs", "30")
+    version = BridgeStore(bridge_dir).current_info()["version"]
+    assert stop.value.returncode == 130 and "nothing was installed" not in str(stop.value)
+    assert version in str(stop.value) and "semantic_images_reindex --stale" in str(stop.value)

@@ -208,6 +208,13 @@ def keep_and_others(model_admin: SemanticSearchAdminMixin, request: HttpRequest,
     return keep, rows.filter(pk__in=group)
 
 
+def check_may_delete(model_admin: SemanticSearchAdminMixin, request: HttpRequest, others: models.QuerySet) -> None:
+    """PermissionDenied unless the editor may delete each of ``others`` (``has_delete_permission(request,
+    obj)``, which the admin's own delete view asks too)."""
+    if not all(model_admin.has_delete_permission(request, obj) for obj in others):
+        raise PermissionDenied
+
+
 def confirm_keep(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> HttpResponse:
     """The confirmation page of "keep this one, delete the others": what would be deleted, and a POST form."""
     if not model_admin.has_delete_permission(request):
@@ -218,6 +225,7 @@ def confirm_keep(model_admin: SemanticSearchAdminMixin, request: HttpRequest) ->
     if keep is None or not others.exists():
         messages.error(request, _("Nothing to delete: those images are not among the ones you can see."))
         return HttpResponseRedirect(back)
+    check_may_delete(model_admin, request, others)
     deletable, model_count, perms_needed, protected = model_admin.get_deleted_objects(others, request)
     opts = model_admin.model._meta
     context = {
@@ -254,6 +262,7 @@ def keep_one(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> Htt
     if keep is None or not others.exists():
         messages.error(request, _("Nothing to delete: those images are not among the ones you can see."))
         return back
+    check_may_delete(model_admin, request, others)
     _deletable, _count, perms_needed, protected = model_admin.get_deleted_objects(others, request)
     if perms_needed or protected:
         raise PermissionDenied

@@ -15,15 +15,17 @@ from typing import Any
 
 import numpy as np
 from django.core.management.base import CommandError
+from django.db import InterfaceError, OperationalError
 
 from ...encoders import registry
 from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, default_bridge_dir
 from ...encoders.conse import ConSEEncoder
-from ...fields import get_embedding_field
+from ...fields import embedding_fields, get_embedding_field
 from ...pipeline.embedding import embed_instances
 from ...pipeline.rows import primary_rows
 from ...training import (
     CHUNK_SIZE,
+    MIN_HELD_OUT,
     TrainingOptions,
     check_bridge,
     collect_captioned,
@@ -34,6 +36,12 @@ from ...training import (
 from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 
 FLOAT32_POSITIVE = "must be a number greater than 0 (and, as torch trains in float32, from 1.2e-38 to 3.4e38)"
+
+
+#: The largest ``--chunk-size``: each chunk is a query's LIMIT, a PostgreSQL bigint.
+MAX_SQL_LIMIT = 2**63 - 1
+#: torch's largest seed (64 bits): one past it is a ValueError in the middle of the training.
+MAX_SEED = 2**64 - 1
 
 
 def float32_positive(value: float) -> bool:
@@ -50,19 +58,25 @@ def check_options(opts: dict[str, Any]) -> None:
         ("conse_weight", lambda v: 0.0 <= v <= 1.0, "must be within [0, 1]"),
         ("epochs", lambda v: v >= 1, "must be at least 1"),
         ("ensemble", lambda v: v >= 1, "must be at least 1"),
-        ("chunk_size", lambda v: v >= 1, "must be at least 1"),
+        ("chunk_size", lambda v: 1 <= v <= MAX_SQL_LIMIT, f"must be from 1 to {MAX_SQL_LIMIT}"),
         ("temperature", float32_positive, FLOAT32_POSITIVE),
         ("dropout", lambda v: 0.0 <= v < 1.0, "must be within [0, 1)"),
         ("learning_rate", float32_positive, FLOAT32_POSITIVE),
         ("holdout", lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (a fraction of the images)"),
-        ("max_holdout", lambda v: v >= 1, "must be at least 1"),
+        ("max_holdout", lambda v: v >= MIN_HELD_OUT, f"must be at least {MIN_HELD_OUT}"),
         ("min_images", lambda v: v >= 1, "must be at least 1"),
-        ("seed", lambda v: v >= 0, "must be 0 or more"),
+        ("seed", lambda v: 0 <= v <= MAX_SEED, f"must be from 0 to {MAX_SEED}"),
     ]
     for name, valid, rule in rules:
         value = opts.get(name)
         if value is not None and not valid(value):  # a NaN fails every comparison
             raise CommandError(f"--{name.replace('_', '-')} {rule}, not {value!r}.")
+    seed, ensemble = opts.get("seed"), opts.get("ensemble")
+    if seed is not None and ensemble is not None and seed + ensemble - 1 > MAX_SEED:
+        raise CommandError(
+            f"--seed {seed} with --ensemble {ensemble} trains up to seed {seed + ensemble - 1}; "
+            f"seeds go up to {MAX_SEED}."
+        )
 
 
 class Command(DatabaseCommand):
@@ -73,7 +87,7 @@ class Command(DatabaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--model", help="app_label.ModelName (needed when several models have the field).")
-        parser.add_argument("--field", help="Name of the ImageEmbeddingField (when the model has several).")
+        parser.add_argument("--field", help="Name of the ImageEmbeddingField (needed when the model has several).")
         parser.add_argument("--epochs", type=int, default=10, help="Passes over the training images (default 10).")
         parser.add_argument(
             "--temperature", type=float, default=0.05, help="Temperature of the contrastive loss (default 0.05)."
@@ -122,9 +136,14 @@ class Command(DatabaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         self.verbosity = opts["verbosity"]
         self.installed: str | None = None  # the version installed, once it is
+        self.installing: tuple[BridgeStore, str] | None = None  # the store and version being installed
         try:
             self.train(opts)
         except KeyboardInterrupt:  # Ctrl-C: say where it stopped (a batch under way is rolled back)
+            if self.installed is None and self.installing is not None:
+                store, version = self.installing  # stopped within the install: the pointer tells
+                if store.current_version() == version:
+                    self.installed = version
             if self.installed is None:
                 raise CommandError("Interrupted: nothing was installed.", returncode=INTERRUPTED) from None
             raise CommandError(
@@ -132,10 +151,22 @@ class Command(DatabaseCommand):
                 "`manage.py semantic_images_reindex --stale` re-embeds the rows not done yet.",
                 returncode=INTERRUPTED,
             ) from None
+        except (OperationalError, InterfaceError) as exc:  # the connection lost: say what is in use
+            if self.installed is None:
+                raise  # DatabaseCommand: "The database failed: ..."
+            raise CommandError(
+                f"The database failed while re-embedding ({' '.join(str(exc).split())}): bridge {self.installed} "
+                "is installed and in use; `manage.py semantic_images_reindex --stale` re-embeds the rows not done yet."
+            ) from exc
 
     def train(self, opts: dict[str, Any]) -> None:
         """Train, check, install and re-embed (``handle``'s work)."""
         model = resolve_model(opts["model"])
+        names = [f.name for f in embedding_fields(model)]
+        if opts["field"] is None and len(names) > 1:
+            raise CommandError(
+                f"{model._meta.label} has several ImageEmbeddingFields ({', '.join(names)}): name one with --field."
+            )
         try:
             field = get_embedding_field(model, opts["field"])
         except LookupError as exc:
@@ -210,14 +241,17 @@ class Command(DatabaseCommand):
         conse, visual, kept = semantic_without_words(encoder, model, held.keys, field)
         position = {k: i for i, k in enumerate(held.keys)}
         held = held.subset(np.array([position[k] for k in kept], dtype=np.int64))
-        if len(held) < 2:
+        if len(held) < MIN_HELD_OUT:
             raise CommandError("Too few readable held-out images to check the bridge.")
         compared_with = store.current_version()  # installed only if still the one in use (trainings at once)
-        try:
-            current = store.current()
-        except ValueError as exc:  # system check E016: replaced by this one if it does better than ConSE alone
-            self.say(f"The installed bridge cannot be read ({exc}): the candidate is compared with ConSE alone.")
-            current = None
+        if encoder.bridge_path != "auto":  # a dry run (refused above otherwise): BRIDGE_DIR's is not in use
+            current = encoder.bridge  # its own file, or None: ConSE alone
+        else:
+            try:
+                current = store.current()
+            except ValueError as exc:  # system check E016: replaced by this one if it does better than ConSE alone
+                self.say(f"The installed bridge cannot be read ({exc}): the candidate is compared with ConSE alone.")
+                current = None
         widths = (encoder.visual_dimensions, encoder.semantic_dimensions)
         if current is not None and (
             current.weight.shape != widths
@@ -241,6 +275,7 @@ class Command(DatabaseCommand):
             self.say("Dry run: nothing installed.")
             return
         metrics = {"held_out": check.candidate.as_dict(), "was": check.current.as_dict()}
+        self.installing = (store, candidate.version)
         try:
             path = store.install(candidate, metrics=metrics, replaces=compared_with)
         except BridgeChanged as exc:
