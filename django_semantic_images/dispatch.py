@@ -110,6 +110,11 @@ def engine() -> str:
         return str(mode)
     if mode == DJANGO_TASKS:
         if DJANGO_TASKS not in _senders:
+            if DJANGO_TASKS in _unavailable:
+                raise ImproperlyConfigured(
+                    'SEMANTIC_IMAGES["ASYNC"] is "django_tasks" but Django\'s tasks framework cannot run the '
+                    f"embedding tasks: {_unavailable[DJANGO_TASKS]} (docs/workers.md)."
+                )
             raise ImproperlyConfigured(
                 'SEMANTIC_IMAGES["ASYNC"] is "django_tasks" but Django\'s tasks framework is not available: it '
                 "needs Django 6 (django.tasks) or the django-tasks package in a release with TaskContext (0.12 "

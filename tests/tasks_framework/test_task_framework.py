@@ -130,6 +130,24 @@ def test_django_tasks_without_the_framework_is_a_configuration_error():
         dispatch.register_sender(DJANGO_TASKS, sender)
 
 
+def test_django_tasks_installed_but_unable_names_its_own_reason():
+    """A framework that is installed but cannot take the embedding tasks (its backend refuses their
+    queue, say) is refused with that reason, not with "needs Django 6"."""
+    sender = dispatch.unregister_sender(DJANGO_TASKS)
+    dispatch.engine_unavailable(DJANGO_TASKS, "InvalidTask: Queue 'semantic_images' is not valid for backend")
+    try:
+        with override_settings(SEMANTIC_IMAGES={"ASYNC": "django_tasks"}):
+            with pytest.raises(ImproperlyConfigured) as raised:
+                engine()
+            assert "Queue 'semantic_images' is not valid" in str(raised.value)
+            assert "needs Django 6" not in str(raised.value)
+            (error,) = [m for m in checks.run_checks(tags=["semantic_images"]) if m.id == "semantic_images.E006"]
+            assert "Queue 'semantic_images' is not valid" in error.msg
+    finally:
+        assert sender is not None
+        dispatch.register_sender(DJANGO_TASKS, sender)
+
+
 def test_an_upload_is_enqueued_after_commit_and_the_db_worker_embeds_it(sample_paths, tmp_path):
     with transaction.atomic():
         cat = upload(sample_paths["chelsea"], title="a cat")
