@@ -344,6 +344,9 @@ POSITIVE_INTEGERS = (
     "CALIBRATION_SAMPLE",
 )
 OPTIONAL_POSITIVE_INTEGERS = ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS")
+#: The most threads a thread setting may ask for: torch and ONNX Runtime take a 32-bit count
+#: (2**31 failed at the first search or task), and no machine has this many cores.
+MAX_THREADS = 1024
 #: Durations in seconds: a number greater than 0 (a fraction of a second too), and at most
 #: ``MAX_SECONDS``: claims and the sweep count dates that far from now (past year 1 or 9999, or
 #: infinity, every claim, sweep and status would fail with OverflowError).
@@ -382,6 +385,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             optional = ", or None" if name in OPTIONAL_POSITIVE_INTEGERS else ""
             problems.append((name, value, f"a whole number of at least 1{optional}"))
+        elif name in OPTIONAL_POSITIVE_INTEGERS and value > MAX_THREADS:
+            problems.append((name, value, f"a whole number from 1 to at most {MAX_THREADS:,}, or None"))
     for name in POSITIVE_NUMBERS:
         value = getattr(semantic_settings, name)
         if not (_is_number(value) and 0 < value <= MAX_SECONDS):

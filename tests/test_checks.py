@@ -287,6 +287,19 @@ def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
     assert [e.id for e in check_choices()] == ["semantic_images.E008"]
 
 
+def test_thread_counts_past_what_a_runtime_takes_are_errors_at_start(settings):
+    """torch and ONNX Runtime take a 32-bit thread count: 2**31 failed at the first search or task."""
+    from django_semantic_images.checks import MAX_THREADS, check_settings
+
+    settings.SEMANTIC_IMAGES = {"QUERY_THREADS": MAX_THREADS, "WORKER_THREADS": 2, "DECODE_THREADS": None}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"QUERY_THREADS": 2**31, "WORKER_THREADS": MAX_THREADS + 1, "DECODE_THREADS": 10**12}
+    errors = check_settings()
+    assert len(errors) == 3 and {e.id for e in errors} == {"semantic_images.E012"}
+    for error, name in zip(errors, ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS"), strict=True):
+        assert f"'{name}'" in error.msg and f"at most {MAX_THREADS:,}" in error.msg
+
+
 def test_hnsw_search_parameters_and_the_duplicate_threshold_out_of_range_are_errors_at_start(settings):
     """They passed the checks, and then every search (a DataError from set_config: "atuo", 0, "strict") or
     every near-duplicates page (a threshold of 2) failed."""
