@@ -245,6 +245,34 @@ def test_keep_one_never_deletes_a_row_the_editor_may_not_delete(client, duplicat
 
 
 @pytest.mark.urls("tests.admin_urls")
+def test_keep_is_offered_only_where_the_editor_may_delete_every_other_copy(client, duplicate_photos):
+    """tests/admin_urls.py: each editor may delete only their own photos. "Keep this one" was shown
+    on every row, and answered 403 where an other copy was someone else's: now it is offered only
+    where the editor may delete all the others, and a group without one says why."""
+    owner = staff_user("owner", "view_photo", "change_photo", "delete_photo")
+    Photo.objects.filter(pk__in=pks(duplicate_photos, "chelsea", "coffee")).update(owner=owner)
+    client.force_login(owner)
+    url = reverse("delete_own:photos_photo_duplicates")
+    html = client.get(url).content.decode()
+    assert groups_on(html) == [pks(duplicate_photos, *CAT), pks(duplicate_photos, *COFFEE)]
+
+    def keep_links(name: str) -> list[str]:
+        group = re.search(rf'id="group-{name}".*?</div>', html, re.S).group(0)
+        return re.findall(r'class="button si-keep" href="([^"]+)"', group)
+
+    # The cat: one copy is theirs, two are not; no row can be kept without deleting someone else's.
+    assert keep_links("1") == [] and "you may not delete" in re.search(r'id="group-1".*?</div>', html, re.S).group(0)
+    # The coffee: the crop is someone else's, so only keeping the crop (deleting their own) is offered.
+    [link] = keep_links("2")
+    assert f"keep={duplicate_photos['coffee-crop'].pk}&" in link.replace("&amp;", "&")
+    assert client.get(url + link.replace("&amp;", "&")).status_code == 200
+    # With every copy theirs, every row offers it again.
+    Photo.objects.filter(pk__in=pks(duplicate_photos, *CAT, *COFFEE)).update(owner=owner)
+    html = client.get(url).content.decode()
+    assert len(keep_links("1")) == 3 and len(keep_links("2")) == 2 and "you may not delete" not in html
+
+
+@pytest.mark.urls("tests.admin_urls")
 def test_a_hidden_missing_or_malformed_id_in_a_forged_form_changes_nothing_and_answers_alike(client, duplicate_photos):
     """Keep, confirm and "not duplicates" naming, beside one of the editor's rows, a row they may
     not see, one that does not exist, or an id no row can have: the same redirect and message."""

@@ -152,12 +152,14 @@ def list_groups(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> 
         model_admin.duplicate_date_field,
         {field.column("updated_at"), field.column("lease_until")},
     )
+    can_delete = model_admin.has_delete_permission(request)
     shown = [
         {
             "number": page.start_index() + index,
             "distance": group.distance,
             "pks": ",".join(str(pk) for pk in group.pks),
             "members": [member(model_admin, obj, date_name) for obj in members],
+            "keepable": keepable(model_admin, request, members) if can_delete else set(),
         }
         for index, (group, members) in enumerate(page_groups)
     ]
@@ -174,7 +176,7 @@ def list_groups(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> 
         "threshold_value": request.GET.get(THRESHOLD_VAR, ""),
         "kept_params": kept_query(request.GET.urlencode()).lstrip("?"),
         "date_label": model_admin.model._meta.get_field(date_name).verbose_name if date_name else None,
-        "can_delete": model_admin.has_delete_permission(request),
+        "can_delete": can_delete,
         "can_mark": model_admin.has_change_permission(request),
         "changelist_url": model_admin.changelist_url(),
         "keep_var": KEEP_VAR,
@@ -182,6 +184,15 @@ def list_groups(model_admin: SemanticSearchAdminMixin, request: HttpRequest) -> 
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, model_admin.duplicates_template, context, status=400 if problem else 200)
+
+
+def keepable(model_admin: SemanticSearchAdminMixin, request: HttpRequest, members: list[Any]) -> set[Any]:
+    """The primary keys of the rows "keep this one" may be offered for: those whose group's other rows
+    the editor may all delete (``has_delete_permission(request, obj)``, as ``check_may_delete`` asks)."""
+    refused = [obj.pk for obj in members if not model_admin.has_delete_permission(request, obj)]
+    if len(refused) > 1:
+        return set()
+    return set(refused) or {obj.pk for obj in members}
 
 
 def kept_query(raw: str) -> str:
