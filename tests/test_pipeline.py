@@ -352,3 +352,34 @@ def test_a_large_16_bit_grey_image_is_embedded(make_photo):
     report = embed_instances([scan])
     assert (report.embedded, report.failed) == ([scan.pk], {})
     assert Photo.objects.get(pk=scan.pk).embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def test_an_all_zero_vector_from_the_encoder_fails_the_row_instead_of_being_stored(
+    make_photo, sample_paths, monkeypatch
+):
+    """A zero vector has no direction: its cosine with anything is NaN, so the row could be neither
+    ranked nor compared. The pipeline stored it as embedded all the same; the row now fails, with a
+    reason saying so and no vectors, and its neighbours are embedded."""
+    from django_semantic_images.fields import get_embedding_field
+
+    good = make_photo(sample_paths["coffee"], title="coffee")
+    blank_visual = make_photo(sample_paths["chelsea"], title="a cat")
+    blank_semantic = make_photo(sample_paths["rocket"], title="")  # no words: nothing fused into it
+    encoder = get_embedding_field(Photo).get_encoder()
+    real = encoder.encode_pixels
+
+    def zero_some(pixels):
+        vectors = real(pixels)
+        vectors.visual[1] = 0.0
+        vectors.semantic[2] = 0.0
+        return vectors
+
+    monkeypatch.setattr(encoder, "encode_pixels", zero_some)
+    report = embed_instances([good, blank_visual, blank_semantic], batch_size=8)
+    assert report.embedded == [good.pk] and report.failed.keys() == {blank_visual.pk, blank_semantic.pk}
+    rows = {p.pk: p for p in Photo.objects.all()}
+    for pk in (blank_visual.pk, blank_semantic.pk):
+        assert rows[pk].embedding_status == EmbeddingStatus.FAILED
+        assert "all zeros" in rows[pk].embedding_error
+        assert rows[pk].embedding_visual is None and rows[pk].embedding_semantic is None
+    assert rows[good.pk].embedding_status == EmbeddingStatus.EMBEDDED

@@ -67,6 +67,11 @@ ATTEMPT = re.compile(r"\(attempt (\d+) of \d+\) ")
 WORKER_LOST = "the worker embedding it stopped before it finished (killed, out of memory, crashed or hung)"
 
 
+#: ``embedding_error`` of a row the encoder gave an all-zero vector (visual or semantic): a vector
+#: without a direction has no cosine with anything (NaN), so it is not stored; the row fails for good.
+ZERO_VECTOR = "the encoder returned a vector of all zeros, which cannot be ranked or compared"
+
+
 #: Faults worth retrying: they may pass without anyone changing the row.
 TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError)
 
