@@ -1021,3 +1021,36 @@ def test_the_autocomplete_leaves_no_message_for_a_later_page(admin_client, photo
         found = admin_client.get(url, {**params, "term": term})
         assert [row["id"] for row in found.json()["results"]] == [str(photos["chelsea"].pk)]
     assert messages_of(admin_client.get(reverse("admin:index"))) == []
+
+
+def test_a_row_with_a_zero_vector_is_shown_without_a_score_and_never_ranked_first(admin_client, photos, sample_paths):
+    """A vector of all zeros (written by SQL or ``update()``: the pipeline refuses one) scores NaN: the
+    score column showed "nan", and PostgreSQL sorts NaN above every number. Each ranking now shows such a
+    row without a score, after the scored rows, as the API does."""
+    coffee, crop, rocket = photos["coffee"], photos["cat-crop"], photos["rocket"]
+    Photo.objects.filter(pk=coffee.pk).update(embedding_semantic=np.zeros(384, np.float32))
+    Photo.objects.filter(pk__in=[crop.pk, rocket.pk]).update(embedding_visual=np.zeros(1280, np.float32))
+    token = re.search(
+        r"photo=([\w-]+)",
+        admin_client.post(reverse(BY_PHOTO), {"photo": flipped_upload(sample_paths["rocket"])})["Location"],
+    ).group(1)
+    rankings = {
+        "search": ({"q": "a cup of coffee"}, coffee),
+        "similar": ({"similar_to": photos["chelsea"].pk}, crop),
+        "by photo": ({"photo": token}, rocket),
+    }
+    for name, (params, zero) in rankings.items():
+        response = admin_client.get(reverse(CHANGELIST), params)
+        results = response.context["cl"].result_list
+        assert response.status_code == 200, name
+        html = response.content.decode()
+        assert "nan" not in re.findall(r'<td class="field-search_score">(.*?)</td>', html, re.S).__str__().lower(), name
+        pks = [row.pk for row in results]
+        unscored = [i for i, row in enumerate(results) if row.score is None or row.score != row.score]  # NaN
+        assert unscored == list(range(len(pks) - len(unscored), len(pks))), name  # after every scored row
+        assert zero.pk not in pks or pks.index(zero.pk) in unscored, name
+        assert pks[0] != zero.pk, name
+    # Similar images of the zero row itself: nothing can be compared with it; no 500, no "nan".
+    response = admin_client.get(reverse(CHANGELIST), {"similar_to": crop.pk})
+    assert response.status_code == 200 and ranked_pks(response) == []
+    assert "a visual vector of all zeros" in " ".join(messages_of(response))

@@ -69,4 +69,15 @@ class VisualRankingMixin(SemanticAdminBase):
         # pgvector's Vector and HalfVector (what some pgvector-python versions read a vector or a
         # halfvec column as) are no sequences for numpy: their own to_numpy() gives the numbers.
         values = vector.to_numpy() if callable(getattr(vector, "to_numpy", None)) else vector
-        return VisualRanking(vector=np.asarray(values, dtype=np.float32).tolist(), kind="similar", source=source)
+        values = np.asarray(values, dtype=np.float32)
+        if not values.any():  # a zero vector (written by other means): no direction, no cosine to rank by
+            listing_message(
+                request,
+                messages.WARNING,
+                name_in_sentence(
+                    _("“%(obj)s” has a visual vector of all zeros: no image can be compared with it; re-embed it."),
+                    {"obj": source},
+                ),
+            )
+            return VisualRanking(vector=None, kind="similar", source=source)
+        return VisualRanking(vector=values.tolist(), kind="similar", source=source)
