@@ -62,3 +62,20 @@ def test_a_limit_past_postgresqls_bigint_is_a_clear_error():
         call_command("semantic_search", "cats", "--limit", "99999999999999999999", *PHOTO)
     # The largest still ranks (no rows here, so no results).
     call_command("semantic_search", "cats", "--limit", str(2**63 - 1), *PHOTO)
+
+
+def test_a_row_with_a_zero_vector_is_printed_last_without_a_score(sample_photos, capsys):
+    """A zero vector (written by SQL: the pipeline refuses one) scores NaN, which was printed "nan"."""
+    import numpy as np
+
+    from photos.models import Photo
+
+    coffee = sample_photos["coffee"]
+    Photo.objects.filter(pk=coffee.pk).update(embedding_semantic=np.zeros(384, np.float32))
+    call_command("semantic_search", "a cup of coffee", "--limit", "100", *PHOTO)
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert lines and "nan" not in " ".join(lines).lower()
+    pks = [int(line.split()[2]) for line in lines]
+    assert pks[0] != coffee.pk
+    if coffee.pk in pks:
+        assert pks[-1] == coffee.pk and lines[-1].split()[1] == "-"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -73,4 +74,6 @@ class Command(DatabaseCommand):
             return
         self.stdout.write(f"{'rank':>4}  {'score':>6}  {'pk':>6}  item")
         for rank, row in enumerate(rows, 1):
-            self.stdout.write(f"{rank:>4}  {row.score:6.3f}  {row.pk!s:>6}  {row}")
+            # NaN: a zero vector's cosine (no direction), ranked last by PostgreSQL; no score, as in the API.
+            score = "-" if row.score is None or math.isnan(row.score) else f"{row.score:.3f}"
+            self.stdout.write(f"{rank:>4}  {score:>6}  {row.pk!s:>6}  {row}")
