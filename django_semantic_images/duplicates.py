@@ -116,11 +116,11 @@ def duplicate_pairs(
             found = list(batch[:BATCH_ROWS])
         for pk, near in found:
             for item in near or ():
-                if (
-                    item["distance"] <= threshold
-                    and item.get("status", EmbeddingStatus.EMBEDDED) == EmbeddingStatus.EMBEDDED
-                ):
-                    yield pk, to_python(item["pk"]), float(item["distance"])
+                # A zero vector's distance is NaN, which JSON carries as the string "NaN": float() reads
+                # it, and NaN is within no threshold (such a row joins no group).
+                distance = float(item["distance"])
+                if distance <= threshold and item.get("status", EmbeddingStatus.EMBEDDED) == EmbeddingStatus.EMBEDDED:
+                    yield pk, to_python(item["pk"]), distance
         if len(found) < BATCH_ROWS:
             return
         last = found[-1][0]

@@ -180,3 +180,12 @@ def test_the_library_is_grouped_whatever_rows_earlier_tests_left_in_the_hnsw_gra
     library = duplicate_library(sample_paths)
     groups = Photo.objects.near_duplicates()
     assert named(groups, library) == [{"chelsea", "chelsea-jpeg", "chelsea-flip"}, {"coffee", "coffee-crop"}]
+
+
+def test_a_row_with_a_zero_visual_vector_is_in_no_group_and_breaks_none(duplicate_photos):
+    """A zero vector (written by SQL: the pipeline refuses one) is NaN away from every row: it joins no
+    group, and the others are grouped as before."""
+    import numpy as np
+
+    Photo.objects.filter(pk=duplicate_photos["coffee-crop"].pk).update(embedding_visual=np.zeros(1280, np.float32))
+    assert named(Photo.objects.near_duplicates(), duplicate_photos) == [{"chelsea", "chelsea-jpeg", "chelsea-flip"}]
