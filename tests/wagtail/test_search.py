@@ -358,3 +358,31 @@ def test_an_encoder_that_cannot_load_leaves_the_keyword_search_with_a_note(
         response = superuser_client.get(url, params)
         assert response.status_code == 503 and "unavailable" in response.json()[key]
     assert caplog.text.count("/nonexistent/text-model") >= 4
+
+
+def test_an_image_with_a_zero_vector_is_never_ranked_first_and_breaks_no_page(superuser_client, sample_images):
+    """A vector of all zeros (written by SQL: the pipeline refuses one) scores NaN: Python's sort of the
+    listing's and chooser's ranking put it anywhere, and the v2 API's score could not be written as
+    JSON. It now comes after every scored image everywhere, without a score, as in the DRF API."""
+    import numpy as np
+    from rest_framework.test import APIClient
+
+    coffee, cat = sample_images["coffee"], sample_images["chelsea"]
+    ImageVectors.objects.filter(image=coffee).update(embedding_semantic=np.zeros(384, np.float32))
+    ImageVectors.objects.filter(image=cat).update(embedding_visual=np.zeros(1280, np.float32))
+    from django_semantic_images.contrib.wagtail.search import _by_distance
+
+    nan = float("nan")  # the ranking's own sort (keyword matches are read beside the index's nearest)
+    assert _by_distance([1, 2, 3, 4, 5], {1: 0.5, 2: nan, 3: 0.2, 4: 0.1, 5: None}) == [4, 3, 1, 2, 5]
+    for found in (listing(superuser_client, q="a cup of coffee"), chooser(superuser_client, q="a cup of coffee")):
+        assert found[0] != coffee and (coffee not in found or found[-1] == coffee)
+    v2 = APIClient().get("/api/v2/images/", {"semantic": "a cup of coffee"})
+    assert v2.status_code == 200, v2.content[:300]
+    items = v2.json()["items"]
+    assert items[0]["id"] != coffee.pk and all(item["meta"].get("score") is not None for item in items[:-1])
+    # The edit page's similar panel: of the zero image, nothing; of another, the zero image is not first.
+    for image in (cat, sample_images["coffee"]):
+        response = superuser_client.get(reverse("wagtailimages:edit", args=(image.pk,)))
+        assert response.status_code == 200
+        similar = response.context["similar_images"] or []
+        assert not similar or similar[0] != cat

@@ -17,6 +17,7 @@ restriction hides from this request), after Wagtail's field filters (``?title=``
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.db.models import Model, QuerySet
@@ -146,8 +147,9 @@ class ScoreField(Field):
             raise SkipField
         return instance.score
 
-    def to_representation(self, value: Any) -> float:
-        return round(float(value), 6)
+    def to_representation(self, value: Any) -> float | None:
+        score = float(value)
+        return None if math.isnan(score) else round(score, 6)  # NaN: a zero vector, no score (JSON has no NaN)
 
 
 #: The largest ``offset`` / ``limit`` PostgreSQL takes (a bigint); Wagtail's paging passes any

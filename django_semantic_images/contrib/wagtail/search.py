@@ -10,6 +10,7 @@ its paginator knows the count and reads each page by key.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -232,9 +233,17 @@ def ranking(queryset: QuerySet, vector: np.ndarray, *, keyword: list[Any], limit
 
 
 def _by_distance(keys: list[Any], distances: dict[Any, float | None]) -> list[Any]:
-    """``keys`` nearest first, those without a distance last, ties by key (highest first)."""
+    """``keys`` nearest first, then those whose distance is NaN (a zero vector: no direction), those
+    without a distance last, ties by key (highest first)."""
+
+    def key(pk: Any) -> tuple[int, float]:
+        distance = distances[pk]
+        if distance is None:
+            return 2, 0.0
+        return (1, 0.0) if math.isnan(distance) else (0, distance)  # NaN compares with nothing: sorted apart
+
     keys = sorted(keys, reverse=True)
-    keys.sort(key=lambda pk: (distances[pk] is None, distances[pk] or 0.0))  # stable: keeps the ties' order
+    keys.sort(key=key)  # stable: keeps the ties' order
     return keys
 
 
