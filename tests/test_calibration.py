@@ -356,3 +356,13 @@ def test_a_nan_score_passes_no_floor_when_the_best_matches_are_sorted_by_a_colum
         assert response.status_code == 200, response.content[:300]
         ids = [r["id"] for r in response.json()["results"]]
         assert rows[0].pk not in ids and len(ids) == 11, floor
+
+
+def test_similar_to_an_image_whose_visual_vector_is_all_zeros_is_a_409_saying_so(client):
+    """Its own zero vector (written by SQL: the pipeline refuses one) was the query: a ValueError, a 500."""
+    rng = np.random.default_rng(8)
+    rows = [embedded_row(rng) for _ in range(3)]
+    Photo.objects.filter(pk=rows[0].pk).update(embedding_visual=np.zeros(1280, np.float32))
+    response = client.get(f"/api/photos/{rows[0].pk}/similar/")
+    assert response.status_code == 409 and "all zeros" in response.json()["detail"]
+    assert client.get(f"/api/photos/{rows[1].pk}/similar/").status_code == 200

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+import numpy as np
 from django import forms
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -485,8 +486,15 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         """
         anchor = self.get_anchor()
         path = embedding_path(type(anchor), self.embedding_field)
-        if path.value(anchor, "visual") is None:
+        visual = path.value(anchor, "visual")
+        if visual is None:
             raise NotEmbeddedYet(not_embedded_message(anchor, path))
+        if not np.asarray(visual.to_numpy() if hasattr(visual, "to_numpy") else visual, dtype=np.float32).any():
+            # A zero vector (written by other means than the pipeline): no direction, no cosine to rank by.
+            name = f"{str(anchor._meta.verbose_name).capitalize()} {anchor.pk}"
+            raise NotEmbeddedYet(
+                f"{name} has a visual vector of all zeros: no image can be compared with it; re-embed it."
+            )
         ranked = self.searchable_queryset().similar_to(anchor, field=self.embedding_field)
         return self.page_response(self.sort_best(ranked))
 

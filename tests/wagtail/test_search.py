@@ -380,6 +380,8 @@ def test_an_image_with_a_zero_vector_is_never_ranked_first_and_breaks_no_page(su
     assert v2.status_code == 200, v2.content[:300]
     items = v2.json()["items"]
     assert items[0]["id"] != coffee.pk and all(item["meta"].get("score") is not None for item in items[:-1])
+    similar = APIClient().get("/api/v2/images/", {"similar_to": cat.pk})  # was a ValueError: a 500
+    assert similar.status_code == 400 and "all zeros" in similar.json()["message"]
     # The edit page's similar panel: of the zero image, nothing; of another, the zero image is not first.
     for image in (cat, sample_images["coffee"]):
         response = superuser_client.get(reverse("wagtailimages:edit", args=(image.pk,)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework.exceptions import Throttled, ValidationError
@@ -132,6 +133,10 @@ def similar_anchor(view: Any, raw: str) -> Model:
             reason = public_reason(path.value(anchor, "error") or "")
             raise BadRequestError(f"{SIMILAR_TO} image could not be embedded (status: failed): {reason}")
         raise BadRequestError(f"{SIMILAR_TO} image has no vectors yet (status: {status}); try again later")
+    visual = path.value(anchor, "visual")
+    if not np.asarray(visual.to_numpy() if hasattr(visual, "to_numpy") else visual, dtype=np.float32).any():
+        # A zero vector (written by other means than the pipeline): no direction, no cosine to rank by.
+        raise BadRequestError(f"{SIMILAR_TO} image has a visual vector of all zeros: no image can be compared with it")
     return anchor
 
 
