@@ -333,9 +333,14 @@ def test_a_nan_score_on_a_page_with_min_relevance_is_dropped_not_a_500(client):
     url = f"/api/photos/{anchor.pk}/similar/"
     everything = client.get(url, {"limit": 100})
     assert everything.status_code == 200
+    # An exact scan ranks it (NaN), last; pgvector leaves a zero vector out of a cosine HNSW index,
+    # so a walk of the index, which the planner may choose, leaves it out.
     nan_rows = [r for r in everything.json()["results"] if r["id"] == zero.pk]
-    assert nan_rows and nan_rows[0]["relevance"] is None and nan_rows[0]["score"] is None
-    assert everything.json()["results"][-1]["id"] == zero.pk  # after every row with a score
+    if nan_rows:
+        assert nan_rows[0]["relevance"] is None and nan_rows[0]["score"] is None
+        assert everything.json()["results"][-1]["id"] == zero.pk  # after every row with a score
+    assert len(everything.json()["results"]) in (11, 12)
+    assert all(r["score"] is not None for r in everything.json()["results"] if r["id"] != zero.pk)
     response = client.get(url, {"limit": 100, "min_relevance": "0"})
     assert response.status_code == 200, response.content[:300]
     ids = [r["id"] for r in response.json()["results"]]
