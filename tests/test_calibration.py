@@ -363,6 +363,21 @@ def test_a_nan_score_passes_no_floor_when_the_best_matches_are_sorted_by_a_colum
         assert rows[0].pk not in ids and len(ids) == 11, floor
 
 
+def test_the_relevance_of_a_ranked_row_without_a_score_is_none():
+    """``calibration.relevance(row.score)`` (docs/field.md) of a zero vector's row: None, not an error."""
+    from django.db import connection
+
+    rng = np.random.default_rng(10)
+    rows = [embedded_row(rng) for _ in range(12)]
+    Photo.objects.filter(pk=rows[0].pk).update(embedding_semantic=np.zeros(384, np.float32))
+    with connection.cursor() as cursor:  # an exact scan: pgvector leaves a zero vector out of a cosine HNSW index
+        cursor.execute("SET enable_indexscan = off")  # undone with the test's transaction
+    ranked = Photo.objects.semantic_search(rng.normal(size=384).astype(np.float32))
+    calibration = ranked.calibration()
+    relevance = {row.pk: calibration.relevance(row.score) for row in ranked}
+    assert relevance.pop(rows[0].pk) is None and len(relevance) == 11 and None not in relevance.values()
+
+
 def test_similar_to_an_image_whose_visual_vector_is_all_zeros_is_a_409_saying_so(client):
     """Its own zero vector (written by SQL: the pipeline refuses one) was the query: a ValueError, a 500."""
     rng = np.random.default_rng(8)
