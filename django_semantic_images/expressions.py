@@ -99,6 +99,11 @@ class Score(Func):
         super().__init__(distance, **extra)
 
 
+#: Best first by score: ``order_by("-score")`` puts a row without a score (NULL) first, as PostgreSQL puts
+#: NULL (and NaN) above every number; this puts it last, where an order by distance puts it.
+BY_SCORE = F("score").desc(nulls_last=True)
+
+
 def score_of(distance: float | None) -> float | None:
     """``Score`` of a distance read as it is (``values_list("distance")``): None for None or NaN."""
     return None if distance is None or math.isnan(distance) else 1.0 - distance

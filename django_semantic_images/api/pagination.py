@@ -32,6 +32,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from ..expressions import BY_SCORE
 from .querystring import strict_integer, strict_number
 
 LIMIT_MESSAGE = "limit must be a whole number of at least 1."
@@ -250,4 +251,4 @@ def is_ranked(queryset: Any) -> bool:
 def sorted_by_distance(queryset: Any) -> bool:
     """Whether a ranked ``queryset`` is still ordered best first (not sorted by another column)."""
     ordering = list(queryset.query.order_by)
-    return bool(ordering) and ordering[0] in ("distance", "-score")
+    return bool(ordering) and (ordering[0] in ("distance", "-score") or ordering[0] == BY_SCORE)
