@@ -66,10 +66,13 @@ class Calibration:
             return math.inf
         return float(self.scores[beaten - 1]) + TIE
 
-    def relevance(self, score: float) -> float | None:
+    def relevance(self, score: float | None) -> float | None:
         """The share of the collection ``score`` beats, estimated as ``k / (size + 1)`` for ``k``
-        sample scores beaten: from 0 to ``size / (size + 1)``; None (no relevance, as for an unknown
-        score) for NaN, which would otherwise sort above every sample score."""
+        sample scores beaten: from 0 to ``size / (size + 1)``; None (no relevance) for no score: None
+        (a ranked row's, a zero vector: ``expressions.Score``) or NaN (a raw ``1 - distance``), which
+        would otherwise sort above every sample score."""
+        if score is None:
+            return None
         value = float(score)
         if math.isnan(value):
             return None

@@ -1,12 +1,14 @@
-"""Ranking expressions: cosine distances to a query's meaning or to a query image.
+"""Ranking expressions: cosine distances to a query's meaning or to a query image, and the score.
 
 They are ordinary Django expressions (pgvector's ``CosineDistance``, i.e.
 ``column <=> query``), so they work in ``annotate()``, ``order_by()`` and
 ``filter()``; ordering by them ascending with a LIMIT is what the HNSW index serves.
+``Score`` is a ranked row's ``1 - distance``, NULL ("no score") where the distance is NaN.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from numbers import Real
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import F, Value
+from django.db.models import F, FloatField, Func, Value
 from django.utils.functional import Promise
 from pgvector.django import CosineDistance
 
@@ -80,6 +82,31 @@ class _EmbeddingDistance(CosineDistance):
                 self.set_source_expressions([source, literal])
             clone.set_source_expressions([F(path.column(self.suffix)), literal])
         return super(_EmbeddingDistance, clone).resolve_expression(query, allow_joins, reuse, summarize, for_save)
+
+
+class Score(Func):
+    """``1 - distance`` (the cosine similarity), or NULL where the distance is NaN: a stored vector of
+    all zeros has no direction, so no cosine with anything, and such a row has no score. NULL is "no
+    score" to every reader: a floor (``score__gte``) leaves it out, JSON writes null, and an ascending
+    order puts it last (a descending one first, as it did NaN: ``F("score").desc(nulls_last=True)``).
+    ``distance`` is an annotation's name or a distance expression: ``annotate(distance=...,
+    score=Score("distance"))``."""
+
+    template = "NULLIF(1 - (%(expressions)s), 'NaN'::float8)"
+    output_field = FloatField()
+
+    def __init__(self, distance: Any = "distance", **extra: Any) -> None:
+        super().__init__(distance, **extra)
+
+
+#: Best first by score: ``order_by("-score")`` puts a row without a score (NULL) first, as PostgreSQL puts
+#: NULL (and NaN) above every number; this puts it last, where an order by distance puts it.
+BY_SCORE = F("score").desc(nulls_last=True)
+
+
+def score_of(distance: float | None) -> float | None:
+    """``Score`` of a distance read as it is (``values_list("distance")``): None for None or NaN."""
+    return None if distance is None or math.isnan(distance) else 1.0 - distance
 
 
 @lru_cache(maxsize=16)

@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
-from django.db.models import ExpressionWrapper, F, FloatField, Value
 from django.utils.functional import Promise
 
 from .calibration import Calibration, reference_for
 from .duplicates import DUPLICATE_NEIGHBOURS, DuplicateGroup, near_duplicates
-from .expressions import SemanticDistance, VisualDistance, query_array
+from .expressions import Score, SemanticDistance, VisualDistance, query_array
 from .fields import EmbeddingPath, EmbeddingStatus, ImageEmbeddingField, embedding_path
 from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_settings
@@ -161,9 +160,7 @@ class SemanticQuerySetMixin(_QuerySetBase):
         return search_alias(self)
 
     def _ranked(self, distance: Any, path: EmbeddingPath, kind: str, vector: Any) -> Self:
-        qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(
-            distance=distance, score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField())
-        )
+        qs = self.filter(**{f"{path.column(kind)}__isnull": False}).annotate(distance=distance, score=Score("distance"))
         qs = qs.order_by(*RANKING)
         qs._vector_ranked = True
         as_array = query_array(vector)  # a float32 array for calibration() (a pgvector Vector too)

@@ -363,6 +363,47 @@ def test_a_nan_score_passes_no_floor_when_the_best_matches_are_sorted_by_a_colum
         assert rows[0].pk not in ids and len(ids) == 11, floor
 
 
+def test_the_relevance_of_a_ranked_row_without_a_score_is_none():
+    """``calibration.relevance(row.score)`` (docs/field.md) of a zero vector's row: None, not an error."""
+    from django.db import connection
+
+    rng = np.random.default_rng(10)
+    rows = [embedded_row(rng) for _ in range(12)]
+    Photo.objects.filter(pk=rows[0].pk).update(embedding_semantic=np.zeros(384, np.float32))
+    with connection.cursor() as cursor:  # an exact scan: pgvector leaves a zero vector out of a cosine HNSW index
+        cursor.execute("SET enable_indexscan = off")  # undone with the test's transaction
+    ranked = Photo.objects.semantic_search(rng.normal(size=384).astype(np.float32))
+    calibration = ranked.calibration()
+    relevance = {row.pk: calibration.relevance(row.score) for row in ranked}
+    assert relevance.pop(rows[0].pk) is None and len(relevance) == 11 and None not in relevance.values()
+
+
+def test_a_row_without_a_score_comes_after_every_scored_row_when_sorted_by_score(client, monkeypatch):
+    """``ordering=-score`` (a viewset whose ``ordering_fields`` take ``score``): PostgreSQL sorts a
+    zero vector's score (NaN, now NULL) above every number, so that row came first in SQL: on the
+    first page, ahead of the scored rows of the next pages. It comes after all of them now."""
+    from django.db import connection
+
+    from django_semantic_images.calibration import reset
+    from photos.api import PhotoSearchViewSet
+
+    monkeypatch.setattr(PhotoSearchViewSet, "ordering_fields", ("title", "score"))
+    rng = np.random.default_rng(9)
+    rows = [embedded_row(rng, title=f"row {i}") for i in range(6)]
+    Photo.objects.filter(pk=rows[0].pk).update(embedding_semantic=np.zeros(384, np.float32))
+    reset()
+    with connection.cursor() as cursor:  # an exact scan: pgvector leaves a zero vector out of a cosine HNSW index
+        cursor.execute("SET enable_indexscan = off")  # undone with the test's transaction
+    ids, scores, url, params = [], [], SEARCH, {"q": "a cup of coffee", "ordering": "-score", "limit": 2}
+    while url:
+        page = client.get(url, params).json()
+        ids += [r["id"] for r in page["results"]]
+        scores += [r["score"] for r in page["results"]]
+        url, params = page["next"], {}
+    assert sorted(ids) == sorted(row.pk for row in rows) and ids[-1] == rows[0].pk, scores
+    assert scores[-1] is None and None not in scores[:-1] and scores[:-1] == sorted(scores[:-1], reverse=True)
+
+
 def test_similar_to_an_image_whose_visual_vector_is_all_zeros_is_a_409_saying_so(client):
     """Its own zero vector (written by SQL: the pipeline refuses one) was the query: a ValueError, a 500."""
     rng = np.random.default_rng(8)

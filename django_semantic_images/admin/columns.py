@@ -6,7 +6,6 @@ the listing's filters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +46,7 @@ class ListColumnsMixin(SemanticAdminBase):
     @admin.display(description=gettext_lazy("Score"))
     def search_score(self, obj: Any) -> str:
         score = getattr(obj, "score", None)
-        if score is None or math.isnan(score):  # NaN: a zero vector's cosine, no score (as in the API)
+        if score is None:  # unranked, or a zero vector (no cosine: expressions.Score)
             return display.EMPTY
         # "0,873" in French, as Django's admin writes numbers (number_format cuts, so round first).
         shown = number_format(round(score, 3), 3)

@@ -13,14 +13,13 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import BadRequest
-from django.db.models import BooleanField, Case, F, FloatField, Q, QuerySet, Value, When
-from django.db.models.expressions import ExpressionWrapper
+from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from ..encoders.base import ENCODER_UNAVAILABLE
-from ..expressions import SemanticDistance, VisualDistance
+from ..expressions import Score, SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..hnsw import hnsw_settings
 from ..query import read_as_search
@@ -142,9 +141,7 @@ class RankedSearchMixin(SemanticAdminBase):
 
     @staticmethod
     def _annotate(qs: QuerySet, distance: Any) -> QuerySet:
-        return qs.annotate(distance=distance).annotate(
-            score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField())
-        )
+        return qs.annotate(distance=distance).annotate(score=Score("distance"))
 
     @staticmethod
     def _rank(request: HttpRequest, qs: QuerySet, ordering: list[Any]) -> QuerySet:

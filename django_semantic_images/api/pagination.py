@@ -23,7 +23,6 @@ ranked row gets its ``relevance``.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from ..expressions import BY_SCORE
 from .querystring import strict_integer, strict_number
 
 LIMIT_MESSAGE = "limit must be a whole number of at least 1."
@@ -111,24 +111,23 @@ class RankedPagination(BasePagination):
         min_relevance = self.min_relevance if calibration is not None else None  # nothing to cut by
         by_distance = ranked and sorted_by_distance(queryset)
         if ranked and not by_distance:
-            # The best matches sorted by another column: the floors filter those rows. PostgreSQL puts
-            # NaN (a zero vector's score) above every number, and takes NaN = NaN: a floor leaves it out.
+            # The best matches sorted by another column: the floors filter those rows (a row without a
+            # score, NULL, passes none).
             if self.min_score is not None:
-                queryset = queryset.filter(score__gte=self.min_score).exclude(score=math.nan)
+                queryset = queryset.filter(score__gte=self.min_score)
             if min_relevance is not None and calibration is not None:
-                queryset = queryset.filter(score__gt=calibration.threshold(min_relevance)).exclude(score=math.nan)
+                queryset = queryset.filter(score__gt=calibration.threshold(min_relevance))
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_next = len(rows) > self.limit and (not self.capped or self.offset + self.limit <= self.max_offset)
         for row in rows if ranked else ():
-            if row.score is not None and math.isnan(row.score):  # a zero vector's cosine: no score, as JSON has no NaN
-                row.score = None
             row.relevance = (
                 calibration.relevance(row.score) if calibration is not None and row.score is not None else None
             )
         ahead, rows = rows[self.limit :], rows[: self.limit]
         if by_distance:
             # pgvector's relaxed_order index scan may return a page slightly out of order.
-            rows.sort(key=lambda row: (row.score is None, row.distance if row.score is not None else 0.0))  # NaN last
+            # A row without a score (its distance NaN, which compares with nothing) last.
+            rows.sort(key=lambda row: (row.score is None, row.distance if row.score is not None else 0.0))
             kept = [row for row in rows if self.passes(row, min_relevance)]
             # The floor ends the results on this page, or exactly at its end (the row read ahead is below it).
             if len(kept) < len(rows) or not all(self.passes(row, min_relevance) for row in ahead):
@@ -138,7 +137,7 @@ class RankedPagination(BasePagination):
 
     def passes(self, row: Any, min_relevance: float | None) -> bool:
         """Whether a ranked row clears ``min_score`` and ``min_relevance`` (each when given); a row
-        without a score or relevance (NaN: a zero vector) clears neither."""
+        without a score or relevance (a zero vector) clears neither."""
         if self.min_score is not None and (row.score is None or row.score < self.min_score):
             return False
         return min_relevance is None or (row.relevance is not None and row.relevance >= min_relevance)
@@ -252,4 +251,4 @@ def is_ranked(queryset: Any) -> bool:
 def sorted_by_distance(queryset: Any) -> bool:
     """Whether a ranked ``queryset`` is still ordered best first (not sorted by another column)."""
     ordering = list(queryset.query.order_by)
-    return bool(ordering) and ordering[0] in ("distance", "-score")
+    return bool(ordering) and (ordering[0] in ("distance", "-score") or ordering[0] == BY_SCORE)

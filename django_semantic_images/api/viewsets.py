@@ -50,6 +50,7 @@ from rest_framework.throttling import BaseThrottle
 from ..conf import semantic_settings
 from ..duplicates import check_threshold, group_rows, near_duplicates
 from ..encoders.base import ENCODER_UNAVAILABLE
+from ..expressions import BY_SCORE
 from ..fields import EmbeddingPath, EmbeddingStatus, embedding_path
 from ..imaging import ImageDecodeError, query_image
 from ..pipeline.failures import public_reason
@@ -412,7 +413,8 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         if value not in choices:
             message = f"{self.ordering_param} must be one of: {', '.join(choices)}."
             raise ValidationError({self.ordering_param: [message]})
-        return ranked.best(self.ordering_within).order_by(value, "pk")  # type: ignore[attr-defined]
+        by = BY_SCORE if value == "-score" else value  # a row without a score last, as when ranked
+        return ranked.best(self.ordering_within).order_by(by, "pk")  # type: ignore[attr-defined]
 
     # -- actions ----------------------------------------------------------------------
     @list_schema

@@ -17,7 +17,6 @@ restriction hides from this request), after Wagtail's field filters (``?title=``
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -141,20 +140,21 @@ def similar_anchor(view: Any, raw: str) -> Model:
 
 
 class ScoreField(Field):
-    """``meta.score``: ``1 - cosine distance`` in a ranked listing; left out otherwise."""
+    """``meta.score``: ``1 - cosine distance`` in a ranked listing, null for an image without one (a
+    zero vector: ``expressions.Score``); left out otherwise (an image not ranked has no ``distance``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("read_only", True)
         super().__init__(**kwargs)
 
     def get_attribute(self, instance: Any) -> Any:
-        if getattr(instance, "score", None) is None:
+        score = getattr(instance, "score", None)
+        if score is None and getattr(instance, "distance", None) is None:
             raise SkipField
-        return instance.score
+        return score  # None is written as null
 
-    def to_representation(self, value: Any) -> float | None:
-        score = float(value)
-        return None if math.isnan(score) else round(score, 6)  # NaN: a zero vector, no score (JSON has no NaN)
+    def to_representation(self, value: Any) -> float:
+        return round(float(value), 6)
 
 
 #: The largest ``offset`` / ``limit`` PostgreSQL takes (a bigint); Wagtail's paging passes any

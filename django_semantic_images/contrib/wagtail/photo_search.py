@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from django import forms
 from django.contrib.sessions.backends.base import SessionBase
-from django.db.models import ExpressionWrapper, F, FloatField, QuerySet, Value
+from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.utils.datastructures import MultiValueDict
 from django.utils.functional import cached_property
@@ -31,7 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ...bidi import name_in_sentence
 from ...conf import semantic_settings
 from ...encoders.base import ENCODER_UNAVAILABLE
-from ...expressions import VisualDistance
+from ...expressions import Score, VisualDistance
 from ...fields import embedding_path
 from ...imaging import ImageDecodeError, preview_data_url, query_image
 from ...query import similar_to
@@ -105,7 +105,7 @@ def rank_by_likeness(queryset: QuerySet, vector: list[float], *, limit: int, kee
     plain = queryset.order_by().select_related(None).prefetch_related(None)
     nearest = list(similar_to(plain, vector, field=path.name).values_list("pk", flat=True)[:limit])
     ranked = queryset.filter(pk__in=nearest).annotate(distance=VisualDistance(path.name, vector))
-    ranked = ranked.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
+    ranked = ranked.annotate(score=Score("distance"))
     return ranked if keep_order else ranked.order_by(F("distance").asc(nulls_last=True), "-pk")
 
 

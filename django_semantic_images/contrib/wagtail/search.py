@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 from django.core.exceptions import FieldDoesNotExist
-from django.db.models import BooleanField, Case, ExpressionWrapper, F, FloatField, Q, QuerySet, Value, When
+from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast
 from wagtail.search.backends import get_search_backend
 from wagtail.search.backends.base import FilterFieldError
 
-from ...expressions import SemanticDistance
+from ...expressions import Score, SemanticDistance, score_of
 from ...fields import embedding_path
 from ...query import ranked_rows, read_as_search, semantic_search
 from .renditions import share_renditions
@@ -187,7 +187,7 @@ def rank_by_meaning(
     if exact is not None:
         wanted |= exact
     ranked = queryset.filter(wanted).annotate(distance=SemanticDistance(path.name, query))
-    ranked = ranked.annotate(score=ExpressionWrapper(Value(1.0) - F("distance"), output_field=FloatField()))
+    ranked = ranked.annotate(score=Score("distance"))
     if keep_order:
         return ranked
     ordering = [F("distance").asc(nulls_last=True), "-pk"]
@@ -281,7 +281,7 @@ class RankedResults:
             if image is None:  # deleted since it was ranked
                 continue
             image.distance = r.distance
-            image.score = None if r.distance is None else 1.0 - r.distance
+            image.score = score_of(r.distance)
             if self.keyword:
                 image.keyword_match = r.keyword_match
             images.append(image)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,6 @@ class Command(DatabaseCommand):
             return
         self.stdout.write(f"{'rank':>4}  {'score':>6}  {'pk':>6}  item")
         for rank, row in enumerate(rows, 1):
-            # NaN: a zero vector's cosine (no direction), ranked last by PostgreSQL; no score, as in the API.
-            score = "-" if row.score is None or math.isnan(row.score) else f"{row.score:.3f}"
+            # None: a zero vector (no direction, no cosine: expressions.Score), ranked last.
+            score = "-" if row.score is None else f"{row.score:.3f}"
             self.stdout.write(f"{rank:>4}  {score:>6}  {row.pk!s:>6}  {row}")
