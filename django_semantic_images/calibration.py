@@ -118,10 +118,10 @@ class Reference:
         return found
 
 
-def unit_rows(values: list[Any], dimensions: int) -> np.ndarray:
-    """Stored vectors (numpy arrays, pgvector's ``HalfVector`` ...) as unit float32 rows."""
+def unit_rows(values: list[Any]) -> np.ndarray:
+    """Stored vectors (numpy arrays, lists, pgvector's ``HalfVector`` ...) as unit float32 rows."""
     rows = [v.to_numpy() if hasattr(v, "to_numpy") else v for v in values]
-    matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), dimensions)
+    matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1 if rows else 0)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
 
@@ -135,8 +135,7 @@ def draw_reference(rows: models.QuerySet, lookup: str, size: int, *, halfvec: bo
     base = rows.order_by().filter(**{f"{lookup}__isnull": False})
     chosen = base.order_by(MD5(Cast("pk", CharField()))).values("pk")[:size]
     values = list(base.filter(pk__in=chosen).values_list(lookup, flat=True))
-    dimensions = len(values[0]) if values else 0
-    return Reference(unit_rows(values, dimensions), time.monotonic(), halfvec)
+    return Reference(unit_rows(values), time.monotonic(), halfvec)
 
 
 def row_keys(rows: models.QuerySet) -> models.QuerySet:

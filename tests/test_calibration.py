@@ -141,7 +141,7 @@ def test_a_reference_computes_a_repeated_querys_calibration_once(monkeypatch):
     from django_semantic_images import calibration
 
     rng = np.random.default_rng(3)
-    reference = calibration.Reference(calibration.unit_rows(list(rng.normal(size=(50, 8))), 8), 0.0)
+    reference = calibration.Reference(calibration.unit_rows(list(rng.normal(size=(50, 8)))), 0.0)
     query, other = rng.normal(size=8), rng.normal(size=8)
     first = reference.calibrate(query)
     expected = np.sort(reference.vectors.astype(np.float64) @ (query / np.linalg.norm(query)))
@@ -160,7 +160,7 @@ def test_a_nan_score_has_no_relevance():
     from django_semantic_images import calibration
 
     rng = np.random.default_rng(4)
-    reference = calibration.Reference(calibration.unit_rows(list(rng.normal(size=(50, 8))), 8), 0.0)
+    reference = calibration.Reference(calibration.unit_rows(list(rng.normal(size=(50, 8)))), 0.0)
     found = reference.calibrate(rng.normal(size=8))
     assert found is not None and found.relevance(float(found.scores[-1]) + 1) == 50 / 51
     for nan in (float("nan"), np.float32("nan"), np.float64("nan")):

@@ -12,7 +12,6 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage
 from django.urls import reverse
 from PIL import Image
 from rest_framework.test import APIClient
@@ -21,16 +20,6 @@ from sorl.thumbnail.images import ImageFile
 
 from django_semantic_images.thumbnails import cache_key, thumbnail_geometry, thumbnail_url, thumbnails_enabled
 from tests.conftest import image_bytes
-
-
-class OverwritingStorage(FileSystemStorage):
-    """Writes a file over the one of the same name (``FileSystemStorage(allow_overwrite=True)``
-    on Django 5.1 and later, S3's ``file_overwrite``), on every Django version tested."""
-
-    def get_available_name(self, name: str, max_length: int | None = None) -> str:
-        self.delete(name)
-        return name
-
 
 pytestmark = pytest.mark.django_db
 
@@ -385,7 +374,7 @@ def test_a_file_written_over_under_its_name_gets_a_new_thumbnail(api, make_photo
 
     settings.STORAGES = {
         **settings.STORAGES,
-        "default": {"BACKEND": "tests.test_thumbnails.OverwritingStorage"},
+        "default": {"BACKEND": "tests.storages.OverwritingStorage"},
     }
     photo = make_photo(Image.new("RGB", (600, 400), "red"), name="swap.jpg")
     name = photo.image.name

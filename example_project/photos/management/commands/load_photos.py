@@ -66,16 +66,19 @@ def stored_name(path: Path) -> str:
 def stored_name_pattern(name: str) -> str:
     """A regular expression of the names the storage can give a file of the name ``name``, as Django's
     ``Storage.get_available_name`` makes them: ``name`` itself when it is free and fits the image
-    field's ``max_length`` (100), else ``<root>_abc1234<extensions>``, the root (the file's name before
-    its first dot) cut short when the name would not fit."""
+    field's ``max_length`` (100), else ``<root>_abc1234<extensions>``, the root cut short when the name
+    would not fit. The root is the file's name before its first dot (Django 5.1 and later) or before its
+    last (Django 4.2 to 5.0): either is matched."""
     max_length = Photo._meta.get_field("image").max_length or 100
     folder, file_name = posixpath.split(name)
-    extensions = "".join(PurePosixPath(file_name).suffixes)
-    root = file_name.removesuffix(extensions)
     prefix = f"{folder}/" if folder else ""
-    cut = root[: max(0, max_length - len(prefix) - len("_abc1234") - len(extensions))]
-    other = rf"{re.escape(prefix + cut)}_[A-Za-z0-9]{{7}}{re.escape(extensions)}"
-    return rf"^({re.escape(name)}|{other})$" if len(name) <= max_length else rf"^{other}$"
+    others = []
+    for extensions in dict.fromkeys(("".join(PurePosixPath(file_name).suffixes), PurePosixPath(file_name).suffix)):
+        root = file_name.removesuffix(extensions)
+        cut = root[: max(0, max_length - len(prefix) - len("_abc1234") - len(extensions))]
+        others.append(rf"{re.escape(prefix + cut)}_[A-Za-z0-9]{{7}}{re.escape(extensions)}")
+    other = "|".join(others)
+    return rf"^({re.escape(name)}|{other})$" if len(name) <= max_length else rf"^({other})$"
 
 
 def stored_copy(path: Path) -> Photo | None:
