@@ -15,6 +15,8 @@ changed, the embedding state columns are written too, right after the save.
 A save inside a transaction updates the snapshot at once, and remembers the one before until
 the transaction commits: when it rolls back instead, the next save of the same instance is
 compared with the inputs still stored, so a retry after a rollback is embedded.
+``refresh_from_db()`` (and Django's loading of a deferred field, which calls it) takes the
+snapshot again of what it reloaded (``after_refresh``): Django sends no signal for it.
 
 A save that puts another file in an embedding field's image field (the model's own) sends
 ``image_file_changed`` after it, embedding deferred or not: what is kept of the file's name
@@ -23,8 +25,9 @@ elsewhere (its thumbnail) is no longer the picture, even under the name stored b
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -264,6 +267,39 @@ def post_init_handler(sender: type[models.Model], instance: models.Model, **kwar
         _snapshot(instance)
 
 
+#: On a wrapped ``refresh_from_db``: the callbacks it runs after the reload.
+REFRESH_CALLBACKS_ATTR = "_semantic_images_after_refresh"
+Refreshed = Callable[[models.Model, Collection[str] | None], None]
+
+
+def after_refresh(model: type[models.Model], callback: Refreshed) -> None:
+    """Run ``callback(instance, fields)`` after each ``refresh_from_db()`` of ``model``'s instances
+    (``fields``: the names it was given, None for all). Django sends no signal for it: the instance
+    takes the values of another instance it loads (whose ``post_init`` is what fires), so a snapshot
+    taken at load time would still hold the values from before. Once per model and callback."""
+    method = model.refresh_from_db
+    callbacks = getattr(method, REFRESH_CALLBACKS_ATTR, ())
+    if callback in callbacks:
+        return
+
+    @functools.wraps(method)
+    def refresh_from_db(self: models.Model, *args: Any, **kwargs: Any) -> None:
+        method(self, *args, **kwargs)
+        fields = kwargs["fields"] if "fields" in kwargs else (args[1] if len(args) > 1 else None)
+        callback(self, fields)
+
+    setattr(refresh_from_db, REFRESH_CALLBACKS_ATTR, (*callbacks, callback))
+    model.refresh_from_db = refresh_from_db  # type: ignore[method-assign]
+
+
+def refreshed(instance: models.Model, fields: Collection[str] | None) -> None:
+    """After ``refresh_from_db()``: the inputs it reloaded are what the row stores (those of a save
+    rolled back since are undone first, ``settle``)."""
+    if instance.pk is not None:
+        settle(instance)
+        _snapshot(instance, None if fields is None else frozenset(fields))
+
+
 def pre_save_handler(
     sender: type[models.Model],
     instance: models.Model,
@@ -382,3 +418,4 @@ def connect(model: type[models.Model]) -> None:
     models.signals.post_init.connect(post_init_handler, sender=model, dispatch_uid=uid)
     models.signals.pre_save.connect(pre_save_handler, sender=model, dispatch_uid=uid)
     models.signals.post_save.connect(post_save_handler, sender=model, dispatch_uid=uid)
+    after_refresh(model, refreshed)

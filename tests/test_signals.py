@@ -163,6 +163,22 @@ def test_a_later_save_of_an_instance_from_before_its_embedding_keeps_the_vectors
     assert Photo.objects.get(pk=photo.pk).embedding_error == "checked by hand"
 
 
+def test_an_instance_refreshed_from_the_database_compares_its_saves_with_what_it_reloaded(embedded):
+    """``refresh_from_db()`` reloads the inputs but left the snapshot of the first load: an instance
+    refreshed after another one's edit (embedded) and given its old title back looked unchanged,
+    so the row kept the vectors of the other title, marked embedded."""
+    photo = Photo.objects.get(pk=embedded.pk)
+    other = Photo.objects.get(pk=embedded.pk)
+    other.title = "a dog"
+    other.save()  # no broker: embedded in this process, with "a dog"
+    photo.refresh_from_db()
+    photo.title = "a cat"
+    photo.save()
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.embedding_hash == content_hash(row.image.read(), ["a cat"])
+
+
 @pytest.mark.django_db  # tables made for the test, in its transaction (rolled back after it)
 def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
     sample_paths, django_capture_on_commit_callbacks
