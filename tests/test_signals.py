@@ -179,6 +179,26 @@ def test_an_instance_refreshed_from_the_database_compares_its_saves_with_what_it
     assert row.embedding_hash == content_hash(row.image.read(), ["a cat"])
 
 
+def test_a_new_picture_saved_through_the_parent_model_re_embeds_a_subclass_field_on_it(sample_paths):
+    """A multi-table subclass's own field on the image it inherits (``CaptionedPhoto.caption_embedding``):
+    a new picture saved through the parent model (``Photo``, its admin say) re-embedded the parent's
+    field only; the subclass's kept the old picture's vectors, marked embedded, for good."""
+    from django.core.files.base import ContentFile
+
+    from tests.multifield.models import CaptionedPhoto
+
+    captioned = CaptionedPhoto(caption="a cat")
+    captioned.image.save("cat.png", ContentFile(sample_paths["chelsea"].read_bytes()), save=False)
+    captioned.save()  # no broker: both fields embedded in this process
+    photo = Photo.objects.get(pk=captioned.pk)
+    data = sample_paths["coffee"].read_bytes()
+    photo.image = ContentFile(data, name="coffee.jpg")
+    photo.save()
+    row = CaptionedPhoto.objects.get(pk=captioned.pk)
+    assert row.caption_embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.caption_embedding_hash == content_hash(data, ["a cat"])
+
+
 @pytest.mark.django_db  # tables made for the test, in its transaction (rolled back after it)
 def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
     sample_paths, django_capture_on_commit_callbacks
