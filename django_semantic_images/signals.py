@@ -233,16 +233,16 @@ def _changed(
 def _image_changed(
     instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None, key: str | None = None
 ) -> bool:
-    """Does the save put another file in ``field``'s image field (the model's own)? For a new row,
-    only when the save stores the file (``_NewFile``, e.g. an upload): one stored before the save
-    (``image.save(name, content, save=False)``) is not told apart, as for the embedding."""
+    """Does the save put another file in ``field``'s image field (the model's own), or empty it? For a
+    new row, only when the save stores the file (``_NewFile``, e.g. an upload): one stored before the
+    save (``image.save(name, content, save=False)``) is not told apart, as for the embedding."""
     attr = field.image_field
     if LOOKUP_SEP in attr:  # a file of another row (a relation path): that row's saves tell
         return False
     if saved is not None and not _saved(type(instance), attr, saved):
         return False
     now = _inputs(instance, field).get(attr)
-    if not now:  # no file, or a deferred field
+    if now is None:  # a deferred field
         return False
     before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(key or field.name)
     if before is None:
@@ -437,7 +437,9 @@ def post_save_handler(
         remember_uncommitted(instance, previous, using)
         for name in new_pictures:
             field = get_embedding_field(sender, name)
-            image_file_changed.send(sender=sender, instance=instance, field=field, file=field.file(instance))
+            file = field.file(instance)
+            if file:  # not for a file taken out: what is kept of the old one is still that picture
+                image_file_changed.send(sender=sender, instance=instance, field=field, file=file)
     setattr(instance, IMAGE_CHANGED_ATTR, [])
     if not raw:
         mark_subclass_rows(instance, using)

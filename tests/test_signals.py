@@ -285,3 +285,15 @@ def test_a_new_picture_is_never_ranked_by_the_old_pictures_vectors_while_pending
     assert embedded.pk not in set(similar_to(Photo.objects.all(), cat_vector).values_list("pk", flat=True))
     embed_instances([row])
     assert Photo.objects.get(pk=embedded.pk).embedding_visual is not None
+
+
+def test_a_cleared_image_is_never_ranked_by_the_old_pictures_vectors_while_pending(embedded):
+    """A save that empties the image field (an optional image cleared) marked the row pending but
+    left the old picture's vectors: until its embedding failed ("no image file"), a search by
+    likeness found the row as the cat it no longer shows."""
+    embedded.image = None
+    with embedding_deferred():
+        embedded.save()
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.image.name == "" and row.embedding_status == EmbeddingStatus.PENDING
+    assert row.embedding_visual is None and row.embedding_semantic is None and row.embedding_labels == []
