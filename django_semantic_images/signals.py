@@ -233,17 +233,18 @@ def _changed(
 def _image_changed(
     instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None, key: str | None = None
 ) -> bool:
-    """Does the save put another file in ``field``'s image field (the model's own), or empty it? For a
-    new row, only when the save stores the file (``_NewFile``, e.g. an upload): one stored before the
-    save (``image.save(name, content, save=False)``) is not told apart, as for the embedding."""
+    """Does the save put another picture in ``field``'s image field, or empty it: another file in the
+    model's own, or, for a path through a relation, the key pointed to another row (a new file on the
+    row pointed to is for that row's saves to tell)? For a new row, only when the save stores the
+    file (``_NewFile``, e.g. an upload): one stored before the save (``image.save(name, content,
+    save=False)``) is not told apart, as for the embedding."""
     attr = field.image_field
-    if LOOKUP_SEP in attr:  # a file of another row (a relation path): that row's saves tell
-        return False
     if saved is not None and not _saved(type(instance), attr, saved):
         return False
-    now = _inputs(instance, field).get(attr)
-    if now is None:  # a deferred field
+    inputs = _inputs(instance, field)
+    if attr not in inputs:  # a deferred field
         return False
+    now = inputs[attr]
     before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(key or field.name)
     if before is None:
         return isinstance(now, _NewFile)
@@ -438,7 +439,9 @@ def post_save_handler(
         for name in new_pictures:
             field = get_embedding_field(sender, name)
             file = field.file(instance)
-            if file:  # not for a file taken out: what is kept of the old one is still that picture
+            # Not for a file taken out (what is kept of the old one is still that picture), nor for
+            # another row's file (the row pointed to is not changed): only a file of its own.
+            if file and LOOKUP_SEP not in field.image_field:
                 image_file_changed.send(sender=sender, instance=instance, field=field, file=file)
     setattr(instance, IMAGE_CHANGED_ATTR, [])
     if not raw:

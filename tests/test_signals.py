@@ -205,7 +205,8 @@ def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
 ):
     """``image_field="picture__image"`` (a path through a foreign key): the row's own key is what the
     save changes, and only own columns counted, so a card given another picture kept the old
-    picture's vectors, marked embedded, and no work was sent."""
+    picture's vectors, marked embedded, and no work was sent. Then, while pending, it kept them
+    still (a new file of its own was emptied; another row's file was not)."""
     from django.core.files.base import ContentFile
     from django.db import connection, models
     from django.test.utils import isolate_apps
@@ -248,8 +249,12 @@ def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
         card = Card.objects.get(pk=card.pk)
         assert card.embedding_hash == content_hash(sample_paths["chelsea"].read_bytes(), ["today"])
         card.picture = pictures["coffee"]
-        with django_capture_on_commit_callbacks(execute=True):
+        with django_capture_on_commit_callbacks() as callbacks:
             card.save()
+        row = Card.objects.get(pk=card.pk)  # until embedded, never ranked as the picture it no longer shows
+        assert row.embedding_status == EmbeddingStatus.PENDING and row.embedding_visual is None
+        for callback in callbacks:
+            callback()
         row = Card.objects.get(pk=card.pk)
         assert row.embedding_status == EmbeddingStatus.EMBEDDED
         assert row.embedding_hash == content_hash(sample_paths["coffee"].read_bytes(), ["today"])
