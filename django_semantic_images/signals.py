@@ -12,9 +12,15 @@ dispatch drops the lease and the next sweep sends it.
 ``save(update_fields=[...])`` counts only the inputs it names; when one of them
 changed, the embedding state columns are written too, right after the save.
 
+A save of a multi-table parent (``Photo``) that changes a column a subclass's own field reads
+(``CaptionedPhoto.caption_embedding`` on the image it inherits) marks that subclass's row pending
+too (``subclass_fields``): Django sends the subclass no signal for it.
+
 A save inside a transaction updates the snapshot at once, and remembers the one before until
 the transaction commits: when it rolls back instead, the next save of the same instance is
 compared with the inputs still stored, so a retry after a rollback is embedded.
+``refresh_from_db()`` (and Django's loading of a deferred field, which calls it) takes the
+snapshot again of what it reloaded (``after_refresh``): Django sends no signal for it.
 
 A save that puts another file in an embedding field's image field (the model's own) sends
 ``image_file_changed`` after it, embedding deferred or not: what is kept of the file's name
@@ -23,18 +29,28 @@ elsewhere (its thumbnail) is no longer the picture, even under the name stored b
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.apps import apps
 from django.db import models, transaction
 from django.db.models.constants import LOOKUP_SEP
 from django.dispatch import Signal
 from django.utils import timezone
 
 from .conf import semantic_settings
-from .fields import WRITTEN_ATTR, EmbeddingStatus, ImageEmbeddingField, embedding_fields, get_embedding_field
+from .fields import (
+    WRITTEN_ATTR,
+    EmbeddingStatus,
+    ImageEmbeddingField,
+    embedding_fields,
+    get_embedding_field,
+    models_with_embeddings,
+    own_embedding_fields,
+)
 from .pipeline.leases import lease_until
 
 SNAPSHOT_ATTR = "_semantic_images_inputs"
@@ -44,6 +60,9 @@ CHANGED_ATTR = "_semantic_images_changed"
 UNCOMMITTED_ATTR = "_semantic_images_uncommitted"
 #: Names of the embedding fields whose image file a save changed (set in pre_save, read in post_save).
 IMAGE_CHANGED_ATTR = "_semantic_images_image_changed"
+#: The multi-table subclasses' fields whose inputs a save of their parent changed: (subclass, field,
+#: whether the picture changed) (set in pre_save, read in post_save).
+SUBCLASS_CHANGED_ATTR = "_semantic_images_subclass_changed"
 
 #: Sent after a save that put another file in an embedding field's image field (a new file, even
 #: under the name stored before, or another name): ``sender`` the model, ``instance``, ``field``
@@ -147,10 +166,41 @@ def _saved(model: type[models.Model], path: str, saved: frozenset[str]) -> bool:
 #: The columns that say where a row's embedding stands (written when an input changes).
 STATE_SUFFIXES = ("status", "error", "updated_at", "claimed_by", "lease_until", "visual_norm")
 
+_below: dict[type, tuple[tuple[type[models.Model], ImageEmbeddingField], ...]] = {}
+
+
+def subclass_fields(model: type[models.Model]) -> tuple[tuple[type[models.Model], ImageEmbeddingField], ...]:
+    """The fields of ``model``'s multi-table subclasses (each one's own) that read an input from a
+    column of ``model``'s table, e.g. a subclass's field on the image it inherits: a save of a
+    ``model`` instance (not of the subclass: Django sends it no signal) may change them (read once)."""
+    concrete = model._meta.concrete_model
+    assert concrete is not None
+    found = _below.get(concrete)
+    if found is None:
+        found = _below[concrete] = tuple(
+            (sub, field)
+            for sub in models_with_embeddings()
+            if sub is not concrete and concrete in sub._meta.get_parent_list()
+            for field in own_embedding_fields(sub)
+            if any(_own_column(concrete, attr) for attr in (field.image_field, *field.text_fields))
+        )
+    return found
+
+
+def _key(sub: type[models.Model], field: ImageEmbeddingField) -> str:
+    """The snapshot's key of a subclass's field (``subclass_fields``); a field of the model's own is
+    under its name, which has no dot."""
+    return f"{sub._meta.label}.{field.name}"
+
+
+def _watched(model: type[models.Model]) -> list[tuple[str, ImageEmbeddingField]]:
+    """The fields whose inputs a save of ``model`` may change, by snapshot key."""
+    return [(f.name, f) for f in embedding_fields(model)] + [(_key(sub, f), f) for sub, f in subclass_fields(model)]
+
 
 def _snapshot(instance: models.Model, saved: frozenset[str] | None = None) -> None:
     """Remember the inputs as stored: all of them, or after ``save(update_fields=saved)`` those saved."""
-    current = {f.name: _inputs(instance, f) for f in embedding_fields(type(instance))}
+    current = {key: _inputs(instance, f) for key, f in _watched(type(instance))}
     previous = getattr(instance, SNAPSHOT_ATTR, None)
     if saved is not None and previous is not None:
         for name, values in current.items():
@@ -160,13 +210,16 @@ def _snapshot(instance: models.Model, saved: frozenset[str] | None = None) -> No
     setattr(instance, SNAPSHOT_ATTR, current)
 
 
-def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None) -> bool:
-    """Did the save change an input of ``field``? (Only the inputs in ``saved`` when given.)"""
+def _changed(
+    instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None, key: str | None = None
+) -> bool:
+    """Did the save change an input of ``field`` (a subclass's under ``key``)? (Only the inputs in
+    ``saved`` when given.)"""
     model = type(instance)
     if saved is not None and not any(_saved(model, attr, saved) for attr in (field.image_field, *field.text_fields)):
         return False
     # No snapshot (None: a new instance whose first save rolled back) means nothing stored yet.
-    before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(field.name)
+    before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(key or field.name)
     if before is None:
         return True
     now = _inputs(instance, field)
@@ -177,19 +230,22 @@ def _changed(instance: models.Model, field: ImageEmbeddingField, saved: frozense
     return any(attr not in before or before[attr] != value for attr, value in now.items())
 
 
-def _image_changed(instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None) -> bool:
-    """Does the save put another file in ``field``'s image field (the model's own)? For a new row,
-    only when the save stores the file (``_NewFile``, e.g. an upload): one stored before the save
-    (``image.save(name, content, save=False)``) is not told apart, as for the embedding."""
+def _image_changed(
+    instance: models.Model, field: ImageEmbeddingField, saved: frozenset[str] | None = None, key: str | None = None
+) -> bool:
+    """Does the save put another picture in ``field``'s image field, or empty it: another file in the
+    model's own, or, for a path through a relation, the key pointed to another row (a new file on the
+    row pointed to is for that row's saves to tell)? For a new row, only when the save stores the
+    file (``_NewFile``, e.g. an upload): one stored before the save (``image.save(name, content,
+    save=False)``) is not told apart, as for the embedding."""
     attr = field.image_field
-    if LOOKUP_SEP in attr:  # a file of another row (a relation path): that row's saves tell
-        return False
     if saved is not None and not _saved(type(instance), attr, saved):
         return False
-    now = _inputs(instance, field).get(attr)
-    if not now:  # no file, or a deferred field
+    inputs = _inputs(instance, field)
+    if attr not in inputs:  # a deferred field
         return False
-    before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(field.name)
+    now = inputs[attr]
+    before = (getattr(instance, SNAPSHOT_ATTR, None) or {}).get(key or field.name)
     if before is None:
         return isinstance(now, _NewFile)
     return bool(before.get(attr) != now)
@@ -264,6 +320,39 @@ def post_init_handler(sender: type[models.Model], instance: models.Model, **kwar
         _snapshot(instance)
 
 
+#: On a wrapped ``refresh_from_db``: the callbacks it runs after the reload.
+REFRESH_CALLBACKS_ATTR = "_semantic_images_after_refresh"
+Refreshed = Callable[[models.Model, Collection[str] | None], None]
+
+
+def after_refresh(model: type[models.Model], callback: Refreshed) -> None:
+    """Run ``callback(instance, fields)`` after each ``refresh_from_db()`` of ``model``'s instances
+    (``fields``: the names it was given, None for all). Django sends no signal for it: the instance
+    takes the values of another instance it loads (whose ``post_init`` is what fires), so a snapshot
+    taken at load time would still hold the values from before. Once per model and callback."""
+    method = model.refresh_from_db
+    callbacks = getattr(method, REFRESH_CALLBACKS_ATTR, ())
+    if callback in callbacks:
+        return
+
+    @functools.wraps(method)
+    def refresh_from_db(self: models.Model, *args: Any, **kwargs: Any) -> None:
+        method(self, *args, **kwargs)
+        fields = kwargs["fields"] if "fields" in kwargs else (args[1] if len(args) > 1 else None)
+        callback(self, fields)
+
+    setattr(refresh_from_db, REFRESH_CALLBACKS_ATTR, (*callbacks, callback))
+    model.refresh_from_db = refresh_from_db  # type: ignore[method-assign]
+
+
+def refreshed(instance: models.Model, fields: Collection[str] | None) -> None:
+    """After ``refresh_from_db()``: the inputs it reloaded are what the row stores (those of a save
+    rolled back since are undone first, ``settle``)."""
+    if instance.pk is not None:
+        settle(instance)
+        _snapshot(instance, None if fields is None else frozenset(fields))
+
+
 def pre_save_handler(
     sender: type[models.Model],
     instance: models.Model,
@@ -296,6 +385,35 @@ def pre_save_handler(
         setattr(instance, field.column("lease_until"), lease_until())
         # The stored vectors are no longer those of the current inputs: no text-only re-embed.
         setattr(instance, field.column("visual_norm"), None)
+    below = [] if instance._state.adding else subclass_fields(sender)  # a new row has no subclass row yet
+    instance.__dict__[SUBCLASS_CHANGED_ATTR] = [
+        (sub, field, _image_changed(instance, field, update_fields, _key(sub, field)))
+        for sub, field in below
+        if _changed(instance, field, update_fields, _key(sub, field))
+    ]
+
+
+def pending_state(field: ImageEmbeddingField) -> dict[str, Any]:
+    """The state columns of a row whose inputs changed: pending since now, no claim, a lease for the
+    task about to be sent, no norm (no text-only re-embed)."""
+    return {
+        field.column("status"): EmbeddingStatus.PENDING,
+        field.column("error"): "",
+        field.column("updated_at"): timezone.now(),
+        field.column("claimed_by"): "",
+        field.column("lease_until"): lease_until(),
+        field.column("visual_norm"): None,
+    }
+
+
+def mark_subclass_rows(instance: models.Model, using: str) -> None:
+    """After a save of a parent: mark the subclass's row of the same key pending (with a new picture,
+    its vectors emptied), when it has one, for each subclass field whose inputs the save changed."""
+    for sub, field, new_picture in instance.__dict__.pop(SUBCLASS_CHANGED_ATTR, []):
+        state = pending_state(field) | (old_picture_columns(field) if new_picture else {})
+        marked = sub._base_manager.using(using).filter(pk=instance.pk).update(**state)
+        if marked and semantic_settings.EMBED_ON_SAVE and not embedding_is_deferred():
+            schedule(sub, instance.pk, field.name, using)
 
 
 def old_picture_columns(field: ImageEmbeddingField) -> dict[str, Any]:
@@ -320,8 +438,14 @@ def post_save_handler(
         remember_uncommitted(instance, previous, using)
         for name in new_pictures:
             field = get_embedding_field(sender, name)
-            image_file_changed.send(sender=sender, instance=instance, field=field, file=field.file(instance))
+            file = field.file(instance)
+            # Not for a file taken out (what is kept of the old one is still that picture), nor for
+            # another row's file (the row pointed to is not changed): only a file of its own.
+            if file and LOOKUP_SEP not in field.image_field:
+                image_file_changed.send(sender=sender, instance=instance, field=field, file=file)
     setattr(instance, IMAGE_CHANGED_ATTR, [])
+    if not raw:
+        mark_subclass_rows(instance, using)
     if changed and update_fields is not None:
         # The save wrote only the fields it named (a frozenset no handler can extend):
         # write the state columns now, in the same transaction.
@@ -377,8 +501,15 @@ def schedule(model: type[models.Model], pk: Any, field: str, using: str = "defau
 
 
 def connect(model: type[models.Model]) -> None:
-    """Wire the handlers for one model with an ImageEmbeddingField."""
+    """Wire the handlers for one model with an ImageEmbeddingField, and for the parents (and their
+    proxies) whose columns one of its own fields reads (``subclass_fields``)."""
     uid = f"semantic_images:{model._meta.label}"
     models.signals.post_init.connect(post_init_handler, sender=model, dispatch_uid=uid)
     models.signals.pre_save.connect(pre_save_handler, sender=model, dispatch_uid=uid)
     models.signals.post_save.connect(post_save_handler, sender=model, dispatch_uid=uid)
+    after_refresh(model, refreshed)
+    for parent in model._meta.get_parent_list():
+        if any(sub is model for sub, _ in subclass_fields(parent)):
+            for saved_as in apps.get_models():
+                if saved_as._meta.concrete_model is parent and saved_as is not model:
+                    connect(saved_as)

@@ -163,13 +163,50 @@ def test_a_later_save_of_an_instance_from_before_its_embedding_keeps_the_vectors
     assert Photo.objects.get(pk=photo.pk).embedding_error == "checked by hand"
 
 
+def test_an_instance_refreshed_from_the_database_compares_its_saves_with_what_it_reloaded(embedded):
+    """``refresh_from_db()`` reloads the inputs but left the snapshot of the first load: an instance
+    refreshed after another one's edit (embedded) and given its old title back looked unchanged,
+    so the row kept the vectors of the other title, marked embedded."""
+    photo = Photo.objects.get(pk=embedded.pk)
+    other = Photo.objects.get(pk=embedded.pk)
+    other.title = "a dog"
+    other.save()  # no broker: embedded in this process, with "a dog"
+    photo.refresh_from_db()
+    photo.title = "a cat"
+    photo.save()
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.embedding_hash == content_hash(row.image.read(), ["a cat"])
+
+
+def test_a_new_picture_saved_through_the_parent_model_re_embeds_a_subclass_field_on_it(sample_paths):
+    """A multi-table subclass's own field on the image it inherits (``CaptionedPhoto.caption_embedding``):
+    a new picture saved through the parent model (``Photo``, its admin say) re-embedded the parent's
+    field only; the subclass's kept the old picture's vectors, marked embedded, for good."""
+    from django.core.files.base import ContentFile
+
+    from tests.multifield.models import CaptionedPhoto
+
+    captioned = CaptionedPhoto(caption="a cat")
+    captioned.image.save("cat.png", ContentFile(sample_paths["chelsea"].read_bytes()), save=False)
+    captioned.save()  # no broker: both fields embedded in this process
+    photo = Photo.objects.get(pk=captioned.pk)
+    data = sample_paths["coffee"].read_bytes()
+    photo.image = ContentFile(data, name="coffee.jpg")
+    photo.save()
+    row = CaptionedPhoto.objects.get(pk=captioned.pk)
+    assert row.caption_embedding_status == EmbeddingStatus.EMBEDDED
+    assert row.caption_embedding_hash == content_hash(data, ["a cat"])
+
+
 @pytest.mark.django_db  # tables made for the test, in its transaction (rolled back after it)
 def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
     sample_paths, django_capture_on_commit_callbacks
 ):
     """``image_field="picture__image"`` (a path through a foreign key): the row's own key is what the
     save changes, and only own columns counted, so a card given another picture kept the old
-    picture's vectors, marked embedded, and no work was sent."""
+    picture's vectors, marked embedded, and no work was sent. Then, while pending, it kept them
+    still (a new file of its own was emptied; another row's file was not)."""
     from django.core.files.base import ContentFile
     from django.db import connection, models
     from django.test.utils import isolate_apps
@@ -212,8 +249,12 @@ def test_pointing_to_another_picture_through_the_image_path_re_embeds_the_row(
         card = Card.objects.get(pk=card.pk)
         assert card.embedding_hash == content_hash(sample_paths["chelsea"].read_bytes(), ["today"])
         card.picture = pictures["coffee"]
-        with django_capture_on_commit_callbacks(execute=True):
+        with django_capture_on_commit_callbacks() as callbacks:
             card.save()
+        row = Card.objects.get(pk=card.pk)  # until embedded, never ranked as the picture it no longer shows
+        assert row.embedding_status == EmbeddingStatus.PENDING and row.embedding_visual is None
+        for callback in callbacks:
+            callback()
         row = Card.objects.get(pk=card.pk)
         assert row.embedding_status == EmbeddingStatus.EMBEDDED
         assert row.embedding_hash == content_hash(sample_paths["coffee"].read_bytes(), ["today"])
@@ -249,3 +290,15 @@ def test_a_new_picture_is_never_ranked_by_the_old_pictures_vectors_while_pending
     assert embedded.pk not in set(similar_to(Photo.objects.all(), cat_vector).values_list("pk", flat=True))
     embed_instances([row])
     assert Photo.objects.get(pk=embedded.pk).embedding_visual is not None
+
+
+def test_a_cleared_image_is_never_ranked_by_the_old_pictures_vectors_while_pending(embedded):
+    """A save that empties the image field (an optional image cleared) marked the row pending but
+    left the old picture's vectors: until its embedding failed ("no image file"), a search by
+    likeness found the row as the cat it no longer shows."""
+    embedded.image = None
+    with embedding_deferred():
+        embedded.save()
+    row = Photo.objects.get(pk=embedded.pk)
+    assert row.image.name == "" and row.embedding_status == EmbeddingStatus.PENDING
+    assert row.embedding_visual is None and row.embedding_semantic is None and row.embedding_labels == []

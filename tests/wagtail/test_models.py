@@ -201,6 +201,23 @@ def test_a_rolled_back_edit_made_again_with_the_same_image_asks_for_embedding(ma
     assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
 
 
+def test_an_image_refreshed_from_the_database_compares_its_saves_with_what_it_reloaded(make_image, embed, sample_paths):
+    """``refresh_from_db()`` reloads the title but left the snapshot of the first load: an image
+    refreshed after another editor's new title (embedded) and given its old title back looked
+    unchanged, so its vectors stayed those of the other title, marked embedded."""
+    image = make_image(sample_paths["chelsea"], "A cat")
+    embed(image)
+    image, other = get_image_model().objects.get(pk=image.pk), get_image_model().objects.get(pk=image.pk)
+    other.title = "A dog"
+    other.save()
+    embed(other)
+    connection.run_on_commit.clear()
+    image.refresh_from_db()
+    image.title = "A cat"
+    image.save()
+    assert scheduled() == {image.pk} and vectors_of(image).embedding.status == EmbeddingStatus.PENDING
+
+
 def test_a_save_with_update_fields_counts_only_the_inputs_it_stores(make_image, embed, sample_paths):
     """``save(update_fields=["title"])`` with the description changed in memory too: the snapshot
     took the unsaved description, so the later save that stored it looked unchanged and the

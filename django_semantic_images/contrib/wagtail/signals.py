@@ -12,7 +12,7 @@ rows only (``request_embeddings``). Renditions are another model and are never e
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -24,7 +24,14 @@ from wagtail.images import get_image_model
 from ...conf import semantic_settings
 from ...fields import EmbeddingStatus, get_embedding_field
 from ...pipeline.leases import lease_until
-from ...signals import embedding_is_deferred, old_picture_columns, remember_uncommitted, schedule, settle
+from ...signals import (
+    after_refresh,
+    embedding_is_deferred,
+    old_picture_columns,
+    remember_uncommitted,
+    schedule,
+    settle,
+)
 from .models import ImageVectors
 
 #: The image's own fields that its vectors depend on (tags are watched through m2m_changed).
@@ -65,6 +72,17 @@ def _inputs(image: models.Model) -> dict[str, Any]:
 def image_loaded(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     if instance.pk is not None:
         setattr(instance, SNAPSHOT_ATTR, _inputs(instance))
+
+
+def image_refreshed(instance: models.Model, fields: Collection[str] | None) -> None:
+    """After ``refresh_from_db()``: the inputs it reloaded are what the image stores."""
+    if instance.pk is None:
+        return
+    settle(instance, snapshot=SNAPSHOT_ATTR, saves=UNCOMMITTED_ATTR)
+    now = _inputs(instance)
+    if fields is not None:
+        now = {name: value for name, value in now.items() if name in fields}
+    setattr(instance, SNAPSHOT_ATTR, {**(getattr(instance, SNAPSHOT_ATTR, None) or {}), **now})
 
 
 def image_saving(
@@ -261,6 +279,7 @@ def connect() -> None:
     post_init.connect(image_loaded, sender=image_model, dispatch_uid=uid)
     pre_save.connect(image_saving, sender=image_model, dispatch_uid=uid)
     post_save.connect(image_saved, sender=image_model, dispatch_uid=uid)
+    after_refresh(image_model, image_refreshed)  # Django sends no signal for it
     through = _through()
     m2m_changed.connect(tags_changed, sender=through, dispatch_uid=uid)
     post_save.connect(tagging_changed, sender=through, dispatch_uid=uid)
