@@ -221,3 +221,28 @@ def test_class_vectors_are_made_all_the_same_where_the_cache_cannot_be_locked(ti
         vectors, _common = encoder.cached_class_vectors()
     np.testing.assert_allclose(vectors, encoder.class_vectors()[0], atol=1e-6)
     assert not path.exists()
+
+
+def test_a_tokenizer_without_a_pad_token_encodes_batches(tiny_bert, tmp_path):
+    """A model whose tokenizer names no pad token failed every encode ("Asking to pad but the tokenizer
+    does not have a padding token"): every upload and search, and the ONNX query export. Padding is
+    masked out, so any token pads: the vectors equal each text's own, computed without padding."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(folder)
+    assert AutoTokenizer.from_pretrained(folder).pad_token is None
+    model = AutoModel.from_pretrained(folder).eval()
+    texts = TEXTS[:3]
+    with torch.no_grad():
+        alone = [model(**tokenizer(t, return_tensors="pt")).last_hidden_state[0].mean(0) for t in texts]
+    expected = torch.nn.functional.normalize(torch.stack(alone), dim=-1).numpy()
+    text = SentenceEncoder(TextModelSpec(model=str(folder)), "cpu")
+    np.testing.assert_allclose(text.encode(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(OnnxQueryEncoder(text, cache_dir=tmp_path).encode_queries(texts), expected, atol=1e-5)

@@ -388,7 +388,17 @@ class SentenceEncoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+        if tokenizer.pad_token is None:
+            # transformers refuses to pad without one, and padding is masked out of every vector:
+            # any of the model's own tokens pads (some models' tokenizers name none).
+            stand_in = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token or tokenizer.cls_token
+            if stand_in is None:
+                raise RuntimeError(
+                    f"The tokenizer of TEXT_MODEL['MODEL'] {self.name_or_path!r} has no pad token, nor one to pad with."
+                )
+            tokenizer.pad_token = stand_in
+        self.tokenizer = tokenizer
         model = AutoModel.from_pretrained(self.name_or_path)
         model = model.to(self.device).eval()
         if self.device.startswith("cuda"):
