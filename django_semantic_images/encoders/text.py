@@ -19,7 +19,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -140,13 +140,6 @@ class TextModelSpec:
             scripts=None if merged["SCRIPTS"] is None else tuple(str(x).upper() for x in merged["SCRIPTS"]),
             common_scale=None if scale is None else float(scale),
         )
-
-    def with_model(self, model: str | None) -> TextModelSpec:
-        """This spec for another model (ConSE's ``text_model`` option), with that model's preset."""
-        if model is None or model == self.model:
-            return self
-        preset = {k.lower(): v for k, v in PRESETS.get(model, {}).items()}
-        return replace(self, model=model, **preset)
 
     @property
     def readable_scripts(self) -> tuple[str, ...] | None:
