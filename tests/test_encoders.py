@@ -153,6 +153,52 @@ def test_clip_backend_resolves_hub_names_through_transformers(tiny_clip, monkeyp
     assert asked and asked[0] == "someorg/clip-tiny"
 
 
+def tiny_siglip(folder):
+    """A randomly initialised SigLIP (16 text positions) with a word-level tokenizer, saved like a hub model."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in ("a", "cup", "of", "coffee", "cat", "red", "bicycle"):
+        vocab[word] = len(vocab)
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(
+        tokenizer_object=words, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=16
+    ).save_pretrained(folder)
+    torch.manual_seed(0)
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = SiglipConfig(
+        text_config={**tower, "vocab_size": len(vocab), "max_position_embeddings": 16},
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+    )
+    SiglipModel(config).save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_siglip_texts_are_padded_as_it_was_trained(tmp_path):
+    """SigLIP reads a text's vector off its last position and was trained on texts padded to its full
+    length; the texts were padded to the batch's longest only, so a search's words (alone: no padding)
+    and an alt text (padded to its batch's longest) got vectors unlike the model's, and unlike each other."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    folder = tiny_siglip(tmp_path)
+    encoder = CLIPEncoder(model=str(folder), device="cpu")
+    texts = ["cat", "a cup of coffee red bicycle"]
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = model.get_text_features(**tokenizer(texts, padding="max_length", max_length=16, return_tensors="pt"))
+    expected = torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1).numpy()
+    np.testing.assert_allclose(encoder.encode_texts(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_texts(texts[:1])[0], expected[0], atol=1e-5)
+
+
 def test_query_vectors_are_cached_per_text():
     encoder = get_encoder()
     encoder.clear_query_cache()

@@ -96,11 +96,20 @@ class CLIPEncoder(Encoder):
         vec = l2_normalize(vec)
         return ImageEmbeddings(visual=vec, semantic=vec.copy())
 
+    def _padding(self) -> dict[str, Any]:
+        """SigLIP reads a text's vector off its last position and was trained on texts padded to the
+        text tower's length: padded so here too (else a vector would depend on its batch's longest
+        text). CLIP reads it off the end token, behind a causal mask: the batch's longest will do."""
+        config = self.model.config
+        if str(getattr(config, "model_type", "")).startswith("siglip"):
+            return {"padding": "max_length", "max_length": int(config.text_config.max_position_embeddings)}
+        return {"padding": True}
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
         self.ensure_loaded()
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        batch = self.tokenizer(list(texts), truncation=True, return_tensors="pt", **self._padding()).to(self.device)
         with torch.inference_mode():
             vec = self._tensor(self.model.get_text_features(**batch)).float().cpu().numpy()
         return l2_normalize(vec)
