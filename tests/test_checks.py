@@ -490,6 +490,18 @@ def test_dimensions_or_max_length_past_a_bundled_models_is_a_system_check_error(
     assert any("512 tokens" in msg and "MAX_LENGTH" in msg for msg in errors(MAX_LENGTH=1024))
 
 
+def test_scripts_that_no_letter_is_written_in_are_a_system_check_error(settings):
+    """SCRIPTS names scripts as Unicode does ("LATIN", "CYRILLIC"); an ISO 15924 code such as "Latn"
+    matched no letter, and every search with letters was silently matched as keywords instead."""
+    from django_semantic_images.checks import check_encoders
+
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"SCRIPTS": ["Latn", "cyrillic"]}}
+    errors = [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    assert errors and "'LATN'" in errors[0].msg and "SCRIPTS" in errors[0].msg and "CYRILLIC" not in errors[0].msg
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"SCRIPTS": ["latin", "Cyrillic", "CJK", "HANGUL"]}}
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
+
+
 def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):
     """A download cut short (its config in the local hub cache, not its weights) passed the checks,
     which read the config only, and then under HF_HUB_OFFLINE every upload and search failed."""

@@ -191,6 +191,21 @@ def letter_scripts(text: str) -> list[str]:
     return scripts
 
 
+#: Past the last letter Unicode assigns (CJK extension H ends at U+323AF).
+LAST_LETTER = 0x323FF
+
+
+@lru_cache(maxsize=1)
+def known_scripts() -> frozenset[str]:
+    """Every script ``letter_scripts`` can name (about 0.2 s, once: only the checks of a ``SCRIPTS`` ask)."""
+    names = set()
+    for code in range(LAST_LETTER + 1):
+        char = chr(code)
+        if unicodedata.category(char).startswith("L") and (name := unicodedata.name(char, "")):
+            names.add(name.split(" ", 1)[0])
+    return frozenset(names)
+
+
 def mostly_in(text: str, scripts: Sequence[str]) -> bool:
     """Whether at least half of the letters of ``text`` are in ``scripts`` (true without letters)."""
     found = letter_scripts(text)
