@@ -502,6 +502,22 @@ def test_scripts_that_no_letter_is_written_in_are_a_system_check_error(settings)
     assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
 
 
+def test_a_model_folder_without_its_weights_is_a_system_check_error(settings, tiny_bert, tmp_path):
+    """A folder copied in part (its config, not its weights) passed the checks, which read config.json
+    only, and every upload and search then failed ("no file named model.safetensors")."""
+    import shutil
+
+    from django_semantic_images.checks import check_encoders
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(folder), "DIMENSIONS": 32, "MAX_LENGTH": 64}}
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    (folder / "model.safetensors").unlink()
+    errors = [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    assert errors and str(folder) in errors[0].msg and "weights" in errors[0].msg
+
+
 def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):
     """A download cut short (its config in the local hub cache, not its weights) passed the checks,
     which read the config only, and then under HF_HUB_OFFLINE every upload and search failed."""

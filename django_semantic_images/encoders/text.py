@@ -260,17 +260,23 @@ def downloaded_snapshot(model: str) -> Path | None:
     folder = config.parent
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         return None
+    return folder if has_weights(folder) else None
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether ``folder`` holds a model's torch weights: one of ``WEIGHTS_FILES``, or a sharded one's
+    index and every shard it names."""
     for name in WEIGHTS_FILES:
         if (folder / name).is_file():
-            return folder
+            return True
         try:
             index = json.loads((folder / f"{name}.index.json").read_text("utf-8"))
             shards = set(index["weight_map"].values())
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         if shards and all((folder / shard).is_file() for shard in shards):
-            return folder
-    return None
+            return True
+    return False
 
 
 def looks_like_path(model: str) -> bool:
@@ -291,11 +297,15 @@ def is_hub_name(model: str) -> bool:
 
 def missing_model(model: str) -> str | None:
     """Why ``model`` (a folder or hub name) cannot be had without the network, where it must be: a
-    folder without a readable ``config.json``, or a hub name not wholly in the local hub cache (a
-    download cut short holds the config but not the weights) while ``HF_HUB_OFFLINE`` is set; None
-    when it is there (or may be downloaded)."""
+    folder without a readable ``config.json`` or without its weights, or a hub name not wholly in the
+    local hub cache (a download cut short holds the config but not the weights) while ``HF_HUB_OFFLINE``
+    is set; None when it is there (or may be downloaded)."""
     if not is_hub_name(model):
-        return None if local_model_config(model) is not None else "no model folder (no readable config.json there)"
+        if local_model_config(model) is None:
+            return "no model folder (no readable config.json there)"
+        if not has_weights(Path(model).expanduser()):
+            return f"a model folder without its weights (no {' or '.join(WEIGHTS_FILES)}, whole or sharded)"
+        return None
     if downloaded_snapshot(model) is None and hub_offline():
         return "a hub name that is not (wholly) in the local hub cache, and HF_HUB_OFFLINE is set"
     return None
