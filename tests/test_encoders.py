@@ -121,6 +121,22 @@ def test_clip_backend_loads_a_folder_under_the_home_folder(tiny_clip, tmp_path, 
     )
 
 
+def test_clip_takes_its_folder_as_a_path(tiny_clip):
+    """``{"model": BASE_DIR / "clip"}`` (a Path, as Django settings write folders) passed the checks, then
+    the identity failed on it ("'PosixPath' object has no attribute 'encode'"): every upload, search and
+    migrate crashed. A Path is now that folder's name; what is no path is the encoder's TypeError (E013)."""
+    from pathlib import Path
+
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    named = CLIPEncoder(model=str(tiny_clip), device="cpu")
+    encoder = CLIPEncoder(model=Path(tiny_clip), device="cpu")
+    assert encoder.identity == named.identity and encoder.missing_requirements() == []
+    np.testing.assert_allclose(encoder.encode_texts(["a cat"]), named.encode_texts(["a cat"]))
+    with pytest.raises(TypeError):
+        CLIPEncoder(model=123, device="cpu")
+
+
 def test_clip_prepare_loads_the_model_at_deploy_time(tiny_clip):
     """``semantic_images_prepare`` said "nothing to prepare" for CLIP: a hub name was then downloaded by
     the first upload or search (hundreds of MB inside a web request, past gunicorn's 30 s timeout)."""

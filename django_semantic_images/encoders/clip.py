@@ -24,9 +24,15 @@ class CLIPEncoder(Encoder):
     name = "clip"
 
     def __init__(
-        self, model: str = "openai/clip-vit-base-patch32", device: str = "auto", identity: str | None = None
+        self,
+        model: str | os.PathLike[str] = "openai/clip-vit-base-patch32",
+        device: str = "auto",
+        identity: str | None = None,
     ) -> None:
         super().__init__(device)
+        model = os.fspath(model)  # a folder as a Path (BASE_DIR / "clip") too; a TypeError for anything else
+        if not isinstance(model, str):
+            raise TypeError(f"CLIPEncoder's model must be a hub name or a folder, not {model!r}.")
         self.model_name = model  # the identity's name, as configured
         #: What the stored vectors are named by (``None``: the model's name or folder); set a new one
         #: when other weights take the same folder or name, so that ``reindex --stale`` re-embeds.
