@@ -420,6 +420,9 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         # Passed: the class weights all but equal, the centred mixture all but zero, normalised into noise.
         {"ENCODER_OPTIONS": {"temperature": 1e9}},
         {"TEXT_MODEL": {"DIMENSIONS": True}},  # read as 1: only E004, "makes True-d vectors"
+        # Read as true (any string is): "false" ran the CNN twice per image and re-embedded every one.
+        {"ENCODER_OPTIONS": {"flip": "false"}},
+        {"ENCODER_OPTIONS": {"center": "False"}},
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):

@@ -108,6 +108,9 @@ class ConSEEncoder(Encoder):
                 f"ConSEEncoder needs top_k >= 1 and a temperature > 0 and at most {MAX_TEMPERATURE:g}, "
                 f"not {top_k!r} and {temperature!r}."
             )
+        for option, value in (("center", center), ("flip", flip)):
+            if value not in (True, False):  # a string such as "false" would be read as true
+                raise ValueError(f"ConSEEncoder's {option} must be True or False, not {value!r}.")
         self.top_k = top_k
         self.temperature = float(temperature)
         self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
