@@ -423,6 +423,11 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         # Read as true (any string is): "false" ran the CNN twice per image and re-embedded every one.
         {"ENCODER_OPTIONS": {"flip": "false"}},
         {"ENCODER_OPTIONS": {"center": "False"}},
+        # Passed, then every image failed as the class vectors were made (a KeyError), or every class
+        # read the same words and every image's semantic vector was zero.
+        {"ENCODER_OPTIONS": {"prompt": "a photo of a {label}"}},
+        {"ENCODER_OPTIONS": {"prompt": ["a photo"]}},
+        {"ENCODER_OPTIONS": {"prompt": []}},
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):

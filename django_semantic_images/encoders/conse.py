@@ -62,6 +62,24 @@ def lite0_weights_path() -> str:
     return encoder_cnn("lite0").weights_path()
 
 
+def check_prompts(prompts: Sequence[str]) -> None:
+    """A ValueError unless ``prompts`` are templates of ``{name}``, ``{lemmas}`` and ``{gloss}`` alone, at least
+    one naming the class: another field failed every image (the class vectors are made on the first), and
+    templates naming no class made every class read the same words, every image's semantic vector zero."""
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"ConSEEncoder's prompt must be a template or a list of templates, not {prompts!r}.")
+    try:
+        first, second = ([p.format(name=w, lemmas=w, gloss=w) for p in prompts] for w in ("a", "b"))
+    except (KeyError, IndexError, AttributeError, ValueError) as exc:
+        raise ValueError(
+            f"ConSEEncoder's prompt templates may use {{name}}, {{lemmas}} and {{gloss}} only: {prompts!r} ({exc!r})."
+        ) from exc
+    if first == second:
+        raise ValueError(
+            f"ConSEEncoder's prompt templates name no class ({{name}}, {{lemmas}} or {{gloss}}): {prompts!r}."
+        )
+
+
 class ConSEEncoder(Encoder):
     """CNN visual vectors (1280-d) and ConSE semantic vectors in MiniLM's space (384-d).
 
@@ -114,6 +132,7 @@ class ConSEEncoder(Encoder):
         self.top_k = top_k
         self.temperature = float(temperature)
         self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
+        check_prompts(self.prompts)
         self.center = center
         self.flip = bool(flip)
         self.text_model = text_model
