@@ -428,6 +428,7 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         {"ENCODER_OPTIONS": {"prompt": "a photo of a {label}"}},
         {"ENCODER_OPTIONS": {"prompt": ["a photo"]}},
         {"ENCODER_OPTIONS": {"prompt": []}},
+        {"ENCODER_OPTIONS": {"top_k": 5.5}},  # passed, then every image failed in argpartition
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):

@@ -121,9 +121,9 @@ class ConSEEncoder(Encoder):
         self.network = encoder_cnn(cnn)  # a ValueError for an unknown name, before anything loads
         # NaN vectors: every write refused; past MAX_TEMPERATURE the weights are all but equal and the
         # centred mixture, all but zero, is normalised into rounding noise.
-        if top_k < 1 or not 0 < temperature <= MAX_TEMPERATURE:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1 or not 0 < temperature <= MAX_TEMPERATURE:
             raise ValueError(
-                f"ConSEEncoder needs top_k >= 1 and a temperature > 0 and at most {MAX_TEMPERATURE:g}, "
+                f"ConSEEncoder needs a whole top_k >= 1 and a temperature > 0 and at most {MAX_TEMPERATURE:g}, "
                 f"not {top_k!r} and {temperature!r}."
             )
         for option, value in (("center", center), ("flip", flip)):
