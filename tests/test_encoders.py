@@ -137,6 +137,17 @@ def test_clip_takes_its_folder_as_a_path(tiny_clip):
         CLIPEncoder(model=123, device="cpu")
 
 
+def test_clip_texts_longer_than_its_text_tower_are_cut_to_it(tiny_clip):
+    """A CLIP folder whose tokenizer names no model_max_length (the tiny one reads 32 tokens) cut nothing:
+    every alt text or search longer than the text tower failed ("Sequence length must be less than
+    max_position_embeddings"), and each such row's embedding with it."""
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    encoder = CLIPEncoder(model=str(tiny_clip), device="cpu")
+    long, longer = encoder.encode_texts(["a photo of a cat " * 20, "a photo of a cat " * 40])
+    np.testing.assert_allclose(long, longer, atol=1e-6)  # both cut to their first 32 tokens
+
+
 def test_clip_prepare_loads_the_model_at_deploy_time(tiny_clip):
     """``semantic_images_prepare`` said "nothing to prepare" for CLIP: a hub name was then downloaded by
     the first upload or search (hundreds of MB inside a web request, past gunicorn's 30 s timeout)."""

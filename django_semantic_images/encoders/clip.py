@@ -103,13 +103,17 @@ class CLIPEncoder(Encoder):
         return ImageEmbeddings(visual=vec, semantic=vec.copy())
 
     def _padding(self) -> dict[str, Any]:
-        """SigLIP reads a text's vector off its last position and was trained on texts padded to the
-        text tower's length: padded so here too (else a vector would depend on its batch's longest
-        text). CLIP reads it off the end token, behind a causal mask: the batch's longest will do."""
+        """Texts are cut to the text tower's length (a tokenizer may not say it: longer ones failed).
+        SigLIP reads a text's vector off its last position and was trained on texts padded to that
+        length: padded so here too (else a vector would depend on its batch's longest text). CLIP reads
+        it off the end token, behind a causal mask: the batch's longest will do."""
         config = self.model.config
+        length = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+        if not isinstance(length, int):  # a model that does not say: as its tokenizer says
+            return {"padding": True}
         if str(getattr(config, "model_type", "")).startswith("siglip"):
-            return {"padding": "max_length", "max_length": int(config.text_config.max_position_embeddings)}
-        return {"padding": True}
+            return {"padding": "max_length", "max_length": length}
+        return {"padding": True, "max_length": length}
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
