@@ -270,3 +270,19 @@ def test_a_model_cache_dir_under_the_home_folder_is_that_folder(tmp_path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))
     settings.SEMANTIC_IMAGES = {"MODEL_CACHE_DIR": "~/model-cache"}
     assert cache_dir() == tmp_path / "model-cache"
+
+
+def test_a_tokenizer_that_pads_on_the_left_gives_each_text_its_own_vector(tiny_bert, tmp_path):
+    """A tokenizer saved with padding_side "left" put the padding before the words: BERT's positions count
+    from the first token, so a short text's vector changed with the longest text of its batch (and "cls"
+    pooling read a pad), while the ONNX query path, which pads on the right, gave another."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "left"}))
+    text = SentenceEncoder(TextModelSpec(model=str(folder), pooling="cls"), "cpu")
+    batch = text.encode(["cat", "a red bicycle in the sun"])
+    np.testing.assert_allclose(batch[0], text.encode(["cat"])[0], atol=1e-5)

@@ -455,6 +455,9 @@ class SentenceEncoder:
                     f"The tokenizer of TEXT_MODEL['MODEL'] {self.name_or_path!r} has no pad token, nor one to pad with."
                 )
             tokenizer.pad_token = stand_in
+        # After the words, as the ONNX query path pads: positions count from the first token, and
+        # "cls" pooling reads it (a tokenizer saved to pad on the left put the padding there).
+        tokenizer.padding_side = "right"
         self.tokenizer = tokenizer
         model = AutoModel.from_pretrained(self.name_or_path)
         model = model.to(self.device).eval()
