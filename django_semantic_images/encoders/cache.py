@@ -35,10 +35,11 @@ def default_cache_dir() -> Path:
 
 
 def cache_dir(configured: str | os.PathLike | None = None) -> Path:
-    """``configured`` when given, else ``MODEL_CACHE_DIR``, else the default folder."""
+    """``configured`` when given, else ``MODEL_CACHE_DIR``, else the default folder (``~`` expanded:
+    ``Path`` keeps it as a folder named ``~`` under each process's working directory)."""
     if configured is None:
         configured = semantic_settings.MODEL_CACHE_DIR
-    return Path(configured) if configured else default_cache_dir()
+    return Path(configured).expanduser() if configured else default_cache_dir()
 
 
 @contextlib.contextmanager

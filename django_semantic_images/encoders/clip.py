@@ -24,9 +24,15 @@ class CLIPEncoder(Encoder):
     name = "clip"
 
     def __init__(
-        self, model: str = "openai/clip-vit-base-patch32", device: str = "auto", identity: str | None = None
+        self,
+        model: str | os.PathLike[str] = "openai/clip-vit-base-patch32",
+        device: str = "auto",
+        identity: str | None = None,
     ) -> None:
         super().__init__(device)
+        model = os.fspath(model)  # a folder as a Path (BASE_DIR / "clip") too; a TypeError for anything else
+        if not isinstance(model, str):
+            raise TypeError(f"CLIPEncoder's model must be a hub name or a folder, not {model!r}.")
         self.model_name = model  # the identity's name, as configured
         #: What the stored vectors are named by (``None``: the model's name or folder); set a new one
         #: when other weights take the same folder or name, so that ``reindex --stale`` re-embeds.
@@ -96,11 +102,24 @@ class CLIPEncoder(Encoder):
         vec = l2_normalize(vec)
         return ImageEmbeddings(visual=vec, semantic=vec.copy())
 
+    def _padding(self) -> dict[str, Any]:
+        """Texts are cut to the text tower's length (a tokenizer may not say it: longer ones failed).
+        SigLIP reads a text's vector off its last position and was trained on texts padded to that
+        length: padded so here too (else a vector would depend on its batch's longest text). CLIP reads
+        it off the end token, behind a causal mask: the batch's longest will do."""
+        config = self.model.config
+        length = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+        if not isinstance(length, int):  # a model that does not say: as its tokenizer says
+            return {"padding": True}
+        if str(getattr(config, "model_type", "")).startswith("siglip"):
+            return {"padding": "max_length", "max_length": length}
+        return {"padding": True, "max_length": length}
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
         self.ensure_loaded()
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        batch = self.tokenizer(list(texts), truncation=True, return_tensors="pt", **self._padding()).to(self.device)
         with torch.inference_mode():
             vec = self._tensor(self.model.get_text_features(**batch)).float().cpu().numpy()
         return l2_normalize(vec)

@@ -62,6 +62,24 @@ def lite0_weights_path() -> str:
     return encoder_cnn("lite0").weights_path()
 
 
+def check_prompts(prompts: Sequence[str]) -> None:
+    """A ValueError unless ``prompts`` are templates of ``{name}``, ``{lemmas}`` and ``{gloss}`` alone, at least
+    one naming the class: another field failed every image (the class vectors are made on the first), and
+    templates naming no class made every class read the same words, every image's semantic vector zero."""
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"ConSEEncoder's prompt must be a template or a list of templates, not {prompts!r}.")
+    try:
+        first, second = ([p.format(name=w, lemmas=w, gloss=w) for p in prompts] for w in ("a", "b"))
+    except (KeyError, IndexError, AttributeError, ValueError) as exc:
+        raise ValueError(
+            f"ConSEEncoder's prompt templates may use {{name}}, {{lemmas}} and {{gloss}} only: {prompts!r} ({exc!r})."
+        ) from exc
+    if first == second:
+        raise ValueError(
+            f"ConSEEncoder's prompt templates name no class ({{name}}, {{lemmas}} or {{gloss}}): {prompts!r}."
+        )
+
+
 class ConSEEncoder(Encoder):
     """CNN visual vectors (1280-d) and ConSE semantic vectors in MiniLM's space (384-d).
 
@@ -103,18 +121,25 @@ class ConSEEncoder(Encoder):
         self.network = encoder_cnn(cnn)  # a ValueError for an unknown name, before anything loads
         # NaN vectors: every write refused; past MAX_TEMPERATURE the weights are all but equal and the
         # centred mixture, all but zero, is normalised into rounding noise.
-        if top_k < 1 or not 0 < temperature <= MAX_TEMPERATURE:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1 or not 0 < temperature <= MAX_TEMPERATURE:
             raise ValueError(
-                f"ConSEEncoder needs top_k >= 1 and a temperature > 0 and at most {MAX_TEMPERATURE:g}, "
+                f"ConSEEncoder needs a whole top_k >= 1 and a temperature > 0 and at most {MAX_TEMPERATURE:g}, "
                 f"not {top_k!r} and {temperature!r}."
             )
+        for option, value in (("center", center), ("flip", flip)):
+            if value not in (True, False):  # a string such as "false" would be read as true
+                raise ValueError(f"ConSEEncoder's {option} must be True or False, not {value!r}.")
         self.top_k = top_k
         self.temperature = float(temperature)
         self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
+        check_prompts(self.prompts)
         self.center = center
         self.flip = bool(flip)
         self.text_model = text_model
-        self.text_spec = TextModelSpec.from_setting(semantic_settings.TEXT_MODEL).with_model(text_model)
+        setting = dict(semantic_settings.TEXT_MODEL or {})
+        if text_model is not None:  # TEXT_MODEL with another MODEL: the site's keys, else that model's preset
+            setting["MODEL"] = text_model
+        self.text_spec = TextModelSpec.from_setting(setting)
         if not self.semantic_parts:  # a subclass of several text spaces has set its width already
             #: The text model's width: ``TEXT_MODEL["DIMENSIONS"]``, else MiniLM's and e5-small's 384.
             self.semantic_dimensions = self.text_spec.dimensions or 384

