@@ -89,11 +89,13 @@ class ImageVectors(models.Model):
         name = PurePath(self.image.file.name or "").name
         if not title or not name:
             return title
-        extensions = "".join(PurePath(name).suffixes)
         stored = {name}
-        taken = TAKEN_NAME.match(name.removesuffix(extensions))
-        if taken:  # the name storage gives a file whose name was taken: its root, _ and 7 characters
-            stored.add(taken["root"] + extensions)
+        # The name storage gives a file whose name was taken: its root, _ and 7 characters, the root
+        # being the name before its first dot (Django 5.1 and later) or before its last (4.2 to 5.0).
+        for extensions in ("".join(PurePath(name).suffixes), PurePath(name).suffix):
+            taken = TAKEN_NAME.match(name.removesuffix(extensions))
+            if taken:
+                stored.add(taken["root"] + extensions)
         return "" if _forms(stored) & _forms(self._upload_names(title, PurePath(name).suffix)) else title
 
     def _upload_names(self, title: str, suffix: str) -> set[str]:
