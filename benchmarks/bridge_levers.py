@@ -438,6 +438,14 @@ def variant_sets() -> dict[str, list[Variant]]:
         *[tuned(free, f"text map (free), folded, ConSE {c}", conse_weight=c) for c in (0.1, 0.3)],
         tuned(free, "text map (free), folded, sqrt", transform="sqrt"),
     ]
+    # The test split, once: the validation's winner (ConSE 0.1, folded) against today's recipe; the other
+    # two rows come from the same trainings (the text map at today's blend; the two towers' own score).
+    sets["textmap_test"] = [
+        mirror,
+        sets["textmap_tune"][1],
+        free,
+        sets["textmap"][2],
+    ]
     sets["textmap_ensemble"] = [
         tuned(mirror, "today's recipe, sqrt + ensemble of 3", transform="sqrt", ensemble=3),
         tuned(free, "text map (free), folded, sqrt + ensemble of 3", transform="sqrt", ensemble=3),
