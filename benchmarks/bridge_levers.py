@@ -12,7 +12,9 @@ Splits:
   * ``test``: the 1k test images and their 5,000 captions; bridges trained on all 6,000 train images.
 
 Each variant is trained with ``--seeds`` seeds; the table gives R@5 mean +/- std over seeds (the
-run-to-run noise of training), and the paired difference against the first row (same seeds).
+run-to-run noise of training), and the paired difference against the first row (same seeds): mean
++/- std over the seeds, and the standard error over the queries of the seed-averaged difference
+(hit or miss per query; two of them or more is more than noise).
 
     nice -n 5 python benchmarks/bridge_levers.py --split val --set training --seeds 0 1 2
 """
@@ -54,11 +56,16 @@ class Variant:
     transform: str = ""  # "sqrt": square root of the (non-negative) features first; "center": minus the train mean
     hidden: int = 0  # > 0: one hidden layer (MLP bridge)
     ensemble: int = 1  # average this many bridges' weights (seeds seed*100 + k)
+    # A linear map T on the text side too, trained jointly (two towers), then folded into the image side
+    # (g.): None = none (today); a number = the pull of T towards the identity (0: T free, starts at I).
+    text_map: float | None = None
+    score: str = "folded"  # with text_map: "folded" (cosine of the stored vector) | "exact" (the two towers')
+    train_folded: bool = False  # with text_map: the loss on the folded cosine itself (plain text targets)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: The training options a variant changes through ``tuned`` (seed and ensemble are the benchmark's own).
-TRAINING_FIELDS = {f.name for f in fields(TrainingOptions)} - {"seed", "ensemble"}
+#: The training options a variant changes through ``tuned`` (seed, ensemble and the text map are the benchmark's own).
+TRAINING_FIELDS = {f.name for f in fields(TrainingOptions)} - {"seed", "ensemble", "text_map"}
 
 
 def tuned(base: Variant, name: str, **changes: Any) -> Variant:
@@ -184,6 +191,128 @@ def fit_mlp(visual, text_vectors, owner, options, hidden: int):
     return project
 
 
+def fit_two_tower(visual, text_vectors, owner, options, anchor: float, folded: bool = False):
+    """As ``training.fit_linear_bridge``, with a linear map ``M`` (384 x 384, no bias, starting at the
+    identity) on the text side too: the loss is InfoNCE over ``cos(v W + b, y M)``, plus
+    ``anchor * |M - I|^2`` (the pull towards the identity). Returns (W, b, M).
+
+    For one query ``q`` the two towers rank images by ``<norm(v W + b), q M>`` (``|q M|`` is the
+    same for every image) = ``<norm(v W + b) M^T, q>``: the folded map ``W M^T``, ``b M^T`` makes
+    image vectors for plain queries. Its cosine (what is stored, normalised) drops ``|norm(vW + b) M^T|``.
+    ``folded``: the loss is on that cosine itself, ``cos(norm(v W + b) M^T, q)`` against plain text
+    vectors (the stored score; as a function, one linear map factorised in two).
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from django_semantic_images.training import caption_infonce
+
+    gen = torch.Generator().manual_seed(options.seed)
+    torch.manual_seed(options.seed)
+    d_in, d_out = visual.shape[1], text_vectors.shape[1]
+    lin = nn.Linear(d_in, d_out)
+    eye = torch.eye(d_out)
+    text_map = nn.Parameter(eye.clone())
+    dropout = nn.Dropout(options.dropout)
+    x_all = torch.from_numpy(np.ascontiguousarray(visual, np.float32))
+    y_all = torch.from_numpy(np.ascontiguousarray(text_vectors, np.float32))
+    owners = torch.from_numpy(np.asarray(owner, np.int64))
+    n = len(owners)
+    steps = max(1, options.epochs * -(-n // options.batch_size))
+    opt = torch.optim.AdamW(
+        [
+            {"params": list(lin.parameters()), "weight_decay": options.weight_decay},
+            {"params": [text_map], "weight_decay": 0.0},
+        ],
+        lr=options.learning_rate,
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, options.learning_rate, total_steps=steps)
+    with torch.enable_grad():
+        for _ in range(options.epochs):
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n, options.batch_size):
+                batch = perm[start : start + options.batch_size]
+                if len(batch) < 2:
+                    continue
+                img = owners[batch]
+                z = F.normalize(lin(dropout(x_all[img])), dim=-1)
+                if folded:
+                    z, y = F.normalize(z @ text_map.T, dim=-1), y_all[batch]
+                else:
+                    y = F.normalize(y_all[batch] @ text_map, dim=-1)
+                loss = caption_infonce(z, y, img, options.temperature)
+                if anchor:
+                    loss = loss + anchor * (text_map - eye).pow(2).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+    weight = lin.weight.detach().numpy().T.astype(np.float32)
+    bias = lin.bias.detach().numpy().astype(np.float32)
+    return weight, bias, text_map.detach().numpy().astype(np.float32)
+
+
+def evaluate(data: Data, v: Variant, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query vectors, gallery vectors) to rank by inner product for variant ``v``, seed ``seed``."""
+    from django_semantic_images.encoders.base import l2_normalize
+    from django_semantic_images.encoders.bridges import LearnedBridge
+
+    if v.text_map is None:
+        return data.query_vectors, gallery_vectors(data, v, seed)
+    train_feats, _ = data.features("bridge", v)
+    gal_feats, gal_logits = data.features("gallery", v)
+    semantic = l2_normalize(conse(gal_logits, data.label_vectors, 3.0, 1000))
+    x_train, x_gal = l2_normalize(train_feats), l2_normalize(gal_feats)
+    options = v.training
+    # The folded and the exact score of one variant share its training: trained once.
+    key = (
+        "two towers",
+        v.views,
+        v.features,
+        v.transform,
+        repr(replace(options, conse_weight=0.0)),
+        v.text_map,
+        v.train_folded,
+        v.ensemble,
+        seed,
+    )
+    if key not in data._cnn:
+        data._cnn[key] = [
+            fit_two_tower(
+                x_train,
+                data.caption_vectors,
+                data.owner,
+                replace(options, seed=seed * 100 + k),
+                v.text_map,
+                v.train_folded,
+            )
+            for k in range(v.ensemble)
+        ]
+    fits = data._cnn[key]
+    w = options.conse_weight
+    for k, (weight, bias, text_map) in enumerate(fits):
+        # How far M moved from I, and how much the folded vector's length (which the cosine drops) varies.
+        length = np.linalg.norm(l2_normalize(x_gal @ weight + bias) @ text_map.T, axis=1)
+        data.log(
+            f"  seed {seed * 100 + k}: |M - I|_F {np.linalg.norm(text_map - np.eye(len(text_map))):.2f}, "
+            f"|folded| {length.mean():.3f} +/- {length.std():.3f} (min {length.min():.3f}, max {length.max():.3f})"
+        )
+    if v.score == "exact":
+        if v.ensemble != 1:
+            raise ValueError("The exact two-tower score is for single bridges.")
+        weight, bias, text_map = fits[0]
+        # w <conse, q> + (1 - w) <norm(v W + b), norm(q M)>: both towers, the blend as a sum of scores.
+        gallery = np.concatenate([w * semantic, (1 - w) * l2_normalize(x_gal @ weight + bias)], axis=1)
+        queries = np.concatenate([data.query_vectors, l2_normalize(data.query_vectors @ text_map)], axis=1)
+        return queries, gallery
+    # Folded into the image side: one linear map (the mean over an ensemble), applied as the package does.
+    weight = np.mean([f[0] @ f[2].T for f in fits], axis=0)
+    bias = np.mean([f[1] @ f[2].T for f in fits], axis=0)
+    bridge = LearnedBridge(weight.astype(np.float32), bias.astype(np.float32), conse_weight=w)
+    return data.query_vectors, bridge.apply(x_gal, semantic)
+
+
 def gallery_vectors(data: Data, v: Variant, seed: int) -> np.ndarray:
     from django_semantic_images.encoders.base import l2_normalize
     from django_semantic_images.training import fit_linear_bridge
@@ -303,6 +432,44 @@ def variant_sets() -> dict[str, list[Variant]]:
         combined,
     ]
     sets["final_full"] = [base, sets["final"][2]]
+    # g. A text-side map folded into the image side, on Lite1 + mirror features (the best measured, f.;
+    # ``--views center`` for the centre crop alone).
+    mirror = tuned(base, "today's recipe", views=("center", "flip"))
+    free = tuned(mirror, "text map (free), folded: cosine of the stored vector", text_map=0.0)
+    sets["textmap"] = [
+        mirror,
+        free,
+        tuned(free, "text map (free), exact two-tower score (queries through M)", score="exact"),
+        *[tuned(mirror, f"text map pulled to I ({a:g}), folded", text_map=a) for a in (3e-3, 3e-2)],
+    ]
+    sets["textmap_alone"] = [
+        tuned(mirror, "bridge alone (ConSE 0), today's recipe", conse_weight=0.0),
+        tuned(free, "bridge alone (ConSE 0), text map (free), folded", conse_weight=0.0),
+        tuned(free, "bridge alone (ConSE 0), text map (free), exact", conse_weight=0.0, score="exact"),
+    ]
+    sets["textmap_tune"] = [
+        mirror,
+        *[tuned(free, f"text map (free), folded, ConSE {c}", conse_weight=c) for c in (0.1, 0.3)],
+        tuned(free, "text map (free), folded, sqrt", transform="sqrt"),
+    ]
+    # The test split, once: the validation's winner (ConSE 0.1, folded) against today's recipe; the other
+    # two rows come from the same trainings (the text map at today's blend; the two towers' own score).
+    sets["textmap_test"] = [
+        mirror,
+        sets["textmap_tune"][1],
+        free,
+        sets["textmap"][2],
+    ]
+    # Trained for what is stored: the loss on the folded cosine (plain text targets), after the test above.
+    sets["textmap_folded_loss"] = [
+        mirror,
+        tuned(free, "text map (free), loss on the folded cosine", train_folded=True),
+        tuned(free, "text map (free), loss on the folded cosine, ConSE 0.1", train_folded=True, conse_weight=0.1),
+    ]
+    sets["textmap_ensemble"] = [
+        tuned(mirror, "today's recipe, sqrt + ensemble of 3", transform="sqrt", ensemble=3),
+        tuned(free, "text map (free), folded, sqrt + ensemble of 3", transform="sqrt", ensemble=3),
+    ]
     return sets
 
 
@@ -319,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/levers"))
     parser.add_argument("--cache-cnn", type=Path, default=Path("/tmp/bridge60"))
     parser.add_argument("--cnn", default="lite0", choices=ENCODER_CNNS, help="The CNN of the cached feature maps.")
+    parser.add_argument("--views", nargs="+", choices=["center", "flip"], help="Every variant on these views.")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a loaded machine)")
     args = parser.parse_args(argv)
@@ -340,22 +508,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         for set_name in args.set:
             base_hits = None
             for v in variant_sets()[set_name]:
+                if args.views:
+                    v = replace(v, views=tuple(args.views))
                 if args.only and base_hits is not None and not any(o in v.name for o in args.only):
                     continue
                 started = time.perf_counter()
                 hits, r1, r10 = [], [], []
                 for seed in args.seeds:
-                    ranks = hits_and_ranks(data.query_vectors, gallery_vectors(data, v, seed), data.right, 0)
+                    queries, gallery = evaluate(data, v, seed)
+                    ranks = hits_and_ranks(queries, gallery, data.right, 0)
                     hits.append((ranks <= 5).astype(float))
                     r1.append(100 * np.mean(ranks <= 1))
                     r10.append(100 * np.mean(ranks <= 10))
                 r5 = [100 * h.mean() for h in hits]
-                diff = ""
+                diff, diff_se = "", None
                 if base_hits is None:
                     base_hits = hits
                 else:
                     d = np.array([100 * (h - b).mean() for h, b in zip(hits, base_hits, strict=True)])
                     diff = f"{d.mean():+.1f} +/- {d.std(ddof=1) if len(d) > 1 else 0:.1f}"
+                    # Standard error over the queries of the seed-averaged paired difference (hit or miss).
+                    per_query = 100 * (np.mean(hits, axis=0) - np.mean(base_hits, axis=0))
+                    diff_se = float(per_query.std(ddof=1) / np.sqrt(len(per_query)))
                 row = {
                     "set": set_name,
                     "variant": v.name,
@@ -365,25 +539,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "r5_runs": r5,
                     "r10": float(np.mean(r10)),
                     "vs_first": diff,
+                    "vs_first_query_se": diff_se,
                 }
                 rows.append(row)
                 log(
                     f"[{set_name}] {v.name}: R@1 {row['r1']:.1f} R@5 {row['r5']:.1f} +/- {row['r5_std']:.1f} "
-                    f"R@10 {row['r10']:.1f} {diff} ({time.perf_counter() - started:.0f} s, "
+                    f"R@10 {row['r10']:.1f} {diff}{f' (query SE {diff_se:.2f})' if diff_se else ''} "
+                    f"({time.perf_counter() - started:.0f} s, "
                     f"load {os.getloadavg()[0]:.1f})"
                 )
                 if args.json:
                     args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     print(
         f"`{command}` ({args.split}: {len(data.gallery)} images, {len(data.queries)} queries; "
-        f"bridge on {len(data.bridge_names)} train images; {args.cnn}; seeds {args.seeds})\n"
+        f"bridge on {len(data.bridge_names)} train images; {args.cnn}; seeds {args.seeds}; "
+        f"views {args.views or 'per variant'})\n"
     )
-    print("| set | variant | R@1 | R@5 (mean +/- std over seeds) | R@10 | R@5 vs first row |")
-    print("|---|---|---|---|---|---|")
+    print("| set | variant | R@1 | R@5 (mean +/- std over seeds) | R@10 | R@5 vs first row | query SE |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
+        se = f"{r['vs_first_query_se']:.2f}" if r["vs_first_query_se"] else ""
         print(
             f"| {r['set']} | {r['variant']} | {r['r1']:.1f} | {r['r5']:.1f} +/- {r['r5_std']:.1f} | "
-            f"{r['r10']:.1f} | {r['vs_first']} |"
+            f"{r['r10']:.1f} | {r['vs_first']} | {se} |"
         )
     return 0
 
