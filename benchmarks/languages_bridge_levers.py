@@ -16,6 +16,8 @@ German, French and Czech translations, research use only), these levers:
     (here the language of the caption; a search would take it from language detection);
   * ``query en+fr``, ``query en+cs``: a bridge per language, trained on the ``query: `` vectors of the
     English captions and one other language's (each image would then store one vector per language);
+  * ``passage en-only``, ``query+T en-only``: the bridge and the map on the English captions alone
+    (what a site with English captions has);
   * ``shift`` (added to any of the above at search time, no training): ``q - mean_lang + mean_en``, the
     mean ``query: `` vectors of the train captions of each language (a mean-shift of each language towards
     English).
@@ -66,7 +68,17 @@ ROOT = Path(__file__).resolve().parent.parent
 Log = Callable[[str], None]
 WEIGHTS = (0.0, 0.1, 0.2, 0.3)
 EPOCHS = (10, 20)
-LEVERS = ("passage", "query", "both", "query+T", "query+T/lang", "query en+fr", "query en+cs")
+LEVERS = (
+    "passage",
+    "query",
+    "both",
+    "query+T",
+    "query+T/lang",
+    "query en+fr",
+    "query en+cs",
+    "passage en-only",
+    "query+T en-only",
+)
 LANGS = ("en", "de", "fr", "cs")
 
 
@@ -156,7 +168,8 @@ def hits(queries: Any, gallery: Any, right: Sequence[int], seed: int) -> Any:
 
 def combine(paths: Sequence[Path], cache: Path, out: Path) -> str:
     """One table from several runs' JSON (levers split between processes): R@5 per language, the ratios,
-    and each lever's paired difference from ``passage`` (same seed, per-query ranks kept in ``cache``)."""
+    and each lever's paired difference from ``passage`` (``passage en-only`` for the other English-only
+    lever; same seed, per-query ranks kept in ``cache``)."""
     runs = [json.loads(p.read_text("utf-8")) for p in paths]
     rows = [r for run in runs for r in run["rows"]]
 
@@ -177,10 +190,11 @@ def combine(paths: Sequence[Path], cache: Path, out: Path) -> str:
         choice = f"{first['epochs']} epochs, w {first['conse_weight']:g}" + (", shift" if first["shift"] else "")
         diffs = []
         for lg in ("en", "fr", "cs"):
-            if lever == "passage":
+            reference = "passage en-only" if lever.endswith(" en-only") else "passage"  # same captions
+            if lever == reference:
                 diffs.append("")
                 continue
-            d = hit(lever, seed, lg).astype(float) - hit("passage", seed, lg).astype(float)
+            d = hit(lever, seed, lg).astype(float) - hit(reference, seed, lg).astype(float)
             diffs.append(f"{100 * d.mean():+.1f} +/- {100 * d.std(ddof=1) / np.sqrt(len(d)):.1f}")
         lines.append(
             f"| {lever} (seed {seed}) | {choice} | {r5['en']:.1f} | {r5['fr']:.1f} | {r5['cs']:.1f} | "
@@ -316,10 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fits: dict[int, Fit] = {}
                 for epochs in args.epochs:
                     t0 = time.perf_counter()
+                    sel = in_train & (lang_a == "en") if lever.endswith(" en-only") else in_train
+                    if lever.startswith("query en+"):  # one other language's captions only
+                        sel = in_train & np.isin(lang_a, ["en", lever[-2:]])
                     if not lever.startswith("query+T"):
-                        sel = in_train
-                        if lever.startswith("query en+"):  # one other language's captions only
-                            sel = in_train & np.isin(lang_a, ["en", lever[-2:]])
                         if lever == "passage":
                             y, o = p_vec[sel], remap[owner_a[sel]]
                         elif lever.startswith("query"):
@@ -332,9 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         fits[epochs] = fit_joint(
                             x,
-                            q_vec[in_train],
-                            remap[owner_a[in_train]],
-                            lang_a[in_train],
+                            q_vec[sel],
+                            remap[owner_a[sel]],
+                            lang_a[sel],
                             epochs,
                             seed,
                             lever.endswith("/lang"),
