@@ -18,16 +18,15 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, router, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete, pre_save
-from django.utils import timezone
 from wagtail.images import get_image_model
 
 from ...conf import semantic_settings
-from ...fields import EmbeddingStatus, get_embedding_field
-from ...pipeline.leases import lease_until
+from ...fields import get_embedding_field
 from ...signals import (
     after_refresh,
     embedding_is_deferred,
     old_picture_columns,
+    pending_state,
     remember_uncommitted,
     schedule,
     settle,
@@ -146,17 +145,6 @@ def tags_changed(
         request_embedding(instance.pk, using)
 
 
-def _pending(field: Any) -> dict[str, Any]:
-    return {
-        field.column("status"): EmbeddingStatus.PENDING,
-        field.column("error"): "",
-        field.column("updated_at"): timezone.now(),
-        field.column("claimed_by"): "",
-        field.column("lease_until"): lease_until(),
-        field.column("visual_norm"): None,  # the inputs changed: the next embedding reads the image
-    }
-
-
 def image_database(image: models.Model) -> str:
     """The database an image's vectors are written to: where the routers send the image's writes,
     else the one the image was read from (Django's own default for a save of it)."""
@@ -169,7 +157,7 @@ def request_embedding(image_pk: Any, using: str = "default", *, new_picture: boo
     With ``new_picture`` (the image's file was replaced) its vectors are dropped meanwhile: they
     are the old picture's, and would rank the image by it (found by its words until embedded)."""
     field = get_embedding_field(ImageVectors)
-    pending = _pending(field)
+    pending = pending_state(field)
     if new_picture:
         pending |= old_picture_columns(field)
     if not ImageVectors.objects.using(using).filter(pk=image_pk).update(**pending):
@@ -194,7 +182,7 @@ def request_embeddings(image_pks: Iterable[Any], using: str = "default") -> None
         found = list(rows.filter(pk__in=pks).values_list("pk", flat=True))
         if not found:
             return
-        rows.filter(pk__in=found).update(**_pending(field))
+        rows.filter(pk__in=found).update(**pending_state(field))
         if semantic_settings.EMBED_ON_SAVE and not embedding_is_deferred():
             for pk in found:
                 schedule(ImageVectors, pk, field.name, using)
