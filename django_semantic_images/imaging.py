@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import struct
 from typing import IO, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -50,6 +51,42 @@ def centre_box(width: int, height: int, max_aspect: int = MAX_ASPECT) -> tuple[i
     return (start, 0, end, height) if width > height else (0, start, width, end)
 
 
+#: An ICO file's first bytes (reserved 0, type 1: icon) and a PNG's.
+ICON_MAGIC = b"\0\0\1\0"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def icon_image_sizes(data: bytes) -> list[tuple[int, int]]:
+    """The sizes an ICO file's images give in their own headers (a PNG's, a bitmap's), not in the
+    file's directory (at most 256 x 256); empty for any other file. Pillow decodes an icon's
+    largest image as it opens the file, before its size can be asked."""
+    if not data.startswith(ICON_MAGIC) or len(data) < 6:
+        return []
+    (count,) = struct.unpack_from("<H", data, 4)
+    sizes = []
+    for entry in range(6, min(6 + 16 * count, len(data) - 15), 16):
+        (offset,) = struct.unpack_from("<I", data, entry + 12)
+        head = data[offset : offset + 24]
+        if head.startswith(PNG_MAGIC) and len(head) == 24:
+            width, height = struct.unpack_from(">II", head, 16)
+        elif len(head) >= 12 and struct.unpack_from("<I", head)[0] == 12:  # OS/2 bitmap header
+            width, height = struct.unpack_from("<HH", head, 4)
+        elif len(head) >= 12:  # Windows bitmap header: its height counts the mask too
+            width, height = (abs(side) for side in struct.unpack_from("<ii", head, 4))
+        else:
+            continue
+        sizes.append((width, height if head.startswith(PNG_MAGIC) else height // 2))
+    return sizes
+
+
+def refuse_large_icon(data: bytes, max_pixels: int) -> None:
+    """``ImageDecodeError`` for an ICO file holding an image over ``max_pixels``, before Pillow
+    opens (and so decodes) it."""
+    for width, height in icon_image_sizes(data):
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")
+
+
 # Pillow's DecompressionBombError: "Image size (N pixels) exceeds limit of M pixels, ..."
 PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -70,6 +107,7 @@ def decode_image(
     """
     if not data:
         raise ImageDecodeError("The file is empty (0 bytes).")
+    refuse_large_icon(data, max_pixels)
     try:
         # No warnings filter here: warnings.catch_warnings() changes process-wide state and is not
         # thread-safe (decoding runs in a thread pool). The pixel count is checked before any pixel
