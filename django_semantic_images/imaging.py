@@ -124,6 +124,8 @@ def decode_image(
             opened.draft("RGB", (max(1, width // scale), max(1, height // scale)))
         opened.load()
         image = ImageOps.exif_transpose(opened)
+        if image.mode != "P" and keyed_transparency(image):  # before the resize, which would blend the key colour in
+            image = image.convert("RGBA")
         if image.mode.startswith("I;16"):  # Pillow's reduce(), thumbnail()'s first step at 4x, refuses them
             image = to_8bit(image)
         image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
@@ -159,16 +161,22 @@ def bomb_message(pillow_message: str, max_pixels: int) -> str:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with any transparency composited onto white, and 16-bit and float grey scaled to 8 bits."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and not keyed_transparency(image):
         return image
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = to_8bit(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA") or keyed_transparency(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def keyed_transparency(image: Image.Image) -> bool:
+    """Whether ``image`` has no alpha but names a transparent palette index or colour (a GIF's, or a
+    PNG's tRNS chunk, which an RGB or grey PNG uses for one colour)."""
+    return image.mode in ("P", "L", "RGB") and "transparency" in image.info
 
 
 def to_8bit(image: Image.Image) -> Image.Image:

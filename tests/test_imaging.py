@@ -225,3 +225,17 @@ def test_an_icons_image_over_the_pixel_limit_is_refused_before_it_is_decoded():
     with override_settings(SEMANTIC_IMAGES={"MAX_IMAGE_PIXELS": 1_000_000}):
         with pytest.raises(ImageDecodeError, match=reason):
             Engine().get_image(io.BytesIO(data))
+
+
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (255, 0, 255)), ("L", 7)])
+def test_a_png_whose_transparency_is_one_colour_is_white_there(mode, key):
+    """A PNG without alpha may name one colour transparent (its tRNS chunk): that colour's pixels
+    are composited onto white like any other transparency, not read as the colour itself."""
+    picture = Image.new(mode, (600, 400), key)
+    picture.paste(0 if mode == "L" else (0, 0, 0), (0, 0, 300, 400))  # the left half opaque black
+    buf = io.BytesIO()
+    picture.save(buf, "PNG", transparency=key)
+    decoded = decode_image(buf.getvalue(), max_side=60)
+    assert decoded.size == (60, 40)
+    assert decoded.getpixel((5, 20)) == (0, 0, 0)
+    assert decoded.getpixel((55, 20)) == (255, 255, 255)
