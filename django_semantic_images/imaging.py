@@ -87,6 +87,11 @@ def refuse_large_icon(data: bytes, max_pixels: int) -> None:
             raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")
 
 
+#: Pillow's formats that are JPEGs, decoded in draft mode: "MPO" is a JPEG with more pictures after
+#: its main one (an MPF index: a phone's HDR gain map or depth map), as many phones now write.
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+
+
 # Pillow's DecompressionBombError: "Image size (N pixels) exceeds limit of M pixels, ..."
 PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -119,7 +124,7 @@ def decode_image(
             raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")
         if width < 1 or height < 1:
             raise ImageDecodeError("The image has no pixels.")
-        if opened.format == "JPEG":
+        if opened.format in JPEG_FORMATS:
             scale = max(1, min(width, height) // max(min_side, 1))
             opened.draft("RGB", (max(1, width // scale), max(1, height // scale)))
         opened.load()

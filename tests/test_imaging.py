@@ -239,3 +239,21 @@ def test_a_png_whose_transparency_is_one_colour_is_white_there(mode, key):
     assert decoded.size == (60, 40)
     assert decoded.getpixel((5, 20)) == (0, 0, 0)
     assert decoded.getpixel((55, 20)) == (255, 255, 255)
+
+
+def test_a_jpeg_with_a_second_picture_is_decoded_at_a_reduced_scale_too():
+    """A JPEG carrying a second picture (an MPF index: a phone's HDR gain map or depth map, a 3D
+    camera's other eye), which Pillow opens as "MPO": its main picture is decoded as the same JPEG
+    without the second one is, at a reduced DCT scale, not at full size."""
+    import numpy as np
+
+    photo = Image.radial_gradient("L").resize((1600, 1200)).convert("RGB")
+    plain, multi = io.BytesIO(), io.BytesIO()
+    photo.save(plain, "JPEG")
+    photo.save(multi, "MPO", save_all=True, append_images=[photo.resize((160, 120))])
+    assert Image.open(io.BytesIO(multi.getvalue())).format == "MPO"
+    expected = decode_image(plain.getvalue())
+    decoded = decode_image(multi.getvalue())
+    assert expected.size == (400, 300)  # 1/4 scale: the shorter side at least 256
+    assert decoded.size == expected.size
+    assert np.array_equal(np.asarray(decoded), np.asarray(expected))
