@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .imaging import ImageDecodeError, centre_box, readable_formats
+from .imaging import ImageDecodeError, centre_box, readable_formats, refuse_large_icon
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def device_header(data: bytes, *, max_pixels: int) -> JpegHeader | None:
     """
     if not data:
         raise ImageDecodeError("The file is empty (0 bytes).")
+    refuse_large_icon(data, max_pixels)
     try:
         opened = Image.open(io.BytesIO(data), formats=readable_formats())
     except Exception:  # noqa: BLE001 - not an image, or a plugin's own error (AVIF's RuntimeError)

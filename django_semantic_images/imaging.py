@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import struct
 from typing import IO, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -50,6 +51,47 @@ def centre_box(width: int, height: int, max_aspect: int = MAX_ASPECT) -> tuple[i
     return (start, 0, end, height) if width > height else (0, start, width, end)
 
 
+#: An ICO file's first bytes (reserved 0, type 1: icon) and a PNG's.
+ICON_MAGIC = b"\0\0\1\0"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def icon_image_sizes(data: bytes) -> list[tuple[int, int]]:
+    """The sizes an ICO file's images give in their own headers (a PNG's, a bitmap's), not in the
+    file's directory (at most 256 x 256); empty for any other file. Pillow decodes an icon's
+    largest image as it opens the file, before its size can be asked."""
+    if not data.startswith(ICON_MAGIC) or len(data) < 6:
+        return []
+    (count,) = struct.unpack_from("<H", data, 4)
+    sizes = []
+    for entry in range(6, min(6 + 16 * count, len(data) - 15), 16):
+        (offset,) = struct.unpack_from("<I", data, entry + 12)
+        head = data[offset : offset + 24]
+        if head.startswith(PNG_MAGIC) and len(head) == 24:
+            width, height = struct.unpack_from(">II", head, 16)
+        elif len(head) >= 12 and struct.unpack_from("<I", head)[0] == 12:  # OS/2 bitmap header
+            width, height = struct.unpack_from("<HH", head, 4)
+        elif len(head) >= 12:  # Windows bitmap header: its height counts the mask too
+            width, height = (abs(side) for side in struct.unpack_from("<ii", head, 4))
+        else:
+            continue
+        sizes.append((width, height if head.startswith(PNG_MAGIC) else height // 2))
+    return sizes
+
+
+def refuse_large_icon(data: bytes, max_pixels: int) -> None:
+    """``ImageDecodeError`` for an ICO file holding an image over ``max_pixels``, before Pillow
+    opens (and so decodes) it."""
+    for width, height in icon_image_sizes(data):
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")
+
+
+#: Pillow's formats that are JPEGs, decoded in draft mode: "MPO" is a JPEG with more pictures after
+#: its main one (an MPF index: a phone's HDR gain map or depth map), as many phones now write.
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+
+
 # Pillow's DecompressionBombError: "Image size (N pixels) exceeds limit of M pixels, ..."
 PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -70,6 +112,7 @@ def decode_image(
     """
     if not data:
         raise ImageDecodeError("The file is empty (0 bytes).")
+    refuse_large_icon(data, max_pixels)
     try:
         # No warnings filter here: warnings.catch_warnings() changes process-wide state and is not
         # thread-safe (decoding runs in a thread pool). The pixel count is checked before any pixel
@@ -81,11 +124,13 @@ def decode_image(
             raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels:,} pixels.")
         if width < 1 or height < 1:
             raise ImageDecodeError("The image has no pixels.")
-        if opened.format == "JPEG":
+        if opened.format in JPEG_FORMATS:
             scale = max(1, min(width, height) // max(min_side, 1))
             opened.draft("RGB", (max(1, width // scale), max(1, height // scale)))
         opened.load()
         image = ImageOps.exif_transpose(opened)
+        if image.mode != "P" and keyed_transparency(image):  # before the resize, which would blend the key colour in
+            image = image.convert("RGBA")
         if image.mode.startswith("I;16"):  # Pillow's reduce(), thumbnail()'s first step at 4x, refuses them
             image = to_8bit(image)
         image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
@@ -121,16 +166,22 @@ def bomb_message(pillow_message: str, max_pixels: int) -> str:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with any transparency composited onto white, and 16-bit and float grey scaled to 8 bits."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and not keyed_transparency(image):
         return image
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = to_8bit(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA") or keyed_transparency(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def keyed_transparency(image: Image.Image) -> bool:
+    """Whether ``image`` has no alpha but names a transparent palette index or colour (a GIF's, or a
+    PNG's tRNS chunk, which an RGB or grey PNG uses for one colour)."""
+    return image.mode in ("P", "L", "RGB") and "transparency" in image.info
 
 
 def to_8bit(image: Image.Image) -> Image.Image:

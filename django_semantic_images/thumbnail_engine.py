@@ -22,7 +22,7 @@ from PIL import Image
 from sorl.thumbnail.engines.pil_engine import Engine as PillowEngine
 
 from .conf import semantic_settings
-from .imaging import ImageDecodeError, readable_formats
+from .imaging import ImageDecodeError, readable_formats, refuse_large_icon
 
 #: Pillow's modes of greyscale wider than 8 bits, read as 16-bit values ("I": 32-bit integers, as
 #: Pillow opens some 16-bit files; values above 65535 end white).
@@ -37,8 +37,10 @@ class Engine(PillowEngine):
 
     def get_image(self, source: Any) -> Image.Image:
         """The source opened (not decoded yet); an ``ImageDecodeError`` over ``MAX_IMAGE_PIXELS``."""
-        image = Image.open(io.BytesIO(source.read()), formats=readable_formats())
+        data = source.read()
         limit = int(semantic_settings.MAX_IMAGE_PIXELS)
+        refuse_large_icon(data, limit)
+        image = Image.open(io.BytesIO(data), formats=readable_formats())
         width, height = image.size
         if width * height > limit:
             raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {limit:,} pixels.")

@@ -10,6 +10,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.test import override_settings
 from PIL import Image, features
 
 from django_semantic_images.imaging import ImageDecodeError, decode_image, preview_data_url
@@ -189,3 +190,70 @@ def test_the_preview_of_a_search_by_photo_is_a_small_jpeg_on_white():
     red, right = preview.convert("RGB").getpixel((20, 25)), preview.convert("RGB").getpixel((80, 25))
     assert red[0] > 150 and red[1] < 60, red
     assert min(right) > 230, right  # the transparent half
+
+
+def icon_holding(width: int, height: int) -> bytes:
+    """An ICO file (a few hundred bytes) whose one entry is a PNG declaring ``width`` x ``height``
+    pixels, its pixel data not compressed data: decoding it fails, so a refusal that names the pixel limit
+    was made before any pixel was decoded. Pillow decodes an icon's image in ``Image.open``."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+    png += chunk(b"IDAT", b"not zlib data") + chunk(b"IEND", b"")
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 22) + png
+
+
+@pytest.mark.filterwarnings("ignore")  # Pillow warns that the icon's image is not its directory's size
+def test_an_icons_image_over_the_pixel_limit_is_refused_before_it_is_decoded():
+    """A 9000 x 9000 picture in a small ICO: Pillow decodes it as it opens the file (81 MB for
+    this one, 700 MB at Pillow's own limit), before any size can be asked; it is refused first,
+    by the pixel limit, on every path that opens an upload or a stored file."""
+    from django_semantic_images.device_jpeg import device_header
+    from django_semantic_images.thumbnail_engine import Engine
+
+    data = icon_holding(9000, 9000)
+    assert len(data) < 2_000
+    reason = "over the limit of 1,000,000 pixels"
+    with pytest.raises(ImageDecodeError, match=reason):
+        decode_image(data, max_pixels=1_000_000)
+    with pytest.raises(ImageDecodeError, match=reason):
+        device_header(data, max_pixels=1_000_000)
+    with override_settings(SEMANTIC_IMAGES={"MAX_IMAGE_PIXELS": 1_000_000}):
+        with pytest.raises(ImageDecodeError, match=reason):
+            Engine().get_image(io.BytesIO(data))
+
+
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (255, 0, 255)), ("L", 7)])
+def test_a_png_whose_transparency_is_one_colour_is_white_there(mode, key):
+    """A PNG without alpha may name one colour transparent (its tRNS chunk): that colour's pixels
+    are composited onto white like any other transparency, not read as the colour itself."""
+    picture = Image.new(mode, (600, 400), key)
+    picture.paste(0 if mode == "L" else (0, 0, 0), (0, 0, 300, 400))  # the left half opaque black
+    buf = io.BytesIO()
+    picture.save(buf, "PNG", transparency=key)
+    decoded = decode_image(buf.getvalue(), max_side=60)
+    assert decoded.size == (60, 40)
+    assert decoded.getpixel((5, 20)) == (0, 0, 0)
+    assert decoded.getpixel((55, 20)) == (255, 255, 255)
+
+
+def test_a_jpeg_with_a_second_picture_is_decoded_at_a_reduced_scale_too():
+    """A JPEG carrying a second picture (an MPF index: a phone's HDR gain map or depth map, a 3D
+    camera's other eye), which Pillow opens as "MPO": its main picture is decoded as the same JPEG
+    without the second one is, at a reduced DCT scale, not at full size."""
+    import numpy as np
+
+    photo = Image.radial_gradient("L").resize((1600, 1200)).convert("RGB")
+    plain, multi = io.BytesIO(), io.BytesIO()
+    photo.save(plain, "JPEG")
+    photo.save(multi, "MPO", save_all=True, append_images=[photo.resize((160, 120))])
+    assert Image.open(io.BytesIO(multi.getvalue())).format == "MPO"
+    expected = decode_image(plain.getvalue())
+    decoded = decode_image(multi.getvalue())
+    assert expected.size == (400, 300)  # 1/4 scale: the shorter side at least 256
+    assert decoded.size == expected.size
+    assert np.array_equal(np.asarray(decoded), np.asarray(expected))
