@@ -149,7 +149,7 @@ def fit_mlp(visual, text_vectors, owner, options, hidden: int):
     from torch import nn
     from torch.nn import functional as F
 
-    from django_semantic_images.training import caption_infonce
+    from django_semantic_images.training import caption_infonce, shuffled_batches
 
     gen = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)
@@ -167,11 +167,7 @@ def fit_mlp(visual, text_vectors, owner, options, hidden: int):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, options.learning_rate, total_steps=steps)
     with torch.enable_grad():
         for _ in range(options.epochs):
-            perm = torch.randperm(n, generator=gen)
-            for start in range(0, n, options.batch_size):
-                batch = perm[start : start + options.batch_size]
-                if len(batch) < 2:
-                    continue
+            for batch in shuffled_batches(n, options.batch_size, gen):
                 img = owners[batch]
                 x = dropout(x_all[img])
                 z = F.normalize(lin(x) + mlp(x), dim=-1)
@@ -206,7 +202,7 @@ def fit_two_tower(visual, text_vectors, owner, options, anchor: float, folded: b
     from torch import nn
     from torch.nn import functional as F
 
-    from django_semantic_images.training import caption_infonce
+    from django_semantic_images.training import caption_infonce, shuffled_batches
 
     gen = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)
@@ -230,11 +226,7 @@ def fit_two_tower(visual, text_vectors, owner, options, anchor: float, folded: b
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, options.learning_rate, total_steps=steps)
     with torch.enable_grad():
         for _ in range(options.epochs):
-            perm = torch.randperm(n, generator=gen)
-            for start in range(0, n, options.batch_size):
-                batch = perm[start : start + options.batch_size]
-                if len(batch) < 2:
-                    continue
+            for batch in shuffled_batches(n, options.batch_size, gen):
                 img = owners[batch]
                 z = F.normalize(lin(dropout(x_all[img])), dim=-1)
                 if folded:

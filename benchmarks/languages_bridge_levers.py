@@ -99,7 +99,7 @@ def fit_joint(
     from torch import nn
     from torch.nn import functional as F
 
-    from django_semantic_images.training import TrainingOptions, caption_infonce
+    from django_semantic_images.training import TrainingOptions, caption_infonce, shuffled_batches
 
     o = TrainingOptions(epochs=epochs, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -122,11 +122,7 @@ def fit_joint(
     model.train()
     with torch.enable_grad():
         for _ in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            for start in range(0, n, o.batch_size):
-                batch = perm[start : start + o.batch_size]
-                if len(batch) < 2:
-                    continue
+            for batch in shuffled_batches(n, o.batch_size, gen):
                 img = owners[batch]
                 z = F.normalize(model(dropout(x_all[img])), dim=-1)
                 yb = y_all[batch]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -274,11 +274,7 @@ def _fit_one(
     model.train()
     with torch.enable_grad():
         for _epoch in progress(range(options.epochs), options.epochs, "training bridge"):
-            perm = torch.randperm(n, generator=gen)
-            for start in range(0, n, options.batch_size):
-                batch = perm[start : start + options.batch_size]
-                if len(batch) < 2:
-                    continue
+            for batch in shuffled_batches(n, options.batch_size, gen):
                 img = owners[batch]
                 z = model(dropout(x_all[img]))
                 if parts:
@@ -294,6 +290,18 @@ def _fit_one(
     weight = model.weight.detach().numpy().T.copy()
     bias = model.bias.detach().numpy().copy()
     return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def shuffled_batches(n: int, batch_size: int, gen: Any) -> Iterator[Any]:
+    """One epoch's batches of the indices ``0..n-1`` (torch tensors) in a random order drawn from the
+    torch generator ``gen``; a last batch of one pair is left out (the contrastive loss needs two)."""
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    for start in range(0, n, batch_size):
+        batch = perm[start : start + batch_size]
+        if len(batch) >= 2:
+            yield batch
 
 
 def caption_infonce(z: Any, y: Any, owners: Any, temperature: float) -> Any:
