@@ -239,11 +239,21 @@ def check_bridge_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
     if configured and not isinstance(configured, (str, os.PathLike)):
         return []  # no folder: check_settings names it (E012)
     directory = default_bridge_dir()
-    if directory is None or not directory.is_dir():
+    if directory is None or not holds_bridge(directory):
+        stranded = Path(configured) if configured else None  # "~/..." read as a folder named "~" before
+        if directory is not None and stranded is not None and stranded != directory and holds_bridge(stranded):
+            return [
+                checks.Warning(
+                    f"A learned bridge lies in {stranded.resolve()}, a folder named '~' under this process's "
+                    f"working directory, but SEMANTIC_IMAGES['BRIDGE_DIR'] ({configured}) is the home folder's "
+                    f"{directory}, which holds none: the images would be embedded again without it.",
+                    hint=f"Move the folder's files to {directory} (the bridge's version, and so the vectors' "
+                    "encoder identity, stay the same: nothing is re-embedded).",
+                    id="semantic_images.W011",
+                )
+            ]
         return []
-    if not ((directory / POINTER).is_file() or any(directory.glob("bridge-*.npz"))):
-        return []
-    folder = directory.expanduser().resolve()
+    folder = directory.resolve()
     for name in PUBLIC_ROOTS:
         root = getattr(settings, name, None)
         if root and folder.is_relative_to(Path(root).expanduser().resolve()):
@@ -260,6 +270,11 @@ def check_bridge_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 )
             ]
     return []
+
+
+def holds_bridge(directory: Path) -> bool:
+    """Whether ``directory`` holds a learned bridge (its ``current.json`` or a ``bridge-*.npz``)."""
+    return directory.is_dir() and ((directory / POINTER).is_file() or any(directory.glob("bridge-*.npz")))
 
 
 def _check_text_models(model: Any, field: Any, encoder: Any) -> list[checks.CheckMessage]:

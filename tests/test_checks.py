@@ -689,6 +689,47 @@ def test_a_bridge_in_a_served_folder_is_a_warning(settings, tmp_path):
     assert check_bridge_dir() == []
 
 
+def test_a_bridge_dir_under_the_home_folder_is_that_folder(settings, tmp_path, monkeypatch):
+    """BRIDGE_DIR "~/..." was a folder named "~" under each process's working directory (the web
+    processes, the workers and `semantic_images_train_bridge` each read and wrote their own), while
+    W009 looked for the bridge there and compared the home folder's path with MEDIA_ROOT."""
+    from django_semantic_images.checks import check_bridge_dir
+    from django_semantic_images.encoders.bridges import default_bridge_dir
+
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    settings.MEDIA_ROOT, settings.STATIC_ROOT = str(home / "media"), str(tmp_path / "static")
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": "~/media/bridges"}
+    assert default_bridge_dir() == home / "media" / "bridges"
+    (home / "media" / "bridges").mkdir(parents=True)
+    (home / "media" / "bridges" / "current.json").write_text("{}")
+    (warning,) = check_bridge_dir()
+    assert warning.id == "semantic_images.W009" and str(home / "media" / "bridges") in warning.msg
+
+
+def test_a_bridge_left_in_a_folder_named_tilde_is_a_warning(settings, tmp_path, monkeypatch):
+    """A bridge trained while BRIDGE_DIR "~/..." was read as a folder named "~" under the working
+    directory is not found in the home folder now: W011 names both folders, so the site moves it
+    instead of re-embedding every image without it."""
+    from django_semantic_images.checks import check_bridge_dir
+
+    home, site = tmp_path / "home", tmp_path / "site"
+    (site / "~" / "bridges").mkdir(parents=True)
+    (site / "~" / "bridges" / "current.json").write_text("{}")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(site)
+    settings.MEDIA_ROOT, settings.STATIC_ROOT = str(tmp_path / "media"), str(tmp_path / "static")
+    settings.SEMANTIC_IMAGES = {"BRIDGE_DIR": "~/bridges"}
+    (warning,) = check_bridge_dir()
+    assert warning.id == "semantic_images.W011"
+    assert str(site / "~" / "bridges") in warning.msg and str(home / "bridges") in warning.msg
+    (home / "bridges").mkdir(parents=True)
+    (home / "bridges" / "current.json").write_text("{}")
+    assert check_bridge_dir() == []  # moved (or trained again) where it belongs
+
+
 @pytest.mark.parametrize("folder", [5, b"/srv/bridges", ["/srv/bridges"]])
 def test_a_bridge_folder_of_the_wrong_type_is_an_error_not_a_crash(settings, folder):
     """BRIDGE_DIR 5 (or bytes, or a list) was named by E012, but check_bridge_dir then raised

@@ -307,12 +307,13 @@ class BridgeStore:
 
 
 def default_bridge_dir() -> Path | None:
-    """``SEMANTIC_IMAGES["BRIDGE_DIR"]``, else ``MEDIA_ROOT/semantic_images`` (None without either)."""
+    """``SEMANTIC_IMAGES["BRIDGE_DIR"]`` (``~`` is the home folder, as for ``MODEL_CACHE_DIR``), else
+    ``MEDIA_ROOT/semantic_images`` (None without either)."""
     from django.conf import settings
 
     from ..conf import semantic_settings
 
     if semantic_settings.BRIDGE_DIR:
-        return Path(semantic_settings.BRIDGE_DIR)
+        return Path(semantic_settings.BRIDGE_DIR).expanduser()
     media = getattr(settings, "MEDIA_ROOT", "")
     return Path(media) / "semantic_images" if media else None
