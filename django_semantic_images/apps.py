@@ -46,12 +46,15 @@ def register_task_framework() -> None:
 
 
 def _ensure_extension(using: str = "default", **kwargs: Any) -> None:
-    """Create the pgvector extension before any app's migrations add vector columns."""
+    """Create the pgvector extension before any app's migrations add vector columns: on a database
+    where the routers let a model with vector columns migrate (not another app's own database)."""
     from django.db import connections
 
-    from .extension import create_vector_extension
+    from .extension import create_vector_extension, vector_columns_migrate_to
 
-    create_vector_extension(connections[using])
+    connection = connections[using]
+    if connection.vendor == "postgresql" and vector_columns_migrate_to(connection):
+        create_vector_extension(connection)
 
 
 class SemanticImagesConfig(AppConfig):

@@ -3,8 +3,8 @@
 Django's ASGI handler receives a request's whole body (to a temporary file) before any Django
 middleware or view runs, so the views' check of the ``Content-Length`` (uploads.py) came after a
 body of any size had been taken in. Wrapped around the ASGI application, this middleware finds
-the view a POST is for (``ROOT_URLCONF``); when the view is marked with an upload limit
-(``uploads.limit_uploads``) the handler is given:
+the view a POST is for (``ROOT_URLCONF``; under ``i18n_patterns`` in its prefix's language); when
+the view is marked with an upload limit (``uploads.limit_uploads``) the handler is given:
 
 * an empty body, none of the client's read, when the ``Content-Length`` is over the limit (the
   view refuses it by that header, as under WSGI) or absent (Django then parses no form either);
@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import Resolver404, get_resolver
+from django.utils import translation
 
 from .uploads import body_limit
 
@@ -60,11 +61,22 @@ def path_info(scope: MutableMapping[str, Any]) -> str:
 
 
 def view_limit(path: str) -> int | None:
-    """The body limit of the view ``path`` resolves to in ``ROOT_URLCONF`` (None: unmarked, or none)."""
+    """The body limit of the view ``path`` resolves to in ``ROOT_URLCONF`` (None: unmarked, or none).
+
+    A path under ``i18n_patterns`` in another language resolves only with that language active
+    (``/fr/...``: French), as ``LocaleMiddleware`` makes it before the view is found: such a path is
+    resolved again so."""
     try:
         match = get_resolver().resolve(path)
     except Resolver404:
-        return None
+        language = translation.get_language_from_path(path)
+        if not language:
+            return None
+        try:
+            with translation.override(language):
+                match = get_resolver().resolve(path)
+        except Resolver404:
+            return None
     return body_limit(match.func)
 
 

@@ -4,14 +4,17 @@
 ``pre_migrate`` hook (apps.py) calls it before any app's migrations run, so a site's own
 migration that adds vector columns needs no dependency on this app; migration
 ``semantic_images.0001_vector_extension`` calls the same function, so the step is recorded
-and a migrated database without the extension can be told from a new one (checks.py).
+and a migrated database without the extension can be told from a new one (checks.py). On a
+database the routers keep every model with vector columns off (``migrate --database`` of another
+app's database), the hook creates nothing: nothing there needs it, and its role may not create it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import DatabaseError, ProgrammingError
+from django.apps import apps
+from django.db import DatabaseError, ProgrammingError, router
 
 #: The migration that records the extension's creation.
 MIGRATION = ("semantic_images", "0001_vector_extension")
@@ -38,6 +41,21 @@ NOT_INSTALLED = ("0A000", "58P01")  # "extension is not available" (PostgreSQL 1
 class ExtensionNotCreated(ProgrammingError):
     """``CREATE EXTENSION`` failed; the message says why and what to do (the database's error is
     its ``__cause__``)."""
+
+
+#: The column types of pgvector's fields (``vector(1280)``, ``halfvec(384)``, ...).
+VECTOR_TYPES = ("vector", "halfvec", "sparsevec")
+
+
+def vector_columns_migrate_to(connection: Any) -> bool:
+    """Whether ``migrate`` may create a table with a pgvector column in ``connection``'s database:
+    a model with such a field that the routers let migrate there (``allow_migrate_model``)."""
+    return any(
+        (field.db_type(connection) or "").split("(")[0] in VECTOR_TYPES
+        for model in apps.get_models(include_auto_created=True)
+        if router.allow_migrate_model(connection.alias, model)  # a model kept off it: its types are not asked
+        for field in model._meta.local_concrete_fields
+    )
 
 
 def create_vector_extension(connection: Any) -> bool:

@@ -64,6 +64,24 @@ def test_an_api_upload_declared_over_the_limit_is_refused_before_its_body_is_rec
     assert exchange.received == 0
 
 
+def test_an_upload_under_another_languages_prefix_is_refused_before_its_body_is_received(settings):
+    """A multilingual site's API under ``i18n_patterns``: ``/fr/...`` resolves only with French
+    active, as ``LocaleMiddleware`` makes it for the view; the limit is found there too."""
+    from django.core.asgi import get_asgi_application
+
+    settings.SEMANTIC_IMAGES = {"MAX_UPLOAD_BYTES": 20_000}
+    settings.ROOT_URLCONF = "tests.i18n_urls"
+    settings.LANGUAGES = [("en-us", "English"), ("fr", "French")]
+    settings.MIDDLEWARE = ["django.middleware.locale.LocaleMiddleware", *settings.MIDDLEWARE]
+    application = UploadLimitMiddleware(get_asgi_application())
+    size = 40 * MIB
+    headers = {"content-type": MULTIPART_CONTENT, "content-length": str(size)}
+    for path in ("/en-us" + SEARCH, "/fr" + SEARCH):
+        exchange = Exchange(application, path, huge(size), headers)
+        assert exchange.status == 413, (path, exchange.body)
+        assert exchange.received == 0, path
+
+
 def test_an_api_upload_without_a_content_length_is_not_received(application, settings):
     """Without a Content-Length Django parses no form (as under WSGI): nothing of it is read."""
     settings.SEMANTIC_IMAGES = {"MAX_UPLOAD_BYTES": 20_000}

@@ -183,6 +183,30 @@ def test_migrate_by_a_role_that_may_not_create_pgvector_says_what_to_do():
     assert "pgvector" in str(missing.value)
 
 
+class OtherAppsOnlyRouter:
+    """A database of its own for some apps (say a legacy one): no model with vectors is migrated there."""
+
+    def allow_migrate(self, db, app_label, **hints):
+        return app_label in ("contenttypes", "auth")
+
+
+@pytest.mark.django_db
+def test_migrate_of_a_database_no_vector_model_goes_to_does_not_create_pgvector(settings):
+    """``migrate --database`` of a database the routers keep every model with vectors off: its role
+    may not create extensions there, nor does it need pgvector; migrate goes on without it."""
+    _drop_vector_extension()
+    settings.DATABASE_ROUTERS = [f"{__name__}.OtherAppsOnlyRouter"]
+    with connection.cursor() as cursor:  # all inside the test's transaction, rolled back after it
+        cursor.execute("CREATE ROLE semantic_images_limited NOSUPERUSER")
+        cursor.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO semantic_images_limited")
+        cursor.execute("SET LOCAL ROLE semantic_images_limited")
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+        cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+        assert cursor.fetchone() is None
+
+
 @pytest.mark.django_db
 def test_database_check_warns_when_a_migrated_database_lost_the_extension():
     _drop_vector_extension()

@@ -75,6 +75,37 @@ def test_a_settings_typo_is_the_system_check_error_not_a_traceback_from_the_opti
     assert "BATCH_SIZE'] = 8" in Command().create_parser("manage.py", "semantic_images_reindex").format_help()
 
 
+def test_a_settings_typo_is_the_system_check_error_in_a_fresh_process_too(tmp_path):
+    """The command imported the Celery tasks module, which reads TASK_TIME_LIMIT as it is imported:
+    in a process that had not imported it yet (every real run), a SEMANTIC_IMAGES typo ended the
+    command, and its --help, with ImproperlyConfigured's traceback before any check ran."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "typo_settings.py").write_text(
+        'from tests.settings import *\nSEMANTIC_IMAGES = {"HNSW_EF_SERACH": 100}\n'
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root), str(root / "example_project")]),
+        "DATABASE_URL": "postgresql://localhost/unused",  # the checks fail before any connection
+    }
+    manage = [sys.executable, str(root / "example_project" / "manage.py"), "semantic_images_reindex"]
+    for extra in ([], ["--help"]):
+        done = subprocess.run(
+            [*manage, *extra, "--settings", "typo_settings"], env=env, cwd=root, capture_output=True, text=True
+        )
+        assert "Traceback" not in done.stderr, (extra, done.stderr)
+        if extra:
+            assert done.returncode == 0 and "--batch-size" in done.stdout, done.stdout
+        else:
+            assert done.returncode == 1 and "(semantic_images.E012)" in done.stderr, done.stderr
+            assert "HNSW_EF_SERACH" in done.stderr
+
+
 def test_the_sweep_through_an_unreachable_queue_fails_the_command(make_photo, sample_paths):
     """--due --queue printed "1 not sent (queue unreachable)" and exited 0, so a job running it never
     failed (--queue alone was a CommandError)."""

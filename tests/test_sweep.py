@@ -101,6 +101,23 @@ def test_the_sweep_leaves_stale_and_transiently_failed_rows_to_the_worker_holdin
     assert stale.pk in due_pks(now=later)  # a holder whose lease ran out loses them
 
 
+def test_a_retry_under_the_same_claim_gets_a_full_lease_on_the_rows_it_still_holds(make_photo, sample_paths):
+    """A Celery retry in the process of its first attempt (the same claim token) whose release failed
+    (the database was gone) takes its rows back with a lease of its own: not what was left of the
+    first attempt's, which would run out under its first batch and let the sweep take them back."""
+    from django_semantic_images.conf import semantic_settings
+    from django_semantic_images.pipeline.claims import claim_rows
+
+    photo = make_photo(sample_paths["chelsea"])
+    assert claim_rows(Photo, [photo.pk], "host:1:task") == [photo.pk]
+    Photo.objects.filter(pk=photo.pk).update(embedding_lease_until=timezone.now() + timedelta(seconds=1))
+    start = timezone.now()
+    assert claim_rows(Photo, [photo.pk], "host:1:task") == [photo.pk]  # the retry
+    lease = Photo.objects.get(pk=photo.pk).embedding_lease_until
+    assert lease >= start + timedelta(seconds=semantic_settings.LEASE - 1)
+    assert claim_rows(Photo, [photo.pk], "host:2:other") == []  # still one holder
+
+
 def test_overlapping_sweeps_send_a_due_row_once(make_photo, sample_paths):
     import threading
     import time

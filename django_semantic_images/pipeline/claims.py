@@ -52,10 +52,11 @@ def claim_rows(
 ) -> list[Any]:
     """Claim rows for the task ``token``; returns the primary keys it now holds.
 
-    It gets those of ``pks`` that no other task holds (a row whose file already
-    failed to decode only with ``force``), then up to ``top_up`` other pending rows,
-    oldest first. Each row has one holder: the UPDATE re-checks its condition on a
-    row another claim changed meanwhile, and the top-up skips rows being claimed.
+    It gets those of ``pks`` that no other task holds, with a new lease (those it holds already
+    too: a retry under the same token whose release failed), a row whose file already failed
+    to decode only with ``force``, then up to ``top_up`` other pending rows, oldest first. Each
+    row has one holder: the UPDATE re-checks its condition on a row another claim changed
+    meanwhile, and the top-up skips rows being claimed.
     Rows whose worker stopped with them (``suspect_filter``) are embedded alone: only a
     task of that row alone claims one, and it takes no other rows; the top-up takes no
     row still claimed by a worker whose lease ran out (the sweep takes it back, counting a try).
@@ -64,7 +65,9 @@ def claim_rows(
     manager = primary_rows(model)
     now = timezone.now()
     values = {emb.column("claimed_by"): token, emb.column("lease_until"): lease_until()}
-    own = free_filter(emb, now) if force else free_filter(emb, now) & ~failed_for_good_filter(emb)
+    # Rows this claim still holds too (a retry in the same process whose release failed): a new lease.
+    free = free_filter(emb, now) | Q(**{emb.column("claimed_by"): token})
+    own = free if force else free & ~failed_for_good_filter(emb)
     if len(pks) > 1:  # a row whose worker stopped with it goes in a task of its own (the sweep sends it so)
         own &= ~suspect_filter(emb)
     manager.filter(own, pk__in=list(pks)).update(**values)

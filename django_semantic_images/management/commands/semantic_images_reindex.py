@@ -24,10 +24,10 @@ from ...conf import semantic_settings
 from ...dispatch import DJANGO_TASKS, describe_engine, forget_sent, send, unavailable_engines, use_queue
 from ...fields import ImageEmbeddingField, embedding_fields, models_with_embeddings, own_embedding_fields
 from ...pipeline.embedding import EmbedReport, embed_pks
+from ...pipeline.failures import TRANSIENT_ERRORS
 from ...pipeline.leases import free_filter
 from ...pipeline.rows import primary_manager, primary_rows
 from ...sweep import due_filter, mark_pending, missing_filter, stale_filter, sweep
-from ...tasks import TRANSIENT_ERRORS
 from .. import INTERRUPTED, DatabaseCommand, ProgressFile, resolve_model
 
 #: Rows loaded from the database at a time (each chunk is embedded in batches of ``--batch-size``).
