@@ -424,6 +424,8 @@ POSITIVE_INTEGERS = (
     "CALIBRATION_SAMPLE",
 )
 OPTIONAL_POSITIVE_INTEGERS = ("QUERY_THREADS", "WORKER_THREADS", "DECODE_THREADS")
+#: Counts of at least 1, or None (no limit).
+OPTIONAL_COUNTS = ("SWEEP_STALE_ROWS",)
 #: The most threads a thread setting may ask for: torch and ONNX Runtime take a 32-bit count
 #: (2**31 failed at the first search or task), and no machine has this many cores.
 MAX_THREADS = 1024
@@ -467,6 +469,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             problems.append((name, value, f"a whole number of at least 1{optional}"))
         elif name in OPTIONAL_POSITIVE_INTEGERS and value > MAX_THREADS:
             problems.append((name, value, f"a whole number from 1 to at most {MAX_THREADS:,}, or None"))
+    for name in OPTIONAL_COUNTS:
+        value = getattr(semantic_settings, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            problems.append((name, value, "a whole number of at least 1, or None"))
     for name in POSITIVE_NUMBERS:
         value = getattr(semantic_settings, name)
         if not (_is_number(value) and 0 < value <= MAX_SECONDS):

@@ -108,6 +108,11 @@ DEFAULTS: dict[str, Any] = {
     # when the queue's depth cannot be read, and in-process mode).
     "LEASE": 30,
     "PENDING_TIMEOUT": 600,
+    # SWEEP_STALE_ROWS: rows embedded by another encoder (after an encoder, text model or bridge
+    # change) that one sweep sends again at most, per field, and none while Celery's queue holds
+    # messages: new uploads never wait behind a whole library's re-embed. None: no limit.
+    # (``semantic_images_reindex --stale --queue`` sends them all at once.)
+    "SWEEP_STALE_ROWS": 1000,
     # TASK_TIME_LIMIT: seconds a Celery embedding task may run (the first one of a worker process
     # waits for its models too) before Celery ends the pool process and starts another: a task
     # that never returns (a query on a connection whose server vanished, a decode that never ends)

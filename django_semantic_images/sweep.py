@@ -75,6 +75,7 @@ def due_filter(
     queue_empty: bool = False,
     queue_busy: bool = False,
     now: Any = None,
+    stale: bool = True,
 ) -> Q:
     """Rows of ``field`` that the sweep queues again.
 
@@ -82,10 +83,11 @@ def due_filter(
     will embed them); ``queue_empty``: unclaimed rows whose lease ran out are due too;
     ``queue_busy`` (the queue holds messages): unclaimed rows wait their turn, with no
     ``PENDING_TIMEOUT`` backstop (a long backlog would be sent again and again).
+    ``stale``: with the rows another encoder embedded (``stale_due_filter``).
     """
     now = now or timezone.now()
     timeout = semantic_settings.PENDING_TIMEOUT if pending_timeout is None else pending_timeout
-    status, updated, error, encoder = (field.column(s) for s in ("status", "updated_at", "error", "encoder"))
+    status, updated, error = (field.column(s) for s in ("status", "updated_at", "error"))
     claimed_by, lease = field.column("claimed_by"), field.column("lease_until")
     unclaimed = Q(**{claimed_by: ""})
     lease_over = Q(**{f"{lease}__lt": now})
@@ -99,11 +101,19 @@ def due_filter(
         lost |= unclaimed & lease_over
     pending_lost = Q(**{status: EmbeddingStatus.PENDING}) & lost
     failed_transiently = Q(**{status: EmbeddingStatus.FAILED, f"{error}__startswith": TRANSIENT_PREFIX})
-    other_encoder = Q(**{status: EmbeddingStatus.EMBEDDED}) & ~Q(**{encoder: field.get_encoder().identity})
-    # A failed row's lease is its backoff; a worker holding a row (its lease live) is embedding it:
-    # taking it away would refuse its write.
+    # A failed row's lease is its backoff.
     backoff_over = Q(**{f"{lease}__isnull": True}) | lease_over
-    return pending_lost | (failed_transiently & backoff_over) | (other_encoder & free_filter(field, now))
+    due = pending_lost | (failed_transiently & backoff_over)
+    return due | stale_due_filter(field, now) if stale else due
+
+
+def stale_due_filter(field: ImageEmbeddingField, now: Any = None) -> Q:
+    """Embedded rows of ``field`` that another encoder embedded (an encoder, text model or bridge
+    change) and that no worker holds: one whose lease is live is embedding it, and taking it away
+    would refuse its write."""
+    embedded = Q(**{field.column("status"): EmbeddingStatus.EMBEDDED})
+    other_encoder = embedded & ~Q(**{field.column("encoder"): field.get_encoder().identity})
+    return other_encoder & free_filter(field, now or timezone.now())
 
 
 def stale_filter(field: ImageEmbeddingField) -> Q:
@@ -254,6 +264,16 @@ def due_now() -> dict[str, bool]:
     return {"unsent": chosen != INLINE, "queue_empty": depth == 0, "queue_busy": bool(depth)}
 
 
+def stale_rows(limit: int | None, sent: int) -> int | None:
+    """How many stale rows a sweep may send now: ``SWEEP_STALE_ROWS`` and what is left of the
+    caller's ``limit`` after the ``sent`` due rows (None: no limit)."""
+    allowed = semantic_settings.SWEEP_STALE_ROWS
+    if limit is not None:
+        left = max(0, limit - sent)
+        allowed = left if allowed is None else min(allowed, left)
+    return allowed
+
+
 def sweep(
     model_list: list[type[models.Model]] | None = None,
     *,
@@ -262,7 +282,9 @@ def sweep(
     fields: Collection[str] | None = None,
 ) -> SweepReport:
     """Queue every due row again (through the background engine, or in-process without one);
-    ``fields``: only the ImageEmbeddingFields of these names (None: every one).
+    ``fields``: only the ImageEmbeddingFields of these names (None: every one). Rows another
+    encoder embedded go at most ``SWEEP_STALE_ROWS`` a field and sweep, and only while the queue
+    holds no messages: a whole library's re-embed never stands before new uploads.
 
     Models whose vectors sit beside another model's rows first get rows for the objects that
     have none (``add_missing_rows``). Due rows are first marked sent (``pending``, lease ``LEASE`` seconds from now);
@@ -279,8 +301,12 @@ def sweep(
         for emb in fields_of(model):
             if fields is not None and emb.name not in fields:
                 continue
-            condition = due_filter(emb, pending_timeout=pending_timeout, **how)
+            condition = due_filter(emb, pending_timeout=pending_timeout, stale=False, **how)
             pks, alone = mark_due(model, emb, condition, limit)
+            stale_limit = stale_rows(limit, len(pks))
+            if stale_limit != 0 and not how["queue_busy"]:  # never ahead of uploads waiting in the queue
+                more, more_alone = mark_due(model, emb, stale_due_filter(emb), stale_limit)
+                pks, alone = pks + more, alone | more_alone
             label = f"{model._meta.label}.{emb.name}"
             together = [pk for pk in pks if pk not in alone]
             # A row whose worker stopped with it goes in a task of its own (batch_size 1).

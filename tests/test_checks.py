@@ -290,9 +290,16 @@ def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
     from django_semantic_images.checks import check_choices, check_settings
 
     assert check_settings() == []
-    settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 8, "QUERY_THREADS": None, "TEXT_WEIGHT": 0, "LEASE": 0.5}
+    settings.SEMANTIC_IMAGES = {
+        "BATCH_SIZE": 8,
+        "QUERY_THREADS": None,
+        "TEXT_WEIGHT": 0,
+        "LEASE": 0.5,
+        "SWEEP_STALE_ROWS": None,
+    }
     assert check_settings() == []
     settings.SEMANTIC_IMAGES = {
+        "SWEEP_STALE_ROWS": 0,
         "BATCH_SIZE": 0,
         "MAX_IMAGE_SIDE": "1024",
         "LEASE": -5,
@@ -305,6 +312,7 @@ def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
     assert {e.id for e in errors} == {"semantic_images.E012"}
     named = " ".join(e.msg for e in errors)
     wrong = ("BATCH_SIZE", "MAX_IMAGE_SIDE", "LEASE", "WORKER_THREADS", "TEXT_WEIGHT", "TEXT_MODEL", "ENCODER_OPTIONS")
+    wrong += ("SWEEP_STALE_ROWS",)
     for key in wrong:
         assert f"'{key}'" in named, key
     settings.SEMANTIC_IMAGES = {"QUERY_RUNTIME": "onnxx"}  # used to run as "auto" without a word

@@ -66,6 +66,32 @@ def test_rows_waiting_in_a_busy_queue_are_not_sent_again_by_the_backstop(broker,
         drop_queued_messages(idle)
 
 
+def test_stale_rows_go_a_few_at_a_time_and_never_ahead_of_waiting_uploads(broker, make_photo, sample_paths, settings):
+    """After an encoder or bridge change the sweep marked every stale row of the table at once (one
+    transaction locking them all) and queued them all: new uploads then waited behind the whole
+    re-embed, hours for a large library. Now a sweep sends at most SWEEP_STALE_ROWS of them, and
+    none while the queue holds messages; lost work is sent as before."""
+    queue = f"{QUEUE}-stale"
+    settings.SEMANTIC_IMAGES = {"QUEUE": queue, "SWEEP_STALE_ROWS": 2}
+    stale = [make_photo(sample_paths[stem]) for stem in ("chelsea", "coffee", "rocket")]
+    Photo.objects.filter(pk__in=[p.pk for p in stale]).update(
+        embedding_status=EmbeddingStatus.EMBEDDED,
+        embedding_encoder="old-encoder:1",
+        embedding_updated_at=timezone.now(),
+    )
+    try:
+        upload(sample_paths["astronaut"])  # an upload waits in the queue
+        assert queue_length(queue) == 1
+        assert sweep().total == 0  # the stale rows wait for the queue to drain
+        drop_queued_messages(queue)  # the upload's message taken by a worker (its lease still runs)
+        assert sweep().total == 2  # two stale rows of three
+        assert Photo.objects.filter(pk__in=[p.pk for p in stale], embedding_status=EmbeddingStatus.PENDING).count() == 2
+        drop_queued_messages(queue)
+        assert sweep().total == 1  # the last stale row
+    finally:
+        drop_queued_messages(queue)
+
+
 def test_a_row_that_stops_every_worker_that_takes_it_ends_failed_with_the_reason(broker, sample_paths, settings):
     """A row whose worker dies with it (killed, out of memory, hung) was sent again by every sweep
     once the lease ran out, for ever, with the rows claimed beside it. Now each loss counts a try,
