@@ -1,9 +1,10 @@
 """sorl-thumbnail's Pillow engine, which also reads greyscale images of more than 8 bits, and never EPS.
 
-Pillow opens a 16-bit greyscale PNG (or TIFF) as mode ``"I;16"`` (some as ``"I"``), and sorl-thumbnail
-converts it to RGB as it is: Pillow clips every value above 255, nearly all of such a picture, and
-the thumbnail was all white. sorl-thumbnail has no option for it, so this subclass scales those
-values from 16 bits to 8 first; everything else is sorl-thumbnail's own. A site opts in with
+Pillow opens a 16-bit greyscale PNG (or TIFF) as mode ``"I;16"`` (some as ``"I"``), a float TIFF as
+``"F"``, and sorl-thumbnail converts them to RGB as they are: Pillow clips every value above 255
+(nearly all of a 16-bit picture: all white) and rounds floats from 0 to 1 to black. sorl-thumbnail
+has no option for it, so this subclass scales them to 8 bits first, as the pipeline reads them
+(``imaging.to_8bit``); everything else is sorl-thumbnail's own. A site opts in with
 ``THUMBNAIL_ENGINE = "django_semantic_images.thumbnail_engine.Engine"`` (the example site does);
 the app does not swap sorl-thumbnail's engine behind the site's back.
 
@@ -22,17 +23,15 @@ from PIL import Image
 from sorl.thumbnail.engines.pil_engine import Engine as PillowEngine
 
 from .conf import semantic_settings
-from .imaging import ImageDecodeError, readable_formats, refuse_large_icon
+from .imaging import ImageDecodeError, readable_formats, refuse_large_icon, to_8bit
 
-#: Pillow's modes of greyscale wider than 8 bits, read as 16-bit values ("I": 32-bit integers, as
-#: Pillow opens some 16-bit files; values above 65535 end white).
-WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-#: From a 16-bit value to an 8-bit one.
-TO_8_BITS = 255 / 65535
+#: Pillow's modes of greyscale wider than 8 bits: 16-bit, 32-bit integers ("I", as Pillow opens some
+#: 16-bit files) and floats ("F"), scaled to 8 bits as ``imaging.to_8bit`` does.
+WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
 class Engine(PillowEngine):
-    """sorl-thumbnail's ``pil_engine.Engine``, with wide greyscale scaled to 8 bits (mode ``"L"``)
+    """sorl-thumbnail's ``pil_engine.Engine``, with wide greyscale scaled to 8 bits (mode ``"L"``, as the pipeline)
     and the formats of ``readable_formats`` only."""
 
     def get_image(self, source: Any) -> Image.Image:
@@ -48,5 +47,5 @@ class Engine(PillowEngine):
 
     def _colorspace(self, image: Image.Image, colorspace: str, format: str) -> Any:  # noqa: A002 - sorl's name
         if image.mode in WIDE_GREY:
-            image = image.convert("I").point(lambda value: value * TO_8_BITS).convert("L")
+            image = to_8bit(image)
         return super()._colorspace(image, colorspace, format)

@@ -358,6 +358,27 @@ def test_a_16_bit_greyscale_image_gets_a_grey_thumbnail_that_follows_its_gradien
     assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
 
 
+@pytest.mark.parametrize(
+    ("kind", "top"),
+    [("float32", 1.0), ("int32", 255)],  # Pillow's modes "F" (0 to 1) and "I" holding 8-bit values
+)
+def test_a_float_or_32_bit_grey_tiff_gets_the_grey_thumbnail_the_pipeline_sees(api, make_photo, kind, top):
+    """A float TIFF (0 to 1) was converted to RGB as it is, all black; an "I" image of 8-bit values
+    was scaled as 16 bits, all black too. The pipeline (``imaging.to_8bit``) reads both as a ramp."""
+    import numpy as np
+
+    ramp = np.linspace(0, top, 600).astype(kind)
+    source = Image.fromarray(np.tile(ramp, (100, 1)))
+    assert source.mode == ("F" if kind == "float32" else "I")
+    buf = io.BytesIO()
+    source.save(buf, "TIFF")
+    photo = make_photo(buf.getvalue(), name="scan.tif")
+    thumbnail = fetch_image(api, results_by_id(api)[photo.pk]["thumbnail_url"]).convert("L")
+    row = [thumbnail.getpixel((x, 33)) for x in range(0, 400, 20)]
+    expected = [round(x / 399 * 255) for x in range(0, 400, 20)]
+    assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
+
+
 def color_at(client: APIClient, url: str) -> tuple[int, int, int]:
     return fetch_image(client, url).convert("RGB").getpixel((10, 10))
 
