@@ -4,7 +4,9 @@ Pillow opens a 16-bit greyscale PNG (or TIFF) as mode ``"I;16"`` (some as ``"I"`
 ``"F"``, and sorl-thumbnail converts them to RGB as they are: Pillow clips every value above 255
 (nearly all of a 16-bit picture: all white) and rounds floats from 0 to 1 to black. sorl-thumbnail
 has no option for it, so this subclass scales them to 8 bits first, as the pipeline reads them
-(``imaging.to_8bit``); everything else is sorl-thumbnail's own. A site opts in with
+(``imaging.to_8bit``). sorl-thumbnail turns a picture upright by its EXIF orientation only where
+Pillow offers ``_getexif()`` (JPEG, PNG, WebP): an AVIF (whose rotation Pillow gives as that tag)
+came out on its side; this engine turns it too. Everything else is sorl-thumbnail's own. A site opts in with
 ``THUMBNAIL_ENGINE = "django_semantic_images.thumbnail_engine.Engine"`` (the example site does);
 the app does not swap sorl-thumbnail's engine behind the site's back.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from sorl.thumbnail.engines.pil_engine import Engine as PillowEngine
 
 from .conf import semantic_settings
@@ -31,18 +33,23 @@ WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
 class Engine(PillowEngine):
-    """sorl-thumbnail's ``pil_engine.Engine``, with wide greyscale scaled to 8 bits (mode ``"L"``, as the pipeline)
-    and the formats of ``readable_formats`` only."""
+    """sorl-thumbnail's ``pil_engine.Engine``, with wide greyscale scaled to 8 bits (mode ``"L"``, as the pipeline),
+    every format's orientation tag followed, and the formats of ``readable_formats`` only."""
 
     def get_image(self, source: Any) -> Image.Image:
-        """The source opened (not decoded yet); an ``ImageDecodeError`` over ``MAX_IMAGE_PIXELS``."""
+        """The source opened (not decoded yet, unless turned upright by its orientation tag); an
+        ``ImageDecodeError`` over ``MAX_IMAGE_PIXELS``."""
         data = source.read()
         limit = int(semantic_settings.MAX_IMAGE_PIXELS)
         refuse_large_icon(data, limit)
-        image = Image.open(io.BytesIO(data), formats=readable_formats())
+        image: Image.Image = Image.open(io.BytesIO(data), formats=readable_formats())
         width, height = image.size
         if width * height > limit:
             raise ImageDecodeError(f"The image is {width}x{height} pixels, over the limit of {limit:,} pixels.")
+        if not hasattr(image, "_getexif") and image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            # sorl-thumbnail reads the orientation through _getexif() (JPEG, PNG, WebP): turn the
+            # others (an AVIF's rotation) upright here, as the pipeline does (exif_transpose).
+            image = ImageOps.exif_transpose(image)
         return image
 
     def _colorspace(self, image: Image.Image, colorspace: str, format: str) -> Any:  # noqa: A002 - sorl's name

@@ -379,6 +379,27 @@ def test_a_float_or_32_bit_grey_tiff_gets_the_grey_thumbnail_the_pipeline_sees(a
     assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "AVIF"])
+def test_a_picture_turned_by_its_orientation_tag_gets_an_upright_thumbnail(api, make_photo, fmt):
+    """sorl-thumbnail reads the orientation through ``_getexif()``, which Pillow's AVIF images lack
+    (an AVIF's rotation, its ``irot``, comes as the EXIF tag): the thumbnail was on its side, while
+    the pipeline and browsers show the picture upright."""
+    from PIL import ExifTags, features
+
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    sideways = Image.new("RGB", (600, 300), "blue")
+    sideways.paste((255, 0, 0), (0, 0, 300, 300))  # red on the left: on top once turned upright
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # turn 90 degrees clockwise to show
+    buf = io.BytesIO()
+    sideways.save(buf, fmt, exif=exif.tobytes(), quality=90)
+    photo = make_photo(buf.getvalue(), name=f"turned.{fmt.lower()}")
+    thumbnail = fetch_image(api, results_by_id(api)[photo.pk]["thumbnail_url"]).convert("RGB")
+    assert thumbnail.size == (200, 400)
+    assert near(thumbnail.getpixel((100, 50)), (255, 0, 0)) and near(thumbnail.getpixel((100, 350)), (0, 0, 255))
+
+
 def color_at(client: APIClient, url: str) -> tuple[int, int, int]:
     return fetch_image(client, url).convert("RGB").getpixel((10, 10))
 
