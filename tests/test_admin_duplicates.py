@@ -101,6 +101,33 @@ def test_a_storage_error_on_one_file_leaves_its_size_blank_and_shows_the_page(
     assert groups_on(response.content.decode()) == [pks(duplicate_photos, *CAT), pks(duplicate_photos, *COFFEE)]
 
 
+def test_dimensions_come_from_the_image_fields_width_and_height_fields_without_opening_the_file(
+    admin_client, duplicate_photos, monkeypatch
+):
+    """``ImageFieldFile.width`` opens the file whatever the field stores: with ``width_field`` and
+    ``height_field`` (as Wagtail's images have) each row's file was read from the storage for its
+    header on every page view (a remote GET each), though the row holds them."""
+    from django.core.files.storage import FileSystemStorage
+
+    image = Photo._meta.get_field("image")
+    monkeypatch.setattr(image, "width_field", "stored_width")
+    monkeypatch.setattr(image, "height_field", "stored_height")
+    monkeypatch.setattr(Photo, "stored_width", property(lambda photo: 640 + photo.pk), raising=False)
+    monkeypatch.setattr(Photo, "stored_height", property(lambda photo: 480), raising=False)
+    opened = []
+    real_open = FileSystemStorage.open
+    monkeypatch.setattr(
+        FileSystemStorage, "open", lambda self, name, *a, **k: opened.append(name) or real_open(self, name, *a, **k)
+    )
+    admin_client.get(reverse(PAGE))  # the thumbnails made (from the files), then kept
+    opened.clear()
+    html = admin_client.get(reverse(PAGE)).content.decode()
+    cat = duplicate_photos["chelsea"]
+    row = re.search(rf'<tr class="si-member" data-pk="{cat.pk}">(.*?)</tr>', html, re.S).group(1)
+    assert f"{640 + cat.pk} × 480" in row
+    assert opened == []
+
+
 def test_the_changelist_links_to_the_page(admin_client, duplicate_photos):
     html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
     assert f'href="{reverse(PAGE)}"' in html and ">Duplicates<" in html
