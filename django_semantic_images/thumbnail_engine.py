@@ -11,7 +11,8 @@ came out on its side; this engine turns it too. Everything else is sorl-thumbnai
 the app does not swap sorl-thumbnail's engine behind the site's back.
 
 It opens only the formats the pipeline reads (``imaging.readable_formats``): not EPS, which
-Pillow draws by running Ghostscript on the file's PostScript; and, as the pipeline, no image over
+Pillow draws by running Ghostscript on the file's PostScript; and, as the pipeline, no file over
+``MAX_FILE_BYTES`` (not read: its storage is asked for the size first) and no image over
 ``MAX_IMAGE_PIXELS`` (sorl-thumbnail decodes the whole picture, in the request that lists it first:
 a 150-megapixel panorama needs some 450 MB, 3 bytes a pixel). Such a file gets no thumbnail.
 """
@@ -38,8 +39,8 @@ class Engine(PillowEngine):
 
     def get_image(self, source: Any) -> Image.Image:
         """The source opened (not decoded yet, unless turned upright by its orientation tag); an
-        ``ImageDecodeError`` over ``MAX_IMAGE_PIXELS``."""
-        data = source.read()
+        ``ImageDecodeError`` over ``MAX_FILE_BYTES`` (not read) or ``MAX_IMAGE_PIXELS``."""
+        data = read_within_limit(source, int(semantic_settings.MAX_FILE_BYTES))
         limit = int(semantic_settings.MAX_IMAGE_PIXELS)
         refuse_large_icon(data, limit)
         image: Image.Image = Image.open(io.BytesIO(data), formats=readable_formats())
@@ -56,3 +57,22 @@ class Engine(PillowEngine):
         if image.mode in WIDE_GREY:
             image = to_8bit(image)
         return super()._colorspace(image, colorspace, format)
+
+
+def read_within_limit(source: Any, limit: int) -> bytes:
+    """sorl-thumbnail's ``source.read()``, unless the file is over ``limit`` bytes (``MAX_FILE_BYTES``):
+    then an ``ImageDecodeError``, its storage asked for the size first (as the pipeline does), so such a
+    file is not read into the web process; one whose storage cannot say is refused once read."""
+    storage, name = getattr(source, "storage", None), getattr(source, "name", None)
+    size = None
+    if storage is not None and name:
+        try:
+            size = int(storage.size(name))
+        except NotImplementedError:
+            size = None
+    if size is not None and size > limit:
+        raise ImageDecodeError(f"The image file is {size:,} bytes; the limit is {limit:,} bytes (MAX_FILE_BYTES).")
+    data = source.read()
+    if len(data) > limit:
+        raise ImageDecodeError(f"The image file is over the limit of {limit:,} bytes (MAX_FILE_BYTES).")
+    return data

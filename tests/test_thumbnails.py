@@ -477,3 +477,23 @@ def test_an_image_over_max_image_pixels_gets_no_thumbnail(api, make_photo, setti
     rows = results_by_id(api)
     assert rows[big.pk]["thumbnail_url"] is None and rows[big.pk]["image_url"]
     assert rows[fits.pk]["thumbnail_url"]
+
+
+def test_a_file_over_max_file_bytes_gets_no_thumbnail_and_is_not_read(api, make_photo, settings, monkeypatch):
+    """The pipeline reads no stored file over MAX_FILE_BYTES; the thumbnail engine read any file whole
+    into the web process that listed it (a multi-page scan of a gigabyte, every RETRY_AFTER)."""
+    from django.core.files.storage import FileSystemStorage
+
+    padded = image_bytes(Image.new("RGB", (64, 64)), "PNG") + b"\0" * 5000  # few pixels, many bytes
+    big = make_photo(padded, name="padded.png")
+    fits = make_photo(image_bytes(Image.new("RGB", (64, 64)), "PNG"), name="fits.png")
+    settings.SEMANTIC_IMAGES = {"MAX_FILE_BYTES": 4000}
+    opened = []
+    real_open = FileSystemStorage.open
+    monkeypatch.setattr(
+        FileSystemStorage, "open", lambda self, name, *a, **k: opened.append(name) or real_open(self, name, *a, **k)
+    )
+    rows = results_by_id(api)
+    assert rows[big.pk]["thumbnail_url"] is None and rows[big.pk]["image_url"]
+    assert big.image.name not in opened
+    assert rows[fits.pk]["thumbnail_url"]
