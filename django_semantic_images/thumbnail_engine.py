@@ -6,7 +6,10 @@ Pillow opens a 16-bit greyscale PNG (or TIFF) as mode ``"I;16"`` (some as ``"I"`
 has no option for it, so this subclass scales them to 8 bits first, as the pipeline reads them
 (``imaging.to_8bit``). sorl-thumbnail turns a picture upright by its EXIF orientation only where
 Pillow offers ``_getexif()`` (JPEG, PNG, WebP): an AVIF (whose rotation Pillow gives as that tag)
-came out on its side; this engine turns it too. Everything else is sorl-thumbnail's own. A site opts in with
+came out on its side; this engine turns it too. A transparent file under a photo's extension (a PNG
+saved as ``.jpg``, an ``.ico``), whose thumbnail is a JPEG (``thumbnails.TRANSPARENT_FORMATS``), is
+put onto white, as the pipeline does (sorl-thumbnail's own engine made the transparent part black).
+Everything else is sorl-thumbnail's own. A site opts in with
 ``THUMBNAIL_ENGINE = "django_semantic_images.thumbnail_engine.Engine"`` (the example site does);
 the app does not swap sorl-thumbnail's engine behind the site's back.
 
@@ -26,11 +29,13 @@ from PIL import ExifTags, Image, ImageOps
 from sorl.thumbnail.engines.pil_engine import Engine as PillowEngine
 
 from .conf import semantic_settings
-from .imaging import ImageDecodeError, readable_formats, refuse_large_icon, to_8bit
+from .imaging import ImageDecodeError, readable_formats, refuse_large_icon, to_8bit, to_rgb
 
 #: Pillow's modes of greyscale wider than 8 bits: 16-bit, 32-bit integers ("I", as Pillow opens some
 #: 16-bit files) and floats ("F"), scaled to 8 bits as ``imaging.to_8bit`` does.
 WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+#: Pillow's modes with an alpha channel (a palette or colour key is ``"transparency"`` in ``info``).
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 class Engine(PillowEngine):
@@ -56,6 +61,8 @@ class Engine(PillowEngine):
     def _colorspace(self, image: Image.Image, colorspace: str, format: str) -> Any:  # noqa: A002 - sorl's name
         if image.mode in WIDE_GREY:
             image = to_8bit(image)
+        if colorspace == "RGB" and format == "JPEG" and (image.mode in ALPHA_MODES or "transparency" in image.info):
+            image = to_rgb(image.convert("RGBA"))  # onto white, as the pipeline; sorl-thumbnail's RGB made it black
         return super()._colorspace(image, colorspace, format)
 
 

@@ -338,6 +338,19 @@ def test_a_transparent_image_keeps_its_transparency_in_the_thumbnail(api, make_p
     assert urlsplit(results_by_id(api)[jpeg.pk]["thumbnail_url"]).path.endswith(".jpg")
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_a_transparent_image_whose_name_says_photo_gets_a_white_background_not_a_black_one(api, make_photo, fmt):
+    """A transparent file under a photo's extension (a PNG saved as .jpg, an .apng, an .ico) keeps
+    sorl-thumbnail's JPEG, which has no alpha: the transparent part came out black, while the
+    pipeline composites it onto white."""
+    photo = make_photo(logo_bytes(fmt), name="logo.jpg")
+    url = results_by_id(api)[photo.pk]["thumbnail_url"]
+    assert urlsplit(url).path.endswith(".jpg")
+    thumbnail = fetch_image(api, url).convert("RGB")
+    assert near(thumbnail.getpixel((5, 5)), (255, 255, 255)), thumbnail.getpixel((5, 5))
+    assert near(thumbnail.getpixel((200, 133)), (255, 0, 0))
+
+
 def test_a_16_bit_greyscale_image_gets_a_grey_thumbnail_that_follows_its_gradient(api, make_photo):
     """Pillow opens a 16-bit greyscale PNG as mode "I;16"; converted to RGB its values above 255
     were clipped, and the thumbnail was all white."""
