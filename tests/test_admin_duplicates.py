@@ -151,6 +151,25 @@ def test_a_bad_threshold_is_a_400_naming_it(admin_client, duplicate_photos):
     assert response.status_code == 200 and groups_on(response.content.decode())
 
 
+@pytest.mark.parametrize("given", [{}, {"threshold": "0.125"}, {"threshold": "0.005"}])
+def test_the_threshold_box_holds_a_value_the_browser_lets_the_editor_submit(
+    admin_client, duplicate_photos, settings, given
+):
+    """Any threshold in (0, 1] is taken; the box had step 0.01 from 0.01: a setting of 0.175, or a link's
+    0.125 or 0.005, filled it with a value the browser refused to submit (not a step from its min)."""
+    from decimal import Decimal
+
+    settings.SEMANTIC_IMAGES = {"DUPLICATE_THRESHOLD": 0.175}
+    html = admin_client.get(reverse(PAGE), given).content.decode()
+    box = re.search(r'<input type="number" name="threshold"[^>]*>', html).group(0)
+    attrs = dict(re.findall(r'(\w+)="([^"]*)"', box))
+    value = Decimal(attrs["value"])
+    assert value == Decimal(given.get("threshold", "0.175"))
+    assert Decimal(attrs.get("min", "0")) <= value <= Decimal(attrs.get("max", "1"))
+    step = attrs.get("step", "1")
+    assert step == "any" or (value - Decimal(attrs.get("min", "0"))) % Decimal(step) == 0, box
+
+
 def test_keep_one_asks_first_then_deletes_the_others(admin_client, duplicate_photos):
     keep = duplicate_photos["chelsea"]
     group = ",".join(map(str, pks(duplicate_photos, *CAT)))
