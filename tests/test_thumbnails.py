@@ -120,6 +120,20 @@ def test_the_admin_shows_the_apis_thumbnail(api, make_photo, sample_paths, admin
     assert re.search(r'<img src="([^"]+)" alt="Astronaut" class="si-thumb"', html).group(1) == thumbnail
 
 
+def test_with_sorl_thumbnail_a_file_that_gives_no_thumbnail_is_not_shown_whole_in_the_admin(
+    api, make_photo, admin_client, settings
+):
+    """A file that gives no thumbnail (over MAX_IMAGE_PIXELS: a 150-megapixel panorama) was put in
+    the changelist and the Duplicates page as the original file, which every page view then loaded
+    whole into the editor's browser; docs/admin.md promises sorl-thumbnail's thumbnails there."""
+    settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": 64 * 64}
+    big = make_photo(image_bytes(Image.new("RGB", (65, 64)), "PNG"), name="panorama.png", title="Panorama")
+    make_photo(image_bytes(Image.new("RGB", (64, 64)), "PNG"), name="fits.png", title="Fits")
+    html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
+    assert f'<img src="{big.image.url}"' not in html
+    assert re.search(r'<img src="([^"]+)" alt="Fits" class="si-thumb"', html).group(1).startswith("/media/cache/")
+
+
 def test_a_concurrent_request_making_the_same_thumbnail_is_not_remembered_as_no_thumbnail(
     api, make_photo, sample_paths, monkeypatch
 ):
