@@ -141,7 +141,7 @@ def neighbour_rows(
     """
     path = embedding_path(queryset.model, field)
     visual, status = path.column("visual"), path.column("status")
-    rows = without_aggregates(queryset).filter(**{f"{visual}__isnull": False})
+    rows = plain_rows(queryset).filter(**{f"{visual}__isnull": False})
     nearest = (
         rows.exclude(pk=OuterRef("pk"))
         .annotate(_distance=CosineDistance(F(visual), OuterRef(visual)))
@@ -152,21 +152,25 @@ def neighbour_rows(
     return probing.annotate(_nearest=ArraySubquery(nearest)).order_by("pk").values_list("pk", "_nearest")
 
 
-def without_aggregates(queryset: models.QuerySet) -> models.QuerySet:
-    """``queryset`` itself, or, when it groups rows (an ``annotate(Count(...))`` in a site's or an
-    admin's ``get_queryset()``), its rows by key: ``pk IN (its pks)``.
+def plain_rows(queryset: models.QuerySet) -> models.QuerySet:
+    """``queryset`` itself, or, when its rows cannot be filtered and ranked in a subquery, its rows
+    by key: ``pk IN (its pks)``.
 
-    A grouped queryset cannot rank each row's neighbours in a subquery (Django puts the reference
-    to the outer row in the subquery's GROUP BY, which fails to compile), and its joins and
-    grouping would run in every probe.
+    That is a queryset that groups rows (an ``annotate(Count(...))`` in a site's or an admin's
+    ``get_queryset()``: Django puts the reference to the outer row in the subquery's GROUP BY,
+    which fails to compile, and its joins and grouping would run in every probe), one that is
+    sliced (the latest uploads: ``order_by("-created_at")[:1000]``), distinct on fields (one row
+    per owner), or a combination (``union()``): none can be filtered.
     """
     query = queryset.query
     grouped = query.group_by is not None or any(
         getattr(annotation, "contains_aggregate", False) for annotation in query.annotations.values()
     )
-    if not grouped:
+    shaped = query.is_sliced or bool(query.distinct_fields) or bool(query.combinator)
+    if not (grouped or shaped):
         return queryset
-    keys = queryset.order_by().values("pk")
+    # The ordering picks a slice's rows and a DISTINCT ON's row of each group: kept for those.
+    keys = (queryset if shaped else queryset.order_by()).values("pk")
     return queryset.model._base_manager.using(queryset.db).filter(pk__in=keys)
 
 
@@ -240,9 +244,14 @@ def group_rows(
     queryset: models.QuerySet, groups: Iterable[DuplicateGroup]
 ) -> list[tuple[DuplicateGroup, list[models.Model]]]:
     """Each group with its rows, in the group's order, read in one query from ``queryset``
-    (a row it no longer holds, e.g. deleted since, is left out; so is a group left with one)."""
+    (a row it no longer holds, e.g. deleted since, is left out; so is a group left with one).
+    A queryset that cannot be filtered (sliced, distinct on fields, a ``union()``) is read by key
+    (``plain_rows``): its rows without its own annotations."""
     groups = list(groups)
     wanted = [pk for group in groups for pk in group.pks]
+    query = queryset.query
+    if query.is_sliced or query.distinct_fields or query.combinator:
+        queryset = plain_rows(queryset)
     found = queryset.in_bulk(wanted) if wanted else {}
     rows = [(group, [found[pk] for pk in group.pks if pk in found]) for group in groups]
     return [(group, members) for group, members in rows if len(members) > 1]

@@ -365,6 +365,9 @@ def semantic_without_words(
         except (ImageDecodeError, TransientError) as exc:  # undecodable, or the storage failed to read it
             logger.warning("Held-out image pk=%s left out: %s", key, exc)
             continue
+        except Exception as exc:  # noqa: BLE001 - a storage backend's own error (botocore's ClientError), as the pipeline
+            logger.warning("Held-out image pk=%s left out: %s: %s", key, type(exc).__name__, exc)
+            continue
         pending.append((key, encoder.preprocess(image)))
         if len(pending) >= batch_size:
             flush()

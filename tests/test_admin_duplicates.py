@@ -101,6 +101,33 @@ def test_a_storage_error_on_one_file_leaves_its_size_blank_and_shows_the_page(
     assert groups_on(response.content.decode()) == [pks(duplicate_photos, *CAT), pks(duplicate_photos, *COFFEE)]
 
 
+def test_dimensions_come_from_the_image_fields_width_and_height_fields_without_opening_the_file(
+    admin_client, duplicate_photos, monkeypatch
+):
+    """``ImageFieldFile.width`` opens the file whatever the field stores: with ``width_field`` and
+    ``height_field`` (as Wagtail's images have) each row's file was read from the storage for its
+    header on every page view (a remote GET each), though the row holds them."""
+    from django.core.files.storage import FileSystemStorage
+
+    image = Photo._meta.get_field("image")
+    monkeypatch.setattr(image, "width_field", "stored_width")
+    monkeypatch.setattr(image, "height_field", "stored_height")
+    monkeypatch.setattr(Photo, "stored_width", property(lambda photo: 640 + photo.pk), raising=False)
+    monkeypatch.setattr(Photo, "stored_height", property(lambda photo: 480), raising=False)
+    opened = []
+    real_open = FileSystemStorage.open
+    monkeypatch.setattr(
+        FileSystemStorage, "open", lambda self, name, *a, **k: opened.append(name) or real_open(self, name, *a, **k)
+    )
+    admin_client.get(reverse(PAGE))  # the thumbnails made (from the files), then kept
+    opened.clear()
+    html = admin_client.get(reverse(PAGE)).content.decode()
+    cat = duplicate_photos["chelsea"]
+    row = re.search(rf'<tr class="si-member" data-pk="{cat.pk}">(.*?)</tr>', html, re.S).group(1)
+    assert f"{640 + cat.pk} × 480" in row
+    assert opened == []
+
+
 def test_the_changelist_links_to_the_page(admin_client, duplicate_photos):
     html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
     assert f'href="{reverse(PAGE)}"' in html and ">Duplicates<" in html
@@ -122,6 +149,25 @@ def test_a_bad_threshold_is_a_400_naming_it(admin_client, duplicate_photos):
         assert "threshold must be" in response.content.decode()
     response = admin_client.get(reverse(PAGE), {"threshold": "0.5"})
     assert response.status_code == 200 and groups_on(response.content.decode())
+
+
+@pytest.mark.parametrize("given", [{}, {"threshold": "0.125"}, {"threshold": "0.005"}])
+def test_the_threshold_box_holds_a_value_the_browser_lets_the_editor_submit(
+    admin_client, duplicate_photos, settings, given
+):
+    """Any threshold in (0, 1] is taken; the box had step 0.01 from 0.01: a setting of 0.175, or a link's
+    0.125 or 0.005, filled it with a value the browser refused to submit (not a step from its min)."""
+    from decimal import Decimal
+
+    settings.SEMANTIC_IMAGES = {"DUPLICATE_THRESHOLD": 0.175}
+    html = admin_client.get(reverse(PAGE), given).content.decode()
+    box = re.search(r'<input type="number" name="threshold"[^>]*>', html).group(0)
+    attrs = dict(re.findall(r'(\w+)="([^"]*)"', box))
+    value = Decimal(attrs["value"])
+    assert value == Decimal(given.get("threshold", "0.175"))
+    assert Decimal(attrs.get("min", "0")) <= value <= Decimal(attrs.get("max", "1"))
+    step = attrs.get("step", "1")
+    assert step == "any" or (value - Decimal(attrs.get("min", "0"))) % Decimal(step) == 0, box
 
 
 def test_keep_one_asks_first_then_deletes_the_others(admin_client, duplicate_photos):

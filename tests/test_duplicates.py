@@ -11,6 +11,7 @@ from django_semantic_images.conf import DEFAULT_DUPLICATE_THRESHOLD
 from django_semantic_images.duplicates import (
     DuplicateGroup,
     group_pairs,
+    group_rows,
     mark_not_duplicates,
     neighbour_rows,
     not_duplicate_keys,
@@ -54,6 +55,26 @@ def test_only_the_querysets_rows_are_compared(duplicate_photos):
     groups = Photo.objects.filter(published=True).near_duplicates()
     assert named(groups, duplicate_photos) == [{"chelsea", "chelsea-jpeg", "chelsea-flip"}]
     assert duplicate_photos["coffee-crop"].pk not in {pk for g in groups for pk in g.pks}
+
+
+def test_a_sliced_one_per_owner_or_combined_queryset_is_grouped_among_its_own_rows(duplicate_photos):
+    """Only filter() was tried on the queryset: the latest uploads (a slice) failed with Django's
+    "Cannot filter a query once a slice has been taken", one row per owner (distinct on a field)
+    in PostgreSQL, and a union with "Calling QuerySet.filter() after union() is not supported"."""
+    cats = {duplicate_photos[name].pk for name in ("chelsea", "chelsea-jpeg", "chelsea-flip")}
+    cat, jpeg, coffee = (
+        duplicate_photos["chelsea"].pk,
+        duplicate_photos["chelsea-jpeg"].pk,
+        duplicate_photos["coffee"].pk,
+    )
+    latest = Photo.objects.filter(pk__in=[*cats, coffee]).order_by("-pk")[:3]  # one of the four left out
+    groups = latest.near_duplicates()
+    assert [set(group.pks) for group in groups] == [cats & {photo.pk for photo in latest}]
+    assert [[row.pk for row in rows] for _group, rows in group_rows(latest, groups)] == [list(groups[0].pks)]
+    per_pk = Photo.objects.order_by("pk", "-created_at").distinct("pk").filter(published=True)
+    assert named(per_pk.near_duplicates(), duplicate_photos) == [{"chelsea", "chelsea-jpeg", "chelsea-flip"}]
+    both = Photo.objects.filter(pk=cat).union(Photo.objects.filter(pk__in=[jpeg, coffee]))
+    assert named(both.near_duplicates(), duplicate_photos) == [{"chelsea", "chelsea-jpeg"}]
 
 
 def test_a_row_whose_picture_was_replaced_is_not_grouped_by_its_previous_vectors(duplicate_photos, sample_paths):

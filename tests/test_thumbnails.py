@@ -120,6 +120,20 @@ def test_the_admin_shows_the_apis_thumbnail(api, make_photo, sample_paths, admin
     assert re.search(r'<img src="([^"]+)" alt="Astronaut" class="si-thumb"', html).group(1) == thumbnail
 
 
+def test_with_sorl_thumbnail_a_file_that_gives_no_thumbnail_is_not_shown_whole_in_the_admin(
+    api, make_photo, admin_client, settings
+):
+    """A file that gives no thumbnail (over MAX_IMAGE_PIXELS: a 150-megapixel panorama) was put in
+    the changelist and the Duplicates page as the original file, which every page view then loaded
+    whole into the editor's browser; docs/admin.md promises sorl-thumbnail's thumbnails there."""
+    settings.SEMANTIC_IMAGES = {"MAX_IMAGE_PIXELS": 64 * 64}
+    big = make_photo(image_bytes(Image.new("RGB", (65, 64)), "PNG"), name="panorama.png", title="Panorama")
+    make_photo(image_bytes(Image.new("RGB", (64, 64)), "PNG"), name="fits.png", title="Fits")
+    html = admin_client.get(reverse("admin:photos_photo_changelist")).content.decode()
+    assert f'<img src="{big.image.url}"' not in html
+    assert re.search(r'<img src="([^"]+)" alt="Fits" class="si-thumb"', html).group(1).startswith("/media/cache/")
+
+
 def test_a_concurrent_request_making_the_same_thumbnail_is_not_remembered_as_no_thumbnail(
     api, make_photo, sample_paths, monkeypatch
 ):
@@ -338,6 +352,19 @@ def test_a_transparent_image_keeps_its_transparency_in_the_thumbnail(api, make_p
     assert urlsplit(results_by_id(api)[jpeg.pk]["thumbnail_url"]).path.endswith(".jpg")
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_a_transparent_image_whose_name_says_photo_gets_a_white_background_not_a_black_one(api, make_photo, fmt):
+    """A transparent file under a photo's extension (a PNG saved as .jpg, an .apng, an .ico) keeps
+    sorl-thumbnail's JPEG, which has no alpha: the transparent part came out black, while the
+    pipeline composites it onto white."""
+    photo = make_photo(logo_bytes(fmt), name="logo.jpg")
+    url = results_by_id(api)[photo.pk]["thumbnail_url"]
+    assert urlsplit(url).path.endswith(".jpg")
+    thumbnail = fetch_image(api, url).convert("RGB")
+    assert near(thumbnail.getpixel((5, 5)), (255, 255, 255)), thumbnail.getpixel((5, 5))
+    assert near(thumbnail.getpixel((200, 133)), (255, 0, 0))
+
+
 def test_a_16_bit_greyscale_image_gets_a_grey_thumbnail_that_follows_its_gradient(api, make_photo):
     """Pillow opens a 16-bit greyscale PNG as mode "I;16"; converted to RGB its values above 255
     were clipped, and the thumbnail was all white."""
@@ -356,6 +383,48 @@ def test_a_16_bit_greyscale_image_gets_a_grey_thumbnail_that_follows_its_gradien
     assert all(b >= a for a, b in zip(row, row[1:], strict=False)), row  # darker to lighter, as the source
     expected = [round(x / 399 * 255) for x in range(0, 400, 20)]
     assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
+
+
+@pytest.mark.parametrize(
+    ("kind", "top"),
+    [("float32", 1.0), ("int32", 255)],  # Pillow's modes "F" (0 to 1) and "I" holding 8-bit values
+)
+def test_a_float_or_32_bit_grey_tiff_gets_the_grey_thumbnail_the_pipeline_sees(api, make_photo, kind, top):
+    """A float TIFF (0 to 1) was converted to RGB as it is, all black; an "I" image of 8-bit values
+    was scaled as 16 bits, all black too. The pipeline (``imaging.to_8bit``) reads both as a ramp."""
+    import numpy as np
+
+    ramp = np.linspace(0, top, 600).astype(kind)
+    source = Image.fromarray(np.tile(ramp, (100, 1)))
+    assert source.mode == ("F" if kind == "float32" else "I")
+    buf = io.BytesIO()
+    source.save(buf, "TIFF")
+    photo = make_photo(buf.getvalue(), name="scan.tif")
+    thumbnail = fetch_image(api, results_by_id(api)[photo.pk]["thumbnail_url"]).convert("L")
+    row = [thumbnail.getpixel((x, 33)) for x in range(0, 400, 20)]
+    expected = [round(x / 399 * 255) for x in range(0, 400, 20)]
+    assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 12, row
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "AVIF"])
+def test_a_picture_turned_by_its_orientation_tag_gets_an_upright_thumbnail(api, make_photo, fmt):
+    """sorl-thumbnail reads the orientation through ``_getexif()``, which Pillow's AVIF images lack
+    (an AVIF's rotation, its ``irot``, comes as the EXIF tag): the thumbnail was on its side, while
+    the pipeline and browsers show the picture upright."""
+    from PIL import ExifTags, features
+
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    sideways = Image.new("RGB", (600, 300), "blue")
+    sideways.paste((255, 0, 0), (0, 0, 300, 300))  # red on the left: on top once turned upright
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # turn 90 degrees clockwise to show
+    buf = io.BytesIO()
+    sideways.save(buf, fmt, exif=exif.tobytes(), quality=90)
+    photo = make_photo(buf.getvalue(), name=f"turned.{fmt.lower()}")
+    thumbnail = fetch_image(api, results_by_id(api)[photo.pk]["thumbnail_url"]).convert("RGB")
+    assert thumbnail.size == (200, 400)
+    assert near(thumbnail.getpixel((100, 50)), (255, 0, 0)) and near(thumbnail.getpixel((100, 350)), (0, 0, 255))
 
 
 def color_at(client: APIClient, url: str) -> tuple[int, int, int]:
@@ -434,4 +503,24 @@ def test_an_image_over_max_image_pixels_gets_no_thumbnail(api, make_photo, setti
     fits = make_photo(image_bytes(Image.new("RGB", (64, 64)), "PNG"), name="fits.png")
     rows = results_by_id(api)
     assert rows[big.pk]["thumbnail_url"] is None and rows[big.pk]["image_url"]
+    assert rows[fits.pk]["thumbnail_url"]
+
+
+def test_a_file_over_max_file_bytes_gets_no_thumbnail_and_is_not_read(api, make_photo, settings, monkeypatch):
+    """The pipeline reads no stored file over MAX_FILE_BYTES; the thumbnail engine read any file whole
+    into the web process that listed it (a multi-page scan of a gigabyte, every RETRY_AFTER)."""
+    from django.core.files.storage import FileSystemStorage
+
+    padded = image_bytes(Image.new("RGB", (64, 64)), "PNG") + b"\0" * 5000  # few pixels, many bytes
+    big = make_photo(padded, name="padded.png")
+    fits = make_photo(image_bytes(Image.new("RGB", (64, 64)), "PNG"), name="fits.png")
+    settings.SEMANTIC_IMAGES = {"MAX_FILE_BYTES": 4000}
+    opened = []
+    real_open = FileSystemStorage.open
+    monkeypatch.setattr(
+        FileSystemStorage, "open", lambda self, name, *a, **k: opened.append(name) or real_open(self, name, *a, **k)
+    )
+    rows = results_by_id(api)
+    assert rows[big.pk]["thumbnail_url"] is None and rows[big.pk]["image_url"]
+    assert big.image.name not in opened
     assert rows[fits.pk]["thumbnail_url"]

@@ -221,6 +221,27 @@ def test_held_out_images_the_storage_cannot_read_are_left_out_not_a_traceback(br
         train("--min-images", "12", "--holdout", "0.25", "--epochs", "1", "--dry-run")
 
 
+def test_held_out_images_an_object_store_refuses_are_left_out_not_a_traceback(
+    bridge_dir, make_photo, sample_paths, monkeypatch
+):
+    """A storage other than the filesystem raises its own kinds for a lost or forbidden file
+    (botocore's ClientError on a 404 or 403), not an OSError: the command ended in its traceback,
+    after the whole training, where the pipeline marks such a row and goes on."""
+    from django.core.files.storage import FileSystemStorage
+
+    class StorageError(Exception):
+        pass
+
+    def refused(self, name):
+        raise StorageError(f"403 Forbidden: {name}")
+
+    template = make_photo(sample_paths["coffee"])
+    captioned_rows(template, np.abs(np.random.default_rng(3).normal(size=(12, 1280))).astype(np.float32))
+    monkeypatch.setattr(FileSystemStorage, "size", refused)
+    with pytest.raises(CommandError, match="Too few readable held-out images"):
+        train("--min-images", "12", "--holdout", "0.25", "--epochs", "1", "--dry-run")
+
+
 def test_blank_lines_are_no_descriptions():
     """Zero-width characters alone (a byte order mark left by an import) are blank, as in search
     words and the fused alt text: such a line was a training pair of the image and nothing."""

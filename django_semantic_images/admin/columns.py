@@ -39,9 +39,13 @@ class ListColumnsMixin(SemanticAdminBase):
 
     def thumbnail_url(self, obj: Any) -> str:
         """The URL shown as a thumbnail: the API's cached thumbnail (sorl-thumbnail, the
-        ``thumbnails`` extra), else the image itself; override to point at your renditions."""
+        ``thumbnails`` extra), else, without sorl-thumbnail, the image itself; override to point at
+        your renditions. With sorl-thumbnail a file that gives none (missing, broken, over
+        ``MAX_FILE_BYTES`` or ``MAX_IMAGE_PIXELS``) shows none: not the original, loaded whole."""
         file = self.get_embedding_field().file(obj)
-        return thumbnails.thumbnail_url(file) or display.file_url(file)
+        if thumbnails.thumbnails_enabled():
+            return thumbnails.thumbnail_url(file) or ""
+        return display.file_url(file)
 
     @admin.display(description=gettext_lazy("Score"))
     def search_score(self, obj: Any) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import messages
 from django.contrib.admin.utils import model_ngettext
 from django.core.exceptions import PermissionDenied
+from django.core.files.images import ImageFile
 from django.core.paginator import Paginator
 from django.db import models, router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
@@ -86,6 +87,21 @@ def date_field(model: type[models.Model], name: str | None, exclude: set[str]) -
     return None
 
 
+def dimensions(file: Any) -> tuple[int | None, int | None]:
+    """An image file's width and height: from its row's ``width_field`` and ``height_field`` when its
+    ``ImageField`` has them, else read from the image header (``ImageFieldFile.width`` opens the file
+    either way: a storage read per row)."""
+    if not file or not isinstance(file, ImageFile):  # not hasattr(file, "width"): that opens the file
+        return None, None
+    field, instance = getattr(file, "field", None), getattr(file, "instance", None)
+    width_name, height_name = getattr(field, "width_field", None), getattr(field, "height_field", None)
+    if instance is not None and width_name and height_name:
+        width, height = getattr(instance, width_name), getattr(instance, height_name)
+        if width and height:
+            return width, height
+    return file.width, file.height
+
+
 def member(model_admin: SemanticSearchAdminMixin, obj: Any, date_name: str | None) -> Member:
     file = model_admin.get_embedding_field().file(obj)
     size = width = height = None
@@ -96,7 +112,7 @@ def member(model_admin: SemanticSearchAdminMixin, obj: Any, date_name: str | Non
     except Exception:  # noqa: BLE001
         logger.warning("No size for %s.", getattr(file, "name", file), exc_info=True)
     try:
-        width, height = (file.width, file.height) if file and hasattr(file, "width") else (None, None)
+        width, height = dimensions(file)
     except Exception:  # noqa: BLE001
         logger.warning("No dimensions for %s.", getattr(file, "name", file), exc_info=True)
     opts = model_admin.model._meta
