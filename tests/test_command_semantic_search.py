@@ -35,6 +35,10 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(CommandError, match="not an image"):
         call_command("semantic_search", "--image", str(bad), *PHOTO)
+    # A file that cannot be read (here one that fails with EIO; a file of another user alike) was a
+    # traceback (OSError) instead of the command's error.
+    with pytest.raises(CommandError, match="/proc/self/mem cannot be read: Input/output error"):
+        call_command("semantic_search", "--image", "/proc/self/mem", *PHOTO)
     with pytest.raises(CommandError, match="Name the model with --model .*photos.Photo, multifield.TwoImagePhoto"):
         call_command("semantic_search", "cats")
     with pytest.raises(CommandError, match="Unknown model"):

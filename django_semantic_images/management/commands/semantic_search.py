@@ -68,6 +68,10 @@ class Command(DatabaseCommand):
             rows = list(results[:limit])
         except (ImageDecodeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        except OSError as exc:  # the file named by --image: another user's, a disk error
+            if image is None:
+                raise
+            raise CommandError(f"{image} cannot be read: {exc.strerror or exc}") from exc
         if not rows:
             self.stdout.write("No embedded images yet: run `manage.py semantic_images_reindex`.")
             return
