@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import reduce
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
@@ -38,6 +39,23 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
             found.append(Q(pk__in=rows.filter(across).values("pk")))
         match &= reduce(operator.or_, found)
     return queryset.filter(match)
+
+
+def keyword_columns(model: type[models.Model], paths: Sequence[str]) -> list[str]:
+    """The ``paths`` (an embedding field's ``text_fields``) that name a column of ``model`` or of a
+    row it leads to, which a keyword match can filter on: a property of the model (which
+    ``text_fields`` takes too) is none, and is left out."""
+    found = []
+    for path in paths:
+        current = model
+        try:
+            for part in path.split(LOOKUP_SEP):
+                field = current._meta.get_field(part)
+                current = field.related_model if isinstance(field.related_model, type) else current
+        except FieldDoesNotExist:
+            continue
+        found.append(path)
+    return found
 
 
 #: The first words of Unicode letter names that are acronyms, kept as written in a note.
