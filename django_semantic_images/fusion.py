@@ -21,7 +21,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .conf import semantic_settings
 from .encoders.base import Encoder, l2_normalize, normalize_parts
+
+#: ``TEXT_WEIGHT``'s default: vectors mixed with it keep the identity they had before the weight was part of it.
+DEFAULT_TEXT_WEIGHT = 0.5
+
+
+def weight_identity() -> tuple[str, ...]:
+    """What the encoder identity names of ``TEXT_WEIGHT``: nothing at the default, else the weight
+    (the stored vectors of rows with words depend on it, so a change makes them stale)."""
+    weight = semantic_settings.TEXT_WEIGHT
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError):  # not a number: the check E012 names it; the identity still reads
+        pass
+    return () if weight == DEFAULT_TEXT_WEIGHT else (f"text_weight={weight!r}",)
+
 
 #: How much of the common direction is removed from the words (tuned on Flickr8k train:
 #: 1.0 removes it exactly; 1.5 also offsets the higher baseline score of text).

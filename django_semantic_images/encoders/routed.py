@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..conf import semantic_settings
-from ..fusion import COMMON_SCALE
+from ..fusion import COMMON_SCALE, weight_identity
 from .base import normalize_parts
 from .cache import cache_dir
 from .conse import PROMPTS, ConSEEncoder
@@ -149,6 +149,7 @@ class RoutedConSEEncoder(ConSEEncoder):
             self.multilingual.text_spec.identity,
             self.english_languages,
             self.languages,
+            *weight_identity(),  # how much the words weigh in the stored vectors
         )
         recipe = "|".join(map(str, parts))
         ident = f"{self.image_identity}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
