@@ -21,7 +21,8 @@ from .encoders.text import BLANK_RUN, letter_scripts
 
 def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]) -> models.QuerySet:
     """The rows of ``queryset`` holding every whitespace-separated term of ``words`` in one of
-    ``fields`` (``icontains``; no fields: no rows), each row once. A field across a relation
+    ``fields`` (``icontains``, the term composed or decomposed: a text stored in NFD is found by
+    words read in NFC; no fields: no rows), each row once. A field across a relation
     (``tags__name``) is matched per term in a subquery, so each term may match another related
     row (a photo tagged "кот" and "собака" is found by "кот собака"; one join shared by every
     term wanted a single tag holding both)."""
@@ -33,9 +34,11 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
     rows = queryset.model._base_manager.all()
     match = Q()
     for term in terms:
-        found = [Q(**{f"{name}__icontains": term}) for name in direct]
+        # Composed (as search words are read) or decomposed (NFD: as some systems store text).
+        forms = dict.fromkeys((term, unicodedata.normalize("NFD", term)))
+        found = [Q(**{f"{name}__icontains": form}) for name in direct for form in forms]
         if related:
-            across = reduce(operator.or_, (Q(**{f"{name}__icontains": term}) for name in related))
+            across = reduce(operator.or_, (Q(**{f"{name}__icontains": form}) for name in related for form in forms))
             found.append(Q(pk__in=rows.filter(across).values("pk")))
         match &= reduce(operator.or_, found)
     return queryset.filter(match)

@@ -90,6 +90,18 @@ def test_a_property_among_the_text_fields_is_left_out_of_the_keyword_match(monke
     assert note is not None and "in title (" in note
 
 
+def test_keywords_find_a_text_stored_decomposed(monkeypatch):
+    """Search words are read composed (NFC); a text stored decomposed (NFD: a title from a macOS file
+    name, an import) holds other code points, and ``icontains`` missed it: each term now matches
+    in either form."""
+    import unicodedata
+
+    decomposed = Photo.objects.create(title=unicodedata.normalize("NFD", "йогурт и кофе"))
+    composed = Photo.objects.create(alt_text="йогурт")
+    rows, note = text_search(Photo.objects.all(), unicodedata.normalize("NFD", "Йогурт"))
+    assert note is not None and sorted(row.pk for row in rows) == [decomposed.pk, composed.pk]
+
+
 def test_words_holding_a_lone_surrogate_are_a_value_error():
     """No text model reads one: the tokenizer's TypeError said the words were not text at all."""
     for search in (Photo.objects.semantic_search, lambda words: text_search(Photo.objects.all(), words)):
