@@ -101,6 +101,9 @@ def fuse(
 
 #: How a row's texts (title, alt text ...) are joined into the one text that is encoded.
 TEXT_JOIN = " . "
+#: Whether a text model reads a text is judged on this many characters at most, its beginning: the
+#: model reads no more (``MAX_LENGTH`` tokens: 128 for MiniLM, 512 for e5), and ``reads()`` keeps it.
+READS_PREFIX = 4096
 
 
 def fuse_texts(
@@ -116,7 +119,7 @@ def fuse_texts(
     bounds = np.cumsum([0, *(parts or (semantic.shape[1],))])
     joined = []  # per row, per part: the texts it reads, joined ("" for none)
     for row in texts:
-        reads = [encoder.reads_parts(text) for text in row]
+        reads = [encoder.reads_parts(text[:READS_PREFIX]) for text in row]
         joined.append(
             [TEXT_JOIN.join(t for t, r in zip(row, reads, strict=True) if r[p]) for p in range(len(bounds) - 1)]
         )

@@ -134,3 +134,19 @@ def test_html_markup_in_a_text_field_is_not_read_as_words(make_photo, sample_pat
     assert not embed_instances(list(rows.values())).failed
     vectors = dict(Photo.objects.filter(pk__in=[r.pk for r in rows.values()]).values_list("pk", "embedding_semantic"))
     np.testing.assert_allclose(np.asarray(vectors[rows["html"].pk]), np.asarray(vectors[rows["plain"].pk]), atol=1e-6)
+
+
+def test_a_long_text_is_judged_by_the_beginning_the_model_reads():
+    """Whether the text model reads an editor's text was judged on all of it: a long caption in
+    English followed by a long quotation in Chinese counted for nothing (the model reads its English
+    beginning only, at most ``MAX_LENGTH`` tokens), and every such text, however long, was kept in
+    the model's ``reads()`` cache of search words."""
+    from django_semantic_images.fusion import READS_PREFIX, fuse_texts
+
+    encoder = get_encoder()
+    text = "A cat lying on a blanket in the sun. " * 200 + "一只猫躺在毯子上。" * 2000
+    semantic = np.random.default_rng(0).normal(size=(1, encoder.semantic_dimensions)).astype(np.float32)
+    semantic /= np.linalg.norm(semantic)
+    fused = fuse_texts(encoder, semantic, [[text]], 0.5)
+    assert not np.allclose(fused, semantic, atol=1e-3)  # the words it reads count
+    assert max(map(len, encoder.text_encoder()._read)) <= READS_PREFIX
