@@ -462,6 +462,11 @@ def _path_problem(model: type[models.Model], path: str, *, allow_property: bool,
         return f"which is not a field of {current._meta.label}."
     if file_only and not isinstance(field, models.FileField):
         return "which is not a FileField or ImageField (the pipeline reads the picture from its file)."
+    if field.many_to_many or field.one_to_many:
+        return (
+            "which is a to-many relation: its rows are no text (it was embedded as its manager's name). "
+            "Join their words in a property of the model and name that instead."
+        )
     return ""
 
 
