@@ -407,9 +407,14 @@ class _Words(HTMLParser):
 
 
 def words_of(text: str) -> str:
-    """``text`` as the text model reads it, trimmed: holding HTML markup (a rich text field's), its
-    words alone, one space between them (tags and ``<p data-block-key="...">`` are no words about the
-    picture, and took most of what the words gave it); plain text as it is."""
+    """``text`` as the text model reads it, trimmed: the zero-width characters (and NUL) a space, as
+    in search words (``INVISIBLE_RUN``: a tokenizer drops them and joins the words around them);
+    holding HTML markup (a rich text field's), its words alone, one space between them (tags and
+    ``<p data-block-key="...">`` are no words about the picture, and took most of what the words
+    gave it); plain text otherwise as it is."""
+    from .encoders.text import INVISIBLE_RUN
+
+    text = INVISIBLE_RUN.sub(" ", text)
     if not MARKUP.search(text):
         return text.strip()
     parser = _Words()

@@ -150,3 +150,30 @@ def test_a_long_text_is_judged_by_the_beginning_the_model_reads():
     fused = fuse_texts(encoder, semantic, [[text]], 0.5)
     assert not np.allclose(fused, semantic, atol=1e-3)  # the words it reads count
     assert max(map(len, encoder.text_encoder()._read)) <= READS_PREFIX
+
+
+@pytest.mark.django_db
+def test_invisible_characters_in_a_text_field_separate_words_as_in_search_words(make_photo, sample_paths):
+    """Search words read the zero-width characters (and NUL) as spaces; an editor's text (pasted from a
+    web page or a word processor) kept them, and the tokenizer drops them, joining the words around
+    them: "a cup\\u200bof coffee" was embedded as "a cupof coffee". They now separate words alike."""
+    from django_semantic_images.fields import get_embedding_field
+    from django_semantic_images.pipeline import embed_instances
+    from photos.models import Photo
+
+    coffee = sample_paths["coffee"]
+    rows = {
+        "plain": make_photo(coffee, alt_text="A cup of coffee on a saucer"),
+        "invisible": make_photo(coffee, alt_text="\ufeffA cup\u200bof coffee\u200b\u200bon a\u2060saucer\u200b"),
+    }
+    assert get_embedding_field(Photo).texts(rows["invisible"]) == ["A cup of coffee on a saucer"]
+    # They are the blank characters of search words that are no whitespace to Python.
+    from django_semantic_images.encoders.text import BLANK_RUN, INVISIBLE_RUN
+
+    invisible = {chr(c) for c in range(0x10000) if BLANK_RUN.fullmatch(chr(c)) and not chr(c).isspace()}
+    assert invisible == {chr(c) for c in range(0x10000) if INVISIBLE_RUN.fullmatch(chr(c))}
+    assert not embed_instances(list(rows.values())).failed
+    vectors = dict(Photo.objects.filter(pk__in=[r.pk for r in rows.values()]).values_list("pk", "embedding_semantic"))
+    np.testing.assert_allclose(
+        np.asarray(vectors[rows["invisible"].pk]), np.asarray(vectors[rows["plain"].pk]), atol=1e-6
+    )
