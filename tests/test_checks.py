@@ -330,6 +330,20 @@ def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
     assert [e.id for e in check_choices()] == ["semantic_images.E008"]
 
 
+def test_a_calibration_sample_too_small_to_calibrate_is_an_error_at_start(settings):
+    """Below ``MIN_REFERENCE`` (10) sample rows a search is never calibrated: a ``CALIBRATION_SAMPLE``
+    of 1 to 9 passed the check, and every ``relevance`` was null and ``min_relevance`` / ``above()``
+    cut nothing, on any collection, without a word."""
+    from django_semantic_images.calibration import MIN_REFERENCE
+    from django_semantic_images.checks import check_settings
+
+    settings.SEMANTIC_IMAGES = {"CALIBRATION_SAMPLE": MIN_REFERENCE}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"CALIBRATION_SAMPLE": MIN_REFERENCE - 1}
+    [error] = check_settings()
+    assert error.id == "semantic_images.E012" and "'CALIBRATION_SAMPLE'" in error.msg and "at least 10" in error.msg
+
+
 def test_thread_counts_past_what_a_runtime_takes_are_errors_at_start(settings):
     """torch and ONNX Runtime take a 32-bit thread count: 2**31 failed at the first search or task."""
     from django_semantic_images.checks import MAX_THREADS, check_settings
