@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, OperationalError, connections, router
 from django.db.migrations.recorder import MigrationRecorder
 
+from .calibration import MIN_REFERENCE
 from .conf import semantic_settings
 from .dispatch import DJANGO_TASKS, INLINE, engine, unavailable_engines
 from .encoders.base import Encoder
@@ -469,6 +470,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             problems.append((name, value, f"a whole number of at least 1{optional}"))
         elif name in OPTIONAL_POSITIVE_INTEGERS and value > MAX_THREADS:
             problems.append((name, value, f"a whole number from 1 to at most {MAX_THREADS:,}, or None"))
+        elif name == "CALIBRATION_SAMPLE" and value < MIN_REFERENCE:  # no search would be calibrated
+            problems.append((name, value, f"a whole number of at least {MIN_REFERENCE} (the fewest rows calibrated)"))
     for name in OPTIONAL_COUNTS:
         value = getattr(semantic_settings, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

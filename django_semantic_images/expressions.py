@@ -24,6 +24,7 @@ from .conf import semantic_settings
 from .encoders.base import Encoder
 from .fields import EmbeddingPath, embedding_path
 from .imaging import UPLOAD_LIMIT, query_image
+from .words import search_words
 
 #: The largest number of a ``halfvec``, and a quarter of its smallest normal one: a query vector whose
 #: largest number is beyond either overflows, or keeps a few bits of each number (none: a zero vector).
@@ -39,6 +40,7 @@ class _EmbeddingDistance(CosineDistance):
 
     def __init__(self, field: str, query: Any, **extra: Any) -> None:
         self.embedding_name = field
+        query = self.read_query(query)
         self.search_query = query
         vector = query_array(query)
         if vector is None:
@@ -54,6 +56,10 @@ class _EmbeddingDistance(CosineDistance):
 
     def query_vector(self, query: Any, encoder: Encoder) -> list[float]:
         raise NotImplementedError
+
+    def read_query(self, query: Any) -> Any:
+        """``query`` as this distance ranks by it (the default: as given)."""
+        return query
 
     def check_query(self, query: Any) -> None:
         """A TypeError when ``query``, not a vector, is not what this distance ranks by either."""
@@ -176,6 +182,16 @@ class SemanticDistance(_EmbeddingDistance):
     """
 
     suffix = "semantic"
+
+    def read_query(self, query: Any) -> Any:
+        """Words read as every search reads them (``words.search_words``: NFC, blank characters one
+        space); blank words are a ValueError, as for ``semantic_search()``."""
+        if not isinstance(query, (str, Promise)):
+            return query
+        words = search_words(str(query))
+        if not words:
+            raise ValueError("The search text is empty.")
+        return words
 
     def check_query(self, query: Any) -> None:
         if not isinstance(query, (str, Promise)):

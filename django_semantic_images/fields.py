@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
@@ -359,17 +361,66 @@ class ImageEmbeddingField:
         return follow(instance, self.image_field)
 
     def texts(self, instance: models.Model) -> list[str]:
-        """The text field values of ``instance`` that are not blank (``NOT_BLANK``: zero-width
-        characters alone are blank too, as in search words; the model reads them as no text)."""
+        """The text field values of ``instance`` as words (``words_of``: a rich text field's markup
+        dropped), those that are not blank (``NOT_BLANK``: zero-width characters alone are blank
+        too, as in search words; the model reads them as no text)."""
         from .encoders.text import NOT_BLANK
 
-        values = (follow(instance, f) for f in self.text_fields)
-        return [str(v).strip() for v in values if v and NOT_BLANK.search(str(v))]
+        values = (words_of(str(v)) for f in self.text_fields if (v := follow(instance, f)))
+        return [v for v in values if NOT_BLANK.search(v)]
 
     def related_paths(self) -> list[str]:
         """The forward relations that the image and text paths go through (for ``select_related``)."""
         paths = {path.rsplit(LOOKUP_SEP, 1)[0] for path in (self.image_field, *self.text_fields) if LOOKUP_SEP in path}
         return sorted(paths)
+
+
+#: Where a text holds HTML markup: a tag, an end tag, a comment or a declaration begins.
+MARKUP = re.compile(r"<[A-Za-z/!?]")
+#: Tags that sit inside a word (``cat<b>s</b>``): every other one separates words.
+INLINE_TAGS = frozenset({"a", "abbr", "b", "bdi", "bdo", "cite", "code", "em", "i", "mark", "q", "s", "small"})
+INLINE_TAGS |= {"span", "strong", "sub", "sup", "u"}
+
+
+class _Words(HTMLParser):
+    """The text of an HTML fragment: its character data, entities read, a space for each tag that
+    separates words, nothing of ``script`` or ``style``."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style"):
+            self.hidden += 1
+        self.parts.append("" if tag in INLINE_TAGS else " ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self.hidden:
+            self.hidden -= 1
+        self.parts.append("" if tag in INLINE_TAGS else " ")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def words_of(text: str) -> str:
+    """``text`` as the text model reads it, trimmed: the zero-width characters (and NUL) a space, as
+    in search words (``INVISIBLE_RUN``: a tokenizer drops them and joins the words around them);
+    holding HTML markup (a rich text field's), its words alone, one space between them (tags and
+    ``<p data-block-key="...">`` are no words about the picture, and took most of what the words
+    gave it); plain text otherwise as it is."""
+    from .encoders.text import INVISIBLE_RUN
+
+    text = INVISIBLE_RUN.sub(" ", text)
+    if not MARKUP.search(text):
+        return text.strip()
+    parser = _Words()
+    parser.feed(text)
+    parser.close()
+    return " ".join("".join(parser.parts).split())
 
 
 def bind_inherited_fields(sender: type[models.Model], **kwargs: Any) -> None:
@@ -416,6 +467,11 @@ def _path_problem(model: type[models.Model], path: str, *, allow_property: bool,
         return f"which is not a field of {current._meta.label}."
     if file_only and not isinstance(field, models.FileField):
         return "which is not a FileField or ImageField (the pipeline reads the picture from its file)."
+    if field.many_to_many or field.one_to_many:
+        return (
+            "which is a to-many relation: its rows are no text (it was embedded as its manager's name). "
+            "Join their words in a property of the model and name that instead."
+        )
     return ""
 
 

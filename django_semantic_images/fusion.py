@@ -21,7 +21,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .encoders.base import l2_normalize
+from .conf import semantic_settings
+from .encoders.base import Encoder, l2_normalize, normalize_parts
+
+#: ``TEXT_WEIGHT``'s default: vectors mixed with it keep the identity they had before the weight was part of it.
+DEFAULT_TEXT_WEIGHT = 0.5
+
+
+def weight_identity() -> tuple[str, ...]:
+    """What the encoder identity names of ``TEXT_WEIGHT``: nothing at the default, else the weight
+    (the stored vectors of rows with words depend on it, so a change makes them stale)."""
+    weight = semantic_settings.TEXT_WEIGHT
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError):  # not a number: the check E012 names it; the identity still reads
+        pass
+    return () if weight == DEFAULT_TEXT_WEIGHT else (f"text_weight={weight!r}",)
+
 
 #: How much of the common direction is removed from the words (tuned on Flickr8k train:
 #: 1.0 removes it exactly; 1.5 also offsets the higher baseline score of text).
@@ -81,3 +97,54 @@ def fuse(
         scale = scales[0]
     words = specific_part(text, common, float(scale))  # type: ignore[arg-type]
     return l2_normalize((1.0 - text_weight) * l2_normalize(image_semantic) + text_weight * words)
+
+
+#: How a row's texts (title, alt text ...) are joined into the one text that is encoded.
+TEXT_JOIN = " . "
+#: Whether a text model reads a text is judged on this many characters at most, its beginning: the
+#: model reads no more (``MAX_LENGTH`` tokens: 128 for MiniLM, 512 for e5), and ``reads()`` keeps it.
+READS_PREFIX = 4096
+
+
+def fuse_texts(
+    encoder: Encoder, semantic: np.ndarray, texts: Sequence[Sequence[str]], text_weight: float
+) -> np.ndarray:
+    """``semantic`` (one row per image, as the encoder made it) with each row's ``texts`` fused in
+    (``fuse``, with the encoder's common direction, parts and scales): into each part of the space
+    the texts that part's text model reads (``Encoder.reads_parts``), joined. A part that reads
+    none of a row's texts keeps the picture alone: a text model's vector of words in a script it
+    cannot read is noise, which only moved the picture away from every query."""
+    semantic = np.atleast_2d(semantic)
+    parts = tuple(encoder.semantic_parts or ())
+    bounds = np.cumsum([0, *(parts or (semantic.shape[1],))])
+    joined = []  # per row, per part: the texts it reads, joined ("" for none)
+    for row in texts:
+        reads = [encoder.reads_parts(text[:READS_PREFIX]) for text in row]
+        joined.append(
+            [TEXT_JOIN.join(t for t, r in zip(row, reads, strict=True) if r[p]) for p in range(len(bounds) - 1)]
+        )
+    unique = sorted({text for row in joined for text in row if text})
+    if not unique:
+        return semantic
+    encoded = dict(zip(unique, encoder.encode_texts(unique), strict=True))
+    words = np.zeros_like(semantic, dtype=np.float32)
+    for i, row in enumerate(joined):
+        for p, text in enumerate(row):
+            if text:
+                words[i, bounds[p] : bounds[p + 1]] = encoded[text][bounds[p] : bounds[p + 1]]
+    with_text = [i for i, row in enumerate(joined) if any(row)]
+    out = semantic.copy()
+    out[with_text] = fuse(
+        semantic[with_text],
+        words[with_text],
+        text_weight,
+        common=getattr(encoder, "common_text_direction", None),
+        parts=parts or None,
+        scale=encoder.common_scales or COMMON_SCALE,
+    )
+    alone = normalize_parts(semantic, parts or None)  # what weight 0 gives: the picture alone
+    for i in with_text:
+        for p, text in enumerate(joined[i]):
+            if not text:
+                out[i, bounds[p] : bounds[p + 1]] = alone[i, bounds[p] : bounds[p + 1]]
+    return out

@@ -32,7 +32,7 @@ from .hnsw import apply_hnsw_settings as apply_hnsw_settings  # re-exported
 from .hnsw import hnsw_settings
 from .hnsw_message import settings_in_force
 from .replica import search_alias
-from .words import keyword_matches, search_words, unreadable_note
+from .words import keyword_columns, keyword_matches, search_words, unreadable_note
 
 #: The order of a ranked queryset: by distance, then by primary key, so that rows at one distance
 #: (identical vectors) come in one order in every query and each row is on one page only. The
@@ -514,7 +514,7 @@ def text_search(
 ) -> tuple[Any, str | None]:
     """``(rows, note)``: ``semantic_search(words)`` and no note when the field's encoder reads
     the words (``Encoder.reads``: their script, unknown tokens); otherwise the rows whose
-    ``keyword_fields`` (default: the field's ``text_fields``) hold every term of the words,
+    ``keyword_fields`` (default: the field's ``text_fields``, its properties left out) hold every term of the words,
     unranked, and a note saying so, for the caller to show (the API's ``note``, an admin message).
     Either reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``).
     """
@@ -522,5 +522,8 @@ def text_search(
     words = search_words(words)
     if path.field.get_encoder().reads(words):
         return searchable(queryset).semantic_search(words, field=field), None
-    fields = list(keyword_fields) if keyword_fields is not None else [path.prefix + f for f in path.field.text_fields]
+    if keyword_fields is not None:
+        fields = list(keyword_fields)
+    else:  # a property among the text fields is no column: left out
+        fields = keyword_columns(queryset.model, [path.prefix + f for f in path.field.text_fields])
     return read_as_search(keyword_matches(queryset, words, fields)), unreadable_note(words, fields)

@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import reduce
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
@@ -20,7 +21,8 @@ from .encoders.text import BLANK_RUN, letter_scripts
 
 def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]) -> models.QuerySet:
     """The rows of ``queryset`` holding every whitespace-separated term of ``words`` in one of
-    ``fields`` (``icontains``; no fields: no rows), each row once. A field across a relation
+    ``fields`` (``icontains``, the term composed or decomposed: a text stored in NFD is found by
+    words read in NFC; no fields: no rows), each row once. A field across a relation
     (``tags__name``) is matched per term in a subquery, so each term may match another related
     row (a photo tagged "кот" and "собака" is found by "кот собака"; one join shared by every
     term wanted a single tag holding both)."""
@@ -32,12 +34,31 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
     rows = queryset.model._base_manager.all()
     match = Q()
     for term in terms:
-        found = [Q(**{f"{name}__icontains": term}) for name in direct]
+        # Composed (as search words are read) or decomposed (NFD: as some systems store text).
+        forms = dict.fromkeys((term, unicodedata.normalize("NFD", term)))
+        found = [Q(**{f"{name}__icontains": form}) for name in direct for form in forms]
         if related:
-            across = reduce(operator.or_, (Q(**{f"{name}__icontains": term}) for name in related))
+            across = reduce(operator.or_, (Q(**{f"{name}__icontains": form}) for name in related for form in forms))
             found.append(Q(pk__in=rows.filter(across).values("pk")))
         match &= reduce(operator.or_, found)
     return queryset.filter(match)
+
+
+def keyword_columns(model: type[models.Model], paths: Sequence[str]) -> list[str]:
+    """The ``paths`` (an embedding field's ``text_fields``) that name a column of ``model`` or of a
+    row it leads to, which a keyword match can filter on: a property of the model (which
+    ``text_fields`` takes too) is none, and is left out."""
+    found = []
+    for path in paths:
+        current = model
+        try:
+            for part in path.split(LOOKUP_SEP):
+                field = current._meta.get_field(part)
+                current = field.related_model if isinstance(field.related_model, type) else current
+        except FieldDoesNotExist:
+            continue
+        found.append(path)
+    return found
 
 
 #: The first words of Unicode letter names that are acronyms, kept as written in a note.

@@ -996,6 +996,23 @@ def test_a_search_in_a_script_the_text_model_cannot_read_matches_keywords_with_a
     assert not [m for m in messages_of(response) if "cannot read" in m]
 
 
+def test_a_property_among_the_text_fields_is_left_out_of_the_admins_keyword_match(admin_client, photos, monkeypatch):
+    """Without search_fields, words the text model cannot read are matched in the text fields: a
+    property among them (``text_fields`` takes one) is no column, and filtering on it was a 500."""
+    from django.contrib import admin
+
+    from django_semantic_images.fields import get_embedding_field
+
+    monkeypatch.setattr(admin.site._registry[Photo], "search_fields", ())
+    monkeypatch.setattr(get_embedding_field(Photo), "text_fields", ("alt_text", "caption_words"))
+    monkeypatch.setattr(Photo, "caption_words", property(lambda self: self.alt_text), raising=False)
+    Photo.objects.filter(pk=photos["chelsea"].pk).update(alt_text="Рыжая кошка на диване")
+    response = admin_client.get(reverse(CHANGELIST), {"q": "кошка"})
+    assert ranked_pks(response) == [photos["chelsea"].pk]
+    (message,) = [m for m in messages_of(response) if "cannot read" in m]
+    assert "in alt_text (" in message
+
+
 def test_an_encoder_that_cannot_load_leaves_the_keyword_search_with_a_message(admin_client, photos, settings):
     """A text model that is not there (weights missing, a hub unreachable) was a 500 for every search
     by words and by photo; the search fields' matches are listed, the photo comes back, and each says why."""

@@ -54,6 +54,49 @@ def test_field_pointing_at_a_missing_field_is_an_error():
     assert "'picture'" in errors[0].msg
 
 
+@isolate_apps("photos")
+def test_a_to_many_relation_among_the_text_fields_is_an_error():
+    """A many-to-many field (tags) passed the check, and its manager was embedded as the words
+    "photos.Label.None", the same in every row: its rows are no text. A reverse relation too."""
+
+    class Label(models.Model):
+        name = models.CharField(max_length=20)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.name
+
+    class Tagged(models.Model):
+        image = models.ImageField()
+        labels = models.ManyToManyField(Label)
+        embedding = ImageEmbeddingField(text_fields=["labels"], visual_dimensions=8, semantic_dimensions=4)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.image.name
+
+    class Note(models.Model):
+        image = models.ImageField()
+        text = models.CharField(max_length=20)
+        about = models.ForeignKey(Tagged, on_delete=models.CASCADE)
+        embedding = ImageEmbeddingField(text_fields=["text", "about__note"], visual_dimensions=8, semantic_dimensions=4)
+
+        class Meta:
+            app_label = "photos"
+
+        def __str__(self) -> str:
+            return self.text
+
+    (error,) = get_embedding_field(Tagged).check()
+    assert error.id == "semantic_images.E003" and "'labels'" in error.msg and "to-many relation" in error.msg
+    (error,) = get_embedding_field(Note).check()
+    assert error.id == "semantic_images.E003" and "'about__note'" in error.msg and "to-many relation" in error.msg
+
+
 def test_field_check_is_clean_for_the_example():
     assert check_fields() == []
 
@@ -317,6 +360,20 @@ def test_settings_of_the_wrong_type_or_size_are_errors_at_start(settings):
         assert f"'{key}'" in named, key
     settings.SEMANTIC_IMAGES = {"QUERY_RUNTIME": "onnxx"}  # used to run as "auto" without a word
     assert [e.id for e in check_choices()] == ["semantic_images.E008"]
+
+
+def test_a_calibration_sample_too_small_to_calibrate_is_an_error_at_start(settings):
+    """Below ``MIN_REFERENCE`` (10) sample rows a search is never calibrated: a ``CALIBRATION_SAMPLE``
+    of 1 to 9 passed the check, and every ``relevance`` was null and ``min_relevance`` / ``above()``
+    cut nothing, on any collection, without a word."""
+    from django_semantic_images.calibration import MIN_REFERENCE
+    from django_semantic_images.checks import check_settings
+
+    settings.SEMANTIC_IMAGES = {"CALIBRATION_SAMPLE": MIN_REFERENCE}
+    assert check_settings() == []
+    settings.SEMANTIC_IMAGES = {"CALIBRATION_SAMPLE": MIN_REFERENCE - 1}
+    [error] = check_settings()
+    assert error.id == "semantic_images.E012" and "'CALIBRATION_SAMPLE'" in error.msg and "at least 10" in error.msg
 
 
 def test_thread_counts_past_what_a_runtime_takes_are_errors_at_start(settings):

@@ -95,3 +95,25 @@ def test_status_reports_each_fields_own_encoder(two_encoders, tiny_clip):
     assert fields["clip"]["dimensions"] == [16, 16]
     assert fields["embedding"]["encoder"] == get_encoder().identity
     assert fields["clip"]["counts"]["embedded"] == 3 and fields["clip"]["other_encoder"] == 0
+
+
+def test_words_are_read_as_every_search_reads_them(sample_photos):
+    """``SemanticDistance`` with words (what the docs name for a model with a ``score`` field) ranked
+    blank words by the vector of nothing, a lone surrogate was the tokenizer's TypeError, and NUL or
+    zero-width characters made other words than ``semantic_search()``'s: it now reads words alike."""
+    from photos.models import Photo
+
+    with pytest.raises(ValueError, match="empty"):
+        SemanticDistance("embedding", " \u200b\x00 ")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        SemanticDistance("embedding", "a cat \udc80")
+
+    def ranked(words):
+        return list(
+            Photo.objects.annotate(d=SemanticDistance("embedding", words)).order_by("d", "pk").values_list("pk", "d")
+        )
+
+    assert ranked("a cup\x00of\u200bcoffee ") == ranked("a cup of coffee")
+    assert ranked("a cup of coffee") == list(
+        Photo.objects.semantic_search("a cup of coffee").values_list("pk", "distance")
+    )

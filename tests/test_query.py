@@ -76,6 +76,32 @@ def test_empty_query_is_refused(blank):
         text_search(Photo.objects.all(), blank)
 
 
+def test_a_property_among_the_text_fields_is_left_out_of_the_keyword_match(monkeypatch):
+    """Words the text model cannot read are matched in the field's text fields; one that is a property
+    of the model (which ``text_fields`` takes) is no column: the filter on it was a FieldError (a 500)."""
+    from django_semantic_images.fields import get_embedding_field
+
+    monkeypatch.setattr(get_embedding_field(Photo), "text_fields", ("title", "caption_words"))
+    monkeypatch.setattr(Photo, "caption_words", property(lambda self: self.alt_text), raising=False)
+    cat = Photo.objects.create(title="кот на одеяле")
+    Photo.objects.create(title="собака")
+    rows, note = text_search(Photo.objects.all(), "кот")
+    assert [row.pk for row in rows] == [cat.pk]
+    assert note is not None and "in title (" in note
+
+
+def test_keywords_find_a_text_stored_decomposed(monkeypatch):
+    """Search words are read composed (NFC); a text stored decomposed (NFD: a title from a macOS file
+    name, an import) holds other code points, and ``icontains`` missed it: each term now matches
+    in either form."""
+    import unicodedata
+
+    decomposed = Photo.objects.create(title=unicodedata.normalize("NFD", "йогурт и кофе"))
+    composed = Photo.objects.create(alt_text="йогурт")
+    rows, note = text_search(Photo.objects.all(), unicodedata.normalize("NFD", "Йогурт"))
+    assert note is not None and sorted(row.pk for row in rows) == [decomposed.pk, composed.pk]
+
+
 def test_words_holding_a_lone_surrogate_are_a_value_error():
     """No text model reads one: the tokenizer's TypeError said the words were not text at all."""
     for search in (Photo.objects.semantic_search, lambda words: text_search(Photo.objects.all(), words)):

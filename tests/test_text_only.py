@@ -165,6 +165,24 @@ def test_a_changed_input_clears_the_norm_so_the_image_is_read_again(photos):
     assert Photo.objects.get(pk=coffee.pk).embedding_visual_norm is None
 
 
+def test_a_change_of_text_weight_makes_the_rows_stale_and_mixes_their_words_again(photos):
+    """``TEXT_WEIGHT`` mixes the words into the stored vectors (as ``COMMON_SCALE`` does, which is part
+    of the identity), but was no part of the identity: after a change every row stayed current (no
+    W001, ``--stale`` found nothing) with its words mixed at the old weight, for good. A weight other
+    than the default now names the recipe, and the text side is mixed again without the images."""
+    coffee, cat, _rocket = photos
+    old = coffee.embedding_encoder
+    with override_settings(SEMANTIC_IMAGES={**settings.SEMANTIC_IMAGES, "TEXT_WEIGHT": 0.3}):
+        encoder = get_encoder()
+        assert encoder.identity != old and encoder.image_part(encoder.identity) == encoder.image_part(old)
+        with away(*photos):  # the text-only path never opens a file
+            out = run("semantic_images_reindex", "--stale", "--no-progress")
+        assert "3 embedded, 0 unchanged, 0 failed (3 from their stored CNN output" in out
+    assert float(semantic(coffee) @ np.asarray(coffee.embedding_semantic)) < 0.999  # its words weigh less now
+    np.testing.assert_allclose(semantic(cat), np.asarray(cat.embedding_semantic), atol=2e-5)  # no words: as before
+    assert get_encoder().identity == old  # the default weight: the identity vectors had before
+
+
 def test_the_stored_identities_keep_their_form(db):
     """Rows embedded before this change are not stale after it: the identity is composed as before."""
     encoder = get_encoder()

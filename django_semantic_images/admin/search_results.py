@@ -23,7 +23,7 @@ from ..expressions import Score, SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..hnsw import hnsw_settings
 from ..query import read_as_search
-from ..words import keyword_matches, search_words, too_long, unreadable_note
+from ..words import keyword_columns, keyword_matches, search_words, too_long, unreadable_note
 from .base import SemanticAdminBase, listing_message
 from .changelist import sorted_by_column
 from .ranking import VisualRanking
@@ -95,7 +95,9 @@ class RankedSearchMixin(SemanticAdminBase):
         if vector is None:
             # A script the text model cannot read: the search fields' matches (else the text
             # fields'), unranked, and a message that says so.
-            names = [name.lstrip("^=@") for name in self.get_search_fields(request)] or list(field.text_fields)
+            names = [name.lstrip("^=@") for name in self.get_search_fields(request)] or keyword_columns(
+                queryset.model, field.text_fields
+            )
             if var == SEARCH_VAR:
                 listing_message(request, messages.INFO, unreadable_note(search_term, names))
             return self._keyword_results(request, queryset, search_term)
@@ -137,7 +139,8 @@ class RankedSearchMixin(SemanticAdminBase):
         """The search fields' matches (else the embedding field's text fields'), unranked."""
         if self.get_search_fields(request):
             return super().get_search_results(request, queryset, search_term)
-        return keyword_matches(queryset, search_term, self.get_embedding_field().text_fields), False
+        fields = keyword_columns(queryset.model, self.get_embedding_field().text_fields)
+        return keyword_matches(queryset, search_term, fields), False
 
     @staticmethod
     def _annotate(qs: QuerySet, distance: Any) -> QuerySet:

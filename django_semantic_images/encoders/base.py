@@ -166,6 +166,12 @@ class Encoder(abc.ABC):
         matching (``query.text_search``). The default reads everything."""
         return True
 
+    def reads_parts(self, text: str) -> tuple[bool, ...]:
+        """Whether each part of the semantic space (``semantic_parts``; one without) reads ``text``:
+        an editor's words are fused only into the parts that read them (``fusion.fuse_texts``).
+        The default: ``reads`` for every part."""
+        return (self.reads(text),) * len(self.semantic_parts or (0,))
+
     def missing_requirements(self) -> list[str]:
         """What this encoder needs and the site lacks (packages, a matching bridge), one line
         each (a system check reports them at start). The default needs nothing more."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..fusion import weight_identity
 from ..imaging import centre_box
 from .base import Encoder, ImageEmbeddings, l2_normalize
 from .text import missing_model
@@ -47,6 +48,7 @@ class CLIPEncoder(Encoder):
     @property
     def identity(self) -> str:
         named = self.model_name if self.explicit_identity is None else f"identity:{self.explicit_identity}"
+        named = "|".join((named, *weight_identity()))  # how much the words weigh in the stored vectors
         return f"{self.name}:{hashlib.sha1(named.encode()).hexdigest()[:8]}"
 
     @property

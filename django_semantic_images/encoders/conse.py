@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..conf import semantic_settings
+from ..fusion import weight_identity
 from ..imaging import centre_box
 from .base import Encoder, ImageEmbeddings, l2_normalize
 from .bridges import BridgeStore, LearnedBridge, default_bridge_dir
@@ -264,6 +265,7 @@ class ConSEEncoder(Encoder):
         )
         if self.flip:  # only when on, so the identity of vectors made without it does not change
             parts += ("flip",)
+        parts += weight_identity()  # how much the words weigh in the stored vectors
         recipe = "|".join(map(str, parts))
         ident = f"{self.image_identity}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
         if self.bridge is not None:

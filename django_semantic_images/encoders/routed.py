@@ -15,7 +15,9 @@ model), French or Czech as with e5 (docs/relevance.md, "Other languages"). Score
 ``1 / sqrt 2`` of the single model's. The language comes from ``py3langid`` (the
 ``multilingual`` extra). An editor's words (titles, alt text) are encoded by both models
 and fused into each half on its own (``fusion.fuse(parts=...)``), so alt text in French
-counts for French queries and, through MiniLM's weaker reading, a little for English ones.
+counts for French queries and, through MiniLM's weaker reading, a little for English ones;
+a text in a script one half's model cannot read (Chinese for MiniLM) is fused into the
+other half alone (``reads_parts``, ``fusion.fuse_texts``).
 A learned bridge trained for this encoder maps the CNN features into both halves.
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..conf import semantic_settings
-from ..fusion import COMMON_SCALE
+from ..fusion import COMMON_SCALE, weight_identity
 from .base import normalize_parts
 from .cache import cache_dir
 from .conse import PROMPTS, ConSEEncoder
@@ -147,6 +149,7 @@ class RoutedConSEEncoder(ConSEEncoder):
             self.multilingual.text_spec.identity,
             self.english_languages,
             self.languages,
+            *weight_identity(),  # how much the words weigh in the stored vectors
         )
         recipe = "|".join(map(str, parts))
         ident = f"{self.image_identity}:{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
@@ -262,6 +265,11 @@ class RoutedConSEEncoder(ConSEEncoder):
                 "the detector picks only those, so no search would take the English half"
             )
         return problems
+
+    def reads_parts(self, text: str) -> tuple[bool, ...]:
+        """Whether each half's model reads ``text``: an alt text in a script MiniLM cannot read
+        (Chinese, Russian) is fused into the multilingual half alone."""
+        return self.english.reads(text), self.multilingual.reads(text)
 
     def reads(self, text: str) -> bool:
         """Whether the half that ``text`` would search can read it (the multilingual model

@@ -176,6 +176,9 @@ BLANK_CLASS = (
 )
 NOT_BLANK = re.compile(f"[^{BLANK_CLASS}]")
 BLANK_RUN = re.compile(f"[{BLANK_CLASS}]+")
+#: The blank characters that are no whitespace to ``str.isspace()`` (nor to ``strip()``): tokenizers
+#: drop them, joining the words on either side, where search words read them as spaces.
+INVISIBLE_RUN = re.compile(r"[\u0000\u200b\u2060\ufeff]+")
 
 
 def letter_scripts(text: str) -> list[str]:

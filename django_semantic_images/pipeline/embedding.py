@@ -17,7 +17,7 @@ from ..conf import semantic_settings
 from ..device_jpeg import Decoder
 from ..encoders.base import Encoder, ImageEmbeddings
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
-from ..fusion import COMMON_SCALE, fuse
+from ..fusion import fuse_texts
 from .claims import renew_lease
 from .failures import TRANSIENT_ERRORS, ZERO_VECTOR, TransientError, error_reason, transient_state
 from .reading import _batch_pixels, _Item, _prepare, decode_threads, jpeg_decoder, stored_visuals, text_only_candidates
@@ -277,19 +277,7 @@ def _encode_and_write(
         raise TransientError(f"The encoder's identity kept changing while a batch was embedded (now {identity}).")
     done = good + stored
     if done:
-        texts = [" . ".join(it.texts) for it in done]
-        with_text = [i for i, t in enumerate(texts) if t]
-        semantic = np.concatenate(parts)
-        if with_text:
-            text_vectors = encoder.encode_texts([texts[i] for i in with_text])
-            semantic[with_text] = fuse(
-                semantic[with_text],
-                text_vectors,
-                semantic_settings.TEXT_WEIGHT,
-                common=getattr(encoder, "common_text_direction", None),
-                parts=getattr(encoder, "semantic_parts", None),
-                scale=getattr(encoder, "common_scales", None) or COMMON_SCALE,
-            )
+        semantic = fuse_texts(encoder, np.concatenate(parts), [it.texts for it in done], semantic_settings.TEXT_WEIGHT)
         state = {
             field.column("encoder"): identity,
             field.column("status"): EmbeddingStatus.EMBEDDED,

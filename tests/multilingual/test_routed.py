@@ -318,6 +318,25 @@ def test_words_are_fused_into_each_half_on_its_own():
     assert RoutedConSEEncoder(device="cpu", bridge=None).common_scales == (1.5, 1.0)
 
 
+@pytest.mark.django_db
+def test_stored_words_are_fused_into_the_halves_whose_model_reads_them(tiny_models, settings, sample_paths):
+    """An English model that cannot read the alt text's script (here: one told it reads Cyrillic
+    only; MiniLM and Chinese or Russian alt text alike): its vector of those words is noise, and
+    fused into the English half it moved the picture away from every English search. That half
+    now keeps the picture alone, and the multilingual half, which reads them, takes the words."""
+    settings.SEMANTIC_IMAGES = {
+        **settings.SEMANTIC_IMAGES,
+        "TEXT_MODEL": {**settings.SEMANTIC_IMAGES["TEXT_MODEL"], "SCRIPTS": ["CYRILLIC"]},
+    }
+    rows = multilingual_rows(
+        {"coffee": sample_paths["coffee"]}, {"coffee-alt": ENGLISH}, copies={"coffee-alt": "coffee"}
+    )
+    vectors = dict(MultilingualPhoto.objects.values_list("pk", "embedding_semantic"))
+    plain, worded = (np.asarray(vectors[rows[name].pk]) for name in ("coffee", "coffee-alt"))
+    np.testing.assert_allclose(worded[:384], plain[:384], atol=1e-6)
+    assert not np.allclose(worded[384:], plain[384:], atol=1e-3)
+
+
 def test_a_bridge_for_two_text_spaces_projects_into_each_half():
     rng = np.random.default_rng(0)
     visual = l2_normalize(rng.normal(size=(40, 16)).astype(np.float32))
