@@ -22,7 +22,7 @@ from .encoders.base import l2_normalize
 from .encoders.bridges import LearnedBridge, transform_visual
 from .encoders.conse import ConSEEncoder
 from .encoders.text import NOT_BLANK
-from .fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
+from .fields import MARKUP, EmbeddingStatus, ImageEmbeddingField, get_embedding_field, words_of
 from .imaging import ImageDecodeError, decode_image
 from .metrics import RetrievalScores, retrieval_scores
 
@@ -85,9 +85,16 @@ class CaptionedImages:
 
 def descriptions(instance_texts: Sequence[str]) -> list[str]:
     """Each line of each text field that is not blank (``NOT_BLANK``, as for search words and the
-    fused alt text: zero-width characters alone are blank) is one description of the image."""
-    lines = (line for text in instance_texts for line in str(text).splitlines())
-    return [line.strip() for line in lines if NOT_BLANK.search(line)]
+    fused alt text: zero-width characters alone are blank) is one description of the image, read
+    as the image's vectors read it (``words_of``); a field holding HTML (a rich text field's) is one
+    description, its words alone."""
+    lines = (line for text in map(str, instance_texts) for line in _lines(text))
+    return [words for words in map(words_of, lines) if NOT_BLANK.search(words)]
+
+
+def _lines(text: str) -> list[str]:
+    """``text``'s lines, or the whole of it when it holds markup (a tag may span lines)."""
+    return [text] if MARKUP.search(text) else text.splitlines()
 
 
 #: The fewest images a bridge trains on: each step contrasts a batch's images with each other.

@@ -248,6 +248,18 @@ def test_blank_lines_are_no_descriptions():
     assert descriptions(["A red bus\n\u200b\n \n", "\ufeff", " two dogs "]) == ["A red bus", "two dogs"]
 
 
+def test_descriptions_are_the_words_the_images_vectors_read():
+    """A rich text field's markup (``<p data-block-key=...>``) and zero-width characters inside words
+    were trained on as they stood, though the images' own vectors read only the words (``words_of``):
+    the bridge learned from text no search or stored vector ever holds."""
+    html = '<p data-block-key="a1b2c">A red <b>bike</b></p>\n<p data-block-key="d3e4f">by a wall</p>'
+    assert descriptions([html, "a cat\u200bon a mat\nsecond line"]) == [
+        "A red bike by a wall",
+        "a cat on a mat",
+        "second line",
+    ]
+
+
 def captioned_rows(template: Photo, vectors: np.ndarray) -> None:
     """One embedded row a vector, captioned "caption <i>", with this CNN's identity, on ``template``'s file."""
     identity = f"{get_encoder().image_identity}:12345678"
