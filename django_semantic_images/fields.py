@@ -35,6 +35,7 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, Obje
 from django.db import models
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.signals import class_prepared
+from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
@@ -361,12 +362,13 @@ class ImageEmbeddingField:
         return follow(instance, self.image_field)
 
     def texts(self, instance: models.Model) -> list[str]:
-        """The text field values of ``instance`` as words (``words_of``: a rich text field's markup
-        dropped), those that are not blank (``NOT_BLANK``: zero-width characters alone are blank
-        too, as in search words; the model reads them as no text)."""
+        """The text field values of ``instance`` (``text_value``: a field with choices gives its
+        label) as words (``words_of``: a rich text field's markup dropped), those that are not
+        blank (``NOT_BLANK``: zero-width characters alone are blank too, as in search words; the
+        model reads them as no text)."""
         from .encoders.text import NOT_BLANK
 
-        values = (words_of(str(v)) for f in self.text_fields if (v := follow(instance, f)))
+        values = (words_of(text_value(instance, f)) for f in self.text_fields)
         return [v for v in values if NOT_BLANK.search(v)]
 
     def related_paths(self) -> list[str]:
@@ -432,6 +434,46 @@ def bind_inherited_fields(sender: type[models.Model], **kwargs: Any) -> None:
 
 
 class_prepared.connect(bind_inherited_fields, dispatch_uid="semantic_images:bind_inherited_fields")
+
+
+def text_value(instance: models.Model, path: str) -> str:
+    """The text at ``path`` of ``instance`` ("" where it is empty): a field with choices gives its
+    label (``choice_labels``), not the key it stores."""
+    value = follow(instance, path)
+    if not value:
+        return ""
+    labels = choice_labels(type(instance), path)
+    return labels.get(value, str(value)) if labels else str(value)
+
+
+def final_field(model: type[models.Model], path: str) -> models.Field | None:
+    """The model field that ``path`` ends on (None for a property, or a path that names no field)."""
+    *relations, last = path.split(LOOKUP_SEP)
+    current: Any = model
+    try:
+        for part in relations:
+            current = current._meta.get_field(part).related_model
+        return current._meta.get_field(last)
+    except (AttributeError, FieldDoesNotExist):
+        return None
+
+
+def choice_labels(model: type[models.Model], path: str) -> dict[Any, str] | None:
+    """The labels of the choices of the field at ``path`` by stored value (None without choices),
+    untranslated: the same words in every process, whatever language a request had active."""
+    field = final_field(model, path)
+    choices = getattr(field, "flatchoices", None) if field is not None else None
+    if not choices:
+        return None
+    with translation.override(None):
+        return {key: str(label) for key, label in choices}
+
+
+def is_column(model: type[models.Model], path: str) -> bool:
+    """Whether ``path`` ends on a column that ``values_list`` reads as ``text_value`` does (not a
+    property, and not a relation, whose text is its object's ``str()``)."""
+    field = final_field(model, path)
+    return field is not None and field.concrete and not field.is_relation
 
 
 def follow(instance: Any, path: str) -> Any:

@@ -22,7 +22,15 @@ from .encoders.base import l2_normalize
 from .encoders.bridges import LearnedBridge, transform_visual
 from .encoders.conse import ConSEEncoder
 from .encoders.text import NOT_BLANK
-from .fields import MARKUP, EmbeddingStatus, ImageEmbeddingField, get_embedding_field, words_of
+from .fields import (
+    MARKUP,
+    EmbeddingStatus,
+    ImageEmbeddingField,
+    choice_labels,
+    get_embedding_field,
+    is_column,
+    words_of,
+)
 from .imaging import ImageDecodeError, decode_image
 from .metrics import RetrievalScores, retrieval_scores
 
@@ -83,6 +91,26 @@ class CaptionedImages:
         return self
 
 
+def _as_values(rows: models.QuerySet, field: ImageEmbeddingField) -> Any:
+    """``rows`` read whole, each as ``(pk, visual vector, *its texts)``: the texts as the stored
+    vectors read them (``ImageEmbeddingField.texts``, which follows properties and relations)."""
+    return _RowTexts(rows.select_related(*field.related_paths()), field)
+
+
+class _RowTexts:
+    """``values_list``'s slicing and ``iterator()`` for rows whose texts need the row itself."""
+
+    def __init__(self, rows: models.QuerySet, field: ImageEmbeddingField) -> None:
+        self.rows, self.field = rows, field
+
+    def __getitem__(self, index: slice) -> _RowTexts:
+        return _RowTexts(self.rows[index], self.field)
+
+    def iterator(self, chunk_size: int) -> Iterator[tuple[Any, ...]]:
+        for row in self.rows.iterator(chunk_size=chunk_size):
+            yield (row.pk, getattr(row, self.field.visual_field), *self.field.texts(row))
+
+
 def descriptions(instance_texts: Sequence[str]) -> list[str]:
     """Each line of each text field that is not blank (``NOT_BLANK``, as for search words and the
     fused alt text: zero-width characters alone are blank) is one description of the image, read
@@ -139,14 +167,20 @@ def collect_captioned(
     texts: list[str] = []
     owner = array("q")
     columns = ("pk", field.visual_field, *field.text_fields)
+    model = queryset.model
+    labels = [choice_labels(model, path) or {} for path in field.text_fields]
+    # Columns are read as values; a property or a relation among the text fields needs the row itself.
+    as_values = all(is_column(model, path) for path in field.text_fields)
     last = None
     while True:
-        page = (rows if last is None else rows.filter(pk__gt=last)).values_list(*columns)[:chunk_size]
+        chunk = rows if last is None else rows.filter(pk__gt=last)
+        page = chunk.values_list(*columns) if as_values else _as_values(chunk, field)
         start, read = len(keys), 0
         # Rows are converted one at a time as they are iterated: a chunk never exists as Python lists.
-        for pk, vector, *words in page.iterator(chunk_size=chunk_size):
+        for pk, vector, *words in page[:chunk_size].iterator(chunk_size=chunk_size):
             read, last = read + 1, pk
-            lines = descriptions([w or "" for w in words])
+            words = [found.get(w, w) for found, w in zip(labels, words, strict=True)] if as_values else words
+            lines = descriptions([str(w) if w else "" for w in words])
             if not lines:
                 continue
             if len(keys) == len(visual):  # rows added since they were counted

@@ -460,6 +460,39 @@ def test_collecting_training_data_reads_in_chunks_and_gives_the_same_data(make_p
     np.testing.assert_array_equal(whole.visual, data.visual)
 
 
+def test_training_reads_the_words_the_vectors_read_properties_and_choice_labels(make_photo, sample_paths, monkeypatch):
+    """A property among the text fields (which the field takes) was a FieldError out of
+    ``values_list``, ending `semantic_images_train_bridge`; a field with choices gave its stored key
+    ("ls"), no word about the picture. Both now read as the stored vectors read them."""
+    from django_semantic_images.fields import get_embedding_field
+    from django_semantic_images.training import collect_captioned
+
+    field = get_embedding_field(Photo)
+    monkeypatch.setattr(field, "text_fields", ("title", "caption_words"))
+    monkeypatch.setattr(Photo, "caption_words", property(lambda self: f"{self.alt_text} indoors"), raising=False)
+    monkeypatch.setattr(Photo._meta.get_field("title"), "choices", [("ls", "A landscape"), ("pt", "A portrait")])
+    template = make_photo(sample_paths["coffee"])  # pending: not collected
+    vectors = np.random.default_rng(2).normal(size=(3, 1280)).astype(np.float32)
+    Photo.objects.bulk_create(
+        Photo(
+            image=template.image.name,
+            title=title,
+            alt_text=f"caption {i}",
+            embedding_status="embedded",
+            embedding_visual=vectors[i],
+        )
+        for i, title in enumerate(("ls", "pt", ""))
+    )
+    data = collect_captioned(Photo.objects.all(), chunk_size=2)
+    assert data.texts == ["A landscape", "caption 0 indoors", "A portrait", "caption 1 indoors", "caption 2 indoors"]
+    rows = Photo.objects.exclude(pk=template.pk).order_by("pk")
+    assert [field.texts(row) for row in rows] == [
+        ["A landscape", "caption 0 indoors"],
+        ["A portrait", "caption 1 indoors"],
+        ["caption 2 indoors"],
+    ]
+
+
 def test_an_in_place_split_gives_the_same_parts_as_a_copying_one():
     from django_semantic_images.training import CaptionedImages, split_holdout
 
