@@ -36,14 +36,14 @@ def load_before_fork() -> list[str]:
     """Load every field's encoder for searching, single-threaded; one line per encoder.
 
     Call it in the master process once the site is imported and before any fork (gunicorn:
-    ``when_ready`` with ``preload_app = True``). Database connections opened meanwhile are
-    closed: a connection must not be shared by forked processes.
+    ``when_ready`` with ``preload_app = True``). Database connections opened meanwhile (the site's
+    own queries at import too) are closed, and Django's connection pool with them: a connection
+    must not be shared by forked processes.
     """
     import torch
-    from django.db import connections
     from PIL import Image
 
-    from .worker import field_encoders
+    from .worker import close_connections, field_encoders
 
     torch.set_num_threads(1)  # no OpenMP team before the fork; the ONNX Runtime session gets 1 thread
     loaded = []
@@ -57,7 +57,7 @@ def load_before_fork() -> list[str]:
             encoder.encode_visual([Image.new("RGB", (64, 64))])  # the CNN, for search by photo
             name = f"{type(encoder).__name__} (cannot embed: {exc})"
         loaded.append(f"{name} loaded in {time.perf_counter() - started:.1f} s")
-    connections.close_all()
+    close_connections()
     return loaded
 
 

@@ -8,7 +8,8 @@ loading the encoder in a background thread, so the process reports ready at once
 (Celery kills a pool process that takes over ``worker_proc_alive_timeout``, 4 s,
 to start) and its first task waits on the encoder's load lock instead.
 ``worker_ready`` (main process, once it consumes) runs the sweep, so work lost
-while no worker was running is sent again as soon as one is.
+while no worker was running is sent again as soon as one is; it then closes its database
+connections and pool, which the pool processes forked later would otherwise share.
 """
 
 from __future__ import annotations
@@ -103,7 +104,21 @@ def sweep_now() -> None:
     except Exception:  # noqa: BLE001 - the periodic sweep tries again
         logger.exception("The semantic images sweep at worker start failed.")
     finally:
-        connections.close_all()
+        close_connections()  # this main process forks pool processes later (replacing one that died)
+
+
+def close_connections() -> None:
+    """Close this process's database connections and their pools (Django 5.1+ ``OPTIONS["pool"]``).
+
+    Before a fork: ``connections.close_all()`` hands a pooled connection back to its pool, which
+    stays open, shared by the process's threads, with its connections and its threads. Processes
+    forked from it then talk to PostgreSQL on the same sockets at once (one reads the other's
+    rows, or waits for ever) and have none of its threads. A closed pool opens at the next query.
+    """
+    connections.close_all()
+    for connection in connections.all():
+        if connection.settings_dict.get("OPTIONS", {}).get("pool") and hasattr(connection, "close_pool"):
+            connection.close_pool()
 
 
 def field_encoders() -> list[Any]:
