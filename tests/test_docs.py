@@ -221,9 +221,25 @@ def without_docstrings(source: str) -> str:
 
 def test_the_api_page_mounts_the_api_exactly_as_the_example_site_does():
     """docs/api.md says the example's photos/api.py "is exactly this": a user pasting it gets that API."""
-    block = next(b for b in code_blocks((ROOT / "docs" / "api.md").read_text(), "python") if "# photos/api.py" in b)
+    blocks = code_blocks((ROOT / "docs" / "api.md").read_text(), "python")
+    block = next(b for b in blocks if b.startswith("# photos/api.py\n"))
     example = (ROOT / "example_project" / "photos" / "api.py").read_text()
     assert without_docstrings(block) == without_docstrings(example)
+
+
+def test_the_api_pages_least_viewset_lists_only_what_it_lets_through(make_photo, sample_paths):
+    """The first snippet of docs/api.md, for field.md's model, works as pasted into the photos app."""
+    from rest_framework.test import APIRequestFactory
+
+    block = next(b for b in code_blocks((ROOT / "docs" / "api.md").read_text(), "python") if "the least" in b)
+    namespace: dict = {}
+    exec(block.replace("from .models import", "from photos.models import"), namespace)
+    shown = make_photo(sample_paths["chelsea"], title="shown")
+    make_photo(sample_paths["coffee"], title="hidden", published=False)
+    view = namespace["PhotoSearchViewSet"].as_view({"get": "list"})
+    response = view(APIRequestFactory().get("/api/photos/"))
+    assert response.status_code == 200
+    assert [(row["id"], row["title"]) for row in response.data["results"]] == [(shown.pk, "shown")]
 
 
 @pytest.fixture(scope="module")

@@ -156,6 +156,17 @@ def test_class_vectors_are_cached_and_a_stale_or_corrupt_file_is_rebuilt(tmp_pat
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
+def test_a_cache_file_is_as_readable_as_the_umask_makes_new_files(tmp_path):
+    """prepare run by one user (a Docker build's root), the site by another: the class vectors must be
+    readable as the exported ONNX files are, not the owner's alone (mkstemp's 0600)."""
+    umask = os.umask(0o022)
+    try:
+        cache.save_arrays(tmp_path / "vectors.npz", {"source": 1}, vectors=np.zeros(3, np.float32))
+    finally:
+        os.umask(umask)
+    assert oct((tmp_path / "vectors.npz").stat().st_mode & 0o777) == oct(0o644)
+
+
 def test_another_prompt_recipe_gets_another_file(tmp_path, settings):
     settings.SEMANTIC_IMAGES = {"MODEL_CACHE_DIR": str(tmp_path)}
     one = ConSEEncoder(prompt="a photo of a {name}.", device="cpu", bridge=None)

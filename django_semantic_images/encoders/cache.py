@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -127,10 +128,22 @@ def folder_digest(folder: Path, skip: tuple[str, ...] = ("README.md",)) -> str:
     return h.hexdigest()[:16]
 
 
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file beside ``path``, open for writing, with the mode the umask gives a new file
+    (``mkstemp`` gives 0600: processes of another user, a site run as another user than the
+    ``semantic_images_prepare`` that filled the cache, could not read it)."""
+    while True:
+        tmp = path.parent / f".{path.stem}-{secrets.token_hex(6)}{path.suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
+        except FileExistsError:
+            continue
+
+
 def save_arrays(path: Path, meta: dict[str, Any], **arrays: np.ndarray) -> None:
     """Write ``arrays`` and ``meta`` as ``.npz`` atomically (temporary file, then ``os.replace``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             payload: dict[str, Any] = {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays}
