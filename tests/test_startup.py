@@ -167,6 +167,23 @@ def test_a_cache_file_is_as_readable_as_the_umask_makes_new_files(tmp_path):
     assert oct((tmp_path / "vectors.npz").stat().st_mode & 0o777) == oct(0o644)
 
 
+def test_a_bridge_and_its_pointer_are_as_readable_as_the_umask_makes_new_files(tmp_path):
+    """A bridge trained by one user (a release step, root in a container) and read by workers and web
+    processes of another: its .npz and current.json were mkstemp's 0600, so every other user's
+    process failed to read them (E016: storing vectors stops)."""
+    from django_semantic_images.encoders.bridges import BridgeStore, LearnedBridge
+
+    bridge = LearnedBridge(weight=np.zeros((1280, 384), np.float32), bias=np.zeros(384, np.float32))
+    umask = os.umask(0o022)
+    try:
+        BridgeStore(tmp_path).install(bridge, metrics={})
+    finally:
+        os.umask(umask)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert [p for p in written if p.endswith(".npz")] and "current.json" in written
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {oct(0o644)}
+
+
 def test_another_prompt_recipe_gets_another_file(tmp_path, settings):
     settings.SEMANTIC_IMAGES = {"MODEL_CACHE_DIR": str(tmp_path)}
     one = ConSEEncoder(prompt="a photo of a {name}.", device="cpu", bridge=None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .base import normalize_parts
-from .cache import file_lock
+from .cache import file_lock, temporary_beside
 from .networks import DEFAULT_CNN
 
 POINTER = "current.json"
@@ -131,7 +130,7 @@ class LearnedBridge:
         process reading ``path`` meanwhile (the pointer may name it already) sees it whole or not."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+        fd, tmp = temporary_beside(path)  # the umask's mode: processes of other users read bridges too
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(
@@ -294,7 +293,7 @@ class BridgeStore:
 
     def _write_pointer(self, info: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".current-", suffix=".json")
+        fd, tmp = temporary_beside(self.pointer)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(info, fh, indent=2)
