@@ -2,9 +2,10 @@
 own (and see all), one uses the ready admin as is."""
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.urls import path
 
-from django_semantic_images.admin import SemanticImageAdmin
+from django_semantic_images.admin import SemanticImageAdmin, SemanticSearchAdminMixin
 from photos.models import Photo
 from tests.multifield.models import CaptionedPhoto
 
@@ -60,10 +61,33 @@ class CaptionAdmin(SemanticImageAdmin):
 two = admin.AdminSite(name="two")
 two.register(CaptionedPhoto, CaptionAdmin)
 
+
+class OwnChangeList(ChangeList):
+    """A site's own ChangeList (as an admin package's base admin has): only published photos."""
+
+    def get_queryset(self, request, *args, **kwargs):
+        return super().get_queryset(request, *args, **kwargs).filter(published=True)
+
+
+class OwnChangeListAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "search_score"]
+
+    def get_changelist(self, request, **kwargs):
+        return OwnChangeList
+
+
+class MixedInAdmin(SemanticSearchAdminMixin, OwnChangeListAdmin):
+    """The mixin put first on an admin that has a ChangeList of its own (docs/admin.md)."""
+
+
+own_changelist = admin.AdminSite(name="own_changelist")
+own_changelist.register(Photo, MixedInAdmin)
+
 urlpatterns = [
     path("own-admin/", site.urls),
     path("change-own-admin/", change_own.urls),
     path("delete-own-admin/", delete_own.urls),
     path("plain-admin/", plain.urls),
     path("two-admin/", two.urls),
+    path("own-changelist-admin/", own_changelist.urls),
 ]

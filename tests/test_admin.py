@@ -958,6 +958,25 @@ def test_the_ready_admin_without_search_fields_still_searches_by_meaning(admin_c
     assert '<div class="help" id="searchbar_helptext">Ranks images by meaning.</div>' in html
 
 
+@pytest.mark.urls("tests.admin_urls")
+def test_the_mixin_on_an_admin_with_its_own_changelist_keeps_it(admin_client, photos):
+    """tests/admin_urls.py: the mixin put first on an admin whose get_changelist() gives a ChangeList
+    of its own (published photos only); the mixin replaced it with its own, dropping its filter."""
+    from tests.admin_urls import OwnChangeList
+
+    Photo.objects.filter(pk=photos["coffee"].pk).update(published=False)
+    url = reverse("own_changelist:photos_photo_changelist")
+    response = admin_client.get(url, {"q": "a cup of coffee"})
+    assert isinstance(response.context["cl"], OwnChangeList)
+    ranked = ranked_pks(response)
+    assert ranked and photos["coffee"].pk not in ranked
+    assert [row.score for row in response.context["cl"].result_list] == sorted(
+        (row.score for row in response.context["cl"].result_list), reverse=True
+    )
+    similar = admin_client.get(url, {"similar_to": photos["chelsea"].pk})
+    assert photos["cat-crop"].pk == ranked_pks(similar)[0] and photos["coffee"].pk not in ranked_pks(similar)
+
+
 def test_the_mixin_on_a_model_without_an_embedding_field_fails_the_system_check():
     from django.contrib import admin
 

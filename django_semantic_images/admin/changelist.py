@@ -27,8 +27,8 @@ def sorted_by_column(request: HttpRequest) -> bool:
     return bool(request.GET.get(ORDER_VAR)) if found is None else bool(found)
 
 
-class SemanticChangeList(ChangeList):
-    """The admin's ChangeList, plus ``similar_to`` / ``photo`` in the query string.
+class SemanticChangeListMixin(ChangeList):
+    """What the ranking needs of a ChangeList: ``similar_to`` / ``photo`` in the query string.
 
     The search box is shown even when the admin has no ``search_fields``. The ranking
     parameters are not lookups: they are kept out of the list filters but stay
@@ -81,3 +81,23 @@ class SemanticChangeList(ChangeList):
         for var in RANKING_VARS:
             lookup_params.pop(var, None)
         return lookup_params
+
+
+class SemanticChangeList(SemanticChangeListMixin):
+    """The admin's ChangeList with the ranking's parameters (``SemanticChangeListMixin``)."""
+
+
+#: The ranking's ChangeList made for each ChangeList of a site's own (one class each, made once).
+_COMBINED: dict[type[ChangeList], type[SemanticChangeListMixin]] = {}
+
+
+def semantic_changelist(base: type[ChangeList]) -> type[SemanticChangeListMixin]:
+    """``base`` (the ChangeList the admin's other bases give) with the ranking's parameters: itself
+    when it has them, else a subclass of it with ``SemanticChangeListMixin`` first."""
+    if issubclass(base, SemanticChangeListMixin):
+        return base
+    if base is ChangeList:
+        return SemanticChangeList
+    if base not in _COMBINED:
+        _COMBINED[base] = type(f"Semantic{base.__name__}", (SemanticChangeListMixin, base), {})
+    return _COMBINED[base]

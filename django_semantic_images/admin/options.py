@@ -24,7 +24,7 @@ from ..words import too_long
 from . import display, duplicates
 from .actions import ReembedActionMixin
 from .change_form import ChangeFormMixin
-from .changelist import SemanticChangeList, sorted_by_column
+from .changelist import SemanticChangeListMixin, semantic_changelist, sorted_by_column
 from .columns import ListColumnsMixin
 from .filters import EmbeddingStatusFilter
 from .search_results import RANKING_ATTR, RankedSearchMixin
@@ -84,8 +84,9 @@ class SemanticSearchAdminMixin(
     def duplicates_view(self, request: HttpRequest) -> HttpResponse:
         return duplicates.duplicates_view(self, request)
 
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SemanticChangeList]:
-        return SemanticChangeList
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SemanticChangeListMixin]:
+        """The ChangeList of the admin's other bases (a site's own, or Django's), with the ranking's parameters."""
+        return semantic_changelist(super().get_changelist(request, **kwargs))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         # Before the ranking's source row is looked up: its messages would name the row (or tell a
