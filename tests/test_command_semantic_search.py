@@ -83,3 +83,13 @@ def test_a_row_with_a_zero_vector_is_printed_last_without_a_score(sample_photos,
     assert pks[0] != coffee.pk
     if coffee.pk in pks:
         assert pks[-1] == coffee.pk and lines[-1].split()[1] == "-"
+
+
+def test_an_encoder_that_cannot_load_is_a_clear_error(sample_paths, settings):
+    """A text model that is not there (a folder missing, a hub unreachable) ended the search by words in
+    an OSError's traceback, and a search by --image said the image could not be read."""
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": "/nonexistent/text-model"}}
+    with pytest.raises(CommandError, match=r"^The encoder could not be loaded: .*/nonexistent/text-model"):
+        call_command("semantic_search", "a cup of coffee", *PHOTO)
+    with pytest.raises(CommandError, match=r"^The encoder could not be loaded: .*/nonexistent/text-model"):
+        call_command("semantic_search", "--image", str(sample_paths["rocket"]), *PHOTO)

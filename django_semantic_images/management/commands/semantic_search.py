@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from ...encoders.base import ENCODER_UNAVAILABLE
 from ...fields import embedding_fields, embedding_path
 from ...imaging import ImageDecodeError
 from ...query import semantic_search, similar_to
@@ -14,6 +15,18 @@ from .. import DatabaseCommand, resolve_model
 
 #: The largest LIMIT PostgreSQL takes (a bigint).
 MAX_LIMIT = 2**63 - 1
+
+
+def readable(image: Path) -> None:
+    """A CommandError unless ``image`` is a file this process can read (before the encoder loads: an
+    ``OSError`` after it may be the encoder's)."""
+    if not image.is_file():
+        raise CommandError(f"{image} is not a file.")
+    try:
+        with image.open("rb") as file:
+            file.read(1)
+    except OSError as exc:  # another user's file, a disk error
+        raise CommandError(f"{image} cannot be read: {exc.strerror or exc}") from exc
 
 
 class Command(DatabaseCommand):
@@ -58,20 +71,18 @@ class Command(DatabaseCommand):
             except LookupError as exc:
                 raise CommandError(str(exc)) from exc
         qs = model_cls._default_manager.all()
+        if image is not None:
+            readable(image)
         try:
             if image is not None:
-                if not image.is_file():
-                    raise CommandError(f"{image} is not a file.")
                 results = similar_to(qs, str(image), field=field)
             else:
                 results = semantic_search(qs, query, field=field)
             rows = list(results[:limit])
         except (ImageDecodeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        except OSError as exc:  # the file named by --image: another user's, a disk error
-            if image is None:
-                raise
-            raise CommandError(f"{image} cannot be read: {exc.strerror or exc}") from exc
+        except ENCODER_UNAVAILABLE as exc:  # weights or a text model missing, a wheel not installed
+            raise CommandError(f"The encoder could not be loaded: {exc}") from exc
         if not rows:
             self.stdout.write("No embedded images yet: run `manage.py semantic_images_reindex`.")
             return
