@@ -93,3 +93,18 @@ def test_an_encoder_that_cannot_load_is_a_clear_error(sample_paths, settings):
         call_command("semantic_search", "a cup of coffee", *PHOTO)
     with pytest.raises(CommandError, match=r"^The encoder could not be loaded: .*/nonexistent/text-model"):
         call_command("semantic_search", "--image", str(sample_paths["rocket"]), *PHOTO)
+
+
+def test_words_the_text_model_cannot_read_are_matched_as_keywords_with_a_note(sample_photos, capsys):
+    """The bundled MiniLM reads Latin script only: Cyrillic words were ranked by a vector that is
+    noise, every photo printed with a score; as the admin and the API, they are now matched as
+    keywords in the text fields, unranked, and a note says so."""
+    from photos.models import Photo
+
+    chelsea = sample_photos["chelsea"]
+    Photo.objects.filter(pk=chelsea.pk).update(alt_text="Рыжая кошка на диване")
+    call_command("semantic_search", "кошка", *PHOTO)
+    captured = capsys.readouterr()
+    assert "cannot read Cyrillic script" in captured.err and "keywords in title, alt_text" in captured.err
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].split()[1:3] == ["-", str(chelsea.pk)]

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from ...encoders.base import ENCODER_UNAVAILABLE
 from ...fields import embedding_fields, embedding_path
 from ...imaging import ImageDecodeError
-from ...query import semantic_search, similar_to
+from ...query import similar_to, text_search
 from .. import DatabaseCommand, resolve_model
 
 #: The largest LIMIT PostgreSQL takes (a bigint).
@@ -71,23 +71,32 @@ class Command(DatabaseCommand):
             except LookupError as exc:
                 raise CommandError(str(exc)) from exc
         qs = model_cls._default_manager.all()
+        note: str | None = None
         if image is not None:
             readable(image)
         try:
             if image is not None:
                 results = similar_to(qs, str(image), field=field)
-            else:
-                results = semantic_search(qs, query, field=field)
+            else:  # words the text model cannot read: keyword matches, unranked, and a note (as the APIs)
+                results, note = text_search(qs, query or "", field=field)
             rows = list(results[:limit])
         except (ImageDecodeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         except ENCODER_UNAVAILABLE as exc:  # weights or a text model missing, a wheel not installed
             raise CommandError(f"The encoder could not be loaded: {exc}") from exc
+        if note and opts["verbosity"] > 0:
+            self.stderr.write(note, style_func=str)  # a note, not an error; stdout keeps the rows alone
         if not rows:
-            self.stdout.write("No embedded images yet: run `manage.py semantic_images_reindex`.")
+            self.stdout.write(
+                "No image's text fields hold these words."
+                if note
+                else "No embedded images yet: run `manage.py semantic_images_reindex`."
+            )
             return
         self.stdout.write(f"{'rank':>4}  {'score':>6}  {'pk':>6}  item")
         for rank, row in enumerate(rows, 1):
-            # None: a zero vector (no direction, no cosine: expressions.Score), ranked last.
-            score = "-" if row.score is None else f"{row.score:.3f}"
+            # None: a zero vector (no direction, no cosine: expressions.Score), ranked last; none at
+            # all: a keyword match, unranked.
+            score = getattr(row, "score", None)
+            score = "-" if score is None else f"{score:.3f}"
             self.stdout.write(f"{rank:>4}  {score:>6}  {row.pk!s:>6}  {row}")
