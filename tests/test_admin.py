@@ -484,6 +484,20 @@ def test_a_ranking_says_how_many_rows_it_cannot_find_yet(admin_client, photos):
     assert not [m for m in messages_of(admin_client.get(reverse(CHANGELIST))) if "not embedded yet" in m]
 
 
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="facet counts came with Django 5.0")
+def test_facet_counts_leave_the_listings_note_once(admin_client, photos):
+    """With "Show counts" (``_facets``) Django lists the rows again for each list filter, without that
+    filter: the note was added each time, three notes, one of them counting rows the page does not list."""
+    waiting = [photos["coffee"].pk, photos["rocket"].pk]
+    cleared = {"embedding_visual": None, "embedding_semantic": None}
+    Photo.objects.filter(pk__in=waiting).update(embedding_status=EmbeddingStatus.PENDING, **cleared)
+    Photo.objects.filter(pk=photos["rocket"].pk).update(published=False)
+    params = {"q": "a cup of coffee", "published__exact": "1", "_facets": "True"}
+    for listing in (params, {**params, "q": "", "similar_to": photos["chelsea"].pk}):
+        notes = [m for m in messages_of(admin_client.get(reverse(CHANGELIST), listing)) if "not embedded yet" in m]
+        assert notes == ["1 image is not embedded yet: searches by meaning and by likeness find it once it is."]
+
+
 def test_an_action_on_a_ranked_listing_leaves_only_the_next_pages_messages(admin_client, photos, sample_paths):
     """The listing's notes were also added while Django built the changelist of an action's POST
     (twice: the ChangeList and the action's queryset), then shown after the redirect beside the

@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from ..checks import photo_search_session_check
 from ..fields import ImageEmbeddingField, embedding_fields, get_embedding_field
-from .changelist import SEARCH_HELP
+from .changelist import SEARCH_HELP, counting_facets
 
 if TYPE_CHECKING:  # the mixins are only ever combined with a ModelAdmin
     _AdminBase = admin.ModelAdmin
@@ -23,11 +23,17 @@ else:
     _AdminBase = object
 
 
+def listing_shown(request: HttpRequest) -> bool:
+    """Are the rows listed for the page the editor sees? Not while Django builds the changelist of a
+    POST (an action, ``list_editable``'s save), whose answer is a redirect or a confirmation page (the
+    page after it lists the rows again), nor while it lists them for a filter's facet counts."""
+    return request.method != "POST" and not counting_facets(request)
+
+
 def listing_message(request: HttpRequest, level: int, text: str) -> None:
-    """A message about the rows listed (a ranking's source, rows not embedded yet): none while
-    Django builds the changelist of a POST (an action, ``list_editable``'s save), whose answer is a
-    redirect or a confirmation page; the page after it lists the rows again and says it once."""
-    if request.method != "POST":
+    """A message about the rows listed (a ranking's source, rows not embedded yet), said once: only
+    where ``listing_shown``."""
+    if listing_shown(request):
         messages.add_message(request, level, text)
 
 

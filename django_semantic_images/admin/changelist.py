@@ -17,6 +17,14 @@ SEARCH_HELP_MEANING_ONLY = gettext_lazy("Ranks images by meaning.")
 
 #: The request attribute that tells ``get_search_results`` whether the editor sorted by a column.
 COLUMN_SORT_ATTR = "_semantic_sorted_by_column"
+#: The request attribute set while Django lists the rows again for a list filter's facet counts
+#: ("Show counts": without that filter), when no message about the listing is added.
+FACETS_ATTR = "_semantic_counting_facets"
+
+
+def counting_facets(request: HttpRequest) -> bool:
+    """Is Django listing the rows for a list filter's facet counts, not for the page?"""
+    return bool(getattr(request, FACETS_ATTR, False))
 
 
 def sorted_by_column(request: HttpRequest) -> bool:
@@ -61,9 +69,15 @@ class SemanticChangeListMixin(ChangeList):
                 return True
         return False
 
-    def get_queryset(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+    def get_queryset(self, request: Any, exclude_parameters: Any = None) -> Any:
         setattr(request, COLUMN_SORT_ATTR, self.sorted_by_column())
-        return super().get_queryset(request, *args, **kwargs)
+        if exclude_parameters is None:  # the page's rows (Django 4.2 has no facets, nor the argument)
+            return super().get_queryset(request)
+        setattr(request, FACETS_ATTR, True)  # a facet's count (Django 5.0+)
+        try:
+            return super().get_queryset(request, exclude_parameters)
+        finally:
+            setattr(request, FACETS_ATTR, False)
 
     def get_ordering(self, request: Any, queryset: Any) -> list[Any]:
         """Keep the ranking's order when the search ranked the rows (and the editor chose no column).

@@ -24,7 +24,7 @@ from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..hnsw import hnsw_settings
 from ..query import read_as_search
 from ..words import keyword_columns, keyword_matches, search_words, too_long, unreadable_note
-from .base import SemanticAdminBase, listing_message
+from .base import SemanticAdminBase, listing_message, listing_shown
 from .changelist import sorted_by_column
 from .ranking import VisualRanking
 
@@ -123,7 +123,7 @@ class RankedSearchMixin(SemanticAdminBase):
     def _note_waiting(self, request: HttpRequest, queryset: QuerySet, column: str) -> None:
         """Say how many of the listed rows (filters and ``get_queryset`` applied) no ranking can find
         yet: pending, without the vector ranked by (the status is indexed)."""
-        if request.method == "POST":  # no note (listing_message): not even its count
+        if not listing_shown(request):  # no note (listing_message): not even its count
             return
         status = self.get_embedding_field().column("status")
         waiting = queryset.filter(**{f"{column}__isnull": True, status: EmbeddingStatus.PENDING}).count()
