@@ -59,6 +59,9 @@ VERSIONS = (
     "for p in ('Django', 'wagtail', 'djangorestframework', 'torch', 'pgvector', 'numpy', 'celery', 'psycopg')))"
 )
 
+#: Prints True where the package can use Django's tasks framework (django.tasks, or a backport with its API).
+TASK_FRAMEWORK = "from django_semantic_images.apps import task_framework_installed; print(task_framework_installed())"
+
 
 def install(session: nox.Session, requirements: list[str]) -> None:
     """Install once per set of requirements and declared dependencies; later runs reuse the venv as it is."""
@@ -91,6 +94,11 @@ def tests(session: nox.Session, django: str, pins: tuple[str, ...]) -> None:
     # framework's, the Wagtail integration's with a custom image model, and the routed encoder's.
     session.run("python", "-m", "pytest")
     session.run("python", "-m", "pytest", "tests/wagtail", "--ds=tests.wagtail.settings")
-    session.run("python", "-m", "pytest", "tests/tasks_framework", "--ds=tests.tasks_framework.settings")
+    # Wagtail 7.0 pins the django-tasks backport below 0.8, which the package leaves alone (no
+    # TaskContext) and django-tasks-db cannot start with: that session has no tasks framework to test.
+    if "True" in (session.run("python", "-c", TASK_FRAMEWORK, silent=True, log=False) or ""):
+        session.run("python", "-m", "pytest", "tests/tasks_framework", "--ds=tests.tasks_framework.settings")
+    else:
+        session.log("tests/tasks_framework left out: this django-tasks backport has no TaskContext")
     session.run("python", "-m", "pytest", "tests/wagtail_custom", "--ds=tests.wagtail_custom.settings")
     session.run("python", "-m", "pytest", "tests/multilingual", "--ds=tests.multilingual.settings")
