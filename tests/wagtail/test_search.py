@@ -391,3 +391,16 @@ def test_an_image_with_a_zero_vector_is_never_ranked_first_and_breaks_no_page(su
         assert response.status_code == 200
         similar = response.context["similar_images"] or []
         assert not similar or similar[0] != cat
+
+
+@pytest.mark.parametrize(
+    "name", ["wagtailimages:index", "wagtailimages:index_results", "wagtailimages_chooser:choose_results"]
+)
+def test_many_words_while_the_encoder_cannot_load_are_a_400_not_a_500(superuser_client, settings, name):
+    """Without the text model the search boxes match words as keywords (Wagtail's own search), so
+    more terms than it takes are the 400 of words it cannot read; checking them loaded the encoder
+    (an OSError, a 500). Fewer terms still list the keyword matches."""
+    settings.SEMANTIC_IMAGES = {**settings.SEMANTIC_IMAGES, "TEXT_MODEL": {"MODEL": "/nonexistent/text-model"}}
+    response = superuser_client.get(reverse(name), {"q": " ".join(["a"] * 250)})
+    assert (response.status_code, response.content.decode()) == (400, "q: more than 64 words to match as keywords.")
+    assert superuser_client.get(reverse(name), {"q": " ".join(["cat"] * 64)}).status_code == 200

@@ -63,20 +63,32 @@ LAYOUT_TOGGLE_TEMPLATE = "wagtailimages/images/layout_toggle_button.html"
 def bad_search(request: HttpRequest) -> HttpResponse | None:
     """A 400 naming the parameter for search words longer than ``MAX_QUERY_LENGTH`` (as the APIs
     refuse them; Wagtail's search backend nests one condition per word, and a few hundred words
-    exhaust Python's recursion limit), for words the text model cannot read in more than
-    ``MAX_SEARCH_WORDS`` terms (they go to Wagtail's own search, which ranks by relevance: 250
-    terms were a RecursionError), or for a ``?tag=`` holding a NUL character (the chooser filters
-    by it as given; PostgreSQL refuses it). None when the request is fine."""
+    exhaust Python's recursion limit), for words in more than ``MAX_SEARCH_WORDS`` terms that go
+    to Wagtail's own search, which ranks by relevance (250 terms were a RecursionError): words the
+    text model cannot read, or any while the encoder cannot load (``matched_as_keywords``), or for
+    a ``?tag=`` holding a NUL character (the chooser filters by it as given; PostgreSQL refuses
+    it). None when the request is fine."""
     refused = too_long("q", request.GET.getlist("q"))
     if refused:
         return HttpResponseBadRequest(refused)
     words = request.GET.get("q", "")
-    if search_terms(words) > MAX_SEARCH_WORDS and not reads(get_image_model(), words):
+    if search_terms(words) > MAX_SEARCH_WORDS and matched_as_keywords(get_image_model(), words):
         message = _("%(name)s: more than %(limit)d words to match as keywords.")
         return HttpResponseBadRequest(message % {"name": "q", "limit": MAX_SEARCH_WORDS})
     if any("\x00" in tag for tag in request.GET.getlist("tag")):
         return HttpResponseBadRequest("tag: a tag cannot contain NUL characters.")
     return None
+
+
+def matched_as_keywords(model: type, words: str) -> bool:
+    """Whether the search boxes give ``words`` to Wagtail's own keyword search: the text model
+    cannot read them, or the encoder cannot load (it is loaded and the words encoded here, into
+    the encoder's cache, which the search then takes them from)."""
+    words = search_words(words)  # as the search boxes read them (the encoder's cache key)
+    try:
+        return not reads(model, words) or encode_words(model, words).result() is None
+    except ENCODER_UNAVAILABLE:
+        return True
 
 
 def reads(model: type, words: str) -> bool:
