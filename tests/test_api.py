@@ -873,6 +873,14 @@ def test_a_json_body_is_an_unsupported_media_type(client):
     assert "Unsupported media type" in response.json()["detail"]
 
 
+def test_a_post_without_a_body_is_a_400_naming_image(client):
+    """``curl -X POST search/``: no body and no Content-Type, which DRF parses to a plain dict (no
+    ``getlist``): the check for a repeated ``image`` was a 500."""
+    response = client.generic("POST", SEARCH, b"", content_type="")
+    assert response.status_code == 400, response.content
+    assert response.json() == {"image": ["Upload the query image in the image field."]}
+
+
 @pytest.mark.parametrize(
     "pk", ["999999", "abc", "99999999999999999999999", "-1", "0", "550e8400-e29b-41d4-a716-446655440000", "1.5", "%00"]
 )

@@ -34,6 +34,7 @@ from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, TooMany
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
+from django.utils.datastructures import MultiValueDict
 from django.utils.decorators import classonlymethod
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -465,9 +466,10 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     def image_search(self, request: Request) -> Response:
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)
-        ensure_known(list(request.data), ["image"], where="form body")
-        ensure_single(request.data, ["image"])
-        body = self.get_serializer(data=request.data)
+        form = form_data(request)
+        ensure_known(list(form), ["image"], where="form body")
+        ensure_single(form, ["image"])
+        body = self.get_serializer(data=form)
         body.is_valid(raise_exception=True)
         upload = body.validated_data["image"]
         if upload.size is not None and upload.size > limit:
@@ -579,6 +581,13 @@ def total_order(queryset: QuerySet) -> QuerySet:
     if "?" in ordering or any(isinstance(name, str) and name in keys for name in ordering):
         return queryset
     return queryset.order_by(*ordering, "pk")
+
+
+def form_data(request: Request) -> Any:
+    """The parsed form of a POST: DRF gives a body without a Content-Type (``curl -X POST``) as a
+    plain ``{}``, which has no ``getlist``; it is then an empty form."""
+    data: Any = request.data
+    return data if isinstance(data, MultiValueDict) else MultiValueDict({key: [value] for key, value in data.items()})
 
 
 def refuse_declared_oversize(request: Request) -> None:
