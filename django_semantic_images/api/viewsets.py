@@ -419,19 +419,21 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     # -- actions ----------------------------------------------------------------------
     @list_schema
-    def list(self, request: Request) -> Response:
+    def list(self, request: Request, **kwargs: Any) -> Response:
         """The images you may see, in the site's order, without a score.
 
         Search them by words at search/?q=words, by a photo with a POST to search/, or
         by likeness to one of them at {id}/similar/.
         """
+        # Each action takes **kwargs: DefaultRouter's format suffix (photos.json) comes as format=, and
+        # {id}/similar/ names the id after lookup_url_kwarg (get_anchor reads it from self.kwargs).
         queryset = total_order(self.searchable_queryset())
         return self.page_response(queryset.annotate(score=Value(None, output_field=FloatField())))
 
     @text_search_schema
     @image_search_schema
     @action(detail=False, methods=["get", "post"])
-    def search(self, request: Request) -> Response:
+    def search(self, request: Request, **kwargs: Any) -> Response:
         """Images ranked by meaning for the words in q (GET), or by visual likeness to an
         uploaded photo (POST, multipart/form-data with an image file).
         """
@@ -484,7 +486,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     @similar_schema
     @action(detail=True, methods=["get"])
-    def similar(self, request: Request, pk: Any = None) -> Response:
+    def similar(self, request: Request, pk: Any = None, **kwargs: Any) -> Response:
         """Images that look like the stored image {id}, which you must be able to see; the
         image itself is left out.
         """
@@ -504,7 +506,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     @duplicates_schema
     @action(detail=False, methods=["get"])
-    def duplicates(self, request: Request) -> Response:
+    def duplicates(self, request: Request, **kwargs: Any) -> Response:
         """Groups of images you may see that look like copies of one picture, largest first."""
         queryset = self.searchable_queryset()
         threshold = read_threshold(request)
