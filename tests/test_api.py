@@ -1001,6 +1001,23 @@ def test_search_sorts_its_best_matches_by_a_column(client, sample_photos, monkey
     assert len(floored["results"]) == 3 and floored["next"] is None
 
 
+def test_words_matched_as_keywords_take_an_ordering_by_score(client, sample_photos, monkeypatch):
+    """A viewset whose ``ordering_fields`` take ``score`` (docs/api.md): words the text model cannot
+    read are matched unranked, and ``ordering=-score`` there was a 500 (ordered by ``score`` before
+    the null score was annotated: a FieldError)."""
+    from photos.api import PhotoSearchViewSet
+
+    monkeypatch.setattr(PhotoSearchViewSet, "ordering_fields", ("score", "created_at"))
+    cat, coffee = sample_photos["chelsea"], sample_photos["coffee"]
+    Photo.objects.filter(pk__in=[cat.pk, coffee.pk]).update(alt_text="Рыжая кошка")
+    for ordering in ("-score", "score"):
+        response = client.get(SEARCH, {"q": "кошка", "ordering": ordering})
+        assert response.status_code == 200, response.content
+        assert ids(response) == sorted([cat.pk, coffee.pk]) and "note" in response.json()
+    ranked = client.get(SEARCH, {"q": "a cat", "ordering": "-score"}).json()["results"]
+    assert [row["score"] for row in ranked] == sorted((row["score"] for row in ranked), reverse=True)
+
+
 @pytest.mark.parametrize(
     ("path", "query", "status"),
     [

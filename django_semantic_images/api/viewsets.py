@@ -458,8 +458,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         if value is not None and value not in self.ordering_choices():
             message = f"{self.ordering_param} must be one of: {', '.join(self.ordering_choices())}."
             raise ValidationError({self.ordering_param: [message]})
-        rows = rows.order_by(*([value] if value else []), "pk")
-        response = self.page_response(rows.annotate(score=Value(None, output_field=FloatField())))
+        # The null score first: a viewset's ordering_fields may take score.
+        rows = rows.annotate(score=Value(None, output_field=FloatField()))
+        response = self.page_response(rows.order_by(*([value] if value else []), "pk"))
         if isinstance(response.data, dict):
             response.data["note"] = note
         # Also a header: the only place for it without pagination, whose body is the schema's array.
