@@ -1014,6 +1014,9 @@ def test_words_matched_as_keywords_take_an_ordering_by_score(client, sample_phot
         response = client.get(SEARCH, {"q": "кошка", "ordering": ordering})
         assert response.status_code == 200, response.content
         assert ids(response) == sorted([cat.pk, coffee.pk]) and "note" in response.json()
+    floored = client.get(SEARCH, {"q": "кошка", "min_relevance": 0.99, "min_score": 0.9})  # docs/api.md: checked,
+    assert ids(floored) == sorted([cat.pk, coffee.pk])  # but they cut no keyword match
+    assert client.get(SEARCH, {"q": "кошка", "min_relevance": 2}).status_code == 400
     ranked = client.get(SEARCH, {"q": "a cat", "ordering": "-score"}).json()["results"]
     assert [row["score"] for row in ranked] == sorted((row["score"] for row in ranked), reverse=True)
 
