@@ -3,7 +3,8 @@
 ``objperm/``: every photo is in the queryset and an object permission hides the
 unpublished ones, so a /similar/ anchor is refused after its lookup. ``two-*/``: a
 model with two image fields and two embedding fields, searched by each. ``unpaged/``: the
-example viewset without pagination.
+example viewset without pagination. ``photo-id/``: the example viewset with its own
+``lookup_url_kwarg``.
 """
 
 from django.urls import include, path
@@ -48,9 +49,14 @@ class UnpagedViewSet(PhotoSearchViewSet):
     pagination_class = None
 
 
+class PhotoIdViewSet(PhotoSearchViewSet):
+    lookup_url_kwarg = "photo_id"
+
+
 router = SimpleRouter()
 router.register("objperm", ObjectPermissionViewSet, basename="objperm")
 router.register("unpaged", UnpagedViewSet, basename="unpaged")
+router.register("photo-id", PhotoIdViewSet, basename="photo-id")
 router.register("two-picture", ByPicture, basename="two-picture")
 router.register("two-thumbnail", ByThumbnail, basename="two-thumbnail")
 

@@ -873,6 +873,48 @@ def test_a_json_body_is_an_unsupported_media_type(client):
     assert "Unsupported media type" in response.json()["detail"]
 
 
+def test_the_routers_format_suffixes_answer_like_format(client, sample_photos):
+    """DefaultRouter's ``.json`` URLs (the API root at ``/api/.json`` links to ``photos.json``) pass
+    ``format`` to the action, which took no such argument: every one was a 500."""
+    root = client.get("/api/.json")
+    assert root.status_code == 200 and root.json()["photos"].endswith("/api/photos.json")
+    pk = sample_photos["chelsea"].pk
+    for url in (
+        "/api/photos.json",
+        "/api/photos/search.json?q=a+cat",
+        f"/api/photos/{pk}/similar.json",
+        "/api/photos/duplicates.json",
+    ):
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.content)
+        assert response["Content-Type"] == "application/json" and "results" in response.json()
+    flipped = image_bytes(Image.open(sample_photos["chelsea"].image.path).convert("RGB"))
+    response = client.post("/api/photos/search.json", {"image": upload(flipped)}, format="multipart")
+    assert response.status_code == 200 and response.json()["results"][0]["id"] == pk
+    response = client.get("/api/photos.xml")
+    assert response.status_code == 400 and "format" in response.json()
+
+
+def test_similar_takes_a_viewsets_own_lookup_url_kwarg(client, settings, sample_photos, private_coffee):
+    """The router names the id's URL argument after ``lookup_url_kwarg`` (or ``lookup_field``), which
+    ``similar(request, pk=None)`` did not take: every {id}/similar/ of such a viewset was a 500."""
+    settings.ROOT_URLCONF = "tests.api_urls"
+    pk = sample_photos["chelsea"].pk
+    response = client.get(f"/test-api/photo-id/{pk}/similar/")
+    assert response.status_code == 200, response.content
+    assert pk not in ids(response) and len(ids(response)) > 0
+    hidden, missing = (client.get(f"/test-api/photo-id/{p}/similar/") for p in (private_coffee.pk, 999999))
+    assert hidden.status_code == missing.status_code == 404 and hidden.json() == missing.json()
+
+
+def test_a_post_without_a_body_is_a_400_naming_image(client):
+    """``curl -X POST search/``: no body and no Content-Type, which DRF parses to a plain dict (no
+    ``getlist``): the check for a repeated ``image`` was a 500."""
+    response = client.generic("POST", SEARCH, b"", content_type="")
+    assert response.status_code == 400, response.content
+    assert response.json() == {"image": ["Upload the query image in the image field."]}
+
+
 @pytest.mark.parametrize(
     "pk", ["999999", "abc", "99999999999999999999999", "-1", "0", "550e8400-e29b-41d4-a716-446655440000", "1.5", "%00"]
 )
@@ -957,6 +999,26 @@ def test_search_sorts_its_best_matches_by_a_column(client, sample_photos, monkey
     floor = min(row["score"] for row in by_title) + 1e-6
     floored = client.get(SEARCH, {"q": "a cup of coffee", "ordering": "title", "min_score": floor}).json()
     assert len(floored["results"]) == 3 and floored["next"] is None
+
+
+def test_words_matched_as_keywords_take_an_ordering_by_score(client, sample_photos, monkeypatch):
+    """A viewset whose ``ordering_fields`` take ``score`` (docs/api.md): words the text model cannot
+    read are matched unranked, and ``ordering=-score`` there was a 500 (ordered by ``score`` before
+    the null score was annotated: a FieldError)."""
+    from photos.api import PhotoSearchViewSet
+
+    monkeypatch.setattr(PhotoSearchViewSet, "ordering_fields", ("score", "created_at"))
+    cat, coffee = sample_photos["chelsea"], sample_photos["coffee"]
+    Photo.objects.filter(pk__in=[cat.pk, coffee.pk]).update(alt_text="Рыжая кошка")
+    for ordering in ("-score", "score"):
+        response = client.get(SEARCH, {"q": "кошка", "ordering": ordering})
+        assert response.status_code == 200, response.content
+        assert ids(response) == sorted([cat.pk, coffee.pk]) and "note" in response.json()
+    floored = client.get(SEARCH, {"q": "кошка", "min_relevance": 0.99, "min_score": 0.9})  # docs/api.md: checked,
+    assert ids(floored) == sorted([cat.pk, coffee.pk])  # but they cut no keyword match
+    assert client.get(SEARCH, {"q": "кошка", "min_relevance": 2}).status_code == 400
+    ranked = client.get(SEARCH, {"q": "a cat", "ordering": "-score"}).json()["results"]
+    assert [row["score"] for row in ranked] == sorted((row["score"] for row in ranked), reverse=True)
 
 
 @pytest.mark.parametrize(

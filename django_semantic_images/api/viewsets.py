@@ -34,6 +34,7 @@ from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, TooMany
 from django.db import DataError, models
 from django.db.models import FloatField, Model, QuerySet, Value
 from django.http import Http404
+from django.utils.datastructures import MultiValueDict
 from django.utils.decorators import classonlymethod
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -418,19 +419,21 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     # -- actions ----------------------------------------------------------------------
     @list_schema
-    def list(self, request: Request) -> Response:
+    def list(self, request: Request, **kwargs: Any) -> Response:
         """The images you may see, in the site's order, without a score.
 
         Search them by words at search/?q=words, by a photo with a POST to search/, or
         by likeness to one of them at {id}/similar/.
         """
+        # Each action takes **kwargs: DefaultRouter's format suffix (photos.json) comes as format=, and
+        # {id}/similar/ names the id after lookup_url_kwarg (get_anchor reads it from self.kwargs).
         queryset = total_order(self.searchable_queryset())
         return self.page_response(queryset.annotate(score=Value(None, output_field=FloatField())))
 
     @text_search_schema
     @image_search_schema
     @action(detail=False, methods=["get", "post"])
-    def search(self, request: Request) -> Response:
+    def search(self, request: Request, **kwargs: Any) -> Response:
         """Images ranked by meaning for the words in q (GET), or by visual likeness to an
         uploaded photo (POST, multipart/form-data with an image file).
         """
@@ -455,8 +458,9 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
         if value is not None and value not in self.ordering_choices():
             message = f"{self.ordering_param} must be one of: {', '.join(self.ordering_choices())}."
             raise ValidationError({self.ordering_param: [message]})
-        rows = rows.order_by(*([value] if value else []), "pk")
-        response = self.page_response(rows.annotate(score=Value(None, output_field=FloatField())))
+        # The null score first: a viewset's ordering_fields may take score.
+        rows = rows.annotate(score=Value(None, output_field=FloatField()))
+        response = self.page_response(rows.order_by(*([value] if value else []), "pk"))
         if isinstance(response.data, dict):
             response.data["note"] = note
         # Also a header: the only place for it without pagination, whose body is the schema's array.
@@ -465,9 +469,10 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     def image_search(self, request: Request) -> Response:
         limit = int(semantic_settings.MAX_UPLOAD_BYTES)
-        ensure_known(list(request.data), ["image"], where="form body")
-        ensure_single(request.data, ["image"])
-        body = self.get_serializer(data=request.data)
+        form = form_data(request)
+        ensure_known(list(form), ["image"], where="form body")
+        ensure_single(form, ["image"])
+        body = self.get_serializer(data=form)
         body.is_valid(raise_exception=True)
         upload = body.validated_data["image"]
         if upload.size is not None and upload.size > limit:
@@ -482,7 +487,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     @similar_schema
     @action(detail=True, methods=["get"])
-    def similar(self, request: Request, pk: Any = None) -> Response:
+    def similar(self, request: Request, pk: Any = None, **kwargs: Any) -> Response:
         """Images that look like the stored image {id}, which you must be able to see; the
         image itself is left out.
         """
@@ -502,7 +507,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
 
     @duplicates_schema
     @action(detail=False, methods=["get"])
-    def duplicates(self, request: Request) -> Response:
+    def duplicates(self, request: Request, **kwargs: Any) -> Response:
         """Groups of images you may see that look like copies of one picture, largest first."""
         queryset = self.searchable_queryset()
         threshold = read_threshold(request)
@@ -579,6 +584,13 @@ def total_order(queryset: QuerySet) -> QuerySet:
     if "?" in ordering or any(isinstance(name, str) and name in keys for name in ordering):
         return queryset
     return queryset.order_by(*ordering, "pk")
+
+
+def form_data(request: Request) -> Any:
+    """The parsed form of a POST: DRF gives a body without a Content-Type (``curl -X POST``) as a
+    plain ``{}``, which has no ``getlist``; it is then an empty form."""
+    data: Any = request.data
+    return data if isinstance(data, MultiValueDict) else MultiValueDict({key: [value] for key, value in data.items()})
 
 
 def refuse_declared_oversize(request: Request) -> None:
