@@ -78,7 +78,7 @@ class SemanticSearchSchema(AutoSchema):
         responses: dict[int, Any] = {200: result, **COMMON_ERRORS}
         if self.method == "POST":
             responses[413] = _error("The upload is over the site's MAX_UPLOAD_BYTES.")
-            responses[415] = _error("The body is not multipart/form-data.")
+            responses[415] = _error("The body is neither multipart/form-data nor a urlencoded form.")
         if getattr(self.view, "action", None) == "search":
             responses[503] = _error("The encoder cannot load (its model files missing): search is unavailable now.")
         if getattr(self.view, "action", None) == "similar":
