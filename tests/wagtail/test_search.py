@@ -404,3 +404,26 @@ def test_many_words_while_the_encoder_cannot_load_are_a_400_not_a_500(superuser_
     response = superuser_client.get(reverse(name), {"q": " ".join(["a"] * 250)})
     assert (response.status_code, response.content.decode()) == (400, "q: more than 64 words to match as keywords.")
     assert superuser_client.get(reverse(name), {"q": " ".join(["cat"] * 64)}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_choosing_an_image_of_a_hidden_collection_answers_like_a_missing_one(
+    client, django_user_model, make_image, sample_paths
+):
+    """The chooser's "chosen" and "select format" steps (a page's image block, rich text) answered an
+    image of a collection the editor may not see with Wagtail's permission-denied redirect (302), and a
+    missing one with a 404: which ids exist in hidden collections could be read off. Hidden now
+    answers exactly as missing."""
+    from .editors import editor_of
+
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    mug = make_image(sample_paths["coffee"], "mug", collection=products)
+    client.force_login(editor_of(pets, django_user_model, "pets"))
+    for name in ("wagtailimages_chooser:chosen", "wagtailimages_chooser:select_format"):
+        hidden = client.get(reverse(name, args=(mug.pk,)))
+        missing = client.get(reverse(name, args=(mug.pk + 1000,)))
+        assert hidden.status_code == missing.status_code == 404, name
+        assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
+    shown = make_image(sample_paths["chelsea"], "cat", collection=pets)
+    assert client.get(reverse("wagtailimages_chooser:chosen", args=(shown.pk,))).status_code == 200

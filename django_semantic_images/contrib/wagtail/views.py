@@ -12,15 +12,22 @@ import functools
 import logging
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
 from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from wagtail.admin.forms.choosers import SearchFilterMixin
 from wagtail.images import get_image_model
-from wagtail.images.views.chooser import ImageChooseResultsView, ImageChooserViewSet, ImageChooseView
+from wagtail.images.views.chooser import (
+    ImageChooseResultsView,
+    ImageChooserViewSet,
+    ImageChooseView,
+    ImageChosenView,
+    ImageSelectFormatView,
+)
 from wagtail.images.views.images import IndexView
 from wagtail.search.backends.base import FilterFieldError
 
@@ -261,9 +268,30 @@ class SemanticImageChooseResultsView(SemanticChooserMixin, ImageChooseResultsVie
     pass
 
 
+class HiddenAsMissingMixin:
+    """An image the editor may not choose (a hidden collection's) answers as a missing one: Wagtail's
+    permission-denied redirect told which ids exist in collections the editor cannot see."""
+
+    def get_object(self, pk: Any) -> Any:
+        try:
+            return super().get_object(pk)  # type: ignore[misc]
+        except PermissionDenied:
+            raise Http404 from None
+
+
+class SemanticImageChosenView(HiddenAsMissingMixin, ImageChosenView):
+    pass
+
+
+class SemanticImageSelectFormatView(HiddenAsMissingMixin, ImageSelectFormatView):
+    pass
+
+
 class SemanticImageChooserViewSet(ImageChooserViewSet):
     choose_view_class = SemanticImageChooseView
     choose_results_view_class = SemanticImageChooseResultsView
+    chosen_view_class = SemanticImageChosenView
+    select_format_view_class = SemanticImageSelectFormatView
 
 
 def chooser_viewset() -> SemanticImageChooserViewSet:

@@ -25,6 +25,9 @@ def register_admin_urls() -> list:
     choosing = [
         path("", chooser.choose_view, name="choose"),
         path("results/", chooser.choose_results_view, name="choose_results"),
+        # An image of a collection the editor may not see answers as a missing one (404).
+        path("chosen/<str:pk>/", chooser.chosen_view, name="chosen"),
+        path("<int:image_id>/select_format/", chooser.select_format_view, name="select_format"),
     ]
     return [
         path("images/", include((listing, "semantic_images_wagtail"))),
