@@ -383,3 +383,44 @@ def test_an_all_zero_vector_from_the_encoder_fails_the_row_instead_of_being_stor
         assert "all zeros" in rows[pk].embedding_error
         assert rows[pk].embedding_visual is None and rows[pk].embedding_semantic is None
     assert rows[good.pk].embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def test_a_nan_vector_from_the_encoder_fails_the_row_for_good_with_its_reason(make_photo, sample_paths, monkeypatch):
+    """A vector with a NaN (an encoder's overflow on one image) has no cosine with anything either;
+    pgvector refuses it, so the batch fell back to one row at a time and the row was failed as a
+    fault that may pass ("DataError: NaN not allowed in vector"), retried five times, and a batch
+    of that row alone (an upload) raised a TransientError. It now fails for good at once, as a
+    zero vector does, with no vectors, and its neighbours are embedded."""
+    from django_semantic_images.fields import get_embedding_field
+    from django_semantic_images.pipeline.failures import NOT_FINITE
+
+    good = make_photo(sample_paths["coffee"], title="coffee")
+    nan_visual = make_photo(sample_paths["chelsea"], title="a cat")
+    nan_semantic = make_photo(sample_paths["rocket"], title="a rocket")
+    encoder = get_embedding_field(Photo).get_encoder()
+    real = encoder.encode_pixels
+
+    bad: dict[bytes, str] = {}  # the pixels of the images given a NaN, by the side given it
+
+    def nan_some(pixels):
+        if not bad:  # the first batch, in the rows' order
+            bad.update({np.asarray(pixels[1]).tobytes(): "visual", np.asarray(pixels[2]).tobytes(): "semantic"})
+        vectors = real(pixels)
+        for i, image in enumerate(pixels):
+            side = bad.get(np.asarray(image).tobytes())
+            if side is not None:
+                getattr(vectors, side)[i, 5] = np.nan
+        return vectors
+
+    monkeypatch.setattr(encoder, "encode_pixels", nan_some)
+    report = embed_instances([good, nan_visual, nan_semantic], batch_size=8)
+    assert report.embedded == [good.pk] and report.failed.keys() == {nan_visual.pk, nan_semantic.pk}
+    rows = {p.pk: p for p in Photo.objects.all()}
+    for pk in (nan_visual.pk, nan_semantic.pk):
+        assert rows[pk].embedding_status == EmbeddingStatus.FAILED
+        assert rows[pk].embedding_error == NOT_FINITE
+        assert rows[pk].embedding_visual is None and rows[pk].embedding_semantic is None
+    alone = make_photo(sample_paths["chelsea"], title="alone")
+    report = embed_instances([alone])
+    assert report.failed.keys() == {alone.pk}
+    assert Photo.objects.get(pk=alone.pk).embedding_status == EmbeddingStatus.FAILED

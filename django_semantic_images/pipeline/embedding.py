@@ -19,7 +19,7 @@ from ..encoders.base import Encoder, ImageEmbeddings
 from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..fusion import fuse_texts
 from .claims import renew_lease
-from .failures import TRANSIENT_ERRORS, ZERO_VECTOR, TransientError, error_reason, transient_state
+from .failures import NOT_FINITE, TRANSIENT_ERRORS, ZERO_VECTOR, TransientError, error_reason, transient_state
 from .reading import _batch_pixels, _Item, _prepare, decode_threads, jpeg_decoder, stored_visuals, text_only_candidates
 from .rows import primary_rows
 from .tries import count_tries, suspects_alone, uncount_tries
@@ -285,7 +285,11 @@ def _encode_and_write(
             field.column("updated_at"): now,
         }
         for i, item in enumerate(done):
-            if not semantic[i].any() or (vectors is not None and i < len(good) and not vectors.visual[i].any()):
+            picture = vectors.visual[i] if vectors is not None and i < len(good) else None
+            if not np.isfinite(semantic[i]).all() or (picture is not None and not np.isfinite(picture).all()):
+                item.error = NOT_FINITE  # failed for good below, without vectors
+                continue
+            if not semantic[i].any() or (picture is not None and not picture.any()):
                 item.error = ZERO_VECTOR  # failed for good below, without vectors
                 continue
             values = {field.semantic_field: semantic[i], **state}

@@ -72,6 +72,11 @@ WORKER_LOST = "the worker embedding it stopped before it finished (killed, out o
 ZERO_VECTOR = "the encoder returned a vector of all zeros, which cannot be ranked or compared"
 
 
+#: ``embedding_error`` of a row the encoder gave a vector holding NaN or infinity (an overflow on one
+#: image): pgvector refuses to store it and it could not be ranked, so the row fails for good.
+NOT_FINITE = "the encoder returned a vector holding NaN or infinity, which cannot be stored, ranked or compared"
+
+
 #: Faults worth retrying: they may pass without anyone changing the row.
 TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError)
 
