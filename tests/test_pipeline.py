@@ -424,3 +424,30 @@ def test_a_nan_vector_from_the_encoder_fails_the_row_for_good_with_its_reason(ma
     report = embed_instances([alone])
     assert report.failed.keys() == {alone.pk}
     assert Photo.objects.get(pk=alone.pk).embedding_status == EmbeddingStatus.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_storage_whose_folder_is_gone_is_a_fault_that_may_pass_not_a_missing_file(make_photo, sample_paths, settings):
+    """A missing file fails its row for good; but when the storage's whole folder is gone (a network
+    mount not there, a volume not attached) every row read meanwhile was failed for good as a missing
+    file, never tried again once the folder was back. Such a read is now a fault that may pass."""
+    import shutil
+    from pathlib import Path
+
+    from django_semantic_images.pipeline.failures import TransientError
+
+    photo = make_photo(sample_paths["chelsea"])
+    root = Path(settings.MEDIA_ROOT)
+    away = root.with_name(root.name + "-unmounted")
+    shutil.move(root, away)
+    try:
+        # Every file of the batch unreadable for a reason that may pass: the batch is tried again
+        # (a Celery retry, the sweep), its rows left as they were.
+        with pytest.raises(TransientError, match="storage's folder is not there"):
+            embed_instances([Photo.objects.get(pk=photo.pk)])
+    finally:
+        shutil.move(away, root)
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.PENDING and not row.embedding_error, row.embedding_error
+    embed_instances([row])  # the folder is back
+    assert Photo.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.EMBEDDED

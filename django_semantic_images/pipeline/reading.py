@@ -120,6 +120,8 @@ def _read(file: Any) -> bytes:
             raise _too_large(file, None, limit)
         return data
     except FileNotFoundError:
+        if storage_folder_missing(file):  # a mount or volume not there: every file of it is "missing"
+            raise TransientError(f"The storage's folder is not there (reading {file.name!r}).") from None
         raise ImageDecodeError(f"The image file {file.name!r} does not exist in storage.") from None
     except SuspiciousFileOperation:  # e.g. "../x.jpg": storage refuses the name itself
         raise ImageDecodeError(f"The image file name {file.name!r} is not allowed by the storage.") from None
@@ -129,6 +131,13 @@ def _read(file: Any) -> bytes:
     except OSError as exc:  # storage briefly unavailable: worth a retry
         logger.warning("Reading %r: %s", file.name, exc)
         raise TransientError(f"Storage error reading {file.name!r}: {os_reason(exc)}") from exc
+
+
+def storage_folder_missing(file: Any) -> bool:
+    """Whether ``file``'s storage keeps its files in a folder (``FileSystemStorage.location``) that
+    is not there: a network mount or a volume missing, not one missing file."""
+    location = getattr(getattr(file, "storage", None), "location", None)
+    return isinstance(location, (str, os.PathLike)) and not os.path.isdir(location)
 
 
 def _stored_size(file: Any) -> int | None:
