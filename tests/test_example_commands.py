@@ -49,6 +49,18 @@ def test_load_photos_counts_the_folders_files_and_names_each_skipped_one(tmp_pat
 
 
 @pytest.mark.django_db
+def test_load_photos_skips_a_picture_over_pillows_pixel_limit_and_adds_the_rest(tmp_path):
+    """A picture Pillow refuses as a decompression bomb (196 million pixels, 24 KB as a 1-bit PNG) is
+    skipped with the reason, not a traceback that ends the run before anything is embedded."""
+    Image.new("1", (14000, 14000)).save(tmp_path / "huge.png", optimize=True)
+    (tmp_path / "small.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (90, 200, 40))))
+    out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    assert f"Folder {tmp_path}: 2 files, 1 added, 1 skipped." in out, out
+    assert "skipped huge.png: unreadable: The image has 196,000,000 pixels, over the limit of" in out, out
+    assert Photo.objects.filter(image="photos/small.jpg", embedding_status="embedded").exists()
+
+
+@pytest.mark.django_db
 def test_load_photos_adds_two_pictures_of_one_name_once_each(tmp_path):
     """A camera's IMG_0001.jpg in two folders are two pictures: both are added (the second under the
     name the storage gives it), and a second run finds both there."""

@@ -134,9 +134,14 @@ def why_skip(path: Path) -> str | None:
     try:
         with Image.open(path):
             pass
-        decode_image(path.read_bytes(), max_side=64)
     except UnidentifiedImageError:
         return "not an image"
+    except Image.DecompressionBombError:
+        pass  # an image, of too many pixels: decode_image says how many, against its limit
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    try:
+        decode_image(path.read_bytes(), max_side=64)
     except (ImageDecodeError, OSError) as exc:
         return f"unreadable: {exc}"
     return None
