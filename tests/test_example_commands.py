@@ -394,3 +394,22 @@ def test_load_photos_on_a_database_not_migrated_yet_is_a_command_error(tmp_path)
         cursor.execute("ALTER TABLE photos_photo RENAME TO photos_photo_away")
     with pytest.raises(CommandError, match=r'^The database has no table "photos_photo".*manage\.py migrate'):
         call_command("load_photos", stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_demo_on_a_database_without_pgvector_says_so_in_a_line_not_a_traceback():
+    """`DATABASE_URL` at a server without pgvector (or a role that may not create it): the demo's
+    migrate ended in a traceback of Django's migration machinery; the reason is now the demo's
+    CommandError, as is a server that cannot be reached."""
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("DROP EXTENSION vector CASCADE")
+        cursor.execute("CREATE ROLE semantic_images_example NOSUPERUSER")
+        cursor.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO semantic_images_example")
+        cursor.execute("SET LOCAL ROLE semantic_images_example")
+    with pytest.raises(
+        CommandError, match=r"^The PostgreSQL extension 'vector' is not in database .* may not create it"
+    ):
+        call_command("demo", "--no-serve", "--empty", stdout=StringIO())
