@@ -265,3 +265,26 @@ def test_a_similar_id_that_is_no_number_is_refused_without_a_request(browser, li
         assert status_text(browser) == "No Photo matches the given query.", raw
         fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert not [url for url in fetched if "/api/" in url], (raw, fetched)
+
+
+def test_an_answer_that_is_not_json_or_breaks_off_says_so_and_is_not_left_searching(browser, live_server, settings):
+    """A 200 whose body is no JSON (a proxy's or captive portal's page) or whose body breaks off (the
+    connection dropped after the headers): the page stayed at "Searching…", busy, for good (the
+    rejected response.json() was not caught); it now says the answer could not be read."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    cache.clear()  # throttle history
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/")
+    status_text(browser)
+    broken = {
+        "html": "return new Response('<html>Sign in to the Wi-Fi</html>', {status: 200})",
+        "cut": "return new Response(new ReadableStream({start(c) { c.error(new TypeError('network error')); }}))",
+    }
+    for name, answer in broken.items():
+        browser.execute_script(f"window.fetch = async () => {{ {answer}; }};")
+        search = browser.find_element(By.ID, "search-q")
+        search.clear()
+        search.send_keys(f"a cup of coffee {name}")
+        search.submit()
+        assert status_text(browser) == "The site's answer could not be read; try again.", name
+        assert cards(browser) == []
