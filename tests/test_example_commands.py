@@ -61,6 +61,24 @@ def test_load_photos_skips_a_picture_over_pillows_pixel_limit_and_adds_the_rest(
 
 
 @pytest.mark.django_db
+def test_load_photos_does_not_read_a_big_file_that_is_no_image_into_memory(tmp_path):
+    """A phone's folder holds videos of gigabytes: each was read whole into memory (to compare it with
+    the stored photos of its name, of which there are none) before it was found to be no image."""
+    import tracemalloc
+
+    with (tmp_path / "clip.mp4").open("wb") as video:  # sparse: 200 MB of zeros take no disk
+        video.truncate(200 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "skipped clip.mp4: not an image" in out, out
+    assert peak < 50 * 1024 * 1024, f"{peak / 1048576:.0f} MB held at once"
+
+
+@pytest.mark.django_db
 def test_load_photos_adds_two_pictures_of_one_name_once_each(tmp_path):
     """A camera's IMG_0001.jpg in two folders are two pictures: both are added (the second under the
     name the storage gives it), and a second run finds both there."""

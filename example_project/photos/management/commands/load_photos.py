@@ -6,6 +6,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from django.core.files import File
 from django.core.management.base import CommandError
@@ -89,18 +90,37 @@ def stored_copy(path: Path) -> Photo | None:
     name = stored_name(path)
     pattern = stored_name_pattern(name)
     try:
-        data = path.read_bytes()
+        path.open("rb").close()
     except OSError:  # unreadable: why_skip() says why
         return None
     for photo in Photo.objects.filter(image__regex=pattern).order_by("pk"):
         try:
             with photo.image.storage.open(photo.image.name, "rb") as stored:
-                if stored.read() == data:
+                if same_bytes(path, stored):
                     return photo
         except OSError:  # its file is gone: a row of the file's own name still stands for it
             if photo.image.name == name:
                 return photo
     return None
+
+
+def same_bytes(path: Path, stored: IO[bytes], chunk: int = 1 << 20) -> bool:
+    """Whether ``path`` holds the bytes of the open file ``stored``, read a chunk at a time (a folder's
+    video of gigabytes is not held in memory); an unreadable ``path`` holds none (why_skip() says why)."""
+    try:
+        own = path.open("rb")
+    except OSError:
+        return False
+    with own:
+        while True:
+            try:
+                block = own.read(chunk)
+            except OSError:
+                return False
+            if block != stored.read(chunk):
+                return False
+            if not block:
+                return True
 
 
 def left_in_storage(path: Path) -> bool:
@@ -111,7 +131,7 @@ def left_in_storage(path: Path) -> bool:
     if len(name) > (field.max_length or 100) or not field.storage.exists(name):  # a longer name is never stored
         return False
     with field.storage.open(name, "rb") as stored:
-        return stored.read() == path.read_bytes()
+        return same_bytes(path, stored)
 
 
 def put_back(photo: Photo, path: Path) -> bool:
