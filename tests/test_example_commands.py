@@ -79,6 +79,22 @@ def test_load_photos_does_not_read_a_big_file_that_is_no_image_into_memory(tmp_p
 
 
 @pytest.mark.django_db
+def test_load_photos_follows_a_link_to_a_folder_once(tmp_path):
+    """A subfolder that is a symbolic link (~/Pictures/Phone -> the phone's mount) was left out without
+    a word (Path.rglob does not follow links); it is walked now, and a link back up is no loop."""
+    pictures, phone = tmp_path / "Pictures", tmp_path / "phone"
+    pictures.mkdir()
+    phone.mkdir()
+    (pictures / "home.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (200, 40, 90))))
+    (phone / "IMG_0002.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (20, 140, 90))))
+    (pictures / "Phone").symlink_to(phone)
+    (phone / "up").symlink_to(pictures)  # Pictures/Phone/up is Pictures again
+    out = run_command("load_photos", "--no-samples", "--folder", str(pictures))
+    assert f"Folder {pictures}: 2 files, 2 added, 0 skipped." in out, out
+    assert set(Photo.objects.values_list("image", flat=True)) == {"photos/home.jpg", "photos/IMG_0002.jpg"}
+
+
+@pytest.mark.django_db
 def test_load_photos_adds_two_pictures_of_one_name_once_each(tmp_path):
     """A camera's IMG_0001.jpg in two folders are two pictures: both are added (the second under the
     name the storage gives it), and a second run finds both there."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -167,6 +168,20 @@ def why_skip(path: Path) -> str | None:
     return None
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, through symbolic links to folders too (a phone's mount linked into
+    ~/Pictures), each real folder walked once (a link back up is no loop)."""
+    files, walked = [], set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            folders[:] = []
+            continue
+        walked.add(real)
+        files += [path for path in (Path(root, name) for name in names) if path.is_file()]
+    return sorted(files)
+
+
 class Command(DatabaseCommand):
     # DatabaseCommand: a database not migrated or not reachable, or Ctrl-C, ends it with one line, not a traceback.
     help = "Add the sample photos (and/or every file of --folder) as Photos and embed them."
@@ -175,7 +190,7 @@ class Command(DatabaseCommand):
         parser.add_argument(
             "--folder",
             type=lambda value: Path(value).expanduser(),  # "~/Pictures" in quotes: the shell left "~" as it is
-            help="Also add every image in this folder (recursively).",
+            help="Also add every image in this folder (recursively, through symbolic links to folders).",
         )
         parser.add_argument("--no-samples", action="store_true", help="Skip the bundled sample photos.")
 
@@ -185,7 +200,7 @@ class Command(DatabaseCommand):
         if folder is not None:
             if not folder.is_dir():
                 raise CommandError(f"{folder} is not a folder.")
-            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            files = folder_files(folder)
             sources.append(Source(f"Folder {folder}", files))
         with embedding_deferred():
             for source in sources:
