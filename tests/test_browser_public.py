@@ -10,6 +10,7 @@ to ``docs/img`` to refresh the README's.
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,35 @@ def test_an_answer_that_is_not_json_or_breaks_off_says_so_and_is_not_left_search
         search.submit()
         assert status_text(browser) == "The site's answer could not be read; try again.", name
         assert cards(browser) == []
+
+
+def test_an_older_searchs_error_does_not_replace_the_newer_answer(browser, live_server, settings):
+    """A search whose error answer's body came slowly (a 400, a 429), overtaken by a newer search: its
+    message replaced the newer search's answer once read (the check for the newest request was made
+    before its body was read, not after)."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    cache.clear()  # throttle history
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/")
+    status_text(browser)
+    browser.execute_script(
+        """
+        const realFetch = window.fetch;
+        let calls = 0;
+        window.fetch = async (...args) => {
+          if (++calls > 1) return realFetch(...args);
+          const slow = new ReadableStream({start(c) { setTimeout(() => {
+            c.enqueue(new TextEncoder().encode('{"detail": "The older search failed."}')); c.close(); }, 1500); }});
+          return new Response(slow, {status: 400, headers: {"Content-Type": "application/json"}});
+        };
+        """
+    )
+    search = browser.find_element(By.ID, "search-q")
+    search.send_keys("older")
+    search.submit()
+    search.clear()
+    search.send_keys("newer")
+    search.submit()
+    assert status_text(browser) == "No photos found."
+    time.sleep(2.5)  # the older answer's body has come
+    assert browser.find_element(By.ID, "search-status").text == "No photos found."

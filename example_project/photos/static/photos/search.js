@@ -150,7 +150,8 @@
     }
     if (mine !== latest) return;
     if (!response.ok) {
-      fail(await errorMessage(response));
+      const message = await errorMessage(response);
+      if (mine === latest) fail(message); // a newer search may have answered while the body came
       return;
     }
     let body;
