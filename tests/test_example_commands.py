@@ -95,6 +95,20 @@ def test_load_photos_follows_a_link_to_a_folder_once(tmp_path):
 
 
 @pytest.mark.django_db
+def test_load_photos_names_a_file_whose_name_is_not_utf8_on_a_utf8_terminal(tmp_path):
+    """A name in Latin-1 bytes (an old archive's café.jpg) printed as skipped ended the run in a
+    UnicodeEncodeError on a terminal of a UTF-8 locale (en_US.UTF-8: strict), after its work, the report cut
+    short; the byte is now shown escaped."""
+    import io
+
+    (tmp_path / os.fsdecode(b"notes caf\xe9.txt")).write_text("not a picture")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")  # what a UTF-8 terminal takes
+    call_command("load_photos", "--no-samples", "--folder", str(tmp_path), stdout=out)
+    out.flush()
+    assert "skipped notes caf\\xe9.txt: not an image" in out.buffer.getvalue().decode()
+
+
+@pytest.mark.django_db
 def test_load_photos_adds_two_pictures_of_one_name_once_each(tmp_path):
     """A camera's IMG_0001.jpg in two folders are two pictures: both are added (the second under the
     name the storage gives it), and a second run finds both there."""

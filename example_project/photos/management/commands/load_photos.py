@@ -182,6 +182,12 @@ def folder_files(folder: Path) -> list[Path]:
     return sorted(files)
 
 
+def printable(path: Path | str) -> str:
+    """``path`` as a terminal of any locale can print it: the bytes of a name that is not UTF-8 (an old
+    archive's Latin-1 ``caf\\xe9.jpg``, which Python holds as surrogates) shown escaped."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class Command(DatabaseCommand):
     # DatabaseCommand: a database not migrated or not reachable, or Ctrl-C, ends it with one line, not a traceback.
     help = "Add the sample photos (and/or every file of --folder) as Photos and embed them."
@@ -201,7 +207,7 @@ class Command(DatabaseCommand):
             if not folder.is_dir():
                 raise CommandError(f"{folder} is not a folder.")
             files = folder_files(folder)
-            sources.append(Source(f"Folder {folder}", files))
+            sources.append(Source(f"Folder {printable(folder)}", files))
         with embedding_deferred():
             for source in sources:
                 for path in source.files:
@@ -246,7 +252,7 @@ class Command(DatabaseCommand):
                 root = folder if source.name.startswith("Folder") else None
                 for path, reason in source.skipped:
                     shown = path.relative_to(root) if root is not None else path.name
-                    self.stdout.write(self.style.WARNING(f"  skipped {shown}: {reason}"))
+                    self.stdout.write(self.style.WARNING(f"  skipped {printable(shown)}: {reason}"))
         if verbosity >= 1:
             self.stdout.write(f"Embedded: {report}.")
         for pk, reason in report.failed.items():
