@@ -10,6 +10,7 @@ to ``docs/img`` to refresh the README's.
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,58 @@ def test_a_similar_id_that_is_no_number_is_refused_without_a_request(browser, li
         assert status_text(browser) == "No Photo matches the given query.", raw
         fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert not [url for url in fetched if "/api/" in url], (raw, fetched)
+
+
+def test_an_answer_that_is_not_json_or_breaks_off_says_so_and_is_not_left_searching(browser, live_server, settings):
+    """A 200 whose body is no JSON (a proxy's or captive portal's page) or whose body breaks off (the
+    connection dropped after the headers): the page stayed at "Searching…", busy, for good (the
+    rejected response.json() was not caught); it now says the answer could not be read."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    cache.clear()  # throttle history
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/")
+    status_text(browser)
+    broken = {
+        "html": "return new Response('<html>Sign in to the Wi-Fi</html>', {status: 200})",
+        "cut": "return new Response(new ReadableStream({start(c) { c.error(new TypeError('network error')); }}))",
+    }
+    for name, answer in broken.items():
+        browser.execute_script(f"window.fetch = async () => {{ {answer}; }};")
+        search = browser.find_element(By.ID, "search-q")
+        search.clear()
+        search.send_keys(f"a cup of coffee {name}")
+        search.submit()
+        assert status_text(browser) == "The site's answer could not be read; try again.", name
+        assert cards(browser) == []
+
+
+def test_an_older_searchs_error_does_not_replace_the_newer_answer(browser, live_server, settings):
+    """A search whose error answer's body came slowly (a 400, a 429), overtaken by a newer search: its
+    message replaced the newer search's answer once read (the check for the newest request was made
+    before its body was read, not after)."""
+    settings.ROOT_URLCONF = "tests.browser_urls"
+    cache.clear()  # throttle history
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/")
+    status_text(browser)
+    browser.execute_script(
+        """
+        const realFetch = window.fetch;
+        let calls = 0;
+        window.fetch = async (...args) => {
+          if (++calls > 1) return realFetch(...args);
+          const slow = new ReadableStream({start(c) { setTimeout(() => {
+            c.enqueue(new TextEncoder().encode('{"detail": "The older search failed."}')); c.close(); }, 1500); }});
+          return new Response(slow, {status: 400, headers: {"Content-Type": "application/json"}});
+        };
+        """
+    )
+    search = browser.find_element(By.ID, "search-q")
+    search.send_keys("older")
+    search.submit()
+    search.clear()
+    search.send_keys("newer")
+    search.submit()
+    assert status_text(browser) == "No photos found."
+    time.sleep(2.5)  # the older answer's body has come
+    assert browser.find_element(By.ID, "search-status").text == "No photos found."

@@ -49,6 +49,66 @@ def test_load_photos_counts_the_folders_files_and_names_each_skipped_one(tmp_pat
 
 
 @pytest.mark.django_db
+def test_load_photos_skips_a_picture_over_pillows_pixel_limit_and_adds_the_rest(tmp_path):
+    """A picture Pillow refuses as a decompression bomb (196 million pixels, 24 KB as a 1-bit PNG) is
+    skipped with the reason, not a traceback that ends the run before anything is embedded."""
+    Image.new("1", (14000, 14000)).save(tmp_path / "huge.png", optimize=True)
+    (tmp_path / "small.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (90, 200, 40))))
+    out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+    assert f"Folder {tmp_path}: 2 files, 1 added, 1 skipped." in out, out
+    assert "skipped huge.png: unreadable: The image has 196,000,000 pixels, over the limit of" in out, out
+    assert Photo.objects.filter(image="photos/small.jpg", embedding_status="embedded").exists()
+
+
+@pytest.mark.django_db
+def test_load_photos_does_not_read_a_big_file_that_is_no_image_into_memory(tmp_path):
+    """A phone's folder holds videos of gigabytes: each was read whole into memory (to compare it with
+    the stored photos of its name, of which there are none) before it was found to be no image."""
+    import tracemalloc
+
+    with (tmp_path / "clip.mp4").open("wb") as video:  # sparse: 200 MB of zeros take no disk
+        video.truncate(200 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        out = run_command("load_photos", "--no-samples", "--folder", str(tmp_path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "skipped clip.mp4: not an image" in out, out
+    assert peak < 50 * 1024 * 1024, f"{peak / 1048576:.0f} MB held at once"
+
+
+@pytest.mark.django_db
+def test_load_photos_follows_a_link_to_a_folder_once(tmp_path):
+    """A subfolder that is a symbolic link (~/Pictures/Phone -> the phone's mount) was left out without
+    a word (Path.rglob does not follow links); it is walked now, and a link back up is no loop."""
+    pictures, phone = tmp_path / "Pictures", tmp_path / "phone"
+    pictures.mkdir()
+    phone.mkdir()
+    (pictures / "home.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (200, 40, 90))))
+    (phone / "IMG_0002.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (20, 140, 90))))
+    (pictures / "Phone").symlink_to(phone)
+    (phone / "up").symlink_to(pictures)  # Pictures/Phone/up is Pictures again
+    out = run_command("load_photos", "--no-samples", "--folder", str(pictures))
+    assert f"Folder {pictures}: 2 files, 2 added, 0 skipped." in out, out
+    assert set(Photo.objects.values_list("image", flat=True)) == {"photos/home.jpg", "photos/IMG_0002.jpg"}
+
+
+@pytest.mark.django_db
+def test_load_photos_names_a_file_whose_name_is_not_utf8_on_a_utf8_terminal(tmp_path):
+    """A name in Latin-1 bytes (an old archive's café.jpg) printed as skipped ended the run in a
+    UnicodeEncodeError on a terminal of a UTF-8 locale (en_US.UTF-8: strict), after its work, the report cut
+    short; the byte is now shown escaped."""
+    import io
+
+    (tmp_path / os.fsdecode(b"notes caf\xe9.txt")).write_text("not a picture")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")  # what a UTF-8 terminal takes
+    call_command("load_photos", "--no-samples", "--folder", str(tmp_path), stdout=out)
+    out.flush()
+    assert "skipped notes caf\\xe9.txt: not an image" in out.buffer.getvalue().decode()
+
+
+@pytest.mark.django_db
 def test_load_photos_adds_two_pictures_of_one_name_once_each(tmp_path):
     """A camera's IMG_0001.jpg in two folders are two pictures: both are added (the second under the
     name the storage gives it), and a second run finds both there."""
@@ -382,3 +442,22 @@ def test_load_photos_on_a_database_not_migrated_yet_is_a_command_error(tmp_path)
         cursor.execute("ALTER TABLE photos_photo RENAME TO photos_photo_away")
     with pytest.raises(CommandError, match=r'^The database has no table "photos_photo".*manage\.py migrate'):
         call_command("load_photos", stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_demo_on_a_database_without_pgvector_says_so_in_a_line_not_a_traceback():
+    """`DATABASE_URL` at a server without pgvector (or a role that may not create it): the demo's
+    migrate ended in a traceback of Django's migration machinery; the reason is now the demo's
+    CommandError, as is a server that cannot be reached."""
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("DROP EXTENSION vector CASCADE")
+        cursor.execute("CREATE ROLE semantic_images_example NOSUPERUSER")
+        cursor.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO semantic_images_example")
+        cursor.execute("SET LOCAL ROLE semantic_images_example")
+    with pytest.raises(
+        CommandError, match=r"^The PostgreSQL extension 'vector' is not in database .* may not create it"
+    ):
+        call_command("demo", "--no-serve", "--empty", stdout=StringIO())

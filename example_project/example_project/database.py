@@ -107,3 +107,20 @@ def tune(server: Any, url: str) -> None:
     # "restart" reuses the socket options the server was started with (postmaster.opts).
     pg_ctl(["-w", "-l", str(server.log), "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
     server.ensure_postgres_running()  # re-reads the new postmaster's pid, which the exit handler stops
+
+
+def migrate() -> None:
+    """``manage.py migrate`` for the demos: a server without pgvector (or a role that may not create
+    it) or one that cannot be reached ends the demo with the reason in a line, not a traceback."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import InterfaceError, OperationalError
+
+    from django_semantic_images.extension import ExtensionNotCreated
+
+    try:
+        call_command("migrate", interactive=False, verbosity=0)
+    except ExtensionNotCreated as exc:
+        raise CommandError(str(exc)) from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise CommandError(f"The database failed: {' '.join(str(exc).split())}") from exc

@@ -212,3 +212,30 @@ def test_demo_with_its_address_taken_says_so_before_it_sets_anything_up(scratch_
         host=params.get("host") or "", port=params.get("port") or 5432, user=params.get("user") or "", dbname=name
     ) as db:
         assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+def test_demo_with_a_database_it_cannot_reach_says_so_in_a_line(tmp_path):
+    """`DATABASE_URL` at a server that is not there (or has no pgvector): the reason in one line,
+    not the 33 frames of migrate's traceback."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens on it
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL")}
+    env.update(
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{port}/demo",
+        MEDIA_ROOT=str(tmp_path / "media"),
+        PYTHONPATH=os.pathsep.join([str(SITE.parent), str(SITE.parent / "example_project")]),
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--no-serve"],
+        cwd=SITE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (
+        f'CommandError: The database failed: connection failed: connection to server at "127.0.0.1", port {port}'
+        in done.stderr
+    )

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand
 
 from django_semantic_images.encoders import get_encoder
 from example_project.address import check_free, site_url
+from example_project.database import migrate
 
 USERNAME = PASSWORD = "admin"
 
@@ -32,7 +33,7 @@ class Command(BaseCommand):
     def handle(self, *args, addrport: str, no_serve: bool, empty: bool = False, **options):
         if not no_serve:
             check_free(addrport)  # before minutes of set-up, and so that the database stops with the demo
-        call_command("migrate", interactive=False, verbosity=0)
+        migrate()
         if not empty:
             call_command("load_photos", stdout=self.stdout, stderr=self.stderr)
             # Load the search model in this process (runserver runs here, without its reloader), so the

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from django.core.files import File
 from django.core.management.base import CommandError
@@ -89,18 +91,37 @@ def stored_copy(path: Path) -> Photo | None:
     name = stored_name(path)
     pattern = stored_name_pattern(name)
     try:
-        data = path.read_bytes()
+        path.open("rb").close()
     except OSError:  # unreadable: why_skip() says why
         return None
     for photo in Photo.objects.filter(image__regex=pattern).order_by("pk"):
         try:
             with photo.image.storage.open(photo.image.name, "rb") as stored:
-                if stored.read() == data:
+                if same_bytes(path, stored):
                     return photo
         except OSError:  # its file is gone: a row of the file's own name still stands for it
             if photo.image.name == name:
                 return photo
     return None
+
+
+def same_bytes(path: Path, stored: IO[bytes], chunk: int = 1 << 20) -> bool:
+    """Whether ``path`` holds the bytes of the open file ``stored``, read a chunk at a time (a folder's
+    video of gigabytes is not held in memory); an unreadable ``path`` holds none (why_skip() says why)."""
+    try:
+        own = path.open("rb")
+    except OSError:
+        return False
+    with own:
+        while True:
+            try:
+                block = own.read(chunk)
+            except OSError:
+                return False
+            if block != stored.read(chunk):
+                return False
+            if not block:
+                return True
 
 
 def left_in_storage(path: Path) -> bool:
@@ -111,7 +132,7 @@ def left_in_storage(path: Path) -> bool:
     if len(name) > (field.max_length or 100) or not field.storage.exists(name):  # a longer name is never stored
         return False
     with field.storage.open(name, "rb") as stored:
-        return stored.read() == path.read_bytes()
+        return same_bytes(path, stored)
 
 
 def put_back(photo: Photo, path: Path) -> bool:
@@ -134,12 +155,37 @@ def why_skip(path: Path) -> str | None:
     try:
         with Image.open(path):
             pass
-        decode_image(path.read_bytes(), max_side=64)
     except UnidentifiedImageError:
         return "not an image"
+    except Image.DecompressionBombError:
+        pass  # an image, of too many pixels: decode_image says how many, against its limit
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    try:
+        decode_image(path.read_bytes(), max_side=64)
     except (ImageDecodeError, OSError) as exc:
         return f"unreadable: {exc}"
     return None
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, through symbolic links to folders too (a phone's mount linked into
+    ~/Pictures), each real folder walked once (a link back up is no loop)."""
+    files, walked = [], set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            folders[:] = []
+            continue
+        walked.add(real)
+        files += [path for path in (Path(root, name) for name in names) if path.is_file()]
+    return sorted(files)
+
+
+def printable(path: Path | str) -> str:
+    """``path`` as a terminal of any locale can print it: the bytes of a name that is not UTF-8 (an old
+    archive's Latin-1 ``caf\\xe9.jpg``, which Python holds as surrogates) shown escaped."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class Command(DatabaseCommand):
@@ -150,7 +196,7 @@ class Command(DatabaseCommand):
         parser.add_argument(
             "--folder",
             type=lambda value: Path(value).expanduser(),  # "~/Pictures" in quotes: the shell left "~" as it is
-            help="Also add every image in this folder (recursively).",
+            help="Also add every image in this folder (recursively, through symbolic links to folders).",
         )
         parser.add_argument("--no-samples", action="store_true", help="Skip the bundled sample photos.")
 
@@ -160,8 +206,8 @@ class Command(DatabaseCommand):
         if folder is not None:
             if not folder.is_dir():
                 raise CommandError(f"{folder} is not a folder.")
-            files = sorted(p for p in folder.rglob("*") if p.is_file())
-            sources.append(Source(f"Folder {folder}", files))
+            files = folder_files(folder)
+            sources.append(Source(f"Folder {printable(folder)}", files))
         with embedding_deferred():
             for source in sources:
                 for path in source.files:
@@ -206,7 +252,7 @@ class Command(DatabaseCommand):
                 root = folder if source.name.startswith("Folder") else None
                 for path, reason in source.skipped:
                     shown = path.relative_to(root) if root is not None else path.name
-                    self.stdout.write(self.style.WARNING(f"  skipped {shown}: {reason}"))
+                    self.stdout.write(self.style.WARNING(f"  skipped {printable(shown)}: {reason}"))
         if verbosity >= 1:
             self.stdout.write(f"Embedded: {report}.")
         for pk, reason in report.failed.items():

@@ -150,10 +150,18 @@
     }
     if (mine !== latest) return;
     if (!response.ok) {
-      fail(await errorMessage(response));
+      const message = await errorMessage(response);
+      if (mine === latest) fail(message); // a newer search may have answered while the body came
       return;
     }
-    const body = await response.json();
+    let body;
+    try {
+      body = await response.json();
+    } catch (error) {
+      // No JSON (a proxy's or captive portal's page), or the connection dropped after the headers.
+      if (mine === latest) fail("The site's answer could not be read; try again.");
+      return;
+    }
     if (mine !== latest) return;
     draw(body.results);
     const paged = Boolean(body.previous || body.next);

@@ -23,6 +23,7 @@ from wagtail.models import Collection, Page, Site
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.encoders import get_encoder
 from example_project.address import admin_base_url, check_free, site_url
+from example_project.database import migrate
 from home.models import HomePage
 from photos.samples import sample_photo_paths
 
@@ -46,7 +47,7 @@ class Command(BaseCommand):
         # Wagtail's emails and previews link to the address served (HOST=127.0.0.1:8001 make demo-wagtail),
         # not the settings' default port 8000; the environment variable, when set, wins.
         settings.WAGTAILADMIN_BASE_URL = admin_base_url(addrport)
-        call_command("migrate", interactive=False, verbosity=0)
+        migrate()
         images = self.add_images()
         self.add_home_page(images)
         self.point_site(settings.WAGTAILADMIN_BASE_URL)
