@@ -427,3 +427,41 @@ def test_choosing_an_image_of_a_hidden_collection_answers_like_a_missing_one(
         assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
     shown = make_image(sample_paths["chelsea"], "cat", collection=pets)
     assert client.get(reverse("wagtailimages_chooser:chosen", args=(shown.pk,))).status_code == 200
+
+
+@pytest.mark.django_db
+def test_deleting_or_the_usage_of_an_image_of_a_hidden_collection_answers_like_a_missing_one(
+    client, django_user_model, make_image, sample_paths
+):
+    """Wagtail's delete page and usage page of an image the editor may not see redirected with
+    "permission denied" where a missing id is a 404: which ids exist in hidden collections could be
+    read off, as from the edit page (which answers 404). They answer as a missing image now, and
+    nothing is deleted."""
+    from .editors import editor_of
+
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    mug = make_image(sample_paths["coffee"], "mug", collection=products)
+    client.force_login(editor_of(pets, django_user_model, "pets"))
+    for name in ("wagtailimages:delete", "wagtailimages:image_usage"):
+        hidden = client.get(reverse(name, args=(mug.pk,)))
+        missing = client.get(reverse(name, args=(mug.pk + 1000,)))
+        assert hidden.status_code == missing.status_code == 404, name
+        assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
+    assert client.post(reverse("wagtailimages:delete", args=(mug.pk,))).status_code == 404
+    assert get_image_model().objects.filter(pk=mug.pk).exists()
+    cat = make_image(sample_paths["chelsea"], "cat", collection=pets)  # the editor's own: Wagtail's pages
+    assert client.get(reverse("wagtailimages:image_usage", args=(cat.pk,))).status_code == 200
+    assert client.get(reverse("wagtailimages:delete", args=(cat.pk,))).status_code == 200
+    # One who may only choose the products' images sees them: Wagtail's own "permission denied".
+    from django.contrib.auth.models import Group, Permission
+    from wagtail.models import GroupCollectionPermission
+
+    choosers = Group.objects.create(name="choosers")
+    choosers.permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
+    choose = Permission.objects.get(content_type__app_label="wagtailimages", codename="choose_image")
+    GroupCollectionPermission.objects.create(group=choosers, collection=products, permission=choose)
+    chooser = django_user_model.objects.create_user("chooser", "chooser@example.com", "pw")
+    chooser.groups.add(choosers)
+    client.force_login(chooser)
+    assert client.get(reverse("wagtailimages:delete", args=(mug.pk,))).status_code == 302

@@ -24,7 +24,7 @@ from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.views import View
 from wagtail.admin import messages
-from wagtail.images.views.images import EditView
+from wagtail.images.views.images import DeleteView, EditView, UsageView
 
 from ...bidi import name_in_sentence
 from ...fields import EmbeddingStatus
@@ -146,10 +146,43 @@ class ReembedView(View):
         return HttpResponseRedirect(f"{edit_url}?{urlencode({'next': next_url})}" if next_url else edit_url)
 
 
+#: What an editor may do with an image they can see (its collection's permissions, or as its uploader).
+SEEING = ["add", "change", "choose", "delete"]
+
+
+class HiddenAsMissingMixin:
+    """Wagtail's page of an image the editor may not see at all (a hidden collection's) answers as a
+    missing image (404); Wagtail's own redirects with "permission denied", which tells that the id
+    exists. An image they see but may not act on this way keeps Wagtail's answer."""
+
+    object: Any
+    request: HttpRequest
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        except PermissionDenied:
+            image = getattr(self, "object", None)
+            policy = image_permission_policy()
+            if image is not None and not policy.user_has_any_permission_for_instance(request.user, SEEING, image):
+                raise Http404 from None
+            raise
+
+
+class SemanticImageDeleteView(HiddenAsMissingMixin, DeleteView):
+    pass
+
+
+class SemanticImageUsageView(HiddenAsMissingMixin, UsageView):
+    pass
+
+
 def urlpatterns() -> list:
     """The edit page (on Wagtail's path, ahead of Wagtail's own) and the re-embed action, for
     ``include((urlpatterns(), NAMESPACE))`` under ``images/``."""
     return [
         path("<int:image_id>/", SemanticImageEditView.as_view(), name="edit"),
         path("<int:image_id>/reembed/", ReembedView.as_view(), name="reembed"),
+        path("<int:image_id>/delete/", SemanticImageDeleteView.as_view(), name="delete"),
+        path("usage/<int:image_id>/", SemanticImageUsageView.as_view(), name="image_usage"),
     ]
