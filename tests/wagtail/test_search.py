@@ -406,6 +406,27 @@ def test_many_words_while_the_encoder_cannot_load_are_a_400_not_a_500(superuser_
     assert superuser_client.get(reverse(name), {"q": " ".join(["cat"] * 64)}).status_code == 200
 
 
+def pets_editor_and_a_products_image(client, django_user_model, make_image, sample_paths):
+    """The Pets and Products collections, a mug among the products, and ``client`` logged in as an
+    editor of the pets only."""
+    from .editors import editor_of
+
+    root = Collection.get_first_root_node()
+    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
+    mug = make_image(sample_paths["coffee"], "mug", collection=products)
+    client.force_login(editor_of(pets, django_user_model, "pets"))
+    return pets, products, mug
+
+
+def assert_hidden_answers_like_missing(client, url_names, image) -> None:
+    """Each page named answers for ``image`` (hidden from the client's user) as for a missing id."""
+    for name in url_names:
+        hidden = client.get(reverse(name, args=(image.pk,)))
+        missing = client.get(reverse(name, args=(image.pk + 1000,)))
+        assert hidden.status_code == missing.status_code == 404, name
+        assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
+
+
 @pytest.mark.django_db
 def test_choosing_an_image_of_a_hidden_collection_answers_like_a_missing_one(
     client, django_user_model, make_image, sample_paths
@@ -414,17 +435,10 @@ def test_choosing_an_image_of_a_hidden_collection_answers_like_a_missing_one(
     image of a collection the editor may not see with Wagtail's permission-denied redirect (302), and a
     missing one with a 404: which ids exist in hidden collections could be read off. Hidden now
     answers exactly as missing."""
-    from .editors import editor_of
-
-    root = Collection.get_first_root_node()
-    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    mug = make_image(sample_paths["coffee"], "mug", collection=products)
-    client.force_login(editor_of(pets, django_user_model, "pets"))
-    for name in ("wagtailimages_chooser:chosen", "wagtailimages_chooser:select_format"):
-        hidden = client.get(reverse(name, args=(mug.pk,)))
-        missing = client.get(reverse(name, args=(mug.pk + 1000,)))
-        assert hidden.status_code == missing.status_code == 404, name
-        assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
+    pets, products, mug = pets_editor_and_a_products_image(client, django_user_model, make_image, sample_paths)
+    assert_hidden_answers_like_missing(
+        client, ("wagtailimages_chooser:chosen", "wagtailimages_chooser:select_format"), mug
+    )
     shown = make_image(sample_paths["chelsea"], "cat", collection=pets)
     assert client.get(reverse("wagtailimages_chooser:chosen", args=(shown.pk,))).status_code == 200
 
@@ -437,17 +451,8 @@ def test_deleting_or_the_usage_of_an_image_of_a_hidden_collection_answers_like_a
     "permission denied" where a missing id is a 404: which ids exist in hidden collections could be
     read off, as from the edit page (which answers 404). They answer as a missing image now, and
     nothing is deleted."""
-    from .editors import editor_of
-
-    root = Collection.get_first_root_node()
-    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    mug = make_image(sample_paths["coffee"], "mug", collection=products)
-    client.force_login(editor_of(pets, django_user_model, "pets"))
-    for name in ("wagtailimages:delete", "wagtailimages:image_usage"):
-        hidden = client.get(reverse(name, args=(mug.pk,)))
-        missing = client.get(reverse(name, args=(mug.pk + 1000,)))
-        assert hidden.status_code == missing.status_code == 404, name
-        assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
+    pets, products, mug = pets_editor_and_a_products_image(client, django_user_model, make_image, sample_paths)
+    assert_hidden_answers_like_missing(client, ("wagtailimages:delete", "wagtailimages:image_usage"), mug)
     assert client.post(reverse("wagtailimages:delete", args=(mug.pk,))).status_code == 404
     assert get_image_model().objects.filter(pk=mug.pk).exists()
     cat = make_image(sample_paths["chelsea"], "cat", collection=pets)  # the editor's own: Wagtail's pages
