@@ -17,6 +17,7 @@ from wagtail.images import get_image_model
 from wagtail.models import Collection
 from wagtail.search.backends import get_search_backend
 
+from django_semantic_images.contrib.wagtail import search as wagtail_search
 from django_semantic_images.contrib.wagtail.models import ImageVectors
 from django_semantic_images.contrib.wagtail.search import _keys_from_index_entries, encode_words, keyword_matches
 from django_semantic_images.encoders import get_encoder
@@ -181,6 +182,36 @@ def test_search_words_are_encoded_in_a_worker_thread_unless_cached(monkeypatch):
     assert threads[0].name.startswith("semantic-images-words")
     again = encode_words(get_image_model(), "a lighthouse at dusk")
     assert again.done() and again.result() is vector and len(threads) == 1
+
+
+def test_search_words_start_encoding_as_the_request_arrives(superuser_client, sample_images, monkeypatch):
+    """The listing and the chooser start encoding new words before Wagtail's view queries the
+    database (its collections, its filters, its keyword search), and encode them once: the search
+    waits for that encoding instead of starting another."""
+    encoder = get_encoder()
+    encoded = []
+    encode_queries = encoder.encode_queries
+    monkeypatch.setattr(encoder, "encode_queries", lambda texts: encoded.append(list(texts)) or encode_queries(texts))
+    # Before the view: the session, the user and the editor's profile (Wagtail's admin decorator).
+    before_view = ("django_session", "auth_user", "wagtailusers_userprofile")
+    words = {"wagtailimages:index_results": "a kettle on a stove", "wagtailimages_chooser:choose_results": "a tram"}
+    for name, text in words.items():
+        encoder.clear_query_cache()
+        encoded.clear()
+        queries: list[tuple[str, bool]] = []  # each query, and whether the words were encoding by then
+
+        def record(execute, sql, params, many, context, text=text, queries=queries):
+            in_flight = getattr(wagtail_search, "_in_flight", {})
+            started = encoder.cached_text_vector(text) is not None or any(key[1] == text for key in in_flight)
+            queries.append((sql, started))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(record):
+            response = superuser_client.get(reverse(name), {"q": text})
+        assert response.status_code == 200
+        views_queries = [(sql, started) for sql, started in queries if not any(t in sql for t in before_view)]
+        assert views_queries and all(started for _, started in views_queries), (name, views_queries[0][0])
+        assert encoded == [[text]], name
 
 
 def test_editors_never_see_another_collections_images(client, two_collections):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from django.db.models.functions import Cast
 from wagtail.search.backends import get_search_backend
 from wagtail.search.backends.base import FilterFieldError
 
+from ...encoders.base import ENCODER_UNAVAILABLE
 from ...expressions import Score, SemanticDistance, score_of
 from ...fields import embedding_path
 from ...query import ranked_rows, read_as_search, semantic_search
+from ...words import search_words
 from .renditions import share_renditions
 
 #: How many images a search by words lists besides the keyword matches.
@@ -46,18 +49,49 @@ TERM_SEPARATORS = re.compile(r"[\s\-]+")
 #: Encodes search words while the request's thread queries the database (ONNX Runtime and the
 #: tokenizer release the GIL). The threads never touch a database connection.
 _encoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semantic-images-words")
+#: The words being encoded now, by encoder and text: a request that asks again for words it
+#: started encoding as it arrived (``start_encoding``) waits for the same encoding.
+_in_flight: dict[tuple[int, str], Future[np.ndarray]] = {}
+_in_flight_lock = threading.Lock()
 
 
 def encode_words(model: type, words: str) -> Future[np.ndarray]:
     """The vector of ``words`` for ``model``'s encoder: at once when it is cached, else encoded
-    in a worker thread, so that the caller can run Wagtail's keyword query meanwhile."""
+    in a worker thread (once, however often it is asked for while it runs), so that the caller
+    can run Wagtail's keyword query meanwhile."""
     encoder = embedding_path(model).field.get_encoder()
     cached = encoder.cached_text_vector(words)
     if cached is not None:
         done: Future[np.ndarray] = Future()
         done.set_result(cached)
         return done
-    return _encoding.submit(encoder.encode_text, words)
+    key = (id(encoder), words)
+    with _in_flight_lock:
+        future = _in_flight.get(key)
+        if future is not None:
+            return future
+        future = _in_flight[key] = _encoding.submit(encoder.encode_text, words)
+    future.add_done_callback(lambda finished: _forget(key, finished))  # then the encoder's cache has it
+    return future
+
+
+def _forget(key: tuple[int, str], finished: Future[np.ndarray]) -> None:
+    with _in_flight_lock:
+        if _in_flight.get(key) is finished:
+            del _in_flight[key]
+
+
+def start_encoding(model: type, text: str) -> None:
+    """Start encoding a request's search words as it arrives, before Wagtail's view reads its
+    collections and builds its forms, so that the search finds them encoded (``encode_words``
+    then gives the same encoding). Words the text model cannot read, and an encoder that cannot
+    load, are left to the search, which answers for them."""
+    try:
+        words = search_words(text)
+        if words and embedding_path(model).field.get_encoder().reads(words):
+            encode_words(model, words)
+    except (ValueError, *ENCODER_UNAVAILABLE):
+        return
 
 
 def search_terms(words: str) -> int:

@@ -48,6 +48,7 @@ from .search import (
     rank_by_meaning,
     ranked_results,
     search_terms,
+    start_encoding,
 )
 
 #: Wagtail's grid/list switch of the Images listing (not in Wagtail 7.0).
@@ -87,6 +88,15 @@ def bad_search(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+def begin_search(request: HttpRequest) -> HttpResponse | None:
+    """``bad_search``'s 400, or None after starting to encode the request's search words
+    (``start_encoding``: they are encoded while Wagtail's view reads its collections and forms)."""
+    refused = bad_search(request)
+    if refused is None:
+        start_encoding(get_image_model(), request.GET.get("q", ""))
+    return refused
+
+
 def matched_as_keywords(model: type, words: str) -> bool:
     """Whether the search boxes give ``words`` to Wagtail's own keyword search: the text model
     cannot read them, or the encoder cannot load (it is loaded and the words encoded here, into
@@ -115,7 +125,7 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
     semantic_note: str | None = None
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        return bad_search(request) or super().get(request, *args, **kwargs)
+        return begin_search(request) or super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -234,7 +244,7 @@ class SemanticChooserMixin:
     results_template_name = "semantic_images_wagtail/chooser/results.html"
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        return bad_search(request) or super().get(request, *args, **kwargs)  # type: ignore[misc]
+        return begin_search(request) or super().get(request, *args, **kwargs)  # type: ignore[misc]
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)  # type: ignore[misc]
