@@ -252,6 +252,11 @@ def test_a_title_stored_decomposed_is_found_by_its_words_read_composed(
     for words in ("йогурт", nfd("йогурт"), "йогу", "кошка йогурт"):  # as typed: the last word a prefix
         assert listing(superuser_client, q=words) == chooser(superuser_client, q=words) == [cat], words
     assert listing(superuser_client, q="йогурт нет") == chooser(superuser_client, q="йогурт нет") == []
+    # With filters Wagtail's search cannot apply (a tag by name, the usage count) as without.
+    cat.tags.add("pets")
+    assert chooser(superuser_client, tag="pets", q="йогурт") == [cat]
+    assert chooser(superuser_client, tag="nothing", q="йогурт") == []
+    assert listing(superuser_client, q="йогурт", usage_count_min=0) == [cat]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", OTHER])
