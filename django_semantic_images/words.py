@@ -1,6 +1,6 @@
 """Search words: read as every search reads them (``search_words``), refused when too long
-(``too_long``), matched as keywords (``keyword_matches``) where the text model cannot read them,
-with a note saying so (``unreadable_note``)."""
+(``too_long``), matched as keywords (``keyword_matches``, in either Unicode form: ``spellings``)
+where the text model cannot read them, with a note saying so (``unreadable_note``)."""
 
 from __future__ import annotations
 
@@ -34,14 +34,20 @@ def keyword_matches(queryset: models.QuerySet, words: str, fields: Sequence[str]
     rows = queryset.model._base_manager.all()
     match = Q()
     for term in terms:
-        # Composed (as search words are read) or decomposed (NFD: as some systems store text).
-        forms = dict.fromkeys((term, unicodedata.normalize("NFD", term)))
+        forms = spellings(term)
         found = [Q(**{f"{name}__icontains": form}) for name in direct for form in forms]
         if related:
             across = reduce(operator.or_, (Q(**{f"{name}__icontains": form}) for name in related for form in forms))
             found.append(Q(pk__in=rows.filter(across).values("pk")))
         match &= reduce(operator.or_, found)
     return queryset.filter(match)
+
+
+def spellings(words: str) -> list[str]:
+    """``words`` (read composed, as ``search_words`` reads them) and, where it differs, their
+    decomposed form (NFD: "e" and a combining accent, as macOS file names and some imports store
+    "é"): the forms a keyword match looks for, since a stored text is compared as it is."""
+    return list(dict.fromkeys((words, unicodedata.normalize("NFD", words))))
 
 
 def keyword_columns(model: type[models.Model], paths: Sequence[str]) -> list[str]:

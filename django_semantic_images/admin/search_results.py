@@ -15,6 +15,7 @@ from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import BadRequest
 from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
 from django.http import HttpRequest
+from django.utils.text import smart_split
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -23,7 +24,7 @@ from ..expressions import Score, SemanticDistance, VisualDistance
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..hnsw import hnsw_settings
 from ..query import read_as_search
-from ..words import keyword_columns, keyword_matches, search_words, too_long, unreadable_note
+from ..words import keyword_columns, keyword_matches, search_words, spellings, too_long, unreadable_note
 from .base import SemanticAdminBase, listing_message, listing_shown
 from .changelist import sorted_by_column
 from .ranking import VisualRanking
@@ -108,7 +109,7 @@ class RankedSearchMixin(SemanticAdminBase):
         wanted = Q(pk__in=pks)
         exact = None
         if self.get_search_fields(request):
-            matched, _duplicates = super().get_search_results(request, queryset, search_term)
+            matched, _duplicates = self._search_fields_results(request, queryset, search_term)
             exact = Q(pk__in=matched.order_by().values("pk"))
             wanted |= exact
         qs = self._annotate(queryset.filter(wanted), distance)
@@ -138,9 +139,27 @@ class RankedSearchMixin(SemanticAdminBase):
     def _keyword_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         """The search fields' matches (else the embedding field's text fields'), unranked."""
         if self.get_search_fields(request):
-            return super().get_search_results(request, queryset, search_term)
+            return self._search_fields_results(request, queryset, search_term)
         fields = keyword_columns(queryset.model, self.get_embedding_field().text_fields)
         return keyword_matches(queryset, search_term, fields), False
+
+    def _search_fields_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """Django's search of the search fields, each word (a quoted phrase too) found composed, as
+        read, or decomposed (``spellings``): Django compares a stored text as it is, and missed one
+        stored in NFD (a title from a macOS file name) for words read in NFC. Words that decompose
+        are matched one subquery each, so that each may be found in either form."""
+        if len(spellings(search_term)) == 1:  # nothing decomposes: Django's search as it is
+            return super().get_search_results(request, queryset, search_term)
+        match = Q()
+        for bit in smart_split(search_term):
+            either = Q()
+            for form in spellings(bit):
+                found, _duplicates = super().get_search_results(request, queryset, form)
+                either |= Q(pk__in=found.order_by().values("pk"))
+            match &= either
+        return queryset.filter(match), False
 
     @staticmethod
     def _annotate(qs: QuerySet, distance: Any) -> QuerySet:

@@ -30,7 +30,7 @@ from ...encoders.base import ENCODER_UNAVAILABLE
 from ...expressions import Score, SemanticDistance, score_of
 from ...fields import embedding_path
 from ...query import ranked_rows, read_as_search, semantic_search
-from ...words import search_words
+from ...words import search_words, spellings
 from .renditions import share_renditions
 
 #: How many images a search by words lists besides the keyword matches.
@@ -109,17 +109,28 @@ def keyword_matches(
     the editor types); so does this, with every word required, which also keeps it about as quick
     as Wagtail's own search (a full-text ``search`` of a sentence costs several times more). A
     model without autocomplete fields falls back on ``search``, as Wagtail's views do.
+
+    Words that decompose (``spellings``: "é" is also "e" and a combining accent) are searched in
+    either form, one search each: Wagtail indexes a text as it is stored, and a title stored in NFD
+    (from a macOS file name) was missed by the words read in NFC.
     """
     search_backend = get_search_backend(backend)
     plain = read_as_search(_plain(queryset))  # where a ranked search reads (SEARCH_DATABASE)
+    forms = spellings(words)
     try:
-        results = _every_word(search_backend, words, plain)
+        found = [_every_word(search_backend, form, plain) for form in forms]
     except (FilterFieldError, AttributeError):
         # A filter that Wagtail's search cannot apply (modelsearch refuses it, or fails on an
         # annotation): the chooser's ``?tag=`` (tags by name), the listing's usage count. Search
         # the same rows by key instead.
         plain = read_as_search(by_key(plain))
-        results = _every_word(search_backend, words, plain)
+        found = [_every_word(search_backend, form, plain) for form in forms]
+    keys = dict.fromkeys(key for results in found for key in _first_keys(results, plain, search_backend, limit))
+    return list(keys)[:limit]
+
+
+def _first_keys(results: Any, plain: QuerySet, search_backend: Any, limit: int) -> list[Any]:
+    """The keys of the first ``limit`` images of Wagtail's search ``results`` of ``plain``."""
     keys = _keys_from_index_entries(results, plain, search_backend)
     if keys is not None:
         return list(keys[:limit])
@@ -142,24 +153,41 @@ def _every_word(search_backend: Any, words: str, plain: QuerySet) -> Any:
     return search_backend.search(words, plain, operator="and", order_by_relevance=False)
 
 
-def keyword_search(queryset: QuerySet, words: str, *, backend: str = "default") -> QuerySet:
+def keyword_search(
+    queryset: QuerySet,
+    words: str,
+    *,
+    backend: str = "default",
+    autocomplete: bool = False,
+    operator: str | None = "and",
+) -> QuerySet:
     """``queryset``'s images that Wagtail's own search (its ``search``, every word required) finds,
     unranked, in ``queryset``'s order: a queryset, so that any filter and ordering after it works.
 
     The answer of a search whose words the text model cannot read (``?semantic=`` in the images
     API v2). The search runs over all the model's images and ``queryset`` keeps those it finds, so
     ``queryset``'s own filters (collections, tags) need not be ones Wagtail's index can filter by.
-    It reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``).
+    It reads where a ranked search reads (``SEARCH_DATABASE``; ``read_as_search``). Words that
+    decompose are searched in either form (``spellings``), as in ``keyword_matches``.
+
+    With ``autocomplete`` (and ``operator=None``: the backend's own), the search of Wagtail's search
+    boxes instead (``autocomplete`` where the model has autocomplete fields).
     """
     search_backend = get_search_backend(backend)
-    results = search_backend.search(
-        words, queryset.model._default_manager.all(), operator="and", order_by_relevance=False
-    )
-    search_queryset = getattr(results, "get_queryset", None)  # Wagtail's database backends: a subquery
-    found = search_queryset() if search_queryset is not None else None
-    if isinstance(found, QuerySet):
-        return read_as_search(queryset.filter(pk__in=found.order_by().values("pk")))
-    return read_as_search(queryset.filter(pk__in=[image.pk for image in results]))
+    images = queryset.model._default_manager.all()
+    search = search_backend.search
+    if autocomplete and queryset.model.get_autocomplete_search_fields():
+        search = search_backend.autocomplete
+    found = Q()
+    for form in spellings(words):
+        results = search(form, images, operator=operator, order_by_relevance=False)
+        search_queryset = getattr(results, "get_queryset", None)  # Wagtail's database backends: a subquery
+        keys = search_queryset() if search_queryset is not None else None
+        if isinstance(keys, QuerySet):
+            found |= Q(pk__in=keys.order_by().values("pk"))
+        else:
+            found |= Q(pk__in=[image.pk for image in results])
+    return read_as_search(queryset.filter(found))
 
 
 def _keys_from_index_entries(results: Any, plain: QuerySet, search_backend: Any) -> QuerySet | None:

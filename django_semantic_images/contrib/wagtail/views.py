@@ -34,7 +34,7 @@ from wagtail.search.backends.base import FilterFieldError
 from ...encoders.base import ENCODER_UNAVAILABLE
 from ...fields import embedding_path
 from ...query import read_as_search
-from ...words import search_words, too_long, unreadable_note
+from ...words import search_words, spellings, too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
 from .search import (
     DEFAULT_LIMIT,
@@ -180,7 +180,13 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
         )
 
     def keyword_queryset(self, queryset: QuerySet) -> QuerySet:
-        """Wagtail's own keyword search, on SEARCH_DATABASE where it applies (as the ranked search)."""
+        """Wagtail's own keyword search, on SEARCH_DATABASE where it applies (as the ranked search).
+        Words that decompose are searched in either form (``spellings``), by key, in the listing's
+        order: Wagtail's search of the words read composed missed a title stored decomposed."""
+        if len(spellings(self.search_query)) > 1:
+            return keyword_search(
+                queryset, self.search_query, backend=self.search_backend_name, autocomplete=True, operator=None
+            )
         try:
             return super().search_queryset(read_as_search(queryset))
         except (FilterFieldError, AttributeError):
@@ -228,7 +234,14 @@ class SemanticSearchFilterMixin(SearchFilterMixin):
         return ranked_results(objects, found, keyword=keyword, limit=limit)
 
     def keyword_filter(self, objects: QuerySet) -> QuerySet:
-        """Wagtail's own search, on SEARCH_DATABASE where it applies (as the ranked search)."""
+        """Wagtail's own search, on SEARCH_DATABASE where it applies (as the ranked search). Words
+        that decompose are searched in either form (``spellings``), by key, in the chooser's order."""
+        words = self.cleaned_data["q"]
+        if len(spellings(words)) > 1:
+            objects = super(SearchFilterMixin, self).filter(objects)  # the other filters, without its search
+            self.is_searching = True
+            self.search_query = words
+            return keyword_search(objects, words, autocomplete=True, operator=None)
         try:
             return super().filter(read_as_search(objects))
         except FilterFieldError:  # the chooser's ?tag= (tags by name), which Wagtail's search cannot filter by
