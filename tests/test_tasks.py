@@ -21,28 +21,69 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_storage_fault_is_retried_then_marked_for_the_sweep(make_photo, sample_paths):
-    photo = make_photo(sample_paths["chelsea"])
-    path = Path(photo.image.path)
-    data = path.read_bytes()
-    path.unlink()
-    path.mkdir()  # reading now fails with an I/O error (EISDIR), not "no such file": a fault that may pass
-    try:
-        result = embed_rows.apply(args=["photos.Photo", [photo.pk]])
+    photos = [make_photo(sample_paths[s]) for s in ("chelsea", "rocket")]
+    paths = [Path(photo.image.path) for photo in photos]
+    saved = [path.read_bytes() for path in paths]
+    for path in paths:
+        path.unlink()
+        path.mkdir()  # reading now fails with an I/O error (EISDIR), not "no such file": a fault that may pass
+    try:  # every file of the batch: the storage looks gone, and the task is retried
+        result = embed_rows.apply(args=["photos.Photo", [photo.pk for photo in photos]])
         assert result.failed()
     finally:
-        path.rmdir()
-        path.write_bytes(data)
-    row = Photo.objects.get(pk=photo.pk)
-    assert row.embedding_status == EmbeddingStatus.FAILED
-    assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "Storage error" in row.embedding_error
-    # the sweep leaves it its backoff (30 to 60 s after a first fault), not at its next run
-    now = timezone.now()
-    assert now + timedelta(seconds=25) < row.embedding_lease_until <= now + timedelta(seconds=60)
+        for path, data in zip(paths, saved, strict=True):
+            path.rmdir()
+            path.write_bytes(data)
+    for photo in photos:
+        row = Photo.objects.get(pk=photo.pk)
+        assert row.embedding_status == EmbeddingStatus.FAILED
+        assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "Storage error" in row.embedding_error
+        # the sweep leaves it its backoff (30 to 60 s after a first fault), not at its next run
+        now = timezone.now()
+        assert now + timedelta(seconds=25) < row.embedding_lease_until <= now + timedelta(seconds=60)
     assert sweep(pending_timeout=600).total == 0
-    # storage is back, the backoff over: the sweep queues the row again (in-process here) and it is embedded
-    backoff_over(photo)
-    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}
-    assert Photo.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.EMBEDDED
+    # storage is back, the backoff over: the sweep queues the rows again (in-process here) and they are embedded
+    for photo in photos:
+        backoff_over(photo)
+    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 2}
+    assert {Photo.objects.get(pk=p.pk).embedding_status for p in photos} == {EmbeddingStatus.EMBEDDED}
+
+
+def test_one_unreadable_file_alone_in_its_batch_fails_its_row_as_among_others(make_photo, sample_paths, settings):
+    """A storage error on one file (EISDIR) fails that row alone in a batch of several; alone in its
+    batch (an upload's own task, a batch of one row, beside a row found unchanged) it was
+    taken for the whole storage gone: the task failed into Celery's retries (8, the rows held meanwhile)."""
+    unreadable = make_photo(sample_paths["chelsea"])
+    path = Path(unreadable.image.path)
+    path.unlink()
+    path.mkdir()  # EISDIR: that file alone fails, for a reason that may pass
+
+    def assert_failed_alone(result, embedded: list[str], skipped: list[str]) -> None:
+        assert result.successful(), result.traceback
+        assert result.get()["failed"].keys() == {str(unreadable.pk)}
+        assert (result.get()["embedded"], result.get()["skipped"]) == (embedded, skipped)
+        row = Photo.objects.get(pk=unreadable.pk)
+        assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+        assert row.embedding_error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "Is a directory" in (
+            row.embedding_error
+        )
+        assert row.embedding_lease_until > timezone.now() + timedelta(seconds=25)  # its backoff, then the sweep
+        Photo.objects.filter(pk=unreadable.pk).update(  # as it was: pending, no try counted
+            embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_lease_until=None
+        )
+
+    try:
+        # its own task
+        assert_failed_alone(embed_rows.apply(args=["photos.Photo", [unreadable.pk]]), [], [])
+        # a task of batches of one row (BATCH_SIZE 1)
+        good = make_photo(sample_paths["coffee"])
+        settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 1}
+        assert_failed_alone(embed_rows.apply(args=["photos.Photo", [good.pk, unreadable.pk]]), [str(good.pk)], [])
+        # beside a row found unchanged (its file read fine: the storage is there)
+        settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 8}
+        assert_failed_alone(embed_rows.apply(args=["photos.Photo", [good.pk, unreadable.pk]]), [], [str(good.pk)])
+    finally:
+        path.rmdir()
 
 
 def backoff_over(photo: Photo) -> None:
