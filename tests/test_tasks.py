@@ -268,6 +268,43 @@ def test_a_database_error_on_one_row_fails_that_row_with_its_reason_and_the_batc
     assert Photo.objects.get(pk=refused.pk).embedding_status == EmbeddingStatus.EMBEDDED
 
 
+def test_a_database_error_on_the_one_row_of_a_batch_fails_that_row_as_among_others(make_photo, sample_paths):
+    """A database error on one row's write fails that row alone in a batch of several; as the only row
+    to write (its own task, beside a row found unchanged) it was taken for the encoder's or the
+    database's fault ("every row of the batch failed alone"): the task failed into Celery's retries,
+    8 of them, each encoding the row twice."""
+    from django.db import connection
+
+    unchanged = make_photo(sample_paths["coffee"])
+    assert embed_rows.apply(args=["photos.Photo", [unchanged.pk]]).get()["embedded"] == [str(unchanged.pk)]
+    refused = make_photo(sample_paths["chelsea"])
+    table = connection.ops.quote_name(Photo._meta.db_table)
+    with connection.cursor() as cursor:  # NOT VALID: only the rows written from now on are checked
+        cursor.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT refuses_one CHECK (id <> {int(refused.pk)} "
+            "OR embedding_status <> 'embedded') NOT VALID"
+        )
+    rows = []
+    try:
+        for pks, skipped in (([refused.pk], []), ([unchanged.pk, refused.pk], [str(unchanged.pk)])):
+            result = embed_rows.apply(args=["photos.Photo", pks])
+            assert result.successful(), result.traceback
+            assert (result.get()["embedded"], result.get()["skipped"]) == ([], skipped)
+            assert result.get()["failed"].keys() == {str(refused.pk)}
+            rows.append(Photo.objects.get(pk=refused.pk))
+            Photo.objects.filter(pk=refused.pk).update(  # as it was: pending, no try counted
+                embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_lease_until=None
+            )
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT refuses_one")
+    for row in rows:
+        assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+        error = row.embedding_error
+        assert error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "IntegrityError" in error, error
+        assert row.embedding_lease_until > timezone.now()  # its backoff, then the sweep sends it again
+
+
 def test_one_unreadable_file_among_others_waits_its_backoff_before_the_sweep_tries_it_again(make_photo, sample_paths):
     good, unreadable = (make_photo(sample_paths[s]) for s in ("coffee", "chelsea"))
     path = Path(unreadable.image.path)

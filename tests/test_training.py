@@ -618,10 +618,12 @@ def test_an_unreadable_installed_bridge_stops_embedding_not_searching(bridge_dir
     before = Photo.objects.get(pk=cat.pk).embedding_encoder
     # Every row of the batch fails alone: the fault is the encoder's, retried as one that may pass
     # (the file may be put right), its reason naming the file.
+    coffee = sample_photos["coffee"]
     with pytest.raises(TransientError, match=f"{path.name}.*not a readable bridge file") as raised:
-        embed_instances([cat], force=True)
+        embed_instances([cat, coffee], force=True)
     assert isinstance(raised.value.__cause__, ValueError)
     assert Photo.objects.get(pk=cat.pk).embedding_encoder == before
+    assert Photo.objects.get(pk=coffee.pk).embedding_encoder == coffee.embedding_encoder
     reported = checks.run_checks(databases=["default"])  # what `migrate` runs: it must not crash
     found = [m for m in reported if m.id == "semantic_images.E016"]
     assert len(found) == 1 and path.name in found[0].msg, [m.id for m in reported]

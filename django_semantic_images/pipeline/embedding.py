@@ -179,8 +179,10 @@ def _embed_batch(
     own error) rolls the batch back; its rows are then done one at a time, each in a transaction
     of its own, so the others are written, and a row that fails alone is marked ``failed`` with
     the error, counted as a fault that may pass (``transient_error``: the sweep tries it again, a
-    bounded number of times). When every row fails alone the fault looks like the encoder's or
-    the database's, not a row's: a ``TransientError`` (retried with its task, as storage gone).
+    bounded number of times). When every row of several fails alone the fault looks like the
+    encoder's or the database's, not a row's: a ``TransientError`` (retried with its task, as
+    storage gone). The only row to write (a batch of one, or beside rows found unchanged) fails
+    alone, as a row among others.
     """
     loaded = [dict(it.instance.__dict__) for it in items]  # what a rolled-back write changed on them
     try:
@@ -211,7 +213,7 @@ def _embed_batch(
             item.instance.__dict__.update(state)
             alone[item.instance.pk] = exc
     work = [prep for prep in prepared if prep is not None]
-    if alone and len(alone) == len(work):
+    if alone and len(alone) == len(work) > 1:  # one row failing says nothing of the encoder or database
         first = next(iter(alone.values()))
         raise TransientError(f"Every row of the batch failed: {error_reason(first)}") from first
     for prep in work:
