@@ -305,6 +305,32 @@ def test_a_database_error_on_the_one_row_of_a_batch_fails_that_row_as_among_othe
         assert row.embedding_lease_until > timezone.now()  # its backoff, then the sweep sends it again
 
 
+def test_a_task_whose_models_cannot_load_marks_its_rows_with_the_reason(
+    make_photo, sample_paths, settings, tiny_bert, tmp_path
+):
+    """The models load before the task claims its rows, outside the part that marks them on an error:
+    a worker whose models could not load (here a text model without its weights) left the rows
+    ``pending`` with no reason and no try counted, sent again by every sweep, for ever; in-process
+    the same error marked them ``failed`` with it."""
+    import shutil
+
+    broken = tmp_path / "text-model"
+    shutil.copytree(tiny_bert, broken)
+    weights = [*broken.glob("*.safetensors"), *broken.glob("*.bin")]
+    assert weights
+    for path in weights:
+        path.unlink()
+    photo = make_photo(sample_paths["chelsea"])
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(broken)}}
+    result = embed_rows.apply(args=["photos.Photo", [photo.pk]])
+    assert result.failed()
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+    error = row.embedding_error
+    assert error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "OSError" in error, error
+    assert row.embedding_lease_until > timezone.now()  # its backoff, then the sweep sends it again
+
+
 def test_one_unreadable_file_among_others_waits_its_backoff_before_the_sweep_tries_it_again(make_photo, sample_paths):
     good, unreadable = (make_photo(sample_paths[s]) for s in ("coffee", "chelsea"))
     path = Path(unreadable.image.path)
