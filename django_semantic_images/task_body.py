@@ -39,13 +39,19 @@ def run_embed_task(
     Only rows claimed under ``token`` are embedded; rows another task holds, or whose file already
     failed to decode, are left alone. On a fault that may pass the rows are released, held
     ``transient_hold`` seconds (None: due at once), then ``on_transient(model, claimed, exc)`` runs
-    and the fault is re-raised. On any other error the rows still pending are released and marked
-    ``failed`` with it, counted as a fault that may pass (the next sweep sends them again, a bounded
-    number of times), and the error is re-raised.
+    and the fault is re-raised. On any other error (also the models' load, before the claim) the
+    rows still pending are released and marked ``failed`` with it, counted as a fault that may pass
+    (the next sweep sends them again, a bounded number of times), and the error is re-raised.
     """
     model = apps.get_model(model_label)
     # Load the models before claiming: a new worker's first task does not spend its lease waiting.
-    get_embedding_field(model, field).get_encoder().ensure_loaded()
+    try:
+        get_embedding_field(model, field).get_encoder().ensure_loaded()
+    except TRANSIENT_ERRORS:
+        raise  # nothing claimed: retried (Celery), or the rows' lease runs out and the sweep sends them
+    except Exception as exc:  # the models cannot load: the rows carry the reason, and the sweep tries again
+        mark_transient_failure(model, list(pks), field, exc, error_reason(exc))
+        raise
     room = max(0, TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks))
     claimed = claim_rows(model, pks, token, field=field, top_up=room, force=force)
     try:

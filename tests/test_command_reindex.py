@@ -165,29 +165,51 @@ def test_a_row_failed_for_good_is_not_stale_after_an_encoder_change(rows):
 
 
 def test_a_stop_on_a_storage_fault_counts_the_rows_it_wrote_and_a_rerun_goes_on(make_photo, sample_paths):
-    """Rows are written batch by batch: a fault in a chunk's third batch left two written, but the
-    message counted only whole chunks ("stopped after 0 of 3 rows")."""
+    """Rows are written batch by batch: a fault in a chunk's second batch left two written, but the
+    message counted only whole chunks ("stopped after 0 of 4 rows")."""
     from pathlib import Path
 
     first, second = make_photo(sample_paths["coffee"]), make_photo(sample_paths["rocket"])
-    gone = make_photo(sample_paths["horse"])
-    path = Path(gone.image.path)
-    path.unlink()
-    path.mkdir()  # the storage answers "Is a directory": a fault that may pass
+    gone = [make_photo(sample_paths["horse"]), make_photo(sample_paths["chelsea"])]
+    paths = [Path(photo.image.path) for photo in gone]
+    for path in paths:
+        path.unlink()
+        path.mkdir()  # the storage answers "Is a directory" for every file of the batch: it looks gone
     try:
-        with pytest.raises(CommandError, match=r"stopped after 2 of 3 rows: .*Run the command again"):
-            run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
+        with pytest.raises(CommandError, match=r"stopped after 2 of 4 rows: .*Run the command again"):
+            run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "2", "--no-progress")
         assert status(first) == status(second) == EmbeddingStatus.EMBEDDED
         # With --force a new run recomputes the finished rows too: the message said they were skipped.
         with pytest.raises(CommandError) as forced:
-            run("semantic_images_reindex", "--force", "--batch-size", "1", "--no-progress")
-        assert "stopped after 2 of 3 rows" in str(forced.value) and "finished rows are skipped" not in str(forced.value)
+            run("semantic_images_reindex", "--force", "--batch-size", "2", "--no-progress")
+        assert "stopped after 2 of 4 rows" in str(forced.value) and "finished rows are skipped" not in str(forced.value)
         assert "with --force it recomputes every row again" in str(forced.value)
     finally:
+        for path in paths:
+            path.rmdir()
+    for path, stem in zip(paths, ("horse", "chelsea"), strict=True):
+        path.write_bytes(sample_paths[stem].read_bytes())
+    out = run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "2", "--no-progress")
+    assert "2 embedded, 2 unchanged, 0 failed" in out
+
+
+def test_one_unreadable_file_in_a_batch_of_one_fails_its_row_and_the_run_goes_on(make_photo, sample_paths):
+    """With ``--batch-size 1`` one file the storage could not read (EISDIR) stopped the run as if the
+    storage were gone ("stopped after 1 of 3 rows"); among others it fails its row alone."""
+    from pathlib import Path
+
+    first, unreadable, last = (make_photo(sample_paths[s]) for s in ("coffee", "horse", "rocket"))
+    path = Path(unreadable.image.path)
+    path.unlink()
+    path.mkdir()
+    try:
+        out = run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
+    finally:
         path.rmdir()
-    path.write_bytes(sample_paths["horse"].read_bytes())
-    out = run("semantic_images_reindex", "--model", "photos.Photo", "--batch-size", "1", "--no-progress")
-    assert "1 embedded, 2 unchanged, 0 failed" in out
+    assert "2 embedded, 0 unchanged, 1 failed" in out, out
+    assert f"pk={unreadable.pk}: Temporary failure, will be retried: (attempt 1 of 5) Storage error" in out, out
+    assert status(first) == status(last) == EmbeddingStatus.EMBEDDED
+    assert status(unreadable) == EmbeddingStatus.FAILED
 
 
 def test_ctrl_c_is_a_command_error_counting_the_rows_written_and_a_rerun_goes_on(rows, monkeypatch):

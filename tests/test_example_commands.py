@@ -4,6 +4,7 @@ the example sites' settings sign with a key of their own, never one in the repos
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from PIL import Image
 
 from django_semantic_images.signals import embedding_deferred
@@ -151,6 +153,29 @@ def test_load_photos_run_again_finds_files_whose_names_were_cut_to_fit(settings,
         assert f"Folder {tmp_path / 'pics'}: 2 files, {added} added, {2 - added} skipped." in out, out
     stored = list(Photo.objects.values_list("image", flat=True))
     assert len(stored) == 2 and all(len(image) == 100 for image in stored), stored
+
+
+@pytest.mark.django_db
+def test_load_photos_adds_every_folder_given(tmp_path):
+    """``--folder A --folder B`` added B's pictures only (argparse kept the last value), saying nothing of A."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, colour in ((first, (200, 40, 40)), (second, (40, 40, 200))):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / f"{folder.name}.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), colour)))
+    (second / "notes.txt").write_text("not a picture")
+    out = run_command("load_photos", "--no-samples", "--folder", str(first), "--folder", str(second))
+    assert f"Folder {first}: 1 files, 1 added, 0 skipped." in out, out
+    assert f"Folder {second}: 2 files, 1 added, 1 skipped." in out and "skipped notes.txt: not an image" in out, out
+    assert "Embedded: 2 embedded, 0 unchanged, 0 failed." in out, out
+    assert sorted(Photo.objects.values_list("image", "embedding_status")) == [
+        ("photos/first.jpg", "embedded"),
+        ("photos/second.jpg", "embedded"),
+    ]
+    # A folder that is not there is named, and nothing is added, not even the other folders' files.
+    (first / "sub" / "more.jpg").write_bytes(image_bytes(Image.new("RGB", (320, 240), (40, 200, 40))))
+    with pytest.raises(CommandError, match=f"^{re.escape(str(tmp_path / 'nowhere'))} is not a folder\\.$"):
+        call_command("load_photos", "--no-samples", "--folder", str(first), "--folder", str(tmp_path / "nowhere"))
+    assert Photo.objects.count() == 2
 
 
 @pytest.mark.django_db

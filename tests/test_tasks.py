@@ -21,28 +21,69 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_storage_fault_is_retried_then_marked_for_the_sweep(make_photo, sample_paths):
-    photo = make_photo(sample_paths["chelsea"])
-    path = Path(photo.image.path)
-    data = path.read_bytes()
-    path.unlink()
-    path.mkdir()  # reading now fails with an I/O error (EISDIR), not "no such file": a fault that may pass
-    try:
-        result = embed_rows.apply(args=["photos.Photo", [photo.pk]])
+    photos = [make_photo(sample_paths[s]) for s in ("chelsea", "rocket")]
+    paths = [Path(photo.image.path) for photo in photos]
+    saved = [path.read_bytes() for path in paths]
+    for path in paths:
+        path.unlink()
+        path.mkdir()  # reading now fails with an I/O error (EISDIR), not "no such file": a fault that may pass
+    try:  # every file of the batch: the storage looks gone, and the task is retried
+        result = embed_rows.apply(args=["photos.Photo", [photo.pk for photo in photos]])
         assert result.failed()
     finally:
-        path.rmdir()
-        path.write_bytes(data)
-    row = Photo.objects.get(pk=photo.pk)
-    assert row.embedding_status == EmbeddingStatus.FAILED
-    assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "Storage error" in row.embedding_error
-    # the sweep leaves it its backoff (30 to 60 s after a first fault), not at its next run
-    now = timezone.now()
-    assert now + timedelta(seconds=25) < row.embedding_lease_until <= now + timedelta(seconds=60)
+        for path, data in zip(paths, saved, strict=True):
+            path.rmdir()
+            path.write_bytes(data)
+    for photo in photos:
+        row = Photo.objects.get(pk=photo.pk)
+        assert row.embedding_status == EmbeddingStatus.FAILED
+        assert row.embedding_error.startswith(TRANSIENT_PREFIX) and "Storage error" in row.embedding_error
+        # the sweep leaves it its backoff (30 to 60 s after a first fault), not at its next run
+        now = timezone.now()
+        assert now + timedelta(seconds=25) < row.embedding_lease_until <= now + timedelta(seconds=60)
     assert sweep(pending_timeout=600).total == 0
-    # storage is back, the backoff over: the sweep queues the row again (in-process here) and it is embedded
-    backoff_over(photo)
-    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}
-    assert Photo.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.EMBEDDED
+    # storage is back, the backoff over: the sweep queues the rows again (in-process here) and they are embedded
+    for photo in photos:
+        backoff_over(photo)
+    assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 2}
+    assert {Photo.objects.get(pk=p.pk).embedding_status for p in photos} == {EmbeddingStatus.EMBEDDED}
+
+
+def test_one_unreadable_file_alone_in_its_batch_fails_its_row_as_among_others(make_photo, sample_paths, settings):
+    """A storage error on one file (EISDIR) fails that row alone in a batch of several; alone in its
+    batch (an upload's own task, a batch of one row, beside a row found unchanged) it was
+    taken for the whole storage gone: the task failed into Celery's retries (8, the rows held meanwhile)."""
+    unreadable = make_photo(sample_paths["chelsea"])
+    path = Path(unreadable.image.path)
+    path.unlink()
+    path.mkdir()  # EISDIR: that file alone fails, for a reason that may pass
+
+    def assert_failed_alone(result, embedded: list[str], skipped: list[str]) -> None:
+        assert result.successful(), result.traceback
+        assert result.get()["failed"].keys() == {str(unreadable.pk)}
+        assert (result.get()["embedded"], result.get()["skipped"]) == (embedded, skipped)
+        row = Photo.objects.get(pk=unreadable.pk)
+        assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+        assert row.embedding_error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "Is a directory" in (
+            row.embedding_error
+        )
+        assert row.embedding_lease_until > timezone.now() + timedelta(seconds=25)  # its backoff, then the sweep
+        Photo.objects.filter(pk=unreadable.pk).update(  # as it was: pending, no try counted
+            embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_lease_until=None
+        )
+
+    try:
+        # its own task
+        assert_failed_alone(embed_rows.apply(args=["photos.Photo", [unreadable.pk]]), [], [])
+        # a task of batches of one row (BATCH_SIZE 1)
+        good = make_photo(sample_paths["coffee"])
+        settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 1}
+        assert_failed_alone(embed_rows.apply(args=["photos.Photo", [good.pk, unreadable.pk]]), [str(good.pk)], [])
+        # beside a row found unchanged (its file read fine: the storage is there)
+        settings.SEMANTIC_IMAGES = {"BATCH_SIZE": 8}
+        assert_failed_alone(embed_rows.apply(args=["photos.Photo", [good.pk, unreadable.pk]]), [], [str(good.pk)])
+    finally:
+        path.rmdir()
 
 
 def backoff_over(photo: Photo) -> None:
@@ -225,6 +266,69 @@ def test_a_database_error_on_one_row_fails_that_row_with_its_reason_and_the_batc
     Photo.objects.filter(pk=refused.pk).update(embedding_lease_until=timezone.now())  # the backoff is over
     assert sweep(pending_timeout=600).queued == {"photos.Photo.embedding": 1}  # in-process here
     assert Photo.objects.get(pk=refused.pk).embedding_status == EmbeddingStatus.EMBEDDED
+
+
+def test_a_database_error_on_the_one_row_of_a_batch_fails_that_row_as_among_others(make_photo, sample_paths):
+    """A database error on one row's write fails that row alone in a batch of several; as the only row
+    to write (its own task, beside a row found unchanged) it was taken for the encoder's or the
+    database's fault ("every row of the batch failed alone"): the task failed into Celery's retries,
+    8 of them, each encoding the row twice."""
+    from django.db import connection
+
+    unchanged = make_photo(sample_paths["coffee"])
+    assert embed_rows.apply(args=["photos.Photo", [unchanged.pk]]).get()["embedded"] == [str(unchanged.pk)]
+    refused = make_photo(sample_paths["chelsea"])
+    table = connection.ops.quote_name(Photo._meta.db_table)
+    with connection.cursor() as cursor:  # NOT VALID: only the rows written from now on are checked
+        cursor.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT refuses_one CHECK (id <> {int(refused.pk)} "
+            "OR embedding_status <> 'embedded') NOT VALID"
+        )
+    rows = []
+    try:
+        for pks, skipped in (([refused.pk], []), ([unchanged.pk, refused.pk], [str(unchanged.pk)])):
+            result = embed_rows.apply(args=["photos.Photo", pks])
+            assert result.successful(), result.traceback
+            assert (result.get()["embedded"], result.get()["skipped"]) == ([], skipped)
+            assert result.get()["failed"].keys() == {str(refused.pk)}
+            rows.append(Photo.objects.get(pk=refused.pk))
+            Photo.objects.filter(pk=refused.pk).update(  # as it was: pending, no try counted
+                embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_lease_until=None
+            )
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT refuses_one")
+    for row in rows:
+        assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+        error = row.embedding_error
+        assert error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "IntegrityError" in error, error
+        assert row.embedding_lease_until > timezone.now()  # its backoff, then the sweep sends it again
+
+
+def test_a_task_whose_models_cannot_load_marks_its_rows_with_the_reason(
+    make_photo, sample_paths, settings, tiny_bert, tmp_path
+):
+    """The models load before the task claims its rows, outside the part that marks them on an error:
+    a worker whose models could not load (here a text model without its weights) left the rows
+    ``pending`` with no reason and no try counted, sent again by every sweep, for ever; in-process
+    the same error marked them ``failed`` with it."""
+    import shutil
+
+    broken = tmp_path / "text-model"
+    shutil.copytree(tiny_bert, broken)
+    weights = [*broken.glob("*.safetensors"), *broken.glob("*.bin")]
+    assert weights
+    for path in weights:
+        path.unlink()
+    photo = make_photo(sample_paths["chelsea"])
+    settings.SEMANTIC_IMAGES = {"TEXT_MODEL": {"MODEL": str(broken)}}
+    result = embed_rows.apply(args=["photos.Photo", [photo.pk]])
+    assert result.failed()
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+    error = row.embedding_error
+    assert error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "OSError" in error, error
+    assert row.embedding_lease_until > timezone.now()  # its backoff, then the sweep sends it again
 
 
 def test_one_unreadable_file_among_others_waits_its_backoff_before_the_sweep_tries_it_again(make_photo, sample_paths):

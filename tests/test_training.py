@@ -618,10 +618,12 @@ def test_an_unreadable_installed_bridge_stops_embedding_not_searching(bridge_dir
     before = Photo.objects.get(pk=cat.pk).embedding_encoder
     # Every row of the batch fails alone: the fault is the encoder's, retried as one that may pass
     # (the file may be put right), its reason naming the file.
+    coffee = sample_photos["coffee"]
     with pytest.raises(TransientError, match=f"{path.name}.*not a readable bridge file") as raised:
-        embed_instances([cat], force=True)
+        embed_instances([cat, coffee], force=True)
     assert isinstance(raised.value.__cause__, ValueError)
     assert Photo.objects.get(pk=cat.pk).embedding_encoder == before
+    assert Photo.objects.get(pk=coffee.pk).embedding_encoder == coffee.embedding_encoder
     reported = checks.run_checks(databases=["default"])  # what `migrate` runs: it must not crash
     found = [m for m in reported if m.id == "semantic_images.E016"]
     assert len(found) == 1 and path.name in found[0].msg, [m.id for m in reported]
@@ -896,6 +898,30 @@ def test_a_database_failure_while_re_embedding_says_the_bridge_is_installed(brid
         train("--epochs", "30")
     version = BridgeStore(bridge_dir).current_info()["version"]
     assert version in str(stop.value) and "server closed the connection unexpectedly" in str(stop.value)
+
+
+def test_a_fault_that_may_pass_while_re_embedding_says_the_bridge_is_installed(bridge_dir, captioned_site):
+    """A fault that may pass after the install (here every row's new vectors refused, as by a trigger;
+    the storage gone) ended the command in the pipeline's ``TransientError`` traceback, which said neither
+    that the new bridge was in use nor that the rows not re-embedded yet wait for a reindex, as it
+    says after a database failure."""
+    from django.db import connection
+
+    table = connection.ops.quote_name(Photo._meta.db_table)
+    with connection.cursor() as cursor:  # NOT VALID: only the rows written from now on are checked
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction: no trigger events pending
+        cursor.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT refuses_bridge CHECK (embedding_encoder NOT LIKE '%%+bridge:%%') "
+            "NOT VALID"
+        )
+    with pytest.raises(
+        CommandError, match=r"Re-embedding stopped \(Every row of the batch failed: IntegrityError"
+    ) as stop:
+        train("--epochs", "30")
+    version = BridgeStore(bridge_dir).current_info()["version"]
+    assert f"bridge {version} is installed and in use" in str(stop.value)
+    assert "semantic_images_reindex --stale" in str(stop.value)
+    assert not Photo.objects.filter(embedding_encoder__endswith=version).exists()
 
 
 def test_ctrl_c_just_after_the_pointer_is_written_says_the_bridge_is_installed(bridge_dir, captioned_site, monkeypatch):

@@ -192,6 +192,34 @@ def test_bad_files_fail_with_a_reason_and_their_batch_neighbours_are_embedded(wo
     assert sweep(pending_timeout=0).total == 0
 
 
+def test_one_unreadable_file_alone_in_its_task_fails_its_row_at_once(worker, broker, settings, sample_paths):
+    """A storage error on the file of a task of that row alone (EISDIR) took the task into Celery's
+    retries, as if the whole storage were gone: 8 of them, a random wait of up to 1, 2, 4 ... s
+    each, the row held ``pending`` meanwhile; among others it fails that row alone. It now does
+    alone too: ``failed`` with the reason at once, counted, and the worker goes on."""
+    from pathlib import Path
+
+    from django_semantic_images.pipeline.failures import TRANSIENT_PREFIX
+    from django_semantic_images.signals import embedding_deferred
+
+    name = f"photos/unreadable-{uuid.uuid4().hex[:8]}.jpg"
+    folder = Path(settings.MEDIA_ROOT) / name
+    folder.mkdir(parents=True)  # the "file" is a folder: reading it fails with EISDIR, a fault that may pass
+    try:
+        with embedding_deferred():  # the worker's sweep sends it, a task of that row alone
+            unreadable = Photo.objects.create(image=name)
+        wait_for(lambda: settled([unreadable]), 30, "the unreadable row to settle", worker)
+    finally:
+        folder.rmdir()
+    row = Photo.objects.get(pk=unreadable.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_claimed_by == ""
+    error = row.embedding_error
+    assert error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "Is a directory" in error, error
+    after = upload(sample_paths["horse"])
+    wait_for(lambda: settled([after]), 120, "an upload after the unreadable file", worker)
+    assert statuses([after]) == {after.pk: EmbeddingStatus.EMBEDDED}
+
+
 def test_a_file_pillow_refuses_does_not_hold_up_later_uploads(worker, broker, sample_paths):
     from .conftest import dds_pillow_cannot_decode
 

@@ -20,7 +20,16 @@ from ..fields import EmbeddingStatus, ImageEmbeddingField, get_embedding_field
 from ..fusion import fuse_texts
 from .claims import renew_lease
 from .failures import NOT_FINITE, TRANSIENT_ERRORS, ZERO_VECTOR, TransientError, error_reason, transient_state
-from .reading import _batch_pixels, _Item, _prepare, decode_threads, jpeg_decoder, stored_visuals, text_only_candidates
+from .reading import (
+    _batch_pixels,
+    _Item,
+    _prepare,
+    decode_threads,
+    jpeg_decoder,
+    storage_looks_gone,
+    stored_visuals,
+    text_only_candidates,
+)
 from .rows import primary_rows
 from .tries import count_tries, suspects_alone, uncount_tries
 from .writing import _write
@@ -67,11 +76,13 @@ def embed_instances(
 
     Batch *n + 1* is read and decoded in a thread pool while batch *n* is encoded,
     so decoding overlaps inference. ``progress(k)`` is called after each batch of ``k`` rows.
-    Raises ``TransientError`` when every file of a batch failed with a fault that may pass
-    (storage looks gone), or every row of a batch failed alone with another error (see
-    ``_embed_batch``), or a database error that may pass; rows written before the fault keep
-    their vectors. A batch that fails with another error is done again row by row: a row that
-    fails alone is marked ``failed`` with the error, and the others are written.
+    Raises ``TransientError`` when the storage looks gone (``storage_looks_gone``: its folder is
+    not there, or every file of a batch of several failed with a fault that may pass; one file
+    that fails so, alone in its batch or among others, fails its row alone, counted), or every
+    row of a batch failed alone with another error (see ``_embed_batch``), or a database error
+    that may pass; rows written before the fault keep their vectors. A batch that fails with
+    another error is done again row by row: a row that fails alone is marked ``failed`` with the
+    error, and the others are written.
     With ``claim`` (the token of ``claim_rows``) a row is written only while that claim holds it,
     and the lease of the rows still to come is renewed after each batch.
     """
@@ -123,9 +134,9 @@ def embed_instances(
             if ahead:
                 upcoming = submit(chunks[index + 1])  # decode the next batch while this one encodes
             prepared = [f.result() for f in futures]
-            work = [it for it in prepared if it is not None]
-            if work and all(it.transient for it in work):  # every file of the batch: storage looks gone
-                raise TransientError(work[0].error)
+            gone = storage_looks_gone(prepared)  # else a file that failed to read fails its row alone
+            if gone is not None:
+                raise TransientError(gone.error)
             report.merge(_embed_batch(model, field_obj, encoder, items, prepared, claim, decoder, database))
             for item in items:  # the batch is written: its bytes and pixels are no longer needed
                 item.data, item.pixels = b"", None
@@ -168,8 +179,10 @@ def _embed_batch(
     own error) rolls the batch back; its rows are then done one at a time, each in a transaction
     of its own, so the others are written, and a row that fails alone is marked ``failed`` with
     the error, counted as a fault that may pass (``transient_error``: the sweep tries it again, a
-    bounded number of times). When every row fails alone the fault looks like the encoder's or
-    the database's, not a row's: a ``TransientError`` (retried with its task, as storage gone).
+    bounded number of times). When every row of several fails alone the fault looks like the
+    encoder's or the database's, not a row's: a ``TransientError`` (retried with its task, as
+    storage gone). The only row to write (a batch of one, or beside rows found unchanged) fails
+    alone, as a row among others.
     """
     loaded = [dict(it.instance.__dict__) for it in items]  # what a rolled-back write changed on them
     try:
@@ -200,7 +213,7 @@ def _embed_batch(
             item.instance.__dict__.update(state)
             alone[item.instance.pk] = exc
     work = [prep for prep in prepared if prep is not None]
-    if alone and len(alone) == len(work):
+    if alone and len(alone) == len(work) > 1:  # one row failing says nothing of the encoder or database
         first = next(iter(alone.values()))
         raise TransientError(f"Every row of the batch failed: {error_reason(first)}") from first
     for prep in work:

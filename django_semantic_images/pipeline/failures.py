@@ -23,6 +23,11 @@ class TransientError(Exception):
     """A fault that may pass (storage or database briefly gone): retry later."""
 
 
+class StorageGone(TransientError):
+    """The storage itself is not there (a file-system storage whose folder is missing: a network
+    mount, a volume), not one file of it: every file read meanwhile fails so."""
+
+
 #: ``embedding_error`` of a row whose retries ran out on a fault that may pass;
 #: the sweep queues such rows again (a permanently bad image is never retried).
 TRANSIENT_PREFIX = "Temporary failure, will be retried: "

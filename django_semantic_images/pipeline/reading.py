@@ -19,7 +19,7 @@ from ..device_jpeg import Decoder, JpegHeader, decode_on_device, default_decoder
 from ..encoders.base import Encoder
 from ..fields import EmbeddingStatus, ImageEmbeddingField
 from ..imaging import ImageDecodeError, decode_image
-from .failures import TransientError
+from .failures import StorageGone, TransientError
 from .rows import primary_rows
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class _Item:
     pixels: np.ndarray | None = None
     error: str = ""
     transient: bool = False  # ``error`` may pass (storage): the row is tried again, a bounded number of times
+    gone: bool = False  # ``error`` says the storage itself is not there (``StorageGone``), not this file
     data: bytes = b""  # a JPEG left for the device to decode (``header`` set)
     header: JpegHeader | None = None
     stored_visual: np.ndarray | None = None  # set: only the text side is computed again
@@ -121,7 +122,7 @@ def _read(file: Any) -> bytes:
         return data
     except FileNotFoundError:
         if storage_folder_missing(file):  # a mount or volume not there: every file of it is "missing"
-            raise TransientError(f"The storage's folder is not there (reading {file.name!r}).") from None
+            raise StorageGone(f"The storage's folder is not there (reading {file.name!r}).") from None
         raise ImageDecodeError(f"The image file {file.name!r} does not exist in storage.") from None
     except SuspiciousFileOperation:  # e.g. "../x.jpg": storage refuses the name itself
         raise ImageDecodeError(f"The image file name {file.name!r} is not allowed by the storage.") from None
@@ -197,11 +198,27 @@ def _prepare(
         item.pixels = _decode(data, encoder)
     except ImageDecodeError as exc:
         item.error = str(exc)
+    except StorageGone as exc:
+        item.error, item.transient, item.gone = str(exc), True, True
     except TransientError as exc:
         item.error, item.transient = str(exc), True
     except Exception as exc:  # noqa: BLE001 - e.g. a storage backend's own error: this row's failure, not the batch's
         item.error, item.transient = f"{type(exc).__name__}: {exc}", True
     return item
+
+
+def storage_looks_gone(prepared: Sequence[_Item | None]) -> _Item | None:
+    """The item of a read batch that says the storage itself is gone, not one of its files: its
+    folder is not there, or every file of a batch of several failed to read for a reason that may
+    pass. A file read fine (also one found unchanged: None) says the storage is there, and a batch of
+    one file says nothing of it: such a row fails alone, counted, as one among others. None: no such item."""
+    work = [it for it in prepared if it is not None]
+    gone = [it for it in work if it.gone]
+    if gone:
+        return gone[0]
+    if len(work) > 1 and len(work) == len(prepared) and all(it.transient for it in work):
+        return work[0]
+    return None
 
 
 def _decode(data: bytes, encoder: Encoder) -> np.ndarray:

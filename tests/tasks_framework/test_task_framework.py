@@ -220,24 +220,27 @@ def test_a_refused_enqueue_leaves_the_row_pending_unsent_and_the_sweep_sends_it(
 
 def test_a_storage_fault_marks_the_rows_for_the_sweep(make_photo, sample_paths):
     # Run the task function in this process through the immediate backend: no retries in the framework.
-    photo = make_photo(sample_paths["chelsea"])
-    path = Path(photo.image.path)
-    data = path.read_bytes()
-    path.unlink()
-    path.mkdir()  # reading now fails with an I/O error (EISDIR): a fault that may pass
+    photos = [make_photo(sample_paths[s]) for s in ("chelsea", "rocket")]
+    paths = [Path(photo.image.path) for photo in photos]
+    saved = [path.read_bytes() for path in paths]
+    for path in paths:
+        path.unlink()
+        path.mkdir()  # reading now fails with an I/O error (EISDIR): every file of the batch, the storage looks gone
     try:
         with override_settings(TASKS=immediate_backend()):
-            result = embed_rows.using(backend="default").enqueue("photos.Photo", [str(photo.pk)])
+            result = embed_rows.using(backend="default").enqueue("photos.Photo", [str(p.pk) for p in photos])
             assert result.status == "FAILED"
     finally:
-        path.rmdir()
-        path.write_bytes(data)
-    row = Photo.objects.get(pk=photo.pk)
-    assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_error.startswith(TRANSIENT_PREFIX)
-    assert row.embedding_claimed_by == ""
-    assert sweep().total == 0  # the framework has no retries: the sweep waits out the row's backoff first
-    Photo.objects.filter(pk=photo.pk).update(embedding_lease_until=timezone.now())  # a minute later
-    assert sweep().queued == {"photos.Photo.embedding": 1}  # sent again through the tasks framework
+        for path, data in zip(paths, saved, strict=True):
+            path.rmdir()
+            path.write_bytes(data)
+    for photo in photos:
+        row = Photo.objects.get(pk=photo.pk)
+        assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_error.startswith(TRANSIENT_PREFIX)
+        assert row.embedding_claimed_by == ""
+    assert sweep().total == 0  # the framework has no retries: the sweep waits out the rows' backoff first
+    Photo.objects.filter(pk__in=[p.pk for p in photos]).update(embedding_lease_until=timezone.now())  # later
+    assert sweep().queued == {"photos.Photo.embedding": 2}  # sent again through the tasks framework
     assert len(task_rows()) == 1
 
 

@@ -22,6 +22,7 @@ from ...encoders.bridges import BridgeChanged, BridgeStore, LearnedBridge, defau
 from ...encoders.conse import ConSEEncoder
 from ...fields import embedding_fields, get_embedding_field
 from ...pipeline.embedding import embed_instances
+from ...pipeline.failures import TransientError
 from ...pipeline.rows import primary_rows
 from ...training import (
     CHUNK_SIZE,
@@ -157,6 +158,13 @@ class Command(DatabaseCommand):
             raise CommandError(
                 f"The database failed while re-embedding ({' '.join(str(exc).split())}): bridge {self.installed} "
                 "is installed and in use; `manage.py semantic_images_reindex --stale` re-embeds the rows not done yet."
+            ) from exc
+        except TransientError as exc:  # the pipeline's fault that may pass (storage gone, every row refused)
+            if self.installed is None:
+                raise
+            raise CommandError(
+                f"Re-embedding stopped ({' '.join(str(exc).split())}): bridge {self.installed} is installed and in "
+                "use; `manage.py semantic_images_reindex --stale` re-embeds the rows not done yet."
             ) from exc
 
     def train(self, opts: dict[str, Any]) -> None:

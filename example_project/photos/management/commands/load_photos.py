@@ -30,6 +30,8 @@ class Source:
     name: str
     files: list[Path]
     samples: bool = False
+    #: The folder given (``--folder``): its skipped files are named relative to it. None: the samples.
+    root: Path | None = None
     added: list[Photo] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     #: Samples already there without words (loaded by an earlier version), given their title and alt text.
@@ -188,6 +190,16 @@ def printable(path: Path | str) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def given_folders(folder: list[Path] | Path | str | None) -> list[Path]:
+    """The folders of ``--folder`` (given once or more; ``call_command(folder=...)`` may pass one),
+    each once: the same folder given twice is loaded once."""
+    given = [folder] if isinstance(folder, (str, Path)) else list(folder or [])
+    folders: dict[str, Path] = {}
+    for path in (Path(value).expanduser() for value in given):
+        folders.setdefault(os.path.realpath(path), path)
+    return list(folders.values())
+
+
 class Command(DatabaseCommand):
     # DatabaseCommand: a database not migrated or not reachable, or Ctrl-C, ends it with one line, not a traceback.
     help = "Add the sample photos (and/or every file of --folder) as Photos and embed them."
@@ -195,19 +207,23 @@ class Command(DatabaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--folder",
+            action="append",  # --folder A --folder B: both (argparse's default kept only the last)
             type=lambda value: Path(value).expanduser(),  # "~/Pictures" in quotes: the shell left "~" as it is
-            help="Also add every image in this folder (recursively, through symbolic links to folders).",
+            help="Also add every image in this folder (recursively, through symbolic links to folders); "
+            "give it again for more folders.",
         )
         parser.add_argument("--no-samples", action="store_true", help="Skip the bundled sample photos.")
 
-    def handle(self, *args, folder: Path | None = None, no_samples: bool = False, **options):
+    def handle(self, *args, folder: list[Path] | Path | str | None = None, no_samples: bool = False, **options):
         verbosity = options.get("verbosity", 1)
         sources = [] if no_samples else [Source("Sample photos", sample_photo_paths(), samples=True)]
-        if folder is not None:
-            if not folder.is_dir():
-                raise CommandError(f"{folder} is not a folder.")
-            files = folder_files(folder)
-            sources.append(Source(f"Folder {printable(folder)}", files))
+        folders = given_folders(folder)
+        missing = [printable(path) for path in folders if not path.is_dir()]
+        if missing:  # before any file is added
+            verb = "is not a folder" if len(missing) == 1 else "are not folders"
+            raise CommandError(f"{', '.join(missing)} {verb}.")
+        for path in folders:
+            sources.append(Source(f"Folder {printable(path)}", folder_files(path), root=path))
         with embedding_deferred():
             for source in sources:
                 for path in source.files:
@@ -248,10 +264,9 @@ class Command(DatabaseCommand):
                 break
             self.stdout.write(source.summary())
             # A folder's skipped files are named; the samples' only with -v 2 (on a second run all are there).
-            if source.name.startswith("Folder") or verbosity >= 2:
-                root = folder if source.name.startswith("Folder") else None
+            if source.root is not None or verbosity >= 2:
                 for path, reason in source.skipped:
-                    shown = path.relative_to(root) if root is not None else path.name
+                    shown = path.relative_to(source.root) if source.root is not None else path.name
                     self.stdout.write(self.style.WARNING(f"  skipped {printable(shown)}: {reason}"))
         if verbosity >= 1:
             self.stdout.write(f"Embedded: {report}.")
