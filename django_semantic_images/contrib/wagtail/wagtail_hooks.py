@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.urls import include, path
 from wagtail import hooks
 
-from . import edit_views, reports
+from . import edit_views, hidden, reports
 from .bulk_actions import ReembedBulkAction, wagtails_image_bulk_actions
 from .views import SemanticImageIndexView, chooser_viewset
 
@@ -33,6 +33,8 @@ def register_admin_urls() -> list:
         path("images/", include((listing, "semantic_images_wagtail"))),
         path("images/chooser/", include((choosing, "semantic_images_wagtail_chooser"))),
         path("images/", include((edit_views.urlpatterns(), edit_views.NAMESPACE))),
+        # Wagtail's other per-image views, answering an image the editor may not see as a missing one.
+        path("images/", include((hidden.urlpatterns(), hidden.NAMESPACE))),
     ]
 
 
