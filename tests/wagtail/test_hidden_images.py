@@ -1,8 +1,8 @@
 """Wagtail's per-image admin views answer an image the editor may not see at all (one of a
 collection they have no permission on) exactly as a missing id: Wagtail's own answered with
-"permission denied" (a redirect to the dashboard, a 403), where a missing id is a 404, so which
-ids exist in hidden collections could be read off. An image the editor sees but may not change
-keeps Wagtail's answer."""
+"permission denied" (a redirect to the dashboard, a 403) or (Wagtail's admin API) with the image
+itself, where a missing id is a 404, so which ids exist in hidden collections could be read off.
+An image the editor sees but may not change keeps Wagtail's answer."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ IMAGE_VIEWS = [
     ("wagtailimages:preview", (SPEC,), "get"),
     ("wagtailimages:edit_multiple", (), "post"),
     ("wagtailimages:delete_multiple", (), "post"),
+    ("wagtailadmin_api:images:detail", (), "get"),
 ]
 
 
@@ -59,7 +60,7 @@ def test_a_hidden_image_answers_like_a_missing_one(
 ):
     """The URL generator (its page, and the output it fetches: a bare 403), the crop preview, the
     multiple uploader's edit and delete (posted by its JavaScript: a 403) answered a hidden image with
-    "permission denied"; a missing id is a 404 in each.
+    "permission denied", and Wagtail's admin API with the image; a missing id is a 404 in each.
     Nothing is changed or deleted."""
     pets, products, mug = pets_editor_and_a_products_image(client, django_user_model, make_image, sample_paths)
     data = {f"image-{mug.pk}-title": "renamed", f"image-{mug.pk}-collection": pets.pk} if method == "post" else {}
@@ -78,6 +79,7 @@ def test_an_image_the_editor_sees_keeps_wagtails_answers(client, django_user_mod
     assert get(client, "wagtailimages:url_generator_output", cat.pk).status_code == 200
     preview = get(client, "wagtailimages:preview", cat.pk, SPEC)
     assert preview.status_code == 200 and preview["Content-Type"].startswith("image/")
+    assert get(client, "wagtailadmin_api:images:detail", cat.pk).json()["title"] == "cat"
     # An editor of the pets who may choose the products' images, not change them, sees the mug.
     both = chooser_of(products, django_user_model, "chooser")
     both.groups.add(Group.objects.get(name="Pets editors"))
@@ -91,6 +93,7 @@ def test_an_image_the_editor_sees_keeps_wagtails_answers(client, django_user_mod
     )
     assert get(client, "wagtailimages:preview", mug.pk, SPEC).status_code == 302
     assert client.post(reverse("wagtailimages:delete_multiple", args=(mug.pk,)), **XHR).status_code == 403
+    assert get(client, "wagtailadmin_api:images:detail", mug.pk).json()["title"] == "mug"
     # The editor's own image is deleted by the multiple uploader's delete.
     deleted = client.post(reverse("wagtailimages:delete_multiple", args=(cat.pk,)), **XHR)
     assert deleted.json() == {"success": True, "image_id": cat.pk}
@@ -98,6 +101,21 @@ def test_an_image_the_editor_sees_keeps_wagtails_answers(client, django_user_mod
         get_image_model().objects.filter(pk=mug.pk).exists()
         and not get_image_model().objects.filter(pk=cat.pk).exists()
     )
+
+
+def test_the_admin_api_lists_and_finds_only_the_images_the_editor_sees(
+    client, django_user_model, make_image, sample_paths
+):
+    """Wagtail's admin API (``/admin/api/main/images/``) listed every image to any editor, with its
+    title and thumbnail, and found a hidden one by id (a redirect to it, where a missing id is a 404)."""
+    pets, products, mug = pets_editor_and_a_products_image(client, django_user_model, make_image, sample_paths)
+    cat = make_image(sample_paths["chelsea"], "cat", collection=pets)
+    hidden = client.get(reverse("wagtailadmin_api:images:find"), {"id": mug.pk})
+    missing = client.get(reverse("wagtailadmin_api:images:find"), {"id": mug.pk + 1000})
+    assert hidden.status_code == 404 and answer(hidden) == answer(missing)
+    assert get(client, "wagtailadmin_api:images:find", data={"id": cat.pk}).status_code == 302
+    listing = get(client, "wagtailadmin_api:images:listing").json()
+    assert ([item["id"] for item in listing["items"]], listing["meta"]["total_count"]) == ([cat.pk], 1)
 
 
 @HEADERS

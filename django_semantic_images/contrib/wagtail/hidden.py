@@ -5,7 +5,8 @@ denied" (a redirect to the dashboard, a 403), and a missing id with a 404: which
 hidden collections could be read off. The subclasses here answer that 404 instead, on Wagtail's
 paths (``wagtail_hooks`` puts :func:`urlpatterns` ahead of Wagtail's); an image the editor sees
 but may not act on this way keeps Wagtail's answer. Another editor's pending upload in the
-multiple uploader answers as a missing one too.
+multiple uploader answers as a missing one too, and Wagtail's admin API
+(``/admin/api/main/images/``) keeps to the images the editor sees (it listed and served every one).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.views import View
 from wagtail.images import get_image_model
+from wagtail.images.api.admin.views import ImagesAdminAPIViewSet
 from wagtail.images.views import images, multiple
 
 from .permissions import image_permission_policy
@@ -101,6 +104,14 @@ def preview(request: HttpRequest, image_id: int, filter_spec: str) -> HttpRespon
     if not sees(request.user, image):
         raise Http404
     return images.preview(request, image_id, filter_spec)
+
+
+class VisibleImagesAdminAPIViewSet(ImagesAdminAPIViewSet):
+    """Wagtail's admin API of images, keeping to those the editor sees (listing, detail, ``find``)."""
+
+    def get_queryset(self) -> QuerySet:
+        seen = image_permission_policy().instances_user_has_any_permission_for(self.request.user, SEEING)
+        return super().get_queryset().filter(pk__in=seen.values("pk"))
 
 
 def urlpatterns() -> list:

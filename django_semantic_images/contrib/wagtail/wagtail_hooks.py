@@ -7,6 +7,8 @@ every other image URL falls through to Wagtail.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import include, path
 from wagtail import hooks
 
@@ -36,6 +38,13 @@ def register_admin_urls() -> list:
         # Wagtail's other per-image views, answering an image the editor may not see as a missing one.
         path("images/", include((hidden.urlpatterns(), hidden.NAMESPACE))),
     ]
+
+
+@hooks.register("construct_admin_api", order=1)
+def construct_admin_api(router: Any) -> None:
+    """Wagtail's admin API of images (``/admin/api/main/images/``), keeping to the images the editor
+    sees: it takes the place of Wagtail's, registered before (order 0) under the same name."""
+    router.register_endpoint("images", hidden.VisibleImagesAdminAPIViewSet)
 
 
 # The listing's tools: the "Re-embed" bulk action, the "Image embeddings" report and its
