@@ -141,3 +141,23 @@ def test_another_editors_upload_answers_like_a_missing_one(
     client.force_login(other)
     deleted = client.post(reverse("wagtailimages:delete_upload_multiple", args=(upload.pk,)), **XHR)
     assert deleted.json() == {"success": True} and not UploadedFile.objects.filter(pk=upload.pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("view", "params", "message"),
+    [
+        ("find", {"id": "abc"}, "id must be an integer"),
+        ("listing", {"search": " ".join(["a"] * 250)}, "search: more than 64 words"),
+        ("listing", {"search": "cat", "search_operator": "xor"}, "search_operator must be 'and' or 'or'"),
+        ("listing", {"search": "cat\x00"}, "search cannot contain NUL characters"),
+        ("listing", {"offset": "9" * 30}, "offset cannot be higher than 9223372036854775807"),
+        ("listing", {"format": "xml"}, "format must be one of: json, api"),
+    ],
+    ids=["find-id", "search-words", "search-operator", "search-nul", "offset", "format"],
+)
+def test_the_admin_api_answers_bad_input_with_a_400_naming_the_parameter(superuser_client, view, params, message):
+    """Wagtail's admin API of images failed on input its public images API refuses with a 400 (the
+    checks of ``SemanticImagesAPIViewSet``): a 500 (``ValueError``, ``RecursionError``, PostgreSQL's
+    refusal of a NUL or of an offset past a bigint), or a 404 with an empty message."""
+    response = superuser_client.get(reverse(f"wagtailadmin_api:images:{view}"), params)
+    assert (response.status_code, response.json()) == (400, {"message": message})

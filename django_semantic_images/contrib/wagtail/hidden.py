@@ -23,6 +23,7 @@ from wagtail.images import get_image_model
 from wagtail.images.api.admin.views import ImagesAdminAPIViewSet
 from wagtail.images.views import images, multiple
 
+from .api import CheckedImagesAPIViewSet
 from .permissions import image_permission_policy
 
 #: The URL namespace of these views' patterns (their URL names stay Wagtail's: ``wagtailimages:preview``).
@@ -106,8 +107,10 @@ def preview(request: HttpRequest, image_id: int, filter_spec: str) -> HttpRespon
     return images.preview(request, image_id, filter_spec)
 
 
-class VisibleImagesAdminAPIViewSet(ImagesAdminAPIViewSet):
-    """Wagtail's admin API of images, keeping to those the editor sees (listing, detail, ``find``)."""
+class VisibleImagesAdminAPIViewSet(CheckedImagesAPIViewSet, ImagesAdminAPIViewSet):
+    """Wagtail's admin API of images, keeping to those the editor sees (listing, detail, ``find``),
+    and refusing bad input with a 400 naming the parameter as the public images API does
+    (``CheckedImagesAPIViewSet``: Wagtail's failed on some with a 500)."""
 
     def get_queryset(self) -> QuerySet:
         seen = image_permission_policy().instances_user_has_any_permission_for(self.request.user, SEEING)
