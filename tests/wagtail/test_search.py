@@ -25,6 +25,7 @@ from django_semantic_images.pipeline import embed_pks
 from django_semantic_images.query import semantic_search, similar_to
 
 from .conftest import OTHER
+from .editors import assert_hidden_answers_like_missing, chooser_of, pets_editor_and_a_products_image
 
 pytestmark = pytest.mark.django_db
 
@@ -468,27 +469,6 @@ def test_many_words_while_the_encoder_cannot_load_are_a_400_not_a_500(superuser_
     assert superuser_client.get(reverse(name), {"q": " ".join(["cat"] * 64)}).status_code == 200
 
 
-def pets_editor_and_a_products_image(client, django_user_model, make_image, sample_paths):
-    """The Pets and Products collections, a mug among the products, and ``client`` logged in as an
-    editor of the pets only."""
-    from .editors import editor_of
-
-    root = Collection.get_first_root_node()
-    pets, products = root.add_child(name="Pets"), root.add_child(name="Products")
-    mug = make_image(sample_paths["coffee"], "mug", collection=products)
-    client.force_login(editor_of(pets, django_user_model, "pets"))
-    return pets, products, mug
-
-
-def assert_hidden_answers_like_missing(client, url_names, image) -> None:
-    """Each page named answers for ``image`` (hidden from the client's user) as for a missing id."""
-    for name in url_names:
-        hidden = client.get(reverse(name, args=(image.pk,)))
-        missing = client.get(reverse(name, args=(image.pk + 1000,)))
-        assert hidden.status_code == missing.status_code == 404, name
-        assert hidden.content == missing.content and hidden["Content-Type"] == missing["Content-Type"]
-
-
 @pytest.mark.django_db
 def test_choosing_an_image_of_a_hidden_collection_answers_like_a_missing_one(
     client, django_user_model, make_image, sample_paths
@@ -521,14 +501,5 @@ def test_deleting_or_the_usage_of_an_image_of_a_hidden_collection_answers_like_a
     assert client.get(reverse("wagtailimages:image_usage", args=(cat.pk,))).status_code == 200
     assert client.get(reverse("wagtailimages:delete", args=(cat.pk,))).status_code == 200
     # One who may only choose the products' images sees them: Wagtail's own "permission denied".
-    from django.contrib.auth.models import Group, Permission
-    from wagtail.models import GroupCollectionPermission
-
-    choosers = Group.objects.create(name="choosers")
-    choosers.permissions.add(Permission.objects.get(content_type__app_label="wagtailadmin", codename="access_admin"))
-    choose = Permission.objects.get(content_type__app_label="wagtailimages", codename="choose_image")
-    GroupCollectionPermission.objects.create(group=choosers, collection=products, permission=choose)
-    chooser = django_user_model.objects.create_user("chooser", "chooser@example.com", "pw")
-    chooser.groups.add(choosers)
-    client.force_login(chooser)
+    client.force_login(chooser_of(products, django_user_model, "chooser"))
     assert client.get(reverse("wagtailimages:delete", args=(mug.pk,))).status_code == 302

@@ -197,38 +197,13 @@ class SemanticPagination(WagtailPagination):
         return super().paginate_queryset(queryset, request, view)
 
 
-class SemanticImagesAPIViewSet(ImagesAPIViewSet):
-    """Wagtail's images endpoint with ``?semantic=`` and ``?similar_to=``; ``meta.score`` on a
-    ranked listing. Everything else (``fields``, ``limit``, ``offset``, field filters,
-    ``order`` and ``search`` without a ranking, detail and find views) is Wagtail's."""
+class CheckedImagesAPIViewSet(ImagesAPIViewSet):
+    """Wagtail's images endpoint, with the input its search, paging, content negotiation and
+    ``find`` failed on (a 500, or a message that named no parameter) refused with a 400 naming the
+    parameter. The base of :class:`SemanticImagesAPIViewSet`, and of the admin API's images
+    endpoint that ``wagtail_hooks`` registers (``hidden.VisibleImagesAdminAPIViewSet``)."""
 
-    filter_backends = [FieldsFilter, SemanticFilter, OrderingFilter, SearchFilter]
     pagination_class = SemanticPagination
-    known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
-    meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
-    listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
-    #: The rate (``DEFAULT_THROTTLE_RATES``) that a ranked listing counts against (``get_throttles``).
-    semantic_throttle_scope = TEXT_SCOPE
-
-    def get_throttles(self) -> list[Any]:
-        """The site's throttles, and for a listing ranked by ``semantic`` or ``similar_to`` (the text
-        model or a vector search, as the REST API's searches) ``SemanticSearchThrottle`` in the
-        text search's scope (``semantic_throttle_scope``)."""
-        throttles = list(super().get_throttles())
-        if SEMANTIC in self.request.GET or SIMILAR_TO in self.request.GET:
-            throttle = SemanticSearchThrottle()
-            throttle.scope_attr = "semantic_throttle_scope"  # not throttle_scope: DRF's ScopedRateThrottle reads that
-            throttles.append(throttle)
-        return throttles
-
-    def handle_exception(self, exc: Exception) -> Response:
-        """Wagtail's handling; a throttled request's 429 (with ``Retry-After``), and the 503 of an
-        encoder that cannot load, say why in Wagtail's ``{"message": ...}``, as its 400s and 404s do."""
-        response = super().handle_exception(exc)
-        explained = isinstance(exc, (Throttled, SearchUnavailable))
-        if explained and isinstance(response.data, dict) and "detail" in response.data:
-            response.data = {"message": str(response.data["detail"])}
-        return response
 
     def check_query_parameters(self, queryset: QuerySet) -> None:
         """Wagtail's check, and a 400 naming the parameter where Wagtail's search would fail:
@@ -279,6 +254,39 @@ class SemanticImagesAPIViewSet(ImagesAPIViewSet):
             except (TypeError, ValueError):
                 raise BadRequestError("id must be an integer") from None
         return super().find_object(queryset, request)
+
+
+class SemanticImagesAPIViewSet(CheckedImagesAPIViewSet):
+    """Wagtail's images endpoint with ``?semantic=`` and ``?similar_to=``; ``meta.score`` on a
+    ranked listing. Everything else (``fields``, ``limit``, ``offset``, field filters,
+    ``order`` and ``search`` without a ranking, detail and find views) is Wagtail's."""
+
+    filter_backends = [FieldsFilter, SemanticFilter, OrderingFilter, SearchFilter]
+    known_query_parameters = ImagesAPIViewSet.known_query_parameters.union([SEMANTIC, SIMILAR_TO])
+    meta_fields = [*ImagesAPIViewSet.meta_fields, APIField("score", serializer=ScoreField())]
+    listing_default_fields = [*ImagesAPIViewSet.listing_default_fields, "score"]
+    #: The rate (``DEFAULT_THROTTLE_RATES``) that a ranked listing counts against (``get_throttles``).
+    semantic_throttle_scope = TEXT_SCOPE
+
+    def get_throttles(self) -> list[Any]:
+        """The site's throttles, and for a listing ranked by ``semantic`` or ``similar_to`` (the text
+        model or a vector search, as the REST API's searches) ``SemanticSearchThrottle`` in the
+        text search's scope (``semantic_throttle_scope``)."""
+        throttles = list(super().get_throttles())
+        if SEMANTIC in self.request.GET or SIMILAR_TO in self.request.GET:
+            throttle = SemanticSearchThrottle()
+            throttle.scope_attr = "semantic_throttle_scope"  # not throttle_scope: DRF's ScopedRateThrottle reads that
+            throttles.append(throttle)
+        return throttles
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Wagtail's handling; a throttled request's 429 (with ``Retry-After``), and the 503 of an
+        encoder that cannot load, say why in Wagtail's ``{"message": ...}``, as its 400s and 404s do."""
+        response = super().handle_exception(exc)
+        explained = isinstance(exc, (Throttled, SearchUnavailable))
+        if explained and isinstance(response.data, dict) and "detail" in response.data:
+            response.data = {"message": str(response.data["detail"])}
+        return response
 
     def listing_view(self, request: Any) -> Any:
         """Wagtail's listing; ``meta.note`` says when ``?semantic=`` words were matched as

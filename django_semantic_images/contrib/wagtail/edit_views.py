@@ -29,6 +29,7 @@ from wagtail.images.views.images import DeleteView, EditView, UsageView
 from ...bidi import name_in_sentence
 from ...fields import EmbeddingStatus
 from ...query import similar_to
+from .hidden import HiddenAsMissingMixin
 from .models import RELATED_NAME
 from .permissions import image_permission_policy
 from .redirects import next_url_from
@@ -144,29 +145,6 @@ class ReembedView(View):
         # The edit page's way back to the listing (its filters, search and page), if on this site.
         next_url = next_url_from(request)
         return HttpResponseRedirect(f"{edit_url}?{urlencode({'next': next_url})}" if next_url else edit_url)
-
-
-#: What an editor may do with an image they can see (its collection's permissions, or as its uploader).
-SEEING = ["add", "change", "choose", "delete"]
-
-
-class HiddenAsMissingMixin:
-    """Wagtail's page of an image the editor may not see at all (a hidden collection's) answers as a
-    missing image (404); Wagtail's own redirects with "permission denied", which tells that the id
-    exists. An image they see but may not act on this way keeps Wagtail's answer."""
-
-    object: Any
-    request: HttpRequest
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
-        except PermissionDenied:
-            image = getattr(self, "object", None)
-            policy = image_permission_policy()
-            if image is not None and not policy.user_has_any_permission_for_instance(request.user, SEEING, image):
-                raise Http404 from None
-            raise
 
 
 class SemanticImageDeleteView(HiddenAsMissingMixin, DeleteView):

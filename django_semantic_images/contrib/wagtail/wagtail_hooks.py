@@ -7,10 +7,12 @@ every other image URL falls through to Wagtail.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import include, path
 from wagtail import hooks
 
-from . import edit_views, reports
+from . import edit_views, hidden, reports
 from .bulk_actions import ReembedBulkAction, wagtails_image_bulk_actions
 from .views import SemanticImageIndexView, chooser_viewset
 
@@ -33,7 +35,16 @@ def register_admin_urls() -> list:
         path("images/", include((listing, "semantic_images_wagtail"))),
         path("images/chooser/", include((choosing, "semantic_images_wagtail_chooser"))),
         path("images/", include((edit_views.urlpatterns(), edit_views.NAMESPACE))),
+        # Wagtail's other per-image views, answering an image the editor may not see as a missing one.
+        path("images/", include((hidden.urlpatterns(), hidden.NAMESPACE))),
     ]
+
+
+@hooks.register("construct_admin_api", order=1)
+def construct_admin_api(router: Any) -> None:
+    """Wagtail's admin API of images (``/admin/api/main/images/``), keeping to the images the editor
+    sees: it takes the place of Wagtail's, registered before (order 0) under the same name."""
+    router.register_endpoint("images", hidden.VisibleImagesAdminAPIViewSet)
 
 
 # The listing's tools: the "Re-embed" bulk action, the "Image embeddings" report and its
