@@ -81,6 +81,26 @@ def test_rows_a_task_took_to_fill_its_batch_are_marked_for_the_sweep_too(make_ph
     assert batch_fillers(Photo, [p.pk for p in photos], [str(p.pk) for p in own]) == [waiting.pk]
 
 
+def test_a_task_whose_retries_run_out_stores_the_reason_shortened(make_photo, sample_paths):
+    """The reason stored when Celery's retries ran out was the fault's whole message (a database's may
+    span lines and quote a whole row), not its first line cut as every other reason is."""
+    from django_semantic_images.pipeline.failures import REASON_CHARS
+
+    from .conftest import LONG_DATABASE_MESSAGE, embedding_refused_for_a_while
+
+    photo = make_photo(sample_paths["chelsea"])
+    with embedding_refused_for_a_while():
+        result = embed_rows.apply(args=["photos.Photo", [photo.pk]])
+    assert result.failed()
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED
+    prefix = f"{TRANSIENT_PREFIX}(attempt 1 of 5) "
+    assert row.embedding_error.startswith(prefix), row.embedding_error
+    reason = row.embedding_error.removeprefix(prefix)
+    first_line = LONG_DATABASE_MESSAGE.splitlines()[0]
+    assert reason == f"OperationalError: {first_line}"[:REASON_CHARS], reason[-300:]
+
+
 def test_one_unreadable_file_alone_in_its_batch_fails_its_row_as_among_others(make_photo, sample_paths, settings):
     """A storage error on one file (EISDIR) fails that row alone in a batch of several; alone in its
     batch (an upload's own task, a batch of one row, beside a row found unchanged) it was
