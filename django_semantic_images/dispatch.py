@@ -285,7 +285,7 @@ def request_embedding(
             forget_sent(model, pks, field)
             return False
     from .pipeline.embedding import embed_pks
-    from .pipeline.failures import TRANSIENT_ERRORS, error_reason, mark_transient_failure
+    from .pipeline.failures import TRANSIENT_ERRORS, mark_transient_failure
 
     try:
         embed_pks(model, pks, field=field)
@@ -298,5 +298,5 @@ def request_embedding(
         return False
     except Exception as exc:  # an in-process failure must not break the save that triggered it
         logger.exception("In-process embedding of %s %s failed; the sweep will retry.", model._meta.label, list(pks))
-        mark_transient_failure(model, list(pks), field, exc, error_reason(exc))  # with the reason, for the sweep
+        mark_transient_failure(model, list(pks), field, exc)  # with the reason, for the sweep
         return False

@@ -19,7 +19,7 @@ from .conf import semantic_settings
 from .fields import get_embedding_field
 from .pipeline.claims import TOP_UP_BATCHES, claim_rows, release_rows
 from .pipeline.embedding import embed_pks
-from .pipeline.failures import TRANSIENT_ERRORS, error_reason, mark_transient_failure
+from .pipeline.failures import TRANSIENT_ERRORS, mark_transient_failure
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def run_embed_task(
     except TRANSIENT_ERRORS:
         raise  # nothing claimed: retried (Celery), or the rows' lease runs out and the sweep sends them
     except Exception as exc:  # the models cannot load: the rows carry the reason, and the sweep tries again
-        mark_transient_failure(model, list(pks), field, exc, error_reason(exc))
+        mark_transient_failure(model, list(pks), field, exc)
         raise
     room = max(0, TOP_UP_BATCHES * semantic_settings.BATCH_SIZE - len(pks))
     claimed = claim_rows(model, pks, token, field=field, top_up=room, force=force)
@@ -63,7 +63,7 @@ def run_embed_task(
         raise
     except Exception as exc:  # unexpected: the rows carry the reason, and the sweep tries them again
         release(model, claimed, token, field)
-        mark_transient_failure(model, claimed, field, exc, error_reason(exc))
+        mark_transient_failure(model, claimed, field, exc)
         raise
     release(model, claimed, token, field)
     return {

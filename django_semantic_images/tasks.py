@@ -6,10 +6,10 @@ The claim is a lease, renewed after every batch; when a worker dies with its row
 the lease runs out and the sweep sends them again within ``LEASE`` seconds plus a
 sweep period (docs/workers.md). A task that runs past ``TASK_TIME_LIMIT`` is ended with its pool
 process, which Celery replaces (its rows come back the same way). A fault that may pass (storage or database briefly
-gone) is retried by Celery with exponential backoff and full jitter; when the
-retries run out the rows are marked ``failed`` with ``TRANSIENT_PREFIX``, which the
-sweep queues again. A bad image is marked ``failed`` once, by the pipeline, and
-never retried.
+gone) is retried by Celery with exponential backoff and full jitter; the retry claims only the
+task's own rows, so the rows it took to fill its batch are marked ``failed`` with
+``TRANSIENT_PREFIX`` at once, and its own rows when the retries run out; the sweep queues them
+again. A bad image is marked ``failed`` once, by the pipeline, and never retried.
 """
 
 from __future__ import annotations
@@ -78,8 +78,13 @@ def embed_rows(
     file already failed to decode, are left alone. ``force`` recomputes rows whose
     image, texts and encoder are unchanged (and retries files that failed).
     """
-    # On a fault that may pass the rows stay held until autoretry_for's retry (with backoff)
-    # comes back for them; on_failure marks them once the retries run out.
+
+    def for_the_sweep(model: Any, claimed: list[Any], exc: Exception) -> None:
+        mark_transient_failure(model, batch_fillers(model, claimed, pks), field, exc)
+
+    # On a fault that may pass the task's own rows stay held until autoretry_for's retry (with
+    # backoff) comes back for them, and on_failure marks them once the retries run out; the retry
+    # claims only those, so the rows taken to fill the batch are marked for the sweep at once.
     return run_embed_task(
         model_label,
         pks,
@@ -87,7 +92,14 @@ def embed_rows(
         field=field,
         force=force,
         transient_hold=retry_hold(self.request.retries),
+        on_transient=for_the_sweep,
     )
+
+
+def batch_fillers(model: Any, claimed: list[Any], pks: list[Any]) -> list[Any]:
+    """The rows of ``claimed`` (primary keys) a task took to fill its batch: not among its ``pks``."""
+    own = {model._meta.pk.to_python(pk) for pk in pks}
+    return [pk for pk in claimed if pk not in own]
 
 
 @shared_task(name=SWEEP_TASK, acks_late=True)

@@ -252,6 +252,38 @@ def press_ctrl_c() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+#: The message of ``embedding_refused_for_a_while``: several lines, far longer than a row's reason.
+LONG_DATABASE_MESSAGE = "could not serialize access to the row " + "x" * 2000 + "\nit was changed meanwhile"
+
+
+@contextmanager
+def embedding_refused_for_a_while() -> Iterator[None]:
+    """PostgreSQL refuses every write of an embedded row meanwhile with a serialization failure (a
+    fault that may pass: ``OperationalError``) whose message is ``LONG_DATABASE_MESSAGE``, as a
+    database's DETAIL may quote a whole row; marking rows failed is still written."""
+    from django.db import connection
+
+    from photos.models import Photo
+
+    table = connection.ops.quote_name(Photo._meta.db_table)
+    first, rest = LONG_DATABASE_MESSAGE.split("\n")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION refuse_embedded() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
+            f"USING ERRCODE = '40001', MESSAGE = '{first}' || chr(10) || '{rest}'; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER refuse_embedded BEFORE UPDATE ON {table} FOR EACH ROW "
+            "WHEN (NEW.embedding_status = 'embedded') EXECUTE FUNCTION refuse_embedded()"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER refuse_embedded ON {table}")
+            cursor.execute("DROP FUNCTION refuse_embedded()")
+
+
 def status_of(photo) -> str:
     """The row's embedding status, read from the database."""
     from photos.models import Photo

@@ -122,5 +122,23 @@ def test_an_in_process_run_that_ends_with_an_error_counts_its_try_once(make_phot
     row = Photo.objects.get(pk=photo.pk)
     assert row.embedding_status == EmbeddingStatus.FAILED
     assert row.embedding_error == (
-        f"{TRANSIENT_PREFIX}(attempt 1 of {TRANSIENT_ATTEMPTS}) server closed the connection unexpectedly"
+        f"{TRANSIENT_PREFIX}(attempt 1 of {TRANSIENT_ATTEMPTS}) "
+        "OperationalError: server closed the connection unexpectedly"
     )
+
+
+def test_an_in_process_run_stores_the_reason_of_a_fault_that_may_pass_shortened(make_photo, sample_paths):
+    """The reason stored was the fault's whole message (a database's may span lines and quote a
+    whole row), not its first line cut as every other reason is."""
+    from django_semantic_images.dispatch import request_embedding
+    from django_semantic_images.pipeline.failures import REASON_CHARS
+
+    from .conftest import LONG_DATABASE_MESSAGE, embedding_refused_for_a_while
+
+    photo = make_photo(sample_paths["chelsea"])
+    with embedding_refused_for_a_while():
+        assert request_embedding(Photo, [photo.pk]) is False
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED
+    reason = f"OperationalError: {LONG_DATABASE_MESSAGE.splitlines()[0]}"[:REASON_CHARS]
+    assert row.embedding_error == f"{TRANSIENT_PREFIX}(attempt 1 of {TRANSIENT_ATTEMPTS}) {reason}", row.embedding_error

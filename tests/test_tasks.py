@@ -49,6 +49,58 @@ def test_a_storage_fault_is_retried_then_marked_for_the_sweep(make_photo, sample
     assert {Photo.objects.get(pk=p.pk).embedding_status for p in photos} == {EmbeddingStatus.EMBEDDED}
 
 
+def test_rows_a_task_took_to_fill_its_batch_are_marked_for_the_sweep_too(make_photo, sample_paths):
+    """Celery's retries claim only the task's own rows, and when they ran out only those were marked:
+    the waiting rows its first try took to fill its batch were held, then sent again by the sweep
+    with no reason and no try counted. The tasks framework marked them all."""
+    from django_semantic_images.tasks import batch_fillers
+
+    own = [make_photo(sample_paths[s]) for s in ("chelsea", "rocket")]
+    waiting = make_photo(sample_paths["coffee"])
+    photos = [*own, waiting]
+    paths = [Path(photo.image.path) for photo in photos]
+    saved = [path.read_bytes() for path in paths]
+    for path in paths:
+        path.unlink()
+        path.mkdir()  # EISDIR on every file of the batch: the storage looks gone, the task is retried
+    try:
+        result = embed_rows.apply(args=["photos.Photo", [str(photo.pk) for photo in own]])  # as dispatch sends
+        assert result.failed()
+    finally:
+        for path, data in zip(paths, saved, strict=True):
+            path.rmdir()
+            path.write_bytes(data)
+    now = timezone.now()
+    for photo in photos:
+        row = Photo.objects.get(pk=photo.pk)
+        assert (row.embedding_status, row.embedding_claimed_by) == (EmbeddingStatus.FAILED, ""), photo is waiting
+        error = row.embedding_error
+        assert error.startswith(f"{TRANSIENT_PREFIX}(attempt 1 of ") and "Storage error" in error, error
+        assert now + timedelta(seconds=25) < row.embedding_lease_until <= now + timedelta(seconds=60)  # its backoff
+    # the task's own rows, sent as strings, are told from those it took: only the latter are marked at once
+    assert batch_fillers(Photo, [p.pk for p in photos], [str(p.pk) for p in own]) == [waiting.pk]
+
+
+def test_a_task_whose_retries_run_out_stores_the_reason_shortened(make_photo, sample_paths):
+    """The reason stored when Celery's retries ran out was the fault's whole message (a database's may
+    span lines and quote a whole row), not its first line cut as every other reason is."""
+    from django_semantic_images.pipeline.failures import REASON_CHARS
+
+    from .conftest import LONG_DATABASE_MESSAGE, embedding_refused_for_a_while
+
+    photo = make_photo(sample_paths["chelsea"])
+    with embedding_refused_for_a_while():
+        result = embed_rows.apply(args=["photos.Photo", [photo.pk]])
+    assert result.failed()
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED
+    prefix = f"{TRANSIENT_PREFIX}(attempt 1 of 5) "
+    assert row.embedding_error.startswith(prefix), row.embedding_error
+    reason = row.embedding_error.removeprefix(prefix)
+    first_line = LONG_DATABASE_MESSAGE.splitlines()[0]
+    assert reason == f"OperationalError: {first_line}"[:REASON_CHARS], reason[-300:]
+
+
 def test_one_unreadable_file_alone_in_its_batch_fails_its_row_as_among_others(make_photo, sample_paths, settings):
     """A storage error on one file (EISDIR) fails that row alone in a batch of several; alone in its
     batch (an upload's own task, a batch of one row, beside a row found unchanged) it was

@@ -136,10 +136,8 @@ def transient_state(field: ImageEmbeddingField, previous: str, reason: str) -> d
     }
 
 
-def mark_transient_failure(
-    model: Any, pks: list[Any], field: str | None, exc: BaseException, reason: str | None = None
-) -> None:
-    """Retries ran out: record why (``reason``, else ``exc``'s message), in a form the sweep
+def mark_transient_failure(model: Any, pks: list[Any], field: str | None, exc: BaseException) -> None:
+    """Retries ran out: record why (``exc`` as ``error_reason`` words it), in a form the sweep
     recognises, on rows still pending and free (the tries are counted, and the sweep waits out a
     backoff: see ``transient_state``)."""
     emb = get_embedding_field(model, field)
@@ -149,6 +147,6 @@ def mark_transient_failure(
             free_filter(emb, timezone.now()), pk__in=pks, **{status: EmbeddingStatus.PENDING}
         )
         for pk, previous in list(rows.values_list("pk", error)):
-            rows.filter(pk=pk).update(**transient_state(emb, previous or "", reason or str(exc)))
+            rows.filter(pk=pk).update(**transient_state(emb, previous or "", error_reason(exc)))
     except DatabaseError:  # the database is the fault: the rows stay pending and the sweep finds them
         logger.warning("Could not mark %s %s as failed; they stay pending.", model._meta.label, pks)

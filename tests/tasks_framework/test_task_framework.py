@@ -244,6 +244,25 @@ def test_a_storage_fault_marks_the_rows_for_the_sweep(make_photo, sample_paths):
     assert len(task_rows()) == 1
 
 
+def test_a_fault_that_may_pass_stores_its_reason_shortened(make_photo, sample_paths):
+    """The reason stored was the fault's whole message (a database's may span lines and quote a
+    whole row), not its first line cut as every other reason is."""
+    from django_semantic_images.pipeline.failures import REASON_CHARS
+
+    from ..conftest import LONG_DATABASE_MESSAGE, embedding_refused_for_a_while
+
+    photo = make_photo(sample_paths["chelsea"])
+    with embedding_refused_for_a_while(), override_settings(TASKS=immediate_backend()):
+        result = embed_rows.using(backend="default").enqueue("photos.Photo", [str(photo.pk)])
+        assert result.status == "FAILED"
+    row = Photo.objects.get(pk=photo.pk)
+    assert row.embedding_status == EmbeddingStatus.FAILED
+    prefix = f"{TRANSIENT_PREFIX}(attempt 1 of 5) "
+    assert row.embedding_error.startswith(prefix), row.embedding_error
+    reason = row.embedding_error.removeprefix(prefix)
+    assert reason == f"OperationalError: {LONG_DATABASE_MESSAGE.splitlines()[0]}"[:REASON_CHARS], reason[-300:]
+
+
 def test_reindex_queue_sends_through_the_tasks_framework(make_photo, sample_paths):
     from ..conftest import run_command
 
