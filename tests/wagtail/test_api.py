@@ -210,6 +210,26 @@ def test_v2_bad_parameters_are_400_naming_them(api, params, message):
     assert response.json()["message"].startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        # Wagtail's search backend raised ValueError on an unknown operator here too: a 500.
+        ({"search": "IMG_0000", "search_operator": "xor"}, "search_operator must be 'and' or 'or'"),
+        ({"search": "IMG\x00"}, "search cannot contain NUL characters"),
+        ({"search": " ".join(["a"] * 250)}, "search: more than 64 words"),
+        ({"search": "x" * 5000}, "search: the search text is longer than"),
+        # Wagtail answered "cannot filter by 'name' while searching", naming no parameter.
+        ({"tags": "cat", "width": "640", "search": "IMG_0000"}, "tags cannot be combined with search"),
+    ],
+)
+def test_v2_detail_view_checks_the_filters_values_as_the_listing_does(api, sample_images, params, message):
+    """The detail view runs the listing's filters (Wagtail's ``get_object``), but none of the listing's
+    checks of their values: ``?search_operator=xor`` reached Wagtail's search backend, a 500."""
+    response = api.get(f"{V2}{sample_images['chelsea'].pk}/", params)
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["message"].startswith(message)
+
+
 @pytest.mark.parametrize("raw", ["abc", "", "1.5", "a\x00"])
 def test_v2_find_with_an_id_that_is_not_a_number_is_400_naming_it(api, sample_images, raw):
     """Wagtail's ``find/?id=`` passed the id to the database lookup as it was: a ValueError, a 500."""

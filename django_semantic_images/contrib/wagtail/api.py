@@ -206,7 +206,13 @@ class CheckedImagesAPIViewSet(ImagesAPIViewSet):
     pagination_class = SemanticPagination
 
     def check_query_parameters(self, queryset: QuerySet) -> None:
-        """Wagtail's check, and a 400 naming the parameter where Wagtail's search would fail:
+        """Wagtail's check of the listing's parameters, then ``check_filter_values``."""
+        super().check_query_parameters(queryset)
+        self.check_filter_values()
+
+    def check_filter_values(self) -> None:
+        """A 400 naming the parameter where Wagtail's filters would fail, for the listing and the detail
+        view (which runs the same filters, and where Wagtail checks nothing):
 
         - a value holding a NUL character (PostgreSQL refuses it in text: Wagtail's ``search``
           and field filters were a 500); ``semantic`` reads a NUL as a space, as the REST API's
@@ -219,7 +225,6 @@ class CheckedImagesAPIViewSet(ImagesAPIViewSet):
         - ``tags`` with ``search``, which Wagtail does not support (a later field filter made its
           answer a message that named no parameter).
         """
-        super().check_query_parameters(queryset)
         params = self.request.GET
         for name, values in params.lists():
             if name != SEMANTIC and any("\x00" in value for value in values):
@@ -235,6 +240,11 @@ class CheckedImagesAPIViewSet(ImagesAPIViewSet):
                 raise BadRequestError("search_operator must be 'and' or 'or'")
             if "tags" in params:
                 raise BadRequestError("tags cannot be combined with search (filtering by tag while searching)")
+
+    def detail_view(self, request: Any, pk: Any) -> Any:
+        """Wagtail's detail view, its filters' values checked first (``check_filter_values``)."""
+        self.check_filter_values()
+        return super().detail_view(request, pk)
 
     def perform_content_negotiation(self, request: Any, force: bool = False) -> Any:
         """DRF's, with a ``?format=`` that none of the renderers writes a 400 naming ``format``
