@@ -230,6 +230,37 @@ def test_v2_detail_view_checks_the_filters_values_as_the_listing_does(api, sampl
     assert response.json()["message"].startswith(message)
 
 
+def test_v2_detail_view_with_search_finds_the_image_when_the_words_match_it(
+    api, sample_images, make_image, sample_paths
+):
+    """Wagtail's search gives results that are no queryset: its detail view looked the image up in them
+    with ``get()``, which they lack, so any ``?search=`` was a 404 with an empty message, even for the
+    visible image the words find. The search narrows the detail view as the other filters do."""
+    cat, coffee = sample_images["chelsea"], sample_images["coffee"]  # titled IMG_0000 and IMG_0001
+    found = api.get(f"{V2}{cat.pk}/", {"search": "IMG_0000"})
+    assert found.status_code == 200, found.content[:300]
+    assert found.json()["id"] == cat.pk and found.json()["title"] == "IMG_0000"
+    assert (
+        api.get(f"{V2}{cat.pk}/", {"search": "IMG_0000", "search_operator": "or", "order": "title"}).status_code == 200
+    )
+    not_found = {"message": "No Image matches the given query."}
+    # Words that find another image, or none: the image is not among the results, as a missing one.
+    root = Collection.get_first_root_node()
+    private = root.add_child(name="Private")
+    CollectionViewRestriction.objects.create(collection=private, restriction_type=CollectionViewRestriction.LOGIN)
+    hidden = make_image(sample_paths["rocket"], "IMG_0100", collection=private)
+    for pk, words in (
+        (cat.pk, "IMG_0001"),
+        (coffee.pk, "IMG_0000"),
+        (hidden.pk, "IMG_0100"),
+        (hidden.pk + 1000, "x"),
+        ("9" * 25, "x"),
+    ):
+        response = api.get(f"{V2}{pk}/", {"search": words})
+        assert response.status_code == 404, (pk, words, response.content[:300])
+        assert response.json() == not_found
+
+
 @pytest.mark.parametrize("raw", ["abc", "", "1.5", "a\x00"])
 def test_v2_find_with_an_id_that_is_not_a_number_is_400_naming_it(api, sample_images, raw):
     """Wagtail's ``find/?id=`` passed the id to the database lookup as it was: a ValueError, a 500."""

@@ -246,6 +246,16 @@ class CheckedImagesAPIViewSet(ImagesAPIViewSet):
         self.check_filter_values()
         return super().detail_view(request, pk)
 
+    def filter_queryset(self, queryset: QuerySet) -> Any:
+        """The filter backends' narrowing. On the detail view with ``?search=``, the image among
+        what Wagtail's search finds: its results are no queryset, and the detail view looked the image
+        up in them with ``get()``, which they lack (a 404 with an empty message, for any image)."""
+        if self.action != "detail_view" or "search" not in self.request.GET:
+            return super().filter_queryset(queryset)
+        lookup = self.lookup_url_kwarg or self.lookup_field
+        image = queryset.filter(**{self.lookup_field: self.kwargs[lookup]})  # the search reads one image
+        return image.filter(pk__in=[found.pk for found in super().filter_queryset(image)])
+
     def perform_content_negotiation(self, request: Any, force: bool = False) -> Any:
         """DRF's, with a ``?format=`` that none of the renderers writes a 400 naming ``format``
         (Wagtail answered 404 with an empty message)."""
