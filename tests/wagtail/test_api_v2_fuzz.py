@@ -6,7 +6,8 @@ Hypothesis mixes this app's parameters with Wagtail's own (``search``, ``order``
 unicode, 10,000 characters, repeated parameters, ids of hidden, pending and missing images),
 sends them through Django's test client as an anonymous caller, and checks each answer: never a
 5xx; a 400 is ``{"message": ...}`` naming a parameter of the request; a 200 is JSON with ``items``.
-``make fuzz`` runs it with a random seed and more cases.
+The same query strings go to the detail view of each kind of image too (a 404 is a missing image's).
+``make fuzz`` runs both with a random seed and more cases.
 """
 
 from __future__ import annotations
@@ -156,19 +157,25 @@ def image_ids(sample_images, make_image, sample_paths) -> list[str]:
     return [str(pk) for pk in (*visible, hidden.pk, pending.pk, max(visible) + 1000)]
 
 
-def check_answer(client: Client, query: str) -> int:
-    """Send ``query``; assert the answer keeps the contract; return its status."""
-    response = client.get(f"{V2}?{query}")
-    assert response.status_code in (200, 400), (query[:300], response.status_code, response.content[:500])
+def check_answer(client: Client, query: str, pk: str | None = None) -> int:
+    """Send ``query`` to the listing, or to the detail view of image ``pk``; assert the answer keeps
+    the contract; return its status. A detail view's 404 is the one of a missing image, hidden or not."""
+    response = client.get(f"{V2}?{query}" if pk is None else f"{V2}{pk}/?{query}")
+    statuses = (200, 400) if pk is None else (200, 400, 404)
+    assert response.status_code in statuses, (pk, query[:300], response.status_code, response.content[:500])
     body = response.json()
     if response.status_code == 200:
-        assert isinstance(body["items"], list), body
+        assert isinstance(body["items"], list) if pk is None else body["id"] == int(pk), body
         return 200
+    if response.status_code == 404:
+        assert body == {"message": "No Image matches the given query."}, (pk, query[:300], body)
+        return 404
     assert set(body) == {"message"}, body
     names = {part.split("=", 1)[0] for part in query.split("&") if part}
     message = body["message"]
-    # Wagtail's own check names an unknown parameter with an empty name as "...: " (its name is "").
-    empty_named = "" in names and message == f"{UNKNOWN}: "
+    # A parameter with an empty name is named as "": Wagtail's check of the listing's names as "...: ",
+    # the detail view's NUL check as " cannot contain ...".
+    empty_named = "" in names and (message == f"{UNKNOWN}: " or message.startswith(" "))
     assert empty_named or any(names_parameter(message, name) for name in names if name), (query[:300], message)
     return 400
 
@@ -182,13 +189,17 @@ def names_parameter(message: str, name: str) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", message) for word in ALIASES.get(name, (name,)))
 
 
-def run(client: Client, ids: list[str], examples: int, random_seed: int | None = None) -> dict[int, int]:
+def run(
+    client: Client, ids: list[str], examples: int, random_seed: int | None = None, *, detail: bool = False
+) -> dict[int, int]:
+    """Send ``examples`` query strings to the listing, or with ``detail`` to the detail view of one of
+    ``ids`` each (it runs the listing's filters)."""
     statuses: dict[int, int] = {}
 
-    @given(query=query_strings(ids))
+    @given(query=query_strings(ids), pk=st.sampled_from(ids) if detail else st.none())
     @generation_settings(examples, derandomize=random_seed is None)
-    def send(query: str) -> None:
-        status = check_answer(client, query)
+    def send(query: str, pk: str | None) -> None:
+        status = check_answer(client, query, pk)
         statuses[status] = statuses.get(status, 0) + 1
 
     if random_seed is not None:
@@ -212,6 +223,14 @@ def test_generated_v2_query_strings_get_no_5xx_and_400s_name_the_parameter(anony
     assert statuses.get(200, 0) > 20 and statuses.get(400, 0) > 20, statuses
 
 
+def test_generated_v2_query_strings_on_the_detail_view_get_no_5xx_and_400s_name_the_parameter(anonymous, image_ids):
+    """The same query strings on the detail view of a visible, hidden, pending or missing image: it runs
+    the listing's filters, where Wagtail checks none of their values (``?search_operator=xor`` was a 500)."""
+    statuses = run(anonymous, image_ids, EXAMPLES, detail=True)
+    print(f"\nv2 query strings on the detail view: {statuses}")
+    assert all(statuses.get(status, 0) > 20 for status in (200, 400, 404)), statuses
+
+
 @pytest.mark.skipif(not FUZZ_CASES, reason="make fuzz: set SEMANTIC_IMAGES_FUZZ_CASES")
 def test_fuzz_v2_query_strings_with_a_random_seed(anonymous, image_ids):
     """``make fuzz``: SEMANTIC_IMAGES_FUZZ_CASES query strings, seed SEMANTIC_IMAGES_FUZZ_SEED or random."""
@@ -219,3 +238,5 @@ def test_fuzz_v2_query_strings_with_a_random_seed(anonymous, image_ids):
     print(f"\nv2 fuzz seed: {random_seed} (rerun with SEED={random_seed})", flush=True)
     statuses = run(anonymous, image_ids, FUZZ_CASES, random_seed)
     print(f"v2 fuzz seed {random_seed}: {sum(statuses.values())} query strings, statuses {statuses}")
+    statuses = run(anonymous, image_ids, FUZZ_CASES, random_seed, detail=True)
+    print(f"v2 fuzz seed {random_seed}: {sum(statuses.values())} on the detail view, statuses {statuses}")
