@@ -899,6 +899,18 @@ def test_the_routers_format_suffixes_answer_like_format(client, sample_photos):
     assert response.status_code == 400 and "format" in response.json()
 
 
+@pytest.mark.parametrize("query", ["format=xml", "format=api", "format=json", "format="])
+def test_a_format_suffix_and_a_format_parameter_together_are_a_400_naming_format(client, sample_photos, query):
+    """The suffix won and the parameter was silently left out: ``photos.json?format=xml`` answered 200,
+    where ``?format=xml`` alone is a 400. Two formats are a single-valued parameter given twice."""
+    pk = sample_photos["chelsea"].pk
+    for url in ("/api/photos.json", "/api/photos/search.json?q=a+cat", f"/api/photos/{pk}/similar.json"):
+        response = client.get(f"{url}{'&' if '?' in url else '?'}{query}")
+        assert response.status_code == 400, (url, query, response.content[:300])
+        assert response.json() == {"format": ["Give format once; it was given 2 times."]}
+    assert client.get("/api/photos.json?limit=2").status_code == 200
+
+
 def test_similar_takes_a_viewsets_own_lookup_url_kwarg(client, settings, sample_photos, private_coffee):
     """The router names the id's URL argument after ``lookup_url_kwarg`` (or ``lookup_field``), which
     ``similar(request, pk=None)`` did not take: every {id}/similar/ of such a viewset was a 500."""

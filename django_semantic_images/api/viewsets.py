@@ -232,6 +232,7 @@ class SemanticSearchViewSet(viewsets.GenericViewSet):
             refuse_declared_oversize(request)
         super().initial(request, *args, **kwargs)
         ensure_utf8(request)
+        ensure_one_format(request, self.format_kwarg)
         if self.action in ("list", "search", "similar", "duplicates"):
             rules = self.param_rules()
             ensure_known(request.query_params.keys(), rules.accepted)
@@ -591,6 +592,16 @@ def form_data(request: Request) -> Any:
     plain ``{}``, which has no ``getlist``; it is then an empty form."""
     data: Any = request.data
     return data if isinstance(data, MultiValueDict) else MultiValueDict({key: [value] for key, value in data.items()})
+
+
+def ensure_one_format(request: Request, suffix: str | None) -> None:
+    """A 400 naming ``format`` for a ``?format=`` beside a format suffix (``photos.json?format=xml``):
+    the suffix won and the parameter was silently left out, as a single-valued parameter given twice."""
+    name = api_settings.URL_FORMAT_OVERRIDE
+    if suffix is None or not name or name not in request.query_params:
+        return
+    count = 1 + len(request.query_params.getlist(name))
+    raise ValidationError({name: [f"Give {name} once; it was given {count} times."]})
 
 
 def refuse_declared_oversize(request: Request) -> None:
