@@ -272,6 +272,21 @@ def test_v2_find_with_an_id_that_is_not_a_number_is_400_naming_it(api, sample_im
     assert api.get(V2 + "find/", {"id": "9" * 30}).status_code == 404  # a number no image has: not found
 
 
+def test_v2_find_reads_the_id_as_similar_to_does_only_in_ascii_digits(api, sample_images):
+    """Wagtail's lookup reads " 5", "+5", "٥" as 5 and "0_5" as 5, "1_2" as 12: each was another
+    address of an image (``find/?id=1_2`` found image 12), where ``similar_to`` and the REST API
+    read ids strictly."""
+    pk = sample_images["chelsea"].pk
+    arabic = str(pk).translate(
+        str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+    )
+    for written in (f" {pk}", f"+{pk}", f"0_{pk}", arabic, f"{pk}\n", f"{pk}.0"):
+        response = api.get(V2 + "find/", {"id": written})
+        assert response.status_code == 400, (written, response.status_code)
+        assert response.json() == {"message": "id must be an integer"}
+    assert api.get(V2 + "find/", {"id": "-1"}).status_code == 404  # a number, which no image has
+
+
 def test_v2_search_words_up_to_the_limit_are_answered(api):
     """As many one-letter words as ``?search=`` takes: an answer, not a RecursionError; one more, a 400."""
     from django_semantic_images.contrib.wagtail.api import MAX_SEARCH_WORDS

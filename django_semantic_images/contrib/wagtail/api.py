@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from django.db.models import Model, QuerySet
+from django.db.models import IntegerField, Model, QuerySet
 from django.http import Http404
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.fields import Field, SkipField
@@ -266,13 +266,17 @@ class CheckedImagesAPIViewSet(ImagesAPIViewSet):
             raise BadRequestError(f"format must be one of: {formats}") from None
 
     def find_object(self, queryset: QuerySet, request: Any) -> Any:
-        """Wagtail's ``find/?id=``, with an id that is not a number a 400 naming it (Wagtail passed
-        it to the lookup as it was: a ValueError, a 500)."""
+        """Wagtail's ``find/?id=``, with an id not written in ASCII digits (after an optional '-') a
+        400 naming it: Wagtail passed it to the lookup as it was (``abc``: a ValueError, a 500), which
+        also read " 5", "+5" and "٥" as 5 and "1_2" as 12, other addresses of an image."""
         if "id" in request.GET:
+            key, raw = queryset.model._meta.pk, request.GET["id"]
             try:
-                queryset.model._meta.pk.get_prep_value(request.GET["id"])
+                key.get_prep_value(raw)
             except (TypeError, ValueError):
                 raise BadRequestError("id must be an integer") from None
+            if isinstance(key, IntegerField) and INTEGER.fullmatch(raw) is None:
+                raise BadRequestError("id must be an integer")
         return super().find_object(queryset, request)
 
 
