@@ -261,6 +261,20 @@ def test_v2_detail_view_with_search_finds_the_image_when_the_words_match_it(
         assert response.json() == not_found
 
 
+def test_the_admin_apis_detail_view_checks_and_searches_as_the_public_one(superuser_client, sample_images):
+    """The admin API's images endpoint (``/admin/api/main/images/``) has the same base
+    (``CheckedImagesAPIViewSet``): its detail view too."""
+    from django.urls import reverse
+
+    cat = sample_images["chelsea"]
+    url = reverse("wagtailadmin_api:images:detail", args=(cat.pk,))
+    bad = superuser_client.get(url, {"search": "IMG_0000", "search_operator": "xor"})
+    assert (bad.status_code, bad.json()) == (400, {"message": "search_operator must be 'and' or 'or'"})
+    assert superuser_client.get(url, {"search": "IMG_0000"}).json()["id"] == cat.pk
+    other = superuser_client.get(url, {"search": "IMG_0001"})
+    assert (other.status_code, other.json()) == (404, {"message": "No Image matches the given query."})
+
+
 @pytest.mark.parametrize("raw", ["abc", "", "1.5", "a\x00"])
 def test_v2_find_with_an_id_that_is_not_a_number_is_400_naming_it(api, sample_images, raw):
     """Wagtail's ``find/?id=`` passed the id to the database lookup as it was: a ValueError, a 500."""
