@@ -481,8 +481,16 @@ def test_choosing_an_image_of_a_hidden_collection_answers_like_a_missing_one(
     assert_hidden_answers_like_missing(
         client, ("wagtailimages_chooser:chosen", "wagtailimages_chooser:select_format"), mug
     )
+    # Choosing the format (rich text) answered with the image's HTML; Wagtail 7.0 checked no permission at all.
+    data = {"image-chooser-insertion-format": "fullwidth", "image-chooser-insertion-alt_text": "a mug"}
+    select_format = "wagtailimages_chooser:select_format"
+    hidden = client.post(reverse(select_format, args=(mug.pk,)), data)
+    missing = client.post(reverse(select_format, args=(mug.pk + 1000,)), data)
+    assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) and hidden.status_code == 404
     shown = make_image(sample_paths["chelsea"], "cat", collection=pets)
     assert client.get(reverse("wagtailimages_chooser:chosen", args=(shown.pk,))).status_code == 200
+    chosen = client.post(reverse(select_format, args=(shown.pk,)), data)
+    assert chosen.json()["result"]["alt"] == "a mug"
 
 
 @pytest.mark.django_db

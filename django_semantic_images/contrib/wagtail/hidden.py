@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.views import View
@@ -79,8 +79,26 @@ class HiddenUploadAsMissingMixin:
 WAGTAIL_URL_GENERATOR = getattr(images, "URLGeneratorView", None)
 
 
+#: Whether Wagtail's URL generator renders its own output (``output_only``, Wagtail 7.1+); Wagtail 7.0's
+#: page fetches the URL as JSON from ``GenerateURLView`` instead.
+URL_GENERATOR_OUTPUT = hasattr(WAGTAIL_URL_GENERATOR, "output_only")
+#: Wagtail 7.0's JSON answer of the URL generator (gone in 7.1), else None.
+WAGTAIL_GENERATE_URL = getattr(images, "GenerateURLView", None)
+
+
 class URLGeneratorView(HiddenAsMissingMixin, WAGTAIL_URL_GENERATOR or View):  # type: ignore[misc]
     pass
+
+
+class GenerateURLView(WAGTAIL_GENERATE_URL or View):  # type: ignore[misc]
+    """Wagtail 7.0's JSON of the URL generator: a hidden image answers as a missing one (Wagtail's
+    own answered it with a 403 saying "You do not have permission", a missing id with this 404)."""
+
+    def get(self, request: HttpRequest, image_id: int, filter_spec: str) -> HttpResponse:
+        image = get_image_model().objects.filter(id=image_id).first()
+        if image is not None and not sees(request.user, image):
+            return JsonResponse({"error": "Cannot find image."}, status=404)  # Wagtail's for a missing id
+        return super().get(request, image_id, filter_spec)
 
 
 class MultipleEditView(HiddenAsMissingMixin, multiple.EditView):
@@ -134,12 +152,11 @@ def urlpatterns() -> list:
         ),
     ]
     if WAGTAIL_URL_GENERATOR is not None:
-        patterns += [
-            path("<int:image_id>/generate_url/", URLGeneratorView.as_view(), name="url_generator"),
-            path(
-                "<int:image_id>/generate_url/output/",
-                URLGeneratorView.as_view(output_only=True),
-                name="url_generator_output",
-            ),
-        ]
+        patterns.append(path("<int:image_id>/generate_url/", URLGeneratorView.as_view(), name="url_generator"))
+    if WAGTAIL_URL_GENERATOR is not None and URL_GENERATOR_OUTPUT:
+        output = URLGeneratorView.as_view(output_only=True)
+        patterns.append(path("<int:image_id>/generate_url/output/", output, name="url_generator_output"))
+    if WAGTAIL_GENERATE_URL is not None:
+        generate = GenerateURLView.as_view()
+        patterns.append(path("<int:image_id>/generate_url/<str:filter_spec>/", generate, name="generate_url"))
     return patterns

@@ -15,6 +15,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
 from django.utils.functional import cached_property
@@ -35,6 +36,7 @@ from ...encoders.base import ENCODER_UNAVAILABLE
 from ...fields import embedding_path
 from ...query import read_as_search
 from ...words import search_words, spellings, too_long, unreadable_note
+from .permissions import image_permission_policy
 from .photo_search import PhotoSearchMixin
 from .search import (
     DEFAULT_LIMIT,
@@ -306,8 +308,21 @@ class SemanticImageChosenView(HiddenAsMissingMixin, ImageChosenView):
     pass
 
 
+#: Whether Wagtail's "select format" step checks that the editor may choose the image (its
+#: ``get_object``, Wagtail 7.1+); Wagtail 7.0's checks nothing.
+WAGTAIL_CHECKS_SELECT_FORMAT = hasattr(ImageSelectFormatView, "get_object")
+
+
 class SemanticImageSelectFormatView(HiddenAsMissingMixin, ImageSelectFormatView):
-    pass
+    """On Wagtail 7.0, whose view checked no permission (any editor read any image's title, preview
+    and HTML by its id), an image the editor may not choose answers as a missing one here too."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if not WAGTAIL_CHECKS_SELECT_FORMAT:
+            image = get_object_or_404(get_image_model(), id=kwargs.get("image_id"))
+            if not image_permission_policy().user_has_permission_for_instance(request.user, "choose", image):
+                raise Http404
+        return super().dispatch(request, *args, **kwargs)
 
 
 class SemanticImageChooserViewSet(ImageChooserViewSet):
