@@ -111,6 +111,29 @@ def test_search_by_photo_isolates_a_right_to_left_file_name(superuser_client, sa
     assert "Images that look like “<bdi>קפה.jpg</bdi>”, most alike first." in html
 
 
+def test_a_photo_search_that_finds_nothing_says_so(superuser_client, make_image, sample_paths):
+    """No image to compare (all pending or failed, or none in the collection): the listing says
+    that nothing looks like the photo and why, not Wagtail's "You haven't uploaded any images"."""
+    waiting = make_image(sample_paths["coffee"], "IMG_0001")  # uploaded, not embedded yet
+    response = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]), name="my <mug>.jpg")
+    assert ranked(superuser_client, response) == []
+    page = superuser_client.get(response["Location"])
+    html = page.content.decode()
+    assert "You haven't uploaded any images" not in html
+    assert 'data-semantic-photo-no-results role="alert"' in html
+    assert "No image looks like “<bdi>my &lt;mug&gt;.jpg</bdi>”." in html
+    assert "waiting to be embedded" in html  # why an image just uploaded is not listed yet
+    # In a collection, too, and in the results fragment that filters fetch.
+    collection = Collection.get_first_root_node().add_child(name="Empty")
+    query = response["Location"].split("?", 1)[1]
+    results_url = f"{reverse('wagtailimages:index_results')}?{query}&collection_id={collection.pk}"
+    results = superuser_client.get(results_url).content.decode()
+    assert "You haven't uploaded any images" not in results and "data-semantic-photo-no-results" in results
+    # Without a photo search, Wagtail's own message stays.
+    waiting.delete()
+    assert "You haven't uploaded any images" in superuser_client.get(reverse("wagtailimages:index")).content.decode()
+
+
 def test_search_by_photo_keeps_the_collection_filter_and_sorting(superuser_client, sample_images, sample_paths):
     root = Collection.get_first_root_node()
     elsewhere = root.add_child(name="Elsewhere")
