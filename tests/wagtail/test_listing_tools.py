@@ -134,6 +134,24 @@ def test_a_photo_search_that_finds_nothing_says_so(superuser_client, make_image,
     assert "You haven't uploaded any images" in superuser_client.get(reverse("wagtailimages:index")).content.decode()
 
 
+def test_words_typed_over_a_photo_search_keep_the_photo_for_when_they_are_cleared(
+    superuser_client, sample_images, sample_paths
+):
+    """Words take precedence over the photo while they are typed; a page of their results loaded
+    in full (paging, a reload) still carries the photo in the header's form, so clearing the words
+    brings the photo's ranking back instead of the plain listing."""
+    location = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]))["Location"]
+    token = parse_qs(location.split("?", 1)[1])["photo"][0]
+    page = superuser_client.get(reverse("wagtailimages:index"), {"photo": token, "q": "a cat", "p": "1"})
+    assert page.context["photo_query"] is None  # the words rank the listing
+    assert f'<input type="hidden" name="photo" value="{token}">' in page.content.decode()
+    cleared = superuser_client.get(reverse("wagtailimages:index_results"), {"photo": token, "q": ""})
+    assert list(cleared.context["object_list"])[0] == sample_images["coffee"]
+    # A token the session does not hold is not carried on.
+    page = superuser_client.get(reverse("wagtailimages:index"), {"photo": "unknown", "q": "a cat"})
+    assert 'type="hidden" name="photo"' not in page.content.decode()
+
+
 def test_search_by_photo_keeps_the_collection_filter_and_sorting(superuser_client, sample_images, sample_paths):
     root = Collection.get_first_root_node()
     elsewhere = root.add_child(name="Elsewhere")
