@@ -128,6 +128,40 @@ def test_failed_image_shows_the_reason(superuser_client, sample_images, make_ima
     assert "embedding it failed" in html
 
 
+@pytest.mark.parametrize(
+    "corrupt", [lambda data: data[: len(data) // 3], lambda data: b"not an image at all" * 10], ids=["cut", "garbage"]
+)
+def test_an_image_whose_file_cannot_be_read_opens_with_the_reason(
+    superuser_client, sample_images, make_image, sample_paths, corrupt
+):
+    """A file present but cut short or corrupt (the failures the report links to): Wagtail's image
+    tag raised from the page's preview and the listing's thumbnails (a 500); they are drawn as for
+    a missing file, and the page says why the image failed."""
+    broken = make_image(sample_paths["rocket"], "IMG_0400")
+    with open(broken.file.path, "rb") as file:
+        data = file.read()
+    with open(broken.file.path, "wb") as file:
+        file.write(corrupt(data))
+    assert list(embed_pks(ImageVectors, [broken.pk]).failed) == [broken.pk]
+    error = ImageVectors.objects.get(pk=broken.pk).embedding.error
+    response = edit_page(superuser_client, broken)
+    html = response.content.decode()
+    assert 'data-embedding-state="failed"' in html and f"<span data-embedding-error>{escape(error)}</span>" in html
+    assert 'src="/media/not-found"' in html
+    # The listing (both layouts) draws it the same way, and the other images as before.
+    for layout in ("grid", "list"):
+        listing = superuser_client.get(reverse("wagtailimages:index"), {"layout": layout})
+        assert listing.status_code == 200 and 'src="/media/not-found"' in listing.content.decode()
+        assert len(listing.context["object_list"]) == len(sample_images) + 1
+    # So does another image's panel, whose nearest images include it (its file broken after it was embedded).
+    coffee = sample_images["coffee"]
+    with open(coffee.file.path, "wb") as file:
+        file.write(b"broken later")
+    coffee.renditions.all().delete()  # the listing above drew its thumbnail before
+    page = edit_page(superuser_client, sample_images["chelsea"])
+    assert coffee in page.context["similar_images"] and 'src="/media/not-found"' in page.content.decode()
+
+
 def test_failed_upload_shows_the_reason(superuser_client, django_capture_on_commit_callbacks):
     """An upload the pipeline cannot decode (an SVG: Wagtail accepts it, the encoder cannot read it)."""
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'

@@ -32,6 +32,7 @@ from ...query import similar_to
 from .models import RELATED_NAME
 from .permissions import image_permission_policy
 from .redirects import next_url_from
+from .renditions import guard_renditions
 from .signals import image_database, request_embedding
 
 #: The URL namespace of these views (``semantic_images_wagtail_edit:reembed``).
@@ -99,15 +100,19 @@ class SemanticImageEditView(EditView):
         nearest: Any = self.nearest_images()  # Wagtail's ImageQuerySet (prefetch_renditions)
         if nearest is None:
             return None
-        return list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
+        similar = list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
+        guard_renditions(similar)
+        return similar
 
     def get_object(self, queryset: Any = None) -> Any:
         """The image, if this editor may change it; any other answers 404, as a missing one does
         (Wagtail's own edit page redirects to the dashboard instead, which tells the image exists)."""
         try:
-            return super().get_object(queryset)
+            image = super().get_object(queryset)
         except PermissionDenied:
             raise Http404 from None
+        guard_renditions([image])  # a file cut short or corrupt: its preview drawn as not found, not a 500
+        return image
 
     @cached_property
     def next_url(self) -> str:

@@ -36,6 +36,7 @@ from ...fields import embedding_path
 from ...query import read_as_search
 from ...words import search_words, spellings, too_long, unreadable_note
 from .photo_search import PhotoSearchMixin
+from .renditions import guard_renditions
 from .search import (
     DEFAULT_LIMIT,
     KEYWORD_FIELDS,
@@ -126,6 +127,12 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return begin_search(request) or super().get(request, *args, **kwargs)
+
+    def decorate_paginated_queryset(self, object_list: Any) -> Any:
+        """Wagtail's, with each image whose file cannot be read drawn as a missing one (a 500 before)."""
+        object_list = super().decorate_paginated_queryset(object_list)
+        guard_renditions(object_list)
+        return object_list
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
