@@ -266,6 +266,13 @@ class SemanticChooserMixin:
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return begin_search(request) or super().get(request, *args, **kwargs)  # type: ignore[misc]
 
+    def get_results_page(self, request: HttpRequest) -> Any:
+        """Wagtail's page of results, each image whose file cannot be read drawn as a missing one
+        (a 500 for the modal before)."""
+        page = super().get_results_page(request)  # type: ignore[misc]
+        guard_renditions(page)
+        return page
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)  # type: ignore[misc]
         context["semantic_note"] = getattr(getattr(self, "filter_form", None), "semantic_note", None)
