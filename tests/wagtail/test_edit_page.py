@@ -162,6 +162,23 @@ def test_an_image_whose_file_cannot_be_read_opens_with_the_reason(
     assert coffee in page.context["similar_images"] and 'src="/media/not-found"' in page.content.decode()
 
 
+def test_an_image_whose_file_cannot_be_read_can_be_deleted_and_chosen(superuser_client, make_image, sample_paths):
+    """Deleting the broken image the report lists, or choosing it in a page's image field: the
+    delete page and the chooser's chosen and select_format steps drew its preview with Wagtail's
+    image tag, which let the decoder's error through (a 500); it is drawn as a missing file."""
+    broken = make_image(sample_paths["rocket"], "IMG_0401")
+    with open(broken.file.path, "wb") as file:
+        file.write(b"not an image at all")
+    for name in ("wagtailimages_chooser:chosen", "wagtailimages_chooser:select_format"):
+        response = superuser_client.get(reverse(name, args=(broken.pk,)))
+        assert response.status_code == 200 and "not-found" in response.content.decode(), name
+    delete_url = reverse("wagtailimages:delete", args=(broken.pk,))
+    page = superuser_client.get(delete_url)
+    assert page.status_code == 200 and 'src="/media/not-found"' in page.content.decode()
+    assert superuser_client.post(delete_url).status_code == 302
+    assert not get_image_model().objects.filter(pk=broken.pk).exists()
+
+
 def test_failed_upload_shows_the_reason(superuser_client, django_capture_on_commit_callbacks):
     """An upload the pipeline cannot decode (an SVG: Wagtail accepts it, the encoder cannot read it)."""
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'

@@ -175,7 +175,12 @@ class HiddenAsMissingMixin:
 
 
 class SemanticImageDeleteView(HiddenAsMissingMixin, DeleteView):
-    pass
+    def get_object(self, queryset: Any = None) -> Any:
+        """Wagtail's, its preview drawn as a missing file's when the file cannot be read (a 500
+        before: the broken image could not be deleted from the admin)."""
+        image = super().get_object(queryset)
+        guard_renditions([image])
+        return image
 
 
 class SemanticImageUsageView(HiddenAsMissingMixin, UsageView):

@@ -311,9 +311,11 @@ class HiddenAsMissingMixin:
 
     def get_object(self, pk: Any) -> Any:
         try:
-            return super().get_object(pk)  # type: ignore[misc]
+            image = super().get_object(pk)  # type: ignore[misc]
         except PermissionDenied:
             raise Http404 from None
+        guard_renditions([image])  # a file cut short or corrupt: its preview drawn as not found, not a 500
+        return image
 
 
 class SemanticImageChosenView(HiddenAsMissingMixin, ImageChosenView):
