@@ -179,6 +179,38 @@ def test_an_image_whose_file_cannot_be_read_can_be_deleted_and_chosen(superuser_
     assert not get_image_model().objects.filter(pk=broken.pk).exists()
 
 
+@pytest.mark.parametrize("form_base", [None, "django_semantic_images.contrib.wagtail.forms.ImageForm"])
+def test_an_image_whose_file_cannot_be_read_can_be_saved(
+    superuser_client, make_image, sample_paths, settings, form_base
+):
+    """Saving the edit page of an image whose file is cut short or corrupt without a new file (a
+    new title): Django assigned the unchanged file again and read its dimensions from it, a 500
+    for every save of the form. A new file still replaces it."""
+    if form_base:
+        settings.WAGTAILIMAGES_IMAGE_FORM_BASE = form_base
+    broken = make_image(sample_paths["rocket"], "IMG_0402")
+    with open(broken.file.path, "wb") as file:
+        file.write(b"not an image at all")
+    url = reverse("wagtailimages:edit", args=(broken.pk,))
+    data = {"title": "Rocket <launch>", "collection": broken.collection_id, "tags": "", "description": ""}
+    response = superuser_client.post(url, data)
+    assert response.status_code == 302
+    saved = get_image_model().objects.get(pk=broken.pk)
+    assert saved.title == "Rocket <launch>" and saved.file.name == broken.file.name
+    assert (saved.width, saved.height) == (broken.width, broken.height)
+    assert status_of(saved) == EmbeddingStatus.PENDING  # a new title: embedded again
+    # A form with errors renders again (its preview drawn as a missing file's).
+    again = superuser_client.post(url, {**data, "title": ""})
+    assert again.status_code == 200 and again.context["form"].errors["title"]
+    # A new file still replaces it.
+    with open(sample_paths["coffee"], "rb") as file:
+        upload = SimpleUploadedFile(sample_paths["coffee"].name, file.read())
+    replacing = superuser_client.post(url, {**data, "file": upload})
+    assert replacing.status_code == 302, replacing.context["form"].errors
+    replaced = get_image_model().objects.get(pk=broken.pk)
+    assert replaced.file.name != broken.file.name and (replaced.width, replaced.height) != (broken.width, broken.height)
+
+
 def test_failed_upload_shows_the_reason(superuser_client, django_capture_on_commit_callbacks):
     """An upload the pipeline cannot decode (an SVG: Wagtail accepts it, the encoder cannot read it)."""
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'

@@ -68,6 +68,24 @@ def embedding_state(image: models.Model) -> EmbeddingState:
     return EmbeddingState(field.status or EmbeddingStatus.PENDING, field.error or "")
 
 
+class UnchangedFileMixin:
+    """For Wagtail's image form: a file left as it is is not assigned to the image again. Django's
+    image field reads the dimensions of a file assigned again: one cut short or corrupt raised (a
+    500 for any save of its edit page, a new title included)."""
+
+    changed_data: list[str]
+    cleaned_data: dict[str, Any]
+
+    def clean_file(self) -> Any:
+        # None is "no change" to a model's file field (FileField.save_form_data).
+        return self.cleaned_data.get("file") if "file" in self.changed_data else None
+
+    def _get_validation_exclusions(self) -> set[str]:
+        # The model's validation of a field assigns its value again too (Model.clean_fields).
+        excluded: set[str] = super()._get_validation_exclusions()  # type: ignore[misc]
+        return excluded if "file" in self.changed_data else excluded | {"file"}
+
+
 class SemanticImageEditView(EditView):
     """Wagtail's image edit page, plus the embedding state, a *Re-embed* button and the images
     nearest to this one."""
@@ -113,6 +131,11 @@ class SemanticImageEditView(EditView):
             raise Http404 from None
         guard_renditions([image])  # a file cut short or corrupt: its preview drawn as not found, not a 500
         return image
+
+    def get_form_class(self) -> Any:
+        """Wagtail's image form (``WAGTAILIMAGES_IMAGE_FORM_BASE``), with ``UnchangedFileMixin``."""
+        form_class = super().get_form_class()
+        return type(form_class.__name__, (UnchangedFileMixin, form_class), {})
 
     @cached_property
     def next_url(self) -> str:
