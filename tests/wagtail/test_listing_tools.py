@@ -539,6 +539,22 @@ def test_report_counts_and_lists_failed_images_within_the_editors_collections(
     assert 'data-count="pending">2<' in home and 'data-count="failed">1<' in home
 
 
+def test_the_reports_advice_on_a_failed_image_leads_to_its_page(superuser_client, make_image, sample_paths):
+    """The report told the editor to find the failed image in the Images listing (which cannot
+    filter by state) and re-embed it there; its title links to its page, which replaces the file
+    (embedding it again) or re-embeds it."""
+    lost = make_image(sample_paths["rocket"], "Lost rocket")
+    os.remove(lost.file.path)
+    assert list(embed_pks(ImageVectors, [lost.pk]).failed) == [lost.pk]
+    html = superuser_client.get(reverse("semantic_images_wagtail_reports:image_embeddings")).content.decode()
+    assert "select it in the Images listing" not in html
+    assert "Open it (its title links to its page) and replace its file, which embeds it again" in html
+    assert "choose “Re-embed” there" in html
+    edit_url = reverse("wagtailimages:edit", args=(lost.pk,))
+    assert f'href="{edit_url}"' in html
+    assert 'data-embedding-state="failed"' in superuser_client.get(edit_url).content.decode()  # and its button
+
+
 def test_the_dashboard_panel_counts_one_image_in_the_singular(superuser_client, make_image, sample_paths):
     make_image(sample_paths["horse"], "Waiting horse")  # pending
     home = superuser_client.get(reverse("wagtailadmin_home")).content.decode()
