@@ -128,6 +128,89 @@ def test_failed_image_shows_the_reason(superuser_client, sample_images, make_ima
     assert "embedding it failed" in html
 
 
+@pytest.mark.parametrize(
+    "corrupt", [lambda data: data[: len(data) // 3], lambda data: b"not an image at all" * 10], ids=["cut", "garbage"]
+)
+def test_an_image_whose_file_cannot_be_read_opens_with_the_reason(
+    superuser_client, sample_images, make_image, sample_paths, corrupt
+):
+    """A file present but cut short or corrupt (the failures the report links to): Wagtail's image
+    tag raised from the page's preview and the listing's thumbnails (a 500); they are drawn as for
+    a missing file, and the page says why the image failed."""
+    broken = make_image(sample_paths["rocket"], "IMG_0400")
+    with open(broken.file.path, "rb") as file:
+        data = file.read()
+    with open(broken.file.path, "wb") as file:
+        file.write(corrupt(data))
+    assert list(embed_pks(ImageVectors, [broken.pk]).failed) == [broken.pk]
+    error = ImageVectors.objects.get(pk=broken.pk).embedding.error
+    response = edit_page(superuser_client, broken)
+    html = response.content.decode()
+    assert 'data-embedding-state="failed"' in html and f"<span data-embedding-error>{escape(error)}</span>" in html
+    assert 'src="/media/not-found"' in html
+    # The listing (both layouts) draws it the same way, and the other images as before.
+    for layout in ("grid", "list"):
+        listing = superuser_client.get(reverse("wagtailimages:index"), {"layout": layout})
+        assert listing.status_code == 200 and 'src="/media/not-found"' in listing.content.decode()
+        assert len(listing.context["object_list"]) == len(sample_images) + 1
+    # So does another image's panel, whose nearest images include it (its file broken after it was embedded).
+    coffee = sample_images["coffee"]
+    with open(coffee.file.path, "wb") as file:
+        file.write(b"broken later")
+    coffee.renditions.all().delete()  # the listing above drew its thumbnail before
+    page = edit_page(superuser_client, sample_images["chelsea"])
+    assert coffee in page.context["similar_images"] and 'src="/media/not-found"' in page.content.decode()
+
+
+def test_an_image_whose_file_cannot_be_read_can_be_deleted_and_chosen(superuser_client, make_image, sample_paths):
+    """Deleting the broken image the report lists, or choosing it in a page's image field: the
+    delete page and the chooser's chosen and select_format steps drew its preview with Wagtail's
+    image tag, which let the decoder's error through (a 500); it is drawn as a missing file."""
+    broken = make_image(sample_paths["rocket"], "IMG_0401")
+    with open(broken.file.path, "wb") as file:
+        file.write(b"not an image at all")
+    for name in ("wagtailimages_chooser:chosen", "wagtailimages_chooser:select_format"):
+        response = superuser_client.get(reverse(name, args=(broken.pk,)))
+        assert response.status_code == 200 and "not-found" in response.content.decode(), name
+    delete_url = reverse("wagtailimages:delete", args=(broken.pk,))
+    page = superuser_client.get(delete_url)
+    assert page.status_code == 200 and 'src="/media/not-found"' in page.content.decode()
+    assert superuser_client.post(delete_url).status_code == 302
+    assert not get_image_model().objects.filter(pk=broken.pk).exists()
+
+
+@pytest.mark.parametrize("form_base", [None, "django_semantic_images.contrib.wagtail.forms.ImageForm"])
+def test_an_image_whose_file_cannot_be_read_can_be_saved(
+    superuser_client, make_image, sample_paths, settings, form_base
+):
+    """Saving the edit page of an image whose file is cut short or corrupt without a new file (a
+    new title): Django assigned the unchanged file again and read its dimensions from it, a 500
+    for every save of the form. A new file still replaces it."""
+    if form_base:
+        settings.WAGTAILIMAGES_IMAGE_FORM_BASE = form_base
+    broken = make_image(sample_paths["rocket"], "IMG_0402")
+    with open(broken.file.path, "wb") as file:
+        file.write(b"not an image at all")
+    url = reverse("wagtailimages:edit", args=(broken.pk,))
+    data = {"title": "Rocket <launch>", "collection": broken.collection_id, "tags": "", "description": ""}
+    response = superuser_client.post(url, data)
+    assert response.status_code == 302
+    saved = get_image_model().objects.get(pk=broken.pk)
+    assert saved.title == "Rocket <launch>" and saved.file.name == broken.file.name
+    assert (saved.width, saved.height) == (broken.width, broken.height)
+    assert status_of(saved) == EmbeddingStatus.PENDING  # a new title: embedded again
+    # A form with errors renders again (its preview drawn as a missing file's).
+    again = superuser_client.post(url, {**data, "title": ""})
+    assert again.status_code == 200 and again.context["form"].errors["title"]
+    # A new file still replaces it.
+    with open(sample_paths["coffee"], "rb") as file:
+        upload = SimpleUploadedFile(sample_paths["coffee"].name, file.read())
+    replacing = superuser_client.post(url, {**data, "file": upload})
+    assert replacing.status_code == 302, replacing.context["form"].errors
+    replaced = get_image_model().objects.get(pk=broken.pk)
+    assert replaced.file.name != broken.file.name and (replaced.width, replaced.height) != (broken.width, broken.height)
+
+
 def test_failed_upload_shows_the_reason(superuser_client, django_capture_on_commit_callbacks):
     """An upload the pipeline cannot decode (an SVG: Wagtail accepts it, the encoder cannot read it)."""
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'

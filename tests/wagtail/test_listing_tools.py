@@ -111,6 +111,47 @@ def test_search_by_photo_isolates_a_right_to_left_file_name(superuser_client, sa
     assert "Images that look like “<bdi>קפה.jpg</bdi>”, most alike first." in html
 
 
+def test_a_photo_search_that_finds_nothing_says_so(superuser_client, make_image, sample_paths):
+    """No image to compare (all pending or failed, or none in the collection): the listing says
+    that nothing looks like the photo and why, not Wagtail's "You haven't uploaded any images"."""
+    waiting = make_image(sample_paths["coffee"], "IMG_0001")  # uploaded, not embedded yet
+    response = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]), name="my <mug>.jpg")
+    assert ranked(superuser_client, response) == []
+    page = superuser_client.get(response["Location"])
+    html = page.content.decode()
+    assert "You haven't uploaded any images" not in html
+    assert 'data-semantic-photo-no-results role="alert"' in html
+    assert "No image looks like “<bdi>my &lt;mug&gt;.jpg</bdi>”." in html
+    assert "waiting to be embedded" in html  # why an image just uploaded is not listed yet
+    # In a collection, too, and in the results fragment that filters fetch.
+    collection = Collection.get_first_root_node().add_child(name="Empty")
+    query = response["Location"].split("?", 1)[1]
+    results_url = f"{reverse('wagtailimages:index_results')}?{query}&collection_id={collection.pk}"
+    results = superuser_client.get(results_url).content.decode()
+    assert "You haven't uploaded any images" not in results and "data-semantic-photo-no-results" in results
+    # Without a photo search, Wagtail's own message stays.
+    waiting.delete()
+    assert "You haven't uploaded any images" in superuser_client.get(reverse("wagtailimages:index")).content.decode()
+
+
+def test_words_typed_over_a_photo_search_keep_the_photo_for_when_they_are_cleared(
+    superuser_client, sample_images, sample_paths
+):
+    """Words take precedence over the photo while they are typed; a page of their results loaded
+    in full (paging, a reload) still carries the photo in the header's form, so clearing the words
+    brings the photo's ranking back instead of the plain listing."""
+    location = search_by_photo(superuser_client, resized_copy(sample_paths["coffee"]))["Location"]
+    token = parse_qs(location.split("?", 1)[1])["photo"][0]
+    page = superuser_client.get(reverse("wagtailimages:index"), {"photo": token, "q": "a cat", "p": "1"})
+    assert page.context["photo_query"] is None  # the words rank the listing
+    assert f'<input type="hidden" name="photo" value="{token}">' in page.content.decode()
+    cleared = superuser_client.get(reverse("wagtailimages:index_results"), {"photo": token, "q": ""})
+    assert list(cleared.context["object_list"])[0] == sample_images["coffee"]
+    # A token the session does not hold is not carried on.
+    page = superuser_client.get(reverse("wagtailimages:index"), {"photo": "unknown", "q": "a cat"})
+    assert 'type="hidden" name="photo"' not in page.content.decode()
+
+
 def test_search_by_photo_keeps_the_collection_filter_and_sorting(superuser_client, sample_images, sample_paths):
     root = Collection.get_first_root_node()
     elsewhere = root.add_child(name="Elsewhere")
@@ -496,6 +537,22 @@ def test_report_counts_and_lists_failed_images_within_the_editors_collections(
     home = client.get(reverse("wagtailadmin_home")).content.decode()
     assert url in home and 'id="image-embeddings-section"' in home
     assert 'data-count="pending">2<' in home and 'data-count="failed">1<' in home
+
+
+def test_the_reports_advice_on_a_failed_image_leads_to_its_page(superuser_client, make_image, sample_paths):
+    """The report told the editor to find the failed image in the Images listing (which cannot
+    filter by state) and re-embed it there; its title links to its page, which replaces the file
+    (embedding it again) or re-embeds it."""
+    lost = make_image(sample_paths["rocket"], "Lost rocket")
+    os.remove(lost.file.path)
+    assert list(embed_pks(ImageVectors, [lost.pk]).failed) == [lost.pk]
+    html = superuser_client.get(reverse("semantic_images_wagtail_reports:image_embeddings")).content.decode()
+    assert "select it in the Images listing" not in html
+    assert "Open it (its title links to its page) and replace its file, which embeds it again" in html
+    assert "choose “Re-embed” there" in html
+    edit_url = reverse("wagtailimages:edit", args=(lost.pk,))
+    assert f'href="{edit_url}"' in html
+    assert 'data-embedding-state="failed"' in superuser_client.get(edit_url).content.decode()  # and its button
 
 
 def test_the_dashboard_panel_counts_one_image_in_the_singular(superuser_client, make_image, sample_paths):

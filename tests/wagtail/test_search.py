@@ -118,6 +118,21 @@ def test_chooser_ranks_the_cat_first(superuser_client, sample_images):
     assert list(modal.context["results"])[0] == sample_images["chelsea"]
 
 
+def test_the_chooser_draws_an_image_whose_file_cannot_be_read_as_a_missing_one(superuser_client, sample_images):
+    """A file cut short or corrupt after it was embedded: Wagtail's image tag raised from the
+    chooser's thumbnail (a 500 for the modal, ranked or not); it is drawn as a missing file."""
+    coffee = sample_images["coffee"]
+    with open(coffee.file.path, "wb") as file:
+        file.write(b"broken later")
+    coffee.renditions.all().delete()
+    for params in ({"q": "a cup of coffee"}, {}):
+        response = superuser_client.get(reverse("wagtailimages_chooser:choose_results"), params)
+        assert response.status_code == 200, params
+        assert coffee in list(response.context["results"]) and "/media/not-found" in response.content.decode()
+        modal = superuser_client.get(reverse("wagtailimages_chooser:choose"), params)
+        assert modal.status_code == 200 and "/media/not-found" in modal.content.decode()
+
+
 def test_chooser_pages_list_the_listings_ranking_without_counting_rows(
     superuser_client, sample_images, make_image, embed, sample_paths, django_capture_on_commit_callbacks
 ):

@@ -33,6 +33,7 @@ from .hidden import HiddenAsMissingMixin
 from .models import RELATED_NAME
 from .permissions import image_permission_policy
 from .redirects import next_url_from
+from .renditions import guard_renditions
 from .signals import image_database, request_embedding
 
 #: The URL namespace of these views (``semantic_images_wagtail_edit:reembed``).
@@ -68,6 +69,24 @@ def embedding_state(image: models.Model) -> EmbeddingState:
     return EmbeddingState(field.status or EmbeddingStatus.PENDING, field.error or "")
 
 
+class UnchangedFileMixin:
+    """For Wagtail's image form: a file left as it is is not assigned to the image again. Django's
+    image field reads the dimensions of a file assigned again: one cut short or corrupt raised (a
+    500 for any save of its edit page, a new title included)."""
+
+    changed_data: list[str]
+    cleaned_data: dict[str, Any]
+
+    def clean_file(self) -> Any:
+        # None is "no change" to a model's file field (FileField.save_form_data).
+        return self.cleaned_data.get("file") if "file" in self.changed_data else None
+
+    def _get_validation_exclusions(self) -> set[str]:
+        # The model's validation of a field assigns its value again too (Model.clean_fields).
+        excluded: set[str] = super()._get_validation_exclusions()  # type: ignore[misc]
+        return excluded if "file" in self.changed_data else excluded | {"file"}
+
+
 class SemanticImageEditView(EditView):
     """Wagtail's image edit page, plus the embedding state, a *Re-embed* button and the images
     nearest to this one."""
@@ -100,15 +119,24 @@ class SemanticImageEditView(EditView):
         nearest: Any = self.nearest_images()  # Wagtail's ImageQuerySet (prefetch_renditions)
         if nearest is None:
             return None
-        return list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
+        similar = list(nearest.prefetch_renditions(self.similar_images_rendition)[: self.similar_images_count])
+        guard_renditions(similar)
+        return similar
 
     def get_object(self, queryset: Any = None) -> Any:
         """The image, if this editor may change it; any other answers 404, as a missing one does
         (Wagtail's own edit page redirects to the dashboard instead, which tells the image exists)."""
         try:
-            return super().get_object(queryset)
+            image = super().get_object(queryset)
         except PermissionDenied:
             raise Http404 from None
+        guard_renditions([image])  # a file cut short or corrupt: its preview drawn as not found, not a 500
+        return image
+
+    def get_form_class(self) -> Any:
+        """Wagtail's image form (``WAGTAILIMAGES_IMAGE_FORM_BASE``), with ``UnchangedFileMixin``."""
+        form_class = super().get_form_class()
+        return type(form_class.__name__, (UnchangedFileMixin, form_class), {})
 
     @cached_property
     def next_url(self) -> str:
@@ -148,7 +176,12 @@ class ReembedView(View):
 
 
 class SemanticImageDeleteView(HiddenAsMissingMixin, DeleteView):
-    pass
+    def get_object(self, queryset: Any = None) -> Any:
+        """Wagtail's, its preview drawn as a missing file's when the file cannot be read (a 500
+        before: the broken image could not be deleted from the admin)."""
+        image = super().get_object(queryset)
+        guard_renditions([image])
+        return image
 
 
 class SemanticImageUsageView(HiddenAsMissingMixin, UsageView):

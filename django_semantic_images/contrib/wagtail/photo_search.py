@@ -213,13 +213,19 @@ class PhotoSearchMixin:
         return self.request.GET.get(PHOTO_VAR, "")
 
     @cached_property
-    def photo_query(self) -> PhotoQuery | None:
-        """The photo the listing is ranked by (None without one, or when a word search is on)."""
-        if not self.photo_token or self.is_searching:  # type: ignore[attr-defined]
+    def stored_photo(self) -> PhotoQuery | None:
+        """The photo the session holds under the listing's token, also while a word search is on
+        (the header's form carries it on, for when the words are cleared); None without one."""
+        if not self.photo_token:
             return None
         field = embedding_path(self.model).field  # type: ignore[attr-defined]
         dimensions = field.model._meta.get_field(field.visual_field).dimensions  # type: ignore[union-attr]
         return load_photo_query(self.request.session, self.photo_token, dimensions)
+
+    @cached_property
+    def photo_query(self) -> PhotoQuery | None:
+        """The photo the listing is ranked by (None without one, or when a word search is on)."""
+        return None if self.is_searching else self.stored_photo  # type: ignore[attr-defined]
 
     def get_queryset(self) -> QuerySet:
         """The listing's queryset (permissions, filters, order), ranked by the photo if any."""
@@ -240,6 +246,7 @@ class PhotoSearchMixin:
         context.update(
             photo_form=self.photo_form or PhotoSearchForm(),
             photo_query=self.photo_query,
+            kept_photo=self.stored_photo,
             photo_expired=bool(self.photo_token) and self.photo_query is None and not self.is_searching,  # type: ignore[attr-defined]
             # The form posts to the listing as it is; "clear" goes back to it without the photo.
             photo_search_url=listing_url,

@@ -38,6 +38,7 @@ from ...query import read_as_search
 from ...words import search_words, spellings, too_long, unreadable_note
 from .permissions import image_permission_policy
 from .photo_search import PhotoSearchMixin
+from .renditions import guard_renditions
 from .search import (
     DEFAULT_LIMIT,
     KEYWORD_FIELDS,
@@ -128,6 +129,12 @@ class SemanticImageIndexView(PhotoSearchMixin, IndexView):
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return begin_search(request) or super().get(request, *args, **kwargs)
+
+    def decorate_paginated_queryset(self, object_list: Any) -> Any:
+        """Wagtail's, with each image whose file cannot be read drawn as a missing one (a 500 before)."""
+        object_list = super().decorate_paginated_queryset(object_list)
+        guard_renditions(object_list)
+        return object_list
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -261,6 +268,13 @@ class SemanticChooserMixin:
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return begin_search(request) or super().get(request, *args, **kwargs)  # type: ignore[misc]
 
+    def get_results_page(self, request: HttpRequest) -> Any:
+        """Wagtail's page of results, each image whose file cannot be read drawn as a missing one
+        (a 500 for the modal before)."""
+        page = super().get_results_page(request)  # type: ignore[misc]
+        guard_renditions(page)
+        return page
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)  # type: ignore[misc]
         context["semantic_note"] = getattr(getattr(self, "filter_form", None), "semantic_note", None)
@@ -299,9 +313,11 @@ class HiddenAsMissingMixin:
 
     def get_object(self, pk: Any) -> Any:
         try:
-            return super().get_object(pk)  # type: ignore[misc]
+            image = super().get_object(pk)  # type: ignore[misc]
         except PermissionDenied:
             raise Http404 from None
+        guard_renditions([image])  # a file cut short or corrupt: its preview drawn as not found, not a 500
+        return image
 
 
 class SemanticImageChosenView(HiddenAsMissingMixin, ImageChosenView):
