@@ -56,6 +56,22 @@ def statuses(photos: list) -> dict[int, str]:
     return dict(Photo.objects.filter(pk__in=[p.pk for p in photos]).values_list("pk", "embedding_status"))
 
 
+@contextmanager
+def unreadable(paths: list[Path]) -> Iterator[None]:
+    """The files at ``paths`` read with an I/O error (EISDIR: each made a folder) inside the block,
+    a fault that may pass (not "no such file"); put back as they were after it."""
+    saved = [path.read_bytes() for path in paths]
+    for path in paths:
+        path.unlink()
+        path.mkdir()
+    try:
+        yield
+    finally:
+        for path, data in zip(paths, saved, strict=True):
+            path.rmdir()
+            path.write_bytes(data)
+
+
 def dds_pillow_cannot_decode() -> bytes:
     """A DDS file with pixel format flags Pillow does not know: its plugin raises NotImplementedError."""
     header = struct.pack("<7I", 124, 0x100F, 48, 64, 0xC0, 0, 0) + bytes(44)

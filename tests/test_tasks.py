@@ -17,23 +17,17 @@ from django_semantic_images.tasks import MAX_RETRIES, embed_rows
 from django_semantic_images.worker import available_cores, torch_threads
 from photos.models import Photo
 
+from .conftest import unreadable
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_storage_fault_is_retried_then_marked_for_the_sweep(make_photo, sample_paths):
     photos = [make_photo(sample_paths[s]) for s in ("chelsea", "rocket")]
     paths = [Path(photo.image.path) for photo in photos]
-    saved = [path.read_bytes() for path in paths]
-    for path in paths:
-        path.unlink()
-        path.mkdir()  # reading now fails with an I/O error (EISDIR), not "no such file": a fault that may pass
-    try:  # every file of the batch: the storage looks gone, and the task is retried
+    with unreadable(paths):  # every file of the batch: the storage looks gone, and the task is retried
         result = embed_rows.apply(args=["photos.Photo", [photo.pk for photo in photos]])
         assert result.failed()
-    finally:
-        for path, data in zip(paths, saved, strict=True):
-            path.rmdir()
-            path.write_bytes(data)
     for photo in photos:
         row = Photo.objects.get(pk=photo.pk)
         assert row.embedding_status == EmbeddingStatus.FAILED
@@ -59,17 +53,9 @@ def test_rows_a_task_took_to_fill_its_batch_are_marked_for_the_sweep_too(make_ph
     waiting = make_photo(sample_paths["coffee"])
     photos = [*own, waiting]
     paths = [Path(photo.image.path) for photo in photos]
-    saved = [path.read_bytes() for path in paths]
-    for path in paths:
-        path.unlink()
-        path.mkdir()  # EISDIR on every file of the batch: the storage looks gone, the task is retried
-    try:
+    with unreadable(paths):  # every file of the batch: the storage looks gone, the task is retried
         result = embed_rows.apply(args=["photos.Photo", [str(photo.pk) for photo in own]])  # as dispatch sends
         assert result.failed()
-    finally:
-        for path, data in zip(paths, saved, strict=True):
-            path.rmdir()
-            path.write_bytes(data)
     now = timezone.now()
     for photo in photos:
         row = Photo.objects.get(pk=photo.pk)

@@ -31,7 +31,7 @@ from django_semantic_images.task_framework import embed_rows
 from photos.models import Photo
 
 from ..celery_worker import REDIS_URL, configured_app, database_url
-from ..conftest import statuses, upload
+from ..conftest import statuses, unreadable, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -222,18 +222,9 @@ def test_a_storage_fault_marks_the_rows_for_the_sweep(make_photo, sample_paths):
     # Run the task function in this process through the immediate backend: no retries in the framework.
     photos = [make_photo(sample_paths[s]) for s in ("chelsea", "rocket")]
     paths = [Path(photo.image.path) for photo in photos]
-    saved = [path.read_bytes() for path in paths]
-    for path in paths:
-        path.unlink()
-        path.mkdir()  # reading now fails with an I/O error (EISDIR): every file of the batch, the storage looks gone
-    try:
-        with override_settings(TASKS=immediate_backend()):
-            result = embed_rows.using(backend="default").enqueue("photos.Photo", [str(p.pk) for p in photos])
-            assert result.status == "FAILED"
-    finally:
-        for path, data in zip(paths, saved, strict=True):
-            path.rmdir()
-            path.write_bytes(data)
+    with unreadable(paths), override_settings(TASKS=immediate_backend()):  # every file: the storage looks gone
+        result = embed_rows.using(backend="default").enqueue("photos.Photo", [str(p.pk) for p in photos])
+        assert result.status == "FAILED"
     for photo in photos:
         row = Photo.objects.get(pk=photo.pk)
         assert row.embedding_status == EmbeddingStatus.FAILED and row.embedding_error.startswith(TRANSIENT_PREFIX)
