@@ -354,6 +354,15 @@ def test_a_large_16_bit_grey_image_is_embedded(make_photo):
     assert Photo.objects.get(pk=scan.pk).embedding_status == EmbeddingStatus.EMBEDDED
 
 
+def failed_without_vectors(pks: list) -> dict:
+    """Every photo by key, after checking that those of ``pks`` failed and hold no vectors."""
+    rows = {p.pk: p for p in Photo.objects.all()}
+    for pk in pks:
+        assert rows[pk].embedding_status == EmbeddingStatus.FAILED
+        assert rows[pk].embedding_visual is None and rows[pk].embedding_semantic is None
+    return rows
+
+
 def test_an_all_zero_vector_from_the_encoder_fails_the_row_instead_of_being_stored(
     make_photo, sample_paths, monkeypatch
 ):
@@ -377,11 +386,8 @@ def test_an_all_zero_vector_from_the_encoder_fails_the_row_instead_of_being_stor
     monkeypatch.setattr(encoder, "encode_pixels", zero_some)
     report = embed_instances([good, blank_visual, blank_semantic], batch_size=8)
     assert report.embedded == [good.pk] and report.failed.keys() == {blank_visual.pk, blank_semantic.pk}
-    rows = {p.pk: p for p in Photo.objects.all()}
-    for pk in (blank_visual.pk, blank_semantic.pk):
-        assert rows[pk].embedding_status == EmbeddingStatus.FAILED
-        assert "all zeros" in rows[pk].embedding_error
-        assert rows[pk].embedding_visual is None and rows[pk].embedding_semantic is None
+    rows = failed_without_vectors([blank_visual.pk, blank_semantic.pk])
+    assert all("all zeros" in rows[pk].embedding_error for pk in (blank_visual.pk, blank_semantic.pk))
     assert rows[good.pk].embedding_status == EmbeddingStatus.EMBEDDED
 
 
@@ -415,11 +421,8 @@ def test_a_nan_vector_from_the_encoder_fails_the_row_for_good_with_its_reason(ma
     monkeypatch.setattr(encoder, "encode_pixels", nan_some)
     report = embed_instances([good, nan_visual, nan_semantic], batch_size=8)
     assert report.embedded == [good.pk] and report.failed.keys() == {nan_visual.pk, nan_semantic.pk}
-    rows = {p.pk: p for p in Photo.objects.all()}
-    for pk in (nan_visual.pk, nan_semantic.pk):
-        assert rows[pk].embedding_status == EmbeddingStatus.FAILED
-        assert rows[pk].embedding_error == NOT_FINITE
-        assert rows[pk].embedding_visual is None and rows[pk].embedding_semantic is None
+    rows = failed_without_vectors([nan_visual.pk, nan_semantic.pk])
+    assert all(rows[pk].embedding_error == NOT_FINITE for pk in (nan_visual.pk, nan_semantic.pk))
     alone = make_photo(sample_paths["chelsea"], title="alone")
     report = embed_instances([alone])
     assert report.failed.keys() == {alone.pk}
