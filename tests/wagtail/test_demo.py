@@ -74,16 +74,16 @@ def served(url: str, server: subprocess.Popen, wait: float = 180) -> tuple[int, 
             time.sleep(0.2)
 
 
+def manage(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``manage.py *args`` run in the demo's site, its output captured."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=SITE, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def shell(code: str, env: dict[str, str]) -> str:
     """The last line ``code`` printed, run in the demo's site."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=SITE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = manage("shell", "-c", code, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
 
@@ -111,14 +111,7 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     unset = ("DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL", "WAGTAILADMIN_BASE_URL")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(DATABASE_URL=url, MEDIA_ROOT=str(tmp_path / "media"))
-    done = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--no-serve"],
-        cwd=SITE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = manage("demo", "--no-serve", env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     samples = sample_photo_paths()
     assert f"Images: {len(samples)} embedded" in done.stdout, done.stdout
@@ -140,14 +133,7 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     assert shell(SITE_ADDRESS, env) == '[[["127.0.0.1", 8000, true]], "http://127.0.0.1:8000/"]'
 
     # Each search the demo prints finds the image it is meant to find first.
-    found = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", FIRST_FOUND],
-        cwd=SITE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    found = manage("shell", "-c", FIRST_FOUND, env=env, timeout=600)
     assert found.returncode == 0, found.stderr[-3000:]
     result = json.loads(found.stdout.strip().splitlines()[-1])
     assert f"Search the images with: {', '.join(result['suggested'])}" in done.stdout
@@ -156,14 +142,8 @@ def test_demo_sets_up_indexed_wagtail_images_a_page_a_login_and_searches_that_fi
     # Run again after the media folder was deleted: the files are stored again and render again.
     assert json.loads(shell(RENDITIONS, env)) == [True] * len(samples)
     shutil.rmtree(tmp_path / "media")
-    again = subprocess.run(  # at another address (HOST=127.0.0.1:8123 make demo-wagtail): the links follow it
-        [sys.executable, "manage.py", "demo", "--no-serve", "--addrport", "127.0.0.1:8123"],
-        cwd=SITE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    # at another address (HOST=127.0.0.1:8123 make demo-wagtail): the links follow it
+    again = manage("demo", "--no-serve", "--addrport", "127.0.0.1:8123", env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Images: {len(samples)} embedded" in again.stdout and "Added" not in again.stdout, again.stdout
     assert "link to http://127.0.0.1:8123 (WAGTAILADMIN_BASE_URL)" in again.stdout, again.stdout
@@ -198,14 +178,7 @@ def test_demo_with_its_address_taken_says_so_before_it_sets_anything_up(scratch_
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         addrport = f"127.0.0.1:{taken.getsockname()[1]}"
-        done = subprocess.run(
-            [sys.executable, "manage.py", "demo", "--addrport", addrport],
-            cwd=SITE,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        done = manage("demo", "--addrport", addrport, env=env, timeout=900)
     assert done.returncode == 1 and f"Cannot serve on {addrport}: Address already in use" in done.stderr, done
     params = connection.get_connection_params()
     with psycopg.connect(
@@ -226,14 +199,7 @@ def test_demo_with_a_database_it_cannot_reach_says_so_in_a_line(tmp_path):
         MEDIA_ROOT=str(tmp_path / "media"),
         PYTHONPATH=os.pathsep.join([str(SITE.parent), str(SITE.parent / "example_project")]),
     )
-    done = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--no-serve"],
-        cwd=SITE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = manage("demo", "--no-serve", env=env, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert (
         f'CommandError: The database failed: connection failed: connection to server at "127.0.0.1", port {port}'
